@@ -1,0 +1,417 @@
+"""Our inference engine: a BERT-family sequence classifier compiled onto `workbench_ext` kernels.
+
+`compile_model(hf_model)` reads the weights of a Hugging Face `BertForSequenceClassification`
+(BERT, MiniLM, ...) or `DistilBertForSequenceClassification` and builds an `Engine`:
+
+* every Linear layer becomes one kernel call. With `quantize=True` weights are int8, symmetric,
+  per output channel (`scale = max|w_row| / 127`), activations are quantized per token to u8
+  inside the kernel (dynamic quantization); a layer whose 1x4-block sparsity (fraction of
+  all-zero groups of 4 consecutive weights along K, measured on the int8 weight) is at least
+  `sparse_threshold` runs on `BlockSparseInt8Linear`, the others on `DenseInt8Linear`. With
+  `quantize=False` weights stay fp32: sparse layers on `BlockSparseFp32Linear`, dense ones on
+  BLAS sgemm (NumPy). Q, K and V are fused into one [3H, H] layer (the decision dense/sparse is
+  made on the fused weight); the 1/sqrt(head_dim) attention scale is folded into Q.
+* LayerNorm, bias + residual + LayerNorm, softmax and GELU run on `workbench_ext.ops`; the
+  attention matmuls (QK^T and PV) and the pooler's tanh are NumPy (there is no kernel for them).
+  See `workbench.runtime.kernels` for the fallbacks used when a kernel is not built.
+* exact graph-level savings: trailing padding columns shared by the whole batch are dropped, and
+  the last encoder layer is only evaluated for the [CLS] row that the classifier reads.
+
+Accuracy (documented contract, checked by tests/test_runtime.py on the real MiniLM weights):
+  fp32 path (`quantize=False`): logits within atol 1e-4 of the torch fp32 model;
+  int8 path: same argmax as torch on real text, max |logit error| <= 0.05 * max |logit| + 0.05.
+
+Engines are saved as `engine.safetensors` (int8 weights, scales, biases, fp32 tensors) plus
+`engine.json` (architecture, shapes, which layers are sparse); no pickle. Packed kernel formats
+are rebuilt at load time.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workbench.runtime import kernels as K
+
+FORMAT = "workbench-engine"
+FORMAT_VERSION = 1
+SUPPORTED_ARCHITECTURES = ("BertForSequenceClassification", "DistilBertForSequenceClassification")
+WEIGHTS_FILE = "engine.safetensors"
+META_FILE = "engine.json"
+FP32_ATOL = 1e-4
+
+
+class UnsupportedModelError(ValueError):
+    """The model is not one `compile_model` knows how to run."""
+
+
+# --------------------------------------------------------------------------------------------
+# reading a Hugging Face model
+# --------------------------------------------------------------------------------------------
+def _np(t: Any) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().to("cpu").float().numpy(), dtype=np.float32)
+
+
+def _linear(mod: Any, where: str) -> tuple[np.ndarray, np.ndarray | None]:
+    from torch import nn
+
+    if not isinstance(mod, nn.Linear):
+        raise UnsupportedModelError(
+            f"compile_model expects fp32 torch.nn.Linear layers; {where} is "
+            f"{type(mod).__module__}.{type(mod).__name__} (compile the model before applying "
+            "torch quantization: the workbench runtime quantizes the weights itself)")
+    w = mod.weight  # with torch.nn.utils.prune this is already weight_orig * weight_mask
+    return _np(w), (None if mod.bias is None else _np(mod.bias))
+
+
+def _activation_name(act: Any, where: str) -> str:
+    if not isinstance(act, str) or act not in K.ACTIVATIONS:
+        raise UnsupportedModelError(
+            f"{where}: activation {act!r} is not supported (supported: {sorted(K.ACTIVATIONS)})")
+    return act
+
+
+def _ln(ln: Any) -> tuple[np.ndarray, np.ndarray, float]:
+    return _np(ln.weight), _np(ln.bias), float(ln.eps)
+
+
+def _read_bert(model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, tuple]]:
+    cfg = model.config
+    if getattr(cfg, "position_embedding_type", "absolute") not in (None, "absolute"):
+        raise UnsupportedModelError(
+            f"position_embedding_type={cfg.position_embedding_type!r} is not supported (only 'absolute')")
+    if getattr(cfg, "is_decoder", False):
+        raise UnsupportedModelError("decoder BERT models are not supported")
+    bert = model.bert
+    if bert.pooler is None:
+        raise UnsupportedModelError("a BertForSequenceClassification without pooler is not supported")
+    emb = bert.embeddings
+    t: dict[str, np.ndarray] = {
+        "embeddings.word": _np(emb.word_embeddings.weight),
+        "embeddings.position": _np(emb.position_embeddings.weight),
+        "embeddings.token_type": _np(emb.token_type_embeddings.weight),
+    }
+    g, b, eps_emb = _ln(emb.LayerNorm)
+    t["embeddings.ln.gamma"], t["embeddings.ln.beta"] = g, b
+    act = _activation_name(cfg.hidden_act, "config.hidden_act")
+    linears: dict[str, tuple] = {}
+    eps: dict[str, float] = {"embeddings.ln": eps_emb}
+    for i, layer in enumerate(bert.encoder.layer):
+        p = f"bert.encoder.layer.{i}"
+        att = layer.attention
+        linears[f"layers.{i}.qkv"] = tuple(
+            _linear(m, f"{p}.attention.self.{n}") for n, m in
+            (("query", att.self.query), ("key", att.self.key), ("value", att.self.value)))
+        linears[f"layers.{i}.out"] = _linear(att.output.dense, f"{p}.attention.output.dense")
+        linears[f"layers.{i}.ffn1"] = _linear(layer.intermediate.dense, f"{p}.intermediate.dense")
+        linears[f"layers.{i}.ffn2"] = _linear(layer.output.dense, f"{p}.output.dense")
+        for name, ln in ((f"layers.{i}.ln1", att.output.LayerNorm), (f"layers.{i}.ln2", layer.output.LayerNorm)):
+            t[f"{name}.gamma"], t[f"{name}.beta"], eps[name] = _ln(ln)
+    linears["head.pre"] = _linear(bert.pooler.dense, "bert.pooler.dense")
+    linears["head.cls"] = _linear(model.classifier, "classifier")
+    meta = {
+        "hidden_size": int(cfg.hidden_size), "num_heads": int(cfg.num_attention_heads),
+        "num_layers": len(bert.encoder.layer), "activation": act,
+        "vocab_size": int(t["embeddings.word"].shape[0]),
+        "max_positions": int(t["embeddings.position"].shape[0]),
+        "type_vocab_size": int(t["embeddings.token_type"].shape[0]),
+        "head": "pooler_tanh", "eps": eps,
+    }
+    return meta, t, linears
+
+
+def _read_distilbert(model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, tuple]]:
+    cfg = model.config
+    db = model.distilbert
+    emb = db.embeddings
+    t: dict[str, np.ndarray] = {
+        "embeddings.word": _np(emb.word_embeddings.weight),
+        "embeddings.position": _np(emb.position_embeddings.weight),
+    }
+    g, b, eps_emb = _ln(emb.LayerNorm)
+    t["embeddings.ln.gamma"], t["embeddings.ln.beta"] = g, b
+    act = _activation_name(cfg.activation, "config.activation")
+    linears: dict[str, tuple] = {}
+    eps: dict[str, float] = {"embeddings.ln": eps_emb}
+    for i, layer in enumerate(db.transformer.layer):
+        p = f"distilbert.transformer.layer.{i}"
+        att = layer.attention
+        linears[f"layers.{i}.qkv"] = tuple(
+            _linear(m, f"{p}.attention.{n}") for n, m in
+            (("q_lin", att.q_lin), ("k_lin", att.k_lin), ("v_lin", att.v_lin)))
+        linears[f"layers.{i}.out"] = _linear(att.out_lin, f"{p}.attention.out_lin")
+        linears[f"layers.{i}.ffn1"] = _linear(layer.ffn.lin1, f"{p}.ffn.lin1")
+        linears[f"layers.{i}.ffn2"] = _linear(layer.ffn.lin2, f"{p}.ffn.lin2")
+        for name, ln in ((f"layers.{i}.ln1", layer.sa_layer_norm), (f"layers.{i}.ln2", layer.output_layer_norm)):
+            t[f"{name}.gamma"], t[f"{name}.beta"], eps[name] = _ln(ln)
+    linears["head.pre"] = _linear(model.pre_classifier, "pre_classifier")
+    linears["head.cls"] = _linear(model.classifier, "classifier")
+    meta = {
+        "hidden_size": int(cfg.dim), "num_heads": int(cfg.n_heads),
+        "num_layers": len(db.transformer.layer), "activation": act,
+        "vocab_size": int(t["embeddings.word"].shape[0]),
+        "max_positions": int(t["embeddings.position"].shape[0]),
+        "type_vocab_size": 0,
+        "head": "pre_classifier_relu", "eps": eps,
+    }
+    return meta, t, linears
+
+
+_READERS = {
+    "BertForSequenceClassification": _read_bert,
+    "DistilBertForSequenceClassification": _read_distilbert,
+}
+
+# Linear layers whose bias is applied in the fused bias + residual + LayerNorm op.
+_BIAS_FUSED = ("out", "ffn2")
+
+
+def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: float = 0.5) -> "Engine":
+    """Compile a Hugging Face BERT-family sequence classifier into an `Engine`.
+
+    quantize: int8 weights (per output channel) with dynamic per-token activation quantization;
+        False keeps fp32 weights.
+    sparse_threshold: a Linear whose fraction of all-zero 1x4 blocks is >= this runs on the
+        block-sparse kernel; values > 1 never use the sparse kernels.
+    """
+    arch = type(hf_model).__name__
+    if arch not in _READERS:
+        raise UnsupportedModelError(
+            f"workbench runtime cannot compile a {arch}: supported architectures are "
+            f"{', '.join(SUPPORTED_ARCHITECTURES)} (BERT, MiniLM and DistilBERT sequence classifiers)")
+    if not isinstance(sparse_threshold, (int, float)) or sparse_threshold < 0:
+        raise ValueError(f"sparse_threshold must be a number >= 0, got {sparse_threshold!r}")
+    meta, tensors, raw = _READERS[arch](hf_model)
+    H, nh = meta["hidden_size"], meta["num_heads"]
+    if H % nh:
+        raise UnsupportedModelError(f"hidden size {H} is not divisible by {nh} heads")
+    q_scale = np.float32(1.0 / math.sqrt(H // nh))
+
+    linears_meta: dict[str, dict[str, Any]] = {}
+    for name, value in raw.items():
+        if name.endswith(".qkv"):
+            (wq, bq), (wk, bk), (wv, bv) = value
+            zeros = lambda n: np.zeros(n, np.float32)  # noqa: E731
+            w = np.concatenate([wq * q_scale, wk, wv], axis=0)
+            b = np.concatenate([(bq if bq is not None else zeros(wq.shape[0])) * q_scale,
+                                bk if bk is not None else zeros(wk.shape[0]),
+                                bv if bv is not None else zeros(wv.shape[0])])
+        else:
+            w, b = value
+        N, Kdim = w.shape
+        entry: dict[str, Any] = {"N": int(N), "K": int(Kdim)}
+        if quantize:
+            wq8, scale = K.quantize_weight_per_channel(w)
+            tensors[f"{name}.weight"], tensors[f"{name}.scale"] = wq8, scale
+            sp = K.block_sparsity(wq8)
+        else:
+            tensors[f"{name}.weight"] = np.ascontiguousarray(w, dtype=np.float32)
+            sp = K.block_sparsity(w)
+        sparse = sp >= sparse_threshold and Kdim % K.BLOCK == 0
+        entry["kind"] = ("int8_" if quantize else "fp32_") + ("sparse" if sparse else "dense")
+        entry["block_sparsity"] = round(sp, 6)
+        if b is not None:
+            tensors[f"{name}.bias"] = np.ascontiguousarray(b, dtype=np.float32)
+        elif name.split(".")[-1] in _BIAS_FUSED:  # the fused op needs a bias vector
+            tensors[f"{name}.bias"] = np.zeros(N, np.float32)
+        entry["bias_fused"] = name.split(".")[-1] in _BIAS_FUSED
+        linears_meta[name] = entry
+
+    try:
+        hf_config = hf_model.config.to_dict()
+    except Exception:  # pragma: no cover
+        hf_config = {}
+    meta.update({
+        "format": FORMAT, "version": FORMAT_VERSION, "architecture": arch,
+        "quantize": bool(quantize), "sparse_threshold": float(sparse_threshold),
+        "num_labels": int(raw["head.cls"][0].shape[0]), "linears": linears_meta,
+        "hf_config": json.loads(json.dumps(hf_config, default=str)),
+    })
+    return Engine(meta, tensors)
+
+
+# --------------------------------------------------------------------------------------------
+# the engine
+# --------------------------------------------------------------------------------------------
+class Engine:
+    """A compiled classifier. `engine(input_ids, attention_mask, token_type_ids=None) -> logits`."""
+
+    def __init__(self, meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
+            raise ValueError(f"not a {FORMAT} v{FORMAT_VERSION} engine: format={meta.get('format')!r} "
+                             f"version={meta.get('version')!r}")
+        self.meta = meta
+        self.tensors = tensors
+        self.architecture: str = meta["architecture"]
+        self.hidden_size: int = meta["hidden_size"]
+        self.num_heads: int = meta["num_heads"]
+        self.num_layers: int = meta["num_layers"]
+        self.num_labels: int = meta["num_labels"]
+        self.max_positions: int = meta["max_positions"]
+        self.vocab_size: int = meta["vocab_size"]
+        self.type_vocab_size: int = meta["type_vocab_size"]
+        self._act = K.ACTIVATIONS[meta["activation"]]
+        self._eps = {k: float(v) for k, v in meta["eps"].items()}
+        self._linears: dict[str, Any] = {}
+        self.impls: dict[str, str] = {}
+        for name, lm in meta["linears"].items():
+            bias = None if lm["bias_fused"] else tensors.get(f"{name}.bias")
+            fn, impl = K.make_linear(lm["kind"], tensors[f"{name}.weight"], tensors.get(f"{name}.scale"), bias)
+            self._linears[name] = fn
+            self.impls[name] = impl
+
+    # ---- inputs ------------------------------------------------------------------------------
+    def _check_inputs(self, input_ids: Any, attention_mask: Any, token_type_ids: Any
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        ids = np.asarray(input_ids)
+        if ids.ndim != 2:
+            raise ValueError(f"input_ids must be 2-D [batch, seq], got shape {ids.shape}")
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError(f"input_ids must be integers, got dtype {ids.dtype}")
+        B, S = ids.shape
+        if B == 0 or S == 0:
+            raise ValueError(f"input_ids must be non-empty, got shape {ids.shape}")
+        if S > self.max_positions:
+            raise ValueError(f"sequence length {S} exceeds the model's max_position_embeddings "
+                             f"{self.max_positions}")
+        if ids.min() < 0 or ids.max() >= self.vocab_size:
+            raise ValueError(f"input_ids must be in [0, {self.vocab_size}), got [{ids.min()}, {ids.max()}]")
+        if attention_mask is None:
+            mask = np.ones((B, S), np.float32)
+        else:
+            mask = np.asarray(attention_mask)
+            if mask.shape != ids.shape:
+                raise ValueError(f"attention_mask shape {mask.shape} does not match input_ids shape {ids.shape}")
+            if not np.all((mask == 0) | (mask == 1)):
+                raise ValueError("attention_mask must contain only 0 and 1")
+            mask = mask.astype(np.float32)
+        tt = None
+        if token_type_ids is not None:
+            tt = np.asarray(token_type_ids)
+            if tt.shape != ids.shape:
+                raise ValueError(f"token_type_ids shape {tt.shape} does not match input_ids shape {ids.shape}")
+            if not np.issubdtype(tt.dtype, np.integer):
+                raise TypeError(f"token_type_ids must be integers, got dtype {tt.dtype}")
+            if self.type_vocab_size == 0:
+                if np.any(tt != 0):
+                    raise ValueError(f"{self.architecture} has no token types; token_type_ids must be 0")
+                tt = None
+            elif tt.min() < 0 or tt.max() >= self.type_vocab_size:
+                raise ValueError(f"token_type_ids must be in [0, {self.type_vocab_size})")
+        return ids, mask, tt
+
+    # ---- forward -----------------------------------------------------------------------------
+    def __call__(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None) -> np.ndarray:
+        ids, mask, tt = self._check_inputs(input_ids, attention_mask, token_type_ids)
+        # Drop trailing columns that are padding in every row: exact, since padded keys get a
+        # zero attention weight and only the [CLS] row is read (not when a row is all padding).
+        valid = mask.any(axis=0)
+        if mask.any(axis=1).all() and not valid.all():
+            S_eff = int(np.nonzero(valid)[0][-1]) + 1
+            ids, mask = ids[:, :S_eff], mask[:, :S_eff]
+            tt = None if tt is None else tt[:, :S_eff]
+        return self._forward(ids, mask, tt)
+
+    def _forward(self, ids: np.ndarray, mask: np.ndarray, tt: np.ndarray | None) -> np.ndarray:
+        T = self.tensors
+        B, S = ids.shape
+        H, nh = self.hidden_size, self.num_heads
+        d = H // nh
+        x = T["embeddings.word"][ids]
+        x += T["embeddings.position"][:S]
+        if "embeddings.token_type" in T:
+            x += T["embeddings.token_type"][0] if tt is None else T["embeddings.token_type"][tt]
+        h = K.layernorm(x.reshape(B * S, H), T["embeddings.ln.gamma"], T["embeddings.ln.beta"],
+                        self._eps["embeddings.ln"])
+        # additive mask as in HF: 0 for tokens, dtype-min for padding; [B, 1, 1, S]
+        mask_bias = ((np.float32(1.0) - mask) * np.finfo(np.float32).min).astype(np.float32)[:, None, None, :]
+        L = self.num_layers
+        for i in range(L):
+            last = i == L - 1
+            lin = self._linears
+            qkv = lin[f"layers.{i}.qkv"](h).reshape(B, S, 3, nh, d)
+            k = qkv[:, :, 1].transpose(0, 2, 3, 1)  # [B, nh, d, S]
+            v = qkv[:, :, 2].transpose(0, 2, 1, 3)  # [B, nh, S, d]
+            if last:  # only the [CLS] row feeds the classifier
+                q = qkv[:, :1, 0].transpose(0, 2, 1, 3)  # [B, nh, 1, d]
+                residual = np.ascontiguousarray(h.reshape(B, S, H)[:, 0])
+                rows = 1
+            else:
+                q = qkv[:, :, 0].transpose(0, 2, 1, 3)  # [B, nh, S, d]
+                residual = h
+                rows = S
+            scores = np.matmul(q, k)  # scale already folded into Q
+            scores += mask_bias
+            probs = K.softmax(scores.reshape(B * nh * rows, S)).reshape(B, nh, rows, S)
+            ctx = np.matmul(probs, v)  # [B, nh, rows, d]
+            ctx = np.ascontiguousarray(ctx.transpose(0, 2, 1, 3)).reshape(B * rows, H)
+            attn = lin[f"layers.{i}.out"](ctx)
+            h = K.add_bias_residual_layernorm(attn, T[f"layers.{i}.out.bias"], residual,
+                                              T[f"layers.{i}.ln1.gamma"], T[f"layers.{i}.ln1.beta"],
+                                              self._eps[f"layers.{i}.ln1"])
+            f = self._act(lin[f"layers.{i}.ffn1"](h))
+            f2 = lin[f"layers.{i}.ffn2"](np.ascontiguousarray(f))
+            h = K.add_bias_residual_layernorm(f2, T[f"layers.{i}.ffn2.bias"], h,
+                                              T[f"layers.{i}.ln2.gamma"], T[f"layers.{i}.ln2.beta"],
+                                              self._eps[f"layers.{i}.ln2"])
+        cls = h  # [B, H] after the CLS-only last layer
+        pre = self._linears["head.pre"](cls)
+        # tanh / ReLU on [B, H]: tiny, NumPy (no kernel for tanh in workbench_ext)
+        pre = np.tanh(pre) if self.meta["head"] == "pooler_tanh" else np.maximum(pre, np.float32(0))
+        return np.ascontiguousarray(self._linears["head.cls"](np.ascontiguousarray(pre, dtype=np.float32)))
+
+    # ---- introspection -----------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        return {
+            "architecture": self.architecture,
+            "quantize": self.meta["quantize"],
+            "sparse_threshold": self.meta["sparse_threshold"],
+            "linears": {n: {**lm, "impl": self.impls[n]} for n, lm in self.meta["linears"].items()},
+            "kernels": K.kernel_report(),
+        }
+
+    def sparse_layers(self) -> list[str]:
+        return [n for n, lm in self.meta["linears"].items() if lm["kind"].endswith("sparse")]
+
+    def num_parameters(self) -> int:
+        """Weights and biases as in the source model (quantization scales not counted)."""
+        return int(sum(a.size for n, a in self.tensors.items() if not n.endswith(".scale")))
+
+    def nbytes(self) -> int:
+        return int(sum(a.nbytes for a in self.tensors.values()))
+
+    # ---- persistence -------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike) -> Path:
+        from safetensors.numpy import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        tmp_w, tmp_m = d / (WEIGHTS_FILE + ".tmp"), d / (META_FILE + ".tmp")
+        save_file({k: np.ascontiguousarray(v) for k, v in self.tensors.items()}, str(tmp_w),
+                  metadata={"format": FORMAT, "version": str(FORMAT_VERSION)})
+        tmp_m.write_text(json.dumps(self.meta, indent=1, sort_keys=True))
+        os.replace(tmp_w, d / WEIGHTS_FILE)
+        os.replace(tmp_m, d / META_FILE)
+        return d
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "Engine":
+        from safetensors.numpy import load_file
+
+        d = Path(directory)
+        if not (d / META_FILE).is_file() or not (d / WEIGHTS_FILE).is_file():
+            raise FileNotFoundError(f"{d} does not hold a saved engine ({META_FILE} + {WEIGHTS_FILE})")
+        meta = json.loads((d / META_FILE).read_text())
+        tensors = {k: np.ascontiguousarray(v) for k, v in load_file(str(d / WEIGHTS_FILE)).items()}
+        return cls(meta, tensors)
+
+    def __repr__(self) -> str:
+        kinds: dict[str, int] = {}
+        for lm in self.meta["linears"].values():
+            kinds[lm["kind"]] = kinds.get(lm["kind"], 0) + 1
+        return (f"Engine({self.architecture}, layers={self.num_layers}, hidden={self.hidden_size}, "
+                f"linears={kinds}, isa={K.active_isa()})")

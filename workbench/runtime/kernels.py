@@ -1,0 +1,253 @@
+"""The kernels the runtime calls: `workbench_ext` when it is built, NumPy stand-ins otherwise.
+
+Every function here has the signature of the `workbench_ext` API in docs/ARCHITECTURE.md. When
+a compiled kernel is importable it is used; when it is not (extension not built yet, or a
+module missing on this build) a NumPy reference implementation with the *same numerics* is
+used instead, so the engine still runs and still matches torch (just slower).
+`kernel_report()` says which path each op is on; `Engine.describe()` includes it.
+
+The NumPy fallbacks are deliberately plain: they are the specification the kernels are tested
+against, not a fast path.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+try:  # the compiled kernels; each module may be absent while the extension is being written
+    from workbench_ext import int8 as _ext_int8  # type: ignore[attr-defined]
+except Exception:  # pragma: no cover - depends on the build
+    _ext_int8 = None
+try:
+    from workbench_ext import sparse as _ext_sparse  # type: ignore[attr-defined]
+except Exception:  # pragma: no cover
+    _ext_sparse = None
+try:
+    from workbench_ext import ops as _ext_ops  # type: ignore[attr-defined]
+except Exception:  # pragma: no cover
+    _ext_ops = None
+try:
+    from workbench_ext import cpu as _ext_cpu  # type: ignore[attr-defined]
+except Exception:  # pragma: no cover
+    _ext_cpu = None
+
+BLOCK = 4  # 1x4 blocks along K: the sparse kernels' layout
+
+
+def _has(mod: Any, name: str) -> bool:
+    return mod is not None and hasattr(mod, name)
+
+
+def active_isa() -> str:
+    if _ext_cpu is not None:
+        try:
+            return str(_ext_cpu.active_isa())
+        except Exception:  # pragma: no cover
+            return "unknown"
+    return "numpy"
+
+
+# --------------------------------------------------------------------------------------------
+# weight quantization (done once, at compile time, in NumPy: not a hot path)
+# --------------------------------------------------------------------------------------------
+def quantize_weight_per_channel(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per output channel: w ~= w_s8 * scale[:, None], w_s8 in [-127, 127]."""
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    amax = np.abs(w).max(axis=1)
+    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
+    return np.ascontiguousarray(q), scale
+
+
+def block_sparsity(w: np.ndarray, block: int = BLOCK) -> float:
+    """Fraction of all-zero 1 x `block` blocks along K (ragged tail padded with zeros)."""
+    n, k = w.shape
+    if n == 0 or k == 0:
+        return 0.0
+    pad = (-k) % block
+    if pad:
+        w = np.concatenate([w, np.zeros((n, pad), dtype=w.dtype)], axis=1)
+    blocks = w.reshape(n, -1, block)
+    return float(np.mean(~blocks.any(axis=2)))
+
+
+# --------------------------------------------------------------------------------------------
+# activation quantization (fallback for ops.quantize_per_token)
+# --------------------------------------------------------------------------------------------
+def _np_quantize_per_token(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Asymmetric u8 per row, the range always including 0 (as the kernels do)."""
+    lo = np.minimum(x.min(axis=1), 0.0)
+    hi = np.maximum(x.max(axis=1), 0.0)
+    scale = ((hi - lo) / 255.0).astype(np.float32)
+    scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
+    zp = np.clip(np.rint(-lo / scale), 0, 255).astype(np.int32)
+    q = np.clip(np.rint(x / scale[:, None]) + zp[:, None], 0, 255).astype(np.uint8)
+    return q, scale, zp
+
+
+# --------------------------------------------------------------------------------------------
+# Linear layers
+# --------------------------------------------------------------------------------------------
+class _NumpyFp32Linear:
+    """y = x @ w.T + b with BLAS sgemm (dense fp32; also the fallback for the sparse fp32 kernel)."""
+
+    isa = "numpy"
+
+    def __init__(self, w: np.ndarray, bias: np.ndarray | None) -> None:
+        self.N, self.K = w.shape
+        self._wt = np.ascontiguousarray(w.T)  # [K, N]: x @ wt is one sgemm
+        self._b = bias
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        y = x @ self._wt
+        if self._b is not None:
+            y += self._b
+        return y
+
+
+class _NumpyInt8Linear:
+    """Reference for the int8 kernels: per-token u8 activations x per-channel s8 weights.
+
+    Same quantization as the kernels; the integer dot products are accumulated in fp32 by BLAS
+    (not bit-exact to an int32 accumulator, but within fp32 rounding of it)."""
+
+    isa = "numpy"
+
+    def __init__(self, w_s8: np.ndarray, w_scale: np.ndarray, bias: np.ndarray | None) -> None:
+        self.N, self.K = w_s8.shape
+        self._wt = np.ascontiguousarray(w_s8.T.astype(np.float32))
+        self._ws = w_scale.astype(np.float32)
+        self._b = bias
+        self.nnz_blocks = int(round((1.0 - block_sparsity(w_s8)) * self.N * math.ceil(self.K / BLOCK)))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if _has(_ext_ops, "quantize_per_token"):
+            q, s, zp = _ext_ops.quantize_per_token(x)
+        else:
+            q, s, zp = _np_quantize_per_token(x)
+        xq = q.astype(np.float32) - zp.astype(np.float32)[:, None]  # exact small integers
+        acc = xq @ self._wt
+        y = acc * s[:, None] * self._ws[None, :]
+        if self._b is not None:
+            y += self._b
+        return y.astype(np.float32, copy=False)
+
+
+def make_linear(kind: str, weight: np.ndarray, scale: np.ndarray | None,
+                bias: np.ndarray | None) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """Build the callable for one Linear layer and name the implementation it runs on.
+
+    kind: "int8_dense" | "int8_sparse" (weight int8 [N, K] + scale) or
+          "fp32_dense" | "fp32_sparse" (weight float32 [N, K]).
+    """
+    weight = np.ascontiguousarray(weight)
+    bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+    if kind == "int8_dense":
+        scale = np.ascontiguousarray(scale, dtype=np.float32)
+        if _has(_ext_int8, "DenseInt8Linear"):
+            lin = _ext_int8.DenseInt8Linear(weight, scale, bias)
+            return lin, f"workbench_ext.int8.DenseInt8Linear[{getattr(lin, 'isa', '?')}]"
+        return _NumpyInt8Linear(weight, scale, bias), "numpy-fallback(int8 dense)"
+    if kind == "int8_sparse":
+        scale = np.ascontiguousarray(scale, dtype=np.float32)
+        if _has(_ext_int8, "BlockSparseInt8Linear"):
+            lin = _ext_int8.BlockSparseInt8Linear(weight, scale, bias)
+            return lin, f"workbench_ext.int8.BlockSparseInt8Linear[{getattr(lin, 'isa', '?')}]"
+        return _NumpyInt8Linear(weight, scale, bias), "numpy-fallback(int8 sparse)"
+    if kind == "fp32_sparse":
+        if _has(_ext_sparse, "BlockSparseFp32Linear"):
+            lin = _ext_sparse.BlockSparseFp32Linear(weight.astype(np.float32, copy=False), bias)
+            return lin, f"workbench_ext.sparse.BlockSparseFp32Linear[{getattr(lin, 'isa', '?')}]"
+        return _NumpyFp32Linear(weight, bias), "numpy-fallback(fp32 sparse)"
+    if kind == "fp32_dense":
+        # No dense fp32 kernel in workbench_ext by design: BLAS sgemm is the reference here.
+        return _NumpyFp32Linear(weight, bias), "numpy(BLAS sgemm)"
+    raise ValueError(f"unknown linear kind {kind!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# elementwise ops: workbench_ext.ops when present, NumPy otherwise
+# --------------------------------------------------------------------------------------------
+def _np_layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
+    mean = x.mean(axis=-1, keepdims=True)
+    xc = x - mean
+    var = np.mean(xc * xc, axis=-1, keepdims=True)
+    return (xc / np.sqrt(var + np.float32(eps)) * gamma + beta).astype(np.float32, copy=False)
+
+
+def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
+    if _has(_ext_ops, "layernorm"):
+        return _ext_ops.layernorm(x, gamma, beta, float(eps))
+    return _np_layernorm(x, gamma, beta, eps)
+
+
+def add_bias_residual_layernorm(x: np.ndarray, bias: np.ndarray, residual: np.ndarray,
+                                gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
+    if _has(_ext_ops, "add_bias_residual_layernorm"):
+        return _ext_ops.add_bias_residual_layernorm(x, bias, residual, gamma, beta, float(eps))
+    return _np_layernorm(x + bias + residual, gamma, beta, eps)
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Over the last dim of a 2-D C-contiguous float32 array."""
+    if _has(_ext_ops, "softmax"):
+        return _ext_ops.softmax(x)
+    m = x.max(axis=-1, keepdims=True)
+    e = np.exp(x - m)
+    e /= e.sum(axis=-1, keepdims=True)
+    return e
+
+
+def _np_gelu(x: np.ndarray) -> np.ndarray:
+    try:
+        from scipy.special import erf
+    except ImportError:  # pragma: no cover
+        erf = np.vectorize(math.erf, otypes=[np.float32])
+    return (0.5 * x * (1.0 + erf(x * np.float32(1.0 / math.sqrt(2.0))))).astype(np.float32, copy=False)
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    """erf GELU (BERT's "gelu")."""
+    if _has(_ext_ops, "gelu"):
+        return _ext_ops.gelu(x)
+    return _np_gelu(x)
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    # No kernel for the tanh approximation ("gelu_new"): NumPy only (rare in BERT checkpoints).
+    c = np.float32(math.sqrt(2.0 / math.pi))
+    return (0.5 * x * (1.0 + np.tanh(c * (x + np.float32(0.044715) * x * x * x)))).astype(np.float32, copy=False)
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    # No kernel needed: NumPy's maximum is already a single vectorised pass.
+    return np.maximum(x, np.float32(0.0))
+
+
+ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "gelu": gelu,
+    "gelu_new": gelu_tanh,
+    "gelu_pytorch_tanh": gelu_tanh,
+    "relu": relu,
+}
+
+
+def kernel_report() -> dict[str, str]:
+    """Which implementation each op uses in this process."""
+    def src(mod: Any, name: str, modname: str) -> str:
+        return f"workbench_ext.{modname}.{name}" if _has(mod, name) else "numpy-fallback"
+
+    return {
+        "isa": active_isa(),
+        "DenseInt8Linear": src(_ext_int8, "DenseInt8Linear", "int8"),
+        "BlockSparseInt8Linear": src(_ext_int8, "BlockSparseInt8Linear", "int8"),
+        "BlockSparseFp32Linear": src(_ext_sparse, "BlockSparseFp32Linear", "sparse"),
+        "gelu": src(_ext_ops, "gelu", "ops"),
+        "layernorm": src(_ext_ops, "layernorm", "ops"),
+        "add_bias_residual_layernorm": src(_ext_ops, "add_bias_residual_layernorm", "ops"),
+        "softmax": src(_ext_ops, "softmax", "ops"),
+        "quantize_per_token": src(_ext_ops, "quantize_per_token", "ops"),
+        "attention matmuls": "numpy(BLAS batched sgemm)",
+    }

@@ -1,0 +1,97 @@
+"""`EngineModule`: an `Engine` behind the `torch.nn.Module` interface of an HF classifier.
+
+The library's evaluation and pipeline code call `model(input_ids=..., attention_mask=...)` and
+read `.logits`; this wrapper lets them do so unchanged on a compiled engine (CPU only, inference
+only: it has no trainable parameters).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from workbench.runtime.engine import Engine
+
+
+class EngineModule(nn.Module):
+    """forward(input_ids, attention_mask=None, token_type_ids=None, labels=None) ->
+    `SequenceClassifierOutput` with `.logits` (float32 torch tensor) and `.loss` when labels."""
+
+    def __init__(self, engine: Engine, config: Any = None) -> None:
+        super().__init__()
+        self.engine = engine
+        self.config = config if config is not None else _config_from_meta(engine.meta)
+        self.eval()
+
+    @property
+    def num_labels(self) -> int:
+        return self.engine.num_labels
+
+    def forward(self, input_ids: Any = None, attention_mask: Any = None, token_type_ids: Any = None,
+                labels: Any = None, **kwargs: Any) -> Any:
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        if input_ids is None:
+            raise ValueError("EngineModule needs input_ids (inputs_embeds are not supported)")
+        logits = torch.from_numpy(self.engine(_to_np(input_ids), _to_np(attention_mask),
+                                              _to_np(token_type_ids)))
+        loss = None
+        if labels is not None:
+            labels = torch.as_tensor(labels)
+            if self.engine.num_labels == 1:
+                loss = nn.functional.mse_loss(logits.squeeze(-1), labels.float())
+            else:
+                loss = nn.functional.cross_entropy(logits, labels.long())
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def train(self, mode: bool = True) -> "EngineModule":
+        # always inference: the engine has no dropout and no gradients
+        return super().train(False)
+
+    # sizes for evaluation code (an EngineModule has no nn.Parameters)
+    def num_parameters(self) -> int:
+        return self.engine.num_parameters()
+
+    def nbytes(self) -> int:
+        return self.engine.nbytes()
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        return self.engine.save(directory)
+
+    save = save_pretrained
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "EngineModule":
+        return cls(Engine.load(directory))
+
+    from_pretrained = load
+
+    def extra_repr(self) -> str:
+        return repr(self.engine)
+
+
+def _to_np(x: Any) -> Any:
+    if x is None:
+        return None
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _config_from_meta(meta: dict[str, Any]) -> Any:
+    cfg = dict(meta.get("hf_config") or {})
+    if not cfg.get("model_type"):
+        return None
+    try:
+        from transformers import AutoConfig
+
+        model_type = cfg.pop("model_type")
+        for k in ("transformers_version", "architectures", "torch_dtype", "dtype"):
+            cfg.pop(k, None)
+        return AutoConfig.for_model(model_type, **cfg)
+    except Exception:  # pragma: no cover - a config is a convenience, never required
+        return None

@@ -1,0 +1,47 @@
+"""`workbench_runtime`: compile the stage's model onto our kernels (one-shot).
+
+    - name: workbench_runtime
+      quantize: true          # int8 weights + dynamic per-token int8 activations
+      sparse_threshold: 0.5   # layers with >= 50% zero 1x4 blocks use the block-sparse kernel
+
+The stage's model becomes an `EngineModule` (inference only: put this recipe in the last stage,
+or in a stage without `train:`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from workbench.config import fail
+from workbench.recipes.base import Recipe, register_recipe
+from workbench.runtime.engine import compile_model
+from workbench.runtime.module import EngineModule
+
+
+@dataclass
+class WorkbenchRuntimeConfig:
+    quantize: bool = True
+    """int8 weights (per output channel) with dynamic per-token activation quantization."""
+    sparse_threshold: float = 0.5
+    """A Linear whose fraction of all-zero 1x4 blocks is >= this runs on the sparse kernel
+    (values > 1 disable the sparse kernels)."""
+
+    def validate(self, where: str) -> None:
+        if self.sparse_threshold < 0:
+            fail(where, "sparse_threshold", f"must be >= 0, got {self.sparse_threshold}")
+
+
+@register_recipe("workbench_runtime")
+class WorkbenchRuntime(Recipe):
+    """Compile the model with `workbench.runtime.compile_model` and wrap it as an nn.Module."""
+
+    Config = WorkbenchRuntimeConfig
+
+    def apply(self, model: nn.Module, ctx: Any = None) -> nn.Module:
+        if isinstance(model, EngineModule):
+            return model
+        engine = compile_model(model, quantize=self.config.quantize,
+                               sparse_threshold=self.config.sparse_threshold)
+        return EngineModule(engine, config=getattr(model, "config", None))
