@@ -1,0 +1,356 @@
+"""Tests for the workbench_ext Cython kernels: every kernel vs a numpy/torch reference, on odd
+shapes, for every ISA path the CPU has (others are skipped with the reason), 1 and 2 threads.
+The int8 GEMM is checked EXACTLY against an int64 reference computed from the same quantized
+activations, and approximately against the float linear layer."""
+import numpy as np
+import pytest
+
+cpu = pytest.importorskip("workbench_ext.cpu", reason="workbench_ext not built (python setup.py build_ext --inplace)")
+from workbench_ext import int8, ops, sparse  # noqa: E402
+
+ALL_ISAS = ["amx", "avx512_vnni", "avx2", "portable"]
+AVAILABLE = cpu.available_isas()
+THREADS = [1, 2]
+
+# (M, K, N): M=1, odd K (not a multiple of 4 or 64), N=1/7, plus one mid-size shape
+SHAPES = [(1, 1, 1), (1, 3, 7), (2, 5, 1), (7, 67, 7), (16, 130, 33), (33, 64, 17), (5, 256, 48), (70, 200, 90)]
+
+
+@pytest.fixture(params=ALL_ISAS)
+def isa(request):
+    name = request.param
+    if name not in AVAILABLE:
+        pytest.skip(f"CPU lacks ISA {name!r} (available: {AVAILABLE}; features: "
+                    f"{sorted(k for k, v in cpu.features().items() if v)})")
+    cpu.set_isa(name)
+    yield name
+    cpu.set_isa(None)
+
+
+def _rng(*key):
+    return np.random.default_rng(abs(hash(key)) % (2**32))
+
+
+def _weights(rng, N, K, block_sparsity=0.0, empty_rows=False):
+    w = rng.integers(-128, 128, size=(N, K)).astype(np.int8)
+    if block_sparsity > 0:
+        Kb = (K + 3) // 4
+        keep = rng.random((N, Kb)) >= block_sparsity
+        mask = np.repeat(keep, 4, axis=1)[:, :K]
+        w = np.where(mask, w, 0).astype(np.int8)
+    if empty_rows and N > 1:
+        w[::2] = 0
+    w_scale = (rng.random(N).astype(np.float32) + 0.5) * np.float32(0.01)
+    bias = rng.standard_normal(N).astype(np.float32)
+    return w, w_scale, bias
+
+
+def _int_reference(x, w):
+    q, s, z = ops.quantize_per_token(x)
+    acc = (q.astype(np.int64) - z[:, None].astype(np.int64)) @ w.astype(np.int64).T
+    return q, s, z, acc
+
+
+# ----------------------------------------------------------------------------------- cpu
+def test_cpu_features_and_isas():
+    f = cpu.features()
+    for key in ("amx_int8", "avx512_vnni", "avx512bw", "avx2", "fma"):
+        assert isinstance(f[key], bool)
+    isas = cpu.available_isas()
+    assert isas[-1] == "portable" and set(isas) <= set(ALL_ISAS)
+    assert isas == [i for i in ALL_ISAS if i in isas]            # best first
+    assert cpu.active_isa() in isas
+    if f["amx_int8"]:
+        assert f["amx_permission"]
+
+
+def test_cpu_env_and_set_isa(monkeypatch):
+    monkeypatch.setenv("WORKBENCH_ISA", "portable")
+    assert cpu.active_isa() == "portable"
+    layer = int8.DenseInt8Linear(np.ones((2, 3), np.int8), np.ones(2, np.float32), None)
+    assert layer.isa == "portable"
+    monkeypatch.setenv("WORKBENCH_ISA", "nonsense")
+    with pytest.raises(ValueError, match="nonsense"):
+        cpu.active_isa()
+    monkeypatch.delenv("WORKBENCH_ISA")
+    assert cpu.active_isa() == AVAILABLE[0]
+    cpu.set_isa("portable")
+    try:
+        assert cpu.active_isa() == "portable"
+        layer(np.ones((1, 3), np.float32))
+        assert layer.isa == "portable"
+    finally:
+        cpu.set_isa(None)
+    assert cpu.active_isa() == AVAILABLE[0]
+    with pytest.raises(ValueError, match="unknown ISA"):
+        cpu.set_isa("sse9")
+
+
+@pytest.mark.parametrize("name", ALL_ISAS)
+def test_cpu_forcing_unavailable_isa_raises(name, monkeypatch):
+    if name in AVAILABLE:
+        pytest.skip(f"{name} is available here, nothing to refuse")
+    with pytest.raises(ValueError, match=rf"{name}.*available.*portable"):
+        cpu.set_isa(name)
+    monkeypatch.setenv("WORKBENCH_ISA", name)
+    with pytest.raises(ValueError, match=name):
+        cpu.active_isa()
+    with pytest.raises(ValueError, match=name):
+        int8.DenseInt8Linear(np.ones((2, 3), np.int8), np.ones(2, np.float32), isa=name)
+
+
+# ---------------------------------------------------------------------------------- int8
+@pytest.mark.parametrize("cls", [int8.DenseInt8Linear, int8.BlockSparseInt8Linear])
+@pytest.mark.parametrize("M,K,N", SHAPES)
+@pytest.mark.parametrize("threads", THREADS)
+def test_int8_exact_vs_int_reference(isa, cls, M, K, N, threads):
+    rng = _rng(cls.__name__, M, K, N)
+    sp = 0.7 if cls is int8.BlockSparseInt8Linear else 0.0
+    w, ws, b = _weights(rng, N, K, block_sparsity=sp, empty_rows=sp > 0)
+    x = (rng.standard_normal((M, K)) * 3 + rng.standard_normal((M, 1))).astype(np.float32)
+    layer = cls(w, ws, b)
+    assert layer.isa == isa and layer.N == N and layer.K == K
+    q, s, z, acc = _int_reference(x, w)
+    np.testing.assert_array_equal(layer.qmatmul(q, z, num_threads=threads), acc)
+    y = layer(x, num_threads=threads)
+    assert y.shape == (M, N) and y.dtype == np.float32
+    expect = acc.astype(np.float32) * (s[:, None] * ws[None, :]) + b
+    np.testing.assert_allclose(y, expect, rtol=1e-6, atol=1e-6)
+    # close to the float layer: error bounded by the activation quantization step
+    wf = w.astype(np.float32) * ws[:, None]
+    yf = x @ wf.T + b
+    step = (s[:, None] * np.abs(wf).sum(axis=1)[None, :])
+    assert np.all(np.abs(y - yf) <= 0.5 * step + 1e-4)
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_int8_extreme_values_no_overflow(isa, threads):
+    # |q - zp| = 255 against w = -128 everywhere: the s16 path must not saturate
+    K, N = 300, 9
+    w = np.full((N, K), -128, np.int8)
+    w[1] = 127
+    x = np.zeros((3, K), np.float32)
+    x[0] = 1.0                         # zp = 0, q = 255
+    x[1] = -1.0                        # zp = 255, q = 0
+    x[2, ::2], x[2, 1::2] = 5.0, -5.0
+    q, s, z, acc = _int_reference(x, w)
+    for cls in (int8.DenseInt8Linear, int8.BlockSparseInt8Linear):
+        layer = cls(w, np.ones(N, np.float32), None)
+        np.testing.assert_array_equal(layer.qmatmul(q, z, num_threads=threads), acc)
+        np.testing.assert_allclose(layer(x, num_threads=threads), acc * s[:, None], rtol=1e-6)
+
+
+def test_int8_all_zero_and_empty(isa):
+    N, K = 7, 67
+    w = np.zeros((N, K), np.int8)
+    ws = np.ones(N, np.float32)
+    b = np.arange(N, dtype=np.float32)
+    x = np.random.default_rng(1).standard_normal((5, K)).astype(np.float32)
+    for cls in (int8.DenseInt8Linear, int8.BlockSparseInt8Linear):
+        layer = cls(w, ws, b)
+        np.testing.assert_array_equal(layer(x), np.broadcast_to(b, (5, N)))
+        assert layer(np.zeros((0, K), np.float32)).shape == (0, N)
+    sp = int8.BlockSparseInt8Linear(w, ws, b)
+    assert sp.nnz_blocks == 0 and sp.block_sparsity == 1.0
+    # all-zero activations
+    layer = int8.DenseInt8Linear(np.ones((N, K), np.int8), ws, b)
+    np.testing.assert_array_equal(layer(np.zeros((2, K), np.float32)), np.broadcast_to(b, (2, N)))
+
+
+def test_int8_paths_bit_identical():
+    rng = _rng("identical")
+    w, ws, b = _weights(rng, 45, 131, block_sparsity=0.5)
+    x = rng.standard_normal((19, 131)).astype(np.float32)
+    for cls in (int8.DenseInt8Linear, int8.BlockSparseInt8Linear):
+        outs = {isa: cls(w, ws, b, isa=isa)(x) for isa in AVAILABLE}
+        for isa, y in outs.items():
+            np.testing.assert_array_equal(y, outs["portable"], err_msg=f"{cls.__name__} {isa}")
+
+
+def test_block_sparse_int8_format():
+    w = np.zeros((3, 10), np.int8)
+    w[0, 1] = 5          # block 0
+    w[0, 9] = -3         # block 2 (K padded to 12)
+    w[2, 4:8] = [1, 2, 3, 4]
+    layer = int8.BlockSparseInt8Linear(w, np.ones(3, np.float32), None)
+    assert layer.nnz_blocks == 3 and layer.Kb == 3
+    np.testing.assert_array_equal(layer.row_ptr, [0, 2, 2, 3])
+    np.testing.assert_array_equal(layer.col_idx, [0, 2, 1])
+    np.testing.assert_array_equal(layer.values, [[0, 5, 0, 0], [0, -3, 0, 0], [1, 2, 3, 4]])
+
+
+def test_int8_repacks_when_isa_changes():
+    rng = _rng("repack")
+    w, ws, b = _weights(rng, 20, 70)
+    x = rng.standard_normal((4, 70)).astype(np.float32)
+    layer = int8.DenseInt8Linear(w, ws, b)
+    y0 = layer(x)
+    for isa in AVAILABLE:
+        cpu.set_isa(isa)
+        try:
+            np.testing.assert_array_equal(layer(x), y0)
+            assert layer.isa == isa
+        finally:
+            cpu.set_isa(None)
+
+
+# --------------------------------------------------------------------------- fp32 sparse
+@pytest.mark.parametrize("M,K,N", SHAPES)
+@pytest.mark.parametrize("threads", THREADS)
+def test_block_sparse_fp32(isa, M, K, N, threads):
+    rng = _rng("fp32", M, K, N)
+    w = rng.standard_normal((N, K)).astype(np.float32)
+    Kb = (K + 3) // 4
+    mask = np.repeat(rng.random((N, Kb)) >= 0.7, 4, axis=1)[:, :K]
+    w = np.where(mask, w, 0).astype(np.float32)
+    if N > 1:
+        w[1] = 0
+    b = rng.standard_normal(N).astype(np.float32)
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    layer = sparse.BlockSparseFp32Linear(w, b)
+    y = layer(x, num_threads=threads)
+    np.testing.assert_allclose(y, x.astype(np.float64) @ w.T.astype(np.float64) + b, rtol=1e-4, atol=1e-4)
+    y0 = sparse.BlockSparseFp32Linear(w, None)(x, num_threads=threads)
+    np.testing.assert_allclose(y0, x.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-4, atol=1e-4)
+    zero = sparse.BlockSparseFp32Linear(np.zeros((N, K), np.float32), b)
+    assert zero.nnz_blocks == 0
+    np.testing.assert_array_equal(zero(x), np.broadcast_to(b, (M, N)))
+
+
+# ----------------------------------------------------------------------------------- ops
+torch = pytest.importorskip("torch")
+
+OPS_SHAPES = [(1, 1), (3, 7), (5, 768), (2, 3, 130)]
+
+
+@pytest.mark.parametrize("shape", OPS_SHAPES)
+@pytest.mark.parametrize("threads", THREADS)
+def test_gelu(isa, shape, threads):
+    x = (_rng("gelu", shape).standard_normal(shape) * 4).astype(np.float32)
+    x.flat[0] = 12.0
+    y = ops.gelu(x, num_threads=threads)
+    ref = torch.nn.functional.gelu(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", OPS_SHAPES)
+@pytest.mark.parametrize("threads", THREADS)
+def test_layernorm_and_fused(isa, shape, threads):
+    rng = _rng("ln", shape)
+    H = shape[-1]
+    x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+    r = rng.standard_normal(shape).astype(np.float32)
+    bias, g, be = (rng.standard_normal(H).astype(np.float32) for _ in range(3))
+    t = torch.from_numpy
+    ref = torch.nn.functional.layer_norm(t(x), (H,), t(g), t(be), 1e-12).numpy()
+    np.testing.assert_allclose(ops.layernorm(x, g, be, 1e-12, num_threads=threads), ref, rtol=1e-4, atol=1e-4)
+    ref2 = torch.nn.functional.layer_norm(t(x) + t(bias) + t(r), (H,), t(g), t(be), 1e-5).numpy()
+    y2 = ops.add_bias_residual_layernorm(x, bias, r, g, be, 1e-5, num_threads=threads)
+    np.testing.assert_allclose(y2, ref2, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", OPS_SHAPES)
+@pytest.mark.parametrize("threads", THREADS)
+def test_softmax(isa, shape, threads):
+    x = (_rng("sm", shape).standard_normal(shape) * 30).astype(np.float32)
+    x.flat[0] = 1e30                     # stability: no overflow
+    y = ops.softmax(x, num_threads=threads)
+    np.testing.assert_allclose(y, torch.softmax(torch.from_numpy(x), -1).numpy(), rtol=1e-5, atol=1e-7)
+    m = np.full((2, 5), -np.inf, np.float32)
+    m[0, 2] = 0.0
+    np.testing.assert_allclose(ops.softmax(m)[0], [0, 0, 1, 0, 0])
+    assert np.all(np.isfinite(ops.softmax(m)[0]))
+
+
+def _quant_reference(x):
+    lo = np.minimum(x.min(axis=1), 0).astype(np.float32)
+    hi = np.maximum(x.max(axis=1), 0).astype(np.float32)
+    s = ((hi - lo) / np.float32(255)).astype(np.float32)
+    ok = s > 0
+    s = np.where(ok, s, np.float32(1)).astype(np.float32)
+    z = np.where(ok, np.clip(np.rint(-lo / s), 0, 255), 0).astype(np.int32)
+    inv = (np.float32(1) / s).astype(np.float32)
+    q = np.clip(np.rint(x * inv[:, None]) + z[:, None].astype(np.float32), 0, 255).astype(np.uint8)
+    return q, s, z
+
+
+@pytest.mark.parametrize("M,K", [(1, 1), (3, 5), (4, 67), (9, 768), (2, 0)])
+@pytest.mark.parametrize("threads", THREADS)
+def test_quantize_per_token(isa, M, K, threads):
+    x = (_rng("q", M, K).standard_normal((M, K)) * 2).astype(np.float32)
+    if M > 2:
+        x[1] = 0.0
+        x[2] = np.abs(x[2])
+    q, s, z = ops.quantize_per_token(x, num_threads=threads)
+    if K == 0:
+        assert q.shape == (M, 0)
+        return
+    rq, rs, rz = _quant_reference(x)
+    np.testing.assert_array_equal(s, rs)
+    np.testing.assert_array_equal(z, rz)
+    np.testing.assert_array_equal(q, rq)
+    recon = (q.astype(np.float32) - z[:, None]) * s[:, None]
+    assert np.all(np.abs(recon - x) <= 0.5 * s[:, None] + 1e-6)
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_quantize_static(isa, threads):
+    x = (_rng("qs").standard_normal((3, 4, 50)) * 3).astype(np.float32)
+    q = ops.quantize_static(x, 0.05, 128, num_threads=threads)
+    inv = np.float32(1) / np.float32(0.05)
+    ref = np.clip(np.rint(x * inv) + np.float32(128), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(q, ref)
+    assert q.shape == x.shape and q.dtype == np.uint8
+
+
+# ---------------------------------------------------------------------------- bad inputs
+def _bad_cases():
+    w = np.ones((4, 6), np.int8)
+    ws = np.ones(4, np.float32)
+    x = np.ones((2, 6), np.float32)
+    d = int8.DenseInt8Linear(w, ws, None)
+    sp = int8.BlockSparseInt8Linear(w, ws, None)
+    f = sparse.BlockSparseFp32Linear(np.ones((4, 6), np.float32), None)
+    v = np.ones(6, np.float32)
+    return [
+        ("w_s8", TypeError, lambda: int8.DenseInt8Linear(w.astype(np.int16), ws, None)),
+        ("w_s8", TypeError, lambda: int8.DenseInt8Linear(w.tolist(), ws, None)),
+        ("w_s8", ValueError, lambda: int8.DenseInt8Linear(w[None], ws, None)),
+        ("w_s8", ValueError, lambda: int8.BlockSparseInt8Linear(np.ones((6, 4), np.int8).T, ws, None)),
+        ("w_s8", ValueError, lambda: int8.DenseInt8Linear(np.ones((0, 6), np.int8), ws[:0], None)),
+        ("w_scale", ValueError, lambda: int8.DenseInt8Linear(w, np.ones(3, np.float32), None)),
+        ("w_scale", TypeError, lambda: int8.BlockSparseInt8Linear(w, ws.astype(np.float64), None)),
+        ("bias", ValueError, lambda: int8.DenseInt8Linear(w, ws, np.ones(5, np.float32))),
+        ("bias", TypeError, lambda: int8.BlockSparseInt8Linear(w, ws, np.ones(4, np.float64))),
+        ("x", TypeError, lambda: d(x.astype(np.float64))),
+        ("x", ValueError, lambda: d(np.ones((2, 7), np.float32))),
+        ("x", ValueError, lambda: d(np.ones((2, 12), np.float32)[:, ::2])),
+        ("x", ValueError, lambda: sp(np.ones(6, np.float32))),
+        ("x", TypeError, lambda: sp(torch.ones(2, 6))),
+        ("q", TypeError, lambda: d.qmatmul(x, np.zeros(2, np.int32))),
+        ("zero_point", ValueError, lambda: d.qmatmul(np.ones((2, 6), np.uint8), np.zeros(3, np.int32))),
+        ("num_threads", ValueError, lambda: d(x, num_threads=0)),
+        ("w", TypeError, lambda: sparse.BlockSparseFp32Linear(w, None)),
+        ("bias", ValueError, lambda: sparse.BlockSparseFp32Linear(np.ones((4, 6), np.float32), v)),
+        ("x", ValueError, lambda: f(np.ones((3, 5), np.float32))),
+        ("x", TypeError, lambda: f(np.ones((3, 6), np.float16))),
+        ("x", TypeError, lambda: ops.gelu(np.ones(3, np.float64))),
+        ("x", ValueError, lambda: ops.gelu(np.ones((4, 4), np.float32).T)),
+        ("x", ValueError, lambda: ops.gelu(np.ones((), np.float32))),
+        ("gamma", ValueError, lambda: ops.layernorm(np.ones((2, 6), np.float32), np.ones(5, np.float32), v)),
+        ("beta", TypeError, lambda: ops.layernorm(np.ones((2, 6), np.float32), v, v.astype(np.float64))),
+        ("residual", ValueError, lambda: ops.add_bias_residual_layernorm(np.ones((2, 6), np.float32), v, np.ones((3, 6), np.float32), v, v)),
+        ("bias", ValueError, lambda: ops.add_bias_residual_layernorm(np.ones((2, 6), np.float32), np.ones(2, np.float32), np.ones((2, 6), np.float32), v, v)),
+        ("x", TypeError, lambda: ops.softmax([1.0, 2.0])),
+        ("x", ValueError, lambda: ops.quantize_per_token(np.ones(5, np.float32))),
+        ("scale", ValueError, lambda: ops.quantize_static(x, 0.0, 3)),
+        ("zero_point", ValueError, lambda: ops.quantize_static(x, 0.1, 300)),
+        ("isa", ValueError, lambda: int8.DenseInt8Linear(w, ws, None, isa="bogus")),
+    ]
+
+
+@pytest.mark.parametrize("idx", range(len(_bad_cases())))
+def test_bad_inputs_raise(idx):
+    name, exc, fn = _bad_cases()[idx]
+    with pytest.raises(exc, match=name):
+        fn()

@@ -1,0 +1,123 @@
+"""CPU feature detection and instruction-set (ISA) dispatch for the workbench kernels.
+
+Detection uses CPUID and XCR0 (a feature counts only if the CPU has it *and* the OS saves its
+register state).  On Linux, AMX additionally needs a per-process permission
+(``arch_prctl(ARCH_REQ_XCOMP_PERM=0x1023, XFEATURE_XTILEDATA=18)``); it is requested once at
+import and AMX is reported usable only if the kernel grants it.
+
+ISA paths, best first: ``amx`` -> ``avx512_vnni`` -> ``avx2`` -> ``portable``.
+The active path is, in order: the one forced with :func:`set_isa`, else the environment
+variable ``WORKBENCH_ISA`` (read on every call, ``""``/``auto`` = best), else the best
+available.  Forcing an unknown ISA or one this CPU lacks raises ``ValueError``.
+"""
+import os
+
+cdef extern from "wb_cpu.h" nogil:
+    enum: WB_F_COUNT
+    void wb_cpu_detect(int *f, int request_amx)
+
+cdef extern from "wb_common.h" nogil:
+    int wb_max_threads()
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static void wb_set_threads(int n) { omp_set_num_threads(n); }
+    #else
+    static void wb_set_threads(int n) { (void)n; }
+    #endif
+    """
+    void wb_set_threads(int n)
+
+ISAS = ("amx", "avx512_vnni", "avx2", "portable")
+ISA_CODES = {"portable": 0, "avx2": 1, "avx512_vnni": 2, "amx": 3}
+
+_FEATURE_NAMES = (
+    "sse4_2", "avx", "avx2", "fma", "f16c", "bmi2",
+    "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni", "avx_vnni",
+    "amx_tile", "amx_int8", "amx_bf16",
+    "os_avx", "os_avx512", "os_amx", "amx_permission",
+)
+
+cdef int _flags[64]
+wb_cpu_detect(_flags, 1)
+_FEATURES = {name: bool(_flags[i]) for i, name in enumerate(_FEATURE_NAMES)}
+
+
+def _compute_available():
+    f = _FEATURES
+    out = []
+    avx512 = f["avx512f"] and f["avx512bw"] and f["avx512vl"] and f["avx512dq"] and f["avx512_vnni"]
+    # The AMX path also uses AVX-512 VNNI (sparse layers, epilogues): every AMX CPU has it.
+    if f["amx_tile"] and f["amx_int8"] and avx512 and f["avx2"] and f["fma"]:
+        out.append("amx")
+    if avx512 and f["avx2"] and f["fma"]:
+        out.append("avx512_vnni")
+    if f["avx2"] and f["fma"]:
+        out.append("avx2")
+    out.append("portable")
+    return out
+
+
+_AVAILABLE = _compute_available()
+_forced = None
+
+
+def features():
+    """Usable CPU features, e.g. ``{"avx2": True, "fma": True, "avx512_vnni": False, "amx_int8": False, ...}``."""
+    return dict(_FEATURES)
+
+
+def available_isas():
+    """Kernel paths this CPU can run, best first (always ends with ``"portable"``)."""
+    return list(_AVAILABLE)
+
+
+def _validate(name, source):
+    if not isinstance(name, str):
+        raise TypeError(f"{source}: ISA name must be a str, got {type(name).__name__}")
+    key = name.strip().lower()
+    if key not in ISA_CODES:
+        raise ValueError(f"{source}: unknown ISA {name!r}; known: {list(ISAS)}")
+    if key not in _AVAILABLE:
+        raise ValueError(
+            f"{source}: ISA {key!r} is not available on this CPU; available: {_AVAILABLE}")
+    return key
+
+
+def active_isa():
+    """The kernel path in use: set_isa() override, else $WORKBENCH_ISA, else the best available."""
+    if _forced is not None:
+        return _forced
+    env = os.environ.get("WORKBENCH_ISA", "")
+    if env and env.strip().lower() not in ("", "auto", "best"):
+        return _validate(env, "WORKBENCH_ISA")
+    return _AVAILABLE[0]
+
+
+def set_isa(name=None):
+    """Force a kernel path from Python; ``None`` removes the override (back to
+    $WORKBENCH_ISA if set, else the best available).  Layers repack lazily on their next call."""
+    global _forced
+    if name is None:
+        _forced = None
+    else:
+        _forced = _validate(name, "set_isa")
+
+
+def isa_code(name):
+    """Integer code of an ISA name (used by the kernel modules)."""
+    return ISA_CODES[_validate(name, "isa")]
+
+
+def get_num_threads():
+    """OpenMP threads the kernels use by default (omp_get_max_threads, honours OMP_NUM_THREADS)."""
+    return wb_max_threads()
+
+
+def set_num_threads(int n):
+    """Set the default number of OpenMP threads for all workbench_ext kernels."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    wb_set_threads(n)

@@ -1,0 +1,329 @@
+"""Int8 linear layers: y = dequant(quant_u8(x) @ W_s8^T) + bias, dense and 1x4 block-sparse.
+
+Both layers take a symmetric per-output-channel int8 weight ``w_s8[N, K]`` with float32
+scales ``w_scale[N]`` (real weight = w_s8 * w_scale[:, None]) and an optional float32
+``bias[N]``.  A call ``layer(x)`` with ``x: float32[M, K]``:
+
+1. quantizes each row (token) of x to u8, asymmetric: ``lo = min(0, min x)``,
+   ``hi = max(0, max x)``, ``scale = (hi - lo) / 255`` (all-zero row: 1),
+   ``zp = clamp(rint(-lo / scale), 0, 255)``, ``q = clamp(rint(x * (1/scale)) + zp, 0, 255)``
+   -- exactly what :func:`workbench_ext.ops.quantize_per_token` returns;
+2. computes the exact s32 GEMM ``acc[m, n] = sum_k q[m, k] * w[n, k]``;
+3. dequantizes, fused: ``y = (float)(acc - zp[m] * wsum[n]) * (scale[m] * w_scale[n]) + bias[n]``
+   where ``wsum[n] = sum_k w[n, k]`` is precomputed at pack time (weight-side zero-point
+   compensation), so ``acc - zp * wsum == sum_k (q - zp) * w`` exactly.
+
+All ISA paths produce the same int32 values and use the same float epilogue, so outputs are
+bit-identical across ``amx`` / ``avx512_vnni`` / ``avx2`` / ``portable``.
+Exactness limit: K <= 65535 (|sum (q - zp) * w| < 2**31).
+
+ISA paths (chosen per call from :func:`workbench_ext.cpu.active_isa`, or fixed with the
+constructor's ``isa=``; weights are (re)packed lazily for the path in use):
+
+* ``portable``: plain C (auto-vectorised by the compiler).
+* ``avx2``: activations widened to s16, weights packed s16 in 16-column panels, ``vpmaddwd``
+  6x16 register-blocked micro-kernel -- exact (no ``vpmaddubsw`` s16 saturation).
+* ``avx512_vnni``: ``vpdpbusd`` 8x16 micro-kernel on u8 x s8.
+* ``amx``: ``TDPBUSD`` on 16x64 u8 activation tiles and 16x64 VNNI-packed s8 weight tiles,
+  16x32 outputs per step.  The block-sparse layer has no AMX kernel (tiles cannot skip 1x4
+  blocks); under ``amx`` it runs the ``avx512_vnni`` sparse kernel.
+
+Only ``portable`` and ``avx2`` have been executed on the development machine (AMD EPYC,
+AVX2+FMA); the VNNI/AMX code compiles into every build and is tested only on CPUs that have it.
+
+Block-sparse packed format (1x4 blocks along K, as in "Fast DistilBERT on CPUs",
+Shen et al. 2022): K is zero-padded to ``Kb * 4`` (``Kb = ceil(K / 4)``) and split into blocks
+``w[n, 4*b : 4*b + 4]``; a block is stored iff any of its 4 weights is non-zero.  CSR by output
+row: ``row_ptr: int32[N + 1]`` (blocks of row n are ``row_ptr[n]:row_ptr[n+1]``),
+``col_idx: int32[nnz_blocks]`` (block index b, i.e. k = 4*b, ascending within a row),
+``values: int8[nnz_blocks, 4]``.  The AVX2 path keeps ``values`` widened to int16.  Rows with no
+block are fine (output = bias).  Activations are repacked per call into 16-row tiles
+``[M/16][Kb][16][4]`` so one block multiplies 16 tokens at once (vectorised over tokens).
+"""
+import numpy as np
+cimport numpy as cnp
+from libc.stdint cimport int8_t, uint8_t, int16_t, int32_t
+from libc.string cimport memset
+
+from workbench_ext._validate cimport check_array, check_threads
+from workbench_ext import cpu as _cpu
+
+cnp.import_array()
+
+cdef extern from "wb_int8.h" nogil:
+    ctypedef struct wb_epi_t:
+        int N
+        const int32_t *wsum
+        const float *wscale
+        const float *bias
+        const int32_t *zp
+        const float *xscale
+        float *y
+        int32_t *yi
+    int wb_threads(int nt)
+    void wb_quantize_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *scale, int32_t *zp, int isa, int nt)
+    void wb_pack_dense_portable(const int8_t *w, int N, int K, int Kp, int8_t *out)
+    void wb_pack_dense_avx2(const int8_t *w, int N, int K, int Kp, int16_t *out)
+    void wb_pack_dense_vnni(const int8_t *w, int N, int K, int Kp, int8_t *out)
+    void wb_widen_u8_s16(const uint8_t *q, size_t n, int16_t *out)
+    void wb_dense_portable(const uint8_t *xq, int M, int Kp, const int8_t *w, int N, const wb_epi_t *e, int nt)
+    void wb_dense_avx2(const int16_t *xs, int M, int Kp, const int16_t *Bp, int N, const wb_epi_t *e, int nt)
+    void wb_dense_vnni(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N, const wb_epi_t *e, int nt)
+    void wb_dense_amx(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N, const wb_epi_t *e, int nt)
+    void wb_sparse_portable(const uint8_t *xq, int M, int Kp, const int32_t *rp, const int32_t *col, const int8_t *vals, int N, const wb_epi_t *e, int nt)
+    void wb_pack_x_sparse_s16(const uint8_t *xq, int M, int Kp, int Kb, int16_t *out, int nt)
+    void wb_pack_x_sparse_u8(const uint8_t *xq, int M, int Kp, int Kb, uint8_t *out, int nt)
+    void wb_sparse_avx2(const int16_t *xt, int M, int Kb, const int32_t *rp, const int32_t *col, const int16_t *vals16, int N, const wb_epi_t *e, int nt)
+    void wb_sparse_vnni(const uint8_t *xt, int M, int Kb, const int32_t *rp, const int32_t *col, const int8_t *vals, int N, const wb_epi_t *e, int nt)
+
+cdef enum:
+    ISA_PORTABLE = 0
+    ISA_AVX2 = 1
+    ISA_VNNI = 2
+    ISA_AMX = 3
+
+_ISA_NAMES = {0: "portable", 1: "avx2", 2: "avx512_vnni", 3: "amx"}
+MAX_K = 65535
+
+
+cdef inline void* _ptr(object a):
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef class _Int8Linear:
+    """Shared parts of the dense and block-sparse int8 layers (see the module docstring)."""
+    cdef readonly int N, K, Kp
+    cdef readonly object w_s8, w_scale, bias
+    cdef object _bias0, _wsum, _fixed_isa
+    cdef int _packed
+
+    def __init__(self, w_s8, w_scale, bias=None, isa=None):
+        check_array(w_s8, "w_s8", np.int8, 2)
+        N, K = w_s8.shape
+        if N < 1 or K < 1:
+            raise ValueError(f"w_s8 must have N >= 1 and K >= 1, got shape {tuple(w_s8.shape)}")
+        if K > MAX_K:
+            raise ValueError(f"w_s8: K={K} exceeds {MAX_K} (int32 accumulation would overflow)")
+        check_array(w_scale, "w_scale", np.float32, 1)
+        if w_scale.shape[0] != N:
+            raise ValueError(f"w_scale must have shape ({N},) to match w_s8 {tuple(w_s8.shape)}, got {tuple(w_scale.shape)}")
+        if bias is not None:
+            check_array(bias, "bias", np.float32, 1)
+            if bias.shape[0] != N:
+                raise ValueError(f"bias must have shape ({N},) to match w_s8 {tuple(w_s8.shape)}, got {tuple(bias.shape)}")
+        self.N = N
+        self.K = K
+        self.Kp = (K + 63) // 64 * 64
+        self.w_s8 = w_s8.copy()
+        self.w_scale = w_scale.copy()
+        self.bias = None if bias is None else bias.copy()
+        self._bias0 = np.zeros(N, np.float32) if bias is None else self.bias
+        self._wsum = self.w_s8.sum(axis=1, dtype=np.int64).astype(np.int32)
+        self._fixed_isa = None
+        if isa is not None:
+            _cpu.isa_code(isa)       # validates (unknown / unavailable -> ValueError)
+            self._fixed_isa = str(isa).strip().lower()
+        self._packed = -1
+        self._ensure_packed(self._resolve())
+
+    @property
+    def isa(self):
+        """The ISA path the weights are currently packed for (the one the next call uses
+        unless cpu.set_isa / $WORKBENCH_ISA changes in between)."""
+        return _ISA_NAMES[self._packed]
+
+    cdef int _resolve(self) except -1:
+        name = self._fixed_isa if self._fixed_isa is not None else _cpu.active_isa()
+        return _cpu.ISA_CODES[name]
+
+    cdef int _ensure_packed(self, int code) except -1:
+        if code != self._packed:
+            self._pack(code)
+            self._packed = code
+        return 0
+
+    cdef int _pack(self, int code) except -1:
+        raise NotImplementedError
+
+    cdef int _run(self, int code, object xq, int M, wb_epi_t *e, int nt) except -1:
+        raise NotImplementedError
+
+    cdef object _alloc_xq(self, int M):
+        Mp = (M + 15) // 16 * 16
+        xq = np.empty((Mp, self.Kp), np.uint8)
+        if Mp > M:
+            xq[M:] = 0
+        return xq
+
+    def __call__(self, x, num_threads=None):
+        """y = layer(x): x float32[M, K] (C-contiguous) -> float32[M, N]."""
+        check_array(x, "x", np.float32, 2)
+        if x.shape[1] != self.K:
+            raise ValueError(f"x must have shape (M, {self.K}), got {tuple(x.shape)}")
+        cdef int nt = wb_threads(check_threads(num_threads))
+        cdef int code = self._resolve()
+        self._ensure_packed(code)
+        cdef int M = x.shape[0]
+        y = np.empty((M, self.N), np.float32)
+        if M == 0:
+            return y
+        xq = self._alloc_xq(M)
+        xs = np.empty(M, np.float32)
+        zp = np.empty(M, np.int32)
+        cdef const float *px = <const float*>_ptr(x)
+        cdef uint8_t *pq = <uint8_t*>_ptr(xq)
+        cdef float *ps = <float*>_ptr(xs)
+        cdef int32_t *pz = <int32_t*>_ptr(zp)
+        cdef int K = self.K, Kp = self.Kp
+        with nogil:
+            wb_quantize_rows(px, M, K, Kp, pq, ps, pz, code, nt)
+        cdef wb_epi_t e
+        e.N = self.N
+        e.wsum = <const int32_t*>_ptr(self._wsum)
+        e.wscale = <const float*>_ptr(self.w_scale)
+        e.bias = <const float*>_ptr(self._bias0)
+        e.zp = <const int32_t*>_ptr(zp)
+        e.xscale = <const float*>_ptr(xs)
+        e.y = <float*>_ptr(y)
+        e.yi = NULL
+        self._run(code, xq, M, &e, nt)
+        return y
+
+    def qmatmul(self, q, zero_point, num_threads=None):
+        """Exact integer core on already-quantized activations (for tests / debugging):
+        q uint8[M, K], zero_point int32[M] -> int32[M, N] = sum_k (q - zp) * w, through the
+        same packed weights and ISA kernel as __call__."""
+        check_array(q, "q", np.uint8, 2)
+        if q.shape[1] != self.K:
+            raise ValueError(f"q must have shape (M, {self.K}), got {tuple(q.shape)}")
+        check_array(zero_point, "zero_point", np.int32, 1)
+        if zero_point.shape[0] != q.shape[0]:
+            raise ValueError(f"zero_point must have shape ({q.shape[0]},), got {tuple(zero_point.shape)}")
+        cdef int nt = wb_threads(check_threads(num_threads))
+        cdef int code = self._resolve()
+        self._ensure_packed(code)
+        cdef int M = q.shape[0]
+        out = np.empty((M, self.N), np.int32)
+        if M == 0:
+            return out
+        xq = self._alloc_xq(M)
+        xq[:M, :self.K] = q
+        xq[:M, self.K:] = 0
+        xs = np.ones(M, np.float32)
+        cdef wb_epi_t e
+        e.N = self.N
+        e.wsum = <const int32_t*>_ptr(self._wsum)
+        e.wscale = <const float*>_ptr(self.w_scale)
+        e.bias = <const float*>_ptr(self._bias0)
+        e.zp = <const int32_t*>_ptr(zero_point)
+        e.xscale = <const float*>_ptr(xs)
+        e.y = NULL
+        e.yi = <int32_t*>_ptr(out)
+        self._run(code, xq, M, &e, nt)
+        return out
+
+
+cdef class DenseInt8Linear(_Int8Linear):
+    """Dense int8 linear: ``DenseInt8Linear(w_s8 int8[N, K], w_scale float32[N], bias float32[N] | None)``.
+    Optional ``isa=`` pins one path (else cpu.active_isa() per call)."""
+    cdef object _wp
+
+    cdef int _pack(self, int code) except -1:
+        cdef int N = self.N, K = self.K, Kp = self.Kp
+        w = self.w_s8
+        if code == ISA_PORTABLE:
+            wp = np.empty((N, Kp), np.int8)
+            wb_pack_dense_portable(<const int8_t*>_ptr(w), N, K, Kp, <int8_t*>_ptr(wp))
+        elif code == ISA_AVX2:
+            wp = np.zeros(((N + 15) // 16, Kp * 16), np.int16)
+            wb_pack_dense_avx2(<const int8_t*>_ptr(w), N, K, Kp, <int16_t*>_ptr(wp))
+        else:   # VNNI and AMX share the layout; AMX wants an even number of 16-col panels
+            wp = np.zeros(((N + 31) // 32 * 2, Kp * 16), np.int8)
+            wb_pack_dense_vnni(<const int8_t*>_ptr(w), N, K, Kp, <int8_t*>_ptr(wp))
+        self._wp = wp
+        return 0
+
+    cdef int _run(self, int code, object xq, int M, wb_epi_t *e, int nt) except -1:
+        cdef int N = self.N, Kp = self.Kp
+        wp = self._wp
+        cdef const uint8_t *pq = <const uint8_t*>_ptr(xq)
+        cdef void *pw = _ptr(wp)
+        cdef int16_t *p16
+        if code == ISA_PORTABLE:
+            with nogil:
+                wb_dense_portable(pq, M, Kp, <const int8_t*>pw, N, e, nt)
+        elif code == ISA_AVX2:
+            xs16 = np.empty((M, Kp), np.int16)
+            p16 = <int16_t*>_ptr(xs16)
+            with nogil:
+                wb_widen_u8_s16(pq, <size_t>M * Kp, p16)
+                wb_dense_avx2(p16, M, Kp, <const int16_t*>pw, N, e, nt)
+        elif code == ISA_VNNI:
+            with nogil:
+                wb_dense_vnni(pq, M, Kp, <const int8_t*>pw, N, e, nt)
+        else:
+            with nogil:
+                wb_dense_amx(pq, M, Kp, <const int8_t*>pw, N, e, nt)
+        return 0
+
+
+cdef class BlockSparseInt8Linear(_Int8Linear):
+    """1x4 block-sparse int8 linear (see the module docstring for the packed CSR format):
+    ``BlockSparseInt8Linear(w_s8 int8[N, K], w_scale float32[N], bias float32[N] | None)``."""
+    cdef readonly object row_ptr, col_idx, values
+    cdef readonly int nnz_blocks, Kb
+    cdef object _vals16
+
+    def __init__(self, w_s8, w_scale, bias=None, isa=None):
+        check_array(w_s8, "w_s8", np.int8, 2)
+        N, K = w_s8.shape
+        Kb = (K + 3) // 4
+        wpad = np.zeros((N, Kb * 4), np.int8)
+        wpad[:, :K] = w_s8
+        blocks = wpad.reshape(N, Kb, 4)
+        nz = blocks.any(axis=2)
+        self.Kb = Kb
+        self.row_ptr = np.concatenate([[0], np.cumsum(nz.sum(axis=1))]).astype(np.int32)
+        self.col_idx = np.ascontiguousarray(np.nonzero(nz)[1].astype(np.int32))
+        self.values = np.ascontiguousarray(blocks[nz])
+        self.nnz_blocks = int(self.col_idx.shape[0])
+        self._vals16 = None
+        super().__init__(w_s8, w_scale, bias, isa)
+
+    @property
+    def block_sparsity(self):
+        """Fraction of 1x4 blocks that are all zero."""
+        return 1.0 - self.nnz_blocks / float(self.N * self.Kb)
+
+    cdef int _pack(self, int code) except -1:
+        if code == ISA_AVX2 and self._vals16 is None:
+            self._vals16 = np.ascontiguousarray(self.values.astype(np.int16))
+        return 0
+
+    cdef int _run(self, int code, object xq, int M, wb_epi_t *e, int nt) except -1:
+        cdef int N = self.N, Kp = self.Kp, Kb = self.Kb
+        cdef const uint8_t *pq = <const uint8_t*>_ptr(xq)
+        cdef const int32_t *rp = <const int32_t*>_ptr(self.row_ptr)
+        cdef const int32_t *col = <const int32_t*>_ptr(self.col_idx)
+        cdef const int8_t *vals = <const int8_t*>_ptr(self.values)
+        cdef int16_t *pt16
+        cdef uint8_t *pt8
+        cdef const int16_t *pv16
+        MB = (M + 15) // 16
+        if code == ISA_PORTABLE:
+            with nogil:
+                wb_sparse_portable(pq, M, Kp, rp, col, vals, N, e, nt)
+        elif code == ISA_AVX2:
+            xt = np.empty((MB, Kb * 64), np.int16)
+            pt16 = <int16_t*>_ptr(xt)
+            pv16 = <const int16_t*>_ptr(self._vals16)
+            with nogil:
+                wb_pack_x_sparse_s16(pq, M, Kp, Kb, pt16, nt)
+                wb_sparse_avx2(pt16, M, Kb, rp, col, pv16, N, e, nt)
+        else:   # avx512_vnni and amx (no AMX sparse kernel)
+            xt = np.empty((MB, Kb * 64), np.uint8)
+            pt8 = <uint8_t*>_ptr(xt)
+            with nogil:
+                wb_pack_x_sparse_u8(pq, M, Kp, Kb, pt8, nt)
+                wb_sparse_vnni(pt8, M, Kb, rp, col, vals, N, e, nt)
+        return 0

@@ -1,0 +1,155 @@
+"""Fused float32 ops for the runtime: GELU (erf), LayerNorm (+ bias + residual), softmax,
+per-token and static u8 quantization.  Inputs must be C-contiguous float32 numpy arrays; all
+ops are out-of-place and act on the last dimension (any leading shape).
+
+``gelu`` uses a vectorised rational erf approximation on the AVX2 path (|error| ~1e-7 vs
+``torch.erf``); the portable path uses libm ``erff``.  The other ops use the same code on every
+path.  ``quantize_per_token`` is bit-identical to the quantization fused into
+:mod:`workbench_ext.int8` (see its docstring for the formula).
+"""
+import numpy as np
+cimport numpy as cnp
+from libc.stdint cimport uint8_t, int32_t
+
+from workbench_ext._validate cimport check_array, check_threads
+from workbench_ext import cpu as _cpu
+
+cnp.import_array()
+
+cdef extern from "wb_ops.h" nogil:
+    int wb_threads(int nt)
+    void wb_gelu(const float *x, float *y, size_t n, int isa, int nt)
+    void wb_layernorm(const float *x, const float *bias, const float *res, const float *g, const float *b, float eps, long R, int H, float *y, int nt)
+    void wb_softmax(const float *x, long R, int H, float *y, int nt)
+    void wb_quantize_static(const float *x, size_t n, float scale, int32_t zp, uint8_t *q, int nt)
+    void wb_quantize_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *scale, int32_t *zp, int isa, int nt)
+
+
+cdef inline void* _ptr(object a):
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef int _isa() except -1:
+    return _cpu.ISA_CODES[_cpu.active_isa()]
+
+
+def gelu(x, num_threads=None):
+    """Erf GELU (as in BERT): 0.5 * x * (1 + erf(x / sqrt(2)))."""
+    check_array(x, "x", np.float32, -1)
+    cdef int nt = wb_threads(check_threads(num_threads))
+    cdef int isa = _isa()
+    y = np.empty_like(x)
+    cdef size_t n = x.size
+    cdef const float *px = <const float*>_ptr(x)
+    cdef float *py = <float*>_ptr(y)
+    with nogil:
+        wb_gelu(px, py, n, isa, nt)
+    return y
+
+
+cdef object _check_vec(object v, str name, int H):
+    check_array(v, name, np.float32, 1)
+    if v.shape[0] != H:
+        raise ValueError(f"{name} must have shape ({H},) to match the last dim of x, got {tuple(v.shape)}")
+    return v
+
+
+def layernorm(x, gamma, beta, eps=1e-12, num_threads=None):
+    """LayerNorm over the last dim: (x - mean) / sqrt(var + eps) * gamma + beta."""
+    return _ln(x, None, None, gamma, beta, eps, num_threads)
+
+
+def add_bias_residual_layernorm(x, bias, residual, gamma, beta, eps=1e-12, num_threads=None):
+    """LayerNorm(x + bias + residual) over the last dim (the BERT post-attention / post-FFN block)."""
+    return _ln(x, bias, residual, gamma, beta, eps, num_threads)
+
+
+cdef object _ln(x, bias, residual, gamma, beta, eps, num_threads):
+    check_array(x, "x", np.float32, -1)
+    cdef int H = x.shape[x.ndim - 1]
+    if H < 1:
+        raise ValueError(f"x must have a non-empty last dim, got shape {tuple(x.shape)}")
+    _check_vec(gamma, "gamma", H)
+    _check_vec(beta, "beta", H)
+    cdef const float *pbias = NULL
+    cdef const float *pres = NULL
+    if bias is not None:
+        _check_vec(bias, "bias", H)
+        pbias = <const float*>_ptr(bias)
+    if residual is not None:
+        check_array(residual, "residual", np.float32, -1)
+        if residual.shape != x.shape:
+            raise ValueError(f"residual must have the shape of x {tuple(x.shape)}, got {tuple(residual.shape)}")
+        pres = <const float*>_ptr(residual)
+    cdef float feps = float(eps)
+    if not feps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    cdef int nt = wb_threads(check_threads(num_threads))
+    y = np.empty_like(x)
+    cdef long R = x.size // H
+    cdef const float *px = <const float*>_ptr(x)
+    cdef const float *pg = <const float*>_ptr(gamma)
+    cdef const float *pb = <const float*>_ptr(beta)
+    cdef float *py = <float*>_ptr(y)
+    with nogil:
+        wb_layernorm(px, pbias, pres, pg, pb, feps, R, H, py, nt)
+    return y
+
+
+def softmax(x, num_threads=None):
+    """Numerically stable softmax over the last dim."""
+    check_array(x, "x", np.float32, -1)
+    cdef int H = x.shape[x.ndim - 1]
+    cdef int nt = wb_threads(check_threads(num_threads))
+    y = np.empty_like(x)
+    if H == 0:
+        return y
+    cdef long R = x.size // H
+    cdef const float *px = <const float*>_ptr(x)
+    cdef float *py = <float*>_ptr(y)
+    with nogil:
+        wb_softmax(px, R, H, py, nt)
+    return y
+
+
+def quantize_per_token(x, num_threads=None):
+    """Dynamic per-row asymmetric u8 quantization of x float32[M, K] ->
+    (q uint8[M, K], scale float32[M], zero_point int32[M]); x ~= (q - zp) * scale."""
+    check_array(x, "x", np.float32, 2)
+    cdef int M = x.shape[0], K = x.shape[1]
+    cdef int nt = wb_threads(check_threads(num_threads))
+    cdef int isa = _isa()
+    q = np.empty((M, K), np.uint8)
+    s = np.empty(M, np.float32)
+    z = np.empty(M, np.int32)
+    cdef const float *px = <const float*>_ptr(x)
+    cdef uint8_t *pq = <uint8_t*>_ptr(q)
+    cdef float *ps = <float*>_ptr(s)
+    cdef int32_t *pz = <int32_t*>_ptr(z)
+    if M and K:
+        with nogil:
+            wb_quantize_rows(px, M, K, K, pq, ps, pz, isa, nt)
+    elif M:
+        s[:] = 1.0
+        z[:] = 0
+    return q, s, z
+
+
+def quantize_static(x, scale, zero_point, num_threads=None):
+    """Static per-tensor u8 quantization: clamp(rint(x * (1/scale)) + zero_point, 0, 255)."""
+    check_array(x, "x", np.float32, -1)
+    cdef float fs = float(scale)
+    if not (fs > 0 and fs < float("inf")):
+        raise ValueError(f"scale must be a finite positive float, got {scale}")
+    zp_int = int(zero_point)
+    if zp_int < 0 or zp_int > 255:
+        raise ValueError(f"zero_point must be in [0, 255] for uint8, got {zero_point}")
+    cdef int32_t zp = zp_int
+    cdef int nt = wb_threads(check_threads(num_threads))
+    q = np.empty(x.shape, np.uint8)
+    cdef size_t n = x.size
+    cdef const float *px = <const float*>_ptr(x)
+    cdef uint8_t *pq = <uint8_t*>_ptr(q)
+    with nogil:
+        wb_quantize_static(px, n, fs, zp, pq, nt)
+    return q

@@ -1,0 +1,174 @@
+/* Shared helpers for the workbench_ext kernels: ISA codes, target attributes, per-token u8
+ * quantization (identical arithmetic on every path) and the int8 dequantize epilogue.
+ *
+ * Every ISA-specific function carries its own __attribute__((target(...))), so the extension
+ * is compiled with portable flags and still contains the AVX2 / AVX-512 VNNI / AMX code; the
+ * caller (workbench_ext.cpu) decides at run time which path may run.
+ */
+#ifndef WB_COMMON_H
+#define WB_COMMON_H
+
+#pragma GCC diagnostic ignored "-Wunused-function"
+
+#include <stdint.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <immintrin.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define WB_ISA_PORTABLE 0
+#define WB_ISA_AVX2 1
+#define WB_ISA_AVX512_VNNI 2
+#define WB_ISA_AMX 3
+
+#define WB_AVX2 __attribute__((target("avx2,fma")))
+#define WB_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")))
+#define WB_AMX __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")))
+
+static inline int wb_max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static inline int wb_threads(int nt) {
+    if (nt <= 0) nt = wb_max_threads();
+    return nt < 1 ? 1 : nt;
+}
+
+static inline int wb_imin(int a, int b) { return a < b ? a : b; }
+
+/* ------------------------------------------------------------------------------------------
+ * Per-token asymmetric u8 quantization.
+ *   lo = min(0, min x), hi = max(0, max x), scale = (hi - lo) / 255 (all-zero row: scale 1),
+ *   zp = clamp(rint(-lo / scale), 0, 255), q = clamp(rint(x * (1/scale)) + zp, 0, 255)
+ * The scalar and the AVX2 versions perform the same IEEE operations in the same order (no
+ * FMA contraction: the build uses -std=c11, i.e. -ffp-contract=off), so they give identical
+ * bytes; tests rely on that.
+ * ---------------------------------------------------------------------------------------- */
+static inline void wb_qparams(float lo, float hi, float *scale, int32_t *zp, float *inv) {
+    lo = lo < 0.0f ? lo : 0.0f;
+    hi = hi > 0.0f ? hi : 0.0f;
+    float s = (hi - lo) / 255.0f;
+    if (!(s > 0.0f) || !isfinite(s)) {
+        *scale = 1.0f; *zp = 0; *inv = 1.0f;
+        return;
+    }
+    float z = rintf(-lo / s);
+    z = z > 0.0f ? z : 0.0f;
+    z = z < 255.0f ? z : 255.0f;
+    *scale = s; *zp = (int32_t)z; *inv = 1.0f / s;
+}
+
+static inline uint8_t wb_q1(float x, float inv, float zpf) {
+    float v = rintf(x * inv) + zpf;
+    v = v > 0.0f ? v : 0.0f;          /* NaN -> 0, same as _mm256_max_ps(v, 0) */
+    v = v < 255.0f ? v : 255.0f;
+    return (uint8_t)(int)v;
+}
+
+static void wb_quant_row_portable(const float *x, int K, int Kp, uint8_t *q, float *scale, int32_t *zp) {
+    float lo = 0.0f, hi = 0.0f, inv;
+    for (int k = 0; k < K; k++) {
+        float v = x[k];
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
+    wb_qparams(lo, hi, scale, zp, &inv);
+    float zpf = (float)*zp;
+    for (int k = 0; k < K; k++) q[k] = wb_q1(x[k], inv, zpf);
+    for (int k = K; k < Kp; k++) q[k] = 0;
+}
+
+WB_AVX2 static void wb_quant_row_avx2(const float *x, int K, int Kp, uint8_t *q, float *scale, int32_t *zp) {
+    __m256 vlo = _mm256_setzero_ps(), vhi = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 v = _mm256_loadu_ps(x + k);
+        vlo = _mm256_min_ps(v, vlo);    /* NaN in v -> keeps vlo, like the scalar compare */
+        vhi = _mm256_max_ps(v, vhi);
+    }
+    float lo_a[8], hi_a[8];
+    _mm256_storeu_ps(lo_a, vlo);
+    _mm256_storeu_ps(hi_a, vhi);
+    float lo = 0.0f, hi = 0.0f, inv;
+    for (int i = 0; i < 8; i++) { lo = lo_a[i] < lo ? lo_a[i] : lo; hi = hi_a[i] > hi ? hi_a[i] : hi; }
+    for (; k < K; k++) { float v = x[k]; lo = v < lo ? v : lo; hi = v > hi ? v : hi; }
+    wb_qparams(lo, hi, scale, zp, &inv);
+    float zpf = (float)*zp;
+    const __m256 vinv = _mm256_set1_ps(inv), vzp = _mm256_set1_ps(zpf);
+    const __m256 v0 = _mm256_setzero_ps(), v255 = _mm256_set1_ps(255.0f);
+    k = 0;
+    for (; k + 16 <= K; k += 16) {
+        __m256 a = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + k), vinv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m256 b = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + k + 8), vinv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        a = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(a, vzp), v0), v255);
+        b = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(b, vzp), v0), v255);
+        __m256i ia = _mm256_cvtps_epi32(a), ib = _mm256_cvtps_epi32(b);
+        __m256i p16 = _mm256_packus_epi32(ia, ib);             /* lanes: a0-3 b0-3 | a4-7 b4-7 */
+        p16 = _mm256_permute4x64_epi64(p16, 0xD8);              /* a0-7 | b0-7 */
+        __m128i p8 = _mm_packus_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1));
+        _mm_storeu_si128((__m128i *)(q + k), p8);
+    }
+    for (; k < K; k++) q[k] = wb_q1(x[k], inv, zpf);
+    for (k = K; k < Kp; k++) q[k] = 0;
+}
+
+/* Quantize rows [0, M) of x[M][K] into q[M][Kp] (pad columns zero). */
+static void wb_quantize_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *scale,
+                             int32_t *zp, int isa, int nt) {
+    nt = wb_threads(nt);
+    int use_avx2 = isa >= WB_ISA_AVX2;
+    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)M * K > 32768)
+    for (int m = 0; m < M; m++) {
+        if (use_avx2)
+            wb_quant_row_avx2(x + (size_t)m * K, K, Kp, q + (size_t)m * Kp, scale + m, zp + m);
+        else
+            wb_quant_row_portable(x + (size_t)m * K, K, Kp, q + (size_t)m * Kp, scale + m, zp + m);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Epilogue shared by every int8 path (so all ISAs give bit-identical floats):
+ *   c = acc - zp[m] * wsum[n]                (exact int32: sum_k (q - zp) * w)
+ *   y = (float)c * (xscale[m] * wscale[n]) + bias[n]
+ * acc is an int32 tile C[r * ldc + j], rows m0.., columns n0...  If yi != NULL the exact
+ * integer c is written instead (used by tests / qmatmul).
+ * ---------------------------------------------------------------------------------------- */
+typedef struct {
+    int N;
+    const int32_t *wsum;
+    const float *wscale;
+    const float *bias;    /* never NULL: zeros when the layer has no bias */
+    const int32_t *zp;
+    const float *xscale;
+    float *y;             /* [M][N] */
+    int32_t *yi;          /* [M][N] or NULL */
+} wb_epi_t;
+
+static void wb_epilogue(const wb_epi_t *e, const int32_t *C, int ldc, int m0, int mr, int n0, int nr) {
+    const int N = e->N;
+    for (int r = 0; r < mr; r++) {
+        const int m = m0 + r;
+        const int32_t z = e->zp[m];
+        const int32_t *c = C + (size_t)r * ldc;
+        const int32_t *ws = e->wsum + n0;
+        if (e->yi) {
+            int32_t *o = e->yi + (size_t)m * N + n0;
+            for (int j = 0; j < nr; j++) o[j] = c[j] - z * ws[j];
+        } else {
+            float *o = e->y + (size_t)m * N + n0;
+            const float xs = e->xscale[m];
+            const float *wsc = e->wscale + n0, *b = e->bias + n0;
+            for (int j = 0; j < nr; j++) o[j] = (float)(c[j] - z * ws[j]) * (xs * wsc[j]) + b[j];
+        }
+    }
+}
+
+#endif

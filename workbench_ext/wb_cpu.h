@@ -1,0 +1,86 @@
+/* CPU feature detection from CPUID + XCR0 (what the CPU has AND the OS saves), and the
+ * Linux AMX tile-data permission request.  No target attributes needed: cpuid/xgetbv are
+ * emitted with inline asm / <cpuid.h>.
+ */
+#ifndef WB_CPU_H
+#define WB_CPU_H
+
+#include <stdint.h>
+#include <cpuid.h>
+#ifdef __linux__
+#include <sys/syscall.h>
+#include <unistd.h>
+extern long syscall(long number, ...);
+#endif
+
+enum {
+    WB_F_SSE42, WB_F_AVX, WB_F_AVX2, WB_F_FMA, WB_F_F16C, WB_F_BMI2,
+    WB_F_AVX512F, WB_F_AVX512BW, WB_F_AVX512DQ, WB_F_AVX512VL, WB_F_AVX512_VNNI, WB_F_AVX_VNNI,
+    WB_F_AMX_TILE, WB_F_AMX_INT8, WB_F_AMX_BF16,
+    WB_F_OS_AVX, WB_F_OS_AVX512, WB_F_OS_AMX, WB_F_AMX_PERMISSION,
+    WB_F_COUNT
+};
+
+static uint64_t wb_xgetbv0(void) {
+    uint32_t eax, edx;
+    __asm__ volatile(".byte 0x0f, 0x01, 0xd0" : "=a"(eax), "=d"(edx) : "c"(0));
+    return ((uint64_t)edx << 32) | eax;
+}
+
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+/* Ask Linux for permission to use AMX tile data in this process (needed since 5.16). */
+static int wb_request_amx_permission(void) {
+#if defined(__linux__) && defined(SYS_arch_prctl)
+    long r = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA);
+    return r == 0;
+#else
+    return 0;
+#endif
+}
+
+/* Fill f[WB_F_COUNT] with 0/1.  Instruction-set flags are reported as usable only when the OS
+ * also enables the matching register state in XCR0 (and, for AMX, grants the permission). */
+static void wb_cpu_detect(int *f, int request_amx) {
+    for (int i = 0; i < WB_F_COUNT; i++) f[i] = 0;
+    unsigned int a, b, c, d;
+    unsigned int max_leaf = __get_cpuid_max(0, 0);
+    if (max_leaf < 1) return;
+    __cpuid(1, a, b, c, d);
+    int sse42 = (c >> 20) & 1, fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
+    int f16c = (c >> 29) & 1;
+    uint64_t xcr0 = osxsave ? wb_xgetbv0() : 0;
+    int os_avx = (xcr0 & 0x6) == 0x6;                 /* XMM | YMM */
+    int os_avx512 = os_avx && (xcr0 & 0xE0) == 0xE0;  /* opmask | ZMM_Hi256 | Hi16_ZMM */
+    int os_amx = (xcr0 & (3ull << 17)) == (3ull << 17);  /* XTILECFG | XTILEDATA */
+    unsigned int b7 = 0, c7 = 0, d7 = 0, a71 = 0;
+    if (max_leaf >= 7) {
+        __cpuid_count(7, 0, a, b7, c7, d7);
+        if (a >= 1) { unsigned int bb, cc, dd; __cpuid_count(7, 1, a71, bb, cc, dd); }
+    }
+    f[WB_F_SSE42] = sse42;
+    f[WB_F_OS_AVX] = os_avx;
+    f[WB_F_OS_AVX512] = os_avx512;
+    f[WB_F_OS_AMX] = os_amx;
+    f[WB_F_AVX] = avx && os_avx;
+    f[WB_F_FMA] = fma && os_avx;
+    f[WB_F_F16C] = f16c && os_avx;
+    f[WB_F_AVX2] = ((b7 >> 5) & 1) && os_avx;
+    f[WB_F_BMI2] = (b7 >> 8) & 1;
+    f[WB_F_AVX512F] = ((b7 >> 16) & 1) && os_avx512;
+    f[WB_F_AVX512DQ] = ((b7 >> 17) & 1) && os_avx512;
+    f[WB_F_AVX512BW] = ((b7 >> 30) & 1) && os_avx512;
+    f[WB_F_AVX512VL] = ((b7 >> 31) & 1) && os_avx512;
+    f[WB_F_AVX512_VNNI] = ((c7 >> 11) & 1) && os_avx512;
+    f[WB_F_AVX_VNNI] = ((a71 >> 4) & 1) && os_avx;
+    int amx_tile = (d7 >> 24) & 1, amx_int8 = (d7 >> 25) & 1, amx_bf16 = (d7 >> 22) & 1;
+    int perm = 0;
+    if (amx_tile && os_amx && request_amx) perm = wb_request_amx_permission();
+    f[WB_F_AMX_PERMISSION] = perm;
+    f[WB_F_AMX_TILE] = amx_tile && os_amx && perm;
+    f[WB_F_AMX_INT8] = amx_int8 && os_amx && perm;
+    f[WB_F_AMX_BF16] = amx_bf16 && os_amx && perm;
+}
+
+#endif

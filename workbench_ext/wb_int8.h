@@ -1,0 +1,453 @@
+/* u8 x s8 -> s32 GEMM kernels (dense and 1x4 block-sparse) for workbench_ext.int8.
+ *
+ * Conventions: the quantized activations are Xq[M][Kp] (u8, Kp = K rounded up to 64, zero
+ * padded), weights are packed per path at construction.  All paths produce the exact int32
+ * sum_k q[m,k] * w[n,k] in a tile and hand it to wb_epilogue (wb_common.h), so every path
+ * computes bit-identical outputs.
+ *
+ * Dense packed layouts (N padded with zero rows):
+ *   portable     int8  [N][Kp]                       (row-major, K padded)
+ *   avx2         int16 [ceil(N/16)][Kp/2][16][2]     (pairs of k for vpmaddwd; s16 keeps it exact)
+ *   avx512_vnni  int8  [NP][Kp/4][16][4]             (4 k per s32 lane for vpdpbusd)
+ *   amx          same as avx512_vnni with NP even; a 16-row slab [16 kq][16 n x 4] of a panel
+ *                is exactly one B tile (16 rows x 64 bytes) for TDPBUSD.
+ * Sparse: CSR of 1x4 blocks (row_ptr[N+1], col[nnzb] = k/4, vals[nnzb][4]); see int8.pyx.
+ *
+ * Measured here: portable and AVX2 (AMD EPYC, AVX2+FMA).  The AVX-512 VNNI and AMX code is
+ * compiled into every build and dispatched only on CPUs that report the features; it has NOT
+ * been executed on this development machine.
+ */
+#ifndef WB_INT8_H
+#define WB_INT8_H
+
+#include "wb_common.h"
+
+/* ========================================================================================
+ * Packing (construction time)
+ * ====================================================================================== */
+static void wb_wsum(const int8_t *w, int N, int K, int32_t *wsum) {
+    for (int n = 0; n < N; n++) {
+        int32_t s = 0;
+        for (int k = 0; k < K; k++) s += w[(size_t)n * K + k];
+        wsum[n] = s;
+    }
+}
+
+static void wb_pack_dense_portable(const int8_t *w, int N, int K, int Kp, int8_t *out) {
+    memset(out, 0, (size_t)N * Kp);
+    for (int n = 0; n < N; n++) memcpy(out + (size_t)n * Kp, w + (size_t)n * K, (size_t)K);
+}
+
+/* out: int16 [NP16][Kp/2][16][2], zero-filled by the caller */
+static void wb_pack_dense_avx2(const int8_t *w, int N, int K, int Kp, int16_t *out) {
+    const size_t panel = (size_t)(Kp / 2) * 32;
+    for (int n = 0; n < N; n++) {
+        int p = n / 16, j = n % 16;
+        for (int k = 0; k < K; k++)
+            out[p * panel + (size_t)(k / 2) * 32 + j * 2 + (k & 1)] = w[(size_t)n * K + k];
+    }
+}
+
+/* out: int8 [NP][Kp/4][16][4], zero-filled by the caller */
+static void wb_pack_dense_vnni(const int8_t *w, int N, int K, int Kp, int8_t *out) {
+    const size_t panel = (size_t)(Kp / 4) * 64;
+    for (int n = 0; n < N; n++) {
+        int p = n / 16, j = n % 16;
+        for (int k = 0; k < K; k++)
+            out[p * panel + (size_t)(k / 4) * 64 + j * 4 + (k & 3)] = w[(size_t)n * K + k];
+    }
+}
+
+/* ========================================================================================
+ * Dense: portable
+ * ====================================================================================== */
+static void wb_dense_portable(const uint8_t *xq, int M, int Kp, const int8_t *w, int N,
+                              const wb_epi_t *e, int nt) {
+    const int NB = (N + 15) / 16, MB = (M + 3) / 4;
+    const long total = (long)NB * MB;
+    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && total > 1)
+    for (long t = 0; t < total; t++) {
+        int nb = (int)(t / MB), mb = (int)(t % MB);
+        int n0 = nb * 16, nr = wb_imin(16, N - n0), m0 = mb * 4, mr = wb_imin(4, M - m0);
+        int32_t C[4 * 16];
+        for (int r = 0; r < mr; r++) {
+            const uint8_t *a = xq + (size_t)(m0 + r) * Kp;
+            for (int j = 0; j < nr; j++) {
+                const int8_t *b = w + (size_t)(n0 + j) * Kp;
+                int32_t acc = 0;
+                for (int k = 0; k < Kp; k++) acc += (int32_t)a[k] * (int32_t)b[k];
+                C[r * 16 + j] = acc;
+            }
+        }
+        wb_epilogue(e, C, 16, m0, mr, n0, nr);
+    }
+}
+
+/* ========================================================================================
+ * Dense: AVX2.  Activations widened to s16 (Xs[M][Kp]); micro-kernel MR x 16 outputs, per
+ * k-pair: 2 weight loads, MR broadcasts, 2*MR vpmaddwd + vpaddd.  vpmaddwd on s16 inputs
+ * (|q| <= 255, |w| <= 128) is exact in s32 -- no vpmaddubsw saturation.
+ * ====================================================================================== */
+#define WB_AVX2_DENSE_KERNEL(MR)                                                              \
+WB_AVX2 static void wb_avx2_dense_k##MR(const int16_t *A, size_t lda, const int16_t *B,       \
+                                        int kpairs, int32_t *C) {                             \
+    __m256i c0[MR], c1[MR];                                                                   \
+    for (int r = 0; r < MR; r++) { c0[r] = _mm256_setzero_si256(); c1[r] = _mm256_setzero_si256(); } \
+    for (int kp = 0; kp < kpairs; kp++) {                                                     \
+        const __m256i b0 = _mm256_loadu_si256((const __m256i *)(B + (size_t)kp * 32));        \
+        const __m256i b1 = _mm256_loadu_si256((const __m256i *)(B + (size_t)kp * 32 + 16));   \
+        for (int r = 0; r < MR; r++) {                                                        \
+            int32_t av; memcpy(&av, A + r * lda + 2 * (size_t)kp, 4);                         \
+            const __m256i a = _mm256_set1_epi32(av);                                          \
+            c0[r] = _mm256_add_epi32(c0[r], _mm256_madd_epi16(a, b0));                        \
+            c1[r] = _mm256_add_epi32(c1[r], _mm256_madd_epi16(a, b1));                        \
+        }                                                                                     \
+    }                                                                                         \
+    for (int r = 0; r < MR; r++) {                                                            \
+        _mm256_storeu_si256((__m256i *)(C + r * 16), c0[r]);                                  \
+        _mm256_storeu_si256((__m256i *)(C + r * 16 + 8), c1[r]);                              \
+    }                                                                                         \
+}
+WB_AVX2_DENSE_KERNEL(1)
+WB_AVX2_DENSE_KERNEL(2)
+WB_AVX2_DENSE_KERNEL(3)
+WB_AVX2_DENSE_KERNEL(4)
+WB_AVX2_DENSE_KERNEL(5)
+WB_AVX2_DENSE_KERNEL(6)
+
+#define WB_AVX2_MR 6
+
+/* u8 rows -> s16 rows (Kp columns) */
+static void wb_widen_u8_s16(const uint8_t *q, size_t n, int16_t *out) {
+    for (size_t i = 0; i < n; i++) out[i] = q[i];
+}
+
+static void wb_dense_avx2(const int16_t *xs, int M, int Kp, const int16_t *Bp, int N,
+                          const wb_epi_t *e, int nt) {
+    const int NP = (N + 15) / 16, MB = (M + WB_AVX2_MR - 1) / WB_AVX2_MR;
+    const long total = (long)NP * MB;
+    const size_t panel = (size_t)(Kp / 2) * 32;
+    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && total > 1)
+    for (long t = 0; t < total; t++) {
+        int p = (int)(t / MB), mb = (int)(t % MB);
+        int n0 = p * 16, nr = wb_imin(16, N - n0), m0 = mb * WB_AVX2_MR;
+        int mr = wb_imin(WB_AVX2_MR, M - m0);
+        int32_t C[WB_AVX2_MR * 16];
+        const int16_t *A = xs + (size_t)m0 * Kp, *B = Bp + p * panel;
+        switch (mr) {
+            case 6: wb_avx2_dense_k6(A, Kp, B, Kp / 2, C); break;
+            case 5: wb_avx2_dense_k5(A, Kp, B, Kp / 2, C); break;
+            case 4: wb_avx2_dense_k4(A, Kp, B, Kp / 2, C); break;
+            case 3: wb_avx2_dense_k3(A, Kp, B, Kp / 2, C); break;
+            case 2: wb_avx2_dense_k2(A, Kp, B, Kp / 2, C); break;
+            default: wb_avx2_dense_k1(A, Kp, B, Kp / 2, C); break;
+        }
+        wb_epilogue(e, C, 16, m0, mr, n0, nr);
+    }
+}
+
+/* ========================================================================================
+ * Dense: AVX-512 VNNI.  Micro-kernel MR(<=8) x 16 outputs, per 4 k: 1 weight load (64 B),
+ * MR broadcasts, MR vpdpbusd (u8 activations x s8 weights -> s32, exact).
+ * NOT executed on the development machine (no AVX-512 there).
+ * ====================================================================================== */
+#define WB_VNNI_DENSE_KERNEL(MR)                                                              \
+WB_AVX512 static void wb_vnni_dense_k##MR(const uint8_t *A, size_t lda, const int8_t *B,      \
+                                          int kq, int32_t *C) {                               \
+    __m512i c[MR];                                                                            \
+    for (int r = 0; r < MR; r++) c[r] = _mm512_setzero_si512();                               \
+    for (int k = 0; k < kq; k++) {                                                            \
+        const __m512i b = _mm512_loadu_si512((const void *)(B + (size_t)k * 64));             \
+        for (int r = 0; r < MR; r++) {                                                        \
+            int32_t av; memcpy(&av, A + r * lda + 4 * (size_t)k, 4);                          \
+            c[r] = _mm512_dpbusd_epi32(c[r], _mm512_set1_epi32(av), b);                       \
+        }                                                                                     \
+    }                                                                                         \
+    for (int r = 0; r < MR; r++) _mm512_storeu_si512((void *)(C + r * 16), c[r]);             \
+}
+WB_VNNI_DENSE_KERNEL(1)
+WB_VNNI_DENSE_KERNEL(2)
+WB_VNNI_DENSE_KERNEL(3)
+WB_VNNI_DENSE_KERNEL(4)
+WB_VNNI_DENSE_KERNEL(5)
+WB_VNNI_DENSE_KERNEL(6)
+WB_VNNI_DENSE_KERNEL(7)
+WB_VNNI_DENSE_KERNEL(8)
+
+static void wb_dense_vnni(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N,
+                          const wb_epi_t *e, int nt) {
+    const int NP = (N + 15) / 16, MB = (M + 7) / 8;
+    const long total = (long)NP * MB;
+    const size_t panel = (size_t)(Kp / 4) * 64;
+    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && total > 1)
+    for (long t = 0; t < total; t++) {
+        int p = (int)(t / MB), mb = (int)(t % MB);
+        int n0 = p * 16, nr = wb_imin(16, N - n0), m0 = mb * 8, mr = wb_imin(8, M - m0);
+        int32_t C[8 * 16];
+        const uint8_t *A = xq + (size_t)m0 * Kp;
+        const int8_t *B = Bp + p * panel;
+        switch (mr) {
+            case 8: wb_vnni_dense_k8(A, Kp, B, Kp / 4, C); break;
+            case 7: wb_vnni_dense_k7(A, Kp, B, Kp / 4, C); break;
+            case 6: wb_vnni_dense_k6(A, Kp, B, Kp / 4, C); break;
+            case 5: wb_vnni_dense_k5(A, Kp, B, Kp / 4, C); break;
+            case 4: wb_vnni_dense_k4(A, Kp, B, Kp / 4, C); break;
+            case 3: wb_vnni_dense_k3(A, Kp, B, Kp / 4, C); break;
+            case 2: wb_vnni_dense_k2(A, Kp, B, Kp / 4, C); break;
+            default: wb_vnni_dense_k1(A, Kp, B, Kp / 4, C); break;
+        }
+        wb_epilogue(e, C, 16, m0, mr, n0, nr);
+    }
+}
+
+/* ========================================================================================
+ * Dense: AMX (TDPBUSD).  xq must have Mp = M rounded up to 16 rows (zero rows), B packed as
+ * for VNNI with an even number of 16-column panels.  Each work item = 16 rows x 32 columns:
+ * C tiles tmm0/tmm1, A tile tmm2 (16 x 64 u8), B tiles tmm3/tmm4 (16 x 64 s8, VNNI layout).
+ * Tile configuration is per thread, so it is loaded inside the parallel region.
+ * NOT executed on the development machine (no AMX there).
+ * ====================================================================================== */
+typedef struct {
+    uint8_t palette_id;
+    uint8_t start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} wb_tilecfg_t;
+
+WB_AMX static void wb_amx_worker(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N,
+                                 const wb_epi_t *e, long t0, long t1) {
+    wb_tilecfg_t cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.palette_id = 1;
+    for (int i = 0; i < 5; i++) { cfg.rows[i] = 16; cfg.colsb[i] = 64; }
+    _tile_loadconfig(&cfg);
+    const int MB = (M + 15) / 16;
+    const int chunks = Kp / 64;
+    const size_t panel = (size_t)(Kp / 4) * 64;
+    int32_t C[16 * 32];
+    for (long t = t0; t < t1; t++) {
+        int p2 = (int)(t / MB), mb = (int)(t % MB);
+        int m0 = mb * 16, mr = wb_imin(16, M - m0), n0 = p2 * 32, nr = wb_imin(32, N - n0);
+        const uint8_t *A = xq + (size_t)m0 * Kp;
+        const int8_t *B0 = Bp + (size_t)(2 * p2) * panel, *B1 = B0 + panel;
+        _tile_zero(0);
+        _tile_zero(1);
+        for (int c = 0; c < chunks; c++) {
+            _tile_loadd(2, A + (size_t)c * 64, Kp);
+            _tile_loadd(3, B0 + (size_t)c * 1024, 64);
+            _tile_loadd(4, B1 + (size_t)c * 1024, 64);
+            _tile_dpbusd(0, 2, 3);
+            _tile_dpbusd(1, 2, 4);
+        }
+        _tile_stored(0, C, 128);
+        _tile_stored(1, C + 16, 128);
+        wb_epilogue(e, C, 32, m0, mr, n0, nr);
+    }
+    _tile_release();
+}
+
+static void wb_dense_amx(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N,
+                         const wb_epi_t *e, int nt) {
+    const int MB = (M + 15) / 16, NP2 = (N + 31) / 32;
+    const long total = (long)NP2 * MB;
+    if (nt > total) nt = (int)total;
+    if (nt < 1) nt = 1;
+    #pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#ifdef _OPENMP
+        int tid = omp_get_thread_num(), T = omp_get_num_threads();
+#else
+        int tid = 0, T = 1;
+#endif
+        long t0 = total * tid / T, t1 = total * (tid + 1) / T;
+        if (t1 > t0) wb_amx_worker(xq, M, Kp, Bp, N, e, t0, t1);
+    }
+}
+
+/* ========================================================================================
+ * 1x4 block-sparse.  Work item = 16 rows (an m-tile) x up to 64 output columns; results are
+ * gathered into C[16][64] and sent through the shared epilogue.
+ * ====================================================================================== */
+#define WB_SP_MT 16
+#define WB_SP_NC 64
+
+static void wb_sparse_portable(const uint8_t *xq, int M, int Kp, const int32_t *rp,
+                               const int32_t *col, const int8_t *vals, int N,
+                               const wb_epi_t *e, int nt) {
+    const int MB = (M + WB_SP_MT - 1) / WB_SP_MT, NB = (N + WB_SP_NC - 1) / WB_SP_NC;
+    const long total = (long)MB * NB;
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && total > 1)
+    for (long t = 0; t < total; t++) {
+        int mb = (int)(t / NB), nb = (int)(t % NB);
+        int m0 = mb * WB_SP_MT, mr = wb_imin(WB_SP_MT, M - m0);
+        int n0 = nb * WB_SP_NC, nr = wb_imin(WB_SP_NC, N - n0);
+        int32_t C[WB_SP_MT * WB_SP_NC];
+        for (int r = 0; r < mr; r++) {
+            const uint8_t *a = xq + (size_t)(m0 + r) * Kp;
+            for (int j = 0; j < nr; j++) {
+                int n = n0 + j;
+                int32_t acc = 0;
+                for (int b = rp[n]; b < rp[n + 1]; b++) {
+                    const uint8_t *x = a + 4 * (size_t)col[b];
+                    const int8_t *v = vals + 4 * (size_t)b;
+                    acc += x[0] * v[0] + x[1] * v[1] + x[2] * v[2] + x[3] * v[3];
+                }
+                C[r * WB_SP_NC + j] = acc;
+            }
+        }
+        wb_epilogue(e, C, WB_SP_NC, m0, mr, n0, nr);
+    }
+}
+
+/* Activations for the AVX2 sparse kernel: s16 [MB][Kb][16][4] (rows >= M are zero). */
+static void wb_pack_x_sparse_s16(const uint8_t *xq, int M, int Kp, int Kb, int16_t *out, int nt) {
+    const int MB = (M + WB_SP_MT - 1) / WB_SP_MT;
+    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)M * Kb > 16384)
+    for (int mb = 0; mb < MB; mb++) {
+        int16_t *o = out + (size_t)mb * Kb * WB_SP_MT * 4;
+        for (int r = 0; r < WB_SP_MT; r++) {
+            int m = mb * WB_SP_MT + r;
+            if (m < M) {
+                const uint8_t *a = xq + (size_t)m * Kp;
+                for (int kb = 0; kb < Kb; kb++) {
+                    int16_t *d = o + ((size_t)kb * WB_SP_MT + r) * 4;
+                    d[0] = a[4 * kb]; d[1] = a[4 * kb + 1]; d[2] = a[4 * kb + 2]; d[3] = a[4 * kb + 3];
+                }
+            } else {
+                for (int kb = 0; kb < Kb; kb++) memset(o + ((size_t)kb * WB_SP_MT + r) * 4, 0, 8);
+            }
+        }
+    }
+}
+
+/* Activations for the VNNI sparse kernel: u8 [MB][Kb][16][4]. */
+static void wb_pack_x_sparse_u8(const uint8_t *xq, int M, int Kp, int Kb, uint8_t *out, int nt) {
+    const int MB = (M + WB_SP_MT - 1) / WB_SP_MT;
+    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)M * Kb > 16384)
+    for (int mb = 0; mb < MB; mb++) {
+        uint8_t *o = out + (size_t)mb * Kb * WB_SP_MT * 4;
+        for (int r = 0; r < WB_SP_MT; r++) {
+            int m = mb * WB_SP_MT + r;
+            for (int kb = 0; kb < Kb; kb++) {
+                uint8_t *d = o + ((size_t)kb * WB_SP_MT + r) * 4;
+                if (m < M) memcpy(d, xq + (size_t)m * Kp + 4 * (size_t)kb, 4);
+                else memset(d, 0, 4);
+            }
+        }
+    }
+}
+
+/* AVX2: one output column n for 16 rows.  Each ymm of X holds 4 rows x 4 k (s16); vpmaddwd with
+ * the broadcast 4 weights gives 2 partial sums per row; reduced with hadd at the end. */
+WB_AVX2 static void wb_avx2_sparse_tile(const int16_t *Xt, int m0, int mr, int n0, int nr,
+                                        const int32_t *rp, const int32_t *col,
+                                        const int16_t *vals16, int32_t *C) {
+    (void)m0; (void)mr;
+    for (int j = 0; j < nr; j++) {
+        const int n = n0 + j;
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+        __m256i e0 = a0, e1 = a0, e2 = a0, e3 = a0;
+        int b = rp[n];
+        const int b1 = rp[n + 1];
+        for (; b + 2 <= b1; b += 2) {
+            int64_t wv, wv2;
+            memcpy(&wv, vals16 + 4 * (size_t)b, 8);
+            memcpy(&wv2, vals16 + 4 * (size_t)b + 4, 8);
+            const __m256i w = _mm256_set1_epi64x(wv), w2 = _mm256_set1_epi64x(wv2);
+            const int16_t *x = Xt + (size_t)col[b] * 64, *x2 = Xt + (size_t)col[b + 1] * 64;
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x)), w));
+            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x + 16)), w));
+            a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x + 32)), w));
+            a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x + 48)), w));
+            e0 = _mm256_add_epi32(e0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x2)), w2));
+            e1 = _mm256_add_epi32(e1, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x2 + 16)), w2));
+            e2 = _mm256_add_epi32(e2, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x2 + 32)), w2));
+            e3 = _mm256_add_epi32(e3, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x2 + 48)), w2));
+        }
+        if (b < b1) {
+            int64_t wv;
+            memcpy(&wv, vals16 + 4 * (size_t)b, 8);
+            const __m256i w = _mm256_set1_epi64x(wv);
+            const int16_t *x = Xt + (size_t)col[b] * 64;
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x)), w));
+            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x + 16)), w));
+            a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x + 32)), w));
+            a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x + 48)), w));
+        }
+        a0 = _mm256_add_epi32(a0, e0); a1 = _mm256_add_epi32(a1, e1);
+        a2 = _mm256_add_epi32(a2, e2); a3 = _mm256_add_epi32(a3, e3);
+        /* a0 lanes: r0p0 r0p1 r1p0 r1p1 | r2p0 r2p1 r3p0 r3p1 (rows 0-3), a1 rows 4-7, ... */
+        __m256i h01 = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a0, a1), 0xD8);  /* rows 0..7 */
+        __m256i h23 = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a2, a3), 0xD8);  /* rows 8..15 */
+        int32_t tmp[16];
+        _mm256_storeu_si256((__m256i *)tmp, h01);
+        _mm256_storeu_si256((__m256i *)(tmp + 8), h23);
+        for (int r = 0; r < WB_SP_MT; r++) C[r * WB_SP_NC + j] = tmp[r];
+    }
+}
+
+static void wb_sparse_avx2(const int16_t *xt, int M, int Kb, const int32_t *rp, const int32_t *col,
+                           const int16_t *vals16, int N, const wb_epi_t *e, int nt) {
+    const int MB = (M + WB_SP_MT - 1) / WB_SP_MT, NB = (N + WB_SP_NC - 1) / WB_SP_NC;
+    const long total = (long)MB * NB;
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && total > 1)
+    for (long t = 0; t < total; t++) {
+        int mb = (int)(t / NB), nb = (int)(t % NB);
+        int m0 = mb * WB_SP_MT, mr = wb_imin(WB_SP_MT, M - m0);
+        int n0 = nb * WB_SP_NC, nr = wb_imin(WB_SP_NC, N - n0);
+        int32_t C[WB_SP_MT * WB_SP_NC];
+        wb_avx2_sparse_tile(xt + (size_t)mb * Kb * WB_SP_MT * 4, m0, mr, n0, nr, rp, col, vals16, C);
+        wb_epilogue(e, C, WB_SP_NC, m0, mr, n0, nr);
+    }
+}
+
+/* AVX-512 VNNI: one zmm of X = 16 rows x 4 k (u8); vpdpbusd with the broadcast 4 weights
+ * gives the 16 row sums directly.  Four accumulators hide the vpdpbusd latency.
+ * NOT executed on the development machine. */
+WB_AVX512 static void wb_vnni_sparse_tile(const uint8_t *Xt, int n0, int nr, const int32_t *rp,
+                                          const int32_t *col, const int8_t *vals, int32_t *C) {
+    for (int j = 0; j < nr; j++) {
+        const int n = n0 + j;
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+        int b = rp[n];
+        const int b1 = rp[n + 1];
+        for (; b + 4 <= b1; b += 4) {
+            int32_t w0, w1, w2, w3;
+            memcpy(&w0, vals + 4 * (size_t)b, 4);
+            memcpy(&w1, vals + 4 * (size_t)b + 4, 4);
+            memcpy(&w2, vals + 4 * (size_t)b + 8, 4);
+            memcpy(&w3, vals + 4 * (size_t)b + 12, 4);
+            a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512((const void *)(Xt + (size_t)col[b] * 64)), _mm512_set1_epi32(w0));
+            a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512((const void *)(Xt + (size_t)col[b + 1] * 64)), _mm512_set1_epi32(w1));
+            a2 = _mm512_dpbusd_epi32(a2, _mm512_loadu_si512((const void *)(Xt + (size_t)col[b + 2] * 64)), _mm512_set1_epi32(w2));
+            a3 = _mm512_dpbusd_epi32(a3, _mm512_loadu_si512((const void *)(Xt + (size_t)col[b + 3] * 64)), _mm512_set1_epi32(w3));
+        }
+        for (; b < b1; b++) {
+            int32_t w0;
+            memcpy(&w0, vals + 4 * (size_t)b, 4);
+            a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512((const void *)(Xt + (size_t)col[b] * 64)), _mm512_set1_epi32(w0));
+        }
+        a0 = _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3));
+        int32_t tmp[16];
+        _mm512_storeu_si512((void *)tmp, a0);
+        for (int r = 0; r < WB_SP_MT; r++) C[r * WB_SP_NC + j] = tmp[r];
+    }
+}
+
+static void wb_sparse_vnni(const uint8_t *xt, int M, int Kb, const int32_t *rp, const int32_t *col,
+                           const int8_t *vals, int N, const wb_epi_t *e, int nt) {
+    const int MB = (M + WB_SP_MT - 1) / WB_SP_MT, NB = (N + WB_SP_NC - 1) / WB_SP_NC;
+    const long total = (long)MB * NB;
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && total > 1)
+    for (long t = 0; t < total; t++) {
+        int mb = (int)(t / NB), nb = (int)(t % NB);
+        int m0 = mb * WB_SP_MT, mr = wb_imin(WB_SP_MT, M - m0);
+        int n0 = nb * WB_SP_NC, nr = wb_imin(WB_SP_NC, N - n0);
+        int32_t C[WB_SP_MT * WB_SP_NC];
+        wb_vnni_sparse_tile(xt + (size_t)mb * Kb * WB_SP_MT * 4, n0, nr, rp, col, vals, C);
+        wb_epilogue(e, C, WB_SP_NC, m0, mr, n0, nr);
+    }
+}
+
+#endif

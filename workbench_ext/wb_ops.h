@@ -1,0 +1,114 @@
+/* Fused float32 element-wise / row-wise ops for workbench_ext.ops.
+ * Row loops are OpenMP-parallel for large inputs; inner loops are AVX2 where that is cheap
+ * (gelu via a vectorised erf, softmax max/sum via a vectorised exp), portable C otherwise.
+ */
+#ifndef WB_OPS_H
+#define WB_OPS_H
+
+#include "wb_common.h"
+
+#define WB_PAR_MIN 32768L
+
+/* ---------------- GELU (erf form): 0.5 x (1 + erf(x / sqrt 2)) ---------------- */
+static void wb_gelu_portable(const float *x, float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+}
+
+/* erf(x) for |x| < 4 via the rational approximation used by Eigen/XLA (float error ~1e-7),
+ * clamped to +-1 beyond. */
+WB_AVX2 static inline __m256 wb_erf_avx2(__m256 x) {
+    const __m256 lim = _mm256_set1_ps(3.832506856900711f);
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_sub_ps(_mm256_setzero_ps(), lim)), lim);
+    const __m256 x2 = _mm256_mul_ps(x, x);
+    __m256 p = _mm256_set1_ps(-2.72614225801306e-10f);
+    p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(2.77068142495902e-08f));
+    p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(-2.10102402082508e-06f));
+    p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(-5.69250639462346e-05f));
+    p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(-7.34990630326855e-04f));
+    p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(-2.95459980854025e-03f));
+    p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(-1.60960333262415e-02f));
+    p = _mm256_mul_ps(x, p);
+    __m256 q = _mm256_set1_ps(-1.45660718464996e-05f);
+    q = _mm256_fmadd_ps(x2, q, _mm256_set1_ps(-2.13374055278905e-04f));
+    q = _mm256_fmadd_ps(x2, q, _mm256_set1_ps(-1.68282697438203e-03f));
+    q = _mm256_fmadd_ps(x2, q, _mm256_set1_ps(-7.37332916720468e-03f));
+    q = _mm256_fmadd_ps(x2, q, _mm256_set1_ps(-1.42647390514189e-02f));
+    return _mm256_div_ps(p, q);
+}
+
+WB_AVX2 static void wb_gelu_avx2(const float *x, float *y, size_t n) {
+    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f), r2 = _mm256_set1_ps(0.70710678118654752f);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256 e = wb_erf_avx2(_mm256_mul_ps(v, r2));
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, e)));
+    }
+    for (; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+}
+
+static void wb_gelu(const float *x, float *y, size_t n, int isa, int nt) {
+    nt = wb_threads(nt);
+    const size_t CH = 16384;
+    const long nch = (long)((n + CH - 1) / CH);
+    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)n > WB_PAR_MIN)
+    for (long c = 0; c < nch; c++) {
+        size_t s = (size_t)c * CH, len = n - s < CH ? n - s : CH;
+        if (isa >= WB_ISA_AVX2) wb_gelu_avx2(x + s, y + s, len);
+        else wb_gelu_portable(x + s, y + s, len);
+    }
+}
+
+/* ---------------- LayerNorm over the last dim (optionally of x + bias + residual) ---------------- */
+static void wb_ln_row(const float *x, const float *bias, const float *res, const float *g,
+                      const float *b, float eps, int H, float *y) {
+    /* y first holds the summed input, then the normalised output */
+    double s = 0.0;
+    for (int h = 0; h < H; h++) {
+        float v = x[h];
+        if (bias) v += bias[h];
+        if (res) v += res[h];
+        y[h] = v;
+        s += v;
+    }
+    const float mean = (float)(s / H);
+    double ss = 0.0;
+    for (int h = 0; h < H; h++) { float d = y[h] - mean; ss += (double)d * d; }
+    const float rstd = (float)(1.0 / sqrt(ss / H + (double)eps));
+    for (int h = 0; h < H; h++) y[h] = (y[h] - mean) * rstd * g[h] + b[h];
+}
+
+static void wb_layernorm(const float *x, const float *bias, const float *res, const float *g,
+                         const float *b, float eps, long R, int H, float *y, int nt) {
+    nt = wb_threads(nt);
+    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && R * H > WB_PAR_MIN)
+    for (long r = 0; r < R; r++)
+        wb_ln_row(x + (size_t)r * H, bias, res ? res + (size_t)r * H : NULL, g, b, eps, H, y + (size_t)r * H);
+}
+
+/* ---------------- softmax over the last dim (max-subtracted) ---------------- */
+static void wb_softmax_row(const float *x, int H, float *y) {
+    float mx = -INFINITY;
+    for (int h = 0; h < H; h++) mx = x[h] > mx ? x[h] : mx;
+    if (mx == -INFINITY) mx = 0.0f;   /* all -inf row: avoid inf - inf */
+    float s = 0.0f;
+    for (int h = 0; h < H; h++) { float e = expf(x[h] - mx); y[h] = e; s += e; }
+    const float inv = 1.0f / s;
+    for (int h = 0; h < H; h++) y[h] *= inv;
+}
+
+static void wb_softmax(const float *x, long R, int H, float *y, int nt) {
+    nt = wb_threads(nt);
+    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && R * H > WB_PAR_MIN)
+    for (long r = 0; r < R; r++) wb_softmax_row(x + (size_t)r * H, H, y + (size_t)r * H);
+}
+
+/* ---------------- static (per-tensor) u8 quantization ---------------- */
+static void wb_quantize_static(const float *x, size_t n, float scale, int32_t zp, uint8_t *q, int nt) {
+    nt = wb_threads(nt);
+    const float inv = 1.0f / scale, zpf = (float)zp;
+    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)n > WB_PAR_MIN)
+    for (size_t i = 0; i < n; i++) q[i] = wb_q1(x[i], inv, zpf);
+}
+
+#endif

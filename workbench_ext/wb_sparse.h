@@ -1,0 +1,115 @@
+/* fp32 1x4 block-sparse linear (y = x W^T + b) for workbench_ext.sparse.
+ * Weights: CSR of 1x4 blocks along K (row_ptr[N+1], col[nnzb] = k/4, vals[nnzb][4]).
+ * Activations are repacked per call into [MB][Kb][8][4] (8-row tiles, zero padded) so one
+ * block touches 4 contiguous ymm registers of X (2 rows x 4 k each); the kernel vectorises
+ * over rows.  AVX2+FMA is measured on the development machine; portable is plain C.
+ */
+#ifndef WB_SPARSE_H
+#define WB_SPARSE_H
+
+#include "wb_common.h"
+
+#define WB_F_MT 8
+#define WB_F_NC 64
+
+static void wb_f32_pack_x(const float *x, int M, int K, int Kb, float *out, int nt) {
+    const int MB = (M + WB_F_MT - 1) / WB_F_MT;
+    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)M * K > 32768)
+    for (int mb = 0; mb < MB; mb++) {
+        float *o = out + (size_t)mb * Kb * WB_F_MT * 4;
+        for (int r = 0; r < WB_F_MT; r++) {
+            int m = mb * WB_F_MT + r;
+            for (int kb = 0; kb < Kb; kb++) {
+                float *d = o + ((size_t)kb * WB_F_MT + r) * 4;
+                for (int t = 0; t < 4; t++) {
+                    int k = 4 * kb + t;
+                    d[t] = (m < M && k < K) ? x[(size_t)m * K + k] : 0.0f;
+                }
+            }
+        }
+    }
+}
+
+static void wb_f32_sparse_portable(const float *xt, int M, int Kb, const int32_t *rp, const int32_t *col,
+                                   const float *vals, const float *bias, int N, float *y, int nt) {
+    const int MB = (M + WB_F_MT - 1) / WB_F_MT, NB = (N + WB_F_NC - 1) / WB_F_NC;
+    const long total = (long)MB * NB;
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && total > 1)
+    for (long t = 0; t < total; t++) {
+        int mb = (int)(t / NB), nb = (int)(t % NB);
+        int m0 = mb * WB_F_MT, mr = wb_imin(WB_F_MT, M - m0);
+        int n0 = nb * WB_F_NC, nr = wb_imin(WB_F_NC, N - n0);
+        const float *X = xt + (size_t)mb * Kb * WB_F_MT * 4;
+        for (int j = 0; j < nr; j++) {
+            int n = n0 + j;
+            float acc[WB_F_MT];
+            for (int r = 0; r < WB_F_MT; r++) acc[r] = 0.0f;
+            for (int b = rp[n]; b < rp[n + 1]; b++) {
+                const float *v = vals + 4 * (size_t)b;
+                const float *xb = X + (size_t)col[b] * WB_F_MT * 4;
+                for (int r = 0; r < WB_F_MT; r++)
+                    acc[r] += xb[4 * r] * v[0] + xb[4 * r + 1] * v[1] + xb[4 * r + 2] * v[2] + xb[4 * r + 3] * v[3];
+            }
+            for (int r = 0; r < mr; r++) y[(size_t)(m0 + r) * N + n] = acc[r] + bias[n];
+        }
+    }
+}
+
+WB_AVX2 static void wb_f32_sparse_tile_avx2(const float *X, int m0, int mr, int n0, int nr,
+                                            const int32_t *rp, const int32_t *col, const float *vals,
+                                            const float *bias, int N, float *y) {
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int j = 0; j < nr; j++) {
+        const int n = n0 + j;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, e0 = a0, e1 = a0, e2 = a0, e3 = a0;
+        int b = rp[n];
+        const int b1 = rp[n + 1];
+        for (; b + 2 <= b1; b += 2) {
+            const __m256 w = _mm256_broadcast_ps((const __m128 *)(vals + 4 * (size_t)b));
+            const __m256 w2 = _mm256_broadcast_ps((const __m128 *)(vals + 4 * (size_t)b + 4));
+            const float *x = X + (size_t)col[b] * 32, *x2 = X + (size_t)col[b + 1] * 32;
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x), w, a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8), w, a1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 16), w, a2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 24), w, a3);
+            e0 = _mm256_fmadd_ps(_mm256_loadu_ps(x2), w2, e0);
+            e1 = _mm256_fmadd_ps(_mm256_loadu_ps(x2 + 8), w2, e1);
+            e2 = _mm256_fmadd_ps(_mm256_loadu_ps(x2 + 16), w2, e2);
+            e3 = _mm256_fmadd_ps(_mm256_loadu_ps(x2 + 24), w2, e3);
+        }
+        if (b < b1) {
+            const __m256 w = _mm256_broadcast_ps((const __m128 *)(vals + 4 * (size_t)b));
+            const float *x = X + (size_t)col[b] * 32;
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x), w, a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8), w, a1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 16), w, a2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 24), w, a3);
+        }
+        a0 = _mm256_add_ps(a0, e0); a1 = _mm256_add_ps(a1, e1);
+        a2 = _mm256_add_ps(a2, e2); a3 = _mm256_add_ps(a3, e3);
+        /* a0: r0 k0-3 | r1 k0-3; a1: r2|r3; a2: r4|r5; a3: r6|r7 */
+        __m256 h01 = _mm256_hadd_ps(a0, a1);   /* r0a r0b r2a r2b | r1a r1b r3a r3b */
+        __m256 h23 = _mm256_hadd_ps(a2, a3);   /* r4a r4b r6a r6b | r5a r5b r7a r7b */
+        __m256 h = _mm256_hadd_ps(h01, h23);   /* r0 r2 r4 r6 | r1 r3 r5 r7 */
+        h = _mm256_permutevar8x32_ps(h, perm); /* r0..r7 */
+        h = _mm256_add_ps(h, _mm256_set1_ps(bias[n]));
+        float tmp[8];
+        _mm256_storeu_ps(tmp, h);
+        for (int r = 0; r < mr; r++) y[(size_t)(m0 + r) * N + n] = tmp[r];
+    }
+}
+
+static void wb_f32_sparse_avx2(const float *xt, int M, int Kb, const int32_t *rp, const int32_t *col,
+                               const float *vals, const float *bias, int N, float *y, int nt) {
+    const int MB = (M + WB_F_MT - 1) / WB_F_MT, NB = (N + WB_F_NC - 1) / WB_F_NC;
+    const long total = (long)MB * NB;
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && total > 1)
+    for (long t = 0; t < total; t++) {
+        int mb = (int)(t / NB), nb = (int)(t % NB);
+        int m0 = mb * WB_F_MT, mr = wb_imin(WB_F_MT, M - m0);
+        int n0 = nb * WB_F_NC, nr = wb_imin(WB_F_NC, N - n0);
+        wb_f32_sparse_tile_avx2(xt + (size_t)mb * Kb * WB_F_MT * 4, m0, mr, n0, nr, rp, col, vals, bias, N, y);
+    }
+}
+
+#endif
