@@ -1,0 +1,1 @@
+"""`workbench bench`: our runtime against torch and ONNX Runtime, one process per engine."""

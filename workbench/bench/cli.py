@@ -1,0 +1,189 @@
+"""`workbench bench`: every engine on the same models, one process per engine, one table.
+
+    workbench bench                                  # the full run (results/bench/)
+    workbench bench --quick                          # 1 run each, batch 1, 1 thread, seq 32
+    workbench bench --models distilbert --engines ort-int8,wb-int8 --threads 2 --batch 8
+
+Writes `<out>/engines.csv`, `<out>/engines.png` and `<out>/README.md` (ratios vs ort-int8), then
+runs the kernel GEMM microbenchmark (`workbench.bench.gemm.run_gemm_bench`) when it exists.
+An engine that fails is recorded as a failed row; the run goes on.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from workbench.bench.engines import BASELINE, DEFAULT_ENGINES, ENGINES
+from workbench.bench.models import DEFAULT_MODELS, MODELS
+from workbench.bench.report import add_ratios, write_csv, write_markdown, write_plot
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _list(kind: str, known: Any = None, cast: Any = str):
+    def parse(text: str) -> list:
+        items = [s.strip() for s in text.split(",") if s.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"empty {kind} list")
+        try:
+            values = [cast(s) for s in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{kind} must be comma-separated integers, got {text!r}")
+        if known is not None:
+            bad = [v for v in values if v not in known]
+            if bad:
+                raise argparse.ArgumentTypeError(
+                    f"unknown {kind} {', '.join(map(str, bad))} (known: {', '.join(known)})")
+        if cast is int and any(v < 1 for v in values):
+            raise argparse.ArgumentTypeError(f"{kind} must be >= 1, got {text!r}")
+        return values
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 1 timed run, no warm-up, batch 1, 1 thread, seq 32 (unless given)")
+    parser.add_argument("--models", type=_list("model", list(MODELS)), default=None,
+                        help=f"comma-separated (default {','.join(DEFAULT_MODELS)}; known: {','.join(MODELS)})")
+    parser.add_argument("--engines", type=_list("engine", list(ENGINES)), default=None,
+                        help=f"comma-separated (default: {','.join(DEFAULT_ENGINES)}; also: "
+                             f"{','.join(e for e in ENGINES if e not in DEFAULT_ENGINES)})")
+    parser.add_argument("--threads", type=_list("threads", cast=int), default=None, help="e.g. 1,2 (default 1,2)")
+    parser.add_argument("--batch", type=_list("batch", cast=int), default=None, help="e.g. 1,8 (default 1,8)")
+    parser.add_argument("--seq-len", type=int, default=None, help="tokens per sample (default 128)")
+    parser.add_argument("--runs", type=int, default=None, help="timed runs per config (default 7, >= 5)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 2)")
+    parser.add_argument("--out", type=Path, default=Path("results/bench"), help="output folder")
+    parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per engine process")
+    parser.add_argument("--no-gemm", action="store_true", help="skip the kernel GEMM microbenchmark")
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    q = bool(args.quick)
+    s = {
+        "models": args.models or list(DEFAULT_MODELS),
+        "engines": args.engines or list(DEFAULT_ENGINES),
+        "threads": args.threads or ([1] if q else [1, 2]),
+        "batches": args.batch or ([1] if q else [1, 8]),
+        "seq_len": args.seq_len or (32 if q else 128),
+        "runs": args.runs if args.runs is not None else (1 if q else 7),
+        "warmup": args.warmup if args.warmup is not None else (0 if q else 2),
+    }
+    if s["runs"] < 1 or s["warmup"] < 0 or s["seq_len"] < 2:
+        raise ValueError("--runs must be >= 1, --warmup >= 0, --seq-len >= 2")
+    return s
+
+
+def _child_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    n = str(threads)
+    env.update({
+        "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
+        "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+        "TRANSFORMERS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore",
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p]),
+    })
+    return env
+
+
+def _run_child(spec: dict[str, Any], work: Path, timeout: float) -> list[dict[str, Any]]:
+    tag = f"{spec['model']}__{spec['engine']}__t{spec['threads']}"
+    spec_f, res_f, log_f = work / f"{tag}.json", work / f"{tag}.result.json", work / f"{tag}.log"
+    spec_f.write_text(json.dumps(spec))
+    base = {"model": spec["model"], "engine": spec["engine"], "threads": spec["threads"],
+            "seq_len": spec["seq_len"], "runs": spec["runs"], "sparsity": ENGINES[spec["engine"]].sparsity}
+    try:
+        with open(log_f, "w") as log:
+            proc = subprocess.run([sys.executable, "-m", "workbench.bench.worker", str(spec_f), str(res_f)],
+                                  stdout=log, stderr=subprocess.STDOUT, env=_child_env(spec["threads"]),
+                                  cwd=str(REPO_ROOT), timeout=timeout)
+        if res_f.exists():
+            return json.loads(res_f.read_text())
+        tail = [ln for ln in log_f.read_text(errors="replace").splitlines() if ln.strip()][-1:]
+        why = f"engine process exited with code {proc.returncode}" + (f": {tail[0][:300]}" if tail else "")
+    except subprocess.TimeoutExpired:
+        why = f"engine process timed out after {timeout:.0f} s"
+    except OSError as exc:
+        why = f"could not start engine process: {exc}"
+    return [{**base, "batch": b, "status": "failed", "error": why} for b in spec["batches"]]
+
+
+def _run_gemm(args: argparse.Namespace, s: dict[str, Any]) -> None:
+    try:
+        from workbench.bench.gemm import run_gemm_bench  # the kernel engineer's microbenchmark
+    except ImportError:
+        print("GEMM microbenchmark: skipped (workbench.bench.gemm.run_gemm_bench not available)")
+        return
+    try:
+        params = inspect.signature(run_gemm_bench).parameters
+        kw: dict[str, Any] = {}
+        for name, value in (("out_dir", args.out), ("out", args.out), ("output_dir", args.out),
+                            ("quick", args.quick), ("threads", s["threads"])):
+            if name in params:
+                kw[name] = value
+        run_gemm_bench(**kw)
+    except Exception as exc:  # never lose the engine table to the microbenchmark
+        print(f"GEMM microbenchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    try:
+        s = _settings(args)
+    except ValueError as exc:
+        print(f"workbench bench: {exc}", file=sys.stderr)
+        return 2
+    configs = [(m, e, t) for m in s["models"] for e in s["engines"] for t in s["threads"]]
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="wb-bench-") as tmp:
+        work = Path(tmp)
+        bar = tqdm(configs, desc="bench", unit="engine", file=sys.stderr)
+        for model, engine, threads in bar:
+            bar.set_postfix_str(f"{model} {engine} t={threads}")
+            spec = {"model": model, "engine": engine, "threads": threads, "batches": s["batches"],
+                    "seq_len": s["seq_len"], "runs": s["runs"], "warmup": s["warmup"],
+                    "cache_dir": str(work / "cache")}
+            got = _run_child(spec, work, args.timeout)
+            for r in got:
+                if r.get("status") != "ok":
+                    bar.write(f"  FAILED {model} / {engine} / threads={threads} batch={r['batch']}: {r.get('error')}")
+            rows.extend(got)
+            add_ratios(rows, BASELINE)
+            write_csv(rows, out / "engines.csv")  # after every engine: a partial table survives a kill
+    order = [e for e in ENGINES if e in s["engines"]]
+    rows.sort(key=lambda r: (s["models"].index(r["model"]), order.index(r["engine"]), r["threads"], r["batch"]))
+    add_ratios(rows, BASELINE)
+    write_csv(rows, out / "engines.csv")
+    args_line = "workbench bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 \
+        else "workbench bench"
+    try:
+        write_plot(rows, out / "engines.png", order)
+    except Exception as exc:
+        print(f"plot failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+    write_markdown(rows, out / "README.md", order, BASELINE, args_line.strip())
+    ok = sum(r.get("status") == "ok" for r in rows)
+    print(f"{ok}/{len(rows)} configurations ok -> {out / 'engines.csv'}, {out / 'engines.png'}, {out / 'README.md'}")
+    if not args.no_gemm:
+        _run_gemm(args, s)
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="workbench bench", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""The engines `workbench bench` compares. Each runs in its own process (see worker.py).
+
+An engine is set up once on a model, then called on a prepared feed:
+
+    eng = ENGINES[name]()
+    eng.setup(model, threads, cache_dir)
+    feed = eng.feed(inputs)          # inputs: {"input_ids", "attention_mask"} torch int64
+    logits = eng.run(feed)           # np.ndarray [batch, num_labels]; this call is timed
+
+Peers are set up the way their documentation recommends for CPU inference:
+  * torch: `torch.inference_mode()`, `torch.set_num_threads`; bf16 casts the model with
+    `.to(torch.bfloat16)`; dynamic int8 is `torch.ao.quantization.quantize_dynamic` (the
+    project's `quantize_dynamic_int8`) with the `x86` (fbgemm) or `onednn` quantized engine.
+  * ONNX Runtime: `torch.onnx.export` (TorchScript exporter, eager attention so the fusions
+    apply), `onnxruntime.transformers.optimizer.optimize_model(model_type="bert")` (fused
+    Attention / SkipLayerNorm / BiasGelu / EmbedLayerNorm), then for int8
+    `onnxruntime.quantization.quantize_dynamic` (QInt8 weights) on the optimized graph.
+    `intra_op_num_threads = threads`, one inter-op thread, spinning off (the equivalent of the
+    OMP_WAIT_POLICY=PASSIVE every engine's process runs with).
+  * workbench: `workbench.runtime.compile_model` (int8), on the unpruned model (`wb-int8`) or
+    on a copy pruned to 70/80/90% 1x4-block sparsity (`wb-int8-sp70` ...).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class BenchEngine:
+    name = ""
+    sparsity = 0.0  # the model is pruned to this 1x4-block sparsity before setup
+    notes = ""
+
+    def setup(self, model: torch.nn.Module, threads: int, cache_dir: Path, model_name: str) -> None:
+        raise NotImplementedError
+
+    def feed(self, inputs: dict[str, torch.Tensor]) -> Any:
+        return inputs
+
+    def run(self, feed: Any) -> np.ndarray:
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------------ torch
+class TorchFp32(BenchEngine):
+    name = "torch-fp32"
+
+    def setup(self, model, threads, cache_dir, model_name):
+        self.model = model.eval()
+        self.notes = f"attn={getattr(model.config, '_attn_implementation', '?')}"
+
+    def run(self, feed):
+        with torch.inference_mode():
+            return self.model(**feed).logits.float().numpy()
+
+
+class TorchBf16(TorchFp32):
+    name = "torch-bf16"
+
+    def setup(self, model, threads, cache_dir, model_name):
+        self.model = model.eval().to(torch.bfloat16)
+        self.notes = "model.to(bfloat16)"
+
+
+class TorchInt8(TorchFp32):
+    qengine = "x86"
+
+    def setup(self, model, threads, cache_dir, model_name):
+        from workbench.recipes.quantize.dynamic import quantize_dynamic_int8
+
+        self.model = quantize_dynamic_int8(model, self.qengine)
+        self.notes = f"quantize_dynamic, engine={torch.backends.quantized.engine}"
+
+
+class TorchInt8X86(TorchInt8):
+    name = "torch-int8-x86"
+    qengine = "x86"
+
+
+class TorchInt8OneDNN(TorchInt8):
+    name = "torch-int8-onednn"
+    qengine = "onednn"
+
+
+# ------------------------------------------------------------------------------ ONNX Runtime
+def _heads_hidden(config: Any) -> tuple[int, int]:
+    if config.model_type == "distilbert":
+        return int(config.n_heads), int(config.dim)
+    return int(config.num_attention_heads), int(config.hidden_size)
+
+
+def onnx_files(model: torch.nn.Module, cache_dir: Path, model_name: str) -> tuple[Path, Path, str]:
+    """Export + optimize + quantize once per model (cached across the engine processes)."""
+    d = Path(cache_dir) / "onnx" / model_name
+    d.mkdir(parents=True, exist_ok=True)
+    raw, opt, q8, note_f = d / "model.onnx", d / "model_opt.onnx", d / "model_int8.onnx", d / "notes.txt"
+    if not (opt.exists() and q8.exists()):
+        m = copy.deepcopy(model).eval()
+        try:  # the ORT fusions recognise the eager attention pattern, not SDPA
+            m.set_attn_implementation("eager")
+        except Exception:  # pragma: no cover
+            m.config._attn_implementation = "eager"
+        ids = torch.ones(1, 16, dtype=torch.long)
+        args = (ids, torch.ones_like(ids))
+        axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+                "logits": {0: "batch"}}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                torch.onnx.export(m, args, str(raw), input_names=["input_ids", "attention_mask"],
+                                  output_names=["logits"], dynamic_axes=axes, opset_version=17,
+                                  dynamo=False)
+                how = "torchscript export"
+            except Exception:
+                torch.onnx.export(m, args, str(raw), input_names=["input_ids", "attention_mask"],
+                                  output_names=["logits"], dynamic_axes=axes, dynamo=True)
+                how = "dynamo export"
+        try:
+            from onnxruntime.transformers.optimizer import optimize_model
+
+            heads, hidden = _heads_hidden(model.config)
+            om = optimize_model(str(raw), model_type="bert", num_heads=heads, hidden_size=hidden)
+            om.save_model_to_file(str(opt))
+            fused = {k: v for k, v in om.get_fused_operator_statistics().items() if v}
+            how += ", ORT transformers optimizer: " + " ".join(f"{k}x{v}" for k, v in fused.items())
+        except Exception as exc:  # an unoptimized graph is still a valid (slower) peer
+            import shutil
+
+            shutil.copyfile(raw, opt)
+            how += f", optimizer failed ({type(exc).__name__}); unoptimized graph"
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        import logging
+        logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" notice
+        quantize_dynamic(str(opt), str(q8), weight_type=QuantType.QInt8,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        note_f.write_text(how)
+    return opt, q8, note_f.read_text()
+
+
+class OrtFp32(BenchEngine):
+    name = "ort-fp32"
+    int8 = False
+
+    def setup(self, model, threads, cache_dir, model_name):
+        import onnxruntime as ort
+
+        opt, q8, how = onnx_files(model, cache_dir, model_name)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.sess = ort.InferenceSession(str(q8 if self.int8 else opt), so,
+                                         providers=["CPUExecutionProvider"])
+        self.notes = how + (", quantize_dynamic QInt8" if self.int8 else "")
+
+    def feed(self, inputs):
+        return {k: v.numpy().astype(np.int64) for k, v in inputs.items()}
+
+    def run(self, feed):
+        return self.sess.run(None, feed)[0]
+
+
+class OrtInt8(OrtFp32):
+    name = "ort-int8"
+    int8 = True
+
+
+# ---------------------------------------------------------------------------------- workbench
+class Workbench(BenchEngine):
+    name = "wb-int8"
+    quantize = True
+
+    def setup(self, model, threads, cache_dir, model_name):
+        from workbench.runtime import compile_model, kernel_report
+
+        self.engine = compile_model(model, quantize=self.quantize, sparse_threshold=0.5)
+        kinds: dict[str, int] = {}
+        for impl in self.engine.impls.values():
+            kinds[impl] = kinds.get(impl, 0) + 1
+        rep = kernel_report()
+        fallbacks = sorted(k for k, v in rep.items() if v == "numpy-fallback")
+        self.notes = (f"isa={rep['isa']}; " + "; ".join(f"{v}x {k}" for k, v in kinds.items())
+                      + (f"; NumPy fallback for: {', '.join(fallbacks)}" if fallbacks else ""))
+
+    def feed(self, inputs):
+        return (inputs["input_ids"].numpy(), inputs["attention_mask"].numpy())
+
+    def run(self, feed):
+        return self.engine(*feed)
+
+
+class WorkbenchFp32(Workbench):
+    name = "wb-fp32"
+    quantize = False
+
+
+def _sparse(level: int) -> type[Workbench]:
+    return type(f"WorkbenchSp{level}", (Workbench,), {"name": f"wb-int8-sp{level}", "sparsity": level / 100})
+
+
+ENGINES: dict[str, type[BenchEngine]] = {
+    e.name: e for e in (TorchFp32, TorchBf16, TorchInt8X86, TorchInt8OneDNN, OrtFp32, OrtInt8,
+                        Workbench, _sparse(70), _sparse(80), _sparse(90), WorkbenchFp32)
+}
+DEFAULT_ENGINES = ("torch-fp32", "torch-bf16", "torch-int8-x86", "torch-int8-onednn", "ort-fp32",
+                   "ort-int8", "wb-int8", "wb-int8-sp70", "wb-int8-sp80", "wb-int8-sp90")
+BASELINE = "ort-int8"

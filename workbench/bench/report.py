@@ -1,0 +1,199 @@
+"""Writing `workbench bench` results: engines.csv (atomic), engines.png, README.md."""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+COLUMNS = [
+    "model", "engine", "threads", "batch", "seq_len", "status", "samples_per_s",
+    "samples_per_s_min", "samples_per_s_max", "latency_ms_median", "latency_ms_min",
+    "latency_ms_max", "runs", "vs_ort_int8", "max_abs_err_vs_torch_fp32",
+    "argmax_agree_vs_torch_fp32", "sparsity", "setup_s", "error", "notes",
+]
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def add_ratios(rows: list[dict[str, Any]], baseline: str) -> None:
+    """`vs_ort_int8`: samples/s over the baseline engine's, same model/threads/batch/seq."""
+    base = {(r["model"], r["threads"], r["batch"], r["seq_len"]): _num(r.get("samples_per_s"))
+            for r in rows if r["engine"] == baseline and r.get("status") == "ok"}
+    for r in rows:
+        b = base.get((r["model"], r["threads"], r["batch"], r["seq_len"]))
+        s = _num(r.get("samples_per_s"))
+        r["vs_ort_int8"] = round(s / b, 3) if (b and s is not None and r.get("status") == "ok") else ""
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _fmt(r.get(k, "")) for k in COLUMNS})
+    os.replace(tmp, path)
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+def write_plot(rows: list[dict[str, Any]], path: Path, engines_order: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    panels = sorted({(r["threads"], r["batch"]) for r in rows})
+    fig, axes = plt.subplots(len(models), len(panels), squeeze=False,
+                             figsize=(max(4.0, 3.6 * len(panels)), 3.4 * len(models) + 0.6))
+    for i, model in enumerate(models):
+        for j, (t, b) in enumerate(panels):
+            ax = axes[i][j]
+            sel = {r["engine"]: r for r in rows if r["model"] == model and r["threads"] == t and r["batch"] == b}
+            names = [e for e in engines_order if e in sel]
+            vals, lo, hi, colors = [], [], [], []
+            for e in names:
+                r = sel[e]
+                ok = r.get("status") == "ok"
+                v = _num(r.get("samples_per_s")) if ok else 0.0
+                vals.append(v or 0.0)
+                lo.append((v - _num(r["samples_per_s_min"])) if ok else 0.0)
+                hi.append((_num(r["samples_per_s_max"]) - v) if ok else 0.0)
+                colors.append("tab:green" if e.startswith("wb-") else "tab:orange" if e.startswith("ort-")
+                              else "tab:blue")
+            y = range(len(names))
+            ax.barh(list(y), vals, xerr=[lo, hi], color=colors, capsize=2)
+            ax.set_yticks(list(y), names, fontsize=7)
+            ax.invert_yaxis()
+            for k, e in enumerate(names):
+                if sel[e].get("status") != "ok":
+                    ax.text(0, k, " failed", va="center", fontsize=7, color="red")
+            ax.set_title(f"{model}  threads={t}  batch={b}", fontsize=8)
+            ax.set_xlabel("samples/s (median, bars: min-max)", fontsize=7)
+            ax.tick_params(axis="x", labelsize=7)
+    seq = rows[0]["seq_len"] if rows else "?"
+    fig.suptitle(f"Engines, seq len {seq} (higher is better)", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _machine() -> list[str]:
+    lines = [f"- host CPU: {_cpu_name()}, {os.cpu_count()} logical cores; {platform.platform()}"]
+    try:
+        from workbench_ext import cpu
+
+        feats = cpu.features()
+        lines.append(f"- workbench_ext ISA: {cpu.active_isa()} (available: {', '.join(cpu.available_isas())}; "
+                     f"features: {', '.join(k for k, v in sorted(feats.items()) if v)})")
+    except Exception:
+        lines.append("- workbench_ext: not built (the runtime ran its NumPy fallbacks)")
+    vers = []
+    for mod in ("torch", "onnxruntime", "transformers", "numpy"):
+        try:
+            vers.append(f"{mod} {__import__(mod).__version__}")
+        except Exception:
+            pass
+    lines.append("- " + ", ".join(vers))
+    return lines
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[str], baseline: str,
+                   args_line: str) -> None:
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    panels = sorted({(r["threads"], r["batch"]) for r in rows})
+    seq = rows[0]["seq_len"] if rows else "?"
+    out = [
+        "# Engine benchmark",
+        "",
+        f"Generated by `{args_line}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        f"Throughput in samples/s (median of {rows[0]['runs'] if rows else '?'} timed runs after warm-up; "
+        f"sequence length {seq}, no padding), and in parentheses the ratio to **{baseline}** "
+        "(ONNX Runtime dynamic int8 on the ORT-optimized graph, the strongest peer) for the same model, "
+        "threads and batch. `err` is the largest |logit - torch fp32 logit| over all batches "
+        "(for the pruned engines, vs the pruned model in torch fp32).",
+        "",
+    ]
+    for model in models:
+        out += [f"## {model}", ""]
+        head = "| engine | " + " | ".join(f"t={t} b={b}" for t, b in panels) + " | err |"
+        out += [head, "|" + "---|" * (len(panels) + 2)]
+        for e in engines_order:
+            sel = {(r["threads"], r["batch"]): r for r in rows if r["model"] == model and r["engine"] == e}
+            if not sel:
+                continue
+            cells, errs = [], []
+            for p in panels:
+                r = sel.get(p)
+                if r is None:
+                    cells.append("")
+                elif r.get("status") != "ok":
+                    cells.append("failed")
+                else:
+                    ratio = r.get("vs_ort_int8")
+                    cells.append(f"{float(r['samples_per_s']):.1f}" + (f" ({float(ratio):.2f}x)" if ratio != "" else ""))
+                    errs.append(float(r["max_abs_err_vs_torch_fp32"]))
+            err = f"{max(errs):.2g}" if errs else ""
+            name = f"**{e}**" if e.startswith("wb-") else e
+            out.append(f"| {name} | " + " | ".join(cells) + f" | {err} |")
+        out.append("")
+    failed = [r for r in rows if r.get("status") != "ok"]
+    if failed:
+        out += ["## Failures", ""]
+        for r in failed:
+            out.append(f"- {r['model']} / {r['engine']} / threads={r['threads']} batch={r['batch']}: "
+                       f"{r.get('error', '')}")
+        out.append("")
+    notes = {}
+    for r in rows:
+        if r.get("notes") and r["engine"] not in notes:
+            notes[r["engine"]] = r["notes"]
+    out += ["## Method", "",
+            "- One process per (model, engine, threads): no shared thread pools or state; "
+            "`OMP_WAIT_POLICY=PASSIVE`, `OMP/MKL/OPENBLAS_NUM_THREADS`, `torch.set_num_threads`, "
+            "ORT `intra_op_num_threads` (spinning off) all set to the thread count.",
+            "- `distilbert`: DistilBERT-base shape (`DistilBertConfig()`, random weights, seed 0); "
+            "`minilm`: the embedded all-MiniLM-L6-v2 (real weights) with a seeded 2-label head.",
+            "- `wb-int8-spNN`: the model pruned with `magnitude_prune_(model, NN/100, block=(1, 4))` "
+            "(encoder Linears), compiled with `compile_model(quantize=True, sparse_threshold=0.5)`.",
+            "- The workbench engine evaluates only the [CLS] row in the last encoder layer (exact for "
+            "sequence classification); peers run the full graph as exported.",
+            "- The machine is shared: treat differences under ~10% as noise.",
+            "", "Engine setup:", ""]
+    out += [f"- `{e}`: {n}" for e, n in notes.items()]
+    out += ["", "## Machine", ""] + _machine() + [""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(out))
+    os.replace(tmp, path)
