@@ -15,6 +15,7 @@ import os
 cdef extern from "wb_cpu.h" nogil:
     enum: WB_F_COUNT
     void wb_cpu_detect(int *f, int request_amx)
+    double wb_measure_ghz(long iters)
 
 cdef extern from "wb_common.h" nogil:
     int wb_max_threads()
@@ -121,3 +122,15 @@ def set_num_threads(int n):
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     wb_set_threads(n)
+
+
+def measure_clock_ghz(int repeats=5, long iters=5000000):
+    """Measured core clock in GHz (best of `repeats` timings of a dependent-add chain of
+    8 * iters cycles, ~15 ms each at 3 GHz).  Reflects turbo; noisy on a loaded machine, which
+    can only make it read *lower*, hence the max."""
+    cdef double best = 0.0, g
+    for _ in range(max(1, repeats)):
+        with nogil:
+            g = wb_measure_ghz(iters)
+        best = g if g > best else best
+    return best
