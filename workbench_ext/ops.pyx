@@ -2,9 +2,10 @@
 per-token and static u8 quantization.  Inputs must be C-contiguous float32 numpy arrays; all
 ops are out-of-place and act on the last dimension (any leading shape).
 
-``gelu`` uses a vectorised rational erf approximation on the AVX2 path (|error| ~1e-7 vs
-``torch.erf``); the portable path uses libm ``erff``.  The other ops use the same code on every
-path.  ``quantize_per_token`` is bit-identical to the quantization fused into
+On the AVX2 path (also used under avx512_vnni / amx) ``gelu`` uses a vectorised rational erf
+approximation (|error| ~1e-7 vs ``torch.erf``), ``softmax`` a vectorised exp (~2 ulp) and
+``layernorm`` 8-lane float partial sums; the portable path uses libm ``erff`` / ``expf`` and
+double accumulation.  ``quantize_per_token`` is bit-identical to the quantization fused into
 :mod:`workbench_ext.int8` (see its docstring for the formula).
 """
 import numpy as np
@@ -19,8 +20,8 @@ cnp.import_array()
 cdef extern from "wb_ops.h" nogil:
     int wb_threads(int nt)
     void wb_gelu(const float *x, float *y, size_t n, int isa, int nt)
-    void wb_layernorm(const float *x, const float *bias, const float *res, const float *g, const float *b, float eps, long R, int H, float *y, int nt)
-    void wb_softmax(const float *x, long R, int H, float *y, int nt)
+    void wb_layernorm(const float *x, const float *bias, const float *res, const float *g, const float *b, float eps, long R, int H, float *y, int isa, int nt)
+    void wb_softmax(const float *x, long R, int H, float *y, int isa, int nt)
     void wb_quantize_static(const float *x, size_t n, float scale, int32_t zp, uint8_t *q, int nt)
     void wb_quantize_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *scale, int32_t *zp, int isa, int nt)
 
@@ -85,6 +86,7 @@ cdef object _ln(x, bias, residual, gamma, beta, eps, num_threads):
     if not feps >= 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
     cdef int nt = wb_threads(check_threads(num_threads))
+    cdef int isa = _isa()
     y = np.empty_like(x)
     cdef long R = x.size // H
     cdef const float *px = <const float*>_ptr(x)
@@ -92,7 +94,7 @@ cdef object _ln(x, bias, residual, gamma, beta, eps, num_threads):
     cdef const float *pb = <const float*>_ptr(beta)
     cdef float *py = <float*>_ptr(y)
     with nogil:
-        wb_layernorm(px, pbias, pres, pg, pb, feps, R, H, py, nt)
+        wb_layernorm(px, pbias, pres, pg, pb, feps, R, H, py, isa, nt)
     return y
 
 
@@ -101,6 +103,7 @@ def softmax(x, num_threads=None):
     check_array(x, "x", np.float32, -1)
     cdef int H = x.shape[x.ndim - 1]
     cdef int nt = wb_threads(check_threads(num_threads))
+    cdef int isa = _isa()
     y = np.empty_like(x)
     if H == 0:
         return y
@@ -108,7 +111,7 @@ def softmax(x, num_threads=None):
     cdef const float *px = <const float*>_ptr(x)
     cdef float *py = <float*>_ptr(y)
     with nogil:
-        wb_softmax(px, R, H, py, nt)
+        wb_softmax(px, R, H, py, isa, nt)
     return y
 
 

@@ -78,12 +78,61 @@ static void wb_ln_row(const float *x, const float *bias, const float *res, const
     for (int h = 0; h < H; h++) y[h] = (y[h] - mean) * rstd * g[h] + b[h];
 }
 
+WB_AVX2 static float wb_hsum_avx2(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* Same maths as wb_ln_row with 8-lane float partial sums (two accumulators each). */
+WB_AVX2 static void wb_ln_row_avx2(const float *x, const float *bias, const float *res, const float *g,
+                                   const float *b, float eps, int H, float *y) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+    int h = 0;
+    for (; h + 8 <= H; h += 8) {
+        __m256 v = _mm256_loadu_ps(x + h);
+        if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + h));
+        if (res) v = _mm256_add_ps(v, _mm256_loadu_ps(res + h));
+        _mm256_storeu_ps(y + h, v);
+        if (h & 8) s1 = _mm256_add_ps(s1, v); else s0 = _mm256_add_ps(s0, v);
+    }
+    float s = wb_hsum_avx2(_mm256_add_ps(s0, s1));
+    for (; h < H; h++) {
+        float v = x[h];
+        if (bias) v += bias[h];
+        if (res) v += res[h];
+        y[h] = v;
+        s += v;
+    }
+    const float mean = s / (float)H;
+    const __m256 vm = _mm256_set1_ps(mean);
+    s0 = _mm256_setzero_ps(); s1 = s0;
+    for (h = 0; h + 8 <= H; h += 8) {
+        __m256 d = _mm256_sub_ps(_mm256_loadu_ps(y + h), vm);
+        if (h & 8) s1 = _mm256_fmadd_ps(d, d, s1); else s0 = _mm256_fmadd_ps(d, d, s0);
+    }
+    float ss = wb_hsum_avx2(_mm256_add_ps(s0, s1));
+    for (; h < H; h++) { float d = y[h] - mean; ss += d * d; }
+    const float rstd = (float)(1.0 / sqrt((double)ss / H + (double)eps));
+    const __m256 vr = _mm256_set1_ps(rstd);
+    for (h = 0; h + 8 <= H; h += 8) {
+        __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(y + h), vm), vr);
+        _mm256_storeu_ps(y + h, _mm256_fmadd_ps(d, _mm256_loadu_ps(g + h), _mm256_loadu_ps(b + h)));
+    }
+    for (; h < H; h++) y[h] = (y[h] - mean) * rstd * g[h] + b[h];
+}
+
 static void wb_layernorm(const float *x, const float *bias, const float *res, const float *g,
-                         const float *b, float eps, long R, int H, float *y, int nt) {
+                         const float *b, float eps, long R, int H, float *y, int isa, int nt) {
     nt = wb_threads(nt);
     #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && R * H > WB_PAR_MIN)
-    for (long r = 0; r < R; r++)
-        wb_ln_row(x + (size_t)r * H, bias, res ? res + (size_t)r * H : NULL, g, b, eps, H, y + (size_t)r * H);
+    for (long r = 0; r < R; r++) {
+        if (isa >= WB_ISA_AVX2)
+            wb_ln_row_avx2(x + (size_t)r * H, bias, res ? res + (size_t)r * H : NULL, g, b, eps, H, y + (size_t)r * H);
+        else
+            wb_ln_row(x + (size_t)r * H, bias, res ? res + (size_t)r * H : NULL, g, b, eps, H, y + (size_t)r * H);
+    }
 }
 
 /* ---------------- softmax over the last dim (max-subtracted) ---------------- */
@@ -97,10 +146,61 @@ static void wb_softmax_row(const float *x, int H, float *y) {
     for (int h = 0; h < H; h++) y[h] *= inv;
 }
 
-static void wb_softmax(const float *x, long R, int H, float *y, int nt) {
+/* exp(x) for x <= 0 (softmax inputs after max subtraction; also fine for x up to 88):
+ * Cephes-style range reduction x = n ln2 + r, degree-6 polynomial, 2^n via the exponent bits.
+ * Relative error ~2 ulp; inputs below -87.3 flush to 0. */
+WB_AVX2 static inline __m256 wb_exp_avx2(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.3f), hi = _mm256_set1_ps(88.3f);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    p = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    return _mm256_andnot_ps(under, p);
+}
+
+WB_AVX2 static void wb_softmax_row_avx2(const float *x, int H, float *y) {
+    __m256 vm = _mm256_set1_ps(-INFINITY);
+    int h = 0;
+    for (; h + 8 <= H; h += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + h));
+    float mx_a[8];
+    _mm256_storeu_ps(mx_a, vm);
+    float mx = -INFINITY;
+    for (int i = 0; i < 8; i++) mx = mx_a[i] > mx ? mx_a[i] : mx;
+    for (; h < H; h++) mx = x[h] > mx ? x[h] : mx;
+    if (mx == -INFINITY) mx = 0.0f;
+    vm = _mm256_set1_ps(mx);
+    __m256 vs = _mm256_setzero_ps();
+    for (h = 0; h + 8 <= H; h += 8) {
+        __m256 e = wb_exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + h), vm));
+        _mm256_storeu_ps(y + h, e);
+        vs = _mm256_add_ps(vs, e);
+    }
+    float s = wb_hsum_avx2(vs);
+    for (; h < H; h++) { float e = expf(x[h] - mx); y[h] = e; s += e; }
+    const __m256 vi = _mm256_set1_ps(1.0f / s);
+    for (h = 0; h + 8 <= H; h += 8) _mm256_storeu_ps(y + h, _mm256_mul_ps(_mm256_loadu_ps(y + h), vi));
+    const float inv = 1.0f / s;
+    for (; h < H; h++) y[h] *= inv;
+}
+
+static void wb_softmax(const float *x, long R, int H, float *y, int isa, int nt) {
     nt = wb_threads(nt);
     #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && R * H > WB_PAR_MIN)
-    for (long r = 0; r < R; r++) wb_softmax_row(x + (size_t)r * H, H, y + (size_t)r * H);
+    for (long r = 0; r < R; r++) {
+        if (isa >= WB_ISA_AVX2) wb_softmax_row_avx2(x + (size_t)r * H, H, y + (size_t)r * H);
+        else wb_softmax_row(x + (size_t)r * H, H, y + (size_t)r * H);
+    }
 }
 
 /* ---------------- static (per-tensor) u8 quantization ---------------- */
