@@ -366,51 +366,118 @@ static void wb_pack_x_sparse_u8(const uint8_t *xq, int M, int Kp, int Kb, uint8_
 }
 
 /* AVX2: one output column n for 16 rows.  Each ymm of X holds 4 rows x 4 k (s16); vpmaddwd with
- * the broadcast 4 weights gives 2 partial sums per row; reduced with hadd at the end. */
+ * the broadcast 4 weights gives 2 partial sums per row, reduced with hadd at the end.
+ * Returns rows 0-7 in *lo and rows 8-15 in *hi. */
+WB_AVX2 static inline __attribute__((always_inline)) void
+wb_avx2_sparse_col(const int16_t *Xt, const int32_t *rp, const int32_t *col, const int16_t *vals16,
+                   int n, __m256i *lo, __m256i *hi) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    __m256i e0 = a0, e1 = a0, e2 = a0, e3 = a0;
+    int b = rp[n];
+    const int b1 = rp[n + 1];
+    for (; b + 2 <= b1; b += 2) {
+        int64_t wv, wv2;
+        memcpy(&wv, vals16 + 4 * (size_t)b, 8);
+        memcpy(&wv2, vals16 + 4 * (size_t)b + 4, 8);
+        const __m256i w = _mm256_set1_epi64x(wv), w2 = _mm256_set1_epi64x(wv2);
+        const int16_t *x = Xt + (size_t)col[b] * 64, *x2 = Xt + (size_t)col[b + 1] * 64;
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x)), w));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x + 16)), w));
+        a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x + 32)), w));
+        a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x + 48)), w));
+        e0 = _mm256_add_epi32(e0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x2)), w2));
+        e1 = _mm256_add_epi32(e1, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x2 + 16)), w2));
+        e2 = _mm256_add_epi32(e2, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x2 + 32)), w2));
+        e3 = _mm256_add_epi32(e3, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x2 + 48)), w2));
+    }
+    if (b < b1) {
+        int64_t wv;
+        memcpy(&wv, vals16 + 4 * (size_t)b, 8);
+        const __m256i w = _mm256_set1_epi64x(wv);
+        const int16_t *x = Xt + (size_t)col[b] * 64;
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x)), w));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x + 16)), w));
+        a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x + 32)), w));
+        a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x + 48)), w));
+    }
+    a0 = _mm256_add_epi32(a0, e0); a1 = _mm256_add_epi32(a1, e1);
+    a2 = _mm256_add_epi32(a2, e2); a3 = _mm256_add_epi32(a3, e3);
+    /* a0 lanes: r0p0 r0p1 r1p0 r1p1 | r2p0 r2p1 r3p0 r3p1 (rows 0-3), a1 rows 4-7, ... */
+    *lo = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a0, a1), 0xD8);  /* rows 0..7 */
+    *hi = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a2, a3), 0xD8);  /* rows 8..15 */
+}
+
+WB_AVX2 static inline __attribute__((always_inline)) void wb_transpose8(__m256 *r) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20); r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20); r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31); r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31); r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* Store an 8x8 block (R[j] = column j, lanes = rows) transposed into out[rows][N] (float or
+ * int32 bits), rows < mr and columns < nc only. */
+WB_AVX2 static inline __attribute__((always_inline)) void
+wb_store_8x8_t(__m256 *R, int mr, int nc, void *out, size_t ld, size_t elt_off) {
+    wb_transpose8(R);
+    float *o = (float *)out;
+    for (int r = 0; r < mr && r < 8; r++) {
+        float *dst = o + (size_t)r * ld + elt_off;
+        if (nc == 8) {
+            _mm256_storeu_ps(dst, R[r]);
+        } else {
+            float tmp[8];
+            _mm256_storeu_ps(tmp, R[r]);
+            for (int j = 0; j < nc; j++) dst[j] = tmp[j];
+        }
+    }
+}
+
+/* AVX2 sparse work item: rows m0..m0+15 (mr valid), columns n0..n0+nr-1.  Epilogue fused in
+ * registers (same float operations as wb_epilogue, so bit-identical), then 8x8 transposes so
+ * the output rows are written contiguously. */
 WB_AVX2 static void wb_avx2_sparse_tile(const int16_t *Xt, int m0, int mr, int n0, int nr,
                                         const int32_t *rp, const int32_t *col,
-                                        const int16_t *vals16, int32_t *C) {
-    (void)m0; (void)mr;
-    for (int j = 0; j < nr; j++) {
-        const int n = n0 + j;
-        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-        __m256i e0 = a0, e1 = a0, e2 = a0, e3 = a0;
-        int b = rp[n];
-        const int b1 = rp[n + 1];
-        for (; b + 2 <= b1; b += 2) {
-            int64_t wv, wv2;
-            memcpy(&wv, vals16 + 4 * (size_t)b, 8);
-            memcpy(&wv2, vals16 + 4 * (size_t)b + 4, 8);
-            const __m256i w = _mm256_set1_epi64x(wv), w2 = _mm256_set1_epi64x(wv2);
-            const int16_t *x = Xt + (size_t)col[b] * 64, *x2 = Xt + (size_t)col[b + 1] * 64;
-            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x)), w));
-            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x + 16)), w));
-            a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x + 32)), w));
-            a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x + 48)), w));
-            e0 = _mm256_add_epi32(e0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x2)), w2));
-            e1 = _mm256_add_epi32(e1, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x2 + 16)), w2));
-            e2 = _mm256_add_epi32(e2, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x2 + 32)), w2));
-            e3 = _mm256_add_epi32(e3, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x2 + 48)), w2));
+                                        const int16_t *vals16, const wb_epi_t *e) {
+    int32_t zpl[16];
+    float xsl[16];
+    for (int r = 0; r < 16; r++) {
+        zpl[r] = r < mr ? e->zp[m0 + r] : 0;
+        xsl[r] = r < mr ? e->xscale[m0 + r] : 0.0f;
+    }
+    const __m256i zp0 = _mm256_loadu_si256((const __m256i *)zpl), zp1 = _mm256_loadu_si256((const __m256i *)(zpl + 8));
+    const __m256 xs0 = _mm256_loadu_ps(xsl), xs1 = _mm256_loadu_ps(xsl + 8);
+    const int N = e->N;
+    for (int jg = 0; jg < nr; jg += 8) {
+        const int nc = wb_imin(8, nr - jg);
+        __m256 R0[8], R1[8];
+        for (int jj = 0; jj < 8; jj++) {
+            if (jj >= nc) { R0[jj] = _mm256_setzero_ps(); R1[jj] = R0[jj]; continue; }
+            const int n = n0 + jg + jj;
+            __m256i lo, hi;
+            wb_avx2_sparse_col(Xt, rp, col, vals16, n, &lo, &hi);
+            const __m256i ws = _mm256_set1_epi32(e->wsum[n]);
+            lo = _mm256_sub_epi32(lo, _mm256_mullo_epi32(zp0, ws));
+            hi = _mm256_sub_epi32(hi, _mm256_mullo_epi32(zp1, ws));
+            if (e->yi) {
+                R0[jj] = _mm256_castsi256_ps(lo);
+                R1[jj] = _mm256_castsi256_ps(hi);
+            } else {
+                const __m256 wsc = _mm256_set1_ps(e->wscale[n]), bb = _mm256_set1_ps(e->bias[n]);
+                R0[jj] = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(xs0, wsc)), bb);
+                R1[jj] = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(xs1, wsc)), bb);
+            }
         }
-        if (b < b1) {
-            int64_t wv;
-            memcpy(&wv, vals16 + 4 * (size_t)b, 8);
-            const __m256i w = _mm256_set1_epi64x(wv);
-            const int16_t *x = Xt + (size_t)col[b] * 64;
-            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x)), w));
-            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x + 16)), w));
-            a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x + 32)), w));
-            a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x + 48)), w));
-        }
-        a0 = _mm256_add_epi32(a0, e0); a1 = _mm256_add_epi32(a1, e1);
-        a2 = _mm256_add_epi32(a2, e2); a3 = _mm256_add_epi32(a3, e3);
-        /* a0 lanes: r0p0 r0p1 r1p0 r1p1 | r2p0 r2p1 r3p0 r3p1 (rows 0-3), a1 rows 4-7, ... */
-        __m256i h01 = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a0, a1), 0xD8);  /* rows 0..7 */
-        __m256i h23 = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a2, a3), 0xD8);  /* rows 8..15 */
-        int32_t tmp[16];
-        _mm256_storeu_si256((__m256i *)tmp, h01);
-        _mm256_storeu_si256((__m256i *)(tmp + 8), h23);
-        for (int r = 0; r < WB_SP_MT; r++) C[r * WB_SP_NC + j] = tmp[r];
+        void *out = e->yi ? (void *)e->yi : (void *)e->y;
+        wb_store_8x8_t(R0, mr, nc, out, (size_t)N, (size_t)m0 * N + n0 + jg);
+        if (mr > 8) wb_store_8x8_t(R1, mr - 8, nc, out, (size_t)N, (size_t)(m0 + 8) * N + n0 + jg);
     }
 }
 
@@ -423,9 +490,7 @@ static void wb_sparse_avx2(const int16_t *xt, int M, int Kb, const int32_t *rp, 
         int mb = (int)(t / NB), nb = (int)(t % NB);
         int m0 = mb * WB_SP_MT, mr = wb_imin(WB_SP_MT, M - m0);
         int n0 = nb * WB_SP_NC, nr = wb_imin(WB_SP_NC, N - n0);
-        int32_t C[WB_SP_MT * WB_SP_NC];
-        wb_avx2_sparse_tile(xt + (size_t)mb * Kb * WB_SP_MT * 4, m0, mr, n0, nr, rp, col, vals16, C);
-        wb_epilogue(e, C, WB_SP_NC, m0, mr, n0, nr);
+        wb_avx2_sparse_tile(xt + (size_t)mb * Kb * WB_SP_MT * 4, m0, mr, n0, nr, rp, col, vals16, e);
     }
 }
 
