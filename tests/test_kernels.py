@@ -167,6 +167,22 @@ def test_int8_paths_bit_identical():
             np.testing.assert_array_equal(y, outs["portable"], err_msg=f"{cls.__name__} {isa}")
 
 
+def test_out_buffer_and_default_threads():
+    rng = _rng("out")
+    w, ws, b = _weights(rng, 13, 40, block_sparsity=0.5)
+    x = rng.standard_normal((6, 40)).astype(np.float32)
+    for layer in (int8.DenseInt8Linear(w, ws, b), int8.BlockSparseInt8Linear(w, ws, b),
+                  sparse.BlockSparseFp32Linear(w.astype(np.float32), b)):
+        ref = layer(x, num_threads=1)
+        out = np.full((6, 13), np.nan, np.float32)
+        assert layer(x, out=out) is out
+        np.testing.assert_array_equal(out, ref)
+        with pytest.raises(ValueError, match="out"):
+            layer(x, out=np.empty((6, 12), np.float32))
+        with pytest.raises(TypeError, match="out"):
+            layer(x, out=np.empty((6, 13), np.float64))
+
+
 def test_block_sparse_int8_format():
     w = np.zeros((3, 10), np.int8)
     w[0, 1] = 5          # block 0

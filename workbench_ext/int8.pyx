@@ -90,6 +90,14 @@ cdef inline void* _ptr(object a):
     return cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
+cdef inline int _cap_threads(int nt, long macs):
+    """At most one thread per ~256K multiply-adds: forking a team for less costs more than it saves."""
+    cdef long cap = macs // 262144
+    if cap < 1:
+        cap = 1
+    return <int>(nt if nt < cap else cap)
+
+
 cdef class _Int8Linear:
     """Shared parts of the dense and block-sparse int8 layers (see the module docstring)."""
     cdef readonly int N, K, Kp
@@ -155,8 +163,15 @@ cdef class _Int8Linear:
             xq[M:] = 0
         return xq
 
-    def __call__(self, x, num_threads=None):
-        """y = layer(x): x float32[M, K] (C-contiguous) -> float32[M, N]."""
+    cdef long _macs(self, int M):
+        return <long>M * self.N * self.K
+
+    def __call__(self, x, num_threads=None, out=None):
+        """y = layer(x): x float32[M, K] (C-contiguous) -> float32[M, N].
+        ``num_threads``: OpenMP threads, used as given; by default omp_get_max_threads()
+        (OMP_NUM_THREADS or cpu.set_num_threads), capped to ~1 thread per 256K MACs so tiny
+        problems do not pay for a thread team.
+        ``out``: optional preallocated float32[M, N] C-contiguous result buffer."""
         check_array(x, "x", np.float32, 2)
         if x.shape[1] != self.K:
             raise ValueError(f"x must have shape (M, {self.K}), got {tuple(x.shape)}")
@@ -164,7 +179,15 @@ cdef class _Int8Linear:
         cdef int code = self._resolve()
         self._ensure_packed(code)
         cdef int M = x.shape[0]
-        y = np.empty((M, self.N), np.float32)
+        if out is None:
+            y = np.empty((M, self.N), np.float32)
+        else:
+            check_array(out, "out", np.float32, 2)
+            if out.shape[0] != M or out.shape[1] != self.N:
+                raise ValueError(f"out must have shape ({M}, {self.N}), got {tuple(out.shape)}")
+            y = out
+        if num_threads is None:
+            nt = _cap_threads(nt, self._macs(M))
         if M == 0:
             return y
         xq = self._alloc_xq(M)
@@ -203,6 +226,8 @@ cdef class _Int8Linear:
         cdef int code = self._resolve()
         self._ensure_packed(code)
         cdef int M = q.shape[0]
+        if num_threads is None:
+            nt = _cap_threads(nt, self._macs(M))
         out = np.empty((M, self.N), np.int32)
         if M == 0:
             return out
@@ -289,6 +314,9 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
         self.nnz_blocks = int(self.col_idx.shape[0])
         self._vals16 = None
         super().__init__(w_s8, w_scale, bias, isa)
+
+    cdef long _macs(self, int M):
+        return <long>M * self.nnz_blocks * 4
 
     @property
     def block_sparsity(self):

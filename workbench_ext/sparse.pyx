@@ -71,14 +71,28 @@ cdef class BlockSparseFp32Linear:
     def block_sparsity(self):
         return 1.0 - self.nnz_blocks / float(self.N * self.Kb)
 
-    def __call__(self, x, num_threads=None):
+    def __call__(self, x, num_threads=None, out=None):
+        """y = layer(x); ``num_threads`` is used as given (default omp_get_max_threads(), capped
+        for tiny problems),
+        ``out`` an optional preallocated float32[M, N] C-contiguous result."""
         check_array(x, "x", np.float32, 2)
         if x.shape[1] != self.K:
             raise ValueError(f"x must have shape (M, {self.K}), got {tuple(x.shape)}")
         cdef int nt = wb_threads(check_threads(num_threads))
         cdef bint avx2 = self.isa == "avx2"
         cdef int M = x.shape[0], N = self.N, K = self.K, Kb = self.Kb
-        y = np.empty((M, N), np.float32)
+        if out is None:
+            y = np.empty((M, N), np.float32)
+        else:
+            check_array(out, "out", np.float32, 2)
+            if out.shape[0] != M or out.shape[1] != N:
+                raise ValueError(f"out must have shape ({M}, {N}), got {tuple(out.shape)}")
+            y = out
+        cdef long cap = (<long>M * self.nnz_blocks * 4) // 131072
+        if cap < 1:
+            cap = 1
+        if num_threads is None and nt > cap:
+            nt = <int>cap
         if M == 0:
             return y
         xt = np.empty(((M + 7) // 8, Kb * 32), np.float32)
