@@ -344,10 +344,11 @@ class Engine:
                 q = qkv[:, :, 0].transpose(0, 2, 1, 3)  # [B, nh, S, d]
                 residual = h
                 rows = S
-            scores = np.matmul(q, k)  # scale already folded into Q
-            scores += mask_bias
-            probs = K.softmax(scores.reshape(B * nh * rows, S)).reshape(B, nh, rows, S)
-            ctx = np.matmul(probs, v)  # [B, nh, rows, d]
+            with K.attention_blas_threads():
+                scores = np.matmul(q, k)  # scale already folded into Q
+                scores += mask_bias
+                probs = K.softmax(scores.reshape(B * nh * rows, S)).reshape(B, nh, rows, S)
+                ctx = np.matmul(probs, v)  # [B, nh, rows, d]
             ctx = np.ascontiguousarray(ctx.transpose(0, 2, 1, 3)).reshape(B * rows, H)
             attn = lin[f"layers.{i}.out"](ctx)
             h = K.add_bias_residual_layernorm(attn, T[f"layers.{i}.out.bias"], residual,

@@ -12,9 +12,17 @@ against, not a fast path.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Callable
 
 import numpy as np
+
+# OpenMP threads that spin while waiting (libgomp's default) make every parallel region wait a
+# scheduler slice whenever the cores are shared (another process, torch's own OpenMP pool,
+# OpenBLAS): measured 10x slower forwards on a busy 2-core machine. PASSIVE costs a few
+# microseconds per region on an idle one. Only a default: an exported OMP_WAIT_POLICY wins, and
+# it has no effect if an OpenMP runtime shared with workbench_ext is already initialised.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:  # the compiled kernels; each module may be absent while the extension is being written
     from workbench_ext import int8 as _ext_int8  # type: ignore[attr-defined]
@@ -234,6 +242,34 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+# --------------------------------------------------------------------------------------------
+# attention matmuls: NumPy BLAS, single-threaded
+# --------------------------------------------------------------------------------------------
+_BLAS_CTL: Any = None
+
+
+def attention_blas_threads() -> Any:
+    """Context manager: NumPy's BLAS limited to 1 thread for the attention matmuls.
+
+    There is no attention kernel in workbench_ext; QK^T and PV are many small GEMMs
+    ([S, d] x [d, S] per head) where a multi-threaded OpenBLAS spends far more time waking and
+    spinning threads (which then fight our OpenMP kernels for the cores) than computing: 2 threads
+    measured up to 100x slower than 1 on a busy 2-core machine. Costs ~20 us per use."""
+    global _BLAS_CTL
+    if _BLAS_CTL is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS_CTL = ThreadpoolController().select(user_api="blas")
+        except Exception:  # pragma: no cover - threadpoolctl missing: leave BLAS as it is
+            _BLAS_CTL = False
+    if _BLAS_CTL is False or not _BLAS_CTL.lib_controllers:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return _BLAS_CTL.limit(limits=1)
+
+
 def kernel_report() -> dict[str, str]:
     """Which implementation each op uses in this process."""
     def src(mod: Any, name: str, modname: str) -> str:
@@ -249,5 +285,5 @@ def kernel_report() -> dict[str, str]:
         "add_bias_residual_layernorm": src(_ext_ops, "add_bias_residual_layernorm", "ops"),
         "softmax": src(_ext_ops, "softmax", "ops"),
         "quantize_per_token": src(_ext_ops, "quantize_per_token", "ops"),
-        "attention matmuls": "numpy(BLAS batched sgemm)",
+        "attention matmuls": "numpy(BLAS batched sgemm, 1 thread)",
     }
