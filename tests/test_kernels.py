@@ -210,6 +210,29 @@ def test_int8_repacks_when_isa_changes():
             cpu.set_isa(None)
 
 
+def test_vnni_amx_logic_by_emulation(tmp_path):
+    """The AVX-512 VNNI / AMX kernels compiled against scalar emulations of their intrinsics
+    (workbench_ext/testing/emulate_isa.c): checks packing, tiling, tile config and padding
+    exactly on any x86 CPU.  Real-hardware runs happen in test_int8_* when the CPU has them."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler to build the ISA emulation test")
+    ext = Path(cpu.__file__).resolve().parent
+    src = ext / "testing" / "emulate_isa.c"
+    if not src.exists():
+        pytest.skip(f"{src} not found (installed without sources)")
+    exe = tmp_path / "emulate_isa"
+    build = subprocess.run([cc, "-O1", "-std=c11", "-fopenmp", f"-I{ext}", str(src), "-o", str(exe)],
+                           capture_output=True, text=True, timeout=120)
+    if build.returncode != 0:
+        pytest.skip(f"could not compile the emulation test: {build.stderr[-500:]}")
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "OK", run.stderr[-2000:]
+
+
 # --------------------------------------------------------------------------- fp32 sparse
 @pytest.mark.parametrize("M,K,N", SHAPES)
 @pytest.mark.parametrize("threads", THREADS)

@@ -26,8 +26,14 @@
 #define WB_ISA_AMX 3
 
 #define WB_AVX2 __attribute__((target("avx2,fma")))
+/* Overridable so workbench_ext/testing/emulate_isa.c can compile the AVX-512 / AMX kernels
+ * against scalar emulations of their intrinsics (logic test on CPUs without them). */
+#ifndef WB_AVX512
 #define WB_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")))
+#endif
+#ifndef WB_AMX
 #define WB_AMX __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")))
+#endif
 
 static inline int wb_max_threads(void) {
 #ifdef _OPENMP

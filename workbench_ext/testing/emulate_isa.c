@@ -1,0 +1,173 @@
+/* Logic test of the AVX-512 VNNI and AMX int8 kernels on machines without those ISAs.
+ *
+ * The kernels in wb_int8.h are compiled here against scalar emulations of exactly the
+ * intrinsics they use (_mm512_* for VNNI, _tile_* for AMX, following the Intel SDM
+ * pseudo-code, including the tile configuration's rows / colsb), then checked for exact
+ * equality against a plain int64 reference on odd shapes.  This validates packing layouts,
+ * indexing, tiling, padding and the epilogue -- NOT the real instructions' encoding or speed.
+ * Run by tests/test_kernels.py (gcc -O1 -fopenmp ... && ./a.out); prints "OK" on success.
+ */
+#include <immintrin.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdint.h>
+
+/* ---- AVX-512 emulation (only what the kernels use) ---- */
+typedef struct { int32_t i[16]; } emu512;
+static emu512 emu_setzero(void) { emu512 r; memset(&r, 0, sizeof r); return r; }
+static emu512 emu_loadu(const void *p) { emu512 r; memcpy(&r, p, 64); return r; }
+static void emu_storeu(void *p, emu512 v) { memcpy(p, &v, 64); }
+static emu512 emu_set1(int32_t x) { emu512 r; for (int l = 0; l < 16; l++) r.i[l] = x; return r; }
+static emu512 emu_add(emu512 a, emu512 b) { for (int l = 0; l < 16; l++) a.i[l] += b.i[l]; return a; }
+static emu512 emu_dpbusd(emu512 src, emu512 a, emu512 b) {
+    const uint8_t *ua = (const uint8_t *)a.i;
+    const int8_t *sb = (const int8_t *)b.i;
+    for (int l = 0; l < 16; l++)
+        for (int t = 0; t < 4; t++) src.i[l] += (int32_t)ua[4 * l + t] * (int32_t)sb[4 * l + t];
+    return src;
+}
+#define __m512i emu512
+#define _mm512_setzero_si512 emu_setzero
+#define _mm512_loadu_si512 emu_loadu
+#define _mm512_storeu_si512 emu_storeu
+#define _mm512_set1_epi32 emu_set1
+#define _mm512_add_epi32 emu_add
+#define _mm512_dpbusd_epi32 emu_dpbusd
+
+/* ---- AMX emulation: 8 tiles of 16 rows x 64 bytes, shaped by the loaded config ---- */
+static _Thread_local uint8_t emu_tiles[8][16][64];
+static _Thread_local int emu_rows[8], emu_colsb[8], emu_configured;
+static int emu_errors;
+static void emu_loadconfig(const void *cfg) {
+    const uint8_t *c = (const uint8_t *)cfg;
+    if (c[0] != 1) { emu_errors++; fprintf(stderr, "palette %d != 1\n", c[0]); }
+    for (int t = 0; t < 8; t++) {
+        uint16_t cb; memcpy(&cb, c + 16 + 2 * t, 2);
+        emu_colsb[t] = cb; emu_rows[t] = c[48 + t];
+        if (cb > 64 || c[48 + t] > 16) { emu_errors++; fprintf(stderr, "bad tile %d shape\n", t); }
+    }
+    emu_configured = 1;
+}
+static void emu_check(int t) { if (!emu_configured || emu_rows[t] == 0) { emu_errors++; fprintf(stderr, "tile %d unconfigured\n", t); } }
+static void emu_tile_loadd(int t, const void *base, long stride) {
+    emu_check(t);
+    for (int r = 0; r < emu_rows[t]; r++) memcpy(emu_tiles[t][r], (const uint8_t *)base + r * stride, emu_colsb[t]);
+}
+static void emu_tile_stored(int t, void *base, long stride) {
+    emu_check(t);
+    for (int r = 0; r < emu_rows[t]; r++) memcpy((uint8_t *)base + r * stride, emu_tiles[t][r], emu_colsb[t]);
+}
+static void emu_tile_zero(int t) { emu_check(t); memset(emu_tiles[t], 0, sizeof emu_tiles[t]); }
+static void emu_tile_dpbusd(int c, int a, int b) {   /* SDM TDPBUSD: c += a(u8) . b(s8) */
+    emu_check(c); emu_check(a); emu_check(b);
+    if (emu_colsb[a] / 4 != emu_rows[b] || emu_rows[c] != emu_rows[a] || emu_colsb[c] != emu_colsb[b]) {
+        emu_errors++; fprintf(stderr, "TDPBUSD shape mismatch\n");
+    }
+    for (int m = 0; m < emu_rows[c]; m++)
+        for (int k = 0; k < emu_colsb[a] / 4; k++)
+            for (int n = 0; n < emu_colsb[c] / 4; n++) {
+                int32_t acc; memcpy(&acc, &emu_tiles[c][m][4 * n], 4);
+                for (int t = 0; t < 4; t++)
+                    acc += (int32_t)emu_tiles[a][m][4 * k + t] * (int32_t)(int8_t)emu_tiles[b][k][4 * n + t];
+                memcpy(&emu_tiles[c][m][4 * n], &acc, 4);
+            }
+}
+static void emu_release(void) { emu_configured = 0; memset(emu_rows, 0, sizeof emu_rows); }
+#undef _tile_loadconfig
+#undef _tile_loadd
+#undef _tile_stored
+#undef _tile_zero
+#undef _tile_dpbusd
+#undef _tile_release
+#define _tile_loadconfig(p) emu_loadconfig(p)
+#define _tile_loadd(t, b, s) emu_tile_loadd(t, b, s)
+#define _tile_stored(t, b, s) emu_tile_stored(t, b, s)
+#define _tile_zero(t) emu_tile_zero(t)
+#define _tile_dpbusd(c, a, b) emu_tile_dpbusd(c, a, b)
+#define _tile_release() emu_release()
+
+#define WB_AVX512
+#define WB_AMX
+#include "wb_int8.h"
+
+static uint32_t rng_state = 12345;
+static uint32_t rnd(void) { rng_state = rng_state * 1664525u + 1013904223u; return rng_state >> 8; }
+
+static int run_case(int M, int K, int N, int sparse_pct, int nt) {
+    const int Kp = (K + 63) / 64 * 64, Mp = (M + 15) / 16 * 16, Kb = (K + 3) / 4;
+    int8_t *w = calloc((size_t)N * K, 1);
+    uint8_t *xq = calloc((size_t)Mp * Kp, 1);
+    int32_t *zp = calloc(M, 4), *wsum = calloc(N, 4), *ref = calloc((size_t)M * N, 4), *out = calloc((size_t)M * N, 4);
+    float *ones = malloc(sizeof(float) * (M > N ? M : N)), *zeros = calloc(N, sizeof(float));
+    for (int i = 0; i < (M > N ? M : N); i++) ones[i] = 1.0f;
+    for (int n = 0; n < N; n++)
+        for (int kb = 0; kb < Kb; kb++) {
+            int keep = (int)(rnd() % 100) >= sparse_pct && !(n % 5 == 3);   /* some empty rows */
+            for (int t = 0; t < 4 && 4 * kb + t < K; t++) w[(size_t)n * K + 4 * kb + t] = keep ? (int8_t)(rnd() % 256 - 128) : 0;
+        }
+    for (int m = 0; m < M; m++) {
+        zp[m] = (int32_t)(rnd() % 256);
+        for (int k = 0; k < K; k++) xq[(size_t)m * Kp + k] = (uint8_t)(rnd() % 256);
+    }
+    wb_wsum(w, N, K, wsum);
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            long long s = 0;
+            for (int k = 0; k < K; k++) s += (long long)((int)xq[(size_t)m * Kp + k] - zp[m]) * w[(size_t)n * K + k];
+            ref[(size_t)m * N + n] = (int32_t)s;
+        }
+    wb_epi_t e = {N, wsum, ones, zeros, zp, ones, NULL, out};
+    int bad = 0;
+    /* dense VNNI + AMX share the packing (even number of 16-column panels) */
+    const int NP = (N + 31) / 32 * 2;
+    int8_t *bp = calloc((size_t)NP * Kp * 16, 1);
+    wb_pack_dense_vnni(w, N, K, Kp, bp);
+    const char *names[3] = {"dense_vnni", "dense_amx", "sparse_vnni"};
+    for (int path = 0; path < 3; path++) {
+        memset(out, 0x55, (size_t)M * N * 4);
+        if (path == 0) wb_dense_vnni(xq, M, Kp, bp, N, &e, nt);
+        else if (path == 1) wb_dense_amx(xq, M, Kp, bp, N, &e, nt);
+        else {
+            /* CSR of non-zero 1x4 blocks, as int8.pyx builds it */
+            int32_t *rp = calloc(N + 1, 4), *col = malloc(4 * (size_t)N * Kb + 4);
+            int8_t *vals = malloc(4 * (size_t)N * Kb + 4);
+            int nnz = 0;
+            for (int n = 0; n < N; n++) {
+                for (int kb = 0; kb < Kb; kb++) {
+                    int8_t v[4] = {0, 0, 0, 0};
+                    int any = 0;
+                    for (int t = 0; t < 4 && 4 * kb + t < K; t++) { v[t] = w[(size_t)n * K + 4 * kb + t]; any |= v[t] != 0; }
+                    if (any) { col[nnz] = kb; memcpy(vals + 4 * nnz, v, 4); nnz++; }
+                }
+                rp[n + 1] = nnz;
+            }
+            const int MB = (M + 15) / 16;
+            uint8_t *xt = malloc((size_t)MB * Kb * 64);
+            wb_pack_x_sparse_u8(xq, M, Kp, Kb, xt, nt);
+            wb_sparse_vnni(xt, M, Kb, rp, col, vals, N, &e, nt);
+            free(rp); free(col); free(vals); free(xt);
+        }
+        for (size_t i = 0; i < (size_t)M * N; i++)
+            if (out[i] != ref[i]) {
+                fprintf(stderr, "%s M=%d K=%d N=%d sp=%d nt=%d: mismatch at m=%zu n=%zu: %d != %d\n", names[path], M, K, N,
+                        sparse_pct, nt, i / N, i % N, out[i], ref[i]);
+                bad = 1;
+                break;
+            }
+    }
+    free(w); free(xq); free(zp); free(wsum); free(ref); free(out); free(ones); free(zeros); free(bp);
+    return bad;
+}
+
+int main(void) {
+    static const int shapes[][3] = {{1, 1, 1}, {1, 3, 7}, {2, 5, 1}, {7, 67, 7}, {16, 130, 33}, {17, 64, 32},
+                                    {33, 200, 90}, {5, 256, 48}, {40, 129, 65}};
+    int bad = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int sp = 0; sp <= 70; sp += 70)
+            for (int nt = 1; nt <= 2; nt++) bad |= run_case(shapes[s][0], shapes[s][1], shapes[s][2], sp, nt);
+    if (emu_errors) { fprintf(stderr, "%d AMX emulation errors\n", emu_errors); bad = 1; }
+    puts(bad ? "FAIL" : "OK");
+    return bad;
+}
