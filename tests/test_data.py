@@ -1,0 +1,97 @@
+"""Tasks: deterministic stratified splits, no overlap, embedded and local loaders, metrics."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from workbench.config import ConfigError
+from workbench.data import classification_metrics, load_task
+
+
+@pytest.fixture(scope="module")
+def rt():
+    return load_task("rt-sentiment", seed=0)
+
+
+def test_rt_sentiment_split_is_deterministic_and_disjoint(rt):
+    again = load_task("rt-sentiment", seed=0)
+    for s in ("train", "validation", "test"):
+        assert again.splits[s]["text"] == rt.splits[s]["text"]
+    sets = {s: set(rt.splits[s]["text"]) for s in ("train", "validation", "test")}
+    assert not sets["train"] & sets["test"]
+    assert not sets["train"] & sets["validation"]
+    assert not sets["validation"] & sets["test"]
+    other = load_task("rt-sentiment", seed=1)
+    assert other.splits["test"]["text"] != rt.splits["test"]["text"]
+
+
+def test_rt_sentiment_contents(rt):
+    n = {s: len(rt.splits[s]) for s in rt.splits}
+    total = sum(n.values())
+    assert 9000 < total < 10605  # 10,605 sentences minus the near-neutral band and duplicates
+    assert abs(n["train"] / total - 0.8) < 0.01 and abs(n["test"] / total - 0.1) < 0.01
+    assert rt.label_names == ["negative", "positive"]
+    for s in rt.splits:  # stratified: the same class balance in every split
+        frac = np.mean(rt.splits[s]["label"])
+        assert abs(frac - np.mean(rt.splits["train"]["label"])) < 0.02
+
+
+def test_bbc_labels_come_from_folder_names():
+    task = load_task("bbc-news", seed=0)
+    assert task.label_names == ["business", "entertainment", "politics", "sports", "tech"]
+    texts = task.splits["train"]["text"]
+    labels = task.splits["train"]["label"]
+    sport = [t for t, y in zip(texts, labels) if y == task.label_names.index("sports")]
+    assert any(w in " ".join(sport[:50]).lower() for w in ("match", "cup", "champion", "coach"))
+
+
+def test_local_csv_tsv_jsonl(tmp_path):
+    rows = [(f"text number {i} {'good' if i % 2 else 'bad'}", "pos" if i % 2 else "neg") for i in range(60)]
+    (tmp_path / "d.csv").write_text("sentence,y\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    (tmp_path / "d.tsv").write_text("sentence\ty\n" + "".join(f"{t}\t{y}\n" for t, y in rows))
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"sentence": t, "y": y}) + "\n" for t, y in rows))
+    for f in ("d.csv", "d.tsv", "d.jsonl"):
+        task = load_task({"name": str(tmp_path / f), "text_column": "sentence", "label_column": "y"})
+        assert task.label_names == ["neg", "pos"]
+        assert sum(len(task.splits[s]) for s in task.splits) == 60
+        assert set(task.splits["train"].column_names) == {"text", "label"}
+
+
+def test_local_folder_keeps_given_splits(tmp_path):
+    for split, n in (("train", 40), ("test", 10)):
+        (tmp_path / f"{split}.csv").write_text("text,label\n" + "".join(f"{split} {i},{i % 2}\n" for i in range(n)))
+    task = load_task(str(tmp_path))
+    assert len(task.splits["test"]) == 10  # given test split kept as is
+    assert len(task.splits["train"]) + len(task.splits["validation"]) == 40
+    assert task.label_names == ["0", "1"]
+
+
+def test_hf_datasets_path_with_local_files(tmp_path, monkeypatch):
+    """The `hf:` loader goes through datasets.load_dataset; here it reads a local csv builder."""
+    import datasets
+
+    (tmp_path / "train.csv").write_text("text,label\n" + "".join(f"t{i},{i % 3}\n" for i in range(90)))
+    real = datasets.load_dataset
+    monkeypatch.setattr(datasets, "load_dataset",
+                        lambda name, subset=None: real("csv", data_files={"train": str(tmp_path / "train.csv")}))
+    task = load_task("hf:my/dataset")
+    assert task.num_labels == 3 and sum(len(task.splits[s]) for s in task.splits) == 90
+
+
+def test_bad_task_inputs_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="unknown task 'nope'"):
+        load_task("nope")
+    (tmp_path / "d.csv").write_text("a,b\nx,1\n")
+    with pytest.raises(ConfigError, match="text_column 'text' not found"):
+        load_task(str(tmp_path / "d.csv"))
+    with pytest.raises(ConfigError, match="max_length"):
+        load_task({"name": "rt-sentiment", "max_length": 2})
+
+
+def test_metrics_against_hand_computation():
+    m = classification_metrics(np.array([0, 1, 1, 0, 2]), np.array([0, 1, 0, 0, 1]), 3)
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    # class 0: tp=2 fp=0 fn=1 -> 0.8; class 1: tp=1 fp=1 fn=1 -> 0.5; class 2: tp=0 fp=1 fn=0 -> 0
+    assert m["macro_f1"] == pytest.approx((0.8 + 0.5 + 0.0) / 3)

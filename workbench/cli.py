@@ -1,0 +1,114 @@
+"""`workbench` command line: run, tasks, models, show (and bench, sweep, report when present)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from workbench.config import ConfigError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from workbench.pipeline import PipelineRun, PipelineSpec
+
+    spec = PipelineSpec.from_yaml(args.recipe)  # validates everything before work starts
+    name = args.name or (f"quick-{spec.name}" if args.quick else spec.name)
+    run = PipelineRun(spec, quick=args.quick, results_root=Path(args.results) if args.results else None,
+                      run_name=name, fresh=args.fresh)
+    metrics = run.run()
+    _print_table(metrics)
+    print(f"\nresults: {run.run_dir}")
+    return 0
+
+
+def _print_table(stages: list[dict]) -> None:
+    cols = [("stage", "{}"), ("engine", "{}"), ("accuracy", "{:.4f}"), ("macro_f1", "{:.4f}"),
+            ("params", "{:,}"), ("nonzero_params", "{:,}"), ("disk_mb", "{:.1f}"),
+            ("throughput_b1", "{:.1f}"), ("throughput_b8", "{:.1f}")]
+    rows = [[f.format(s[c]) if s.get(c) is not None else "-" for c, f in cols] for s in stages]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, (c, _) in enumerate(cols)]
+    print("  ".join(c.ljust(w) for (c, _), w in zip(cols, widths)))
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+
+
+def _cmd_tasks(args: argparse.Namespace) -> int:
+    from workbench.data import list_tasks
+
+    for t in list_tasks():
+        print(f"{t['name']}\n  {t['description']}\n  source: {t['source']}\n  licence: {t['licence']}")
+    print("\nAlso: any local .csv/.tsv/.jsonl file or folder (text/label columns), and 'hf:<dataset>' "
+          "for Hugging Face datasets (online users).")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from workbench.models import MODELS
+
+    for m in MODELS.values():
+        print(f"{m.name}  ({m.params} params)\n  {m.description}")
+    print("\nAlso: any local Hugging Face model folder, or a hub name (set WORKBENCH_ALLOW_DOWNLOAD=1 "
+          "to download; offline by default).")
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from workbench.paths import results_dir
+
+    path = Path(args.run)
+    if not path.exists():
+        path = results_dir() / args.run
+    metrics_file = path / "metrics.json"
+    if not metrics_file.exists():
+        raise ConfigError(f"no run at '{args.run}' (looked for {metrics_file})")
+    data = json.loads(metrics_file.read_text())
+    print(f"run {data['run']}: model {data['model']} on {data['task']} "
+          f"({'quick' if data.get('quick') else 'full'}, {data.get('eval_examples')} {data.get('split')} examples)")
+    _print_table(data["stages"])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="workbench", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a pipeline recipe (YAML)")
+    r.add_argument("recipe")
+    r.add_argument("--quick", action="store_true", help="same stages on a small subset (minutes)")
+    r.add_argument("--name", help="run name (default: the recipe's name, quick-<name> with --quick)")
+    r.add_argument("--results", help="results root folder (default: ./results)")
+    r.add_argument("--fresh", action="store_true", help="discard earlier results of this run instead of resuming")
+    r.set_defaults(func=_cmd_run)
+    sub.add_parser("tasks", help="list the embedded tasks").set_defaults(func=_cmd_tasks)
+    sub.add_parser("models", help="list the embedded models").set_defaults(func=_cmd_models)
+    s = sub.add_parser("show", help="print a run's stage table")
+    s.add_argument("run", help="run name under results/ or a folder")
+    s.set_defaults(func=_cmd_show)
+    for module, name, help_text in (("workbench.bench.cli", "bench", "benchmark engines against peers"),
+                                    ("workbench.sweep.cli", "sweep", "Optuna sweep over a recipe's knobs"),
+                                    ("workbench.report", "report", "plots + markdown report of a run or sweep")):
+        try:
+            mod = __import__(module, fromlist=["add_arguments", "run"])
+        except ImportError:
+            continue
+        sp = sub.add_parser(name, help=help_text)
+        mod.add_arguments(sp)
+        sp.set_defaults(func=mod.run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "0" if os.environ.get("WORKBENCH_ALLOW_DOWNLOAD") == "1" else "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", os.environ["HF_HUB_OFFLINE"])
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"workbench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

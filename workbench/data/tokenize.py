@@ -1,0 +1,42 @@
+"""Tokenization, cached on disk by (task contents, tokenizer, max length)."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+from typing import Any
+
+import datasets
+
+from workbench.paths import cache_dir
+
+
+def _tokenizer_key(tokenizer: Any) -> str:
+    vocab = tokenizer.get_vocab()
+    h = hashlib.sha256(type(tokenizer).__name__.encode())
+    h.update(str(sorted(vocab.items())[:50_000]).encode())
+    h.update(str(getattr(tokenizer, "do_lower_case", "")).encode())
+    return h.hexdigest()[:16]
+
+
+def tokenize_task(task: Any, tokenizer: Any, max_length: int | None = None) -> datasets.DatasetDict:
+    """input_ids / attention_mask (/ token_type_ids) + labels per split, as torch tensors.
+
+    Padding is dynamic (per batch, in the collator), so only truncation happens here.
+    """
+    max_length = max_length or task.config.max_length
+    key = f"{task.fingerprint}-{_tokenizer_key(tokenizer)}-{max_length}"
+    path = cache_dir() / "tokenized" / key
+    if (path / "dataset_dict.json").exists():
+        tokenized = datasets.load_from_disk(str(path))
+    else:
+        tokenized = task.splits.map(
+            lambda b: tokenizer(b["text"], truncation=True, max_length=max_length),
+            batched=True, remove_columns=["text"], desc="tokenize")
+        tokenized = tokenized.rename_column("label", "labels")
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tokenized.save_to_disk(str(tmp))
+        shutil.rmtree(path, ignore_errors=True)
+        tmp.rename(path)  # atomic: a half-written cache is never read
+        tokenized = datasets.load_from_disk(str(path))
+    return tokenized.with_format("torch")

@@ -1,0 +1,111 @@
+"""Measure a model: accuracy, macro-F1, parameters, non-zeros, size, latency and throughput.
+
+Any model works that takes `input_ids`/`attention_mask` and returns an object with `.logits`
+(Hugging Face models, torch-quantized copies, the workbench runtime's `EngineModule`). A model
+may describe its own storage with `workbench_stats() -> {"params", "nonzero_params",
+"disk_bytes"}`; otherwise parameters and buffers are counted, int8 packed weights included.
+"""
+from __future__ import annotations
+
+import io
+import statistics
+import time
+import zlib
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from workbench.data.metrics import classification_metrics
+from workbench.train import model_inputs
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: Any, collate: Callable[[list], dict], batch_size: int = 64) -> np.ndarray:
+    model.eval()
+    out = []
+    for start in range(0, len(data), batch_size):
+        batch = collate([data[i] for i in range(start, min(start + batch_size, len(data)))])
+        out.append(model(**model_inputs(batch)).logits.float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def accuracy_metrics(model: nn.Module, data: Any, collate: Callable[[list], dict], num_labels: int,
+                     batch_size: int = 64) -> dict[str, float]:
+    logits = predict(model, data, collate, batch_size)
+    labels = np.asarray([int(data[i]["labels"]) for i in range(len(data))])
+    return classification_metrics(logits.argmax(-1), labels, num_labels)
+
+
+def _tensors(model: nn.Module) -> list[torch.Tensor]:
+    """Every stored tensor, with torch's packed int8 Linear weights unpacked."""
+    out = []
+    for v in model.state_dict().values():
+        if isinstance(v, torch.Tensor):
+            out.append(v)
+        elif isinstance(v, tuple):  # torch.ao dynamic quantized linear: (packed params) -> (w, b)
+            out.extend(t for t in v if isinstance(t, torch.Tensor))
+    for m in model.modules():
+        unpack = getattr(getattr(m, "_packed_params", None), "_weight_bias", None)
+        if callable(unpack):
+            w, b = unpack()
+            out.extend([w.int_repr() if w.is_quantized else w] + ([b] if b is not None else []))
+    return [t.int_repr() if t.is_quantized else t for t in out if t.dtype != torch.int64 or t.numel() > 1]
+
+
+def storage_stats(model: nn.Module) -> dict[str, float]:
+    """params, nonzero_params, disk_mb (serialized state) and zlib_mb (the same, compressed)."""
+    stats_fn = getattr(model, "workbench_stats", None)
+    if callable(stats_fn):
+        s = stats_fn()
+        return {"params": int(s["params"]), "nonzero_params": int(s["nonzero_params"]),
+                "disk_mb": s["disk_bytes"] / 2**20, "zlib_mb": s.get("zlib_bytes", s["disk_bytes"]) / 2**20}
+    tensors = [t for t in _tensors(model) if t.is_floating_point() or t.dtype in (torch.int8, torch.uint8)]
+    params = sum(t.numel() for t in tensors)
+    nonzero = sum(int(torch.count_nonzero(t)) for t in tensors)
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    raw = buf.getvalue()
+    return {"params": params, "nonzero_params": nonzero, "disk_mb": len(raw) / 2**20,
+            "zlib_mb": len(zlib.compress(raw, 1)) / 2**20}
+
+
+@torch.no_grad()
+def measure_speed(model: nn.Module, vocab_size: int, seq_len: int = 128, batch_size: int = 1,
+                  iters: int = 20, warmup: int = 3, seed: int = 0) -> dict[str, float]:
+    """Median latency (ms) of one forward pass on random tokens and the samples/s it implies."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, max(1001, vocab_size - 1), (batch_size, seq_len), generator=g)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    model.eval()
+    for _ in range(warmup):
+        model(**inputs)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        model(**inputs)
+        times.append(time.perf_counter() - t0)
+    median = statistics.median(times)
+    return {"latency_ms": 1000 * median, "throughput": batch_size / median,
+            "latency_ms_min": 1000 * min(times), "latency_ms_max": 1000 * max(times)}
+
+
+def per_layer_sparsity(model: nn.Module) -> dict[str, float]:
+    """Fraction of zeros in each 2-D weight of the encoder (Linear layers, packed or not)."""
+    sparsity_fn = getattr(model, "workbench_layer_sparsity", None)
+    if callable(sparsity_fn):
+        return dict(sparsity_fn())
+    out = {}
+    for name, m in model.named_modules():
+        w = None
+        if isinstance(m, nn.Linear):
+            w = m.weight
+        else:
+            unpack = getattr(getattr(m, "_packed_params", None), "_weight_bias", None)
+            if callable(unpack):
+                w = unpack()[0]
+                w = w.int_repr() if w.is_quantized else w
+        if w is not None and ("layer." in name or "layers." in name):
+            out[name] = float((w == 0).float().mean())
+    return out

@@ -1,0 +1,2 @@
+"""Figures (matplotlib, Agg backend: works headless)."""
+from workbench.plots.runs import accuracy_vs_throughput  # noqa: F401

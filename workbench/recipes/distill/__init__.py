@@ -1,0 +1,3 @@
+"""Distillation recipes: the student builder and the losses that train it."""
+from workbench.recipes.distill.logits import LogitDistill, kd_loss  # noqa: F401
+from workbench.recipes.distill.student import Student  # noqa: F401

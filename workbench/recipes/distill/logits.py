@@ -1,0 +1,69 @@
+"""Logit distillation (Hinton, Vinyals & Dean, 2015).
+
+    loss = alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T)) + (1 - alpha) * CE(z_s, y)
+
+The T^2 factor keeps the soft-target gradients on the same scale as the hard-target ones when
+the temperature changes. The teacher is the final model of an earlier stage, named in the config.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workbench.config import fail
+from workbench.recipes.base import Recipe, TrainState, register_recipe
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+            temperature: float, alpha: float) -> torch.Tensor:
+    """Hinton's distillation loss (batch mean)."""
+    t = temperature
+    soft = F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
+                    reduction="batchmean", log_target=True) * (t * t)
+    hard = F.cross_entropy(student_logits, labels)
+    return alpha * soft + (1.0 - alpha) * hard
+
+
+@dataclass
+class LogitDistillConfig:
+    teacher: str = "teacher"
+    """Name of the earlier stage whose final model is the teacher."""
+    temperature: float = 2.0
+    alpha: float = 0.5
+    """Weight of the soft (teacher) term; 1 - alpha weighs the labels."""
+
+    def validate(self, where: str) -> None:
+        if self.temperature <= 0:
+            fail(where, "temperature", f"must be > 0, got {self.temperature}")
+        if not 0.0 <= self.alpha <= 1.0:
+            fail(where, "alpha", f"must be in [0, 1], got {self.alpha}")
+
+
+@register_recipe("distill_logits")
+class LogitDistill(Recipe):
+    """Match the teacher's softened output distribution."""
+
+    Config = LogitDistillConfig
+    needs_training = True
+
+    def on_train_begin(self, state: TrainState) -> None:
+        where = f"stage '{self.ctx.stage}' recipe 'distill_logits'"
+        if self.config.teacher not in self.ctx.previous_stages:
+            fail(where, "teacher", f"names no earlier stage: '{self.config.teacher}' "
+                 f"(earlier stages: {self.ctx.previous_stages or 'none'})")
+        self.teacher: nn.Module = self.ctx.load_stage_model(self.config.teacher).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+
+    def compute_loss(self, state: TrainState, loss: torch.Tensor) -> torch.Tensor:
+        batch = state.batch
+        with torch.no_grad():
+            teacher_logits = self.teacher(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        return kd_loss(state.outputs.logits, teacher_logits, batch["labels"],
+                       self.config.temperature, self.config.alpha)
+
+    def on_train_end(self, state: TrainState) -> None:
+        del self.teacher  # free its memory before the next stage

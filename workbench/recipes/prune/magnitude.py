@@ -1,0 +1,191 @@
+"""Magnitude pruning, one-shot or gradual (Zhu & Gupta, 2017), in unstructured or block patterns.
+
+A *block* `(r, c)` groups `r` output rows by `c` input columns of a Linear weight `[N, K]`:
+`(1, 1)` is unstructured, `(1, 4)` is four consecutive weights along K (the layout our sparse
+int8 kernels skip, as in "Fast DistilBERT on CPUs"), `(4, 1)` four output channels. A block's
+score is the L1 norm of its weights; the lowest-scoring blocks of each layer are zeroed so that
+exactly `round(sparsity * n_blocks)` blocks are zero.
+
+Gradual pruning follows the cubic schedule
+
+    s_t = s_f + (s_i - s_f) * (1 - (t - t_0) / (t_1 - t_0)) ** 3,   t_0 <= t <= t_1,
+
+updated every `frequency` optimizer steps, and re-applies the masks after *every* optimizer
+step so that pruned weights stay exactly zero through training.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from workbench.config import fail
+from workbench.recipes.base import Recipe, TrainState, register_recipe
+
+# Encoder layers of BERT/MiniLM (`encoder.layer.N.`) and DistilBERT (`transformer.layer.N.`).
+DEFAULT_INCLUDE = r"(encoder|transformer)\.layer\.\d+\."
+DEFAULT_EXCLUDE = r"classifier|pooler|pre_classifier"
+
+
+def prunable_linears(model: nn.Module, include: str = DEFAULT_INCLUDE,
+                     exclude: str = DEFAULT_EXCLUDE) -> dict[str, nn.Linear]:
+    """The Linear layers a pruning recipe acts on, by qualified name."""
+    inc, exc = re.compile(include), re.compile(exclude) if exclude else None
+    return {
+        name: m for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and inc.search(name) and not (exc and exc.search(name))
+    }
+
+
+def block_scores(weight: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+    """L1 norm of each `block` of a 2-D weight; ragged edges are zero-padded."""
+    r, c = block
+    n, k = weight.shape
+    padded = torch.nn.functional.pad(weight.detach().abs(), (0, (-k) % c, 0, (-n) % r))
+    nb, kb = padded.shape[0] // r, padded.shape[1] // c
+    return padded.reshape(nb, r, kb, c).sum(dim=(1, 3))
+
+
+def block_mask(weight: torch.Tensor, sparsity: float, block: tuple[int, int]) -> torch.Tensor:
+    """A {0,1} mask with the same shape as `weight` zeroing the lowest-L1 blocks."""
+    scores = block_scores(weight, block)
+    n_zero = int(round(sparsity * scores.numel()))
+    keep = torch.ones(scores.numel(), dtype=torch.bool)
+    if n_zero > 0:
+        # stable sort: ties (e.g. already-zero blocks) break by position, so masks are deterministic
+        order = torch.sort(scores.flatten(), stable=True).indices
+        keep[order[:n_zero]] = False
+    r, c = block
+    full = keep.reshape(scores.shape).repeat_interleave(r, 0).repeat_interleave(c, 1)
+    return full[: weight.shape[0], : weight.shape[1]].to(weight.dtype)
+
+
+@torch.no_grad()
+def magnitude_prune_(model: nn.Module, sparsity: float, block: tuple[int, int] = (1, 4),
+                     include: str = DEFAULT_INCLUDE, exclude: str = DEFAULT_EXCLUDE
+                     ) -> dict[str, torch.Tensor]:
+    """Prune `model` in place, one-shot, to `sparsity` per layer. Returns the masks by name."""
+    masks = {}
+    for name, lin in prunable_linears(model, include, exclude).items():
+        masks[name] = block_mask(lin.weight, sparsity, tuple(block))
+        lin.weight.mul_(masks[name])
+    return masks
+
+
+def cubic_sparsity(step: int, total_steps: int, initial: float, final: float,
+                   start: float, end: float) -> float:
+    """Zhu & Gupta's target sparsity after `step` of `total_steps` (start/end as fractions)."""
+    t0, t1 = start * total_steps, max(end * total_steps, start * total_steps + 1)
+    if step <= t0:
+        return initial
+    if step >= t1:
+        return final
+    return final + (initial - final) * (1.0 - (step - t0) / (t1 - t0)) ** 3
+
+
+def weight_sparsity(model: nn.Module, include: str = DEFAULT_INCLUDE,
+                    exclude: str = DEFAULT_EXCLUDE) -> dict[str, float]:
+    """Fraction of exact zeros in each prunable layer's weight."""
+    return {
+        name: float((lin.weight == 0).float().mean())
+        for name, lin in prunable_linears(model, include, exclude).items()
+    }
+
+
+@dataclass
+class MagnitudePruneConfig:
+    sparsity: float
+    """Final fraction of zero blocks in every pruned layer."""
+    block: tuple[int, int] = (1, 4)
+    schedule: Literal["oneshot", "cubic"] = "oneshot"
+    initial_sparsity: float = 0.0
+    start: float = 0.0
+    """Fraction of the stage's optimizer steps before gradual pruning begins."""
+    end: float = 0.7
+    """Fraction of the stage's optimizer steps at which `sparsity` is reached."""
+    frequency: int = 10
+    """Optimizer steps between mask updates (the schedule's Δt)."""
+    include: str = DEFAULT_INCLUDE
+    exclude: str = DEFAULT_EXCLUDE
+
+    def validate(self, where: str) -> None:
+        if not 0.0 <= self.sparsity < 1.0:
+            fail(where, "sparsity", f"must be in [0, 1), got {self.sparsity}")
+        if not 0.0 <= self.initial_sparsity <= self.sparsity:
+            fail(where, "initial_sparsity", f"must be in [0, sparsity={self.sparsity}], got {self.initial_sparsity}")
+        if any(b < 1 for b in self.block):
+            fail(where, "block", f"must be two positive sizes like [1, 4], got {list(self.block)}")
+        if not 0.0 <= self.start < self.end <= 1.0:
+            fail(where, "start", f"and 'end' must satisfy 0 <= start < end <= 1, got {self.start}, {self.end}")
+        if self.frequency < 1:
+            fail(where, "frequency", f"must be >= 1, got {self.frequency}")
+        for key in ("include", "exclude"):
+            try:
+                re.compile(getattr(self, key))
+            except re.error as exc:
+                fail(where, key, f"is not a valid regular expression: {exc}")
+
+
+@register_recipe("magnitude_prune")
+class MagnitudePrune(Recipe):
+    """Zero the smallest-magnitude weight blocks, once or gradually; masks persist in training."""
+
+    Config = MagnitudePruneConfig
+
+    def __init__(self, config: MagnitudePruneConfig, ctx: Any) -> None:
+        super().__init__(config, ctx)
+        self.masks: dict[str, torch.Tensor] = {}
+        self.current_sparsity = 0.0
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        layers = prunable_linears(model, self.config.include, self.config.exclude)
+        if not layers:
+            fail(f"stage '{self.ctx.stage}' recipe 'magnitude_prune'", "include",
+                 f"matches no Linear layer of {type(model).__name__}")
+        if self.config.schedule == "oneshot":
+            self._update(model, self.config.sparsity)
+        elif self.config.initial_sparsity > 0:
+            self._update(model, self.config.initial_sparsity)
+        return model
+
+    @torch.no_grad()
+    def _update(self, model: nn.Module, sparsity: float) -> None:
+        self.current_sparsity = sparsity
+        self.masks = magnitude_prune_(model, sparsity, self.config.block,
+                                      self.config.include, self.config.exclude)
+
+    @torch.no_grad()
+    def _reapply(self, model: nn.Module) -> None:
+        layers = prunable_linears(model, self.config.include, self.config.exclude)
+        for name, mask in self.masks.items():
+            layers[name].weight.mul_(mask)
+
+    def on_train_begin(self, state: TrainState) -> None:
+        self._reapply(state.model)
+
+    def on_after_optimizer_step(self, state: TrainState) -> None:
+        cfg = self.config
+        if cfg.schedule == "cubic" and (state.step % cfg.frequency == 0 or state.step == state.total_steps):
+            target = cubic_sparsity(state.step, state.total_steps, cfg.initial_sparsity,
+                                    cfg.sparsity, cfg.start, cfg.end)
+            if not math.isclose(target, self.current_sparsity):
+                self._update(state.model, target)
+        self._reapply(state.model)
+        state.logs["sparsity"] = self.current_sparsity
+
+    def on_train_end(self, state: TrainState) -> None:
+        # Whatever the schedule reached, the stage ends at the configured sparsity.
+        if not math.isclose(self.current_sparsity, self.config.sparsity):
+            self._update(state.model, self.config.sparsity)
+        self._reapply(state.model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"masks": self.masks, "current_sparsity": self.current_sparsity}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.masks = state["masks"]
+        self.current_sparsity = state["current_sparsity"]

@@ -1,0 +1,44 @@
+"""`dynamic_int8`: PyTorch's post-training dynamic int8 quantization of Linear layers.
+
+Weights are quantized to int8 ahead of time; activations are quantized per batch at run time
+(torch.ao's `quantize_dynamic`). The `engine` picks PyTorch's quantized backend (x86/fbgemm or
+onednn). For our own kernels use the `workbench_runtime` recipe instead.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from workbench.recipes.base import Recipe, register_recipe
+
+
+def quantize_dynamic_int8(model: nn.Module, engine: str = "x86") -> nn.Module:
+    """A dynamically quantized copy of `model` (Linear layers in int8)."""
+    if engine not in torch.backends.quantized.supported_engines:
+        raise ValueError(f"quantized engine '{engine}' is not available in this torch build "
+                         f"(available: {torch.backends.quantized.supported_engines})")
+    torch.backends.quantized.engine = engine
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao deprecation notices: the API still ships in 2.13
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear},
+                                                      dtype=torch.qint8)
+
+
+@dataclass
+class DynamicInt8Config:
+    engine: Literal["x86", "fbgemm", "onednn"] = "x86"
+
+
+@register_recipe("dynamic_int8")
+class DynamicInt8(Recipe):
+    """Quantize every Linear layer to int8 with dynamic activation quantization."""
+
+    Config = DynamicInt8Config
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        return quantize_dynamic_int8(model, self.config.engine)
