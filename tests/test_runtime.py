@@ -152,6 +152,14 @@ def test_save_load_round_trip_is_identical(minilm, tmp_path):
     assert np.array_equal(got.logits.numpy(), _engine_logits(engine, enc))
     with pytest.raises(FileNotFoundError):
         Engine.load(tmp_path / "nowhere")
+    # storage / sparsity hooks used by workbench.evaluate
+    stats = mod.workbench_stats()
+    assert stats["nonzero_params"] < stats["params"] == engine.num_parameters()
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "eng").iterdir())
+    assert abs(stats["disk_bytes"] - on_disk) < 1024
+    sp = mod.workbench_layer_sparsity()
+    assert len(sp) == 6 * 6 and sp["bert.encoder.layer.0.attention.self.query"] >= 0.7 - 1e-3
+    assert sp["bert.encoder.layer.5.output.dense"] < 0.5
 
 
 def test_engine_module_and_recipe(minilm):

@@ -56,7 +56,7 @@ def _np(t: Any) -> np.ndarray:
     return np.ascontiguousarray(t.detach().to("cpu").float().numpy(), dtype=np.float32)
 
 
-def _linear(mod: Any, where: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _linear(mod: Any, where: str) -> tuple[np.ndarray, np.ndarray | None, str]:
     from torch import nn
 
     if not isinstance(mod, nn.Linear):
@@ -65,7 +65,7 @@ def _linear(mod: Any, where: str) -> tuple[np.ndarray, np.ndarray | None]:
             f"{type(mod).__module__}.{type(mod).__name__} (compile the model before applying "
             "torch quantization: the workbench runtime quantizes the weights itself)")
     w = mod.weight  # with torch.nn.utils.prune this is already weight_orig * weight_mask
-    return _np(w), (None if mod.bias is None else _np(mod.bias))
+    return _np(w), (None if mod.bias is None else _np(mod.bias)), where
 
 
 def _activation_name(act: Any, where: str) -> str:
@@ -194,16 +194,18 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
     linears_meta: dict[str, dict[str, Any]] = {}
     for name, value in raw.items():
         if name.endswith(".qkv"):
-            (wq, bq), (wk, bk), (wv, bv) = value
+            (wq, bq, nq), (wk, bk, nk), (wv, bv, nv) = value
+            sources = [[nq, int(wq.shape[0])], [nk, int(wk.shape[0])], [nv, int(wv.shape[0])]]
             zeros = lambda n: np.zeros(n, np.float32)  # noqa: E731
             w = np.concatenate([wq * q_scale, wk, wv], axis=0)
             b = np.concatenate([(bq if bq is not None else zeros(wq.shape[0])) * q_scale,
                                 bk if bk is not None else zeros(wk.shape[0]),
                                 bv if bv is not None else zeros(wv.shape[0])])
         else:
-            w, b = value
+            w, b, src = value
+            sources = [[src, int(w.shape[0])]]
         N, Kdim = w.shape
-        entry: dict[str, Any] = {"N": int(N), "K": int(Kdim)}
+        entry: dict[str, Any] = {"N": int(N), "K": int(Kdim), "sources": sources}
         if quantize:
             wq8, scale = K.quantize_weight_per_channel(w)
             tensors[f"{name}.weight"], tensors[f"{name}.scale"] = wq8, scale
@@ -385,15 +387,35 @@ class Engine:
     def nbytes(self) -> int:
         return int(sum(a.nbytes for a in self.tensors.values()))
 
+    def nonzero_parameters(self) -> int:
+        return int(sum(np.count_nonzero(a) for n, a in self.tensors.items() if not n.endswith(".scale")))
+
+    def layer_sparsity(self) -> dict[str, float]:
+        """Fraction of zero weights per source encoder Linear (HF module names), as stored (int8
+        weights count the values that quantized to 0)."""
+        out: dict[str, float] = {}
+        for name, lm in self.meta["linears"].items():
+            if not name.startswith("layers."):
+                continue
+            w, row = self.tensors[f"{name}.weight"], 0
+            for src, rows in lm.get("sources", [[name, lm["N"]]]):
+                out[src] = float(np.mean(w[row:row + rows] == 0))
+                row += rows
+        return out
+
+    def serialized(self) -> bytes:
+        """The engine's safetensors bytes, as `save` writes them (plus the JSON beside it)."""
+        from safetensors.numpy import save
+
+        return save({k: np.ascontiguousarray(v) for k, v in self.tensors.items()},
+                    metadata={"format": FORMAT, "version": str(FORMAT_VERSION)})
+
     # ---- persistence -------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
-        from safetensors.numpy import save_file
-
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         tmp_w, tmp_m = d / (WEIGHTS_FILE + ".tmp"), d / (META_FILE + ".tmp")
-        save_file({k: np.ascontiguousarray(v) for k, v in self.tensors.items()}, str(tmp_w),
-                  metadata={"format": FORMAT, "version": str(FORMAT_VERSION)})
+        tmp_w.write_bytes(self.serialized())
         tmp_m.write_text(json.dumps(self.meta, indent=1, sort_keys=True))
         os.replace(tmp_w, d / WEIGHTS_FILE)
         os.replace(tmp_m, d / META_FILE)
