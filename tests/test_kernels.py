@@ -13,7 +13,8 @@ AVAILABLE = cpu.available_isas()
 THREADS = [1, 2]
 
 # (M, K, N): M=1, odd K (not a multiple of 4 or 64), N=1/7, plus one mid-size shape
-SHAPES = [(1, 1, 1), (1, 3, 7), (2, 5, 1), (7, 67, 7), (16, 130, 33), (33, 64, 17), (5, 256, 48), (70, 200, 90)]
+SHAPES = [(1, 1, 1), (1, 3, 7), (2, 5, 1), (7, 67, 7), (16, 130, 33), (33, 64, 17), (5, 256, 48), (70, 200, 90),
+          (18, 1030, 21)]
 
 
 @pytest.fixture(params=ALL_ISAS)
@@ -181,6 +182,18 @@ def test_out_buffer_and_default_threads():
             layer(x, out=np.empty((6, 12), np.float32))
         with pytest.raises(TypeError, match="out"):
             layer(x, out=np.empty((6, 13), np.float64))
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 16])
+def test_block_sparse_int8_k_chunks(isa, chunk, monkeypatch):
+    monkeypatch.setattr(int8, "SPARSE_KB_CHUNK", chunk)
+    rng = _rng("chunks", chunk)
+    w, ws, b = _weights(rng, 19, 203, block_sparsity=0.6, empty_rows=True)
+    x = rng.standard_normal((21, 203)).astype(np.float32)
+    q, s, z, acc = _int_reference(x, w)
+    layer = int8.BlockSparseInt8Linear(w, ws, b)
+    for nt in THREADS:
+        np.testing.assert_array_equal(layer.qmatmul(q, z, num_threads=nt), acc)
 
 
 def test_block_sparse_int8_format():

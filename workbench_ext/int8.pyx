@@ -73,7 +73,8 @@ cdef extern from "wb_int8.h" nogil:
     void wb_sparse_portable(const uint8_t *xq, int M, int Kp, const int32_t *rp, const int32_t *col, const int8_t *vals, int N, const wb_epi_t *e, int nt)
     void wb_pack_x_sparse_s16(const uint8_t *xq, int M, int Kp, int Kb, int16_t *out, int nt)
     void wb_pack_x_sparse_u8(const uint8_t *xq, int M, int Kp, int Kb, uint8_t *out, int nt)
-    void wb_sparse_avx2(const int16_t *xt, int M, int Kb, const int32_t *rp, const int32_t *col, const int16_t *vals16, int N, const wb_epi_t *e, int nt)
+    void wb_sparse_avx2(const int16_t *xt, int M, int Kb, const int32_t *rpc, int nch, const int32_t *col, const int16_t *vals16, int N, const wb_epi_t *e, int nt)
+    void wb_pack_x_sparse_s16_avx2(const uint8_t *xq, int M, int Kp, int Kb, int16_t *out, int nt)
     void wb_sparse_vnni(const uint8_t *xt, int M, int Kb, const int32_t *rp, const int32_t *col, const int8_t *vals, int N, const wb_epi_t *e, int nt)
 
 cdef enum:
@@ -84,6 +85,11 @@ cdef enum:
 
 _ISA_NAMES = {0: "portable", 1: "avx2", 2: "avx512_vnni", 3: "amx"}
 MAX_K = 65535
+# AVX2 sparse: K may be split into chunks of this many 1x4 blocks so a 16-row int16 activation
+# slab stays in L1 (192 -> 24 KB).  Measured on the dev machine (AMD EPYC Zen3, 128x3072x3072 at
+# 70 % sparsity): 1 chunk 13.7 ms, 192 -> 17.4 ms, 96 -> 22.4 ms -- the per-(column, chunk) cost
+# (loop exit mispredict + reduction) outweighs the L2 -> L1 win, so chunking is OFF by default.
+SPARSE_KB_CHUNK = 1 << 30
 
 
 cdef inline void* _ptr(object a):
@@ -297,7 +303,8 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
     ``BlockSparseInt8Linear(w_s8 int8[N, K], w_scale float32[N], bias float32[N] | None)``."""
     cdef readonly object row_ptr, col_idx, values
     cdef readonly int nnz_blocks, Kb
-    cdef object _vals16
+    cdef object _vals16, _rpc
+    cdef int _nch
 
     def __init__(self, w_s8, w_scale, bias=None, isa=None):
         check_array(w_s8, "w_s8", np.int8, 2)
@@ -326,6 +333,19 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
     cdef int _pack(self, int code) except -1:
         if code == ISA_AVX2 and self._vals16 is None:
             self._vals16 = np.ascontiguousarray(self.values.astype(np.int16))
+            # K chunks of <= SPARSE_KB_CHUNK blocks (16-row s16 slab <= 24 KB stays in L1):
+            # rpc[n, c] = first block of row n whose k-block is in chunk c
+            N, Kb = self.N, self.Kb
+            nch = (Kb + SPARSE_KB_CHUNK - 1) // SPARSE_KB_CHUNK
+            kc = (Kb + nch - 1) // nch
+            rp = self.row_ptr.astype(np.int64)
+            rows = np.repeat(np.arange(N), np.diff(rp))
+            counts = np.bincount(rows * nch + self.col_idx // kc, minlength=N * nch).reshape(N, nch)
+            rpc = np.empty((N, nch + 1), np.int32)
+            rpc[:, 0] = rp[:-1]
+            rpc[:, 1:] = rp[:-1, None] + np.cumsum(counts, axis=1)
+            self._rpc = rpc
+            self._nch = nch
         return 0
 
     cdef int _run(self, int code, object xq, int M, wb_epi_t *e, int nt) except -1:
@@ -337,6 +357,8 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
         cdef int16_t *pt16
         cdef uint8_t *pt8
         cdef const int16_t *pv16
+        cdef const int32_t *prpc
+        cdef int nch
         MB = (M + 15) // 16
         if code == ISA_PORTABLE:
             with nogil:
@@ -345,9 +367,11 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
             xt = np.empty((MB, Kb * 64), np.int16)
             pt16 = <int16_t*>_ptr(xt)
             pv16 = <const int16_t*>_ptr(self._vals16)
+            prpc = <const int32_t*>_ptr(self._rpc)
+            nch = self._nch
             with nogil:
-                wb_pack_x_sparse_s16(pq, M, Kp, Kb, pt16, nt)
-                wb_sparse_avx2(pt16, M, Kb, rp, col, pv16, N, e, nt)
+                wb_pack_x_sparse_s16_avx2(pq, M, Kp, Kb, pt16, nt)
+                wb_sparse_avx2(pt16, M, Kb, prpc, nch, col, pv16, N, e, nt)
         else:   # avx512_vnni and amx (no AMX sparse kernel)
             xt = np.empty((MB, Kb * 64), np.uint8)
             pt8 = <uint8_t*>_ptr(xt)

@@ -369,12 +369,10 @@ static void wb_pack_x_sparse_u8(const uint8_t *xq, int M, int Kp, int Kb, uint8_
  * the broadcast 4 weights gives 2 partial sums per row, reduced with hadd at the end.
  * Returns rows 0-7 in *lo and rows 8-15 in *hi. */
 WB_AVX2 static inline __attribute__((always_inline)) void
-wb_avx2_sparse_col(const int16_t *Xt, const int32_t *rp, const int32_t *col, const int16_t *vals16,
-                   int n, __m256i *lo, __m256i *hi) {
+wb_avx2_sparse_col(const int16_t *Xt, const int32_t *col, const int16_t *vals16,
+                   int b, const int b1, __m256i *lo, __m256i *hi) {
     __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
     __m256i e0 = a0, e1 = a0, e2 = a0, e3 = a0;
-    int b = rp[n];
-    const int b1 = rp[n + 1];
     for (; b + 2 <= b1; b += 2) {
         int64_t wv, wv2;
         memcpy(&wv, vals16 + 4 * (size_t)b, 8);
@@ -440,12 +438,29 @@ wb_store_8x8_t(__m256 *R, int mr, int nc, void *out, size_t ld, size_t elt_off) 
     }
 }
 
-/* AVX2 sparse work item: rows m0..m0+15 (mr valid), columns n0..n0+nr-1.  Epilogue fused in
- * registers (same float operations as wb_epilogue, so bit-identical), then 8x8 transposes so
- * the output rows are written contiguously. */
+/* AVX2 sparse work item: rows m0..m0+15 (mr valid), columns n0..n0+nr-1.
+ * K is processed in nch chunks (rpc[n * (nch + 1) + c] = first block of row n in chunk c) so the
+ * 16-row activation slab of one chunk (<= 24 KB) stays in L1; per-column partial sums go to
+ * Cacc.  Epilogue fused in registers (same float operations as wb_epilogue, so bit-identical),
+ * then 8x8 transposes so the output rows are written contiguously. */
 WB_AVX2 static void wb_avx2_sparse_tile(const int16_t *Xt, int m0, int mr, int n0, int nr,
-                                        const int32_t *rp, const int32_t *col,
+                                        const int32_t *rpc, int nch, const int32_t *col,
                                         const int16_t *vals16, const wb_epi_t *e) {
+    int32_t Cacc[WB_SP_NC * 16] __attribute__((aligned(32)));
+    for (int c = 0; c < nch; c++) {
+        for (int jj = 0; jj < nr; jj++) {
+            const int32_t *rr = rpc + (size_t)(n0 + jj) * (nch + 1) + c;
+            __m256i lo, hi;
+            wb_avx2_sparse_col(Xt, col, vals16, rr[0], rr[1], &lo, &hi);
+            __m256i *dst = (__m256i *)(Cacc + jj * 16);
+            if (c) {
+                lo = _mm256_add_epi32(lo, _mm256_load_si256(dst));
+                hi = _mm256_add_epi32(hi, _mm256_load_si256(dst + 1));
+            }
+            _mm256_store_si256(dst, lo);
+            _mm256_store_si256(dst + 1, hi);
+        }
+    }
     int32_t zpl[16];
     float xsl[16];
     for (int r = 0; r < 16; r++) {
@@ -461,8 +476,8 @@ WB_AVX2 static void wb_avx2_sparse_tile(const int16_t *Xt, int m0, int mr, int n
         for (int jj = 0; jj < 8; jj++) {
             if (jj >= nc) { R0[jj] = _mm256_setzero_ps(); R1[jj] = R0[jj]; continue; }
             const int n = n0 + jg + jj;
-            __m256i lo, hi;
-            wb_avx2_sparse_col(Xt, rp, col, vals16, n, &lo, &hi);
+            __m256i lo = _mm256_load_si256((const __m256i *)(Cacc + (jg + jj) * 16));
+            __m256i hi = _mm256_load_si256((const __m256i *)(Cacc + (jg + jj) * 16 + 8));
             const __m256i ws = _mm256_set1_epi32(e->wsum[n]);
             lo = _mm256_sub_epi32(lo, _mm256_mullo_epi32(zp0, ws));
             hi = _mm256_sub_epi32(hi, _mm256_mullo_epi32(zp1, ws));
@@ -481,8 +496,8 @@ WB_AVX2 static void wb_avx2_sparse_tile(const int16_t *Xt, int m0, int mr, int n
     }
 }
 
-static void wb_sparse_avx2(const int16_t *xt, int M, int Kb, const int32_t *rp, const int32_t *col,
-                           const int16_t *vals16, int N, const wb_epi_t *e, int nt) {
+static void wb_sparse_avx2(const int16_t *xt, int M, int Kb, const int32_t *rpc, int nch,
+                           const int32_t *col, const int16_t *vals16, int N, const wb_epi_t *e, int nt) {
     const int MB = (M + WB_SP_MT - 1) / WB_SP_MT, NB = (N + WB_SP_NC - 1) / WB_SP_NC;
     const long total = (long)MB * NB;
     #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && total > 1)
@@ -490,8 +505,41 @@ static void wb_sparse_avx2(const int16_t *xt, int M, int Kb, const int32_t *rp, 
         int mb = (int)(t / NB), nb = (int)(t % NB);
         int m0 = mb * WB_SP_MT, mr = wb_imin(WB_SP_MT, M - m0);
         int n0 = nb * WB_SP_NC, nr = wb_imin(WB_SP_NC, N - n0);
-        wb_avx2_sparse_tile(xt + (size_t)mb * Kb * WB_SP_MT * 4, m0, mr, n0, nr, rp, col, vals16, e);
+        wb_avx2_sparse_tile(xt + (size_t)mb * Kb * WB_SP_MT * 4, m0, mr, n0, nr, rpc, nch, col, vals16, e);
     }
+}
+
+/* AVX2 version of wb_pack_x_sparse_s16 (same output). */
+WB_AVX2 static void wb_pack_x_sparse_s16_avx2_mb(const uint8_t *xq, int M, int Kp, int Kb, int mb, int16_t *o) {
+    for (int r = 0; r < WB_SP_MT; r++) {
+        const int m = mb * WB_SP_MT + r;
+        int16_t *d = o + (size_t)r * 4;
+        int kb = 0;
+        if (m < M) {
+            const uint8_t *a = xq + (size_t)m * Kp;
+            for (; kb + 4 <= Kb; kb += 4) {
+                __m256i v = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(a + 4 * kb)));
+                __m128i l = _mm256_castsi256_si128(v), h = _mm256_extracti128_si256(v, 1);
+                _mm_storel_epi64((__m128i *)(d + (size_t)(kb + 0) * WB_SP_MT * 4), l);
+                _mm_storeh_pd((double *)(d + (size_t)(kb + 1) * WB_SP_MT * 4), _mm_castsi128_pd(l));
+                _mm_storel_epi64((__m128i *)(d + (size_t)(kb + 2) * WB_SP_MT * 4), h);
+                _mm_storeh_pd((double *)(d + (size_t)(kb + 3) * WB_SP_MT * 4), _mm_castsi128_pd(h));
+            }
+            for (; kb < Kb; kb++) {
+                int16_t *q = d + (size_t)kb * WB_SP_MT * 4;
+                q[0] = a[4 * kb]; q[1] = a[4 * kb + 1]; q[2] = a[4 * kb + 2]; q[3] = a[4 * kb + 3];
+            }
+        } else {
+            for (; kb < Kb; kb++) memset(d + (size_t)kb * WB_SP_MT * 4, 0, 8);
+        }
+    }
+}
+
+static void wb_pack_x_sparse_s16_avx2(const uint8_t *xq, int M, int Kp, int Kb, int16_t *out, int nt) {
+    const int MB = (M + WB_SP_MT - 1) / WB_SP_MT;
+    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)M * Kb > 16384)
+    for (int mb = 0; mb < MB; mb++)
+        wb_pack_x_sparse_s16_avx2_mb(xq, M, Kp, Kb, mb, out + (size_t)mb * Kb * WB_SP_MT * 4);
 }
 
 /* AVX-512 VNNI: one zmm of X = 16 rows x 4 k (u8); vpdpbusd with the broadcast 4 weights
