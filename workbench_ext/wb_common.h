@@ -50,6 +50,41 @@ static inline int wb_threads(int nt) {
 
 static inline int wb_imin(int a, int b) { return a < b ? a : b; }
 
+/* 8x8 float transpose in registers, and a transposed store of 8 column vectors (lanes = rows)
+ * into a row-major matrix (float or int32 bits), limited to mr rows x nc columns. */
+WB_AVX2 static inline __attribute__((always_inline)) void wb_transpose8(__m256 *r) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20); r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20); r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31); r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31); r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* Store an 8x8 block (R[j] = column j, lanes = rows) transposed into out[rows][N] (float or
+ * int32 bits), rows < mr and columns < nc only. */
+WB_AVX2 static inline __attribute__((always_inline)) void
+wb_store_8x8_t(__m256 *R, int mr, int nc, void *out, size_t ld, size_t elt_off) {
+    wb_transpose8(R);
+    float *o = (float *)out;
+    for (int r = 0; r < mr && r < 8; r++) {
+        float *dst = o + (size_t)r * ld + elt_off;
+        if (nc == 8) {
+            _mm256_storeu_ps(dst, R[r]);
+        } else {
+            float tmp[8];
+            _mm256_storeu_ps(tmp, R[r]);
+            for (int j = 0; j < nc; j++) dst[j] = tmp[j];
+        }
+    }
+}
+
 /* ------------------------------------------------------------------------------------------
  * Per-token asymmetric u8 quantization.
  *   lo = min(0, min x), hi = max(0, max x), scale = (hi - lo) / 255 (all-zero row: scale 1),

@@ -405,39 +405,6 @@ wb_avx2_sparse_col(const int16_t *Xt, const int32_t *col, const int16_t *vals16,
     *hi = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a2, a3), 0xD8);  /* rows 8..15 */
 }
 
-WB_AVX2 static inline __attribute__((always_inline)) void wb_transpose8(__m256 *r) {
-    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20); r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20); r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31); r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31); r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
-}
-
-/* Store an 8x8 block (R[j] = column j, lanes = rows) transposed into out[rows][N] (float or
- * int32 bits), rows < mr and columns < nc only. */
-WB_AVX2 static inline __attribute__((always_inline)) void
-wb_store_8x8_t(__m256 *R, int mr, int nc, void *out, size_t ld, size_t elt_off) {
-    wb_transpose8(R);
-    float *o = (float *)out;
-    for (int r = 0; r < mr && r < 8; r++) {
-        float *dst = o + (size_t)r * ld + elt_off;
-        if (nc == 8) {
-            _mm256_storeu_ps(dst, R[r]);
-        } else {
-            float tmp[8];
-            _mm256_storeu_ps(tmp, R[r]);
-            for (int j = 0; j < nc; j++) dst[j] = tmp[j];
-        }
-    }
-}
-
 /* AVX2 sparse work item: rows m0..m0+15 (mr valid), columns n0..n0+nr-1.
  * K is processed in nch chunks (rpc[n * (nch + 1) + c] = first block of row n in chunk c) so the
  * 16-row activation slab of one chunk (<= 24 KB) stays in L1; per-column partial sums go to

@@ -55,47 +55,54 @@ static void wb_f32_sparse_portable(const float *xt, int M, int Kb, const int32_t
     }
 }
 
+WB_AVX2 static inline __attribute__((always_inline)) __m256
+wb_f32_sparse_col_avx2(const float *X, const int32_t *col, const float *vals, int b, const int b1) {
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, e0 = a0, e1 = a0, e2 = a0, e3 = a0;
+    for (; b + 2 <= b1; b += 2) {
+        const __m256 w = _mm256_broadcast_ps((const __m128 *)(vals + 4 * (size_t)b));
+        const __m256 w2 = _mm256_broadcast_ps((const __m128 *)(vals + 4 * (size_t)b + 4));
+        const float *x = X + (size_t)col[b] * 32, *x2 = X + (size_t)col[b + 1] * 32;
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x), w, a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8), w, a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 16), w, a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 24), w, a3);
+        e0 = _mm256_fmadd_ps(_mm256_loadu_ps(x2), w2, e0);
+        e1 = _mm256_fmadd_ps(_mm256_loadu_ps(x2 + 8), w2, e1);
+        e2 = _mm256_fmadd_ps(_mm256_loadu_ps(x2 + 16), w2, e2);
+        e3 = _mm256_fmadd_ps(_mm256_loadu_ps(x2 + 24), w2, e3);
+    }
+    if (b < b1) {
+        const __m256 w = _mm256_broadcast_ps((const __m128 *)(vals + 4 * (size_t)b));
+        const float *x = X + (size_t)col[b] * 32;
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x), w, a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8), w, a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 16), w, a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 24), w, a3);
+    }
+    a0 = _mm256_add_ps(a0, e0); a1 = _mm256_add_ps(a1, e1);
+    a2 = _mm256_add_ps(a2, e2); a3 = _mm256_add_ps(a3, e3);
+    /* a0: r0 k0-3 | r1 k0-3; a1: r2|r3; a2: r4|r5; a3: r6|r7 */
+    __m256 h01 = _mm256_hadd_ps(a0, a1);   /* r0a r0b r2a r2b | r1a r1b r3a r3b */
+    __m256 h23 = _mm256_hadd_ps(a2, a3);   /* r4a r4b r6a r6b | r5a r5b r7a r7b */
+    __m256 h = _mm256_hadd_ps(h01, h23);   /* r0 r2 r4 r6 | r1 r3 r5 r7 */
+    return _mm256_permutevar8x32_ps(h, perm); /* r0..r7 */
+}
+
+/* 8 rows x nr columns; groups of 8 columns are transposed in registers so y rows are written
+ * with contiguous 8-float stores. */
 WB_AVX2 static void wb_f32_sparse_tile_avx2(const float *X, int m0, int mr, int n0, int nr,
                                             const int32_t *rp, const int32_t *col, const float *vals,
                                             const float *bias, int N, float *y) {
-    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for (int j = 0; j < nr; j++) {
-        const int n = n0 + j;
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, e0 = a0, e1 = a0, e2 = a0, e3 = a0;
-        int b = rp[n];
-        const int b1 = rp[n + 1];
-        for (; b + 2 <= b1; b += 2) {
-            const __m256 w = _mm256_broadcast_ps((const __m128 *)(vals + 4 * (size_t)b));
-            const __m256 w2 = _mm256_broadcast_ps((const __m128 *)(vals + 4 * (size_t)b + 4));
-            const float *x = X + (size_t)col[b] * 32, *x2 = X + (size_t)col[b + 1] * 32;
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x), w, a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8), w, a1);
-            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 16), w, a2);
-            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 24), w, a3);
-            e0 = _mm256_fmadd_ps(_mm256_loadu_ps(x2), w2, e0);
-            e1 = _mm256_fmadd_ps(_mm256_loadu_ps(x2 + 8), w2, e1);
-            e2 = _mm256_fmadd_ps(_mm256_loadu_ps(x2 + 16), w2, e2);
-            e3 = _mm256_fmadd_ps(_mm256_loadu_ps(x2 + 24), w2, e3);
+    for (int jg = 0; jg < nr; jg += 8) {
+        const int nc = wb_imin(8, nr - jg);
+        __m256 R[8];
+        for (int jj = 0; jj < 8; jj++) {
+            if (jj >= nc) { R[jj] = _mm256_setzero_ps(); continue; }
+            const int n = n0 + jg + jj;
+            R[jj] = _mm256_add_ps(wb_f32_sparse_col_avx2(X, col, vals, rp[n], rp[n + 1]), _mm256_set1_ps(bias[n]));
         }
-        if (b < b1) {
-            const __m256 w = _mm256_broadcast_ps((const __m128 *)(vals + 4 * (size_t)b));
-            const float *x = X + (size_t)col[b] * 32;
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x), w, a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8), w, a1);
-            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 16), w, a2);
-            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 24), w, a3);
-        }
-        a0 = _mm256_add_ps(a0, e0); a1 = _mm256_add_ps(a1, e1);
-        a2 = _mm256_add_ps(a2, e2); a3 = _mm256_add_ps(a3, e3);
-        /* a0: r0 k0-3 | r1 k0-3; a1: r2|r3; a2: r4|r5; a3: r6|r7 */
-        __m256 h01 = _mm256_hadd_ps(a0, a1);   /* r0a r0b r2a r2b | r1a r1b r3a r3b */
-        __m256 h23 = _mm256_hadd_ps(a2, a3);   /* r4a r4b r6a r6b | r5a r5b r7a r7b */
-        __m256 h = _mm256_hadd_ps(h01, h23);   /* r0 r2 r4 r6 | r1 r3 r5 r7 */
-        h = _mm256_permutevar8x32_ps(h, perm); /* r0..r7 */
-        h = _mm256_add_ps(h, _mm256_set1_ps(bias[n]));
-        float tmp[8];
-        _mm256_storeu_ps(tmp, h);
-        for (int r = 0; r < mr; r++) y[(size_t)(m0 + r) * N + n] = tmp[r];
+        wb_store_8x8_t(R, mr, nc, y, (size_t)N, (size_t)m0 * N + n0 + jg);
     }
 }
 
