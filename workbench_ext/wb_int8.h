@@ -149,27 +149,37 @@ static void wb_widen_u8_s16(const uint8_t *q, size_t n, int16_t *out) {
     for (size_t i = 0; i < n; i++) out[i] = q[i];
 }
 
+/* Rows are processed in blocks of MC (a multiple of 6) whose int16 activations fit in
+ * a_block_bytes (L2-sized), so a block of A is reused from L2 across all weight panels; the
+ * weights stream once per block.  Inside a block: parallel over (panel, 6-row tile). */
 static void wb_dense_avx2(const int16_t *xs, int M, int Kp, const int16_t *Bp, int N,
-                          const wb_epi_t *e, int nt) {
-    const int NP = (N + 15) / 16, MB = (M + WB_AVX2_MR - 1) / WB_AVX2_MR;
-    const long total = (long)NP * MB;
+                          const wb_epi_t *e, int nt, long a_block_bytes) {
+    const int NP = (N + 15) / 16;
     const size_t panel = (size_t)(Kp / 2) * 32;
-    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && total > 1)
-    for (long t = 0; t < total; t++) {
-        int p = (int)(t / MB), mb = (int)(t % MB);
-        int n0 = p * 16, nr = wb_imin(16, N - n0), m0 = mb * WB_AVX2_MR;
-        int mr = wb_imin(WB_AVX2_MR, M - m0);
-        int32_t C[WB_AVX2_MR * 16];
-        const int16_t *A = xs + (size_t)m0 * Kp, *B = Bp + p * panel;
-        switch (mr) {
-            case 6: wb_avx2_dense_6x16(A, Kp, B, Kp / 2, C); break;
-            case 5: wb_avx2_dense_k5(A, Kp, B, Kp / 2, C); break;
-            case 4: wb_avx2_dense_k4(A, Kp, B, Kp / 2, C); break;
-            case 3: wb_avx2_dense_k3(A, Kp, B, Kp / 2, C); break;
-            case 2: wb_avx2_dense_k2(A, Kp, B, Kp / 2, C); break;
-            default: wb_avx2_dense_k1(A, Kp, B, Kp / 2, C); break;
+    long mc = a_block_bytes / ((long)Kp * 2);
+    mc = mc / WB_AVX2_MR * WB_AVX2_MR;
+    if (mc < WB_AVX2_MR) mc = WB_AVX2_MR;
+    for (int mc0 = 0; mc0 < M; mc0 += (int)mc) {
+        const int mcr = (int)(M - mc0 < mc ? M - mc0 : mc);
+        const int MB = (mcr + WB_AVX2_MR - 1) / WB_AVX2_MR;
+        const long total = (long)NP * MB;
+        #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && total > 1)
+        for (long t = 0; t < total; t++) {
+            int p = (int)(t / MB), mb = (int)(t % MB);
+            int n0 = p * 16, nr = wb_imin(16, N - n0), m0 = mc0 + mb * WB_AVX2_MR;
+            int mr = wb_imin(WB_AVX2_MR, M - m0);
+            int32_t C[WB_AVX2_MR * 16];
+            const int16_t *A = xs + (size_t)m0 * Kp, *B = Bp + p * panel;
+            switch (mr) {
+                case 6: wb_avx2_dense_6x16(A, Kp, B, Kp / 2, C); break;
+                case 5: wb_avx2_dense_k5(A, Kp, B, Kp / 2, C); break;
+                case 4: wb_avx2_dense_k4(A, Kp, B, Kp / 2, C); break;
+                case 3: wb_avx2_dense_k3(A, Kp, B, Kp / 2, C); break;
+                case 2: wb_avx2_dense_k2(A, Kp, B, Kp / 2, C); break;
+                default: wb_avx2_dense_k1(A, Kp, B, Kp / 2, C); break;
+            }
+            wb_epilogue(e, C, 16, m0, mr, n0, nr);
         }
-        wb_epilogue(e, C, 16, m0, mr, n0, nr);
     }
 }
 
