@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 
+SLOW_S = 2.0  # a warm-up call slower than this caps the timed runs at MIN_RUNS_SLOW
+MIN_RUNS_SLOW = 5
+
+
 def _error(exc: BaseException) -> str:
     msg = f"{type(exc).__name__}: {exc}".replace("\n", " ").strip()
     return msg[:400]
@@ -68,10 +72,17 @@ def run_spec(spec: dict[str, Any]) -> list[dict[str, Any]]:
         row = {**base, "batch": b, "setup_s": round(setup_s, 2), "notes": eng.notes}
         try:
             feed = eng.feed(inputs[b])
-            for _ in range(int(spec["warmup"])):
+            runs, slow = int(spec["runs"]), False
+            for i in range(int(spec["warmup"])):
+                t = time.perf_counter()
                 eng.run(feed)
+                if i == 0 and time.perf_counter() - t > SLOW_S:
+                    slow = True  # e.g. bf16 without native bf16: the minimum 5 runs, one warm-up
+                    break
+            if slow:
+                runs = min(runs, MIN_RUNS_SLOW)
             times, out = [], None
-            for _ in range(int(spec["runs"])):
+            for _ in range(runs):
                 t = time.perf_counter()
                 out = eng.run(feed)
                 times.append(time.perf_counter() - t)
@@ -82,7 +93,7 @@ def run_spec(spec: dict[str, Any]) -> list[dict[str, Any]]:
             med, lo, hi = statistics.median(times), min(times), max(times)
             row.update({
                 "status": "ok", "error": "",
-                "latency_ms_median": med * 1e3, "latency_ms_min": lo * 1e3, "latency_ms_max": hi * 1e3,
+                "runs": runs, "latency_ms_median": med * 1e3, "latency_ms_min": lo * 1e3, "latency_ms_max": hi * 1e3,
                 "samples_per_s": b / med, "samples_per_s_min": b / hi, "samples_per_s_max": b / lo,
                 "max_abs_err_vs_torch_fp32": float(np.abs(out - ref).max()),
                 "argmax_agree_vs_torch_fp32": float(np.mean(out.argmax(-1) == ref.argmax(-1))),

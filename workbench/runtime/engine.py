@@ -258,6 +258,8 @@ class Engine:
         self.type_vocab_size: int = meta["type_vocab_size"]
         self._act = K.ACTIVATIONS[meta["activation"]]
         self._eps = {k: float(v) for k, v in meta["eps"].items()}
+        # threads for the attention heads (the kernels' own OpenMP pools follow OMP_NUM_THREADS)
+        self.num_threads: int = K.default_threads()
         self._linears: dict[str, Any] = {}
         self.impls: dict[str, str] = {}
         for name, lm in meta["linears"].items():
@@ -346,12 +348,7 @@ class Engine:
                 q = qkv[:, :, 0].transpose(0, 2, 1, 3)  # [B, nh, S, d]
                 residual = h
                 rows = S
-            with K.attention_blas_threads():
-                scores = np.matmul(q, k)  # scale already folded into Q
-                scores += mask_bias
-                probs = K.softmax(scores.reshape(B * nh * rows, S)).reshape(B, nh, rows, S)
-                ctx = np.matmul(probs, v)  # [B, nh, rows, d]
-            ctx = np.ascontiguousarray(ctx.transpose(0, 2, 1, 3)).reshape(B * rows, H)
+            ctx = self._attention(q, k, v, mask_bias).reshape(B * rows, H)
             attn = lin[f"layers.{i}.out"](ctx)
             h = K.add_bias_residual_layernorm(attn, T[f"layers.{i}.out.bias"], residual,
                                               T[f"layers.{i}.ln1.gamma"], T[f"layers.{i}.ln1.beta"],
@@ -366,6 +363,32 @@ class Engine:
         # tanh / ReLU on [B, H]: tiny, NumPy (no kernel for tanh in workbench_ext)
         pre = np.tanh(pre) if self.meta["head"] == "pooler_tanh" else np.maximum(pre, np.float32(0))
         return np.ascontiguousarray(self._linears["head.cls"](np.ascontiguousarray(pre, dtype=np.float32)))
+
+    def _attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.ndarray) -> np.ndarray:
+        """softmax(q k + mask) v for q [B, nh, R, d], k [B, nh, d, S], v [B, nh, S, d] (views);
+        returns [B, R, nh, d] (C-contiguous, i.e. [B*R, H] rows). NumPy BLAS with 1 thread each,
+        the (batch, head) pairs split over `self.num_threads` Python threads when worth it."""
+        B, nh, R, d = q.shape
+        S = k.shape[-1]
+        ctx = np.empty((B, R, nh, d), np.float32)
+
+        def part(b0: int, b1: int, h0: int, h1: int, nt: int | None) -> None:
+            scores = np.matmul(q[b0:b1, h0:h1], k[b0:b1, h0:h1])  # scale already folded into Q
+            scores += mask_bias[b0:b1]
+            probs = K.softmax(scores.reshape(-1, S), num_threads=nt).reshape(scores.shape)
+            ctx[b0:b1, :, h0:h1, :] = np.matmul(probs, v[b0:b1, h0:h1]).transpose(0, 2, 1, 3)
+
+        n = self.num_threads if B * nh * R * S * d >= 1 << 20 else 1
+        with K.attention_blas_threads():
+            if n <= 1:
+                part(0, B, 0, nh, None)
+            elif B >= n:
+                cuts = np.linspace(0, B, n + 1).round().astype(int)
+                K.parallel_run([lambda a=a, b=b: part(a, b, 0, nh, 1) for a, b in zip(cuts[:-1], cuts[1:]) if b > a])
+            else:
+                cuts = np.linspace(0, nh, n + 1).round().astype(int)
+                K.parallel_run([lambda a=a, b=b: part(0, B, a, b, 1) for a, b in zip(cuts[:-1], cuts[1:]) if b > a])
+        return ctx
 
     # ---- introspection -----------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:

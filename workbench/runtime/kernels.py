@@ -198,10 +198,10 @@ def add_bias_residual_layernorm(x: np.ndarray, bias: np.ndarray, residual: np.nd
     return _np_layernorm(x + bias + residual, gamma, beta, eps)
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
+def softmax(x: np.ndarray, num_threads: int | None = None) -> np.ndarray:
     """Over the last dim of a 2-D C-contiguous float32 array."""
     if _has(_ext_ops, "softmax"):
-        return _ext_ops.softmax(x)
+        return _ext_ops.softmax(x) if num_threads is None else _ext_ops.softmax(x, num_threads=num_threads)
     m = x.max(axis=-1, keepdims=True)
     e = np.exp(x - m)
     e /= e.sum(axis=-1, keepdims=True)
@@ -270,6 +270,41 @@ def attention_blas_threads() -> Any:
     return _BLAS_CTL.limit(limits=1)
 
 
+def default_threads() -> int:
+    """The thread count the kernels use: OMP_NUM_THREADS, else the CPUs this process may use."""
+    try:
+        n = int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0])
+        if n >= 1:
+            return n
+    except ValueError:
+        pass
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_POOL: Any = None
+
+
+def parallel_run(tasks: list[Callable[[], None]]) -> None:
+    """Run independent NumPy tasks on Python threads (NumPy releases the GIL in matmul and the
+    kernels release it too); used to spread the attention heads over cores with 1-thread BLAS."""
+    global _POOL
+    if len(tasks) <= 1:
+        for t in tasks:
+            t()
+        return
+    if _POOL is None or _POOL._max_workers < len(tasks):
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix="wb-attn")
+    futures = [_POOL.submit(t) for t in tasks[1:]]
+    tasks[0]()  # the calling thread does one share
+    for f in futures:
+        f.result()
+
+
 def kernel_report() -> dict[str, str]:
     """Which implementation each op uses in this process."""
     def src(mod: Any, name: str, modname: str) -> str:
@@ -285,5 +320,5 @@ def kernel_report() -> dict[str, str]:
         "add_bias_residual_layernorm": src(_ext_ops, "add_bias_residual_layernorm", "ops"),
         "softmax": src(_ext_ops, "softmax", "ops"),
         "quantize_per_token": src(_ext_ops, "quantize_per_token", "ops"),
-        "attention matmuls": "numpy(BLAS batched sgemm, 1 thread)",
+        "attention matmuls": "numpy(BLAS sgemm, 1 BLAS thread, heads split over Python threads)",
     }
