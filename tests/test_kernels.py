@@ -401,6 +401,33 @@ def _bad_cases():
     ]
 
 
+def test_non_finite_inputs_do_not_crash(isa):
+    w = np.ones((5, 9), np.int8)
+    x = np.ones((4, 9), np.float32)
+    x[0, 3] = np.nan
+    x[1, 2] = np.inf
+    x[2, :] = -np.inf
+    x[3, 1] = 3e38
+    for layer in (int8.DenseInt8Linear(w, np.ones(5, np.float32), None),
+                  int8.BlockSparseInt8Linear(w, np.ones(5, np.float32), None),
+                  sparse.BlockSparseFp32Linear(w.astype(np.float32), None)):
+        assert layer(x).shape == (4, 5)
+    q, s, z = ops.quantize_per_token(x)
+    assert q.shape == x.shape and np.all((z >= 0) & (z <= 255))
+    for fn in (ops.gelu, ops.softmax):
+        assert fn(x).shape == x.shape
+    ops.layernorm(x, np.ones(9, np.float32), np.zeros(9, np.float32))
+    ops.quantize_static(x, 0.1, 0)
+
+
+def test_unaligned_input_rejected():
+    buf = np.zeros(4 * 6 + 1, np.uint8)
+    x = np.frombuffer(buf.data, dtype=np.float32, count=6, offset=1).reshape(1, 6)
+    assert not x.flags.aligned
+    with pytest.raises(ValueError, match="x is not aligned"):
+        ops.gelu(x)
+
+
 @pytest.mark.parametrize("idx", range(len(_bad_cases())))
 def test_bad_inputs_raise(idx):
     name, exc, fn = _bad_cases()[idx]

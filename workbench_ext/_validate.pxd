@@ -15,6 +15,8 @@ cdef inline object check_array(object a, str name, object dtype, int ndim):
         raise ValueError(f"{name} must have at least 1 dimension, got a 0-D array")
     if not a.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray)")
+    if not a.flags.aligned:
+        raise ValueError(f"{name} is not aligned to its dtype (use np.ascontiguousarray / .copy())")
     if a.size >= 2**31 - 1:
         raise ValueError(f"{name} is too large ({a.size} elements; kernels index with int32)")
     return a
