@@ -129,9 +129,29 @@ def _run_gemm(args: argparse.Namespace, s: dict[str, Any]) -> None:
                             ("quick", args.quick), ("threads", s["threads"])):
             if name in params:
                 kw[name] = value
-        run_gemm_bench(**kw)
+        if "verbose" in params:
+            kw["verbose"] = False
+        # same OpenMP policy as the engine processes (the kernels' runtime is not loaded yet here)
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        gemm_rows = run_gemm_bench(**kw)
     except Exception as exc:  # never lose the engine table to the microbenchmark
         print(f"GEMM microbenchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return
+    try:
+        from workbench.bench.gemm import format_rows
+
+        table = format_rows(gemm_rows)
+    except Exception:
+        table = "\n".join(str(r) for r in gemm_rows or [])
+    print(table)
+    readme = args.out / "README.md"
+    if readme.exists() and table:
+        text = readme.read_text().rstrip("\n")
+        text += ("\n\n## GEMM microbenchmark (`workbench.bench.gemm.run_gemm_bench`, gemm.csv)\n\n```\n"
+                 + table.rstrip("\n") + "\n```\n")
+        tmp = readme.with_name(readme.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, readme)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -165,8 +185,10 @@ def run(args: argparse.Namespace) -> int:
     rows.sort(key=lambda r: (s["models"].index(r["model"]), order.index(r["engine"]), r["threads"], r["batch"]))
     add_ratios(rows, BASELINE)
     write_csv(rows, out / "engines.csv")
-    args_line = "workbench bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 \
-        else "workbench bench"
+    argv = sys.argv[1:]
+    if argv and argv[0] == "bench":
+        argv = argv[1:]
+    args_line = " ".join(["workbench bench"] + [shlex.quote(a) for a in argv])
     try:
         write_plot(rows, out / "engines.png", order)
     except Exception as exc:
