@@ -1,23 +1,29 @@
 # Argument checks shared by the kernel modules (inline, so no runtime module is needed).
+# Uses the NumPy C API (no Python attribute lookups) since it runs on every kernel call.
 import numpy as np
+cimport numpy as cnp
 
 
 cdef inline object check_array(object a, str name, object dtype, int ndim):
-    """Return `a` if it is a C-contiguous numpy array of `dtype` with `ndim` dims (-1: >= 1),
-    else raise TypeError (type / dtype) or ValueError (ndim / layout) naming the argument."""
-    if not isinstance(a, np.ndarray):
+    """Return `a` if it is an aligned, C-contiguous, native-byte-order numpy array of `dtype`
+    with `ndim` dims (-1: >= 1), else raise TypeError (type / dtype) or ValueError (ndim /
+    layout) naming the argument."""
+    if not cnp.PyArray_Check(a):
         raise TypeError(f"{name} must be a numpy.ndarray of {np.dtype(dtype).name}, got {type(a).__name__}")
-    if a.dtype != dtype:
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    cdef int want = cnp.dtype(dtype).num
+    if cnp.PyArray_TYPE(arr) != want or not cnp.PyArray_ISNOTSWAPPED(arr):
         raise TypeError(f"{name} must have dtype {np.dtype(dtype).name}, got {a.dtype}")
-    if ndim >= 0 and a.ndim != ndim:
+    cdef int nd = cnp.PyArray_NDIM(arr)
+    if ndim >= 0 and nd != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(a.shape)}")
-    if ndim < 0 and a.ndim < 1:
+    if ndim < 0 and nd < 1:
         raise ValueError(f"{name} must have at least 1 dimension, got a 0-D array")
-    if not a.flags.c_contiguous:
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
         raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray)")
-    if not a.flags.aligned:
+    if not cnp.PyArray_ISALIGNED(arr):
         raise ValueError(f"{name} is not aligned to its dtype (use np.ascontiguousarray / .copy())")
-    if a.size >= 2**31 - 1:
+    if cnp.PyArray_SIZE(arr) >= 2147483647:
         raise ValueError(f"{name} is too large ({a.size} elements; kernels index with int32)")
     return a
 

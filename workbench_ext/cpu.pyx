@@ -11,6 +11,7 @@ variable ``WORKBENCH_ISA`` (read on every call, ``""``/``auto`` = best), else th
 available.  Forcing an unknown ISA or one this CPU lacks raises ``ValueError``.
 """
 import os
+from libc.stdlib cimport getenv
 
 cdef extern from "wb_cpu.h" nogil:
     enum: WB_F_COUNT
@@ -87,14 +88,30 @@ def _validate(name, source):
     return key
 
 
+_env_raw = None      # last $WORKBENCH_ISA value seen (bytes) and what it resolved to
+_env_isa = None
+
+
 def active_isa():
-    """The kernel path in use: set_isa() override, else $WORKBENCH_ISA, else the best available."""
+    """The kernel path in use: set_isa() override, else $WORKBENCH_ISA, else the best available.
+    Called on every kernel call, so the environment is read with C getenv (os.environ writes go
+    through putenv) and the last resolution is cached."""
+    global _env_raw, _env_isa
     if _forced is not None:
         return _forced
-    env = os.environ.get("WORKBENCH_ISA", "")
-    if env and env.strip().lower() not in ("", "auto", "best"):
-        return _validate(env, "WORKBENCH_ISA")
-    return _AVAILABLE[0]
+    cdef const char *v = getenv(b"WORKBENCH_ISA")
+    if v == NULL or v[0] == 0:
+        return _AVAILABLE[0]
+    raw = <bytes>v
+    if raw == _env_raw:
+        return _env_isa
+    env = raw.decode("utf-8", "replace")
+    if env.strip().lower() in ("", "auto", "best"):
+        isa = _AVAILABLE[0]
+    else:
+        isa = _validate(env, "WORKBENCH_ISA")   # raises: not cached
+    _env_raw, _env_isa = raw, isa
+    return isa
 
 
 def set_isa(name=None):

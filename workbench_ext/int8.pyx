@@ -99,6 +99,20 @@ cdef inline void* _ptr(object a):
     return cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
+cdef inline object _empty(Py_ssize_t d0, Py_ssize_t d1, int typenum):
+    """np.empty((d0, d1)) through the C API (this runs several times per kernel call)."""
+    cdef cnp.npy_intp dims[2]
+    dims[0] = d0
+    dims[1] = d1
+    return cnp.PyArray_EMPTY(2, dims, typenum, 0)
+
+
+cdef inline object _empty1(Py_ssize_t d0, int typenum):
+    cdef cnp.npy_intp dims[1]
+    dims[0] = d0
+    return cnp.PyArray_EMPTY(1, dims, typenum, 0)
+
+
 cdef inline int _cap_threads(int nt, long macs):
     """At most one thread per ~256K multiply-adds: forking a team for less costs more than it saves."""
     cdef long cap = macs // 262144
@@ -167,9 +181,9 @@ cdef class _Int8Linear:
 
     cdef object _alloc_xq(self, int M):
         Mp = (M + 15) // 16 * 16
-        xq = np.empty((Mp, self.Kp), np.uint8)
+        xq = _empty(Mp, self.Kp, cnp.NPY_UINT8)
         if Mp > M:
-            xq[M:] = 0
+            memset(<char*>_ptr(xq) + <size_t>M * self.Kp, 0, <size_t>(Mp - M) * self.Kp)
         return xq
 
     cdef long _macs(self, int M):
@@ -189,7 +203,7 @@ cdef class _Int8Linear:
         self._ensure_packed(code)
         cdef int M = x.shape[0]
         if out is None:
-            y = np.empty((M, self.N), np.float32)
+            y = _empty(M, self.N, cnp.NPY_FLOAT32)
         else:
             check_array(out, "out", np.float32, 2)
             if out.shape[0] != M or out.shape[1] != self.N:
@@ -200,8 +214,8 @@ cdef class _Int8Linear:
         if M == 0:
             return y
         xq = self._alloc_xq(M)
-        xs = np.empty(M, np.float32)
-        zp = np.empty(M, np.int32)
+        xs = _empty1(M, cnp.NPY_FLOAT32)
+        zp = _empty1(M, cnp.NPY_INT32)
         cdef const float *px = <const float*>_ptr(x)
         cdef uint8_t *pq = <uint8_t*>_ptr(xq)
         cdef float *ps = <float*>_ptr(xs)
@@ -288,7 +302,7 @@ cdef class DenseInt8Linear(_Int8Linear):
             with nogil:
                 wb_dense_portable(pq, M, Kp, <const int8_t*>pw, N, e, nt)
         elif code == ISA_AVX2:
-            xs16 = np.empty((M, Kp), np.int16)
+            xs16 = _empty(M, Kp, cnp.NPY_INT16)
             p16 = <int16_t*>_ptr(xs16)
             ablock = DENSE_A_BLOCK_BYTES
             with nogil:
@@ -369,7 +383,7 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
             with nogil:
                 wb_sparse_portable(pq, M, Kp, rp, col, vals, N, e, nt)
         elif code == ISA_AVX2:
-            xt = np.empty((MB, Kb * 64), np.int16)
+            xt = _empty(MB, Kb * 64, cnp.NPY_INT16)
             pt16 = <int16_t*>_ptr(xt)
             pv16 = <const int16_t*>_ptr(self._vals16)
             prpc = <const int32_t*>_ptr(self._rpc)
@@ -378,7 +392,7 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
                 wb_pack_x_sparse_s16_avx2(pq, M, Kp, Kb, pt16, nt)
                 wb_sparse_avx2(pt16, M, Kb, prpc, nch, col, pv16, N, e, nt)
         else:   # avx512_vnni and amx (no AMX sparse kernel)
-            xt = np.empty((MB, Kb * 64), np.uint8)
+            xt = _empty(MB, Kb * 64, cnp.NPY_UINT8)
             pt8 = <uint8_t*>_ptr(xt)
             with nogil:
                 wb_pack_x_sparse_u8(pq, M, Kp, Kb, pt8, nt)
