@@ -1,0 +1,485 @@
+"""Running a sweep: Optuna study on RDB storage, worker processes, crash recovery, exports.
+
+Layout (`results/sweeps/<name>/`):
+
+    study.db            the Optuna study (default SQLite storage; any SQLAlchemy URL works)
+    sweep.yaml          the sweep as resolved (storage password masked)
+    trials/<number>/    each trial's pipeline run (metrics.json, stages.csv, recipe.yaml, png)
+    trials.csv          one row per trial: state, objectives, params, last-stage metrics
+    best/               the Pareto front (2 objectives) or top-k trials as runnable recipes
+    report/             plots + README.md (workbench report)
+
+Robustness: every trial records its worker (host, pid, process start time) and sends Optuna
+heartbeats. A RUNNING trial whose heartbeat is older than `grace_period`, or whose worker on
+this host is gone, is marked FAIL and re-queued once with the same parameters (it resumes from
+the dead trial's checkpoints). The total number of trials is shared by all workers: a worker
+starts a trial only while finished + running trials < total.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from workbench.config import ConfigError
+from workbench.paths import results_dir
+from workbench.results import atomic_write_text, write_yaml
+from workbench.sweep.spec import SweepSpec, mask_url
+
+STORAGE_ENV = "WORKBENCH_SWEEP_STORAGE"
+POLL_SECONDS = 2.0
+
+
+def _optuna():
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+    return optuna
+
+
+def sweep_dir(sweep: SweepSpec, root: Path | None = None) -> Path:
+    return Path(root or results_dir()) / "sweeps" / sweep.name
+
+
+def storage_url(sweep: SweepSpec, root: Path | None = None, override: str | None = None) -> str:
+    url = override or os.environ.get(STORAGE_ENV) or sweep.storage
+    if url:
+        return url
+    return f"sqlite:///{(sweep_dir(sweep, root) / 'study.db').resolve()}"
+
+
+def make_storage(url: str, sweep: SweepSpec, heartbeat: bool = True) -> Any:
+    optuna = _optuna()
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+        Path(url.split("sqlite:///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {}
+    if heartbeat:
+        kwargs = {"heartbeat_interval": sweep.heartbeat_interval, "grace_period": sweep.grace_period,
+                  "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+                      max_retry=sweep.retries)}
+    last: Exception | None = None
+    for attempt in range(5):  # several processes creating the tables at once may collide
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        except ImportError:
+            raise
+        except Exception as exc:  # sqlalchemy OperationalError / IntegrityError while racing
+            last = exc
+            time.sleep(0.5 + attempt)
+    raise ConfigError(f"sweep storage '{mask_url(url)}' cannot be opened: {type(last).__name__}: {last}")
+
+
+def _sampler(sweep: SweepSpec, salt: int) -> Any:
+    optuna = _optuna()
+    s = sweep.sampler
+    seed = None if s.get("seed") is None else int(s["seed"]) + salt
+    if s["type"] == "nsga2":
+        pop = s.get("population_size") or max(4, min(50, sweep.trials // 2))
+        return optuna.samplers.NSGAIISampler(population_size=pop, seed=seed)
+    if s["type"] == "tpe":
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=s.get("n_startup_trials") or max(2, min(10, sweep.trials // 3)),
+            multivariate=bool(s.get("multivariate", True)))
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _pruner(sweep: SweepSpec) -> Any:
+    optuna = _optuna()
+    p = sweep.pruner
+    if p["type"] == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=p.get("n_startup_trials") or 2,
+                                           n_warmup_steps=p.get("n_warmup_steps") or 0,
+                                           interval_steps=p.get("interval_steps") or 1)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(sweep: SweepSpec, url: str, *, salt: int = 0, create: bool = False, heartbeat: bool = True) -> Any:
+    """Create (create=True, idempotent) or load the sweep's study; checks it is the same sweep."""
+    optuna = _optuna()
+    storage = make_storage(url, sweep, heartbeat=heartbeat)
+    if create:
+        for attempt in range(5):
+            try:
+                study = optuna.create_study(storage=storage, study_name=sweep.name, directions=sweep.directions,
+                                            sampler=_sampler(sweep, salt), pruner=_pruner(sweep),
+                                            load_if_exists=True)
+                break
+            except optuna.exceptions.DuplicatedStudyError:
+                time.sleep(0.5 + attempt)
+        else:
+            raise ConfigError(f"could not create or load study '{sweep.name}' in {mask_url(url)}")
+        fp = study.user_attrs.get("fingerprint")
+        if fp is None:
+            study.set_user_attr("fingerprint", sweep.fingerprint())
+            study.set_user_attr("objectives", sweep.objectives)
+            study.set_user_attr("sweep", sweep.to_dict())
+        elif fp != sweep.fingerprint():
+            raise ConfigError(
+                f"sweep '{sweep.name}': the study in {mask_url(url)} was created from a different base recipe, "
+                "search space, objectives or quick setting; continue it with the same sweep file, or start "
+                "over with --fresh (or choose another --name)")
+    else:
+        study = optuna.load_study(storage=storage, study_name=sweep.name, sampler=_sampler(sweep, salt),
+                                  pruner=_pruner(sweep))
+    if [d.name.lower() for d in study.directions] != sweep.directions:
+        raise ConfigError(f"sweep '{sweep.name}': the stored study has {len(study.directions)} objective(s), "
+                          f"the sweep file {len(sweep.objectives)}; use --fresh or another --name")
+    return study
+
+
+# ------------------------------------------------------------------------------ liveness
+def _proc_start(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def worker_identity() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _proc_start(os.getpid())}
+
+
+def _alive(ident: dict[str, Any]) -> bool:
+    pid = ident.get("pid")
+    if not isinstance(pid, int):
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    start = _proc_start(pid)
+    return ident.get("start") is None or start is None or start == ident["start"]
+
+
+def reap_dead_trials(study: Any, sweep: SweepSpec) -> list[int]:
+    """FAIL (and re-queue) RUNNING trials whose worker on this host has died; then the
+    heartbeat check for workers elsewhere. Returns the numbers failed here."""
+    optuna = _optuna()
+    from optuna.trial import TrialState
+
+    host = socket.gethostname()
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=sweep.retries)
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        ident = t.user_attrs.get("worker")
+        if not isinstance(ident, dict) or ident.get("host") != host or _alive(ident):
+            continue
+        try:
+            if study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                failed.append(t.number)
+                study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "worker process died")
+                retry(study, study._storage.get_trial(t._trial_id))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
+    optuna.storages.fail_stale_trials(study)
+    return failed
+
+
+def _counts(study: Any) -> dict[str, int]:
+    from optuna.trial import TrialState
+
+    c = {s.name: 0 for s in TrialState}
+    for t in study.get_trials(deepcopy=False):
+        c[t.state.name] += 1
+    return c
+
+
+# ------------------------------------------------------------------------------ one trial
+class _Surplus(Exception):
+    """The study already has its total number of trials (another worker got there first)."""
+
+
+class Objective:
+    def __init__(self, sweep: SweepSpec, root: Path | None, quick: bool) -> None:
+        self.sweep, self.root, self.quick = sweep, root, quick
+        self.trials_dir = sweep_dir(sweep, root) / "trials"
+
+    def __call__(self, trial: Any) -> Any:
+        optuna = _optuna()
+        from optuna.trial import TrialState
+
+        from workbench.pipeline import PipelineRun
+
+        sweep = self.sweep
+        earlier = [t for t in trial.study.get_trials(deepcopy=False, states=(
+            TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)) if t.number < trial.number]
+        if len(earlier) >= sweep.trials:
+            trial.set_user_attr("fail_reason", "surplus: the study already had its total of trials")
+            raise _Surplus()
+        trial.set_user_attr("worker", worker_identity())
+        values = {p.path: p.suggest(trial) for p in sweep.params}
+        spec = sweep.build(values, name=f"{sweep.name}-trial{trial.number}")
+        trial.set_user_attr("recipe", spec.to_dict())
+        run_dir = self.trials_dir / str(trial.number)
+        retry_of = trial.study._storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+        if retry_of is not None and not run_dir.exists() and (self.trials_dir / str(retry_of)).exists():
+            try:  # resume from the dead trial's finished stages and checkpoints
+                (self.trials_dir / str(retry_of)).rename(run_dir)
+                trial.set_user_attr("resumed_from", int(retry_of))
+            except OSError:
+                pass
+        stage_index = {s.name: i for i, s in enumerate(spec.stages)}
+
+        def on_eval(stage: str, epoch: int, metrics: dict[str, float]) -> None:
+            if sweep.multi or "accuracy" not in metrics:
+                return
+            step = stage_index.get(stage, 0) * 1000 + int(epoch)
+            trial.report(float(metrics["accuracy"]), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"stage {stage} epoch {epoch}: val accuracy {metrics['accuracy']:.4f}")
+
+        print(f"[sweep] trial {trial.number}: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in values.items()),
+              flush=True)
+        run = PipelineRun(spec, quick=self.quick, results_root=self.trials_dir, run_name=str(trial.number),
+                          on_eval=on_eval)
+        try:
+            stages = run.run()
+        finally:
+            if not sweep.keep_artifacts:
+                shutil.rmtree(run.run_dir / "artifacts", ignore_errors=True)
+        trial.set_user_attr("stages", [_summary(s) for s in stages])
+        last = stages[-1]
+        result = {"accuracy": float(last["accuracy"]), "throughput": float(last.get("throughput_b1") or 0.0)}
+        trial.set_user_attr("params_count", int(last.get("params") or 0))
+        trial.set_user_attr("nonzero_params", int(last.get("nonzero_params") or 0))
+        trial.set_user_attr("engine", last.get("engine"))
+        out = [result[o] for o in sweep.objectives]
+        return out if sweep.multi else out[0]
+
+
+def _summary(s: dict[str, Any]) -> dict[str, Any]:
+    keys = ("stage", "engine", "accuracy", "macro_f1", "params", "nonzero_params", "sparsity", "disk_mb",
+            "latency_ms_b1", "throughput_b1", "train_seconds")
+    return {k: s.get(k) for k in keys}
+
+
+def work(sweep: SweepSpec, url: str, *, root: Path | None = None, quick: bool = False, worker_id: int = 0,
+         max_consecutive_failures: int = 3) -> int:
+    """One worker: runs trials until the study holds `sweep.trials` finished trials. Returns the
+    number of trials this worker finished."""
+    optuna = _optuna()
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    salt = 7919 * worker_id + len(open_study(sweep, url, heartbeat=False).trials)
+    study = open_study(sweep, url, salt=salt)
+    objective = Objective(sweep, root, quick)
+    stop_at = MaxTrialsCallback(sweep.trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    done_here, failures = 0, 0
+    while True:
+        reap_dead_trials(study, sweep)
+        c = _counts(study)
+        finished = c["COMPLETE"] + c["PRUNED"]
+        if finished >= sweep.trials:
+            break
+        if finished + c["RUNNING"] >= sweep.trials:
+            time.sleep(POLL_SECONDS)  # the rest are running elsewhere; take over if one of them dies
+            continue
+        before = len(study.trials)
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[stop_at], gc_after_trial=True)
+        mine = [t for t in study.get_trials(deepcopy=False)[before:]
+                if t.user_attrs.get("worker", {}).get("pid") == os.getpid()]
+        if any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in mine):
+            done_here += 1
+            failures = 0
+        elif any(t.state == TrialState.FAIL and not str(t.user_attrs.get("fail_reason", "")).startswith("surplus")
+                 for t in mine):
+            failures += 1
+            if failures >= max_consecutive_failures:
+                raise RuntimeError(f"sweep '{sweep.name}': {failures} trials in a row failed in worker {worker_id}; "
+                                   "see the traceback above (a broken recipe or environment?)")
+    return done_here
+
+
+# ------------------------------------------------------------------------------ the command
+def warm_shared_stages(sweep: SweepSpec, root: Path | None, quick: bool) -> None:
+    """Run the leading `cache: true` stages the search space does not touch once, so parallel
+    workers reuse them from the stage cache instead of all training the same teacher."""
+    from workbench.pipeline import PipelineRun
+
+    touched = {p.path.split(".")[1] for p in sweep.params if p.path.startswith("stages.")}
+    spec = sweep.build({})
+    prefix = []
+    for st in spec.stages:
+        if not st.cache or st.name in touched or any(p.path.split(".")[0] in ("model", "task", "seed", "quick")
+                                                     for p in sweep.params):
+            break
+        prefix.append(st.name)
+    if not prefix:
+        return
+    data = sweep.recipe_dict({})
+    data["stages"] = data["stages"][: len(prefix)]
+    from workbench.pipeline import PipelineSpec
+
+    print(f"[sweep] preparing shared stage(s) {', '.join(prefix)} once for all workers", flush=True)
+    run = PipelineRun(PipelineSpec.from_dict(data), quick=quick, results_root=sweep_dir(sweep, root),
+                      run_name="shared")
+    run.run()
+    shutil.rmtree(run.run_dir / "artifacts", ignore_errors=True)
+
+
+def ensure_gitignore(root: Path | None) -> None:
+    path = Path(root or results_dir()) / "sweeps" / ".gitignore"
+    if not path.exists():
+        atomic_write_text(path, "# model weights and checkpoints of sweep trials stay out of git\n"
+                                "*/trials/*/artifacts/\n*/trials/*/checkpoints/\n*/shared/\n"
+                                "*.db-journal\n*.db-wal\n*.db-shm\n*/workers/\n")
+
+
+def run_sweep(sweep: SweepSpec, *, root: Path | None = None, storage: str | None = None, workers: int | None = None,
+              quick: bool | None = None, fresh: bool = False, report: bool = True) -> dict[str, Any]:
+    """Run (or continue) a sweep to its total number of trials; export best recipes and plots."""
+    optuna = _optuna()
+    quick = sweep.quick if quick is None else quick
+    workers = workers or sweep.workers
+    out = sweep_dir(sweep, root)
+    url = storage_url(sweep, root, storage)
+    if fresh:
+        try:
+            optuna.delete_study(study_name=sweep.name, storage=make_storage(url, sweep, heartbeat=False))
+        except KeyError:
+            pass
+        for sub in ("trials", "best", "report", "shared"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    ensure_gitignore(root)
+    write_yaml(out / "sweep.yaml", {**sweep.to_dict(), "storage": mask_url(url), "quick": quick})
+    study = open_study(sweep, url, create=True, heartbeat=False)
+    reaped = reap_dead_trials(open_study(sweep, url), sweep)
+    if reaped:
+        print(f"[sweep] trial(s) {', '.join(map(str, reaped))} of dead workers marked FAIL and re-queued", flush=True)
+    c = _counts(study)
+    left = sweep.trials - c["COMPLETE"] - c["PRUNED"]
+    print(f"[sweep] {sweep.name}: {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed, "
+          f"{c['RUNNING']} running of {sweep.trials}; storage {mask_url(url)}", flush=True)
+    if left > 0:
+        if workers > 1:
+            warm_shared_stages(sweep, root, quick)
+            _spawn_workers(sweep, url, root, quick, min(workers, left))
+        else:
+            work(sweep, url, root=root, quick=quick)
+    study = open_study(sweep, url, heartbeat=False)
+    best = export(study, sweep, out)
+    if report:
+        from workbench.report import sweep_report
+
+        sweep_report(out, study=study)
+    return {"dir": out, "storage": url, "best": best, "counts": _counts(study)}
+
+
+def _spawn_workers(sweep: SweepSpec, url: str, root: Path | None, quick: bool, n: int) -> None:
+    if sweep.source is None:
+        raise ConfigError("sweep: --workers > 1 needs a sweep file (workers re-read it)")
+    env = dict(os.environ)
+    env[STORAGE_ENV] = url
+    threads = max(1, (os.cpu_count() or 1) // n)
+    env.setdefault("OMP_NUM_THREADS", str(threads))
+    logs = sweep_dir(sweep, root) / "workers"
+    logs.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for i in range(n):
+        cmd = [sys.executable, "-m", "workbench.sweep.cli", str(sweep.source), "--worker-id", str(i),
+               "--trials", str(sweep.trials), "--name", sweep.name]
+        if quick:
+            cmd.append("--quick")
+        if root is not None:
+            cmd += ["--results", str(root)]
+        log = open(logs / f"worker-{i}.log", "a")
+        procs.append((subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+        print(f"[sweep] worker {i}: pid {procs[-1][0].pid}, log {logs / f'worker-{i}.log'}", flush=True)
+    try:
+        for p, log in procs:
+            p.wait()
+            log.close()
+    except KeyboardInterrupt:
+        for p, _ in procs:
+            p.send_signal(signal.SIGINT)
+        raise
+    bad = [i for i, (p, _) in enumerate(procs) if p.returncode]
+    if bad:
+        print(f"[sweep] worker(s) {', '.join(map(str, bad))} exited with an error; see {logs}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------ exports
+def trial_rows(study: Any, sweep_objectives: list[str] | None = None) -> list[dict[str, Any]]:
+    objectives = sweep_objectives or study.user_attrs.get("objectives") or ["accuracy", "throughput"]
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row: dict[str, Any] = {"number": t.number, "state": t.state.name}
+        vals = t.values or []
+        for i, o in enumerate(objectives):
+            row[o] = vals[i] if i < len(vals) else None
+        stages = t.user_attrs.get("stages") or []
+        last = stages[-1] if stages else {}
+        for key, stage_key in (("accuracy", "accuracy"), ("throughput", "throughput_b1")):
+            if row.get(key) is None:
+                row[key] = last.get(stage_key)
+        row.update({"engine": last.get("engine"), "params": last.get("params"),
+                    "nonzero_params": last.get("nonzero_params"), "stages": "+".join(s["stage"] for s in stages),
+                    "duration_s": round(t.duration.total_seconds(), 1) if t.duration else None})
+        row.update({f"param:{k}": (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in t.params.items()})
+        rows.append(row)
+    return rows
+
+
+def best_trials(study: Any, top_k: int = 3) -> list[Any]:
+    from optuna.trial import TrialState
+
+    if len(study.directions) > 1:
+        return sorted(study.best_trials, key=lambda t: -t.values[0])
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    return sorted(done, key=lambda t: -t.value)[:top_k]
+
+
+def export(study: Any, sweep: SweepSpec, out: Path) -> list[dict[str, Any]]:
+    """best/<trial>.yaml for the Pareto front (or top-k), runnable with `workbench run`; trials.csv."""
+    rows = trial_rows(study, sweep.objectives)
+    cols = list(dict.fromkeys(k for r in rows for k in r)) or ["number", "state"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    atomic_write_text(out / "trials.csv", buf.getvalue())
+    best_dir = out / "best"
+    best = []
+    keep = set()
+    for rank, t in enumerate(best_trials(study, sweep.top_k), 1):
+        recipe = t.user_attrs.get("recipe") or sweep.build(sweep.values_from_params(t.params),
+                                                           name=f"{sweep.name}-trial{t.number}").to_dict()
+        fname = f"trial-{t.number}.yaml"
+        keep.add(fname)
+        obj = ", ".join(f"{o} {v:.4g}" for o, v in zip(sweep.objectives, t.values))
+        header = (f"# Sweep '{sweep.name}', trial {t.number} ({'Pareto front' if sweep.multi else f'rank {rank}'}): "
+                  f"{obj}\n# Run it: workbench run {best_dir / fname}\n"
+                  + "".join(f"#   {k} = {json.dumps(v)}\n" for k, v in sweep.values_from_params(t.params).items()))
+        import yaml
+
+        atomic_write_text(best_dir / fname, header + yaml.safe_dump(recipe, sort_keys=False))
+        best.append({"trial": t.number, "file": str(best_dir / fname),
+                     **{o: v for o, v in zip(sweep.objectives, t.values)},
+                     "params": t.user_attrs.get("params_count"), "nonzero_params": t.user_attrs.get("nonzero_params"),
+                     "engine": t.user_attrs.get("engine")})
+    if best_dir.exists():
+        for old in best_dir.glob("trial-*.yaml"):
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
+    return best
