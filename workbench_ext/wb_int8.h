@@ -88,59 +88,40 @@ static void wb_dense_portable(const uint8_t *xq, int M, int Kp, const int8_t *w,
  * k-pair: 2 weight loads, MR broadcasts, 2*MR vpmaddwd + vpaddd.  vpmaddwd on s16 inputs
  * (|q| <= 255, |w| <= 128) is exact in s32 -- no vpmaddubsw saturation.
  * ====================================================================================== */
+/* MR x 16 micro-kernel (MR <= 6) with named accumulators (GCC spills an accumulator array):
+ * 12 accumulators + 2 weight vectors + broadcast + product = 16 ymm registers at MR = 6.
+ * Rows r >= MR are removed at compile time. */
+#define WB_A2_ROW(r)                                                                          \
+    if (mr_c > r) {                                                                             \
+        int32_t av; memcpy(&av, A + r * lda + 2 * (size_t)kp, 4);                             \
+        const __m256i a = _mm256_set1_epi32(av);                                              \
+        c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(a, b0));                        \
+        c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(a, b1));                        \
+    }
+#define WB_A2_STORE(r)                                                                        \
+    if (mr_c > r) {                                                                             \
+        _mm256_storeu_si256((__m256i *)(C + r * 16), c##r##0);                                \
+        _mm256_storeu_si256((__m256i *)(C + r * 16 + 8), c##r##1);                            \
+    }
 #define WB_AVX2_DENSE_KERNEL(MR)                                                              \
 WB_AVX2 static void wb_avx2_dense_k##MR(const int16_t *A, size_t lda, const int16_t *B,       \
                                         int kpairs, int32_t *C) {                             \
-    __m256i c0[MR], c1[MR];                                                                   \
-    for (int r = 0; r < MR; r++) { c0[r] = _mm256_setzero_si256(); c1[r] = _mm256_setzero_si256(); } \
+    const int mr_c = MR;                                                                      \
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00;         \
+    __m256i c21 = c00, c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;      \
     for (int kp = 0; kp < kpairs; kp++) {                                                     \
         const __m256i b0 = _mm256_loadu_si256((const __m256i *)(B + (size_t)kp * 32));        \
         const __m256i b1 = _mm256_loadu_si256((const __m256i *)(B + (size_t)kp * 32 + 16));   \
-        for (int r = 0; r < MR; r++) {                                                        \
-            int32_t av; memcpy(&av, A + r * lda + 2 * (size_t)kp, 4);                         \
-            const __m256i a = _mm256_set1_epi32(av);                                          \
-            c0[r] = _mm256_add_epi32(c0[r], _mm256_madd_epi16(a, b0));                        \
-            c1[r] = _mm256_add_epi32(c1[r], _mm256_madd_epi16(a, b1));                        \
-        }                                                                                     \
+        WB_A2_ROW(0) WB_A2_ROW(1) WB_A2_ROW(2) WB_A2_ROW(3) WB_A2_ROW(4) WB_A2_ROW(5)         \
     }                                                                                         \
-    for (int r = 0; r < MR; r++) {                                                            \
-        _mm256_storeu_si256((__m256i *)(C + r * 16), c0[r]);                                  \
-        _mm256_storeu_si256((__m256i *)(C + r * 16 + 8), c1[r]);                              \
-    }                                                                                         \
+    WB_A2_STORE(0) WB_A2_STORE(1) WB_A2_STORE(2) WB_A2_STORE(3) WB_A2_STORE(4) WB_A2_STORE(5) \
 }
 WB_AVX2_DENSE_KERNEL(1)
 WB_AVX2_DENSE_KERNEL(2)
 WB_AVX2_DENSE_KERNEL(3)
 WB_AVX2_DENSE_KERNEL(4)
 WB_AVX2_DENSE_KERNEL(5)
-
-/* Hand-unrolled 6x16 kernel with named accumulators (GCC spills the array version above):
- * 12 accumulators + 2 weight vectors + broadcast + product = 16 ymm registers. */
-#define WB_A2_ROW(r)                                                                          \
-    {                                                                                         \
-        int32_t av; memcpy(&av, a##r + 2 * (size_t)kp, 4);                                    \
-        const __m256i a = _mm256_set1_epi32(av);                                              \
-        c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(a, b0));                        \
-        c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(a, b1));                        \
-    }
-WB_AVX2 static void wb_avx2_dense_6x16(const int16_t *A, size_t lda, const int16_t *B,
-                                       int kpairs, int32_t *C) {
-    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-    __m256i c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-    const int16_t *a0 = A, *a1 = A + lda, *a2 = A + 2 * lda, *a3 = A + 3 * lda, *a4 = A + 4 * lda,
-                  *a5 = A + 5 * lda;
-    for (int kp = 0; kp < kpairs; kp++) {
-        const __m256i b0 = _mm256_loadu_si256((const __m256i *)(B + (size_t)kp * 32));
-        const __m256i b1 = _mm256_loadu_si256((const __m256i *)(B + (size_t)kp * 32 + 16));
-        WB_A2_ROW(0) WB_A2_ROW(1) WB_A2_ROW(2) WB_A2_ROW(3) WB_A2_ROW(4) WB_A2_ROW(5)
-    }
-    _mm256_storeu_si256((__m256i *)(C + 0), c00);  _mm256_storeu_si256((__m256i *)(C + 8), c01);
-    _mm256_storeu_si256((__m256i *)(C + 16), c10); _mm256_storeu_si256((__m256i *)(C + 24), c11);
-    _mm256_storeu_si256((__m256i *)(C + 32), c20); _mm256_storeu_si256((__m256i *)(C + 40), c21);
-    _mm256_storeu_si256((__m256i *)(C + 48), c30); _mm256_storeu_si256((__m256i *)(C + 56), c31);
-    _mm256_storeu_si256((__m256i *)(C + 64), c40); _mm256_storeu_si256((__m256i *)(C + 72), c41);
-    _mm256_storeu_si256((__m256i *)(C + 80), c50); _mm256_storeu_si256((__m256i *)(C + 88), c51);
-}
+WB_AVX2_DENSE_KERNEL(6)
 
 #define WB_AVX2_MR 6
 
@@ -171,7 +152,7 @@ static void wb_dense_avx2(const int16_t *xs, int M, int Kp, const int16_t *Bp, i
             int32_t C[WB_AVX2_MR * 16];
             const int16_t *A = xs + (size_t)m0 * Kp, *B = Bp + p * panel;
             switch (mr) {
-                case 6: wb_avx2_dense_6x16(A, Kp, B, Kp / 2, C); break;
+                case 6: wb_avx2_dense_k6(A, Kp, B, Kp / 2, C); break;
                 case 5: wb_avx2_dense_k5(A, Kp, B, Kp / 2, C); break;
                 case 4: wb_avx2_dense_k4(A, Kp, B, Kp / 2, C); break;
                 case 3: wb_avx2_dense_k3(A, Kp, B, Kp / 2, C); break;
