@@ -169,19 +169,25 @@ static void wb_dense_avx2(const int16_t *xs, int M, int Kp, const int16_t *Bp, i
  * MR broadcasts, MR vpdpbusd (u8 activations x s8 weights -> s32, exact).
  * NOT executed on the development machine (no AVX-512 there).
  * ====================================================================================== */
+#define WB_V_ROW(r)                                                                           \
+    if (mr_c > r) {                                                                           \
+        int32_t av; memcpy(&av, A + r * lda + 4 * (size_t)k, 4);                              \
+        c##r = _mm512_dpbusd_epi32(c##r, _mm512_set1_epi32(av), b);                           \
+    }
+#define WB_V_STORE(r) if (mr_c > r) _mm512_storeu_si512((void *)(C + r * 16), c##r);
 #define WB_VNNI_DENSE_KERNEL(MR)                                                              \
 WB_AVX512 static void wb_vnni_dense_k##MR(const uint8_t *A, size_t lda, const int8_t *B,      \
                                           int kq, int32_t *C) {                               \
-    __m512i c[MR];                                                                            \
-    for (int r = 0; r < MR; r++) c[r] = _mm512_setzero_si512();                               \
+    const int mr_c = MR;                                                                      \
+    __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;         \
+    __m512i c6 = c0, c7 = c0;                                                                 \
     for (int k = 0; k < kq; k++) {                                                            \
         const __m512i b = _mm512_loadu_si512((const void *)(B + (size_t)k * 64));             \
-        for (int r = 0; r < MR; r++) {                                                        \
-            int32_t av; memcpy(&av, A + r * lda + 4 * (size_t)k, 4);                          \
-            c[r] = _mm512_dpbusd_epi32(c[r], _mm512_set1_epi32(av), b);                       \
-        }                                                                                     \
+        WB_V_ROW(0) WB_V_ROW(1) WB_V_ROW(2) WB_V_ROW(3)                                       \
+        WB_V_ROW(4) WB_V_ROW(5) WB_V_ROW(6) WB_V_ROW(7)                                       \
     }                                                                                         \
-    for (int r = 0; r < MR; r++) _mm512_storeu_si512((void *)(C + r * 16), c[r]);             \
+    WB_V_STORE(0) WB_V_STORE(1) WB_V_STORE(2) WB_V_STORE(3)                                   \
+    WB_V_STORE(4) WB_V_STORE(5) WB_V_STORE(6) WB_V_STORE(7)                                   \
 }
 WB_VNNI_DENSE_KERNEL(1)
 WB_VNNI_DENSE_KERNEL(2)
