@@ -143,6 +143,7 @@ def test_save_load_round_trip_is_identical(minilm, tmp_path):
     meta = json.loads((tmp_path / "eng" / "engine.json").read_text())
     assert meta["architecture"] == "BertForSequenceClassification" and meta["quantize"] is True
     loaded = Engine.load(tmp_path / "eng")
+    assert EngineModule(loaded).workbench_engine == "workbench-int8-sparse"
     assert loaded.meta["linears"] == engine.meta["linears"]
     assert np.array_equal(_engine_logits(loaded, enc), _engine_logits(engine, enc))
     # and through the nn.Module wrapper
@@ -177,6 +178,8 @@ def test_engine_module_and_recipe(minilm):
     assert out.loss is not None and out.loss.ndim == 0
     assert module(t["input_ids"], t["attention_mask"]).logits.shape == (len(TEXTS), 2)
     assert module.config.num_labels == 2
+    assert module.workbench_engine == "workbench-fp32"
+    assert not hasattr(module, "save_pretrained")  # the pipeline rebuilds compiled stages
 
 
 def test_distilbert_matches_torch():

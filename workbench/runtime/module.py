@@ -73,16 +73,21 @@ class EngineModule(nn.Module):
         """For workbench.evaluate.per_layer_sparsity: zeros per encoder Linear (HF names)."""
         return self.engine.layer_sparsity()
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        return self.engine.save(directory)
+    @property
+    def workbench_engine(self) -> str:
+        """The `engine` name the pipeline's metrics record (workbench.pipeline.engine_name)."""
+        kinds = {lm["kind"] for lm in self.engine.meta["linears"].values()}
+        name = "workbench-int8" if self.engine.meta["quantize"] else "workbench-fp32"
+        return name + ("-sparse" if any(k.endswith("sparse") for k in kinds) else "")
 
-    save = save_pretrained
+    # Deliberately no `save_pretrained`: the pipeline saves only HF models and rebuilds compiled
+    # ones from the previous stage (an engine dir is not loadable by from_pretrained).
+    def save(self, directory: str | os.PathLike) -> Path:
+        return self.engine.save(directory)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "EngineModule":
         return cls(Engine.load(directory))
-
-    from_pretrained = load
 
     def extra_repr(self) -> str:
         return repr(self.engine)
