@@ -159,7 +159,7 @@ static void wb_dense_avx2(const int16_t *xs, int M, int Kp, const int16_t *Bp, i
                 case 2: wb_avx2_dense_k2(A, Kp, B, Kp / 2, C); break;
                 default: wb_avx2_dense_k1(A, Kp, B, Kp / 2, C); break;
             }
-            wb_epilogue(e, C, 16, m0, mr, n0, nr);
+            wb_epilogue_avx2(e, C, 16, m0, mr, n0, nr);
         }
     }
 }
