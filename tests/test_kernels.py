@@ -184,6 +184,23 @@ def test_out_buffer_and_default_threads():
             layer(x, out=np.empty((6, 13), np.float64))
 
 
+@pytest.mark.parametrize("rows", [16, 32])
+@pytest.mark.parametrize("M,K,N", SHAPES)
+def test_block_sparse_int8_avx2_tile_rows(M, K, N, rows, monkeypatch):
+    if "avx2" not in AVAILABLE:
+        pytest.skip(f"CPU lacks ISA 'avx2' (available: {AVAILABLE})")
+    monkeypatch.setattr(int8, "SPARSE_AVX2_ROWS", rows)
+    rng = _rng("rows", M, K, N)
+    w, ws, b = _weights(rng, N, K, block_sparsity=0.6, empty_rows=True)
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    q, s, z, acc = _int_reference(x, w)
+    layer = int8.BlockSparseInt8Linear(w, ws, b, isa="avx2")
+    ref = int8.BlockSparseInt8Linear(w, ws, b, isa="portable")(x)
+    for nt in THREADS:
+        np.testing.assert_array_equal(layer.qmatmul(q, z, num_threads=nt), acc)
+        np.testing.assert_array_equal(layer(x, num_threads=nt), ref)
+
+
 @pytest.mark.parametrize("chunk", [1, 3, 16])
 def test_block_sparse_int8_k_chunks(isa, chunk, monkeypatch):
     monkeypatch.setattr(int8, "SPARSE_KB_CHUNK", chunk)

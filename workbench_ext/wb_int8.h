@@ -506,6 +506,92 @@ static void wb_pack_x_sparse_s16_avx2(const uint8_t *xq, int M, int Kp, int Kb, 
         wb_pack_x_sparse_s16_avx2_mb(xq, M, Kp, Kb, mb, out + (size_t)mb * Kb * WB_SP_MT * 4);
 }
 
+/* ---- AVX2 sparse, 32-row variant: activations stay u8 ([MB32][Kb][32][4], 128 B per block,
+ * so a 32-row slab for K = 768 is 24 KB) and are widened with vpmovzxbw at load time.  Halves
+ * the per-(column, tile) cost (loop exits, reductions, epilogue) relative to 16 rows. */
+#define WB_SP_MT32 32
+
+WB_AVX2 static inline __attribute__((always_inline)) void
+wb_avx2_sparse_col32(const uint8_t *Xt, const int32_t *col, const int16_t *vals16, int b, const int b1,
+                     __m256i *out /* [4]: rows 0-7, 8-15, 16-23, 24-31 */) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    for (; b < b1; b++) {
+        int64_t wv;
+        memcpy(&wv, vals16 + 4 * (size_t)b, 8);
+        const __m256i w = _mm256_set1_epi64x(wv);
+        const uint8_t *x = Xt + (size_t)col[b] * 128;
+#define WB_S32(i, acc) acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(x + 16 * i))), w));
+        WB_S32(0, a0) WB_S32(1, a1) WB_S32(2, a2) WB_S32(3, a3)
+        WB_S32(4, a4) WB_S32(5, a5) WB_S32(6, a6) WB_S32(7, a7)
+#undef WB_S32
+    }
+    out[0] = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a0, a1), 0xD8);
+    out[1] = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a2, a3), 0xD8);
+    out[2] = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a4, a5), 0xD8);
+    out[3] = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a6, a7), 0xD8);
+}
+
+WB_AVX2 static void wb_avx2_sparse32_tile(const uint8_t *Xt, int m0, int mr, int n0, int nr,
+                                          const int32_t *rp, const int32_t *col,
+                                          const int16_t *vals16, const wb_epi_t *e) {
+    int32_t zpl[32];
+    float xsl[32];
+    for (int r = 0; r < 32; r++) {
+        zpl[r] = r < mr ? e->zp[m0 + r] : 0;
+        xsl[r] = r < mr ? e->xscale[m0 + r] : 0.0f;
+    }
+    const int N = e->N;
+    void *outp = e->yi ? (void *)e->yi : (void *)e->y;
+    for (int jg = 0; jg < nr; jg += 8) {
+        const int nc = wb_imin(8, nr - jg);
+        __m256 R[4][8];
+        for (int jj = 0; jj < 8; jj++) {
+            if (jj >= nc) { for (int g = 0; g < 4; g++) R[g][jj] = _mm256_setzero_ps(); continue; }
+            const int n = n0 + jg + jj;
+            __m256i v[4];
+            wb_avx2_sparse_col32(Xt, col, vals16, rp[n], rp[n + 1], v);
+            const __m256i ws = _mm256_set1_epi32(e->wsum[n]);
+            const __m256 wsc = _mm256_set1_ps(e->wscale[n]), bb = _mm256_set1_ps(e->bias[n]);
+            for (int g = 0; g < 4; g++) {
+                __m256i c = _mm256_sub_epi32(v[g], _mm256_mullo_epi32(_mm256_loadu_si256((const __m256i *)(zpl + 8 * g)), ws));
+                if (e->yi) R[g][jj] = _mm256_castsi256_ps(c);
+                else R[g][jj] = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(c), _mm256_mul_ps(_mm256_loadu_ps(xsl + 8 * g), wsc)), bb);
+            }
+        }
+        for (int g = 0; g < 4 && 8 * g < mr; g++)
+            wb_store_8x8_t(R[g], mr - 8 * g, nc, outp, (size_t)N, (size_t)(m0 + 8 * g) * N + n0 + jg);
+    }
+}
+
+static void wb_pack_x_sparse_u8_32(const uint8_t *xq, int M, int Kp, int Kb, uint8_t *out, int nt) {
+    const int MB = (M + WB_SP_MT32 - 1) / WB_SP_MT32;
+    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)M * Kb > 16384)
+    for (int mb = 0; mb < MB; mb++) {
+        uint8_t *o = out + (size_t)mb * Kb * WB_SP_MT32 * 4;
+        for (int r = 0; r < WB_SP_MT32; r++) {
+            int m = mb * WB_SP_MT32 + r;
+            for (int kb = 0; kb < Kb; kb++) {
+                uint8_t *d = o + ((size_t)kb * WB_SP_MT32 + r) * 4;
+                if (m < M) memcpy(d, xq + (size_t)m * Kp + 4 * (size_t)kb, 4);
+                else memset(d, 0, 4);
+            }
+        }
+    }
+}
+
+static void wb_sparse_avx2_32(const uint8_t *xt, int M, int Kb, const int32_t *rp, const int32_t *col,
+                              const int16_t *vals16, int N, const wb_epi_t *e, int nt) {
+    const int MB = (M + WB_SP_MT32 - 1) / WB_SP_MT32, NB = (N + WB_SP_NC - 1) / WB_SP_NC;
+    const long total = (long)MB * NB;
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && total > 1)
+    for (long t = 0; t < total; t++) {
+        int mb = (int)(t / NB), nb = (int)(t % NB);
+        int m0 = mb * WB_SP_MT32, mr = wb_imin(WB_SP_MT32, M - m0);
+        int n0 = nb * WB_SP_NC, nr = wb_imin(WB_SP_NC, N - n0);
+        wb_avx2_sparse32_tile(xt + (size_t)mb * Kb * WB_SP_MT32 * 4, m0, mr, n0, nr, rp, col, vals16, e);
+    }
+}
+
 /* AVX-512 VNNI: one zmm of X = 16 rows x 4 k (u8); vpdpbusd with the broadcast 4 weights
  * gives the 16 row sums directly.  Four accumulators hide the vpdpbusd latency.
  * NOT executed on the development machine. */
