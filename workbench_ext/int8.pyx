@@ -164,6 +164,10 @@ cdef class _Int8Linear:
         self._packed = -1
         self._ensure_packed(self._resolve())
 
+    def __repr__(self):
+        extra = f", nnz_blocks={self.nnz_blocks}" if hasattr(self, "nnz_blocks") else ""
+        return f"{type(self).__name__}(N={self.N}, K={self.K}{extra}, isa={self.isa!r})"
+
     @property
     def isa(self):
         """The ISA path the weights are currently packed for (the one the next call uses

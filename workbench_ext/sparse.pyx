@@ -61,6 +61,9 @@ cdef class BlockSparseFp32Linear:
         self.bias = None if bias is None else bias.copy()
         self._bias0 = np.zeros(N, np.float32) if bias is None else self.bias
 
+    def __repr__(self):
+        return f"BlockSparseFp32Linear(N={self.N}, K={self.K}, nnz_blocks={self.nnz_blocks}, isa={self.isa!r})"
+
     @property
     def isa(self):
         """Path the next call uses: ``"avx2"`` when the active ISA is AVX2 or better, else ``"portable"``."""
