@@ -86,7 +86,7 @@ def run_report(run_dir: Path | str, out: Path | None = None) -> Path:
 def _load_sweep_study(folder: Path, storage: str | None) -> Any:
     import yaml
 
-    from workbench.sweep.runner import _optuna
+    from workbench.sweep.runner import _optuna, with_driver
 
     optuna = _optuna()
     info = yaml.safe_load((folder / "sweep.yaml").read_text()) or {}
@@ -96,6 +96,7 @@ def _load_sweep_study(folder: Path, storage: str | None) -> Any:
     url = url or info.get("storage")
     if not url or "***" in url:
         raise ConfigError(f"sweep '{folder.name}': its storage needs a password; pass --storage URL")
+    url = with_driver(url)
     try:
         return optuna.load_study(study_name=folder.name, storage=url)
     except KeyError:

@@ -60,8 +60,25 @@ def storage_url(sweep: SweepSpec, root: Path | None = None, override: str | None
     return f"sqlite:///{(sweep_dir(sweep, root) / 'study.db').resolve()}"
 
 
+def with_driver(url: str) -> str:
+    """`postgresql://` means psycopg (v3) to SQLAlchemy 2.1; use psycopg2 when only it is installed."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        u = make_url(url)
+    except Exception:
+        return url
+    if u.drivername == "postgresql":
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+            return u.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+    return url
+
+
 def make_storage(url: str, sweep: SweepSpec, heartbeat: bool = True) -> Any:
     optuna = _optuna()
+    url = with_driver(url)
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": 60}}
@@ -183,9 +200,9 @@ def reap_dead_trials(study: Any, sweep: SweepSpec) -> list[int]:
         if not isinstance(ident, dict) or ident.get("host") != host or _alive(ident):
             continue
         try:
+            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "worker process died")
             if study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
                 failed.append(t.number)
-                study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "worker process died")
                 retry(study, study._storage.get_trial(t._trial_id))
         except optuna.exceptions.UpdateFinishedTrialError:
             pass
@@ -228,6 +245,9 @@ class Objective:
         values = {p.path: p.suggest(trial) for p in sweep.params}
         spec = sweep.build(values, name=f"{sweep.name}-trial{trial.number}")
         trial.set_user_attr("recipe", spec.to_dict())
+        delay = float(os.environ.get("WORKBENCH_SWEEP_TRIAL_DELAY", "0") or 0)
+        if delay > 0:  # tests: a trial slow enough to be killed mid-way
+            time.sleep(delay)
         run_dir = self.trials_dir / str(trial.number)
         retry_of = trial.study._storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
         if retry_of is not None and not run_dir.exists() and (self.trials_dir / str(retry_of)).exists():
