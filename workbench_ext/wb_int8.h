@@ -226,8 +226,8 @@ static void wb_dense_vnni(const uint8_t *xq, int M, int Kp, const int8_t *Bp, in
 
 /* ========================================================================================
  * Dense: AMX (TDPBUSD).  xq must have Mp = M rounded up to 16 rows (zero rows), B packed as
- * for VNNI with an even number of 16-column panels.  Each work item = 16 rows x 32 columns:
- * C tiles tmm0/tmm1, A tile tmm2 (16 x 64 u8), B tiles tmm3/tmm4 (16 x 64 s8, VNNI layout).
+ * for VNNI with an even number of 16-column panels.  Each work item = 32 rows x 32 columns
+ * (see wb_amx_worker).
  * Tile configuration is per thread, so it is loaded inside the parallel region.
  * NOT executed on the development machine (no AMX there).
  * ====================================================================================== */
@@ -241,28 +241,48 @@ typedef struct {
 
 WB_AMX static void wb_amx_worker(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N,
                                  const wb_epi_t *e, long t0, long t1) {
+    /* tmm0-3: C (2 row tiles x 2 column tiles), tmm4-5: A (u8), tmm6-7: B (s8, VNNI layout);
+     * all 16 rows x 64 bytes.  Work item = 32 rows x 32 columns (2x2 tiles: 4 loads per 4
+     * TDPBUSD); a last item with <= 16 valid rows uses only the first row tile. */
     wb_tilecfg_t cfg;
     memset(&cfg, 0, sizeof(cfg));
     cfg.palette_id = 1;
-    for (int i = 0; i < 5; i++) { cfg.rows[i] = 16; cfg.colsb[i] = 64; }
+    for (int i = 0; i < 8; i++) { cfg.rows[i] = 16; cfg.colsb[i] = 64; }
     _tile_loadconfig(&cfg);
-    const int MB = (M + 15) / 16;
+    const int MB = (M + 31) / 32;
     const int chunks = Kp / 64;
     const size_t panel = (size_t)(Kp / 4) * 64;
-    int32_t C[16 * 32];
+    int32_t C[32 * 32];
     for (long t = t0; t < t1; t++) {
         int p2 = (int)(t / MB), mb = (int)(t % MB);
-        int m0 = mb * 16, mr = wb_imin(16, M - m0), n0 = p2 * 32, nr = wb_imin(32, N - n0);
-        const uint8_t *A = xq + (size_t)m0 * Kp;
+        int m0 = mb * 32, mr = wb_imin(32, M - m0), n0 = p2 * 32, nr = wb_imin(32, N - n0);
+        const uint8_t *A0 = xq + (size_t)m0 * Kp, *A1 = A0 + (size_t)16 * Kp;
         const int8_t *B0 = Bp + (size_t)(2 * p2) * panel, *B1 = B0 + panel;
         _tile_zero(0);
         _tile_zero(1);
-        for (int c = 0; c < chunks; c++) {
-            _tile_loadd(2, A + (size_t)c * 64, Kp);
-            _tile_loadd(3, B0 + (size_t)c * 1024, 64);
-            _tile_loadd(4, B1 + (size_t)c * 1024, 64);
-            _tile_dpbusd(0, 2, 3);
-            _tile_dpbusd(1, 2, 4);
+        if (mr > 16) {   /* rows m0+16.. exist in xq (padded to a multiple of 16 rows) */
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int c = 0; c < chunks; c++) {
+                _tile_loadd(4, A0 + (size_t)c * 64, Kp);
+                _tile_loadd(6, B0 + (size_t)c * 1024, 64);
+                _tile_loadd(7, B1 + (size_t)c * 1024, 64);
+                _tile_loadd(5, A1 + (size_t)c * 64, Kp);
+                _tile_dpbusd(0, 4, 6);
+                _tile_dpbusd(1, 4, 7);
+                _tile_dpbusd(2, 5, 6);
+                _tile_dpbusd(3, 5, 7);
+            }
+            _tile_stored(2, C + 16 * 32, 128);
+            _tile_stored(3, C + 16 * 32 + 16, 128);
+        } else {
+            for (int c = 0; c < chunks; c++) {
+                _tile_loadd(4, A0 + (size_t)c * 64, Kp);
+                _tile_loadd(6, B0 + (size_t)c * 1024, 64);
+                _tile_loadd(7, B1 + (size_t)c * 1024, 64);
+                _tile_dpbusd(0, 4, 6);
+                _tile_dpbusd(1, 4, 7);
+            }
         }
         _tile_stored(0, C, 128);
         _tile_stored(1, C + 16, 128);
@@ -273,7 +293,7 @@ WB_AMX static void wb_amx_worker(const uint8_t *xq, int M, int Kp, const int8_t 
 
 static void wb_dense_amx(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N,
                          const wb_epi_t *e, int nt) {
-    const int MB = (M + 15) / 16, NP2 = (N + 31) / 32;
+    const int MB = (M + 31) / 32, NP2 = (N + 31) / 32;
     const long total = (long)NP2 * MB;
     if (nt > total) nt = (int)total;
     if (nt < 1) nt = 1;
