@@ -26,9 +26,9 @@ constructor's ``isa=``; weights are (re)packed lazily for the path in use):
   the dev machine (AMD EPYC Zen3, 1 thread, 128x768x3072): ~125-140 GOP/s, i.e. ~40 of the
   theoretical 64 int8 ops/cycle of this scheme.  Sparse: vectorised over 16 tokens (int16
   activations) or, for K > 1024, 32 tokens (u8 activations widened at load).
-* ``avx512_vnni``: ``vpdpbusd`` 8x16 micro-kernel on u8 x s8.
+* ``avx512_vnni``: ``vpdpbusd`` 8x32 micro-kernel on u8 x s8 (16 zmm accumulators).
 * ``amx``: ``TDPBUSD`` on 16x64 u8 activation tiles and 16x64 VNNI-packed s8 weight tiles,
-  16x32 outputs per step.  The block-sparse layer has no AMX kernel (tiles cannot skip 1x4
+  2x2 tiles = 32x32 outputs per step.  The block-sparse layer has no AMX kernel (tiles cannot skip 1x4
   blocks); under ``amx`` it runs the ``avx512_vnni`` sparse kernel.
 
 Only ``portable`` and ``avx2`` have been executed on the development machine (AMD EPYC,

@@ -165,24 +165,34 @@ static void wb_dense_avx2(const int16_t *xs, int M, int Kp, const int16_t *Bp, i
 }
 
 /* ========================================================================================
- * Dense: AVX-512 VNNI.  Micro-kernel MR(<=8) x 16 outputs, per 4 k: 1 weight load (64 B),
- * MR broadcasts, MR vpdpbusd (u8 activations x s8 weights -> s32, exact).
+ * Dense: AVX-512 VNNI.  Micro-kernel MR(<=8) x 32 outputs, per 4 k: 2 weight loads (64 B),
+ * MR broadcasts, 2*MR vpdpbusd (u8 activations x s8 weights -> s32, exact).
  * NOT executed on the development machine (no AVX-512 there).
  * ====================================================================================== */
+/* MR x 32 micro-kernel (MR <= 8): two adjacent 16-column panels, 16 zmm accumulators;
+ * per 4 k: 2 weight loads + MR broadcasts for 2*MR vpdpbusd. */
 #define WB_V_ROW(r)                                                                           \
     if (mr_c > r) {                                                                           \
         int32_t av; memcpy(&av, A + r * lda + 4 * (size_t)k, 4);                              \
-        c##r = _mm512_dpbusd_epi32(c##r, _mm512_set1_epi32(av), b);                           \
+        const __m512i a = _mm512_set1_epi32(av);                                              \
+        c##r##0 = _mm512_dpbusd_epi32(c##r##0, a, b0);                                        \
+        c##r##1 = _mm512_dpbusd_epi32(c##r##1, a, b1);                                        \
     }
-#define WB_V_STORE(r) if (mr_c > r) _mm512_storeu_si512((void *)(C + r * 16), c##r);
+#define WB_V_STORE(r)                                                                         \
+    if (mr_c > r) {                                                                           \
+        _mm512_storeu_si512((void *)(C + r * 32), c##r##0);                                   \
+        _mm512_storeu_si512((void *)(C + r * 32 + 16), c##r##1);                              \
+    }
 #define WB_VNNI_DENSE_KERNEL(MR)                                                              \
 WB_AVX512 static void wb_vnni_dense_k##MR(const uint8_t *A, size_t lda, const int8_t *B,      \
-                                          int kq, int32_t *C) {                               \
+                                          size_t panel, int kq, int32_t *C) {                 \
     const int mr_c = MR;                                                                      \
-    __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;         \
-    __m512i c6 = c0, c7 = c0;                                                                 \
+    __m512i c00 = _mm512_setzero_si512(), c01 = c00, c10 = c00, c11 = c00, c20 = c00;         \
+    __m512i c21 = c00, c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;      \
+    __m512i c60 = c00, c61 = c00, c70 = c00, c71 = c00;                                       \
     for (int k = 0; k < kq; k++) {                                                            \
-        const __m512i b = _mm512_loadu_si512((const void *)(B + (size_t)k * 64));             \
+        const __m512i b0 = _mm512_loadu_si512((const void *)(B + (size_t)k * 64));            \
+        const __m512i b1 = _mm512_loadu_si512((const void *)(B + panel + (size_t)k * 64));    \
         WB_V_ROW(0) WB_V_ROW(1) WB_V_ROW(2) WB_V_ROW(3)                                       \
         WB_V_ROW(4) WB_V_ROW(5) WB_V_ROW(6) WB_V_ROW(7)                                       \
     }                                                                                         \
@@ -198,29 +208,30 @@ WB_VNNI_DENSE_KERNEL(6)
 WB_VNNI_DENSE_KERNEL(7)
 WB_VNNI_DENSE_KERNEL(8)
 
+/* Bp has an even number of 16-column panels (shared with AMX); items = 8 rows x 32 columns. */
 static void wb_dense_vnni(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N,
                           const wb_epi_t *e, int nt) {
-    const int NP = (N + 15) / 16, MB = (M + 7) / 8;
-    const long total = (long)NP * MB;
+    const int NP2 = (N + 31) / 32, MB = (M + 7) / 8;
+    const long total = (long)NP2 * MB;
     const size_t panel = (size_t)(Kp / 4) * 64;
     #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && total > 1)
     for (long t = 0; t < total; t++) {
-        int p = (int)(t / MB), mb = (int)(t % MB);
-        int n0 = p * 16, nr = wb_imin(16, N - n0), m0 = mb * 8, mr = wb_imin(8, M - m0);
-        int32_t C[8 * 16];
+        int p2 = (int)(t / MB), mb = (int)(t % MB);
+        int n0 = p2 * 32, nr = wb_imin(32, N - n0), m0 = mb * 8, mr = wb_imin(8, M - m0);
+        int32_t C[8 * 32];
         const uint8_t *A = xq + (size_t)m0 * Kp;
-        const int8_t *B = Bp + p * panel;
+        const int8_t *B = Bp + (size_t)(2 * p2) * panel;
         switch (mr) {
-            case 8: wb_vnni_dense_k8(A, Kp, B, Kp / 4, C); break;
-            case 7: wb_vnni_dense_k7(A, Kp, B, Kp / 4, C); break;
-            case 6: wb_vnni_dense_k6(A, Kp, B, Kp / 4, C); break;
-            case 5: wb_vnni_dense_k5(A, Kp, B, Kp / 4, C); break;
-            case 4: wb_vnni_dense_k4(A, Kp, B, Kp / 4, C); break;
-            case 3: wb_vnni_dense_k3(A, Kp, B, Kp / 4, C); break;
-            case 2: wb_vnni_dense_k2(A, Kp, B, Kp / 4, C); break;
-            default: wb_vnni_dense_k1(A, Kp, B, Kp / 4, C); break;
+            case 8: wb_vnni_dense_k8(A, Kp, B, panel, Kp / 4, C); break;
+            case 7: wb_vnni_dense_k7(A, Kp, B, panel, Kp / 4, C); break;
+            case 6: wb_vnni_dense_k6(A, Kp, B, panel, Kp / 4, C); break;
+            case 5: wb_vnni_dense_k5(A, Kp, B, panel, Kp / 4, C); break;
+            case 4: wb_vnni_dense_k4(A, Kp, B, panel, Kp / 4, C); break;
+            case 3: wb_vnni_dense_k3(A, Kp, B, panel, Kp / 4, C); break;
+            case 2: wb_vnni_dense_k2(A, Kp, B, panel, Kp / 4, C); break;
+            default: wb_vnni_dense_k1(A, Kp, B, panel, Kp / 4, C); break;
         }
-        wb_epilogue(e, C, 16, m0, mr, n0, nr);
+        wb_epilogue(e, C, 32, m0, mr, n0, nr);
     }
 }
 
