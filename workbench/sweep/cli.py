@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
         if args.trials < 1:
             raise ConfigError(f"--trials must be >= 1, got {args.trials}")
         sweep.trials = args.trials
+    if args.quick and not sweep.quick and not args.name:
+        sweep.name = f"quick-{sweep.name}"  # like `workbench run --quick`: a quick study of its own
     if args.name:
         if "/" in args.name:
             raise ConfigError(f"--name must not contain '/', got {args.name!r}")

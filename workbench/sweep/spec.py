@@ -15,6 +15,7 @@
     keep_artifacts: false                 # keep each trial's saved models (disk heavy)
     overrides:                            # fixed changes to the base recipe, by path
       quick.train_examples: 512
+      stages.int8.enabled: false          # (drops the stage from every trial)
     space:                                # path -> distribution
       stages.student.recipes.student.layers: {choices: [[0, 2, 4], [0, 5], [1, 3, 5]]}
       stages.pruned.recipes.magnitude_prune.sparsity: {low: 0.5, high: 0.95}
@@ -442,10 +443,17 @@ def parse_sweep(data: Any, *, source: Path | None = None, default_name: str = "s
     overrides = data.get("overrides") or {}
     if not isinstance(overrides, dict):
         fail("sweep", "overrides", f"must be a mapping of path: value, got {overrides!r}")
+    disabled = []
     for path, value in overrides.items():
         if _is_enabled_path(_split(str(path), "sweep overrides")):
-            fail("sweep overrides", str(path), "cannot disable a stage; remove it from the recipe instead")
+            if not isinstance(value, bool):
+                fail("sweep overrides", str(path), f"must be true or false, got {value!r}")
+            i = _named_item(base["stages"], str(path).split(".")[1], "stage", "sweep overrides", str(path))
+            if not value:
+                disabled.append(base["stages"][i]["name"])
+            continue
         set_path(base, str(path), value, "sweep overrides")
+    drop_stages(base, disabled)
     try:
         PipelineSpec.from_dict(copy.deepcopy(base))
     except ConfigError as exc:
