@@ -16,7 +16,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     spec = PipelineSpec.from_yaml(args.recipe)  # validates everything before work starts
     name = args.name or (f"quick-{spec.name}" if args.quick else spec.name)
     run = PipelineRun(spec, quick=args.quick, results_root=Path(args.results) if args.results else None,
-                      run_name=name, fresh=args.fresh)
+                      run_name=name, fresh=args.fresh, remeasure=args.remeasure)
     metrics = run.run()
     _print_table(metrics)
     print(f"\nresults: {run.run_dir}")
@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--name", help="run name (default: the recipe's name, quick-<name> with --quick)")
     r.add_argument("--results", help="results root folder (default: ./results)")
     r.add_argument("--fresh", action="store_true", help="discard earlier results of this run instead of resuming")
+    r.add_argument("--remeasure", action="store_true",
+                   help="re-measure finished stages (accuracy, size, speed) without retraining them")
     r.set_defaults(func=_cmd_run)
     sub.add_parser("tasks", help="list the embedded tasks").set_defaults(func=_cmd_tasks)
     sub.add_parser("models", help="list the embedded models").set_defaults(func=_cmd_models)

@@ -72,7 +72,7 @@ class EvalConfig:
 class QuickConfig:
     """What `--quick` shrinks: the same stages on a small subset, for tests and smoke runs."""
 
-    train_examples: int = 1000
+    train_examples: int = 800
     eval_examples: int = 300
     epochs: int = 2
     speed_iters: int = 3
@@ -238,9 +238,9 @@ class PipelineRun:
     """Runs a `PipelineSpec` into `results/<name>/`, resuming whatever an earlier run finished."""
 
     def __init__(self, spec: PipelineSpec, *, quick: bool = False, results_root: Path | None = None,
-                 run_name: str | None = None, fresh: bool = False,
+                 run_name: str | None = None, fresh: bool = False, remeasure: bool = False,
                  on_eval: Callable[[str, int, dict[str, float]], None] | None = None) -> None:
-        self.spec, self.quick, self.on_eval = spec, quick, on_eval
+        self.spec, self.quick, self.on_eval, self.remeasure = spec, quick, on_eval, remeasure
         self.run_dir = Path(results_root or results_dir()) / (run_name or spec.name)
         if fresh and self.run_dir.exists():
             shutil.rmtree(self.run_dir)
@@ -292,7 +292,10 @@ class PipelineRun:
                 info = json.loads((saved / "done.json").read_text())
                 if info.get("key") == key:
                     self.models[stage.name] = load_saved_model(saved / "model")
-                    return {**info["metrics"], "reused_from": str(saved)}
+                    metrics = {**info["metrics"], "reused_from": str(saved)}
+                    if self.remeasure:  # same trained model, measured again (e.g. on a quiet machine)
+                        metrics.update(self._measure(stage.name, self.models[stage.name]))
+                    return metrics
         if done.exists() and json.loads(done.read_text()).get("key") != key:
             raise ConfigError(f"stage '{stage.name}': {self.run_dir} holds results of a different recipe; "
                               "re-run with --fresh or choose another --name")

@@ -3,8 +3,4 @@ from workbench.recipes.base import (  # noqa: F401
     RECIPES, Recipe, RecipeContext, TrainState, build_recipe, recipe_class, register_recipe,
 )
 from workbench.recipes import distill, finetune, prune, quantize  # noqa: F401
-
-try:  # the runtime recipe needs the compiled kernels; without them the rest still works
-    import workbench.runtime  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
+from workbench import runtime  # noqa: F401,E402  (registers `workbench_runtime`)

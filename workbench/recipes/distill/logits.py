@@ -58,11 +58,26 @@ class LogitDistill(Recipe):
         for p in self.teacher.parameters():
             p.requires_grad_(False)
 
+    def _teacher_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The teacher's logits, memoised per example: the teacher is frozen and in eval mode,
+        so after the first epoch (and in later stages distilling from the same teacher) its
+        forward pass is a lookup. Keys are the example's unpadded token ids."""
+        cache: dict[bytes, torch.Tensor] = self.teacher.__dict__.setdefault("_workbench_logit_cache", {})
+        ids, mask = batch["input_ids"], batch.get("attention_mask")
+        keys = [(row[m.bool()] if mask is not None else row).numpy().tobytes()
+                for row, m in zip(ids, mask if mask is not None else ids)]
+        missing = [i for i, k in enumerate(keys) if k not in cache]
+        if missing:
+            sub = {k: v[missing] for k, v in batch.items() if k != "labels"}
+            with torch.no_grad():
+                out = self.teacher(**sub).logits.float()
+            for i, row in zip(missing, out):
+                cache[keys[i]] = row
+        return torch.stack([cache[k] for k in keys])
+
     def compute_loss(self, state: TrainState, loss: torch.Tensor) -> torch.Tensor:
         batch = state.batch
-        with torch.no_grad():
-            teacher_logits = self.teacher(**{k: v for k, v in batch.items() if k != "labels"}).logits
-        return kd_loss(state.outputs.logits, teacher_logits, batch["labels"],
+        return kd_loss(state.outputs.logits, self._teacher_logits(batch), batch["labels"],
                        self.config.temperature, self.config.alpha)
 
     def on_train_end(self, state: TrainState) -> None:

@@ -1,0 +1,50 @@
+"""Trains a tiny BERT with gradual pruning; used by test_resume.py in a subprocess.
+
+usage: python resume_worker.py CHECKPOINT_DIR OUT_FILE [KILL_AT_STEP]
+With KILL_AT_STEP the process SIGKILLs itself right after that optimizer step (no clean-up,
+like an OOM kill or a pulled plug).
+"""
+import os
+import signal
+import sys
+
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from workbench.recipes.base import Recipe, RecipeContext
+from workbench.recipes.prune.magnitude import MagnitudePrune, MagnitudePruneConfig
+from workbench.train import TrainConfig, Trainer
+
+
+class KillAt(Recipe):
+    def on_step_end(self, state):
+        if self.config is not None and state.step == self.config:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def main() -> None:
+    ckpt, out = sys.argv[1], sys.argv[2]
+    kill_at = int(sys.argv[3]) if len(sys.argv) > 3 else None
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=16, num_labels=2)
+    model = BertForSequenceClassification(cfg)
+    g = torch.Generator().manual_seed(1)
+    data = [{"input_ids": torch.randint(1, 50, (8,), generator=g), "labels": torch.tensor(i % 2)} for i in range(40)]
+
+    def collate(rows):
+        return {"input_ids": torch.stack([r["input_ids"] for r in rows]),
+                "labels": torch.stack([r["labels"] for r in rows])}
+
+    ctx = RecipeContext(task=None, tokenizer=None, run_dir=None, stage="s")
+    prune = MagnitudePrune(MagnitudePruneConfig(sparsity=0.75, schedule="cubic", end=0.8, frequency=2), ctx)
+    model = prune.apply(model)
+    trainer = Trainer(model, data, collate, TrainConfig(epochs=3, batch_size=8, lr=1e-3, checkpoint_every=4),
+                      [prune, KillAt(kill_at, ctx)], seed=0, checkpoint_dir=__import__("pathlib").Path(ckpt))
+    trained = trainer.train()
+    torch.save({k: v.clone() for k, v in trained.state_dict().items()}, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Bad recipes fail before any work starts, with a message naming the stage and the key."""
+from __future__ import annotations
+
+import pytest
+
+from workbench.config import ConfigError
+from workbench.pipeline import PipelineSpec
+
+
+def spec(**stage_overrides):
+    stages = stage_overrides.pop("stages", None) or [
+        {"name": "teacher", "recipes": ["finetune"], "train": {"epochs": 1}},
+        {"name": "pruned", "recipes": [{"magnitude_prune": {"sparsity": 0.8}}]},
+    ]
+    return {"name": "t", "task": "rt-sentiment", "model": "minilm-l6", "stages": stages, **stage_overrides}
+
+
+def test_valid_spec_round_trips():
+    s = PipelineSpec.from_dict(spec())
+    again = PipelineSpec.from_dict(s.to_dict())
+    assert again.to_dict() == s.to_dict()
+    assert s.stages[1].recipes[0][1].block == (1, 4)  # defaults filled in
+
+
+@pytest.mark.parametrize("stages, message", [
+    ([{"name": "a", "recipes": [{"magnitude_prune": {"sparsity": 0.8, "blok": [1, 4]}}]}],
+     "stage 'a' recipe 'magnitude_prune': 'blok' is not a known setting; did you mean 'block'?"),
+    ([{"name": "a", "recipes": [{"magnitude_prune": {"sparsity": "high"}}]}],
+     "stage 'a' recipe 'magnitude_prune': 'sparsity' must be a number, got 'high'"),
+    ([{"name": "a", "recipes": [{"magnitude_prune": {"sparsity": 1.5}}]}],
+     "'sparsity' must be in [0, 1), got 1.5"),
+    ([{"name": "a", "recipes": [{"magnitude_prune": {"sparsity": 0.5, "block": [1, 4, 2]}}]}],
+     "'block' must have 2 items"),
+    ([{"name": "a", "recipes": [{"magnitude_prune": {"sparsity": 0.5, "schedule": "linear"}}]}],
+     "'schedule' must be one of ['oneshot', 'cubic']"),
+    ([{"name": "a", "recipes": ["finetun"]}], "stage 'a': unknown recipe 'finetun'; did you mean 'finetune'?"),
+    ([{"name": "a", "recipes": ["finetune"], "train": {"lr": -1}}], "stage 'a' train: 'lr' must be in (0, 1)"),
+    ([{"name": "a", "recipes": ["finetune"], "train": {"epochs": 1.5}}], "'epochs' must be an integer"),
+    ([{"name": "a", "recipes": [{"distill_logits": {"teacher": "nobody"}}]}],
+     "'teacher' must name an earlier stage"),
+    ([{"name": "a", "recipes": ["dynamic_int8"], "train": {"epochs": 1}}],
+     "stage 'a': 'train' is set but no recipe trains"),
+    ([{"name": "a", "recipes": [{"magnitude_prune": {"sparsity": 0.5, "schedule": "cubic"}}]}],
+     "gradual pruning needs a loss"),
+    ([{"name": "a", "recipes": ["finetune"]}, {"name": "a", "recipes": ["finetune"]}],
+     "stage 'a': 'name' is used by two stages"),
+    ([{"name": "a", "from": "later", "recipes": ["finetune"]}], "stage 'a': 'from' must name an earlier stage"),
+    ([{"name": "a", "recipes": [{"student": {"layers": [0, 0]}}]}], "'layers' has repeated indices"),
+    ([{"name": "a", "recipes": ["finetune"], "trian": {}}], "stage 'a': 'trian' is not a known stage setting"),
+])
+def test_bad_stage_settings_are_named(stages, message):
+    with pytest.raises(ConfigError) as info:
+        PipelineSpec.from_dict(spec(stages=stages))
+    assert message in str(info.value)
+
+
+def test_bad_pipeline_keys_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="'modle' is not a known setting; did you mean 'model'"):
+        PipelineSpec.from_dict({**spec(), "modle": "x"})
+    with pytest.raises(ConfigError, match="pipeline eval: 'speed_batches' must be a list"):
+        PipelineSpec.from_dict({**spec(), "eval": {"speed_batches": 8}})
+    with pytest.raises(ConfigError, match="does not exist"):
+        PipelineSpec.from_yaml(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stages: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        PipelineSpec.from_yaml(bad)
+
+
+def test_cli_reports_errors_before_work(tmp_path, capsys):
+    from workbench.cli import main
+
+    bad = tmp_path / "r.yaml"
+    bad.write_text("task: rt-sentiment\nmodel: minilm-l6\nstages:\n  - name: p\n    recipes:\n"
+                   "      - magnitude_prune: {sparsity: 0.9, block: [1, 0]}\n")
+    assert main(["run", str(bad), "--results", str(tmp_path)]) == 2
+    assert "stage 'p' recipe 'magnitude_prune': 'block' must be two positive sizes" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # nothing started
+
+
+def test_unknown_model_fails_clearly(tmp_path):
+    from workbench.models import ModelNotFound, load_model
+
+    with pytest.raises(ModelNotFound, match="offline by default"):
+        load_model("no-such-org/no-such-model", num_labels=2)
+    with pytest.raises(ModelNotFound, match="does not exist"):
+        load_model("./no/such/dir", num_labels=2)
+    (tmp_path / "m").mkdir()
+    with pytest.raises(ModelNotFound, match="has no config.json"):
+        load_model(str(tmp_path / "m"), num_labels=2)
