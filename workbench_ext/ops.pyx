@@ -22,7 +22,7 @@ cdef extern from "wb_ops.h" nogil:
     void wb_gelu(const float *x, float *y, size_t n, int isa, int nt)
     void wb_layernorm(const float *x, const float *bias, const float *res, const float *g, const float *b, float eps, long R, int H, float *y, int isa, int nt)
     void wb_softmax(const float *x, long R, int H, float *y, int isa, int nt)
-    void wb_quantize_static(const float *x, size_t n, float scale, int32_t zp, uint8_t *q, int nt)
+    void wb_quantize_static(const float *x, size_t n, float scale, int32_t zp, uint8_t *q, int isa, int nt)
     void wb_quantize_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *scale, int32_t *zp, int isa, int nt)
 
 
@@ -149,10 +149,11 @@ def quantize_static(x, scale, zero_point, num_threads=None):
         raise ValueError(f"zero_point must be in [0, 255] for uint8, got {zero_point}")
     cdef int32_t zp = zp_int
     cdef int nt = wb_threads(check_threads(num_threads))
+    cdef int isa = _isa()
     q = np.empty(x.shape, np.uint8)
     cdef size_t n = x.size
     cdef const float *px = <const float*>_ptr(x)
     cdef uint8_t *pq = <uint8_t*>_ptr(q)
     with nogil:
-        wb_quantize_static(px, n, fs, zp, pq, nt)
+        wb_quantize_static(px, n, fs, zp, pq, isa, nt)
     return q

@@ -127,6 +127,25 @@ static void wb_quant_row_portable(const float *x, int K, int Kp, uint8_t *q, flo
     for (int k = K; k < Kp; k++) q[k] = 0;
 }
 
+/* q[i] = clamp(rint(x[i] * inv) + zpf, 0, 255): same operations as wb_q1, 16 at a time. */
+WB_AVX2 static void wb_quant_apply_avx2(const float *x, size_t n, float inv, float zpf, uint8_t *q) {
+    const __m256 vinv = _mm256_set1_ps(inv), vzp = _mm256_set1_ps(zpf);
+    const __m256 v0 = _mm256_setzero_ps(), v255 = _mm256_set1_ps(255.0f);
+    size_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        __m256 a = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + k), vinv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m256 b = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + k + 8), vinv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        a = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(a, vzp), v0), v255);
+        b = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(b, vzp), v0), v255);
+        __m256i ia = _mm256_cvtps_epi32(a), ib = _mm256_cvtps_epi32(b);
+        __m256i p16 = _mm256_packus_epi32(ia, ib);             /* lanes: a0-3 b0-3 | a4-7 b4-7 */
+        p16 = _mm256_permute4x64_epi64(p16, 0xD8);              /* a0-7 | b0-7 */
+        __m128i p8 = _mm_packus_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1));
+        _mm_storeu_si128((__m128i *)(q + k), p8);
+    }
+    for (; k < n; k++) q[k] = wb_q1(x[k], inv, zpf);
+}
+
 WB_AVX2 static void wb_quant_row_avx2(const float *x, int K, int Kp, uint8_t *q, float *scale, int32_t *zp) {
     __m256 vlo = _mm256_setzero_ps(), vhi = _mm256_setzero_ps();
     int k = 0;
@@ -142,22 +161,7 @@ WB_AVX2 static void wb_quant_row_avx2(const float *x, int K, int Kp, uint8_t *q,
     for (int i = 0; i < 8; i++) { lo = lo_a[i] < lo ? lo_a[i] : lo; hi = hi_a[i] > hi ? hi_a[i] : hi; }
     for (; k < K; k++) { float v = x[k]; lo = v < lo ? v : lo; hi = v > hi ? v : hi; }
     wb_qparams(lo, hi, scale, zp, &inv);
-    float zpf = (float)*zp;
-    const __m256 vinv = _mm256_set1_ps(inv), vzp = _mm256_set1_ps(zpf);
-    const __m256 v0 = _mm256_setzero_ps(), v255 = _mm256_set1_ps(255.0f);
-    k = 0;
-    for (; k + 16 <= K; k += 16) {
-        __m256 a = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + k), vinv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        __m256 b = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + k + 8), vinv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        a = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(a, vzp), v0), v255);
-        b = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(b, vzp), v0), v255);
-        __m256i ia = _mm256_cvtps_epi32(a), ib = _mm256_cvtps_epi32(b);
-        __m256i p16 = _mm256_packus_epi32(ia, ib);             /* lanes: a0-3 b0-3 | a4-7 b4-7 */
-        p16 = _mm256_permute4x64_epi64(p16, 0xD8);              /* a0-7 | b0-7 */
-        __m128i p8 = _mm_packus_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1));
-        _mm_storeu_si128((__m128i *)(q + k), p8);
-    }
-    for (; k < K; k++) q[k] = wb_q1(x[k], inv, zpf);
+    wb_quant_apply_avx2(x, (size_t)K, inv, (float)*zp, q);
     for (k = K; k < Kp; k++) q[k] = 0;
 }
 

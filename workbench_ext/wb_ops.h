@@ -204,11 +204,17 @@ static void wb_softmax(const float *x, long R, int H, float *y, int isa, int nt)
 }
 
 /* ---------------- static (per-tensor) u8 quantization ---------------- */
-static void wb_quantize_static(const float *x, size_t n, float scale, int32_t zp, uint8_t *q, int nt) {
+static void wb_quantize_static(const float *x, size_t n, float scale, int32_t zp, uint8_t *q, int isa, int nt) {
     nt = wb_threads(nt);
     const float inv = 1.0f / scale, zpf = (float)zp;
+    const size_t CH = 16384;
+    const long nch = (long)((n + CH - 1) / CH);
     #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)n > WB_PAR_MIN)
-    for (size_t i = 0; i < n; i++) q[i] = wb_q1(x[i], inv, zpf);
+    for (long c = 0; c < nch; c++) {
+        size_t s = (size_t)c * CH, len = n - s < CH ? n - s : CH;
+        if (isa >= WB_ISA_AVX2) wb_quant_apply_avx2(x + s, len, inv, zpf, q + s);
+        else for (size_t i = s; i < s + len; i++) q[i] = wb_q1(x[i], inv, zpf);
+    }
 }
 
 #endif
