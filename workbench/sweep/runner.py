@@ -361,7 +361,8 @@ def ensure_gitignore(root: Path | None) -> None:
     if not path.exists():
         atomic_write_text(path, "# model weights and checkpoints of sweep trials stay out of git\n"
                                 "*/trials/*/artifacts/\n*/trials/*/checkpoints/\n*/shared/\n"
-                                "*.db-journal\n*.db-wal\n*.db-shm\n*/workers/\n")
+                                "*.db-journal\n*.db-wal\n*.db-shm\n*/workers/\n"
+                                "# the notebooks' quick sweeps\nquick-nb*/\n")
 
 
 def run_sweep(sweep: SweepSpec, *, root: Path | None = None, storage: str | None = None, workers: int | None = None,
