@@ -379,8 +379,8 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
             rows = np.repeat(np.arange(N), np.diff(rp))
             counts = np.bincount(rows * nch + self.col_idx // kc, minlength=N * nch).reshape(N, nch)
             rpc = np.empty((N, nch + 1), np.int32)
-            rpc[:, 0] = rp[:-1]
-            rpc[:, 1:] = rp[:-1, None] + np.cumsum(counts, axis=1)
+            rpc[:, 0] = rp[:N]
+            rpc[:, 1:] = rp[:N, None] + np.cumsum(counts, axis=1)
             self._rpc = rpc
             self._nch = nch
         return 0
