@@ -433,6 +433,39 @@ wb_avx2_sparse_col(const int16_t *Xt, const int32_t *col, const int16_t *vals16,
     *hi = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a2, a3), 0xD8);  /* rows 8..15 */
 }
 
+/* Two columns at once (independent accumulator sets give the ILP): one loop over the common
+ * length, then the longer column's tail -- halves the unpredictable loop exits per column. */
+static int wb_sparse_pair_cols = 1;
+
+WB_AVX2 static inline __attribute__((always_inline)) void
+wb_avx2_sparse_col2(const int16_t *Xt, const int32_t *col, const int16_t *vals16,
+                    int b, const int b1, int d, const int d1, __m256i *out /* lo0 hi0 lo1 hi1 */) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    __m256i e0 = a0, e1 = a0, e2 = a0, e3 = a0;
+    const int n = wb_imin(b1 - b, d1 - d);
+#define WB_BLK(bb, A0, A1, A2, A3)                                                             \
+    {                                                                                         \
+        int64_t wv; memcpy(&wv, vals16 + 4 * (size_t)(bb), 8);                                \
+        const __m256i w = _mm256_set1_epi64x(wv);                                             \
+        const int16_t *x = Xt + (size_t)col[bb] * 64;                                         \
+        A0 = _mm256_add_epi32(A0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x)), w));      \
+        A1 = _mm256_add_epi32(A1, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x + 16)), w)); \
+        A2 = _mm256_add_epi32(A2, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x + 32)), w)); \
+        A3 = _mm256_add_epi32(A3, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x + 48)), w)); \
+    }
+    for (int i = 0; i < n; i++) {
+        WB_BLK(b + i, a0, a1, a2, a3)
+        WB_BLK(d + i, e0, e1, e2, e3)
+    }
+    for (b += n; b < b1; b++) WB_BLK(b, a0, a1, a2, a3)
+    for (d += n; d < d1; d++) WB_BLK(d, e0, e1, e2, e3)
+#undef WB_BLK
+    out[0] = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a0, a1), 0xD8);
+    out[1] = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a2, a3), 0xD8);
+    out[2] = _mm256_permute4x64_epi64(_mm256_hadd_epi32(e0, e1), 0xD8);
+    out[3] = _mm256_permute4x64_epi64(_mm256_hadd_epi32(e2, e3), 0xD8);
+}
+
 /* AVX2 sparse work item: rows m0..m0+15 (mr valid), columns n0..n0+nr-1.
  * K is processed in nch chunks (rpc[n * (nch + 1) + c] = first block of row n in chunk c) so the
  * 16-row activation slab of one chunk (<= 24 KB) stays in L1; per-column partial sums go to
@@ -443,7 +476,20 @@ WB_AVX2 static void wb_avx2_sparse_tile(const int16_t *Xt, int m0, int mr, int n
                                         const int16_t *vals16, const wb_epi_t *e) {
     int32_t Cacc[WB_SP_NC * 16] __attribute__((aligned(32)));
     for (int c = 0; c < nch; c++) {
-        for (int jj = 0; jj < nr; jj++) {
+        int jj = 0;
+        if (wb_sparse_pair_cols) {
+            for (; jj + 2 <= nr; jj += 2) {
+                const int32_t *r0 = rpc + (size_t)(n0 + jj) * (nch + 1) + c, *r1 = r0 + (nch + 1);
+                __m256i v[4];
+                wb_avx2_sparse_col2(Xt, col, vals16, r0[0], r0[1], r1[0], r1[1], v);
+                __m256i *dst = (__m256i *)(Cacc + jj * 16);
+                for (int i = 0; i < 4; i++) {
+                    if (c) v[i] = _mm256_add_epi32(v[i], _mm256_load_si256(dst + i));
+                    _mm256_store_si256(dst + i, v[i]);
+                }
+            }
+        }
+        for (; jj < nr; jj++) {
             const int32_t *rr = rpc + (size_t)(n0 + jj) * (nch + 1) + c;
             __m256i lo, hi;
             wb_avx2_sparse_col(Xt, col, vals16, rr[0], rr[1], &lo, &hi);
