@@ -19,6 +19,7 @@ from workbench_ext import cpu as _cpu
 cnp.import_array()
 
 cdef extern from "wb_sparse.h" nogil:
+    int wb_f32_pair_cols
     int wb_threads(int nt)
     void wb_f32_pack_x(const float *x, int M, int K, int Kb, float *out, int nt)
     void wb_f32_sparse_portable(const float *xt, int M, int Kb, const int32_t *rp, const int32_t *col, const float *vals, const float *bias, int N, float *y, int nt)
@@ -113,3 +114,9 @@ cdef class BlockSparseFp32Linear:
             else:
                 wb_f32_sparse_portable(pt, M, Kb, rp, col, vals, pb, N, py, nt)
         return y
+
+
+def _set_pair_cols(int on):
+    """Experiment switch (AVX2 kernel): process two output columns per loop (default on)."""
+    global wb_f32_pair_cols
+    wb_f32_pair_cols = on
