@@ -79,7 +79,6 @@ cdef extern from "wb_int8.h" nogil:
     void wb_dense_vnni(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N, const wb_epi_t *e, int nt)
     void wb_dense_amx(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N, const wb_epi_t *e, int nt)
     void wb_sparse_portable(const uint8_t *xq, int M, int Kp, const int32_t *rp, const int32_t *col, const int8_t *vals, int N, const wb_epi_t *e, int nt)
-    void wb_pack_x_sparse_s16(const uint8_t *xq, int M, int Kp, int Kb, int16_t *out, int nt)
     void wb_pack_x_sparse_u8(const uint8_t *xq, int M, int Kp, int Kb, uint8_t *out, int nt)
     void wb_sparse_avx2(const int16_t *xt, int M, int Kb, const int32_t *rpc, int nch, const int32_t *col, const int16_t *vals16, int N, const wb_epi_t *e, int nt)
     void wb_pack_x_sparse_s16_avx2(const uint8_t *xq, int M, int Kp, int Kb, int16_t *out, int nt)

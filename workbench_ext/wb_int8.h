@@ -355,27 +355,6 @@ static void wb_sparse_portable(const uint8_t *xq, int M, int Kp, const int32_t *
     }
 }
 
-/* Activations for the AVX2 sparse kernel: s16 [MB][Kb][16][4] (rows >= M are zero). */
-static void wb_pack_x_sparse_s16(const uint8_t *xq, int M, int Kp, int Kb, int16_t *out, int nt) {
-    const int MB = (M + WB_SP_MT - 1) / WB_SP_MT;
-    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)M * Kb > 16384)
-    for (int mb = 0; mb < MB; mb++) {
-        int16_t *o = out + (size_t)mb * Kb * WB_SP_MT * 4;
-        for (int r = 0; r < WB_SP_MT; r++) {
-            int m = mb * WB_SP_MT + r;
-            if (m < M) {
-                const uint8_t *a = xq + (size_t)m * Kp;
-                for (int kb = 0; kb < Kb; kb++) {
-                    int16_t *d = o + ((size_t)kb * WB_SP_MT + r) * 4;
-                    d[0] = a[4 * kb]; d[1] = a[4 * kb + 1]; d[2] = a[4 * kb + 2]; d[3] = a[4 * kb + 3];
-                }
-            } else {
-                for (int kb = 0; kb < Kb; kb++) memset(o + ((size_t)kb * WB_SP_MT + r) * 4, 0, 8);
-            }
-        }
-    }
-}
-
 /* Activations for the VNNI sparse kernel: u8 [MB][Kb][16][4]. */
 static void wb_pack_x_sparse_u8(const uint8_t *xq, int M, int Kp, int Kb, uint8_t *out, int nt) {
     const int MB = (M + WB_SP_MT - 1) / WB_SP_MT;
@@ -550,7 +529,7 @@ static void wb_sparse_avx2(const int16_t *xt, int M, int Kb, const int32_t *rpc,
     }
 }
 
-/* AVX2 version of wb_pack_x_sparse_s16 (same output). */
+/* Activations for the AVX2 16-row sparse kernel: s16 [MB][Kb][16][4] (rows >= M are zero). */
 WB_AVX2 static void wb_pack_x_sparse_s16_avx2_mb(const uint8_t *xq, int M, int Kp, int Kb, int mb, int16_t *o) {
     for (int r = 0; r < WB_SP_MT; r++) {
         const int m = mb * WB_SP_MT + r;
