@@ -22,7 +22,8 @@ a seeded std-0.5 two-label head, 16 real sentences, padded batch):
   fp32 path (`quantize=False`): logits within atol 1e-4 of the torch fp32 model (measured 1.4e-6);
   int8 path: max |logit error| <= 0.25 * max |torch logit| and no larger than torch's own dynamic
   int8 (`quantize_dynamic`) error; same argmax wherever torch's margin exceeds twice that error
-  (measured: 0.124 at max |logit| 0.88, torch dynamic int8: 0.318; argmax agreement 16/16).
+  (measured: 0.066 at max |logit| 0.88 vs torch dynamic int8 0.318; 80% 1x4-pruned: 0.10 at
+  max |logit| 0.57 vs torch 0.18; argmax agreement 16/16 in both, torch int8 15/16 unpruned).
 
 Engines are saved as `engine.safetensors` (int8 weights, scales, biases, fp32 tensors; int8 engines keep word embeddings in fp16) plus
 `engine.json` (architecture, shapes, which layers are sparse); no pickle. Packed kernel formats
