@@ -166,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     with tempfile.TemporaryDirectory(prefix="wb-bench-") as tmp:
         work = Path(tmp)
         bar = tqdm(configs, desc="bench", unit="engine", file=sys.stderr)
@@ -193,7 +194,8 @@ def run(args: argparse.Namespace) -> int:
         write_plot(rows, out / "engines.png", order)
     except Exception as exc:
         print(f"plot failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-    write_markdown(rows, out / "README.md", order, BASELINE, args_line.strip())
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    write_markdown(rows, out / "README.md", order, BASELINE, args_line.strip(), (load_start, load_end))
     ok = sum(r.get("status") == "ok" for r in rows)
     print(f"{ok}/{len(rows)} configurations ok -> {out / 'engines.csv'}, {out / 'engines.png'}, {out / 'README.md'}")
     if not args.no_gemm:

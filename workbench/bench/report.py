@@ -136,7 +136,7 @@ def _runs(rows: list[dict[str, Any]]) -> str:
 
 
 def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[str], baseline: str,
-                   args_line: str) -> None:
+                   args_line: str, load: tuple[float, float] | None = None) -> None:
     models = list(dict.fromkeys(r["model"] for r in rows))
     panels = sorted({(r["threads"], r["batch"]) for r in rows})
     seq = rows[0]["seq_len"] if rows else "?"
@@ -196,10 +196,16 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
             "(encoder Linears), compiled with `compile_model(quantize=True, sparse_threshold=0.5)`.",
             "- The workbench engine evaluates only the [CLS] row in the last encoder layer (exact for "
             "sequence classification); peers run the full graph as exported.",
-            "- The machine is shared: treat differences under ~10% as noise.",
+            "- The machine may be shared with other work: engines run one after another, so a load "
+            "change during the run moves their numbers differently (see the load averages below); "
+            "min-max bars show the spread within each engine's runs.",
             "", "Engine setup:", ""]
     out += [f"- `{e}`: {n}" for e, n in notes.items()]
-    out += ["", "## Machine", ""] + _machine() + [""]
+    out += ["", "## Machine", ""] + _machine()
+    if load is not None:
+        out.append(f"- 1-minute load average: {load[0]:.2f} at the start of the run, {load[1]:.2f} at the end "
+                   f"({os.cpu_count()} logical cores)")
+    out.append("")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(out))
