@@ -168,6 +168,36 @@ def test_int8_paths_bit_identical():
             np.testing.assert_array_equal(y, outs["portable"], err_msg=f"{cls.__name__} {isa}")
 
 
+def test_concurrent_calls_while_switching_isa():
+    """Calls from several Python threads (kernels run without the GIL) while another thread
+    flips cpu.set_isa: every call must use one consistent packed layout (bit-identical int8)."""
+    import threading
+    rng = _rng("concurrent")
+    w, ws, b = _weights(rng, 70, 90, block_sparsity=0.5)
+    x = rng.standard_normal((21, 90)).astype(np.float32)
+    layers = [int8.DenseInt8Linear(w, ws, b), int8.BlockSparseInt8Linear(w, ws, b)]
+    refs = [layer(x) for layer in layers]
+    bad = []
+
+    def work(i):
+        for it in range(40):
+            if i == 0 and it % 5 == 0:
+                cpu.set_isa(AVAILABLE[(it // 5) % len(AVAILABLE)])
+            for layer, ref in zip(layers, refs):
+                if not np.array_equal(layer(x, num_threads=1 + it % 2), ref):
+                    bad.append((i, it, type(layer).__name__))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        cpu.set_isa(None)
+    assert not bad, bad[:5]
+
+
 def test_out_buffer_and_default_threads():
     rng = _rng("out")
     w, ws, b = _weights(rng, 13, 40, block_sparsity=0.5)

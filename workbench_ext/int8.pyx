@@ -142,6 +142,7 @@ cdef class _Int8Linear:
     cdef readonly object w_s8, w_scale, bias
     cdef object _bias0, _wsum, _fixed_isa
     cdef int _packed
+    cdef dict _packs
 
     def __init__(self, w_s8, w_scale, bias=None, isa=None):
         check_array(w_s8, "w_s8", np.int8, 2)
@@ -170,7 +171,8 @@ cdef class _Int8Linear:
             _cpu.isa_code(isa)       # validates (unknown / unavailable -> ValueError)
             self._fixed_isa = str(isa).strip().lower()
         self._packed = -1
-        self._ensure_packed(self._resolve())
+        self._packs = {}
+        self._get_pack(self._resolve())
 
     def __repr__(self):
         extra = f", nnz_blocks={self.nnz_blocks}" if hasattr(self, "nnz_blocks") else ""
@@ -186,16 +188,21 @@ cdef class _Int8Linear:
         name = self._fixed_isa if self._fixed_isa is not None else _cpu.active_isa()
         return _cpu.ISA_CODES[name]
 
-    cdef int _ensure_packed(self, int code) except -1:
-        if code != self._packed:
-            self._pack(code)
-            self._packed = code
-        return 0
+    cdef object _get_pack(self, int code):
+        """The weights packed for ISA `code` (built on first use, then kept): callers hold the
+        returned object for the whole call, so concurrent calls under different ISAs (another
+        thread calling cpu.set_isa) never see a layout swapped under them."""
+        pack = self._packs.get(code)
+        if pack is None:
+            pack = self._make_pack(code)
+            self._packs[code] = pack
+        self._packed = code
+        return pack
 
-    cdef int _pack(self, int code) except -1:
+    cdef object _make_pack(self, int code):
         raise NotImplementedError
 
-    cdef int _run(self, int code, object xq, int M, wb_epi_t *e, int nt) except -1:
+    cdef int _run(self, int code, object pack, object xq, int M, wb_epi_t *e, int nt) except -1:
         raise NotImplementedError
 
     cdef object _alloc_xq(self, int M):
@@ -219,7 +226,7 @@ cdef class _Int8Linear:
             raise ValueError(f"x must have shape (M, {self.K}), got {tuple(x.shape)}")
         cdef int nt = wb_threads(check_threads(num_threads))
         cdef int code = self._resolve()
-        self._ensure_packed(code)
+        pack = self._get_pack(code)
         cdef int M = x.shape[0]
         if out is None:
             y = _empty(M, self.N, cnp.NPY_FLOAT32)
@@ -251,7 +258,7 @@ cdef class _Int8Linear:
         e.xscale = <const float*>_ptr(xs)
         e.y = <float*>_ptr(y)
         e.yi = NULL
-        self._run(code, xq, M, &e, nt)
+        self._run(code, pack, xq, M, &e, nt)
         return y
 
     def qmatmul(self, q, zero_point, num_threads=None):
@@ -266,7 +273,7 @@ cdef class _Int8Linear:
             raise ValueError(f"zero_point must have shape ({q.shape[0]},), got {tuple(zero_point.shape)}")
         cdef int nt = wb_threads(check_threads(num_threads))
         cdef int code = self._resolve()
-        self._ensure_packed(code)
+        pack = self._get_pack(code)
         cdef int M = q.shape[0]
         if num_threads is None:
             nt = _cap_threads(nt, self._macs(M))
@@ -286,16 +293,14 @@ cdef class _Int8Linear:
         e.xscale = <const float*>_ptr(xs)
         e.y = NULL
         e.yi = <int32_t*>_ptr(out)
-        self._run(code, xq, M, &e, nt)
+        self._run(code, pack, xq, M, &e, nt)
         return out
 
 
 cdef class DenseInt8Linear(_Int8Linear):
     """Dense int8 linear: ``DenseInt8Linear(w_s8 int8[N, K], w_scale float32[N], bias float32[N] | None)``.
     Optional ``isa=`` pins one path (else cpu.active_isa() per call)."""
-    cdef object _wp
-
-    cdef int _pack(self, int code) except -1:
+    cdef object _make_pack(self, int code):
         cdef int N = self.N, K = self.K, Kp = self.Kp
         w = self.w_s8
         if code == ISA_PORTABLE:
@@ -307,12 +312,11 @@ cdef class DenseInt8Linear(_Int8Linear):
         else:   # VNNI and AMX share the layout; AMX wants an even number of 16-col panels
             wp = np.zeros(((N + 31) // 32 * 2, Kp * 16), np.int8)
             wb_pack_dense_vnni(<const int8_t*>_ptr(w), N, K, Kp, <int8_t*>_ptr(wp))
-        self._wp = wp
-        return 0
+        return wp
 
-    cdef int _run(self, int code, object xq, int M, wb_epi_t *e, int nt) except -1:
+    cdef int _run(self, int code, object pack, object xq, int M, wb_epi_t *e, int nt) except -1:
         cdef int N = self.N, Kp = self.Kp
-        wp = self._wp
+        wp = pack
         cdef const uint8_t *pq = <const uint8_t*>_ptr(xq)
         cdef void *pw = _ptr(wp)
         cdef int16_t *p16
@@ -341,8 +345,6 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
     ``BlockSparseInt8Linear(w_s8 int8[N, K], w_scale float32[N], bias float32[N] | None)``."""
     cdef readonly object row_ptr, col_idx, values
     cdef readonly int nnz_blocks, Kb
-    cdef object _vals16, _rpc
-    cdef int _nch
 
     def __init__(self, w_s8, w_scale, bias=None, isa=None):
         check_array(w_s8, "w_s8", np.int8, 2)
@@ -357,7 +359,6 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
         self.col_idx = np.ascontiguousarray(np.nonzero(nz)[1].astype(np.int32))
         self.values = np.ascontiguousarray(blocks[nz])
         self.nnz_blocks = int(self.col_idx.shape[0])
-        self._vals16 = None
         super().__init__(w_s8, w_scale, bias, isa)
 
     cdef long _macs(self, int M):
@@ -368,9 +369,11 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
         """Fraction of 1x4 blocks that are all zero."""
         return 1.0 - self.nnz_blocks / float(self.N * self.Kb)
 
-    cdef int _pack(self, int code) except -1:
-        if code == ISA_AVX2 and self._vals16 is None:
-            self._vals16 = np.ascontiguousarray(self.values.astype(np.int16))
+    cdef object _make_pack(self, int code):
+        """AVX2: (int16 values, per-chunk row pointers, number of K chunks); others use the CSR
+        arrays directly."""
+        if code == ISA_AVX2:
+            vals16 = np.ascontiguousarray(self.values.astype(np.int16))
             # K chunks of <= SPARSE_KB_CHUNK blocks (16-row s16 slab <= 24 KB stays in L1):
             # rpc[n, c] = first block of row n whose k-block is in chunk c
             N, Kb = self.N, self.Kb
@@ -382,11 +385,10 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
             rpc = np.empty((N, nch + 1), np.int32)
             rpc[:, 0] = rp[:N]
             rpc[:, 1:] = rp[:N, None] + np.cumsum(counts, axis=1)
-            self._rpc = rpc
-            self._nch = nch
-        return 0
+            return (vals16, rpc, nch)
+        return ()
 
-    cdef int _run(self, int code, object xq, int M, wb_epi_t *e, int nt) except -1:
+    cdef int _run(self, int code, object pack, object xq, int M, wb_epi_t *e, int nt) except -1:
         cdef int N = self.N, Kp = self.Kp, Kb = self.Kb
         cdef const uint8_t *pq = <const uint8_t*>_ptr(xq)
         cdef const int32_t *rp = <const int32_t*>_ptr(self.row_ptr)
@@ -401,20 +403,20 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
         if code == ISA_PORTABLE:
             with nogil:
                 wb_sparse_portable(pq, M, Kp, rp, col, vals, N, e, nt)
-        elif code == ISA_AVX2 and self._nch == 1 and (
+        elif code == ISA_AVX2 and pack[2] == 1 and (
                 SPARSE_AVX2_ROWS == 32 or (SPARSE_AVX2_ROWS == 0 and self.K > 1024)):
             xt = _empty((M + 31) // 32, Kb * 128, cnp.NPY_UINT8)
             pt8 = <uint8_t*>_ptr(xt)
-            pv16 = <const int16_t*>_ptr(self._vals16)
+            pv16 = <const int16_t*>_ptr(pack[0])
             with nogil:
                 wb_pack_x_sparse_u8_32(pq, M, Kp, Kb, pt8, nt)
                 wb_sparse_avx2_32(pt8, M, Kb, rp, col, pv16, N, e, nt)
         elif code == ISA_AVX2:
             xt = _empty(MB, Kb * 64, cnp.NPY_INT16)
             pt16 = <int16_t*>_ptr(xt)
-            pv16 = <const int16_t*>_ptr(self._vals16)
-            prpc = <const int32_t*>_ptr(self._rpc)
-            nch = self._nch
+            pv16 = <const int16_t*>_ptr(pack[0])
+            prpc = <const int32_t*>_ptr(pack[1])
+            nch = pack[2]
             with nogil:
                 wb_pack_x_sparse_s16_avx2(pq, M, Kp, Kb, pt16, nt)
                 wb_sparse_avx2(pt16, M, Kb, prpc, nch, col, pv16, N, e, nt)
