@@ -39,18 +39,14 @@ def accuracy_metrics(model: nn.Module, data: Any, collate: Callable[[list], dict
 
 
 def _tensors(model: nn.Module) -> list[torch.Tensor]:
-    """Every stored tensor, with torch's packed int8 Linear weights unpacked."""
+    """Every stored tensor; torch.ao's packed int8 Linear weights appear in the state dict as a
+    (weight, bias) tuple."""
     out = []
     for v in model.state_dict().values():
         if isinstance(v, torch.Tensor):
             out.append(v)
         elif isinstance(v, tuple):  # torch.ao dynamic quantized linear: (packed params) -> (w, b)
             out.extend(t for t in v if isinstance(t, torch.Tensor))
-    for m in model.modules():
-        unpack = getattr(getattr(m, "_packed_params", None), "_weight_bias", None)
-        if callable(unpack):
-            w, b = unpack()
-            out.extend([w.int_repr() if w.is_quantized else w] + ([b] if b is not None else []))
     return [t.int_repr() if t.is_quantized else t for t in out if t.dtype != torch.int64 or t.numel() > 1]
 
 
