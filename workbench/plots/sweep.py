@@ -69,6 +69,10 @@ def pareto_figure(trials: list[dict[str, Any]], teacher: dict[str, Any] | None =
         color = plt.cm.tab10((i + 2) % 10)
         ax.axvline(p["throughput"], ls=":", lw=1.2, color=color,
                    label=f"{p['engine']} (bench, {p['threads']} thr, seq {p['seq_len']})")
+    xs = [t["throughput"] for t in pts if t["throughput"] > 0] + [p["throughput"] for p in peers or []] + (
+        [teacher["throughput_b1"]] if teacher and teacher.get("throughput_b1") else [])
+    if xs and min(xs) > 0 and max(xs) / min(xs) > 20:
+        ax.set_xscale("log")  # runtimes spanning orders of magnitude
     ax.set_xlabel("throughput (samples/s, batch 1" + (f", seq {seq_len}" if seq_len else "") + ")")
     ax.set_ylabel("accuracy")
     ax.set_title(title or "accuracy vs throughput")
