@@ -75,6 +75,7 @@ class QuickConfig:
     train_examples: int = 800
     eval_examples: int = 300
     epochs: int = 2
+    """Every training stage runs this many epochs over the `train_examples` subset."""
     speed_iters: int = 3
 
     def validate(self, where: str) -> None:
@@ -312,7 +313,7 @@ class PipelineRun:
         if stage.trains:
             cfg = copy.deepcopy(stage.train)
             if self.quick:
-                cfg.epochs = min(cfg.epochs, self.spec.quick.epochs)
+                cfg.epochs = self.spec.quick.epochs
             trainer = Trainer(
                 model, self.train_data, self.collate, cfg, recipes, seed=self.spec.seed + index,
                 checkpoint_dir=self.run_dir / "checkpoints" / stage.name,
