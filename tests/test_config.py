@@ -46,7 +46,7 @@ def test_valid_spec_round_trips():
      "stage 'a': 'name' is used by two stages"),
     ([{"name": "a", "from": "later", "recipes": ["finetune"]}], "stage 'a': 'from' must name an earlier stage"),
     ([{"name": "a", "recipes": [{"student": {"layers": [0, 0]}}]}], "'layers' has repeated indices"),
-    ([{"name": "a", "recipes": ["finetune"], "trian": {}}], "stage 'a': 'trian' is not a known stage setting"),
+    ([{"name": "a", "recipes": ["finetune"], "trian": {}}], "stage 'a': 'trian' is not a known setting; did you mean 'train'?"),
 ])
 def test_bad_stage_settings_are_named(stages, message):
     with pytest.raises(ConfigError) as info:

@@ -11,7 +11,8 @@ import dataclasses
 import difflib
 import types
 import typing
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from pathlib import Path
+from typing import Any, Iterable, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 T = TypeVar("T")
 
@@ -101,6 +102,29 @@ def _coerce(value: Any, tp: Any, where: str, key: str) -> Any:
     return value
 
 
+def reject_unknown_keys(data: dict[str, Any], known: Iterable[str], where: str) -> None:
+    """Fail on the first key of `data` not in `known`, suggesting the closest known key."""
+    known = list(known)
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            fail(where, str(key), f"is not a known setting{hint} (known: {', '.join(sorted(known)) or '(none)'})")
+
+
+def load_yaml_file(path: str | Path, what: str = "recipe file") -> Any:
+    """Parse a YAML file, naming the file in the error when it is missing or malformed."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} '{path}' does not exist")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} '{path}' is not valid YAML: {exc}") from exc
+
+
 def parse_config(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
     """Build the dataclass `cls` from `data`, rejecting unknown keys and wrong types.
 
@@ -112,12 +136,7 @@ def parse_config(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
         raise ConfigError(f"{where}: settings must be a mapping, got {data!r}")
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    for key in data:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            known = ", ".join(sorted(fields)) or "(none)"
-            fail(where, str(key), f"is not a known setting{hint} (known: {known})")
+    reject_unknown_keys(data, fields, where)
     values = {}
     for name, field in fields.items():
         if name in data:

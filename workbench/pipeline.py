@@ -33,10 +33,9 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import torch
-import yaml
 from torch import nn
 
-from workbench.config import ConfigError, config_to_dict, fail, parse_config
+from workbench.config import ConfigError, config_to_dict, fail, load_yaml_file, parse_config, reject_unknown_keys
 from workbench.data import Task, TaskConfig, load_task, tokenize_task
 from workbench.evaluate import accuracy_metrics, measure_speed, per_layer_sparsity, storage_stats
 from workbench.models import load_model, resolve_model_path
@@ -121,26 +120,13 @@ class PipelineSpec:
     # ------------------------------------------------------------------ parsing
     @classmethod
     def from_yaml(cls, path: str | Path) -> "PipelineSpec":
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"recipe file '{path}' does not exist")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"recipe file '{path}' is not valid YAML: {exc}") from exc
-        return cls.from_dict(data, default_name=path.stem)
+        return cls.from_dict(load_yaml_file(path, "recipe file"), default_name=Path(path).stem)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], default_name: str = "run") -> "PipelineSpec":
         if not isinstance(data, dict):
             raise ConfigError(f"pipeline: must be a mapping with 'task', 'model' and 'stages', got {data!r}")
-        known = {"name", "task", "model", "seed", "eval", "quick", "stages"}
-        for key in data:
-            if key not in known:
-                import difflib
-                close = difflib.get_close_matches(str(key), list(known), n=1)
-                fail("pipeline", str(key), "is not a known setting" + (f"; did you mean '{close[0]}'?" if close else "")
-                     + f" (known: {', '.join(sorted(known))})")
+        reject_unknown_keys(data, ("name", "task", "model", "seed", "eval", "quick", "stages"), "pipeline")
         for key in ("task", "model", "stages"):
             if key not in data:
                 fail("pipeline", key, "is required")
@@ -180,10 +166,7 @@ def parse_stage(raw: Any, index: int, earlier: list[str]) -> StageSpec:
     where = f"stage '{name}'"
     if name in earlier:
         fail(where, "name", "is used by two stages")
-    known = {"name", "recipes", "train", "from", "cache"}
-    for key in raw:
-        if key not in known:
-            fail(where, str(key), f"is not a known stage setting (known: {', '.join(sorted(known))})")
+    reject_unknown_keys(raw, ("name", "recipes", "train", "from", "cache"), where)
     source = raw.get("from")
     if source is not None and source not in earlier:
         fail(where, "from", f"must name an earlier stage ({', '.join(earlier) or 'none yet'}), got {source!r}")
