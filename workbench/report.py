@@ -121,10 +121,13 @@ def sweep_report(folder: Path | str, study: Any = None, storage: str | None = No
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     first = min(complete, key=lambda t: t.number) if complete else None
     teacher = (first.user_attrs.get("stages") or [None])[0] if first else None
+    first_metrics = folder / "trials" / str(first.number) / "metrics.json" if first else None
+    if first_metrics is not None and first_metrics.is_file():
+        teacher = json.loads(first_metrics.read_text())["stages"][0]
     recipe = (first.user_attrs.get("recipe") or {}) if first else {}
     seq_len = (recipe.get("eval") or {}).get("seq_len")
     peers_path = Path(peers_csv) if peers_csv else folder.parent.parent / "bench" / "engines.csv"
-    peers = read_peers(peers_path, seq_len=seq_len)
+    peers = read_peers(peers_path, seq_len=seq_len, threads=(teacher or {}).get("threads"))
     quick = (study.user_attrs.get("sweep") or {}).get("quick")
     pareto_front(done, out / "pareto.png", teacher=teacher, peers=peers, seq_len=seq_len,
                  title=f"sweep {folder.name}: accuracy vs throughput ({len(done)} trials"

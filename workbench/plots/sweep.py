@@ -18,10 +18,15 @@ def pareto_indices(points: list[tuple[float, float]]) -> list[int]:
     return out
 
 
+PEER_ENGINES = ("torch-fp32", "torch-int8-x86", "ort-fp32", "ort-int8", "wb-int8", "wb-int8-sp80")
+
+
 def read_peers(path: Path | str | None = None, seq_len: int | None = None, model: str = "minilm",
-               batch: int = 1) -> list[dict[str, Any]]:
+               batch: int = 1, threads: int | None = None,
+               engines: tuple[str, ...] | None = PEER_ENGINES) -> list[dict[str, Any]]:
     """Reference engines from `workbench bench` (results/bench/engines.csv): rows with status ok
-    for `model` at `batch` (and `seq_len` when given). [] when the file is absent."""
+    for `model` at `batch` (and `seq_len`, `threads` when given; `threads` falls back to all when
+    no row matches), limited to `engines` (None: all). [] when the file is absent."""
     path = Path(path or Path("results") / "bench" / "engines.csv")
     if not path.is_file():
         return []
@@ -32,10 +37,14 @@ def read_peers(path: Path | str | None = None, seq_len: int | None = None, model
                 if (r.get("status") != "ok" or r.get("model") != model or int(r.get("batch") or 0) != batch
                         or (seq_len is not None and int(r.get("seq_len") or 0) != seq_len)):
                     continue
+                if engines is not None and r["engine"] not in engines:
+                    continue
                 peers.append({"engine": r["engine"], "threads": int(r.get("threads") or 0),
                               "seq_len": int(r.get("seq_len") or 0), "throughput": float(r["samples_per_s"])})
             except (KeyError, ValueError):
                 continue
+    if threads is not None and any(p["threads"] == threads for p in peers):
+        peers = [p for p in peers if p["threads"] == threads]
     return peers
 
 

@@ -287,7 +287,7 @@ class Objective:
 
 def _summary(s: dict[str, Any]) -> dict[str, Any]:
     keys = ("stage", "engine", "accuracy", "macro_f1", "params", "nonzero_params", "sparsity", "disk_mb",
-            "latency_ms_b1", "throughput_b1", "train_seconds")
+            "latency_ms_b1", "throughput_b1", "train_seconds", "threads", "seq_len")
     return {k: s.get(k) for k in keys}
 
 
