@@ -23,3 +23,10 @@ intrinsics) -- the real-hardware tests in tests/test_kernels.py skip on CPUs wit
 
 Build with ``python setup.py build_ext --inplace``.
 """
+import os as _os
+
+# OpenMP threads that spin while waiting (libgomp's default) stall every parallel region for a
+# scheduler slice when the cores are shared; PASSIVE costs microseconds on an idle machine. Set
+# before the kernels' OpenMP runtime starts; an exported value wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
