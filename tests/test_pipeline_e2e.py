@@ -44,7 +44,8 @@ def test_quick_demo_stages_do_what_they_say(quick_run):
     encoder = {k: v for k, v in pruned["per_layer_sparsity"].items() if ".layer." in k}
     assert encoder and all(abs(v - 0.85) < 0.01 for v in encoder.values()), encoder
     assert pruned["nonzero_params"] < student["nonzero_params"] * 0.8
-    assert int8["engine"] == "torch-int8" and int8["disk_mb"] < pruned["disk_mb"] / 2
+    # int8 Linear weights (the fp32 word embeddings, 11.7M of the 17.4M parameters, stay fp32)
+    assert int8["engine"] == "torch-int8" and int8["disk_mb"] < pruned["disk_mb"] - 10
     assert runtime["engine"].startswith("workbench")
     assert runtime["accuracy"] > 0.5
     for s in stages.values():
