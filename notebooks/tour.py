@@ -18,8 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "recipes" / "demo.yaml"
 
 # tiny quick mode: few examples, a few steps per training stage
-TINY_QUICK = {"train_examples": 256, "eval_examples": 128, "epochs": 1, "speed_iters": 3}
-TINY_STEPS = 8
+TINY_QUICK = {"train_examples": 128, "eval_examples": 64, "epochs": 1, "speed_iters": 2}
+TINY_STEPS = 4
 TINY_BATCH = 16
 
 
