@@ -94,3 +94,14 @@ def test_teacher_logits_are_memoised_per_example(tiny_bert):
     perm = torch.tensor([2, 0, 3, 1])
     again = recipe._teacher_logits({"input_ids": ids[perm], "attention_mask": mask[perm]})
     assert len(calls) == n and torch.equal(again, first[perm])
+
+
+def test_distilling_leaves_the_shared_teacher_trainable(tiny_bert):
+    """A later stage may train `from: teacher` after another stage distilled from it."""
+    from workbench.recipes.base import RecipeContext
+    from workbench.recipes.distill.logits import LogitDistill, LogitDistillConfig
+
+    ctx = RecipeContext(task=None, tokenizer=None, run_dir=None, stage="s",
+                        load_stage_model=lambda name: tiny_bert, previous_stages=["teacher"])
+    LogitDistill(LogitDistillConfig(), ctx).on_train_begin(None)
+    assert all(p.requires_grad for p in tiny_bert.parameters())

@@ -257,8 +257,18 @@ class PipelineRun:
     def _stage_key(self, index: int) -> str:
         spec = self.spec
         return _hash({"model": spec.model, "task": config_to_dict(spec.task), "seed": spec.seed,
-                      "task_fingerprint": self.task.fingerprint, "quick": config_to_dict(spec.quick) if self.quick else None,
+                      "task_fingerprint": self.task.fingerprint,
+                      # only what changes the trained model; eval settings go in _measure_key
+                      "quick": {"train_examples": spec.quick.train_examples, "epochs": spec.quick.epochs}
+                      if self.quick else None,
                       "stages": [s.to_dict() for s in spec.stages[: index + 1]]})
+
+    def _measure_key(self) -> str:
+        """What a stage's metrics depend on beyond its model: the evaluation settings."""
+        spec = self.spec
+        return _hash({"eval": config_to_dict(spec.eval), "quick": self.quick,
+                      "eval_examples": spec.quick.eval_examples if self.quick else None,
+                      "speed_iters": spec.quick.speed_iters if self.quick else spec.eval.speed_iters})
 
     def load_stage_model(self, name: str) -> nn.Module:
         if name not in self.models:
@@ -277,7 +287,9 @@ class PipelineRun:
                 if info.get("key") == key:
                     self.models[stage.name] = load_saved_model(saved / "model")
                     metrics = {**info["metrics"], "reused_from": str(saved)}
-                    if self.remeasure:  # same trained model, measured again (e.g. on a quiet machine)
+                    # the same trained model, measured again when asked (e.g. on a quiet
+                    # machine) or when it was measured under other evaluation settings
+                    if self.remeasure or info.get("measure_key") != self._measure_key():
                         metrics.update(self._measure(stage.name, self.models[stage.name]))
                     return metrics
         if done.exists() and json.loads(done.read_text()).get("key") != key:
@@ -319,7 +331,7 @@ class PipelineRun:
                 shutil.rmtree(tmp, ignore_errors=True)
                 model.save_pretrained(tmp / "model")
                 self.tokenizer.save_pretrained(tmp / "model")
-                write_json(tmp / "done.json", {"key": key, "metrics": metrics})
+                write_json(tmp / "done.json", {"key": key, "measure_key": self._measure_key(), "metrics": metrics})
                 shutil.rmtree(target, ignore_errors=True)
                 tmp.rename(target)
             shutil.rmtree(self.run_dir / "checkpoints" / stage.name, ignore_errors=True)

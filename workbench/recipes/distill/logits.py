@@ -54,9 +54,9 @@ class LogitDistill(Recipe):
         if self.config.teacher not in self.ctx.previous_stages:
             fail(where, "teacher", f"names no earlier stage: '{self.config.teacher}' "
                  f"(earlier stages: {self.ctx.previous_stages or 'none'})")
+        # The teacher is another stage's model, shared: switch it to eval mode but leave its
+        # parameters alone (a later stage may train from it); its forward runs under no_grad.
         self.teacher: nn.Module = self.ctx.load_stage_model(self.config.teacher).eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
 
     def _teacher_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The teacher's logits, memoised per example: the teacher is frozen and in eval mode,
