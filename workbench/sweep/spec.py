@@ -45,9 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from workbench.config import ConfigError, fail
+from workbench.config import ConfigError, fail, load_yaml_file, reject_unknown_keys
 from workbench.paths import REPO_ROOT
 
 OBJECTIVES = ("accuracy", "throughput")
@@ -399,11 +398,8 @@ def _options(data: dict, key: str, known: dict[str, type], where: str = "sweep")
         raw = {"type": raw}
     if not isinstance(raw, dict):
         fail(where, key, f"must be a mapping, e.g. {{type: ...}}, got {raw!r}")
+    reject_unknown_keys(raw, known, f"{where} {key}")
     for k, v in raw.items():
-        if k not in known:
-            close = difflib.get_close_matches(str(k), list(known), n=1)
-            fail(f"{where} {key}", str(k), "is not a known setting" + (f"; did you mean '{close[0]}'?" if close else "")
-                 + f" (known: {', '.join(known)})")
         tp = known[k]
         if v is not None and (isinstance(v, bool) != (tp is bool) or not isinstance(v, tp)):
             fail(f"{where} {key}", str(k), f"must be {tp.__name__}, got {v!r}")
@@ -416,11 +412,7 @@ def parse_sweep(data: Any, *, source: Path | None = None, default_name: str = "s
 
     if not isinstance(data, dict):
         raise ConfigError(f"sweep: must be a mapping with 'recipe' and 'space', got {data!r}")
-    for key in data:
-        if key not in TOP_KEYS:
-            close = difflib.get_close_matches(str(key), sorted(TOP_KEYS), n=1)
-            fail("sweep", str(key), "is not a known setting" + (f"; did you mean '{close[0]}'?" if close else "")
-                 + f" (known: {', '.join(sorted(TOP_KEYS))})")
+    reject_unknown_keys(data, TOP_KEYS, "sweep")
     for key in ("recipe", "space"):
         if key not in data:
             fail("sweep", key, "is required")
@@ -525,10 +517,5 @@ def validate_space(sweep: SweepSpec) -> None:
 
 def load_sweep(path: str | Path) -> SweepSpec:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file '{path}' does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"sweep file '{path}' is not valid YAML: {exc}") from exc
+    data = load_yaml_file(path, "sweep file")
     return parse_sweep(data, source=path.resolve(), default_name=path.stem)
