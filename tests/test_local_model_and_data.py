@@ -1,0 +1,55 @@
+"""The paths online users take, exercised with local files: a model folder written by
+save_pretrained and a CSV task, through a whole pipeline."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from workbench.models import load_model
+from workbench.pipeline import PipelineRun, PipelineSpec
+
+
+def _tiny_model_dir(tmp_path):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    _, tokenizer = load_model("minilm-l6", num_labels=2)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=128, num_labels=2)
+    path = tmp_path / "tiny-bert"
+    BertForSequenceClassification(cfg).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_local_model_folder_loads_with_a_new_head(tmp_path):
+    path = _tiny_model_dir(tmp_path)
+    model, tokenizer = load_model(str(path), num_labels=3)
+    assert model.config.num_labels == 3 and model.classifier.out_features == 3
+    out = model(**tokenizer(["a fine film"], return_tensors="pt")).logits
+    assert out.shape == (1, 3)
+
+
+def test_pipeline_on_local_model_and_csv_task(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    model_dir = _tiny_model_dir(tmp_path)
+    words = {"good": "pos", "great": "pos", "bad": "neg", "awful": "neg"}
+    rows = [f"the film was {w} number {i},{y}" for i in range(40) for w, y in words.items()]
+    (tmp_path / "reviews.csv").write_text("review,sentiment\n" + "\n".join(rows) + "\n")
+    spec = PipelineSpec.from_dict({
+        "name": "local", "model": str(model_dir), "seed": 0,
+        "task": {"name": str(tmp_path / "reviews.csv"), "text_column": "review", "label_column": "sentiment"},
+        "eval": {"speed_batches": [1], "speed_iters": 1, "seq_len": 16},
+        "stages": [
+            {"name": "teacher", "recipes": ["finetune"], "train": {"epochs": 10, "batch_size": 16, "lr": 2e-3, "warmup": 0.0}},
+            {"name": "pruned", "recipes": [{"magnitude_prune": {"sparsity": 0.5, "block": [4, 1]}}]},
+            {"name": "int8", "recipes": ["dynamic_int8"]},
+        ]})
+    metrics = PipelineRun(spec, results_root=tmp_path / "results").run()
+    assert [m["stage"] for m in metrics] == ["teacher", "pruned", "int8"]
+    saved = json.loads((tmp_path / "results" / "local" / "metrics.json").read_text())
+    assert saved["task"] == str(tmp_path / "reviews.csv") and len(saved["stages"]) == 3
+    assert metrics[0]["accuracy"] > 0.7  # four words decide the label: a 2-layer model learns it
+    layer = {k: v for k, v in metrics[1]["per_layer_sparsity"].items() if "encoder.layer.0." in k}
+    assert layer and all(abs(v - 0.5) < 1e-6 for v in layer.values())
