@@ -31,10 +31,16 @@ def main() -> None:
                      intermediate_size=32, max_position_embeddings=16, num_labels=2)
     model = BertForSequenceClassification(cfg)
     g = torch.Generator().manual_seed(1)
-    data = [{"input_ids": torch.randint(1, 50, (8,), generator=g), "labels": torch.tensor(i % 2)} for i in range(40)]
+    # varied lengths, so the length-grouped batch order is part of what must resume exactly
+    data = [{"input_ids": torch.randint(1, 50, (int(torch.randint(3, 9, (1,), generator=g)),), generator=g),
+             "labels": torch.tensor(i % 2)} for i in range(40)]
 
     def collate(rows):
-        return {"input_ids": torch.stack([r["input_ids"] for r in rows]),
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, :len(r["input_ids"])] = r["input_ids"]
+        return {"input_ids": ids, "attention_mask": (ids != 0).long(),
                 "labels": torch.stack([r["labels"] for r in rows])}
 
     ctx = RecipeContext(task=None, tokenizer=None, run_dir=None, stage="s")

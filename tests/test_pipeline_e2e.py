@@ -47,7 +47,8 @@ def test_quick_demo_stages_do_what_they_say(quick_run):
     # int8 Linear weights (the fp32 word embeddings, 11.7M of the 17.4M parameters, stay fp32)
     assert int8["engine"] == "torch-int8" and int8["disk_mb"] < pruned["disk_mb"] - 10
     assert runtime["engine"].startswith("workbench")
-    assert runtime["accuracy"] > 0.5
+    # the runtime stage is the pruned model on our int8 kernels: same predictions up to int8 noise
+    assert abs(runtime["accuracy"] - pruned["accuracy"]) <= 0.05, (runtime["accuracy"], pruned["accuracy"])
     for s in stages.values():
         assert s["throughput_b1"] > 0 and s["throughput_b8"] > 0 and s["seq_len"] == 128
 

