@@ -11,6 +11,9 @@ from workbench.config import ConfigError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    import time
+
+    started = time.perf_counter()
     from workbench.pipeline import PipelineRun, PipelineSpec
 
     spec = PipelineSpec.from_yaml(args.recipe)  # validates everything before work starts
@@ -19,7 +22,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                       run_name=name, fresh=args.fresh, remeasure=args.remeasure)
     metrics = run.run()
     _print_table(metrics)
-    print(f"\nresults: {run.run_dir}")
+    print(f"\nresults: {run.run_dir} ({time.perf_counter() - started:.0f} s)")
     return 0
 
 

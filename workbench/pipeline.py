@@ -381,8 +381,15 @@ class PipelineRun:
         for i, stage in enumerate(self.spec.stages):
             print(f"[workbench] stage {i + 1}/{len(self.spec.stages)}: {stage.name} "
                   f"({', '.join(n for n, _ in stage.recipes)})", flush=True)
-            self.metrics.append(self._run_stage(i, stage))
+            t0 = time.perf_counter()
+            m = self._run_stage(i, stage)
+            self.metrics.append(m)
             self._write()
+            how = ("reused" if m.get("reused_from") else
+                   f"trained {m.get('train_seconds', 0):.0f} s" if stage.trains else "one-shot")
+            print(f"[workbench]   {stage.name}: accuracy {m['accuracy']:.4f}, "
+                  f"{m.get(f'throughput_b{self.spec.eval.speed_batches[0]}', 0):.1f} samples/s at batch "
+                  f"{self.spec.eval.speed_batches[0]} ({how}, {time.perf_counter() - t0:.0f} s in all)", flush=True)
         return self.metrics
 
 
