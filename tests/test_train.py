@@ -22,7 +22,7 @@ def batches(trainer: Trainer, epoch: int) -> list[list[int]]:
 
 
 def padded_tokens(trainer: Trainer, epoch: int) -> int:
-    lengths = trainer._lengths()
+    lengths = trainer._lengths
     return sum(max(lengths[i] for i in b) * len(b) for b in batches(trainer, epoch))
 
 
@@ -39,7 +39,7 @@ def test_grouped_order_is_a_seeded_permutation_with_less_padding():
     assert grouped._order(0) != make_trainer(n, bs, True, seed=1)._order(0)
     # similar lengths in a batch: far less padding than shuffled batches
     assert padded_tokens(grouped, 0) < 0.75 * padded_tokens(plain, 0)
-    lengths = grouped._lengths()
+    lengths = grouped._lengths
     spread = statistics.mean(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches(grouped, 0))
     assert spread < 5
     # batches are not sorted end to end: their order is shuffled

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from workbench.data.metrics import classification_metrics
-from workbench.train import model_inputs
+from workbench.train import example_lengths, model_inputs
 
 
 @torch.no_grad()
@@ -33,7 +33,7 @@ def predict(model: nn.Module, data: Any, collate: Callable[[list], dict], batch_
     n = len(data)
     if n == 0:
         return np.zeros((0, 0), dtype=np.float32)
-    order = np.argsort([len(data[i]["input_ids"]) for i in range(n)], kind="stable")
+    order = np.argsort(example_lengths(data), kind="stable")
     out = []
     for start in range(0, n, batch_size):
         batch = collate([data[int(i)] for i in order[start:start + batch_size]])

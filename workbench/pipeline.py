@@ -265,8 +265,7 @@ class PipelineRun:
                       "task_fingerprint": self.task.fingerprint,
                       # only what changes the trained model; eval settings go in _measure_key
                       "quick": {"train_examples": spec.quick.train_examples, "epochs": spec.quick.epochs,
-                                **({"batch_size": spec.quick.batch_size} if spec.quick.batch_size else {})}
-                      if self.quick else None,
+                                "batch_size": spec.quick.batch_size} if self.quick else None,
                       "stages": [s.to_dict() for s in spec.stages[: index + 1]]})
 
     def _measure_key(self) -> str:
@@ -387,9 +386,9 @@ class PipelineRun:
             self._write()
             how = ("reused" if m.get("reused_from") else
                    f"trained {m.get('train_seconds', 0):.0f} s" if stage.trains else "one-shot")
-            print(f"[workbench]   {stage.name}: accuracy {m['accuracy']:.4f}, "
-                  f"{m.get(f'throughput_b{self.spec.eval.speed_batches[0]}', 0):.1f} samples/s at batch "
-                  f"{self.spec.eval.speed_batches[0]} ({how}, {time.perf_counter() - t0:.0f} s in all)", flush=True)
+            b = self.spec.eval.speed_batches[0]
+            print(f"[workbench]   {stage.name}: accuracy {m['accuracy']:.4f}, {m[f'throughput_b{b}']:.1f} "
+                  f"samples/s at batch {b} ({how}, {time.perf_counter() - t0:.0f} s in all)", flush=True)
         return self.metrics
 
 

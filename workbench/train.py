@@ -7,6 +7,7 @@ same steps the uninterrupted one would have.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -89,6 +90,13 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def example_lengths(data: Any) -> list[int]:
+    """Token count of every example (`input_ids` before padding)."""
+    if hasattr(data, "with_format"):  # a datasets.Dataset: the column as plain lists, ~7x faster than rows
+        return [len(ids) for ids in data.with_format(None)["input_ids"]]
+    return [len(data[i]["input_ids"]) for i in range(len(data))]
+
+
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in batch.items() if k != "labels"}
 
@@ -132,7 +140,7 @@ class Trainer:
         if not self.cfg.group_by_length:
             return order
         bs = self.cfg.batch_size
-        lengths = self._lengths()
+        lengths = self._lengths
         window = bs * 50
         batches = []
         for w in range(0, len(order), window):
@@ -143,13 +151,9 @@ class Trainer:
         shuffled = [full[i] for i in torch.randperm(len(full), generator=g).tolist()] + tail
         return [i for batch in shuffled for i in batch]
 
+    @functools.cached_property
     def _lengths(self) -> list[int]:
-        if not hasattr(self, "_length_cache"):
-            if hasattr(self.data, "with_format"):  # a datasets.Dataset: read the column as lists, fast
-                self._length_cache = [len(ids) for ids in self.data.with_format(None)["input_ids"]]
-            else:
-                self._length_cache = [len(self.data[i]["input_ids"]) for i in range(len(self.data))]
-        return self._length_cache
+        return example_lengths(self.data)
 
     def train(self) -> nn.Module:
         cfg, model = self.cfg, self.model

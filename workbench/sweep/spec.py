@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from workbench.config import ConfigError, fail, load_yaml_file, reject_unknown_keys
 from workbench.paths import REPO_ROOT
 
