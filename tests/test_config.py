@@ -41,7 +41,7 @@ def test_valid_spec_round_trips():
     ([{"name": "a", "recipes": ["dynamic_int8"], "train": {"epochs": 1}}],
      "stage 'a': 'train' is set but no recipe trains"),
     ([{"name": "a", "recipes": [{"magnitude_prune": {"sparsity": 0.5, "schedule": "cubic"}}]}],
-     "gradual pruning needs a loss"),
+     "acts during training, which needs a loss"),
     ([{"name": "a", "recipes": ["finetune"]}, {"name": "a", "recipes": ["finetune"]}],
      "stage 'a': 'name' is used by two stages"),
     ([{"name": "a", "from": "later", "recipes": ["finetune"]}], "stage 'a': 'from' must name an earlier stage"),

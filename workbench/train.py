@@ -1,5 +1,11 @@
 """The training loop: AdamW, linear warm-up/decay, gradient clipping, seeds, recipe hooks,
-evaluation every epoch, checkpoints every N steps, and exact resume after a kill.
+named loss terms, evaluation every epoch, checkpoints every N steps, and exact resume after a kill.
+
+The loss is the weighted sum of the named terms every recipe contributes (`ce`, `kd_logits`,
+`hidden_l3`, ...); each term is logged per step to the progress bar and to the stage's
+`history.csv` (step, epoch, lr, loss, every term, and the validation metrics at epoch ends).
+Parameters that recipes own (projections, prediction heads) join the optimizer, the schedule
+and the checkpoint before any checkpoint is restored.
 
 Data order is a seeded permutation per epoch, and the checkpoint holds the model, optimizer,
 scheduler, RNG and recipe states plus the position in the epoch, so a resumed run takes the
@@ -18,8 +24,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from workbench.config import fail
-from workbench.recipes.base import Recipe, TrainState
+from workbench.config import ConfigError, fail
+from workbench.forward import forward_with, model_inputs  # noqa: F401  (model_inputs: re-exported)
+from workbench.recipes.base import LossTerms, Recipe, TrainState
+from workbench.results import write_csv
 
 
 @dataclass
@@ -97,32 +105,40 @@ def example_lengths(data: Any) -> list[int]:
     return [len(data[i]["input_ids"]) for i in range(len(data))]
 
 
-def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in batch.items() if k != "labels"}
-
-
 class Trainer:
-    """Trains one stage's model with its recipes' hooks."""
+    """Trains one stage's model with its recipes' hooks and loss terms."""
 
     def __init__(self, model: nn.Module, train_data: Any, collate: Callable[[list], dict],
                  config: TrainConfig, recipes: list[Recipe], seed: int, checkpoint_dir: Path | None,
                  evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
                  on_eval: Callable[[int, dict[str, float]], None] | None = None,
-                 desc: str = "train") -> None:
+                 desc: str = "train", history_path: Path | None = None,
+                 on_checkpoint: Callable[[], None] | None = None) -> None:
         self.model, self.data, self.collate, self.cfg = model, train_data, collate, config
         self.recipes, self.seed, self.ckpt_dir = recipes, seed, checkpoint_dir
         self.evaluate, self.on_eval, self.desc = evaluate, on_eval, desc
+        self.history_path, self.on_checkpoint = history_path, on_checkpoint
         self.steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
         self.total_steps = self.steps_per_epoch * config.epochs
         if config.max_steps is not None:
             self.total_steps = min(self.total_steps, config.max_steps)
         self.history: list[dict[str, float]] = []
+        """One row per epoch: step, loss and the validation metrics."""
+        self.step_log: list[dict[str, float]] = []
+        """One row per optimizer step: step, epoch, lr, loss and every loss term."""
+        self.needs: set[str] = set().union(*(r.needs() for r in recipes)) if recipes else set()
 
     def _hook(self, name: str, state: TrainState) -> None:
         for r in self.recipes:
             getattr(r, name)(state)
 
+    def _owned(self) -> list[tuple[Recipe, nn.Module]]:
+        return [(r, r.owned) for r in self.recipes if r.owned is not None]
+
     def _checkpoint(self, state: TrainState, scheduler: Any, epoch: int, batch_in_epoch: int) -> None:
+        self._write_history()
+        if self.on_checkpoint is not None:
+            self.on_checkpoint()  # e.g. the teachers' logit caches, before the state that relies on them
         if self.ckpt_dir is None:
             return
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -130,8 +146,22 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": state.optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "step": state.step, "epoch": epoch,
             "batch_in_epoch": batch_in_epoch, "rng": torch.get_rng_state(),
-            "recipes": [r.state_dict() for r in self.recipes], "history": self.history,
+            "recipes": [r.state_dict() for r in self.recipes],
+            "owned": [m.state_dict() if m is not None else None for m in (r.owned for r in self.recipes)],
+            "history": self.history, "step_log": self.step_log,
         }, self.ckpt_dir / "last.pt")
+
+    def _write_history(self) -> None:
+        if self.history_path is None:
+            return
+        rows = [dict(r) for r in self.step_log]
+        for ep in self.history:  # validation metrics on the step that closed each epoch
+            for r in rows:
+                if r["step"] == ep["step"]:
+                    r.update({k: v for k, v in ep.items() if k.startswith("val_")})
+        cols = ["step", "epoch", "lr", "loss"] + sorted({k for r in rows for k in r} - {"step", "epoch", "lr", "loss"},
+                                                       key=lambda k: (k.startswith("val_"), k))
+        write_csv(self.history_path, rows, cols)
 
     def _order(self, epoch: int) -> list[int]:
         """The epoch's example order, a pure function of (seed, epoch) so a resumed run repeats it."""
@@ -155,27 +185,52 @@ class Trainer:
     def _lengths(self) -> list[int]:
         return example_lengths(self.data)
 
+    def _loss(self, state: TrainState) -> tuple[torch.Tensor, dict[str, float]]:
+        """The weighted sum of every recipe's named terms, and each term's value."""
+        terms: LossTerms = {}
+        owner: dict[str, str] = {}
+        for r in self.recipes:
+            for name, (weight, value) in r.loss_terms(state).items():
+                if name in terms:
+                    raise ConfigError(f"stage '{self.desc}': recipes '{owner[name]}' and '{r.name}' both "
+                                      f"contribute the loss term '{name}'; keep one of them")
+                terms[name], owner[name] = (float(weight), value), r.name
+        if not terms:
+            raise ConfigError(f"stage '{self.desc}': no recipe contributes a loss term "
+                              "(add 'finetune' or a distill_* recipe)")
+        loss = sum(w * v for w, v in terms.values() if w != 0.0)
+        return loss, {name: float(v.detach()) for name, (_, v) in terms.items()}
+
     def train(self) -> nn.Module:
         cfg, model = self.cfg, self.model
         seed_everything(self.seed)
-        optimizer = _adamw(_param_groups(model, cfg.weight_decay), cfg.lr)
+        for r in self.recipes:
+            r.setup(model)
+        groups = _param_groups(model, cfg.weight_decay)
+        for r, owned in self._owned():
+            groups += _param_groups(owned, cfg.weight_decay)
+        groups = [g for g in groups if g["params"]]
+        optimizer = _adamw(groups, cfg.lr)
+        params = [p for g in groups for p in g["params"]]
         warm = int(cfg.warmup * self.total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (
             (s + 1) / max(1, warm) if s < warm else max(0.0, (self.total_steps - s) / max(1, self.total_steps - warm))))
         state = TrainState(model, optimizer, 0, self.total_steps, 0, self.steps_per_epoch)
         start_epoch, skip = 0, 0
         ckpt = self.ckpt_dir / "last.pt" if self.ckpt_dir else None
-        resumed = ckpt is not None and ckpt.exists()
-        if resumed:
-            saved = torch.load(ckpt, weights_only=False)
+        if ckpt is not None and ckpt.exists():
+            saved = torch.load(ckpt, weights_only=True)
             model.load_state_dict(saved["model"])
+            for r, owned_state in zip(self.recipes, saved["owned"]):
+                if owned_state is not None:
+                    r.owned.load_state_dict(owned_state)
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
             torch.set_rng_state(saved["rng"])
             for r, rs in zip(self.recipes, saved["recipes"]):
                 r.load_state_dict(rs)
             state.step, start_epoch, skip = saved["step"], saved["epoch"], saved["batch_in_epoch"]
-            self.history = saved["history"]
+            self.history, self.step_log = saved["history"], saved["step_log"]
         self._hook("on_train_begin", state)
         bar = tqdm(total=self.total_steps, initial=state.step, desc=self.desc, leave=False,
                    disable=os.environ.get("WORKBENCH_PROGRESS", "1") == "0")
@@ -184,6 +239,8 @@ class Trainer:
                 break
             state.epoch = epoch
             model.train()
+            for _, owned in self._owned():
+                owned.train()
             self._hook("on_epoch_begin", state)
             order = self._order(epoch)
             for b in range(skip, self.steps_per_epoch):
@@ -192,22 +249,23 @@ class Trainer:
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
                 state.batch = self.collate([self.data[i] for i in idx])
                 self._hook("on_step_begin", state)
-                state.outputs = model(**model_inputs(state.batch))
-                loss = torch.nn.functional.cross_entropy(state.outputs.logits, state.batch["labels"])
-                for r in self.recipes:
-                    loss = r.compute_loss(state, loss)
+                state.outputs = forward_with(model, state.batch, self.needs)
+                loss, values = self._loss(state)
                 state.loss = loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                lr = scheduler.get_last_lr()[0]
                 optimizer.step()
                 scheduler.step()
                 state.step += 1
                 self._hook("on_after_optimizer_step", state)
                 self._hook("on_step_end", state)
                 state.logs["loss"] = float(loss.detach())
+                self.step_log.append({"step": state.step, "epoch": epoch + 1, "lr": lr,
+                                      "loss": state.logs["loss"], **values})
                 bar.update(1)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in state.logs.items()})
+                bar.set_postfix({k: f"{v:.3g}" for k, v in {"loss": state.logs["loss"], **values}.items()})
                 if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
                     self._checkpoint(state, scheduler, epoch, b + 1)
             skip = 0
@@ -221,5 +279,6 @@ class Trainer:
                 self.on_eval(epoch + 1, metrics)
         bar.close()
         self._hook("on_train_end", state)
+        self._write_history()
         model.eval()
         return model

@@ -6,4 +6,4 @@ loaders read any Hugging Face `datasets` name or local CSV/TSV/JSONL files.
 """
 from workbench.data.metrics import classification_metrics  # noqa: F401
 from workbench.data.tasks import TASKS, Task, TaskConfig, list_tasks, load_task  # noqa: F401
-from workbench.data.tokenize import tokenize_task  # noqa: F401
+from workbench.data.tokenize import Collator, tokenize_task  # noqa: F401

@@ -19,19 +19,20 @@ def _tokenizer_key(tokenizer: Any) -> str:
 
 
 def tokenize_task(task: Any, tokenizer: Any, max_length: int | None = None) -> datasets.DatasetDict:
-    """input_ids / attention_mask (/ token_type_ids) + labels per split, as torch tensors.
+    """input_ids / attention_mask (/ token_type_ids) + labels per split, as torch tensors, and
+    the raw `text` (teachers with another tokenizer and data augmentation read it).
 
-    Padding is dynamic (per batch, in the collator), so only truncation happens here.
+    Padding is dynamic (per batch, in `Collator`), so only truncation happens here.
     """
     max_length = max_length or task.config.max_length
-    key = f"{task.fingerprint}-{_tokenizer_key(tokenizer)}-{max_length}"
+    key = f"{task.fingerprint}-{_tokenizer_key(tokenizer)}-{max_length}-text"
     path = cache_dir() / "tokenized" / key
     if (path / "dataset_dict.json").exists():
         tokenized = datasets.load_from_disk(str(path))
     else:
         tokenized = task.splits.map(
             lambda b: tokenizer(b["text"], truncation=True, max_length=max_length),
-            batched=True, remove_columns=["text"], desc="tokenize")
+            batched=True, desc="tokenize")
         tokenized = tokenized.rename_column("label", "labels")
         tmp = path.with_name(path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -40,3 +41,20 @@ def tokenize_task(task: Any, tokenizer: Any, max_length: int | None = None) -> d
         tmp.rename(path)  # atomic: a half-written cache is never read
         tokenized = datasets.load_from_disk(str(path))
     return tokenized.with_format("torch")
+
+
+class Collator:
+    """Pads a list of tokenized examples into a batch of tensors (dynamic padding); the raw
+    texts, when present, travel beside them as `batch["text"]` (a list of str)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        from transformers import DataCollatorWithPadding
+
+        self.pad = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        texts = [ex["text"] for ex in examples] if examples and "text" in examples[0] else None
+        batch = self.pad([{k: v for k, v in ex.items() if k != "text"} for ex in examples])
+        if texts is not None:
+            batch["text"] = texts
+        return batch

@@ -1,12 +1,23 @@
 """The recipe API: a small class with one job, a typed `Config`, registered by name.
 
-A recipe acts in one or both of two ways (as Distiller's policies do at scheduler hooks):
+A recipe acts in one or more of these ways (as Distiller's policies do at scheduler hooks):
 
 * one-shot: `apply(model) -> model` runs when its stage starts (build a student, prune once,
   quantize, compile for the runtime);
-* during training: the trainer calls the hooks below at train/epoch/step begin and end, lets
-  each recipe rewrite the loss (`compute_loss`), and calls `on_after_optimizer_step` right after
-  every optimizer step (where pruning masks are re-applied).
+* as a source of **named loss terms**: `loss_terms(state) -> {name: (weight, value)}`; the
+  trainer sums `weight * value` over every recipe of the stage, logs each term per step and
+  fails when two recipes contribute the same name;
+* during training: hooks at train/epoch/step begin and end and right after every optimizer
+  step (where pruning masks are re-applied).
+
+What a recipe needs is declared, not guessed: `needs()` names the extra forward outputs
+(`hidden_states`, `attentions`, `qkv`) the trainer must request from the student (a teacher is
+asked through `ctx.teachers`); parameters a recipe owns (projections, prediction heads) are
+created in `setup(model)` as `self.owned` (an `nn.Module`), which the trainer adds to the
+optimizer, the LR schedule and the checkpoint before any checkpoint is restored; they are not
+part of the saved model. Checks that involve other stages (a teacher that must exist, a stage
+that must train) live in the recipe's classmethods `check_stage`, `contributes_loss` and
+`requires_training`, called while the pipeline is validated, before any work.
 
 Recipes that keep state across steps (masks, schedules) expose `state_dict()` /
 `load_state_dict()` so a killed run resumes exactly.
@@ -25,6 +36,27 @@ from workbench.config import ConfigError, parse_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from workbench.data import Task
+    from workbench.forward import ForwardOutputs
+    from workbench.teachers import TeacherService
+
+# What a recipe may ask of the forward pass, beyond the logits every step computes.
+FORWARD_NEEDS = ("hidden_states", "attentions", "qkv")
+
+LossTerms = dict[str, tuple[float, torch.Tensor]]
+
+
+@dataclass
+class StageCheck:
+    """What a recipe may check about its stage while the pipeline is validated."""
+
+    stage: str
+    earlier: list[str]
+    """Names of the stages before this one."""
+    recipes: list[str]
+    """Names of the recipes in this stage, in order."""
+    trains: bool
+    where: str
+    """Prefix for error messages: "stage 'x' recipe 'y'"."""
 
 
 @dataclass
@@ -37,9 +69,16 @@ class RecipeContext:
     stage: str
     seed: int = 0
     quick: bool = False
-    # Loads the final model of an earlier stage by name (e.g. the teacher for distillation).
-    load_stage_model: Callable[[str], nn.Module] | None = None
+    teachers: "TeacherService | None" = None
+    """Teachers by name: an earlier stage, or any model name or local path."""
     previous_stages: list[str] = field(default_factory=list)
+    train_data: Any = None
+    """The stage's tokenized training split (recipes that change the data replace it in
+    `prepare_data`)."""
+
+    @property
+    def where(self) -> str:
+        return f"stage '{self.stage}'"
 
 
 @dataclass
@@ -52,37 +91,72 @@ class TrainState:
     total_steps: int
     epoch: int
     steps_per_epoch: int
-    batch: dict[str, torch.Tensor] | None = None
-    outputs: Any = None
+    batch: dict[str, Any] | None = None
+    outputs: "ForwardOutputs | None" = None
     loss: torch.Tensor | None = None
     logs: dict[str, float] = field(default_factory=dict)
 
 
 class Recipe:
-    """Base class. Subclasses set `name`, `Config` and override what they need."""
+    """Base class. Subclasses set `Config` and override what they need."""
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = object
-    # True when the recipe only makes sense inside a training loop (its stage must train).
-    needs_training: ClassVar[bool] = False
 
     def __init__(self, config: Any, ctx: RecipeContext) -> None:
         self.config = config
         self.ctx = ctx
+        self.owned: nn.Module | None = None
+
+    @property
+    def where(self) -> str:
+        return f"stage '{self.ctx.stage}' recipe '{self.name}'"
+
+    # --- validation (classmethods: run on the config alone, before any work) ---------------
+    @classmethod
+    def contributes_loss(cls, config: Any) -> bool:
+        """True when the recipe gives loss terms (its stage then trains)."""
+        return False
+
+    @classmethod
+    def requires_training(cls, config: Any) -> bool:
+        """True when the recipe acts during training (e.g. gradual pruning) and so needs a stage
+        that trains, with a loss from some recipe."""
+        return cls.contributes_loss(config)
+
+    @classmethod
+    def check_stage(cls, config: Any, check: StageCheck) -> None:
+        """Cross-stage checks (a teacher that must exist, ...); raise ConfigError via `fail`."""
+
+    @classmethod
+    def teacher_names(cls, config: Any) -> list[str]:
+        """Teachers this recipe will ask for (earlier stages or model names/paths)."""
+        return []
 
     # --- one-shot ---------------------------------------------------------------------------
     def apply(self, model: nn.Module) -> nn.Module:
         return model
 
-    # --- training hooks ---------------------------------------------------------------------
+    def prepare_data(self, train_data: Any) -> Any:
+        """Return the training split this stage trains on (data augmentation replaces it)."""
+        return train_data
+
+    # --- training ---------------------------------------------------------------------------
+    def needs(self) -> set[str]:
+        """Extra forward outputs of the student this recipe reads (see FORWARD_NEEDS)."""
+        return set()
+
+    def setup(self, model: nn.Module) -> None:
+        """Create owned parameters (set `self.owned`); called before the optimizer is built and
+        before a checkpoint is restored."""
+
+    def loss_terms(self, state: TrainState) -> LossTerms:
+        """Named loss terms `{name: (weight, value)}` for this step."""
+        return {}
+
     def on_train_begin(self, state: TrainState) -> None: ...
     def on_epoch_begin(self, state: TrainState) -> None: ...
     def on_step_begin(self, state: TrainState) -> None: ...
-
-    def compute_loss(self, state: TrainState, loss: torch.Tensor) -> torch.Tensor:
-        """Return the loss to optimise; `state.outputs` and `state.batch` hold this step."""
-        return loss
-
     def on_after_optimizer_step(self, state: TrainState) -> None: ...
     def on_step_end(self, state: TrainState) -> None: ...
     def on_epoch_end(self, state: TrainState) -> None: ...

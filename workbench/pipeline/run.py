@@ -1,0 +1,239 @@
+"""Running a pipeline: each stage starts from the previous stage's model (or the one named by
+`from:`), applies its recipes' one-shot `apply` in order, trains if any recipe contributes a loss
+or acts during training, and is measured. Results go to `results/<name>/`; re-running the same
+command resumes: finished stages are reused, a killed stage continues from its last checkpoint.
+"""
+from __future__ import annotations
+
+import copy
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from workbench.config import ConfigError, config_to_dict
+from workbench.data import Collator, Task, load_task, tokenize_task
+from workbench.evaluate import accuracy_metrics, is_torch_quantized, measure_speed, per_layer_sparsity, storage_stats
+from workbench.models import load_model, resolve_model_path
+from workbench.models.edits import load_edited_model
+from workbench.paths import cache_dir, results_dir
+from workbench.pipeline.spec import PipelineSpec, StageSpec
+from workbench.pipeline.store import StageStore, saveable, stage_hash
+from workbench.recipes.base import RecipeContext, build_recipe
+from workbench.results import read_csv, write_csv, write_json, write_yaml
+from workbench.teachers import TeacherService
+from workbench.train import Trainer, seed_everything
+
+STAGE_COLUMNS = ["stage", "engine", "accuracy", "macro_f1", "params", "nonzero_params", "sparsity",
+                 "disk_mb", "zlib_mb", "latency_ms_b1", "throughput_b1", "latency_ms_b8", "throughput_b8",
+                 "seq_len", "threads", "train_seconds", "seed"]
+
+
+def engine_name(model: nn.Module) -> str:
+    if hasattr(model, "workbench_engine"):
+        return str(model.workbench_engine)
+    return "torch-int8" if is_torch_quantized(model) else "torch-fp32"
+
+
+class PipelineRun:
+    """Runs a `PipelineSpec` into `results/<name>/`, resuming whatever an earlier run finished.
+
+    `seed` overrides the spec's training seed (the data split stays the spec's `seed`), which is
+    how `--seeds` repeats a pipeline; stages with their own `seed:` keep it.
+    """
+
+    def __init__(self, spec: PipelineSpec, *, quick: bool = False, results_root: Path | None = None,
+                 run_name: str | None = None, fresh: bool = False, remeasure: bool = False,
+                 seed: int | None = None, shared_with: "PipelineRun | None" = None,
+                 on_eval: Callable[[str, int, dict[str, float]], None] | None = None) -> None:
+        self.spec, self.quick, self.on_eval, self.remeasure = spec, quick, on_eval, remeasure
+        self.seed = spec.seed if seed is None else seed
+        self.run_dir = Path(results_root or results_dir()) / (run_name or spec.name)
+        if fresh and self.run_dir.exists():
+            shutil.rmtree(self.run_dir)
+        self.store = StageStore(self.run_dir)
+        self.models: dict[str, nn.Module] = {}
+        self.keys: dict[str, str] = {}
+        self.metrics: list[dict[str, Any]] = []
+        self.shared_with = shared_with
+
+    # -------------------------------------------------------------- setup
+    def _prepare(self) -> None:
+        spec = self.spec
+        other = self.shared_with
+        if other is not None:  # another seed's run of the same spec: the data and base model are the same
+            for attr in ("task", "base_model", "tokenizer", "train_data", "eval_data", "val_data", "collate"):
+                setattr(self, attr, getattr(other, attr))
+            self._make_teachers()
+            return
+        resolve_model_path(spec.model)  # a wrong model name fails here, before any work
+        seed_everything(spec.seed)
+        self.task: Task = load_task(spec.task, seed=spec.seed)
+        self.base_model, self.tokenizer = load_model(spec.model, self.task.num_labels, spec.seed)
+        tokenized = tokenize_task(self.task, self.tokenizer)
+        train, evals = tokenized["train"], tokenized[spec.eval.split]
+        if self.quick:
+            g = torch.Generator().manual_seed(spec.seed)
+            train = train.select(sorted(torch.randperm(len(train), generator=g)[: spec.quick.train_examples].tolist()))
+            evals = evals.select(sorted(torch.randperm(len(evals), generator=g)[: spec.quick.eval_examples].tolist()))
+        self.train_data, self.eval_data = train, evals
+        self.val_data = tokenized["validation"].select(
+            range(min(len(tokenized["validation"]), spec.quick.eval_examples if self.quick else 10**9)))
+        self.collate = Collator(self.tokenizer)
+        self._make_teachers()
+
+    def _make_teachers(self) -> None:
+        self.teachers = TeacherService(self.tokenizer, self.task.num_labels, self.run_dir,
+                                       lambda n: (self.models[n], self.keys[n]) if n in self.models else None)
+
+    def _stage_seed(self, index: int) -> int:
+        stage = self.spec.stages[index]
+        return (self.seed if stage.seed is None else stage.seed) + index
+
+    def _stage_key(self, index: int) -> str:
+        spec = self.spec
+        return stage_hash({"model": spec.model, "task": config_to_dict(spec.task), "split_seed": spec.seed,
+                           "seeds": [self._stage_seed(i) for i in range(index + 1)],
+                           "task_fingerprint": self.task.fingerprint,
+                           # only what changes the trained model; eval settings go in _measure_key
+                           "quick": {"train_examples": spec.quick.train_examples, "epochs": spec.quick.epochs,
+                                     "batch_size": spec.quick.batch_size} if self.quick else None,
+                           "stages": [s.to_dict() for s in spec.stages[: index + 1]]})
+
+    def _measure_key(self) -> str:
+        """What a stage's metrics depend on beyond its model: the evaluation settings."""
+        spec = self.spec
+        return stage_hash({"eval": config_to_dict(spec.eval), "quick": self.quick,
+                           "eval_examples": spec.quick.eval_examples if self.quick else None,
+                           "speed_iters": spec.quick.speed_iters if self.quick else spec.eval.speed_iters})
+
+    # -------------------------------------------------------------- one stage
+    def _reuse(self, stage: StageSpec, key: str, shared: Path | None) -> dict[str, Any] | None:
+        found = self.store.find(stage.name, key, shared)
+        if found is None:
+            return None
+        saved, info = found
+        self.models[stage.name] = load_edited_model(saved / "model")
+        metrics = {**info["metrics"], "reused_from": str(saved)}
+        # the same trained model, measured again when asked (e.g. on a quiet machine) or when it
+        # was measured under other evaluation settings
+        if self.remeasure or info.get("measure_key") != self._measure_key():
+            metrics.update(self._measure(stage.name, self.models[stage.name]))
+        return metrics
+
+    def _run_stage(self, index: int, stage: StageSpec) -> dict[str, Any]:
+        key = self.keys[stage.name] = self._stage_key(index)
+        shared = cache_dir() / "stages" / key if (stage.cache or stage.seed is not None) else None
+        reused = self._reuse(stage, key, shared)
+        if reused is not None:
+            return reused
+        if self.store.holds_other(stage.name, key):
+            raise ConfigError(f"stage '{stage.name}': {self.run_dir} holds results of a different recipe; "
+                              "re-run with --fresh or choose another --name")
+        source = stage.source or (self.spec.stages[index - 1].name if index else None)
+        model = copy.deepcopy(self.models[source] if source else self.base_model)
+        stage_seed = self._stage_seed(index)
+        ctx = RecipeContext(task=self.task, tokenizer=self.tokenizer, run_dir=self.run_dir, stage=stage.name,
+                            seed=stage_seed - index, quick=self.quick, teachers=self.teachers,
+                            previous_stages=[s.name for s in self.spec.stages[:index]], train_data=self.train_data)
+        recipes = [build_recipe(n, config_to_dict(c), ctx, f"stage '{stage.name}'") for n, c in stage.recipes]
+        seed_everything(stage_seed)
+        for r in recipes:
+            model = r.apply(model)
+        t0 = time.perf_counter()
+        history: list[dict[str, Any]] = []
+        if stage.trains:
+            train_data = self.train_data
+            for r in recipes:
+                train_data = r.prepare_data(train_data)
+            cfg = copy.deepcopy(stage.train)
+            if self.quick:
+                cfg.epochs = self.spec.quick.epochs
+                cfg.batch_size = self.spec.quick.batch_size or cfg.batch_size
+            trainer = Trainer(
+                model, train_data, self.collate, cfg, recipes, seed=stage_seed,
+                checkpoint_dir=self.run_dir / "checkpoints" / stage.name,
+                evaluate=lambda m: accuracy_metrics(m, self.val_data, self.collate, self.task.num_labels,
+                                                    cfg.eval_batch_size),
+                on_eval=(lambda epoch, m: self.on_eval(stage.name, epoch, m)) if self.on_eval else None,
+                desc=stage.name, history_path=self.run_dir / "history" / f"{stage.name}.csv",
+                on_checkpoint=self.teachers.save)
+            model = trainer.train()
+            self.teachers.save()
+            history = trainer.history
+        train_seconds = time.perf_counter() - t0
+        metrics = self._measure(stage.name, model)
+        metrics["train_seconds"] = round(train_seconds, 1)
+        metrics["history"] = history
+        self.models[stage.name] = model
+        if saveable(model):
+            self.store.save(stage.name, model, self.tokenizer,
+                            {"key": key, "measure_key": self._measure_key(), "metrics": metrics}, shared)
+            shutil.rmtree(self.run_dir / "checkpoints" / stage.name, ignore_errors=True)
+        return metrics
+
+    def _measure(self, stage: str, model: nn.Module) -> dict[str, Any]:
+        ev = self.spec.eval
+        m: dict[str, Any] = {"stage": stage, "engine": engine_name(model)}
+        m.update(accuracy_metrics(model, self.eval_data, self.collate, self.task.num_labels, ev.batch_size))
+        m.update(storage_stats(model))
+        m["sparsity"] = 1.0 - m["nonzero_params"] / max(1, m["params"])
+        iters = self.spec.quick.speed_iters if self.quick else ev.speed_iters
+        for b in ev.speed_batches:
+            s = measure_speed(model, self.tokenizer.vocab_size, ev.seq_len, b, iters=iters,
+                              warmup=1 if self.quick else 3)
+            m[f"latency_ms_b{b}"], m[f"throughput_b{b}"] = s["latency_ms"], s["throughput"]
+        m["seq_len"], m["threads"], m["seed"] = ev.seq_len, torch.get_num_threads(), self.seed
+        m["per_layer_sparsity"] = per_layer_sparsity(model)
+        return m
+
+    # -------------------------------------------------------------- whole run
+    def _write(self) -> None:
+        from workbench.plots import accuracy_vs_throughput
+
+        spec = self.spec
+        write_json(self.run_dir / "metrics.json", {
+            "run": self.run_dir.name, "task": spec.task.name, "model": spec.model, "quick": self.quick,
+            "seed": self.seed, "split": spec.eval.split, "eval_examples": len(self.eval_data),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": self.metrics})
+        write_csv(self.run_dir / "stages.csv", self.metrics, STAGE_COLUMNS)
+        accuracy_vs_throughput(self.metrics, self.run_dir / "accuracy_vs_throughput.png",
+                               title=f"{spec.name}: {spec.model} on {spec.task.name}"
+                                     + (" (quick)" if self.quick else ""),
+                               batch=spec.eval.speed_batches[0])
+        histories = {p.stem: read_csv(p) for p in sorted((self.run_dir / "history").glob("*.csv"))}
+        histories = {k: v for k, v in histories.items() if v and k in {m["stage"] for m in self.metrics}}
+        if histories:
+            from workbench.plots.seeds import loss_terms_plot
+
+            loss_terms_plot(histories, self.run_dir / "loss_terms.png", title=f"{spec.name}: loss terms per step")
+
+    def run(self) -> list[dict[str, Any]]:
+        self._prepare()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_yaml(self.run_dir / "recipe.yaml", self.spec.to_dict())
+        for i, stage in enumerate(self.spec.stages):
+            print(f"[workbench] stage {i + 1}/{len(self.spec.stages)}: {stage.name} "
+                  f"({', '.join(n for n, _ in stage.recipes)})", flush=True)
+            t0 = time.perf_counter()
+            m = self._run_stage(i, stage)
+            self.metrics.append(m)
+            self._write()
+            how = ("reused" if m.get("reused_from") else
+                   f"trained {m.get('train_seconds', 0):.0f} s" if stage.trains else "one-shot")
+            b = self.spec.eval.speed_batches[0]
+            print(f"[workbench]   {stage.name}: accuracy {m['accuracy']:.4f}, {m[f'throughput_b{b}']:.1f} "
+                  f"samples/s at batch {b} ({how}, {time.perf_counter() - t0:.0f} s in all)", flush=True)
+        return self.metrics
+
+
+def run_pipeline(spec: PipelineSpec | dict | str | Path, **kwargs: Any) -> list[dict[str, Any]]:
+    """Run a pipeline from a spec, a dict or a YAML path; returns one metrics dict per stage."""
+    if isinstance(spec, (str, Path)):
+        spec = PipelineSpec.from_yaml(spec)
+    elif isinstance(spec, dict):
+        spec = PipelineSpec.from_dict(spec)
+    return PipelineRun(spec, **kwargs).run()
