@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from workbench.config import ConfigError
 from workbench.data.metrics import classification_metrics
+from workbench.models.arch import architecture
 from workbench.train import example_lengths, model_inputs
 
 
@@ -110,21 +112,35 @@ def measure_speed(model: nn.Module, vocab_size: int, seq_len: int = 128, batch_s
             "latency_ms_min": 1000 * min(times), "latency_ms_max": 1000 * max(times)}
 
 
+def _linear_weight(m: nn.Module) -> torch.Tensor | None:
+    """The 2-D weight of a Linear, plain or torch-quantized (int8 values for packed ones)."""
+    if isinstance(m, nn.Linear):
+        return m.weight
+    unpack = getattr(getattr(m, "_packed_params", None), "_weight_bias", None)
+    if callable(unpack):
+        w = unpack()[0]
+        return w.int_repr() if w.is_quantized else w
+    return None
+
+
 def per_layer_sparsity(model: nn.Module) -> dict[str, float]:
-    """Fraction of zeros in each 2-D weight of the encoder (Linear layers, packed or not)."""
+    """Fraction of zeros in the weight of each encoder Linear (plain or torch-quantized), by
+    qualified name in layer order.
+
+    The encoder Linears come from the architecture adapter (`workbench.models.arch`); a model
+    that describes itself (`workbench_layer_sparsity()`, e.g. the runtime's EngineModule) is
+    asked; a model of an unsupported family reports every Linear it has.
+    """
     sparsity_fn = getattr(model, "workbench_layer_sparsity", None)
     if callable(sparsity_fn):
         return dict(sparsity_fn())
+    try:
+        modules = architecture(model).encoder_linears()
+    except ConfigError:
+        modules = dict(model.named_modules())
     out = {}
-    for name, m in model.named_modules():
-        w = None
-        if isinstance(m, nn.Linear):
-            w = m.weight
-        else:
-            unpack = getattr(getattr(m, "_packed_params", None), "_weight_bias", None)
-            if callable(unpack):
-                w = unpack()[0]
-                w = w.int_repr() if w.is_quantized else w
-        if w is not None and ("layer." in name or "layers." in name):
+    for name, m in modules.items():
+        w = _linear_weight(m)
+        if w is not None:
             out[name] = float((w == 0).float().mean())
     return out

@@ -1,7 +1,12 @@
 """Our inference engine: a BERT-family sequence classifier compiled onto `workbench_ext` kernels.
 
-`compile_model(hf_model)` reads the weights of a Hugging Face `BertForSequenceClassification`
-(BERT, MiniLM, ...) or `DistilBertForSequenceClassification` and builds an `Engine`:
+`compile_model(hf_model)` reads the weights of a Hugging Face sequence classifier of a family
+the architecture adapter knows (`workbench.models.arch`: `BertForSequenceClassification` for
+BERT, MiniLM, ...; `DistilBertForSequenceClassification`; `RobertaForSequenceClassification`
+and XLM-R / CamemBERT) and builds an `Engine`. The three share the post-LN layer layout; RoBERTa
+differs in its position ids (offset by `padding_idx + 1`, padding at `padding_idx`) and its head
+(dense -> tanh -> out_proj on [CLS], the same computation as BERT's pooler + classifier).
+Layers whose attention heads were pruned keep their own head count.
 
 * every Linear layer becomes one kernel call. With `quantize=True` weights are int8, symmetric,
   per output channel (`scale = max|w_row| / 127`), activations are quantized per token to u8
@@ -43,7 +48,9 @@ from workbench.runtime import kernels as K
 
 FORMAT = "workbench-engine"
 FORMAT_VERSION = 1
-SUPPORTED_ARCHITECTURES = ("BertForSequenceClassification", "DistilBertForSequenceClassification")
+SUPPORTED_ARCHITECTURES = ("BertForSequenceClassification", "DistilBertForSequenceClassification",
+                           "RobertaForSequenceClassification", "XLMRobertaForSequenceClassification",
+                           "CamembertForSequenceClassification")
 WEIGHTS_FILE = "engine.safetensors"
 META_FILE = "engine.json"
 FP32_ATOL = 1e-4
@@ -83,92 +90,84 @@ def _ln(ln: Any) -> tuple[np.ndarray, np.ndarray, float]:
     return _np(ln.weight), _np(ln.bias), float(ln.eps)
 
 
-def _read_bert(model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, tuple]]:
-    cfg = model.config
+def _read(model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, tuple]]:
+    """Weights of a BERT / DistilBERT / RoBERTa sequence classifier, read through the
+    architecture adapter (`workbench.models.arch`): one reader for every family, whose layers
+    share the post-LN layout (Q, K, V, attention output, LN, FFN in/out, LN)."""
+    from workbench.config import ConfigError
+    from workbench.models.arch import architecture
+
+    name = type(model).__name__
+    try:
+        arch = architecture(model, "compile_model")
+    except ConfigError as exc:
+        raise _unsupported(name, str(exc)) from None
+    fam, cfg = arch.family, model.config
+    if not name.endswith("ForSequenceClassification"):
+        raise _unsupported(name, "only sequence classifiers can be compiled")
     if getattr(cfg, "position_embedding_type", "absolute") not in (None, "absolute"):
         raise UnsupportedModelError(
             f"position_embedding_type={cfg.position_embedding_type!r} is not supported (only 'absolute')")
     if getattr(cfg, "is_decoder", False):
-        raise UnsupportedModelError("decoder BERT models are not supported")
-    bert = model.bert
-    if bert.pooler is None:
-        raise UnsupportedModelError("a BertForSequenceClassification without pooler is not supported")
-    emb = bert.embeddings
+        raise UnsupportedModelError(f"decoder {fam.name} models are not supported")
+    if fam.pooler and arch.head_modules().get(fam.pooler) is None:
+        raise UnsupportedModelError(f"a {name} without pooler is not supported")
+    emb = arch.embeddings
     t: dict[str, np.ndarray] = {
-        "embeddings.word": _np(emb.word_embeddings.weight),
-        "embeddings.position": _np(emb.position_embeddings.weight),
-        "embeddings.token_type": _np(emb.token_type_embeddings.weight),
+        "embeddings.word": _np(arch.word_embeddings.weight),
+        "embeddings.position": _np(getattr(emb, fam.position_embeddings).weight),
     }
-    g, b, eps_emb = _ln(emb.LayerNorm)
+    if fam.token_type_embeddings:
+        t["embeddings.token_type"] = _np(getattr(emb, fam.token_type_embeddings).weight)
+    g, b, eps_emb = _ln(getattr(emb, fam.embedding_norm))
     t["embeddings.ln.gamma"], t["embeddings.ln.beta"] = g, b
-    act = _activation_name(cfg.hidden_act, "config.hidden_act")
+    act = _activation_name(getattr(cfg, fam.activation_attr), f"config.{fam.activation_attr}")
     linears: dict[str, tuple] = {}
     eps: dict[str, float] = {"embeddings.ln": eps_emb}
-    for i, layer in enumerate(bert.encoder.layer):
-        p = f"bert.encoder.layer.{i}"
-        att = layer.attention
-        linears[f"layers.{i}.qkv"] = tuple(
-            _linear(m, f"{p}.attention.self.{n}") for n, m in
-            (("query", att.self.query), ("key", att.self.key), ("value", att.self.value)))
-        linears[f"layers.{i}.out"] = _linear(att.output.dense, f"{p}.attention.output.dense")
-        linears[f"layers.{i}.ffn1"] = _linear(layer.intermediate.dense, f"{p}.intermediate.dense")
-        linears[f"layers.{i}.ffn2"] = _linear(layer.output.dense, f"{p}.output.dense")
-        for name, ln in ((f"layers.{i}.ln1", att.output.LayerNorm), (f"layers.{i}.ln2", layer.output.LayerNorm)):
-            t[f"{name}.gamma"], t[f"{name}.beta"], eps[name] = _ln(ln)
-    linears["head.pre"] = _linear(bert.pooler.dense, "bert.pooler.dense")
-    linears["head.cls"] = _linear(model.classifier, "classifier")
+    layer_heads = []
+    for i in range(arch.num_layers):
+        def lin(role: str) -> tuple[np.ndarray, np.ndarray | None, str]:
+            return _linear(arch.module(i, role), arch.module_name(i, role))  # noqa: B023
+
+        linears[f"layers.{i}.qkv"] = (lin("query"), lin("key"), lin("value"))
+        linears[f"layers.{i}.out"] = lin("attn_out")
+        linears[f"layers.{i}.ffn1"] = lin("ffn_in")
+        linears[f"layers.{i}.ffn2"] = lin("ffn_out")
+        for key, role in ((f"layers.{i}.ln1", "attn_norm"), (f"layers.{i}.ln2", "ffn_norm")):
+            t[f"{key}.gamma"], t[f"{key}.beta"], eps[key] = _ln(arch.module(i, role))
+        q, k, v = (w for w, _, _ in linears[f"layers.{i}.qkv"])
+        if not q.shape == k.shape == v.shape or q.shape[0] % arch.head_size or q.shape[0] == 0:
+            raise UnsupportedModelError(
+                f"{arch.layer_prefix(i)}: query/key/value shapes {q.shape}, {k.shape}, {v.shape} are not "
+                f"whole heads of size {arch.head_size}")
+        layer_heads.append(q.shape[0] // arch.head_size)
+    linears["head.pre"] = _linear(model.get_submodule(fam.head_dense), fam.head_dense)
+    linears["head.cls"] = _linear(model.get_submodule(fam.head_out), fam.head_out)
+    heads = arch.config_num_heads
     meta = {
-        "hidden_size": int(cfg.hidden_size), "num_heads": int(cfg.num_attention_heads),
-        "num_layers": len(bert.encoder.layer), "activation": act,
+        "hidden_size": arch.hidden_size, "num_heads": heads,
+        "num_layers": arch.num_layers, "activation": act,
         "vocab_size": int(t["embeddings.word"].shape[0]),
         "max_positions": int(t["embeddings.position"].shape[0]),
-        "type_vocab_size": int(t["embeddings.token_type"].shape[0]),
-        "head": "pooler_tanh", "eps": eps,
+        "type_vocab_size": int(t["embeddings.token_type"].shape[0]) if "embeddings.token_type" in t else 0,
+        "head": "pooler_tanh" if fam.head_activation == "tanh" else "pre_classifier_relu", "eps": eps,
     }
+    if any(h != heads for h in layer_heads):  # pruned heads
+        meta["layer_heads"] = layer_heads
+    if fam.position_offset:
+        # RoBERTa: padding tokens sit at position padding_idx, the others count from padding_idx + 1
+        meta["position_ids"] = "padding_offset"
+        meta["padding_idx"] = int(emb.padding_idx if getattr(emb, "padding_idx", None) is not None
+                                  else cfg.pad_token_id)
     return meta, t, linears
 
 
-def _read_distilbert(model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, tuple]]:
-    cfg = model.config
-    db = model.distilbert
-    emb = db.embeddings
-    t: dict[str, np.ndarray] = {
-        "embeddings.word": _np(emb.word_embeddings.weight),
-        "embeddings.position": _np(emb.position_embeddings.weight),
-    }
-    g, b, eps_emb = _ln(emb.LayerNorm)
-    t["embeddings.ln.gamma"], t["embeddings.ln.beta"] = g, b
-    act = _activation_name(cfg.activation, "config.activation")
-    linears: dict[str, tuple] = {}
-    eps: dict[str, float] = {"embeddings.ln": eps_emb}
-    for i, layer in enumerate(db.transformer.layer):
-        p = f"distilbert.transformer.layer.{i}"
-        att = layer.attention
-        linears[f"layers.{i}.qkv"] = tuple(
-            _linear(m, f"{p}.attention.{n}") for n, m in
-            (("q_lin", att.q_lin), ("k_lin", att.k_lin), ("v_lin", att.v_lin)))
-        linears[f"layers.{i}.out"] = _linear(att.out_lin, f"{p}.attention.out_lin")
-        linears[f"layers.{i}.ffn1"] = _linear(layer.ffn.lin1, f"{p}.ffn.lin1")
-        linears[f"layers.{i}.ffn2"] = _linear(layer.ffn.lin2, f"{p}.ffn.lin2")
-        for name, ln in ((f"layers.{i}.ln1", layer.sa_layer_norm), (f"layers.{i}.ln2", layer.output_layer_norm)):
-            t[f"{name}.gamma"], t[f"{name}.beta"], eps[name] = _ln(ln)
-    linears["head.pre"] = _linear(model.pre_classifier, "pre_classifier")
-    linears["head.cls"] = _linear(model.classifier, "classifier")
-    meta = {
-        "hidden_size": int(cfg.dim), "num_heads": int(cfg.n_heads),
-        "num_layers": len(db.transformer.layer), "activation": act,
-        "vocab_size": int(t["embeddings.word"].shape[0]),
-        "max_positions": int(t["embeddings.position"].shape[0]),
-        "type_vocab_size": 0,
-        "head": "pre_classifier_relu", "eps": eps,
-    }
-    return meta, t, linears
+def _unsupported(name: str, why: str) -> UnsupportedModelError:
+    return UnsupportedModelError(
+        f"workbench runtime cannot compile a {name}: supported architectures are "
+        f"{', '.join(SUPPORTED_ARCHITECTURES)} (BERT, MiniLM, DistilBERT and RoBERTa/XLM-R sequence "
+        f"classifiers); {why}")
 
-
-_READERS = {
-    "BertForSequenceClassification": _read_bert,
-    "DistilBertForSequenceClassification": _read_distilbert,
-}
 
 # Linear layers whose bias is applied in the fused bias + residual + LayerNorm op.
 _BIAS_FUSED = ("out", "ffn2")
@@ -183,13 +182,9 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
         block-sparse kernel; values > 1 never use the sparse kernels.
     """
     arch = type(hf_model).__name__
-    if arch not in _READERS:
-        raise UnsupportedModelError(
-            f"workbench runtime cannot compile a {arch}: supported architectures are "
-            f"{', '.join(SUPPORTED_ARCHITECTURES)} (BERT, MiniLM and DistilBERT sequence classifiers)")
     if not isinstance(sparse_threshold, (int, float)) or sparse_threshold < 0:
         raise ValueError(f"sparse_threshold must be a number >= 0, got {sparse_threshold!r}")
-    meta, tensors, raw = _READERS[arch](hf_model)
+    meta, tensors, raw = _read(hf_model)
     H, nh = meta["hidden_size"], meta["num_heads"]
     if H % nh:
         raise UnsupportedModelError(f"hidden size {H} is not divisible by {nh} heads")
@@ -264,6 +259,14 @@ class Engine:
         self.max_positions: int = meta["max_positions"]
         self.vocab_size: int = meta["vocab_size"]
         self.type_vocab_size: int = meta["type_vocab_size"]
+        # heads per layer (fewer than num_heads in layers whose heads were pruned)
+        self.layer_heads: list[int] = list(meta.get("layer_heads") or [self.num_heads] * self.num_layers)
+        # "absolute": positions 0..S-1; "padding_offset" (RoBERTa): padding tokens at position
+        # padding_idx, the others at padding_idx + 1 + their index among the row's non-padding
+        self.position_ids: str = meta.get("position_ids", "absolute")
+        self.padding_idx: int | None = meta.get("padding_idx")
+        self.max_seq_len: int = self.max_positions - (
+            self.padding_idx + 1 if self.position_ids == "padding_offset" else 0)
         self._act = K.ACTIVATIONS[meta["activation"]]
         self._eps = {k: float(v) for k, v in meta["eps"].items()}
         # threads for the attention heads (the kernels' own OpenMP pools follow OMP_NUM_THREADS)
@@ -287,9 +290,9 @@ class Engine:
         B, S = ids.shape
         if B == 0 or S == 0:
             raise ValueError(f"input_ids must be non-empty, got shape {ids.shape}")
-        if S > self.max_positions:
-            raise ValueError(f"sequence length {S} exceeds the model's max_position_embeddings "
-                             f"{self.max_positions}")
+        if S > self.max_seq_len:
+            raise ValueError(f"sequence length {S} exceeds the model's maximum {self.max_seq_len} "
+                             f"(max_position_embeddings {self.max_positions})")
         if ids.min() < 0 or ids.max() >= self.vocab_size:
             raise ValueError(f"input_ids must be in [0, {self.vocab_size}), got [{ids.min()}, {ids.max()}]")
         if attention_mask is None:
@@ -331,10 +334,14 @@ class Engine:
     def _forward(self, ids: np.ndarray, mask: np.ndarray, tt: np.ndarray | None) -> np.ndarray:
         T = self.tensors
         B, S = ids.shape
-        H, nh = self.hidden_size, self.num_heads
-        d = H // nh
+        H = self.hidden_size
+        d = H // self.num_heads
         x = T["embeddings.word"][ids].astype(np.float32, copy=False)
-        x += T["embeddings.position"][:S]
+        if self.position_ids == "padding_offset":
+            real = ids != self.padding_idx
+            x += T["embeddings.position"][np.cumsum(real, axis=1) * real + self.padding_idx]
+        else:
+            x += T["embeddings.position"][:S]
         if "embeddings.token_type" in T:
             x += T["embeddings.token_type"][0] if tt is None else T["embeddings.token_type"][tt]
         h = K.layernorm(x.reshape(B * S, H), T["embeddings.ln.gamma"], T["embeddings.ln.beta"],
@@ -345,6 +352,7 @@ class Engine:
         for i in range(L):
             last = i == L - 1
             lin = self._linears
+            nh = self.layer_heads[i]
             qkv = lin[f"layers.{i}.qkv"](h).reshape(B, S, 3, nh, d)
             k = qkv[:, :, 1].transpose(0, 2, 3, 1)  # [B, nh, d, S]
             v = qkv[:, :, 2].transpose(0, 2, 1, 3)  # [B, nh, S, d]
@@ -356,7 +364,7 @@ class Engine:
                 q = qkv[:, :, 0].transpose(0, 2, 1, 3)  # [B, nh, S, d]
                 residual = h
                 rows = S
-            ctx = self._attention(q, k, v, mask_bias).reshape(B * rows, H)
+            ctx = self._attention(q, k, v, mask_bias).reshape(B * rows, nh * d)
             attn = lin[f"layers.{i}.out"](ctx)
             h = K.add_bias_residual_layernorm(attn, T[f"layers.{i}.out.bias"], residual,
                                               T[f"layers.{i}.ln1.gamma"], T[f"layers.{i}.ln1.beta"],

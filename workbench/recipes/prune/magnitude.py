@@ -16,29 +16,35 @@ step so that pruned weights stay exactly zero through training.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from workbench.config import fail
+from workbench.config import ConfigError, fail
+from workbench.models.arch import architecture
 from workbench.recipes.base import Recipe, TrainState, register_recipe
-
-# Encoder layers of BERT/MiniLM (`encoder.layer.N.`) and DistilBERT (`transformer.layer.N.`).
-DEFAULT_INCLUDE = r"(encoder|transformer)\.layer\.\d+\."
-DEFAULT_EXCLUDE = r"classifier|pooler|pre_classifier"
+from workbench.targets import resolve_targets, validate_target_syntax
 
 
-def prunable_linears(model: nn.Module, include: str = DEFAULT_INCLUDE,
-                     exclude: str = DEFAULT_EXCLUDE) -> dict[str, nn.Linear]:
-    """The Linear layers a pruning recipe acts on, by qualified name."""
-    inc, exc = re.compile(include), re.compile(exclude) if exclude else None
-    return {
-        name: m for name, m in model.named_modules()
-        if isinstance(m, nn.Linear) and inc.search(name) and not (exc and exc.search(name))
-    }
+def prunable_linears(model: nn.Module, targets: list[str] | None = None,
+                     where: str = "magnitude_prune") -> dict[str, nn.Linear]:
+    """The Linear layers a pruning recipe acts on, by qualified name, in model order.
+
+    targets=None: every encoder Linear of the model's family (`workbench.models.arch`; never the
+    pooler or classifier head); otherwise the `targets:` entries (exact names or `re:<pattern>`,
+    see `workbench.targets`) among all of the model's Linears. ConfigError for an unsupported
+    family (targets=None) or an entry that matches nothing.
+    """
+    if targets is None:
+        linears = architecture(model, where).encoder_linears()
+        plain = {name: m for name, m in linears.items() if isinstance(m, nn.Linear)}
+        if len(plain) != len(linears):
+            raise ConfigError(f"{where}: {type(model).__name__} holds quantized Linear layers; "
+                              "prune before quantizing")
+        return plain
+    return resolve_targets(model, targets, where, kind=nn.Linear)
 
 
 def block_scores(weight: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
@@ -66,11 +72,12 @@ def block_mask(weight: torch.Tensor, sparsity: float, block: tuple[int, int]) ->
 
 @torch.no_grad()
 def magnitude_prune_(model: nn.Module, sparsity: float, block: tuple[int, int] = (1, 4),
-                     include: str = DEFAULT_INCLUDE, exclude: str = DEFAULT_EXCLUDE
+                     targets: list[str] | None = None, where: str = "magnitude_prune"
                      ) -> dict[str, torch.Tensor]:
-    """Prune `model` in place, one-shot, to `sparsity` per layer. Returns the masks by name."""
+    """Prune `model` in place, one-shot, to `sparsity` per layer (the layers `prunable_linears`
+    selects). Returns the masks by name."""
     masks = {}
-    for name, lin in prunable_linears(model, include, exclude).items():
+    for name, lin in prunable_linears(model, targets, where).items():
         masks[name] = block_mask(lin.weight, sparsity, tuple(block))
         lin.weight.mul_(masks[name])
     return masks
@@ -87,12 +94,12 @@ def cubic_sparsity(step: int, total_steps: int, initial: float, final: float,
     return final + (initial - final) * (1.0 - (step - t0) / (t1 - t0)) ** 3
 
 
-def weight_sparsity(model: nn.Module, include: str = DEFAULT_INCLUDE,
-                    exclude: str = DEFAULT_EXCLUDE) -> dict[str, float]:
+def weight_sparsity(model: nn.Module, targets: list[str] | None = None,
+                    where: str = "weight_sparsity") -> dict[str, float]:
     """Fraction of exact zeros in each prunable layer's weight."""
     return {
         name: float((lin.weight == 0).float().mean())
-        for name, lin in prunable_linears(model, include, exclude).items()
+        for name, lin in prunable_linears(model, targets, where).items()
     }
 
 
@@ -109,8 +116,9 @@ class MagnitudePruneConfig:
     """Fraction of the stage's optimizer steps at which `sparsity` is reached."""
     frequency: int = 10
     """Optimizer steps between mask updates (the schedule's Δt)."""
-    include: str = DEFAULT_INCLUDE
-    exclude: str = DEFAULT_EXCLUDE
+    targets: list[str] | None = None
+    """Linear layers to prune: exact qualified names or `re:<pattern>` (full match), e.g.
+    `["re:.*attention.*"]`. None: every encoder Linear (never the pooler or classifier)."""
 
     def validate(self, where: str) -> None:
         if not 0.0 <= self.sparsity < 1.0:
@@ -123,11 +131,8 @@ class MagnitudePruneConfig:
             fail(where, "start", f"and 'end' must satisfy 0 <= start < end <= 1, got {self.start}, {self.end}")
         if self.frequency < 1:
             fail(where, "frequency", f"must be >= 1, got {self.frequency}")
-        for key in ("include", "exclude"):
-            try:
-                re.compile(getattr(self, key))
-            except re.error as exc:
-                fail(where, key, f"is not a valid regular expression: {exc}")
+        if self.targets is not None:
+            validate_target_syntax(self.targets, where)
 
 
 @register_recipe("magnitude_prune")
@@ -142,10 +147,7 @@ class MagnitudePrune(Recipe):
         self.current_sparsity = 0.0
 
     def apply(self, model: nn.Module) -> nn.Module:
-        layers = prunable_linears(model, self.config.include, self.config.exclude)
-        if not layers:
-            fail(f"stage '{self.ctx.stage}' recipe 'magnitude_prune'", "include",
-                 f"matches no Linear layer of {type(model).__name__}")
+        prunable_linears(model, self.config.targets, self.where)  # fails early, naming the entry
         if self.config.schedule == "oneshot":
             self._update(model, self.config.sparsity)
         elif self.config.initial_sparsity > 0:
@@ -155,14 +157,13 @@ class MagnitudePrune(Recipe):
     @torch.no_grad()
     def _update(self, model: nn.Module, sparsity: float) -> None:
         self.current_sparsity = sparsity
-        self.masks = magnitude_prune_(model, sparsity, self.config.block,
-                                      self.config.include, self.config.exclude)
+        self.masks = magnitude_prune_(model, sparsity, self.config.block, self.config.targets, self.where)
 
     @torch.no_grad()
     def _reapply(self, model: nn.Module) -> None:
-        layers = prunable_linears(model, self.config.include, self.config.exclude)
+        modules = dict(model.named_modules())
         for name, mask in self.masks.items():
-            layers[name].weight.mul_(mask)
+            modules[name].weight.mul_(mask)
 
     def on_train_begin(self, state: TrainState) -> None:
         self._reapply(state.model)
