@@ -11,7 +11,10 @@ import sys
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
+from torch import nn
+
 from workbench.recipes.base import Recipe, RecipeContext
+from workbench.recipes.finetune import Finetune, FinetuneConfig
 from workbench.recipes.prune.magnitude import MagnitudePrune, MagnitudePruneConfig
 from workbench.train import TrainConfig, Trainer
 
@@ -20,6 +23,23 @@ class KillAt(Recipe):
     def on_step_end(self, state):
         if self.config is not None and state.step == self.config:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class OwnedProjection(Recipe):
+    """A recipe that owns a parameter (like a distillation projection) and adds a loss term."""
+
+    name = "owned_projection"
+
+    def needs(self):
+        return {"hidden_states"}
+
+    def setup(self, model):
+        torch.manual_seed(3)
+        self.owned = nn.Linear(16, 16)
+
+    def loss_terms(self, state):
+        h = state.outputs.hidden_states[-1]
+        return {"aux": (0.1, ((self.owned(h) - h.detach()) ** 2).mean())}
 
 
 def main() -> None:
@@ -46,10 +66,14 @@ def main() -> None:
     ctx = RecipeContext(task=None, tokenizer=None, run_dir=None, stage="s")
     prune = MagnitudePrune(MagnitudePruneConfig(sparsity=0.75, schedule="cubic", end=0.8, frequency=2), ctx)
     model = prune.apply(model)
+    projection = OwnedProjection(None, ctx)
     trainer = Trainer(model, data, collate, TrainConfig(epochs=3, batch_size=8, lr=1e-3, checkpoint_every=4),
-                      [prune, KillAt(kill_at, ctx)], seed=0, checkpoint_dir=__import__("pathlib").Path(ckpt))
+                      [prune, Finetune(FinetuneConfig(), ctx), projection, KillAt(kill_at, ctx)], seed=0, checkpoint_dir=__import__("pathlib").Path(ckpt))
     trained = trainer.train()
-    torch.save({k: v.clone() for k, v in trained.state_dict().items()}, out)
+    state = {k: v.clone() for k, v in trained.state_dict().items()}
+    state.update({f"owned.{k}": v.clone() for k, v in projection.owned.state_dict().items()})
+    state["steps_run"] = torch.tensor(trainer.steps_run)
+    torch.save(state, out)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from workbench.config import ConfigError
-from workbench.models import build_student, encoder_layers
+from workbench.models import build_student
+from workbench.models.arch import architecture
 from workbench.recipes.distill.logits import kd_loss
 
 
@@ -37,24 +38,24 @@ def test_kd_loss_matches_hand_computation():
 
 def test_student_copies_chosen_layers(tiny_bert):
     student = build_student(tiny_bert, layers=[0, 3])
-    _, _, layers = encoder_layers(student)
-    _, _, teacher_layers = encoder_layers(tiny_bert)
+    layers = architecture(student).layers
+    teacher_layers = architecture(tiny_bert).layers
     assert len(layers) == 2 and student.config.num_hidden_layers == 2
     for mine, theirs in zip(layers, [teacher_layers[0], teacher_layers[3]]):
         for (n1, p1), (n2, p2) in zip(mine.named_parameters(), theirs.named_parameters()):
             assert n1 == n2 and torch.equal(p1, p2)
             assert p1.data_ptr() != p2.data_ptr()  # a copy, not shared storage
     assert torch.equal(student.bert.embeddings.word_embeddings.weight, tiny_bert.bert.embeddings.word_embeddings.weight)
-    assert len(encoder_layers(tiny_bert)[2]) == 4  # teacher untouched
+    assert architecture(tiny_bert).num_layers == 4  # teacher untouched
     out = student(input_ids=torch.randint(0, 120, (2, 8))).logits
     assert out.shape == (2, 2)
 
 
 def test_student_defaults_and_narrow_random(tiny_bert):
-    assert len(encoder_layers(build_student(tiny_bert))[2]) == 2  # every other layer
+    assert architecture(build_student(tiny_bert)).num_layers == 2  # every other layer
     narrow = build_student(tiny_bert, init="random", num_layers=1, hidden_size=16, num_attention_heads=2,
                            intermediate_size=32)
-    assert narrow.config.hidden_size == 16 and len(encoder_layers(narrow)[2]) == 1
+    assert narrow.config.hidden_size == 16 and architecture(narrow).num_layers == 1
     assert narrow(input_ids=torch.randint(0, 120, (2, 8))).logits.shape == (2, 2)
     with pytest.raises(ConfigError, match="out of range: the teacher has 4 layers"):
         build_student(tiny_bert, layers=[0, 7])
@@ -72,36 +73,58 @@ def test_distilbert_student():
     assert student(input_ids=torch.randint(0, 100, (1, 8))).logits.shape == (1, 2)
 
 
-def test_teacher_logits_are_memoised_per_example(tiny_bert):
-    from workbench.recipes.base import RecipeContext
-    from workbench.recipes.distill.logits import LogitDistill, LogitDistillConfig
+def _service(tmp_path, model, key="k1"):
+    from workbench.teachers import TeacherService
 
+    holder = {"teacher": (model, key)}
+    return TeacherService(None, 2, tmp_path, lambda n: holder.get(n)), holder
+
+
+def test_teacher_logits_are_cached_per_example_outside_the_model(tiny_bert, tmp_path):
     calls = []
     tiny_bert.register_forward_hook(lambda m, i, o: calls.append(1))
-    ctx = RecipeContext(task=None, tokenizer=None, run_dir=None, stage="s",
-                        load_stage_model=lambda name: tiny_bert, previous_stages=["teacher"])
-    recipe = LogitDistill(LogitDistillConfig(), ctx)
-    recipe.on_train_begin(None)
+    service, _ = _service(tmp_path, tiny_bert)
+    teacher = service.get("teacher", set())
     ids = torch.randint(1, 120, (4, 10))
     mask = torch.ones_like(ids)
     mask[0, 7:] = 0
-    first = recipe._teacher_logits({"input_ids": ids, "attention_mask": mask})
+    texts = ["a", "b", "c", "d"]
+    first = teacher.outputs({"input_ids": ids, "attention_mask": mask, "text": texts}).logits
     with torch.no_grad():
         direct = tiny_bert(input_ids=ids, attention_mask=mask).logits
     assert torch.allclose(first, direct, atol=1e-6)
     n = len(calls)
     # the same examples in another order and padding: no new teacher forward, same logits
-    perm = torch.tensor([2, 0, 3, 1])
-    again = recipe._teacher_logits({"input_ids": ids[perm], "attention_mask": mask[perm]})
+    perm = [2, 0, 3, 1]
+    again = teacher.outputs({"input_ids": ids[perm], "attention_mask": mask[perm],
+                             "text": [texts[i] for i in perm]}).logits
     assert len(calls) == n and torch.equal(again, first[perm])
+    assert not any("cache" in k for k in vars(tiny_bert))  # nothing stored on the model object
+    service.save()  # persisted for a resumed run, and read back by a new service
+    fresh, _ = _service(tmp_path, tiny_bert)
+    assert torch.equal(fresh.get("teacher", set()).outputs({"input_ids": ids, "attention_mask": mask,
+                                                            "text": texts}).logits, first)
+    assert len(calls) == n
 
 
-def test_distilling_leaves_the_shared_teacher_trainable(tiny_bert):
+def test_a_retrained_teacher_is_a_new_teacher(tiny_bert, tmp_path):
+    """A stage trained further (a new stage key) never receives the old teacher's cached outputs."""
+    import copy
+
+    service, holder = _service(tmp_path, tiny_bert)
+    batch = {"input_ids": torch.randint(1, 120, (2, 6)), "text": ["x", "y"]}
+    old = service.get("teacher", set()).outputs(batch).logits
+    changed = copy.deepcopy(tiny_bert)
+    with torch.no_grad():
+        changed.classifier.bias.add_(5.0)
+    holder["teacher"] = (changed, "k2")
+    new = service.get("teacher", set()).outputs({**batch}).logits
+    assert not torch.allclose(new, old)
+    assert torch.allclose(new, old + 5.0, atol=1e-5)
+
+
+def test_distilling_leaves_the_shared_teacher_trainable(tiny_bert, tmp_path):
     """A later stage may train `from: teacher` after another stage distilled from it."""
-    from workbench.recipes.base import RecipeContext
-    from workbench.recipes.distill.logits import LogitDistill, LogitDistillConfig
-
-    ctx = RecipeContext(task=None, tokenizer=None, run_dir=None, stage="s",
-                        load_stage_model=lambda name: tiny_bert, previous_stages=["teacher"])
-    LogitDistill(LogitDistillConfig(), ctx).on_train_begin(None)
+    service, _ = _service(tmp_path, tiny_bert)
+    service.get("teacher", set()).outputs({"input_ids": torch.randint(1, 120, (2, 6)), "text": ["p", "q"]})
     assert all(p.requires_grad for p in tiny_bert.parameters())

@@ -24,13 +24,17 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     killed = run([str(tmp_path / "ckpt"), str(tmp_path / "resumed.pt"), "10"])  # 3 epochs x 5 steps, checkpoint every 4
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not (tmp_path / "resumed.pt").exists()
-    saved = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=False)
+    saved = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=True)
     assert saved["step"] == 8 and saved["batch_in_epoch"] == 3  # mid-epoch, the last one before the kill
     resumed = run([str(tmp_path / "ckpt"), str(tmp_path / "resumed.pt")])
     assert resumed.returncode == 0, resumed.stderr
     a = torch.load(tmp_path / "clean.pt")
     b = torch.load(tmp_path / "resumed.pt")
+    # the re-run took only the remaining steps, from the checkpoint (training again from scratch
+    # with the same seed would also end bit-exact, and must not pass)
+    assert int(a.pop("steps_run")) == 15 and int(b.pop("steps_run")) == 15 - 8
     assert a.keys() == b.keys()
+    assert any(k.startswith("owned.") for k in a)  # the recipe-owned projection resumed too
     for k in a:
         assert torch.equal(a[k], b[k]), k
     w = b["bert.encoder.layer.0.intermediate.dense.weight"]

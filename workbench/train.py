@@ -126,6 +126,8 @@ class Trainer:
         """One row per epoch: step, loss and the validation metrics."""
         self.step_log: list[dict[str, float]] = []
         """One row per optimizer step: step, epoch, lr, loss and every loss term."""
+        self.steps_run = 0
+        """Optimizer steps taken by this process (a resumed run takes only the remaining ones)."""
         self.needs: set[str] = set().union(*(r.needs() for r in recipes)) if recipes else set()
 
     def _hook(self, name: str, state: TrainState) -> None:
@@ -259,6 +261,7 @@ class Trainer:
                 optimizer.step()
                 scheduler.step()
                 state.step += 1
+                self.steps_run += 1
                 self._hook("on_after_optimizer_step", state)
                 self._hook("on_step_end", state)
                 state.logs["loss"] = float(loss.detach())
