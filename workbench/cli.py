@@ -26,15 +26,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_table(stages: list[dict]) -> None:
-    cols = [("stage", "{}"), ("engine", "{}"), ("accuracy", "{:.4f}"), ("macro_f1", "{:.4f}"),
-            ("params", "{:,}"), ("nonzero_params", "{:,}"), ("disk_mb", "{:.1f}"),
-            ("throughput_b1", "{:.1f}"), ("throughput_b8", "{:.1f}")]
-    rows = [[f.format(s[c]) if s.get(c) is not None else "-" for c, f in cols] for s in stages]
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, (c, _) in enumerate(cols)]
-    print("  ".join(c.ljust(w) for (c, _), w in zip(cols, widths)))
-    for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+def _print_table(stages: list[dict], columns: list | None = None) -> None:
+    """The stage table (default columns: workbench.results.STAGE_COLUMNS); values that are
+    already strings (e.g. "0.8250 ± 0.0040") are printed as they are."""
+    from workbench.results import format_stage_table
+
+    print(format_stage_table(stages, columns))
 
 
 def _cmd_tasks(args: argparse.Namespace) -> int:

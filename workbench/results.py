@@ -1,4 +1,5 @@
-"""Atomic result files: a reader never sees a half-written metrics.json, CSV or YAML."""
+"""Atomic result files (a reader never sees a half-written metrics.json, CSV or YAML), and the
+one formatter of stage tables for humans (`format_stage_table`)."""
 from __future__ import annotations
 
 import csv
@@ -7,7 +8,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -39,15 +40,105 @@ def write_yaml(path: Path, obj: Any) -> None:
     atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
-    columns = columns or list(dict.fromkeys(k for r in rows for k in r))
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str] | None = None, *,
+              float_format: str | None = "{:.6g}") -> None:
+    """Every CSV of the package: header + one line per row, written atomically.
+
+    `columns` fixes the column order (default: keys in order of first appearance); keys not in
+    `columns` are dropped, missing ones are left empty. Floats are written with `float_format`
+    (None: as Python prints them).
+    """
+    if columns is None:
+        columns = list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+        w.writerow({k: (float_format.format(v) if float_format and isinstance(v, float) else v)
+                    for k, v in r.items()})
     atomic_write_text(path, buf.getvalue())
+
+
+# ------------------------------------------------------------------------------ tables for humans
+STAGE_COLUMNS = ("stage", "engine", "accuracy", "macro_f1", "params", "nonzero_params", "disk_mb",
+                 "throughput_b1", "throughput_b8")
+"""The columns of `workbench run` / `workbench show`."""
+
+REPORT_STAGE_COLUMNS = ("stage", "engine", "accuracy", "params", "nonzero_params", "sparsity", "disk_mb",
+                        "latency_ms_b1", "throughput_b1")
+"""The columns of the stage tables in `workbench report` (a run, a sweep's best trial)."""
+
+STAGE_FORMATS = {
+    "accuracy": "{:.4f}", "macro_f1": "{:.4f}", "params": "{:,}", "nonzero_params": "{:,}",
+    "sparsity": "{:.1%}", "disk_mb": "{:.1f}", "latency_ms_b1": "{:.1f}", "latency_ms_b8": "{:.1f}",
+    "throughput_b1": "{:.1f}", "throughput_b8": "{:.1f}", "train_seconds": "{:.0f}",
+}
+"""How a StageMetrics value is shown when the caller names only the column."""
+
+ColumnSpec = str | tuple[str, str | None] | tuple[str, str | None, str]
+"""A table column: a key, (key, str.format pattern or None), or (key, pattern, header)."""
+
+
+def format_cell(value: Any, spec: str | None = None) -> str:
+    """One table cell: None -> "-"; a string as it is (already formatted, e.g. "0.82 ± 0.01");
+    a (mean, std) pair -> "mean ± std", both with `spec`; otherwise `spec` (a str.format
+    pattern), or floats to 4 decimals and ints with thousands separators."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+        return f"{format_cell(value[0], spec)} ± {format_cell(value[1], spec)}"
+    if spec:
+        try:
+            return spec.format(value)
+        except (TypeError, ValueError):
+            return str(value)
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _column(col: ColumnSpec) -> tuple[str, str | None, str]:
+    if isinstance(col, str):
+        return col, STAGE_FORMATS.get(col), col
+    key, spec, *header = col
+    return key, spec, (header[0] if header else key)
+
+
+def format_stage_table(rows: list[dict[str, Any]], columns: Sequence[ColumnSpec] | None = None,
+                       fmt: str = "text") -> str:
+    """A table of `rows` (a run's stages, or any dicts) for humans, as one string (no final newline).
+
+    columns: the keys to show, in order (default `STAGE_COLUMNS`); each is a key (shown with
+    its `STAGE_FORMATS` pattern), `(key, pattern)` or `(key, pattern, header)`. Missing and None
+    values show as "-"; string values are shown as they are (a spread column: "0.8250 ± 0.0040").
+    fmt: "text" (aligned columns for a terminal) or "markdown" (a GitHub table).
+    """
+    cols = [_column(c) for c in (STAGE_COLUMNS if columns is None else columns)]
+    headers = [h for _, _, h in cols]
+    cells = [[format_cell(r.get(k), spec) for k, spec, _ in cols] for r in rows]
+    if fmt == "markdown":
+        def line(values: list[str]) -> str:
+            return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
+
+        return "\n".join([line(headers), "|" + "---|" * len(cols), *(line(c) for c in cells)])
+    if fmt != "text":
+        raise ValueError(f"format_stage_table: fmt must be 'text' or 'markdown', not {fmt!r}")
+    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(headers)]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()
+                     for values in [headers, *cells])
 
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV written by `write_csv` (values as strings)."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

@@ -23,7 +23,7 @@ from typing import Any
 
 from workbench.bench.engines import BASELINE, DEFAULT_ENGINES, ENGINES
 from workbench.bench.models import DEFAULT_MODELS, MODELS
-from workbench.bench.report import add_ratios, write_csv, write_markdown, write_plot
+from workbench.bench.report import add_ratios, write_engines_csv, write_markdown, write_plot
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -181,11 +181,11 @@ def run(args: argparse.Namespace) -> int:
                     bar.write(f"  FAILED {model} / {engine} / threads={threads} batch={r['batch']}: {r.get('error')}")
             rows.extend(got)
             add_ratios(rows, BASELINE)
-            write_csv(rows, out / "engines.csv")  # after every engine: a partial table survives a kill
+            write_engines_csv(rows, out / "engines.csv")  # after every engine: a partial table survives a kill
     order = [e for e in ENGINES if e in s["engines"]]
     rows.sort(key=lambda r: (s["models"].index(r["model"]), order.index(r["engine"]), r["threads"], r["batch"]))
     add_ratios(rows, BASELINE)
-    write_csv(rows, out / "engines.csv")
+    write_engines_csv(rows, out / "engines.csv")
     argv = sys.argv[1:]
     if argv and argv[0] == "bench":
         argv = argv[1:]

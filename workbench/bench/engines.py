@@ -23,7 +23,6 @@ Peers are set up the way their documentation recommends for CPU inference:
 from __future__ import annotations
 
 import copy
-import os
 import warnings
 from pathlib import Path
 from typing import Any

@@ -26,24 +26,24 @@ The clock is max(measured, nominal): measured with a dependent integer-add chain
 (``workbench_ext.cpu.measure_clock_ghz``, sees turbo but reads low on a loaded machine),
 nominal from /proc/cpuinfo "cpu MHz".  The clock under heavy SIMD load may still differ, so
 "% of peak" is an estimate, not a measurement.
-Writes ``<out_dir>/gemm.csv`` atomically (temp file + os.replace).
+Writes ``<out_dir>/gemm.csv`` atomically (``workbench.results.write_csv``).
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import platform
 import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from workbench.results import write_csv
 
 INT8_OPS_PER_CYCLE = {"amx": 2048, "avx512_vnni": 256, "avx2": 64, "portable": 32}
 FP32_FLOPS_PER_CYCLE = {"amx": 64, "avx512_vnni": 64, "avx2": 32, "portable": 16}
@@ -95,24 +95,6 @@ def _time(fn: Callable[[], Any], repeats: int, warmup: int) -> tuple[float, floa
         fn()
         ts.append(time.perf_counter() - t0)
     return statistics.median(ts), min(ts)
-
-
-def _atomic_csv(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".gemm-", suffix=".csv.tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
-            w.writeheader()
-            for r in rows:
-                w.writerow(r)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _block_sparse(w: np.ndarray, sparsity: float, rng: np.random.Generator) -> np.ndarray:
@@ -226,8 +208,7 @@ def run_gemm_bench(m: int = 128, k: int = 768, n: int = 3072, threads: int | Seq
         rows += _bench_one_thread_count(m, k, n, int(t), repeats, warmup, sparsities, isa, seed,
                                         torch_baselines, clock)
     if out_dir is not None:
-        path = Path(out_dir) / "gemm.csv"
-        _atomic_csv(path, rows)
+        write_csv(Path(out_dir) / "gemm.csv", rows, FIELDS, float_format=None)  # atomic; values as measured
     if verbose:
         print(format_rows(rows))
         if out_dir is not None:

@@ -1,4 +1,4 @@
-"""Writing `workbench bench` results: engines.csv (atomic), engines.png, README.md."""
+"""Writing `workbench bench` results: engines.csv, engines.png, README.md (all atomic)."""
 from __future__ import annotations
 
 import math
@@ -7,6 +7,8 @@ import platform
 import time
 from pathlib import Path
 from typing import Any
+
+from workbench.results import atomic_write_text, format_stage_table, write_csv
 
 COLUMNS = [
     "model", "engine", "threads", "batch", "seq_len", "status", "samples_per_s",
@@ -34,23 +36,9 @@ def add_ratios(rows: list[dict[str, Any]], baseline: str) -> None:
         r["vs_ort_int8"] = round(s / b, 3) if (b and s is not None and r.get("status") == "ok") else ""
 
 
-def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    import csv
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: _fmt(r.get(k, "")) for k in COLUMNS})
-    os.replace(tmp, path)
-
-
-def _fmt(v: Any) -> Any:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return v
+def write_engines_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """engines.csv, atomically, in the order of COLUMNS (missing values empty)."""
+    write_csv(path, rows, COLUMNS)
 
 
 def write_plot(rows: list[dict[str, Any]], path: Path, engines_order: list[str]) -> None:
@@ -152,29 +140,29 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
         "(for the pruned engines, vs the pruned model in torch fp32).",
         "",
     ]
+    columns = ["engine", *(f"t={t} b={b}" for t, b in panels), "err"]
     for model in models:
         out += [f"## {model}", ""]
-        head = "| engine | " + " | ".join(f"t={t} b={b}" for t, b in panels) + " | err |"
-        out += [head, "|" + "---|" * (len(panels) + 2)]
+        table = []
         for e in engines_order:
             sel = {(r["threads"], r["batch"]): r for r in rows if r["model"] == model and r["engine"] == e}
             if not sel:
                 continue
-            cells, errs = [], []
-            for p in panels:
-                r = sel.get(p)
+            cells = {"engine": f"**{e}**" if e.startswith("wb-") else e}
+            errs = []
+            for t, b in panels:
+                r, col = sel.get((t, b)), f"t={t} b={b}"
                 if r is None:
-                    cells.append("")
+                    cells[col] = ""
                 elif r.get("status") != "ok":
-                    cells.append("failed")
+                    cells[col] = "failed"
                 else:
                     ratio = r.get("vs_ort_int8")
-                    cells.append(f"{float(r['samples_per_s']):.1f}" + (f" ({float(ratio):.2f}x)" if ratio != "" else ""))
+                    cells[col] = f"{float(r['samples_per_s']):.1f}" + (f" ({float(ratio):.2f}x)" if ratio != "" else "")
                     errs.append(float(r["max_abs_err_vs_torch_fp32"]))
-            err = f"{max(errs):.2g}" if errs else ""
-            name = f"**{e}**" if e.startswith("wb-") else e
-            out.append(f"| {name} | " + " | ".join(cells) + f" | {err} |")
-        out.append("")
+            cells["err"] = f"{max(errs):.2g}" if errs else ""
+            table.append(cells)
+        out += [format_stage_table(table, columns, fmt="markdown"), ""]
     failed = [r for r in rows if r.get("status") != "ok"]
     if failed:
         out += ["## Failures", ""]
@@ -206,7 +194,4 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
         out.append(f"- 1-minute load average: {load[0]:.2f} at the start of the run, {load[1]:.2f} at the end "
                    f"({os.cpu_count()} logical cores)")
     out.append("")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(out))
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(out))

@@ -4,8 +4,13 @@
     sweep = load_sweep("sweeps/demo_sweep.yaml")       # validated before any trial
     result = run_sweep(sweep, quick=True, workers=2)   # -> {"dir", "storage", "best", "counts"}
 
-See `workbench.sweep.spec` for the sweep file format and `workbench.sweep.runner` for storage,
-workers and crash recovery.
+See `workbench.sweep.spec` for the sweep file format, `workbench.sweep.runner` for storage,
+workers and crash recovery, `workbench.sweep.study` for reading a study (trial rows, best
+trials) and `workbench.sweep.report` for the sweep's report.
 """
-from workbench.sweep.runner import best_trials, export, open_study, run_sweep, storage_url, sweep_dir, trial_rows  # noqa: F401
+from workbench.sweep.runner import export, open_study, run_sweep, storage_url, sweep_dir  # noqa: F401
+from workbench.sweep.study import best_trials, load_study, trial_rows  # noqa: F401
 from workbench.sweep.spec import SweepSpec, get_path, load_sweep, parse_sweep, set_path  # noqa: F401
+
+__all__ = ["SweepSpec", "best_trials", "export", "get_path", "load_study", "load_sweep", "open_study", "parse_sweep",
+           "run_sweep", "set_path", "storage_url", "sweep_dir", "trial_rows"]

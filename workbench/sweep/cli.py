@@ -64,19 +64,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_front(sweep, result) -> None:
+    from workbench.results import format_stage_table
+
     c = result["counts"]
     print(f"\n{sweep.name}: {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed trials")
     title = "Pareto front" if sweep.multi else f"top {sweep.top_k}"
     print(f"{title} (exported to {result['dir'] / 'best'}):")
-    cols = ["trial", *sweep.objectives, "params", "nonzero_params", "engine"]
-    print("  ".join(f"{c:>14}" for c in cols))
-    for b in result["best"]:
-        cells = []
-        for col in cols:
-            v = b.get(col)
-            cells.append(f"{v:>14.4f}" if isinstance(v, float) else f"{v:>14,}" if isinstance(v, int)
-                         else f"{str(v):>14}")
-        print("  ".join(cells))
+    print(format_stage_table(result["best"], [("trial", "{}"), *((o, None) for o in sweep.objectives),
+                                              "params", "nonzero_params", "engine"]))
     print(f"\nresults: {result['dir']}")
 
 

@@ -7,7 +7,7 @@ Layout (`results/sweeps/<name>/`):
     trials/<number>/    each trial's pipeline run (metrics.json, stages.csv, recipe.yaml, png)
     trials.csv          one row per trial: state, objectives, params, last-stage metrics
     best/               the Pareto front (2 objectives) or top-k trials as runnable recipes
-    report/             plots + README.md (workbench report)
+    report/             plots + README.md (workbench.sweep.report; also `workbench report`)
 
 Robustness: every trial records its worker (host, pid, process start time) and sends Optuna
 heartbeats. A RUNNING trial whose heartbeat is older than `grace_period`, or whose worker on
@@ -17,8 +17,6 @@ starts a trial only while finished + running trials < total.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import shutil
@@ -27,26 +25,17 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 from workbench.config import ConfigError
 from workbench.paths import results_dir
-from workbench.results import atomic_write_text, write_yaml
+from workbench.results import atomic_write_text, write_csv, write_yaml
 from workbench.sweep.spec import SweepSpec, mask_url
+from workbench.sweep.study import STORAGE_ENV, best_trials, trial_rows, with_driver  # noqa: F401  (re-exported)
+from workbench.sweep.study import optuna_module as _optuna
 
-STORAGE_ENV = "WORKBENCH_SWEEP_STORAGE"
 POLL_SECONDS = 2.0
-
-
-def _optuna():
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
-    return optuna
 
 
 def sweep_dir(sweep: SweepSpec, root: Path | None = None) -> Path:
@@ -58,22 +47,6 @@ def storage_url(sweep: SweepSpec, root: Path | None = None, override: str | None
     if url:
         return url
     return f"sqlite:///{(sweep_dir(sweep, root) / 'study.db').resolve()}"
-
-
-def with_driver(url: str) -> str:
-    """`postgresql://` means psycopg (v3) to SQLAlchemy 2.1; use psycopg2 when only it is installed."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        u = make_url(url)
-    except Exception:
-        return url
-    if u.drivername == "postgresql":
-        import importlib.util
-
-        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
-            return u.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
-    return url
 
 
 def make_storage(url: str, sweep: SweepSpec, heartbeat: bool = True) -> Any:
@@ -295,7 +268,7 @@ def work(sweep: SweepSpec, url: str, *, root: Path | None = None, quick: bool = 
          max_consecutive_failures: int = 3) -> int:
     """One worker: runs trials until the study holds `sweep.trials` finished trials. Returns the
     number of trials this worker finished."""
-    optuna = _optuna()
+    _optuna()  # quiet optuna's logging in this worker
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
@@ -400,7 +373,7 @@ def run_sweep(sweep: SweepSpec, *, root: Path | None = None, storage: str | None
     study = open_study(sweep, url, heartbeat=False)
     best = export(study, sweep, out)
     if report:
-        from workbench.report import sweep_report
+        from workbench.sweep.report import sweep_report
 
         sweep_report(out, study=study)
     return {"dir": out, "storage": url, "best": best, "counts": _counts(study)}
@@ -440,46 +413,10 @@ def _spawn_workers(sweep: SweepSpec, url: str, root: Path | None, quick: bool, n
 
 
 # ------------------------------------------------------------------------------ exports
-def trial_rows(study: Any, sweep_objectives: list[str] | None = None) -> list[dict[str, Any]]:
-    objectives = sweep_objectives or study.user_attrs.get("objectives") or ["accuracy", "throughput"]
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        row: dict[str, Any] = {"number": t.number, "state": t.state.name}
-        vals = t.values or []
-        for i, o in enumerate(objectives):
-            row[o] = vals[i] if i < len(vals) else None
-        stages = t.user_attrs.get("stages") or []
-        last = stages[-1] if stages else {}
-        for key, stage_key in (("accuracy", "accuracy"), ("throughput", "throughput_b1")):
-            if row.get(key) is None:
-                row[key] = last.get(stage_key)
-        row.update({"engine": last.get("engine"), "params": last.get("params"),
-                    "nonzero_params": last.get("nonzero_params"), "stages": "+".join(s["stage"] for s in stages),
-                    "duration_s": round(t.duration.total_seconds(), 1) if t.duration else None})
-        row.update({f"param:{k}": (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in t.params.items()})
-        rows.append(row)
-    return rows
-
-
-def best_trials(study: Any, top_k: int = 3) -> list[Any]:
-    from optuna.trial import TrialState
-
-    if len(study.directions) > 1:
-        return sorted(study.best_trials, key=lambda t: -t.values[0])
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    return sorted(done, key=lambda t: -t.value)[:top_k]
-
-
 def export(study: Any, sweep: SweepSpec, out: Path) -> list[dict[str, Any]]:
     """best/<trial>.yaml for the Pareto front (or top-k), runnable with `workbench run`; trials.csv."""
     rows = trial_rows(study, sweep.objectives)
-    cols = list(dict.fromkeys(k for r in rows for k in r)) or ["number", "state"]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    atomic_write_text(out / "trials.csv", buf.getvalue())
+    write_csv(out / "trials.csv", rows, list(dict.fromkeys(k for r in rows for k in r)) or ["number", "state"])
     best_dir = out / "best"
     best = []
     keep = set()

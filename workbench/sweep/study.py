@@ -1,0 +1,95 @@
+"""Reading a sweep's Optuna study: storage URLs, loading a finished sweep, trial rows, best trials.
+
+Both the sweep runner (`workbench.sweep.runner`) and the reports (`workbench.sweep.report`,
+`workbench report`) use these; this module imports neither of them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from workbench.config import ConfigError
+
+STORAGE_ENV = "WORKBENCH_SWEEP_STORAGE"
+
+
+def optuna_module() -> Any:
+    """`optuna`, imported on first use, with its logging and experimental warnings quieted."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+    return optuna
+
+
+def with_driver(url: str) -> str:
+    """`postgresql://` means psycopg (v3) to SQLAlchemy 2.1; use psycopg2 when only it is installed."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        u = make_url(url)
+    except Exception:
+        return url
+    if u.drivername == "postgresql":
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+            return u.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+    return url
+
+
+def load_study(folder: Path | str, storage: str | None = None) -> Any:
+    """The study of the sweep in `folder` (results/sweeps/<name>/), for reading: `storage`, else
+    $WORKBENCH_SWEEP_STORAGE, else its study.db, else the URL its sweep.yaml recorded."""
+    import yaml
+
+    folder = Path(folder)
+    optuna = optuna_module()
+    info = yaml.safe_load((folder / "sweep.yaml").read_text()) or {}
+    url = storage or os.environ.get(STORAGE_ENV)
+    if not url and (folder / "study.db").is_file():
+        url = f"sqlite:///{(folder / 'study.db').resolve()}"
+    url = url or info.get("storage")
+    if not url or "***" in url:
+        raise ConfigError(f"sweep '{folder.name}': its storage needs a password; pass --storage URL")
+    url = with_driver(url)
+    try:
+        return optuna.load_study(study_name=folder.name, storage=url)
+    except KeyError:
+        return optuna.load_study(study_name=info.get("name", folder.name), storage=url)
+
+
+def trial_rows(study: Any, sweep_objectives: list[str] | None = None) -> list[dict[str, Any]]:
+    """One dict per trial: number, state, objectives, last-stage metrics, `param:<path>` values."""
+    objectives = sweep_objectives or study.user_attrs.get("objectives") or ["accuracy", "throughput"]
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row: dict[str, Any] = {"number": t.number, "state": t.state.name}
+        vals = t.values or []
+        for i, o in enumerate(objectives):
+            row[o] = vals[i] if i < len(vals) else None
+        stages = t.user_attrs.get("stages") or []
+        last = stages[-1] if stages else {}
+        for key, stage_key in (("accuracy", "accuracy"), ("throughput", "throughput_b1")):
+            if row.get(key) is None:
+                row[key] = last.get(stage_key)
+        row.update({"engine": last.get("engine"), "params": last.get("params"),
+                    "nonzero_params": last.get("nonzero_params"), "stages": "+".join(s["stage"] for s in stages),
+                    "duration_s": round(t.duration.total_seconds(), 1) if t.duration else None})
+        row.update({f"param:{k}": (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in t.params.items()})
+        rows.append(row)
+    return rows
+
+
+def best_trials(study: Any, top_k: int = 3) -> list[Any]:
+    """The Pareto front (several objectives, most accurate first) or the top-k complete trials."""
+    from optuna.trial import TrialState
+
+    if len(study.directions) > 1:
+        return sorted(study.best_trials, key=lambda t: -t.values[0])
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    return sorted(done, key=lambda t: -t.value)[:top_k]
