@@ -23,6 +23,12 @@ from workbench.models.arch import architecture
 from workbench.train import example_lengths, model_inputs
 
 
+
+def is_torch_quantized(model: nn.Module) -> bool:
+    """True for a torch.ao quantized model (its Linear layers hold packed int8 weights)."""
+    return any(hasattr(m, "_packed_params") for m in model.modules())
+
+
 @torch.no_grad()
 def predict(model: nn.Module, data: Any, collate: Callable[[list], dict], batch_size: int = 64) -> np.ndarray:
     """Logits for every example, in the order of `data`.
