@@ -147,7 +147,7 @@ def test_save_load_round_trip_is_identical(minilm, tmp_path):
 
     model, enc = minilm
     pruned = copy.deepcopy(model)
-    magnitude_prune_(pruned, 0.7, block=(1, 4), include=r"encoder\.layer\.[0-2]\.")  # mixed dense/sparse
+    magnitude_prune_(pruned, 0.7, block=(1, 4), targets=[r"re:bert\.encoder\.layer\.[0-2]\..*"])  # mixed dense/sparse
     engine = compile_model(pruned)
     assert engine.sparse_layers() and len(engine.sparse_layers()) < 24
     engine.save(tmp_path / "eng")

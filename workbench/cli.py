@@ -18,12 +18,46 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     spec = PipelineSpec.from_yaml(args.recipe)  # validates everything before work starts
     name = args.name or (f"quick-{spec.name}" if args.quick else spec.name)
+    if args.seeds:
+        from workbench.pipeline.seeds import run_seeds
+
+        seeds = _parse_seeds(args.seeds)
+        rows = run_seeds(spec, seeds, quick=args.quick, results_root=Path(args.results) if args.results else None,
+                         run_name=name, fresh=args.fresh, remeasure=args.remeasure)
+        from workbench.pipeline.seeds import aggregate
+
+        _print_table(_spread_rows(aggregate(rows)),
+                     ["stage", ("n", "{}"), "accuracy", "macro_f1", "throughput_b1", "throughput_b8"])
+        print(f"\nresults: {Path(args.results or 'results') / name} ({time.perf_counter() - started:.0f} s)")
+        return 0
     run = PipelineRun(spec, quick=args.quick, results_root=Path(args.results) if args.results else None,
                       run_name=name, fresh=args.fresh, remeasure=args.remeasure)
     metrics = run.run()
     _print_table(metrics)
     print(f"\nresults: {run.run_dir} ({time.perf_counter() - started:.0f} s)")
     return 0
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds must be a comma-separated list of integers, e.g. 0,1,2; got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds must list distinct integers, got {text!r}")
+    return seeds
+
+
+def _spread_rows(summary: list[dict]) -> list[dict]:
+    """Aggregated rows as 'mean ± std' strings, for the stage table."""
+    out = []
+    for row in summary:
+        r = {"stage": row["stage"], "n": row["n"]}
+        for m, fmt in (("accuracy", ".4f"), ("macro_f1", ".4f"), ("throughput_b1", ".1f"), ("throughput_b8", ".1f")):
+            if f"{m}_mean" in row:
+                r[m] = f"{row[f'{m}_mean']:{fmt}} ± {row[f'{m}_std']:{fmt}}"
+        out.append(r)
+    return out
 
 
 def _print_table(stages: list[dict], columns: list | None = None) -> None:
@@ -79,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--name", help="run name (default: the recipe's name, quick-<name> with --quick)")
     r.add_argument("--results", help="results root folder (default: ./results)")
     r.add_argument("--fresh", action="store_true", help="discard earlier results of this run instead of resuming")
+    r.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: one run per seed under results/<name>/seed-<s>/, "
+                                   "plus seeds.csv and summary.csv (mean, std, 95%% interval per stage)")
     r.add_argument("--remeasure", action="store_true",
                    help="re-measure finished stages (accuracy, size, speed) without retraining them")
     r.set_defaults(func=_cmd_run)
@@ -106,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     try:
+        from workbench.plugins import load_entry_point_plugins
+
+        load_entry_point_plugins()
         return int(args.func(args) or 0)
     except (ConfigError, FileNotFoundError) as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)

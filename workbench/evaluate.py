@@ -19,9 +19,9 @@ from torch import nn
 
 from workbench.config import ConfigError
 from workbench.data.metrics import classification_metrics
+from workbench.forward import model_inputs
 from workbench.models.arch import architecture
-from workbench.train import example_lengths, model_inputs
-
+from workbench.train import example_lengths
 
 
 def is_torch_quantized(model: nn.Module) -> bool:

@@ -73,6 +73,7 @@ class PipelineRun:
         seed_everything(spec.seed)
         self.task: Task = load_task(spec.task, seed=spec.seed)
         self.base_model, self.tokenizer = load_model(spec.model, self.task.num_labels, spec.seed)
+        self._check_architecture()
         tokenized = tokenize_task(self.task, self.tokenizer)
         train, evals = tokenized["train"], tokenized[spec.eval.split]
         if self.quick:
@@ -84,6 +85,17 @@ class PipelineRun:
             range(min(len(tokenized["validation"]), spec.quick.eval_examples if self.quick else 10**9)))
         self.collate = Collator(self.tokenizer)
         self._make_teachers()
+
+    def _check_architecture(self) -> None:
+        """A recipe that reads the model's layout needs a supported family: say so before any work."""
+        from workbench.models.arch import architecture
+        from workbench.recipes.base import recipe_class
+
+        for stage in self.spec.stages:
+            for rname, _ in stage.recipes:
+                if recipe_class(rname, f"stage '{stage.name}'").uses_architecture:
+                    architecture(self.base_model, where=f"stage '{stage.name}' recipe '{rname}'")
+                    return
 
     def _make_teachers(self) -> None:
         self.teachers = TeacherService(self.tokenizer, self.task.num_labels, self.run_dir,

@@ -14,8 +14,10 @@
       - name: student
         recipes:
           - student: {layers: [0, 2, 4]}
-          - distill_logits: {teacher: teacher, temperature: 2.0, alpha: 0.5}
+          - <a distillation recipe>: {teacher: teacher}
         train: {epochs: 3, lr: 1.0e-4}
+
+(`recipes/demo.yaml` and the README list the recipes.)
 
 Everything here is checked before any work starts. The rules are generic: a stage trains when
 one of its recipes contributes a loss or acts during training; each recipe checks its own
@@ -165,7 +167,7 @@ def _seed(value: Any, where: str) -> int:
 
 def _recipe_items(raw: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
     if not isinstance(raw, list) or not raw:
-        fail(where, "recipes", "must be a non-empty list, e.g. [finetune] or [{magnitude_prune: {sparsity: 0.8}}]")
+        fail(where, "recipes", "must be a non-empty list, e.g. [finetune] or [{student: {layers: [0, 2, 4]}}, finetune]")
     items = []
     for item in raw:
         if isinstance(item, str):
@@ -201,9 +203,9 @@ def parse_stage(raw: Any, index: int, earlier: list[str]) -> StageSpec:
     in_training = [r for r, cls, c in recipes if cls.requires_training(c)]
     trains = bool(gives_loss or in_training)
     if "train" in raw and not trains:
-        fail(where, "train", "is set but no recipe trains; add 'finetune' or a distill_* recipe to the stage")
+        fail(where, "train", "is set but no recipe trains; add finetune or a distill_* recipe to the stage")
     if in_training and not gives_loss:
-        fail(where, "recipes", f"'{in_training[0]}' acts during training, which needs a loss: add 'finetune' "
+        fail(where, "recipes", f"'{in_training[0]}' acts during training, which needs a loss: add finetune "
              "or a distill_* recipe to the stage")
     names = [r for r, _, _ in recipes]
     for rname, cls, c in recipes:

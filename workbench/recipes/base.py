@@ -102,6 +102,9 @@ class Recipe:
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = object
+    uses_architecture: ClassVar[bool] = False
+    """True when the recipe reads the model's layout (layers, heads, FFNs) through the
+    architecture adapter: the pipeline then checks the model family before any training."""
 
     def __init__(self, config: Any, ctx: RecipeContext) -> None:
         self.config = config
@@ -177,7 +180,9 @@ def register_recipe(name: str) -> Callable[[type[Recipe]], type[Recipe]]:
     """Class decorator: make a recipe selectable by `name` from YAML or Python."""
 
     def deco(cls: type[Recipe]) -> type[Recipe]:
-        if name in RECIPES and RECIPES[name] is not cls:
+        old = RECIPES.get(name)
+        # the same class defined again (a re-imported plugin, a re-run notebook cell) replaces itself
+        if old is not None and old is not cls and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
             raise ValueError(f"recipe name '{name}' is registered twice")
         cls.name = name
         RECIPES[name] = cls

@@ -38,6 +38,7 @@ class WorkbenchRuntime(Recipe):
     """Compile the model with `workbench.runtime.compile_model` and wrap it as an nn.Module."""
 
     Config = WorkbenchRuntimeConfig
+    uses_architecture = True
 
     @classmethod
     def check_stage(cls, config: WorkbenchRuntimeConfig, check: StageCheck) -> None:

@@ -46,6 +46,7 @@ class Student(Recipe):
     """Build a student from the incoming (teacher) model."""
 
     Config = StudentConfig
+    uses_architecture = True
 
     def apply(self, model: nn.Module) -> nn.Module:
         c = self.config

@@ -140,6 +140,11 @@ class MagnitudePrune(Recipe):
     """Zero the smallest-magnitude weight blocks, once or gradually; masks persist in training."""
 
     Config = MagnitudePruneConfig
+    uses_architecture = True
+
+    @classmethod
+    def requires_training(cls, config: MagnitudePruneConfig) -> bool:
+        return config.schedule != "oneshot"  # gradual pruning happens between optimizer steps
 
     def __init__(self, config: MagnitudePruneConfig, ctx: Any) -> None:
         super().__init__(config, ctx)
