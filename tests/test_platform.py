@@ -192,7 +192,7 @@ def test_seeds_run_per_seed_share_the_pinned_teacher_and_aggregate(tmp_path, mon
     assert [r["seed"] for r in teachers] == [0, 1, 2]
     assert "reused_from" not in teachers[0] and all("reused_from" in r for r in teachers[1:])  # trained once
     assert len({r["accuracy"] for r in teachers}) == 1
-    with open(folder / "summary.csv") as f:
+    with open(folder / "seeds_summary.csv") as f:
         summary = {r["stage"]: r for r in csv.DictReader(f)}
     students = [r["accuracy"] for r in rows if r["stage"] == "student"]
     import statistics
@@ -230,7 +230,7 @@ def test_the_orchestrator_names_no_recipe():
     root = Path(__file__).resolve().parents[1] / "workbench" / "pipeline"
     from workbench.recipes.base import RECIPES
 
-    text = "\n".join(p.read_text() for p in root.glob("*.py"))
+    text = "\n".join((root / f).read_text() for f in ("spec.py", "run.py", "store.py", "seeds.py"))
     named = [n for n in RECIPES if not n.startswith("test_") and (f'"{n}"' in text or f"'{n}'" in text)]
     assert not named, named
 
@@ -248,3 +248,38 @@ def test_plugins_key_imports_user_recipes(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="no_such_plugin_module"):
         PipelineSpec.from_dict({"task": "rt-sentiment", "model": "minilm-l6", "plugins": ["no_such_plugin_module"],
                                 "stages": [{"name": "a", "recipes": ["finetune"]}]})
+
+
+def test_forward_with_gives_only_what_is_needed_and_attentions_match_eager():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from workbench.forward import forward_with
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                     max_position_embeddings=64, num_labels=2, attn_implementation="eager")
+    model = BertForSequenceClassification(cfg).eval()
+    ids = torch.randint(1, 120, (2, 6))
+    mask = torch.ones_like(ids)
+    mask[1, 4:] = 0
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1]), "text": ["a", "b"]}
+    plain = forward_with(model, batch, set())
+    assert plain.hidden_states is None and plain.attentions is None and plain.qkv == {}
+    out = forward_with(model, batch, {"attentions", "hidden_states", "qkv"})
+    ref = model(input_ids=ids, attention_mask=mask, output_attentions=True)
+    assert len(out.hidden_states) == 3 and set(out.qkv) == {0, 1} and out.qkv[0][0].shape == (2, 6, 32)
+    for a, r in zip(out.attentions, ref.attentions):
+        assert torch.allclose(a, r, atol=1e-6)
+
+
+def test_a_checkpoint_of_another_stage_definition_is_not_resumed(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    model = _tiny_dir(tmp_path, "tiny")
+    spec = _spec(tmp_path, [{"name": "teacher", "recipes": ["finetune"], "train": {"epochs": 1, "batch_size": 16}}], str(model))
+    stale = tmp_path / "r" / "p" / "checkpoints" / "teacher"
+    stale.mkdir(parents=True)
+    (stale / "stage_key.txt").write_text("an-older-definition\n")
+    (stale / "last.pt").write_bytes(b"not a checkpoint of this stage")
+    metrics = PipelineRun(spec, results_root=tmp_path / "r").run()
+    assert "belongs to an earlier definition of the stage; starting the stage over" in capsys.readouterr().out
+    assert metrics[0]["history"]

@@ -60,6 +60,17 @@ def _spread_rows(summary: list[dict]) -> list[dict]:
     return out
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from workbench.paths import results_dir
+    from workbench.pipeline.compare import compare
+
+    folder = Path(args.run) if Path(args.run).is_dir() else results_dir() / args.run
+    compare(folder)
+    print((folder / "table.md").read_text())
+    print(f"written: {folder / 'summary.csv'}, {folder / 'table.md'}, {folder / 'methods.png'}")
+    return 0
+
+
 def _print_table(stages: list[dict], columns: list | None = None) -> None:
     """The stage table (default columns: workbench.results.STAGE_COLUMNS); values that are
     already strings (e.g. "0.8250 ± 0.0040") are printed as they are."""
@@ -120,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_run)
     sub.add_parser("tasks", help="list the embedded tasks").set_defaults(func=_cmd_tasks)
     sub.add_parser("models", help="list the embedded models").set_defaults(func=_cmd_models)
+    c = sub.add_parser("compare", help="method comparison table + plot from a --seeds run (stages named student.method)")
+    c.add_argument("run", help="run name under results/ or a folder holding seeds.csv")
+    c.set_defaults(func=_cmd_compare)
     s = sub.add_parser("show", help="print a run's stage table")
     s.add_argument("run", help="run name under results/ or a folder")
     s.set_defaults(func=_cmd_show)

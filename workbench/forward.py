@@ -63,16 +63,40 @@ def forward_with(model: nn.Module, batch: dict[str, Any], needs: Iterable[str] =
     kwargs: dict[str, Any] = {}
     if "hidden_states" in needs:
         kwargs["output_hidden_states"] = True
-    if "attentions" in needs:
-        kwargs["output_attentions"] = True
-    captured, handles = _capture_qkv(model) if "qkv" in needs else ({}, [])
+    # Attention distributions are rebuilt from the captured queries and keys: Hugging Face's
+    # default SDPA attention does not return them (an empty tuple and a warning).
+    want_qkv = bool(needs & {"qkv", "attentions"})
+    captured, handles = _capture_qkv(model) if want_qkv else ({}, [])
     try:
         out = model(**inputs, **kwargs)
     finally:
         for h in handles:
             h.remove()
+    qkv = {i: tuple(v) for i, v in captured.items()}
+    mask = inputs.get("attention_mask")
     return ForwardOutputs(
-        logits=out.logits, attention_mask=inputs.get("attention_mask"),
+        logits=out.logits, attention_mask=mask,
         hidden_states=getattr(out, "hidden_states", None) if "hidden_states" in needs else None,
-        attentions=getattr(out, "attentions", None) if "attentions" in needs else None,
-        qkv={i: tuple(v) for i, v in captured.items()})  # type: ignore[misc]
+        attentions=attention_distributions(model, qkv, mask) if "attentions" in needs else None,
+        qkv=qkv if "qkv" in needs else {})  # type: ignore[arg-type]
+
+
+def attention_distributions(model: nn.Module, qkv: dict[int, tuple[torch.Tensor, ...]],
+                            mask: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """softmax(Q_h K_h^T / sqrt(d_h) + padding mask) per layer: [B, heads, L, L] (before dropout)."""
+    from workbench.models.arch import architecture
+
+    arch = architecture(model)
+    out = []
+    for i in sorted(qkv):
+        q, k = qkv[i][0], qkv[i][1]
+        b, length, width = q.shape
+        heads = arch.num_heads(i)
+        d = width // heads
+        qh = q.view(b, length, heads, d).transpose(1, 2)
+        kh = k.view(b, length, heads, d).transpose(1, 2)
+        scores = qh @ kh.transpose(-1, -2) / d ** 0.5
+        if mask is not None:
+            scores = scores.masked_fill(mask[:, None, None, :] == 0, torch.finfo(scores.dtype).min)
+        out.append(scores.softmax(-1))
+    return tuple(out)

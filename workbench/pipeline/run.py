@@ -167,7 +167,7 @@ class PipelineRun:
                 cfg.batch_size = self.spec.quick.batch_size or cfg.batch_size
             trainer = Trainer(
                 model, train_data, self.collate, cfg, recipes, seed=stage_seed,
-                checkpoint_dir=self.run_dir / "checkpoints" / stage.name,
+                checkpoint_dir=self._checkpoint_dir(stage.name, key),
                 evaluate=lambda m: accuracy_metrics(m, self.val_data, self.collate, self.task.num_labels,
                                                     cfg.eval_batch_size),
                 on_eval=(lambda epoch, m: self.on_eval(stage.name, epoch, m)) if self.on_eval else None,
@@ -186,6 +186,19 @@ class PipelineRun:
                             {"key": key, "measure_key": self._measure_key(), "metrics": metrics}, shared)
             shutil.rmtree(self.run_dir / "checkpoints" / stage.name, ignore_errors=True)
         return metrics
+
+    def _checkpoint_dir(self, stage: str, key: str) -> Path:
+        """The stage's checkpoint folder, tied to the stage key: a checkpoint written under another
+        definition of the stage (the recipe changed after a kill) is discarded, and the run says so."""
+        folder = self.run_dir / "checkpoints" / stage
+        owner = folder / "stage_key.txt"
+        if folder.exists() and (not owner.exists() or owner.read_text().strip() != key):
+            print(f"[workbench]   {stage}: its checkpoint belongs to an earlier definition of the stage; "
+                  "starting the stage over", flush=True)
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        owner.write_text(key + "\n")
+        return folder
 
     def _measure(self, stage: str, model: nn.Module) -> dict[str, Any]:
         ev = self.spec.eval

@@ -6,7 +6,7 @@ pipeline's `seed:` fixes the split), and stages pinned with their own `seed:` (e
 teacher), which train once and are reused by every seed. The folder then holds:
 
 * `seeds.csv`: one row per (seed, stage) with every measured column;
-* `summary.csv`: per stage, for accuracy, macro-F1 and throughput, the mean, the sample
+* `seeds_summary.csv`: per stage, for accuracy, macro-F1 and throughput, the mean, the sample
   standard deviation and the 95% confidence interval of the mean (Student's t), and n;
 * `accuracy_vs_throughput.png`: the stages' means with their spread as error bars.
 """
@@ -71,7 +71,7 @@ def run_seeds(spec: PipelineSpec, seeds: list[int], *, quick: bool = False, resu
         first = first or run
         summary = aggregate(rows)
         write_csv(folder / "seeds.csv", rows, ["seed"] + [c for c in STAGE_COLUMNS if c != "seed"])
-        write_csv(folder / "summary.csv", summary)
+        write_csv(folder / "seeds_summary.csv", summary)
         spread_plot(summary, folder / "accuracy_vs_throughput.png",
                     title=f"{spec.name}: {len(set(r['seed'] for r in rows))} seeds" + (" (quick)" if quick else ""),
                     batch=spec.eval.speed_batches[0])

@@ -2,3 +2,5 @@
 from workbench.recipes.distill import losses  # noqa: F401  (registers the losses)
 from workbench.recipes.distill.logits import LogitDistill, kd_loss  # noqa: F401
 from workbench.recipes.distill.student import Student  # noqa: F401
+from workbench.recipes.distill.minilm import RelationDistill  # noqa: F401  (distill_relations)
+from workbench.recipes.distill.multihead import MultiHeadDistill  # noqa: F401  (distill_multihead)
