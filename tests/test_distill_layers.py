@@ -216,17 +216,13 @@ def test_attention_padding_is_masked(tiny_bert):
     assert float(recipe._attention_term(noisy, a_t, mask)) == pytest.approx(float(base), rel=1e-6)
 
 
-def test_copied_student_switches_every_config_to_eager_and_back(tiny_bert):
-    """A student whose layers were copied from the teacher reads the copies' configs: all of
-    them go to eager attention for the stage (attention outputs), and back at its end."""
+def test_attention_terms_under_sdpa_attention(tiny_bert):
+    """Under Hugging Face's SDPA attention (which returns no attention weights) the attention
+    terms still exist: the distributions are rebuilt from the captured queries and keys."""
     tiny_bert.set_attn_implementation("sdpa")
     student = build_student(tiny_bert, layers=[0, 2])
     recipe = _recipe(tiny_bert)
     recipe.setup(student)
-    recipe.on_train_begin(_state(student))
     batch = _collate(_examples(4))
     terms = recipe.loss_terms(_state(student, batch, forward_with(student, batch, recipe.needs())))
-    assert {"attn_l1", "attn_l2"} <= set(terms)
-    recipe.on_train_end(_state(student))
-    configs = {id(m.config): m.config for m in [*student.modules(), *tiny_bert.modules()] if hasattr(m, "config")}
-    assert {c._attn_implementation for c in configs.values()} == {"sdpa"}
+    assert {"attn_l1", "attn_l2"} <= set(terms) and all(float(terms[k][1]) >= 0 for k in ("attn_l1", "attn_l2"))

@@ -168,6 +168,7 @@ class Augment(Recipe):
     """Add N augmented copies of every training sentence (word replacement, TinyBERT Alg. 1)."""
 
     Config = AugmentConfig
+    uses_architecture = True
 
     @classmethod
     def contributes_loss(cls, config: AugmentConfig) -> bool:

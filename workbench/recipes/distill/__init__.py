@@ -1,5 +1,6 @@
 """Distillation recipes: the student builder and the losses that train it."""
 from workbench.recipes.distill import losses  # noqa: F401  (registers the losses)
+from workbench.recipes.distill.layers import LayerDistill, LayerDistillConfig  # noqa: F401
 from workbench.recipes.distill.logits import LogitDistill, kd_loss  # noqa: F401
 from workbench.recipes.distill.student import Student  # noqa: F401
 from workbench.recipes.distill.minilm import RelationDistill  # noqa: F401  (distill_relations)

@@ -22,8 +22,8 @@ Choices, where Hugging Face differs from the paper:
   matched. With ``mse`` their values are small (rows sum to 1), so the ``attn_l*`` terms are small;
   raise ``attention_weight`` or use ``attention_loss: attention_kl``. Padding is masked with the
   student's attention mask: padded query rows do not count, padded key columns are zeroed on both
-  sides. Attention outputs need eager attention: the student and teacher are switched to
-  ``eager`` for the stage and back to their previous implementation at its end.
+  sides. The distributions come from `workbench.forward`, which rebuilds them from the
+  captured queries and keys (the fast SDPA attention stays on).
 * **Different head counts** (a narrower student): the head-averaged distributions are matched
   (each side's mean over heads, [B, 1, L, L]); equal head counts are matched head by head.
 * **Different widths**: one learned linear projection W_h (student hidden -> teacher hidden, with
@@ -49,24 +49,6 @@ from workbench.recipes.distill.teacher_check import check_teacher
 # Losses that take [B, H, L, L] attention probabilities with the [B, L] token mask; every other
 # loss is applied row-wise to each query's distribution (mask [B, H, L]).
 _ATTENTION_LOSSES = {"attention_kl"}
-
-
-def _use_eager_attention(model: nn.Module) -> list[tuple[Any, str]]:
-    """Switch every config object the model's modules read (a student whose layers were copied
-    from a teacher may hold the teacher's config copies in its layers) to eager attention, which
-    returns the attention probabilities; returns (config, previous) pairs to restore."""
-    changed: list[tuple[Any, str]] = []
-    seen: set[int] = set()
-    for module in [model, *model.modules()]:
-        cfg = getattr(module, "config", None)
-        if cfg is None or id(cfg) in seen or not hasattr(cfg, "_attn_implementation"):
-            continue
-        seen.add(id(cfg))
-        impl = cfg._attn_implementation
-        if impl not in (None, "eager"):
-            cfg._attn_implementation = "eager"
-            changed.append((cfg, impl))
-    return changed
 
 
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -117,6 +99,7 @@ class LayerDistill(Recipe):
     """TinyBERT's embedding, hidden-state, attention and prediction-layer distillation."""
 
     Config = LayerDistillConfig
+    uses_architecture = True
 
     @classmethod
     def contributes_loss(cls, config: LayerDistillConfig) -> bool:
@@ -166,17 +149,6 @@ class LayerDistill(Recipe):
         self.owned = owned if any(True for _ in owned.parameters()) else None
         self.hidden_fn = get_loss(c.hidden_loss, self.where)
         self.attention_fn = get_loss(c.attention_loss, self.where)
-        self._attn_restore: list[tuple[Any, str]] = []
-
-    def on_train_begin(self, state: TrainState) -> None:
-        if self.config.attention:  # attention outputs need the eager implementation
-            for m in (state.model, self.teacher.model):
-                self._attn_restore += _use_eager_attention(m)
-
-    def on_train_end(self, state: TrainState) -> None:
-        for cfg, impl in reversed(self._attn_restore):
-            cfg._attn_implementation = impl
-        self._attn_restore = []
 
     # ------------------------------------------------------------------------------ losses
     def _project(self, name: str, h: torch.Tensor) -> torch.Tensor:

@@ -114,6 +114,7 @@ class RelationDistill(Recipe):
     """Match the teacher's self-attention relations of one layer (MiniLM / MiniLMv2)."""
 
     Config = RelationDistillConfig
+    uses_architecture = True
 
     @classmethod
     def contributes_loss(cls, config: RelationDistillConfig) -> bool:

@@ -83,6 +83,7 @@ class MultiHeadDistill(Recipe):
     """Predict several teacher layers from one student layer through owned prediction heads."""
 
     Config = MultiHeadDistillConfig
+    uses_architecture = True
 
     @classmethod
     def contributes_loss(cls, config: MultiHeadDistillConfig) -> bool:
