@@ -76,10 +76,10 @@ def seed_everything(seed: int) -> None:
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    # Frozen parameters are included: AdamW skips a parameter without a gradient, so a recipe can
+    # freeze a part at the start of a stage and unfreeze it later (it then trains normally).
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
         (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
