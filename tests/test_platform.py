@@ -283,3 +283,15 @@ def test_a_checkpoint_of_another_stage_definition_is_not_resumed(tmp_path, monke
     metrics = PipelineRun(spec, results_root=tmp_path / "r").run()
     assert "belongs to an earlier definition of the stage; starting the stage over" in capsys.readouterr().out
     assert metrics[0]["history"]
+
+
+def test_show_prints_the_spread_of_a_seeds_run(tmp_path, capsys):
+    from workbench.cli import main
+    from workbench.results import write_csv
+
+    write_csv(tmp_path / "run" / "seeds_summary.csv", [
+        {"stage": "student", "n": 3, "accuracy_mean": 0.81, "accuracy_std": 0.012, "accuracy_ci95": 0.03,
+         "macro_f1_mean": 0.8, "macro_f1_std": 0.01, "throughput_b1_mean": 50.0, "throughput_b1_std": 2.0}])
+    assert main(["show", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "3 seeds" in out and "0.8100 ± 0.0120" in out and "50.0 ± 2.0" in out

@@ -106,6 +106,15 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if not path.exists():
         path = results_dir() / args.run
     metrics_file = path / "metrics.json"
+    spread = path / "seeds_summary.csv"
+    if not metrics_file.exists() and spread.exists():  # a --seeds run: the spread over seeds per stage
+        from workbench.results import read_csv
+
+        rows = [{k: float(v) if k != "stage" and v not in ("", None) else v for k, v in r.items()}
+                for r in read_csv(spread)]
+        print(f"run {path.name}: {int(max(r['n'] for r in rows))} seeds (mean ± std per stage; per seed: {path / 'seeds.csv'})")
+        _print_table(_spread_rows(rows), ["stage", ("n", "{:.0f}"), "accuracy", "macro_f1", "throughput_b1", "throughput_b8"])
+        return 0
     if not metrics_file.exists():
         raise ConfigError(f"no run at '{args.run}' (looked for {metrics_file})")
     data = json.loads(metrics_file.read_text())
