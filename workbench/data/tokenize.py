@@ -10,12 +10,21 @@ import datasets
 from workbench.paths import cache_dir
 
 
-def _tokenizer_key(tokenizer: Any) -> str:
+def tokenizer_key(tokenizer: Any) -> str:
     vocab = tokenizer.get_vocab()
     h = hashlib.sha256(type(tokenizer).__name__.encode())
     h.update(str(sorted(vocab.items())[:50_000]).encode())
     h.update(str(getattr(tokenizer, "do_lower_case", "")).encode())
     return h.hexdigest()[:16]
+
+
+def save_dataset(data: Any, path: Any) -> None:
+    """`save_to_disk` into a temporary folder, then rename: a half-written cache is never read."""
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    data.save_to_disk(str(tmp))
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
 
 
 def tokenize_task(task: Any, tokenizer: Any, max_length: int | None = None) -> datasets.DatasetDict:
@@ -25,7 +34,7 @@ def tokenize_task(task: Any, tokenizer: Any, max_length: int | None = None) -> d
     Padding is dynamic (per batch, in `Collator`), so only truncation happens here.
     """
     max_length = max_length or task.config.max_length
-    key = f"{task.fingerprint}-{_tokenizer_key(tokenizer)}-{max_length}-text"
+    key = f"{task.fingerprint}-{tokenizer_key(tokenizer)}-{max_length}-text"
     path = cache_dir() / "tokenized" / key
     if (path / "dataset_dict.json").exists():
         tokenized = datasets.load_from_disk(str(path))
@@ -34,11 +43,7 @@ def tokenize_task(task: Any, tokenizer: Any, max_length: int | None = None) -> d
             lambda b: tokenizer(b["text"], truncation=True, max_length=max_length),
             batched=True, desc="tokenize")
         tokenized = tokenized.rename_column("label", "labels")
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tokenized.save_to_disk(str(tmp))
-        shutil.rmtree(path, ignore_errors=True)
-        tmp.rename(path)  # atomic: a half-written cache is never read
+        save_dataset(tokenized, path)
         tokenized = datasets.load_from_disk(str(path))
     return tokenized.with_format("torch")
 

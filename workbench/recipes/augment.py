@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,8 +45,9 @@ import torch
 import torch.nn.functional as F
 
 from workbench.config import ConfigError, fail
-from workbench.recipes.base import Recipe, StageCheck, register_recipe
-from workbench.recipes.distill.teacher_check import check_teacher
+from workbench.data.tokenize import save_dataset, tokenizer_key
+from workbench.recipes.base import register_recipe
+from workbench.recipes.distill.teacher import TeacherRecipe
 
 _VERSION = 1  # bump when the algorithm changes: old caches are then not reused
 _FALLBACK_WORDS = re.compile(r"\w+|[^\w\s]")
@@ -156,15 +156,9 @@ def _texts_fingerprint(texts: list[str], labels: list[Any]) -> str:
     return h.hexdigest()
 
 
-def _tokenizer_key(tokenizer: Any) -> str:
-    from workbench.data.tokenize import _tokenizer_key as key
-
-    return key(tokenizer)
-
-
 # -------------------------------------------------------------------------------------- recipe
 @register_recipe("augment")
-class Augment(Recipe):
+class Augment(TeacherRecipe):
     """Add N augmented copies of every training sentence (word replacement, TinyBERT Alg. 1)."""
 
     Config = AugmentConfig
@@ -178,13 +172,7 @@ class Augment(Recipe):
     def requires_training(cls, config: AugmentConfig) -> bool:
         return True  # it changes the training data: a stage that trains, with a distillation loss
 
-    @classmethod
-    def teacher_names(cls, config: AugmentConfig) -> list[str]:
-        return [config.teacher]
 
-    @classmethod
-    def check_stage(cls, config: AugmentConfig, check: StageCheck) -> None:
-        check_teacher(config.teacher, check)
 
     # ------------------------------------------------------------------------------------
     def prepare_data(self, train_data: Any) -> Any:
@@ -205,8 +193,8 @@ class Augment(Recipe):
         max_length = self._max_length()
         settings = {"version": _VERSION, "texts": _texts_fingerprint(texts, labels),
                     "teacher": getattr(teacher, "key", teacher.name),
-                    "teacher_tokenizer": _tokenizer_key(teacher.tokenizer),
-                    "tokenizer": _tokenizer_key(self.ctx.tokenizer), "max_length": max_length,
+                    "teacher_tokenizer": tokenizer_key(teacher.tokenizer),
+                    "tokenizer": tokenizer_key(self.ctx.tokenizer), "max_length": max_length,
                     "columns": sorted(train_data.column_names), "copies": c.copies, "p_replace": c.p_replace,
                     "candidates": c.candidates, "seed": seed, "mlm": mlm[1] if mlm else None}
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
@@ -216,11 +204,7 @@ class Augment(Recipe):
         if not (path / "dataset_info.json").exists():
             new_texts, new_labels = self.augment_texts(texts, labels, teacher, seed, mlm[0] if mlm else None)
             full = self._build(plain, new_texts, new_labels, max_length)
-            tmp = path.with_name(path.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            full.save_to_disk(str(tmp))
-            shutil.rmtree(path, ignore_errors=True)
-            tmp.rename(path)  # atomic: a half-written cache is never read
+            save_dataset(full, path)
         out = datasets.load_from_disk(str(path))
         return out.with_format(fmt["type"], columns=fmt["columns"], output_all_columns=fmt["output_all_columns"],
                                **fmt["format_kwargs"])

@@ -41,10 +41,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench.config import fail
-from workbench.recipes.base import LossTerms, Recipe, StageCheck, TrainState, register_recipe
+from workbench.recipes.base import LossTerms, TrainState, register_recipe
 from workbench.recipes.distill.layer_map import layer_pairs, normalize_map
 from workbench.recipes.distill.losses import get_loss
-from workbench.recipes.distill.teacher_check import check_teacher
+from workbench.recipes.distill.teacher import TeacherRecipe
 
 # Losses that take [B, H, L, L] attention probabilities with the [B, L] token mask; every other
 # loss is applied row-wise to each query's distribution (mask [B, H, L]).
@@ -95,23 +95,11 @@ class LayerDistillConfig:
 
 
 @register_recipe("distill_layers")
-class LayerDistill(Recipe):
+class LayerDistill(TeacherRecipe):
     """TinyBERT's embedding, hidden-state, attention and prediction-layer distillation."""
 
     Config = LayerDistillConfig
     uses_architecture = True
-
-    @classmethod
-    def contributes_loss(cls, config: LayerDistillConfig) -> bool:
-        return True
-
-    @classmethod
-    def teacher_names(cls, config: LayerDistillConfig) -> list[str]:
-        return [config.teacher]
-
-    @classmethod
-    def check_stage(cls, config: LayerDistillConfig, check: StageCheck) -> None:
-        check_teacher(config.teacher, check)
 
     def needs(self) -> set[str]:
         c = self.config

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from workbench.config import fail
-from workbench.recipes.base import LossTerms, Recipe, StageCheck, TrainState, register_recipe
+from workbench.recipes.base import LossTerms, TrainState, register_recipe
 from workbench.recipes.distill.losses import get_loss
-from workbench.recipes.distill.teacher_check import check_teacher
+from workbench.recipes.distill.teacher import TeacherRecipe
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
@@ -53,22 +53,10 @@ class LogitDistillConfig:
 
 
 @register_recipe("distill_logits")
-class LogitDistill(Recipe):
+class LogitDistill(TeacherRecipe):
     """Match the teacher's softened output distribution."""
 
     Config = LogitDistillConfig
-
-    @classmethod
-    def contributes_loss(cls, config: LogitDistillConfig) -> bool:
-        return True
-
-    @classmethod
-    def teacher_names(cls, config: LogitDistillConfig) -> list[str]:
-        return [config.teacher]
-
-    @classmethod
-    def check_stage(cls, config: LogitDistillConfig, check: StageCheck) -> None:
-        check_teacher(config.teacher, check)
 
     def on_train_begin(self, state: TrainState) -> None:
         self.teacher = self.ctx.teachers.get(self.config.teacher, set(), self.where)

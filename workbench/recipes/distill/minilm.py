@@ -42,9 +42,9 @@ import torch
 from torch import nn
 
 from workbench.config import fail
-from workbench.recipes.base import LossTerms, Recipe, StageCheck, TrainState, register_recipe
+from workbench.recipes.base import LossTerms, TrainState, register_recipe
 from workbench.recipes.distill.losses import get_loss
-from workbench.recipes.distill.teacher_check import check_teacher
+from workbench.recipes.distill.teacher import TeacherRecipe
 
 __all__ = ["RelationDistill", "RelationDistillConfig", "attention_log_probs", "resolve_layer"]
 
@@ -110,23 +110,11 @@ def _qkv_widths(arch, i: int) -> set[int]:
 
 
 @register_recipe("distill_relations")
-class RelationDistill(Recipe):
+class RelationDistill(TeacherRecipe):
     """Match the teacher's self-attention relations of one layer (MiniLM / MiniLMv2)."""
 
     Config = RelationDistillConfig
     uses_architecture = True
-
-    @classmethod
-    def contributes_loss(cls, config: RelationDistillConfig) -> bool:
-        return True
-
-    @classmethod
-    def teacher_names(cls, config: RelationDistillConfig) -> list[str]:
-        return [config.teacher]
-
-    @classmethod
-    def check_stage(cls, config: RelationDistillConfig, check: StageCheck) -> None:
-        check_teacher(config.teacher, check)
 
     def needs(self) -> set[str]:
         return {"qkv"}

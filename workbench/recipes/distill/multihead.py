@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench.config import fail
-from workbench.recipes.base import LossTerms, Recipe, StageCheck, TrainState, register_recipe
+from workbench.recipes.base import LossTerms, TrainState, register_recipe
 from workbench.recipes.distill.minilm import resolve_layer
-from workbench.recipes.distill.teacher_check import check_teacher
+from workbench.recipes.distill.teacher import TeacherRecipe
 
 __all__ = ["MultiHeadDistill", "MultiHeadDistillConfig", "default_teacher_layers", "head_loss"]
 
@@ -79,23 +79,11 @@ class MultiHeadDistillConfig:
 
 
 @register_recipe("distill_multihead")
-class MultiHeadDistill(Recipe):
+class MultiHeadDistill(TeacherRecipe):
     """Predict several teacher layers from one student layer through owned prediction heads."""
 
     Config = MultiHeadDistillConfig
     uses_architecture = True
-
-    @classmethod
-    def contributes_loss(cls, config: MultiHeadDistillConfig) -> bool:
-        return True
-
-    @classmethod
-    def teacher_names(cls, config: MultiHeadDistillConfig) -> list[str]:
-        return [config.teacher]
-
-    @classmethod
-    def check_stage(cls, config: MultiHeadDistillConfig, check: StageCheck) -> None:
-        check_teacher(config.teacher, check)
 
     def needs(self) -> set[str]:
         return {"hidden_states"}

@@ -1,11 +1,15 @@
-"""The validation every distillation recipe shares: its teacher must be something the run can
-serve (an earlier stage, an embedded model name, or an existing local model folder)."""
+"""What every recipe that learns from a teacher shares: the teacher (`config.teacher`) must be
+something the run can serve (an earlier stage, an embedded model, a local model folder, or a hub
+name in the local cache), checked while the recipe file is validated; and such a recipe
+contributes loss terms, so its stage trains."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from workbench.config import fail
-from workbench.recipes.base import StageCheck
+from typing import Any
+
+from workbench.recipes.base import Recipe, StageCheck
 
 
 def check_teacher(name: str, check: StageCheck, key: str = "teacher") -> None:
@@ -35,3 +39,19 @@ def _hub_available(name: str) -> bool:
         return isinstance(try_to_load_from_cache(name, "config.json"), str)
     except Exception:  # malformed ids and the like: not available
         return False
+
+
+class TeacherRecipe(Recipe):
+    """Base of the distillation recipes: a `teacher:` setting, loss terms, a validated teacher."""
+
+    @classmethod
+    def contributes_loss(cls, config: Any) -> bool:
+        return True
+
+    @classmethod
+    def teacher_names(cls, config: Any) -> list[str]:
+        return [config.teacher]
+
+    @classmethod
+    def check_stage(cls, config: Any, check: StageCheck) -> None:
+        check_teacher(config.teacher, check)
