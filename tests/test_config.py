@@ -88,3 +88,11 @@ def test_unknown_model_fails_clearly(tmp_path):
     (tmp_path / "m").mkdir()
     with pytest.raises(ModelNotFound, match="has no config.json"):
         load_model(str(tmp_path / "m"), num_labels=2)
+
+
+def test_inference_only_recipe_in_a_training_stage_is_refused():
+    from workbench.pipeline import PipelineSpec
+
+    with pytest.raises(ConfigError, match="'dynamic_int8' gives an inference-only model"):
+        PipelineSpec.from_dict({"task": "rt-sentiment", "model": "minilm-l6",
+                                "stages": [{"name": "a", "recipes": ["finetune", "dynamic_int8"]}]})

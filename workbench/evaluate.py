@@ -52,10 +52,13 @@ def predict(model: nn.Module, data: Any, collate: Callable[[list], dict], batch_
 
 
 def accuracy_metrics(model: nn.Module, data: Any, collate: Callable[[list], dict], num_labels: int,
-                     batch_size: int = 64) -> dict[str, float]:
+                     batch_size: int = 64, counts: bool = False) -> dict[str, Any]:
+    """accuracy and macro_f1 on `data`; with `counts`, also pred_counts and label_counts (examples
+    predicted as / labelled with each class)."""
     logits = predict(model, data, collate, batch_size)
     labels = np.asarray([int(data[i]["labels"]) for i in range(len(data))])
-    return classification_metrics(logits.argmax(-1), labels, num_labels)
+    preds = logits.argmax(-1) if logits.size else np.zeros(0, dtype=np.int64)
+    return classification_metrics(preds, labels, num_labels, counts=counts)
 
 
 def _tensors(model: nn.Module) -> list[torch.Tensor]:

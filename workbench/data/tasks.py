@@ -6,10 +6,11 @@ import hashlib
 import importlib.util
 import io
 import json
+import re
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import datasets
 import numpy as np
@@ -177,37 +178,129 @@ def list_tasks() -> list[dict[str, str]]:
 
 
 # --------------------------------------------------------------------------- generic loaders
-def _labels_to_ints(values: list) -> tuple[list[int], list[str]]:
-    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
-        n = int(max(values)) + 1 if values else 0
-        return [int(v) for v in values], [str(i) for i in range(n)]
-    names = sorted({str(v) for v in values})
-    lookup = {n: i for i, n in enumerate(names)}
-    return [lookup[str(v)] for v in values], names
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_SHOW = 5  # rows named in an error message
 
 
-def _read_table(path: Path) -> list[dict]:
+def _lines(rows: list[tuple[int, Any]], unit: str = "line") -> str:
+    """'lines 3, 7, 9 and 4 more' for an error message."""
+    shown = ", ".join(str(n) for n, _ in rows[:_SHOW])
+    more = f" and {len(rows) - _SHOW} more" if len(rows) > _SHOW else ""
+    return f"{unit}{'s' if len(rows) > 1 else ''} {shown}{more}"
+
+
+def _labels_to_ints(values: list, source: str = "task", column: str = "label") -> tuple[list[int], list[str]]:
+    """Class labels -> 0..K-1 and the K label names.
+
+    Numeric labels (ints, or strings such as '-1', '1', '5') are mapped to 0..K-1 in sorted
+    numeric order (-1/1 -> 0/1, 1..5 -> 0..4) and the label names record the original values;
+    numbers that are not integers fail, naming them. Other labels are mapped in sorted string
+    order. Fewer than two classes fail.
+    """
+    def number(v: Any) -> float | None:
+        if isinstance(v, bool):
+            return None
+        if isinstance(v, (int, float, np.integer, np.floating)):
+            return float(v)
+        if isinstance(v, str) and _NUMBER.match(v.strip()):
+            return float(v.strip())
+        return None
+
+    nums = [number(v) for v in values]
+    if values and all(x is not None for x in nums):
+        bad = sorted({x for x in nums if not float(x).is_integer()})
+        if bad:
+            shown = ", ".join(f"{x:g}" for x in bad[:_SHOW]) + (", ..." if len(bad) > _SHOW else "")
+            raise ConfigError(
+                f"task '{source}': label column '{column}' holds numbers that are not integers ({shown}): "
+                "a classification task needs class labels; round or bin them into classes, or use class names")
+        distinct = sorted({int(x) for x in nums})
+        lookup = {v: i for i, v in enumerate(distinct)}
+        labels, names = [lookup[int(x)] for x in nums], [str(v) for v in distinct]
+    else:
+        keys = [v.strip() if isinstance(v, str) else str(v) for v in values]
+        names = sorted(set(keys))
+        lookup = {n: i for i, n in enumerate(names)}
+        labels = [lookup[k] for k in keys]
+    if len(names) < 2:
+        raise ConfigError(f"task '{source}': label column '{column}' has {len(names)} distinct value"
+                          f"{'' if len(names) == 1 else 's'} ({', '.join(names) or 'none'}): "
+                          "a classifier needs examples of at least two classes")
+    return labels, names
+
+
+def _read_table(path: Path) -> list[tuple[int, dict]]:
+    """The rows of a .csv/.tsv/.jsonl file, each with its line number in the file."""
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        with path.open(newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
-    if suffix in (".jsonl", ".json"):
-        with path.open(encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+    try:
+        if suffix in (".csv", ".tsv"):
+            with path.open(newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
+                rows = []
+                for row in reader:
+                    rows.append((reader.line_num, row))
+                return rows
+        if suffix in (".jsonl", ".json"):
+            rows = []
+            with path.open(encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise ConfigError(f"task file '{path}': line {n} is not valid JSON ({exc.msg}); "
+                                          "a .jsonl file holds one JSON object per line") from None
+                    if not isinstance(row, dict):
+                        raise ConfigError(f"task file '{path}': line {n} is not a JSON object; "
+                                          "a .jsonl file holds one object per line, e.g. {\"text\": ..., \"label\": ...}")
+                    rows.append((n, row))
+            return rows
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"task file '{path}' is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                          "save it as UTF-8") from None
     raise ConfigError(f"task '{path}': unsupported file type '{suffix}' (use .csv, .tsv or .jsonl)")
 
 
-def _column(rows: list[dict], column: str, source: str, key: str) -> list:
-    if rows and column not in rows[0]:
-        raise ConfigError(f"task '{source}': {key} '{column}' not found; columns are {sorted(rows[0])}")
-    return [r[column] for r in rows]
+def _blank(v: Any) -> bool:
+    return v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and v != v)
 
 
-def _numeric_labels(values: list) -> list:
-    """CSV cells are strings: '0'/'1' labels are integers."""
-    if all(isinstance(v, str) and v.strip().lstrip("-").isdigit() for v in values):
-        return [int(v) for v in values]
-    return values
+def _columns(rows: list[tuple[int, dict]], cfg: "TaskConfig", path: Path | str,
+             unit: str = "line") -> tuple[list[str], list]:
+    """The text and label columns of one file's rows, checked: a clear error (naming the file,
+    the column and the first rows) for an empty file, a missing column, blank or non-string
+    texts and blank labels. `rows` are (line number, row); `path` is the file, or a description
+    such as "task 'hf:x' split 'train'" with `unit` "row"."""
+    tc, lc = cfg.text_column, cfg.label_column
+    where = f"task file '{path}'" if isinstance(path, Path) else str(path)
+    if not rows:
+        raise ConfigError(f"{where} is empty: it has no examples (at most a header line); "
+                          f"add rows with a '{tc}' and a '{lc}' column")
+    for col, key in ((tc, "text_column"), (lc, "label_column")):
+        missing = [(n, r) for n, r in rows if col not in r]
+        if len(missing) == len(rows):
+            found = sorted({str(k) for _, r in rows for k in r if k is not None})
+            raise ConfigError(f"{where}: {key} '{col}' not found; columns are {found} "
+                              f"(set task: {{{key}: <name>}} in the recipe)")
+        if missing:
+            raise ConfigError(f"{where}: column '{col}' is missing on {len(missing)} row(s) "
+                              f"({_lines(missing, unit)}); give every row a '{col}'")
+    bad_text = [(n, r[tc]) for n, r in rows if not isinstance(r[tc], str) or not r[tc].strip()]
+    if bad_text:
+        what = ", ".join(f"{unit} {n}: {v!r}" for n, v in bad_text[:_SHOW])
+        raise ConfigError(f"{where}: text column '{tc}' is blank or not a string on {len(bad_text)} "
+                          f"row(s) ({what}{', ...' if len(bad_text) > _SHOW else ''}); every example needs "
+                          "its text: fill in or drop those rows")
+    blank = [(n, r[lc]) for n, r in rows if _blank(r[lc])]
+    if blank:
+        raise ConfigError(f"{where}: label column '{lc}' is blank on {len(blank)} row(s) "
+                          f"({_lines(blank, unit)}); a blank is not a class: fill in those labels or drop the rows")
+    odd = [(n, r[lc]) for n, r in rows if isinstance(r[lc], (list, dict))]
+    if odd:
+        raise ConfigError(f"{where}: label column '{lc}' holds lists or objects on {len(odd)} row(s) "
+                          f"({_lines(odd, unit)}, e.g. {odd[0][1]!r}); one class label per example is needed")
+    return [r[tc] for _, r in rows], [r[lc] for _, r in rows]
 
 
 def _load_local(cfg: TaskConfig, seed: int) -> tuple[datasets.DatasetDict, list[str]]:
@@ -217,18 +310,18 @@ def _load_local(cfg: TaskConfig, seed: int) -> tuple[datasets.DatasetDict, list[
         if files["train"] is None:
             raise ConfigError(f"task '{cfg.name}': a task folder needs train.csv/.tsv/.jsonl "
                               "(and optionally validation and test)")
-        per_split = {s: _read_table(f) for s, f in files.items() if f is not None}
+        files = {s: f for s, f in files.items() if f is not None}
     else:
-        per_split = {"all": _read_table(path)}
-    texts = {s: [str(t) for t in _column(r, cfg.text_column, cfg.name, "text_column")] for s, r in per_split.items()}
-    raw_labels = {s: _numeric_labels(_column(r, cfg.label_column, cfg.name, "label_column"))
-                  for s, r in per_split.items()}
-    all_labels, names = _labels_to_ints([v for s in raw_labels for v in raw_labels[s]])
+        files = {"all": path}
+    texts, raw_labels = {}, {}
+    for s, f in files.items():
+        texts[s], raw_labels[s] = _columns(_read_table(f), cfg, f)
+    all_labels, names = _labels_to_ints([v for s in raw_labels for v in raw_labels[s]], cfg.name, cfg.label_column)
     labels, start = {}, 0
     for s in raw_labels:
         labels[s] = all_labels[start:start + len(raw_labels[s])]
         start += len(raw_labels[s])
-    if "all" in per_split:
+    if "all" in files:
         return _from_lists(texts["all"], labels["all"], seed), names
     return _complete_splits(texts, labels, seed), names
 
@@ -267,8 +360,9 @@ def _load_hf(cfg: TaskConfig, seed: int) -> tuple[datasets.DatasetDict, list[str
         for col, key in ((cfg.text_column, "text_column"), (cfg.label_column, "label_column")):
             if col not in cols:
                 raise ConfigError(f"task '{cfg.name}': {key} '{col}' not in split '{s}' (columns: {cols})")
-        texts[target] = [str(t) for t in ds[s][cfg.text_column]]
-        raw[target] = list(ds[s][cfg.label_column])
+        rows = [(i, {cfg.text_column: t, cfg.label_column: y})
+                for i, (t, y) in enumerate(zip(ds[s][cfg.text_column], ds[s][cfg.label_column]))]
+        texts[target], raw[target] = _columns(rows, cfg, f"task '{cfg.name}' split '{s}'", "row")
     # Hidden test labels (GLUE uses -1): use the validation split as test and carve a new one.
     if "test" in raw and any(v == -1 for v in raw["test"]):
         del texts["test"], raw["test"]
@@ -276,7 +370,7 @@ def _load_hf(cfg: TaskConfig, seed: int) -> tuple[datasets.DatasetDict, list[str
     if names:
         labels = {s: [int(v) for v in raw[s]] for s in raw}
     else:
-        flat, names = _labels_to_ints([v for s in raw for v in raw[s]])
+        flat, names = _labels_to_ints([v for s in raw for v in raw[s]], cfg.name, cfg.label_column)
         labels, start = {}, 0
         for s in raw:
             labels[s] = flat[start:start + len(raw[s])]
@@ -303,7 +397,11 @@ def load_task(spec: str | dict | TaskConfig, seed: int = 0) -> Task:
                           f"({', '.join(TASKS)}), not 'hf:<dataset name>', and no such file or folder")
     for s in SPLITS:
         if len(splits[s]) == 0:
-            raise ConfigError(f"task '{cfg.name}': split '{s}' is empty (too few examples)")
+            total = sum(len(splits[x]) for x in SPLITS)
+            raise ConfigError(
+                f"task '{cfg.name}': split '{s}' is empty: {total} examples are too few to carve "
+                "train/validation/test (80/10/10 within each class); add examples (at least about 10 per "
+                "class), or give the split as its own file (validation.csv, test.csv) in a task folder")
     h = hashlib.sha256(f"{cfg.name}|{cfg.subset}|{seed}".encode())
     for s in SPLITS:
         h.update(s.encode())

@@ -9,9 +9,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from workbench.config import ConfigError
 
-class ModelNotFound(ValueError):
-    """The model name is neither embedded, a local path, nor available offline."""
+
+class ModelNotFound(ConfigError):
+    """The model name is neither embedded, a local path, nor available offline, or the folder
+    does not hold a sequence classifier (a ConfigError: the command line prints it as an error)."""
 
 
 def _minilm_path() -> Path:
@@ -54,10 +57,31 @@ def resolve_model_path(name: str) -> tuple[str, bool]:
         if not (path / "config.json").exists():
             raise ModelNotFound(f"model path '{name}' has no config.json (expected a Hugging Face "
                                 "model directory, as written by save_pretrained)")
+        check_sequence_classifier(path)
         return str(path), True
     if name.startswith((".", "/", "~")):
-        raise ModelNotFound(f"model path '{name}' does not exist")
+        raise ModelNotFound(f"model path '{name}' does not exist; give a model folder written by "
+                            f"save_pretrained (with config.json) or an embedded model ({', '.join(MODELS)})")
     return name, not allow_download()
+
+
+def check_sequence_classifier(path: Path) -> None:
+    """Fail, naming the folder, unless its config.json describes an architecture that
+    AutoModelForSequenceClassification can build (read from config.json alone: no weights)."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+
+    try:
+        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelNotFound(f"model folder '{path}': its config.json cannot be read as a Hugging Face "
+                            f"model configuration ({first}); it needs a 'model_type' such as bert") from None
+    if type(config) not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
+        archs = ", ".join(getattr(config, "architectures", None) or []) or "no architectures listed"
+        raise ModelNotFound(f"model folder '{path}' holds a '{config.model_type}' model ({archs}) that "
+                            "AutoModelForSequenceClassification cannot build; workbench needs a model with a "
+                            "sequence-classification head (BERT, DistilBERT, RoBERTa and the like)")
 
 
 def load_model(name: str, num_labels: int, seed: int = 0) -> tuple[nn.Module, Any]:
@@ -79,6 +103,10 @@ def load_model(name: str, num_labels: int, seed: int = 0) -> tuple[nn.Module, An
                 f"model '{name}' is not an embedded model ({', '.join(MODELS)}), not a local path, "
                 "and not in the local Hugging Face cache; workbench is offline by default: set "
                 "WORKBENCH_ALLOW_DOWNLOAD=1 to let it download from the hub") from exc
+        if Path(name).expanduser().exists():  # a local folder with a readable config but no weights/tokenizer
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelNotFound(f"model folder '{name}' could not be loaded ({first}); it needs the model's "
+                                "weights and its tokenizer files, as written by save_pretrained") from None
         raise
     finally:
         hf_logging.set_verbosity(verbosity)

@@ -16,6 +16,7 @@ from torch import nn
 
 from workbench.config import ConfigError, config_to_dict
 from workbench.data import Collator, Task, load_task, tokenize_task
+from workbench.data.metrics import degenerate_reason
 from workbench.evaluate import accuracy_metrics, is_torch_quantized, measure_speed, per_layer_sparsity, storage_stats
 from workbench.models import load_model, resolve_model_path
 from workbench.models.edits import load_edited_model
@@ -29,7 +30,7 @@ from workbench.train import Trainer, seed_everything
 
 STAGE_COLUMNS = ["stage", "engine", "accuracy", "macro_f1", "params", "nonzero_params", "sparsity",
                  "disk_mb", "zlib_mb", "latency_ms_b1", "throughput_b1", "latency_ms_b8", "throughput_b8",
-                 "seq_len", "threads", "train_seconds", "seed"]
+                 "seq_len", "threads", "train_seconds", "seed", "degenerate"]
 
 
 def engine_name(model: nn.Module) -> str:
@@ -203,7 +204,11 @@ class PipelineRun:
     def _measure(self, stage: str, model: nn.Module) -> dict[str, Any]:
         ev = self.spec.eval
         m: dict[str, Any] = {"stage": stage, "engine": engine_name(model)}
-        m.update(accuracy_metrics(model, self.eval_data, self.collate, self.task.num_labels, ev.batch_size))
+        m.update(accuracy_metrics(model, self.eval_data, self.collate, self.task.num_labels, ev.batch_size,
+                                  counts=True))
+        # one class for everything, or no better than guessing: flagged, not hidden (data/metrics.py)
+        m["degenerate"] = degenerate_reason(m["pred_counts"], m["label_counts"], m["macro_f1"],
+                                            self.task.label_names)
         m.update(storage_stats(model))
         m["sparsity"] = 1.0 - m["nonzero_params"] / max(1, m["params"])
         iters = self.spec.quick.speed_iters if self.quick else ev.speed_iters
@@ -252,6 +257,9 @@ class PipelineRun:
             b = self.spec.eval.speed_batches[0]
             print(f"[workbench]   {stage.name}: accuracy {m['accuracy']:.4f}, {m[f'throughput_b{b}']:.1f} "
                   f"samples/s at batch {b} ({how}, {time.perf_counter() - t0:.0f} s in all)", flush=True)
+            if m.get("degenerate"):
+                print(f"[workbench]   WARNING stage {stage.name}: {m['degenerate']} "
+                      f"(on the {self.spec.eval.split} split)", flush=True)
         return self.metrics
 
 

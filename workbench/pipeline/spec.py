@@ -207,6 +207,10 @@ def parse_stage(raw: Any, index: int, earlier: list[str]) -> StageSpec:
     if in_training and not gives_loss:
         fail(where, "recipes", f"'{in_training[0]}' acts during training, which needs a loss: add finetune "
              "or a distill_* recipe to the stage")
+    frozen = [r for r, cls, _ in recipes if cls.inference_only]
+    if frozen and trains:
+        fail(where, "recipes", f"'{frozen[0]}' gives an inference-only model, so its stage cannot train; "
+             "put it in a stage of its own")
     names = [r for r, _, _ in recipes]
     for rname, cls, c in recipes:
         cls.check_stage(c, StageCheck(stage=name, earlier=list(earlier), recipes=names, trains=trains,

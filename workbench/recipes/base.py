@@ -102,6 +102,9 @@ class Recipe:
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = object
+    inference_only: ClassVar[bool] = False
+    """True when the recipe's result is an inference-only model (quantized, compiled): its stage
+    must not train."""
     uses_architecture: ClassVar[bool] = False
     """True when the recipe reads the model's layout (layers, heads, FFNs) through the
     architecture adapter: the pipeline then checks the model family before any training."""

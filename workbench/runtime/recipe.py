@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from workbench.config import fail
-from workbench.recipes.base import Recipe, StageCheck, register_recipe
+from workbench.recipes.base import Recipe, register_recipe
 from workbench.runtime.engine import compile_model
 from workbench.runtime.module import EngineModule
 
@@ -39,12 +39,7 @@ class WorkbenchRuntime(Recipe):
 
     Config = WorkbenchRuntimeConfig
     uses_architecture = True
-
-    @classmethod
-    def check_stage(cls, config: WorkbenchRuntimeConfig, check: StageCheck) -> None:
-        if check.trains:  # the result is an inference-only model: nothing can train after it
-            fail(check.where, "recipes", "gives an inference-only model; put it in a stage without "
-                 "training (e.g. a last stage of its own)")
+    inference_only = True  # its result cannot train: no training in its stage
 
     def apply(self, model: nn.Module, ctx: Any = None) -> nn.Module:
         if isinstance(model, EngineModule):

@@ -14,8 +14,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from workbench.config import fail
-from workbench.recipes.base import Recipe, StageCheck, register_recipe
+from workbench.recipes.base import Recipe, register_recipe
 
 
 def quantize_dynamic_int8(model: nn.Module, engine: str = "x86") -> nn.Module:
@@ -40,12 +39,7 @@ class DynamicInt8(Recipe):
     """Quantize every Linear layer to int8 with dynamic activation quantization."""
 
     Config = DynamicInt8Config
-
-    @classmethod
-    def check_stage(cls, config: DynamicInt8Config, check: StageCheck) -> None:
-        if check.trains:  # the result is an inference-only model: nothing can train after it
-            fail(check.where, "recipes", "gives an inference-only model; put it in a stage without "
-                 "training (e.g. a last stage of its own)")
+    inference_only = True  # its result cannot train: no training in its stage
 
     def apply(self, model: nn.Module) -> nn.Module:
         return quantize_dynamic_int8(model, self.config.engine)
