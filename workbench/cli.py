@@ -74,9 +74,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _print_table(stages: list[dict], columns: list | None = None) -> None:
     """The stage table (default columns: workbench.results.STAGE_COLUMNS); values that are
     already strings (e.g. "0.8250 ± 0.0040") are printed as they are."""
-    from workbench.results import format_stage_table
+    from workbench.results import degenerate_notes, format_stage_table
 
     print(format_stage_table(stages, columns))
+    for note in degenerate_notes(stages):  # the "!" marks in the table
+        print(note)
 
 
 def _cmd_tasks(args: argparse.Namespace) -> int:

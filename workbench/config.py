@@ -150,12 +150,23 @@ def parse_config(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
     return obj
 
 
-def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """The inverse of `parse_config`, with tuples as lists so it round-trips through YAML."""
+KEY_OMITS_DEFAULT = {"key_omits_default": True}
+"""Field metadata for a setting added after results exist: `config_to_dict(cfg, for_key=True)`
+(what stage keys hash) leaves it out while it has its default, so stages that do not use it keep
+their keys (finished and cached stages are still reused, checkpoints still resume)."""
+
+
+def config_to_dict(cfg: Any, for_key: bool = False) -> dict[str, Any]:
+    """The inverse of `parse_config`, with tuples as lists so it round-trips through YAML.
+    `for_key`: without the KEY_OMITS_DEFAULT fields that have their default (for stage keys)."""
+
+    def omitted(f: dataclasses.Field, v: Any) -> bool:
+        return (for_key and f.metadata.get("key_omits_default", False) and f.default is not dataclasses.MISSING
+                and getattr(v, f.name) == f.default)
 
     def plain(v: Any) -> Any:
         if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v) if not omitted(f, v)}
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         if isinstance(v, dict):

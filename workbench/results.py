@@ -118,10 +118,18 @@ def format_stage_table(rows: list[dict[str, Any]], columns: Sequence[ColumnSpec]
     its `STAGE_FORMATS` pattern), `(key, pattern)` or `(key, pattern, header)`. Missing and None
     values show as "-"; string values are shown as they are (a spread column: "0.8250 ± 0.0040").
     fmt: "text" (aligned columns for a terminal) or "markdown" (a GitHub table).
+    A row flagged `degenerate` (metrics.json: one class predicted for everything, or macro-F1
+    within noise of chance) shows DEGENERATE_MARK after its accuracy (or its first cell);
+    `degenerate_notes(rows)` gives the reasons.
     """
     cols = [_column(c) for c in (STAGE_COLUMNS if columns is None else columns)]
     headers = [h for _, _, h in cols]
     cells = [[format_cell(r.get(k), spec) for k, spec, _ in cols] for r in rows]
+    keys = [k for k, _, _ in cols]
+    flag_at = keys.index("accuracy") if "accuracy" in keys else 0
+    for r, c in zip(rows, cells):
+        if r.get("degenerate") and c:
+            c[flag_at] += DEGENERATE_MARK
     if fmt == "markdown":
         def line(values: list[str]) -> str:
             return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
@@ -132,6 +140,16 @@ def format_stage_table(rows: list[dict[str, Any]], columns: Sequence[ColumnSpec]
     widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(headers)]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()
                      for values in [headers, *cells])
+
+
+DEGENERATE_MARK = " !"
+"""Appended to a degenerate stage's accuracy in stage tables."""
+
+
+def degenerate_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per degenerate row: "! stage 'x': <reason>" (for under a stage table)."""
+    return [f"{DEGENERATE_MARK.strip()} stage '{r.get('stage')}': {r['degenerate']}"
+            for r in rows if r.get("degenerate")]
 
 
 def read_json(path: Path) -> Any:

@@ -73,6 +73,7 @@ class PipelineRun:
         resolve_model_path(spec.model)  # a wrong model name fails here, before any work
         seed_everything(spec.seed)
         self.task: Task = load_task(spec.task, seed=spec.seed)
+        self._check_task()
         self.base_model, self.tokenizer = load_model(spec.model, self.task.num_labels, spec.seed)
         self._check_architecture()
         tokenized = tokenize_task(self.task, self.tokenizer)
@@ -86,6 +87,16 @@ class PipelineRun:
             range(min(len(tokenized["validation"]), spec.quick.eval_examples if self.quick else 10**9)))
         self.collate = Collator(self.tokenizer)
         self._make_teachers()
+
+    def _check_task(self) -> None:
+        """Settings that depend on the task (e.g. one class weight per class): checked by each
+        recipe (`Recipe.check_task`) once the task is loaded, before any work."""
+        from workbench.recipes.base import recipe_class
+
+        for stage in self.spec.stages:
+            for rname, config in stage.recipes:
+                where = f"stage '{stage.name}' recipe '{rname}'"
+                recipe_class(rname, where).check_task(config, self.task, where)
 
     def _check_architecture(self) -> None:
         """A recipe that reads the model's layout needs a supported family: say so before any work."""
@@ -114,7 +125,7 @@ class PipelineRun:
                            # only what changes the trained model; eval settings go in _measure_key
                            "quick": {"train_examples": spec.quick.train_examples, "epochs": spec.quick.epochs,
                                      "batch_size": spec.quick.batch_size} if self.quick else None,
-                           "stages": [s.to_dict() for s in spec.stages[: index + 1]]})
+                           "stages": [s.to_dict(for_key=True) for s in spec.stages[: index + 1]]})
 
     def _measure_key(self) -> str:
         """What a stage's metrics depend on beyond its model: the evaluation settings."""

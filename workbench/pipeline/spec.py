@@ -88,7 +88,9 @@ class StageSpec:
     def trains(self) -> bool:
         return self.train is not None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, for_key: bool = False) -> dict[str, Any]:
+        """The stage as YAML writes it, defaults filled in; `for_key`: as the stage key hashes it
+        (settings marked KEY_OMITS_DEFAULT are left out while at their default)."""
         d: dict[str, Any] = {"name": self.name}
         if self.source:
             d["from"] = self.source
@@ -96,9 +98,9 @@ class StageSpec:
             d["cache"] = True
         if self.seed is not None:
             d["seed"] = self.seed
-        d["recipes"] = [{n: config_to_dict(c)} for n, c in self.recipes]
+        d["recipes"] = [{n: config_to_dict(c, for_key)} for n, c in self.recipes]
         if self.train is not None:
-            d["train"] = config_to_dict(self.train)
+            d["train"] = config_to_dict(self.train, for_key)
         return d
 
 

@@ -24,14 +24,20 @@ def save_figure(fig: Any, path: Path) -> Path:
 def accuracy_vs_throughput(stages: list[dict[str, Any]], path: Path, title: str = "",
                            batch: int = 1) -> Path:
     """Test accuracy against samples/s (seq 128, batch `batch`), one labelled point per stage,
-    marker area proportional to the model's non-zero parameters."""
+    marker area proportional to the model's non-zero parameters; a stage flagged `degenerate`
+    (one class for everything, or chance-level macro-F1) is a red x, "(degenerate)" in its label."""
     key = f"throughput_b{batch}"
     fig, ax = plt.subplots(figsize=(7, 4.5))
     pts = [s for s in stages if s.get(key) and s.get("accuracy") is not None]
     biggest = max((s.get("nonzero_params") or 1 for s in pts), default=1)
     for s in pts:
         size = 40 + 400 * (s.get("nonzero_params") or 0) / biggest
-        ax.scatter(s[key], s["accuracy"], s=size, alpha=0.7, label=f"{s['stage']} ({s.get('engine', 'torch')})")
+        label = f"{s['stage']} ({s.get('engine', 'torch')})"
+        if s.get("degenerate"):
+            ax.scatter(s[key], s["accuracy"], s=size, marker="x", color="red", linewidths=2,
+                       label=f"{label} (degenerate)")
+        else:
+            ax.scatter(s[key], s["accuracy"], s=size, alpha=0.7, label=label)
         ax.annotate(s["stage"], (s[key], s["accuracy"]), textcoords="offset points", xytext=(6, 6), fontsize=9)
     if len(pts) > 1:
         ax.plot([s[key] for s in pts], [s["accuracy"] for s in pts], "k:", lw=0.8, alpha=0.5)

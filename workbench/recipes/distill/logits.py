@@ -16,8 +16,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from workbench.config import fail
-from workbench.recipes.base import LossTerms, TrainState, register_recipe
+from workbench.config import KEY_OMITS_DEFAULT, fail
+from workbench.recipes.base import ClassWeights, LossTerms, TrainState, register_recipe, validate_class_weights
 from workbench.recipes.distill.losses import get_loss
 from workbench.recipes.distill.teacher import TeacherRecipe
 
@@ -43,8 +43,11 @@ class LogitDistillConfig:
     """Divergence from the loss registry: kl, reverse_kl, skew_kl, skew_reverse_kl, js, tvd, ..."""
     loss_args: dict[str, Any] = field(default_factory=dict)
     """Extra settings of the divergence, e.g. {alpha: 0.1} for skew_kl."""
+    class_weights: ClassWeights = field(default=None, metadata=KEY_OMITS_DEFAULT)
+    """Per-class weights of the `ce` term: null, "balanced" or one weight per class (as finetune's)."""
 
     def validate(self, where: str) -> None:
+        validate_class_weights(self.class_weights, where)
         if self.temperature <= 0:
             fail(where, "temperature", f"must be > 0, got {self.temperature}")
         if not 0.0 <= self.alpha <= 1.0:
@@ -68,7 +71,7 @@ class LogitDistill(TeacherRecipe):
         soft = self.divergence(state.outputs.logits, z_t, temperature=c.temperature, **c.loss_args)
         terms = {"kd_logits": (c.alpha * c.temperature ** 2, soft)}
         if c.alpha < 1.0:
-            terms["ce"] = (1.0 - c.alpha, F.cross_entropy(state.outputs.logits, state.batch["labels"]))
+            terms["ce"] = (1.0 - c.alpha, F.cross_entropy(state.outputs.logits, state.batch["labels"], weight=self.class_weight_tensor()))
         return terms
 
     def on_train_end(self, state: TrainState) -> None:
