@@ -189,6 +189,10 @@ def _lines(rows: list[tuple[int, Any]], unit: str = "line") -> str:
     return f"{unit}{'s' if len(rows) > 1 else ''} {shown}{more}"
 
 
+def _rows(rows: list) -> str:
+    return f"{len(rows)} row{'s' if len(rows) != 1 else ''}"
+
+
 def _labels_to_ints(values: list, source: str = "task", column: str = "label") -> tuple[list[int], list[str]]:
     """Class labels -> 0..K-1 and the K label names.
 
@@ -284,21 +288,21 @@ def _columns(rows: list[tuple[int, dict]], cfg: "TaskConfig", path: Path | str,
             raise ConfigError(f"{where}: {key} '{col}' not found; columns are {found} "
                               f"(set task: {{{key}: <name>}} in the recipe)")
         if missing:
-            raise ConfigError(f"{where}: column '{col}' is missing on {len(missing)} row(s) "
+            raise ConfigError(f"{where}: column '{col}' is missing on {_rows(missing)} "
                               f"({_lines(missing, unit)}); give every row a '{col}'")
     bad_text = [(n, r[tc]) for n, r in rows if not isinstance(r[tc], str) or not r[tc].strip()]
     if bad_text:
         what = ", ".join(f"{unit} {n}: {v!r}" for n, v in bad_text[:_SHOW])
-        raise ConfigError(f"{where}: text column '{tc}' is blank or not a string on {len(bad_text)} "
-                          f"row(s) ({what}{', ...' if len(bad_text) > _SHOW else ''}); every example needs "
+        raise ConfigError(f"{where}: text column '{tc}' is blank or not a string on {_rows(bad_text)} "
+                          f"({what}{', ...' if len(bad_text) > _SHOW else ''}); every example needs "
                           "its text: fill in or drop those rows")
     blank = [(n, r[lc]) for n, r in rows if _blank(r[lc])]
     if blank:
-        raise ConfigError(f"{where}: label column '{lc}' is blank on {len(blank)} row(s) "
+        raise ConfigError(f"{where}: label column '{lc}' is blank on {_rows(blank)} "
                           f"({_lines(blank, unit)}); a blank is not a class: fill in those labels or drop the rows")
     odd = [(n, r[lc]) for n, r in rows if isinstance(r[lc], (list, dict))]
     if odd:
-        raise ConfigError(f"{where}: label column '{lc}' holds lists or objects on {len(odd)} row(s) "
+        raise ConfigError(f"{where}: label column '{lc}' holds lists or objects on {_rows(odd)} "
                           f"({_lines(odd, unit)}, e.g. {odd[0][1]!r}); one class label per example is needed")
     return [r[tc] for _, r in rows], [r[lc] for _, r in rows]
 

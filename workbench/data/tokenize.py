@@ -1,9 +1,10 @@
 """Tokenization, cached on disk by (task contents, tokenizer, max length)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
-from typing import Any
+from typing import Any, Iterator
 
 import datasets
 
@@ -18,11 +19,25 @@ def tokenizer_key(tokenizer: Any) -> str:
     return h.hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """No `datasets` progress bars inside (the per-split "tokenize" / "Saving the dataset" bars of
+    the cache layer: short steps, one bar per split); the earlier setting is restored after."""
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+
+
 def save_dataset(data: Any, path: Any) -> None:
     """`save_to_disk` into a temporary folder, then rename: a half-written cache is never read."""
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    data.save_to_disk(str(tmp))
+    with quiet_datasets():
+        data.save_to_disk(str(tmp))
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
 
@@ -36,15 +51,16 @@ def tokenize_task(task: Any, tokenizer: Any, max_length: int | None = None) -> d
     max_length = max_length or task.config.max_length
     key = f"{task.fingerprint}-{tokenizer_key(tokenizer)}-{max_length}-text"
     path = cache_dir() / "tokenized" / key
-    if (path / "dataset_dict.json").exists():
-        tokenized = datasets.load_from_disk(str(path))
-    else:
-        tokenized = task.splits.map(
-            lambda b: tokenizer(b["text"], truncation=True, max_length=max_length),
-            batched=True, desc="tokenize")
-        tokenized = tokenized.rename_column("label", "labels")
-        save_dataset(tokenized, path)
-        tokenized = datasets.load_from_disk(str(path))
+    with quiet_datasets():
+        if (path / "dataset_dict.json").exists():
+            tokenized = datasets.load_from_disk(str(path))
+        else:
+            tokenized = task.splits.map(
+                lambda b: tokenizer(b["text"], truncation=True, max_length=max_length),
+                batched=True, desc="tokenize")
+            tokenized = tokenized.rename_column("label", "labels")
+            save_dataset(tokenized, path)
+            tokenized = datasets.load_from_disk(str(path))
     return tokenized.with_format("torch")
 
 

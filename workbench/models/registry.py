@@ -93,6 +93,8 @@ def load_model(name: str, num_labels: int, seed: int = 0) -> tuple[nn.Module, An
     torch.manual_seed(seed)  # the new classifier head is initialised reproducibly
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "classifier weights newly initialised" notice is expected
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar: a short step
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -110,6 +112,8 @@ def load_model(name: str, num_labels: int, seed: int = 0) -> tuple[nn.Module, An
         raise
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
     return model.float().eval(), tokenizer
 
 
