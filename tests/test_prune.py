@@ -85,3 +85,17 @@ def test_masks_stay_applied_after_optimizer_steps(tiny_bert):
     clone.load_state_dict(recipe.state_dict())
     assert clone.current_sparsity == recipe.current_sparsity
     assert all(torch.equal(clone.masks[k], recipe.masks[k]) for k in recipe.masks)
+
+
+def test_dynamic_int8_targets_only_the_named_layers(tiny_bert):
+    from workbench.config import ConfigError
+    from workbench.recipes.base import RecipeContext
+    from workbench.recipes.quantize.dynamic import DynamicInt8, DynamicInt8Config
+
+    ctx = RecipeContext(task=None, tokenizer=None, run_dir=None, stage="q")
+    q = DynamicInt8(DynamicInt8Config(targets=["re:.*attention\\.self\\..*"]), ctx).apply(tiny_bert)
+    packed = {n for n, m in q.named_modules() if hasattr(m, "_packed_params") and not n.endswith("_packed_params")}
+    assert packed and all(".attention.self." in n for n in packed)
+    assert len(packed) == 3 * 4  # query, key, value of 4 layers
+    with pytest.raises(ConfigError, match="re:nothing.*matches no"):
+        DynamicInt8(DynamicInt8Config(targets=["re:nothing"]), ctx).apply(tiny_bert)

@@ -15,23 +15,32 @@ import torch
 from torch import nn
 
 from workbench.recipes.base import Recipe, register_recipe
+from workbench.targets import resolve_targets, validate_target_syntax
 
 
-def quantize_dynamic_int8(model: nn.Module, engine: str = "x86") -> nn.Module:
-    """A dynamically quantized copy of `model` (Linear layers in int8)."""
+def quantize_dynamic_int8(model: nn.Module, engine: str = "x86", modules: set[str] | None = None) -> nn.Module:
+    """A dynamically quantized copy of `model`: every Linear layer in int8, or only the Linear
+    layers named in `modules`."""
     if engine not in torch.backends.quantized.supported_engines:
         raise ValueError(f"quantized engine '{engine}' is not available in this torch build "
                          f"(available: {torch.backends.quantized.supported_engines})")
     torch.backends.quantized.engine = engine
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao deprecation notices: the API still ships in 2.13
-        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear},
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).eval(),
+                                                      set(modules) if modules is not None else {nn.Linear},
                                                       dtype=torch.qint8)
 
 
 @dataclass
 class DynamicInt8Config:
     engine: Literal["x86", "fbgemm", "onednn"] = "x86"
+    targets: list[str] | None = None
+    """Linear layers to quantize: exact module names or `re:<pattern>` (None: every Linear)."""
+
+    def validate(self, where: str) -> None:
+        if self.targets is not None:
+            validate_target_syntax(self.targets, where)
 
 
 @register_recipe("dynamic_int8")
@@ -42,4 +51,7 @@ class DynamicInt8(Recipe):
     inference_only = True  # its result cannot train: no training in its stage
 
     def apply(self, model: nn.Module) -> nn.Module:
-        return quantize_dynamic_int8(model, self.config.engine)
+        chosen = None
+        if self.config.targets is not None:
+            chosen = set(resolve_targets(model, self.config.targets, self.where))
+        return quantize_dynamic_int8(model, self.config.engine, chosen)
