@@ -99,13 +99,15 @@ def load_model(name: str, num_labels: int, seed: int = 0) -> tuple[nn.Module, An
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
         model = AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=num_labels, local_files_only=local_only, ignore_mismatched_sizes=True)
-    except OSError as exc:
-        if local_only and name not in MODELS and not Path(name).exists():
+    except ModelNotFound:
+        raise
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, OSError) and local_only and name not in MODELS and not Path(name).exists():
             raise ModelNotFound(
                 f"model '{name}' is not an embedded model ({', '.join(MODELS)}), not a local path, "
                 "and not in the local Hugging Face cache; workbench is offline by default: set "
                 "WORKBENCH_ALLOW_DOWNLOAD=1 to let it download from the hub") from exc
-        if Path(name).expanduser().exists():  # a local folder with a readable config but no weights/tokenizer
+        if Path(name).expanduser().exists():  # a local folder with a readable config, no weights or tokenizer
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelNotFound(f"model folder '{name}' could not be loaded ({first}); it needs the model's "
                                 "weights and its tokenizer files, as written by save_pretrained") from None
