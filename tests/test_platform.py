@@ -197,9 +197,9 @@ def test_seeds_run_per_seed_share_the_pinned_teacher_and_aggregate(tmp_path, mon
     students = [r["accuracy"] for r in rows if r["stage"] == "student"]
     import statistics
     assert int(summary["student"]["n"]) == 3
-    assert float(summary["student"]["accuracy_mean"]) == pytest.approx(statistics.fmean(students), abs=1e-5)
-    assert float(summary["student"]["accuracy_std"]) == pytest.approx(statistics.stdev(students), abs=1e-5)
-    assert float(summary["student"]["accuracy_ci95"]) == pytest.approx(4.302653 * statistics.stdev(students) / 3 ** 0.5, abs=1e-4)
+    assert float(summary["student"]["mean_accuracy"]) == pytest.approx(statistics.fmean(students), abs=1e-5)
+    assert float(summary["student"]["std_accuracy"]) == pytest.approx(statistics.stdev(students), abs=1e-5)
+    assert float(summary["student"]["ci95_accuracy"]) == pytest.approx(4.302653 * statistics.stdev(students) / 3 ** 0.5, abs=1e-4)
     assert (folder / "seeds.csv").exists() and (folder / "accuracy_vs_throughput.png").exists()
     assert all((folder / f"seed-{s}" / "metrics.json").exists() for s in (0, 1, 2))
 
@@ -290,8 +290,8 @@ def test_show_prints_the_spread_of_a_seeds_run(tmp_path, capsys):
     from workbench.results import write_csv
 
     write_csv(tmp_path / "run" / "seeds_summary.csv", [
-        {"stage": "student", "n": 3, "accuracy_mean": 0.81, "accuracy_std": 0.012, "accuracy_ci95": 0.03,
-         "macro_f1_mean": 0.8, "macro_f1_std": 0.01, "throughput_b1_mean": 50.0, "throughput_b1_std": 2.0}])
+        {"stage": "student", "n": 3, "mean_accuracy": 0.81, "std_accuracy": 0.012, "ci95_accuracy": 0.03,
+         "mean_macro_f1": 0.8, "std_macro_f1": 0.01, "mean_throughput_b1": 50.0, "std_throughput_b1": 2.0}])
     assert main(["show", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert "3 seeds" in out and "0.8100 ± 0.0120" in out and "50.0 ± 2.0" in out

@@ -54,8 +54,8 @@ def _spread_rows(summary: list[dict]) -> list[dict]:
     for row in summary:
         r = {"stage": row["stage"], "n": row["n"]}
         for m, fmt in (("accuracy", ".4f"), ("macro_f1", ".4f"), ("throughput_b1", ".1f"), ("throughput_b8", ".1f")):
-            if f"{m}_mean" in row:
-                r[m] = f"{row[f'{m}_mean']:{fmt}} ± {row[f'{m}_std']:{fmt}}"
+            if f"mean_{m}" in row:
+                r[m] = f"{row[f'mean_{m}']:{fmt}} ± {row[f'std_{m}']:{fmt}}"
         out.append(r)
     return out
 

@@ -38,6 +38,7 @@ def compare(folder: Path) -> list[dict[str, Any]]:
     if not seeds_csv.exists():
         raise ConfigError(f"{folder} has no seeds.csv: run the pipeline with --seeds first")
     raw = read_csv(seeds_csv)
+    write_csv(Path(folder) / "seeds_summary.csv", aggregate(raw))  # per stage, in the current format
     rows = method_rows(raw)
     if not rows:
         raise ConfigError(f"{seeds_csv}: no stage is named '<student>.<method>'")
@@ -50,18 +51,18 @@ def compare(folder: Path) -> list[dict[str, Any]]:
     best: dict[str, float] = {}
     for s in summary:
         student = s["group"].split(".", 1)[0]
-        best[student] = max(best.get(student, 0.0), s["accuracy_mean"])
+        best[student] = max(best.get(student, 0.0), s["mean_accuracy"])
     table = []
-    for s in sorted(summary, key=lambda s: (s["group"].split(".")[0], -s["accuracy_mean"])):
+    for s in sorted(summary, key=lambda s: (s["group"].split(".")[0], -s["mean_accuracy"])):
         student, method = s["group"].split(".", 1)
         table.append({
             "student": student, "method": method, "n": s["n"],
-            "accuracy": f"{s['accuracy_mean']:.4f} ± {s['accuracy_std']:.4f}",
-            "ci95": f"± {s['accuracy_ci95']:.4f}",
-            "macro_f1": f"{s['macro_f1_mean']:.4f} ± {s['macro_f1_std']:.4f}",
-            "vs_best": f"{s['accuracy_mean'] - best[student]:+.4f}",
-            "of_teacher": f"{100 * s['accuracy_mean'] / teacher_acc:.1f}%" if teacher_acc else "-",
-            "throughput_b1": f"{s['throughput_b1_mean']:.1f}" if "throughput_b1_mean" in s else "-",
+            "accuracy": f"{s['mean_accuracy']:.4f} ± {s['std_accuracy']:.4f}",
+            "ci95": f"± {s['ci95_accuracy']:.4f}",
+            "macro_f1": f"{s['mean_macro_f1']:.4f} ± {s['std_macro_f1']:.4f}",
+            "vs_best": f"{s['mean_accuracy'] - best[student]:+.4f}",
+            "of_teacher": f"{100 * s['mean_accuracy'] / teacher_acc:.1f}%" if teacher_acc else "-",
+            "throughput_b1": f"{s['mean_throughput_b1']:.1f}" if "mean_throughput_b1" in s else "-",
         })
     head = (f"Test accuracy over {max(s['n'] for s in summary)} seeds (mean ± std; ci95: half-width of the "
             f"95% interval of the mean)" + (f"; teacher {teacher_acc:.4f}" if teacher_acc else "") + ".\n\n")
@@ -85,15 +86,15 @@ def _plot(summary: list[dict[str, Any]], path: Path, teacher_acc: float | None) 
             s = next((s for s in summary if s["group"] == f"{student}.{m}"), None)
             if s is not None:
                 xs.append(i + j * width)
-                ys.append(s["accuracy_mean"])
-                es.append(s["accuracy_std"])
+                ys.append(s["mean_accuracy"])
+                es.append(s["std_accuracy"])
         ax.bar(xs, ys, width, yerr=es, capsize=3, label=student, alpha=0.8)
     if teacher_acc:
         ax.axhline(teacher_acc, color="k", ls="--", lw=1, label=f"teacher {teacher_acc:.3f}")
     ax.set_xticks([i + width * (len(students) - 1) / 2 for i in range(len(methods))])
     ax.set_xticklabels(methods, rotation=30, ha="right")
-    lo = min(s["accuracy_mean"] - s["accuracy_std"] for s in summary)
-    ax.set_ylim(max(0.0, lo - 0.05), min(1.0, max((teacher_acc or 0), *(s["accuracy_mean"] for s in summary)) + 0.03))
+    lo = min(s["mean_accuracy"] - s["std_accuracy"] for s in summary)
+    ax.set_ylim(max(0.0, lo - 0.05), min(1.0, max((teacher_acc or 0), *(s["mean_accuracy"] for s in summary)) + 0.03))
     ax.set_ylabel("test accuracy (mean ± std over seeds)")
     ax.set_title("distillation methods by student")
     ax.legend(fontsize=8)

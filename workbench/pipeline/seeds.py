@@ -6,7 +6,7 @@ pipeline's `seed:` fixes the split), and stages pinned with their own `seed:` (e
 teacher), which train once and are reused by every seed. The folder then holds:
 
 * `seeds.csv`: one row per (seed, stage) with every measured column;
-* `seeds_summary.csv`: per stage, for accuracy, macro-F1 and throughput, the mean, the sample
+* `seeds_summary.csv`: per stage, for accuracy, macro-F1 and throughput, `mean_<metric>`, the sample
   standard deviation and the 95% confidence interval of the mean (Student's t), and n;
 * `accuracy_vs_throughput.png`: the stages' means with their spread as error bars.
 """
@@ -48,7 +48,7 @@ def aggregate(rows: list[dict[str, Any]], metrics: tuple[str, ...] = SPREAD_METR
             mean = statistics.fmean(vals)
             std = statistics.stdev(vals) if len(vals) > 1 else 0.0
             ci = t_quantile_975(len(vals) - 1) * std / math.sqrt(len(vals)) if len(vals) > 1 else float("nan")
-            row.update({f"{m}_mean": mean, f"{m}_std": std, f"{m}_ci95": ci})
+            row.update({f"mean_{m}": mean, f"std_{m}": std, f"ci95_{m}": ci})
         out.append(row)
     return out
 

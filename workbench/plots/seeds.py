@@ -15,14 +15,14 @@ def spread_plot(summary: list[dict[str, Any]], path: Path, title: str = "", batc
     key = f"throughput_b{batch}"
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for row in summary:
-        if f"{key}_mean" not in row or "accuracy_mean" not in row:
+        if f"mean_{key}" not in row or "mean_accuracy" not in row:
             continue
-        ax.errorbar(row[f"{key}_mean"], row["accuracy_mean"], xerr=row.get(f"{key}_std", 0.0),
-                    yerr=row.get("accuracy_std", 0.0), fmt="o", capsize=3,
+        ax.errorbar(row[f"mean_{key}"], row["mean_accuracy"], xerr=row.get(f"std_{key}", 0.0),
+                    yerr=row.get("std_accuracy", 0.0), fmt="o", capsize=3,
                     label=f"{row[label]} (n={row['n']})")
-        ax.annotate(str(row[label]), (row[f"{key}_mean"], row["accuracy_mean"]), textcoords="offset points",
+        ax.annotate(str(row[label]), (row[f"mean_{key}"], row["mean_accuracy"]), textcoords="offset points",
                     xytext=(6, 6), fontsize=8)
-    xs = [r[f"{key}_mean"] for r in summary if f"{key}_mean" in r]
+    xs = [r[f"mean_{key}"] for r in summary if f"mean_{key}" in r]
     if xs and min(xs) > 0 and max(xs) / min(xs) > 20:
         ax.set_xscale("log")
     ax.set_xlabel(f"throughput (samples/s, seq 128, batch {batch}), mean ± std")
@@ -52,4 +52,5 @@ def loss_terms_plot(histories: dict[str, list[dict[str, Any]]], path: Path, titl
     for ax in list(axes.flat)[len(histories):]:
         ax.axis("off")
     fig.suptitle(title or "loss terms")
+    fig.tight_layout()
     return save_figure(fig, path)
