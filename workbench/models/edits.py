@@ -12,6 +12,7 @@ the model's shapes in place and is deterministic in its arguments.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -81,7 +82,9 @@ def load_edited_model(path: str | Path) -> nn.Module:
 def _shrink_linear(lin: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
     """A copy of `lin` keeping the output rows (dim 0) or input columns (dim 1) in `keep`."""
     w = lin.weight.detach().index_select(dim, keep)
-    new = nn.Linear(w.shape[1], w.shape[0], bias=lin.bias is not None)
+    with warnings.catch_warnings():  # a zero-width Linear (every head or neuron removed) warns on init
+        warnings.simplefilter("ignore", UserWarning)
+        new = nn.Linear(w.shape[1], w.shape[0], bias=lin.bias is not None)
     with torch.no_grad():
         new.weight.copy_(w)
         if lin.bias is not None:
@@ -113,3 +116,68 @@ def _replace(model: nn.Module, prefix: str, old: nn.Module, new: nn.Module) -> N
                 setattr(module, child_name, new)
                 return
     raise ValueError(f"module to replace not found under {prefix}")
+
+
+class HeadlessAttention(nn.Module):
+    """The self-attention of a layer whose heads were all removed (a `heads` edit keeping none).
+
+    It keeps the (zero-row) query/key/value projections under their own names, so the adapter's
+    paths and the state-dict keys stay the same, and returns a zero-width context [B, L, 0]. The
+    attention output projection (`attn_out`, now [H, 0]) then gives exactly its bias, so the
+    layer still runs: `LayerNorm(residual + attn_out.bias)`, which is what the masked model
+    computes when every head's context is multiplied by 0. Where the output projection lives
+    inside the attention module (DistilBERT's `out_lin`), it is applied here.
+    """
+
+    def __init__(self, old: nn.Module, qkv_names: tuple[str, str, str], out_name: str | None) -> None:
+        super().__init__()
+        for name, child in old.named_children():
+            if isinstance(child, nn.Linear):
+                setattr(self, name, child)
+        self.qkv_names, self.out_name = qkv_names, out_name
+        self.is_causal, self.layer_idx = False, getattr(old, "layer_idx", None)
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
+        for name in self.qkv_names:  # zero-width outputs; hooks on the projections still fire
+            getattr(self, name)(hidden_states)
+        ctx = hidden_states.new_zeros(*hidden_states.shape[:-1], 0)
+        return (getattr(self, self.out_name)(ctx) if self.out_name else ctx), None
+
+
+def _head_rows(keep: torch.Tensor, head_size: int) -> torch.Tensor:
+    return (keep[:, None] * head_size + torch.arange(head_size)[None, :]).flatten()
+
+
+@register_edit("heads")
+def keep_heads(model: nn.Module, layer: int, keep: list[int]) -> None:
+    """Keep only the attention heads `keep` (numbered as the layer stands) of encoder layer
+    `layer`: their rows of query/key/value and their columns of the attention output projection.
+    The self-attention module's head-count attributes (`num_attention_heads`, `all_head_size`;
+    DistilBERT's `n_heads`) follow, so layers may end with different head counts. Keeping no head
+    replaces the self-attention with `HeadlessAttention` (the block then adds only its bias)."""
+    from workbench.models.arch import architecture
+
+    arch = architecture(model)
+    d, n = arch.head_size, arch.num_heads(layer)
+    heads = sorted(set(int(h) for h in keep))
+    if heads and (heads[0] < 0 or heads[-1] >= n):
+        raise ConfigError(f"heads: layer {layer} has {n} heads, asked to keep {heads}")
+    rows = _head_rows(torch.tensor(heads, dtype=torch.long), d)
+    prefix = arch.layer_prefix(layer)
+    for role in ("query", "key", "value"):
+        old = arch.module(layer, role)
+        _replace(model, prefix, old, _shrink_linear(old, rows, 0))
+    out = arch.module(layer, "attn_out")
+    _replace(model, prefix, out, _shrink_linear(out, rows, 1))
+    q_path = arch.family.roles["query"]
+    parent_path = q_path.rpartition(".")[0]
+    attn = arch.layers[layer].get_submodule(parent_path)
+    for attr, value in (("num_attention_heads", len(heads)), ("n_heads", len(heads)),
+                        ("all_head_size", len(heads) * d)):
+        if hasattr(attn, attr):
+            setattr(attn, attr, value)
+    if not heads and not isinstance(attn, HeadlessAttention):
+        names = tuple(arch.family.roles[r].rpartition(".")[2] for r in ("query", "key", "value"))
+        out_parent, _, out_name = arch.family.roles["attn_out"].rpartition(".")
+        inner_out = out_name if out_parent == parent_path else None
+        _replace(model, prefix, attn, HeadlessAttention(attn, names, inner_out))  # type: ignore[arg-type]
