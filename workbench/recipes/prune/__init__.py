@@ -1,2 +1,4 @@
 """Pruning recipes."""
 from workbench.recipes.prune.magnitude import MagnitudePrune, magnitude_prune_  # noqa: F401
+from workbench.recipes.prune.structured import StructuredPrune  # noqa: F401
+from workbench.recipes.prune.retraining_free import RetrainingFreePrune  # noqa: F401

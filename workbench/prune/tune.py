@@ -1,0 +1,192 @@
+"""Mask tuning by layer-wise least squares (Kwon et al. 2022, section 4.3), on CPU with LSMR.
+
+Layer by layer from the bottom, the kept heads' and then the kept neurons' mask values become
+scales `s` that make the pruned layer's sub-block output, *before* the residual LayerNorm,
+match a reference model's:
+
+    attention:  sum_h s_h * (W_o[:, h] ctx_h) + b_o + x      ~   W_o ctx_ref + b_o + x_ref
+    FFN:        sum_j s_j * (W_2[:, j] a_j)   + b_2 + r      ~   W_2 a_ref   + b_2 + r_ref
+
+over the real (non-padding) tokens of the sample batches (the last layer: only the [CLS] row,
+which is all a sequence classifier reads). The student's inputs `x`, `r` come from the layers
+below, already tuned; the reference runs on its own hidden states. The normal equations
+`A^T A s = A^T b` are accumulated batch by batch (float64) and solved with SciPy's
+`lsmr(A^T A, A^T b - A^T A 1, damp=damp)` for `s - 1` (damping pulls the scales towards 1), as
+the authors do. A layer is left untuned (scales 1) when LSMR does not converge, a scale is not
+finite or exceeds `max_scale` in absolute value, or the solution does not lower the
+reconstruction error. The reference is the unpruned model, or (Kwon's code) the same model
+pruned to a milder budget: pass its masks as `ref_head_mask` / `ref_neuron_mask`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from workbench.forward import model_inputs
+from workbench.models.arch import architecture
+from workbench.prune.structure import MaskHooks, structure
+
+LSMR_OK = {0, 1, 2, 4, 5}
+"""`istop` codes of scipy.sparse.linalg.lsmr that mean a solution was found."""
+
+
+class _Stop(Exception):
+    pass
+
+
+@dataclass
+class LayerFit:
+    """One sub-block's least-squares fit: errors (sum of squares) before and after, whether the
+    scales were kept, and why not."""
+
+    layer: int
+    block: str  # "attention" or "ffn"
+    units: int
+    error_before: float
+    error_after: float
+    applied: bool
+    reason: str = ""
+
+
+@dataclass
+class TuneReport:
+    fits: list[LayerFit] = field(default_factory=list)
+
+    def as_dicts(self) -> list[dict[str, Any]]:
+        return [vars(f) for f in self.fits]
+
+
+@torch.no_grad()
+def _capture(model: nn.Module, layer: int, batch: dict[str, Any], head_mask: torch.Tensor,
+             neuron_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Run `model` with masks up to layer `layer`'s FFN output projection; returns that layer's
+    input `x`, attention context `ctx` (masked), FFN input `r` and activations `a` (masked)."""
+    arch = architecture(model)
+    got: dict[str, torch.Tensor] = {}
+
+    def grab(key: str, stop: bool = False) -> Any:
+        def hook(_m: nn.Module, args: tuple) -> None:
+            got[key] = args[0].detach()
+            if stop:
+                raise _Stop
+        return hook
+
+    handles = [arch.layers[layer].register_forward_pre_hook(grab("x"))]
+    with MaskHooks(model, head_mask, neuron_mask):  # registered first: captures see masked inputs
+        handles += [arch.module(layer, "attn_out").register_forward_pre_hook(grab("ctx")),
+                    arch.module(layer, "ffn_in").register_forward_pre_hook(grab("r")),
+                    arch.module(layer, "ffn_out").register_forward_pre_hook(grab("a", stop=True))]
+        try:
+            model(**model_inputs(batch))
+        except _Stop:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+    return got
+
+
+def _rows(t: torch.Tensor, batch: dict[str, Any], cls_only: bool) -> torch.Tensor:
+    if cls_only:
+        return t[:, 0]
+    mask = batch.get("attention_mask")
+    return t.reshape(-1, t.shape[-1]) if mask is None else t[mask.bool()]
+
+
+def _solve(ata: np.ndarray, atb: np.ndarray, btb: float, damp: float, max_scale: float
+           ) -> tuple[np.ndarray | None, float, float, str]:
+    from scipy.sparse.linalg import lsmr
+
+    k = ata.shape[0]
+    ones = np.ones(k)
+    err_before = float(ones @ ata @ ones - 2 * ones @ atb + btb)
+    if k == 0:
+        return None, err_before, err_before, "no units"
+    sol = lsmr(ata, atb - ata @ ones, damp=damp, maxiter=max(100, 10 * k))
+    x, istop = sol[0], int(sol[1])
+    s = ones + x
+    err_after = float(s @ ata @ s - 2 * s @ atb + btb)
+    if istop not in LSMR_OK:
+        return None, err_before, err_after, f"lsmr istop={istop}"
+    if not np.all(np.isfinite(s)):
+        return None, err_before, err_after, "non-finite scale"
+    if float(np.abs(s).max()) > max_scale:
+        return None, err_before, err_after, f"scale {float(np.abs(s).max()):.3g} > {max_scale}"
+    if err_after > err_before:
+        return None, err_before, err_after, "error not lowered"
+    return s, err_before, err_after, ""
+
+
+@torch.no_grad()
+def tune_masks(model: nn.Module, batches: list[dict[str, Any]], head_mask: torch.Tensor,
+               neuron_mask: torch.Tensor, ref_head_mask: torch.Tensor | None = None,
+               ref_neuron_mask: torch.Tensor | None = None, damp: float = 1.0, max_scale: float = 10.0,
+               cls_last: bool = True) -> tuple[torch.Tensor, torch.Tensor, TuneReport]:
+    """Tuned copies of `head_mask` / `neuron_mask` (zeros stay zero) and the per-block fits."""
+    st = structure(model)
+    arch = architecture(model)
+    ones_h, ones_f = st.ones()
+    ref_h = ones_h if ref_head_mask is None else ref_head_mask.float()
+    ref_f = ones_f if ref_neuron_mask is None else ref_neuron_mask.float()
+    hm, nm = head_mask.detach().float().clone(), neuron_mask.detach().float().clone()
+    report = TuneReport()
+    was_training = model.training
+    model.eval()
+    d = st.head_size
+    try:
+        for i in range(st.num_layers):
+            cls_only = cls_last and i == st.num_layers - 1
+            w_o = arch.module(i, "attn_out").weight.detach().double()  # [H, nh*d]
+            w_2 = arch.module(i, "ffn_out").weight.detach().double()  # [H, F]
+            heads = hm[i, : st.heads[i]].nonzero().flatten()
+            neurons = nm[i, : st.neurons[i]].nonzero().flatten()
+            # --- attention: per batch, the reference's targets and the student's per-head outputs
+            k = len(heads)
+            ata, atb, btb = np.zeros((k, k)), np.zeros(k), 0.0
+            ffn_targets = []
+            for batch in batches:
+                ref = _capture(model, i, batch, ref_h, ref_f)
+                stu = _capture(model, i, batch, hm, nm)
+                r_ref, a_ref = _rows(ref["r"], batch, cls_only).double(), _rows(ref["a"], batch, cls_only).double()
+                ffn_targets.append((a_ref @ w_2.T + r_ref).float())
+                ctx_ref = _rows(ref["ctx"], batch, cls_only).double()
+                b = ctx_ref @ w_o.T + _rows(ref["x"], batch, cls_only).double() \
+                    - _rows(stu["x"], batch, cls_only).double()
+                if k:
+                    ctx = _rows(stu["ctx"], batch, cls_only).double().view(-1, st.heads[i], d)[:, heads]  # [T, k, d]
+                    # per-head outputs at scale 1: the current mask value times W_o[:, h] ctx_h
+                    cur = hm[i, heads].double()
+                    w_h = w_o.view(-1, st.heads[i], d)[:, heads]  # [H, k, d]
+                    outs = torch.einsum("tkd,hkd->kth", ctx / cur[None, :, None], w_h) * cur[:, None, None]
+                    a = outs.reshape(k, -1)  # [k, T*H]
+                    ata += (a @ a.T).numpy()
+                    atb += (a @ b.reshape(-1)).numpy()
+                btb += float(b.pow(2).sum())
+            s, e0, e1, why = _solve(ata, atb, btb, damp, max_scale)
+            report.fits.append(LayerFit(i, "attention", k, e0, e1, s is not None, why))
+            if s is not None:
+                hm[i, heads] *= torch.from_numpy(s).float()
+            # --- FFN, with this layer's attention tuned
+            k = len(neurons)
+            ata, atb, btb = np.zeros((k, k)), np.zeros(k), 0.0
+            w_n = w_2[:, neurons]  # [H, k]
+            gram_w = w_n.T @ w_n
+            for batch, target in zip(batches, ffn_targets):
+                stu = _capture(model, i, batch, hm, nm)
+                b = target.double() - _rows(stu["r"], batch, cls_only).double()
+                if k:
+                    a = _rows(stu["a"], batch, cls_only).double()[:, neurons]  # masked activations
+                    ata += ((a.T @ a) * gram_w).numpy()
+                    atb += ((a.T @ b) * w_n.T).sum(1).numpy()
+                btb += float(b.pow(2).sum())
+            s, e0, e1, why = _solve(ata, atb, btb, damp, max_scale)
+            report.fits.append(LayerFit(i, "ffn", k, e0, e1, s is not None, why))
+            if s is not None:
+                nm[i, neurons] *= torch.from_numpy(s).float()
+    finally:
+        model.train(was_training)
+    return hm, nm, report
