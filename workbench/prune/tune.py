@@ -97,6 +97,56 @@ def _rows(t: torch.Tensor, batch: dict[str, Any], cls_only: bool) -> torch.Tenso
     return t.reshape(-1, t.shape[-1]) if mask is None else t[mask.bool()]
 
 
+@torch.no_grad()
+def _layer_calls(model: nn.Module, batches: list[dict[str, Any]]) -> list[tuple[torch.Tensor, tuple, dict]]:
+    """Per batch: the input of the first encoder layer and the other arguments the encoder passes
+    to every layer (the attention mask in whatever form the model builds it), so that layers can
+    then be run one at a time on stored hidden states."""
+    arch = architecture(model)
+    calls = []
+    for batch in batches:
+        got: list[Any] = []
+
+        def hook(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+            got.append((args[0].detach(), tuple(args[1:]), dict(kwargs)))
+            raise _Stop
+
+        handle = arch.layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            model(**model_inputs(batch))
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        calls.append(got[0])
+    return calls
+
+
+@torch.no_grad()
+def _run_layer(model: nn.Module, layer: int, x: torch.Tensor, call: tuple[torch.Tensor, tuple, dict],
+               head_mask: torch.Tensor, neuron_mask: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Run encoder layer `layer` alone on `x` with masks: its captured attention context `ctx`,
+    FFN input `r` and activations `a` (masked), and its output."""
+    arch = architecture(model)
+    got: dict[str, torch.Tensor] = {}
+
+    def grab(key: str) -> Any:
+        def hook(_m: nn.Module, args: tuple) -> None:
+            got[key] = args[0].detach()
+        return hook
+
+    with MaskHooks(model, head_mask, neuron_mask):  # registered first: captures see masked inputs
+        handles = [arch.module(layer, "attn_out").register_forward_pre_hook(grab("ctx")),
+                   arch.module(layer, "ffn_in").register_forward_pre_hook(grab("r")),
+                   arch.module(layer, "ffn_out").register_forward_pre_hook(grab("a"))]
+        try:
+            out = arch.layers[layer](x, *call[1], **call[2])
+        finally:
+            for h in handles:
+                h.remove()
+    return got, (out[0] if isinstance(out, tuple) else out)
+
+
 def _solve(ata: np.ndarray, atb: np.ndarray, btb: float, damp: float, max_scale: float
            ) -> tuple[np.ndarray | None, float, float, str]:
     from scipy.sparse.linalg import lsmr
@@ -138,6 +188,9 @@ def tune_masks(model: nn.Module, batches: list[dict[str, Any]], head_mask: torch
     model.eval()
     d = st.head_size
     try:
+        calls = _layer_calls(model, batches)
+        x_ref = [c[0] for c in calls]  # each model's input to layer i, per batch
+        x_stu = [c[0] for c in calls]
         for i in range(st.num_layers):
             cls_only = cls_last and i == st.num_layers - 1
             w_o = arch.module(i, "attn_out").weight.detach().double()  # [H, nh*d]
@@ -148,14 +201,15 @@ def tune_masks(model: nn.Module, batches: list[dict[str, Any]], head_mask: torch
             k = len(heads)
             ata, atb, btb = np.zeros((k, k)), np.zeros(k), 0.0
             ffn_targets = []
-            for batch in batches:
-                ref = _capture(model, i, batch, ref_h, ref_f)
-                stu = _capture(model, i, batch, hm, nm)
+            for n, batch in enumerate(batches):
+                ref, y_ref = _run_layer(model, i, x_ref[n], calls[n], ref_h, ref_f)
+                stu, _ = _run_layer(model, i, x_stu[n], calls[n], hm, nm)
                 r_ref, a_ref = _rows(ref["r"], batch, cls_only).double(), _rows(ref["a"], batch, cls_only).double()
                 ffn_targets.append((a_ref @ w_2.T + r_ref).float())
                 ctx_ref = _rows(ref["ctx"], batch, cls_only).double()
-                b = ctx_ref @ w_o.T + _rows(ref["x"], batch, cls_only).double() \
-                    - _rows(stu["x"], batch, cls_only).double()
+                b = ctx_ref @ w_o.T + _rows(x_ref[n], batch, cls_only).double() \
+                    - _rows(x_stu[n], batch, cls_only).double()
+                x_ref[n] = y_ref
                 if k:
                     ctx = _rows(stu["ctx"], batch, cls_only).double().view(-1, st.heads[i], d)[:, heads]  # [T, k, d]
                     # per-head outputs at scale 1: the current mask value times W_o[:, h] ctx_h
@@ -175,18 +229,20 @@ def tune_masks(model: nn.Module, batches: list[dict[str, Any]], head_mask: torch
             ata, atb, btb = np.zeros((k, k)), np.zeros(k), 0.0
             w_n = w_2[:, neurons]  # [H, k]
             gram_w = w_n.T @ w_n
-            for batch, target in zip(batches, ffn_targets):
-                stu = _capture(model, i, batch, hm, nm)
+            for n, (batch, target) in enumerate(zip(batches, ffn_targets)):
+                stu, _ = _run_layer(model, i, x_stu[n], calls[n], hm, nm)
                 b = target.double() - _rows(stu["r"], batch, cls_only).double()
-                if k:
-                    a = _rows(stu["a"], batch, cls_only).double()[:, neurons]  # masked activations
-                    ata += ((a.T @ a) * gram_w).numpy()
-                    atb += ((a.T @ b) * w_n.T).sum(1).numpy()
+                if k:  # the big products in float32 (MiniLM: ~1e3 tokens x 1536 neurons a batch), summed in float64
+                    a = _rows(stu["a"], batch, cls_only).float()[:, neurons]  # masked activations
+                    ata += ((a.T @ a).double() * gram_w).numpy()
+                    atb += ((a.T @ b.float()).double() * w_n.T).sum(1).numpy()
                 btb += float(b.pow(2).sum())
             s, e0, e1, why = _solve(ata, atb, btb, damp, max_scale)
             report.fits.append(LayerFit(i, "ffn", k, e0, e1, s is not None, why))
             if s is not None:
                 nm[i, neurons] *= torch.from_numpy(s).float()
+            if i + 1 < st.num_layers:  # the student's input to the next layer, this layer tuned
+                x_stu = [_run_layer(model, i, x_stu[n], calls[n], hm, nm)[1] for n in range(len(batches))]
     finally:
         model.train(was_training)
     return hm, nm, report
