@@ -40,8 +40,9 @@ class _Stop(Exception):
 
 @dataclass
 class LayerFit:
-    """One sub-block's least-squares fit: errors (sum of squares) before and after, whether the
-    scales were kept, and why not."""
+    """One sub-block's least-squares fit: the reconstruction error (sum of squares over the
+    sample) before and after (the same when the fit was given up), whether the scales were
+    kept, and why not."""
 
     layer: int
     block: str  # "attention" or "ffn"
@@ -160,14 +161,17 @@ def _solve(ata: np.ndarray, atb: np.ndarray, btb: float, damp: float, max_scale:
     x, istop = sol[0], int(sol[1])
     s = ones + x
     err_after = float(s @ ata @ s - 2 * s @ atb + btb)
+    why = ""
     if istop not in LSMR_OK:
-        return None, err_before, err_after, f"lsmr istop={istop}"
-    if not np.all(np.isfinite(s)):
-        return None, err_before, err_after, "non-finite scale"
-    if float(np.abs(s).max()) > max_scale:
-        return None, err_before, err_after, f"scale {float(np.abs(s).max()):.3g} > {max_scale}"
-    if err_after > err_before:
-        return None, err_before, err_after, "error not lowered"
+        why = f"lsmr istop={istop}"
+    elif not np.all(np.isfinite(s)):
+        why = "non-finite scale"
+    elif float(np.abs(s).max()) > max_scale:
+        why = f"scale {float(np.abs(s).max()):.3g} > {max_scale}"
+    elif err_after > err_before:
+        why = f"error not lowered ({err_after:.6g})"
+    if why:  # given up: the scales stay 1, so does the error
+        return None, err_before, err_before, why
     return s, err_before, err_after, ""
 
 
