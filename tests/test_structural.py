@@ -446,3 +446,54 @@ def test_targets_matching_nothing_and_impossible_caps_fail_before_work(word_toke
     cfg = parse_config(RetrainingFreePruneConfig, {"flops": 0.3}, "t")
     with pytest.raises(ConfigError, match="needs labelled training examples"):
         RetrainingFreePrune(cfg, context(word_tokenizer, None)).apply(tiny("bert"))
+
+
+# ------------------------------------------------------------------------------ in a pipeline
+def test_pipeline_stages_prune_shrink_save_and_reload(tmp_path, monkeypatch):
+    """A tiny local model and CSV task: fine-tune, then Kwon (one-shot, no training), gradual
+    structured pruning while fine-tuning, one-shot magnitude; a second run reuses every stage
+    from disk (load_edited_model) with the same metrics."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    from workbench.pipeline import PipelineRun, PipelineSpec
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    words = {"good": "pos", "great": "pos", "bad": "neg", "awful": "neg"}
+    rows = [f"the film was {w} number {i},{y}" for i in range(30) for w, y in words.items()]
+    (tmp_path / "reviews.csv").write_text("review,sentiment\n" + "\n".join(rows) + "\n")
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "film", "was", "number", *words, *map(str, range(10)),
+             *(f"filler{i}" for i in range(1100))]  # measure_speed draws ids >= 1000
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    torch.manual_seed(0)
+    BertForSequenceClassification(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+                                             num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+                                             num_labels=2)).save_pretrained(folder)
+    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
+    train = {"epochs": 1, "batch_size": 16, "lr": 1e-3}
+    spec = PipelineSpec.from_dict({
+        "name": "s", "model": str(folder), "seed": 0,
+        "task": {"name": str(tmp_path / "reviews.csv"), "text_column": "review", "label_column": "sentiment"},
+        "eval": {"speed_batches": [1], "speed_iters": 1, "seq_len": 16},
+        "stages": [
+            {"name": "teacher", "recipes": ["finetune"], "train": train},
+            {"name": "kwon", "from": "teacher",
+             "recipes": [{"retraining_free_prune": {"flops": 0.4, "num_examples": 64, "batch_size": 16}}]},
+            {"name": "gradual", "from": "teacher", "train": train,
+             "recipes": [{"structured_prune": {"flops": 0.4, "criterion": "fisher", "schedule": "gradual",
+                                               "frequency": 1, "num_examples": 32}}, "finetune"]},
+            {"name": "magnitude", "from": "teacher",
+             "recipes": [{"structured_prune": {"heads": 0.5, "neurons": 0.5, "max_heads_removed": 3}}]},
+        ]})
+    first = {m["stage"]: m for m in PipelineRun(spec, results_root=tmp_path / "r").run()}
+    assert first["kwon"]["params"] < first["teacher"]["params"]
+    assert first["gradual"]["params"] < first["teacher"]["params"]
+    again = PipelineRun(spec, results_root=tmp_path / "r")
+    second = {m["stage"]: m for m in again.run()}
+    for name in ("kwon", "gradual", "magnitude"):
+        assert "reused_from" in second[name]
+        assert second[name]["accuracy"] == first[name]["accuracy"] and second[name]["params"] == first[name]["params"]
+        info = again.models[name].config.workbench_pruning
+        assert info["stage"] == name and info["pruning_seconds"] >= 0
+        assert name == "magnitude" or info["flops_removed"] >= 0.4 - 1e-9
