@@ -26,7 +26,7 @@ import math
 import resource
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
