@@ -339,17 +339,20 @@ def test_least_squares_lowers_the_layer_reconstruction_error(word_tokenizer, tra
 
 
 # ------------------------------------------------------------------------------ recipes
-def test_retraining_free_prune_meets_the_flops_budget_and_shrinks(word_tokenizer, train_data):
-    model = tiny("bert")
+@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta"])
+def test_retraining_free_prune_meets_the_flops_budget_and_shrinks(word_tokenizer, train_data, family):
+    model = tiny(family)
     ids, mask = inputs()
     cfg = parse_config(RetrainingFreePruneConfig, {"flops": 0.4, "num_examples": 64, "batch_size": 16}, "t")
     assert not RetrainingFreePrune.requires_training(cfg) and not RetrainingFreePrune.contributes_loss(cfg)
-    out = RetrainingFreePrune(cfg, context(word_tokenizer, train_data)).apply(model)
+    data = train_data.remove_columns(["token_type_ids"]) if family == "distilbert" else train_data
+    out = RetrainingFreePrune(cfg, context(word_tokenizer, data)).apply(model)
     info = out.config.workbench_pruning
     assert info["flops_removed"] >= 0.4 - 1e-9
     assert info["macs_after"] <= 0.6 * info["macs_before"] + 1e-6
     assert encoder_macs(out, info["seq_len"])["total"] == pytest.approx(info["macs_after"])
     assert info["pruning_seconds"] > 0 and info["stage"] == "pruned" and len(info["fits"]) == 6
+    assert info["tuned_blocks"] >= 1
     assert logits(out, ids, mask).shape == (3, 2)
     assert out.config.to_json_string()  # the record is JSON-safe (save_pretrained writes it)
 
