@@ -295,3 +295,22 @@ def test_show_prints_the_spread_of_a_seeds_run(tmp_path, capsys):
     assert main(["show", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert "3 seeds" in out and "0.8100 ± 0.0120" in out and "50.0 ± 2.0" in out
+
+
+def test_sibling_stages_have_independent_keys_and_shared_seeds(tmp_path, monkeypatch):
+    """In a method comparison (stages `from: teacher`), a stage's key and seed depend on its own
+    chain only: adding a sibling changes nothing else, and siblings share data order and init."""
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    model = _tiny_dir(tmp_path, "tiny")
+    a = {"name": "a", "from": "teacher", "recipes": [{"distill_logits": {"teacher": "teacher"}}], "train": {"epochs": 1}}
+    b = {"name": "b", "from": "teacher", "recipes": ["finetune"], "train": {"epochs": 1}}
+    teacher = {"name": "teacher", "recipes": ["finetune"], "train": {"epochs": 1}}
+    one, two = (PipelineRun(_spec(tmp_path, stages, str(model)), results_root=tmp_path / "r")
+                for stages in ([teacher, a], [teacher, b, a]))
+    for run in (one, two):
+        run._prepare()
+    assert one._stage_key(1) == two._stage_key(2)  # a's key ignores its sibling b
+    assert two._stage_seed(1) == two._stage_seed(2) == 1 and two._stage_seed(0) == 0
+    changed = PipelineRun(_spec(tmp_path, [{**teacher, "train": {"epochs": 2}}, a], str(model)), results_root=tmp_path / "r")
+    changed._prepare()
+    assert changed._stage_key(1) != one._stage_key(1)  # ...but follows its teacher

@@ -113,19 +113,43 @@ class PipelineRun:
         self.teachers = TeacherService(self.tokenizer, self.task.num_labels, self.run_dir,
                                        lambda n: (self.models[n], self.keys[n]) if n in self.models else None)
 
-    def _stage_seed(self, index: int) -> int:
+    def _source(self, index: int) -> int | None:
+        """Index of the stage this one starts from (`from:`, else the previous stage)."""
         stage = self.spec.stages[index]
-        return (self.seed if stage.seed is None else stage.seed) + index
+        if stage.source is not None:
+            return next(i for i, s in enumerate(self.spec.stages) if s.name == stage.source)
+        return index - 1 if index else None
+
+    def _depth(self, index: int) -> int:
+        source = self._source(index)
+        return 0 if source is None else 1 + self._depth(source)
+
+    def _stage_seed(self, index: int) -> int:
+        """The run's seed (or the stage's pinned one) plus the stage's depth in its `from` chain:
+        sibling stages that start from the same model (a method comparison) share their data
+        order and initialisation, and adding or removing a sibling changes no other stage."""
+        stage = self.spec.stages[index]
+        return (self.seed if stage.seed is None else stage.seed) + self._depth(index)
 
     def _stage_key(self, index: int) -> str:
+        """Everything the stage's trained model depends on: its definition and seed, the key of
+        the stage it starts from, and the keys of the earlier stages its recipes learn from."""
         spec = self.spec
+        stage = spec.stages[index]
+        names = [s.name for s in spec.stages[:index]]
+        from workbench.recipes.base import recipe_class
+
+        teachers = sorted({t for rname, c in stage.recipes for t in recipe_class(rname, stage.name).teacher_names(c)
+                           if t in names})
+        source = self._source(index)
         return stage_hash({"model": spec.model, "task": config_to_dict(spec.task), "split_seed": spec.seed,
-                           "seeds": [self._stage_seed(i) for i in range(index + 1)],
                            "task_fingerprint": self.task.fingerprint,
                            # only what changes the trained model; eval settings go in _measure_key
                            "quick": {"train_examples": spec.quick.train_examples, "epochs": spec.quick.epochs,
                                      "batch_size": spec.quick.batch_size} if self.quick else None,
-                           "stages": [s.to_dict(for_key=True) for s in spec.stages[: index + 1]]})
+                           "stage": stage.to_dict(for_key=True), "seed": self._stage_seed(index),
+                           "source": self._stage_key(source) if source is not None else None,
+                           "teachers": {t: self._stage_key(names.index(t)) for t in teachers}})
 
     def _measure_key(self) -> str:
         """What a stage's metrics depend on beyond its model: the evaluation settings."""
