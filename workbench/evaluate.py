@@ -150,6 +150,6 @@ def per_layer_sparsity(model: nn.Module) -> dict[str, float]:
     out = {}
     for name, m in modules.items():
         w = _linear_weight(m)
-        if w is not None:
+        if w is not None and w.numel():  # a layer shrunk to zero width has nothing to report
             out[name] = float((w == 0).float().mean())
     return out

@@ -30,7 +30,7 @@ from workbench.train import Trainer, seed_everything
 
 STAGE_COLUMNS = ["stage", "engine", "accuracy", "macro_f1", "params", "nonzero_params", "sparsity",
                  "disk_mb", "zlib_mb", "latency_ms_b1", "throughput_b1", "latency_ms_b8", "throughput_b8",
-                 "seq_len", "threads", "train_seconds", "seed", "degenerate"]
+                 "seq_len", "threads", "train_seconds", "pruning_seconds", "flops_removed", "seed", "degenerate"]
 
 
 def engine_name(model: nn.Module) -> str:
@@ -215,6 +215,11 @@ class PipelineRun:
         train_seconds = time.perf_counter() - t0
         metrics = self._measure(stage.name, model)
         metrics["train_seconds"] = round(train_seconds, 1)
+        # a one-shot structural recipe records what it did (time, FLOPs) in the model's config;
+        # later stages inherit the config, so only this stage's own record counts
+        pruning = getattr(getattr(model, "config", None), "workbench_pruning", None)
+        if isinstance(pruning, dict) and pruning.get("stage") == stage.name:
+            metrics.update({k: pruning[k] for k in ("pruning_seconds", "flops_removed", "macs_after") if k in pruning})
         metrics["history"] = history
         self.models[stage.name] = model
         if saveable(model):
