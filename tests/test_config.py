@@ -1,6 +1,8 @@
 """Bad recipes fail before any work starts, with a message naming the stage and the key."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from workbench.config import ConfigError
@@ -96,3 +98,12 @@ def test_inference_only_recipe_in_a_training_stage_is_refused():
     with pytest.raises(ConfigError, match="'dynamic_int8' gives an inference-only model"):
         PipelineSpec.from_dict({"task": "rt-sentiment", "model": "minilm-l6",
                                 "stages": [{"name": "a", "recipes": ["finetune", "dynamic_int8"]}]})
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_recipe_file_validates(path):
+    from workbench.pipeline import PipelineSpec
+
+    spec = PipelineSpec.from_yaml(path)
+    assert spec.stages
