@@ -25,7 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from workbench.config import ConfigError, fail
-from workbench.forward import forward_with, model_inputs  # noqa: F401  (model_inputs: re-exported)
+from workbench.forward import forward_with
 from workbench.recipes.base import LossTerms, Recipe, TrainState
 from workbench.results import write_csv
 

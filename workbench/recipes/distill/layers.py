@@ -34,7 +34,6 @@ Choices, where Hugging Face differs from the paper:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
