@@ -333,7 +333,9 @@ def test_gelu(isa, shape, threads):
     x = (_rng("gelu", shape).standard_normal(shape) * 4).astype(np.float32)
     x.flat[0] = 12.0
     y = ops.gelu(x, num_threads=threads)
-    ref = torch.nn.functional.gelu(torch.from_numpy(x)).numpy()
+    # float64 reference: torch's float32 erf differs by ISA (AVX2 vs AVX-512 builds differ by
+    # ~1e-6 near erf = -1), ours is within 5e-7 of the exact value on every path
+    ref = torch.nn.functional.gelu(torch.from_numpy(x).double()).numpy()
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
 
 

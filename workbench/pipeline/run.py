@@ -185,7 +185,7 @@ class PipelineRun:
         model = copy.deepcopy(self.models[source] if source else self.base_model)
         stage_seed = self._stage_seed(index)
         ctx = RecipeContext(task=self.task, tokenizer=self.tokenizer, run_dir=self.run_dir, stage=stage.name,
-                            seed=stage_seed - index, quick=self.quick, teachers=self.teachers,
+                            seed=stage_seed - self._depth(index), quick=self.quick, teachers=self.teachers,
                             previous_stages=[s.name for s in self.spec.stages[:index]], train_data=self.train_data)
         recipes = [build_recipe(n, config_to_dict(c), ctx, f"stage '{stage.name}'") for n, c in stage.recipes]
         seed_everything(stage_seed)
