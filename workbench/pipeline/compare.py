@@ -6,7 +6,8 @@ From the run's `seeds.csv` this writes, next to it:
 
 * `summary.csv`: one row per (method, student, seed): accuracy, macro-F1, throughput;
 * `table.md`: per (student, method) the mean ± std over seeds and the 95% interval of the mean,
-  the gap to the best method of that student, and the share of the teacher's accuracy kept;
+  the gap to the best method of that student, the share of the teacher's accuracy kept, and how
+  many seeds were flagged degenerate;
 * `methods.png`: mean test accuracy per method and student with ±1 std error bars.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from workbench.pipeline.seeds import aggregate
 from workbench.results import atomic_write_text, format_stage_table, read_csv, write_csv
 
 COLUMNS = ["method", "student", "seed", "accuracy", "macro_f1", "throughput_b1", "throughput_b8",
-           "nonzero_params", "train_seconds"]
+           "nonzero_params", "train_seconds", "degenerate"]
 
 
 def method_rows(seed_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -53,9 +54,13 @@ def compare(folder: Path) -> list[dict[str, Any]]:
         student = s["group"].split(".", 1)[0]
         best[student] = max(best.get(student, 0.0), s["mean_accuracy"])
     table = []
+    flagged = {}
+    for r in rows:
+        flagged[r["group"]] = flagged.get(r["group"], 0) + bool(r.get("degenerate"))
     for s in sorted(summary, key=lambda s: (s["group"].split(".")[0], -s["mean_accuracy"])):
         student, method = s["group"].split(".", 1)
         table.append({
+            "flagged": f"{flagged[s['group']]}/{s['n']}",
             "student": student, "method": method, "n": s["n"],
             "accuracy": f"{s['mean_accuracy']:.4f} ± {s['std_accuracy']:.4f}",
             "ci95": f"± {s['ci95_accuracy']:.4f}",
@@ -68,7 +73,9 @@ def compare(folder: Path) -> list[dict[str, Any]]:
             f"95% interval of the mean)" + (f"; teacher {teacher_acc:.4f}" if teacher_acc else "") + ".\n\n")
     atomic_write_text(Path(folder) / "table.md", head + format_stage_table(
         table, ["student", "method", ("n", "{}"), "accuracy", "ci95", "macro_f1", "vs_best", "of_teacher",
-                "throughput_b1"], fmt="markdown") + "\n")
+                "throughput_b1", "flagged"], fmt="markdown") + "\n"
+        + "\nflagged: seeds whose stage predicted one class for everything or was no better than chance "
+          "(flagged by the run; they are included in the mean).\n")
     _plot(summary, Path(folder) / "methods.png", teacher_acc)
     return table
 
