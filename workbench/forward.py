@@ -81,22 +81,29 @@ def forward_with(model: nn.Module, batch: dict[str, Any], needs: Iterable[str] =
         qkv=qkv if "qkv" in needs else {})  # type: ignore[arg-type]
 
 
+def attention_log_probs(q: torch.Tensor, k: torch.Tensor, num_heads: int,
+                        mask: torch.Tensor | None = None) -> torch.Tensor:
+    """log softmax(Q_h K_h^T / sqrt(d_h)) per attention head, [B, H, L, L]; q, k are [B, L, D]
+    (before the split into heads), mask [B, L] (1 = real token; padding keys get -inf)."""
+    b, length, d = q.shape
+    if k.shape != q.shape or d % num_heads:
+        raise ValueError(f"attention_log_probs: q {tuple(q.shape)} and k {tuple(k.shape)} must have the "
+                         f"same shape with a width divisible by num_heads={num_heads}")
+    dh = d // num_heads
+    qh = q.reshape(b, length, num_heads, dh).transpose(1, 2)
+    kh = k.reshape(b, length, num_heads, dh).transpose(1, 2)
+    scores = qh @ kh.transpose(-1, -2) / dh ** 0.5
+    if mask is not None:
+        keys = mask.bool()
+        keys = keys | ~keys.any(-1, keepdim=True)  # an all-padding row keeps its keys (no NaN)
+        scores = scores.masked_fill(~keys[:, None, None, :], float("-inf"))
+    return torch.log_softmax(scores, dim=-1)
+
+
 def attention_distributions(model: nn.Module, qkv: dict[int, tuple[torch.Tensor, ...]],
                             mask: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
     """softmax(Q_h K_h^T / sqrt(d_h) + padding mask) per layer: [B, heads, L, L] (before dropout)."""
     from workbench.models.arch import architecture
 
     arch = architecture(model)
-    out = []
-    for i in sorted(qkv):
-        q, k = qkv[i][0], qkv[i][1]
-        b, length, width = q.shape
-        heads = arch.num_heads(i)
-        d = width // heads
-        qh = q.view(b, length, heads, d).transpose(1, 2)
-        kh = k.view(b, length, heads, d).transpose(1, 2)
-        scores = qh @ kh.transpose(-1, -2) / d ** 0.5
-        if mask is not None:
-            scores = scores.masked_fill(mask[:, None, None, :] == 0, torch.finfo(scores.dtype).min)
-        out.append(scores.softmax(-1))
-    return tuple(out)
+    return tuple(attention_log_probs(qkv[i][0], qkv[i][1], arch.num_heads(i), mask).exp() for i in sorted(qkv))

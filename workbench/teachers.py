@@ -43,7 +43,7 @@ class Teacher:
         if cache_path is not None and cache_path.exists():
             self._logits = torch.load(cache_path, weights_only=True)
         self._dirty = False
-        self._step_memo: tuple[int, ForwardOutputs] | None = None
+        self._step_memo: tuple[dict[str, Any], ForwardOutputs] | None = None
 
     def require(self, needs: set[str], where: str) -> None:
         if needs and not self.same_tokenizer:
@@ -62,7 +62,7 @@ class Teacher:
     def outputs(self, batch: dict[str, Any]) -> ForwardOutputs:
         """Everything registered for this teacher, for `batch` (one forward per batch)."""
         memo = self._step_memo
-        if memo is not None and memo[0] == id(batch):
+        if memo is not None and memo[0] is batch:
             return memo[1]
         texts = batch.get("text")
         if not self.needs and texts is not None and all(t in self._logits for t in texts):
@@ -78,7 +78,7 @@ class Teacher:
                         self._logits[t] = row.clone()
                         self._dirty = True
                 out.logits = torch.stack([self._logits.get(t, row) for t, row in zip(texts, out.logits)])
-        self._step_memo = (id(batch), out)
+        self._step_memo = (batch, out)  # the batch itself, not its id: ids are reused
         return out
 
     def save(self) -> None:

@@ -35,13 +35,12 @@ or follow it with a fine-tuning stage::
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from workbench.config import fail
+from workbench.forward import attention_log_probs
 from workbench.recipes.base import LossTerms, TrainState, register_recipe
 from workbench.recipes.distill.losses import get_loss
 from workbench.recipes.distill.teacher import TeacherRecipe
@@ -56,25 +55,6 @@ def resolve_layer(layer: int, num_layers: int, where: str, key: str, side: str) 
         fail(where, key, f"is {layer}, but the {side} has {num_layers} layers "
              f"(1-based layer numbers 1..{num_layers}, or -1 for the last)")
     return idx
-
-
-def attention_log_probs(q: torch.Tensor, k: torch.Tensor, num_heads: int,
-                        mask: torch.Tensor | None = None) -> torch.Tensor:
-    """log softmax(Q_h K_h^T / sqrt(d_h)) per attention head, [B, H, L, L]; q, k are [B, L, D]
-    (before the split into heads), mask [B, L] (1 = real token; padding keys get -inf)."""
-    b, l, d = q.shape
-    if k.shape != q.shape or d % num_heads:
-        raise ValueError(f"attention_log_probs: q {tuple(q.shape)} and k {tuple(k.shape)} must have the "
-                         f"same shape with a width divisible by num_heads={num_heads}")
-    dh = d // num_heads
-    qh = q.reshape(b, l, num_heads, dh).transpose(1, 2)
-    kh = k.reshape(b, l, num_heads, dh).transpose(1, 2)
-    scores = qh @ kh.transpose(-1, -2) / math.sqrt(dh)
-    if mask is not None:
-        keys = mask.bool()
-        keys = keys | ~keys.any(-1, keepdim=True)  # an all-padding row keeps its keys (no NaN)
-        scores = scores.masked_fill(~keys[:, None, None, :], float("-inf"))
-    return torch.log_softmax(scores, dim=-1)
 
 
 @dataclass
