@@ -6,7 +6,13 @@ BERT, MiniLM, ...; `DistilBertForSequenceClassification`; `RobertaForSequenceCla
 and XLM-R / CamemBERT) and builds an `Engine`. The three share the post-LN layer layout; RoBERTa
 differs in its position ids (offset by `padding_idx + 1`, padding at `padding_idx`) and its head
 (dense -> tanh -> out_proj on [CLS], the same computation as BERT's pooler + classifier).
-Layers whose attention heads were pruned keep their own head count.
+Layers whose attention heads were pruned keep their own head count, and structurally pruned
+models run as shrunk (`workbench.prune.structure.shrink`): uneven head counts and FFN widths per
+layer, a layer whose attention was fully removed (0 heads, `HeadlessAttention`) or whose FFN was
+(0 neurons) -- such a block adds only its output projection's bias before the residual and
+LayerNorm, exactly what torch computes -- and fewer layers than the config says (the engine runs
+the layers the module list holds). A zero-width Linear becomes an `empty` entry: no weights, no
+kernel call.
 
 * every Linear layer becomes one kernel call. With `quantize=True` weights are int8, symmetric,
   per output channel (`scale = max|w_row| / 127`), activations are quantized per token to u8
@@ -136,7 +142,7 @@ def _read(model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, 
         for key, role in ((f"layers.{i}.ln1", "attn_norm"), (f"layers.{i}.ln2", "ffn_norm")):
             t[f"{key}.gamma"], t[f"{key}.beta"], eps[key] = _ln(arch.module(i, role))
         q, k, v = (w for w, _, _ in linears[f"layers.{i}.qkv"])
-        if not q.shape == k.shape == v.shape or q.shape[0] % arch.head_size or q.shape[0] == 0:
+        if not q.shape == k.shape == v.shape or q.shape[0] % arch.head_size:  # 0 rows: attention removed
             raise UnsupportedModelError(
                 f"{arch.layer_prefix(i)}: query/key/value shapes {q.shape}, {k.shape}, {v.shape} are not "
                 f"whole heads of size {arch.head_size}")
@@ -205,6 +211,15 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
             sources = [[src, int(w.shape[0])]]
         N, Kdim = w.shape
         entry: dict[str, Any] = {"N": int(N), "K": int(Kdim), "sources": sources}
+        if N == 0 or Kdim == 0:
+            # a removed block (0 heads / 0 FFN neurons): nothing to multiply; the output is the
+            # bias alone (N > 0, K = 0: attn_out / ffn2 of a removed block) or nothing (N = 0)
+            entry.update({"kind": "empty", "block_sparsity": 0.0, "bias_fused": name.split(".")[-1] in _BIAS_FUSED})
+            if N:
+                tensors[f"{name}.bias"] = np.ascontiguousarray(b if b is not None else np.zeros(N, np.float32),
+                                                               dtype=np.float32)
+            linears_meta[name] = entry
+            continue
         if quantize:
             wq8, scale = K.quantize_weight_per_channel(w)
             tensors[f"{name}.weight"], tensors[f"{name}.scale"] = wq8, scale
@@ -212,7 +227,9 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
         else:
             tensors[f"{name}.weight"] = np.ascontiguousarray(w, dtype=np.float32)
             sp = K.block_sparsity(w)
-        sparse = sp >= sparse_threshold and Kdim % K.BLOCK == 0
+        # any K: the sparse kernels zero-pad K to whole 1x4 blocks (a structurally pruned FFN has
+        # an arbitrary width, e.g. 921 neurons, and may still be block-sparse)
+        sparse = sp >= sparse_threshold
         entry["kind"] = ("int8_" if quantize else "fp32_") + ("sparse" if sparse else "dense")
         entry["block_sparsity"] = round(sp, 6)
         if b is not None:
@@ -274,10 +291,17 @@ class Engine:
         self._linears: dict[str, Any] = {}
         self.impls: dict[str, str] = {}
         for name, lm in meta["linears"].items():
+            if lm["kind"] == "empty":  # zero-width: never called (see _forward)
+                self.impls[name] = "none (zero-width: removed block)"
+                continue
             bias = None if lm["bias_fused"] else tensors.get(f"{name}.bias")
             fn, impl = K.make_linear(lm["kind"], tensors[f"{name}.weight"], tensors.get(f"{name}.scale"), bias)
             self._linears[name] = fn
             self.impls[name] = impl
+        # FFN width per layer (0: the layer's FFN was removed)
+        self.layer_ffn: list[int] = [int(meta["linears"][f"layers.{i}.ffn1"]["N"]) for i in range(self.num_layers)]
+        if len(self.layer_heads) != self.num_layers:
+            raise ValueError(f"engine meta: {len(self.layer_heads)} layer head counts for {self.num_layers} layers")
 
     # ---- inputs ------------------------------------------------------------------------------
     def _check_inputs(self, input_ids: Any, attention_mask: Any, token_type_ids: Any
@@ -353,27 +377,26 @@ class Engine:
             last = i == L - 1
             lin = self._linears
             nh = self.layer_heads[i]
-            qkv = lin[f"layers.{i}.qkv"](h).reshape(B, S, 3, nh, d)
-            k = qkv[:, :, 1].transpose(0, 2, 3, 1)  # [B, nh, d, S]
-            v = qkv[:, :, 2].transpose(0, 2, 1, 3)  # [B, nh, S, d]
-            if last:  # only the [CLS] row feeds the classifier
-                q = qkv[:, :1, 0].transpose(0, 2, 1, 3)  # [B, nh, 1, d]
-                residual = np.ascontiguousarray(h.reshape(B, S, H)[:, 0])
-                rows = 1
+            # only the [CLS] row of the last layer feeds the classifier
+            residual = np.ascontiguousarray(h.reshape(B, S, H)[:, 0]) if last else h
+            ln1 = (T[f"layers.{i}.ln1.gamma"], T[f"layers.{i}.ln1.beta"], self._eps[f"layers.{i}.ln1"])
+            if nh == 0:  # attention removed: the block adds only its output projection's bias
+                h = K.layernorm(residual + T[f"layers.{i}.out.bias"], *ln1)
             else:
-                q = qkv[:, :, 0].transpose(0, 2, 1, 3)  # [B, nh, S, d]
-                residual = h
-                rows = S
-            ctx = self._attention(q, k, v, mask_bias).reshape(B * rows, nh * d)
-            attn = lin[f"layers.{i}.out"](ctx)
-            h = K.add_bias_residual_layernorm(attn, T[f"layers.{i}.out.bias"], residual,
-                                              T[f"layers.{i}.ln1.gamma"], T[f"layers.{i}.ln1.beta"],
-                                              self._eps[f"layers.{i}.ln1"])
-            f = self._act(lin[f"layers.{i}.ffn1"](h))
-            f2 = lin[f"layers.{i}.ffn2"](np.ascontiguousarray(f))
-            h = K.add_bias_residual_layernorm(f2, T[f"layers.{i}.ffn2.bias"], h,
-                                              T[f"layers.{i}.ln2.gamma"], T[f"layers.{i}.ln2.beta"],
-                                              self._eps[f"layers.{i}.ln2"])
+                qkv = lin[f"layers.{i}.qkv"](h).reshape(B, S, 3, nh, d)
+                k = qkv[:, :, 1].transpose(0, 2, 3, 1)  # [B, nh, d, S]
+                v = qkv[:, :, 2].transpose(0, 2, 1, 3)  # [B, nh, S, d]
+                q = (qkv[:, :1, 0] if last else qkv[:, :, 0]).transpose(0, 2, 1, 3)  # [B, nh, rows, d]
+                ctx = self._attention(q, k, v, mask_bias).reshape(residual.shape[0], nh * d)
+                attn = lin[f"layers.{i}.out"](ctx)
+                h = K.add_bias_residual_layernorm(attn, T[f"layers.{i}.out.bias"], residual, *ln1)
+            ln2 = (T[f"layers.{i}.ln2.gamma"], T[f"layers.{i}.ln2.beta"], self._eps[f"layers.{i}.ln2"])
+            if self.layer_ffn[i] == 0:  # FFN removed: only ffn_out's bias
+                h = K.layernorm(h + T[f"layers.{i}.ffn2.bias"], *ln2)
+            else:
+                f = self._act(lin[f"layers.{i}.ffn1"](h))
+                f2 = lin[f"layers.{i}.ffn2"](np.ascontiguousarray(f))
+                h = K.add_bias_residual_layernorm(f2, T[f"layers.{i}.ffn2.bias"], h, *ln2)
         cls = h  # [B, H] after the CLS-only last layer
         pre = self._linears["head.pre"](cls)
         # tanh / ReLU on [B, H]: tiny, NumPy (no kernel for tanh in workbench_ext)
@@ -436,9 +459,10 @@ class Engine:
         for name, lm in self.meta["linears"].items():
             if not name.startswith("layers."):
                 continue
-            w, row = self.tensors[f"{name}.weight"], 0
+            w, row = self.tensors.get(f"{name}.weight"), 0
             for src, rows in lm.get("sources", [[name, lm["N"]]]):
-                out[src] = float(np.mean(w[row:row + rows] == 0))
+                part = None if w is None else w[row:row + rows]
+                out[src] = float(np.mean(part == 0)) if part is not None and part.size else 0.0
                 row += rows
         return out
 
