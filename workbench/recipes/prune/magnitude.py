@@ -6,6 +6,11 @@ int8 kernels skip, as in "Fast DistilBERT on CPUs"), `(4, 1)` four output channe
 score is the L1 norm of its weights; the lowest-scoring blocks of each layer are zeroed so that
 exactly `round(sparsity * n_blocks)` blocks are zero.
 
+An *N:M pattern* (`pattern: "2:4"`) instead keeps exactly the N largest-|w| weights of every M
+consecutive weights along each row's input dimension (the layout of N:M sparse tensor cores);
+the layer's sparsity is then 1 - N/M. Gradually, the weights kept per group step down from M to
+N as the cubic schedule's sparsity grows.
+
 Gradual pruning follows the cubic schedule
 
     s_t = s_f + (s_i - s_f) * (1 - (t - t_0) / (t_1 - t_0)) ** 3,   t_0 <= t <= t_1,
@@ -16,13 +21,13 @@ step so that pruned weights stay exactly zero through training.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from workbench.config import ConfigError, fail
+from workbench.config import KEY_OMITS_DEFAULT, ConfigError, fail
 from workbench.models.arch import architecture
 from workbench.recipes.base import Recipe, TrainState, register_recipe
 from workbench.targets import resolve_targets, validate_target_syntax
@@ -56,29 +61,84 @@ def block_scores(weight: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
     return padded.reshape(nb, r, kb, c).sum(dim=(1, 3))
 
 
+def keep_top(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """A bool mask of `scores`' shape dropping exactly the `round(sparsity * numel)` lowest.
+    Ties (e.g. already-zero blocks) break by position, so masks are deterministic. A selection
+    (kthvalue) rather than a sort: ~7x faster, which matters to movement pruning's every step."""
+    flat = scores.flatten()
+    n_zero = int(round(sparsity * flat.numel()))
+    if n_zero <= 0:
+        return torch.ones_like(scores, dtype=torch.bool)
+    cut = flat.kthvalue(n_zero).values
+    drop = flat < cut
+    tied = torch.nonzero(flat == cut).flatten()
+    drop[tied[: n_zero - int(drop.sum())]] = True  # the earliest of the tied values go first
+    return ~drop.reshape(scores.shape)
+
+
+def expand_blocks(mask: torch.Tensor, block: tuple[int, int], shape: torch.Size | tuple[int, int]) -> torch.Tensor:
+    """A per-block mask (or score) grid repeated over its `block`s and cropped to `shape`
+    (differentiable, so a straight-through mask passes gradients back to per-block scores)."""
+    r, c = block
+    return mask.repeat_interleave(r, 0).repeat_interleave(c, 1)[: shape[0], : shape[1]]
+
+
 def block_mask(weight: torch.Tensor, sparsity: float, block: tuple[int, int]) -> torch.Tensor:
     """A {0,1} mask with the same shape as `weight` zeroing the lowest-L1 blocks."""
-    scores = block_scores(weight, block)
-    n_zero = int(round(sparsity * scores.numel()))
-    keep = torch.ones(scores.numel(), dtype=torch.bool)
-    if n_zero > 0:
-        # stable sort: ties (e.g. already-zero blocks) break by position, so masks are deterministic
-        order = torch.sort(scores.flatten(), stable=True).indices
-        keep[order[:n_zero]] = False
-    r, c = block
-    full = keep.reshape(scores.shape).repeat_interleave(r, 0).repeat_interleave(c, 1)
-    return full[: weight.shape[0], : weight.shape[1]].to(weight.dtype)
+    keep = keep_top(block_scores(weight, block), sparsity)
+    return expand_blocks(keep, block, weight.shape).to(weight.dtype)
+
+
+def parse_pattern(pattern: str, where: str, key: str = "pattern") -> tuple[int, int]:
+    """`"N:M"` as (N, M) with 1 <= N < M; ConfigError naming `where` and `key` otherwise."""
+    parts = pattern.split(":") if isinstance(pattern, str) else []
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        fail(where, key, f'must look like "N:M" (keep N of every M consecutive weights), e.g. "2:4"; got {pattern!r}')
+    n, m = int(parts[0]), int(parts[1])
+    if not 1 <= n < m:
+        fail(where, key, f'"{pattern}" must keep 1 <= N < M weights of every M, e.g. "2:4"')
+    return n, m
+
+
+def nm_keep(sparsity: float, pattern: tuple[int, int]) -> int:
+    """Weights kept per group of M at `sparsity` on the way to N:M (M at 0, N at 1 - N/M)."""
+    n, m = pattern
+    return min(m, max(n, m - int(round(sparsity * m))))
+
+
+def check_pattern_fits(layers: dict[str, nn.Linear], pattern: tuple[int, int] | None, where: str) -> None:
+    """Before any work: every layer's input size must be a multiple of M (ConfigError naming it)."""
+    for name, lin in layers.items():
+        if pattern is not None and lin.weight.shape[1] % pattern[1]:
+            raise ConfigError(f"{where}: pattern {pattern[0]}:{pattern[1]} needs input sizes that are multiples of "
+                              f"{pattern[1]}, but '{name}' has {lin.weight.shape[1]}; leave it out of 'targets'")
+
+
+def nm_mask(scores: torch.Tensor, keep: int, m: int) -> torch.Tensor:
+    """A bool mask keeping the `keep` highest `scores` of every M consecutive entries of each row
+    (ties by position); rows are a multiple of M long (`check_pattern_fits`)."""
+    rows, k = scores.shape
+    order = torch.sort(scores.reshape(rows, k // m, m), dim=-1, descending=True, stable=True).indices
+    keep_mask = torch.zeros(rows, k // m, m, dtype=torch.bool, device=scores.device)
+    keep_mask.scatter_(-1, order[..., :keep], True)
+    return keep_mask.reshape(rows, k)
 
 
 @torch.no_grad()
 def magnitude_prune_(model: nn.Module, sparsity: float, block: tuple[int, int] = (1, 4),
-                     targets: list[str] | None = None, where: str = "magnitude_prune"
-                     ) -> dict[str, torch.Tensor]:
+                     targets: list[str] | None = None, where: str = "magnitude_prune",
+                     pattern: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
     """Prune `model` in place, one-shot, to `sparsity` per layer (the layers `prunable_linears`
-    selects). Returns the masks by name."""
+    selects); with an N:M `pattern` (which replaces `block`), keep `nm_keep(sparsity)` of every M
+    weights per row. Returns the masks by name."""
     masks = {}
-    for name, lin in prunable_linears(model, targets, where).items():
-        masks[name] = block_mask(lin.weight, sparsity, tuple(block))
+    layers = prunable_linears(model, targets, where)
+    check_pattern_fits(layers, pattern, where)
+    for name, lin in layers.items():
+        if pattern is None:
+            masks[name] = block_mask(lin.weight, sparsity, tuple(block))
+        else:
+            masks[name] = nm_mask(lin.weight.detach().abs(), nm_keep(sparsity, pattern), pattern[1]).to(lin.weight.dtype)
         lin.weight.mul_(masks[name])
     return masks
 
@@ -105,8 +165,8 @@ def weight_sparsity(model: nn.Module, targets: list[str] | None = None,
 
 @dataclass
 class MagnitudePruneConfig:
-    sparsity: float
-    """Final fraction of zero blocks in every pruned layer."""
+    sparsity: float | None = None
+    """Final fraction of zero blocks in every pruned layer (required unless `pattern` sets it)."""
     block: tuple[int, int] = (1, 4)
     schedule: Literal["oneshot", "cubic"] = "oneshot"
     initial_sparsity: float = 0.0
@@ -119,8 +179,12 @@ class MagnitudePruneConfig:
     targets: list[str] | None = None
     """Linear layers to prune: exact qualified names or `re:<pattern>` (full match), e.g.
     `["re:.*attention.*"]`. None: every encoder Linear (never the pooler or classifier)."""
+    pattern: str | None = field(default=None, metadata=KEY_OMITS_DEFAULT)
+    """N:M sparsity, e.g. "2:4": keep the N largest-|w| of every M consecutive weights along each
+    row's input dimension; replaces `block`; `sparsity` is then 1 - N/M (may be left out)."""
 
     def validate(self, where: str) -> None:
+        validate_pattern(self, where)
         if not 0.0 <= self.sparsity < 1.0:
             fail(where, "sparsity", f"must be in [0, 1), got {self.sparsity}")
         if not 0.0 <= self.initial_sparsity <= self.sparsity:
@@ -133,6 +197,25 @@ class MagnitudePruneConfig:
             fail(where, "frequency", f"must be >= 1, got {self.frequency}")
         if self.targets is not None:
             validate_target_syntax(self.targets, where)
+
+
+def validate_pattern(cfg: Any, where: str, blocks: tuple[tuple[int, int], ...] = ((1, 1), (1, 4))) -> None:
+    """The shared `pattern`/`sparsity`/`block` checks of a pruning config (magnitude, movement):
+    with a pattern, `sparsity` defaults to 1 - N/M and must equal it if given, and `block` must be
+    one of `blocks` (per weight, or the recipe's default, which the pattern replaces)."""
+    if cfg.pattern is None:
+        if cfg.sparsity is None:
+            fail(where, "sparsity", 'is required (or set \'pattern\', e.g. "2:4")')
+        return
+    n, m = parse_pattern(cfg.pattern, where)
+    if cfg.sparsity is None:
+        cfg.sparsity = 1.0 - n / m
+    elif not math.isclose(cfg.sparsity, 1.0 - n / m):
+        fail(where, "sparsity", f'is {cfg.sparsity} but pattern "{cfg.pattern}" means {1.0 - n / m:g}; '
+             "leave 'sparsity' out with a pattern")
+    if tuple(cfg.block) not in blocks:
+        fail(where, "block", f'{list(cfg.block)} cannot combine with pattern "{cfg.pattern}" (it keeps single '
+             "weights); leave 'block' out")
 
 
 @register_recipe("magnitude_prune")
@@ -152,7 +235,8 @@ class MagnitudePrune(Recipe):
         self.current_sparsity = 0.0
 
     def apply(self, model: nn.Module) -> nn.Module:
-        prunable_linears(model, self.config.targets, self.where)  # fails early, naming the entry
+        layers = prunable_linears(model, self.config.targets, self.where)  # fails early, naming the entry
+        check_pattern_fits(layers, self._pattern(), self.where)
         if self.config.schedule == "oneshot":
             self._update(model, self.config.sparsity)
         elif self.config.initial_sparsity > 0:
@@ -162,7 +246,11 @@ class MagnitudePrune(Recipe):
     @torch.no_grad()
     def _update(self, model: nn.Module, sparsity: float) -> None:
         self.current_sparsity = sparsity
-        self.masks = magnitude_prune_(model, sparsity, self.config.block, self.config.targets, self.where)
+        cfg = self.config
+        self.masks = magnitude_prune_(model, sparsity, cfg.block, cfg.targets, self.where, self._pattern())
+
+    def _pattern(self) -> tuple[int, int] | None:
+        return parse_pattern(self.config.pattern, self.where) if self.config.pattern else None
 
     @torch.no_grad()
     def _reapply(self, model: nn.Module) -> None:
