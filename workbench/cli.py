@@ -63,11 +63,13 @@ def _spread_rows(summary: list[dict]) -> list[dict]:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from workbench.paths import results_dir
     from workbench.pipeline.compare import compare
+    from workbench.prune.report import structural_report
 
     folder = Path(args.run) if Path(args.run).is_dir() else results_dir() / args.run
-    compare(folder)
+    figure = "accuracy_vs_throughput.png" if args.structural else "methods.png"
+    (structural_report if args.structural else compare)(folder)
     print((folder / "table.md").read_text())
-    print(f"written: {folder / 'summary.csv'}, {folder / 'table.md'}, {folder / 'methods.png'}")
+    print(f"written: {folder / 'summary.csv'}, {folder / 'table.md'}, {folder / figure}")
     return 0
 
 
@@ -144,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the embedded models").set_defaults(func=_cmd_models)
     c = sub.add_parser("compare", help="method comparison table + plot from a --seeds run (stages named student.method)")
     c.add_argument("run", help="run name under results/ or a folder holding seeds.csv")
+    c.add_argument("--structural", action="store_true",
+                   help="a structural run (stages <method>-<pct>): FLOPs, pruning time and memory, and the "
+                        "cross-engine speed of `workbench bench --run` (speed.csv) per stage")
     c.set_defaults(func=_cmd_compare)
     s = sub.add_parser("show", help="print a run's stage table")
     s.add_argument("run", help="run name under results/ or a folder")
