@@ -59,6 +59,7 @@ def write_sweep(tmp: Path, model: Path, **over) -> Path:
     (tmp / "tiny.yaml").write_text(yaml.safe_dump(tiny_recipe(model), sort_keys=False))
     sweep = {"name": "t", "recipe": "tiny.yaml", "objectives": ["accuracy", "throughput"], "trials": 3,
              "quick": True, "sampler": {"type": "random", "seed": 0}, "heartbeat_interval": 1, "grace_period": 3,
+             "peers": [],  # peers (a process per engine) are tested in test_sweep_trust.py
              "space": {"stages.pruned.recipes.magnitude_prune.sparsity": {"low": 0.3, "high": 0.9},
                        "stages.pruned.recipes.magnitude_prune.block": {"choices": [[1, 4], [4, 1], [1, 1]]},
                        "stages.pruned.train.lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True},

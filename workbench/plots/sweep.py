@@ -48,13 +48,50 @@ def read_peers(path: Path | str | None = None, seq_len: int | None = None, model
     return peers
 
 
+def _num(v: Any) -> float | None:
+    """A finite float from a number or a CSV cell; None otherwise."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _draw_trial_peers(ax: Any, trial_peers: list[dict[str, Any]], pts: list[dict[str, Any]]) -> list[float]:
+    """Each front trial's own model on the peer engines: one marker per engine, joined to its
+    trial's point by a dotted line and labelled with the trial number. Returns their throughputs."""
+    by_trial = {str(t.get("number")): t for t in pts}
+    engines = list(dict.fromkeys(str(r.get("engine")) for r in trial_peers))
+    xs = []
+    for j, engine in enumerate(engines):
+        color, marker = plt.cm.tab10((j + 2) % 10), "s^DvPX"[j % 6]
+        got = [(r, _num(r.get("samples_per_s")), _num(r.get("val_accuracy"))) for r in trial_peers
+               if str(r.get("engine")) == engine and r.get("status", "ok") == "ok"]
+        got = [(r, x, y) for r, x, y in got if x and y is not None]
+        if not got:
+            continue
+        ax.scatter([x for _, x, _ in got], [y for _, _, y in got], marker=marker, s=45, color=color,
+                   edgecolors="k", linewidths=0.5, zorder=4, label=f"{engine} (the trial's own model)")
+        for r, x, y in got:
+            xs.append(x)
+            t = by_trial.get(str(r.get("trial")))
+            if t is not None:
+                ax.plot([t["throughput"], x], [t["accuracy"], y], ":", color=color, lw=0.9, zorder=3)
+            ax.annotate(str(r.get("trial")), (x, y), textcoords="offset points", xytext=(3, -9), fontsize=6,
+                        color=color)
+    return xs
+
+
 def pareto_figure(trials: list[dict[str, Any]], teacher: dict[str, Any] | None = None,
-                  peers: list[dict[str, Any]] | None = None, title: str = "", seq_len: int | None = None) -> Any:
+                  peers: list[dict[str, Any]] | None = None, title: str = "", seq_len: int | None = None,
+                  trial_peers: list[dict[str, Any]] | None = None, ylabel: str = "accuracy") -> Any:
     """Accuracy against batch-1 throughput, one point per finished trial, the Pareto front joined.
 
     trials: dicts with number, accuracy, throughput (and optionally state). teacher: a stage's
     metrics (accuracy, throughput_b1) drawn as a star. peers: from `read_peers`, drawn as vertical
-    lines (the bench runs them on the unpruned model, so only their throughput is a reference)."""
+    lines (the bench runs them on another model, so only their throughput is a reference).
+    trial_peers: rows of `workbench.sweep.peers` (trial, engine, samples_per_s, val_accuracy): the
+    front trials' own models on the peer engines, drawn as points joined to their trial."""
     fig, ax = plt.subplots(figsize=(8, 5))
     pts = [t for t in trials if t.get("accuracy") is not None and t.get("throughput") is not None
            and math.isfinite(t["accuracy"]) and math.isfinite(t["throughput"])]
@@ -80,10 +117,11 @@ def pareto_figure(trials: list[dict[str, Any]], teacher: dict[str, Any] | None =
                    label=f"{p['engine']} (bench, {p['threads']} thr, seq {p['seq_len']})")
     xs = [t["throughput"] for t in pts if t["throughput"] > 0] + [p["throughput"] for p in peers or []] + (
         [teacher["throughput_b1"]] if teacher and teacher.get("throughput_b1") else [])
+    xs += _draw_trial_peers(ax, trial_peers or [], pts)
     if xs and min(xs) > 0 and max(xs) / min(xs) > 20:
         ax.set_xscale("log")  # runtimes spanning orders of magnitude
     ax.set_xlabel("throughput (samples/s, batch 1" + (f", seq {seq_len}" if seq_len else "") + ")")
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel(ylabel)
     ax.set_title(title or "accuracy vs throughput")
     ax.grid(alpha=0.3)
     if not pts:

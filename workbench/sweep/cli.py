@@ -70,8 +70,9 @@ def _print_front(sweep, result) -> None:
     print(f"\n{sweep.name}: {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed trials")
     title = "Pareto front" if sweep.multi else f"top {sweep.top_k}"
     print(f"{title} (exported to {result['dir'] / 'best'}):")
-    print(format_stage_table(result["best"], [("trial", "{}"), *((o, None) for o in sweep.objectives),
-                                              "params", "nonzero_params", "engine"]))
+    print(format_stage_table(result["best"], [("trial", "{}"), ("val_accuracy", "{:.4f}", "val accuracy (chosen on)"),
+                                              ("test_accuracy", "{:.4f}", "test accuracy (reported)"),
+                                              ("throughput", "{:.1f}"), "params", "nonzero_params", "engine"]))
     print(f"\nresults: {result['dir']}")
 
 

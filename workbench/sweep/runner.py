@@ -5,8 +5,10 @@ Layout (`results/sweeps/<name>/`):
     study.db            the Optuna study (default SQLite storage; any SQLAlchemy URL works)
     sweep.yaml          the sweep as resolved (storage password masked)
     trials/<number>/    each trial's pipeline run (metrics.json, stages.csv, recipe.yaml, png)
-    trials.csv          one row per trial: state, objectives, params, last-stage metrics
+    trials.csv          one row per trial: state, val_accuracy (validation: the objective), test_accuracy
+                        (test: reported only), throughput, params, last-stage size
     best/               the Pareto front (2 objectives) or top-k trials as runnable recipes
+    peers.csv           each front trial's model on the peer engines (workbench.sweep.peers)
     report/             plots + README.md (workbench.sweep.report; also `workbench report`)
 
 Robustness: every trial records its worker (host, pid, process start time) and sends Optuna
@@ -31,7 +33,8 @@ from typing import Any
 from workbench.config import ConfigError
 from workbench.paths import results_dir
 from workbench.results import atomic_write_text, write_csv, write_yaml
-from workbench.sweep.spec import SweepSpec, mask_url
+from workbench.sweep.peers import drop_artifacts, measure_front_peers, peer_source
+from workbench.sweep.spec import SELECTION_SPLIT, SweepSpec, mask_url
 from workbench.sweep.study import STORAGE_ENV, best_trials, trial_rows, with_driver  # noqa: F401  (re-exported)
 from workbench.sweep.study import optuna_module as _optuna
 
@@ -243,19 +246,44 @@ class Objective:
               flush=True)
         run = PipelineRun(spec, quick=self.quick, results_root=self.trials_dir, run_name=str(trial.number),
                           on_eval=on_eval)
+        source = None
         try:
             stages = run.run()
+            val = _validation_metrics(run, -1)
+            source = peer_source(run) if sweep.peers else None
         finally:
-            if not sweep.keep_artifacts:
-                shutil.rmtree(run.run_dir / "artifacts", ignore_errors=True)
+            if not sweep.keep_artifacts:  # the peers' model stays until the front is known
+                drop_artifacts(run.run_dir, keep=source["stage"] if source else None)
         trial.set_user_attr("stages", [_summary(s) for s in stages])
         last = stages[-1]
-        result = {"accuracy": float(last["accuracy"]), "throughput": float(last.get("throughput_b1") or 0.0)}
+        trial.set_user_attr("val", val)
+        trial.set_user_attr("test", {"split": spec.eval.split, "accuracy": last["accuracy"],
+                                     "macro_f1": last.get("macro_f1"), "examples": len(run.eval_data)})
+        trial.set_user_attr("peer_model", source)
+        if "reference" not in trial.study.user_attrs:  # the teacher star of the report, on both splits
+            first = stages[0]
+            trial.study.set_user_attr("reference", {
+                "trial": trial.number, "stage": first["stage"], "engine": first.get("engine"),
+                "val_accuracy": (val if len(stages) == 1 else _validation_metrics(run, 0))["accuracy"],
+                "test_accuracy": first["accuracy"], "throughput_b1": first.get("throughput_b1"),
+                "threads": first.get("threads")})
+        result = {"accuracy": float(val["accuracy"]), "throughput": float(last.get("throughput_b1") or 0.0)}
         trial.set_user_attr("params_count", int(last.get("params") or 0))
         trial.set_user_attr("nonzero_params", int(last.get("nonzero_params") or 0))
         trial.set_user_attr("engine", last.get("engine"))
         out = [result[o] for o in sweep.objectives]
         return out if sweep.multi else out[0]
+
+
+def _validation_metrics(run: Any, index: int) -> dict[str, Any]:
+    """A stage's accuracy and macro-F1 on the validation split (the examples the trainer's
+    per-epoch evaluation uses): what the sweep chooses on; stages report eval.split (test)."""
+    from workbench.evaluate import accuracy_metrics
+
+    model = run.models[run.spec.stages[index].name]
+    m = accuracy_metrics(model, run.val_data, run.collate, run.task.num_labels, run.spec.eval.batch_size)
+    return {"split": SELECTION_SPLIT, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+            "examples": len(run.val_data)}
 
 
 def _summary(s: dict[str, Any]) -> dict[str, Any]:
@@ -372,6 +400,7 @@ def run_sweep(sweep: SweepSpec, *, root: Path | None = None, storage: str | None
             work(sweep, url, root=root, quick=quick)
     study = open_study(sweep, url, heartbeat=False)
     best = export(study, sweep, out)
+    measure_front_peers(best_trials(study, sweep.top_k), sweep, out, quick, study.get_trials(deepcopy=False))
     if report:
         from workbench.sweep.report import sweep_report
 
@@ -425,15 +454,18 @@ def export(study: Any, sweep: SweepSpec, out: Path) -> list[dict[str, Any]]:
                                                            name=f"{sweep.name}-trial{t.number}").to_dict()
         fname = f"trial-{t.number}.yaml"
         keep.add(fname)
-        obj = ", ".join(f"{o} {v:.4g}" for o, v in zip(sweep.objectives, t.values))
+        row = next(r for r in rows if r["number"] == t.number)
+        obj = ", ".join(f"{c} {row[c]:.4g}" for c in ("val_accuracy", "test_accuracy", "throughput")
+                        if isinstance(row.get(c), (int, float)))
         header = (f"# Sweep '{sweep.name}', trial {t.number} ({'Pareto front' if sweep.multi else f'rank {rank}'}): "
-                  f"{obj}\n# Run it: workbench run {best_dir / fname}\n"
+                  f"{obj}\n# (chosen on val_accuracy, the validation split; test_accuracy is reported only)"
+                  f"\n# Run it: workbench run {best_dir / fname}\n"
                   + "".join(f"#   {k} = {json.dumps(v)}\n" for k, v in sweep.values_from_params(t.params).items()))
         import yaml
 
         atomic_write_text(best_dir / fname, header + yaml.safe_dump(recipe, sort_keys=False))
         best.append({"trial": t.number, "file": str(best_dir / fname),
-                     **{o: v for o, v in zip(sweep.objectives, t.values)},
+                     **{k: row.get(k) for k in ("val_accuracy", "test_accuracy", "throughput")},
                      "params": t.user_attrs.get("params_count"), "nonzero_params": t.user_attrs.get("nonzero_params"),
                      "engine": t.user_attrs.get("engine")})
     if best_dir.exists():

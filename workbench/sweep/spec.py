@@ -13,6 +13,7 @@
     retries: 1                            # times a trial killed with its worker is re-run (same params)
     top_k: 3                              # single objective: how many best recipes to export
     keep_artifacts: false                 # keep each trial's saved models (disk heavy)
+    peers: [torch-fp32, torch-int8-x86, ort-int8]   # bench engines each front trial's model is run on; [] = none
     overrides:                            # fixed changes to the base recipe, by path
       quick.train_examples: 512
       stages.int8.enabled: false          # (drops the stage from every trial)
@@ -28,6 +29,10 @@ A *path* walks the recipe as `PipelineSpec.to_dict()` writes it (every default f
 mapping keys by name, `stages` by stage name (or index), a stage's `recipes` by recipe name (or
 index). `stages.<name>.enabled` is the one setting that is not in a recipe: false drops the
 stage (stages that came `from` it come from its source instead).
+
+Selection is on validation data: a trial's `accuracy` objective is its last stage's accuracy on
+the validation split (measured by the sweep); the recipe's `eval.split` must stay `test`, which
+each stage then reports, so the chosen trials' test accuracy is reported but never chosen on.
 
 Distributions: `{choices: [...]}` (any YAML values, lists included), or `{low, high}` with
 optional `log: true`, `step: <number>`, `type: int|float` (default: the type of the base value).
@@ -52,8 +57,10 @@ OBJECTIVES = ("accuracy", "throughput")
 SAMPLERS = ("nsga2", "tpe", "random")
 TOP_KEYS = {"name", "recipe", "objectives", "objective", "trials", "quick", "sampler", "pruner", "storage",
             "heartbeat_interval", "grace_period", "retries", "top_k", "keep_artifacts", "overrides", "space",
-            "workers"}
+            "workers", "peers"}
 ENABLED = "enabled"
+DEFAULT_PEERS = ("torch-fp32", "torch-int8-x86", "ort-int8")
+SELECTION_SPLIT = "validation"   # where objectives are measured; the recipe's eval.split (test) only reports
 
 
 # ------------------------------------------------------------------------------ paths
@@ -300,6 +307,7 @@ class SweepSpec:
     workers: int = 1
     source: Path | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    peers: list[str] = field(default_factory=lambda: list(DEFAULT_PEERS))
 
     @property
     def multi(self) -> bool:
@@ -313,7 +321,7 @@ class SweepSpec:
         """What must not change between runs continuing one study: base recipe, space, objectives."""
         blob = {"base": self.base, "space": [(p.path, p.kind, p.choices, p.low, p.high, p.log, p.step)
                                              for p in self.params], "objectives": self.objectives,
-                "quick": self.quick}
+                "quick": self.quick, "selection": SELECTION_SPLIT}
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def recipe_dict(self, values: dict[str, Any], name: str | None = None) -> dict[str, Any]:
@@ -357,7 +365,7 @@ class SweepSpec:
                 "storage": mask_url(self.storage) if self.storage else None,
                 "heartbeat_interval": self.heartbeat_interval, "grace_period": self.grace_period,
                 "retries": self.retries, "top_k": self.top_k, "keep_artifacts": self.keep_artifacts,
-                "overrides": self.overrides, "space": space}
+                "overrides": self.overrides, "peers": self.peers, "space": space}
 
 
 def mask_url(url: str) -> str:
@@ -482,6 +490,7 @@ def parse_sweep(data: Any, *, source: Path | None = None, default_name: str = "s
     quick = data.get("quick", False)
     if not isinstance(quick, bool):
         fail("sweep", "quick", f"must be true or false, got {quick!r}")
+    peers = _peers(data.get("peers", list(DEFAULT_PEERS)))
     keep = data.get("keep_artifacts", False)
     if not isinstance(keep, bool):
         fail("sweep", "keep_artifacts", f"must be true or false, got {keep!r}")
@@ -490,12 +499,29 @@ def parse_sweep(data: Any, *, source: Path | None = None, default_name: str = "s
         trials=_int(data, "trials", 20, 1), quick=quick, sampler=sampler, pruner=pruner, storage=storage,
         heartbeat_interval=_int(data, "heartbeat_interval", 30, 1), grace_period=_int(data, "grace_period", 120, 1),
         retries=_int(data, "retries", 1, 0), top_k=_int(data, "top_k", 3, 1), keep_artifacts=keep,
-        workers=_int(data, "workers", 1, 1), source=source, overrides=dict(overrides))
+        workers=_int(data, "workers", 1, 1), source=source, overrides=dict(overrides), peers=peers)
     if sweep.grace_period <= sweep.heartbeat_interval:
         fail("sweep", "grace_period", f"must be > heartbeat_interval ({sweep.heartbeat_interval}), "
              f"got {sweep.grace_period}")
     validate_space(sweep)
     return sweep
+
+
+def _peers(raw: Any) -> list[str]:
+    """The bench engines (`workbench.bench.engines.ENGINES`) each front trial's model runs on."""
+    from workbench.bench.engines import ENGINES
+
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or any(not isinstance(e, str) for e in raw) or len(set(raw)) != len(raw):
+        fail("sweep", "peers", f"must be a list of distinct engine names (e.g. {list(DEFAULT_PEERS)}), "
+             f"or [] for none, got {raw!r}")
+    bad = [e for e in raw if e not in ENGINES]
+    if bad:
+        close = difflib.get_close_matches(bad[0], list(ENGINES), n=1)
+        fail("sweep", "peers", f"unknown engine '{bad[0]}'" + (f"; did you mean '{close[0]}'?" if close else "")
+             + f" (known: {', '.join(ENGINES)})")
+    return list(raw)
 
 
 def validate_space(sweep: SweepSpec) -> None:
@@ -509,6 +535,12 @@ def validate_space(sweep: SweepSpec) -> None:
             except ConfigError as exc:
                 raise ConfigError(f"sweep space '{p.path}': value {json.dumps(value)} gives an invalid "
                                   f"pipeline: {exc}") from exc
+            if spec.eval.split != "test":
+                raise ConfigError(
+                    f"sweep: the recipe's 'eval.split' is '{spec.eval.split}'"
+                    + (f" when '{p.path}' is {json.dumps(value)}" if p.path.startswith("eval.") else "")
+                    + "; a sweep chooses on the validation split itself and reports the test split, so "
+                    "leave eval.split at 'test' (the default)")
             if "throughput" in sweep.objectives and 1 not in spec.eval.speed_batches:
                 raise ConfigError("sweep objectives: 'throughput' is batch-1 samples/s; the recipe's "
                                   f"'eval.speed_batches' must include 1, got {spec.eval.speed_batches}")

@@ -63,20 +63,34 @@ def load_study(folder: Path | str, storage: str | None = None) -> Any:
         return optuna.load_study(study_name=info.get("name", folder.name), storage=url)
 
 
+# objective -> trials.csv column: accuracy is chosen on the validation split (val_*); the test
+# split (test_*) is reported for every trial and never chosen on; throughput has no split
+OBJECTIVE_COLUMNS = {"accuracy": "val_accuracy", "throughput": "throughput"}
+SPLIT_NOTE = ("val_* columns: the validation split (the objectives, which choose the front); test_* columns: "
+              "the test split (reported only, never chosen on); throughput: batch-1 samples/s of the last "
+              "stage on synthetic inputs (no split)")
+
+
 def trial_rows(study: Any, sweep_objectives: list[str] | None = None) -> list[dict[str, Any]]:
-    """One dict per trial: number, state, objectives, last-stage metrics, `param:<path>` values."""
+    """One dict per trial: number, state, `val_accuracy` / `val_macro_f1` (validation split, what
+    the sweep chooses on), `test_accuracy` / `test_macro_f1` (test split, reported only),
+    `throughput`, last-stage size, `param:<path>` values.
+
+    A trial of a study from before validation selection (no `val` record) chose on its test
+    accuracy: that value goes to test_accuracy and its val_* columns stay empty."""
     objectives = sweep_objectives or study.user_attrs.get("objectives") or ["accuracy", "throughput"]
     rows = []
     for t in study.get_trials(deepcopy=False):
         row: dict[str, Any] = {"number": t.number, "state": t.state.name}
-        vals = t.values or []
-        for i, o in enumerate(objectives):
-            row[o] = vals[i] if i < len(vals) else None
+        val, test = t.user_attrs.get("val"), t.user_attrs.get("test")
         stages = t.user_attrs.get("stages") or []
         last = stages[-1] if stages else {}
-        for key, stage_key in (("accuracy", "accuracy"), ("throughput", "throughput_b1")):
-            if row.get(key) is None:
-                row[key] = last.get(stage_key)
+        values = dict(zip(objectives, t.values or []))
+        row["val_accuracy"] = values.get("accuracy", val.get("accuracy")) if val else None
+        row["val_macro_f1"] = val.get("macro_f1") if val else None
+        row["test_accuracy"] = test["accuracy"] if test else last.get("accuracy")
+        row["test_macro_f1"] = test.get("macro_f1") if test else last.get("macro_f1")
+        row["throughput"] = values.get("throughput", last.get("throughput_b1"))
         row.update({"engine": last.get("engine"), "params": last.get("params"),
                     "nonzero_params": last.get("nonzero_params"), "stages": "+".join(s["stage"] for s in stages),
                     "duration_s": round(t.duration.total_seconds(), 1) if t.duration else None})

@@ -1,0 +1,226 @@
+"""Like-for-like peers: each front trial's own model run on the peer engines.
+
+A sweep's Pareto plot compares its trials with peer engines (torch fp32, torch dynamic int8,
+ONNX Runtime int8 by default; the sweep file's `peers:`). A benchmark of some other model says
+nothing about *these* models, so each front trial's model is run on each peer engine, with the
+bench's engines (`workbench.bench.engines`), timing (`workbench.bench.worker.run_spec`) and
+thread environment, one fresh process per engine (`python -m workbench.sweep.peers SPEC RESULT`),
+timed like the trial's own throughput (batch 1, the recipe's seq_len and speed iterations,
+median) and scored on the same validation examples as the trial.
+
+Which model: the trial's last plain (saveable, fp32) Hugging Face model, following `from:` back
+from its final stage: the final model itself when it is fp32, else the one its final engine
+(torch int8, the workbench runtime) was built from. A trial keeps that stage's saved model
+(`trials/<n>/artifacts/<stage>/`) until the front is known; then the models of trials off the
+front are deleted (unless keep_artifacts). Results: `trials/<n>/peers.json` (reused when the
+sweep is continued or re-reported) and `peers.csv` (all front trials).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from workbench.results import atomic_write_text, write_csv
+
+PEER_COLUMNS = ["trial", "stage", "params", "engine", "status", "val_accuracy", "val_macro_f1", "val_examples",
+                "samples_per_s", "samples_per_s_min", "samples_per_s_max", "latency_ms_median", "threads",
+                "seq_len", "batch", "runs", "argmax_agree_vs_torch_fp32", "max_abs_err_vs_torch_fp32", "notes",
+                "error"]
+
+
+# ------------------------------------------------------------------------------ in the trial
+def peer_source(run: Any) -> dict[str, Any] | None:
+    """{stage, path, params} of the model the peers run for a finished `PipelineRun`: its last
+    saved (plain fp32) stage along the `from:` chain of the final stage; None when there is none."""
+    from workbench.pipeline.store import saveable
+
+    index: int | None = len(run.spec.stages) - 1
+    while index is not None:
+        name = run.spec.stages[index].name
+        if saveable(run.models[name]):
+            m = next(m for m in run.metrics if m["stage"] == name)
+            folder = Path(m["reused_from"]) if m.get("reused_from") else run.store.artifact(name)
+            if not (folder / "model").is_dir():
+                return None
+            return {"stage": name, "path": str(folder / "model"), "params": m.get("params")}
+        index = run._source(index)
+    return None
+
+
+def drop_artifacts(run_dir: Path, keep: str | None = None) -> None:
+    """Delete a trial's saved stages except the stage `keep` (the peers' model)."""
+    folder = run_dir / "artifacts"
+    if keep is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for sub in folder.glob("*"):
+        if sub.name != keep:
+            shutil.rmtree(sub, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------ after the sweep
+def measure_front_peers(front: list[Any], sweep: Any, folder: Path, quick: bool, all_trials: list[Any],
+                        timeout: float = 900.0) -> list[dict[str, Any]]:
+    """Run every front trial's model on `sweep.peers`, write `peers.csv`, then delete the kept
+    models of trials off the front (unless keep_artifacts). Returns the peer rows."""
+    rows: list[dict[str, Any]] = []
+    if sweep.peers:
+        for t in front:
+            rows += trial_peers(t, sweep.peers, folder, quick, timeout)
+        write_csv(folder / "peers.csv", rows, PEER_COLUMNS)
+    if not sweep.keep_artifacts:
+        on_front = {t.number for t in front}
+        for t in all_trials:  # a trial's own folder only, never the shared stage cache
+            if t.number not in on_front:
+                drop_artifacts(folder / "trials" / str(t.number))
+    return rows
+
+
+def trial_peers(trial: Any, engines: list[str], folder: Path, quick: bool, timeout: float) -> list[dict[str, Any]]:
+    """The peer rows of one trial: from trials/<n>/peers.json when it holds these engines, else
+    measured (one process per engine) and stored there."""
+    cache = folder / "trials" / str(trial.number) / "peers.json"
+    if cache.is_file():
+        stored = json.loads(cache.read_text())
+        if stored.get("engines") == list(engines):
+            return stored["rows"]
+    src = trial.user_attrs.get("peer_model")
+    if not src or not Path(src["path"]).is_dir():
+        why = ("the trial kept no fp32 model (a trial from before peers were measured, or its artifacts were "
+               "deleted); re-run the sweep with --fresh to measure peers")
+        return [{"trial": trial.number, "engine": e, "status": "missing", "error": why} for e in engines]
+    recipe = trial.user_attrs.get("recipe") or {}
+    ev, q = recipe.get("eval") or {}, recipe.get("quick") or {}
+    last = (trial.user_attrs.get("stages") or [{}])[-1]
+    spec = {"model": f"sweep-trial-{trial.number}", "model_path": src["path"], "batches": [1],
+            "threads": int(last.get("threads") or 1), "seq_len": int(ev.get("seq_len", 128)),
+            "runs": int(q.get("speed_iters", 3) if quick else ev.get("speed_iters", 20)),
+            "warmup": 1 if quick else 3, "task": recipe.get("task"), "split_seed": int(recipe.get("seed", 0)),
+            "val_examples": (trial.user_attrs.get("val") or {}).get("examples"),
+            "eval_batch_size": int(ev.get("batch_size", 64))}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="wb-peers-") as tmp:
+        spec["cache_dir"] = str(Path(tmp) / "cache")  # the ONNX export, shared by the ORT engines
+        for engine in engines:
+            print(f"[sweep] peers: trial {trial.number} ({src['stage']}) on {engine}", flush=True)
+            got = run_child({**spec, "engine": engine}, Path(tmp), timeout)
+            rows += [{**r, "trial": trial.number, "stage": src["stage"], "engine": engine} for r in got]
+    if all(r.get("status") == "ok" for r in rows):
+        atomic_write_text(cache, json.dumps({"engines": list(engines), "rows": rows}, indent=1))
+    return rows
+
+
+def run_child(spec: dict[str, Any], work: Path, timeout: float) -> list[dict[str, Any]]:
+    """One engine in a fresh process with the bench's thread environment; failures become rows."""
+    from workbench.bench.cli import REPO_ROOT, _child_env
+
+    spec_f, res_f, log_f = (work / f"{spec['engine']}{s}" for s in (".json", ".result.json", ".log"))
+    spec_f.write_text(json.dumps(spec))
+    try:
+        with open(log_f, "w") as log:
+            proc = subprocess.run([sys.executable, "-m", "workbench.sweep.peers", str(spec_f), str(res_f)],
+                                  stdout=log, stderr=subprocess.STDOUT, env=_child_env(spec["threads"]),
+                                  cwd=str(REPO_ROOT), timeout=timeout)
+        if res_f.exists():
+            return json.loads(res_f.read_text())
+        tail = [ln for ln in log_f.read_text(errors="replace").splitlines() if ln.strip()][-1:]
+        why = f"engine process exited with code {proc.returncode}" + (f": {tail[0][:300]}" if tail else "")
+    except subprocess.TimeoutExpired:
+        why = f"engine process timed out after {timeout:.0f} s"
+    except OSError as exc:
+        why = f"could not start engine process: {exc}"
+    return [{"status": "failed", "error": why, "threads": spec["threads"], "seq_len": spec["seq_len"], "batch": 1}]
+
+
+def read_peer_rows(path: Path) -> list[dict[str, Any]]:
+    """peers.csv back as rows with numbers (empty cells: None); [] when the file is absent."""
+    from workbench.results import read_csv
+
+    def value(v: str) -> Any:
+        for cast in (int, float):
+            try:
+                return cast(v)
+            except ValueError:
+                pass
+        return v if v != "" else None
+
+    return [{k: value(v) for k, v in r.items()} for r in read_csv(path)] if Path(path).is_file() else []
+
+
+# ------------------------------------------------------------------------------ the engine process
+class _EngineAsModel:
+    """A bench engine behind the `model(**inputs).logits` interface `workbench.evaluate` scores."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def eval(self) -> "_EngineAsModel":
+        return self
+
+    def __call__(self, input_ids: Any, attention_mask: Any, **_: Any) -> Any:
+        import numpy as np
+        import torch
+
+        out = self.engine.run(self.engine.feed({"input_ids": input_ids.long(), "attention_mask": attention_mask.long()}))
+        return SimpleNamespace(logits=torch.as_tensor(np.asarray(out, dtype=np.float32)))
+
+
+def _validation_scores(spec: dict[str, Any]) -> dict[str, Any]:
+    """The engine's accuracy on the trial's validation examples, and the model's parameter count."""
+    from transformers import AutoTokenizer
+
+    from workbench.bench.engines import ENGINES
+    from workbench.data import Collator, load_task, tokenize_task
+    from workbench.evaluate import accuracy_metrics, storage_stats
+    from workbench.models.edits import load_edited_model
+
+    model = load_edited_model(spec["model_path"]).eval()
+    out: dict[str, Any] = {"params": int(storage_stats(model)["params"])}
+    if not spec.get("task"):
+        return out
+    tokenizer = AutoTokenizer.from_pretrained(spec["model_path"], local_files_only=True)
+    task = load_task(spec["task"], seed=spec["split_seed"])
+    data = tokenize_task(task, tokenizer)["validation"]
+    n = spec.get("val_examples")
+    data = data.select(range(min(len(data), int(n)))) if n else data
+    engine = ENGINES[spec["engine"]]()
+    engine.setup(model, int(spec["threads"]), Path(spec["cache_dir"]), spec["model"])
+    m = accuracy_metrics(_EngineAsModel(engine), data, Collator(tokenizer), task.num_labels, spec["eval_batch_size"])
+    return {**out, "val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "val_examples": len(data)}
+
+
+def child_main(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Time the engine with the bench worker (the trial's model registered as a bench model),
+    then score it on the validation examples."""
+    import traceback
+
+    from workbench.bench import models as bench_models
+    from workbench.bench.worker import run_spec
+    from workbench.models.edits import load_edited_model
+
+    bench_models.MODELS[spec["model"]] = lambda: load_edited_model(spec["model_path"]).eval()
+    rows = run_spec(spec)
+    if all(r.get("status") == "ok" for r in rows):
+        try:
+            scores = _validation_scores(spec)
+        except Exception as exc:
+            traceback.print_exc()
+            scores = {"status": "failed", "error": f"validation: {type(exc).__name__}: {exc}"[:400]}
+        rows = [{**r, **scores} for r in rows]
+    return rows
+
+
+if __name__ == "__main__":
+    import os
+
+    spec_path, result_path = sys.argv[1:3]
+    result = child_main(json.loads(Path(spec_path).read_text()))
+    tmp_path = Path(result_path + ".tmp")
+    tmp_path.write_text(json.dumps(result))
+    os.replace(tmp_path, result_path)
