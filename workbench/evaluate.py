@@ -106,7 +106,8 @@ def measure_speed(model: nn.Module, vocab_size: int, seq_len: int = 128, batch_s
                   iters: int = 20, warmup: int = 3, seed: int = 0) -> dict[str, float]:
     """Median latency (ms) of one forward pass on random tokens and the samples/s it implies."""
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1000, max(1001, vocab_size - 1), (batch_size, seq_len), generator=g)
+    low = 1000 if vocab_size > 1001 else 0  # a small (e.g. trimmed) vocabulary: any of its ids
+    ids = torch.randint(low, max(low + 1, vocab_size - 1), (batch_size, seq_len), generator=g)
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     model.eval()
     for _ in range(warmup):

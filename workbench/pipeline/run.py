@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,6 +21,7 @@ from workbench.data.metrics import degenerate_reason
 from workbench.evaluate import accuracy_metrics, is_torch_quantized, measure_speed, per_layer_sparsity, storage_stats
 from workbench.models import load_model, resolve_model_path
 from workbench.models.edits import load_edited_model
+from workbench.models.vocab import check_stage_tokens, load_stage_tokenizer
 from workbench.paths import cache_dir, results_dir
 from workbench.pipeline.spec import PipelineSpec, StageSpec
 from workbench.pipeline.store import StageStore, saveable, stage_hash
@@ -31,6 +33,19 @@ from workbench.train import Trainer, seed_everything
 STAGE_COLUMNS = ["stage", "engine", "accuracy", "macro_f1", "params", "nonzero_params", "sparsity",
                  "disk_mb", "zlib_mb", "latency_ms_b1", "throughput_b1", "latency_ms_b8", "throughput_b8",
                  "seq_len", "threads", "train_seconds", "pruning_seconds", "flops_removed", "seed", "degenerate"]
+
+
+@dataclass
+class StageData:
+    """The task tokenized with one tokenizer: what a stage trains, validates and is measured on.
+    Stages share the pipeline's, unless a recipe replaced the stage's tokenizer (`trim_vocab`):
+    that stage, and every stage that starts from it, uses its own."""
+
+    tokenizer: Any
+    train: Any
+    eval: Any
+    val: Any
+    collate: Collator
 
 
 def engine_name(model: nn.Module) -> str:
@@ -57,6 +72,7 @@ class PipelineRun:
             shutil.rmtree(self.run_dir)
         self.store = StageStore(self.run_dir)
         self.models: dict[str, nn.Module] = {}
+        self.stage_data: dict[str, StageData] = {}
         self.keys: dict[str, str] = {}
         self.metrics: list[dict[str, Any]] = []
         self.shared_with = shared_with
@@ -66,7 +82,8 @@ class PipelineRun:
         spec = self.spec
         other = self.shared_with
         if other is not None:  # another seed's run of the same spec: the data and base model are the same
-            for attr in ("task", "base_model", "tokenizer", "train_data", "eval_data", "val_data", "collate"):
+            for attr in ("task", "base_model", "tokenizer", "train_data", "eval_data", "val_data", "collate",
+                         "picks", "data"):
                 setattr(self, attr, getattr(other, attr))
             self._make_teachers()
             return
@@ -76,17 +93,53 @@ class PipelineRun:
         self._check_task()
         self.base_model, self.tokenizer = load_model(spec.model, self.task.num_labels, spec.seed)
         self._check_architecture()
-        tokenized = tokenize_task(self.task, self.tokenizer)
-        train, evals = tokenized["train"], tokenized[spec.eval.split]
+        self.picks: tuple[list[int], list[int]] | None = None  # the --quick subsets, by index
         if self.quick:
             g = torch.Generator().manual_seed(spec.seed)
-            train = train.select(sorted(torch.randperm(len(train), generator=g)[: spec.quick.train_examples].tolist()))
-            evals = evals.select(sorted(torch.randperm(len(evals), generator=g)[: spec.quick.eval_examples].tolist()))
-        self.train_data, self.eval_data = train, evals
-        self.val_data = tokenized["validation"].select(
-            range(min(len(tokenized["validation"]), spec.quick.eval_examples if self.quick else 10**9)))
-        self.collate = Collator(self.tokenizer)
+            n_train, n_eval = len(self.task.splits["train"]), len(self.task.splits[spec.eval.split])
+            self.picks = (sorted(torch.randperm(n_train, generator=g)[: spec.quick.train_examples].tolist()),
+                          sorted(torch.randperm(n_eval, generator=g)[: spec.quick.eval_examples].tolist()))
+        self.data = self._tokenize(self.tokenizer)
+        self.train_data, self.eval_data, self.val_data = self.data.train, self.data.eval, self.data.val
+        self.collate = self.data.collate
         self._make_teachers()
+
+    def _tokenize(self, tokenizer: Any) -> StageData:
+        """The run's splits (the same --quick subsets) tokenized with `tokenizer`."""
+        tokenized = tokenize_task(self.task, tokenizer)
+        train, evals = tokenized["train"], tokenized[self.spec.eval.split]
+        if self.picks is not None:
+            train, evals = train.select(self.picks[0]), evals.select(self.picks[1])
+        val = tokenized["validation"]
+        val = val.select(range(min(len(val), self.spec.quick.eval_examples if self.quick else 10**9)))
+        return StageData(tokenizer, train, evals, val, Collator(tokenizer))
+
+    def _data_for(self, tokenizer: Any, model: nn.Module, stage: str) -> StageData:
+        """A stage's data under its own tokenizer (re-tokenized; the cache key follows the
+        vocabulary), checked against the model's vocabulary (a strict `trim_vocab` fails here,
+        naming the removed tokens a text uses)."""
+        if tokenizer is self.tokenizer:
+            return self.data
+        data = self._tokenize(tokenizer)
+        check_stage_tokens(tokenizer, model, {"train": data.train, self.spec.eval.split: data.eval,
+                                              "validation": data.val}, f"stage '{stage}'")
+        return data
+
+    def _check_teachers(self, stage: StageSpec, recipes: list[Any], data: StageData) -> None:
+        """A teacher stage reads the student's batches token by token, so a stage and its teacher
+        stages must share a tokenizer; a trimmed stage cannot use a model-name teacher either (the
+        teacher service compares against the pipeline's tokenizer)."""
+        for r in recipes:
+            for name in type(r).teacher_names(r.config):
+                other = self.stage_data.get(name)
+                if other is None and data.tokenizer is self.tokenizer:
+                    continue
+                if other is not None and (other.tokenizer is data.tokenizer
+                                          or other.tokenizer.get_vocab() == data.tokenizer.get_vocab()):
+                    continue
+                raise ConfigError(f"stage '{stage.name}' recipe '{r.name}': teacher '{name}' and this stage have "
+                                  "different vocabularies (trim_vocab); trim the vocabulary after distilling, "
+                                  "or distil from a stage with the same trimmed vocabulary")
 
     def _check_task(self) -> None:
         """Settings that depend on the task (e.g. one class weight per class): checked by each
@@ -164,12 +217,16 @@ class PipelineRun:
         if found is None:
             return None
         saved, info = found
-        self.models[stage.name] = load_edited_model(saved / "model")
+        model = self.models[stage.name] = load_edited_model(saved / "model")
+        data = self.data
+        if getattr(model.config, "workbench_vocab", None):  # a trimmed vocabulary: the tokenizer saved with it
+            data = self._data_for(load_stage_tokenizer(saved / "model"), model, stage.name)
+        self.stage_data[stage.name] = data
         metrics = {**info["metrics"], "reused_from": str(saved)}
         # the same trained model, measured again when asked (e.g. on a quiet machine) or when it
         # was measured under other evaluation settings
         if self.remeasure or info.get("measure_key") != self._measure_key():
-            metrics.update(self._measure(stage.name, self.models[stage.name]))
+            metrics.update(self._measure(stage.name, self.models[stage.name], data))
         return metrics
 
     def _run_stage(self, index: int, stage: StageSpec) -> dict[str, Any]:
@@ -184,17 +241,22 @@ class PipelineRun:
         source = stage.source or (self.spec.stages[index - 1].name if index else None)
         model = copy.deepcopy(self.models[source] if source else self.base_model)
         stage_seed = self._stage_seed(index)
-        ctx = RecipeContext(task=self.task, tokenizer=self.tokenizer, run_dir=self.run_dir, stage=stage.name,
+        data = self.stage_data[source] if source else self.data
+        ctx = RecipeContext(task=self.task, tokenizer=data.tokenizer, run_dir=self.run_dir, stage=stage.name,
                             seed=stage_seed - self._depth(index), quick=self.quick, teachers=self.teachers,
-                            previous_stages=[s.name for s in self.spec.stages[:index]], train_data=self.train_data)
+                            previous_stages=[s.name for s in self.spec.stages[:index]], train_data=data.train)
         recipes = [build_recipe(n, config_to_dict(c), ctx, f"stage '{stage.name}'") for n, c in stage.recipes]
         seed_everything(stage_seed)
         for r in recipes:
             model = r.apply(model)
+            if ctx.tokenizer is not data.tokenizer:  # the recipe replaced the vocabulary (trim_vocab)
+                data = self._data_for(ctx.tokenizer, model, stage.name)
+                ctx.train_data = data.train
+        self._check_teachers(stage, recipes, data)
         t0 = time.perf_counter()
         history: list[dict[str, Any]] = []
         if stage.trains:
-            train_data = self.train_data
+            train_data = data.train
             for r in recipes:
                 train_data = r.prepare_data(train_data)
             cfg = copy.deepcopy(stage.train)
@@ -202,9 +264,9 @@ class PipelineRun:
                 cfg.epochs = self.spec.quick.epochs
                 cfg.batch_size = self.spec.quick.batch_size or cfg.batch_size
             trainer = Trainer(
-                model, train_data, self.collate, cfg, recipes, seed=stage_seed,
+                model, train_data, data.collate, cfg, recipes, seed=stage_seed,
                 checkpoint_dir=self._checkpoint_dir(stage.name, key),
-                evaluate=lambda m: accuracy_metrics(m, self.val_data, self.collate, self.task.num_labels,
+                evaluate=lambda m: accuracy_metrics(m, data.val, data.collate, self.task.num_labels,
                                                     cfg.eval_batch_size),
                 on_eval=(lambda epoch, m: self.on_eval(stage.name, epoch, m)) if self.on_eval else None,
                 desc=stage.name, history_path=self.run_dir / "history" / f"{stage.name}.csv",
@@ -213,17 +275,18 @@ class PipelineRun:
             self.teachers.save()
             history = trainer.history
         train_seconds = time.perf_counter() - t0
-        metrics = self._measure(stage.name, model)
+        metrics = self._measure(stage.name, model, data)
         metrics["train_seconds"] = round(train_seconds, 1)
         # a one-shot structural recipe records what it did (time, FLOPs) in the model's config;
         # later stages inherit the config, so only this stage's own record counts
         pruning = getattr(getattr(model, "config", None), "workbench_pruning", None)
         if isinstance(pruning, dict) and pruning.get("stage") == stage.name:
-            metrics.update({k: pruning[k] for k in ("pruning_seconds", "flops_removed", "macs_after") if k in pruning})
+            metrics.update({k: pruning[k] for k in ("pruning_seconds", "flops_removed", "macs_after",
+                                                 "vocab_before", "vocab_after", "embedding_mb_saved") if k in pruning})
         metrics["history"] = history
-        self.models[stage.name] = model
+        self.models[stage.name], self.stage_data[stage.name] = model, data
         if saveable(model):
-            self.store.save(stage.name, model, self.tokenizer,
+            self.store.save(stage.name, model, data.tokenizer,
                             {"key": key, "measure_key": self._measure_key(), "metrics": metrics}, shared)
             shutil.rmtree(self.run_dir / "checkpoints" / stage.name, ignore_errors=True)
         return metrics
@@ -241,10 +304,10 @@ class PipelineRun:
         owner.write_text(key + "\n")
         return folder
 
-    def _measure(self, stage: str, model: nn.Module) -> dict[str, Any]:
-        ev = self.spec.eval
+    def _measure(self, stage: str, model: nn.Module, data: StageData | None = None) -> dict[str, Any]:
+        ev, data = self.spec.eval, data or self.data
         m: dict[str, Any] = {"stage": stage, "engine": engine_name(model)}
-        m.update(accuracy_metrics(model, self.eval_data, self.collate, self.task.num_labels, ev.batch_size,
+        m.update(accuracy_metrics(model, data.eval, data.collate, self.task.num_labels, ev.batch_size,
                                   counts=True))
         # one class for everything, or no better than guessing: flagged, not hidden (data/metrics.py)
         m["degenerate"] = degenerate_reason(m["pred_counts"], m["label_counts"], m["macro_f1"],
@@ -252,8 +315,11 @@ class PipelineRun:
         m.update(storage_stats(model))
         m["sparsity"] = 1.0 - m["nonzero_params"] / max(1, m["params"])
         iters = self.spec.quick.speed_iters if self.quick else ev.speed_iters
+        vocab = data.tokenizer.vocab_size  # random ids: within the model's (maybe trimmed) vocabulary
+        model_vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+        vocab = min(vocab, model_vocab) if isinstance(model_vocab, int) else vocab
         for b in ev.speed_batches:
-            s = measure_speed(model, self.tokenizer.vocab_size, ev.seq_len, b, iters=iters,
+            s = measure_speed(model, vocab, ev.seq_len, b, iters=iters,
                               warmup=1 if self.quick else 3)
             m[f"latency_ms_b{b}"], m[f"throughput_b{b}"] = s["latency_ms"], s["throughput"]
         m["seq_len"], m["threads"], m["seed"] = ev.seq_len, torch.get_num_threads(), self.seed

@@ -65,6 +65,9 @@ class RecipeContext:
 
     task: "Task"
     tokenizer: Any
+    """The stage's tokenizer. A recipe that changes the vocabulary (`trim_vocab`) replaces it in
+    `apply`; the pipeline then re-tokenizes the stage's data with it (`train_data` too), measures
+    and saves the stage with it, and later stages start from it."""
     run_dir: Path
     stage: str
     seed: int = 0
