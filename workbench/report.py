@@ -5,7 +5,7 @@
     workbench report demo-sweep --storage postgresql://user:pw@host/db
 
 A run gets accuracy vs throughput, per-layer sparsity and the stage waterfall. A sweep gets its
-Pareto front (teacher and `workbench bench` peers as references), parameter importance, and
+Pareto front (the teacher, and the front trials' own models on peer engines), parameter importance, and
 the run plots of its most accurate Pareto trial (`workbench.sweep.report`, which the sweep
 runner also calls; this module does not import the runner).
 """
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                        "under results/sweeps/")
     parser.add_argument("--storage", help="the sweep's Optuna storage URL (default: its study.db, or the URL "
                                           "it recorded)")
-    parser.add_argument("--peers", help="engines.csv of `workbench bench` (default results/bench/engines.csv)")
+    parser.add_argument("--peers", help="a sweep's peer table (default <sweep>/peers.csv, written by the sweep)")
 
 
 def resolve_target(target: str) -> tuple[str, Path]:

@@ -6,7 +6,9 @@
 
 See `workbench.sweep.spec` for the sweep file format, `workbench.sweep.runner` for storage,
 workers and crash recovery, `workbench.sweep.study` for reading a study (trial rows, best
-trials) and `workbench.sweep.report` for the sweep's report.
+trials), `workbench.sweep.peers` for the front trials' own models on peer engines and
+`workbench.sweep.report` for the sweep's report. Objectives are measured on the validation
+split; the test split is only reported (`val_accuracy` / `test_accuracy` in trials.csv).
 """
 from workbench.sweep.runner import export, open_study, run_sweep, storage_url, sweep_dir  # noqa: F401
 from workbench.sweep.study import best_trials, load_study, trial_rows  # noqa: F401

@@ -74,6 +74,8 @@ def measure_front_peers(front: list[Any], sweep: Any, folder: Path, quick: bool,
         for t in front:
             rows += trial_peers(t, sweep.peers, folder, quick, timeout)
         write_csv(folder / "peers.csv", rows, PEER_COLUMNS)
+    else:
+        (folder / "peers.csv").unlink(missing_ok=True)  # not a stale table from an earlier setting
     if not sweep.keep_artifacts:
         on_front = {t.number for t in front}
         for t in all_trials:  # a trial's own folder only, never the shared stage cache
@@ -204,6 +206,7 @@ def child_main(spec: dict[str, Any]) -> list[dict[str, Any]]:
     from workbench.bench.worker import run_spec
     from workbench.models.edits import load_edited_model
 
+    # the worker builds models by name; a worker that loads spec["model_path"] itself ignores this
     bench_models.MODELS[spec["model"]] = lambda: load_edited_model(spec["model_path"]).eval()
     rows = run_spec(spec)
     if all(r.get("status") == "ok" for r in rows):

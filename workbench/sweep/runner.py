@@ -280,10 +280,11 @@ def _validation_metrics(run: Any, index: int) -> dict[str, Any]:
     per-epoch evaluation uses): what the sweep chooses on; stages report eval.split (test)."""
     from workbench.evaluate import accuracy_metrics
 
-    model = run.models[run.spec.stages[index].name]
-    m = accuracy_metrics(model, run.val_data, run.collate, run.task.num_labels, run.spec.eval.batch_size)
-    return {"split": SELECTION_SPLIT, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
-            "examples": len(run.val_data)}
+    name = run.spec.stages[index].name
+    data = getattr(run, "stage_data", {}).get(name)  # a stage with its own tokenizer (trim_vocab) has its own
+    val, collate = (data.val, data.collate) if data is not None else (run.val_data, run.collate)
+    m = accuracy_metrics(run.models[name], val, collate, run.task.num_labels, run.spec.eval.batch_size)
+    return {"split": SELECTION_SPLIT, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "examples": len(val)}
 
 
 def _summary(s: dict[str, Any]) -> dict[str, Any]:
