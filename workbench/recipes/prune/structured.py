@@ -24,6 +24,7 @@ What happened is written to `model.config.workbench_pruning` (saved in config.js
 from __future__ import annotations
 
 import math
+import resource
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -211,6 +212,7 @@ class StructuredPrune(Recipe):
         after = encoder_macs(model, seq)["total"]
         record_pruning(model, {"stage": self.ctx.stage, "method": self.name, "criterion": self.config.criterion,
                                "schedule": self.config.schedule, "pruning_seconds": self.seconds, "seq_len": seq,
+                               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
                                "macs_before": self.macs_before, "macs_after": after,
                                "flops_removed": 1.0 - after / self.macs_before, **summary})
 
