@@ -44,6 +44,21 @@ def groups_of(w: torch.Tensor, m: int = 4) -> torch.Tensor:
     return w.reshape(w.shape[0], -1, m)
 
 
+def test_keep_top_drops_exactly_the_lowest_with_ties_broken_by_position():
+    """The selection (kthvalue) that movement pruning runs every step equals a stable sort."""
+    from workbench.recipes.prune.magnitude import keep_top
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(100):
+        shape = tuple(torch.randint(1, 12, (2,), generator=g).tolist())
+        scores = torch.randint(0, 3, shape, generator=g).float() if trial % 2 else torch.randn(shape, generator=g)
+        for sparsity in (0.0, 0.3, 0.5, 0.9):
+            n_zero = round(sparsity * scores.numel())
+            ref = torch.ones(scores.numel(), dtype=torch.bool)
+            ref[torch.sort(scores.flatten(), stable=True).indices[:n_zero]] = False
+            assert torch.equal(keep_top(scores, sparsity), ref.reshape(shape)), (scores, sparsity)
+
+
 def test_scores_are_owned_trained_checkpointed_and_not_saved(tmp_path):
     model = bert(layers=2)
     keys = set(model.state_dict())
@@ -167,8 +182,8 @@ def test_two_four_pattern_holds_in_every_group_for_magnitude_and_movement():
         assert torch.all(kept.gather(-1, top2)), f"{name}: a kept weight is not among its group's 2 largest"
 
     # gradual magnitude: 4 -> 3 -> 2 kept per group on the cubic schedule; the recipe's config
-    recipe = build_recipe("magnitude_prune", {"pattern": "2:4", "schedule": "cubic", "frequency": 1}, ctx(), WHERE)
-    assert recipe.config.sparsity == 0.5
+    recipe = build_recipe("magnitude_prune", {"sparsity": 0.5, "pattern": "2:4", "schedule": "cubic",
+                                              "frequency": 1}, ctx(), WHERE)
     model = recipe.apply(bert(layers=2))
     state = TrainState(model, None, 0, 10, 0, 10)
     counts = {int(groups_of(prunable_linears(model)["bert.encoder.layer.1.output.dense"].weight != 0).sum(-1).min())}
@@ -181,6 +196,7 @@ def test_two_four_pattern_holds_in_every_group_for_magnitude_and_movement():
 
     model = bert(layers=2)
     recipe, _ = train(model, {"pattern": "2:4"}, epochs=2, n=8)
+    assert recipe.config.sparsity == 0.5  # movement fills it in
     for name, lin in prunable_linears(model).items():
         kept = groups_of(lin.weight != 0)
         assert torch.all(kept.sum(-1) == 2), name
@@ -215,7 +231,7 @@ def test_pipeline_teacher_then_movement_under_distillation(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("settings,key", [
-    ({"pattern": "3:2"}, "pattern"), ({"pattern": "2-4"}, "pattern"), ({"sparsity": 1.0}, "sparsity"),
+    ({"pattern": "3:2", "sparsity": 0.5}, "pattern"), ({"pattern": "2-4"}, "pattern"), ({"sparsity": 1.0}, "sparsity"),
     ({"sparsity": -0.1}, "sparsity"), ({}, "sparsity"), ({"pattern": "2:4", "sparsity": 0.7}, "sparsity"),
     ({"pattern": "2:4", "block": [1, 4]}, "block"), ({"method": "soft"}, "l1_weight"),
     ({"method": "soft", "l1_weight": 1.0, "sparsity": 0.5}, "sparsity"),
@@ -226,6 +242,7 @@ def test_bad_settings_fail_with_a_config_error(settings, key):
     with pytest.raises(ConfigError, match=rf"recipe 'movement_prune': '{key}'"):
         build_recipe("movement_prune", settings, ctx(), WHERE)
     if key in ("pattern", "sparsity") and "method" not in settings and "block" not in settings:
+        settings = {"sparsity": 0.5, **settings} if key == "pattern" else settings  # required there
         with pytest.raises(ConfigError, match=rf"recipe 'magnitude_prune': '{key}'"):
             build_recipe("magnitude_prune", settings, ctx(), WHERE)
 

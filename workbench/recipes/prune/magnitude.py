@@ -165,8 +165,8 @@ def weight_sparsity(model: nn.Module, targets: list[str] | None = None,
 
 @dataclass
 class MagnitudePruneConfig:
-    sparsity: float | None = None
-    """Final fraction of zero blocks in every pruned layer (required unless `pattern` sets it)."""
+    sparsity: float
+    """Final fraction of zero blocks in every pruned layer (with a `pattern`: 1 - N/M)."""
     block: tuple[int, int] = (1, 4)
     schedule: Literal["oneshot", "cubic"] = "oneshot"
     initial_sparsity: float = 0.0
@@ -181,7 +181,7 @@ class MagnitudePruneConfig:
     `["re:.*attention.*"]`. None: every encoder Linear (never the pooler or classifier)."""
     pattern: str | None = field(default=None, metadata=KEY_OMITS_DEFAULT)
     """N:M sparsity, e.g. "2:4": keep the N largest-|w| of every M consecutive weights along each
-    row's input dimension; replaces `block`; `sparsity` is then 1 - N/M (may be left out)."""
+    row's input dimension; replaces `block`; `sparsity` must then be 1 - N/M (0.5 for "2:4")."""
 
     def validate(self, where: str) -> None:
         validate_pattern(self, where)
@@ -201,8 +201,8 @@ class MagnitudePruneConfig:
 
 def validate_pattern(cfg: Any, where: str, blocks: tuple[tuple[int, int], ...] = ((1, 1), (1, 4))) -> None:
     """The shared `pattern`/`sparsity`/`block` checks of a pruning config (magnitude, movement):
-    with a pattern, `sparsity` defaults to 1 - N/M and must equal it if given, and `block` must be
-    one of `blocks` (per weight, or the recipe's default, which the pattern replaces)."""
+    with a pattern, `sparsity` must be 1 - N/M (filled in where it may be left out, None), and
+    `block` one of `blocks` (per weight, or the recipe's default, which the pattern replaces)."""
     if cfg.pattern is None:
         if cfg.sparsity is None:
             fail(where, "sparsity", 'is required (or set \'pattern\', e.g. "2:4")')
@@ -211,8 +211,8 @@ def validate_pattern(cfg: Any, where: str, blocks: tuple[tuple[int, int], ...] =
     if cfg.sparsity is None:
         cfg.sparsity = 1.0 - n / m
     elif not math.isclose(cfg.sparsity, 1.0 - n / m):
-        fail(where, "sparsity", f'is {cfg.sparsity} but pattern "{cfg.pattern}" means {1.0 - n / m:g}; '
-             "leave 'sparsity' out with a pattern")
+        fail(where, "sparsity", f'is {cfg.sparsity} but pattern "{cfg.pattern}" keeps {n} of {m}: '
+             f"set it to {1.0 - n / m:g}")
     if tuple(cfg.block) not in blocks:
         fail(where, "block", f'{list(cfg.block)} cannot combine with pattern "{cfg.pattern}" (it keeps single '
              "weights); leave 'block' out")
