@@ -82,6 +82,15 @@ def unlabeled_batches(ctx: Any, corpus: str | None, num_examples: int, batch_siz
     return example_batches(data, ctx.tokenizer, num_examples, batch_size, seed=ctx.seed)
 
 
+def fixed_count(valid: torch.Tensor, free: torch.Tensor, max_removed: int | None) -> int:
+    """How many units the search must keep whatever the scores: those outside `targets`, and per
+    layer the free ones beyond a cap of `max_removed` removals (`search.protect_per_layer`)."""
+    count = int((valid & ~free).sum())
+    if max_removed is not None:
+        count += sum(max(0, int(free[i].sum()) - max_removed) for i in range(free.shape[0]))
+    return count
+
+
 @dataclass
 class GradientFreePruneConfig:
     flops: float
@@ -150,6 +159,14 @@ class GradientFreePrune(Recipe):
         valid_h, valid_f = st.valid()
         info: dict[str, Any] = {"seq_len": seq, "macs_before": encoder_macs(model, seq)["total"],
                                 "examples": sum(len(b["input_ids"]) for b in batches), "corpus": cfg.corpus}
+        cost_h, cost_n = head_macs(st.hidden_size, st.head_size, seq), neuron_macs(st.hidden_size, seq)
+        kept = 1.0 - cfg.flops
+        fixed_macs = cost_h * fixed_count(valid_h, head_free, cfg.max_heads_removed) \
+            + cost_n * fixed_count(valid_f, neuron_free, None)
+        unmet = f"cannot be met: the units kept by 'targets' / 'max_heads_removed' alone exceed {kept:.0%} of the " \
+            "encoder's MACs"
+        if fixed_macs > kept * info["macs_before"] * (1 + 1e-6):  # before any forward pass
+            fail(where, "flops", unmet)
         times: dict[str, float] = {}
         tick = time.perf_counter()
         stats = activation_stats(model, batches)
@@ -164,13 +181,10 @@ class GradientFreePrune(Recipe):
                                   cfg.data_weight, cfg.representative_weight)
         fixed_h = (valid_h & ~head_free) | protect_per_layer(hs, head_free, torch.zeros_like(head_free),
                                                              cfg.max_heads_removed)
-        kept = 1.0 - cfg.flops
-        found = search_budget(hs, ns, head_free, neuron_free, fixed_h, valid_f & ~neuron_free,
-                              head_macs(st.hidden_size, st.head_size, seq), neuron_macs(st.hidden_size, seq),
+        found = search_budget(hs, ns, head_free, neuron_free, fixed_h, valid_f & ~neuron_free, cost_h, cost_n,
                               kept * info["macs_before"])
         if found is None:
-            fail(where, "flops", f"cannot be met: the units kept by 'targets' / 'max_heads_removed' alone exceed "
-                 f"{kept:.0%} of the encoder's MACs")
+            fail(where, "flops", unmet)
         head_mask, neuron_mask = found[0].float(), found[1].float()
         times["search"] = time.perf_counter() - tick
         tick = time.perf_counter()
