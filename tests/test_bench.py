@@ -61,3 +61,146 @@ def test_bad_filters_are_rejected():
         _args(["--engines", "torch-fp32,nope"])
     with pytest.raises(SystemExit):
         _args(["--threads", "0"])
+
+
+# ------------------------------------------------------------------ saved stages of a run
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A tiny finished --seeds-style run: a fine-tuned teacher and a structurally pruned stage
+    (uneven heads and FFN widths), under multi/seed-0 (seed-1 alongside, never benched)."""
+    import os
+
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    from workbench.pipeline import PipelineRun, PipelineSpec
+
+    tmp = tmp_path_factory.mktemp("run")
+    old_cache = os.environ.get("WORKBENCH_CACHE")
+    os.environ["WORKBENCH_CACHE"] = str(tmp / "cache")
+    words = {"good": "pos", "great": "pos", "bad": "neg", "awful": "neg"}
+    rows = [f"the film was {w} number {i},{y}" for i in range(30) for w, y in words.items()]
+    (tmp / "reviews.csv").write_text("review,sentiment\n" + "\n".join(rows) + "\n")
+    folder = tmp / "tiny"
+    folder.mkdir()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "film", "was", "number", *words, *map(str, range(10)),
+             *(f"filler{i}" for i in range(1100))]  # measure_speed draws ids >= 1000
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    torch.manual_seed(0)
+    BertForSequenceClassification(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+                                             num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+                                             num_labels=2)).save_pretrained(folder)
+    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
+    spec = PipelineSpec.from_dict({
+        "name": "seed-0", "model": str(folder), "seed": 0,  # its folder: multi/seed-0
+        "task": {"name": str(tmp / "reviews.csv"), "text_column": "review", "label_column": "sentiment"},
+        "eval": {"speed_batches": [1], "speed_iters": 1, "seq_len": 16},
+        "stages": [
+            {"name": "teacher", "recipes": ["finetune"], "train": {"epochs": 1, "batch_size": 16, "lr": 1e-3}},
+            {"name": "magnitude-50", "from": "teacher",
+             "recipes": [{"structured_prune": {"heads": 0.5, "neurons": 0.6, "max_heads_removed": 3}}]},
+            {"name": "int8", "recipes": ["dynamic_int8"]},  # not saved: never benched
+        ]})
+    try:
+        PipelineRun(spec, quick=True, results_root=tmp / "multi").run()
+    finally:
+        if old_cache is None:
+            os.environ.pop("WORKBENCH_CACHE", None)
+        else:
+            os.environ["WORKBENCH_CACHE"] = old_cache
+    (tmp / "multi" / "seed-1").mkdir()
+    return tmp / "multi"
+
+
+def test_models_take_saved_stage_folders(finished_run, tmp_path, capsys):
+    stage = finished_run / "seed-0" / "artifacts" / "magnitude-50" / "model"
+    models = _args(["--models", f"tiny-distilbert,{stage},mine={stage}"]).models
+    assert [m.label for m in models] == ["tiny-distilbert", "stage:magnitude-50", "mine"]
+    assert models[0].path is None and models[1].path == models[2].path == str(stage.resolve())
+    for bad, says in ((tmp_path / "nope" / "model", "does not exist"), (tmp_path, "no config.json"),
+                      ("nosuchmodel", "unknown model")):
+        with pytest.raises(SystemExit):
+            _args(["--models", f"tiny-distilbert,{bad}"])
+        err = capsys.readouterr().err
+        assert str(bad) in err and says in err, err
+    with pytest.raises(SystemExit):
+        _args(["--models", f"{stage},{stage}"])
+    assert "two models labelled stage:magnitude-50" in capsys.readouterr().err
+
+
+def test_bench_run_writes_speed_csv_for_seed_0(finished_run):
+    from workbench.bench.runs import SPEED_COLUMNS
+
+    from workbench.bench.runs import stage_models
+
+    # every saved stage, in run order; the int8 stage is rebuilt by the pipeline, never saved
+    assert list(stage_models(finished_run / "seed-0")) == ["teacher", "magnitude-50"]
+    rc = cli.run(_args(["--run", str(finished_run), "--engines", "torch-fp32,wb-int8",
+                        "--stages", "magnitude-50", "--baseline", "teacher", "--threads", "1", "--batch", "1,8", "--runs", "5",
+                        "--warmup", "1", "--seq-len", "16"]))
+    assert rc == 0
+    with open(finished_run / "speed.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        assert reader.fieldnames == SPEED_COLUMNS
+    assert not list(finished_run.glob("*.tmp*"))
+    got = {(r["stage"], r["engine"], r["batch"]) for r in rows}
+    # the baseline, not asked for, only on torch-fp32 (its speed is the ratios' denominator)
+    assert got == {("magnitude-50", e, b) for e in ("torch-fp32", "wb-int8") for b in ("1", "8")} | {
+        ("teacher", "torch-fp32", b) for b in ("1", "8")}
+    for r in rows:
+        assert r["status"] == "ok", r["error"]
+        assert (r["threads"], r["seq_len"], r["runs"], r["seed"], r["baseline"]) == ("1", "16", "5", "0", "teacher")
+        assert float(r["samples_per_s"]) > 0 and r["isa"] and float(r["load_avg_1m"]) >= 0
+        assert r["model_path"].endswith(f"seed-0/artifacts/{r['stage']}/model")
+        assert float(r["vs_baseline_torch_fp32"]) > 0
+        # right logits on every engine, the shrunk stage included
+        assert float(r["max_abs_err_vs_torch_fp32"]) < 0.05 and float(r["argmax_agree_vs_torch_fp32"]) == 1.0
+        if (r["stage"], r["engine"]) == ("teacher", "torch-fp32"):
+            assert float(r["vs_baseline_torch_fp32"]) == 1.0
+
+
+def test_bench_run_bad_input_fails_before_work(finished_run, tmp_path, capsys):
+    base = ["--threads", "1", "--batch", "1", "--runs", "1", "--out", str(tmp_path)]
+    for argv, says in (
+            (["--run", str(tmp_path / "nope")], "nope"),
+            (["--run", str(finished_run), "--stages", "teacher,int8,kwon"], "no saved model for stage(s) int8, kwon"),
+            (["--run", str(finished_run), "--seed", "3"], "no seed-3/"),
+            (["--run", str(finished_run), "--baseline", "nope"], "--baseline 'nope'"),
+            (["--run", str(finished_run), "--baseline", "teacher", "--engines", "wb-int8"], "add torch-fp32"),
+            (["--run", str(finished_run), "--models", "tiny-distilbert"], "exclude each other"),
+            (["--stages", "teacher"], "go with --run")):
+        assert cli.run(_args(argv + base)) == 2
+        err = capsys.readouterr().err
+        assert says in err, (argv, err)
+    assert not (tmp_path / "speed.csv").exists()
+
+
+def test_ort_runs_shrunk_models_right(tmp_path):
+    """ONNX Runtime and torch int8 on a structurally shrunk model (uneven heads, a layer without
+    attention, a layer without FFN): per-layer head counts on the fused Attention nodes,
+    zero-width MatMuls / Linears kept out of int8 -- the logits match torch fp32."""
+    import numpy as np
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from workbench.bench.engines import OrtFp32, OrtInt8, TorchInt8X86
+    from workbench.bench.models import make_inputs
+    from workbench.prune.structure import shrink
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(
+        vocab_size=120, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=64, initializer_range=0.2)).eval()
+    hm, nm = torch.ones(3, 4), torch.ones(3, 64)
+    hm[0], hm[1, 1:], nm[1], nm[2, 9:] = 0, 0, 0, 0  # layer 0: no attention; 1: one head, no FFN; 2: 9 neurons
+    shrink(model, hm, nm)
+    inputs = make_inputs(model, 2, 12)
+    with torch.no_grad():
+        ref = model(**inputs).logits.numpy()
+    for cls, tol in ((TorchInt8X86, 0.05 * np.abs(ref).max()), (OrtFp32, 1e-4), (OrtInt8, 0.05 * np.abs(ref).max())):
+        eng = cls()
+        eng.setup(model, 1, tmp_path, "stage:shrunk")
+        out = eng.run(eng.feed(inputs))
+        assert np.abs(out - ref).max() < tol, (cls.name, np.abs(out - ref).max(), eng.notes)
+    assert "num_heads set per layer" in eng.notes and "zero-width MatMuls left fp32" in eng.notes

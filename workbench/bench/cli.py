@@ -3,10 +3,14 @@
     workbench bench                                  # the full run (results/bench/)
     workbench bench --quick                          # 1 run each, batch 1, 1 thread, seq 32
     workbench bench --models distilbert --engines ort-int8,wb-int8 --threads 2 --batch 8
+    workbench bench --models minilm,kwon=results/structural/seed-0/artifacts/kwon-40/model
+    workbench bench --run results/structural --baseline teacher     # every saved stage -> speed.csv
 
 Writes `<out>/engines.csv`, `<out>/engines.png` and `<out>/README.md` (ratios vs ort-int8), then
 runs the kernel GEMM microbenchmark (`workbench.bench.gemm.run_gemm_bench`) when it exists.
-An engine that fails is recorded as a failed row; the run goes on.
+An engine that fails is recorded as a failed row; the run goes on. `--models` takes built-in
+names, saved model folders (labelled `stage:<stage>` for a run's `artifacts/<stage>/model`) or
+`label=folder`; `--run` benches a finished run's stages instead (`workbench.bench.runs`).
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.bench.engines import BASELINE, DEFAULT_ENGINES, ENGINES
-from workbench.bench.models import DEFAULT_MODELS, MODELS
+from workbench.bench.models import DEFAULT_MODELS, MODELS, BenchModel, parse_model, safe_name
 from workbench.bench.report import add_ratios, write_engines_csv, write_markdown, write_plot
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,20 +52,50 @@ def _list(kind: str, known: Any = None, cast: Any = str):
     return parse
 
 
+def _models(text: str) -> list[BenchModel]:
+    from workbench.config import ConfigError
+
+    items = [t for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("empty model list")
+    try:
+        models = [parse_model(t) for t in items]
+    except ConfigError as exc:  # a missing folder: named before any work
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    labels = [m.label for m in models]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise argparse.ArgumentTypeError(f"two models labelled {', '.join(dup)}: name them with label=folder")
+    return models
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 timed run, no warm-up, batch 1, 1 thread, seq 32 (unless given)")
-    parser.add_argument("--models", type=_list("model", list(MODELS)), default=None,
-                        help=f"comma-separated (default {','.join(DEFAULT_MODELS)}; known: {','.join(MODELS)})")
+    parser.add_argument("--models", type=_models, default=None,
+                        help=f"comma-separated (default {','.join(DEFAULT_MODELS)}; known: {','.join(MODELS)}); "
+                             "or a saved model folder (a run's <run>/artifacts/<stage>/model), or label=folder")
     parser.add_argument("--engines", type=_list("engine", list(ENGINES)), default=None,
-                        help=f"comma-separated (default: {','.join(DEFAULT_ENGINES)}; also: "
+                        help=f"comma-separated (default: {','.join(DEFAULT_ENGINES)}; with --run: "
+                             f"torch-fp32,ort-fp32,ort-int8,wb-int8; also: "
                              f"{','.join(e for e in ENGINES if e not in DEFAULT_ENGINES)})")
-    parser.add_argument("--threads", type=_list("threads", cast=int), default=None, help="e.g. 1,2 (default 1,2)")
+    parser.add_argument("--threads", type=_list("threads", cast=int), default=None,
+                        help="e.g. 1,2 (default 1,2; with --run: the cores this process may use)")
     parser.add_argument("--batch", type=_list("batch", cast=int), default=None, help="e.g. 1,8 (default 1,8)")
     parser.add_argument("--seq-len", type=int, default=None, help="tokens per sample (default 128)")
     parser.add_argument("--runs", type=int, default=None, help="timed runs per config (default 7, >= 5)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 2)")
-    parser.add_argument("--out", type=Path, default=Path("results/bench"), help="output folder")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default results/bench; with --run: the run's folder)")
+    parser.add_argument("--run", default=None,
+                        help="bench the saved stages of a finished run (a folder, or a name under results/) "
+                             "-> <out>/speed.csv; a --seeds run: seed 0 (see --seed)")
+    parser.add_argument("--stages", type=_list("stage"), default=None,
+                        help="with --run: comma-separated stages (default: every stage with a saved model)")
+    parser.add_argument("--baseline", default=None,
+                        help="with --run: the unpruned source stage (e.g. teacher); rows get their speed "
+                             "over its torch-fp32 speed")
+    parser.add_argument("--seed", type=int, default=0, help="with --run on a --seeds run: which seed-<s>/ (default 0)")
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per engine process")
     parser.add_argument("--no-gemm", action="store_true", help="skip the kernel GEMM microbenchmark")
 
@@ -69,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     q = bool(args.quick)
     s = {
-        "models": args.models or list(DEFAULT_MODELS),
+        "models": [m.label for m in args.models] if args.models else list(DEFAULT_MODELS),
         "engines": args.engines or list(DEFAULT_ENGINES),
         "threads": args.threads or ([1] if q else [1, 2]),
         "batches": args.batch or ([1] if q else [1, 8]),
@@ -95,7 +129,8 @@ def _child_env(threads: int) -> dict[str, str]:
 
 
 def _run_child(spec: dict[str, Any], work: Path, timeout: float) -> list[dict[str, Any]]:
-    tag = f"{spec['model']}__{spec['engine']}__t{spec['threads']}"
+    """One engine process (`workbench.bench.worker`) for `spec`; its rows, or failed rows saying why."""
+    tag = f"{safe_name(spec['model'])}__{spec['engine']}__t{spec['threads']}"
     spec_f, res_f, log_f = work / f"{tag}.json", work / f"{tag}.result.json", work / f"{tag}.log"
     spec_f.write_text(json.dumps(spec))
     base = {"model": spec["model"], "engine": spec["engine"], "threads": spec["threads"],
@@ -157,13 +192,28 @@ def _run_gemm(args: argparse.Namespace, s: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from workbench.config import ConfigError
+
+    if args.run is not None:
+        from workbench.bench.runs import run_cli
+
+        try:
+            return run_cli(args)
+        except (ConfigError, ValueError) as exc:
+            print(f"workbench bench: error: {exc}", file=sys.stderr)
+            return 2
+    if args.stages is not None or args.baseline is not None:
+        print("workbench bench: error: --stages and --baseline go with --run RUN", file=sys.stderr)
+        return 2
     try:
         s = _settings(args)
     except ValueError as exc:
         print(f"workbench bench: {exc}", file=sys.stderr)
         return 2
+    paths = {m.label: m.path for m in args.models or []}
     configs = [(m, e, t) for m in s["models"] for e in s["engines"] for t in s["threads"]]
-    out: Path = args.out
+    out: Path = args.out or Path("results/bench")
+    args.out = out
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -172,8 +222,8 @@ def run(args: argparse.Namespace) -> int:
         bar = tqdm(configs, desc="bench", unit="engine", file=sys.stderr)
         for model, engine, threads in bar:
             bar.set_postfix_str(f"{model} {engine} t={threads}")
-            spec = {"model": model, "engine": engine, "threads": threads, "batches": s["batches"],
-                    "seq_len": s["seq_len"], "runs": s["runs"], "warmup": s["warmup"],
+            spec = {"model": model, "model_path": paths.get(model), "engine": engine, "threads": threads,
+                    "batches": s["batches"], "seq_len": s["seq_len"], "runs": s["runs"], "warmup": s["warmup"],
                     "cache_dir": str(work / "cache")}
             got = _run_child(spec, work, args.timeout)
             for r in got:

@@ -73,8 +73,14 @@ class TorchInt8(TorchFp32):
     def setup(self, model, threads, cache_dir, model_name):
         from workbench.recipes.quantize.dynamic import quantize_dynamic_int8
 
-        self.model = quantize_dynamic_int8(model, self.qengine)
-        self.notes = f"quantize_dynamic, engine={torch.backends.quantized.engine}"
+        # a zero-width Linear (a block removed by structural pruning) stays fp32: torch's
+        # quantized Linear with 0 inputs does not return its bias (measured logit errors ~1)
+        linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+        empty = sorted(n for n, m in linears.items() if m.in_features == 0 or m.out_features == 0)
+        self.model = quantize_dynamic_int8(model, self.qengine,
+                                           modules={n for n in linears if n not in empty} if empty else None)
+        self.notes = f"quantize_dynamic, engine={torch.backends.quantized.engine}" + (
+            f"; {len(empty)} zero-width Linears left fp32" if empty else "")
 
 
 class TorchInt8X86(TorchInt8):
@@ -96,7 +102,9 @@ def _heads_hidden(config: Any) -> tuple[int, int]:
 
 def onnx_files(model: torch.nn.Module, cache_dir: Path, model_name: str) -> tuple[Path, Path, str]:
     """Export + optimize + quantize once per model (cached across the engine processes)."""
-    d = Path(cache_dir) / "onnx" / model_name
+    from workbench.bench.models import safe_name
+
+    d = Path(cache_dir) / "onnx" / safe_name(model_name)
     d.mkdir(parents=True, exist_ok=True)
     raw, opt, q8, note_f = d / "model.onnx", d / "model_opt.onnx", d / "model_int8.onnx", d / "notes.txt"
     if not (opt.exists() and q8.exists()):
@@ -125,9 +133,11 @@ def onnx_files(model: torch.nn.Module, cache_dir: Path, model_name: str) -> tupl
 
             heads, hidden = _heads_hidden(model.config)
             om = optimize_model(str(raw), model_type="bert", num_heads=heads, hidden_size=hidden)
+            fixed = fix_attention_heads(om.model, hidden // heads)
             om.save_model_to_file(str(opt))
             fused = {k: v for k, v in om.get_fused_operator_statistics().items() if v}
             how += ", ORT transformers optimizer: " + " ".join(f"{k}x{v}" for k, v in fused.items())
+            how += f" (num_heads set per layer on {fixed} pruned Attention nodes)" if fixed else ""
         except Exception as exc:  # an unoptimized graph is still a valid (slower) peer
             import shutil
 
@@ -138,10 +148,49 @@ def onnx_files(model: torch.nn.Module, cache_dir: Path, model_name: str) -> tupl
 
         import logging
         logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" notice
-        quantize_dynamic(str(opt), str(q8), weight_type=QuantType.QInt8,
+        empty = zero_size_nodes(onnx.load(str(opt)))
+        quantize_dynamic(str(opt), str(q8), weight_type=QuantType.QInt8, nodes_to_exclude=empty,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        if empty:
+            how += f"; {len(empty)} zero-width MatMuls left fp32"
         note_f.write_text(how)
     return opt, q8, note_f.read_text()
+
+
+def fix_attention_heads(graph_model: Any, head_size: int) -> int:
+    """Give each fused `Attention` node the head count of its own layer; returns how many changed.
+
+    HF attention reshapes to (-1, head_size), so ORT's optimizer takes every layer's head count
+    from its `num_heads` argument (the config's): in a model whose heads were pruned unevenly, a
+    layer with fewer heads would then be split into the config's count of too-small heads (wrong
+    logits). The fused node's packed QKV weight [hidden, q + k + v] (or `qkv_hidden_sizes`) says
+    how wide this layer's Q is, hence its heads."""
+    from onnx import helper, numpy_helper
+
+    inits = {t.name: t for t in graph_model.graph.initializer}
+    changed = 0
+    for node in graph_model.graph.node:
+        if node.op_type != "Attention" or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        attrs = {a.name: a for a in node.attribute}
+        sizes = list(attrs["qkv_hidden_sizes"].ints) if "qkv_hidden_sizes" in attrs else None
+        q_width = sizes[0] if sizes else numpy_helper.to_array(inits[node.input[1]]).shape[1] // 3
+        heads = q_width // head_size
+        if heads < 1 or q_width % head_size:
+            continue
+        if "num_heads" in attrs and attrs["num_heads"].i != heads:
+            node.attribute.remove(attrs["num_heads"])
+            node.attribute.append(helper.make_attribute("num_heads", heads))
+            changed += 1
+    return changed
+
+
+def zero_size_nodes(graph_model: Any) -> list[str]:
+    """Names of the nodes with a zero-size weight (a block removed by structural pruning):
+    quantized, ORT's int8 MatMul with 0 inputs does not give 0 (measured logit errors ~1), so
+    they stay fp32 (they cost nothing)."""
+    empty = {t.name for t in graph_model.graph.initializer if 0 in t.dims}
+    return [n.name for n in graph_model.graph.node if n.name and any(i in empty for i in n.input)]
 
 
 class OrtFp32(BenchEngine):

@@ -1,7 +1,17 @@
-"""The models `workbench bench` runs, built inside each engine's process (deterministic)."""
+"""The models `workbench bench` runs, built inside each engine's process (deterministic).
+
+Besides the built-in names (`MODELS`), a model may be a saved stage of a pipeline run: a folder
+written by `save_pretrained` (`<run>/artifacts/<stage>/model`), loaded with
+`workbench.models.edits.load_edited_model` so structurally shrunk stages (uneven heads, removed
+blocks, a trimmed vocabulary) reload into their own shapes. `parse_model(text)` turns a `--models`
+entry into a `BenchModel` (label, path) and checks the folder before any work.
+"""
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -59,6 +69,70 @@ MODELS: dict[str, Callable[[], torch.nn.Module]] = {
 DEFAULT_MODELS = ("distilbert", "minilm")
 
 
+@dataclass(frozen=True)
+class BenchModel:
+    """One model to bench: `label` names it in the tables; `path` is a saved model folder (None
+    for the built-in `MODELS`)."""
+
+    label: str
+    path: str | None = None
+
+
+def stage_label(path: Path) -> str:
+    """`stage:<stage>` for a run's `<...>/artifacts/<stage>/model`, else the folder's name."""
+    path = Path(path)
+    if path.name == "model" and path.parent.parent.name == "artifacts":
+        return f"stage:{path.parent.name}"
+    return path.name if path.name != "model" else path.parent.name
+
+
+def check_model_dir(path: Path, what: str) -> None:
+    """A saved model folder must exist and hold config.json: a ConfigError naming it otherwise."""
+    from workbench.config import ConfigError
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{what}: '{path}' does not exist (a model name: {', '.join(MODELS)}; or a saved model "
+                          "folder, e.g. results/<run>/artifacts/<stage>/model)")
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"{what}: '{path}' is not a saved model folder (no config.json); a pipeline stage's model "
+                          "is <run>/artifacts/<stage>/model")
+
+
+def parse_model(text: str) -> BenchModel:
+    """A `--models` entry: a built-in name, a saved model folder (labelled by `stage_label`), or
+    `label=folder`."""
+    from workbench.config import ConfigError
+
+    text = text.strip()
+    if text in MODELS:
+        return BenchModel(text)
+    label, sep, folder = text.partition("=")
+    if sep and not label.strip():
+        raise ConfigError(f"--models entry {text!r}: empty label before '='")
+    path = Path(folder if sep else text).expanduser()
+    if not sep and not path.exists() and "/" not in text and os.sep not in text:
+        raise ConfigError(f"--models: unknown model {text!r} (known: {', '.join(MODELS)}; or a saved model folder, "
+                          "or label=folder)")
+    check_model_dir(path, f"--models entry {text!r}")
+    return BenchModel(label.strip() if sep else stage_label(path), str(path.resolve()))
+
+
+def safe_name(label: str) -> str:
+    """A label as a file name (cache folders, worker files)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_") or "model"
+
+
+def load_model(name: str, path: str | None = None) -> torch.nn.Module:
+    """The model to bench, fp32 and in eval mode: a saved folder, or a built-in by name."""
+    if path is None:
+        return MODELS[name]()
+    _quiet_hf()
+    from workbench.models.edits import load_edited_model
+
+    return load_edited_model(path).float().eval()
+
+
 def prune(model: torch.nn.Module, sparsity: float) -> torch.nn.Module:
     """1x4-block magnitude pruning of the encoder Linears, with the project's pruning function."""
     from workbench.recipes.prune.magnitude import magnitude_prune_
@@ -69,8 +143,9 @@ def prune(model: torch.nn.Module, sparsity: float) -> torch.nn.Module:
 
 def make_inputs(model: torch.nn.Module, batch: int, seq_len: int, seed: int = SEED) -> dict[str, torch.Tensor]:
     """Random token ids ([CLS] ... [SEP]), no padding: the usual fixed-length benchmark input."""
-    cfg = model.config
-    vocab = int(cfg.vocab_size)
+    # the embedding's rows, not config.vocab_size: a trimmed vocabulary may be smaller
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    vocab = int(emb.num_embeddings) if emb is not None else int(model.config.vocab_size)
     g = torch.Generator().manual_seed(seed)
     lo = min(1000, vocab // 2)
     ids = torch.randint(lo, vocab, (batch, seq_len), generator=g)

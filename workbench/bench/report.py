@@ -174,12 +174,18 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
     for r in rows:
         if r.get("notes") and r["engine"] not in notes:
             notes[r["engine"]] = r["notes"]
+    from workbench.bench.models import MODELS
+
+    saved = [m for m in models if m not in MODELS]
     out += ["## Method", "",
             "- One process per (model, engine, threads): no shared thread pools or state; "
             "`OMP_WAIT_POLICY=PASSIVE`, `OMP/MKL/OPENBLAS_NUM_THREADS`, `torch.set_num_threads`, "
             "ORT `intra_op_num_threads` (spinning off) all set to the thread count.",
             "- `distilbert`: DistilBERT-base shape (`DistilBertConfig()`, random weights, seed 0); "
             "`minilm`: the embedded all-MiniLM-L6-v2 (real weights) with a seeded 2-label head.",
+            *([f"- {', '.join(f'`{m}`' for m in saved)}: saved model folders (e.g. a run's "
+               "`artifacts/<stage>/model`), loaded with `workbench.models.edits.load_edited_model` "
+               "(structural edits replayed: uneven heads and FFN widths, removed blocks)."] if saved else []),
             "- `wb-int8-spNN`: the model pruned with `magnitude_prune_(model, NN/100, block=(1, 4))` "
             "(encoder Linears), compiled with `compile_model(quantize=True, sparse_threshold=0.5)`.",
             "- The workbench engine evaluates only the [CLS] row in the last encoder layer (exact for "

@@ -31,7 +31,7 @@ def run_spec(spec: dict[str, Any]) -> list[dict[str, Any]]:
     import torch
 
     from workbench.bench.engines import ENGINES
-    from workbench.bench.models import MODELS, make_inputs, prune
+    from workbench.bench.models import load_model, make_inputs, prune
 
     threads = int(spec["threads"])
     torch.set_num_threads(threads)
@@ -53,7 +53,7 @@ def run_spec(spec: dict[str, Any]) -> list[dict[str, Any]]:
     eng = ENGINES[spec["engine"]]()
     base["sparsity"] = eng.sparsity
     try:
-        model = MODELS[spec["model"]]()
+        model = load_model(spec["model"], spec.get("model_path"))  # a saved stage folder, or a built-in
         if eng.sparsity:
             prune(model, eng.sparsity)
         inputs, refs = {}, {}
