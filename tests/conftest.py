@@ -7,6 +7,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WORKBENCH_PROGRESS", "0")
+os.environ.setdefault("WORKBENCH_SPEED_PROCESS", "same")  # one worker process per stage: only in test_speed_process
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -1,8 +1,13 @@
-"""Trains a tiny BERT with gradual pruning; used by test_resume.py in a subprocess.
+"""Trains in a subprocess that can be SIGKILLed mid-training; used by test_resume.py and
+test_resume_pipeline.py.
 
 usage: python resume_worker.py CHECKPOINT_DIR OUT_FILE [KILL_AT_STEP]
+    a tiny BERT with gradual pruning and an owned projection, on the Trainer alone;
+usage: python resume_worker.py pipeline SPEC.yaml RESULTS_ROOT [SPEC.yaml RESULTS_ROOT ...] [STAGE:KILL_AT_STEP]
+    whole pipelines (`PipelineRun`), one after the other; the last is killed inside STAGE.
 With KILL_AT_STEP the process SIGKILLs itself right after that optimizer step (no clean-up,
-like an OOM kill or a pulled plug).
+like an OOM kill or a pulled plug); the kill is a patch of the Trainer here, not a recipe, so
+the stage keys of the killed and the re-run pipeline are the same.
 """
 import os
 import signal
@@ -42,7 +47,31 @@ class OwnedProjection(Recipe):
         return {"aux": (0.1, ((self.owned(h) - h.detach()) ** 2).mean())}
 
 
+def pipeline_main(args: list[str]) -> None:
+    from pathlib import Path
+
+    from workbench.pipeline import PipelineRun, PipelineSpec
+
+    torch.set_num_threads(1)
+    kill = args.pop() if len(args) % 2 else None
+    if kill is not None:
+        stage, step = kill.rsplit(":", 1)
+        hook = Trainer._hook
+
+        def kill_hook(self, name, state):
+            hook(self, name, state)
+            if name == "on_step_end" and self.desc == stage and state.step == int(step):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        Trainer._hook = kill_hook
+    for spec_path, results in zip(args[::2], args[1::2]):
+        PipelineRun(PipelineSpec.from_yaml(spec_path), results_root=Path(results)).run()
+
+
 def main() -> None:
+    if sys.argv[1] == "pipeline":
+        pipeline_main(sys.argv[2:])
+        return
     ckpt, out = sys.argv[1], sys.argv[2]
     kill_at = int(sys.argv[3]) if len(sys.argv) > 3 else None
     torch.set_num_threads(1)

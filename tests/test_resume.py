@@ -28,6 +28,8 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     assert saved["step"] == 8 and saved["batch_in_epoch"] == 3  # mid-epoch, the last one before the kill
     resumed = run([str(tmp_path / "ckpt"), str(tmp_path / "resumed.pt")])
     assert resumed.returncode == 0, resumed.stderr
+    assert "train: resuming from the checkpoint at step 8 of 15" in resumed.stdout  # and says so
+    assert "resuming" not in clean.stdout
     a = torch.load(tmp_path / "clean.pt")
     b = torch.load(tmp_path / "resumed.pt")
     # the re-run took only the remaining steps, from the checkpoint (training again from scratch

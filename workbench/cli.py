@@ -128,6 +128,23 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from workbench.pipeline.eval_other import evaluate_run
+    from workbench.results import STAGE_COLUMNS
+
+    task: dict = {"name": args.task}
+    if args.text_column:
+        task["text_column"] = args.text_column
+    if args.label_column:
+        task["label_column"] = args.label_column
+    out, rows = evaluate_run(args.run, task, stage=args.stage, split=args.split)
+    print(f"run {out.parent.name}: stages measured on {args.task} ({rows[0]['examples']} {args.split} examples); "
+          f"run_accuracy: on the run's own task ({rows[0]['run_task']}, {rows[0]['run_split']} split)")
+    _print_table(rows, list(STAGE_COLUMNS[:4]) + [("run_accuracy", "{:.4f}")] + list(STAGE_COLUMNS[4:]))
+    print(f"\nwritten: {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="workbench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -153,6 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("show", help="print a run's stage table")
     s.add_argument("run", help="run name under results/ or a folder")
     s.set_defaults(func=_cmd_show)
+    e = sub.add_parser("eval", help="measure a run's finished stages on another task with the same labels "
+                                    "(domain shift) -> <run>/eval-<task>.csv")
+    e.add_argument("run", help="run name under results/ or a run folder")
+    e.add_argument("--task", required=True, help="embedded task, local .csv/.tsv/.jsonl file or folder, or hf:<name>")
+    e.add_argument("--stage", help="only this stage (default: every finished stage)")
+    e.add_argument("--split", default="test", help="split of the other task (default: test)")
+    e.add_argument("--text-column", help="text column of a local task file (default: text)")
+    e.add_argument("--label-column", help="label column of a local task file (default: label)")
+    e.set_defaults(func=_cmd_eval)
     for module, name, help_text in (("workbench.bench.cli", "bench", "benchmark engines against peers"),
                                     ("workbench.sweep.cli", "sweep", "Optuna sweep over a recipe's knobs"),
                                     ("workbench.report", "report", "plots + markdown report of a run or sweep")):

@@ -7,12 +7,21 @@ token-level matching (hidden states, attentions) needs the same tokenizer and sa
 
 Outputs are computed once per batch for every recipe that asked: each recipe registers what it
 needs (`get(name, needs)`), and the first request in a step runs one forward pass with the union.
-Logits are also cached per example (keyed by the raw text) outside any model object, up to a
-memory bound. The cache is written next to the run (`<run>/teacher_cache/<key>.pt`) at every
-checkpoint, so a resumed run reads exactly the values the uninterrupted one used (recomputing
-them inside differently padded batches would change the last bits). Each teacher's key is the
-stage key of the stage that produced it (or the model's path), so a model trained further in a
-later stage is a different teacher and never sees the old teacher's outputs.
+
+A teacher asked for logits only computes them per example (one unpadded forward each) and caches
+them by raw text, outside any model object, up to a memory bound: an example's teacher logits
+are a function of the teacher and the example alone, never of the batch it first appeared in
+(padding and batch shape change the last bits of a forward pass). So a resumed stage, a stage
+started over under a changed recipe, and a stage that runs after or without its siblings all
+read the values an uninterrupted fresh run reads, and the cache can be shared by every stage
+that learns from the same teacher. The cache is written next to the run
+(`<run>/teacher_cache/<key>-per-example.pt`; older `<key>.pt` files held values computed inside
+batches and are not read) at every checkpoint and stage end, so a resumed run need not
+recompute it. A teacher that also gives hidden states or attentions runs on the whole batch
+anyway, and its logits come from that same forward pass (a function of the batch, which a
+resumed run replays). Each teacher's key is the stage key of the stage that produced it (or the
+model's path), so a model trained further in a later stage is a different teacher and never
+sees the old teacher's outputs.
 """
 from __future__ import annotations
 
@@ -24,7 +33,7 @@ import torch
 from torch import nn
 
 from workbench.config import ConfigError
-from workbench.forward import ForwardOutputs, forward_with
+from workbench.forward import MODEL_INPUT_KEYS, ForwardOutputs, forward_with
 
 
 def _same_vocab(a: Any, b: Any) -> bool:
@@ -32,7 +41,7 @@ def _same_vocab(a: Any, b: Any) -> bool:
 
 
 class Teacher:
-    """One frozen teacher: outputs per batch, logits cached per example."""
+    """One frozen teacher: outputs per batch, or logits per example (cached)."""
 
     def __init__(self, name: str, key: str, model: nn.Module, tokenizer: Any, same_tokenizer: bool,
                  cache_path: Path | None, max_cached: int = 2_000_000) -> None:
@@ -60,26 +69,39 @@ class Teacher:
 
     @torch.no_grad()
     def outputs(self, batch: dict[str, Any]) -> ForwardOutputs:
-        """Everything registered for this teacher, for `batch` (one forward per batch)."""
+        """Everything registered for this teacher, for `batch` (one forward per batch, or one per
+        example not yet cached when only logits are asked for)."""
         memo = self._step_memo
         if memo is not None and memo[0] is batch:
             return memo[1]
         texts = batch.get("text")
-        if not self.needs and texts is not None and all(t in self._logits for t in texts):
-            out = ForwardOutputs(logits=torch.stack([self._logits[t] for t in texts]))
-        else:
+        if self.needs or texts is None:
             out = forward_with(self.model, self._inputs(batch), self.needs)
             out.logits = out.logits.float()
-            if texts is not None:
-                for t, row in zip(texts, out.logits):
-                    if t in self._logits:  # the first value wins: a replay reads what the first run read
-                        continue
-                    if len(self._logits) < self.max_cached:
-                        self._logits[t] = row.clone()
-                        self._dirty = True
-                out.logits = torch.stack([self._logits.get(t, row) for t, row in zip(texts, out.logits)])
+        else:
+            out = ForwardOutputs(logits=torch.stack([self._example_logits(batch, i) for i in range(len(texts))]))
         self._step_memo = (batch, out)  # the batch itself, not its id: ids are reused
         return out
+
+    def _example_logits(self, batch: dict[str, Any], i: int) -> torch.Tensor:
+        """Row `i`'s logits from the cache, or from a forward pass on that example alone, with
+        its padding removed: the same values whatever batch the example arrives in."""
+        text = batch["text"][i]
+        cached = self._logits.get(text)
+        if cached is not None:
+            return cached
+        if self.same_tokenizer:
+            real = batch["attention_mask"][i].bool() if "attention_mask" in batch else None
+            one = {k: (batch[k][i][real] if real is not None else batch[k][i])[None] for k in MODEL_INPUT_KEYS
+                   if k in batch}
+            one["text"] = [text]
+        else:
+            one = {"text": [text]}
+        row = forward_with(self.model, self._inputs(one)).logits[0].float()
+        if len(self._logits) < self.max_cached:
+            self._logits[text] = row
+            self._dirty = True
+        return row
 
     def save(self) -> None:
         if self._dirty and self.cache_path is not None:
@@ -129,7 +151,7 @@ class TeacherService:
                 raise ConfigError(f"{where}: teacher '{name}' is neither an earlier stage nor a loadable model: {exc}") from exc
             key = "model-" + hashlib.sha256(f"{path}|{self.num_labels}".encode()).hexdigest()[:16]
             same = _same_vocab(tokenizer, self.student_tokenizer)
-        return Teacher(name, key, model, tokenizer, same, self.run_dir / "teacher_cache" / f"{key}.pt")
+        return Teacher(name, key, model, tokenizer, same, self.run_dir / "teacher_cache" / f"{key}-per-example.pt")
 
     def save(self) -> None:
         """Write every teacher's logit cache (called at each checkpoint and stage end)."""

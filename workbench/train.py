@@ -128,6 +128,8 @@ class Trainer:
         """One row per optimizer step: step, epoch, lr, loss and every loss term."""
         self.steps_run = 0
         """Optimizer steps taken by this process (a resumed run takes only the remaining ones)."""
+        self.resumed_from_step = 0
+        """The checkpoint's step this process started from (0: the stage started from scratch)."""
         self.needs: set[str] = set().union(*(r.needs() for r in recipes)) if recipes else set()
 
     def _hook(self, name: str, state: TrainState) -> None:
@@ -233,6 +235,9 @@ class Trainer:
                 r.load_state_dict(rs)
             state.step, start_epoch, skip = saved["step"], saved["epoch"], saved["batch_in_epoch"]
             self.history, self.step_log = saved["history"], saved["step_log"]
+            self.resumed_from_step = state.step
+            print(f"[workbench]   {self.desc}: resuming from the checkpoint at step {state.step} of "
+                  f"{self.total_steps}", flush=True)
         self._hook("on_train_begin", state)
         bar = tqdm(total=self.total_steps, initial=state.step, desc=self.desc, leave=False,
                    disable=os.environ.get("WORKBENCH_PROGRESS", "1") == "0")

@@ -18,12 +18,13 @@ from torch import nn
 from workbench.config import ConfigError, config_to_dict
 from workbench.data import Collator, Task, load_task, tokenize_task
 from workbench.data.metrics import degenerate_reason
-from workbench.evaluate import accuracy_metrics, is_torch_quantized, measure_speed, per_layer_sparsity, storage_stats
+from workbench.evaluate import accuracy_metrics, is_torch_quantized, per_layer_sparsity, storage_stats
 from workbench.models import load_model, resolve_model_path
 from workbench.models.edits import load_edited_model
 from workbench.models.vocab import check_stage_tokens, load_stage_tokenizer
 from workbench.paths import cache_dir, results_dir
 from workbench.pipeline.spec import PipelineSpec, StageSpec
+from workbench.pipeline.speed import stage_speed
 from workbench.pipeline.store import StageStore, saveable, stage_hash
 from workbench.recipes.base import RecipeContext, build_recipe
 from workbench.results import read_csv, write_csv, write_json, write_yaml
@@ -32,7 +33,8 @@ from workbench.train import Trainer, seed_everything
 
 STAGE_COLUMNS = ["stage", "engine", "accuracy", "macro_f1", "params", "nonzero_params", "sparsity",
                  "disk_mb", "zlib_mb", "latency_ms_b1", "throughput_b1", "latency_ms_b8", "throughput_b8",
-                 "seq_len", "threads", "train_seconds", "pruning_seconds", "flops_removed", "seed", "degenerate"]
+                 "seq_len", "threads", "isa", "load_avg", "speed_process", "train_seconds", "pruning_seconds",
+                 "flops_removed", "seed", "degenerate"]
 
 
 @dataclass
@@ -255,6 +257,7 @@ class PipelineRun:
         self._check_teachers(stage, recipes, data)
         t0 = time.perf_counter()
         history: list[dict[str, Any]] = []
+        resumed: dict[str, int] = {}
         if stage.trains:
             train_data = data.train
             for r in recipes:
@@ -274,6 +277,7 @@ class PipelineRun:
             model = trainer.train()
             self.teachers.save()
             history = trainer.history
+            resumed = {"resumed_from_step": trainer.resumed_from_step, "steps_run": trainer.steps_run}
         train_seconds = time.perf_counter() - t0
         metrics = self._measure(stage.name, model, data)
         metrics["train_seconds"] = round(train_seconds, 1)
@@ -284,6 +288,7 @@ class PipelineRun:
             metrics.update({k: pruning[k] for k in ("pruning_seconds", "flops_removed", "macs_after",
                                                  "vocab_before", "vocab_after", "embedding_mb_saved") if k in pruning})
         metrics["history"] = history
+        metrics.update(resumed)  # a resumed stage ran only its remaining steps
         self.models[stage.name], self.stage_data[stage.name] = model, data
         if saveable(model):
             self.store.save(stage.name, model, data.tokenizer,
@@ -318,11 +323,9 @@ class PipelineRun:
         vocab = data.tokenizer.vocab_size  # random ids: within the model's (maybe trimmed) vocabulary
         model_vocab = getattr(getattr(model, "config", None), "vocab_size", None)
         vocab = min(vocab, model_vocab) if isinstance(model_vocab, int) else vocab
-        for b in ev.speed_batches:
-            s = measure_speed(model, vocab, ev.seq_len, b, iters=iters,
-                              warmup=1 if self.quick else 3)
-            m[f"latency_ms_b{b}"], m[f"throughput_b{b}"] = s["latency_ms"], s["throughput"]
-        m["seq_len"], m["threads"], m["seed"] = ev.seq_len, torch.get_num_threads(), self.seed
+        # in a fresh worker process per stage, with threads, ISA and load average (pipeline/speed.py)
+        m.update(stage_speed(model, vocab, ev.seq_len, ev.speed_batches, iters=iters, warmup=1 if self.quick else 3))
+        m["seq_len"], m["seed"] = ev.seq_len, self.seed
         m["per_layer_sparsity"] = per_layer_sparsity(model)
         return m
 
@@ -332,7 +335,8 @@ class PipelineRun:
 
         spec = self.spec
         write_json(self.run_dir / "metrics.json", {
-            "run": self.run_dir.name, "task": spec.task.name, "model": spec.model, "quick": self.quick,
+            "run": self.run_dir.name, "task": spec.task.name, "labels": self.task.label_names,
+            "model": spec.model, "quick": self.quick,
             "seed": self.seed, "split": spec.eval.split, "eval_examples": len(self.eval_data),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": self.metrics})
         write_csv(self.run_dir / "stages.csv", self.metrics, STAGE_COLUMNS)
