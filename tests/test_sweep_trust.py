@@ -4,7 +4,8 @@ The end-to-end case is built so that validation and test disagree on purpose: th
 and test splits hold the same sentences with opposite labels (14 of 21 validation labels are 1),
 and the swept setting is the model: two tiny BERTs whose classifier bias makes them answer 1
 (model "ones") or 0 (model "zeros") for every sentence. So "ones" scores 14/21 on validation and
-7/21 on test, "zeros" the reverse: choosing on test would pick the other trial.
+7/21 on test, "zeros" the reverse: choosing on test would pick the other trial. Trials 0 and 2
+run "zeros", trial 1 "ones"; the top 2 (by validation: 1, then 0) get peers, trial 2 does not.
 """
 from __future__ import annotations
 
@@ -69,8 +70,8 @@ def setup(tmp_path_factory) -> dict:
 
 
 def _sweep_file(setup: dict, **over) -> Path:
-    data = {"name": "trust", "recipe": "trust.yaml", "objectives": ["accuracy"], "trials": 2, "quick": True,
-            "top_k": 1, "sampler": {"type": "random", "seed": 0}, "pruner": {"type": "none"},
+    data = {"name": "trust", "recipe": "trust.yaml", "objectives": ["accuracy"], "trials": 3, "quick": True,
+            "top_k": 2, "sampler": {"type": "random", "seed": 0}, "pruner": {"type": "none"},
             "peers": ["torch-fp32"], "space": {"model": {"choices": [setup["zeros"], setup["ones"]]}}}
     data.update(over)
     path = setup["tmp"] / f"{data['name']}-sweep.yaml"
@@ -80,7 +81,7 @@ def _sweep_file(setup: dict, **over) -> Path:
 
 @pytest.fixture(scope="module")
 def swept(setup) -> dict:
-    """The sweep, run once: trial 0 on model "zeros", trial 1 on model "ones" (enqueued)."""
+    """The sweep, run once: trials 0 and 2 on model "zeros", trial 1 on model "ones" (enqueued)."""
     from workbench.sweep import load_sweep, open_study, run_sweep, storage_url
 
     sweep = load_sweep(_sweep_file(setup))
@@ -88,6 +89,7 @@ def swept(setup) -> dict:
     study = open_study(sweep, storage_url(sweep, root), create=True, heartbeat=False)
     study.enqueue_trial({"model": setup["zeros"]})
     study.enqueue_trial({"model": setup["ones"]})
+    study.enqueue_trial({"model": setup["zeros"]})
     res = run_sweep(sweep, root=root, report=True)
     with open(res["dir"] / "trials.csv", newline="") as f:
         trials = {int(r["number"]): r for r in csv.DictReader(f)}
@@ -100,18 +102,18 @@ def test_objective_is_validation_accuracy_and_test_is_only_reported(swept):
     from workbench.sweep import load_study
 
     rows = swept["trials"]
-    assert rows[0]["param:model"].endswith("zeros") and rows[1]["param:model"].endswith("ones")
+    assert [rows[n]["param:model"].rsplit("/", 1)[-1] for n in range(3)] == ["zeros", "ones", "zeros"]
     val = {n: float(r["val_accuracy"]) for n, r in rows.items()}
     test = {n: float(r["test_accuracy"]) for n, r in rows.items()}
     assert val[1] == approx(N_ONES / N_HELD) and test[1] == approx(1 - N_ONES / N_HELD)
-    assert val[0] == approx(1 - N_ONES / N_HELD) and test[0] == approx(N_ONES / N_HELD)
+    assert val[0] == val[2] == approx(1 - N_ONES / N_HELD) and test[0] == approx(N_ONES / N_HELD)
     study = load_study(swept["dir"])
     for t in study.trials:  # the objective Optuna optimised is the validation accuracy
         assert t.values[0] == approx(val[t.number]) and t.values[0] != approx(test[t.number])
         assert t.user_attrs["test"]["split"] == "test" and t.user_attrs["val"]["split"] == "validation"
     # the best trial is the one best on validation (the worse one on test)
-    assert [b["trial"] for b in swept["best"]] == [1]
-    assert [p.name for p in (swept["dir"] / "best").glob("trial-*.yaml")] == ["trial-1.yaml"]
+    assert [b["trial"] for b in swept["best"]] == [1, 0]
+    assert sorted(p.name for p in (swept["dir"] / "best").glob("trial-*.yaml")) == ["trial-0.yaml", "trial-1.yaml"]
     assert "chosen on val_accuracy" in (swept["dir"] / "best" / "trial-1.yaml").read_text()
 
 
@@ -129,22 +131,26 @@ def test_report_says_which_split_each_column_comes_from(swept):
 def test_peers_run_the_front_trials_own_model(swept):
     import json
 
-    peers = swept["peers"]
-    assert [(int(p["trial"]), p["engine"], p["status"]) for p in peers] == [(1, "torch-fp32", "ok")]
-    stages = json.loads((swept["dir"] / "trials/1/metrics.json").read_text())["stages"]
-    pruned_params = stages[-1]["params"]
-    assert int(peers[0]["params"]) == pruned_params  # the trial's pruned model ...
     from transformers import AutoModelForSequenceClassification
 
-    unpruned = sum(p.numel() for p in AutoModelForSequenceClassification.from_pretrained(
-        swept["trials"][1]["param:model"]).parameters())
-    assert pruned_params < unpruned  # ... not the unpruned one
-    # same model, same engine, same validation examples: the same accuracy as the trial
-    assert float(peers[0]["val_accuracy"]) == approx(float(swept["trials"][1]["val_accuracy"]))
-    assert int(peers[0]["val_examples"]) == N_HELD and float(peers[0]["samples_per_s"]) > 0
-    # the front trial keeps its model, the other trial none
+    peers = swept["peers"]
+    assert [(int(p["trial"]), p["engine"], p["status"]) for p in peers] == [(1, "torch-fp32", "ok"),
+                                                                          (0, "torch-fp32", "ok")]
+    for p in peers:
+        n = int(p["trial"])
+        stages = json.loads((swept["dir"] / f"trials/{n}/metrics.json").read_text())["stages"]
+        unpruned = sum(x.numel() for x in AutoModelForSequenceClassification.from_pretrained(
+            swept["trials"][n]["param:model"]).parameters())
+        # the trial's own pruned model, not the unpruned one (nor another trial's: see the accuracy)
+        assert int(p["params"]) == stages[-1]["params"] < unpruned
+        # same model, same engine, same validation examples: the trial's own validation accuracy
+        assert float(p["val_accuracy"]) == approx(float(swept["trials"][n]["val_accuracy"]))
+        assert int(p["val_examples"]) == N_HELD and float(p["samples_per_s"]) > 0
+        assert json.loads((swept["dir"] / f"trials/{n}/peers.json").read_text())["engines"] == ["torch-fp32"]
+    # the front trials keep their model, the other trial none
     assert (swept["dir"] / "trials/1/artifacts/pruned/model").is_dir()
-    assert not any((swept["dir"] / "trials/0/artifacts").glob("*"))
+    assert (swept["dir"] / "trials/0/artifacts/pruned/model").is_dir()
+    assert not any((swept["dir"] / "trials/2/artifacts").glob("*"))
     assert "## Peers: the front trials' own models" in (swept["dir"] / "report/README.md").read_text()
 
 
@@ -196,7 +202,7 @@ def test_structural_sweep_file_parses():
     from workbench.paths import REPO_ROOT
     from workbench.sweep import load_sweep
 
-    sweep = load_sweep(REPO_ROOT / "recipes" / "sweep-structural.yaml")
+    sweep = load_sweep(REPO_ROOT / "sweeps" / "structural_sweep.yaml")
     assert not sweep.quick and sweep.trials == 14 and sweep.objectives == ["accuracy", "throughput"]
     assert [s["name"] for s in sweep.base["stages"]] == ["teacher", "pruned", "runtime"]
     assert {p.path for p in sweep.params} == {"stages.pruned.recipes.retraining_free_prune.flops",

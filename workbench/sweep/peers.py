@@ -4,9 +4,10 @@ A sweep's Pareto plot compares its trials with peer engines (torch fp32, torch d
 ONNX Runtime int8 by default; the sweep file's `peers:`). A benchmark of some other model says
 nothing about *these* models, so each front trial's model is run on each peer engine, with the
 bench's engines (`workbench.bench.engines`), timing (`workbench.bench.worker.run_spec`) and
-thread environment, one fresh process per engine (`python -m workbench.sweep.peers SPEC RESULT`),
-timed like the trial's own throughput (batch 1, the recipe's seq_len and speed iterations,
-median) and scored on the same validation examples as the trial.
+thread environment, one fresh process per engine that runs the front trials in turn
+(`python -m workbench.sweep.peers SPEC RESULT`), timed like the trial's own throughput (batch
+1, the recipe's seq_len and speed iterations, median) and scored on the same validation
+examples as the trial.
 
 Which model: the trial's last plain (saveable, fp32) Hugging Face model, following `from:` back
 from its final stage: the final model itself when it is fp32, else the one its final engine
@@ -67,13 +68,34 @@ def drop_artifacts(run_dir: Path, keep: str | None = None) -> None:
 # ------------------------------------------------------------------------------ after the sweep
 def measure_front_peers(front: list[Any], sweep: Any, folder: Path, quick: bool, all_trials: list[Any],
                         timeout: float = 900.0) -> list[dict[str, Any]]:
-    """Run every front trial's model on `sweep.peers`, write `peers.csv`, then delete the kept
-    models of trials off the front (unless keep_artifacts). Returns the peer rows."""
-    rows: list[dict[str, Any]] = []
+    """Run every front trial's model on `sweep.peers` (one process per engine, for all the trials
+    not measured yet), write `peers.csv`, then delete the kept models of trials off the front
+    (unless keep_artifacts). Returns the peer rows, front trial by front trial."""
+    rows: dict[int, list[dict[str, Any]]] = {}
+    todo: list[tuple[Any, dict[str, Any]]] = []
+    for t in front if sweep.peers else []:
+        cache = folder / "trials" / str(t.number) / "peers.json"
+        stored = json.loads(cache.read_text()) if cache.is_file() else {}
+        if stored.get("engines") == list(sweep.peers):
+            rows[t.number] = stored["rows"]
+            continue
+        item = _trial_item(t, quick)
+        if item is None:
+            why = ("the trial kept no fp32 model (a trial from before peers were measured, or its artifacts were "
+                   "deleted); re-run the sweep with --fresh to measure peers")
+            rows[t.number] = [{"trial": t.number, "engine": e, "status": "missing", "error": why} for e in sweep.peers]
+        else:
+            todo.append((t, item))
+    if todo:
+        measured = _run_engines([item for _, item in todo], sweep.peers, timeout)
+        for t, _ in todo:
+            rows[t.number] = measured[t.number]
+            if all(r.get("status") == "ok" for r in rows[t.number]):
+                atomic_write_text(folder / "trials" / str(t.number) / "peers.json",
+                                  json.dumps({"engines": list(sweep.peers), "rows": rows[t.number]}, indent=1))
+    out = [r for t in front for r in rows.get(t.number, [])]
     if sweep.peers:
-        for t in front:
-            rows += trial_peers(t, sweep.peers, folder, quick, timeout)
-        write_csv(folder / "peers.csv", rows, PEER_COLUMNS)
+        write_csv(folder / "peers.csv", out, PEER_COLUMNS)
     else:
         (folder / "peers.csv").unlink(missing_ok=True)  # not a stale table from an earlier setting
     if not sweep.keep_artifacts:
@@ -81,48 +103,51 @@ def measure_front_peers(front: list[Any], sweep: Any, folder: Path, quick: bool,
         for t in all_trials:  # a trial's own folder only, never the shared stage cache
             if t.number not in on_front:
                 drop_artifacts(folder / "trials" / str(t.number))
-    return rows
+    return out
 
 
-def trial_peers(trial: Any, engines: list[str], folder: Path, quick: bool, timeout: float) -> list[dict[str, Any]]:
-    """The peer rows of one trial: from trials/<n>/peers.json when it holds these engines, else
-    measured (one process per engine) and stored there."""
-    cache = folder / "trials" / str(trial.number) / "peers.json"
-    if cache.is_file():
-        stored = json.loads(cache.read_text())
-        if stored.get("engines") == list(engines):
-            return stored["rows"]
+def _trial_item(trial: Any, quick: bool) -> dict[str, Any] | None:
+    """What an engine process needs to time and score one trial's model like the trial (batch 1,
+    its seq_len and speed iterations, its validation examples); None when the model is gone."""
     src = trial.user_attrs.get("peer_model")
     if not src or not Path(src["path"]).is_dir():
-        why = ("the trial kept no fp32 model (a trial from before peers were measured, or its artifacts were "
-               "deleted); re-run the sweep with --fresh to measure peers")
-        return [{"trial": trial.number, "engine": e, "status": "missing", "error": why} for e in engines]
+        return None
     recipe = trial.user_attrs.get("recipe") or {}
     ev, q = recipe.get("eval") or {}, recipe.get("quick") or {}
     last = (trial.user_attrs.get("stages") or [{}])[-1]
-    spec = {"model": f"sweep-trial-{trial.number}", "model_path": src["path"], "batches": [1],
-            "threads": int(last.get("threads") or 1), "seq_len": int(ev.get("seq_len", 128)),
+    return {"trial": trial.number, "stage": src["stage"], "model": f"sweep-trial-{trial.number}",
+            "model_path": src["path"], "batches": [1], "threads": int(last.get("threads") or 1),
+            "seq_len": int(ev.get("seq_len", 128)),
             "runs": int(q.get("speed_iters", 3) if quick else ev.get("speed_iters", 20)),
             "warmup": 1 if quick else 3, "task": recipe.get("task"), "split_seed": int(recipe.get("seed", 0)),
             "val_examples": (trial.user_attrs.get("val") or {}).get("examples"),
             "eval_batch_size": int(ev.get("batch_size", 64))}
-    rows = []
+
+
+def _run_engines(items: list[dict[str, Any]], engines: list[str], timeout: float) -> dict[int, list[dict[str, Any]]]:
+    """{trial: rows}: each engine in its own fresh process (per thread count), which times and
+    scores every trial's model in turn."""
+    out: dict[int, list[dict[str, Any]]] = {it["trial"]: [] for it in items}
     with tempfile.TemporaryDirectory(prefix="wb-peers-") as tmp:
-        spec["cache_dir"] = str(Path(tmp) / "cache")  # the ONNX export, shared by the ORT engines
+        cache = str(Path(tmp) / "cache")  # the ONNX exports, shared by the ORT engines
         for engine in engines:
-            print(f"[sweep] peers: trial {trial.number} ({src['stage']}) on {engine}", flush=True)
-            got = run_child({**spec, "engine": engine}, Path(tmp), timeout)
-            rows += [{**r, "trial": trial.number, "stage": src["stage"], "engine": engine} for r in got]
-    if all(r.get("status") == "ok" for r in rows):
-        atomic_write_text(cache, json.dumps({"engines": list(engines), "rows": rows}, indent=1))
-    return rows
+            for threads in sorted({it["threads"] for it in items}):
+                batch = [{**it, "engine": engine, "cache_dir": cache} for it in items if it["threads"] == threads]
+                print(f"[sweep] peers: {engine} ({threads} thread(s)) on trial(s) "
+                      + ", ".join(str(it["trial"]) for it in batch), flush=True)
+                spec = {"engine": engine, "threads": threads, "items": batch}
+                for r in run_child(spec, Path(tmp), timeout * len(batch)):
+                    out[r["trial"]].append(r)
+    return out
 
 
 def run_child(spec: dict[str, Any], work: Path, timeout: float) -> list[dict[str, Any]]:
-    """One engine in a fresh process with the bench's thread environment; failures become rows."""
+    """One engine process with the bench's thread environment for `spec["items"]` (one per trial);
+    its rows, or a failed row per trial saying why."""
     from workbench.bench.cli import REPO_ROOT, _child_env
 
-    spec_f, res_f, log_f = (work / f"{spec['engine']}{s}" for s in (".json", ".result.json", ".log"))
+    tag = f"{spec['engine']}-t{spec['threads']}"
+    spec_f, res_f, log_f = (work / f"{tag}{s}" for s in (".json", ".result.json", ".log"))
     spec_f.write_text(json.dumps(spec))
     try:
         with open(log_f, "w") as log:
@@ -137,7 +162,8 @@ def run_child(spec: dict[str, Any], work: Path, timeout: float) -> list[dict[str
         why = f"engine process timed out after {timeout:.0f} s"
     except OSError as exc:
         why = f"could not start engine process: {exc}"
-    return [{"status": "failed", "error": why, "threads": spec["threads"], "seq_len": spec["seq_len"], "batch": 1}]
+    return [{"trial": it["trial"], "stage": it["stage"], "engine": spec["engine"], "status": "failed", "error": why,
+             "threads": spec["threads"], "seq_len": it["seq_len"], "batch": 1} for it in spec["items"]]
 
 
 def read_peer_rows(path: Path) -> list[dict[str, Any]]:
@@ -169,7 +195,8 @@ class _EngineAsModel:
         import numpy as np
         import torch
 
-        out = self.engine.run(self.engine.feed({"input_ids": input_ids.long(), "attention_mask": attention_mask.long()}))
+        feed = self.engine.feed({"input_ids": input_ids.long(), "attention_mask": attention_mask.long()})
+        out = self.engine.run(feed)
         return SimpleNamespace(logits=torch.as_tensor(np.asarray(out, dtype=np.float32)))
 
 
@@ -197,9 +224,9 @@ def _validation_scores(spec: dict[str, Any]) -> dict[str, Any]:
     return {**out, "val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "val_examples": len(data)}
 
 
-def child_main(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """Time the engine with the bench worker (the trial's model registered as a bench model),
-    then score it on the validation examples."""
+def _one_model(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Time one trial's model with the bench worker (registered as a bench model by name), then
+    score it on the validation examples."""
     import traceback
 
     from workbench.bench import models as bench_models
@@ -216,7 +243,12 @@ def child_main(spec: dict[str, Any]) -> list[dict[str, Any]]:
             traceback.print_exc()
             scores = {"status": "failed", "error": f"validation: {type(exc).__name__}: {exc}"[:400]}
         rows = [{**r, **scores} for r in rows]
-    return rows
+    return [{**r, "trial": spec["trial"], "stage": spec["stage"], "engine": spec["engine"]} for r in rows]
+
+
+def child_main(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The engine process: every trial's model in turn (one engine, one thread count)."""
+    return [r for item in spec["items"] for r in _one_model(item)]
 
 
 if __name__ == "__main__":

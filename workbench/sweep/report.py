@@ -85,8 +85,8 @@ def sweep_report(folder: Path | str, study: Any = None, storage: str | None = No
                       f"{format_cell(ref.get('throughput_b1'), '{:.1f}')} samples/s ({ref.get('engine')})."]
     lines += ["", "![pareto](pareto.png)", "", "## Peers: the front trials' own models on other engines", ""]
     if peers:
-        lines += [f"Each front trial's model (its last fp32 stage) run on each peer engine in a fresh process, "
-                  f"batch 1, seq {seq_len}, timed like the trial; accuracy on the same validation examples "
+        lines += [f"Each front trial's model (its last fp32 stage) run on each peer engine (a fresh process per "
+                  f"engine), batch 1, seq {seq_len}, timed like the trial; accuracy on the same validation examples "
                   f"({peers_path.name}). On the plot each peer point is joined to its trial.", "",
                   format_stage_table(peers, [("trial", None), ("stage", None), ("params", None), ("engine", None),
                                              ("val_accuracy", "{:.4f}", "val accuracy"),
