@@ -197,3 +197,17 @@ def test_other_families_with_removed_blocks(family):
         engine = compile_model(model, quantize=quantize, sparse_threshold=threshold)
         assert engine.layer_heads == [0, 2, 4] and engine.layer_ffn == [17, 0, 64]
         _check(engine, model, quantize)
+
+
+@pytest.mark.parametrize("shrunk", list(LAYOUTS), indirect=True)
+def test_torch_dynamic_int8_keeps_removed_blocks_exact(shrunk):
+    """The `dynamic_int8` recipe's quantizer on a model with removed blocks: torch's quantized
+    Linear with 0 inputs drops its bias, so zero-width Linears must stay fp32."""
+    from workbench.recipes.quantize.dynamic import quantize_dynamic_int8, zero_width_linears
+
+    model, _, _ = shrunk
+    assert zero_width_linears(model)
+    q = quantize_dynamic_int8(model)
+    ids, mask = _inputs()
+    out, ref = _torch(q, ids, mask), _torch(model, ids, mask)
+    assert float(np.abs(out - ref).max()) <= 0.05 * np.abs(ref).max()

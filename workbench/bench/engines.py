@@ -71,14 +71,10 @@ class TorchInt8(TorchFp32):
     qengine = "x86"
 
     def setup(self, model, threads, cache_dir, model_name):
-        from workbench.recipes.quantize.dynamic import quantize_dynamic_int8
+        from workbench.recipes.quantize.dynamic import quantize_dynamic_int8, zero_width_linears
 
-        # a zero-width Linear (a block removed by structural pruning) stays fp32: torch's
-        # quantized Linear with 0 inputs does not return its bias (measured logit errors ~1)
-        linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
-        empty = sorted(n for n, m in linears.items() if m.in_features == 0 or m.out_features == 0)
-        self.model = quantize_dynamic_int8(model, self.qengine,
-                                           modules={n for n in linears if n not in empty} if empty else None)
+        empty = zero_width_linears(model)  # quantize_dynamic_int8 leaves them fp32
+        self.model = quantize_dynamic_int8(model, self.qengine)
         self.notes = f"quantize_dynamic, engine={torch.backends.quantized.engine}" + (
             f"; {len(empty)} zero-width Linears left fp32" if empty else "")
 
