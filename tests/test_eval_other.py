@@ -13,11 +13,20 @@ from workbench.config import ConfigError
 from test_platform import _spec, _tiny_dir
 
 
-def _other_task(tmp: Path, labels: tuple[str, str] = ("pos", "neg"), name: str = "other.csv") -> Path:
-    words = {"fine": labels[0], "lovely": labels[0], "poor": labels[1], "dreary": labels[1]}
-    rows = [f"a {w} show episode {i},{y}" for i in range(25) for w, y in words.items()]
-    (tmp / name).write_text("text,label\n" + "\n".join(rows) + "\n")
-    return tmp / name
+def _other_task(tmp: Path, labels: tuple[str, str] = ("pos", "neg"), name: str = "other") -> Path:
+    """A task folder with its own splits; the test split is 7:3, the others balanced, so the
+    split measured shows in the numbers even for a model that predicts one class."""
+    pos, neg = labels
+
+    def rows(n_pos: int, n_neg: int, start: int) -> str:
+        return "text,label\n" + "".join(f"a {'fine' if y == pos else 'dreary'} show episode {start + i},{y}\n"
+                                        for i, y in enumerate([pos] * n_pos + [neg] * n_neg))
+
+    folder = tmp / name
+    folder.mkdir()
+    for split, (n_pos, n_neg) in {"train": (20, 20), "validation": (3, 3), "test": (7, 3)}.items():
+        (folder / f"{split}.csv").write_text(rows(n_pos, n_neg, 100 * len(split)))
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +59,7 @@ def test_eval_measures_every_finished_stage_on_the_other_task(run, capsys, monke
     rows = read_csv(folder / "eval-other.csv")
     assert [r["stage"] for r in rows] == ["t", "int8"]
     assert [r["engine"] for r in rows] == ["torch-fp32", "torch-int8"]  # int8 rebuilt from t, not skipped
-    assert {r["examples"] for r in rows} == {"10"} and {r["split"] for r in rows} == {"test"}
+    assert {r["examples"] for r in rows} == {"10"} and {r["split"] for r in rows} == {"test"}  # not the 6 of validation
     # the numbers are the stage's model on the other task's test split, and the run's own beside them
     task = load_task(str(other))
     model, tok = load_edited_model(folder / "artifacts/t/model"), load_stage_tokenizer(folder / "artifacts/t/model")
@@ -75,7 +84,7 @@ def test_eval_refuses_another_label_set_naming_both(run, capsys, monkeypatch):
 
     tmp, folder = run
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp / "cache"))
-    other = _other_task(tmp, ("good", "bad"), "graded.csv")
+    other = _other_task(tmp, ("good", "bad"), "graded")
     with pytest.raises(ConfigError, match=r"labels \[bad, good\] but run 'p' was trained on .* with the labels "
                                           r"\[neg, pos\]; a domain-shift check needs the same label set"):
         evaluate_run(folder, str(other))

@@ -43,7 +43,7 @@ def test_a_model_that_cannot_go_to_a_worker_is_timed_here_and_says_why(monkeypat
 
     monkeypatch.setenv("WORKBENCH_SPEED_PROCESS", "fresh")
 
-    class Local(nn.Module):  # a class defined in a function does not pickle
+    class Local(nn.Module):  # neither a Hugging Face model nor a runtime model
         def __init__(self) -> None:
             super().__init__()
             self.emb = nn.Embedding(50, 8)

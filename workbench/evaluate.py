@@ -102,13 +102,18 @@ def compressed_size(raw: bytes, chunk: int = 8 << 20) -> int:
 
 
 @torch.no_grad()
-def measure_speed(model: nn.Module, vocab_size: int, seq_len: int = 128, batch_size: int = 1,
-                  iters: int = 20, warmup: int = 3, seed: int = 0) -> dict[str, float]:
-    """Median latency (ms) of one forward pass on random tokens and the samples/s it implies."""
+def speed_inputs(vocab_size: int, seq_len: int, batch_size: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The random token batch speed is measured on (seeded: every engine sees the same one)."""
     g = torch.Generator().manual_seed(seed)
     low = 1000 if vocab_size > 1001 else 0  # a small (e.g. trimmed) vocabulary: any of its ids
     ids = torch.randint(low, max(low + 1, vocab_size - 1), (batch_size, seq_len), generator=g)
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def measure_speed(model: nn.Module, vocab_size: int, seq_len: int = 128, batch_size: int = 1,
+                  iters: int = 20, warmup: int = 3, seed: int = 0) -> dict[str, float]:
+    """Median latency (ms) of one forward pass on random tokens and the samples/s it implies."""
+    inputs = speed_inputs(vocab_size, seq_len, batch_size, seed)
     model.eval()
     for _ in range(warmup):
         model(**inputs)

@@ -3,7 +3,8 @@
 Measured inside the pipeline's own process, a stage's latency depends on what ran before it
 (allocator state, warmed or oversubscribed thread pools, the training that just ended), so the
 fifth stage of a run and the same model measured alone could disagree. `stage_speed` writes the
-stage's model to a temporary folder and measures it in `python -m workbench.pipeline.speed`
+stage's model to a temporary folder (no pickles: a config and a state dict, or a runtime engine
+folder) and measures it in `python -m workbench.pipeline.speed`
 with the thread environment of `workbench bench`'s engine processes (`_child_env`: the same
 thread count as the pipeline, passive OpenMP waiting), one process per stage.
 
@@ -11,7 +12,8 @@ Beside every speed number the stage's metrics record how it was taken: `threads`
 workbench_ext kernels' dispatch level), `load_avg` (the machine's 1-minute load average as the
 measurement started; above the thread count, other work competed for the cores) and
 `speed_process` ("fresh", or "same" with `speed_note` saying why when the model could not be
-handed to a worker). `WORKBENCH_SPEED_PROCESS=same` measures in the pipeline's process (tests).
+handed to a worker, e.g. a model class of a plugin; the worker's copy must give the stage
+model's logits on a probe input, or the speed is taken here too). `WORKBENCH_SPEED_PROCESS=same` measures in the pipeline's process (tests).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workbench.evaluate import measure_speed
+from workbench.evaluate import measure_speed, speed_inputs
 
 WORKER_TIMEOUT_S = 1800
 
@@ -50,22 +52,58 @@ def measure_here(model: nn.Module, vocab_size: int, seq_len: int, batches: list[
     return out
 
 
-def _export(model: nn.Module, folder: Path) -> str:
-    """Write `model` for a worker: a compiled runtime model as its engine folder, anything else
-    (Hugging Face, edited, torch-quantized) as one pickled module. Returns the format."""
+def _quantized_linears(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+
+
+def _export(model: nn.Module, folder: Path) -> dict[str, Any]:
+    """Write `model` for a worker, without pickling: a compiled runtime model as its engine folder;
+    a Hugging Face model (structurally edited, dynamically int8-quantized or not) as its config
+    plus its state dict, rebuilt in the worker from the config (edits replayed, the same Linear
+    layers quantized on the same torch engine). Returns what the worker needs to know."""
     if hasattr(model, "workbench_engine") and callable(getattr(model, "save", None)):
         model.save(folder / "engine")
-        return "engine"
-    torch.save(model, folder / "model.pt")
-    return "module"
+        return {"kind": "engine"}
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "save_pretrained"):
+        raise TypeError(f"{type(model).__name__} is neither a Hugging Face model nor a workbench runtime model")
+    quantized = _quantized_linears(model)  # (other kinds of layers fail to load in the worker: timed here)
+    config.save_pretrained(folder / "config")
+    torch.save(model.state_dict(), folder / "state.pt")
+    return {"kind": "hf", "quantized": quantized, "engine": torch.backends.quantized.engine}
 
 
-def _import(folder: Path, kind: str) -> nn.Module:
-    if kind == "engine":
+def _import(folder: Path, spec: dict[str, Any]) -> nn.Module:
+    if spec["kind"] == "engine":
         from workbench.runtime.module import EngineModule
 
         return EngineModule.load(folder / "engine")
-    return torch.load(folder / "model.pt", weights_only=False)  # our own file, written just now
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from workbench.models.edits import replay_edits
+
+    config = AutoConfig.from_pretrained(str(folder / "config"), local_files_only=True)
+    edits = list(getattr(config, "workbench_edits", None) or [])
+    config.workbench_edits = []
+    model = AutoModelForSequenceClassification.from_config(config)
+    replay_edits(model, edits)  # the same shapes as the stage's model (as load_edited_model does)
+    model.config.workbench_edits = edits
+    if spec["quantized"]:
+        from workbench.recipes.quantize.dynamic import quantize_dynamic_int8
+
+        model = quantize_dynamic_int8(model, spec["engine"], set(spec["quantized"]))
+    missing, unexpected = model.load_state_dict(torch.load(folder / "state.pt", weights_only=True), strict=False)
+    missing = [m for m in missing if not m.endswith("position_ids")]
+    if missing or unexpected:
+        raise RuntimeError(f"the rebuilt model does not fit the stage's weights: missing {missing[:5]}, "
+                           f"unexpected {unexpected[:5]}")
+    return model.eval()
+
+
+@torch.no_grad()
+def _probe(model: nn.Module, vocab_size: int, seq_len: int) -> list[float]:
+    """Logits on one fixed input: the worker's model must be the stage's model."""
+    return [float(x) for x in model(**speed_inputs(vocab_size, seq_len, seed=1)).logits.float().flatten()]
 
 
 def stage_speed(model: nn.Module, vocab_size: int, seq_len: int, batches: list[int], iters: int,
@@ -80,14 +118,19 @@ def stage_speed(model: nn.Module, vocab_size: int, seq_len: int, batches: list[i
     with tempfile.TemporaryDirectory(prefix="workbench-speed-") as tmp:
         folder = Path(tmp)
         try:
-            kind = _export(model, folder)
-        except Exception as exc:  # e.g. a module holding something that does not pickle
+            how = _export(model, folder)
+        except Exception as exc:  # a model of another kind: timed here, saying so
             note = f"the model could not be written for a worker ({type(exc).__name__}: {exc})"[:300]
         else:
-            (folder / "spec.json").write_text(json.dumps({**settings, "kind": kind, "threads": threads}))
+            (folder / "spec.json").write_text(json.dumps({**settings, **how, "threads": threads}))
             note = _run_worker(folder, threads)
             if note is None:
-                return {**json.loads((folder / "result.json").read_text()), "speed_process": "fresh"}
+                result = json.loads((folder / "result.json").read_text())
+                probe = torch.tensor(result.pop("probe"))
+                model.eval()
+                if torch.allclose(probe, torch.tensor(_probe(model, vocab_size, seq_len)), atol=1e-4, rtol=1e-4):
+                    return {**result, "speed_process": "fresh"}
+                note = "the worker's copy of the model gave other logits than the stage's model"
     print(f"[workbench]   speed measured in the pipeline's process: {note}", flush=True)
     return {**measure_here(model, **settings), "speed_process": "same", "speed_note": note}
 
@@ -118,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # pragma: no cover - already set
         pass
-    model = _import(folder, spec["kind"])
+    model = _import(folder, spec)
     out = measure_here(model, spec["vocab_size"], spec["seq_len"], spec["batches"], spec["iters"], spec["warmup"])
+    out["probe"] = _probe(model, spec["vocab_size"], spec["seq_len"])
     tmp = folder / "result.json.tmp"
     tmp.write_text(json.dumps(out))
     os.replace(tmp, folder / "result.json")
