@@ -73,7 +73,15 @@ def _stage_model(run: PipelineRun, index: int, info: dict[str, Any], cache: dict
     found = None
     for saved in (run.store.artifact(stage.name), Path(info.get(stage.name, {}).get("reused_from") or "")):
         if str(saved) and (saved / "done.json").exists() and (saved / "model").exists():
-            found = (load_edited_model(saved / "model"), load_stage_tokenizer(saved / "model"))
+            from transformers.utils import logging as hf_logging
+
+            bar = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()  # no "Loading weights" bar per stage
+            try:
+                found = (load_edited_model(saved / "model"), load_stage_tokenizer(saved / "model"))
+            finally:
+                if bar:
+                    hf_logging.enable_progress_bar()
             break
     where = f"stage '{stage.name}'"
     if found is None and stage.name in info and not stage.trains and \
