@@ -320,3 +320,20 @@ def test_nothing_in_workbench_unpickles():
         for pattern in (r"^\s*import pickle", r"pickle\.loads?\(", r"trust_remote_code\s*=\s*True",
                         r"allow_pickle\s*=\s*True", r"yaml\.(unsafe_)?load\((?!.*Loader=yaml\.SafeLoader)"):
             assert not re.search(pattern, text, re.M), f"{p}: {pattern}"
+
+
+def test_saving_a_stage_prints_no_progress_bar(tmp_path, capfd):
+    from transformers.utils import logging as hf_logging
+
+    from workbench.models import load_model
+    from workbench.pipeline.store import StageStore
+
+    model, tokenizer = load_model("minilm-l6", num_labels=2)
+    hf_logging.enable_progress_bar()
+    store = StageStore.__new__(StageStore)
+    store.artifact = lambda stage: tmp_path / stage  # only the artifact folder matters here
+    store.save("s", model, tokenizer, {"key": "k"}, None)
+    assert (tmp_path / "s" / "model" / "config.json").exists()
+    err = capfd.readouterr().err
+    assert "Writing model shards" not in err and "Loading weights" not in err
+    assert hf_logging.is_progress_bar_enabled()  # the caller's setting is restored

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -84,6 +85,21 @@ def check_sequence_classifier(path: Path) -> None:
                             "sequence-classification head (BERT, DistilBERT, RoBERTa and the like)")
 
 
+@contextmanager
+def no_hf_progress_bar() -> Iterator[None]:
+    """Hide transformers' per-file progress bars ("Loading weights", "Writing model shards") for
+    short steps: a run shows one bar per long step."""
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(name: str, num_labels: int, seed: int = 0) -> tuple[nn.Module, Any]:
     """A sequence classifier with a freshly initialised `num_labels` head, and its tokenizer."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -93,12 +109,11 @@ def load_model(name: str, num_labels: int, seed: int = 0) -> tuple[nn.Module, An
     torch.manual_seed(seed)  # the new classifier head is initialised reproducibly
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "classifier weights newly initialised" notice is expected
-    bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # no "Loading weights" bar: a short step
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=num_labels, local_files_only=local_only, ignore_mismatched_sizes=True)
+        with no_hf_progress_bar():
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, num_labels=num_labels, local_files_only=local_only, ignore_mismatched_sizes=True)
     except ModelNotFound:
         raise
     except (OSError, ValueError) as exc:
@@ -114,8 +129,6 @@ def load_model(name: str, num_labels: int, seed: int = 0) -> tuple[nn.Module, An
         raise
     finally:
         hf_logging.set_verbosity(verbosity)
-        if bar:
-            hf_logging.enable_progress_bar()
     return model.float().eval(), tokenizer
 
 

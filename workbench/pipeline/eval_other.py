@@ -24,6 +24,7 @@ from workbench.data import Collator, TaskConfig, load_task, tokenize_task
 from workbench.data.metrics import degenerate_reason
 from workbench.data.tasks import SPLITS
 from workbench.evaluate import accuracy_metrics
+from workbench.models.registry import no_hf_progress_bar
 from workbench.pipeline.run import PipelineRun, engine_name
 from workbench.pipeline.spec import PipelineSpec
 from workbench.results import STAGE_COLUMNS, read_csv, read_json, write_csv
@@ -73,15 +74,8 @@ def _stage_model(run: PipelineRun, index: int, info: dict[str, Any], cache: dict
     found = None
     for saved in (run.store.artifact(stage.name), Path(info.get(stage.name, {}).get("reused_from") or "")):
         if str(saved) and (saved / "done.json").exists() and (saved / "model").exists():
-            from transformers.utils import logging as hf_logging
-
-            bar = hf_logging.is_progress_bar_enabled()
-            hf_logging.disable_progress_bar()  # no "Loading weights" bar per stage
-            try:
+            with no_hf_progress_bar():  # no "Loading weights" bar per stage
                 found = (load_edited_model(saved / "model"), load_stage_tokenizer(saved / "model"))
-            finally:
-                if bar:
-                    hf_logging.enable_progress_bar()
             break
     where = f"stage '{stage.name}'"
     if found is None and stage.name in info and not stage.trains and \

@@ -12,6 +12,7 @@ from typing import Any
 from torch import nn
 
 from workbench.evaluate import is_torch_quantized
+from workbench.models.registry import no_hf_progress_bar
 from workbench.results import write_json
 
 
@@ -50,8 +51,9 @@ class StageStore:
         for target in [self.artifact(stage)] + ([shared] if shared is not None else []):
             tmp = target.with_name(target.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            model.save_pretrained(tmp / "model")
-            tokenizer.save_pretrained(tmp / "model")
+            with no_hf_progress_bar():  # no "Writing model shards" bar per stage
+                model.save_pretrained(tmp / "model")
+                tokenizer.save_pretrained(tmp / "model")
             write_json(tmp / "done.json", info)
             shutil.rmtree(target, ignore_errors=True)
             tmp.parent.mkdir(parents=True, exist_ok=True)
