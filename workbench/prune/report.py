@@ -94,14 +94,16 @@ def summarize(folder: Path) -> list[dict[str, Any]]:
         rec = lambda key: [float(p[key]) for p in records if p.get(key) is not None]  # noqa: E731
         row: dict[str, Any] = {
             "stage": stage, "method": METHODS[method], "flops_target": budget,
-            "flops_removed": _mean_std(num("flops_removed") or rec("flops_removed"))[0] if method != "teacher" else 0.0,
+            "flops_removed": _mean_std(num("flops_removed") or rec("flops_removed") or [0.0])[0],
             "params": _mean_std(num("params"))[0], "disk_mb": _mean_std(num("disk_mb"))[0],
             "n_seeds": len(rs), "mean_accuracy": acc[0], "std_accuracy": acc[1],
             "mean_macro_f1": f1[0], "std_macro_f1": f1[1],
             "drop_points": 100.0 * (teacher_acc - acc[0]),
             "pruning_seconds": _mean_std(num("pruning_seconds") or rec("pruning_seconds"))[0],
             "train_seconds": _mean_std(num("train_seconds"))[0],
-            "peak_rss_mb": max(rec("peak_rss_mb"), default=float("nan")),
+            # ru_maxrss is the whole process's peak (all stages run before, too): the smallest over
+            # the seeds' processes is the tightest upper bound of what the method itself needed
+            "peak_rss_mb": min(rec("peak_rss_mb"), default=float("nan")),
         }
         for engine, col in ENGINE_COLUMNS.items():
             for batch in (1, 8):
@@ -166,18 +168,31 @@ def structural_report(folder: Path) -> list[dict[str, Any]]:
     folder = Path(folder)
     rows = summarize(folder)
     write_csv(folder / "summary.csv", rows)
-    cols = [("stage", None, "stage"), ("flops_removed", ".0%", "FLOPs removed"), ("params", ",.0f", "params"),
-            ("disk_mb", ".1f", "disk MB"), ("mean_accuracy", ".4f", "accuracy"), ("std_accuracy", ".4f", "± std"),
-            ("mean_macro_f1", ".4f", "macro-F1"), ("n_seeds", None, "seeds"), ("drop_points", "+.2f", "drop (pts)"),
-            ("pruning_seconds", ".0f", "pruning s"), ("peak_rss_mb", ".0f", "peak MB")]
-    for col in ("torch", "ort_int8", "wb_int8"):
-        for b in (1, 8):
-            if any(f"{col}_b{b}" in r for r in rows):
-                cols += [(f"{col}_b{b}", ".1f", f"{col} b{b}"), (f"{col}_b{b}_speedup", ".2f", "x")]
-    table = format_stage_table(rows, cols, fmt="markdown")
+    shown = []
+    for r in rows:
+        cell = {"stage": r["stage"], "flops": f"{r['flops_removed']:.0%}", "params": f"{r['params'] / 1e6:.1f}M",
+                "disk": f"{r['disk_mb']:.1f}", "acc": f"{r['mean_accuracy']:.4f} ± {r['std_accuracy']:.4f}",
+                "f1": f"{r['mean_macro_f1']:.4f}", "n": r["n_seeds"], "drop": f"{r['drop_points']:+.2f}"}
+        for key, fmt in (("pruning_seconds", "{:.0f}"), ("train_seconds", "{:.0f}"), ("peak_rss_mb", "{:.0f}")):
+            cell[key] = fmt.format(r[key]) if r.get(key) == r.get(key) and r.get(key) is not None else "-"
+        for col in ("torch", "ort_int8", "wb_int8"):
+            for b in (1, 8):
+                v, x = r.get(f"{col}_b{b}"), r.get(f"{col}_b{b}_speedup")
+                cell[f"{col}_b{b}"] = f"{v:.1f} ({x:.2f}x)" if v is not None else "-"
+        shown.append(cell)
+    cols = [("stage", None, "stage"), ("flops", None, "FLOPs removed"), ("params", None, "params"),
+            ("disk", None, "disk MB"), ("acc", None, "test accuracy (mean ± std)"), ("f1", None, "macro-F1"),
+            ("n", None, "seeds"), ("drop", None, "drop (pts)"), ("pruning_seconds", None, "pruning s"),
+            ("train_seconds", None, "training s"), ("peak_rss_mb", None, "peak RSS MB (≤)")]
+    cols += [(f"{col}_b{b}", None, f"{name} b{b}") for col, name in
+             (("torch", "torch fp32"), ("ort_int8", "ORT int8"), ("wb_int8", "ours int8")) for b in (1, 8)]
+    table = format_stage_table(shown, cols, fmt="markdown")
     legend = "\n".join(f"- `{k}`: {v}" for k, v in METHODS.items())
     atomic_write_text(folder / "table.md", "# Structural compression\n\n" + table + "\n\nStages:\n" + legend +
-                      "\n\nSpeed-ups (`x`) are over the dense teacher on the same engine, measured in one "
-                      "`workbench bench --run` call.\n\n## The papers' claims, here\n\n" + "\n".join(claims(rows)) + "\n")
+                      "\n\nSamples/s at sequence length 128 (speed-up over the dense teacher *on the same "
+                      "engine*), each engine in a fresh process, all in one `workbench bench --run` call "
+                      "(speed.csv: threads, ISA, load average). Peak RSS is the pruning process's peak, an upper "
+                      "bound (it includes the stages run before in the same process). FLOPs are the encoder's MACs at the "
+                      "training texts' mean length (~27 tokens), where the FFN dominates.\n\n## The papers' claims, here\n\n" + "\n".join(claims(rows)) + "\n")
     plot(rows, folder / "accuracy_vs_throughput.png")
     return rows
