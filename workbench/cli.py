@@ -67,7 +67,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     folder = Path(args.run) if Path(args.run).is_dir() else results_dir() / args.run
     figure = "accuracy_vs_throughput.png" if args.structural else "methods.png"
-    (structural_report if args.structural else compare)(folder)
+    if args.structural:
+        structural_report(folder, args.out)
+        folder = Path(args.out) if args.out else folder
+    elif args.out:
+        raise ConfigError("--out goes with --structural (a method comparison is written next to its run)")
+    else:
+        compare(folder)
     print((folder / "table.md").read_text())
     print(f"written: {folder / 'summary.csv'}, {folder / 'table.md'}, {folder / figure}")
     return 0
@@ -166,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--structural", action="store_true",
                    help="a structural run (stages <method>-<pct>): FLOPs, pruning time and memory, and the "
                         "cross-engine speed of `workbench bench --run` (speed.csv) per stage")
+    c.add_argument("--out", default=None, help="with --structural: where the report goes (default: the run's folder)")
     c.set_defaults(func=_cmd_compare)
     s = sub.add_parser("show", help="print a run's stage table")
     s.add_argument("run", help="run name under results/ or a folder")

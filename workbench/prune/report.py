@@ -12,6 +12,9 @@ cross-engine `speed.csv` written by `workbench bench --run` (optional), this wri
   the unpruned teacher *on the same engine*;
 * `table.md`: the same, readable, with whether the papers' claims held here;
 * `accuracy_vs_throughput.png`: accuracy against our runtime's (or torch's) samples/s at batch 1.
+
+The committed study keeps the run in `results/structural/run/` and the report one level up:
+`workbench compare results/structural/run --structural --out results/structural`.
 """
 from __future__ import annotations
 
@@ -163,11 +166,17 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def structural_report(folder: Path) -> list[dict[str, Any]]:
-    """Write summary.csv, table.md and accuracy_vs_throughput.png for a structural run."""
+def structural_report(folder: Path, out: Path | None = None) -> list[dict[str, Any]]:
+    """Write summary.csv, table.md and accuracy_vs_throughput.png for the structural run in
+    `folder` into `out` (default: the run's folder). summary.csv has no empty cell ("-" where a
+    value does not apply), so it reads back into one table with any tool."""
     folder = Path(folder)
     rows = summarize(folder)
-    write_csv(folder / "summary.csv", rows)
+    folder = Path(out) if out is not None else folder
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    write_csv(folder / "summary.csv", [{k: "-" if r.get(k) is None or r.get(k) != r.get(k) else r[k]
+                                        for k in columns} for r in rows], columns)
     shown = []
     for r in rows:
         cell = {"stage": r["stage"], "flops": f"{r['flops_removed']:.0%}", "params": f"{r['params'] / 1e6:.1f}M",
