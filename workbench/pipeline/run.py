@@ -355,6 +355,10 @@ class PipelineRun:
         self._prepare()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_yaml(self.run_dir / "recipe.yaml", self.spec.to_dict())
+        # the label mapping, in the open: a file's -1/1 or 1..5 become classes 0.. in this order
+        print(f"[workbench] task {self.task.name}: {self.task.num_labels} classes "
+              f"({', '.join(f'{i} = {n!r}' for i, n in enumerate(self.task.label_names))}), "
+              + ", ".join(f"{k} {len(v):,}" for k, v in self.task.splits.items()), flush=True)
         for i, stage in enumerate(self.spec.stages):
             print(f"[workbench] stage {i + 1}/{len(self.spec.stages)}: {stage.name} "
                   f"({', '.join(n for n, _ in stage.recipes)})", flush=True)
