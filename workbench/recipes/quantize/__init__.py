@@ -1,2 +1,4 @@
 """Quantization recipes."""
 from workbench.recipes.quantize.dynamic import DynamicInt8, quantize_dynamic_int8  # noqa: F401
+from workbench.recipes.quantize.smoothquant import SmoothQuant  # noqa: F401
+from workbench.recipes.quantize.static import StaticInt8, StaticQuantLinear  # noqa: F401
