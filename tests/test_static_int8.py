@@ -16,12 +16,14 @@ from workbench.recipes.quantize.static import StaticInt8, StaticInt8Config, Stat
 
 @pytest.fixture(scope="module")
 def word_tokenizer(tmp_path_factory):
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizer
 
     folder = tmp_path_factory.mktemp("tok")
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(115)]
     (folder / "vocab.txt").write_text("\n".join(words) + "\n")
-    return BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
+    tok = BertTokenizer(str(folder / "vocab.txt"))  # positional: this transformers ignores vocab_file=
+    assert len(tok) == 120
+    return tok
 
 
 @pytest.fixture(scope="module")

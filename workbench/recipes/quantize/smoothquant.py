@@ -88,7 +88,15 @@ def channel_absmax(model: nn.Module, linears: dict[str, nn.Module], batches: lis
             amax[name] = torch.maximum(amax[name], cur) if name in amax else cur
         return record
 
-    handles = [m.register_forward_pre_hook(hook(name)) for name, m in linears.items()]
+    run_with_pre_hooks(model, {name: hook(name) for name in linears}, batches)
+    return amax
+
+
+@torch.no_grad()
+def run_with_pre_hooks(model: nn.Module, hooks: dict[str, Any], batches: list[dict[str, Any]]) -> None:
+    """A calibration pass: `batches` through `model` in eval mode with a forward pre-hook on each
+    named module (appended after its other hooks), all removed afterwards."""
+    handles = [model.get_submodule(name).register_forward_pre_hook(hook) for name, hook in hooks.items()]
     was_training = model.training
     model.eval()
     try:
@@ -98,7 +106,6 @@ def channel_absmax(model: nn.Module, linears: dict[str, nn.Module], batches: lis
         for h in handles:
             h.remove()
         model.train(was_training)
-    return amax
 
 
 def smooth_linear(linear: nn.Linear, scales: torch.Tensor) -> None:

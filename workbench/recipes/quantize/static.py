@@ -23,13 +23,12 @@ import torch
 from torch import nn
 
 from workbench.config import fail
-from workbench.forward import model_inputs
 from workbench.quantize.observers import (Observer, make_observer, quantize_affine, quantize_weight,
                                           weight_scales)
 from workbench.recipes.base import Recipe, register_recipe
 from workbench.recipes.prune.structured import training_batches
 from workbench.recipes.quantize.dynamic import zero_width_linears
-from workbench.recipes.quantize.smoothquant import InputSmoothing, pop_smoothing
+from workbench.recipes.quantize.smoothquant import InputSmoothing, pop_smoothing, run_with_pre_hooks
 from workbench.targets import resolve_targets, validate_target_syntax
 
 
@@ -114,17 +113,8 @@ def calibrate(model: nn.Module, linears: dict[str, nn.Module], batches: list[dic
     """Run `batches` through `model`, feeding each Linear's input to a fresh observer. Hooks
     registered earlier (a smoothing) run first, so the observers see what the layer multiplies."""
     observers = {name: make_observer(observer, percentile) for name in linears}
-    handles = [m.register_forward_pre_hook(lambda _m, args, obs=observers[name]: obs.observe(args[0]))
-               for name, m in linears.items()]
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in batches:
-            model(**model_inputs(batch))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    run_with_pre_hooks(model, {name: (lambda _m, args, obs=observers[name]: obs.observe(args[0]))
+                               for name in linears}, batches)
     return observers
 
 
