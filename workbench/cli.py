@@ -151,6 +151,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from workbench.export import export_stage
+
+    r = export_stage(args.run, stage=args.stage, fmt=args.format, out=args.out)
+    print(f"stage '{r.stage}' ({r.kind}) checked on {r.examples} validation texts: max |Δlogit| {r.max_abs_diff:.3g} "
+          f"(allowed {r.bound:.3g}), argmax agreement {r.argmax_agreement:.3f} [{r.notes}]")
+    print(f"written: {r.path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="workbench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -186,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--text-column", help="text column of a local task file (default: text)")
     e.add_argument("--label-column", help="label column of a local task file (default: label)")
     e.set_defaults(func=_cmd_eval)
+    x = sub.add_parser("export", help="a finished stage as ONNX or a Hugging Face folder, its logits checked in the "
+                                      "target runtime first -> <run>/export/")
+    x.add_argument("run", help="run name under results/ or a run folder")
+    x.add_argument("--stage", help="the stage (default: the run's last finished stage)")
+    x.add_argument("--format", required=True, choices=["onnx", "hf"], help="onnx (ONNX Runtime) or hf (save_pretrained)")
+    x.add_argument("--out", help="destination (default: <run>/export/<stage>.onnx or <run>/export/<stage>-hf/)")
+    x.set_defaults(func=_cmd_export)
     for module, name, help_text in (("workbench.bench.cli", "bench", "benchmark engines against peers"),
                                     ("workbench.sweep.cli", "sweep", "Optuna sweep over a recipe's knobs"),
                                     ("workbench.report", "report", "plots + markdown report of a run or sweep")):

@@ -62,8 +62,9 @@ def task_slug(task: TaskConfig) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "task"
 
 
-def _stage_model(run: PipelineRun, index: int, info: dict[str, Any], cache: dict[int, Any]) -> Any:
-    """(model, tokenizer) of a finished stage, or None when the run holds no finished model for it."""
+def load_stage_model(run: PipelineRun, index: int, info: dict[str, Any], cache: dict[int, Any]) -> Any:
+    """(model, tokenizer) of a finished stage, or None when the run holds no finished model for it
+    (`info`: the run's measured stages by name; shared by `workbench eval` and `workbench export`)."""
     if index in cache:
         return cache[index]
     from workbench.models.edits import load_edited_model
@@ -81,7 +82,7 @@ def _stage_model(run: PipelineRun, index: int, info: dict[str, Any], cache: dict
     if found is None and stage.name in info and not stage.trains and \
             all(recipe_class(n, where).inference_only for n, _ in stage.recipes):
         source = run._source(index)
-        base = _stage_model(run, source, info, cache) if source is not None else None
+        base = load_stage_model(run, source, info, cache) if source is not None else None
         if base is not None:  # not saved: rebuilt by its one-shot recipes, as `workbench run` does
             model, tokenizer = copy.deepcopy(base[0]), base[1]
             ctx = RecipeContext(task=None, tokenizer=tokenizer, run_dir=run.run_dir, stage=stage.name,
@@ -126,7 +127,7 @@ def evaluate_run(run: str | Path, task: str | dict[str, Any] | TaskConfig, stage
     wanted = [stage] if stage is not None else [n for n in names if n in measured]
     rows = []
     for name in wanted:
-        found = _stage_model(runner, names.index(name), measured, models)
+        found = load_stage_model(runner, names.index(name), measured, models)
         if found is None:
             if stage is not None:
                 raise ConfigError(f"stage '{name}' of run '{folder.name}' is not finished (no saved model); "
