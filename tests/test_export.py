@@ -1,7 +1,8 @@
 """`workbench export RUN --stage S --format onnx|hf`: every exportable stage kind loads in its
 target runtime with the stage's logits; refusals name the stage and the reason and leave no file.
 Tiny: the 2-layer BERT of test_platform fine-tuned 3 steps, then a 50%-sparse copy, a shrunk copy
-(uneven heads, layer 1's FFN removed), dynamic int8 and our runtime (never exportable)."""
+(uneven heads, layer 1's FFN removed), dynamic int8, our runtime (never exportable) and a
+trimmed vocabulary (its own tokenizer)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,6 +27,7 @@ def run(tmp_path_factory):
             "heads": 0.5, "neurons": 0.99, "targets": ["bert.encoder.layer.1"]}}]},
         {"name": "int8", "from": "shrunk", "recipes": ["dynamic_int8"]},
         {"name": "wb", "from": "t", "recipes": ["workbench_runtime"]},
+        {"name": "trim", "from": "t", "recipes": ["trim_vocab"]},  # its own, smaller tokenizer
     ], str(_tiny_dir(tmp, "tiny")))
     PipelineRun(spec, results_root=tmp / "r").run()
     yield tmp / "r" / "p"
@@ -50,7 +52,7 @@ def test_the_shrunk_stage_really_has_uneven_heads_and_no_ffn_in_layer_1(run):
     assert layer[1].attention.self.query.out_features == 16 and layer[0].attention.self.query.out_features == 32
 
 
-@pytest.mark.parametrize("stage", ["t", "sparse", "shrunk", "int8"])
+@pytest.mark.parametrize("stage", ["t", "sparse", "shrunk", "int8", "trim"])
 def test_onnx_export_loads_in_ort_with_the_stage_logits(run, stage, capsys):
     import onnx
     import onnxruntime as ort
@@ -88,26 +90,29 @@ def test_onnx_export_loads_in_ort_with_the_stage_logits(run, stage, capsys):
         assert sum((w == 0).mean() >= 0.45 for w in weights) >= 8  # 2 layers x (QKV, out, FFN in, FFN out)
 
 
-def test_hf_export_reloads_in_plain_transformers(run, capsys):
+@pytest.mark.parametrize("stage", ["sparse", "trim"])
+def test_hf_export_reloads_in_plain_transformers(run, stage, capsys):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from workbench.cli import main
 
-    assert main(["export", str(run), "--stage", "sparse", "--format", "hf"]) == 0
-    path = run / "export" / "sparse-hf"
+    assert main(["export", str(run), "--stage", stage, "--format", "hf"]) == 0
+    path = run / "export" / f"{stage}-hf"
     assert f"written: {path}" in capsys.readouterr().out and not _leftovers(run)
-    model, tok = _stage(run, "sparse")
+    model, tok = _stage(run, stage)
     plain = AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True).eval()
     enc = AutoTokenizer.from_pretrained(str(path))(["the film was good number 7"], return_tensors="pt")
     with torch.no_grad():
         assert torch.allclose(plain(**enc).logits, model(**enc).logits, atol=1e-6)
-    assert main(["export", str(run), "--stage", "sparse", "--format", "hf"]) == 0  # an earlier export is replaced
+    if stage == "trim":
+        assert plain.config.vocab_size == len(tok) < 1000  # the trimmed vocabulary, not MiniLM's 30522
+    assert main(["export", str(run), "--stage", stage, "--format", "hf"]) == 0  # an earlier export is replaced
     assert (path / "config.json").exists() and not _leftovers(run)
 
 
 @pytest.mark.parametrize("argv, says", [
-    (["--stage", "nope", "--format", "onnx"], "run 'p' has no stage 'nope' (stages: t, sparse, shrunk, int8, wb)"),
+    (["--stage", "nope", "--format", "onnx"], "run 'p' has no stage 'nope' (stages: t, sparse, shrunk, int8, wb, trim)"),
     (["--stage", "wb", "--format", "onnx"], "stage 'wb' cannot be exported: its recipes (workbench_runtime) build an "
                                             "inference-only model that export does not support; export its source "
                                             "stage 't' instead"),
