@@ -108,7 +108,8 @@ def runs(tmp_path_factory):
     shutil.copytree(tmp / "killed", tmp / "killed-changed")  # the killed state, re-run under the changed recipe
     again = _run(tmp, spec, tmp / "killed", changed, tmp / "killed-changed")
     assert again.returncode == 0, again.stderr[-3000:]
-    second = again.stdout.index("[workbench] stage 1/2", 1)  # where the changed recipe's run starts
+    first = again.stdout.index("[workbench] stage 1/2")
+    second = again.stdout.index("[workbench] stage 1/2", first + 1)  # where the changed recipe's run starts
     return tmp, again.stdout[:second], again.stdout[second:]
 
 
