@@ -314,3 +314,19 @@ def test_sibling_stages_have_independent_keys_and_shared_seeds(tmp_path, monkeyp
     changed = PipelineRun(_spec(tmp_path, [{**teacher, "train": {"epochs": 2}}, a], str(model)), results_root=tmp_path / "r")
     changed._prepare()
     assert changed._stage_key(1) != one._stage_key(1)  # ...but follows its teacher
+
+
+@pytest.mark.parametrize("recipe", [
+    {"magnitude_prune": {"sparsity": 0.5, "targets": ["re:.*no_such_module.*"]}},
+    {"structured_prune": {"heads": 0.25, "targets": ["bert.encoder.layer.9.attention"]}},
+])
+def test_targets_matching_nothing_fail_before_any_stage_runs(tmp_path, recipe, capsys):
+    """A typo in a later stage's `targets` fails at the start, not after the teacher trained."""
+    spec = _spec(tmp_path, [
+        {"name": "teacher", "recipes": ["finetune"], "train": {"epochs": 1, "max_steps": 2, "batch_size": 8}},
+        {"name": "pruned", "from": "teacher", "recipes": [recipe]},
+    ], model=str(_tiny_dir(tmp_path, "tiny")))
+    with pytest.raises(ConfigError, match=r"stage 'pruned' recipe '.*': 'targets' entry .* matches no"):
+        PipelineRun(spec, results_root=tmp_path / "res").run()
+    assert "stage 1/2" not in capsys.readouterr().out
+    assert not (tmp_path / "res" / "p" / "artifacts" / "teacher").exists()

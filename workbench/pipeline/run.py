@@ -95,6 +95,7 @@ class PipelineRun:
         self._check_task()
         self.base_model, self.tokenizer = load_model(spec.model, self.task.num_labels, spec.seed)
         self._check_architecture()
+        self._check_model()
         self.picks: tuple[list[int], list[int]] | None = None  # the --quick subsets, by index
         if self.quick:
             g = torch.Generator().manual_seed(spec.seed)
@@ -152,6 +153,16 @@ class PipelineRun:
             for rname, config in stage.recipes:
                 where = f"stage '{stage.name}' recipe '{rname}'"
                 recipe_class(rname, where).check_task(config, self.task, where)
+
+    def _check_model(self) -> None:
+        """Settings that name the model's modules (`targets`): checked by each recipe
+        (`Recipe.check_model`) against the starting model, before any work."""
+        from workbench.recipes.base import recipe_class
+
+        for stage in self.spec.stages:
+            for rname, config in stage.recipes:
+                where = f"stage '{stage.name}' recipe '{rname}'"
+                recipe_class(rname, where).check_model(config, self.base_model, where)
 
     def _check_architecture(self) -> None:
         """A recipe that reads the model's layout needs a supported family: say so before any work."""

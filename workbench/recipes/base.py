@@ -144,6 +144,19 @@ class Recipe:
         check_class_weights(getattr(config, "class_weights", None), task.num_labels, where)
 
     @classmethod
+    def check_model(cls, config: Any, model: nn.Module, where: str) -> None:
+        """Checks against the pipeline's starting model, before any stage runs. The default: every
+        `targets` entry names some module of it (exact name or `re:` full match). Later stages'
+        module names are a subset of the starting model's (students and pruning keep the names),
+        so an entry matching nothing here matches nothing later either: fail now, not after the
+        earlier stages trained. Each recipe still resolves its targets precisely when it runs."""
+        targets = getattr(config, "targets", None)
+        if targets:
+            from workbench.targets import resolve_targets
+
+            resolve_targets(model, list(targets), where, kind=nn.Module)
+
+    @classmethod
     def teacher_names(cls, config: Any) -> list[str]:
         """Teachers this recipe will ask for (earlier stages or model names/paths)."""
         return []
