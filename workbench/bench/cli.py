@@ -128,27 +128,36 @@ def _child_env(threads: int) -> dict[str, str]:
     return env
 
 
-def _run_child(spec: dict[str, Any], work: Path, timeout: float) -> list[dict[str, Any]]:
-    """One engine process (`workbench.bench.worker`) for `spec`; its rows, or failed rows saying why."""
-    tag = f"{safe_name(spec['model'])}__{spec['engine']}__t{spec['threads']}"
+def run_worker(module: str, spec: dict[str, Any], work: Path, tag: str, threads: int,
+               timeout: float) -> list[dict[str, Any]] | str:
+    """Run `python -m module spec.json result.json` in a fresh process with the bench's thread
+    environment; its result rows, or why there are none (the log's last line, a timeout...)."""
     spec_f, res_f, log_f = work / f"{tag}.json", work / f"{tag}.result.json", work / f"{tag}.log"
     spec_f.write_text(json.dumps(spec))
-    base = {"model": spec["model"], "engine": spec["engine"], "threads": spec["threads"],
-            "seq_len": spec["seq_len"], "runs": spec["runs"], "sparsity": ENGINES[spec["engine"]].sparsity}
     try:
         with open(log_f, "w") as log:
-            proc = subprocess.run([sys.executable, "-m", "workbench.bench.worker", str(spec_f), str(res_f)],
-                                  stdout=log, stderr=subprocess.STDOUT, env=_child_env(spec["threads"]),
+            proc = subprocess.run([sys.executable, "-m", module, str(spec_f), str(res_f)],
+                                  stdout=log, stderr=subprocess.STDOUT, env=_child_env(threads),
                                   cwd=str(REPO_ROOT), timeout=timeout)
         if res_f.exists():
             return json.loads(res_f.read_text())
         tail = [ln for ln in log_f.read_text(errors="replace").splitlines() if ln.strip()][-1:]
-        why = f"engine process exited with code {proc.returncode}" + (f": {tail[0][:300]}" if tail else "")
+        return f"engine process exited with code {proc.returncode}" + (f": {tail[0][:300]}" if tail else "")
     except subprocess.TimeoutExpired:
-        why = f"engine process timed out after {timeout:.0f} s"
+        return f"engine process timed out after {timeout:.0f} s"
     except OSError as exc:
-        why = f"could not start engine process: {exc}"
-    return [{**base, "batch": b, "status": "failed", "error": why} for b in spec["batches"]]
+        return f"could not start engine process: {exc}"
+
+
+def _run_child(spec: dict[str, Any], work: Path, timeout: float) -> list[dict[str, Any]]:
+    """One engine process (`workbench.bench.worker`) for `spec`; its rows, or failed rows saying why."""
+    tag = f"{safe_name(spec['model'])}__{spec['engine']}__t{spec['threads']}"
+    rows = run_worker("workbench.bench.worker", spec, work, tag, spec["threads"], timeout)
+    if not isinstance(rows, str):
+        return rows
+    base = {"model": spec["model"], "engine": spec["engine"], "threads": spec["threads"],
+            "seq_len": spec["seq_len"], "runs": spec["runs"], "sparsity": ENGINES[spec["engine"]].sparsity}
+    return [{**base, "batch": b, "status": "failed", "error": rows} for b in spec["batches"]]
 
 
 def _run_gemm(args: argparse.Namespace, s: dict[str, Any]) -> None:

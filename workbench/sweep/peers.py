@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -144,24 +143,13 @@ def _run_engines(items: list[dict[str, Any]], engines: list[str], timeout: float
 def run_child(spec: dict[str, Any], work: Path, timeout: float) -> list[dict[str, Any]]:
     """One engine process with the bench's thread environment for `spec["items"]` (one per trial);
     its rows, or a failed row per trial saying why."""
-    from workbench.bench.cli import REPO_ROOT, _child_env
+    from workbench.bench.cli import run_worker
 
-    tag = f"{spec['engine']}-t{spec['threads']}"
-    spec_f, res_f, log_f = (work / f"{tag}{s}" for s in (".json", ".result.json", ".log"))
-    spec_f.write_text(json.dumps(spec))
-    try:
-        with open(log_f, "w") as log:
-            proc = subprocess.run([sys.executable, "-m", "workbench.sweep.peers", str(spec_f), str(res_f)],
-                                  stdout=log, stderr=subprocess.STDOUT, env=_child_env(spec["threads"]),
-                                  cwd=str(REPO_ROOT), timeout=timeout)
-        if res_f.exists():
-            return json.loads(res_f.read_text())
-        tail = [ln for ln in log_f.read_text(errors="replace").splitlines() if ln.strip()][-1:]
-        why = f"engine process exited with code {proc.returncode}" + (f": {tail[0][:300]}" if tail else "")
-    except subprocess.TimeoutExpired:
-        why = f"engine process timed out after {timeout:.0f} s"
-    except OSError as exc:
-        why = f"could not start engine process: {exc}"
+    rows = run_worker("workbench.sweep.peers", spec, work, f"{spec['engine']}-t{spec['threads']}", spec["threads"],
+                      timeout)
+    if not isinstance(rows, str):
+        return rows
+    why = rows
     return [{"trial": it["trial"], "stage": it["stage"], "engine": spec["engine"], "status": "failed", "error": why,
              "threads": spec["threads"], "seq_len": it["seq_len"], "batch": 1} for it in spec["items"]]
 
