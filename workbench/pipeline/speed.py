@@ -61,12 +61,14 @@ def _export(model: nn.Module, folder: Path) -> dict[str, Any]:
     a Hugging Face model (structurally edited, dynamically int8-quantized or not) as its config
     plus its state dict, rebuilt in the worker from the config (edits replayed, the same Linear
     layers quantized on the same torch engine). Returns what the worker needs to know."""
-    if hasattr(model, "workbench_engine") and callable(getattr(model, "save", None)):
+    load = getattr(type(model), "load", None)
+    if callable(getattr(model, "save", None)) and callable(load):
+        # a model that saves itself and loads with `Class.load(folder)` (e.g. a compiled runtime model)
         model.save(folder / "engine")
-        return {"kind": "engine"}
+        return {"kind": "saved", "loader": f"{type(model).__module__}:{type(model).__qualname__}"}
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "save_pretrained"):
-        raise TypeError(f"{type(model).__name__} is neither a Hugging Face model nor a workbench runtime model")
+        raise TypeError(f"{type(model).__name__} is neither a Hugging Face model nor a model with save() and Class.load()")
     quantized = _quantized_linears(model)  # (other kinds of layers fail to load in the worker: timed here)
     config.save_pretrained(folder / "config")
     torch.save(model.state_dict(), folder / "state.pt")
@@ -74,10 +76,14 @@ def _export(model: nn.Module, folder: Path) -> dict[str, Any]:
 
 
 def _import(folder: Path, spec: dict[str, Any]) -> nn.Module:
-    if spec["kind"] == "engine":
-        from workbench.runtime.module import EngineModule
+    if spec["kind"] == "saved":
+        import importlib
 
-        return EngineModule.load(folder / "engine")
+        module, qualname = spec["loader"].split(":")
+        cls = importlib.import_module(module)
+        for part in qualname.split("."):
+            cls = getattr(cls, part)
+        return cls.load(folder / "engine")
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from workbench.models.edits import replay_edits
@@ -88,10 +94,9 @@ def _import(folder: Path, spec: dict[str, Any]) -> nn.Module:
     model = AutoModelForSequenceClassification.from_config(config)
     replay_edits(model, edits)  # the same shapes as the stage's model (as load_edited_model does)
     model.config.workbench_edits = edits
-    if spec["quantized"]:
-        from workbench.recipes.quantize.dynamic import quantize_dynamic_int8
-
-        model = quantize_dynamic_int8(model, spec["engine"], set(spec["quantized"]))
+    if spec["quantized"]:  # the same Linear layers as torch dynamic int8 modules, on the same engine
+        torch.backends.quantized.engine = spec["engine"]
+        model = torch.ao.quantization.quantize_dynamic(model, set(spec["quantized"]), dtype=torch.qint8)
     missing, unexpected = model.load_state_dict(torch.load(folder / "state.pt", weights_only=True), strict=False)
     missing = [m for m in missing if not m.endswith("position_ids")]
     if missing or unexpected:
