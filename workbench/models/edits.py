@@ -181,3 +181,29 @@ def keep_heads(model: nn.Module, layer: int, keep: list[int]) -> None:
         out_parent, _, out_name = arch.family.roles["attn_out"].rpartition(".")
         inner_out = out_name if out_parent == parent_path else None
         _replace(model, prefix, attn, HeadlessAttention(attn, names, inner_out))  # type: ignore[arg-type]
+
+
+@register_edit("exit_heads")
+def add_exit_heads(model: nn.Module, layers: list[int]) -> None:
+    """Give the model an intermediate classifier (`ExitHead`) after each encoder layer in `layers`,
+    in `model.exit_heads` (keyed by `str(layer)`); heads already there are kept."""
+    from workbench.models.arch import architecture
+    from workbench.models.dynamic import ExitHead
+
+    arch = architecture(model)
+    heads = getattr(model, "exit_heads", None)
+    if not isinstance(heads, nn.ModuleDict):
+        heads = nn.ModuleDict()
+    p = float(getattr(model.config, "hidden_dropout_prob", getattr(model.config, "dropout", 0.1)) or 0.0)
+    for layer in layers:
+        if str(int(layer)) not in heads:
+            heads[str(int(layer))] = ExitHead(arch.hidden_size, int(model.config.num_labels), p)
+    model.exit_heads = heads.train(model.training)  # a new module starts in training mode
+
+
+@register_edit("dynamic_spec")
+def set_dynamic_spec(model: nn.Module, spec: dict[str, Any]) -> None:
+    """Set `model.dynamic` (a `DynamicSpec`); a later record replaces an earlier one."""
+    from workbench.models.dynamic import DynamicSpec
+
+    model.dynamic = DynamicSpec.from_dict(spec)

@@ -1,0 +1,296 @@
+"""Dynamic inference: per-layer token dropping (length-adaptive) and early exits, torch reference.
+
+A model carries its dynamic behaviour as `model.dynamic`, a `DynamicSpec`, and its extra exit
+classifiers as `model.exit_heads` (an `nn.ModuleDict` keyed by `str(layer)`). Both are saved
+with the model through the structural edits of `workbench.models.edits` (`exit_heads`,
+`dynamic_spec`), so `load_edited_model` rebuilds them.
+
+`dynamic_forward` is the reference the runtime must match. The rules, in one place:
+
+* Token count kept after layer i (0-based): with n = the example's non-padding tokens at the
+  input ([CLS] and [SEP] included), `k_i = min(current, max(1, ceil(length_ratios[i] * n)))`
+  (`keep_count`). Dropping happens on layer i's OUTPUT, using layer i's attention.
+* Selection (`select_tokens`): significance of current token j = sum over heads and over the
+  current non-padding query tokens q of attention_prob[h, q, j]. [CLS] (position 0) is always
+  kept; the other k_i - 1 are the most significant of the rest, ties broken by lower position;
+  kept tokens stay in their original order.
+* Exits: after a layer listed in `exit_layers` (and only after the layers that ran), the exit
+  head reads the [CLS] state. `exit_at` = always leave after that layer; otherwise with
+  `exit_threshold` set, an example leaves when the criterion passes: "entropy" = normalized
+  entropy of the softmax <= threshold, "confidence" = max probability >= threshold. The model's
+  own classifier is the exit after the last layer. An example that left runs no further layer
+  (it is removed from the batch: the trace counts the work actually done).
+* Spec None / all ratios 1.0 / no threshold and no `exit_at` -> the model's normal logits.
+
+The forward is written layer by layer through the architecture adapter (`workbench.models.arch`)
+for the post-LN BERT family (BERT, MiniLM, DistilBERT, RoBERTa); dropout follows `model.training`
+with the config's probabilities, so the same function trains sub-networks (length_adaptive).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workbench.config import ConfigError
+
+CRITERIA = ("entropy", "confidence")
+
+
+@dataclass
+class DynamicSpec:
+    """How a model runs dynamically (see the module docstring for the exact rules)."""
+
+    length_ratios: list[float] | None = None
+    """One per encoder layer, non-increasing, in (0, 1]; None = no token dropping."""
+    exit_layers: list[int] = field(default_factory=list)
+    """0-based layers with an exit head (the last layer's exit is the model's classifier)."""
+    exit_criterion: str = "entropy"
+    exit_threshold: float | None = None
+    """None = no confidence-based exit."""
+    exit_at: int | None = None
+    """Fixed exit: every example leaves after this layer."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "DynamicSpec":
+        d = dict(d or {})
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"dynamic spec: unknown keys {unknown}; known: {sorted(cls.__dataclass_fields__)}")
+        spec = cls(**d)
+        if spec.length_ratios is not None:
+            spec.length_ratios = [float(r) for r in spec.length_ratios]
+        spec.exit_layers = sorted(int(x) for x in spec.exit_layers)
+        return spec
+
+    def replace(self, **changes: Any) -> "DynamicSpec":
+        return DynamicSpec.from_dict({**self.to_dict(), **changes})
+
+    def check(self, num_layers: int, where: str = "dynamic spec") -> "DynamicSpec":
+        """Raise ConfigError when the spec does not fit a model of `num_layers` layers."""
+        r = self.length_ratios
+        if r is not None:
+            if len(r) != num_layers:
+                raise ConfigError(f"{where}: length_ratios has {len(r)} values, the model has {num_layers} layers; "
+                                  f"give one ratio per layer")
+            if any(not 0 < x <= 1 for x in r) or any(b > a + 1e-12 for a, b in zip(r, r[1:])):
+                raise ConfigError(f"{where}: length_ratios {r} must be in (0, 1] and non-increasing")
+        bad = [x for x in self.exit_layers if not 0 <= x < num_layers - 1]
+        if bad:
+            raise ConfigError(f"{where}: exit_layers {bad} out of range; use layers 0..{num_layers - 2} "
+                              f"(the last layer's exit is the model's classifier)")
+        if self.exit_criterion not in CRITERIA:
+            raise ConfigError(f"{where}: exit_criterion '{self.exit_criterion}' unknown; use one of {CRITERIA}")
+        if self.exit_at is not None and self.exit_at not in self.exit_layers + [num_layers - 1]:
+            raise ConfigError(f"{where}: exit_at={self.exit_at} has no exit head; use one of "
+                              f"{self.exit_layers + [num_layers - 1]}")
+        return self
+
+    @property
+    def is_static(self) -> bool:
+        no_drop = self.length_ratios is None or all(x >= 1.0 for x in self.length_ratios)
+        return no_drop and self.exit_threshold is None and self.exit_at is None
+
+
+class ExitHead(nn.Module):
+    """An intermediate classifier on the [CLS] state: Linear(H, H) -> tanh -> Linear(H, labels)
+    (BERT's pooler + classifier shape). Dropout before the output layer while training."""
+
+    def __init__(self, hidden: int, num_labels: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden, num_labels)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, cls: torch.Tensor) -> torch.Tensor:
+        return self.out(self.dropout(torch.tanh(self.dense(cls))))
+
+
+def keep_count(ratio: float, n: int, current: int) -> int:
+    """Tokens kept after a layer: min(current, max(1, ceil(ratio * n))). The 1e-6 guards against
+    float products such as 0.3 * 10 = 3.0000000000000004 rounding up."""
+    return min(int(current), max(1, math.ceil(float(ratio) * int(n) - 1e-6)))
+
+
+def kept_counts(ratios: list[float] | None, n: int) -> list[int]:
+    """Tokens processed by each layer for an input of n real tokens (layer 0 sees all n)."""
+    if ratios is None:
+        return []
+    out, cur = [], int(n)
+    for r in ratios:
+        out.append(cur)
+        cur = keep_count(r, n, cur)
+    return out
+
+
+def token_significance(probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, L] attention received by each key token: sum over heads and real query tokens."""
+    return (probs * mask[:, None, :, None].to(probs.dtype)).sum(dim=(1, 2))
+
+
+def select_tokens(probs: torch.Tensor | None, mask: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions to keep per example ([B, K] long, in original order, K = max k) and the new
+    mask ([B, K] bool). probs: [B, heads, L, L] (None: a layer without heads, every score 0)."""
+    b, length = mask.shape
+    mask = mask.bool()
+    sig = token_significance(probs, mask) if probs is not None and probs.shape[1] else mask.new_zeros(b, length, dtype=torch.float32)
+    score = sig.float().masked_fill(~mask, float("-inf"))
+    score[:, 0] = float("inf")  # [CLS] always stays
+    order = torch.sort(score, dim=1, descending=True, stable=True).indices  # ties: lower position first
+    kmax = int(k.max())
+    chosen = order[:, :kmax]
+    valid = torch.arange(kmax, device=mask.device)[None, :] < k[:, None]
+    key = torch.where(valid, chosen, chosen + length)  # unused slots sort after the kept ones
+    key = torch.sort(key, dim=1).values
+    return torch.where(key >= length, key - length, key), valid
+
+
+@dataclass
+class DynamicTrace:
+    """Work done by one `dynamic_forward` call."""
+
+    tokens: torch.Tensor
+    """[B, num_layers] tokens each layer processed for each example (0: the layer did not run)."""
+    exit_layer: torch.Tensor
+    """[B] the layer after which each example left."""
+
+    @property
+    def layers_run(self) -> torch.Tensor:
+        return self.exit_layer + 1
+
+
+def _dropouts(config: Any) -> tuple[float, float]:
+    hidden = getattr(config, "hidden_dropout_prob", getattr(config, "dropout", 0.0)) or 0.0
+    attn = getattr(config, "attention_probs_dropout_prob", getattr(config, "attention_dropout", 0.0)) or 0.0
+    return float(hidden), float(attn)
+
+
+def _activation(config: Any, arch: Any) -> Any:
+    from transformers.activations import ACT2FN
+
+    return ACT2FN[getattr(config, arch.family.activation_attr)]
+
+
+def _layer(arch: Any, i: int, h: torch.Tensor, mask: torch.Tensor, act: Any, p_hidden: float, p_attn: float,
+           training: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One post-LN encoder layer; returns the output and the attention probabilities."""
+    from workbench.forward import attention_log_probs
+
+    b, length, _ = h.shape
+    q, k, v = (arch.module(i, r)(h) for r in ("query", "key", "value"))
+    nh = arch.num_heads(i)
+    probs = None
+    if nh:
+        d = arch.head_size
+        probs = attention_log_probs(q, k, nh, mask).exp()
+        vh = v.reshape(b, length, nh, d).transpose(1, 2)
+        ctx = (F.dropout(probs, p_attn, training) @ vh).transpose(1, 2).reshape(b, length, nh * d)
+    else:
+        ctx = h.new_zeros(b, length, 0)
+    a = arch.module(i, "attn_norm")(h + F.dropout(arch.module(i, "attn_out")(ctx), p_hidden, training))
+    f = arch.module(i, "ffn_out")(act(arch.module(i, "ffn_in")(a)))
+    return arch.module(i, "ffn_norm")(a + F.dropout(f, p_hidden, training)), probs
+
+
+def classify(model: nn.Module, cls: torch.Tensor) -> torch.Tensor:
+    """The model's own sequence-classification head on the [CLS] state [B, H]."""
+    from workbench.models.arch import architecture
+
+    fam = architecture(model).family
+    p_hidden, _ = _dropouts(model.config)
+    x = model.get_submodule(fam.head_dense)(F.dropout(cls, p_hidden, model.training) if fam.pooler is None else cls)
+    x = torch.tanh(x) if fam.head_activation == "tanh" else torch.relu(x)
+    return model.get_submodule(fam.head_out)(F.dropout(x, p_hidden, model.training))
+
+
+def _leaves(logits: torch.Tensor, spec: DynamicSpec) -> torch.Tensor:
+    """[B] bool: examples whose exit criterion passes."""
+    p = torch.softmax(logits.float(), dim=-1)
+    if spec.exit_criterion == "confidence":
+        return p.max(dim=-1).values >= spec.exit_threshold
+    c = p.shape[-1]
+    ent = -(p * torch.log(p.clamp_min(1e-12))).sum(-1) / math.log(c) if c > 1 else torch.zeros_like(p[:, 0])
+    return ent <= spec.exit_threshold
+
+
+def model_spec(model: nn.Module) -> DynamicSpec | None:
+    """The spec a model carries (`model.dynamic`), or None."""
+    spec = getattr(model, "dynamic", None)
+    return spec if isinstance(spec, DynamicSpec) else None
+
+
+def dynamic_forward(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                    spec: DynamicSpec | None = None, token_type_ids: torch.Tensor | None = None,
+                    return_trace: bool = False) -> torch.Tensor | tuple[torch.Tensor, DynamicTrace]:
+    """Logits [B, labels] of `model` run as `spec` says (spec None: the model's own `dynamic`,
+    and a model without one runs statically). With `return_trace`, also the work done."""
+    from workbench.models.arch import architecture
+
+    arch = architecture(model, "dynamic_forward")
+    spec = spec if spec is not None else model_spec(model) or DynamicSpec()
+    num_layers = arch.num_layers
+    spec.check(num_layers)
+    heads = getattr(model, "exit_heads", None)
+    use_exits = spec.exit_at is not None or spec.exit_threshold is not None
+    if use_exits:
+        missing = [x for x in spec.exit_layers if heads is None or str(x) not in heads]
+        if missing:
+            raise ConfigError(f"dynamic_forward: the spec lists exit layers {missing} but the model has no exit "
+                              f"head there (heads: {sorted(heads) if heads is not None else []})")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    emb_kwargs: dict[str, Any] = {"input_ids": input_ids}
+    if arch.family.token_type_embeddings and token_type_ids is not None:
+        emb_kwargs["token_type_ids"] = token_type_ids
+    h = arch.embeddings(**emb_kwargs)
+    mask = attention_mask.bool()
+    b = input_ids.shape[0]
+    n = mask.sum(1)
+    act = _activation(model.config, arch)
+    p_hidden, p_attn = _dropouts(model.config)
+    training = model.training
+    active = torch.arange(b, device=input_ids.device)
+    tokens = torch.zeros(b, num_layers, dtype=torch.long)
+    exit_layer = torch.full((b,), num_layers - 1, dtype=torch.long)
+    parts: list[tuple[torch.Tensor, torch.Tensor]] = []  # (original rows, logits)
+    ratios = spec.length_ratios
+    for i in range(num_layers):
+        tokens[active.cpu(), i] = mask.sum(1).cpu()
+        h, probs = _layer(arch, i, h, mask, act, p_hidden, p_attn, training)
+        if i == num_layers - 1:
+            parts.append((active, classify(model, h[:, 0])))
+            break
+        if use_exits and i in spec.exit_layers:
+            logits = heads[str(i)](h[:, 0])
+            done = torch.ones(len(active), dtype=torch.bool, device=h.device) if spec.exit_at == i else \
+                _leaves(logits, spec) if spec.exit_threshold is not None else \
+                torch.zeros(len(active), dtype=torch.bool, device=h.device)
+            if bool(done.any()):
+                parts.append((active[done], logits[done]))
+                exit_layer[active[done].cpu()] = i
+                stay = ~done
+                active, h, mask, n = active[stay], h[stay], mask[stay], n[stay]
+                probs = probs[stay] if probs is not None else None
+                if not len(active):
+                    break
+        if ratios is not None and ratios[i] < 1.0:
+            cur = mask.sum(1)
+            k = torch.tensor([keep_count(ratios[i], int(nn_), int(c)) for nn_, c in zip(n.tolist(), cur.tolist())],
+                             dtype=torch.long, device=h.device)
+            if bool((k < cur).any()):
+                idx, mask = select_tokens(probs, mask, k)
+                h = torch.gather(h, 1, idx[:, :, None].expand(-1, -1, h.shape[-1]))
+    num_labels = parts[0][1].shape[-1]
+    out = parts[0][1].new_zeros(b, num_labels)
+    for rows, logits in parts:
+        out = out.index_copy(0, rows, logits)
+    if return_trace:
+        return out, DynamicTrace(tokens=tokens, exit_layer=exit_layer)
+    return out
