@@ -64,14 +64,18 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from workbench.paths import results_dir
     from workbench.pipeline.compare import compare
     from workbench.prune.report import structural_report
+    from workbench.quantize.report import quantization_report
 
     folder = Path(args.run) if Path(args.run).is_dir() else results_dir() / args.run
-    figure = "accuracy_vs_throughput.png" if args.structural else "methods.png"
-    if args.structural:
-        structural_report(folder, args.out)
+    if args.structural and args.quantization:
+        raise ConfigError("compare: choose one of --structural and --quantization")
+    figure = ("accuracy_vs_throughput.png" if args.structural else "accuracy_vs_size.png" if args.quantization
+              else "methods.png")
+    if args.structural or args.quantization:
+        (structural_report if args.structural else quantization_report)(folder, args.out)
         folder = Path(args.out) if args.out else folder
     elif args.out:
-        raise ConfigError("--out goes with --structural (a method comparison is written next to its run)")
+        raise ConfigError("--out goes with --structural or --quantization (a method comparison is written next to its run)")
     else:
         compare(folder)
     print((folder / "table.md").read_text())
@@ -182,7 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--structural", action="store_true",
                    help="a structural run (stages <method>-<pct>): FLOPs, pruning time and memory, and the "
                         "cross-engine speed of `workbench bench --run` (speed.csv) per stage")
-    c.add_argument("--out", default=None, help="with --structural: where the report goes (default: the run's folder)")
+    c.add_argument("--quantization", action="store_true",
+                   help="a quantization run (stages <fp32 stage>.<method>): accuracy drop against the fp32 stage, "
+                        "size, and per-engine speed of `workbench bench --run` (speed.csv)")
+    c.add_argument("--out", default=None, help="with --structural or --quantization: where the report goes "
+                                               "(default: the run's folder)")
     c.set_defaults(func=_cmd_compare)
     s = sub.add_parser("show", help="print a run's stage table")
     s.add_argument("run", help="run name under results/ or a folder")

@@ -49,7 +49,7 @@ def split_stage(stage: str) -> tuple[str, float | None]:
     return (m.group(1), int(m.group(2)) / 100.0) if m else (stage, None)
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float]) -> tuple[float, float]:
     if not values:
         return float("nan"), float("nan")
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
@@ -84,26 +84,26 @@ def summarize(folder: Path) -> list[dict[str, Any]]:
     stages: dict[str, list[dict[str, Any]]] = {}
     for r in raw:
         stages.setdefault(r["stage"], []).append(r)
-    teacher_acc = _mean_std([float(r["accuracy"]) for r in stages.get("teacher", [])])[0]
+    teacher_acc = mean_std([float(r["accuracy"]) for r in stages.get("teacher", [])])[0]
     rows = []
     for stage, rs in stages.items():
         method, budget = split_stage(stage)
         if method not in METHODS:
             continue  # helper stages (e.g. a runtime stage) are not rows
         records = [_pruning_record(folder, r["seed"], stage) for r in rs]
-        acc = _mean_std([float(r["accuracy"]) for r in rs])
-        f1 = _mean_std([float(r["macro_f1"]) for r in rs])
+        acc = mean_std([float(r["accuracy"]) for r in rs])
+        f1 = mean_std([float(r["macro_f1"]) for r in rs])
         num = lambda key: [float(r[key]) for r in rs if r.get(key) not in (None, "")]  # noqa: E731
         rec = lambda key: [float(p[key]) for p in records if p.get(key) is not None]  # noqa: E731
         row: dict[str, Any] = {
             "stage": stage, "method": METHODS[method], "flops_target": budget,
-            "flops_removed": _mean_std(num("flops_removed") or rec("flops_removed") or [0.0])[0],
-            "params": _mean_std(num("params"))[0], "disk_mb": _mean_std(num("disk_mb"))[0],
+            "flops_removed": mean_std(num("flops_removed") or rec("flops_removed") or [0.0])[0],
+            "params": mean_std(num("params"))[0], "disk_mb": mean_std(num("disk_mb"))[0],
             "n_seeds": len(rs), "mean_accuracy": acc[0], "std_accuracy": acc[1],
             "mean_macro_f1": f1[0], "std_macro_f1": f1[1],
             "drop_points": 100.0 * (teacher_acc - acc[0]),
-            "pruning_seconds": _mean_std(num("pruning_seconds") or rec("pruning_seconds"))[0],
-            "train_seconds": _mean_std(num("train_seconds"))[0],
+            "pruning_seconds": mean_std(num("pruning_seconds") or rec("pruning_seconds"))[0],
+            "train_seconds": mean_std(num("train_seconds"))[0],
             # ru_maxrss is the whole process's peak (all stages run before, too): the smallest over
             # the seeds' processes is the tightest upper bound of what the method itself needed
             "peak_rss_mb": min(rec("peak_rss_mb"), default=float("nan")),
