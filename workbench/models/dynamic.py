@@ -29,6 +29,7 @@ with the config's probabilities, so the same function trains sub-networks (lengt
 from __future__ import annotations
 
 import math
+import types
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -294,3 +295,48 @@ def dynamic_forward(model: nn.Module, input_ids: torch.Tensor, attention_mask: t
     if return_trace:
         return out, DynamicTrace(tokens=tokens, exit_layer=exit_layer)
     return out
+
+
+def set_dynamic(model: nn.Module, spec: DynamicSpec | None) -> None:
+    """Attach `spec` as `model.dynamic` so that calling the model runs it dynamically.
+
+    Everything that calls a stage's model (evaluation, speed measurement, the speed worker that
+    rebuilds it from its edits, `eval_other`) then measures the dynamic network without knowing
+    about it: the model's `forward` is replaced, on this instance only, by `dynamic_call`, which
+    uses `dynamic_forward` when the spec is not static and no hidden states or attentions are
+    asked for (only the static network has them; the trainer's `forward_with` then gets the
+    static forward). `spec=None` removes both. Saved through the `dynamic_spec` edit."""
+    if spec is None:
+        model.__dict__.pop("forward", None)
+        if hasattr(model, "dynamic"):
+            del model.dynamic
+        return
+    spec.check(_num_layers(model), "dynamic spec")
+    model.dynamic = spec
+    model.forward = types.MethodType(dynamic_call, model)
+
+
+def _num_layers(model: nn.Module) -> int:
+    from workbench.models.arch import architecture
+
+    return architecture(model, "dynamic spec").num_layers
+
+
+def dynamic_call(self: nn.Module, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                 **kwargs: Any) -> Any:
+    """The `forward` of a model with a `DynamicSpec` (see `set_dynamic`): Hugging Face's call
+    signature, a `SequenceClassifierOutput` with the logits (and the loss when labels are given);
+    the work done is kept in `self.last_trace`."""
+    spec = model_spec(self)
+    asks_more = any(kwargs.get(k) for k in ("output_hidden_states", "output_attentions", "inputs_embeds",
+                                            "position_ids"))
+    if spec is None or spec.is_static or asks_more or input_ids is None:
+        return type(self).forward(self, input_ids=input_ids, attention_mask=attention_mask,
+                                  token_type_ids=token_type_ids, labels=labels, **kwargs)
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    logits, self.last_trace = dynamic_forward(self, input_ids, attention_mask, spec, token_type_ids,
+                                              return_trace=True)
+    loss = F.cross_entropy(logits, labels) if labels is not None else None
+    return SequenceClassifierOutput(loss=loss, logits=logits)

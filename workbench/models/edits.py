@@ -203,7 +203,8 @@ def add_exit_heads(model: nn.Module, layers: list[int]) -> None:
 
 @register_edit("dynamic_spec")
 def set_dynamic_spec(model: nn.Module, spec: dict[str, Any]) -> None:
-    """Set `model.dynamic` (a `DynamicSpec`); a later record replaces an earlier one."""
-    from workbench.models.dynamic import DynamicSpec
+    """Set `model.dynamic` (a `DynamicSpec`; calling the model then runs it dynamically, see
+    `workbench.models.dynamic.set_dynamic`); a later record replaces an earlier one."""
+    from workbench.models.dynamic import DynamicSpec, set_dynamic
 
-    model.dynamic = DynamicSpec.from_dict(spec)
+    set_dynamic(model, DynamicSpec.from_dict(spec))
