@@ -179,6 +179,11 @@ def _unsupported(name: str, why: str) -> UnsupportedModelError:
 _BIAS_FUSED = ("out", "ffn2")
 
 
+def attention_bias(mask: np.ndarray) -> np.ndarray:
+    """The additive attention mask as in HF: 0 for tokens, dtype-min for padding; [B, 1, 1, S]."""
+    return ((np.float32(1.0) - mask) * np.finfo(np.float32).min).astype(np.float32)[:, None, None, :]
+
+
 def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: float = 0.5) -> "Engine":
     """Compile a Hugging Face BERT-family sequence classifier into an `Engine`.
 
@@ -191,6 +196,9 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
     if not isinstance(sparse_threshold, (int, float)) or sparse_threshold < 0:
         raise ValueError(f"sparse_threshold must be a number >= 0, got {sparse_threshold!r}")
     meta, tensors, raw = _read(hf_model)
+    from workbench.runtime.dynamic import read_dynamic
+
+    dynamic = read_dynamic(hf_model, raw)  # model.dynamic + exit heads (adds exit.<i>.pre/cls)
     H, nh = meta["hidden_size"], meta["num_heads"]
     if H % nh:
         raise UnsupportedModelError(f"hidden size {H} is not divisible by {nh} heads")
@@ -252,7 +260,7 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
         "quantize": bool(quantize), "sparse_threshold": float(sparse_threshold),
         "num_labels": int(raw["head.cls"][0].shape[0]), "linears": linears_meta,
         "hf_config": json.loads(json.dumps(hf_config, default=str)),
-    })
+    }, **({"dynamic": dynamic} if dynamic else {}))
     return Engine(meta, tensors)
 
 
@@ -302,6 +310,7 @@ class Engine:
         self.layer_ffn: list[int] = [int(meta["linears"][f"layers.{i}.ffn1"]["N"]) for i in range(self.num_layers)]
         if len(self.layer_heads) != self.num_layers:
             raise ValueError(f"engine meta: {len(self.layer_heads)} layer head counts for {self.num_layers} layers")
+        self.last_trace: dict[str, Any] | None = None  # work done by the last call (runtime.dynamic)
 
     # ---- inputs ------------------------------------------------------------------------------
     def _check_inputs(self, input_ids: Any, attention_mask: Any, token_type_ids: Any
@@ -344,7 +353,13 @@ class Engine:
         return ids, mask, tt
 
     # ---- forward -----------------------------------------------------------------------------
-    def __call__(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None) -> np.ndarray:
+    def __call__(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None,
+                 **dynamic: Any) -> np.ndarray:
+        """`dynamic`: overrides of the compiled `DynamicSpec` (`length_ratios=`, `exit_threshold=`,
+        `exit_at=`, `exit_criterion=`, or a whole `spec=`); see `workbench.runtime.dynamic`."""
+        from workbench.runtime import dynamic as D
+
+        spec = D.resolve(self, dynamic)
         ids, mask, tt = self._check_inputs(input_ids, attention_mask, token_type_ids)
         # Drop trailing columns that are padding in every row: exact, since padded keys get a
         # zero attention weight and only the [CLS] row is read (not when a row is all padding).
@@ -353,13 +368,25 @@ class Engine:
             S_eff = int(np.nonzero(valid)[0][-1]) + 1
             ids, mask = ids[:, :S_eff], mask[:, :S_eff]
             tt = None if tt is None else tt[:, :S_eff]
+        if spec is not None:  # token dropping / early exits: workbench.runtime.dynamic
+            return D.forward(self, ids, mask, tt, spec)
         return self._forward(ids, mask, tt)
 
     def _forward(self, ids: np.ndarray, mask: np.ndarray, tt: np.ndarray | None) -> np.ndarray:
+        from workbench.runtime.dynamic import static_trace
+
+        B, S = ids.shape
+        h, mask_bias, L = self._embed(ids, tt), attention_bias(mask), self.num_layers
+        for i in range(L):  # only the [CLS] row of the last layer feeds the classifier
+            h = self._layer(i, h, B, S, mask_bias, cls_only=i == L - 1)
+        self.last_trace = static_trace(mask, L)
+        return self._head(h)  # [B, H] after the CLS-only last layer
+
+    def _embed(self, ids: np.ndarray, tt: np.ndarray | None) -> np.ndarray:
+        """Embeddings + LayerNorm: [B*S, H] rows."""
         T = self.tensors
         B, S = ids.shape
         H = self.hidden_size
-        d = H // self.num_heads
         x = T["embeddings.word"][ids].astype(np.float32, copy=False)
         if self.position_ids == "padding_offset":
             real = ids != self.padding_idx
@@ -368,45 +395,49 @@ class Engine:
             x += T["embeddings.position"][:S]
         if "embeddings.token_type" in T:
             x += T["embeddings.token_type"][0] if tt is None else T["embeddings.token_type"][tt]
-        h = K.layernorm(x.reshape(B * S, H), T["embeddings.ln.gamma"], T["embeddings.ln.beta"],
-                        self._eps["embeddings.ln"])
-        # additive mask as in HF: 0 for tokens, dtype-min for padding; [B, 1, 1, S]
-        mask_bias = ((np.float32(1.0) - mask) * np.finfo(np.float32).min).astype(np.float32)[:, None, None, :]
-        L = self.num_layers
-        for i in range(L):
-            last = i == L - 1
-            lin = self._linears
-            nh = self.layer_heads[i]
-            # only the [CLS] row of the last layer feeds the classifier
-            residual = np.ascontiguousarray(h.reshape(B, S, H)[:, 0]) if last else h
-            ln1 = (T[f"layers.{i}.ln1.gamma"], T[f"layers.{i}.ln1.beta"], self._eps[f"layers.{i}.ln1"])
-            if nh == 0:  # attention removed: the block adds only its output projection's bias
-                h = K.layernorm(residual + T[f"layers.{i}.out.bias"], *ln1)
-            else:
-                qkv = lin[f"layers.{i}.qkv"](h).reshape(B, S, 3, nh, d)
-                k = qkv[:, :, 1].transpose(0, 2, 3, 1)  # [B, nh, d, S]
-                v = qkv[:, :, 2].transpose(0, 2, 1, 3)  # [B, nh, S, d]
-                q = (qkv[:, :1, 0] if last else qkv[:, :, 0]).transpose(0, 2, 1, 3)  # [B, nh, rows, d]
-                ctx = self._attention(q, k, v, mask_bias).reshape(residual.shape[0], nh * d)
-                attn = lin[f"layers.{i}.out"](ctx)
-                h = K.add_bias_residual_layernorm(attn, T[f"layers.{i}.out.bias"], residual, *ln1)
-            ln2 = (T[f"layers.{i}.ln2.gamma"], T[f"layers.{i}.ln2.beta"], self._eps[f"layers.{i}.ln2"])
-            if self.layer_ffn[i] == 0:  # FFN removed: only ffn_out's bias
-                h = K.layernorm(h + T[f"layers.{i}.ffn2.bias"], *ln2)
-            else:
-                f = self._act(lin[f"layers.{i}.ffn1"](h))
-                f2 = lin[f"layers.{i}.ffn2"](np.ascontiguousarray(f))
-                h = K.add_bias_residual_layernorm(f2, T[f"layers.{i}.ffn2.bias"], h, *ln2)
-        cls = h  # [B, H] after the CLS-only last layer
-        pre = self._linears["head.pre"](cls)
-        # tanh / ReLU on [B, H]: tiny, NumPy (no kernel for tanh in workbench_ext)
-        pre = np.tanh(pre) if self.meta["head"] == "pooler_tanh" else np.maximum(pre, np.float32(0))
-        return np.ascontiguousarray(self._linears["head.cls"](np.ascontiguousarray(pre, dtype=np.float32)))
+        return K.layernorm(x.reshape(B * S, H), T["embeddings.ln.gamma"], T["embeddings.ln.beta"],
+                           self._eps["embeddings.ln"])
 
-    def _attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.ndarray) -> np.ndarray:
+    def _layer(self, i: int, h: np.ndarray, B: int, S: int, mask_bias: np.ndarray, cls_only: bool = False,
+               sig: np.ndarray | None = None) -> np.ndarray:
+        """Encoder layer `i` on `h` [B*S, H] -> [B*S, H], or [B, H] (the [CLS] rows) when
+        `cls_only`. `sig` [B, nh, S]: filled with each key's attention summed over the
+        non-padding queries, per head (token dropping's significance, `runtime.dynamic`)."""
+        T, lin, H = self.tensors, self._linears, self.hidden_size
+        d, nh = H // self.num_heads, self.layer_heads[i]
+        residual = np.ascontiguousarray(h.reshape(B, S, H)[:, 0]) if cls_only else h
+        ln1 = (T[f"layers.{i}.ln1.gamma"], T[f"layers.{i}.ln1.beta"], self._eps[f"layers.{i}.ln1"])
+        if nh == 0:  # attention removed: the block adds only its output projection's bias
+            h = K.layernorm(residual + T[f"layers.{i}.out.bias"], *ln1)
+        else:
+            qkv = lin[f"layers.{i}.qkv"](h).reshape(B, S, 3, nh, d)
+            k = qkv[:, :, 1].transpose(0, 2, 3, 1)  # [B, nh, d, S]
+            v = qkv[:, :, 2].transpose(0, 2, 1, 3)  # [B, nh, S, d]
+            q = (qkv[:, :1, 0] if cls_only else qkv[:, :, 0]).transpose(0, 2, 1, 3)  # [B, nh, rows, d]
+            ctx = self._attention(q, k, v, mask_bias, sig).reshape(residual.shape[0], nh * d)
+            attn = lin[f"layers.{i}.out"](ctx)
+            h = K.add_bias_residual_layernorm(attn, T[f"layers.{i}.out.bias"], residual, *ln1)
+        ln2 = (T[f"layers.{i}.ln2.gamma"], T[f"layers.{i}.ln2.beta"], self._eps[f"layers.{i}.ln2"])
+        if self.layer_ffn[i] == 0:  # FFN removed: only ffn_out's bias
+            return K.layernorm(h + T[f"layers.{i}.ffn2.bias"], *ln2)
+        f = self._act(lin[f"layers.{i}.ffn1"](h))
+        f2 = lin[f"layers.{i}.ffn2"](np.ascontiguousarray(f))
+        return K.add_bias_residual_layernorm(f2, T[f"layers.{i}.ffn2.bias"], h, *ln2)
+
+    def _head(self, cls: np.ndarray, name: str = "head") -> np.ndarray:
+        """The classifier on the [CLS] rows [B, H]; `name` "exit.<layer>": an exit head (tanh)."""
+        pre = self._linears[f"{name}.pre"](cls)
+        # tanh / ReLU on [B, H]: tiny, NumPy (no kernel for tanh in workbench_ext)
+        tanh = name != "head" or self.meta["head"] == "pooler_tanh"
+        pre = np.tanh(pre) if tanh else np.maximum(pre, np.float32(0))
+        return np.ascontiguousarray(self._linears[f"{name}.cls"](np.ascontiguousarray(pre, dtype=np.float32)))
+
+    def _attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.ndarray,
+                   sig: np.ndarray | None = None) -> np.ndarray:
         """softmax(q k + mask) v for q [B, nh, R, d], k [B, nh, d, S], v [B, nh, S, d] (views);
         returns [B, R, nh, d] (C-contiguous, i.e. [B*R, H] rows). NumPy BLAS with 1 thread each,
-        the (batch, head) pairs split over `self.num_threads` Python threads when worth it."""
+        the (batch, head) pairs split over `self.num_threads` Python threads when worth it.
+        `sig` [B, nh, S] (R == S): set to the probabilities summed over the non-padding queries."""
         B, nh, R, d = q.shape
         S = k.shape[-1]
         ctx = np.empty((B, R, nh, d), np.float32)
@@ -416,6 +447,9 @@ class Engine:
             scores += mask_bias[b0:b1]
             probs = K.softmax(scores.reshape(-1, S), num_threads=nt).reshape(scores.shape)
             ctx[b0:b1, :, h0:h1, :] = np.matmul(probs, v[b0:b1, h0:h1]).transpose(0, 2, 1, 3)
+            if sig is not None:  # queries masked as the keys are (R == S): [b, 1, 1, S] x [b, h, S, S]
+                qmask = (mask_bias[b0:b1] == 0).astype(np.float32)
+                sig[b0:b1, h0:h1] = np.matmul(qmask, probs)[:, :, 0]
 
         n = self.num_threads if B * nh * R * S * d >= 1 << 20 else 1
         with K.attention_blas_threads():

@@ -1,0 +1,217 @@
+"""Dynamic inference on the engine: per-layer token dropping and early exits, with a work trace.
+
+The rules are those of the torch reference, `workbench.models.dynamic` (`DynamicSpec`,
+`keep_count`, `select_tokens`, `dynamic_forward`); this module runs them on the compiled engine
+so that the skipped work is really skipped:
+
+* token dropping: after layer i, `k = keep_count(length_ratios[i], n, current)` tokens stay per
+  example ([CLS] always, then the most attended-to tokens, ties to the lower position, original
+  order kept). The significance is a by-product of layer i's own attention (`Engine._attention`
+  sums each key's probabilities over the real queries, per head: one small matmul). The kept
+  rows are *gathered* into a smaller [B * K, H] matrix, so every GEMM of the next layer has
+  fewer rows and its attention fewer keys. A layer whose attention was removed (0 heads) gives
+  every token significance 0: the first tokens are kept, as in the reference.
+* exits: after a layer in `exit_layers`, the exit head (`exit.<i>.pre/cls`, compiled like the
+  classifier) reads the [CLS] rows; an example leaves when the criterion passes, or always at
+  `exit_at`. The layer an example leaves at runs for its [CLS] row only when it is a fixed exit
+  (`exit_at`) or the last layer ("CLS-only last layer"), as the static engine does.
+* batches: an example that left is removed from the batch (per-example exits at any batch
+  size; the batch stops when every example left). Token counts differ per example, so a batch
+  of B examples runs each layer on [B, K] rows with K = the largest kept count and the rows
+  past an example's own count masked as padding (their GEMM rows are computed and ignored; at
+  batch 1 there is no such padding). `WorkTrace.rows` counts those computed rows per layer.
+
+`engine.last_trace` (a `WorkTrace`) records the work of the last call, static or dynamic:
+tokens each layer processed per example (0: the layer did not run), the exit layer per
+example, and the rows each layer's Q/K/V GEMM computed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from workbench.models.dynamic import DynamicSpec
+    from workbench.runtime.engine import Engine
+
+OVERRIDES = ("length_ratios", "exit_threshold", "exit_at", "exit_criterion", "exit_layers")
+
+
+@dataclass
+class WorkTrace:
+    """Work done by one engine call."""
+
+    tokens: np.ndarray
+    """[B, num_layers] tokens each layer processed for each example (0: the layer did not run)."""
+    exit_layer: np.ndarray
+    """[B] the layer after which each example left (num_layers - 1: it ran every layer)."""
+    rows: list[int] = field(default_factory=list)
+    """Per layer run: rows of the batch the Q/K/V GEMM computed (padding rows included)."""
+    positions: list[np.ndarray] = field(default_factory=list)
+    """Dynamic calls, per layer run: [B, S_i] the input positions of the tokens the layer
+    processed (-1: a padding slot, or an example that already left)."""
+
+    @property
+    def layers_run(self) -> np.ndarray:
+        return self.exit_layer + 1
+
+
+def static_trace(mask: np.ndarray, num_layers: int) -> WorkTrace:
+    """The trace of a static call: every layer on every real token of every example."""
+    n = mask.sum(1).astype(np.int64)
+    return WorkTrace(tokens=np.repeat(n[:, None], num_layers, axis=1),
+                     exit_layer=np.full(len(n), num_layers - 1, np.int64), rows=[int(mask.size)] * num_layers)
+
+
+# ---------------------------------------------------------------------------------------------
+# compiling: the spec and the exit heads of a model
+# ---------------------------------------------------------------------------------------------
+def read_dynamic(model: Any, raw: dict[str, tuple]) -> dict[str, Any] | None:
+    """`model.dynamic` as a dict (for the engine's meta), adding each exit head's two Linears
+    to `raw` as `exit.<layer>.pre` / `exit.<layer>.cls`. None for a model with neither; a model
+    with exit heads but no spec gets a static spec listing them (exits can then be switched on
+    per call)."""
+    from workbench.models.dynamic import DynamicSpec, model_spec
+    from workbench.runtime.engine import _linear
+
+    spec, heads = model_spec(model), getattr(model, "exit_heads", None)
+    if spec is None and not heads:
+        return None
+    for key, head in (heads or {}).items():
+        raw[f"exit.{int(key)}.pre"] = _linear(head.dense, f"exit_heads.{key}.dense")
+        raw[f"exit.{int(key)}.cls"] = _linear(head.out, f"exit_heads.{key}.out")
+    if spec is None:
+        spec = DynamicSpec(exit_layers=sorted(int(k) for k in heads))
+    return spec.to_dict()
+
+
+def resolve(engine: "Engine", overrides: dict[str, Any]) -> "DynamicSpec | None":
+    """The spec one call runs: the compiled one with the call's overrides (`spec=` replaces it
+    whole; a given None switches a feature off). None: run the static forward."""
+    from workbench.models.dynamic import DynamicSpec
+
+    bad = sorted(set(overrides) - set(OVERRIDES) - {"spec"})
+    if bad:
+        raise TypeError(f"Engine call: unknown keyword(s) {bad}; dynamic overrides are {OVERRIDES} or spec=")
+    if "spec" in overrides:
+        spec = overrides.pop("spec")
+        spec = spec if spec is None or isinstance(spec, DynamicSpec) else DynamicSpec.from_dict(spec)
+    else:
+        compiled = engine.meta.get("dynamic")
+        spec = None if compiled is None else _cached_spec(engine, compiled)
+    if overrides:
+        spec = (spec or DynamicSpec()).replace(**overrides)
+    if spec is None or spec.is_static:
+        return None
+    spec.check(engine.num_layers, "engine call")
+    if spec.exit_threshold is not None or spec.exit_at is not None:
+        missing = [x for x in spec.exit_layers if f"exit.{x}.pre" not in engine._linears]
+        if missing:
+            raise ValueError(f"engine call: the spec lists exit layers {missing} but the engine has no exit head "
+                             f"there; compile a model whose `exit_heads` hold them")
+    return spec
+
+
+def _cached_spec(engine: "Engine", compiled: dict[str, Any]) -> "DynamicSpec":
+    from workbench.models.dynamic import DynamicSpec
+
+    cached = getattr(engine, "_dynamic_spec", None)
+    if cached is None:
+        cached = engine._dynamic_spec = DynamicSpec.from_dict(compiled)
+    return cached.replace()  # a copy: overrides never change the compiled spec
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+# ---------------------------------------------------------------------------------------------
+def select(sig: np.ndarray, mask: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`workbench.models.dynamic.select_tokens` in NumPy: sig [B, S] significance, mask [B, S]
+    bool, k [B] -> positions to keep [B, max k] (original order) and the new mask [B, max k]."""
+    B, S = mask.shape
+    score = np.where(mask, sig, -np.inf)
+    score[:, 0] = np.inf  # [CLS] always stays
+    order = np.argsort(-score, axis=1, kind="stable")  # descending; ties: lower position first
+    kmax = int(k.max())
+    chosen = order[:, :kmax]
+    valid = np.arange(kmax)[None, :] < k[:, None]
+    key = np.sort(np.where(valid, chosen, chosen + S), axis=1)  # unused slots after the kept ones
+    return np.where(key >= S, key - S, key), valid
+
+
+def exits(logits: np.ndarray, spec: "DynamicSpec") -> np.ndarray:
+    """[B] bool: examples whose exit criterion passes (`models.dynamic._leaves`, float32)."""
+    z = logits.astype(np.float32) - logits.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    if spec.exit_criterion == "confidence":
+        return p.max(axis=1) >= spec.exit_threshold
+    c = p.shape[1]
+    if c < 2:
+        return np.ones(len(p), bool) if spec.exit_threshold >= 0 else np.zeros(len(p), bool)
+    ent = -(p * np.log(np.maximum(p, np.float32(1e-12)))).sum(axis=1) / np.float32(np.log(c))
+    return ent <= spec.exit_threshold
+
+
+def forward(engine: "Engine", ids: np.ndarray, mask: np.ndarray, tt: np.ndarray | None,
+            spec: "DynamicSpec") -> np.ndarray:
+    """Logits [B, labels] of the engine run as `spec` says; sets `engine.last_trace`."""
+    from workbench.models.dynamic import keep_count
+    from workbench.runtime.engine import attention_bias
+
+    B, S = ids.shape
+    L, H = engine.num_layers, engine.hidden_size
+    ratios = spec.length_ratios
+    use_exits = spec.exit_at is not None or spec.exit_threshold is not None
+    last = spec.exit_at if spec.exit_at is not None else L - 1
+    h = engine._embed(ids, tt)
+    m = mask.astype(bool)
+    n = m.sum(1)  # real tokens at the input, per example
+    alive = np.arange(B)  # the original example of each batch row
+    pos = np.broadcast_to(np.arange(S), (B, S))  # the input position of each row's tokens
+    out = np.zeros((B, engine.num_labels), np.float32)
+    trace = WorkTrace(tokens=np.zeros((B, L), np.int64), exit_layer=np.full(B, L - 1, np.int64))
+    for i in range(last + 1):
+        Bc, Sc = m.shape
+        cur = m.sum(1)
+        trace.tokens[alive, i] = cur
+        trace.rows.append(Bc * Sc)
+        trace.positions.append(np.full((B, Sc), -1, np.int64))
+        trace.positions[-1][alive] = np.where(m, pos, -1)
+        if i == last:  # only the [CLS] rows feed the classifier / the fixed exit's head
+            cls = engine._layer(i, h, Bc, Sc, attention_bias(m), cls_only=True)
+            out[alive] = engine._head(cls, "head" if i == L - 1 else f"exit.{i}")
+            trace.exit_layer[alive] = i
+            break
+        k = None
+        if ratios is not None and ratios[i] < 1.0:
+            k = np.array([keep_count(ratios[i], int(a), int(c)) for a, c in zip(n, cur)], np.int64)
+            k = k if (k < cur).any() else None
+        nh = engine.layer_heads[i]
+        sig = np.empty((Bc, nh, Sc), np.float32) if k is not None and nh else None
+        h = engine._layer(i, h, Bc, Sc, attention_bias(m), sig=sig)
+        if use_exits and i in spec.exit_layers and spec.exit_threshold is not None:
+            logits = engine._head(np.ascontiguousarray(h.reshape(Bc, Sc, H)[:, 0]), f"exit.{i}")
+            done = exits(logits, spec)
+            if done.any():
+                out[alive[done]] = logits[done]
+                trace.exit_layer[alive[done]] = i
+                if done.all():
+                    break
+                stay = ~done
+                alive, m, n, pos = alive[stay], m[stay], n[stay], pos[stay]
+                h = np.ascontiguousarray(h.reshape(Bc, Sc, H)[stay]).reshape(-1, H)
+                sig = None if sig is None else sig[stay]
+                k = None if k is None else k[stay]
+                Bc, cur = len(alive), cur[stay]
+                if k is not None and not (k < cur).any():
+                    k = None
+        if k is not None:
+            total = sig.sum(axis=1) if sig is not None else np.zeros(m.shape, np.float32)
+            idx, m = select(total, m, k)
+            pos = np.take_along_axis(pos, idx, axis=1)
+            # the gather: the next layer's GEMMs and attention run on [Bc * K] rows
+            h = np.take_along_axis(h.reshape(Bc, Sc, H), idx[:, :, None], axis=1).reshape(-1, H)
+    engine.last_trace = trace
+    return out
