@@ -2,5 +2,5 @@
 from workbench.recipes.base import (  # noqa: F401
     RECIPES, Recipe, RecipeContext, TrainState, build_recipe, recipe_class, register_recipe,
 )
-from workbench.recipes import augment, distill, finetune, prune, quantize  # noqa: F401
+from workbench.recipes import augment, distill, dynamic, finetune, prune, quantize  # noqa: F401
 from workbench import runtime  # noqa: F401,E402  (registers `workbench_runtime`)
