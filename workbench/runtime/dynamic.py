@@ -117,10 +117,10 @@ def resolve(engine: "Engine", overrides: dict[str, Any]) -> "DynamicSpec | None"
 def _cached_spec(engine: "Engine", compiled: dict[str, Any]) -> "DynamicSpec":
     from workbench.models.dynamic import DynamicSpec
 
-    cached = getattr(engine, "_dynamic_spec", None)
-    if cached is None:
-        cached = engine._dynamic_spec = DynamicSpec.from_dict(compiled)
-    return cached.replace()  # a copy: overrides never change the compiled spec
+    cached = engine.__dict__.get("_dynamic_spec")
+    if cached is None or cached[0] is not compiled:  # parsed once per compiled spec
+        cached = engine._dynamic_spec = (compiled, DynamicSpec.from_dict(compiled))
+    return cached[1].replace()  # a copy: overrides never change the compiled spec
 
 
 # ---------------------------------------------------------------------------------------------

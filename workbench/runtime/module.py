@@ -19,7 +19,10 @@ from workbench.runtime.engine import Engine
 
 class EngineModule(nn.Module):
     """forward(input_ids, attention_mask=None, token_type_ids=None, labels=None) ->
-    `SequenceClassifierOutput` with `.logits` (float32 torch tensor) and `.loss` when labels."""
+    `SequenceClassifierOutput` with `.logits` (float32 torch tensor) and `.loss` when labels.
+    An engine compiled from a model with `model.dynamic` runs it (token dropping, early exits);
+    the engine call's overrides (`length_ratios=`, `exit_threshold=`, `exit_at=`, `spec=`...)
+    pass through as keyword arguments."""
 
     def __init__(self, engine: Engine, config: Any = None) -> None:
         super().__init__()
@@ -37,8 +40,11 @@ class EngineModule(nn.Module):
 
         if input_ids is None:
             raise ValueError("EngineModule needs input_ids (inputs_embeds are not supported)")
+        from workbench.runtime.dynamic import OVERRIDES
+
+        dynamic = {k: kwargs[k] for k in (*OVERRIDES, "spec") if k in kwargs}
         logits = torch.from_numpy(self.engine(_to_np(input_ids), _to_np(attention_mask),
-                                              _to_np(token_type_ids)))
+                                              _to_np(token_type_ids), **dynamic))
         loss = None
         if labels is not None:
             labels = torch.as_tensor(labels)
@@ -79,7 +85,10 @@ class EngineModule(nn.Module):
         """The `engine` name the pipeline's metrics record (workbench.pipeline.engine_name)."""
         kinds = {lm["kind"] for lm in self.engine.meta["linears"].values()}
         name = "workbench-int8" if self.engine.meta["quantize"] else "workbench-fp32"
-        return name + ("-sparse" if any(k.endswith("sparse") for k in kinds) else "")
+        name += "-sparse" if any(k.endswith("sparse") for k in kinds) else ""
+        from workbench.runtime.dynamic import resolve
+
+        return name + ("" if resolve(self.engine, {}) is None else "-dynamic")
 
     # Deliberately no `save_pretrained`: the pipeline saves only HF models and rebuilds compiled
     # ones from the previous stage (an engine dir is not loadable by from_pretrained).

@@ -3,6 +3,7 @@
     - name: workbench_runtime
       quantize: true          # int8 weights + dynamic per-token int8 activations
       sparse_threshold: 0.5   # layers with >= 50% zero 1x4 blocks use the block-sparse kernel
+      dynamic: true           # a model with `model.dynamic` (token dropping / early exits) runs it
 
 The stage's model becomes an `EngineModule` (inference only: put this recipe in the last stage,
 or in a stage without `train:`).
@@ -27,6 +28,9 @@ class WorkbenchRuntimeConfig:
     sparse_threshold: float = 0.5
     """A Linear whose fraction of all-zero 1x4 blocks is >= this runs on the sparse kernel
     (values > 1 disable the sparse kernels)."""
+    dynamic: bool = True
+    """Keep the model's `DynamicSpec` (`model.dynamic`, exit heads): the engine then drops tokens
+    and exits early as the spec says (`workbench.runtime.dynamic`); false runs the static network."""
 
     def validate(self, where: str) -> None:
         if self.sparse_threshold < 0:
@@ -46,4 +50,6 @@ class WorkbenchRuntime(Recipe):
             return model
         engine = compile_model(model, quantize=self.config.quantize,
                                sparse_threshold=self.config.sparse_threshold)
+        if not self.config.dynamic:  # the exit heads stay compiled, never called
+            engine.meta.pop("dynamic", None)
         return EngineModule(engine, config=getattr(model, "config", None))
