@@ -22,7 +22,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from workbench.config import fail
+from workbench.config import ConfigError, fail
+from workbench.models.edits import register_edit
 from workbench.quantize.observers import (Observer, make_observer, quantize_affine, quantize_weight,
                                           weight_scales)
 from workbench.recipes.base import Recipe, register_recipe
@@ -32,17 +33,15 @@ from workbench.recipes.quantize.smoothquant import InputSmoothing, pop_smoothing
 from workbench.targets import resolve_targets, validate_target_syntax
 
 
-class StaticQuantLinear(nn.Module):
+class Int8Linear(nn.Module):
     """A Linear with a static uint8 input grid and int8 per-channel weights (exact integer math).
 
     `y = (sum_k (q_x[k] - zp) * q_w[c, k]) * (s_x * s_w[c]) + bias[c]`, with
     `q_x = clamp(round(x * smooth / s_x) + zp, 0, 255)`.
-    """
 
-    _packed_params = None
-    """Marks the model as torch-quantized for the pipeline (`evaluate.is_torch_quantized`): like a
-    `dynamic_int8` stage, a `static_int8` stage is rebuilt from its recipe, never saved with
-    `save_pretrained` (its int8 buffers are no Hugging Face weights)."""
+    Shared by `static_int8` (as `StaticQuantLinear`, rebuilt from its recipe) and `qat` (saved
+    with its stage: each layer is a recorded structural edit `int8_linear`, see below).
+    """
 
     def __init__(self, linear: nn.Linear, input_scale: float, input_zero_point: int,
                  smooth: torch.Tensor | None = None) -> None:
@@ -56,6 +55,14 @@ class StaticQuantLinear(nn.Module):
         self.input_scale = float(input_scale)
         self.input_zero_point = int(input_zero_point)
         self.register_buffer("smooth", None if smooth is None else smooth.detach().float().clone())
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The fp32 weight this layer stands for (int8 grid values, any input smoothing folded
+        back in), for readers of plain Linears: the runtime compiler re-quantizes it per channel
+        to the same int8 grid (for an unsmoothed layer)."""
+        w = self.weight_int8.float() * self.weight_scale[:, None]
+        return w * self.smooth[None, :] if self.smooth is not None else w
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -71,6 +78,47 @@ class StaticQuantLinear(nn.Module):
         if self.bias is not None:
             y = y + self.bias.double()
         return y.to(x.dtype)
+
+
+class StaticQuantLinear(Int8Linear):
+    """`static_int8`'s layer (see `Int8Linear`)."""
+
+    _packed_params = None
+    """Marks the model as torch-quantized for the pipeline (`evaluate.is_torch_quantized`): like a
+    `dynamic_int8` stage, a `static_int8` stage is rebuilt from its recipe, never saved with
+    `save_pretrained` (its int8 buffers are no Hugging Face weights)."""
+
+
+def int8_as_fp32(model: nn.Module) -> nn.Module:
+    """A copy of `model` with each `Int8Linear` back as a plain Linear holding its weight on the
+    int8 grid (`Int8Linear.weight`): what readers of fp32 models (the runtime compiler, which
+    re-quantizes per channel to the same grid) can take."""
+    model = copy.deepcopy(model)
+    for name, layer in [(n, m) for n, m in model.named_modules() if isinstance(m, Int8Linear)]:
+        linear = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
+        with torch.no_grad():
+            linear.weight.copy_(layer.weight)
+            if layer.bias is not None:
+                linear.bias.copy_(layer.bias)
+        _set_module(model, name, linear)
+    if "workbench_engine" in vars(model):
+        del model.workbench_engine
+    model.config.workbench_edits = [e for e in getattr(model.config, "workbench_edits", None) or []
+                                    if e.get("op") != "int8_linear"]
+    return model
+
+
+@register_edit("int8_linear")
+def int8_linear_edit(model: nn.Module, name: str, input_scale: float, input_zero_point: int) -> None:
+    """The structural edit that makes a saved stage's Linear `name` an `Int8Linear` with this
+    input grid (a trained stage, e.g. `qat`, cannot be rebuilt from its recipe, so it is saved:
+    `load_edited_model` replays the edit on fresh weights, then loads the int8 buffers). The
+    model reports the engine `torch-int8`."""
+    linear = model.get_submodule(name)
+    if not isinstance(linear, nn.Linear):
+        raise ConfigError(f"edit int8_linear: '{name}' is a {type(linear).__name__}, not a Linear")
+    _set_module(model, name, Int8Linear(linear, input_scale, input_zero_point))
+    model.workbench_engine = "torch-int8"
 
 
 @dataclass
@@ -125,11 +173,18 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 
 def quantize_static_int8(model: nn.Module, linears: dict[str, nn.Linear], observers: dict[str, Observer]) -> nn.Module:
     """Replace each calibrated Linear of `model` (in place) by a `StaticQuantLinear`."""
+    return to_int8(model, linears, {name: observers[name].qparams() for name in linears})
+
+
+def to_int8(model: nn.Module, linears: dict[str, nn.Linear], qparams: dict[str, tuple[float, int]],
+            layer: type[Int8Linear] = StaticQuantLinear) -> nn.Module:
+    """Replace each Linear of `model` named in `linears` (in place) by a `layer` with the input
+    grid `qparams[name]` = (scale, zero_point), folding in an input smoothing left on it."""
     for name, linear in linears.items():
         smoothing: InputSmoothing | None = pop_smoothing(linear)
-        scale, zp = observers[name].qparams()
+        scale, zp = qparams[name]
         smooth = smoothing.inv_scale if smoothing is not None else None
-        _set_module(model, name, StaticQuantLinear(linear, scale, zp, smooth))
+        _set_module(model, name, layer(linear, scale, zp, smooth))
     return model
 
 
