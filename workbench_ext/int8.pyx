@@ -85,6 +85,9 @@ cdef extern from "wb_int8.h" nogil:
     void wb_pack_x_sparse_u8_32(const uint8_t *xq, int M, int Kp, int Kb, uint8_t *out, int nt)
     void wb_sparse_avx2_32(const uint8_t *xt, int M, int Kb, const int32_t *rp, const int32_t *col, const int16_t *vals16, int N, const wb_epi_t *e, int nt)
     void wb_sparse_vnni(const uint8_t *xt, int M, int Kb, const int32_t *rp, const int32_t *col, const int8_t *vals, int N, const wb_epi_t *e, int nt)
+    int wb_sparse_vnni_groups(int M)
+    void wb_pack_x_sparse_u8_g(const uint8_t *xq, int M, int Kp, int Kb, int G, uint8_t *out, int nt)
+    void wb_sparse_vnni_g(const uint8_t *xt, int M, int Kb, int G, const int32_t *rp, const int32_t *col, const int8_t *vals, int N, const wb_epi_t *e, int nt)
 
 cdef enum:
     ISA_PORTABLE = 0
@@ -398,7 +401,7 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
         cdef uint8_t *pt8
         cdef const int16_t *pv16
         cdef const int32_t *prpc
-        cdef int nch
+        cdef int nch, G
         MB = (M + 15) // 16
         if code == ISA_PORTABLE:
             with nogil:
@@ -420,12 +423,13 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
             with nogil:
                 wb_pack_x_sparse_s16_avx2(pq, M, Kp, Kb, pt16, nt)
                 wb_sparse_avx2(pt16, M, Kb, prpc, nch, col, pv16, N, e, nt)
-        else:   # avx512_vnni and amx (no AMX sparse kernel)
-            xt = _empty(MB, Kb * 64, cnp.NPY_UINT8)
+        else:   # avx512_vnni and amx (no AMX sparse kernel): tiles of 16 * G rows
+            G = wb_sparse_vnni_groups(M)
+            xt = _empty((M + 16 * G - 1) // (16 * G), Kb * 64 * G, cnp.NPY_UINT8)
             pt8 = <uint8_t*>_ptr(xt)
             with nogil:
-                wb_pack_x_sparse_u8(pq, M, Kp, Kb, pt8, nt)
-                wb_sparse_vnni(pt8, M, Kb, rp, col, vals, N, e, nt)
+                wb_pack_x_sparse_u8_g(pq, M, Kp, Kb, G, pt8, nt)
+                wb_sparse_vnni_g(pt8, M, Kb, G, rp, col, vals, N, e, nt)
         return 0
 
 

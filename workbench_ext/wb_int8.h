@@ -356,21 +356,6 @@ static void wb_sparse_portable(const uint8_t *xq, int M, int Kp, const int32_t *
 }
 
 /* Activations for the VNNI sparse kernel: u8 [MB][Kb][16][4]. */
-static void wb_pack_x_sparse_u8(const uint8_t *xq, int M, int Kp, int Kb, uint8_t *out, int nt) {
-    const int MB = (M + WB_SP_MT - 1) / WB_SP_MT;
-    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)M * Kb > 16384)
-    for (int mb = 0; mb < MB; mb++) {
-        uint8_t *o = out + (size_t)mb * Kb * WB_SP_MT * 4;
-        for (int r = 0; r < WB_SP_MT; r++) {
-            int m = mb * WB_SP_MT + r;
-            for (int kb = 0; kb < Kb; kb++) {
-                uint8_t *d = o + ((size_t)kb * WB_SP_MT + r) * 4;
-                if (m < M) memcpy(d, xq + (size_t)m * Kp + 4 * (size_t)kb, 4);
-                else memset(d, 0, 4);
-            }
-        }
-    }
-}
 
 /* AVX2: one output column n for 16 rows.  Each ymm of X holds 4 rows x 4 k (s16); vpmaddwd with
  * the broadcast 4 weights gives 2 partial sums per row, reduced with hadd at the end.
@@ -648,52 +633,159 @@ static void wb_sparse_avx2_32(const uint8_t *xt, int M, int Kb, const int32_t *r
     }
 }
 
-/* AVX-512 VNNI: one zmm of X = 16 rows x 4 k (u8); vpdpbusd with the broadcast 4 weights
- * gives the 16 row sums directly.  Four accumulators hide the vpdpbusd latency.
- * NOT executed on the development machine. */
-WB_AVX512 static void wb_vnni_sparse_tile(const uint8_t *Xt, int n0, int nr, const int32_t *rp,
-                                          const int32_t *col, const int8_t *vals, int32_t *C) {
-    for (int j = 0; j < nr; j++) {
-        const int n = n0 + j;
-        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-        int b = rp[n];
-        const int b1 = rp[n + 1];
-        for (; b + 4 <= b1; b += 4) {
-            int32_t w0, w1, w2, w3;
-            memcpy(&w0, vals + 4 * (size_t)b, 4);
-            memcpy(&w1, vals + 4 * (size_t)b + 4, 4);
-            memcpy(&w2, vals + 4 * (size_t)b + 8, 4);
-            memcpy(&w3, vals + 4 * (size_t)b + 12, 4);
-            a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512((const void *)(Xt + (size_t)col[b] * 64)), _mm512_set1_epi32(w0));
-            a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512((const void *)(Xt + (size_t)col[b + 1] * 64)), _mm512_set1_epi32(w1));
-            a2 = _mm512_dpbusd_epi32(a2, _mm512_loadu_si512((const void *)(Xt + (size_t)col[b + 2] * 64)), _mm512_set1_epi32(w2));
-            a3 = _mm512_dpbusd_epi32(a3, _mm512_loadu_si512((const void *)(Xt + (size_t)col[b + 3] * 64)), _mm512_set1_epi32(w3));
+/* ---- AVX-512 VNNI sparse: tiles of MT = 16 * G rows (G = 1..4 zmm per column), activations
+ * u8 [MB][Kb][MT][4] (64 * G bytes per 1x4 block, rows >= M zero).  Per stored block: one
+ * broadcast of its 4 weights, G loads of X and G vpdpbusd (16 rows x 4 k each); two output
+ * columns at a time (2 * G independent accumulator chains).  The int32 column sums go to a
+ * column-major tile Ct[j][64]; the epilogue (zero-point, scales, bias: the same float operations
+ * as wb_epilogue, so bit-identical) runs over rows in AVX2 lanes and is stored with 8x8
+ * transposes (wb_sparse_colmajor_epilogue). */
+#define WB_SPV_NC 32
+#ifndef WB_SPV_GMAX
+#define WB_SPV_GMAX 4
+#endif
+
+static int wb_sparse_vnni_groups(int M) {
+    int g = (M + 15) / 16;
+    return g > WB_SPV_GMAX ? WB_SPV_GMAX : (g < 1 ? 1 : g);
+}
+
+static void wb_pack_x_sparse_u8_g(const uint8_t *xq, int M, int Kp, int Kb, int G, uint8_t *out, int nt) {
+    const int MT = 16 * G, MB = (M + MT - 1) / MT;
+    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)M * Kb > 16384)
+    for (int mb = 0; mb < MB; mb++) {
+        uint8_t *o = out + (size_t)mb * Kb * MT * 4;
+        for (int r = 0; r < MT; r++) {
+            int m = mb * MT + r;
+            if (m < M) {
+                const uint8_t *a = xq + (size_t)m * Kp;
+                for (int kb = 0; kb < Kb; kb++) memcpy(o + ((size_t)kb * MT + r) * 4, a + 4 * (size_t)kb, 4);
+            } else {
+                for (int kb = 0; kb < Kb; kb++) memset(o + ((size_t)kb * MT + r) * 4, 0, 4);
+            }
         }
-        for (; b < b1; b++) {
-            int32_t w0;
-            memcpy(&w0, vals + 4 * (size_t)b, 4);
-            a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512((const void *)(Xt + (size_t)col[b] * 64)), _mm512_set1_epi32(w0));
-        }
-        a0 = _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3));
-        int32_t tmp[16];
-        _mm512_storeu_si512((void *)tmp, a0);
-        for (int r = 0; r < WB_SP_MT; r++) C[r * WB_SP_NC + j] = tmp[r];
     }
 }
 
-static void wb_sparse_vnni(const uint8_t *xt, int M, int Kb, const int32_t *rp, const int32_t *col,
-                           const int8_t *vals, int N, const wb_epi_t *e, int nt) {
-    const int MB = (M + WB_SP_MT - 1) / WB_SP_MT, NB = (N + WB_SP_NC - 1) / WB_SP_NC;
+/* the original 16-row layout (G = 1), kept for callers of the old API */
+static void wb_pack_x_sparse_u8(const uint8_t *xq, int M, int Kp, int Kb, uint8_t *out, int nt) {
+    wb_pack_x_sparse_u8_g(xq, M, Kp, Kb, 1, out, nt);
+}
+
+/* Epilogue of one sparse tile from a column-major int32 tile Ct[j * 64 + r] (r < mr <= 64,
+ * j < nr <= WB_SPV_NC): y[m0 + r][n0 + j] (or the exact integers in yi). */
+WB_AVX2 __attribute__((noinline)) static void
+wb_sparse_colmajor_epilogue(const int32_t *Ct, int m0, int mr, int n0, int nr, const wb_epi_t *e) {
+    /* e's fields in locals: with -fno-strict-aliasing every output store could alias them */
+    const int32_t *wsum = e->wsum + n0;
+    const float *wscale = e->wscale + n0, *bias = e->bias + n0;
+    const int as_int = e->yi != NULL;
+    void *outp = as_int ? (void *)e->yi : (void *)e->y;
+    const size_t N = (size_t)e->N;
+    int32_t zpl[64];
+    float xsl[64];
+    for (int r = 0; r < 64; r++) {
+        zpl[r] = r < mr ? e->zp[m0 + r] : 0;
+        xsl[r] = r < mr ? e->xscale[m0 + r] : 0.0f;
+    }
+    for (int rg = 0; rg < mr; rg += 8) {
+        const __m256i zp = _mm256_loadu_si256((const __m256i *)(zpl + rg));
+        const __m256 xs = _mm256_loadu_ps(xsl + rg);
+        for (int jg = 0; jg < nr; jg += 8) {
+            const int nc = wb_imin(8, nr - jg);
+            __m256 R[8];
+            for (int jj = 0; jj < 8; jj++) {
+                if (jj >= nc) { R[jj] = _mm256_setzero_ps(); continue; }
+                const int j = jg + jj;
+                __m256i c = _mm256_loadu_si256((const __m256i *)(Ct + (size_t)j * 64 + rg));
+                c = _mm256_sub_epi32(c, _mm256_mullo_epi32(zp, _mm256_set1_epi32(wsum[j])));
+                if (as_int) R[jj] = _mm256_castsi256_ps(c);
+                else R[jj] = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(c), _mm256_mul_ps(xs, _mm256_set1_ps(wscale[j]))),
+                                           _mm256_set1_ps(bias[j]));
+            }
+            wb_store_8x8_t(R, mr - rg, nc, outp, N, (size_t)(m0 + rg) * N + n0 + jg);
+        }
+    }
+}
+
+/* Sums of 2 columns (rows b..b1 and d..d1 of the CSR) over a tile of 16 * G rows. */
+WB_AVX512 static inline __attribute__((always_inline)) void
+wb_vnni_sp_pair(const uint8_t *Xt, const int G, const int32_t *col, const int8_t *vals,
+                int b, const int b1, int d, const int d1, int32_t *C0, int32_t *C1) {
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    __m512i e0 = a0, e1 = a0, e2 = a0, e3 = a0;
+    const size_t bs = (size_t)64 * G;
+#define WB_SPV(bb, A0, A1, A2, A3)                                                             \
+    {                                                                                         \
+        int32_t wv; memcpy(&wv, vals + 4 * (size_t)(bb), 4);                                  \
+        const __m512i w = _mm512_set1_epi32(wv);                                              \
+        const uint8_t *x = Xt + (size_t)col[bb] * bs;                                         \
+        A0 = _mm512_dpbusd_epi32(A0, _mm512_loadu_si512((const void *)x), w);                 \
+        if (G > 1) A1 = _mm512_dpbusd_epi32(A1, _mm512_loadu_si512((const void *)(x + 64)), w);  \
+        if (G > 2) A2 = _mm512_dpbusd_epi32(A2, _mm512_loadu_si512((const void *)(x + 128)), w); \
+        if (G > 3) A3 = _mm512_dpbusd_epi32(A3, _mm512_loadu_si512((const void *)(x + 192)), w); \
+    }
+    const int n = wb_imin(b1 - b, d1 - d);
+    for (int i = 0; i < n; i++) {
+        WB_SPV(b + i, a0, a1, a2, a3)
+        WB_SPV(d + i, e0, e1, e2, e3)
+    }
+    for (b += n; b < b1; b++) WB_SPV(b, a0, a1, a2, a3)
+    for (d += n; d < d1; d++) WB_SPV(d, e0, e1, e2, e3)
+#undef WB_SPV
+    _mm512_storeu_si512((void *)C0, a0);
+    if (G > 1) _mm512_storeu_si512((void *)(C0 + 16), a1);
+    if (G > 2) _mm512_storeu_si512((void *)(C0 + 32), a2);
+    if (G > 3) _mm512_storeu_si512((void *)(C0 + 48), a3);
+    if (C1) {
+        _mm512_storeu_si512((void *)C1, e0);
+        if (G > 1) _mm512_storeu_si512((void *)(C1 + 16), e1);
+        if (G > 2) _mm512_storeu_si512((void *)(C1 + 32), e2);
+        if (G > 3) _mm512_storeu_si512((void *)(C1 + 48), e3);
+    }
+}
+
+#define WB_VNNI_SP_TILE(G)                                                                    \
+WB_AVX512 static void wb_vnni_sparse_tile_g##G(const uint8_t *Xt, int n0, int nr, const int32_t *rp, \
+                                               const int32_t *col, const int8_t *vals, int32_t *Ct) { \
+    int j = 0;                                                                                \
+    for (; j + 2 <= nr; j += 2)                                                               \
+        wb_vnni_sp_pair(Xt, G, col, vals, rp[n0 + j], rp[n0 + j + 1], rp[n0 + j + 1], rp[n0 + j + 2], \
+                        Ct + (size_t)j * 64, Ct + (size_t)(j + 1) * 64);                      \
+    if (j < nr)                                                                               \
+        wb_vnni_sp_pair(Xt, G, col, vals, rp[n0 + j], rp[n0 + j + 1], 0, 0, Ct + (size_t)j * 64, NULL); \
+}
+WB_VNNI_SP_TILE(1)
+WB_VNNI_SP_TILE(2)
+WB_VNNI_SP_TILE(3)
+WB_VNNI_SP_TILE(4)
+
+/* xt: packed by wb_pack_x_sparse_u8_g with the same G (G = wb_sparse_vnni_groups(M) by default). */
+static void wb_sparse_vnni_g(const uint8_t *xt, int M, int Kb, int G, const int32_t *rp, const int32_t *col,
+                             const int8_t *vals, int N, const wb_epi_t *e, int nt) {
+    const int MT = 16 * G, MB = (M + MT - 1) / MT, NB = (N + WB_SPV_NC - 1) / WB_SPV_NC;
     const long total = (long)MB * NB;
     #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && total > 1)
     for (long t = 0; t < total; t++) {
         int mb = (int)(t / NB), nb = (int)(t % NB);
-        int m0 = mb * WB_SP_MT, mr = wb_imin(WB_SP_MT, M - m0);
-        int n0 = nb * WB_SP_NC, nr = wb_imin(WB_SP_NC, N - n0);
-        int32_t C[WB_SP_MT * WB_SP_NC];
-        wb_vnni_sparse_tile(xt + (size_t)mb * Kb * WB_SP_MT * 4, n0, nr, rp, col, vals, C);
-        wb_epilogue(e, C, WB_SP_NC, m0, mr, n0, nr);
+        int m0 = mb * MT, mr = wb_imin(MT, M - m0);
+        int n0 = nb * WB_SPV_NC, nr = wb_imin(WB_SPV_NC, N - n0);
+        int32_t Ct[WB_SPV_NC * 64] __attribute__((aligned(64)));
+        const uint8_t *X = xt + (size_t)mb * Kb * MT * 4;
+        switch (G) {
+            case 4: wb_vnni_sparse_tile_g4(X, n0, nr, rp, col, vals, Ct); break;
+            case 3: wb_vnni_sparse_tile_g3(X, n0, nr, rp, col, vals, Ct); break;
+            case 2: wb_vnni_sparse_tile_g2(X, n0, nr, rp, col, vals, Ct); break;
+            default: wb_vnni_sparse_tile_g1(X, n0, nr, rp, col, vals, Ct); break;
+        }
+        wb_sparse_colmajor_epilogue(Ct, m0, mr, n0, nr, e);
     }
+}
+
+/* the original API: 16-row tiles */
+static void wb_sparse_vnni(const uint8_t *xt, int M, int Kb, const int32_t *rp, const int32_t *col,
+                           const int8_t *vals, int N, const wb_epi_t *e, int nt) {
+    wb_sparse_vnni_g(xt, M, Kb, 1, rp, col, vals, N, e, nt);
 }
 
 #endif

@@ -142,11 +142,26 @@ static int run_case(int M, int K, int N, int sparse_pct, int nt) {
                 }
                 rp[n + 1] = nnz;
             }
-            const int MB = (M + 15) / 16;
-            uint8_t *xt = malloc((size_t)MB * Kb * 64);
-            wb_pack_x_sparse_u8(xq, M, Kp, Kb, xt, nt);
-            wb_sparse_vnni(xt, M, Kb, rp, col, vals, N, &e, nt);
-            free(rp); free(col); free(vals); free(xt);
+            /* 16 * G-row tiles, G = 1..4 (G = 1 through the old entry points); every G must
+             * give the reference, so each is checked before the shared comparison below */
+            for (int G = 4; G >= 1; G--) {
+                const int MB = (M + 16 * G - 1) / (16 * G);
+                uint8_t *xt = malloc((size_t)MB * Kb * 64 * G + 1);
+                memset(out, 0x55, (size_t)M * N * 4);
+                if (G == 1) {
+                    wb_pack_x_sparse_u8(xq, M, Kp, Kb, xt, nt);
+                    wb_sparse_vnni(xt, M, Kb, rp, col, vals, N, &e, nt);
+                } else {
+                    wb_pack_x_sparse_u8_g(xq, M, Kp, Kb, G, xt, nt);
+                    wb_sparse_vnni_g(xt, M, Kb, G, rp, col, vals, N, &e, nt);
+                }
+                free(xt);
+                if (G > 1 && memcmp(out, ref, (size_t)M * N * 4)) {
+                    fprintf(stderr, "sparse_vnni G=%d M=%d K=%d N=%d sp=%d nt=%d: mismatch\n", G, M, K, N, sparse_pct, nt);
+                    bad = 1;
+                }
+            }
+            free(rp); free(col); free(vals);
         }
         for (size_t i = 0; i < (size_t)M * N; i++)
             if (out[i] != ref[i]) {
@@ -162,7 +177,7 @@ static int run_case(int M, int K, int N, int sparse_pct, int nt) {
 
 int main(void) {
     static const int shapes[][3] = {{1, 1, 1}, {1, 3, 7}, {2, 5, 1}, {7, 67, 7}, {16, 130, 33}, {17, 64, 32},
-                                    {33, 200, 90}, {5, 256, 48}, {40, 129, 65}};
+                                    {33, 200, 90}, {5, 256, 48}, {40, 129, 65}, {70, 36, 70}};
     int bad = 0;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int sp = 0; sp <= 70; sp += 70)
