@@ -278,3 +278,21 @@ def test_an_impossible_budget_fails_before_the_search(tmp_path):
     with pytest.raises(ConfigError, match="'budget' 0.3 is below what the smallest configuration costs"):
         _search(tmp_path, 0.3)
     assert not (tmp_path / "dynamic").exists()
+
+
+def test_the_search_picks_the_most_accurate_configuration_within_the_budget():
+    from workbench.dynamic.search import choose, search
+
+    # more tokens kept = more accurate and more costly: the budget binds
+    def evaluate(ratios):
+        return sum(ratios[:-1]) / 2, 1.0 + sum(ratios[:-1])
+
+    cands = search(evaluate, num_layers=3, trials=30, seed=0, min_step=0.25, step=0.05)
+    full = max(c.cost for c in cands)
+    assert full == 3.0 and len(cands) >= 10
+    best = choose(cands, 0.6 * full)
+    assert best.cost <= 0.6 * full
+    assert best.accuracy == max(c.accuracy for c in cands if c.cost <= 0.6 * full)
+    assert max(c.accuracy for c in cands) > best.accuracy  # the unconstrained best was over budget
+    with pytest.raises(ConfigError, match="no configuration fits the budget"):
+        choose(cands, 0.1)
