@@ -283,3 +283,16 @@ def test_latency_table_measures_the_engine(model, tmp_path):
             assert all(v > 0 for v in r) and r == sorted(r)
     assert LatencyTable.load(table.save(tmp_path / "lat.json")) == table
     assert table.cost(DynamicSpec(length_ratios=RATIOS)) <= table.cost(None)
+
+
+def test_bench_engine_runs_a_dynamic_stage_at_its_saved_spec(model, tmp_path):
+    """`workbench bench --run` compiles each saved stage with `compile_model` (wb-int8): a stage
+    with `model.dynamic` is benched dynamically, and its notes say so."""
+    from workbench.bench.engines import Workbench
+
+    eng = Workbench()
+    eng.setup(model, 1, tmp_path, "dyn")
+    assert '"length_ratios":[0.8 0.6 0.4 0.4]' in eng.notes
+    ids, mask = _inputs()
+    eng.run((ids, mask))
+    assert (eng.engine.last_trace.tokens[:, -1] < mask.sum(1)).all()

@@ -23,6 +23,7 @@ Peers are set up the way their documentation recommends for CPU inference:
 from __future__ import annotations
 
 import copy
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -235,6 +236,9 @@ class Workbench(BenchEngine):
         fallbacks = sorted(k for k, v in rep.items() if v == "numpy-fallback")
         self.notes = (f"isa={rep['isa']}; " + "; ".join(f"{v}x {k}" for k, v in kinds.items())
                       + (f"; NumPy fallback for: {', '.join(fallbacks)}" if fallbacks else ""))
+        if self.engine.meta.get("dynamic"):  # a stage with model.dynamic runs at its saved spec
+            spec = {k: v for k, v in self.engine.meta["dynamic"].items() if v not in (None, [])}
+            self.notes += "; dynamic " + json.dumps(spec, separators=(",", ":")).replace(",", " ")
 
     def feed(self, inputs):
         return (inputs["input_ids"].numpy(), inputs["attention_mask"].numpy())
