@@ -243,3 +243,22 @@ def test_config_errors(tmp_path):
             cls.check_task(cfg, task, "x")
         cls.check_task(build_recipe(name, {"teachers": [{"name": str(folder), "target": "features"}]}, ctx, "x").config,
                        task, "x")
+
+
+def test_a_path_teacher_is_checked_when_the_run_starts_not_when_the_file_is_read(tmp_path):
+    from workbench.pipeline.spec import PipelineSpec
+    from workbench.recipes.base import recipe_class
+
+    missing = str(tmp_path / "nowhere" / "model")
+    spec = PipelineSpec.from_dict({"task": "rt-sentiment", "model": "minilm-l6", "stages": [
+        {"name": "teacher", "recipes": ["finetune"]},
+        {"name": "s.p", "recipes": [{"distill_progressive": {"teachers": [missing, "teacher"]}}]},
+        {"name": "s.m", "recipes": [{"distill_multi_teacher": {"teachers": ["teacher", {"name": missing}]}}]}]})
+    task = type("T", (), {"num_labels": 2, "name": "rt-sentiment"})()
+    for stage, key in ((1, "teachers\\[0\\]"), (2, "teachers\\[1\\].name")):
+        name, cfg = spec.stages[stage].recipes[0]
+        with pytest.raises(ConfigError, match=f"{key}' is the path .*holds no model"):
+            recipe_class(name, "x").check_task(cfg, task, "x")
+    with pytest.raises(ConfigError, match="teachers\\[0\\].name' must name an earlier stage"):
+        PipelineSpec.from_dict({"task": "rt-sentiment", "model": "minilm-l6", "stages": [
+            {"name": "s", "recipes": [{"distill_multi_teacher": {"teachers": ["teachr"]}}]}]})

@@ -46,7 +46,7 @@ from workbench.config import ConfigError, fail
 from workbench.recipes.base import LossTerms, StageCheck, TrainState, register_recipe
 from workbench.recipes.distill.losses import get_loss
 from workbench.recipes.distill.relations import row_kl
-from workbench.recipes.distill.teacher import TeacherRecipe, check_teacher
+from workbench.recipes.distill.teacher import TeacherRecipe, _hub_available, check_teacher
 from workbench.teacher_similarity import pool
 
 
@@ -90,6 +90,30 @@ def keep_mask(losses: list[float], p: float, seed: int, step: int) -> list[bool]
     return [i == worst or draws[i] >= p for i in range(len(losses))]
 
 
+def _is_path(name: str) -> bool:
+    return "/" in name or name.startswith((".", "~"))
+
+
+def check_stage_teachers(named: list[tuple[str, str]], check: StageCheck) -> None:
+    """Teachers that are not paths must be earlier stages or known models (while the recipe file is
+    validated). A path (e.g. another recipe's result, results/bbc-teacher/...) is checked by
+    `check_path_teachers` when the run starts, still before any work: the recipe file then
+    validates before the run that produces that teacher has been made."""
+    for name, key in named:
+        if not _is_path(name):
+            check_teacher(name, check, key=key)
+
+
+def check_path_teachers(named: list[tuple[str, str]], where: str) -> None:
+    for name, key in named:
+        if not _is_path(name) or (Path(name).expanduser() / "config.json").exists():
+            continue
+        if not name.startswith((".", "/", "~")) and not Path(name).exists() and _hub_available(name):
+            continue  # a hub id in the local cache
+        fail(where, key, f"is the path {name!r}, which holds no model (no config.json): produce it first (the BBC "
+             "teacher: `workbench run recipes/bbc_teacher.yaml`) or fix the path")
+
+
 def label_count(name: str) -> int | None:
     """Classes of a local model folder's head (None: not a folder, or no head recorded)."""
     cfg = Path(name).expanduser() / "config.json"
@@ -112,11 +136,11 @@ class ManyTeachers(TeacherRecipe):
 
     @classmethod
     def check_stage(cls, config: Any, check: StageCheck) -> None:
-        for i, e in enumerate(config.teachers):
-            check_teacher(e.name, check, key=f"teachers[{i}].name")
+        check_stage_teachers([(e.name, f"teachers[{i}].name") for i, e in enumerate(config.teachers)], check)
 
     @classmethod
     def check_task(cls, config: Any, task: Any, where: str) -> None:
+        check_path_teachers([(e.name, f"teachers[{i}].name") for i, e in enumerate(config.teachers)], where)
         for i, e in enumerate(config.teachers):
             n = label_count(e.name) if e.target == "logits" else None
             if n is not None and n != task.num_labels:

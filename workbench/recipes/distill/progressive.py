@@ -36,7 +36,8 @@ from workbench.config import fail
 from workbench.recipes.base import LossTerms, StageCheck, TrainState, register_recipe
 from workbench.recipes.distill.losses import get_loss
 from workbench.recipes.distill.relations import row_kl
-from workbench.recipes.distill.teacher import TeacherRecipe, check_teacher
+from workbench.recipes.distill.multi_teacher import check_path_teachers, check_stage_teachers
+from workbench.recipes.distill.teacher import TeacherRecipe
 
 
 @dataclass
@@ -96,8 +97,11 @@ class ProgressiveDistill(TeacherRecipe):
 
     @classmethod
     def check_stage(cls, config: Any, check: StageCheck) -> None:
-        for i, name in enumerate(config.teachers):
-            check_teacher(name, check, key=f"teachers[{i}]")
+        check_stage_teachers([(n, f"teachers[{i}]") for i, n in enumerate(config.teachers)], check)
+
+    @classmethod
+    def check_task(cls, config: Any, task: Any, where: str) -> None:
+        check_path_teachers([(n, f"teachers[{i}]") for i, n in enumerate(config.teachers)], where)
 
     def on_train_begin(self, state: TrainState) -> None:
         self.teachers_ = [self.ctx.teachers.get(n, set(), self.where) for n in self.config.teachers]
