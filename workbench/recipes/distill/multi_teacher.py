@@ -79,6 +79,17 @@ def teacher_entries(raw: list[Any], where: str) -> list[TeacherEntry]:
     return out
 
 
+def validate_many(cfg: Any, where: str) -> None:
+    """The settings every multi-teacher config shares: teachers, temperature, alpha, teacher_drop."""
+    cfg.teachers = teacher_entries(cfg.teachers, where)
+    if cfg.temperature <= 0:
+        fail(where, "temperature", f"must be > 0, got {cfg.temperature}")
+    if not 0.0 <= cfg.alpha <= 1.0:
+        fail(where, "alpha", f"must be in [0, 1], got {cfg.alpha}")
+    if not 0.0 <= cfg.teacher_drop < 1.0:
+        fail(where, "teacher_drop", f"must be in [0, 1), got {cfg.teacher_drop}")
+
+
 def keep_mask(losses: list[float], p: float, seed: int, step: int) -> list[bool]:
     """UNIC's teacher dropping: each teacher but the one with the highest loss is dropped with
     probability p; the draw is a function of (seed, step) only."""
@@ -191,13 +202,7 @@ class MultiTeacherConfig:
     similarity_examples: int = 1000
 
     def validate(self, where: str) -> None:
-        self.teachers = teacher_entries(self.teachers, where)  # type: ignore[assignment]
-        if self.temperature <= 0:
-            fail(where, "temperature", f"must be > 0, got {self.temperature}")
-        if not 0.0 <= self.alpha <= 1.0:
-            fail(where, "alpha", f"must be in [0, 1], got {self.alpha}")
-        if not 0.0 <= self.teacher_drop < 1.0:
-            fail(where, "teacher_drop", f"must be in [0, 1), got {self.teacher_drop}")
+        validate_many(self, where)
         if self.similarity_temperature <= 0:
             fail(where, "similarity_temperature", f"must be > 0, got {self.similarity_temperature}")
         if self.similarity_top is not None and self.similarity_top < 1:

@@ -29,7 +29,7 @@ from torch import nn
 from workbench.config import fail
 from workbench.recipes.base import LossTerms, TrainState, register_recipe
 from workbench.recipes.distill.minilm import resolve_layer
-from workbench.recipes.distill.multi_teacher import ManyTeachers, TeacherEntry, keep_mask, teacher_entries
+from workbench.recipes.distill.multi_teacher import ManyTeachers, TeacherEntry, keep_mask, validate_many
 from workbench.recipes.distill.relations import row_kl
 from workbench.teacher_similarity import pool
 
@@ -47,18 +47,12 @@ class UnicConfig:
     teacher_drop: float = 0.5
 
     def validate(self, where: str) -> None:
-        self.teachers = teacher_entries(self.teachers, where)  # type: ignore[assignment]
+        validate_many(self, where)
         if self.ladder is not None and (not self.ladder or 0 in self.ladder):
             fail(where, "ladder", f"must be a non-empty list of 1-based student layers (negative: from the end), "
                  f"got {self.ladder}")
         if self.head_hidden < 1:
             fail(where, "head_hidden", f"must be >= 1, got {self.head_hidden}")
-        if self.temperature <= 0:
-            fail(where, "temperature", f"must be > 0, got {self.temperature}")
-        if not 0.0 <= self.alpha <= 1.0:
-            fail(where, "alpha", f"must be in [0, 1], got {self.alpha}")
-        if not 0.0 <= self.teacher_drop < 1.0:
-            fail(where, "teacher_drop", f"must be in [0, 1), got {self.teacher_drop}")
 
 
 def unic_feature_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
