@@ -296,3 +296,11 @@ def test_bench_engine_runs_a_dynamic_stage_at_its_saved_spec(model, tmp_path):
     ids, mask = _inputs()
     eng.run((ids, mask))
     assert (eng.engine.last_trace.tokens[:, -1] < mask.sum(1)).all()
+
+
+def test_latency_cost_of_a_threshold_exit_before_exit_at():
+    table = LatencyTable(seq_len=10, batch=1, token_counts=[1, 10], layer_ms=[[1, 10]] * L,
+                         cls_ms=[[1, 2]] * L, embed_ms=[0.0, 0.0], head_ms=0.0)
+    spec = DynamicSpec(exit_layers=[0, 2], exit_at=2, exit_threshold=0.2)
+    assert table.cost(spec, exit_layer=0) == pytest.approx(10)  # left at the threshold exit after layer 0
+    assert table.cost(spec) == table.cost(spec, exit_layer=2) == pytest.approx(10 + 10 + 2)

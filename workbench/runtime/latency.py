@@ -22,9 +22,9 @@ in t, beyond the largest point extrapolated from the last two. Not included: the
 selection and gather between layers (an argsort and a copy of [t, H], small next to a layer).
 
 `cost(spec)` follows the rules of `workbench.models.dynamic`: layer i processes
-`kept_counts(length_ratios, n)[i]` tokens; the example leaves after `spec.exit_at`, or after
-`exit_layer` when given (a threshold exit), else after the last layer; with an exit threshold
-every exit head up to the leaving layer is evaluated. Milliseconds per example at the measured
+`kept_counts(length_ratios, n)[i]` tokens; the example leaves after `exit_layer` when given (as
+a `DynamicTrace` records it), else after `spec.exit_at`, else after the last layer; with an exit
+threshold every exit head before the leaving layer is evaluated too. Milliseconds per example at the measured
 batch size (the batch's time divided by `batch`).
 """
 from __future__ import annotations
@@ -78,7 +78,7 @@ class LatencyTable:
         ratios = None if spec is None else spec.length_ratios
         tokens = kept_counts(ratios, n) if ratios is not None else [n] * L
         fixed = None if spec is None else spec.exit_at
-        leave = fixed if fixed is not None else (L - 1 if exit_layer is None else int(exit_layer))
+        leave = int(exit_layer) if exit_layer is not None else (fixed if fixed is not None else L - 1)
         if not 0 <= leave < L:
             raise ValueError(f"exit layer {leave} out of range for a {L}-layer table")
         # the leaving layer runs for [CLS] only when it is known in advance (exit_at, the last)
