@@ -27,6 +27,9 @@ kernel call.
   See `workbench.runtime.kernels` for the fallbacks used when a kernel is not built.
 * exact graph-level savings: trailing padding columns shared by the whole batch are dropped, and
   the last encoder layer is only evaluated for the [CLS] row that the classifier reads.
+* dynamic models (`model.dynamic`, `model.exit_heads`): token dropping between layers and early
+  exits run in `workbench.runtime.dynamic` on the per-layer methods `_embed` / `_layer` /
+  `_head`; `_attention(..., sig=)` hands it each key's attention mass (the drop significance).
 
 Accuracy (documented contract, checked by tests/test_runtime.py on the real MiniLM weights with
 a seeded std-0.5 two-label head, 16 real sentences, padded batch):
