@@ -109,7 +109,11 @@ def test_converted_int8_forward_equals_the_fake_quant_forward_and_keeps_the_mask
     int8 = {n: m for n, m in tiny_bert.named_modules() if isinstance(m, Int8Linear)}
     assert set(int8) == set(masks) == set(plain)
     step = float(fake.max() - fake.min()) / 255  # one step of the logits' own uint8 grid
-    assert float((real - fake).abs().max()) <= step
+    diff = float((real - fake).abs().max())
+    assert diff <= step
+    # the same grids on both sides: here no input lands on a rounding boundary, so only the
+    # summation order differs (~1e-9; fp32 weights in the fake-quant forward would give ~1e-5)
+    assert diff <= 1e-6
     for name, layer in int8.items():
         assert ((layer.weight_int8 == 0) | masks[name].bool()).all()  # every masked weight is an int8 zero
         assert torch.equal(layer.weight_int8, quantize_weight(plain[name], weight_scales(plain[name])))

@@ -12,6 +12,9 @@ What each stage kind becomes:
     `onnxruntime.quantization.quantize_dynamic` (QInt8 weights, integer MatMul ops; zero-width
     MatMuls of removed blocks stay fp32), checked against the torch int8 stage's own logits.
     `--format hf` fails: a torch quantized model has no Hugging Face save format.
+  * a static int8 stage (`static_int8`, after `smoothquant` or not, or a converted `qat` stage):
+    `--format onnx` is a QDQ graph with the stage's own calibrated input scales and per-channel
+    int8 weights (`workbench.export_int8`), checked within `export_int8.qdq_bound`.
   * a structurally shrunk stage (recorded `workbench_edits`: uneven heads or FFN widths) has no
     `--format hf` export: a Hugging Face config describes uniform layers, so plain
     `from_pretrained` cannot rebuild it. The command fails naming the edits; the stage's own
@@ -41,6 +44,7 @@ import torch
 from torch import nn
 
 from workbench.config import ConfigError, config_to_dict
+from workbench.export_int8 import export_qdq, is_qdq_stage, qdq_bound
 
 FORMATS = ("onnx", "hf")
 PROBE_SIZE = 8
@@ -53,7 +57,7 @@ class ExportResult:
     """What `export_stage` wrote and how well the exported file reproduced the stage."""
 
     stage: str
-    kind: str  # "fp32" or "dynamic_int8"
+    kind: str  # "fp32", "dynamic_int8" or "static_int8" (QDQ)
     format: str
     path: Path
     examples: int
@@ -114,9 +118,11 @@ def export_stage(run: str | Path, stage: str | None = None, fmt: str = "onnx",
     if stage not in names:
         raise ConfigError(f"run '{folder.name}' has no stage '{stage}' (stages: {', '.join(names)})")
     index = names.index(stage)
-    runner = PipelineRun(spec, results_root=folder.parent, run_name=folder.name)
+    runner = PipelineRun(spec, results_root=folder.parent, run_name=folder.name, quick=bool(info.get("quick")))
     source = runner._source(index)
     kind = _stage_kind(spec.stages[index], names[source] if source is not None else None, fmt)
+    if kind == "static_int8":
+        runner._prepare()  # a rebuilt static_int8 stage calibrates on the run's own training batches
     dest = Path(out) if out is not None else folder / "export" / (f"{stage}.onnx" if fmt == "onnx" else f"{stage}-hf")
 
     if fmt == "onnx" and dest.is_dir():
@@ -134,22 +140,30 @@ def export_stage(run: str | Path, stage: str | None = None, fmt: str = "onnx",
     ref = reference_logits(model, probe)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as tmp:
-        if fmt == "onnx":
+        if fmt == "onnx" and kind == "static_int8":
+            written, got, notes = export_qdq(stage, model, probe, Path(tmp))
+        elif fmt == "onnx":
             fp32 = model if kind == "fp32" else load_stage_model(runner, source, measured, cache)[0]
             written, got, notes = _to_onnx(stage, fp32, kind == "dynamic_int8", probe, Path(tmp))
         else:
             written, got, notes = _to_hf(stage, model, tokenizer, texts, spec.task.max_length, probe, Path(tmp))
-        bound = FP32_ATOL if kind == "fp32" else INT8_ATOL + INT8_RTOL * float(np.abs(ref).max())
+        bound = (FP32_ATOL if kind == "fp32" else qdq_bound(ref) if kind == "static_int8"
+                 else INT8_ATOL + INT8_RTOL * float(np.abs(ref).max()))
         diff, agree = check_logits(stage, got, ref, bound)
         _move_into_place(written, dest)
     return ExportResult(stage, kind, fmt, dest, len(texts), diff, agree, bound, notes)
 
 
 def _stage_kind(stage: Any, source: str | None, fmt: str) -> str:
-    """"fp32" or "dynamic_int8", from the stage's recipes (before any model loads)."""
+    """"fp32", "dynamic_int8" or "static_int8", from the stage's recipes (before any model loads)."""
     from workbench.recipes.base import recipe_class
 
     where = f"stage '{stage.name}'"
+    if is_qdq_stage([(n, config_to_dict(c)) for n, c in stage.recipes]):
+        if fmt == "hf":
+            raise ConfigError(f"stage '{stage.name}' is a static int8 model (int8 layers with calibrated input scales), "
+                              "which has no Hugging Face save format; use --format onnx (QDQ)")
+        return "static_int8"
     if stage.trains or not all(recipe_class(n, where).inference_only for n, _ in stage.recipes):
         return "fp32"
     instead = f"; export its source stage '{source}' instead" if source else ""

@@ -85,8 +85,12 @@ def load_stage_model(run: PipelineRun, index: int, info: dict[str, Any], cache: 
         base = load_stage_model(run, source, info, cache) if source is not None else None
         if base is not None:  # not saved: rebuilt by its one-shot recipes, as `workbench run` does
             model, tokenizer = copy.deepcopy(base[0]), base[1]
-            ctx = RecipeContext(task=None, tokenizer=tokenizer, run_dir=run.run_dir, stage=stage.name,
-                                seed=run.spec.seed, previous_stages=[s.name for s in run.spec.stages[:index]])
+            # a prepared run (`run._prepare()`) lends its training split: calibrating recipes
+            # (static_int8, smoothquant) then see the batches they saw in the run
+            ctx = RecipeContext(task=getattr(run, "task", None), tokenizer=tokenizer, run_dir=run.run_dir,
+                                stage=stage.name, seed=run._stage_seed(index) - run._depth(index),
+                                previous_stages=[s.name for s in run.spec.stages[:index]],
+                                train_data=getattr(run, "train_data", None))
             for name, config in stage.recipes:
                 model = build_recipe(name, config_to_dict(config), ctx, where).apply(model)
             found = (model, tokenizer)
