@@ -38,6 +38,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_degrade(args: argparse.Namespace) -> int:
+    from workbench.degrade import degrade, parse_fractions
+    from workbench.pipeline import PipelineSpec
+
+    fractions = parse_fractions(args.fractions)  # bad fractions fail before the recipe is even read
+    spec = PipelineSpec.from_yaml(args.recipe)
+    seeds = _parse_seeds(args.seeds) if args.seeds else [spec.seed]
+    name = args.name or (f"quick-{spec.name}" if args.quick else spec.name)
+    _, summary = degrade(spec, fractions, seeds, quick=args.quick, results_root=Path(args.results) if args.results else None,
+                         run_name=name, fresh=args.fresh, min_steps=args.min_steps)
+    _print_table(summary, ["stage", ("points", "{}"), ("slope_per_decade", "{:+.4f}"), ("accuracy_smallest", "{:.4f}"),
+                           ("accuracy_largest", "{:.4f}")])
+    print(f"\nresults: {Path(args.results or 'results') / name} (degradation.csv, summary.csv, degradation.png)")
+    return 0
+
+
 def _parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(x) for x in text.split(",") if x.strip()]
@@ -179,6 +195,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--remeasure", action="store_true",
                    help="re-measure finished stages (accuracy, size, speed) without retraining them")
     r.set_defaults(func=_cmd_run)
+    d = sub.add_parser("degrade", help="train the pipeline on nested stratified fractions of the training split; "
+                                       "accuracy vs training size per stage, with the degradation slope")
+    d.add_argument("recipe")
+    d.add_argument("--fractions", default="0.01,0.05,0.1,0.25,0.5,1.0", help="sorted, distinct, in (0, 1]")
+    d.add_argument("--seeds", help="comma-separated training seeds (default: the recipe's seed)")
+    d.add_argument("--quick", action="store_true", help="fractions of the quick subset, quick settings")
+    d.add_argument("--name", help="run name (default: the recipe's name, quick-<name> with --quick)")
+    d.add_argument("--results", help="results root folder (default: ./results)")
+    d.add_argument("--fresh", action="store_true", help="discard earlier results instead of resuming")
+    d.add_argument("--min-steps", type=int, default=0,
+                   help="train each stage for at least this many optimizer steps on a small fraction (more epochs)")
+    d.set_defaults(func=_cmd_degrade)
     sub.add_parser("tasks", help="list the embedded tasks").set_defaults(func=_cmd_tasks)
     sub.add_parser("models", help="list the embedded models").set_defaults(func=_cmd_models)
     c = sub.add_parser("compare", help="method comparison table + plot from a --seeds run (stages named student.method)")
