@@ -297,6 +297,7 @@ class Engine:
             self.padding_idx + 1 if self.position_ids == "padding_offset" else 0)
         self._act = K.ACTIVATIONS[meta["activation"]]
         self._eps = {k: float(v) for k, v in meta["eps"].items()}
+        K.require_compiled()  # no silent NumPy engine: fails saying how to build the kernels
         # threads for the attention heads (the kernels' own OpenMP pools follow OMP_NUM_THREADS)
         self.num_threads: int = K.default_threads()
         self._linears: dict[str, Any] = {}
@@ -441,6 +442,8 @@ class Engine:
         returns [B, R, nh, d] (C-contiguous, i.e. [B*R, H] rows). NumPy BLAS with 1 thread each,
         the (batch, head) pairs split over `self.num_threads` Python threads when worth it.
         `sig` [B, nh, S] (R == S): set to the probabilities summed over the non-padding queries."""
+        if sig is None and K.has_fused_attention():  # all heads in one compiled OpenMP call
+            return K.fused_attention(q, k, v, mask_bias)
         B, nh, R, d = q.shape
         S = k.shape[-1]
         ctx = np.empty((B, R, nh, d), np.float32)

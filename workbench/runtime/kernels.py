@@ -1,9 +1,10 @@
-"""The kernels the runtime calls: `workbench_ext` when it is built, NumPy stand-ins otherwise.
+"""The kernels the runtime calls: `workbench_ext`, or NumPy stand-ins when asked for by name.
 
-Every function here has the signature of the `workbench_ext` API in docs/ARCHITECTURE.md. When
-a compiled kernel is importable it is used; when it is not (extension not built yet, or a
-module missing on this build) a NumPy reference implementation with the *same numerics* is
-used instead, so the engine still runs and still matches torch (just slower).
+Every function here has the signature of the `workbench_ext` API in docs/ARCHITECTURE.md. An
+engine refuses to run without the compiled kernels (`require_compiled`: the error says how to
+build them); the NumPy reference implementations with the *same numerics* run only when
+requested (WORKBENCH_KERNELS=numpy or `allow_numpy()`), e.g. to test on a machine without a
+compiler.
 `kernel_report()` says which path each op is on; `Engine.describe()` includes it.
 
 The NumPy fallbacks are deliberately plain: they are the specification the kernels are tested
@@ -40,6 +41,49 @@ try:
     from workbench_ext import cpu as _ext_cpu  # type: ignore[attr-defined]
 except Exception:  # pragma: no cover
     _ext_cpu = None
+try:
+    from workbench_ext import attention as _ext_attn  # type: ignore[attr-defined]
+except Exception:  # pragma: no cover
+    _ext_attn = None
+
+# The compiled modules an engine needs; without them the engine refuses to run (a NumPy run is
+# 10-100x slower and would be measured as if it were the runtime) unless NumPy is asked for by
+# name: WORKBENCH_KERNELS=numpy in the environment, or `allow_numpy()`.
+REQUIRED = {"int8": "_ext_int8", "sparse": "_ext_sparse", "ops": "_ext_ops", "cpu": "_ext_cpu",
+            "attention": "_ext_attn"}
+BUILD_HINT = ("build them with `make build` (or `.venv/bin/python setup.py build_ext --inplace` in the "
+              "repository root); to run the slow NumPy reference path instead, ask for it by name: "
+              "WORKBENCH_KERNELS=numpy")
+_ALLOW_NUMPY = False
+
+
+class KernelsMissingError(RuntimeError):
+    """The compiled `workbench_ext` kernels are not importable and NumPy was not asked for."""
+
+
+def allow_numpy(on: bool = True) -> None:
+    """Let engines run on the NumPy reference kernels when compiled ones are missing."""
+    global _ALLOW_NUMPY
+    _ALLOW_NUMPY = bool(on)
+
+
+def numpy_requested() -> bool:
+    return _ALLOW_NUMPY or os.environ.get("WORKBENCH_KERNELS", "").strip().lower() == "numpy"
+
+
+def missing_modules() -> list[str]:
+    g = globals()
+    return [name for name, var in REQUIRED.items() if g[var] is None]
+
+
+def require_compiled() -> None:
+    """Raise `KernelsMissingError` (saying how to build them) when a compiled module is missing,
+    unless the NumPy path was asked for by name."""
+    missing = missing_modules()
+    if missing and not numpy_requested():
+        raise KernelsMissingError(
+            f"the workbench runtime's compiled kernels are missing (workbench_ext.{', workbench_ext.'.join(missing)} "
+            f"not importable): {BUILD_HINT}")
 
 BLOCK = 4  # 1x4 blocks along K: the sparse kernels' layout
 
@@ -305,6 +349,16 @@ def parallel_run(tasks: list[Callable[[], None]]) -> None:
         f.result()
 
 
+def has_fused_attention() -> bool:
+    return _has(_ext_attn, "attention")
+
+
+def fused_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.ndarray,
+                    num_threads: int | None = None) -> np.ndarray:
+    """All heads at once: softmax(q k + mask) v -> [B, R, nh, d] (workbench_ext.attention)."""
+    return _ext_attn.attention(q, k, v, np.ascontiguousarray(mask_bias, dtype=np.float32), num_threads=num_threads)
+
+
 def kernel_report() -> dict[str, str]:
     """Which implementation each op uses in this process."""
     def src(mod: Any, name: str, modname: str) -> str:
@@ -320,5 +374,6 @@ def kernel_report() -> dict[str, str]:
         "add_bias_residual_layernorm": src(_ext_ops, "add_bias_residual_layernorm", "ops"),
         "softmax": src(_ext_ops, "softmax", "ops"),
         "quantize_per_token": src(_ext_ops, "quantize_per_token", "ops"),
-        "attention matmuls": "numpy(BLAS sgemm, 1 BLAS thread, heads split over Python threads)",
+        "attention": ("workbench_ext.attention.attention (fused, OpenMP over heads)" if has_fused_attention()
+                      else "numpy(BLAS sgemm, 1 BLAS thread, heads split over Python threads)"),
     }

@@ -1,0 +1,96 @@
+"""Fused multi-head attention (float32): ``attention(q, k, v, mask_bias)``.
+
+All heads of all batch rows in one OpenMP-parallel call -- QK^T, the additive mask, softmax and
+PV per (batch, head) pair -- replacing per-head NumPy matmuls on Python threads.  q, k and v may
+be strided views (e.g. slices of a fused QKV projection's output):
+
+* ``q``: float32 [B, nh, R, d] (the head_dim axis contiguous; the 1/sqrt(d) scale already
+  folded in), R query rows (R = S, or 1 for a [CLS]-only layer)
+* ``k``: float32 [B, nh, d, S] (any strides)
+* ``v``: float32 [B, nh, S, d] (the head_dim axis contiguous)
+* ``mask_bias``: float32, B * S values ([B, S] or HF's [B, 1, 1, S]) added to the scores
+  (0 for tokens, a large negative number for padding), C-contiguous
+
+Returns ``ctx`` float32 [B, R, nh, d] (C-contiguous, i.e. [B*R, nh*d] rows).  See wb_attn.h for
+the order of the float operations; the result matches ``softmax(q @ k + mask) @ v`` in float32
+to rounding (tests/test_kernels.py).
+"""
+import numpy as np
+cimport numpy as cnp
+
+from workbench_ext._validate cimport check_array, check_threads
+from workbench_ext import cpu as _cpu
+
+cnp.import_array()
+
+cdef extern from "wb_attn.h" nogil:
+    ctypedef struct wb_attn_t:
+        const float *q
+        long qb, qh, qr
+        const float *k
+        long kb, kh, kd, ks
+        const float *v
+        long vb, vh, vs
+        const float *mask
+        float *ctx
+        int B, nh, R, S, d
+    int wb_threads(int nt)
+    int wb_attention(const wb_attn_t *a, int isa, int nt)
+
+
+cdef long _estride(object a, int axis, str name) except? -1:
+    cdef long s = a.strides[axis]
+    if s % 4:
+        raise ValueError(f"{name}: stride {s} bytes on axis {axis} is not a whole float32")
+    return s // 4
+
+
+cdef object _check_view(object a, str name):
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray of float32, got {type(a).__name__}")
+    if a.dtype != np.float32 or not a.dtype.isnative:
+        raise TypeError(f"{name} must have dtype float32, got {a.dtype}")
+    if a.ndim != 4:
+        raise ValueError(f"{name} must be 4-D, got shape {tuple(a.shape)}")
+    if not a.flags.aligned:
+        raise ValueError(f"{name} is not aligned to float32")
+    return a
+
+
+def attention(q, k, v, mask_bias, num_threads=None):
+    """softmax(q @ k + mask_bias) @ v for every (batch, head); see the module docstring."""
+    _check_view(q, "q")
+    _check_view(k, "k")
+    _check_view(v, "v")
+    B, nh, R, d = q.shape
+    if k.shape[0] != B or k.shape[1] != nh or k.shape[2] != d:
+        raise ValueError(f"k must have shape ({B}, {nh}, {d}, S) to match q {tuple(q.shape)}, got {tuple(k.shape)}")
+    S = k.shape[3]
+    if tuple(v.shape) != (B, nh, S, d):
+        raise ValueError(f"v must have shape ({B}, {nh}, {S}, {d}), got {tuple(v.shape)}")
+    if B < 1 or nh < 1 or R < 1 or S < 1 or d < 1:
+        raise ValueError(f"attention needs non-empty q, k, v, got q {tuple(q.shape)} and k {tuple(k.shape)}")
+    check_array(mask_bias, "mask_bias", np.float32, -1)
+    if mask_bias.size != B * S or mask_bias.shape[0] != B or mask_bias.shape[mask_bias.ndim - 1] != S:
+        raise ValueError(f"mask_bias must hold ({B}, {S}) values ([B, S] or [B, 1, 1, S]), got {tuple(mask_bias.shape)}")
+    if (d > 1 and (q.strides[3] != 4 or v.strides[3] != 4)):
+        raise ValueError("q and v must be contiguous along head_dim (their last axis)")
+    cdef int nt = wb_threads(check_threads(num_threads))
+    cdef int isa = _cpu.ISA_CODES[_cpu.active_isa()]
+    ctx = np.empty((B, R, nh, d), np.float32)
+    cdef wb_attn_t a
+    a.q = <const float*>cnp.PyArray_DATA(<cnp.ndarray>q)
+    a.qb, a.qh, a.qr = _estride(q, 0, "q"), _estride(q, 1, "q"), _estride(q, 2, "q")
+    a.k = <const float*>cnp.PyArray_DATA(<cnp.ndarray>k)
+    a.kb, a.kh, a.kd, a.ks = _estride(k, 0, "k"), _estride(k, 1, "k"), _estride(k, 2, "k"), _estride(k, 3, "k")
+    a.v = <const float*>cnp.PyArray_DATA(<cnp.ndarray>v)
+    a.vb, a.vh, a.vs = _estride(v, 0, "v"), _estride(v, 1, "v"), _estride(v, 2, "v")
+    a.mask = <const float*>cnp.PyArray_DATA(<cnp.ndarray>mask_bias)
+    a.ctx = <float*>cnp.PyArray_DATA(<cnp.ndarray>ctx)
+    a.B, a.nh, a.R, a.S, a.d = B, nh, R, S, d
+    cdef int rc
+    with nogil:
+        rc = wb_attention(&a, isa, nt)
+    if rc != 0:
+        raise MemoryError("attention: could not allocate per-thread scratch memory")
+    return ctx
