@@ -113,6 +113,12 @@ def test_pipeline_trains_on_the_kept_pseudo_labels(tmp_path):
     assert data["labels"] != gold[kept].tolist()
     gold_report = json.loads((run.run_dir / "pseudo_labels" / "s.gold.json").read_text())
     assert gold_report["kept_accuracy"] == 1.0
+    from workbench.recipes.data.report import keep_table
+
+    table = keep_table(run.run_dir)  # keep.csv / keep.md: one row per pseudo-label stage
+    assert [t["stage"] for t in table] == list(expected)
+    assert [t["kept"] for t in table] == [f"{int(m.sum())}/{len(texts)}" for m in expected.values()]
+    assert (run.run_dir / "keep.md").exists()
 
 
 def test_text_file_pool_and_filter_that_keeps_nothing(tmp_path):
