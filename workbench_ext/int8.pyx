@@ -70,6 +70,7 @@ cdef extern from "wb_int8.h" nogil:
         int32_t *yi
     int wb_threads(int nt)
     void wb_quantize_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *scale, int32_t *zp, int isa, int nt)
+    void wb_quantize_rows_static(const float *x, int M, int K, int Kp, float scale, int32_t zp, uint8_t *q, int isa, int nt)
     void wb_pack_dense_portable(const int8_t *w, int N, int K, int Kp, int8_t *out)
     void wb_pack_dense_avx2(const int8_t *w, int N, int K, int Kp, int16_t *out)
     void wb_pack_dense_vnni(const int8_t *w, int N, int K, int Kp, int8_t *out)
@@ -252,6 +253,56 @@ cdef class _Int8Linear:
         cdef int K = self.K, Kp = self.Kp
         with nogil:
             wb_quantize_rows(px, M, K, Kp, pq, ps, pz, code, nt)
+        cdef wb_epi_t e
+        e.N = self.N
+        e.wsum = <const int32_t*>_ptr(self._wsum)
+        e.wscale = <const float*>_ptr(self.w_scale)
+        e.bias = <const float*>_ptr(self._bias0)
+        e.zp = <const int32_t*>_ptr(zp)
+        e.xscale = <const float*>_ptr(xs)
+        e.y = <float*>_ptr(y)
+        e.yi = NULL
+        self._run(code, pack, xq, M, &e, nt)
+        return y
+
+    def static(self, x, input_scale, input_zero_point, num_threads=None, out=None):
+        """y = layer with a static (calibrated) activation grid: every row of x float32[M, K] is
+        quantized with the same ``input_scale`` / ``input_zero_point`` (u8 asymmetric, as
+        ``workbench_ext.ops.quantize_static``) instead of its own range; then the same exact s32
+        GEMM and fused epilogue as ``__call__`` (``y = (acc - zp * wsum) * (scale * w_scale) + bias``)."""
+        check_array(x, "x", np.float32, 2)
+        if x.shape[1] != self.K:
+            raise ValueError(f"x must have shape (M, {self.K}), got {tuple(x.shape)}")
+        cdef float fs = float(input_scale)
+        if not (fs > 0.0) or not np.isfinite(fs):
+            raise ValueError(f"input_scale must be a finite number > 0, got {input_scale!r}")
+        zp_int = int(input_zero_point)
+        if zp_int < 0 or zp_int > 255 or zp_int != input_zero_point:
+            raise ValueError(f"input_zero_point must be an integer in [0, 255], got {input_zero_point!r}")
+        cdef int32_t zpv = zp_int
+        cdef int nt = wb_threads(check_threads(num_threads))
+        cdef int code = self._resolve()
+        pack = self._get_pack(code)
+        cdef int M = x.shape[0]
+        if out is None:
+            y = _empty(M, self.N, cnp.NPY_FLOAT32)
+        else:
+            check_array(out, "out", np.float32, 2)
+            if out.shape[0] != M or out.shape[1] != self.N:
+                raise ValueError(f"out must have shape ({M}, {self.N}), got {tuple(out.shape)}")
+            y = out
+        if num_threads is None:
+            nt = _cap_threads(nt, self._macs(M))
+        if M == 0:
+            return y
+        xq = self._alloc_xq(M)
+        xs = np.full(M, fs, np.float32)
+        zp = np.full(M, zpv, np.int32)
+        cdef const float *px = <const float*>_ptr(x)
+        cdef uint8_t *pq = <uint8_t*>_ptr(xq)
+        cdef int K = self.K, Kp = self.Kp
+        with nogil:
+            wb_quantize_rows_static(px, M, K, Kp, fs, zpv, pq, code, nt)
         cdef wb_epi_t e
         e.N = self.N
         e.wsum = <const int32_t*>_ptr(self._wsum)
