@@ -204,3 +204,16 @@ def test_ort_runs_shrunk_models_right(tmp_path):
         out = eng.run(eng.feed(inputs))
         assert np.abs(out - ref).max() < tol, (cls.name, np.abs(out - ref).max(), eng.notes)
     assert "num_heads set per layer" in eng.notes and "zero-width MatMuls left fp32" in eng.notes
+
+
+def test_gemm_peak_ignores_implausible_clock(monkeypatch):
+    """The peak TOP/s estimate must not use an impossible measured clock (an add chain read
+    8.5 GHz on Zen 5): the nominal clock is used instead."""
+    cpu = pytest.importorskip("workbench_ext.cpu")
+    from workbench.bench import gemm
+    monkeypatch.setattr(cpu, "measure_clock_ghz", lambda *a, **k: 8.5)
+    monkeypatch.setattr(gemm, "nominal_clock_ghz", lambda: (2.6, "test"))
+    ghz, note = gemm.cpu_clock_ghz()
+    assert ghz == 2.6
+    monkeypatch.setattr(cpu, "measure_clock_ghz", lambda *a, **k: 3.9)
+    assert gemm.cpu_clock_ghz()[0] == 3.9

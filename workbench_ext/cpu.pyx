@@ -142,8 +142,8 @@ def set_num_threads(int n):
 
 
 def measure_clock_ghz(int repeats=5, long iters=5000000):
-    """Measured core clock in GHz (best of `repeats` timings of a dependent-add chain of
-    8 * iters cycles, ~15 ms each at 3 GHz).  Reflects turbo; noisy on a loaded machine, which
+    """Measured core clock in GHz (best of `repeats` timings of a dependent 3-cycle multiply
+    chain of ~8 * iters cycles, ~15 ms each at 3 GHz; see wb_cpu.h).  Reflects turbo; noisy on a loaded machine, which
     can only make it read *lower*, hence the max."""
     cdef double best = 0.0, g
     for _ in range(max(1, repeats)):
