@@ -133,6 +133,12 @@ def test_text_file_pool_and_filter_that_keeps_nothing(tmp_path):
     stage = _pl_stage("s.none", filter="confidence", threshold=1.0)  # a random tiny teacher is never that sure
     with pytest.raises(ConfigError, match="filter 'confidence' .*threshold 1.0.* kept none"):
         PipelineRun(_spec(tmp_path, [stage]), results_root=tmp_path / "r2").run()
+    # under --quick the stage's quick_threshold replaces it (a quick teacher is never confident)
+    stage = _pl_stage("s.quick", filter="confidence", threshold=1.0, quick_threshold=0.5)
+    run = PipelineRun(_spec(tmp_path, [stage]), quick=True, results_root=tmp_path / "r3")
+    run.run()
+    report = json.loads((run.run_dir / "pseudo_labels" / "s.quick.json").read_text())
+    assert report["kept"] == report["total"] > 0  # two classes: the top probability is always >= 0.5
 
 
 @pytest.mark.parametrize("settings, match", [
@@ -140,6 +146,8 @@ def test_text_file_pool_and_filter_that_keeps_nothing(tmp_path):
     ({"filter": "confidence", "threshold": 1.5}, r"'threshold' must be in \(0, 1\]"),
     ({"filter": "entropy", "threshold": 0.0}, r"'threshold' must be in \(0, 1\]"),
     ({"filter": "none", "threshold": 0.5}, "'threshold' goes with"),
+    ({"filter": "confidence", "threshold": 0.9, "quick_threshold": 0.0}, r"'quick_threshold' must be in \(0, 1\]"),
+    ({"filter": "none", "quick_threshold": 0.5}, "'quick_threshold' goes with"),
     ({"filter": "teacher_agreement"}, "'agree_with' is required"),
     ({"filter": "student_agreement", "agree_with": "later"}, "'agree_with' must name an earlier stage"),
     ({"filter": "teacher_agreement", "agree_with": "no-such-model"}, "'agree_with' must name an earlier stage"),

@@ -58,6 +58,9 @@ class PseudoLabelConfig:
     filter: FilterName = "none"
     threshold: float | None = None
     """confidence: keep top probability >= threshold; entropy: keep normalized entropy <= threshold."""
+    quick_threshold: float | None = None
+    """The threshold under `--quick` (null: `threshold`). A quick teacher trains for a few dozen steps
+    and is never confident, so a threshold meant for a trained teacher keeps nothing there."""
     agree_with: str | None = None
     """teacher_agreement: the second teacher; student_agreement: an earlier stage."""
     weight: float = 1.0
@@ -73,8 +76,11 @@ class PseudoLabelConfig:
                      "confidence, 0.3 for entropy)")
             if not 0.0 < self.threshold <= 1.0:
                 fail(where, "threshold", f"must be in (0, 1] for filter '{f}', got {self.threshold}")
-        elif self.threshold is not None:
-            fail(where, "threshold", f"goes with filter confidence or entropy, not '{f}'; remove it")
+            if self.quick_threshold is not None and not 0.0 < self.quick_threshold <= 1.0:
+                fail(where, "quick_threshold", f"must be in (0, 1] for filter '{f}', got {self.quick_threshold}")
+        elif self.threshold is not None or self.quick_threshold is not None:
+            key = "threshold" if self.threshold is not None else "quick_threshold"
+            fail(where, key, f"goes with filter confidence or entropy, not '{f}'; remove it")
         if f in AGREEMENT_FILTERS and not self.agree_with:
             fail(where, "agree_with", f"is required by filter '{f}': name the "
                  + ("second teacher" if f == "teacher_agreement" else "earlier stage") + " to agree with")
@@ -140,7 +146,8 @@ class PseudoLabel(TeacherRecipe):
         pseudo = probs.argmax(-1)
         gold = torch.tensor(pool.gold) if pool.gold is not None else None
         other = self._probabilities(c.agree_with, data).argmax(-1) if c.agree_with else None
-        keep = keep_mask(c.filter, probs, gold=gold, other=other, threshold=c.threshold)
+        threshold = c.quick_threshold if ctx.quick and c.quick_threshold is not None else c.threshold
+        keep = keep_mask(c.filter, probs, gold=gold, other=other, threshold=threshold)
         self.report = keep_report(self, pool, probs, keep, gold, other, dropped)
         _write_report(ctx.run_dir / "pseudo_labels" / f"{ctx.stage}.json", self.report)
         kept = keep.nonzero().flatten().tolist()
@@ -150,7 +157,7 @@ class PseudoLabel(TeacherRecipe):
                                        if r.get("kept_accuracy") is not None else ""), flush=True)
         if not kept:
             raise ConfigError(f"{self.where}: filter '{c.filter}'"
-                              + (f" (threshold {c.threshold})" if c.threshold is not None else "")
+                              + (f" (threshold {threshold})" if threshold is not None else "")
                               + (f" (agree_with {c.agree_with!r})" if c.agree_with else "")
                               + f" kept none of the {len(pool.texts)} pseudo-labels; loosen the filter")
         out = data.select(kept).remove_columns("labels").add_column("labels", pseudo[kept].tolist())
