@@ -10,7 +10,7 @@ from workbench.config import ConfigError, parse_config
 from workbench.recipes.base import RecipeContext, StageCheck
 from workbench.recipes.quantize.dynamic import DynamicInt8, DynamicInt8Config
 from workbench.recipes.quantize.smoothquant import InputSmoothing, SmoothQuant, SmoothQuantConfig, smoothing_scales
-from workbench.recipes.quantize.static import StaticInt8, StaticInt8Config, StaticQuantLinear
+from workbench.recipes.quantize.static import StaticInt8, StaticInt8Config, Int8Linear
 
 WHERE = "stage 'q' recipe 'smoothquant'"
 
@@ -111,7 +111,7 @@ def test_it_helps_static_int8_on_outliers(outlier_bert, word_tokenizer, train_da
 
     plain = static(word_tokenizer, train_data, outlier_bert)
     smoothed = static(word_tokenizer, train_data, smooth(word_tokenizer, train_data).apply(outlier_bert))
-    folded = [m for m in smoothed.modules() if isinstance(m, StaticQuantLinear) and m.smooth is not None]
+    folded = [m for m in smoothed.modules() if isinstance(m, Int8Linear) and m.smooth is not None]
     assert len(folded) == 16 and not any(m._forward_pre_hooks for m in folded)  # the 1/s moved into the layer
     ref = query_out(outlier_bert)
 

@@ -11,7 +11,7 @@ from workbench.config import ConfigError, parse_config
 from workbench.quantize.observers import (MinMaxObserver, MSEObserver, PercentileObserver, affine_qparams,
                                           fake_quantize_affine, quantize_weight, weight_scales)
 from workbench.recipes.base import RecipeContext
-from workbench.recipes.quantize.static import StaticInt8, StaticInt8Config, StaticQuantLinear
+from workbench.recipes.quantize.static import StaticInt8, StaticInt8Config, Int8Linear
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_static_linear_equals_integer_reference():
     lin = nn.Linear(6, 3)
     x = torch.randn(4, 6) * 2  # some values beyond the grid's [-2.35, 2.65]: clipped
     scale, zp = 5.0 / 255, 120
-    layer = StaticQuantLinear(lin, scale, zp)
+    layer = Int8Linear(lin, scale, zp)
     qw = layer.weight_int8.tolist()
     codes = [[min(max(int(torch.round(v / scale)) + zp, 0), 255) for v in row] for row in x]
     acc = [[sum((c - zp) * w for c, w in zip(crow, wrow)) for wrow in qw] for crow in codes]  # python ints
@@ -111,16 +111,16 @@ def test_calibrated_model_is_close_to_fp32(tiny_bert, word_tokenizer, train_data
         ref = tiny_bert(**batch).logits
         for observer in ("minmax", "percentile", "mse"):
             q = static(word_tokenizer, train_data, observer=observer, num_examples=32, batch_size=16).apply(tiny_bert)
-            assert sum(isinstance(m, StaticQuantLinear) for m in q.modules()) == 4 * 6 + 2  # + pooler, classifier
+            assert sum(isinstance(m, Int8Linear) for m in q.modules()) == 4 * 6 + 2  # + pooler, classifier
             out = q(**batch).logits
             assert (out - ref).abs().max() < 0.2 * ref.abs().max(), observer
             assert (out.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.8, observer
-    assert not any(isinstance(m, StaticQuantLinear) for m in tiny_bert.modules())  # the input model is untouched
+    assert not any(isinstance(m, Int8Linear) for m in tiny_bert.modules())  # the input model is untouched
 
 
 def test_targets_leave_the_others_fp32(tiny_bert, word_tokenizer, train_data):
     q = static(word_tokenizer, train_data, targets=["re:.*layer\\.1\\..*"], num_examples=16).apply(tiny_bert)
-    quantized = {n for n, m in q.named_modules() if isinstance(m, StaticQuantLinear)}
+    quantized = {n for n, m in q.named_modules() if isinstance(m, Int8Linear)}
     assert len(quantized) == 6 and all(".layer.1." in n for n in quantized)
     assert isinstance(q.bert.encoder.layer[0].attention.self.query, nn.Linear)
     assert isinstance(q.classifier, nn.Linear)
@@ -174,5 +174,18 @@ def test_pipeline_finetune_then_static_int8(tmp_path, monkeypatch):
     run = PipelineRun(spec, results_root=tmp_path / "r")
     metrics = {m["stage"]: m for m in run.run()}
     assert abs(metrics["int8"]["accuracy"] - metrics["teacher"]["accuracy"]) <= 0.1
-    assert any(isinstance(m, StaticQuantLinear) for m in run.models["int8"].modules())
-    assert not (tmp_path / "r" / "s" / "artifacts" / "int8" / "model").exists()  # rebuilt, never saved
+    assert any(isinstance(m, Int8Linear) for m in run.models["int8"].modules())
+    # saved as recorded int8_linear edits: reloads with the same layers, scales and smoothing
+    from workbench.models.edits import load_edited_model
+
+    saved = tmp_path / "r" / "s" / "artifacts" / "int8" / "model"
+    reloaded = load_edited_model(saved).eval()
+    live = run.models["int8"].eval()
+    ids = torch.randint(5, len(vocab), (3, 12))
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids=ids).logits, live(input_ids=ids).logits)
+    layers = {n: m for n, m in reloaded.named_modules() if isinstance(m, Int8Linear)}
+    smoothed = [n for n, m in layers.items() if m.smooth is not None]
+    assert smoothed and all(torch.equal(layers[n].smooth, live.get_submodule(n).smooth) for n in smoothed)
+    assert not all(torch.all(layers[n].smooth == 1) for n in smoothed)  # the saved factors, not the placeholder
+    assert all(m.input_scale == live.get_submodule(n).input_scale for n, m in layers.items())

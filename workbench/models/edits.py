@@ -43,6 +43,8 @@ def record_edit(model: nn.Module, op: str, **args: Any) -> None:
 
 
 def replay_edits(model: nn.Module, edits: list[dict[str, Any]]) -> None:
+    if any(edit["op"] not in EDITS for edit in edits):
+        import workbench.recipes  # noqa: F401  (recipes register their edits, e.g. int8_linear, on import)
     for edit in edits:
         args = {k: v for k, v in edit.items() if k != "op"}
         if edit["op"] not in EDITS:

@@ -2,14 +2,14 @@
 
 A calibration pass runs `num_examples` training examples through the model; a forward
 pre-hook on each targeted Linear feeds its input to an observer (`minmax`, `percentile` or
-`mse`, see `workbench.quantize.observers`). Each targeted Linear then becomes a
-`StaticQuantLinear`: its input is quantized with the calibrated **per-tensor uint8 asymmetric**
+`mse`, see `workbench.quantize.observers`). Each targeted Linear then becomes an
+`Int8Linear` (the recorded edit `int8_linear`): its input is quantized with the calibrated **per-tensor uint8 asymmetric**
 scale / zero-point (fixed ahead of time: no per-batch range search at run time, unlike
 `dynamic_int8`), its weight is **int8 symmetric per output channel**, the integer product is
 accumulated exactly (float64 holds every int32 sum of u8 x s8 products for in_features <= 2^20)
 and dequantized, plus the fp32 bias. Linears not named by `targets` stay fp32.
 
-This is the PyTorch reference; our runtime's static-scale kernels are separate work. An input
+This is the PyTorch reference; our runtime's static-scale kernels take the same scales. An input
 smoothing left by an earlier `smoothquant` recipe (a per-channel 1/s forward pre-hook) is folded
 into the layer: the input is divided per channel before the per-tensor quantization.
 """
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from workbench.config import ConfigError, fail
-from workbench.models.edits import register_edit
+from workbench.models.edits import record_edit, register_edit
 from workbench.quantize.observers import (Observer, make_observer, quantize_affine, quantize_weight,
                                           weight_scales)
 from workbench.recipes.base import Recipe, register_recipe
@@ -39,8 +39,9 @@ class Int8Linear(nn.Module):
     `y = (sum_k (q_x[k] - zp) * q_w[c, k]) * (s_x * s_w[c]) + bias[c]`, with
     `q_x = clamp(round(x * smooth / s_x) + zp, 0, 255)`.
 
-    Shared by `static_int8` (as `StaticQuantLinear`, rebuilt from its recipe) and `qat` (saved
-    with its stage: each layer is a recorded structural edit `int8_linear`, see below).
+    Shared by `static_int8` and `qat`; both save it with their stage: each layer is a recorded
+    structural edit `int8_linear` (see below), so a stage reloads in a fresh process and a stage
+    with a pinned seed is reused across `--seeds` from the stage cache.
     """
 
     def __init__(self, linear: nn.Linear, input_scale: float, input_zero_point: int,
@@ -80,15 +81,6 @@ class Int8Linear(nn.Module):
         return y.to(x.dtype)
 
 
-class StaticQuantLinear(Int8Linear):
-    """`static_int8`'s layer (see `Int8Linear`)."""
-
-    _packed_params = None
-    """Marks the model as torch-quantized for the pipeline (`evaluate.is_torch_quantized`): like a
-    `dynamic_int8` stage, a `static_int8` stage is rebuilt from its recipe, never saved with
-    `save_pretrained` (its int8 buffers are no Hugging Face weights)."""
-
-
 def int8_as_fp32(model: nn.Module) -> nn.Module:
     """A copy of `model` with each `Int8Linear` back as a plain Linear holding its weight on the
     int8 grid (`Int8Linear.weight`): what readers of fp32 models (the runtime compiler, which
@@ -109,7 +101,8 @@ def int8_as_fp32(model: nn.Module) -> nn.Module:
 
 
 @register_edit("int8_linear")
-def int8_linear_edit(model: nn.Module, name: str, input_scale: float, input_zero_point: int) -> None:
+def int8_linear_edit(model: nn.Module, name: str, input_scale: float, input_zero_point: int,
+                     smoothed: bool = False) -> None:
     """The structural edit that makes a saved stage's Linear `name` an `Int8Linear` with this
     input grid (a trained stage, e.g. `qat`, cannot be rebuilt from its recipe, so it is saved:
     `load_edited_model` replays the edit on fresh weights, then loads the int8 buffers). The
@@ -117,7 +110,9 @@ def int8_linear_edit(model: nn.Module, name: str, input_scale: float, input_zero
     linear = model.get_submodule(name)
     if not isinstance(linear, nn.Linear):
         raise ConfigError(f"edit int8_linear: '{name}' is a {type(linear).__name__}, not a Linear")
-    _set_module(model, name, Int8Linear(linear, input_scale, input_zero_point))
+    # a smoothed layer's per-channel input factors are a buffer: ones here, the saved values on load
+    smooth = torch.ones(linear.in_features) if smoothed else None
+    _set_module(model, name, Int8Linear(linear, input_scale, input_zero_point, smooth))
     model.workbench_engine = "torch-int8"
 
 
@@ -172,19 +167,15 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def quantize_static_int8(model: nn.Module, linears: dict[str, nn.Linear], observers: dict[str, Observer]) -> nn.Module:
-    """Replace each calibrated Linear of `model` (in place) by a `StaticQuantLinear`."""
-    return to_int8(model, linears, {name: observers[name].qparams() for name in linears})
-
-
-def to_int8(model: nn.Module, linears: dict[str, nn.Linear], qparams: dict[str, tuple[float, int]],
-            layer: type[Int8Linear] = StaticQuantLinear) -> nn.Module:
-    """Replace each Linear of `model` named in `linears` (in place) by a `layer` with the input
-    grid `qparams[name]` = (scale, zero_point), folding in an input smoothing left on it."""
+    """Replace each calibrated Linear of `model` (in place) by an `Int8Linear`, each a recorded
+    edit `int8_linear` (so the stage saves and reloads), folding in an input smoothing left on it."""
     for name, linear in linears.items():
         smoothing: InputSmoothing | None = pop_smoothing(linear)
-        scale, zp = qparams[name]
-        smooth = smoothing.inv_scale if smoothing is not None else None
-        _set_module(model, name, layer(linear, scale, zp, smooth))
+        scale, zp = observers[name].qparams()
+        record_edit(model, "int8_linear", name=name, input_scale=scale, input_zero_point=zp,
+                    smoothed=smoothing is not None)
+        if smoothing is not None:
+            model.get_submodule(name).smooth.copy_(smoothing.inv_scale)
     return model
 
 
