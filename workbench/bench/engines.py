@@ -195,17 +195,8 @@ class OrtFp32(BenchEngine):
     int8 = False
 
     def setup(self, model, threads, cache_dir, model_name):
-        import onnxruntime as ort
-
         opt, q8, how = onnx_files(model, cache_dir, model_name)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.sess = ort.InferenceSession(str(q8 if self.int8 else opt), so,
-                                         providers=["CPUExecutionProvider"])
+        self.sess = ort_session(q8 if self.int8 else opt, threads)
         self.notes = how + (", quantize_dynamic QInt8" if self.int8 else "")
 
     def feed(self, inputs):
@@ -218,6 +209,32 @@ class OrtFp32(BenchEngine):
 class OrtInt8(OrtFp32):
     name = "ort-int8"
     int8 = True
+
+
+class OrtExported(OrtFp32):
+    """`workbench bench --run` only: the file `workbench export` wrote for the stage (the fp32
+    graph, integer ops or QDQ), named in this engine's cache folder by `workbench.bench.exported`."""
+    name = "ort-exported"
+
+    def setup(self, model, threads, cache_dir, model_name):
+        from workbench.bench.exported import exported_file
+
+        path, self.notes = exported_file(cache_dir, model_name)
+        self.sess = ort_session(path, threads)
+
+
+def ort_session(path: Path, threads: int) -> Any:
+    """A CPU session set up like every ORT peer: `threads` intra-op threads, one inter-op thread,
+    spinning off, every graph optimization."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 # ---------------------------------------------------------------------------------- workbench
@@ -257,7 +274,7 @@ def _sparse(level: int) -> type[Workbench]:
 
 
 ENGINES: dict[str, type[BenchEngine]] = {
-    e.name: e for e in (TorchFp32, TorchBf16, TorchInt8X86, TorchInt8OneDNN, OrtFp32, OrtInt8,
+    e.name: e for e in (TorchFp32, TorchBf16, TorchInt8X86, TorchInt8OneDNN, OrtFp32, OrtInt8, OrtExported,
                         Workbench, _sparse(70), _sparse(80), _sparse(90), WorkbenchFp32)
 }
 DEFAULT_ENGINES = ("torch-fp32", "torch-bf16", "torch-int8-x86", "torch-int8-onednn", "ort-fp32",
