@@ -262,3 +262,24 @@ def test_a_path_teacher_is_checked_when_the_run_starts_not_when_the_file_is_read
     with pytest.raises(ConfigError, match="teachers\\[0\\].name' must name an earlier stage"):
         PipelineSpec.from_dict({"task": "rt-sentiment", "model": "minilm-l6", "stages": [
             {"name": "s", "recipes": [{"distill_multi_teacher": {"teachers": ["teachr"]}}]}]})
+
+
+def test_rank_agreement_compares_the_score_order_with_the_students(tmp_path):
+    from workbench.results import write_csv
+    from workbench.teacher_similarity import rank_agreement, write_selection
+
+    write_selection([{"rank": 1, "teacher": "teacher", "measure": "logme", "score": -0.4, "weight": 0.9, "examples": 9},
+                     {"rank": 2, "teacher": "bbc/model", "measure": "logme", "score": -0.6, "weight": 0.1, "examples": 9}],
+                    tmp_path / "sel.csv")
+    rows = [{"seed": s, "stage": st, "accuracy": a} for s in (0, 1)
+            for st, a in (("student.kd", 0.84 + s / 100), ("student.bbc", 0.80))]
+    write_csv(tmp_path / "seeds.csv", rows, ["seed", "stage", "accuracy"])
+    row = rank_agreement(tmp_path / "seeds.csv", tmp_path / "sel.csv", {"teacher": "student.kd", "bbc/model": "student.bbc"})
+    assert row["best_agrees"] and row["kendall_tau"] == pytest.approx(1.0)
+    assert row["by_score"] == row["by_student_accuracy"] == "teacher > bbc/model" and row["acc[teacher]"] == 0.845
+    rows = [{**r, "accuracy": 0.9 if r["stage"] == "student.bbc" else r["accuracy"]} for r in rows]
+    write_csv(tmp_path / "seeds.csv", rows, ["seed", "stage", "accuracy"])
+    row = rank_agreement(tmp_path / "seeds.csv", tmp_path / "sel.csv", {"teacher": "student.kd", "bbc/model": "student.bbc"})
+    assert not row["best_agrees"] and row["kendall_tau"] == pytest.approx(-1.0)
+    with pytest.raises(ConfigError, match="student.nope"):
+        rank_agreement(tmp_path / "seeds.csv", tmp_path / "sel.csv", {"teacher": "student.nope"})
