@@ -83,15 +83,21 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from workbench.quantize.report import quantization_report
 
     folder = Path(args.run) if Path(args.run).is_dir() else results_dir() / args.run
-    if args.structural and args.quantization:
-        raise ConfigError("compare: choose one of --structural and --quantization")
-    figure = ("accuracy_vs_throughput.png" if args.structural else "accuracy_vs_size.png" if args.quantization
-              else "methods.png")
-    if args.structural or args.quantization:
-        (structural_report if args.structural else quantization_report)(folder, args.out)
+    kinds = [k for k in ("structural", "quantization", "dynamic") if getattr(args, k)]
+    if len(kinds) > 1:
+        raise ConfigError("compare: choose one of --structural, --quantization and --dynamic")
+    figure = {"structural": "accuracy_vs_throughput.png", "quantization": "accuracy_vs_size.png",
+              "dynamic": "accuracy_vs_throughput.png"}.get(kinds[0] if kinds else "", "methods.png")
+    if kinds:
+        if kinds[0] == "dynamic":
+            from workbench.dynamic.report import dynamic_report as report
+        else:
+            report = structural_report if kinds[0] == "structural" else quantization_report
+        report(folder, args.out)
         folder = Path(args.out) if args.out else folder
     elif args.out:
-        raise ConfigError("--out goes with --structural or --quantization (a method comparison is written next to its run)")
+        raise ConfigError("--out goes with --structural, --quantization or --dynamic (a method comparison is written "
+                          "next to its run)")
     else:
         compare(folder)
     print((folder / "table.md").read_text())
@@ -217,7 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quantization", action="store_true",
                    help="a quantization run (stages <fp32 stage>.<method>): accuracy drop against the fp32 stage, "
                         "size, and per-engine speed of `workbench bench --run` (speed.csv)")
-    c.add_argument("--out", default=None, help="with --structural or --quantization: where the report goes "
+    c.add_argument("--dynamic", action="store_true",
+                   help="a dynamic-inference run (recipes/dynamic.yaml): the one trained model's operating points "
+                        "(length budgets, exit thresholds) chosen on validation, measured on test and timed on our runtime")
+    c.add_argument("--out", default=None, help="with --structural, --quantization or --dynamic: where the report goes "
                                                "(default: the run's folder)")
     c.set_defaults(func=_cmd_compare)
     s = sub.add_parser("show", help="print a run's stage table")

@@ -1,0 +1,39 @@
+"""The dynamic study's operating points are chosen on validation within each budget, and its
+verdict compares the speed-up at <= 1 point of loss with the papers'."""
+from __future__ import annotations
+
+import json
+
+from workbench.dynamic.report import BUDGETS, EXIT_THRESHOLDS, claims, operating_points, summarize
+
+
+def _row(ratios, acc, frac):
+    return {"kind": "length", "length_ratios": json.dumps(ratios), "val_accuracy": str(acc), "cost_fraction": str(frac)}
+
+
+def test_each_budget_takes_the_most_accurate_configuration_within_it():
+    searched = [_row([0.9, 0.9, 0.9], 0.85, 0.93), _row([0.5, 0.5, 0.5], 0.84, 0.78),
+                _row([0.6, 0.5, 0.5], 0.80, 0.79), _row([0.2, 0.2, 0.2], 0.70, 0.69)]
+    points = {p["point"]: p for p in operating_points(searched, 3)}
+    assert points["full length"]["ratios"] is None
+    assert points["length ≤0.95"]["ratios"] == [0.9, 0.9, 0.9]
+    assert points["length ≤0.90"]["ratios"] == [0.5, 0.5, 0.5]  # 0.84 at 0.78 beats 0.80 at 0.79
+    assert points["length ≤0.70"]["ratios"] == [0.2, 0.2, 0.2]
+    assert all(float(r["cost_fraction"]) <= p["budget"] for p in points.values() if p["ratios"]
+               for r in searched if json.loads(r["length_ratios"]) == p["ratios"])
+    assert len([p for p in points.values() if p["kind"] == "length"]) == len(BUDGETS)
+    assert [p["threshold"] for p in points.values() if p["kind"] == "exit"] == list(EXIT_THRESHOLDS)
+
+
+def test_speedup_within_one_point_and_the_verdicts():
+    rows = []
+    for seed, (t_acc, lat_acc) in enumerate([(0.86, 0.855), (0.86, 0.853), (0.86, 0.851)]):
+        rows += [{"seed": seed, "model": "teacher", "engine": "torch-fp32", "point": "static", "kind": "static",
+                  "test_accuracy": t_acc, "samples_per_s": 10.0, "speedup_vs_teacher_fp32": 1.0},
+                 {"seed": seed, "model": "lat", "engine": "wb-int8", "point": "full length", "kind": "length",
+                  "test_accuracy": lat_acc, "samples_per_s": 50.0, "speedup_vs_teacher_fp32": 5.0},
+                 {"seed": seed, "model": "lat", "engine": "wb-int8", "point": "length ≤0.70", "kind": "length",
+                  "test_accuracy": lat_acc - 0.02, "samples_per_s": 100.0, "speedup_vs_teacher_fp32": 10.0}]
+    text = "\n".join(claims(summarize(rows)))
+    assert "**full length**" in text and "**5.00x**" in text  # the 0.70 point lost more than 1 point
+    assert "QuaLA-MiniLM" in text and "did not hold" in text

@@ -1,0 +1,268 @@
+"""The dynamic-inference study: `workbench compare RUN --dynamic [--out DIR]`.
+
+A dynamic run (`recipes/dynamic.yaml`, run with `--seeds`) trains ONE length-adaptive, multi-exit
+student per seed (stage `lat`), searches its per-layer lengths on the validation split
+(`length_search` stages write `<seed run>/dynamic/<stage>/length_pareto.csv`), and keeps the
+fixed-length student of the same size (`student`), the demo's static student (`demo-student`, when
+the recipe has it) and the teacher beside it. For each seed this module then:
+
+1. picks the operating points of the one trained model **on the validation split**: for each
+   latency budget in `BUDGETS` (a fraction of the full-length cost of the runtime's latency
+   table), the most accurate searched length configuration within it; and for each early-exit
+   threshold in `EXIT_THRESHOLDS`, the full-length model exiting per example by entropy;
+2. measures every operating point **on the test split** on our int8 runtime (the engine drops
+   the tokens and skips the layers itself) and, as the reference, in PyTorch fp32
+   (`dynamic_forward`);
+3. times each on our runtime at batch 1 over the first `SPEED_EXAMPLES` test sentences at
+   their own length (the work the engine skips depends on the sentence), beside the teacher and
+   the fixed-length students on the same engine and on torch fp32, in the same process.
+
+It writes `summary.csv` (one row per seed and operating point), `table.md` (mean ± std over
+seeds, the speed-up at <= 1 point of accuracy loss against the teacher, beside the papers' 3.3x
+and 8.8x) and `accuracy_vs_throughput.png`.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from workbench.config import ConfigError
+from workbench.results import atomic_write_text, format_stage_table, read_csv, read_json, write_csv
+
+BUDGETS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
+EXIT_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4)
+SPEED_EXAMPLES = 200
+SPEED_REPEATS = 3
+CLAIMS = (("Dynamic-TinyBERT (length only)", 3.3), ("QuaLA-MiniLM (MiniLM KD + length + int8)", 8.8))
+
+
+def _seed_runs(folder: Path) -> list[Path]:
+    runs = sorted(p for p in folder.glob("seed-*") if (p / "metrics.json").exists())
+    if not runs:
+        raise ConfigError(f"{folder} holds no finished seed run (seed-*/metrics.json): run "
+                          "`workbench run recipes/dynamic.yaml --seeds 0,1,2` first")
+    return runs
+
+
+def _searched(seed_run: Path) -> list[dict[str, Any]]:
+    rows = []
+    for path in sorted((seed_run / "dynamic").glob("*/length_pareto.csv")):
+        rows += [r for r in read_csv(path) if r["kind"] == "length"]
+    if not rows:
+        raise ConfigError(f"{seed_run} has no length search results (dynamic/<stage>/length_pareto.csv)")
+    return rows
+
+
+def operating_points(searched: list[dict[str, Any]], num_layers: int) -> list[dict[str, Any]]:
+    """The points chosen on validation: per budget the most accurate length configuration within
+    it (ties: the cheaper), then full length with each exit threshold."""
+    points = []
+    for budget in BUDGETS:
+        if budget >= 1.0:
+            points.append({"point": "full length", "kind": "length", "budget": 1.0, "ratios": None, "threshold": None})
+            continue
+        fits = [r for r in searched if float(r["cost_fraction"]) <= budget]
+        if not fits:
+            continue
+        best = max(fits, key=lambda r: (float(r["val_accuracy"]), -float(r["cost_fraction"])))
+        points.append({"point": f"length ≤{budget:.2f}", "kind": "length", "budget": budget,
+                       "ratios": json.loads(best["length_ratios"]), "threshold": None,
+                       "val_accuracy": float(best["val_accuracy"])})
+    for th in EXIT_THRESHOLDS:
+        points.append({"point": f"exit entropy ≤{th}", "kind": "exit", "budget": None, "ratios": None, "threshold": th})
+    return points
+
+
+def _examples(model_dir: Path, task: Any, split: str) -> tuple[list[dict[str, torch.Tensor]], np.ndarray]:
+    """Each example of `split` unpadded (batch 1), tokenized with the stage's own tokenizer."""
+    from workbench.data import tokenize_task
+    from workbench.models.vocab import load_stage_tokenizer
+
+    data = tokenize_task(task, load_stage_tokenizer(model_dir))[split].with_format(None)
+    items = []
+    for ids in data["input_ids"]:
+        ids = torch.tensor([ids])
+        items.append({"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+    return items, np.asarray(data["labels"])
+
+
+def _engine_predict(engine: Any, items: list[dict[str, torch.Tensor]], **overrides: Any) -> np.ndarray:
+    return np.array([int(np.argmax(engine(x["input_ids"].numpy(), x["attention_mask"].numpy(), None, **overrides)))
+                     for x in items])
+
+
+def _samples_per_s(call: Any, items: list[dict[str, torch.Tensor]]) -> float:
+    """Median over repeats of examples per second, one example per call."""
+    rates = []
+    for _ in range(SPEED_REPEATS):
+        start = time.perf_counter()
+        for x in items:
+            call(x)
+        rates.append(len(items) / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+@torch.no_grad()
+def measure_seed(seed_run: Path) -> list[dict[str, Any]]:
+    """Every operating point of one seed's trained model, plus the fixed-length baselines."""
+    from workbench.data import load_task
+    from workbench.models.arch import architecture
+    from workbench.models.dynamic import DynamicSpec, dynamic_forward, model_spec
+    from workbench.pipeline.spec import PipelineSpec
+    from workbench.runtime import compile_model
+
+    spec = PipelineSpec.from_yaml(seed_run / "recipe.yaml")
+    task = load_task(spec.task, seed=spec.seed)
+    measured = {m["stage"]: m for m in read_json(seed_run / "metrics.json")["stages"]}
+
+    def model_dir(stage: str) -> Path:
+        own = seed_run / "artifacts" / stage / "model"
+        shared = Path(measured.get(stage, {}).get("reused_from") or "") / "model"
+        for d in (own, shared):
+            if (d / "config.json").exists():
+                return d
+        raise ConfigError(f"{seed_run}: stage '{stage}' has no saved model")
+
+    from workbench.models.edits import load_edited_model
+
+    lat_dir = model_dir("lat")
+    lat = load_edited_model(lat_dir).eval()
+    base = model_spec(lat) or DynamicSpec()
+    static = base.replace(length_ratios=None, exit_threshold=None, exit_at=None)
+    test, labels = _examples(lat_dir, task, "test")
+    speed_items = test[:SPEED_EXAMPLES]
+    engine = compile_model(lat, quantize=True)
+    rows: list[dict[str, Any]] = []
+    seed = int(seed_run.name.split("-")[-1]) if seed_run.name.startswith("seed-") else spec.seed
+    for p in operating_points(_searched(seed_run), architecture(lat, "lat").num_layers):
+        s = static.replace(length_ratios=p["ratios"], exit_threshold=p["threshold"])
+        over = {"length_ratios": p["ratios"], "exit_threshold": p["threshold"], "exit_at": None}
+        fp32 = np.array([int(dynamic_forward(lat, x["input_ids"], x["attention_mask"], s).argmax(-1)) for x in test])
+        int8 = _engine_predict(engine, test, **over)
+        rows.append({"seed": seed, "model": "lat", "point": p["point"], "kind": p["kind"], "budget": p["budget"],
+                     "length_ratios": json.dumps(p["ratios"]) if p["ratios"] else "", "exit_threshold": p["threshold"],
+                     "val_accuracy": p.get("val_accuracy"), "test_accuracy_fp32": float((fp32 == labels).mean()),
+                     "test_accuracy": float((int8 == labels).mean()), "engine": "wb-int8",
+                     "samples_per_s": _samples_per_s(lambda x: engine(x["input_ids"].numpy(), x["attention_mask"].numpy(),
+                                                                      None, **over), speed_items)})
+    for stage in ("teacher", "student", "demo-student"):
+        if stage not in measured:
+            continue
+        d = model_dir(stage)
+        model = load_edited_model(d).eval()
+        items, y = _examples(d, task, "test")
+        eng = compile_model(model, quantize=True)
+        for engine_name, predict, call in (
+                ("torch-fp32", lambda xs: np.array([int(model(**x).logits.argmax(-1)) for x in xs]), lambda x: model(**x)),
+                ("wb-int8", lambda xs: _engine_predict(eng, xs),
+                 lambda x: eng(x["input_ids"].numpy(), x["attention_mask"].numpy(), None))):
+            rows.append({"seed": seed, "model": stage, "point": "static", "kind": "static", "engine": engine_name,
+                         "test_accuracy": float((predict(items) == y).mean()),
+                         "samples_per_s": _samples_per_s(call, items[:SPEED_EXAMPLES])})
+    teacher = [r for r in rows if r["model"] == "teacher" and r["engine"] == "torch-fp32"]
+    for r in rows:
+        r["speedup_vs_teacher_fp32"] = r["samples_per_s"] / teacher[0]["samples_per_s"] if teacher else float("nan")
+    return rows
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    from workbench.prune.report import mean_std
+
+    return mean_std([v for v in values if v is not None and v == v])
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean ± std over seeds per (model, engine, operating point)."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["engine"], r["point"]), []).append(r)
+    out = []
+    for (model, engine, point), rs in groups.items():
+        acc, sps = _mean_std([r["test_accuracy"] for r in rs]), _mean_std([r["samples_per_s"] for r in rs])
+        up = _mean_std([r["speedup_vs_teacher_fp32"] for r in rs])
+        out.append({"model": model, "engine": engine, "point": point, "kind": rs[0]["kind"], "n": len(rs),
+                    "mean_accuracy": acc[0], "std_accuracy": acc[1],
+                    "mean_accuracy_fp32": _mean_std([r.get("test_accuracy_fp32") for r in rs])[0],
+                    "mean_samples_per_s": sps[0], "std_samples_per_s": sps[1], "speedup": up[0], "speedup_std": up[1]})
+    return out
+
+
+def claims(summary: list[dict[str, Any]]) -> list[str]:
+    teacher = next((r for r in summary if r["model"] == "teacher" and r["engine"] == "torch-fp32"), None)
+    if teacher is None:
+        return ["- no teacher row: speed-ups against the teacher are not available."]
+    ok = [r for r in summary if r["model"] == "lat" and teacher["mean_accuracy"] - r["mean_accuracy"] <= 0.01]
+    lines = []
+    if ok:
+        best = max(ok, key=lambda r: r["speedup"])
+        full = next((r for r in summary if r["model"] == "lat" and r["point"] == "full length"), None)
+        length_gain = best["mean_samples_per_s"] / full["mean_samples_per_s"] if full else float("nan")
+        lines.append(f"- Within 1 point of the teacher ({100 * teacher['mean_accuracy']:.2f}%), the trained model's best "
+                     f"operating point is **{best['point']}** on our int8 runtime: {100 * best['mean_accuracy']:.2f} ± "
+                     f"{100 * best['std_accuracy']:.2f}% at **{best['speedup']:.2f}x** the teacher's torch-fp32 speed "
+                     f"(of which {length_gain:.2f}x from the dynamic operating point over the same model at full length).")
+        for name, claim in CLAIMS:
+            value = length_gain if "length only" in name else best["speedup"]
+            lines.append(f"- {name} claims up to {claim}x within 1% loss: here **{value:.2f}x** "
+                         f"({'held' if value >= claim else 'did not hold'}).")
+    else:
+        lines.append("- No operating point of the trained model stays within 1 point of the teacher.")
+    return lines
+
+
+def plot(summary: list[dict[str, Any]], path: Path) -> Path:
+    from workbench.plots.runs import plt, save_figure
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for (model, engine), marker in ((("lat", "wb-int8"), "o-"),):
+        for kind, style in (("length", "o-"), ("exit", "s--")):
+            rs = sorted([r for r in summary if r["model"] == model and r["engine"] == engine
+                         and (r["kind"] == kind or r["point"] == "full length")], key=lambda r: r["mean_samples_per_s"])
+            ax.errorbar([r["mean_samples_per_s"] for r in rs], [100 * r["mean_accuracy"] for r in rs],
+                        yerr=[100 * r["std_accuracy"] for r in rs], fmt=style, capsize=3,
+                        label=f"one length-adaptive model, {'per-layer lengths' if kind == 'length' else 'early exit'} (int8)")
+    for r in summary:
+        if r["kind"] == "static":
+            ax.errorbar([r["mean_samples_per_s"]], [100 * r["mean_accuracy"]], yerr=[100 * r["std_accuracy"]], fmt="^",
+                        capsize=3, label=f"{r['model']} ({r['engine']})")
+    ax.set_xscale("log")
+    ax.set_xlabel("samples/s, batch 1, test sentences at their own length (log)")
+    ax.set_ylabel("test accuracy (%), mean ± std over seeds")
+    ax.set_title("train once, run at any budget (rt-sentiment)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    return save_figure(fig, path)
+
+
+def dynamic_report(folder: Path, out: Path | None = None) -> list[dict[str, Any]]:
+    """Measure every seed run in `folder` and write summary.csv (per seed), table.md and the plot."""
+    folder = Path(folder)
+    rows = [r for seed_run in _seed_runs(folder) for r in measure_seed(seed_run)]
+    dest = Path(out) if out is not None else folder
+    dest.mkdir(parents=True, exist_ok=True)
+    write_csv(dest / "summary.csv", [{k: ("-" if v is None else v) for k, v in r.items()} for r in rows],
+              list(dict.fromkeys(k for r in rows for k in r)))
+    summary = summarize(rows)
+    shown = [{"model": r["model"], "engine": r["engine"], "point": r["point"], "n": r["n"],
+              "acc": f"{r['mean_accuracy']:.4f} ± {r['std_accuracy']:.4f}",
+              "fp32": f"{r['mean_accuracy_fp32']:.4f}" if r["mean_accuracy_fp32"] == r["mean_accuracy_fp32"] else "-",
+              "sps": f"{r['mean_samples_per_s']:.1f} ± {r['std_samples_per_s']:.1f}", "up": f"{r['speedup']:.2f}x"}
+             for r in summary]
+    table = format_stage_table(shown, [("model", None, "model"), ("engine", None, "engine"), ("point", None, "operating point"),
+                                       ("n", None, "seeds"), ("acc", None, "test accuracy"),
+                                       ("fp32", None, "same point, torch fp32"), ("sps", None, "samples/s b1"),
+                                       ("up", None, "vs teacher torch fp32")], fmt="markdown")
+    atomic_write_text(dest / "table.md", "# Dynamic inference: one trained model, many budgets\n\n" + table +
+                      "\n\nOperating points chosen on the validation split (budgets: fractions of the full-length cost "
+                      "in the runtime's latency table; exits: entropy thresholds at full length), measured on test. "
+                      f"Samples/s at batch 1 over the first {SPEED_EXAMPLES} test sentences at their own length, every "
+                      "row in the same process per seed (median of 3 passes).\n\n## The papers' claims, here\n\n"
+                      + "\n".join(claims(summary)) + "\n")
+    plot(summary, dest / "accuracy_vs_throughput.png")
+    return rows
