@@ -33,19 +33,21 @@ from workbench.evaluate import measure_speed, speed_inputs
 WORKER_TIMEOUT_S = 1800
 
 
-def speed_context() -> dict[str, Any]:
-    """Threads, kernel ISA and load average of this process, as recorded beside speed numbers."""
+def speed_context(model: Any = None) -> dict[str, Any]:
+    """Threads, kernel ISA, load average of this process and the compiled model's kernels
+    (`kernels`: kind -> Linears, None for a torch model), as recorded beside speed numbers."""
+    from workbench.runtime.choice import kernels_of
     from workbench.runtime.kernels import active_isa
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {"threads": torch.get_num_threads(), "isa": active_isa(),
-            "load_avg": None if load is None else round(load, 2)}
+            "load_avg": None if load is None else round(load, 2), "kernels": kernels_of(model)}
 
 
 def measure_here(model: nn.Module, vocab_size: int, seq_len: int, batches: list[int], iters: int,
                  warmup: int) -> dict[str, Any]:
     """Latency and throughput per batch size, measured in this process, with its context."""
-    out: dict[str, Any] = speed_context()
+    out: dict[str, Any] = speed_context(model)
     for b in batches:
         s = measure_speed(model, vocab_size, seq_len, b, iters=iters, warmup=warmup)
         out[f"latency_ms_b{b}"], out[f"throughput_b{b}"] = s["latency_ms"], s["throughput"]

@@ -79,6 +79,11 @@ def _np(t: Any) -> np.ndarray:
 def _linear(mod: Any, where: str) -> tuple[np.ndarray, np.ndarray | None, str]:
     from torch import nn
 
+    from workbench.runtime.static import read_static
+
+    static = None if isinstance(mod, nn.Linear) else read_static(mod)  # static_int8 / qat: kept as is
+    if static is not None:
+        return static, static.bias, where
     if not isinstance(mod, nn.Linear):
         raise UnsupportedModelError(
             f"compile_model expects fp32 torch.nn.Linear layers; {where} is "
@@ -187,17 +192,32 @@ def attention_bias(mask: np.ndarray) -> np.ndarray:
     return ((np.float32(1.0) - mask) * np.finfo(np.float32).min).astype(np.float32)[:, None, None, :]
 
 
-def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: float = 0.5) -> "Engine":
+def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: float = 0.5,
+                  kernel_choice: str = "threshold", choice_shape: tuple[int, int] = (1, 128),
+                  dtype: str | None = None) -> "Engine":
     """Compile a Hugging Face BERT-family sequence classifier into an `Engine`.
 
     quantize: int8 weights (per output channel) with dynamic per-token activation quantization;
-        False keeps fp32 weights.
-    sparse_threshold: a Linear whose fraction of all-zero 1x4 blocks is >= this runs on the
-        block-sparse kernel; values > 1 never use the sparse kernels.
+        False keeps fp32 weights. Layers of a `static_int8` / `qat` stage (`Int8Linear`) keep
+        their own int8 weights and calibrated activation grid (`workbench.runtime.static`).
+    sparse_threshold: with kernel_choice "threshold", a Linear whose fraction of all-zero 1x4
+        blocks is >= this runs on the block-sparse kernel; values > 1 never use the sparse kernels.
+    kernel_choice: "threshold" | "measure" (time the candidate kernels at `choice_shape` =
+        (batch, seq) and keep the fastest) | "dense" | "sparse" (`workbench.runtime.choice`).
+    dtype: "bf16" runs the dense fp32 Linears in bf16 (AVX512-BF16; fp32 where the CPU has none,
+        `describe()` says which); overrides `quantize`. None: "int8" if quantize else "fp32".
     """
+    from workbench.runtime import choice as C
+    from workbench.runtime import static as S
+
     arch = type(hf_model).__name__
     if not isinstance(sparse_threshold, (int, float)) or sparse_threshold < 0:
         raise ValueError(f"sparse_threshold must be a number >= 0, got {sparse_threshold!r}")
+    C.check_mode(kernel_choice)
+    dtype = dtype or ("int8" if quantize else "fp32")
+    if dtype not in ("int8", "fp32", "bf16"):
+        raise ValueError(f"dtype must be 'int8', 'fp32' or 'bf16', got {dtype!r}")
+    quantize = dtype == "int8"
     meta, tensors, raw = _read(hf_model)
     from workbench.runtime.dynamic import read_dynamic
 
@@ -209,6 +229,12 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
 
     linears_meta: dict[str, dict[str, Any]] = {}
     for name, value in raw.items():
+        entry = S.compile_static(name, value, q_scale, tensors)  # None unless static_int8 / qat
+        if entry is not None:
+            _choose(name, entry, "int8", tensors, meta["num_layers"], kernel_choice, sparse_threshold, choice_shape)
+            linears_meta[name] = entry
+            continue
+        value = S.as_fp32(value)  # a group only partly static runs as fp32 weights
         if name.endswith(".qkv"):
             (wq, bq, nq), (wk, bk, nk), (wv, bv, nv) = value
             sources = [[nq, int(wq.shape[0])], [nk, int(wk.shape[0])], [nv, int(wv.shape[0])]]
@@ -240,17 +266,15 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
             sp = K.block_sparsity(w)
         # any K: the sparse kernels zero-pad K to whole 1x4 blocks (a structurally pruned FFN has
         # an arbitrary width, e.g. 921 neurons, and may still be block-sparse)
-        sparse = sp >= sparse_threshold
-        entry["kind"] = ("int8_" if quantize else "fp32_") + ("sparse" if sparse else "dense")
         entry["block_sparsity"] = round(sp, 6)
         if b is not None:
             tensors[f"{name}.bias"] = np.ascontiguousarray(b, dtype=np.float32)
         elif name.split(".")[-1] in _BIAS_FUSED:  # the fused op needs a bias vector
             tensors[f"{name}.bias"] = np.zeros(N, np.float32)
-        entry["bias_fused"] = name.split(".")[-1] in _BIAS_FUSED
+        _choose(name, entry, dtype, tensors, meta["num_layers"], kernel_choice, sparse_threshold, choice_shape)
         linears_meta[name] = entry
 
-    if quantize:
+    if quantize and not any(lm.get("static") for lm in linears_meta.values()):
         # int8 engines keep the word embeddings (most of a small model's bytes) in fp16: half the
         # size, rounding error ~5e-4 relative, far below the int8 Linears' own error.
         tensors["embeddings.word"] = tensors["embeddings.word"].astype(np.float16)
@@ -261,10 +285,23 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
     meta.update({
         "format": FORMAT, "version": FORMAT_VERSION, "architecture": arch,
         "quantize": bool(quantize), "sparse_threshold": float(sparse_threshold),
+        "kernel_choice": kernel_choice, "dtype": dtype,
         "num_labels": int(raw["head.cls"][0].shape[0]), "linears": linears_meta,
         "hf_config": json.loads(json.dumps(hf_config, default=str)),
     }, **({"dynamic": dynamic} if dynamic else {}))
     return Engine(meta, tensors)
+
+
+def _choose(name: str, entry: dict[str, Any], family: str, tensors: dict[str, np.ndarray], num_layers: int,
+            mode: str, threshold: float, shape: tuple[int, int]) -> None:
+    """Set entry["kind"] (the kernel this Linear runs on) and entry["choice"] (how it was chosen)."""
+    from workbench.runtime import choice as C
+
+    entry["bias_fused"] = name.split(".")[-1] in _BIAS_FUSED
+    bias = None if entry["bias_fused"] else tensors.get(f"{name}.bias")
+    build = lambda kind: C.build_linear(name, {**entry, "kind": kind}, tensors, bias)[0]  # noqa: E731
+    entry["kind"], entry["choice"] = C.choose(name, family, entry["block_sparsity"], build, entry["K"], mode=mode,
+                                              threshold=threshold, rows=C.layer_rows(name, num_layers, *shape))
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,6 +334,8 @@ class Engine:
             self.padding_idx + 1 if self.position_ids == "padding_offset" else 0)
         self._act = K.ACTIVATIONS[meta["activation"]]
         self._eps = {k: float(v) for k, v in meta["eps"].items()}
+        from workbench.runtime import choice
+
         K.require_compiled()  # no silent NumPy engine: fails saying how to build the kernels
         # threads for the attention heads (the kernels' own OpenMP pools follow OMP_NUM_THREADS)
         self.num_threads: int = K.default_threads()
@@ -307,7 +346,7 @@ class Engine:
                 self.impls[name] = "none (zero-width: removed block)"
                 continue
             bias = None if lm["bias_fused"] else tensors.get(f"{name}.bias")
-            fn, impl = K.make_linear(lm["kind"], tensors[f"{name}.weight"], tensors.get(f"{name}.scale"), bias)
+            fn, impl = choice.build_linear(name, lm, tensors, bias)  # static grid / kernel kind
             self._linears[name] = fn
             self.impls[name] = impl
         # FFN width per layer (0: the layer's FFN was removed)
@@ -471,10 +510,14 @@ class Engine:
 
     # ---- introspection -----------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
+        from workbench.runtime import choice
+
         return {
             "architecture": self.architecture,
             "quantize": self.meta["quantize"],
             "sparse_threshold": self.meta["sparse_threshold"],
+            "kernel_choice": self.meta.get("kernel_choice", "threshold"), "dtype": self.meta.get("dtype"),
+            "kernels_per_layer": choice.layer_summary(self.meta),
             "linears": {n: {**lm, "impl": self.impls[n]} for n, lm in self.meta["linears"].items()},
             "kernels": K.kernel_report(),
         }

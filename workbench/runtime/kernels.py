@@ -45,6 +45,10 @@ try:
     from workbench_ext import attention as _ext_attn  # type: ignore[attr-defined]
 except Exception:  # pragma: no cover
     _ext_attn = None
+try:  # optional: only `dtype="bf16"` engines use it, and fall back to fp32 BLAS without it
+    from workbench_ext import bf16 as _ext_bf16  # type: ignore[attr-defined]
+except Exception:  # pragma: no cover
+    _ext_bf16 = None
 
 # The compiled modules an engine needs; without them the engine refuses to run (a NumPy run is
 # 10-100x slower and would be measured as if it were the runtime) unless NumPy is asked for by
@@ -192,7 +196,8 @@ def make_linear(kind: str, weight: np.ndarray, scale: np.ndarray | None,
     """Build the callable for one Linear layer and name the implementation it runs on.
 
     kind: "int8_dense" | "int8_sparse" (weight int8 [N, K] + scale) or
-          "fp32_dense" | "fp32_sparse" (weight float32 [N, K]).
+          "fp32_dense" | "fp32_sparse" | "bf16_dense" (weight float32 [N, K]; bf16 runs on
+          AVX512-BF16 when the CPU has it, else as fp32 BLAS -- the name returned says which).
     """
     weight = np.ascontiguousarray(weight)
     bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
@@ -213,6 +218,11 @@ def make_linear(kind: str, weight: np.ndarray, scale: np.ndarray | None,
             lin = _ext_sparse.BlockSparseFp32Linear(weight.astype(np.float32, copy=False), bias)
             return lin, f"workbench_ext.sparse.BlockSparseFp32Linear[{getattr(lin, 'isa', '?')}]"
         return _NumpyFp32Linear(weight, bias), "numpy-fallback(fp32 sparse)"
+    if kind == "bf16_dense":
+        if has_bf16():
+            lin = _ext_bf16.Bf16Linear(weight.astype(np.float32, copy=False), bias)
+            return lin, f"workbench_ext.bf16.Bf16Linear[{lin.isa}]"
+        return _NumpyFp32Linear(weight, bias), "numpy(BLAS sgemm): fp32, no AVX512-BF16 on this CPU"
     if kind == "fp32_dense":
         # No dense fp32 kernel in workbench_ext by design: BLAS sgemm is the reference here.
         return _NumpyFp32Linear(weight, bias), "numpy(BLAS sgemm)"
@@ -359,6 +369,23 @@ def fused_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.n
     return _ext_attn.attention(q, k, v, np.ascontiguousarray(mask_bias, dtype=np.float32), num_threads=num_threads)
 
 
+def has_bf16() -> bool:
+    """The bf16 kernel is built and this CPU runs it natively (AVX512-BF16)."""
+    return _has(_ext_bf16, "Bf16Linear") and bool(_ext_bf16.has_avx512_bf16())
+
+
+def bf16_round(x: np.ndarray) -> np.ndarray:
+    """float32 -> nearest bf16 (ties to even; fp32 denormals to signed zero; NaN stays NaN), as
+    float32: the NumPy specification of the kernels' conversion."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    den = (u & 0x7F800000) == 0
+    r = ((u + np.uint32(0x7FFF) + ((u >> 16) & 1)) & np.uint32(0xFFFF0000)).astype(np.uint32)
+    r = np.where(den, u & np.uint32(0x80000000), r)
+    r = np.where(nan, (u | np.uint32(0x00400000)) & np.uint32(0xFFFF0000), r)
+    return r.astype(np.uint32).view(np.float32)
+
+
 def kernel_report() -> dict[str, str]:
     """Which implementation each op uses in this process."""
     def src(mod: Any, name: str, modname: str) -> str:
@@ -374,6 +401,8 @@ def kernel_report() -> dict[str, str]:
         "add_bias_residual_layernorm": src(_ext_ops, "add_bias_residual_layernorm", "ops"),
         "softmax": src(_ext_ops, "softmax", "ops"),
         "quantize_per_token": src(_ext_ops, "quantize_per_token", "ops"),
+        "Bf16Linear": ("workbench_ext.bf16.Bf16Linear[avx512_bf16]" if has_bf16()
+                       else "numpy(BLAS sgemm, fp32): no AVX512-BF16" if _ext_bf16 is not None else "not built"),
         "attention": ("workbench_ext.attention.attention (fused, OpenMP over heads)" if has_fused_attention()
                       else "numpy(BLAS sgemm, 1 BLAS thread, heads split over Python threads)"),
     }

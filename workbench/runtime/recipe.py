@@ -2,7 +2,9 @@
 
     - name: workbench_runtime
       quantize: true          # int8 weights + dynamic per-token int8 activations
-      sparse_threshold: 0.5   # layers with >= 50% zero 1x4 blocks use the block-sparse kernel
+      kernel_choice: measure  # per Linear: time dense / block-sparse at choice_shape, keep the fastest
+      choice_shape: [1, 128]  # (batch, seq) the kernels are timed at
+      sparse_threshold: 0.5   # kernel_choice: threshold -- >= 50% zero 1x4 blocks -> block-sparse
       dynamic: true           # a model with `model.dynamic` (token dropping / early exits) runs it
 
 The stage's model becomes an `EngineModule` (inference only: put this recipe in the last stage,
@@ -10,8 +12,8 @@ or in a stage without `train:`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from torch import nn
 
@@ -26,8 +28,14 @@ class WorkbenchRuntimeConfig:
     quantize: bool = True
     """int8 weights (per output channel) with dynamic per-token activation quantization."""
     sparse_threshold: float = 0.5
-    """A Linear whose fraction of all-zero 1x4 blocks is >= this runs on the sparse kernel
-    (values > 1 disable the sparse kernels)."""
+    """With `kernel_choice: threshold`: a Linear whose fraction of all-zero 1x4 blocks is >= this
+    runs on the sparse kernel (values > 1 disable the sparse kernels)."""
+    kernel_choice: Literal["measure", "dense", "sparse", "threshold"] = "measure"
+    """Kernel per Linear (`workbench.runtime.choice`): `measure` times the candidates at
+    `choice_shape` in this process and keeps the fastest; `dense` / `sparse` / `threshold` are
+    deterministic. All int8 choices give the same outputs."""
+    choice_shape: list[int] = field(default_factory=lambda: [1, 128])
+    """(batch, seq) at which `measure` times the kernels: the shape the model will serve."""
     dynamic: bool = True
     """Keep the model's `DynamicSpec` (`model.dynamic`, exit heads): the engine then drops tokens
     and exits early as the spec says (`workbench.runtime.dynamic`); false runs the static network."""
@@ -35,6 +43,8 @@ class WorkbenchRuntimeConfig:
     def validate(self, where: str) -> None:
         if self.sparse_threshold < 0:
             fail(where, "sparse_threshold", f"must be >= 0, got {self.sparse_threshold}")
+        if len(self.choice_shape) != 2 or any(int(v) < 1 for v in self.choice_shape):
+            fail(where, "choice_shape", f"must be [batch, seq] with both >= 1, got {self.choice_shape!r}")
 
 
 @register_recipe("workbench_runtime")
@@ -49,7 +59,9 @@ class WorkbenchRuntime(Recipe):
         if isinstance(model, EngineModule):
             return model
         engine = compile_model(model, quantize=self.config.quantize,
-                               sparse_threshold=self.config.sparse_threshold)
+                               sparse_threshold=self.config.sparse_threshold,
+                               kernel_choice=self.config.kernel_choice,
+                               choice_shape=tuple(int(v) for v in self.config.choice_shape))
         if not self.config.dynamic:  # the exit heads stay compiled, never called
             engine.meta.pop("dynamic", None)
         return EngineModule(engine, config=getattr(model, "config", None))

@@ -1,0 +1,123 @@
+"""Per-layer kernel choice (`workbench.runtime.choice`): the choice follows the timer (a fake one
+here: tests never assert wall-clock speed), a sparser model never gets a slower kernel than
+dense, and the outputs do not depend on the choice (dense and block-sparse int8 are both exact
+integer GEMMs with the same epilogue)."""
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("workbench_ext.int8", reason="workbench_ext not built")
+from workbench.bench.models import prune  # noqa: E402
+from workbench.runtime import EngineModule, compile_model  # noqa: E402
+from workbench.runtime import choice as C  # noqa: E402
+
+
+def _ids():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 120, (3, 10))
+    ids[:, 0] = 2
+    mask = np.ones_like(ids)
+    mask[1, 7:] = 0
+    return ids, mask
+
+
+def _cost(kind: str, fn, x) -> float:
+    """A fake timer: dense pays for every multiply-add, sparse for its non-zero blocks with 30%
+    overhead plus a fixed cost."""
+    layer = getattr(fn, "layer", fn)  # a static layer wraps its kernel
+    rows = x.shape[0]
+    if kind.endswith("sparse"):
+        return 1e-9 * (1.3 * rows * layer.nnz_blocks * 4 + 2000)
+    return 1e-9 * rows * layer.N * layer.K
+
+
+@pytest.fixture
+def pruned(tiny_bert):
+    prune(tiny_bert, 0.8)
+    return tiny_bert
+
+
+def test_choice_follows_the_timer(pruned, monkeypatch):
+    fast_sparse = {"layers.0.qkv", "layers.2.ffn1", "layers.3.out"}
+    timed = []
+
+    def fake(name, kind, fn, x):
+        timed.append((name, kind, x.shape))
+        return 1.0 if (kind == "int8_sparse") == (name in fast_sparse) else 2.0
+
+    monkeypatch.setattr(C, "time_kernel", fake)
+    engine = compile_model(pruned, kernel_choice="measure", choice_shape=(2, 16))
+    lin = engine.meta["linears"]
+    for name, lm in lin.items():
+        if lm["block_sparsity"] >= C.MIN_SPARSITY:
+            assert lm["kind"] == ("int8_sparse" if name in fast_sparse else "int8_dense"), name
+            assert lm["choice"]["ms"] == ({"int8_dense": 2000.0, "int8_sparse": 1000.0} if name in fast_sparse
+                                          else {"int8_dense": 1000.0, "int8_sparse": 2000.0})
+        else:  # the head (not pruned): never worth timing
+            assert lm["kind"] == "int8_dense" and lm["choice"]["ms"] is None, name
+    # timed at the layer's real rows: batch x seq, the [CLS] rows for the last layer's out/FFN
+    shapes = {(n, s[0]) for n, _, s in timed}
+    assert ("layers.0.qkv", 32) in shapes and ("layers.3.qkv", 32) in shapes and ("layers.3.ffn1", 2) in shapes
+    assert ("layers.2.ffn1", 32) in shapes
+    summary = engine.describe()["kernels_per_layer"]
+    assert summary.startswith("measure: qkv/out/ffn1/ffn2 SDDD DDDD DDSD DSDD; head DD"), summary
+
+
+@pytest.mark.parametrize("quantize", [True, False])
+def test_sparser_model_never_gets_a_slower_kernel(tiny_bert, monkeypatch, quantize):
+    monkeypatch.setattr(C, "time_kernel", lambda name, kind, fn, x: _cost(kind, fn, x))
+    totals = []
+    for sparsity in (0.0, 0.5, 0.7, 0.9):
+        model = prune(__import__("copy").deepcopy(tiny_bert), sparsity) if sparsity else tiny_bert
+        engine = compile_model(model, quantize=quantize, kernel_choice="measure", choice_shape=(1, 32))
+        total = 0.0
+        for name, lm in engine.meta["linears"].items():
+            ms = lm["choice"].get("ms")
+            if ms:
+                dense = ms[C.kinds("int8" if quantize else "fp32")[0]]
+                assert ms[lm["kind"]] <= dense, name  # never slower than dense
+                total += ms[lm["kind"]]
+            else:
+                assert lm["kind"].endswith("dense")
+        totals.append(total)
+    assert totals[3] < totals[2] < totals[1]  # sparser: cheaper choices
+    assert engine.sparse_layers()  # at 90% the fake timer prefers the sparse kernel
+
+
+def test_outputs_identical_whichever_kernel(pruned):
+    ids, mask = _ids()
+    engines = {mode: compile_model(pruned, kernel_choice=mode) for mode in ("dense", "sparse", "threshold", "measure")}
+    assert not engines["dense"].sparse_layers()
+    assert len(engines["sparse"].sparse_layers()) == len(engines["sparse"].meta["linears"])
+    out = {mode: e(ids, mask) for mode, e in engines.items()}
+    for mode in out:
+        np.testing.assert_array_equal(out[mode], out["dense"], err_msg=mode)
+    # fp32: dense BLAS and the sparse fp32 kernel agree within fp32 rounding
+    fp = [compile_model(pruned, quantize=False, kernel_choice=m)(ids, mask) for m in ("dense", "sparse")]
+    np.testing.assert_allclose(fp[0], fp[1], atol=1e-5)
+
+
+def test_choice_survives_save_and_load(pruned, tmp_path, monkeypatch):
+    monkeypatch.setattr(C, "time_kernel", lambda name, kind, fn, x: 1.0 if kind == "int8_sparse" else 2.0)
+    engine = compile_model(pruned, kernel_choice="measure")
+    loaded = EngineModule.load(engine.save(tmp_path / "e")).engine
+    assert loaded.meta["linears"] == engine.meta["linears"]
+    assert loaded.impls == engine.impls and sorted(loaded.sparse_layers()) == sorted(engine.sparse_layers())
+    assert C.kernels_of(EngineModule(loaded)) == {"int8_sparse": 16, "int8_dense": 2}
+    assert C.kernels_of(pruned) is None
+
+
+def test_bad_choice_settings_fail(tiny_bert):
+    from workbench.config import ConfigError, parse_config
+    from workbench.runtime.recipe import WorkbenchRuntimeConfig
+
+    with pytest.raises(ValueError, match="kernel_choice must be one of measure"):
+        compile_model(tiny_bert, kernel_choice="fastest")
+    with pytest.raises(ValueError, match="dtype"):
+        compile_model(tiny_bert, dtype="fp8")
+    where = "stage 'rt' recipe 'workbench_runtime'"
+    with pytest.raises(ConfigError, match="'kernel_choice'"):
+        parse_config(WorkbenchRuntimeConfig, {"kernel_choice": "fastest"}, where)
+    with pytest.raises(ConfigError, match="'choice_shape'"):
+        parse_config(WorkbenchRuntimeConfig, {"choice_shape": [1]}, where)
+    assert parse_config(WorkbenchRuntimeConfig, {}, where).kernel_choice == "measure"

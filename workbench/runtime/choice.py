@@ -1,0 +1,140 @@
+"""Per-layer kernel choice at compile time: each Linear runs on the kernel that is fastest for it.
+
+    engine = compile_model(model, kernel_choice="measure", choice_shape=(1, 128))
+    engine.describe()["linears"]["layers.0.ffn1"]["choice"]   # {"mode": "measure", "ms": {...}}
+
+`kernel_choice` modes:
+
+* ``measure`` (the `workbench_runtime` recipe's default): every candidate kernel is built and
+  timed on a random input at the layer's real shape (batch x seq rows; batch rows for the last
+  layer's attention output / FFN and the heads, which run on the [CLS] rows only), in this
+  process with its thread count; the fastest of `TIMED_CALLS` calls after one warm-up counts,
+  a few ms per layer. Candidates: the dense kernel, and the 1x4 block-sparse one when at least
+  `MIN_SPARSITY` of the layer's blocks are zero (below that it never wins: it does the same
+  multiply-adds with index overhead). Ties go to dense.
+* ``dense`` / ``sparse``: every layer on that kernel (deterministic; tests, ablations).
+* ``threshold``: block sparsity >= `sparse_threshold` -> sparse (the rule before this module;
+  `compile_model`'s default, deterministic).
+
+Dense and sparse int8 kernels compute the same exact s32 sums and the same epilogue, so the
+choice never changes an int8 engine's outputs (tests/test_runtime_choice.py); fp32 dense (BLAS)
+and fp32 sparse agree within fp32 rounding.
+
+A library kernel as a third candidate was measured and left out: torch's fbgemm
+(`torch.ops.quantized.linear_dynamic` on prepacked per-channel weights, and the static
+`linear_with_input_q_dq_qweight_dq_output_fp32`) on this Zen 5 (AVX-512 VNNI, 1 thread): 128 x 768
+x 2304: ours 0.51 ms, fbgemm dynamic 1.50 / static 0.64; 128 x 768 x 3072: 0.66 vs 1.04 / 0.85;
+128 x 3072 x 768: 0.65 vs 0.65 / 0.66 -- never faster, a different activation quantization
+(per tensor, so outputs would change with the choice), and torch's quantized tensors are
+deprecated.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from workbench.runtime import kernels as K
+from workbench.runtime import static as S
+
+MODES = ("measure", "dense", "sparse", "threshold")
+MIN_SPARSITY = 0.3
+"""`measure`: the sparse kernel is a candidate from this fraction of all-zero 1x4 blocks."""
+TIMED_CALLS = 5
+ABBREV = {"int8_dense": "D", "int8_sparse": "S", "fp32_dense": "f", "fp32_sparse": "s", "bf16_dense": "b",
+          "empty": "-"}
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"kernel_choice must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
+
+
+def kinds(family: str) -> tuple[str, str]:
+    """(dense, sparse) kernel kinds of a weight family: int8, fp32 or bf16 (bf16 has no sparse
+    kernel: its sparse layers run the fp32 block-sparse one)."""
+    return f"{family}_dense", ("int8_sparse" if family == "int8" else "fp32_sparse")
+
+
+def layer_rows(name: str, num_layers: int, batch: int, seq: int) -> int:
+    """Rows a Linear multiplies in a static forward at (batch, seq)."""
+    parts = name.split(".")
+    if parts[0] != "layers":
+        return batch  # head.*, exit.*: the [CLS] rows
+    if int(parts[1]) == num_layers - 1 and parts[2] != "qkv":
+        return batch  # the CLS-only last layer
+    return batch * seq
+
+
+def time_kernel(name: str, kind: str, fn: Callable[[np.ndarray], Any], x: np.ndarray) -> float:
+    """Seconds per call of `fn(x)`: the fastest of `TIMED_CALLS` after one warm-up. (Tests
+    replace this function with a fake timer.)"""
+    fn(x)
+    best = float("inf")
+    for _ in range(TIMED_CALLS):
+        t0 = time.perf_counter()
+        fn(x)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def choose(name: str, family: str, sparsity: float, build: Callable[[str], Callable[[np.ndarray], Any]],
+           in_features: int, *, mode: str, threshold: float, rows: int) -> tuple[str, dict[str, Any]]:
+    """The kernel kind for one Linear and how it was chosen (kept in the engine meta).
+    `build(kind)` makes the layer's callable on that kind (only called by `measure`)."""
+    dense, sparse = kinds(family)
+    if mode == "dense":
+        return dense, {"mode": mode}
+    if mode == "sparse":
+        return sparse, {"mode": mode}
+    if mode == "threshold":
+        return (sparse if sparsity >= threshold else dense), {"mode": mode, "threshold": threshold}
+    if sparsity < MIN_SPARSITY:
+        return dense, {"mode": mode, "rows": rows, "ms": None}  # nothing to compare
+    x = np.random.default_rng(0).standard_normal((rows, in_features)).astype(np.float32)
+    ms = {k: time_kernel(name, k, build(k), x) * 1e3 for k in (dense, sparse)}
+    best = sparse if ms[sparse] < ms[dense] else dense
+    return best, {"mode": mode, "rows": rows, "ms": {k: round(v, 4) for k, v in ms.items()}}
+
+
+def build_linear(name: str, lm: dict[str, Any], tensors: dict[str, np.ndarray],
+                 bias: np.ndarray | None) -> tuple[Callable[[np.ndarray], Any], str]:
+    """The callable for one engine meta entry and the name of the implementation it runs on."""
+    if lm.get("static"):
+        return S.make_static_linear(name, lm, tensors, bias)
+    return K.make_linear(lm["kind"], tensors[f"{name}.weight"], tensors.get(f"{name}.scale"), bias)
+
+
+# ---- reporting ---------------------------------------------------------------------------------
+def kind_counts(meta: dict[str, Any]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for lm in meta["linears"].values():
+        kind = lm["kind"] + ("+static" if lm.get("static") else "")
+        out[kind] = out.get(kind, 0) + 1
+    return out
+
+
+def layer_summary(meta: dict[str, Any]) -> str:
+    """One line: the kernel of every Linear, e.g. `measure: qkv/out/ffn1/ffn2 DSSS DSSS ...;
+    head DD (D int8 dense, S int8 sparse, ...)` -- for bench rows and logs."""
+    lin = meta["linears"]
+    code = lambda n: ABBREV.get(lin[n]["kind"], "?") if n in lin else "."  # noqa: E731
+    layers = " ".join("".join(code(f"layers.{i}.{r}") for r in ("qkv", "out", "ffn1", "ffn2"))
+                      for i in range(meta["num_layers"]))
+    used = sorted({lm["kind"] for lm in lin.values()})
+    legend = ", ".join(f"{ABBREV.get(k, '?')} {k}" for k in used)
+    static = " static-grid" if any(lm.get("static") for lm in lin.values()) else ""
+    return (f"{meta.get('kernel_choice', 'threshold')}{static}: qkv/out/ffn1/ffn2 {layers}; "
+            f"head {code('head.pre')}{code('head.cls')} ({legend})")
+
+
+def kernels_of(model: Any) -> dict[str, int] | None:
+    """Kernel kinds and counts of a compiled model (an `EngineModule` or an `Engine`), None for
+    any other model: what a run's speed metrics record as `kernels`."""
+    engine = getattr(model, "engine", model)
+    meta = getattr(engine, "meta", None)
+    if not isinstance(meta, dict) or "linears" not in meta:
+        return None
+    return kind_counts(meta)
