@@ -14,11 +14,22 @@ Peers are set up the way their documentation recommends for CPU inference:
   * ONNX Runtime: `torch.onnx.export` (TorchScript exporter, eager attention so the fusions
     apply), `onnxruntime.transformers.optimizer.optimize_model(model_type="bert")` (fused
     Attention / SkipLayerNorm / BiasGelu / EmbedLayerNorm), then for int8
-    `onnxruntime.quantization.quantize_dynamic` (QInt8 weights) on the optimized graph.
+    `onnxruntime.quantization.quantize_dynamic` (QInt8 weights). ORT int8 in its strongest
+    configuration: four variants (`ort-int8-<graph>-<weights>`): the plain exported graph or the
+    ORT-optimized one (fused Attention -> QAttention), per-tensor (`pt`) or per-channel (`pc`)
+    weight scales; `ort-int8` times the four at the bench shape in its setup (fastest of 5 calls
+    each) and runs the fastest; its notes name it and list the times (a variant that fails to
+    quantize or load is skipped, and said so).
     `intra_op_num_threads = threads`, one inter-op thread, spinning off (the equivalent of the
     OMP_WAIT_POLICY=PASSIVE every engine's process runs with).
   * workbench: `workbench.runtime.compile_model` (int8), on the unpruned model (`wb-int8`) or
-    on a copy pruned to 70/80/90% 1x4-block sparsity (`wb-int8-sp70` ...).
+    on a copy pruned to 70/80/90% 1x4-block sparsity (`wb-int8-sp70` ...), with
+    `kernel_choice="measure"` at the bench shape (each Linear on the faster of the dense and
+    block-sparse kernels; the notes give the kernel of every layer); `wb-bf16`: dense Linears in
+    bf16 (AVX512-BF16 `vdpbf16ps`; fp32 BLAS on a CPU without it, the notes say which).
+
+Run-to-run spread: `workbench bench` reports the median and min-max of >= 5 timed runs (default
+7 after 2 warm-ups; worker.py, where the measurements behind the thread settings are noted).
 """
 from __future__ import annotations
 
@@ -36,6 +47,7 @@ class BenchEngine:
     name = ""
     sparsity = 0.0  # the model is pruned to this 1x4-block sparsity before setup
     notes = ""
+    shape = (1, 128)  # (batch, seq) of the bench, set by the worker before setup
 
     def setup(self, model: torch.nn.Module, threads: int, cache_dir: Path, model_name: str) -> None:
         raise NotImplementedError
@@ -98,13 +110,21 @@ def _heads_hidden(config: Any) -> tuple[int, int]:
 
 
 def onnx_files(model: torch.nn.Module, cache_dir: Path, model_name: str) -> tuple[Path, Path, str]:
-    """Export + optimize + quantize once per model (cached across the engine processes)."""
+    """Export + optimize + quantize once per model (cached across the engine processes): the
+    optimized fp32 graph, its dynamic int8 (per-tensor weights) and how they were made."""
+    opt = onnx_graphs(model, cache_dir, model_name)[1]
+    q8, how8 = onnx_int8(model, cache_dir, model_name, "opt", per_channel=False)
+    return opt, q8, how8.removesuffix(", quantize_dynamic QInt8 per-tensor")
+
+
+def onnx_graphs(model: torch.nn.Module, cache_dir: Path, model_name: str) -> tuple[Path, Path, str]:
+    """The plain exported and the ORT-optimized fp32 graphs, and how they were made (cached)."""
     from workbench.bench.models import safe_name
 
     d = Path(cache_dir) / "onnx" / safe_name(model_name)
     d.mkdir(parents=True, exist_ok=True)
-    raw, opt, q8, note_f = d / "model.onnx", d / "model_opt.onnx", d / "model_int8.onnx", d / "notes.txt"
-    if not (opt.exists() and q8.exists()):
+    raw, opt, note_f = d / "model.onnx", d / "model_opt.onnx", d / "notes.txt"
+    if not (raw.exists() and opt.exists() and note_f.exists()):
         m = copy.deepcopy(model).eval()
         try:  # the ORT fusions recognise the eager attention pattern, not SDPA
             m.set_attn_implementation("eager")
@@ -140,18 +160,38 @@ def onnx_files(model: torch.nn.Module, cache_dir: Path, model_name: str) -> tupl
 
             shutil.copyfile(raw, opt)
             how += f", optimizer failed ({type(exc).__name__}); unoptimized graph"
-        import onnx
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        import logging
-        logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" notice
-        empty = zero_size_nodes(onnx.load(str(opt)))
-        quantize_dynamic(str(opt), str(q8), weight_type=QuantType.QInt8, nodes_to_exclude=empty,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-        if empty:
-            how += f"; {len(empty)} zero-width MatMuls left fp32"
         note_f.write_text(how)
-    return opt, q8, note_f.read_text()
+    return raw, opt, note_f.read_text()
+
+
+ORT_INT8_VARIANTS = {"plain-pt": ("plain", False), "plain-pc": ("plain", True),
+                     "opt-pt": ("opt", False), "opt-pc": ("opt", True)}
+
+
+def onnx_int8(model: torch.nn.Module, cache_dir: Path, model_name: str, graph: str = "opt",
+              per_channel: bool = False) -> tuple[Path, str]:
+    """`quantize_dynamic` (QInt8 weights, per tensor or per channel) of the plain or the
+    optimized graph (cached), and how it was made."""
+    import logging
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    raw, opt, how = onnx_graphs(model, cache_dir, model_name)
+    src = opt if graph == "opt" else raw
+    q8 = src.with_name("model_int8.onnx" if (graph, per_channel) == ("opt", False)
+                       else f"model_int8_{graph}_{'pc' if per_channel else 'pt'}.onnx")
+    empty = zero_size_nodes(onnx.load(str(src)))
+    if not q8.exists():
+        logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" notice
+        tmp = q8.with_name("tmp_" + q8.name)
+        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, nodes_to_exclude=empty,
+                         per_channel=per_channel, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        tmp.replace(q8)
+    if graph != "opt":
+        how = how.split(",")[0] + ", plain graph (no ORT transformers optimizer)"
+    how += ", quantize_dynamic QInt8 " + ("per-channel" if per_channel else "per-tensor")
+    return q8, how + (f"; {len(empty)} zero-width MatMuls left fp32" if empty else "")
 
 
 def fix_attention_heads(graph_model: Any, head_size: int) -> int:
@@ -193,11 +233,14 @@ def zero_size_nodes(graph_model: Any) -> list[str]:
 class OrtFp32(BenchEngine):
     name = "ort-fp32"
     int8 = False
+    variant = "opt-pt"  # int8 engines: one of ORT_INT8_VARIANTS
 
     def setup(self, model, threads, cache_dir, model_name):
-        opt, q8, how = onnx_files(model, cache_dir, model_name)
-        self.sess = ort_session(q8 if self.int8 else opt, threads)
-        self.notes = how + (", quantize_dynamic QInt8" if self.int8 else "")
+        if self.int8:
+            path, self.notes = onnx_int8(model, cache_dir, model_name, *ORT_INT8_VARIANTS[self.variant])
+        else:
+            _, path, self.notes = onnx_graphs(model, cache_dir, model_name)
+        self.sess = ort_session(path, threads)
 
     def feed(self, inputs):
         return {k: v.numpy().astype(np.int64) for k, v in inputs.items()}
@@ -207,8 +250,42 @@ class OrtFp32(BenchEngine):
 
 
 class OrtInt8(OrtFp32):
+    """ORT int8 at its best here: the fastest of the four variants at the bench shape."""
     name = "ort-int8"
     int8 = True
+
+    def setup(self, model, threads, cache_dir, model_name):
+        import time
+
+        from workbench.bench.models import make_inputs
+
+        feed = self.feed(make_inputs(model, *self.shape))
+        times, notes, skipped = {}, {}, []
+        for variant, args in ORT_INT8_VARIANTS.items():
+            try:
+                path, notes[variant] = onnx_int8(model, cache_dir, model_name, *args)
+                sess = ort_session(path, threads)
+                sess.run(None, feed)
+                best = float("inf")
+                for _ in range(5):
+                    t0 = time.perf_counter()
+                    sess.run(None, feed)
+                    best = min(best, time.perf_counter() - t0)
+                times[variant] = (best, sess)
+            except Exception as exc:  # a variant ORT cannot quantize / load here
+                skipped.append(f"{variant} ({type(exc).__name__})")
+        if not times:
+            raise RuntimeError(f"no ORT int8 variant could run: {', '.join(skipped)}")
+        self.variant = min(times, key=lambda v: times[v][0])
+        self.sess = times[self.variant][1]
+        self.notes = (f"best of {len(ORT_INT8_VARIANTS)} variants: {self.variant}; setup ms "
+                      + " ".join(f"{v}={t * 1e3:.2f}" for v, (t, _) in times.items())
+                      + (f"; failed: {', '.join(skipped)}" if skipped else "") + f"; {notes[self.variant]}")
+
+
+def _ort_variant(variant: str) -> type[OrtFp32]:
+    return type(f"OrtInt8_{variant.replace('-', '_')}", (OrtFp32,),
+                {"name": f"ort-int8-{variant}", "int8": True, "variant": variant})
 
 
 class OrtExported(OrtFp32):
@@ -241,17 +318,21 @@ def ort_session(path: Path, threads: int) -> Any:
 class Workbench(BenchEngine):
     name = "wb-int8"
     quantize = True
+    dtype: str | None = None
 
     def setup(self, model, threads, cache_dir, model_name):
         from workbench.runtime import compile_model, kernel_report
+        from workbench.runtime.choice import layer_summary
 
-        self.engine = compile_model(model, quantize=self.quantize, sparse_threshold=0.5)
+        self.engine = compile_model(model, quantize=self.quantize, sparse_threshold=0.5, dtype=self.dtype,
+                                    kernel_choice="measure", choice_shape=tuple(self.shape))
         kinds: dict[str, int] = {}
         for impl in self.engine.impls.values():
             kinds[impl] = kinds.get(impl, 0) + 1
         rep = kernel_report()
         fallbacks = sorted(k for k, v in rep.items() if v == "numpy-fallback")
         self.notes = (f"isa={rep['isa']}; " + "; ".join(f"{v}x {k}" for k, v in kinds.items())
+                      + f"; kernels {layer_summary(self.engine.meta)}"
                       + (f"; NumPy fallback for: {', '.join(fallbacks)}" if fallbacks else ""))
         if self.engine.meta.get("dynamic"):  # a stage with model.dynamic runs at its saved spec
             spec = {k: v for k, v in self.engine.meta["dynamic"].items() if v not in (None, [])}
@@ -269,13 +350,20 @@ class WorkbenchFp32(Workbench):
     quantize = False
 
 
+class WorkbenchBf16(Workbench):
+    name = "wb-bf16"
+    quantize = False
+    dtype = "bf16"
+
+
 def _sparse(level: int) -> type[Workbench]:
     return type(f"WorkbenchSp{level}", (Workbench,), {"name": f"wb-int8-sp{level}", "sparsity": level / 100})
 
 
 ENGINES: dict[str, type[BenchEngine]] = {
     e.name: e for e in (TorchFp32, TorchBf16, TorchInt8X86, TorchInt8OneDNN, OrtFp32, OrtInt8, OrtExported,
-                        Workbench, _sparse(70), _sparse(80), _sparse(90), WorkbenchFp32)
+                        *(_ort_variant(v) for v in ORT_INT8_VARIANTS),
+                        Workbench, _sparse(70), _sparse(80), _sparse(90), WorkbenchFp32, WorkbenchBf16)
 }
 DEFAULT_ENGINES = ("torch-fp32", "torch-bf16", "torch-int8-x86", "torch-int8-onednn", "ort-fp32",
                    "ort-int8", "wb-int8", "wb-int8-sp70", "wb-int8-sp80", "wb-int8-sp90")

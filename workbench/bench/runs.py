@@ -11,7 +11,9 @@ reload) on torch fp32, ONNX Runtime fp32 and int8 and our runtime int8, each eng
 process (`workbench.bench.worker`, as `workbench bench` does), at batch 1 and 8.
 
 Stages without a saved model (torch int8 and compiled runtime stages are rebuilt, never saved)
-are skipped. A `--seeds` run (`seed-0/`, `seed-1/`...) is benched on one seed (0 by default):
+are skipped, except by `ort-exported`: each stage as the file `workbench export` writes for it,
+exported here first (`workbench.bench.exported`; a stage export refuses gets "skipped" rows with
+the reason). A `--seeds` run (`seed-0/`, `seed-1/`...) is benched on one seed (0 by default):
 speed does not depend on the seed. `speed.csv` (atomic, rewritten after every engine so a killed
 run keeps what it measured) goes to the run's own folder by default, where
 `workbench compare --structural` reads it.
@@ -71,9 +73,11 @@ def stage_models(folder: Path) -> dict[str, Path]:
 
 def _check(run_dir: Path, stages: Sequence[str] | None, engines: Sequence[str], batches: Sequence[int],
            threads: Sequence[int], baseline: str | None, seed: int, seq_len: int, runs: int, warmup: int
-           ) -> tuple[Path, dict[str, Path]]:
-    """Everything that can be wrong, before any work: the models to bench, in order."""
+           ) -> tuple[Path, dict[str, Path | None]]:
+    """Everything that can be wrong, before any work: the models to bench, in order (None: a
+    stage with no saved model, which only `ort-exported` benches)."""
     from workbench.bench.engines import ENGINES
+    from workbench.bench.exported import ENGINE as EXPORTED, run_stage_names
 
     if not run_dir.is_dir():
         raise ConfigError(f"bench --run: no run folder '{run_dir}'")
@@ -83,10 +87,16 @@ def _check(run_dir: Path, stages: Sequence[str] | None, engines: Sequence[str], 
         raise ConfigError(f"bench --run: '{folder}' holds no saved stage model (artifacts/<stage>/model); "
                           "is the run finished?")
     known = ", ".join(available)
-    bad = [s for s in (stages or []) if s not in available]
+    listed: dict[str, Path | None] = dict(available)
+    if EXPORTED in engines:  # it also benches the measured stages the pipeline rebuilds
+        listed = {s: available.get(s) for s in dict.fromkeys([*run_stage_names(folder), *available])}
+    bad = [s for s in (stages or []) if s not in listed]
+    if bad and EXPORTED in engines:
+        raise ConfigError(f"bench --run '{folder}': no stage(s) {', '.join(bad)} in the run (measured or saved: "
+                          f"{', '.join(listed)})")
     if bad:
         raise ConfigError(f"bench --run '{folder}': no saved model for stage(s) {', '.join(bad)} (saved: {known}; "
-                          "torch int8 and runtime stages are rebuilt, not saved)")
+                          "torch int8 and runtime stages are rebuilt, not saved; ort-exported benches them)")
     if baseline is not None and baseline not in available:
         raise ConfigError(f"bench --run '{folder}': --baseline '{baseline}' has no saved model (saved: {known})")
     bad = [e for e in engines if e not in ENGINES]
@@ -100,10 +110,10 @@ def _check(run_dir: Path, stages: Sequence[str] | None, engines: Sequence[str], 
             raise ConfigError(f"bench --run: {key} must be integers >= 1, got {list(values)}")
     if runs < 1 or warmup < 0 or seq_len < 2:
         raise ConfigError(f"bench --run: runs must be >= 1, warmup >= 0, seq_len >= 2 (got {runs}, {warmup}, {seq_len})")
-    chosen = list(stages) if stages else list(available)
+    chosen = list(stages) if stages else list(listed)
     if baseline is not None and baseline not in chosen:
         chosen.insert(0, baseline)  # its torch fp32 speed is the ratios' denominator (only that is run)
-    return folder, {s: available[s] for s in chosen}
+    return folder, {s: listed[s] for s in chosen}
 
 
 def add_baseline_ratios(rows: list[dict[str, Any]], baseline: str | None) -> None:
@@ -134,6 +144,7 @@ def bench_run_stages(run_dir: str | Path, stages: Sequence[str] | None = None,
     from tqdm import tqdm
 
     from workbench.bench.cli import _run_child
+    from workbench.bench.exported import ENGINE as EXPORTED, export_stages, reference_models, skipped_rows, write_pointer
     from workbench.results import write_csv
     from workbench.runtime.kernels import active_isa, default_threads
 
@@ -147,20 +158,36 @@ def bench_run_stages(run_dir: str | Path, stages: Sequence[str] | None = None,
     meta = folder / "metrics.json"
     run_seed = json.loads(meta.read_text()).get("seed", "") if meta.exists() else (seed if folder != run_dir else "")
     only_ratio = baseline if stages and baseline not in stages else None  # not asked for: torch-fp32 only
-    configs = [(s, e, t) for s in models for e in engines for t in threads if s != only_ratio or e == "torch-fp32"]
+    configs = [(s, e, t) for s in models for e in engines for t in threads
+               if (s != only_ratio or e == "torch-fp32") and (models[s] is not None or e == EXPORTED)]
+    exported: dict[str, Any] = {}
+    if EXPORTED in engines:  # in this process, before any engine: each stage's file, checked by export
+        exported = export_stages(folder, list(dict.fromkeys(s for s, e, _ in configs if e == EXPORTED)),
+                                 reference_models(folder, stage_models(folder)),
+                                 log=lambda line: print(line, file=sys.stderr))
     with tempfile.TemporaryDirectory(prefix="wb-bench-run-") as tmp:
         bar = tqdm(configs, desc="bench stages", unit="engine", file=sys.stderr)
-        for stage, engine, t in bar:
+        for n, (stage, engine, t) in enumerate(bar):
             bar.set_postfix_str(f"{stage} {engine} t={t}")
             load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-            spec = {"model": stage, "model_path": str(models[stage]), "engine": engine, "threads": t,
+            model_path, cache = str(models[stage]), Path(tmp) / "cache"
+            if engine == EXPORTED:
+                model_path, cache = exported[stage].reference, Path(tmp) / "exported" / str(n)
+            spec = {"model": stage, "model_path": model_path, "engine": engine, "threads": t,
                     "batches": [int(b) for b in batches], "seq_len": seq_len, "runs": runs, "warmup": warmup,
-                    "cache_dir": str(Path(tmp) / "cache")}
-            for r in _run_child(spec, Path(tmp), timeout):
+                    "cache_dir": str(cache)}
+            if engine == EXPORTED and exported[stage].status != "ok":
+                got = skipped_rows(exported[stage], batches, t, seq_len, runs)
+            else:
+                if engine == EXPORTED:
+                    write_pointer(cache, exported[stage])
+                got = _run_child(spec, Path(tmp), timeout)
+            for r in got:
                 r["stage"] = r.pop("model")
-                r.update({"isa": isa, "load_avg_1m": round(load, 2), "seed": run_seed, "model_path": str(models[stage])})
+                r.update({"isa": isa, "load_avg_1m": round(load, 2), "seed": run_seed,
+                          "model_path": exported[stage].path if engine == EXPORTED else model_path})
                 if r.get("status") != "ok":
-                    bar.write(f"  FAILED {stage} / {engine} / threads={t} batch={r['batch']}: {r.get('error')}")
+                    bar.write(f"  {str(r.get('status')).upper()} {stage} / {engine} / threads={t} batch={r['batch']}: {r.get('error')}")
                 rows.append(r)
             add_baseline_ratios(rows, baseline)
             write_csv(out_dir / "speed.csv", rows, SPEED_COLUMNS)  # after every engine: survives a kill
