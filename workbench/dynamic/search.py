@@ -91,7 +91,7 @@ def search(evaluate: Callable[[list[float]], tuple[float, float]], num_layers: i
            min_step: float = 0.5, min_ratio: float = 0.05, step: float = 0.05) -> list[Candidate]:
     """Evaluate `trials` configurations chosen by NSGA-II (the full-length one and the smallest
     one first); `evaluate(ratios) -> (accuracy, cost)`. Every distinct configuration once."""
-    from workbench.sweep.study import optuna_module
+    from workbench.optuna_import import optuna_module
 
     optuna = optuna_module()
     dims = max(0, num_layers - 1)

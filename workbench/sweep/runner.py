@@ -36,7 +36,7 @@ from workbench.results import atomic_write_text, write_csv, write_yaml
 from workbench.sweep.peers import drop_artifacts, measure_front_peers, peer_source
 from workbench.sweep.spec import SELECTION_SPLIT, SweepSpec, mask_url
 from workbench.sweep.study import STORAGE_ENV, best_trials, trial_rows, with_driver  # noqa: F401  (re-exported)
-from workbench.sweep.study import optuna_module as _optuna
+from workbench.optuna_import import optuna_module as _optuna
 
 POLL_SECONDS = 2.0
 

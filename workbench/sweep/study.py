@@ -7,23 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
 from workbench.config import ConfigError
+from workbench.optuna_import import optuna_module
 
 STORAGE_ENV = "WORKBENCH_SWEEP_STORAGE"
-
-
-def optuna_module() -> Any:
-    """`optuna`, imported on first use, with its logging and experimental warnings quieted."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
-    return optuna
 
 
 def with_driver(url: str) -> str:
