@@ -41,7 +41,7 @@ def test_notebooks_exist_with_parameters_cell():
     names = [p.stem for p in NOTEBOOKS]
     assert names == ["01_quickstart", "02_distillation", "03_pruning", "04_quantization_and_runtime",
                      "05_kernels_and_benchmark", "06_sweep_and_pareto", "07_layerwise_distillation",
-                     "08_structural_pruning"]
+                     "08_structural_pruning", "09_dynamic_inference", "10_quantization", "11_teachers_and_data"]
     for p in NOTEBOOKS:
         nb = json.loads(p.read_text())
         tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
