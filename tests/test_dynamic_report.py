@@ -37,3 +37,20 @@ def test_speedup_within_one_point_and_the_verdicts():
     text = "\n".join(claims(summarize(rows)))
     assert "**full length**" in text and "**5.00x**" in text  # the 0.70 point lost more than 1 point
     assert "QuaLA-MiniLM" in text and "did not hold" in text
+
+
+def test_measured_rows_are_reused_until_the_seed_changes(tmp_path, monkeypatch):
+    import workbench.dynamic.report as R
+
+    run = tmp_path / "seed-0"
+    (run / "dynamic" / "lat-90").mkdir(parents=True)
+    (run / "metrics.json").write_text('{"stages": []}')
+    pareto = run / "dynamic" / "lat-90" / "length_pareto.csv"
+    pareto.write_text("kind,length_ratios,val_accuracy,cost_fraction\nlength,[0.5],0.8,0.7\n")
+    calls = []
+    monkeypatch.setattr(R, "measure_seed", lambda p: calls.append(p) or [{"seed": 0, "samples_per_s": 1.5}])
+    assert R.measured_rows(run) == [{"seed": 0, "samples_per_s": 1.5}] and len(calls) == 1
+    assert R.measured_rows(run) == [{"seed": 0, "samples_per_s": 1.5}] and len(calls) == 1  # reused
+    pareto.write_text(pareto.read_text() + "length,[0.4],0.7,0.6\n")  # a new search: measured again
+    R.measured_rows(run)
+    assert len(calls) == 2

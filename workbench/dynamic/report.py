@@ -240,10 +240,43 @@ def plot(summary: list[dict[str, Any]], path: Path) -> Path:
     return save_figure(fig, path)
 
 
+ROWS_FILE = "report_rows.json"
+"""Per seed run, under its `dynamic/` folder: the measured rows and what they were measured from,
+so an interrupted report (or a seed added later) re-measures only the seeds that changed."""
+
+
+def _source_key(seed_run: Path) -> str:
+    """A digest of what a seed's rows depend on: its stage metrics and its length searches."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in [seed_run / "metrics.json", *sorted((seed_run / "dynamic").glob("*/length_pareto.csv"))]:
+        h.update(path.name.encode() + path.read_bytes())
+    h.update(repr((BUDGETS, EXIT_THRESHOLDS, SPEED_EXAMPLES, SPEED_REPEATS)).encode())
+    return h.hexdigest()
+
+
+def measured_rows(seed_run: Path) -> list[dict[str, Any]]:
+    """`measure_seed`, or its saved rows when the seed's metrics and searches are unchanged."""
+    import sys
+
+    cache, key = seed_run / "dynamic" / ROWS_FILE, _source_key(seed_run)
+    if cache.exists():
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            print(f"[workbench] {seed_run.name}: measured rows reused ({cache})", file=sys.stderr)
+            return saved["rows"]
+    print(f"[workbench] {seed_run.name}: measuring every operating point on test (minutes)", file=sys.stderr)
+    rows = measure_seed(seed_run)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cache, json.dumps({"key": key, "rows": rows}, indent=1, default=float))
+    return rows
+
+
 def dynamic_report(folder: Path, out: Path | None = None) -> list[dict[str, Any]]:
     """Measure every seed run in `folder` and write summary.csv (per seed), table.md and the plot."""
     folder = Path(folder)
-    rows = [r for seed_run in _seed_runs(folder) for r in measure_seed(seed_run)]
+    rows = [r for seed_run in _seed_runs(folder) for r in measured_rows(seed_run)]
     dest = Path(out) if out is not None else folder
     dest.mkdir(parents=True, exist_ok=True)
     write_csv(dest / "summary.csv", [{k: ("-" if v is None else v) for k, v in r.items()} for r in rows],
