@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -22,3 +23,35 @@ def tiny_bert():
     cfg = BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
                      intermediate_size=64, max_position_embeddings=64, num_labels=2)
     return BertForSequenceClassification(cfg).eval()
+
+
+TINY_TASK_WORDS = {"good": "pos", "great": "pos", "bad": "neg", "awful": "neg"}
+TINY_TASK_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "film", "was", "number", *TINY_TASK_WORDS,
+                   *map(str, range(10)), *(f"filler{i}" for i in range(1100))]  # measure_speed draws ids >= 1000
+
+
+def write_tiny_task(root: Path, repeats: int = 30, vocab: list[str] | None = None,
+                    **config_overrides) -> tuple[Path, Path]:
+    """Write a tiny local CSV sentiment task and a tiny random BERT folder under `root`.
+
+    `root/reviews.csv` has a `review,sentiment` header and `4 * repeats` rows "the film was {w} number {i},{y}"
+    (i in range(repeats), w in good/great (pos), bad/awful (neg)). `root/tiny` holds `vocab` (default
+    TINY_TASK_VOCAB: the task's words, the digits and 1100 fillers) as vocab.txt, a `BertForSequenceClassification`
+    (seed 0; 2 layers, hidden 32, 4 heads, FFN 64, 64 positions, 2 labels; `config_overrides` replace or add
+    BertConfig values) and its `BertTokenizer`, both via save_pretrained. Returns (csv path, model folder).
+    """
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    vocab = TINY_TASK_VOCAB if vocab is None else vocab
+    rows = [f"the film was {w} number {i},{y}" for i in range(repeats) for w, y in TINY_TASK_WORDS.items()]
+    csv_path = root / "reviews.csv"
+    csv_path.write_text("review,sentiment\n" + "\n".join(rows) + "\n")
+    folder = root / "tiny"
+    folder.mkdir()
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    config = {"vocab_size": len(vocab), "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "intermediate_size": 64, "max_position_embeddings": 64, "num_labels": 2, **config_overrides}
+    torch.manual_seed(0)
+    BertForSequenceClassification(BertConfig(**config)).save_pretrained(folder)
+    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
+    return csv_path, folder

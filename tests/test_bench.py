@@ -9,6 +9,7 @@ import csv
 
 import pytest
 
+from conftest import write_tiny_task
 from workbench.bench import cli
 from workbench.bench.report import COLUMNS
 
@@ -70,30 +71,15 @@ def finished_run(tmp_path_factory):
     (uneven heads and FFN widths), under multi/seed-0 (seed-1 alongside, never benched)."""
     import os
 
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
-
     from workbench.pipeline import PipelineRun, PipelineSpec
 
     tmp = tmp_path_factory.mktemp("run")
     old_cache = os.environ.get("WORKBENCH_CACHE")
     os.environ["WORKBENCH_CACHE"] = str(tmp / "cache")
-    words = {"good": "pos", "great": "pos", "bad": "neg", "awful": "neg"}
-    rows = [f"the film was {w} number {i},{y}" for i in range(30) for w, y in words.items()]
-    (tmp / "reviews.csv").write_text("review,sentiment\n" + "\n".join(rows) + "\n")
-    folder = tmp / "tiny"
-    folder.mkdir()
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "film", "was", "number", *words, *map(str, range(10)),
-             *(f"filler{i}" for i in range(1100))]  # measure_speed draws ids >= 1000
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    torch.manual_seed(0)
-    BertForSequenceClassification(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
-                                             num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
-                                             num_labels=2)).save_pretrained(folder)
-    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
+    csv_path, folder = write_tiny_task(tmp, repeats=30)
     spec = PipelineSpec.from_dict({
         "name": "seed-0", "model": str(folder), "seed": 0,  # its folder: multi/seed-0
-        "task": {"name": str(tmp / "reviews.csv"), "text_column": "review", "label_column": "sentiment"},
+        "task": {"name": str(csv_path), "text_column": "review", "label_column": "sentiment"},
         "eval": {"speed_batches": [1], "speed_iters": 1, "seq_len": 16},
         "stages": [
             {"name": "teacher", "recipes": ["finetune"], "train": {"epochs": 1, "batch_size": 16, "lr": 1e-3}},

@@ -11,6 +11,8 @@ import torch
 cpu = pytest.importorskip("workbench_ext.cpu", reason="workbench_ext not built")
 from workbench_ext import int8, ops  # noqa: E402
 
+from conftest import write_tiny_task  # noqa: E402
+
 from workbench.quantize.observers import make_observer, quantize_affine  # noqa: E402
 from workbench.recipes.quantize.static import Int8Linear  # noqa: E402
 from workbench.runtime.static import StaticInt8Linear  # noqa: E402
@@ -193,28 +195,14 @@ def test_partly_static_model_compiles(tiny_bert, word_tokenizer):
 
 
 def test_pipeline_static_int8_then_workbench_runtime(tmp_path, monkeypatch):
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
-
     from workbench.pipeline import PipelineRun, PipelineSpec
     from workbench.runtime import EngineModule
 
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
-    words = {"good": "pos", "great": "pos", "bad": "neg", "awful": "neg"}
-    rows = [f"the film was {w} number {i},{y}" for i in range(10) for w, y in words.items()]
-    (tmp_path / "reviews.csv").write_text("review,sentiment\n" + "\n".join(rows) + "\n")
-    folder = tmp_path / "tiny"
-    folder.mkdir()
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "film", "was", "number", *words, *map(str, range(10)),
-             *(f"filler{i}" for i in range(1100))]  # measure_speed draws ids >= 1000
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    torch.manual_seed(0)
-    BertForSequenceClassification(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
-                                             num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
-                                             num_labels=2)).save_pretrained(folder)
-    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
+    csv_path, folder = write_tiny_task(tmp_path, repeats=10)
     spec = PipelineSpec.from_dict({
         "name": "s", "model": str(folder), "seed": 0,
-        "task": {"name": str(tmp_path / "reviews.csv"), "text_column": "review", "label_column": "sentiment"},
+        "task": {"name": str(csv_path), "text_column": "review", "label_column": "sentiment"},
         "eval": {"speed_batches": [1], "speed_iters": 1, "seq_len": 16},
         "stages": [
             {"name": "int8", "recipes": [{"static_int8": {"num_examples": 16}}]},

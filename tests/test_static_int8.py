@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import TINY_TASK_VOCAB, write_tiny_task
 from workbench.config import ConfigError, parse_config
 from workbench.quantize.observers import (MinMaxObserver, MSEObserver, PercentileObserver, affine_qparams,
                                           fake_quantize_affine, quantize_weight, weight_scales)
@@ -145,27 +146,13 @@ def test_target_matching_nothing_fails_before_calibration(tiny_bert, word_tokeni
 
 
 def test_pipeline_finetune_then_static_int8(tmp_path, monkeypatch):
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
-
     from workbench.pipeline import PipelineRun, PipelineSpec
 
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
-    words = {"good": "pos", "great": "pos", "bad": "neg", "awful": "neg"}
-    rows = [f"the film was {w} number {i},{y}" for i in range(20) for w, y in words.items()]
-    (tmp_path / "reviews.csv").write_text("review,sentiment\n" + "\n".join(rows) + "\n")
-    folder = tmp_path / "tiny"
-    folder.mkdir()
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "film", "was", "number", *words, *map(str, range(10)),
-             *(f"filler{i}" for i in range(1100))]  # measure_speed draws ids >= 1000
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    torch.manual_seed(0)
-    BertForSequenceClassification(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
-                                             num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
-                                             num_labels=2)).save_pretrained(folder)
-    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
+    csv_path, folder = write_tiny_task(tmp_path, repeats=20)
     spec = PipelineSpec.from_dict({
         "name": "s", "model": str(folder), "seed": 0,
-        "task": {"name": str(tmp_path / "reviews.csv"), "text_column": "review", "label_column": "sentiment"},
+        "task": {"name": str(csv_path), "text_column": "review", "label_column": "sentiment"},
         "eval": {"speed_batches": [1], "speed_iters": 1, "seq_len": 16},
         "stages": [
             {"name": "teacher", "recipes": ["finetune"], "train": {"epochs": 1, "batch_size": 16, "lr": 1e-3}},
@@ -181,7 +168,7 @@ def test_pipeline_finetune_then_static_int8(tmp_path, monkeypatch):
     saved = tmp_path / "r" / "s" / "artifacts" / "int8" / "model"
     reloaded = load_edited_model(saved).eval()
     live = run.models["int8"].eval()
-    ids = torch.randint(5, len(vocab), (3, 12))
+    ids = torch.randint(5, len(TINY_TASK_VOCAB), (3, 12))
     with torch.no_grad():
         assert torch.equal(reloaded(input_ids=ids).logits, live(input_ids=ids).logits)
     layers = {n: m for n, m in reloaded.named_modules() if isinstance(m, Int8Linear)}

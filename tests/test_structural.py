@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import write_tiny_task
 from workbench.config import ConfigError, parse_config
 from workbench.models.arch import architecture
 from workbench.prune.flops import encoder_macs, head_macs, masked_macs, neuron_macs
@@ -459,28 +460,14 @@ def test_pipeline_stages_prune_shrink_save_and_reload(tmp_path, monkeypatch):
     """A tiny local model and CSV task: fine-tune, then Kwon (one-shot, no training), gradual
     structured pruning while fine-tuning, one-shot magnitude; a second run reuses every stage
     from disk (load_edited_model) with the same metrics."""
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
-
     from workbench.pipeline import PipelineRun, PipelineSpec
 
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
-    words = {"good": "pos", "great": "pos", "bad": "neg", "awful": "neg"}
-    rows = [f"the film was {w} number {i},{y}" for i in range(30) for w, y in words.items()]
-    (tmp_path / "reviews.csv").write_text("review,sentiment\n" + "\n".join(rows) + "\n")
-    folder = tmp_path / "tiny"
-    folder.mkdir()
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "film", "was", "number", *words, *map(str, range(10)),
-             *(f"filler{i}" for i in range(1100))]  # measure_speed draws ids >= 1000
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    torch.manual_seed(0)
-    BertForSequenceClassification(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
-                                             num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
-                                             num_labels=2)).save_pretrained(folder)
-    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
+    csv_path, folder = write_tiny_task(tmp_path, repeats=30)
     train = {"epochs": 1, "batch_size": 16, "lr": 1e-3}
     spec = PipelineSpec.from_dict({
         "name": "s", "model": str(folder), "seed": 0,
-        "task": {"name": str(tmp_path / "reviews.csv"), "text_column": "review", "label_column": "sentiment"},
+        "task": {"name": str(csv_path), "text_column": "review", "label_column": "sentiment"},
         "eval": {"speed_batches": [1], "speed_iters": 1, "seq_len": 16},
         "stages": [
             {"name": "teacher", "recipes": ["finetune"], "train": train},

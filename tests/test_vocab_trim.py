@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from conftest import write_tiny_task
 from workbench.config import ConfigError, parse_config
 from workbench.data.tokenize import tokenizer_key
 from workbench.models.vocab import check_token_ids, count_tokens, plan_keep, trim_embeddings, trim_tokenizer
@@ -173,25 +174,16 @@ def test_a_trimmed_model_and_tokenizer_reload_in_a_fresh_process(word_pieces, tm
 @pytest.fixture
 def local_task(tmp_path, monkeypatch):
     """A tiny local BERT folder (a large filler vocabulary) and a CSV sentiment task."""
-    from transformers import BertTokenizer
-
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
-    words = {"good": "pos", "great": "pos", "bad": "neg", "awful": "neg"}
-    rows = [f"the film was {w} number {i},{y}" for i in range(30) for w, y in words.items()]
-    (tmp_path / "reviews.csv").write_text("review,sentiment\n" + "\n".join(rows) + "\n")
-    folder = tmp_path / "tiny"
-    folder.mkdir()
     vocab = [*VOCAB, *(f"more{i}" for i in range(400))]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tiny_bert(len(vocab)).save_pretrained(folder)
-    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
+    csv_path, folder = write_tiny_task(tmp_path, repeats=30, vocab=vocab, initializer_range=0.2)  # as tiny_bert()
 
     def spec(stages):
         from workbench.pipeline import PipelineSpec
 
         return PipelineSpec.from_dict({
             "name": "v", "model": str(folder), "seed": 0,
-            "task": {"name": str(tmp_path / "reviews.csv"), "text_column": "review", "label_column": "sentiment"},
+            "task": {"name": str(csv_path), "text_column": "review", "label_column": "sentiment"},
             "eval": {"speed_batches": [1], "speed_iters": 1, "seq_len": 16}, "stages": stages})
 
     return spec, len(vocab)
