@@ -516,6 +516,28 @@ def test_fused_attention_vs_torch(isa, B, S, nh, d, R, threads):
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=3e-5)  # fp32, unscaled scores up to ~30
 
 
+@pytest.mark.parametrize("B,S,nh,d", [(1, 1, 1, 1), (2, 37, 3, 5), (2, 128, 12, 64)])
+@pytest.mark.parametrize("threads", THREADS)
+def test_fused_attention_significance(isa, B, S, nh, d, threads):
+    """significance=True: the same ctx, plus each key's probabilities summed over the queries
+    that are not padding (what token dropping ranks keys by)."""
+    import torch
+    from workbench_ext import attention
+    q, k, v, bias = _attn_case(B, S, nh, d, S, B * S + d + 1)
+    probs = torch.softmax(torch.from_numpy(q.copy()) @ torch.from_numpy(k.copy()) + torch.from_numpy(bias), -1)
+    qmask = torch.from_numpy((bias == 0).astype(np.float32))          # [B, 1, 1, S]: real queries
+    want = (qmask @ probs)[:, :, 0].numpy()                            # [B, nh, S]
+    ctx, sig = attention.attention(q, k, v, bias, num_threads=threads, significance=True)
+    np.testing.assert_array_equal(ctx, attention.attention(q, k, v, bias, num_threads=threads))
+    assert sig.shape == (B, nh, S)
+    np.testing.assert_allclose(sig, want, rtol=1e-4, atol=1e-5)
+    if B > 1:  # the padded keys of the last row get (almost) nothing from its real queries
+        assert sig[-1, :, S // 2 + 1:].max() < 1e-6
+    if S > 1:
+        with pytest.raises(ValueError, match="R == S"):
+            attention.attention(q[:, :, :1], k, v, bias, significance=True)
+
+
 def test_fused_attention_simd_paths_identical():
     """AVX-512 and AVX2 compile the same loops (no reordered sums) and share the softmax row:
     bit-identical outputs."""

@@ -34,6 +34,7 @@ cdef extern from "wb_attn.h" nogil:
         const float *mask
         float *ctx
         int B, nh, R, S, d
+        float *sig
     int wb_threads(int nt)
     int wb_attention(const wb_attn_t *a, int isa, int nt)
 
@@ -57,8 +58,12 @@ cdef object _check_view(object a, str name):
     return a
 
 
-def attention(q, k, v, mask_bias, num_threads=None):
-    """softmax(q @ k + mask_bias) @ v for every (batch, head); see the module docstring."""
+def attention(q, k, v, mask_bias, num_threads=None, significance=False):
+    """softmax(q @ k + mask_bias) @ v for every (batch, head); see the module docstring.
+
+    significance=True (self-attention, R == S) also returns ``sig`` float32 [B, nh, S]: each
+    key's probabilities summed over the queries whose mask_bias is 0 (the token-dropping score
+    of workbench.runtime.dynamic), as ``(ctx, sig)``."""
     _check_view(q, "q")
     _check_view(k, "k")
     _check_view(v, "v")
@@ -77,7 +82,10 @@ def attention(q, k, v, mask_bias, num_threads=None):
         raise ValueError("q and v must be contiguous along head_dim (their last axis)")
     cdef int nt = wb_threads(check_threads(num_threads))
     cdef int isa = _cpu.ISA_CODES[_cpu.active_isa()]
+    if significance and R != S:
+        raise ValueError(f"significance needs self-attention (R == S), got R={R}, S={S}")
     ctx = np.empty((B, R, nh, d), np.float32)
+    sig = np.empty((B, nh, S), np.float32) if significance else None
     cdef wb_attn_t a
     a.q = <const float*>cnp.PyArray_DATA(<cnp.ndarray>q)
     a.qb, a.qh, a.qr = _estride(q, 0, "q"), _estride(q, 1, "q"), _estride(q, 2, "q")
@@ -88,9 +96,10 @@ def attention(q, k, v, mask_bias, num_threads=None):
     a.mask = <const float*>cnp.PyArray_DATA(<cnp.ndarray>mask_bias)
     a.ctx = <float*>cnp.PyArray_DATA(<cnp.ndarray>ctx)
     a.B, a.nh, a.R, a.S, a.d = B, nh, R, S, d
+    a.sig = <float*>cnp.PyArray_DATA(<cnp.ndarray>sig) if significance else NULL
     cdef int rc
     with nogil:
         rc = wb_attention(&a, isa, nt)
     if rc != 0:
         raise MemoryError("attention: could not allocate per-thread scratch memory")
-    return ctx
+    return (ctx, sig) if significance else ctx

@@ -24,6 +24,9 @@ typedef struct {
     const float *mask;                        /* [B][S] additive */
     float *ctx;                               /* [B][R][nh][d] */
     int B, nh, R, S, d;
+    float *sig;                               /* NULL, or [B][nh][S] (R == S): each key's
+                                               * probabilities summed over the non-padding
+                                               * queries (mask == 0), for token dropping */
 } wb_attn_t;
 
 static inline __attribute__((always_inline)) void
@@ -37,6 +40,9 @@ wb_attn_pair_body(const wb_attn_t *a, long pair, float *restrict Kt, float *rest
     const float *restrict v = a->v + b * a->vb + h * a->vh;
     const float *restrict q0 = a->q + b * a->qb + h * a->qh;
     float *restrict ctx = a->ctx;
+    /* this pair's own row of sig: one thread per pair, so no two threads add to it */
+    float *restrict sig = a->sig ? a->sig + ((size_t)b * nh + h) * S : NULL;
+    if (sig) for (int j = 0; j < S; j++) sig[j] = 0.0f;
     for (int dd = 0; dd < d; dd++)
         for (int j = 0; j < S; j++) Kt[(size_t)dd * S + j] = k[dd * kd + j * ks];
     /* two query rows at a time, keys / head_dim in blocks of 32: the partial sums stay in
@@ -64,6 +70,10 @@ wb_attn_pair_body(const wb_attn_t *a, long pair, float *restrict Kt, float *rest
         }
         if (vec_softmax) { wb_softmax_row_avx2(p, S, p); if (two) wb_softmax_row_avx2(p1, S, p1); }
         else { wb_softmax_row(p, S, p); if (two) wb_softmax_row(p1, S, p1); }
+        if (sig) {  /* queries in order r, r + 1: the sum NumPy's qmask @ probs also forms */
+            if (mask[r] == 0.0f) for (int j = 0; j < S; j++) sig[j] += p[j];
+            if (two && mask[r + 1] == 0.0f) for (int j = 0; j < S; j++) sig[j] += p1[j];
+        }
         float *restrict ca = ctx + (((size_t)b * R + r) * nh + h) * d;
         float *restrict cb = two ? ctx + (((size_t)b * R + r + 1) * nh + h) * d : NULL;
         int d0 = 0;

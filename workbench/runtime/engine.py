@@ -480,9 +480,13 @@ class Engine:
         """softmax(q k + mask) v for q [B, nh, R, d], k [B, nh, d, S], v [B, nh, S, d] (views);
         returns [B, R, nh, d] (C-contiguous, i.e. [B*R, H] rows). NumPy BLAS with 1 thread each,
         the (batch, head) pairs split over `self.num_threads` Python threads when worth it.
-        `sig` [B, nh, S] (R == S): set to the probabilities summed over the non-padding queries."""
-        if sig is None and K.has_fused_attention():  # all heads in one compiled OpenMP call
-            return K.fused_attention(q, k, v, mask_bias)
+        `sig` [B, nh, S] (R == S): set to the probabilities summed over the non-padding queries
+        (by the fused kernel too: token dropping keeps its compiled attention)."""
+        if K.has_fused_attention():  # all heads in one compiled OpenMP call
+            if sig is None:
+                return K.fused_attention(q, k, v, mask_bias)
+            ctx, sig[...] = K.fused_attention(q, k, v, mask_bias, significance=True)
+            return ctx
         B, nh, R, d = q.shape
         S = k.shape[-1]
         ctx = np.empty((B, R, nh, d), np.float32)

@@ -364,9 +364,11 @@ def has_fused_attention() -> bool:
 
 
 def fused_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.ndarray,
-                    num_threads: int | None = None) -> np.ndarray:
-    """All heads at once: softmax(q k + mask) v -> [B, R, nh, d] (workbench_ext.attention)."""
-    return _ext_attn.attention(q, k, v, np.ascontiguousarray(mask_bias, dtype=np.float32), num_threads=num_threads)
+                    num_threads: int | None = None, significance: bool = False) -> Any:
+    """All heads at once: softmax(q k + mask) v -> [B, R, nh, d] (workbench_ext.attention);
+    significance=True: (ctx, sig [B, nh, S]), sig = the probabilities summed over real queries."""
+    return _ext_attn.attention(q, k, v, np.ascontiguousarray(mask_bias, dtype=np.float32), num_threads=num_threads,
+                               significance=significance)
 
 
 def has_bf16() -> bool:
