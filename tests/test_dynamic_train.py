@@ -227,6 +227,31 @@ def test_length_adaptive_and_early_exit_train_subnetworks_and_exits(tmp_path):
     assert all(all(a >= b >= 0.05 for a, b in zip(cf, cf[1:])) for cf in configs)
 
 
+def test_exit_heads_learn_at_their_own_rate(tmp_path):
+    """At a fine-tuning lr the new exit heads barely move; head_lr_scale gives them their own
+    optimizer groups at lr x scale (the backbone keeps the stage's lr)."""
+    c = ctx(tmp_path)
+    cfg = TrainConfig(epochs=1, batch_size=4, lr=5e-5, warmup=0.0, checkpoint_every=0, group_by_length=False)
+    moved = {}
+    for scale in (1.0, 20.0):
+        model = tiny(layers=3)
+        recipes = [build_recipe("early_exit", {"head_lr_scale": scale}, c, "x"), build_recipe("finetune", {}, c, "x")]
+        for r in recipes:
+            model = r.apply(model)
+        before = model.exit_heads["1"].out.weight.detach().clone()
+        trainer = Trainer(model, tiny_data(), collate, cfg, recipes, seed=0, checkpoint_dir=None)
+        trainer.train()
+        heads = {id(p) for p in model.exit_heads.parameters()}
+        for g in trainer.optimizer.param_groups if scale != 1.0 else []:
+            ids = {id(p) for p in g["params"]}
+            assert ids <= heads or not ids & heads  # a group holds heads only, or no head
+            assert g["initial_lr"] == pytest.approx(5e-5 * (scale if ids & heads else 1.0))
+        moved[scale] = float((model.exit_heads["1"].out.weight - before).abs().max())
+    assert moved[20.0] > 5 * moved[1.0]
+    with pytest.raises(ConfigError, match="head_lr_scale"):
+        build_recipe("early_exit", {"head_lr_scale": 0}, c, "x")
+
+
 def test_dynamic_training_recipes_need_a_full_model_loss_and_valid_exits(tmp_path):
     check = StageCheck(stage="s", earlier=[], recipes=["length_adaptive"], trains=True, where="stage 's'")
     with pytest.raises(ConfigError, match="finetune or distill_logits"):

@@ -75,13 +75,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def _param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
+                  lr_scales: dict[str, float] | None = None) -> list[dict[str, Any]]:
     # Frozen parameters are included: AdamW skips a parameter without a gradient, so a recipe can
     # freeze a part at the start of a stage and unfreeze it later (it then trains normally).
-    decay, no_decay = [], []
+    # lr_scales: parameters whose name starts with a prefix get lr * scale (their own groups).
+    scales = dict(lr_scales or {})
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        scale = next((v for k, v in scales.items() if name.startswith(k)), 1.0)
+        no_decay = p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
+        groups.setdefault((scale, no_decay), []).append(p)
+    out = []
+    for (scale, no_decay), params in sorted(groups.items(), key=lambda kv: (kv[0][0] != 1.0, kv[0])):
+        g: dict[str, Any] = {"params": params, "weight_decay": 0.0 if no_decay else weight_decay}
+        if scale != 1.0 and lr is not None:
+            g["lr"] = lr * scale
+        out.append(g)
+    return out or [{"params": [], "weight_decay": weight_decay}]
 
 
 def _adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.AdamW:
@@ -210,11 +221,12 @@ class Trainer:
         seed_everything(self.seed)
         for r in self.recipes:
             r.setup(model)
-        groups = _param_groups(model, cfg.weight_decay)
+        scales = {k: v for r in self.recipes for k, v in r.lr_scales().items()}
+        groups = _param_groups(model, cfg.weight_decay, cfg.lr, scales)
         for r, owned in self._owned():
             groups += _param_groups(owned, cfg.weight_decay)
         groups = [g for g in groups if g["params"]]
-        optimizer = _adamw(groups, cfg.lr)
+        optimizer = self.optimizer = _adamw(groups, cfg.lr)  # kept for inspection (tests, callbacks)
         params = [p for g in groups for p in g["params"]]
         warm = int(cfg.warmup * self.total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (

@@ -117,6 +117,12 @@ class Recipe:
         self.ctx = ctx
         self.owned: nn.Module | None = None
 
+    def lr_scales(self) -> dict[str, float]:
+        """Model parameter-name prefix -> multiplier of the stage's learning rate, for parameters
+        this recipe adds to the model and that start from scratch (e.g. exit heads: a new head
+        learns nothing in one epoch at a fine-tuning rate). Read when the optimizer is built."""
+        return {}
+
     @property
     def where(self) -> str:
         return f"stage '{self.ctx.stage}' recipe '{self.name}'"

@@ -48,6 +48,10 @@ class EarlyExitConfig:
     teacher: str | None = None
     """An earlier stage or model the exits also distil from (term `exit_teacher_kd`)."""
     teacher_weight: float = 1.0
+    head_lr_scale: float = 20.0
+    """The exit heads (new, randomly initialised) learn at this multiple of the stage's lr: at a
+    fine-tuning rate (5e-5) they barely move in one epoch and never become confident enough to
+    exit an example."""
     criterion: str = "entropy"
     threshold: float | None = None
     """Saved with the model: exit when the criterion passes it (None: no early exit)."""
@@ -61,6 +65,8 @@ class EarlyExitConfig:
             fail(where, "threshold", f"must be in [0, 1] (normalized entropy or probability), got {self.threshold}")
         if self.temperature <= 0:
             fail(where, "temperature", f"must be > 0, got {self.temperature}")
+        if self.head_lr_scale <= 0:
+            fail(where, "head_lr_scale", f"must be > 0, got {self.head_lr_scale}")
         if self.exit_layers is not None and (not self.exit_layers or len(set(self.exit_layers)) != len(self.exit_layers)):
             fail(where, "exit_layers", f"must list distinct layers, got {self.exit_layers}")
 
@@ -103,6 +109,9 @@ class EarlyExit(Recipe):
 
     def needs(self) -> set[str]:
         return {"hidden_states"}
+
+    def lr_scales(self) -> dict[str, float]:
+        return {"exit_heads.": self.config.head_lr_scale}
 
     def on_train_begin(self, state: TrainState) -> None:
         self.teacher = self.ctx.teachers.get(self.config.teacher, set(), self.where) if self.config.teacher else None
