@@ -48,10 +48,10 @@ class EarlyExitConfig:
     teacher: str | None = None
     """An earlier stage or model the exits also distil from (term `exit_teacher_kd`)."""
     teacher_weight: float = 1.0
-    head_lr_scale: float = 20.0
-    """The exit heads (new, randomly initialised) learn at this multiple of the stage's lr: at a
-    fine-tuning rate (5e-5) they barely move in one epoch and never become confident enough to
-    exit an example."""
+    head_lr_scale: float = 1.0
+    """The exit heads (new, randomly initialised) learn at this multiple of the stage's lr (their
+    own optimizer groups). Note: on MiniLM the heads read [CLS], which carries little in the early
+    layers of this mean-pooling model; a larger rate alone does not make them useful (see #10)."""
     criterion: str = "entropy"
     threshold: float | None = None
     """Saved with the model: exit when the criterion passes it (None: no early exit)."""
