@@ -121,3 +121,12 @@ def test_bad_choice_settings_fail(tiny_bert):
     with pytest.raises(ConfigError, match="'choice_shape'"):
         parse_config(WorkbenchRuntimeConfig, {"choice_shape": [1]}, where)
     assert parse_config(WorkbenchRuntimeConfig, {}, where).kernel_choice == "measure"
+
+
+@pytest.mark.parametrize("sparse_time,want", [(0.95, "int8_dense"), (0.85, "int8_sparse")])
+def test_sparse_must_win_by_the_margin(pruned, monkeypatch, sparse_time, want):
+    """Timing noise is 10-20 %: a sparse kernel only a little faster in the setup timing stays dense."""
+    monkeypatch.setattr(C, "time_kernel", lambda name, kind, fn, x: sparse_time if kind == "int8_sparse" else 1.0)
+    engine = compile_model(pruned, kernel_choice="measure")
+    timed = [lm for lm in engine.meta["linears"].values() if lm["choice"].get("ms")]
+    assert timed and all(lm["kind"] == want for lm in timed)
