@@ -117,14 +117,15 @@ def test_selection_keeps_cls_and_the_most_significant_tokens_in_order_ties_to_lo
 
 
 # ------------------------------------------------------------------ early exits
-def _exit_model():
+def _exit_model(pooling: str = "cls"):
     model = tiny()
-    record_edit(model, "exit_heads", layers=[0, 1, 2])
+    record_edit(model, "exit_heads", layers=[0, 1, 2], pooling=pooling)
     return model
 
 
-def test_an_example_that_exits_at_layer_k_runs_no_layer_above_k():
-    model = _exit_model()
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_an_example_that_exits_at_layer_k_runs_no_layer_above_k(pooling):
+    model = _exit_model(pooling)
     ids, mask = batch()
     spec = DynamicSpec(exit_layers=[0, 1, 2], exit_at=1)
     seen = _rows_per_layer(model, lambda: dynamic_forward(model, ids, mask, spec))
@@ -132,12 +133,12 @@ def test_an_example_that_exits_at_layer_k_runs_no_layer_above_k():
     with torch.no_grad():
         out, trace = dynamic_forward(model, ids, mask, spec, return_trace=True)
         full = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-        assert torch.allclose(out, model.exit_heads["1"](full.hidden_states[2][:, 0]), atol=1e-5)
+        assert torch.allclose(out, model.exit_heads["1"](full.hidden_states[2], mask), atol=1e-5)
     assert trace.exit_layer.tolist() == [1] * 4 and trace.tokens[:, 2:].sum() == 0
 
     # per example, by threshold: the examples whose exit-0 entropy passes leave after layer 0
     with torch.no_grad():
-        p = torch.softmax(model.exit_heads["0"](full.hidden_states[1][:, 0]), -1)
+        p = torch.softmax(model.exit_heads["0"](full.hidden_states[1], mask), -1)
     ent = -(p * p.log()).sum(-1) / np.log(2)
     th = float(ent.sort().values[1:3].mean())  # two examples pass, two do not
     spec = DynamicSpec(exit_layers=[0, 1, 2], exit_threshold=th)
@@ -225,6 +226,29 @@ def test_length_adaptive_and_early_exit_train_subnetworks_and_exits(tmp_path):
     assert configs == la.configs(7) and len(configs) == 3
     assert configs[0] == pytest.approx([0.8, 0.64, 0.512])
     assert all(all(a >= b >= 0.05 for a, b in zip(cf, cf[1:])) for cf in configs)
+
+
+def test_mean_pooled_exits_read_the_kept_tokens_and_are_the_recipe_default(tmp_path):
+    """The default exit head reads the masked mean of its layer's tokens: padding (and, in
+    `dynamic_forward`, dropped tokens) never count; a "cls" head reads position 0 only; the
+    pooling is saved with the edit."""
+    c = ctx(tmp_path)
+    model = build_recipe("early_exit", {}, c, "x").apply(tiny(layers=3))
+    head = model.exit_heads["0"].eval()
+    assert head.pooling == "mean"
+    h = torch.randn(2, 5, head.dense.in_features)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    changed = h.clone()
+    changed[0, 3:] += 100.0  # padding of example 0
+    with torch.no_grad():
+        assert torch.allclose(head(h, mask), head(changed, mask), atol=1e-6)
+        assert torch.allclose(head(h, mask)[0], head(h[:1, :3])[0], atol=1e-6)  # == mean of the 3 real
+        head.pooling = "cls"
+        changed = h.clone()
+        changed[:, 1:] += 100.0
+        assert torch.allclose(head(h, mask), head(changed, mask), atol=1e-6)
+    with pytest.raises(ConfigError, match="pooling"):
+        build_recipe("early_exit", {"pooling": "max"}, c, "x")
 
 
 def test_exit_heads_learn_at_their_own_rate(tmp_path):

@@ -39,11 +39,12 @@ def _one_thread():
 
 
 @pytest.fixture
-def model(tiny_bert):
+def model(tiny_bert, request):
     """tiny_bert with std-0.2 weights (peaked attention: no near-ties in significance), exit
-    heads after layers 0-2 and a dynamic spec, recorded as the training side saves them."""
+    heads after layers 0-2 (pooling "cls", or the test's indirect parameter) and a dynamic spec,
+    recorded as the training side saves them."""
     g = torch.Generator().manual_seed(0)
-    record_edit(tiny_bert, "exit_heads", layers=EXITS)
+    record_edit(tiny_bert, "exit_heads", layers=EXITS, pooling=getattr(request, "param", "cls"))
     tiny_bert.eval()
     with torch.no_grad():
         for mod in tiny_bert.modules():
@@ -170,13 +171,17 @@ def test_length_config_processes_exactly_k_tokens_per_layer(model):
     assert [calls[f"layers.{i}.qkv"] for i in range(L)] == [[r] for r in rows] and engine.last_trace.rows == rows
 
 
+@pytest.mark.parametrize("model", ["cls", "mean"], indirect=True)
 def test_exit_at_k_runs_no_layer_above_k(model):
     engine = compile_model(model, quantize=True)
+    assert engine.meta["exit_pooling"] == {str(i): model.exit_heads["0"].pooling for i in EXITS}
     ids, mask = _inputs()
     calls = _count_linears(engine)
     out = engine(ids, mask, exit_at=1)
     assert not any(name.startswith(("layers.2.", "layers.3.", "head.", "exit.0", "exit.2")) for name in calls)
-    assert calls["layers.1.qkv"] == [engine.last_trace.rows[1]] and calls["layers.1.ffn1"] == [len(ids)]  # [CLS] only
+    # a [CLS] exit runs its layer's FFN for the [CLS] rows only; a mean-pooled one for every row
+    ffn_rows = len(ids) if model.exit_heads["1"].pooling == "cls" else engine.last_trace.rows[1]
+    assert calls["layers.1.qkv"] == [engine.last_trace.rows[1]] and calls["layers.1.ffn1"] == [ffn_rows]
     assert calls["exit.1.pre"] == [len(ids)]
     assert engine.last_trace.exit_layer.tolist() == [1] * len(ids)
     assert not engine.last_trace.tokens[:, 2:].any()
@@ -185,6 +190,7 @@ def test_exit_at_k_runs_no_layer_above_k(model):
     assert np.abs(out - ref.numpy()).max() <= 0.05 * np.abs(ref.numpy()).max()
 
 
+@pytest.mark.parametrize("model", ["cls", "mean"], indirect=True)
 def test_threshold_exits_per_example_and_batch_matches_batch_1(model):
     """Confidence exits on the fp32 engine: the same exit layers as torch, exited examples leave
     the batch (no row of theirs in any later GEMM), and each example's result is the one it gets
@@ -214,6 +220,7 @@ def test_threshold_exits_per_example_and_batch_matches_batch_1(model):
         np.testing.assert_allclose(one[0], out[b], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("model", ["mean"], indirect=True)
 def test_saved_engine_keeps_spec_and_exit_heads(model, tmp_path):
     engine = compile_model(model, quantize=True)
     assert engine.meta["dynamic"]["length_ratios"] == RATIOS
@@ -223,6 +230,8 @@ def test_saved_engine_keeps_spec_and_exit_heads(model, tmp_path):
     np.testing.assert_array_equal(loaded(ids, mask, exit_at=2), engine(ids, mask, exit_at=2))
     np.testing.assert_array_equal(loaded.last_trace.tokens, engine.last_trace.tokens)
     assert loaded.meta["dynamic"] == engine.meta["dynamic"]
+    assert loaded.meta["exit_pooling"] == {str(i): "mean" for i in EXITS}
+    np.testing.assert_array_equal(loaded(ids, mask, exit_at=0), engine(ids, mask, exit_at=0))
 
 
 def test_runtime_recipe_and_module_apply_the_spec(model):

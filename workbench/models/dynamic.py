@@ -15,7 +15,8 @@ with the model through the structural edits of `workbench.models.edits` (`exit_h
   kept; the other k_i - 1 are the most significant of the rest, ties broken by lower position;
   kept tokens stay in their original order.
 * Exits: after a layer listed in `exit_layers` (and only after the layers that ran), the exit
-  head reads the [CLS] state. `exit_at` = always leave after that layer; otherwise with
+  head reads the layer's output pooled as it was trained (`ExitHead.pooling`: the masked mean
+  of the kept tokens, or the [CLS] state). `exit_at` = always leave after that layer; otherwise with
   `exit_threshold` set, an example leaves when the criterion passes: "entropy" = normalized
   entropy of the softmax <= threshold, "confidence" = max probability >= threshold. The model's
   own classifier is the exit after the last layer. An example that left runs no further layer
@@ -100,18 +101,37 @@ class DynamicSpec:
         return no_drop and self.exit_threshold is None and self.exit_at is None
 
 
-class ExitHead(nn.Module):
-    """An intermediate classifier on the [CLS] state: Linear(H, H) -> tanh -> Linear(H, labels)
-    (BERT's pooler + classifier shape). Dropout before the output layer while training."""
+EXIT_POOLING = ("mean", "cls")
 
-    def __init__(self, hidden: int, num_labels: int, dropout: float = 0.1) -> None:
+
+class ExitHead(nn.Module):
+    """An intermediate classifier: pool the layer's tokens, then Linear(H, H) -> tanh ->
+    Linear(H, labels) (BERT's pooler + classifier shape); dropout before the output layer while
+    training. `pooling` "mean": the masked mean of the tokens the layer kept (sentence models such
+    as MiniLM carry the sentence in the mean, not in an early layer's [CLS]); "cls": the [CLS] state."""
+
+    def __init__(self, hidden: int, num_labels: int, dropout: float = 0.1, pooling: str = "cls") -> None:
         super().__init__()
+        if pooling not in EXIT_POOLING:
+            raise ConfigError(f"exit head: pooling must be one of {EXIT_POOLING}, got {pooling!r}")
+        self.pooling = pooling
         self.dense = nn.Linear(hidden, hidden)
         self.out = nn.Linear(hidden, num_labels)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, cls: torch.Tensor) -> torch.Tensor:
-        return self.out(self.dropout(torch.tanh(self.dense(cls))))
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, labels] from a layer's output [B, S, H] and its token mask [B, S]."""
+        return self.out(self.dropout(torch.tanh(self.dense(pool(hidden, mask, self.pooling)))))
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
+    """[B, H]: the [CLS] row ("cls") or the mean of the rows `mask` marks ("mean")."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    if mask is None:
+        return hidden.mean(1)
+    m = mask.to(hidden.dtype)[:, :, None]
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
 def keep_count(ratio: float, n: int, current: int) -> int:
@@ -269,7 +289,7 @@ def dynamic_forward(model: nn.Module, input_ids: torch.Tensor, attention_mask: t
             parts.append((active, classify(model, h[:, 0])))
             break
         if use_exits and i in spec.exit_layers:
-            logits = heads[str(i)](h[:, 0])
+            logits = heads[str(i)](h, mask)
             done = torch.ones(len(active), dtype=torch.bool, device=h.device) if spec.exit_at == i else \
                 _leaves(logits, spec) if spec.exit_threshold is not None else \
                 torch.zeros(len(active), dtype=torch.bool, device=h.device)

@@ -186,9 +186,11 @@ def keep_heads(model: nn.Module, layer: int, keep: list[int]) -> None:
 
 
 @register_edit("exit_heads")
-def add_exit_heads(model: nn.Module, layers: list[int]) -> None:
-    """Give the model an intermediate classifier (`ExitHead`) after each encoder layer in `layers`,
-    in `model.exit_heads` (keyed by `str(layer)`); heads already there are kept."""
+def add_exit_heads(model: nn.Module, layers: list[int], pooling: str = "cls") -> None:
+    """Give the model an intermediate classifier (`ExitHead`, reading the layer's tokens as
+    `pooling` says) after each encoder layer in `layers`, in `model.exit_heads` (keyed by
+    `str(layer)`); heads already there are kept. `pooling` defaults to "cls", what a record
+    written before the option existed meant."""
     from workbench.models.arch import architecture
     from workbench.models.dynamic import ExitHead
 
@@ -199,7 +201,7 @@ def add_exit_heads(model: nn.Module, layers: list[int]) -> None:
     p = float(getattr(model.config, "hidden_dropout_prob", getattr(model.config, "dropout", 0.1)) or 0.0)
     for layer in layers:
         if str(int(layer)) not in heads:
-            heads[str(int(layer))] = ExitHead(arch.hidden_size, int(model.config.num_labels), p)
+            heads[str(int(layer))] = ExitHead(arch.hidden_size, int(model.config.num_labels), p, pooling)
     model.exit_heads = heads.train(model.training)  # a new module starts in training mode
 
 

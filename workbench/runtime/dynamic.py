@@ -12,9 +12,11 @@ so that the skipped work is really skipped:
   fewer rows and its attention fewer keys. A layer whose attention was removed (0 heads) gives
   every token significance 0: the first tokens are kept, as in the reference.
 * exits: after a layer in `exit_layers`, the exit head (`exit.<i>.pre/cls`, compiled like the
-  classifier) reads the [CLS] rows; an example leaves when the criterion passes, or always at
-  `exit_at`. The layer an example leaves at runs for its [CLS] row only when it is a fixed exit
-  (`exit_at`) or the last layer ("CLS-only last layer"), as the static engine does.
+  classifier) reads the layer's output pooled as the head was trained (`meta["exit_pooling"]`:
+  "mean", the masked mean of the tokens the layer kept, or "cls", the [CLS] row); an example
+  leaves when the criterion passes, or always at `exit_at`. The last layer runs for its [CLS]
+  row only ("CLS-only last layer"), as the static engine does, and so does a fixed exit
+  (`exit_at`) whose head reads [CLS]; a mean-pooled fixed exit runs its layer on every row.
 * batches: an example that left is removed from the batch (per-example exits at any batch
   size; the batch stops when every example left). Token counts differ per example, so a batch
   of B examples runs each layer on [B, K] rows with K = the largest kept count and the rows
@@ -85,6 +87,24 @@ def read_dynamic(model: Any, raw: dict[str, tuple]) -> dict[str, Any] | None:
     if spec is None:
         spec = DynamicSpec(exit_layers=sorted(int(k) for k in heads))
     return spec.to_dict()
+
+
+def exit_pooling(model: Any) -> dict[str, str]:
+    """{layer: pooling} of the model's exit heads (for the engine's meta)."""
+    heads = getattr(model, "exit_heads", None) or {}
+    return {str(int(k)): str(getattr(head, "pooling", "cls")) for k, head in heads.items()}
+
+
+def pooled(engine: "Engine", layer: int, h: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """[B, H] what exit `layer`'s head reads from the layer output h [B * S, H] with mask m
+    [B, S]: the [CLS] rows, or the mean of the kept tokens (`models.dynamic.pool`)."""
+    B, S = m.shape
+    x = h.reshape(B, S, -1)
+    if engine.meta.get("exit_pooling", {}).get(str(layer), "cls") == "cls":
+        return np.ascontiguousarray(x[:, 0])
+    w = m.astype(np.float32)
+    return np.ascontiguousarray(np.einsum("bsh,bs->bh", x, w) / np.maximum(w.sum(1), 1.0)[:, None],
+                                dtype=np.float32)
 
 
 def resolve(engine: "Engine", overrides: dict[str, Any]) -> "DynamicSpec | None":
@@ -179,9 +199,15 @@ def forward(engine: "Engine", ids: np.ndarray, mask: np.ndarray, tt: np.ndarray 
         trace.rows.append(Bc * Sc)
         trace.positions.append(np.full((B, Sc), -1, np.int64))
         trace.positions[-1][alive] = np.where(m, pos, -1)
-        if i == last:  # only the [CLS] rows feed the classifier / the fixed exit's head
+        if i == last and (i == L - 1 or engine.meta.get("exit_pooling", {}).get(str(i), "cls") == "cls"):
+            # only the [CLS] rows feed the classifier / a [CLS] exit head
             cls = engine._layer(i, h, Bc, Sc, attention_bias(m), cls_only=True)
             out[alive] = engine._head(cls, "head" if i == L - 1 else f"exit.{i}")
+            trace.exit_layer[alive] = i
+            break
+        if i == last:  # a fixed exit reading the mean of its layer's tokens
+            h = engine._layer(i, h, Bc, Sc, attention_bias(m))
+            out[alive] = engine._head(pooled(engine, i, h, m), f"exit.{i}")
             trace.exit_layer[alive] = i
             break
         k = None
@@ -192,7 +218,7 @@ def forward(engine: "Engine", ids: np.ndarray, mask: np.ndarray, tt: np.ndarray 
         sig = np.empty((Bc, nh, Sc), np.float32) if k is not None and nh else None
         h = engine._layer(i, h, Bc, Sc, attention_bias(m), sig=sig)
         if use_exits and i in spec.exit_layers and spec.exit_threshold is not None:
-            logits = engine._head(np.ascontiguousarray(h.reshape(Bc, Sc, H)[:, 0]), f"exit.{i}")
+            logits = engine._head(pooled(engine, i, h, m), f"exit.{i}")
             done = exits(logits, spec)
             if done.any():
                 out[alive[done]] = logits[done]

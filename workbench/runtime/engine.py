@@ -219,9 +219,11 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
         raise ValueError(f"dtype must be 'int8', 'fp32' or 'bf16', got {dtype!r}")
     quantize = dtype == "int8"
     meta, tensors, raw = _read(hf_model)
-    from workbench.runtime.dynamic import read_dynamic
+    from workbench.runtime.dynamic import exit_pooling, read_dynamic
 
     dynamic = read_dynamic(hf_model, raw)  # model.dynamic + exit heads (adds exit.<i>.pre/cls)
+    if dynamic:
+        meta["exit_pooling"] = exit_pooling(hf_model)
     H, nh = meta["hidden_size"], meta["num_heads"]
     if H % nh:
         raise UnsupportedModelError(f"hidden size {H} is not divisible by {nh} heads")
