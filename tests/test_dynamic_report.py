@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from workbench.dynamic.report import BUDGETS, EXIT_THRESHOLDS, claims, operating_points, summarize
+from workbench.dynamic.measure import BUDGETS, EXIT_THRESHOLDS, operating_points
+from workbench.dynamic.report import claims, summarize
 
 
 def _row(ratios, acc, frac):
