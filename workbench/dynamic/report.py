@@ -83,14 +83,19 @@ def claims(summary: list[dict[str, Any]]) -> list[str]:
     full = next((r for r in lat if r["point"] == "full length"), None)
     if ok:
         best = max(ok, key=lambda r: r["speedup"])
-        length_gain = best["mean_samples_per_s"] / full["mean_samples_per_s"] if full else float("nan")
+        dynamic_gain = best["mean_samples_per_s"] / full["mean_samples_per_s"] if full else float("nan")
+        # Dynamic-TinyBERT's claim is about dropping tokens alone: its best length point, same rule
+        by_length = max((r for r in ok if r["kind"] == "length"), key=lambda r: r["speedup"], default=None)
+        length_gain = by_length["mean_samples_per_s"] / full["mean_samples_per_s"] if by_length and full else float("nan")
         test_gap = teacher["mean_accuracy"] - best["mean_accuracy"]
         lines.append(f"- Chosen on {chosen_by} (the fastest point within 1 point of the teacher there), the trained "
                      f"model's operating point is **{best['point']}** on our int8 runtime: test "
                      f"{100 * best['mean_accuracy']:.2f} ± {100 * best['std_accuracy']:.2f}% vs the teacher's "
                      f"{100 * teacher['mean_accuracy']:.2f}% ({'within' if test_gap <= 0.01 else 'more than'} 1 point "
                      f"on test) at **{best['speedup']:.2f}x** the teacher's torch-fp32 speed (of which "
-                     f"{length_gain:.2f}x from the dynamic operating point over the same model at full length).")
+                     f"{dynamic_gain:.2f}x from the dynamic operating point over the same model at full length; by "
+                     f"dropping tokens alone the best such point is "
+                     f"{by_length['point'] if by_length else 'none'}, {length_gain:.2f}x).")
         for name, claim in CLAIMS:
             value = length_gain if "length only" in name else best["speedup"]
             lines.append(f"- {name} claims up to {claim}x within 1% loss: here **{value:.2f}x** "
