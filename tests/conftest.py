@@ -55,3 +55,11 @@ def write_tiny_task(root: Path, repeats: int = 30, vocab: list[str] | None = Non
     BertForSequenceClassification(BertConfig(**config)).save_pretrained(folder)
     BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
     return csv_path, folder
+
+
+def tiny_spec(csv_path: Path, folder: Path, stages: list[dict], name: str = "s") -> dict:
+    """A pipeline spec (dict, for `PipelineSpec.from_dict` or a YAML file) on the task and model
+    of `write_tiny_task`: seed 0, one timing iteration at batch 1 and 16 tokens, `stages` as given."""
+    return {"name": name, "model": str(folder), "seed": 0,
+            "task": {"name": str(csv_path), "text_column": "review", "label_column": "sentiment"},
+            "eval": {"speed_batches": [1], "speed_iters": 1, "seq_len": 16}, "stages": stages}

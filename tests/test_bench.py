@@ -9,7 +9,7 @@ import csv
 
 import pytest
 
-from conftest import write_tiny_task
+from conftest import tiny_spec, write_tiny_task
 from workbench.bench import cli
 from workbench.bench.report import COLUMNS
 
@@ -77,16 +77,12 @@ def finished_run(tmp_path_factory):
     old_cache = os.environ.get("WORKBENCH_CACHE")
     os.environ["WORKBENCH_CACHE"] = str(tmp / "cache")
     csv_path, folder = write_tiny_task(tmp, repeats=30)
-    spec = PipelineSpec.from_dict({
-        "name": "seed-0", "model": str(folder), "seed": 0,  # its folder: multi/seed-0
-        "task": {"name": str(csv_path), "text_column": "review", "label_column": "sentiment"},
-        "eval": {"speed_batches": [1], "speed_iters": 1, "seq_len": 16},
-        "stages": [
-            {"name": "teacher", "recipes": ["finetune"], "train": {"epochs": 1, "batch_size": 16, "lr": 1e-3}},
-            {"name": "magnitude-50", "from": "teacher",
-             "recipes": [{"structured_prune": {"heads": 0.5, "neurons": 0.6, "max_heads_removed": 3}}]},
-            {"name": "int8", "recipes": ["dynamic_int8"]},  # not saved: never benched
-        ]})
+    spec = PipelineSpec.from_dict(tiny_spec(csv_path, folder, [
+        {"name": "teacher", "recipes": ["finetune"], "train": {"epochs": 1, "batch_size": 16, "lr": 1e-3}},
+        {"name": "magnitude-50", "from": "teacher",
+         "recipes": [{"structured_prune": {"heads": 0.5, "neurons": 0.6, "max_heads_removed": 3}}]},
+        {"name": "int8", "recipes": ["dynamic_int8"]},  # not saved: never benched
+    ], name="seed-0"))
     try:
         PipelineRun(spec, quick=True, results_root=tmp / "multi").run()
     finally:

@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from conftest import write_tiny_task
+from conftest import tiny_spec, write_tiny_task
 from test_structural import context, inputs, logits, tiny, train_data, word_tokenizer  # noqa: F401
 from workbench.config import ConfigError, parse_config
 from workbench.models.arch import architecture
@@ -250,15 +250,11 @@ def test_pipeline_finetune_then_gradient_free_prune(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
     csv_path, folder = write_tiny_task(tmp_path, repeats=20)
     recipe_yaml = tmp_path / "gf.yaml"
-    recipe_yaml.write_text(yaml.safe_dump({
-        "name": "gf", "model": str(folder), "seed": 0,
-        "task": {"name": str(csv_path), "text_column": "review", "label_column": "sentiment"},
-        "eval": {"speed_batches": [1], "speed_iters": 1, "seq_len": 16},
-        "stages": [
-            {"name": "teacher", "recipes": ["finetune"], "train": {"epochs": 1, "batch_size": 16, "lr": 1e-3}},
-            {"name": "pruned", "recipes": [{"gradient_free_prune": {"flops": 0.4, "num_examples": 32,
-                                                                    "batch_size": 16}}]},
-        ]}))
+    recipe_yaml.write_text(yaml.safe_dump(tiny_spec(csv_path, folder, [
+        {"name": "teacher", "recipes": ["finetune"], "train": {"epochs": 1, "batch_size": 16, "lr": 1e-3}},
+        {"name": "pruned", "recipes": [{"gradient_free_prune": {"flops": 0.4, "num_examples": 32,
+                                                                "batch_size": 16}}]},
+    ], name="gf")))
     spec = PipelineSpec.from_yaml(str(recipe_yaml))
     first = {m["stage"]: m for m in PipelineRun(spec, results_root=tmp_path / "r").run()}
     assert first["pruned"]["params"] < first["teacher"]["params"]

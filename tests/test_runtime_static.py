@@ -11,7 +11,7 @@ import torch
 cpu = pytest.importorskip("workbench_ext.cpu", reason="workbench_ext not built")
 from workbench_ext import int8, ops  # noqa: E402
 
-from conftest import write_tiny_task  # noqa: E402
+from conftest import tiny_spec, write_tiny_task  # noqa: E402
 
 from workbench.quantize.observers import make_observer, quantize_affine  # noqa: E402
 from workbench.recipes.quantize.static import Int8Linear  # noqa: E402
@@ -200,14 +200,10 @@ def test_pipeline_static_int8_then_workbench_runtime(tmp_path, monkeypatch):
 
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
     csv_path, folder = write_tiny_task(tmp_path, repeats=10)
-    spec = PipelineSpec.from_dict({
-        "name": "s", "model": str(folder), "seed": 0,
-        "task": {"name": str(csv_path), "text_column": "review", "label_column": "sentiment"},
-        "eval": {"speed_batches": [1], "speed_iters": 1, "seq_len": 16},
-        "stages": [
-            {"name": "int8", "recipes": [{"static_int8": {"num_examples": 16}}]},
-            {"name": "rt", "recipes": [{"workbench_runtime": {"kernel_choice": "dense"}}]},
-        ]})
+    spec = PipelineSpec.from_dict(tiny_spec(csv_path, folder, [
+        {"name": "int8", "recipes": [{"static_int8": {"num_examples": 16}}]},
+        {"name": "rt", "recipes": [{"workbench_runtime": {"kernel_choice": "dense"}}]},
+    ]))
     run = PipelineRun(spec, results_root=tmp_path / "r")
     metrics = {m["stage"]: m for m in run.run()}
     module = run.models["rt"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TINY_TASK_VOCAB, write_tiny_task
+from conftest import TINY_TASK_VOCAB, tiny_spec, write_tiny_task
 from workbench.config import ConfigError, parse_config
 from workbench.quantize.observers import (MinMaxObserver, MSEObserver, PercentileObserver, affine_qparams,
                                           fake_quantize_affine, quantize_weight, weight_scales)
@@ -150,14 +150,10 @@ def test_pipeline_finetune_then_static_int8(tmp_path, monkeypatch):
 
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
     csv_path, folder = write_tiny_task(tmp_path, repeats=20)
-    spec = PipelineSpec.from_dict({
-        "name": "s", "model": str(folder), "seed": 0,
-        "task": {"name": str(csv_path), "text_column": "review", "label_column": "sentiment"},
-        "eval": {"speed_batches": [1], "speed_iters": 1, "seq_len": 16},
-        "stages": [
-            {"name": "teacher", "recipes": ["finetune"], "train": {"epochs": 1, "batch_size": 16, "lr": 1e-3}},
-            {"name": "int8", "recipes": ["smoothquant", {"static_int8": {"num_examples": 32}}]},
-        ]})
+    spec = PipelineSpec.from_dict(tiny_spec(csv_path, folder, [
+        {"name": "teacher", "recipes": ["finetune"], "train": {"epochs": 1, "batch_size": 16, "lr": 1e-3}},
+        {"name": "int8", "recipes": ["smoothquant", {"static_int8": {"num_examples": 32}}]},
+    ]))
     run = PipelineRun(spec, results_root=tmp_path / "r")
     metrics = {m["stage"]: m for m in run.run()}
     assert abs(metrics["int8"]["accuracy"] - metrics["teacher"]["accuracy"]) <= 0.1

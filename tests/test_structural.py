@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_tiny_task
+from conftest import tiny_spec, write_tiny_task
 from workbench.config import ConfigError, parse_config
 from workbench.models.arch import architecture
 from workbench.prune.flops import encoder_macs, head_macs, masked_macs, neuron_macs
@@ -465,20 +465,16 @@ def test_pipeline_stages_prune_shrink_save_and_reload(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
     csv_path, folder = write_tiny_task(tmp_path, repeats=30)
     train = {"epochs": 1, "batch_size": 16, "lr": 1e-3}
-    spec = PipelineSpec.from_dict({
-        "name": "s", "model": str(folder), "seed": 0,
-        "task": {"name": str(csv_path), "text_column": "review", "label_column": "sentiment"},
-        "eval": {"speed_batches": [1], "speed_iters": 1, "seq_len": 16},
-        "stages": [
-            {"name": "teacher", "recipes": ["finetune"], "train": train},
-            {"name": "kwon", "from": "teacher",
-             "recipes": [{"retraining_free_prune": {"flops": 0.4, "num_examples": 64, "batch_size": 16}}]},
-            {"name": "gradual", "from": "teacher", "train": train,
-             "recipes": [{"structured_prune": {"flops": 0.4, "criterion": "fisher", "schedule": "gradual",
-                                               "frequency": 1, "num_examples": 32}}, "finetune"]},
-            {"name": "magnitude", "from": "teacher",
-             "recipes": [{"structured_prune": {"heads": 0.5, "neurons": 0.5, "max_heads_removed": 3}}]},
-        ]})
+    spec = PipelineSpec.from_dict(tiny_spec(csv_path, folder, [
+        {"name": "teacher", "recipes": ["finetune"], "train": train},
+        {"name": "kwon", "from": "teacher",
+         "recipes": [{"retraining_free_prune": {"flops": 0.4, "num_examples": 64, "batch_size": 16}}]},
+        {"name": "gradual", "from": "teacher", "train": train,
+         "recipes": [{"structured_prune": {"flops": 0.4, "criterion": "fisher", "schedule": "gradual",
+                                           "frequency": 1, "num_examples": 32}}, "finetune"]},
+        {"name": "magnitude", "from": "teacher",
+         "recipes": [{"structured_prune": {"heads": 0.5, "neurons": 0.5, "max_heads_removed": 3}}]},
+    ]))
     first = {m["stage"]: m for m in PipelineRun(spec, results_root=tmp_path / "r").run()}
     assert first["kwon"]["params"] < first["teacher"]["params"]
     assert first["gradual"]["params"] < first["teacher"]["params"]

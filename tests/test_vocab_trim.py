@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import write_tiny_task
+from conftest import tiny_spec, write_tiny_task
 from workbench.config import ConfigError, parse_config
 from workbench.data.tokenize import tokenizer_key
 from workbench.models.vocab import check_token_ids, count_tokens, plan_keep, trim_embeddings, trim_tokenizer
@@ -181,10 +181,7 @@ def local_task(tmp_path, monkeypatch):
     def spec(stages):
         from workbench.pipeline import PipelineSpec
 
-        return PipelineSpec.from_dict({
-            "name": "v", "model": str(folder), "seed": 0,
-            "task": {"name": str(csv_path), "text_column": "review", "label_column": "sentiment"},
-            "eval": {"speed_batches": [1], "speed_iters": 1, "seq_len": 16}, "stages": stages})
+        return PipelineSpec.from_dict(tiny_spec(csv_path, folder, stages, name="v"))
 
     return spec, len(vocab)
 

@@ -35,3 +35,17 @@ cdef inline int check_threads(object num_threads) except -1:
     if n < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
     return n
+
+
+cdef inline tuple check_weight(object w, str name, object dtype, object bias):
+    """Check a layer's weight `w` [N, K] (N, K >= 1, `dtype`) and its optional float32 `bias`
+    [N]; return (N, K). Errors name the argument."""
+    check_array(w, name, dtype, 2)
+    N, K = w.shape
+    if N < 1 or K < 1:
+        raise ValueError(f"{name} must have N >= 1 and K >= 1, got shape {tuple(w.shape)}")
+    if bias is not None:
+        check_array(bias, "bias", np.float32, 1)
+        if bias.shape[0] != N:
+            raise ValueError(f"bias must have shape ({N},) to match {name} {tuple(w.shape)}, got {tuple(bias.shape)}")
+    return N, K

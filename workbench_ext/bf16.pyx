@@ -15,7 +15,7 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport uint16_t
 
-from workbench_ext._validate cimport check_array, check_threads
+from workbench_ext._validate cimport check_array, check_threads, check_weight
 from workbench_ext import cpu as _cpu
 
 cnp.import_array()
@@ -78,14 +78,7 @@ cdef class Bf16Linear:
     cdef object _wp, _bias
 
     def __init__(self, w, bias=None, isa=None):
-        check_array(w, "w", np.float32, 2)
-        N, K = w.shape
-        if N < 1 or K < 1:
-            raise ValueError(f"w must have N >= 1 and K >= 1, got shape {tuple(w.shape)}")
-        if bias is not None:
-            check_array(bias, "bias", np.float32, 1)
-            if bias.shape[0] != N:
-                raise ValueError(f"bias must have shape ({N},), got {tuple(bias.shape)}")
+        N, K = check_weight(w, "w", np.float32, bias)
         self.N, self.K, self.Kp2 = N, K, (K + 1) // 2 * 2
         self.isa = _pick(isa)
         self._wp = np.zeros(((N + 31) // 32 * 2, self.Kp2 * 16), np.uint16)

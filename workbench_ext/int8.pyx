@@ -52,7 +52,7 @@ cimport numpy as cnp
 from libc.stdint cimport int8_t, uint8_t, int16_t, int32_t
 from libc.string cimport memset
 
-from workbench_ext._validate cimport check_array, check_threads
+from workbench_ext._validate cimport check_array, check_threads, check_weight
 from workbench_ext import cpu as _cpu
 
 cnp.import_array()
@@ -149,19 +149,12 @@ cdef class _Int8Linear:
     cdef dict _packs
 
     def __init__(self, w_s8, w_scale, bias=None, isa=None):
-        check_array(w_s8, "w_s8", np.int8, 2)
-        N, K = w_s8.shape
-        if N < 1 or K < 1:
-            raise ValueError(f"w_s8 must have N >= 1 and K >= 1, got shape {tuple(w_s8.shape)}")
+        N, K = check_weight(w_s8, "w_s8", np.int8, bias)
         if K > MAX_K:
             raise ValueError(f"w_s8: K={K} exceeds {MAX_K} (int32 accumulation would overflow)")
         check_array(w_scale, "w_scale", np.float32, 1)
         if w_scale.shape[0] != N:
             raise ValueError(f"w_scale must have shape ({N},) to match w_s8 {tuple(w_s8.shape)}, got {tuple(w_scale.shape)}")
-        if bias is not None:
-            check_array(bias, "bias", np.float32, 1)
-            if bias.shape[0] != N:
-                raise ValueError(f"bias must have shape ({N},) to match w_s8 {tuple(w_s8.shape)}, got {tuple(bias.shape)}")
         self.N = N
         self.K = K
         self.Kp = (K + 63) // 64 * 64
@@ -219,28 +212,49 @@ cdef class _Int8Linear:
     cdef long _macs(self, int M):
         return <long>M * self.N * self.K
 
+    cdef object _output(self, object x, object out):
+        """Check x float32[M, K] and return the float32[M, N] result buffer (``out`` or new)."""
+        check_array(x, "x", np.float32, 2)
+        if x.shape[1] != self.K:
+            raise ValueError(f"x must have shape (M, {self.K}), got {tuple(x.shape)}")
+        cdef int M = x.shape[0]
+        if out is None:
+            return _empty(M, self.N, cnp.NPY_FLOAT32)
+        check_array(out, "out", np.float32, 2)
+        if out.shape[0] != M or out.shape[1] != self.N:
+            raise ValueError(f"out must have shape ({M}, {self.N}), got {tuple(out.shape)}")
+        return out
+
+    cdef int _threads(self, object num_threads, int M) except -1:
+        """Threads as given, else the default capped to the problem size (see ``__call__``)."""
+        cdef int nt = wb_threads(check_threads(num_threads))
+        return _cap_threads(nt, self._macs(M)) if num_threads is None else nt
+
+    cdef int _gemm(self, int code, object xq, int M, object y, object zp, object xs, int nt) except -1:
+        """The exact s32 GEMM of quantized rows xq with the fused epilogue
+        ``y = (acc - zp * wsum) * (xs * w_scale) + bias``."""
+        pack = self._get_pack(code)
+        cdef wb_epi_t e
+        e.N = self.N
+        e.wsum = <const int32_t*>_ptr(self._wsum)
+        e.wscale = <const float*>_ptr(self.w_scale)
+        e.bias = <const float*>_ptr(self._bias0)
+        e.zp = <const int32_t*>_ptr(zp)
+        e.xscale = <const float*>_ptr(xs)
+        e.y = <float*>_ptr(y)
+        e.yi = NULL
+        return self._run(code, pack, xq, M, &e, nt)
+
     def __call__(self, x, num_threads=None, out=None):
         """y = layer(x): x float32[M, K] (C-contiguous) -> float32[M, N].
         ``num_threads``: OpenMP threads, used as given; by default omp_get_max_threads()
         (OMP_NUM_THREADS or cpu.set_num_threads), capped to ~1 thread per 256K MACs so tiny
         problems do not pay for a thread team.
         ``out``: optional preallocated float32[M, N] C-contiguous result buffer."""
-        check_array(x, "x", np.float32, 2)
-        if x.shape[1] != self.K:
-            raise ValueError(f"x must have shape (M, {self.K}), got {tuple(x.shape)}")
-        cdef int nt = wb_threads(check_threads(num_threads))
-        cdef int code = self._resolve()
-        pack = self._get_pack(code)
+        y = self._output(x, out)
         cdef int M = x.shape[0]
-        if out is None:
-            y = _empty(M, self.N, cnp.NPY_FLOAT32)
-        else:
-            check_array(out, "out", np.float32, 2)
-            if out.shape[0] != M or out.shape[1] != self.N:
-                raise ValueError(f"out must have shape ({M}, {self.N}), got {tuple(out.shape)}")
-            y = out
-        if num_threads is None:
-            nt = _cap_threads(nt, self._macs(M))
+        cdef int nt = self._threads(num_threads, M)
+        cdef int code = self._resolve()
         if M == 0:
             return y
         xq = self._alloc_xq(M)
@@ -253,16 +267,7 @@ cdef class _Int8Linear:
         cdef int K = self.K, Kp = self.Kp
         with nogil:
             wb_quantize_rows(px, M, K, Kp, pq, ps, pz, code, nt)
-        cdef wb_epi_t e
-        e.N = self.N
-        e.wsum = <const int32_t*>_ptr(self._wsum)
-        e.wscale = <const float*>_ptr(self.w_scale)
-        e.bias = <const float*>_ptr(self._bias0)
-        e.zp = <const int32_t*>_ptr(zp)
-        e.xscale = <const float*>_ptr(xs)
-        e.y = <float*>_ptr(y)
-        e.yi = NULL
-        self._run(code, pack, xq, M, &e, nt)
+        self._gemm(code, xq, M, y, zp, xs, nt)
         return y
 
     def static(self, x, input_scale, input_zero_point, num_threads=None, out=None):
@@ -270,9 +275,7 @@ cdef class _Int8Linear:
         quantized with the same ``input_scale`` / ``input_zero_point`` (u8 asymmetric, as
         ``workbench_ext.ops.quantize_static``) instead of its own range; then the same exact s32
         GEMM and fused epilogue as ``__call__`` (``y = (acc - zp * wsum) * (scale * w_scale) + bias``)."""
-        check_array(x, "x", np.float32, 2)
-        if x.shape[1] != self.K:
-            raise ValueError(f"x must have shape (M, {self.K}), got {tuple(x.shape)}")
+        y = self._output(x, out)
         cdef float fs = float(input_scale)
         if not (fs > 0.0) or not np.isfinite(fs):
             raise ValueError(f"input_scale must be a finite number > 0, got {input_scale!r}")
@@ -280,19 +283,9 @@ cdef class _Int8Linear:
         if zp_int < 0 or zp_int > 255 or zp_int != input_zero_point:
             raise ValueError(f"input_zero_point must be an integer in [0, 255], got {input_zero_point!r}")
         cdef int32_t zpv = zp_int
-        cdef int nt = wb_threads(check_threads(num_threads))
-        cdef int code = self._resolve()
-        pack = self._get_pack(code)
         cdef int M = x.shape[0]
-        if out is None:
-            y = _empty(M, self.N, cnp.NPY_FLOAT32)
-        else:
-            check_array(out, "out", np.float32, 2)
-            if out.shape[0] != M or out.shape[1] != self.N:
-                raise ValueError(f"out must have shape ({M}, {self.N}), got {tuple(out.shape)}")
-            y = out
-        if num_threads is None:
-            nt = _cap_threads(nt, self._macs(M))
+        cdef int nt = self._threads(num_threads, M)
+        cdef int code = self._resolve()
         if M == 0:
             return y
         xq = self._alloc_xq(M)
@@ -303,16 +296,7 @@ cdef class _Int8Linear:
         cdef int K = self.K, Kp = self.Kp
         with nogil:
             wb_quantize_rows_static(px, M, K, Kp, fs, zpv, pq, code, nt)
-        cdef wb_epi_t e
-        e.N = self.N
-        e.wsum = <const int32_t*>_ptr(self._wsum)
-        e.wscale = <const float*>_ptr(self.w_scale)
-        e.bias = <const float*>_ptr(self._bias0)
-        e.zp = <const int32_t*>_ptr(zp)
-        e.xscale = <const float*>_ptr(xs)
-        e.y = <float*>_ptr(y)
-        e.yi = NULL
-        self._run(code, pack, xq, M, &e, nt)
+        self._gemm(code, xq, M, y, zp, xs, nt)
         return y
 
     def qmatmul(self, q, zero_point, num_threads=None):

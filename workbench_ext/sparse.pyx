@@ -13,7 +13,7 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int32_t
 
-from workbench_ext._validate cimport check_array, check_threads
+from workbench_ext._validate cimport check_array, check_threads, check_weight
 from workbench_ext import cpu as _cpu
 
 cnp.import_array()
@@ -37,14 +37,7 @@ cdef class BlockSparseFp32Linear:
     cdef object _bias0, _fixed_isa
 
     def __init__(self, w, bias=None, isa=None):
-        check_array(w, "w", np.float32, 2)
-        N, K = w.shape
-        if N < 1 or K < 1:
-            raise ValueError(f"w must have N >= 1 and K >= 1, got shape {tuple(w.shape)}")
-        if bias is not None:
-            check_array(bias, "bias", np.float32, 1)
-            if bias.shape[0] != N:
-                raise ValueError(f"bias must have shape ({N},) to match w {tuple(w.shape)}, got {tuple(bias.shape)}")
+        N, K = check_weight(w, "w", np.float32, bias)
         self._fixed_isa = None
         if isa is not None:
             _cpu.isa_code(isa)
