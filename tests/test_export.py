@@ -74,6 +74,8 @@ def test_onnx_export_loads_in_ort_with_the_stage_logits(run, stage, capsys):
     if stage == "int8":
         from workbench.recipes.quantize.dynamic import quantize_dynamic_int8
 
+        assert "checked against the fp32 source (the torch int8 stage is" in out  # both approximate it
+
         assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops  # integer ops, not fake-quant
         model = quantize_dynamic_int8(model)
     with torch.no_grad():

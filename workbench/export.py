@@ -10,7 +10,10 @@ What each stage kind becomes:
     `AutoModelForSequenceClassification` for the check.
   * a `dynamic_int8` stage: `--format onnx` is its source stage's fp32 graph through
     `onnxruntime.quantization.quantize_dynamic` (QInt8 weights, integer MatMul ops; zero-width
-    MatMuls of removed blocks stay fp32), checked against the torch int8 stage's own logits.
+    MatMuls of removed blocks stay fp32). Checked against the fp32 source, since ORT and torch
+    quantize activations differently (torch's x86 engine with 7-bit activation grids): the
+    exported graph must be no further from the fp32 model than the int8 bound below or than the
+    torch int8 stage itself is, whichever is larger (the stage's own error is in the notes).
     `--format hf` fails: a torch quantized model has no Hugging Face save format.
   * a static int8 stage (`static_int8`, after `smoothquant` or not, or a converted `qat` stage):
     `--format onnx` is a QDQ graph with the stage's own calibrated input scales and per-channel
@@ -24,8 +27,8 @@ What each stage kind becomes:
 
 The check: a fixed probe batch (the first PROBE_SIZE validation texts of the run's task, padded,
 tokenized with the stage's tokenizer) through the exported file and through the stage itself.
-fp32: max |Δlogit| <= FP32_ATOL. int8: ORT and torch quantize activations differently, so
-max |Δlogit| <= INT8_ATOL + INT8_RTOL * max |logit|. In both, every probe row whose reference
+fp32: max |Δlogit| <= FP32_ATOL. Dynamic int8: against the fp32 source, max |Δlogit| <=
+max(INT8_ATOL + INT8_RTOL * max |logit|, the torch int8 stage's own max |Δlogit| to it). In all, every probe row whose reference
 top-2 margin exceeds twice the bound must keep its argmax (near-ties may flip). The file is
 written in a temporary folder beside the destination and renamed into place only after the check
 passes; on any failure nothing is left behind.
@@ -145,10 +148,14 @@ def export_stage(run: str | Path, stage: str | None = None, fmt: str = "onnx",
         elif fmt == "onnx":
             fp32 = model if kind == "fp32" else load_stage_model(runner, source, measured, cache)[0]
             written, got, notes = _to_onnx(stage, fp32, kind == "dynamic_int8", probe, Path(tmp))
+            if kind == "dynamic_int8":  # both int8 models approximate the fp32 source: compare with it
+                stage_logits, ref = ref, reference_logits(fp32, probe)
+                stage_err = float(np.abs(stage_logits - ref).max()) if ref.size else 0.0
+                notes += f"; checked against the fp32 source (the torch int8 stage is {stage_err:.3g} from it)"
         else:
             written, got, notes = _to_hf(stage, model, tokenizer, texts, spec.task.max_length, probe, Path(tmp))
         bound = (FP32_ATOL if kind == "fp32" else qdq_bound(ref) if kind == "static_int8"
-                 else INT8_ATOL + INT8_RTOL * float(np.abs(ref).max()))
+                 else max(INT8_ATOL + INT8_RTOL * float(np.abs(ref).max()), stage_err))
         diff, agree = check_logits(stage, got, ref, bound)
         _move_into_place(written, dest)
     return ExportResult(stage, kind, fmt, dest, len(texts), diff, agree, bound, notes)
