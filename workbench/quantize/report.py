@@ -93,15 +93,14 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
             worst_ptq = max(ptq, key=lambda r: r["drop_points"])
             best_ptq = min(ptq, key=lambda r: r["drop_points"])
             held = q["drop_f1_points"] < 1.0
-            recovered = q["drop_points"] < best_ptq["drop_points"]
+            beaten = sum(q["drop_points"] < r["drop_points"] for r in ptq)
             lines.append(
                 f"- `{reference}.{q['method']}`: {q['drop_points']:+.2f} ± {100 * q['std_accuracy']:.2f} accuracy points "
                 f"({q['drop_f1_points']:+.2f} macro-F1) against fp32 (n={q['n_seeds']}); post-training int8 lost "
                 f"{best_ptq['drop_points']:+.2f} ({best_ptq['method']}) to {worst_ptq['drop_points']:+.2f} "
-                f"({worst_ptq['method']}): QAT under distillation **{'recovered' if recovered else 'did not recover'}** "
-                f"the post-training loss (its drop is {'below' if recovered else 'not below'} the best post-training "
-                f"method's). oBERT's claim (QAT under distillation within 1 F1 point of the unquantized model): "
-                f"**{'held' if held else 'did not hold'}** here.")
+                f"({worst_ptq['method']}): QAT under distillation loses less than **{beaten} of {len(ptq)}** "
+                f"post-training methods. oBERT's claim (QAT under distillation within 1 F1 point of the "
+                f"unquantized model): **{'held' if held else 'did not hold'}** here.")
     return lines
 
 
@@ -160,6 +159,8 @@ def quantization_report(folder: Path, out: Path | None = None) -> list[dict[str,
                       "`pruned`); positive = worse. Samples/s at sequence length 128, 2 threads; the own-engine "
                       "columns come from the pipeline's measurement, the engine columns from one "
                       "`workbench bench --run` call (each engine in a fresh process; speed-up over the fp32 "
-                      "model on the same engine).\n\n## What held\n\n" + "\n".join(verdicts(rows)) + "\n")
+                      "model on the same engine). Post-training stages have no training randomness (the static ones "
+                      "are pinned to seed 0's calibration batches and reused by every seed): their std 0 is not a "
+                      "spread; only QAT is trained per seed. One test example is about 0.1 point here.\n\n## What held\n\n" + "\n".join(verdicts(rows)) + "\n")
     plot(rows, dest / "accuracy_vs_size.png")
     return rows
