@@ -201,10 +201,14 @@ def test_killed_worker_resumes_without_losing_or_duplicating(tmp_path, tiny_mode
             if not (results / "sweeps/k/study.db").exists():
                 continue
             try:
-                st = states(load(url, "k"))
+                study = load(url, "k")
+                st = states(study)
             except Exception:  # the study is being created
                 continue
-            if st.get("COMPLETE") and st.get("RUNNING"):
+            running = [t for t in study.get_trials(deepcopy=False) if st.get("RUNNING") and t.number == st["RUNNING"][0]]
+            # kill once the running trial has all its parameters (its recipe is recorded after the last
+            # suggestion, just before the 4 s sleep): killed while suggesting, it would hold only some
+            if st.get("COMPLETE") and running and "recipe" in running[0].user_attrs:
                 killed = st["RUNNING"][0]
                 os.kill(proc.pid, signal.SIGKILL)  # mid-trial: it sleeps 4 s before its pipeline
                 break
