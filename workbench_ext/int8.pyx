@@ -230,9 +230,11 @@ cdef class _Int8Linear:
         cdef int nt = wb_threads(check_threads(num_threads))
         return _cap_threads(nt, self._macs(M)) if num_threads is None else nt
 
-    cdef int _gemm(self, int code, object xq, int M, object y, object zp, object xs, int nt) except -1:
+    cdef int _gemm(self, int code, object xq, int M, object y, object zp, object xs, int nt,
+                   object yi=None) except -1:
         """The exact s32 GEMM of quantized rows xq with the fused epilogue
-        ``y = (acc - zp * wsum) * (xs * w_scale) + bias``."""
+        ``y = (acc - zp * wsum) * (xs * w_scale) + bias``; with ``y`` None, the integer result
+        ``acc - zp * wsum`` goes to ``yi`` int32[M, N] instead."""
         pack = self._get_pack(code)
         cdef wb_epi_t e
         e.N = self.N
@@ -241,8 +243,8 @@ cdef class _Int8Linear:
         e.bias = <const float*>_ptr(self._bias0)
         e.zp = <const int32_t*>_ptr(zp)
         e.xscale = <const float*>_ptr(xs)
-        e.y = <float*>_ptr(y)
-        e.yi = NULL
+        e.y = NULL if y is None else <float*>_ptr(y)
+        e.yi = NULL if yi is None else <int32_t*>_ptr(yi)
         return self._run(code, pack, xq, M, &e, nt)
 
     def __call__(self, x, num_threads=None, out=None):
@@ -309,29 +311,16 @@ cdef class _Int8Linear:
         check_array(zero_point, "zero_point", np.int32, 1)
         if zero_point.shape[0] != q.shape[0]:
             raise ValueError(f"zero_point must have shape ({q.shape[0]},), got {tuple(zero_point.shape)}")
-        cdef int nt = wb_threads(check_threads(num_threads))
-        cdef int code = self._resolve()
-        pack = self._get_pack(code)
         cdef int M = q.shape[0]
-        if num_threads is None:
-            nt = _cap_threads(nt, self._macs(M))
+        cdef int nt = self._threads(num_threads, M)
+        cdef int code = self._resolve()
         out = np.empty((M, self.N), np.int32)
         if M == 0:
             return out
         xq = self._alloc_xq(M)
         xq[:M, :self.K] = q
         xq[:M, self.K:] = 0
-        xs = np.ones(M, np.float32)
-        cdef wb_epi_t e
-        e.N = self.N
-        e.wsum = <const int32_t*>_ptr(self._wsum)
-        e.wscale = <const float*>_ptr(self.w_scale)
-        e.bias = <const float*>_ptr(self._bias0)
-        e.zp = <const int32_t*>_ptr(zero_point)
-        e.xscale = <const float*>_ptr(xs)
-        e.y = NULL
-        e.yi = <int32_t*>_ptr(out)
-        self._run(code, pack, xq, M, &e, nt)
+        self._gemm(code, xq, M, None, zero_point, np.ones(M, np.float32), nt, out)
         return out
 
 
