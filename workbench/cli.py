@@ -84,8 +84,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     folder = Path(args.run) if Path(args.run).is_dir() else results_dir() / args.run
     kinds = [k for k in ("structural", "quantization", "dynamic") if getattr(args, k)]
-    if len(kinds) > 1:
-        raise ConfigError("compare: choose one of --structural, --quantization and --dynamic")
+    if len(kinds) + bool(args.teachers) > 1:
+        raise ConfigError("compare: choose one of --structural, --quantization, --dynamic and --teachers")
     figure = {"structural": "accuracy_vs_throughput.png", "quantization": "accuracy_vs_size.png",
               "dynamic": "accuracy_vs_throughput.png"}.get(kinds[0] if kinds else "", "methods.png")
     if kinds:
@@ -98,6 +98,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     elif args.out:
         raise ConfigError("--out goes with --structural, --quantization or --dynamic (a method comparison is written "
                           "next to its run)")
+    elif args.teachers:
+        from workbench.teachers_report import teachers_report
+
+        teachers_report(folder)
     else:
         compare(folder)
     print((folder / "table.md").read_text())
@@ -226,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dynamic", action="store_true",
                    help="a dynamic-inference run (recipes/dynamic.yaml): the one trained model's operating points "
                         "(length budgets, exit thresholds) chosen on validation, measured on test and timed on our runtime")
+    c.add_argument("--teachers", action="store_true",
+                   help="a teachers-and-data run (recipes/multi_teacher.yaml, recipes/pseudo_labels.yaml): the method "
+                        "table plus claims.csv (did each paper's claim hold, paired by seed), the pseudo-label keep "
+                        "report and LogME's rank agreement where they apply")
     c.add_argument("--out", default=None, help="with --structural, --quantization or --dynamic: where the report goes "
                                                "(default: the run's folder)")
     c.set_defaults(func=_cmd_compare)
