@@ -117,11 +117,13 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _child_env(threads: int) -> dict[str, str]:
+    """Every engine's process: the thread count, PASSIVE OpenMP waiting unless OMP_WAIT_POLICY is
+    exported (GOMP_SPINCOUNT and the rest of the environment pass through), offline hub."""
     env = dict(os.environ)
     n = str(threads)
     env.update({
         "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
-        "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+        "OMP_WAIT_POLICY": env.get("OMP_WAIT_POLICY", "PASSIVE"), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
         "TRANSFORMERS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore",
         "PYTHONPATH": os.pathsep.join([str(REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p]),
     })

@@ -95,12 +95,18 @@ def exit_pooling(model: Any) -> dict[str, str]:
     return {str(int(k)): str(getattr(head, "pooling", "cls")) for k, head in heads.items()}
 
 
+def pooling_of(engine: "Engine", layer: int) -> str:
+    """How exit `layer`'s head pools its input: "cls" (also for engines saved before pooling was
+    recorded) or "mean"."""
+    return engine.meta.get("exit_pooling", {}).get(str(layer), "cls")
+
+
 def pooled(engine: "Engine", layer: int, h: np.ndarray, m: np.ndarray) -> np.ndarray:
     """[B, H] what exit `layer`'s head reads from the layer output h [B * S, H] with mask m
     [B, S]: the [CLS] rows, or the mean of the kept tokens (`models.dynamic.pool`)."""
     B, S = m.shape
     x = h.reshape(B, S, -1)
-    if engine.meta.get("exit_pooling", {}).get(str(layer), "cls") == "cls":
+    if pooling_of(engine, layer) == "cls":
         return np.ascontiguousarray(x[:, 0])
     w = m.astype(np.float32)
     return np.ascontiguousarray(np.einsum("bsh,bs->bh", x, w) / np.maximum(w.sum(1), 1.0)[:, None],
@@ -199,7 +205,7 @@ def forward(engine: "Engine", ids: np.ndarray, mask: np.ndarray, tt: np.ndarray 
         trace.rows.append(Bc * Sc)
         trace.positions.append(np.full((B, Sc), -1, np.int64))
         trace.positions[-1][alive] = np.where(m, pos, -1)
-        if i == last and (i == L - 1 or engine.meta.get("exit_pooling", {}).get(str(i), "cls") == "cls"):
+        if i == last and (i == L - 1 or pooling_of(engine, i) == "cls"):
             # only the [CLS] rows feed the classifier / a [CLS] exit head
             cls = engine._layer(i, h, Bc, Sc, attention_bias(m), cls_only=True)
             out[alive] = engine._head(cls, "head" if i == L - 1 else f"exit.{i}")
