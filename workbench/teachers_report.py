@@ -112,16 +112,33 @@ def _test_size(folder: Path) -> int | None:
     return None
 
 
-def _rank_agreement(folder: Path) -> dict[str, Any] | None:
+def _single_teacher_students(folder: Path, stages: set[str]) -> dict[str, str]:
+    """{candidate name: the stage distilled from it alone}: the run's own `teacher` taught
+    `student.kd`; any other candidate of `student.similarity` (by its `label`) `student.<label>`."""
+    import yaml
+
+    spec = yaml.safe_load((sorted(folder.glob("seed-*/recipe.yaml"))[0]).read_text())
+    stage = next(s for s in spec["stages"] if s["name"] == "student.similarity")
+    entries = next(r["distill_multi_teacher"]["teachers"] for r in stage["recipes"] if "distill_multi_teacher" in r)
+    out = {}
+    for e in entries:
+        name, label = (e, e) if isinstance(e, str) else (e["name"], e.get("label") or e["name"])
+        student = "student.kd" if name == "teacher" else f"student.{label}"
+        if student in stages:
+            out[name] = student
+    return out
+
+
+def _rank_agreement(folder: Path, stages: set[str]) -> dict[str, Any] | None:
     """LogME's ranking of the similarity stage's candidates vs their single-teacher students."""
     from workbench.teacher_similarity import rank_agreement
 
     tables = sorted(folder.glob("seed-*/teacher_selection/student.similarity.csv"))
     if not tables:
         return None
-    teachers = [r["teacher"] for r in read_csv(tables[0])]
-    # each candidate's own student: the sentiment teacher's KD student, the BBC teacher's feature student
-    students = {t: ("student.kd" if t == "teacher" else "student.bbc") for t in teachers}
+    students = _single_teacher_students(folder, stages)
+    if len(students) < 2:
+        return None
     return rank_agreement(folder / "seeds.csv", tables[0], students)
 
 
@@ -153,7 +170,7 @@ def teachers_report(folder: Path | str) -> list[dict[str, Any]]:
     if any((folder / f"seed-{r['seed']}" / "pseudo_labels").is_dir() for r in rows):
         keep_table(folder)
         lines += ["", "Pseudo-labels kept: see `keep.md`."]
-    agreement = _rank_agreement(folder)
+    agreement = _rank_agreement(folder, stages)
     if agreement is not None:
         write_csv(folder / "rank_agreement.csv", [agreement])
         lines += ["", f"- DistillNearest: LogME ranks the candidates {agreement['by_score']}; their single-teacher "
