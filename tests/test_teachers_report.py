@@ -53,3 +53,26 @@ def test_report_of_a_run_without_the_recipes_stages_names_them(tmp_path):
     write_csv(tmp_path / "seeds.csv", _rows({"teacher": [0.86], "copy3.other": [0.8]}), SEEDS_COLUMNS)
     with pytest.raises(ConfigError, match="copy3.other"):
         teachers_report(tmp_path)
+
+
+def test_report_ranks_the_similarity_candidates_by_their_single_teacher_students(tmp_path):
+    import yaml
+
+    from workbench.teacher_similarity import write_selection
+
+    acc = {"teacher": [0.86] * 3, "student.kd": [0.84, 0.85, 0.83], "student.other": [0.80, 0.81, 0.79],
+           "student.similarity": [0.845, 0.85, 0.835]}
+    write_csv(tmp_path / "seeds.csv", _rows(acc), SEEDS_COLUMNS)
+    (tmp_path / "seed-0" / "teacher_selection").mkdir(parents=True)
+    other = "some/dir/model"
+    recipe = {"stages": [{"name": "student.similarity", "recipes": [{"student": {"layers": [0]}}, {
+        "distill_multi_teacher": {"teachers": [{"name": "teacher"}, {"name": other, "label": "other"}]}}]}]}
+    (tmp_path / "seed-0" / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    write_selection([{"rank": 1, "teacher": other, "measure": "logme", "score": -0.2, "weight": 0.9, "examples": 9},
+                     {"rank": 2, "teacher": "teacher", "measure": "logme", "score": -0.5, "weight": 0.1, "examples": 9}],
+                    tmp_path / "seed-0" / "teacher_selection" / "student.similarity.csv")
+    teachers_report(tmp_path)
+    row = read_csv(tmp_path / "rank_agreement.csv")[0]
+    assert row["by_score"] == f"{other} > teacher" and row["by_student_accuracy"] == f"teacher > {other}"
+    assert row["best_agrees"] == "False"
+    assert "does not give the best student" in (tmp_path / "table.md").read_text()
