@@ -102,6 +102,8 @@ stages:
         rs = [r for r in rows if r["stage"] == stage]
         slope, _ = fit_slope([int(r["n_train"]) for r in rs], [float(r["accuracy"]) for r in rs])
         assert float(summary[stage]["slope_per_decade"]) == pytest.approx(slope)
+        small, large = (float(summary[stage][f"accuracy_{k}"]) for k in ("smallest", "largest"))
+        assert float(summary[stage]["degradation_pct"]) == pytest.approx(100 * (large - small) / large)
     assert (folder / "degradation.png").stat().st_size > 0
     # again: every stage of every fraction is reused, the same rows come out
     assert main(args) == 0

@@ -14,8 +14,9 @@ any run (finished stages are reused). The stage key includes the subset, so a ca
 
 * `degradation.csv`: fraction, n_train, stage, seed, accuracy, macro_f1;
 * `summary.csv`: per stage, the degradation slope: accuracy change per decade of training size
-  (least-squares fit of accuracy on log10(n_train) over every seed's points), its intercept, and
-  the mean accuracy at the smallest and the largest fraction;
+  (least-squares fit of accuracy on log10(n_train) over every seed's points), its intercept, the
+  mean accuracy at the smallest and the largest fraction, and `degradation_pct`, the share of the
+  largest fraction's accuracy lost at the smallest (the degradation test's own measure);
 * `degradation.png`: mean accuracy (± std over seeds) against n_train on a log axis, per stage,
   with the fitted lines.
 
@@ -162,9 +163,12 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rs = [r for r in rows if r["stage"] == stage]
         slope, intercept = fit_slope([r["n_train"] for r in rs], [r["accuracy"] for r in rs])
         lo, hi = min(r["fraction"] for r in rs), max(r["fraction"] for r in rs)
+        smallest = statistics.fmean(r["accuracy"] for r in rs if r["fraction"] == lo)
+        largest = statistics.fmean(r["accuracy"] for r in rs if r["fraction"] == hi)
         out.append({"stage": stage, "points": len(rs), "slope_per_decade": slope, "intercept": intercept,
-                    "accuracy_smallest": statistics.fmean(r["accuracy"] for r in rs if r["fraction"] == lo),
-                    "accuracy_largest": statistics.fmean(r["accuracy"] for r in rs if r["fraction"] == hi),
+                    "accuracy_smallest": smallest, "accuracy_largest": largest,
+                    # the degradation test's measure: the share of the largest fraction's accuracy lost
+                    "degradation_pct": 100.0 * (largest - smallest) / largest if largest else float("nan"),
                     "fraction_smallest": lo, "fraction_largest": hi})
     return out
 
