@@ -200,3 +200,16 @@ def test_gemm_peak_ignores_implausible_clock(monkeypatch):
     assert ghz == 2.6
     monkeypatch.setattr(cpu, "measure_clock_ghz", lambda *a, **k: 3.9)
     assert gemm.cpu_clock_ghz()[0] == 3.9
+
+
+def test_engine_processes_get_the_openmp_waiting_policy_unless_exported(monkeypatch):
+    """The measurement processes spin briefly, then sleep (torch shares the OpenMP runtime and
+    starts it before workbench_ext could set anything, so it must be in their environment)."""
+    from workbench.bench.cli import _child_env
+    from workbench_ext import OPENMP_DEFAULTS
+
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    env = _child_env(2)
+    assert env["GOMP_SPINCOUNT"] == OPENMP_DEFAULTS["GOMP_SPINCOUNT"] and env["OMP_NUM_THREADS"] == "2"
+    monkeypatch.setenv("GOMP_SPINCOUNT", "0")
+    assert _child_env(1)["GOMP_SPINCOUNT"] == "0"

@@ -25,8 +25,26 @@ Build with ``python setup.py build_ext --inplace``.
 """
 import os as _os
 
-# OpenMP threads that spin while waiting (libgomp's default) stall every parallel region for a
-# scheduler slice when the cores are shared; PASSIVE costs microseconds on an idle machine. Set
-# before the kernels' OpenMP runtime starts; an exported value wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# How the kernels' OpenMP threads wait between parallel regions (a forward runs ~60 of them, tens
+# of microseconds apart). PASSIVE alone puts them to sleep at once, and waking a sleeping vCPU
+# costs tens of microseconds per region, at random: on a quiet 2-core VM, distilbert int8 at
+# batch 1 ran 64-72 samples/s (90 %-sparse 70-90) in fresh processes. libgomp's own default
+# spins ~3 ms per region, which stalls everything when the cores are shared (measured 10x slower
+# forwards on a busy machine). A short spin, then sleep, serves both: GOMP_SPINCOUNT=20000
+# (~0.2 ms) gave 83-87 samples/s dense and 115-133 sparse in the same back-to-back runs
+# (ONNX Runtime int8, which spins in its own pool: 74-79). GOMP_SPINCOUNT overrides the PASSIVE
+# policy's zero spin in libgomp; PASSIVE remains for other OpenMP runtimes. Set before any
+# OpenMP runtime starts (torch shares libgomp: the measurement processes get these in their
+# environment, `workbench.bench.cli._child_env`); exported values win.
+OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "20000"}
 
+
+def openmp_defaults(env: "dict | None" = None) -> dict:
+    """`env` (default: this process's environment) with OPENMP_DEFAULTS where it has no value."""
+    env = _os.environ if env is None else env
+    for key, value in OPENMP_DEFAULTS.items():
+        env.setdefault(key, value)
+    return env
+
+
+openmp_defaults()

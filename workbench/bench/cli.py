@@ -117,13 +117,16 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _child_env(threads: int) -> dict[str, str]:
-    """Every engine's process: the thread count, PASSIVE OpenMP waiting unless OMP_WAIT_POLICY is
-    exported (GOMP_SPINCOUNT and the rest of the environment pass through), offline hub."""
-    env = dict(os.environ)
+    """Every engine's process: the thread count, the kernels' OpenMP waiting policy
+    (`workbench_ext.OPENMP_DEFAULTS`, unless exported: torch shares the runtime and starts it
+    first, so it must be in the environment), offline hub."""
+    from workbench_ext import openmp_defaults
+
+    env = openmp_defaults(dict(os.environ))
     n = str(threads)
     env.update({
         "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
-        "OMP_WAIT_POLICY": env.get("OMP_WAIT_POLICY", "PASSIVE"), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
         "TRANSFORMERS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore",
         "PYTHONPATH": os.pathsep.join([str(REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p]),
     })
@@ -177,8 +180,9 @@ def _run_gemm(args: argparse.Namespace, s: dict[str, Any]) -> None:
                 kw[name] = value
         if "verbose" in params:
             kw["verbose"] = False
-        # same OpenMP policy as the engine processes (the kernels' runtime is not loaded yet here)
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # same OpenMP policy as the engine processes (set by importing workbench_ext, before its
+        # runtime starts; torch is not loaded in this process yet)
+        import workbench_ext  # noqa: F401
         gemm_rows = run_gemm_bench(**kw)
     except Exception as exc:  # never lose the engine table to the microbenchmark
         print(f"GEMM microbenchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)

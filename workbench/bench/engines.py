@@ -20,8 +20,8 @@ Peers are set up the way their documentation recommends for CPU inference:
     weight scales; `ort-int8` times the four at the bench shape in its setup (fastest of 5 calls
     each) and runs the fastest; its notes name it and list the times (a variant that fails to
     quantize or load is skipped, and said so).
-    `intra_op_num_threads = threads`, one inter-op thread, spinning off (the equivalent of the
-    OMP_WAIT_POLICY=PASSIVE every engine's process runs with).
+    `intra_op_num_threads = threads`, one inter-op thread, spinning on (ORT's default: its workers
+    spin between ops, as the OpenMP engines do for ~0.2 ms, `workbench_ext.OPENMP_DEFAULTS`).
   * workbench: `workbench.runtime.compile_model` (int8), on the unpruned model (`wb-int8`) or
     on a copy pruned to 70/80/90% 1x4-block sparsity (`wb-int8-sp70` ...), with
     `kernel_choice="measure"` at the bench shape (each Linear on the faster of the dense and
@@ -302,7 +302,8 @@ class OrtExported(OrtFp32):
 
 def ort_session(path: Path, threads: int) -> Any:
     """A CPU session set up like every ORT peer: `threads` intra-op threads, one inter-op thread,
-    spinning off, every graph optimization."""
+    spinning between ops (ORT's default, and fair now that the OpenMP engines spin briefly too),
+    every graph optimization."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -310,7 +311,7 @@ def ort_session(path: Path, threads: int) -> Any:
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1")
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 

@@ -179,8 +179,9 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
     saved = [m for m in models if m not in MODELS]
     out += ["## Method", "",
             "- One process per (model, engine, threads): no shared thread pools or state; "
-            "`OMP_WAIT_POLICY=PASSIVE`, `OMP/MKL/OPENBLAS_NUM_THREADS`, `torch.set_num_threads`, "
-            "ORT `intra_op_num_threads` (spinning off) all set to the thread count.",
+            "`OMP/MKL/OPENBLAS_NUM_THREADS`, `torch.set_num_threads`, ORT `intra_op_num_threads` all "
+            "set to the thread count; OpenMP threads (torch and workbench) spin ~0.2 ms between "
+            "regions, then sleep (`GOMP_SPINCOUNT=20000`, `OMP_WAIT_POLICY=PASSIVE`), ORT's spin.",
             "- `distilbert`: DistilBERT-base shape (`DistilBertConfig()`, random weights, seed 0); "
             "`minilm`: the embedded all-MiniLM-L6-v2 (real weights) with a seeded 2-label head.",
             *([f"- {', '.join(f'`{m}`' for m in saved)}: saved model folders (e.g. a run's "

@@ -1,7 +1,7 @@
 """One engine's benchmark process: `python -m workbench.bench.worker SPEC.json RESULT.json`.
 
 The parent (`workbench bench`) starts one of these per (model, engine, threads) with the thread
-environment already set (OMP_NUM_THREADS, OMP_WAIT_POLICY=PASSIVE, ...), so engines never share
+environment already set (OMP_NUM_THREADS, the OpenMP waiting policy, ...), so engines never share
 thread pools or global state. The result file holds one row per batch size; a failure is a row
 with status "failed" and the error, never an exception escaping to the parent.
 """

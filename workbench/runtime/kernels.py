@@ -18,12 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-# OpenMP threads that spin while waiting (libgomp's default) make every parallel region wait a
-# scheduler slice whenever the cores are shared (another process, torch's own OpenMP pool,
-# OpenBLAS): measured 10x slower forwards on a busy 2-core machine. PASSIVE costs a few
-# microseconds per region on an idle one. Only a default: an exported OMP_WAIT_POLICY wins, and
-# it has no effect if an OpenMP runtime shared with workbench_ext is already initialised.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The OpenMP waiting policy (a short spin, then sleep) is set by `import workbench_ext`, before
+# its runtime starts: `workbench_ext.OPENMP_DEFAULTS`.
 
 try:  # the compiled kernels; each module may be absent while the extension is being written
     from workbench_ext import int8 as _ext_int8  # type: ignore[attr-defined]
