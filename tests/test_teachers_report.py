@@ -55,7 +55,8 @@ def test_report_of_a_run_without_the_recipes_stages_names_them(tmp_path):
         teachers_report(tmp_path)
 
 
-def test_report_ranks_the_similarity_candidates_by_their_single_teacher_students(tmp_path):
+def _similarity_run(tmp_path, scores_per_seed: list[dict[str, float]]) -> str:
+    """A run folder with student.similarity's recipe and one selection table per seed."""
     import yaml
 
     from workbench.teacher_similarity import write_selection
@@ -63,16 +64,33 @@ def test_report_ranks_the_similarity_candidates_by_their_single_teacher_students
     acc = {"teacher": [0.86] * 3, "student.kd": [0.84, 0.85, 0.83], "student.other": [0.80, 0.81, 0.79],
            "student.similarity": [0.845, 0.85, 0.835]}
     write_csv(tmp_path / "seeds.csv", _rows(acc), SEEDS_COLUMNS)
-    (tmp_path / "seed-0" / "teacher_selection").mkdir(parents=True)
     other = "some/dir/model"
     recipe = {"stages": [{"name": "student.similarity", "recipes": [{"student": {"layers": [0]}}, {
         "distill_multi_teacher": {"teachers": [{"name": "teacher"}, {"name": other, "label": "other"}]}}]}]}
-    (tmp_path / "seed-0" / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    write_selection([{"rank": 1, "teacher": other, "measure": "logme", "score": -0.2, "weight": 0.9, "examples": 9},
-                     {"rank": 2, "teacher": "teacher", "measure": "logme", "score": -0.5, "weight": 0.1, "examples": 9}],
-                    tmp_path / "seed-0" / "teacher_selection" / "student.similarity.csv")
+    for seed, scores in enumerate(scores_per_seed):
+        (tmp_path / f"seed-{seed}" / "teacher_selection").mkdir(parents=True)
+        (tmp_path / f"seed-{seed}" / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+        rows = [{"teacher": t, "measure": "logme", "score": scores[t], "weight": 0.5, "examples": 9}
+                for t in ("teacher", other)]
+        for rank, r in enumerate(sorted(rows, key=lambda r: -r["score"]), 1):
+            r["rank"] = rank
+        write_selection(rows, tmp_path / f"seed-{seed}" / "teacher_selection" / "student.similarity.csv")
+    return other
+
+
+def test_report_ranks_the_similarity_candidates_by_their_single_teacher_students(tmp_path):
+    other = _similarity_run(tmp_path, [{"some/dir/model": -0.2, "teacher": -0.5}])
     teachers_report(tmp_path)
     row = read_csv(tmp_path / "rank_agreement.csv")[0]
     assert row["by_score"] == f"{other} > teacher" and row["by_student_accuracy"] == f"teacher > {other}"
     assert row["best_agrees"] == "False"
     assert "does not give the best student" in (tmp_path / "table.md").read_text()
+
+
+def test_rank_agreement_averages_the_score_over_the_seeds_tables(tmp_path):
+    other = _similarity_run(tmp_path, [{"some/dir/model": -0.2, "teacher": -0.5},
+                                       {"some/dir/model": -0.9, "teacher": -0.3}])
+    teachers_report(tmp_path)
+    row = read_csv(tmp_path / "rank_agreement.csv")[0]
+    assert row["by_score"] == f"teacher > {other}" and row["best_agrees"] == "True"
+    assert float(row[f"score[{other}]"]) == pytest.approx(-0.55)

@@ -139,22 +139,29 @@ def write_selection(rows: list[dict[str, Any]], path: Path) -> None:
               ["rank", "teacher", "measure", "score", "weight", "examples"])
 
 
-def rank_agreement(seeds_csv: Path, selection_csv: Path, students: dict[str, str]) -> dict[str, Any]:
+def rank_agreement(seeds_csv: Path, selection_csv: Path | Sequence[Path], students: dict[str, str]) -> dict[str, Any]:
     """Does the score rank the candidates the way their students end up? `students` maps each
-    candidate to the stage distilled from it alone. Returns one row: the two orders, Kendall's
-    tau between score and mean student accuracy, and whether the best-scored is the best student."""
+    candidate to the stage distilled from it alone; `selection_csv` is one selection table or
+    several (one per seed: each candidate's score is their mean). Returns one row: the two orders,
+    Kendall's tau between score and mean student accuracy, and whether the best-scored is the best
+    student."""
     from scipy.stats import kendalltau
 
     from workbench.results import read_csv
 
-    scores = {r["teacher"]: float(r["score"]) for r in read_csv(selection_csv)}
+    tables = [selection_csv] if isinstance(selection_csv, (str, Path)) else list(selection_csv)
+    per_teacher: dict[str, list[float]] = {}
+    for table in tables:
+        for r in read_csv(table):
+            per_teacher.setdefault(r["teacher"], []).append(float(r["score"]))
+    scores = {t: sum(v) / len(v) for t, v in per_teacher.items()}
     rows = read_csv(seeds_csv)
     acc = {}
     for teacher, stage in students.items():
         vals = [float(r["accuracy"]) for r in rows if r["stage"] == stage]
         if not vals or teacher not in scores:
             raise ConfigError(f"rank_agreement: no accuracy for stage '{stage}' in {seeds_csv} or no score for "
-                              f"teacher '{teacher}' in {selection_csv}")
+                              f"teacher '{teacher}' in {', '.join(str(t) for t in tables)}")
         acc[teacher] = sum(vals) / len(vals)
     names = list(students)
     by_score = sorted(names, key=lambda t: -scores[t])

@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from workbench.config import ConfigError
-from workbench.results import atomic_write_text, format_stage_table, read_csv, write_csv
+from workbench.results import atomic_write_text, read_csv, write_csv
 
+PAR = 0.005
+"""An "on par" claim holds above -PAR (0.5 points: about five test sentences of rt-sentiment)."""
 COLUMNS = ["paper", "claim", "winner", "baseline", "kind", "acc_winner", "acc_baseline", "mean_diff", "std_diff",
            "wins", "n", "verdict"]
 
@@ -78,7 +80,7 @@ def _accuracy_by_seed(rows: list[dict[str, Any]], stage: str) -> dict[str, float
     return {r["seed"]: float(r["accuracy"]) for r in rows if r["stage"] == stage and r.get("accuracy") not in ("", None)}
 
 
-def judge(claim: Claim, rows: list[dict[str, Any]], tie: float, par: float = 0.005) -> dict[str, Any] | None:
+def judge(claim: Claim, rows: list[dict[str, Any]], tie: float, par: float = PAR) -> dict[str, Any] | None:
     """The claim's row, or None when the run lacks one of its stages. Differences are paired by seed."""
     a, b = _accuracy_by_seed(rows, claim.winner), _accuracy_by_seed(rows, claim.baseline)
     seeds = sorted(set(a) & set(b))
@@ -130,7 +132,8 @@ def _single_teacher_students(folder: Path, stages: set[str]) -> dict[str, str]:
 
 
 def _rank_agreement(folder: Path, stages: set[str]) -> dict[str, Any] | None:
-    """LogME's ranking of the similarity stage's candidates vs their single-teacher students."""
+    """LogME's ranking of the similarity stage's candidates (score averaged over the seeds' tables)
+    vs their single-teacher students."""
     from workbench.teacher_similarity import rank_agreement
 
     tables = sorted(folder.glob("seed-*/teacher_selection/student.similarity.csv"))
@@ -139,7 +142,7 @@ def _rank_agreement(folder: Path, stages: set[str]) -> dict[str, Any] | None:
     students = _single_teacher_students(folder, stages)
     if len(students) < 2:
         return None
-    return rank_agreement(folder / "seeds.csv", tables[0], students)
+    return rank_agreement(folder / "seeds.csv", tables, students)
 
 
 def teachers_report(folder: Path | str) -> list[dict[str, Any]]:
@@ -161,13 +164,13 @@ def teachers_report(folder: Path | str) -> list[dict[str, Any]]:
     write_csv(folder / "claims.csv", out, COLUMNS)
     lines = ["", "## Claims", "",
              f"Paired by seed (winner minus baseline, test accuracy in points); tie: within one test sentence "
-             f"({100 * tie:.2f} points); on par: above -0.5 points.", ""]
+             f"({100 * tie:.2f} points); on par: above -{100 * PAR:.1f} points.", ""]
     for r in out:
         lines.append(f"- {r['paper']}: {r['claim']} (`{r['winner']}` vs `{r['baseline']}`: "
                      f"{100 * r['acc_winner']:.2f} vs {100 * r['acc_baseline']:.2f}, "
                      f"{100 * r['mean_diff']:+.2f} ± {100 * r['std_diff']:.2f}, won {r['wins']}/{r['n']} seeds): "
                      f"**{r['verdict']}**.")
-    if any((folder / f"seed-{r['seed']}" / "pseudo_labels").is_dir() for r in rows):
+    if any(folder.glob("seed-*/pseudo_labels")):
         keep_table(folder)
         lines += ["", "Pseudo-labels kept: see `keep.md`."]
     agreement = _rank_agreement(folder, stages)
@@ -180,4 +183,3 @@ def teachers_report(folder: Path | str) -> list[dict[str, Any]]:
     table = folder / "table.md"
     atomic_write_text(table, table.read_text() + "\n".join(lines) + "\n")
     return out
-
