@@ -539,8 +539,8 @@ def test_fused_attention_significance(isa, B, S, nh, d, threads):
 
 
 def test_fused_attention_simd_paths_identical():
-    """AVX-512 and AVX2 compile the same loops (no reordered sums) and share the softmax row:
-    bit-identical outputs."""
+    """AVX-512 and AVX2 tile differently (wb_attn_simd.h) but run the same FMA chain per output
+    (no reordered sums) and share the softmax row: bit-identical outputs."""
     from workbench_ext import attention
     paths = [i for i in ("avx512_vnni", "avx2") if i in AVAILABLE]
     if len(paths) < 2:

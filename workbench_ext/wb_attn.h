@@ -4,13 +4,13 @@
  * temporaries).  q / k / v are strided views (element strides; the head_dim axis of q and v is
  * contiguous) so the engine passes slices of its fused QKV output as they are.
  *
- * Per pair: the head's K is copied to a contiguous Kt[d][S] (scores vectorise over keys), each
- * query row's scores are accumulated in fp32 (k-order dd = 0..d-1), the additive mask added,
- * softmax as workbench_ext.ops.softmax (same row function, so the same exp), then the
- * probabilities times V accumulated over keys j = 0..S-1 (vectorised over head_dim).  The scale
- * 1/sqrt(d) is expected to be folded into q.  One source, compiled for AVX-512 / AVX2 / portable
- * by target attributes (the loops are auto-vectorised); -ffp-contract=off (C11), so the three
- * paths perform the same float operations except the softmax exp (AVX2 polynomial vs expf).
+ * Per pair on AVX-512 and AVX2: K is transposed into Kt[d][Sp] and V packed into Vp[S][dp], then
+ * query rows in tiles of 4 (wb_attn_simd.h, register-blocked): scores as one FMA chain per
+ * output over head_dim dd = 0..d-1, plus the additive mask, softmax (ops' AVX2 row function),
+ * context as one FMA chain per output over keys j = 0..S-1. Both widths run the same chains, so
+ * their results are bit-identical. The portable body (plain loops, -ffp-contract=off: separate
+ * multiply and add, expf) agrees with them to float rounding. The scale 1/sqrt(d) is expected
+ * to be folded into q.
  */
 #ifndef WB_ATTN_H
 #define WB_ATTN_H
@@ -30,7 +30,7 @@ typedef struct {
 } wb_attn_t;
 
 static inline __attribute__((always_inline)) void
-wb_attn_pair_body(const wb_attn_t *a, long pair, float *restrict Kt, float *restrict p, int vec_softmax) {
+wb_attn_pair_body(const wb_attn_t *a, long pair, float *restrict Kt, float *restrict p) {
     /* everything in locals: with -fno-strict-aliasing the stores below could alias *a */
     const int nh = a->nh, S = a->S, d = a->d, R = a->R;
     const int b = (int)(pair / nh), h = (int)(pair % nh);
@@ -68,8 +68,8 @@ wb_attn_pair_body(const wb_attn_t *a, long pair, float *restrict Kt, float *rest
             p[j] = s0 + mask[j];
             p1[j] = s1 + mask[j];
         }
-        if (vec_softmax) { wb_softmax_row_avx2(p, S, p); if (two) wb_softmax_row_avx2(p1, S, p1); }
-        else { wb_softmax_row(p, S, p); if (two) wb_softmax_row(p1, S, p1); }
+        wb_softmax_row(p, S, p);
+        if (two) wb_softmax_row(p1, S, p1);
         if (sig) {  /* queries in order r, r + 1: the sum NumPy's qmask @ probs also forms */
             if (mask[r] == 0.0f) for (int j = 0; j < S; j++) sig[j] += p[j];
             if (two && mask[r + 1] == 0.0f) for (int j = 0; j < S; j++) sig[j] += p1[j];
@@ -97,14 +97,71 @@ wb_attn_pair_body(const wb_attn_t *a, long pair, float *restrict Kt, float *rest
     }
 }
 
-WB_AVX512 static void wb_attn_pair_avx512(const wb_attn_t *a, long pair, float *Kt, float *p) {
-    wb_attn_pair_body(a, pair, Kt, p, 1);
+/* the register-blocked pair kernels (wb_attn_simd.h): keys padded to Sp, head_dim to dp */
+#define WB_ATTN_MR_MAX 4
+static inline long wb_attn_sp(int S) { return ((long)S + 63) / 64 * 64; }
+static inline int wb_attn_dp(int d) { return (d + 15) / 16 * 16; }
+static inline size_t wb_attn_scratch_floats(int S, int d) {
+    const size_t Sp = (size_t)wb_attn_sp(S), dp = (size_t)wb_attn_dp(d);
+    size_t blocked = (size_t)d * Sp + (size_t)S * dp + WB_ATTN_MR_MAX * (Sp + dp);
+    size_t plain = (size_t)d * S + 2 * (size_t)S + 32;   /* the portable body's Kt + p */
+    return blocked > plain ? blocked : plain;
 }
-WB_AVX2 static void wb_attn_pair_avx2(const wb_attn_t *a, long pair, float *Kt, float *p) {
-    wb_attn_pair_body(a, pair, Kt, p, 1);
-}
+
+#define WB_AT_T WB_AVX512
+#define WB_AT_SUF avx512
+#define WB_AT_V __m512
+#define WB_AT_W 16
+#define WB_AT_LOAD _mm512_loadu_ps
+#define WB_AT_STORE _mm512_storeu_ps
+#define WB_AT_FMA _mm512_fmadd_ps
+#define WB_AT_SET1 _mm512_set1_ps
+#define WB_AT_ZERO _mm512_setzero_ps
+#define WB_AT_MR 4
+#define WB_AT_NC 4
+#define WB_AT_NV 4
+#include "wb_attn_simd.h"
+#undef WB_AT_T
+#undef WB_AT_SUF
+#undef WB_AT_V
+#undef WB_AT_W
+#undef WB_AT_LOAD
+#undef WB_AT_STORE
+#undef WB_AT_FMA
+#undef WB_AT_SET1
+#undef WB_AT_ZERO
+#undef WB_AT_MR
+#undef WB_AT_NC
+#undef WB_AT_NV
+
+#define WB_AT_T WB_AVX2
+#define WB_AT_SUF avx2
+#define WB_AT_V __m256
+#define WB_AT_W 8
+#define WB_AT_LOAD _mm256_loadu_ps
+#define WB_AT_STORE _mm256_storeu_ps
+#define WB_AT_FMA _mm256_fmadd_ps
+#define WB_AT_SET1 _mm256_set1_ps
+#define WB_AT_ZERO _mm256_setzero_ps
+#define WB_AT_MR 4
+#define WB_AT_NC 2
+#define WB_AT_NV 2
+#include "wb_attn_simd.h"
+#undef WB_AT_T
+#undef WB_AT_SUF
+#undef WB_AT_V
+#undef WB_AT_W
+#undef WB_AT_LOAD
+#undef WB_AT_STORE
+#undef WB_AT_FMA
+#undef WB_AT_SET1
+#undef WB_AT_ZERO
+#undef WB_AT_MR
+#undef WB_AT_NC
+#undef WB_AT_NV
+
 static void wb_attn_pair_portable(const wb_attn_t *a, long pair, float *Kt, float *p) {
-    wb_attn_pair_body(a, pair, Kt, p, 0);
+    wb_attn_pair_body(a, pair, Kt, p);
 }
 
 /* Returns 0, or -1 if scratch memory could not be allocated. */
@@ -116,13 +173,13 @@ static int wb_attention(const wb_attn_t *a, int isa, int nt) {
     int failed = 0;
     #pragma omp parallel num_threads(nt) if (nt > 1 && work > 65536) reduction(|:failed)
     {
-        float *Kt = (float *)malloc(sizeof(float) * ((size_t)a->d * a->S + 2 * (size_t)a->S + 32));
-        float *p = Kt ? Kt + (size_t)a->d * a->S : NULL;
+        float *Kt = (float *)malloc(sizeof(float) * wb_attn_scratch_floats(a->S, a->d));
+        float *p = Kt ? Kt + (size_t)a->d * a->S : NULL;   /* the portable body's layout */
         #pragma omp for schedule(static)
         for (long t = 0; t < pairs; t++) {     /* every thread meets the worksharing loop */
             if (!Kt) { failed = 1; continue; }
-            if (isa >= WB_ISA_AVX512_VNNI) wb_attn_pair_avx512(a, t, Kt, p);
-            else if (isa >= WB_ISA_AVX2) wb_attn_pair_avx2(a, t, Kt, p);
+            if (isa >= WB_ISA_AVX512_VNNI) wb_attn_pair_avx512(a, t, Kt);
+            else if (isa >= WB_ISA_AVX2) wb_attn_pair_avx2(a, t, Kt);
             else wb_attn_pair_portable(a, t, Kt, p);
         }
         free(Kt);
