@@ -68,6 +68,7 @@ cdef extern from "wb_int8.h" nogil:
         const float *xscale
         float *y
         int32_t *yi
+        int act
     int wb_threads(int nt)
     void wb_quantize_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *scale, int32_t *zp, int isa, int nt)
     void wb_quantize_rows_static(const float *x, int M, int K, int Kp, float scale, int32_t zp, uint8_t *q, int isa, int nt)
@@ -138,6 +139,18 @@ cdef inline int _cap_threads(int nt, long macs):
     if cap < 1:
         cap = 1
     return <int>(nt if nt < cap else cap)
+
+
+ACTIVATIONS = (None, "gelu")
+"""What ``activation=`` accepts: GELU (erf form) fused into the epilogue, or nothing."""
+
+
+cdef int _activation_code(object activation) except -1:
+    if activation is None:
+        return 0
+    if activation == "gelu":
+        return 1
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
 
 
 cdef class _Int8Linear:
@@ -231,7 +244,7 @@ cdef class _Int8Linear:
         return _cap_threads(nt, self._macs(M)) if num_threads is None else nt
 
     cdef int _gemm(self, int code, object xq, int M, object y, object zp, object xs, int nt,
-                   object yi=None) except -1:
+                   object yi=None, int act=0) except -1:
         """The exact s32 GEMM of quantized rows xq with the fused epilogue
         ``y = (acc - zp * wsum) * (xs * w_scale) + bias``; with ``y`` None, the integer result
         ``acc - zp * wsum`` goes to ``yi`` int32[M, N] instead."""
@@ -245,15 +258,20 @@ cdef class _Int8Linear:
         e.xscale = <const float*>_ptr(xs)
         e.y = NULL if y is None else <float*>_ptr(y)
         e.yi = NULL if yi is None else <int32_t*>_ptr(yi)
+        # GELU as workbench_ext.ops.gelu computes it on this ISA (AVX2 code from avx2 up)
+        e.act = 0 if act == 0 else (2 if code >= ISA_AVX2 else 1)
         return self._run(code, pack, xq, M, &e, nt)
 
-    def __call__(self, x, num_threads=None, out=None):
+    def __call__(self, x, num_threads=None, out=None, activation=None):
         """y = layer(x): x float32[M, K] (C-contiguous) -> float32[M, N].
+        ``activation``: None, or "gelu": y = gelu(layer(x)) applied to each output tile while it
+        is in cache, bit-identical to ``workbench_ext.ops.gelu(layer(x))`` on the same ISA.
         ``num_threads``: OpenMP threads, used as given; by default omp_get_max_threads()
         (OMP_NUM_THREADS or cpu.set_num_threads), capped to ~1 thread per 256K MACs so tiny
         problems do not pay for a thread team.
         ``out``: optional preallocated float32[M, N] C-contiguous result buffer."""
         y = self._output(x, out)
+        cdef int act = _activation_code(activation)
         cdef int M = x.shape[0]
         cdef int nt = self._threads(num_threads, M)
         cdef int code = self._resolve()
@@ -269,15 +287,17 @@ cdef class _Int8Linear:
         cdef int K = self.K, Kp = self.Kp
         with nogil:
             wb_quantize_rows(px, M, K, Kp, pq, ps, pz, code, nt)
-        self._gemm(code, xq, M, y, zp, xs, nt)
+        self._gemm(code, xq, M, y, zp, xs, nt, None, act)
         return y
 
-    def static(self, x, input_scale, input_zero_point, num_threads=None, out=None):
+    def static(self, x, input_scale, input_zero_point, num_threads=None, out=None, activation=None):
         """y = layer with a static (calibrated) activation grid: every row of x float32[M, K] is
         quantized with the same ``input_scale`` / ``input_zero_point`` (u8 asymmetric, as
         ``workbench_ext.ops.quantize_static``) instead of its own range; then the same exact s32
-        GEMM and fused epilogue as ``__call__`` (``y = (acc - zp * wsum) * (scale * w_scale) + bias``)."""
+        GEMM and fused epilogue as ``__call__`` (``y = (acc - zp * wsum) * (scale * w_scale) + bias``,
+        then ``activation``)."""
         y = self._output(x, out)
+        cdef int act = _activation_code(activation)
         cdef float fs = float(input_scale)
         if not (fs > 0.0) or not np.isfinite(fs):
             raise ValueError(f"input_scale must be a finite number > 0, got {input_scale!r}")
@@ -298,7 +318,7 @@ cdef class _Int8Linear:
         cdef int K = self.K, Kp = self.Kp
         with nogil:
             wb_quantize_rows_static(px, M, K, Kp, fs, zpv, pq, code, nt)
-        self._gemm(code, xq, M, y, zp, xs, nt)
+        self._gemm(code, xq, M, y, zp, xs, nt, None, act)
         return y
 
     def qmatmul(self, q, zero_point, num_threads=None):

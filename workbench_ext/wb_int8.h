@@ -97,6 +97,7 @@ static void wb_dense_portable(const uint8_t *xq, int M, int Kp, const int8_t *w,
             }
         }
         wb_epilogue(e, C, 16, m0, mr, n0, nr);
+        wb_epi_activation(e, m0, mr, n0, nr);
     }
 }
 
@@ -177,6 +178,7 @@ static void wb_dense_avx2(const int16_t *xs, int M, int Kp, const int16_t *Bp, i
                 default: wb_avx2_dense_k1(A, Kp, B, Kp / 2, C); break;
             }
             wb_epilogue_avx2(e, C, 16, m0, mr, n0, nr);
+            wb_epi_activation(e, m0, mr, n0, nr);
         }
     }
 }
@@ -249,6 +251,7 @@ static void wb_dense_vnni(const uint8_t *xq, int M, int Kp, const int8_t *Bp, in
             default: wb_vnni_dense_k1(A, Kp, B, panel, Kp / 4, C); break;
         }
         wb_epilogue(e, C, 32, m0, mr, n0, nr);
+        wb_epi_activation(e, m0, mr, n0, nr);
     }
 }
 
@@ -315,6 +318,7 @@ WB_AMX static void wb_amx_worker(const uint8_t *xq, int M, int Kp, const int8_t 
         _tile_stored(0, C, 128);
         _tile_stored(1, C + 16, 128);
         wb_epilogue(e, C, 32, m0, mr, n0, nr);
+        wb_epi_activation(e, m0, mr, n0, nr);
     }
     _tile_release();
 }
@@ -369,6 +373,7 @@ static void wb_sparse_portable(const uint8_t *xq, int M, int Kp, const int32_t *
             }
         }
         wb_epilogue(e, C, WB_SP_NC, m0, mr, n0, nr);
+        wb_epi_activation(e, m0, mr, n0, nr);
     }
 }
 
@@ -528,6 +533,7 @@ static void wb_sparse_avx2(const int16_t *xt, int M, int Kb, const int32_t *rpc,
         int m0 = mb * WB_SP_MT, mr = wb_imin(WB_SP_MT, M - m0);
         int n0 = nb * WB_SP_NC, nr = wb_imin(WB_SP_NC, N - n0);
         wb_avx2_sparse_tile(xt + (size_t)mb * Kb * WB_SP_MT * 4, m0, mr, n0, nr, rpc, nch, col, vals16, e);
+        wb_epi_activation(e, m0, mr, n0, nr);
     }
 }
 
@@ -647,6 +653,7 @@ static void wb_sparse_avx2_32(const uint8_t *xt, int M, int Kb, const int32_t *r
         int m0 = mb * WB_SP_MT32, mr = wb_imin(WB_SP_MT32, M - m0);
         int n0 = nb * WB_SP_NC, nr = wb_imin(WB_SP_NC, N - n0);
         wb_avx2_sparse32_tile(xt + (size_t)mb * Kb * WB_SP_MT32 * 4, m0, mr, n0, nr, rp, col, vals16, e);
+        wb_epi_activation(e, m0, mr, n0, nr);
     }
 }
 
@@ -796,6 +803,7 @@ static void wb_sparse_vnni_g(const uint8_t *xt, int M, int Kb, int G, const int3
             default: wb_vnni_sparse_tile_g1(X, n0, nr, rp, col, vals, Ct); break;
         }
         wb_sparse_colmajor_epilogue(Ct, m0, mr, n0, nr, e);
+        wb_epi_activation(e, m0, mr, n0, nr);
     }
 }
 

@@ -10,42 +10,7 @@
 #define WB_PAR_MIN 32768L
 
 /* ---------------- GELU (erf form): 0.5 x (1 + erf(x / sqrt 2)) ---------------- */
-static void wb_gelu_portable(const float *x, float *y, size_t n) {
-    for (size_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
-}
-
-/* erf(x) for |x| < 4 via the rational approximation used by Eigen/XLA (float error ~1e-7),
- * clamped to +-1 beyond. */
-WB_AVX2 static inline __m256 wb_erf_avx2(__m256 x) {
-    const __m256 lim = _mm256_set1_ps(3.832506856900711f);
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_sub_ps(_mm256_setzero_ps(), lim)), lim);
-    const __m256 x2 = _mm256_mul_ps(x, x);
-    __m256 p = _mm256_set1_ps(-2.72614225801306e-10f);
-    p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(2.77068142495902e-08f));
-    p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(-2.10102402082508e-06f));
-    p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(-5.69250639462346e-05f));
-    p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(-7.34990630326855e-04f));
-    p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(-2.95459980854025e-03f));
-    p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(-1.60960333262415e-02f));
-    p = _mm256_mul_ps(x, p);
-    __m256 q = _mm256_set1_ps(-1.45660718464996e-05f);
-    q = _mm256_fmadd_ps(x2, q, _mm256_set1_ps(-2.13374055278905e-04f));
-    q = _mm256_fmadd_ps(x2, q, _mm256_set1_ps(-1.68282697438203e-03f));
-    q = _mm256_fmadd_ps(x2, q, _mm256_set1_ps(-7.37332916720468e-03f));
-    q = _mm256_fmadd_ps(x2, q, _mm256_set1_ps(-1.42647390514189e-02f));
-    return _mm256_div_ps(p, q);
-}
-
-WB_AVX2 static void wb_gelu_avx2(const float *x, float *y, size_t n) {
-    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f), r2 = _mm256_set1_ps(0.70710678118654752f);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i);
-        __m256 e = wb_erf_avx2(_mm256_mul_ps(v, r2));
-        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, e)));
-    }
-    for (; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
-}
+/* wb_gelu_portable / wb_gelu_avx2 live in wb_common.h (the int8 epilogue fuses them too) */
 
 static void wb_gelu(const float *x, float *y, size_t n, int isa, int nt) {
     nt = wb_threads(nt);
