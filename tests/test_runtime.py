@@ -110,6 +110,18 @@ def test_int8_path_bounded_error_and_argmax(minilm):
     _check_int8(_engine_logits(engine, enc), _torch_logits(model, enc), model, enc)
 
 
+def test_int8_ffn_gelu_fused_into_the_kernel_changes_nothing(minilm):
+    """Every int8 FFN input layer applies GELU in its epilogue; the logits are bit-identical to
+    running GELU as its own op on the layer's output."""
+    model, enc = minilm
+    engine = compile_model(model)
+    assert engine._gelu_fused == {f"layers.{i}.ffn1" for i in range(engine.num_layers)}
+    fused = _engine_logits(engine, enc)
+    engine._gelu_fused = set()
+    np.testing.assert_array_equal(fused, _engine_logits(engine, enc))
+    assert compile_model(model, quantize=False)._gelu_fused == set()  # fp32: BLAS, then ops.gelu
+
+
 def test_trailing_padding_does_not_change_logits(minilm):
     model, enc = minilm
     engine = compile_model(model, quantize=False)

@@ -75,9 +75,9 @@ def _count_linears(engine: Engine) -> dict[str, list[int]]:
     """Wrap every compiled Linear kernel: name -> rows of each call."""
     calls: dict[str, list[int]] = defaultdict(list)
     for name, fn in list(engine._linears.items()):
-        def counted(x, _fn=fn, _name=name):
+        def counted(x, _fn=fn, _name=name, **kw):
             calls[_name].append(int(x.shape[0]))
-            return _fn(x)
+            return _fn(x, **kw)
         engine._linears[name] = counted
     return calls
 

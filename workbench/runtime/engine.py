@@ -22,9 +22,11 @@ kernel call.
   `quantize=False` weights stay fp32: sparse layers on `BlockSparseFp32Linear`, dense ones on
   BLAS sgemm (NumPy). Q, K and V are fused into one [3H, H] layer (the decision dense/sparse is
   made on the fused weight); the 1/sqrt(head_dim) attention scale is folded into Q.
-* LayerNorm, bias + residual + LayerNorm, softmax and GELU run on `workbench_ext.ops`; the
-  attention matmuls (QK^T and PV) and the pooler's tanh are NumPy (there is no kernel for them).
-  See `workbench.runtime.kernels` for the fallbacks used when a kernel is not built.
+* LayerNorm, bias + residual + LayerNorm and GELU run on `workbench_ext.ops`; an int8 FFN input
+  layer applies GELU in its epilogue instead (`activation="gelu"`, bit-identical). Attention
+  (QK^T, mask, softmax, PV for all heads) is one `workbench_ext.attention` call per layer; the
+  pooler's tanh is NumPy. See `workbench.runtime.kernels` for the NumPy reference kernels, run
+  only when asked for by name.
 * exact graph-level savings: trailing padding columns shared by the whole batch are dropped, and
   the last encoder layer is only evaluated for the [CLS] row that the classifier reads.
 * dynamic models (`model.dynamic`, `model.exit_heads`): token dropping between layers and early
@@ -351,6 +353,9 @@ class Engine:
             fn, impl = choice.build_linear(name, lm, tensors, bias)  # static grid / kernel kind
             self._linears[name] = fn
             self.impls[name] = impl
+        # FFN inputs whose GELU runs inside the int8 kernel's epilogue (bit-identical, one pass less)
+        self._gelu_fused: set[str] = {n for n, fn in self._linears.items()
+                                      if n.endswith(".ffn1") and meta["activation"] == "gelu" and K.fuses_gelu(fn)}
         # FFN width per layer (0: the layer's FFN was removed)
         self.layer_ffn: list[int] = [int(meta["linears"][f"layers.{i}.ffn1"]["N"]) for i in range(self.num_layers)]
         if len(self.layer_heads) != self.num_layers:
@@ -465,7 +470,8 @@ class Engine:
         ln2 = (T[f"layers.{i}.ln2.gamma"], T[f"layers.{i}.ln2.beta"], self._eps[f"layers.{i}.ln2"])
         if self.layer_ffn[i] == 0:  # FFN removed: only ffn_out's bias
             return K.layernorm(h + T[f"layers.{i}.ffn2.bias"], *ln2)
-        f = self._act(lin[f"layers.{i}.ffn1"](h))
+        ffn1 = f"layers.{i}.ffn1"
+        f = lin[ffn1](h, activation="gelu") if ffn1 in self._gelu_fused else self._act(lin[ffn1](h))
         f2 = lin[f"layers.{i}.ffn2"](np.ascontiguousarray(f))
         return K.add_bias_residual_layernorm(f2, T[f"layers.{i}.ffn2.bias"], h, *ln2)
 

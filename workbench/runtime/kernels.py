@@ -187,6 +187,13 @@ class _NumpyInt8Linear:
         return y.astype(np.float32, copy=False)
 
 
+def fuses_gelu(layer: Any) -> bool:
+    """`layer(x, activation="gelu")` works: a compiled int8 layer that applies GELU in its
+    epilogue (bit-identical to `gelu(layer(x))`)."""
+    return (_ext_int8 is not None and "gelu" in getattr(_ext_int8, "ACTIVATIONS", ())
+            and isinstance(layer, (_ext_int8.DenseInt8Linear, _ext_int8.BlockSparseInt8Linear)))
+
+
 def make_linear(kind: str, weight: np.ndarray, scale: np.ndarray | None,
                 bias: np.ndarray | None) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
     """Build the callable for one Linear layer and name the implementation it runs on.
