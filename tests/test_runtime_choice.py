@@ -2,6 +2,9 @@
 here: tests never assert wall-clock speed), a sparser model never gets a slower kernel than
 dense, and the outputs do not depend on the choice (dense and block-sparse int8 are both exact
 integer GEMMs with the same epilogue)."""
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -130,3 +133,35 @@ def test_sparse_must_win_by_the_margin(pruned, monkeypatch, sparse_time, want):
     engine = compile_model(pruned, kernel_choice="measure")
     timed = [lm for lm in engine.meta["linears"].values() if lm["choice"].get("ms")]
     assert timed and all(lm["kind"] == want for lm in timed)
+
+
+def test_kernel_switches_with_the_row_count(pruned, monkeypatch):
+    """Timed at batch 2 and batch 8: a layer whose kernel wins at one and loses at the other keeps
+    both and picks by the call's row count (switch at the geometric mean of the timed rows);
+    outputs are the same either way, and the choice survives save / load."""
+    monkeypatch.setattr(C, "time_kernel", lambda name, kind, fn, x:
+                        (1.0 if kind == "int8_sparse" else 2.0) if x.shape[0] < 64 else (2.0 if kind == "int8_sparse" else 1.0))
+    engine = compile_model(pruned, kernel_choice="measure", choice_shape=(2, 16), choice_batches=(8,))
+    lm = engine.meta["linears"]["layers.0.ffn1"]
+    assert lm["kind"] == "int8_sparse"
+    assert [(b["rows"], b["kind"]) for b in lm["choice"]["by_rows"]] == [(32, "int8_sparse"), (128, "int8_dense")]
+    assert C.row_ranges(lm) == [(0, "int8_sparse"), (64, "int8_dense")]
+    switch = engine._linears["layers.0.ffn1"]
+    assert isinstance(switch, C.RowSwitch) and "from 64 rows" in engine.impls["layers.0.ffn1"]
+    assert "; from 64 rows DDDD" in C.layer_summary(engine.meta)
+    calls = []
+    for i, part in enumerate(switch.parts):
+        switch.parts[i] = lambda x, _p=part, _i=i, **kw: calls.append((_i, x.shape[0])) or _p(x, **kw)
+    x = np.random.default_rng(0).standard_normal((70, lm["K"])).astype(np.float32)
+    for rows in (1, 63, 64, 70):
+        switch(x[:rows])
+    assert calls == [(0, 1), (0, 63), (1, 64), (1, 70)]
+    ids, mask = _ids()
+    dense = compile_model(pruned, kernel_choice="dense")
+    big_ids, big_mask = np.tile(ids, (3, 1)), np.tile(mask, (3, 1))  # 9 x 10 rows: past the switch
+    np.testing.assert_array_equal(engine(big_ids, big_mask), dense(big_ids, big_mask))
+    np.testing.assert_array_equal(engine(ids[:1], mask[:1]), dense(ids[:1], mask[:1]))
+    loaded = type(engine).load(engine.save(Path(tempfile.mkdtemp()) / "e"))
+    assert loaded.impls == engine.impls and isinstance(loaded._linears["layers.0.ffn1"], C.RowSwitch)
+    with pytest.raises(ValueError, match="choice_batches"):
+        compile_model(pruned, kernel_choice="measure", choice_batches=(0,))

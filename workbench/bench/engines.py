@@ -24,8 +24,9 @@ Peers are set up the way their documentation recommends for CPU inference:
     spin between ops, as the OpenMP engines do for ~0.2 ms, `workbench_ext.OPENMP_DEFAULTS`).
   * workbench: `workbench.runtime.compile_model` (int8), on the unpruned model (`wb-int8`) or
     on a copy pruned to 70/80/90% 1x4-block sparsity (`wb-int8-sp70` ...), with
-    `kernel_choice="measure"` at the bench shape (each Linear on the faster of the dense and
-    block-sparse kernels; the notes give the kernel of every layer); `wb-bf16`: dense Linears in
+    `kernel_choice="measure"` at each of the bench's batch sizes (each Linear on the faster of
+    the dense and block-sparse kernels at every row count; the notes give the kernel of every
+    layer and where it switches); `wb-bf16`: dense Linears in
     bf16 (AVX512-BF16 `vdpbf16ps`; fp32 BLAS on a CPU without it, the notes say which).
 
 Run-to-run spread: `workbench bench` reports the median and min-max of >= 5 timed runs (default
@@ -48,6 +49,7 @@ class BenchEngine:
     sparsity = 0.0  # the model is pruned to this 1x4-block sparsity before setup
     notes = ""
     shape = (1, 128)  # (batch, seq) of the bench, set by the worker before setup
+    batches: tuple[int, ...] = (1,)  # every batch size the bench runs, set by the worker
 
     def setup(self, model: torch.nn.Module, threads: int, cache_dir: Path, model_name: str) -> None:
         raise NotImplementedError
@@ -326,7 +328,8 @@ class Workbench(BenchEngine):
         from workbench.runtime.choice import layer_summary
 
         self.engine = compile_model(model, quantize=self.quantize, sparse_threshold=0.5, dtype=self.dtype,
-                                    kernel_choice="measure", choice_shape=tuple(self.shape))
+                                    kernel_choice="measure", choice_shape=tuple(self.shape),
+                                    choice_batches=tuple(b for b in self.batches if b > self.shape[0]))
         kinds: dict[str, int] = {}
         for impl in self.engine.impls.values():
             kinds[impl] = kinds.get(impl, 0) + 1

@@ -62,6 +62,7 @@ def run_spec(spec: dict[str, Any]) -> list[dict[str, Any]]:
                 inputs[b] = make_inputs(model, b, int(spec["seq_len"]))
                 refs[b] = model(**inputs[b]).logits.float().numpy()
         eng.shape = (min(batches), int(spec["seq_len"]))  # engines that tune themselves do it here
+        eng.batches = tuple(batches)
         t0 = time.perf_counter()
         eng.setup(model, threads, Path(spec["cache_dir"]), spec["model"])
         setup_s = time.perf_counter() - t0

@@ -11,7 +11,11 @@
   process with its thread count; the fastest of `TIMED_CALLS` calls after one warm-up counts,
   a few ms per layer; sparse must win by `SPARSE_MARGIN`. Candidates: the dense kernel, and the 1x4 block-sparse one when at least
   `MIN_SPARSITY` of the layer's blocks are zero (below that it never wins: it does the same
-  multiply-adds with index overhead). Ties go to dense.
+  multiply-adds with index overhead). Ties go to dense. With more batch sizes
+  (`compile_model(choice_batches=...)`) each is timed too, and a layer whose fastest kernel
+  changes with the row count keeps both (`RowSwitch`: the switch sits at the geometric mean of
+  the two timed row counts) -- block-sparse wins at batch 1 and can lose at batch 8, where the
+  dense kernel's register blocking pays off.
 * ``dense`` / ``sparse``: every layer on that kernel (deterministic; tests, ablations).
 * ``threshold``: block sparsity >= `sparse_threshold` -> sparse (the rule before this module;
   `compile_model`'s default, deterministic).
@@ -30,6 +34,7 @@ deprecated.
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable
 
@@ -84,10 +89,21 @@ def time_kernel(name: str, kind: str, fn: Callable[[np.ndarray], Any], x: np.nda
     return best
 
 
+def _timed(name: str, dense: str, sparse: str, build: Callable[[str], Callable[[np.ndarray], Any]],
+           in_features: int, rows: int) -> tuple[str, dict[str, float]]:
+    x = np.random.default_rng(0).standard_normal((rows, in_features)).astype(np.float32)
+    ms = {k: time_kernel(name, k, build(k), x) * 1e3 for k in (dense, sparse)}
+    best = sparse if ms[sparse] < ms[dense] * (1.0 - SPARSE_MARGIN) else dense
+    return best, {k: round(v, 4) for k, v in ms.items()}
+
+
 def choose(name: str, family: str, sparsity: float, build: Callable[[str], Callable[[np.ndarray], Any]],
-           in_features: int, *, mode: str, threshold: float, rows: int) -> tuple[str, dict[str, Any]]:
+           in_features: int, *, mode: str, threshold: float, rows: int,
+           more_rows: tuple[int, ...] = ()) -> tuple[str, dict[str, Any]]:
     """The kernel kind for one Linear and how it was chosen (kept in the engine meta).
-    `build(kind)` makes the layer's callable on that kind (only called by `measure`)."""
+    `build(kind)` makes the layer's callable on that kind (only called by `measure`).
+    `more_rows`: further row counts to time (`measure`); the choice then records
+    `by_rows: [{"rows", "kind", "ms"}, ...]` and the engine switches kernels by row count."""
     dense, sparse = kinds(family)
     if mode == "dense":
         return dense, {"mode": mode}
@@ -97,15 +113,56 @@ def choose(name: str, family: str, sparsity: float, build: Callable[[str], Calla
         return (sparse if sparsity >= threshold else dense), {"mode": mode, "threshold": threshold}
     if sparsity < MIN_SPARSITY:
         return dense, {"mode": mode, "rows": rows, "ms": None}  # nothing to compare
-    x = np.random.default_rng(0).standard_normal((rows, in_features)).astype(np.float32)
-    ms = {k: time_kernel(name, k, build(k), x) * 1e3 for k in (dense, sparse)}
-    best = sparse if ms[sparse] < ms[dense] * (1.0 - SPARSE_MARGIN) else dense
-    return best, {"mode": mode, "rows": rows, "ms": {k: round(v, 4) for k, v in ms.items()}}
+    best, ms = _timed(name, dense, sparse, build, in_features, rows)
+    info: dict[str, Any] = {"mode": mode, "rows": rows, "ms": ms}
+    more = sorted({int(r) for r in more_rows if int(r) > rows})
+    if more:
+        info["by_rows"] = [{"rows": rows, "kind": best, "ms": ms}]
+        for r in more:
+            kind, ms_r = _timed(name, dense, sparse, build, in_features, r)
+            info["by_rows"].append({"rows": r, "kind": kind, "ms": ms_r})
+    return best, info
+
+
+def row_ranges(lm: dict[str, Any]) -> list[tuple[int, str]]:
+    """[(from_rows, kind), ...] of one Linear: where its kernel changes with the row count
+    (one entry when it never does)."""
+    ranges = [(0, lm["kind"])]
+    by_rows = (lm.get("choice") or {}).get("by_rows") or []
+    for prev, cur in zip(by_rows, by_rows[1:]):
+        if cur["kind"] != ranges[-1][1]:
+            ranges.append((int(math.ceil(math.sqrt(prev["rows"] * cur["rows"]))), cur["kind"]))
+    return ranges
+
+
+def kind_at(lm: dict[str, Any], rows: int) -> str:
+    """The kernel kind one Linear runs at `rows` rows."""
+    return [kind for start, kind in row_ranges(lm) if start <= rows][-1]
+
+
+class RowSwitch:
+    """A Linear with one kernel per range of row counts (`row_ranges`); outputs never depend
+    on which runs (the int8 kernels are exact; fp32 ones agree to rounding)."""
+
+    def __init__(self, parts: list[tuple[int, Callable[..., Any]]]) -> None:
+        self.parts = [fn for _, fn in parts]
+        self._from = [r for r, _ in parts]
+
+    def __call__(self, x: np.ndarray, **kw: Any) -> Any:
+        i = len(self._from) - 1
+        while i and x.shape[0] < self._from[i]:
+            i -= 1
+        return self.parts[i](x, **kw)
 
 
 def build_linear(name: str, lm: dict[str, Any], tensors: dict[str, np.ndarray],
                  bias: np.ndarray | None) -> tuple[Callable[[np.ndarray], Any], str]:
     """The callable for one engine meta entry and the name of the implementation it runs on."""
+    ranges = row_ranges(lm)
+    if len(ranges) > 1:
+        built = [(r, build_linear(name, {**lm, "kind": kind, "choice": {}}, tensors, bias)) for r, kind in ranges]
+        impl = "; ".join(f"from {r} rows {b[1]}" for r, b in built)
+        return RowSwitch([(r, b[0]) for r, b in built]), impl
     if lm.get("static"):
         return S.make_static_linear(name, lm, tensors, bias)
     return K.make_linear(lm["kind"], tensors[f"{name}.weight"], tensors.get(f"{name}.scale"), bias)
@@ -127,11 +184,18 @@ def layer_summary(meta: dict[str, Any]) -> str:
     code = lambda n: ABBREV.get(lin[n]["kind"], "?") if n in lin else "."  # noqa: E731
     layers = " ".join("".join(code(f"layers.{i}.{r}") for r in ("qkv", "out", "ffn1", "ffn2"))
                       for i in range(meta["num_layers"]))
-    used = sorted({lm["kind"] for lm in lin.values()})
+    used = sorted({kind for lm in lin.values() for _, kind in row_ranges(lm)})
     legend = ", ".join(f"{ABBREV.get(k, '?')} {k}" for k in used)
     static = " static-grid" if any(lm.get("static") for lm in lin.values()) else ""
+    switches = sorted({r for lm in lin.values() for r, _ in row_ranges(lm)[1:]})
+    more = ""
+    for r in switches:  # where layers change kernel at larger row counts, e.g. at batch 8
+        codes = " ".join("".join(ABBREV.get(kind_at(lin[n], r), "?") if n in lin else "."
+                                 for n in (f"layers.{i}.{x}" for x in ("qkv", "out", "ffn1", "ffn2")))
+                         for i in range(meta["num_layers"]))
+        more += f"; from {r} rows {codes}"
     return (f"{meta.get('kernel_choice', 'threshold')}{static}: qkv/out/ffn1/ffn2 {layers}; "
-            f"head {code('head.pre')}{code('head.cls')} ({legend})")
+            f"head {code('head.pre')}{code('head.cls')}{more} ({legend})")
 
 
 def kernels_of(model: Any) -> dict[str, int] | None:

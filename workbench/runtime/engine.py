@@ -196,7 +196,7 @@ def attention_bias(mask: np.ndarray) -> np.ndarray:
 
 def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: float = 0.5,
                   kernel_choice: str = "threshold", choice_shape: tuple[int, int] = (1, 128),
-                  dtype: str | None = None) -> "Engine":
+                  choice_batches: tuple[int, ...] = (), dtype: str | None = None) -> "Engine":
     """Compile a Hugging Face BERT-family sequence classifier into an `Engine`.
 
     quantize: int8 weights (per output channel) with dynamic per-token activation quantization;
@@ -206,6 +206,8 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
         blocks is >= this runs on the block-sparse kernel; values > 1 never use the sparse kernels.
     kernel_choice: "threshold" | "measure" (time the candidate kernels at `choice_shape` =
         (batch, seq) and keep the fastest) | "dense" | "sparse" (`workbench.runtime.choice`).
+    choice_batches: more batch sizes (at choice_shape's seq) for "measure" to time; a Linear
+        whose fastest kernel changes with the batch keeps one kernel per range of row counts.
     dtype: "bf16" runs the dense fp32 Linears in bf16 (AVX512-BF16; fp32 where the CPU has none,
         `describe()` says which); overrides `quantize`. None: "int8" if quantize else "fp32".
     """
@@ -216,6 +218,9 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
     if not isinstance(sparse_threshold, (int, float)) or sparse_threshold < 0:
         raise ValueError(f"sparse_threshold must be a number >= 0, got {sparse_threshold!r}")
     C.check_mode(kernel_choice)
+    if any(not isinstance(b, int) or b < 1 for b in choice_batches):
+        raise ValueError(f"choice_batches must be batch sizes >= 1, got {choice_batches!r}")
+    shapes = (tuple(choice_shape), tuple((b, choice_shape[1]) for b in choice_batches))
     dtype = dtype or ("int8" if quantize else "fp32")
     if dtype not in ("int8", "fp32", "bf16"):
         raise ValueError(f"dtype must be 'int8', 'fp32' or 'bf16', got {dtype!r}")
@@ -235,7 +240,7 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
     for name, value in raw.items():
         entry = S.compile_static(name, value, q_scale, tensors)  # None unless static_int8 / qat
         if entry is not None:
-            _choose(name, entry, "int8", tensors, meta["num_layers"], kernel_choice, sparse_threshold, choice_shape)
+            _choose(name, entry, "int8", tensors, meta["num_layers"], kernel_choice, sparse_threshold, shapes)
             linears_meta[name] = entry
             continue
         value = S.as_fp32(value)  # a group only partly static runs as fp32 weights
@@ -275,7 +280,7 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
             tensors[f"{name}.bias"] = np.ascontiguousarray(b, dtype=np.float32)
         elif name.split(".")[-1] in _BIAS_FUSED:  # the fused op needs a bias vector
             tensors[f"{name}.bias"] = np.zeros(N, np.float32)
-        _choose(name, entry, dtype, tensors, meta["num_layers"], kernel_choice, sparse_threshold, choice_shape)
+        _choose(name, entry, dtype, tensors, meta["num_layers"], kernel_choice, sparse_threshold, shapes)
         linears_meta[name] = entry
 
     if quantize and not any(lm.get("static") for lm in linears_meta.values()):
@@ -297,15 +302,17 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
 
 
 def _choose(name: str, entry: dict[str, Any], family: str, tensors: dict[str, np.ndarray], num_layers: int,
-            mode: str, threshold: float, shape: tuple[int, int]) -> None:
+            mode: str, threshold: float, shapes: tuple[tuple[int, int], tuple[tuple[int, int], ...]]) -> None:
     """Set entry["kind"] (the kernel this Linear runs on) and entry["choice"] (how it was chosen)."""
     from workbench.runtime import choice as C
 
     entry["bias_fused"] = name.split(".")[-1] in _BIAS_FUSED
     bias = None if entry["bias_fused"] else tensors.get(f"{name}.bias")
     build = lambda kind: C.build_linear(name, {**entry, "kind": kind}, tensors, bias)[0]  # noqa: E731
-    entry["kind"], entry["choice"] = C.choose(name, family, entry["block_sparsity"], build, entry["K"], mode=mode,
-                                              threshold=threshold, rows=C.layer_rows(name, num_layers, *shape))
+    shape, more = shapes
+    entry["kind"], entry["choice"] = C.choose(
+        name, family, entry["block_sparsity"], build, entry["K"], mode=mode, threshold=threshold,
+        rows=C.layer_rows(name, num_layers, *shape), more_rows=tuple(C.layer_rows(name, num_layers, *s) for s in more))
 
 
 # --------------------------------------------------------------------------------------------

@@ -189,7 +189,10 @@ class _NumpyInt8Linear:
 
 def fuses_gelu(layer: Any) -> bool:
     """`layer(x, activation="gelu")` works: a compiled int8 layer that applies GELU in its
-    epilogue (bit-identical to `gelu(layer(x))`)."""
+    epilogue (bit-identical to `gelu(layer(x))`); a `RowSwitch` when all its kernels do."""
+    parts = getattr(layer, "parts", None)
+    if parts:
+        return all(fuses_gelu(p) for p in parts)
     return (_ext_int8 is not None and "gelu" in getattr(_ext_int8, "ACTIVATIONS", ())
             and isinstance(layer, (_ext_int8.DenseInt8Linear, _ext_int8.BlockSparseInt8Linear)))
 

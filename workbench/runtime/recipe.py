@@ -4,6 +4,7 @@
       quantize: true          # int8 weights + dynamic per-token int8 activations
       kernel_choice: measure  # per Linear: time dense / block-sparse at choice_shape, keep the fastest
       choice_shape: [1, 128]  # (batch, seq) the kernels are timed at
+      choice_batches: [8]     # optional: also time at batch 8; layers switch kernel by row count
       sparse_threshold: 0.5   # kernel_choice: threshold -- >= 50% zero 1x4 blocks -> block-sparse
       dynamic: true           # a model with `model.dynamic` (token dropping / early exits) runs it
 
@@ -36,6 +37,9 @@ class WorkbenchRuntimeConfig:
     deterministic. All int8 choices give the same outputs."""
     choice_shape: list[int] = field(default_factory=lambda: [1, 128])
     """(batch, seq) at which `measure` times the kernels: the shape the model will serve."""
+    choice_batches: list[int] = field(default_factory=list)
+    """More batch sizes (same seq) for `measure` to time: a Linear whose fastest kernel changes
+    with the batch keeps one kernel per range of row counts."""
     dynamic: bool = True
     """Keep the model's `DynamicSpec` (`model.dynamic`, exit heads): the engine then drops tokens
     and exits early as the spec says (`workbench.runtime.dynamic`); false runs the static network."""
@@ -45,6 +49,8 @@ class WorkbenchRuntimeConfig:
             fail(where, "sparse_threshold", f"must be >= 0, got {self.sparse_threshold}")
         if len(self.choice_shape) != 2 or any(int(v) < 1 for v in self.choice_shape):
             fail(where, "choice_shape", f"must be [batch, seq] with both >= 1, got {self.choice_shape!r}")
+        if any(int(v) < 1 for v in self.choice_batches):
+            fail(where, "choice_batches", f"must be batch sizes >= 1, got {self.choice_batches!r}")
 
 
 @register_recipe("workbench_runtime")
@@ -61,7 +67,8 @@ class WorkbenchRuntime(Recipe):
         engine = compile_model(model, quantize=self.config.quantize,
                                sparse_threshold=self.config.sparse_threshold,
                                kernel_choice=self.config.kernel_choice,
-                               choice_shape=tuple(int(v) for v in self.config.choice_shape))
+                               choice_shape=tuple(int(v) for v in self.config.choice_shape),
+                               choice_batches=tuple(int(v) for v in self.config.choice_batches))
         if not self.config.dynamic:  # the exit heads stay compiled, never called
             engine.meta.pop("dynamic", None)
         return EngineModule(engine, config=getattr(model, "config", None))
