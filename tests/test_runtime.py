@@ -122,6 +122,28 @@ def test_int8_ffn_gelu_fused_into_the_kernel_changes_nothing(minilm):
     assert compile_model(model, quantize=False)._gelu_fused == set()  # fp32: BLAS, then ops.gelu
 
 
+def test_forward_runs_without_gc_pauses_and_restores_gc(minilm, monkeypatch):
+    import gc
+    model, enc = minilm
+    engine = compile_model(model)
+    seen = []
+    forward = engine._forward
+    monkeypatch.setattr(engine, "_forward", lambda *a: seen.append(gc.isenabled()) or forward(*a))
+    assert gc.isenabled()
+    _engine_logits(engine, enc)
+    assert seen == [False] and gc.isenabled()
+    gc.disable()
+    try:
+        _engine_logits(engine, enc)
+        assert not gc.isenabled()  # a caller's own setting is left alone
+    finally:
+        gc.enable()
+    monkeypatch.setattr(engine, "_forward", lambda *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        _engine_logits(engine, enc)
+    assert gc.isenabled()
+
+
 def test_trailing_padding_does_not_change_logits(minilm):
     model, enc = minilm
     engine = compile_model(model, quantize=False)
