@@ -356,6 +356,24 @@ def test_gelu(isa, shape, threads):
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
 
 
+def test_gelu_avx512_and_avx2_identical():
+    """The AVX-512 GELU runs the AVX2 one's operations on 16 lanes: the same bits (so the int8
+    epilogue's fused GELU does not depend on which of the two a machine has)."""
+    paths = [i for i in ("avx512_vnni", "avx2") if i in AVAILABLE]
+    if len(paths) < 2:
+        pytest.skip(f"needs avx512_vnni and avx2 (available: {AVAILABLE})")
+    x = (np.random.default_rng(3).standard_normal(16 * 40 + 13) * 5).astype(np.float32)
+    x[:6] = [0.0, -0.0, 3.9, -3.9, 40.0, -40.0]
+    outs = []
+    for name in paths:
+        cpu.set_isa(name)
+        try:
+            outs.append(ops.gelu(x))
+        finally:
+            cpu.set_isa(None)
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
 @pytest.mark.parametrize("shape", OPS_SHAPES)
 @pytest.mark.parametrize("threads", THREADS)
 def test_layernorm_and_fused(isa, shape, threads):

@@ -258,8 +258,9 @@ cdef class _Int8Linear:
         e.xscale = <const float*>_ptr(xs)
         e.y = NULL if y is None else <float*>_ptr(y)
         e.yi = NULL if yi is None else <int32_t*>_ptr(yi)
-        # GELU as workbench_ext.ops.gelu computes it on this ISA (AVX2 code from avx2 up)
-        e.act = 0 if act == 0 else (2 if code >= ISA_AVX2 else 1)
+        # GELU as workbench_ext.ops.gelu computes it on this ISA (the AVX2 and AVX-512 codes
+        # give identical values; the portable one uses libm's erff)
+        e.act = 0 if act == 0 else (3 if code >= ISA_VNNI else 2 if code >= ISA_AVX2 else 1)
         return self._run(code, pack, xq, M, &e, nt)
 
     def __call__(self, x, num_threads=None, out=None, activation=None):

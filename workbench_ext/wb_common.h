@@ -31,6 +31,9 @@
 #ifndef WB_AVX512
 #define WB_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")))
 #endif
+/* AVX-512 float code outside the int8 kernels (never emulated: testing/emulate_isa.c redefines
+ * WB_AVX512 only); runs where the ISA check found avx512_vnni. */
+#define WB_AVX512F __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
 #ifndef WB_AMX
 #define WB_AMX __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")))
 #endif
@@ -202,6 +205,7 @@ typedef struct {
 #define WB_ACT_NONE 0
 #define WB_ACT_GELU_PORTABLE 1
 #define WB_ACT_GELU_AVX2 2
+#define WB_ACT_GELU_AVX512 3
 
 /* ---------------- GELU (erf form): 0.5 x (1 + erf(x / sqrt 2)) ---------------- */
 static void wb_gelu_portable(const float *x, float *y, size_t n) {
@@ -248,6 +252,40 @@ WB_AVX2 static void wb_gelu_avx2(const float *x, float *y, size_t n) {
     }
 }
 
+/* The same operations as wb_erf_avx2 / wb_gelu_avx2 on 16 lanes (min, max, mul, fmadd and div
+ * are exact lane-wise IEEE operations), so bit-identical results at twice the width; the last
+ * n % 16 values go through wb_gelu_avx2. */
+WB_AVX512F static inline __m512 wb_erf_avx512(__m512 x) {
+    const __m512 lim = _mm512_set1_ps(3.832506856900711f);
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_sub_ps(_mm512_setzero_ps(), lim)), lim);
+    const __m512 x2 = _mm512_mul_ps(x, x);
+    __m512 p = _mm512_set1_ps(-2.72614225801306e-10f);
+    p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(2.77068142495902e-08f));
+    p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(-2.10102402082508e-06f));
+    p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(-5.69250639462346e-05f));
+    p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(-7.34990630326855e-04f));
+    p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(-2.95459980854025e-03f));
+    p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(-1.60960333262415e-02f));
+    p = _mm512_mul_ps(x, p);
+    __m512 q = _mm512_set1_ps(-1.45660718464996e-05f);
+    q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(-2.13374055278905e-04f));
+    q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(-1.68282697438203e-03f));
+    q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(-7.37332916720468e-03f));
+    q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(-1.42647390514189e-02f));
+    return _mm512_div_ps(p, q);
+}
+
+WB_AVX512F static void wb_gelu_avx512(const float *x, float *y, size_t n) {
+    const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f), r2 = _mm512_set1_ps(0.70710678118654752f);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        __m512 e = wb_erf_avx512(_mm512_mul_ps(v, r2));
+        _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_add_ps(one, e)));
+    }
+    if (i < n) wb_gelu_avx2(x + i, y + i, n - i);
+}
+
 
 /* The fused activation of an output tile (rows m0.., columns n0..), after its epilogue: the
  * tile is still in cache, so GELU costs no extra pass over the [M, N] output. */
@@ -255,7 +293,8 @@ static void wb_epi_activation(const wb_epi_t *e, int m0, int mr, int n0, int nr)
     if (e->act == WB_ACT_NONE || e->yi) return;
     for (int r = 0; r < mr; r++) {
         float *o = e->y + (size_t)(m0 + r) * e->N + n0;
-        if (e->act == WB_ACT_GELU_AVX2) wb_gelu_avx2(o, o, (size_t)nr);
+        if (e->act == WB_ACT_GELU_AVX512) wb_gelu_avx512(o, o, (size_t)nr);
+        else if (e->act == WB_ACT_GELU_AVX2) wb_gelu_avx2(o, o, (size_t)nr);
         else wb_gelu_portable(o, o, (size_t)nr);
     }
 }

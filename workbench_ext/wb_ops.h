@@ -19,7 +19,8 @@ static void wb_gelu(const float *x, float *y, size_t n, int isa, int nt) {
     #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)n > WB_PAR_MIN)
     for (long c = 0; c < nch; c++) {
         size_t s = (size_t)c * CH, len = n - s < CH ? n - s : CH;
-        if (isa >= WB_ISA_AVX2) wb_gelu_avx2(x + s, y + s, len);
+        if (isa >= WB_ISA_AVX512_VNNI) wb_gelu_avx512(x + s, y + s, len);
+        else if (isa >= WB_ISA_AVX2) wb_gelu_avx2(x + s, y + s, len);
         else wb_gelu_portable(x + s, y + s, len);
     }
 }
