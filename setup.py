@@ -4,6 +4,7 @@ Each kernel module is compiled once with portable flags; the instruction-set spe
 paths live in C headers compiled with per-function target attributes, and are chosen at run
 time by `workbench_ext.cpu` (so one build runs on any x86-64 CPU).
 """
+import glob
 import os
 import sys
 
@@ -20,6 +21,9 @@ def kernel(name: str) -> Extension:
         f"workbench_ext.{name}",
         [f"workbench_ext/{name}.pyx"],
         include_dirs=[np.get_include(), "workbench_ext"],
+        # every header: the .pyx files name one, which includes the others, and a changed
+        # header must rebuild every module that may include it
+        depends=sorted(glob.glob("workbench_ext/*.h")),
         extra_compile_args=COMMON_ARGS,
         extra_link_args=OPENMP,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
