@@ -133,6 +133,17 @@ cdef inline object _empty1(Py_ssize_t d0, int typenum):
     return cnp.PyArray_EMPTY(1, dims, typenum, 0)
 
 
+cdef object _empty_aligned(Py_ssize_t d0, Py_ssize_t d1):
+    """float32[d0, d1], C-contiguous, starting on a 64-byte boundary: every output row of a
+    width that is a multiple of 16 then starts a cache line, and the kernels' 64-byte row
+    stores write whole lines. (malloc's 16-byte alignment made the 90 %-sparse 768 x 3072 layer
+    up to 2x slower in some processes than in others.)"""
+    raw = _empty1(d0 * d1 * 4 + 64, cnp.NPY_UINT8)
+    cdef size_t addr = <size_t>cnp.PyArray_DATA(<cnp.ndarray>raw)
+    cdef Py_ssize_t off = <Py_ssize_t>((64 - addr % 64) % 64)
+    return raw[off:off + d0 * d1 * 4].view(np.float32).reshape(d0, d1)
+
+
 cdef inline int _cap_threads(int nt, long macs):
     """At most one thread per ~256K multiply-adds: forking a team for less costs more than it saves."""
     cdef long cap = macs // 262144
@@ -232,7 +243,7 @@ cdef class _Int8Linear:
             raise ValueError(f"x must have shape (M, {self.K}), got {tuple(x.shape)}")
         cdef int M = x.shape[0]
         if out is None:
-            return _empty(M, self.N, cnp.NPY_FLOAT32)
+            return _empty_aligned(M, self.N)
         check_array(out, "out", np.float32, 2)
         if out.shape[0] != M or out.shape[1] != self.N:
             raise ValueError(f"out must have shape ({M}, {self.N}), got {tuple(out.shape)}")

@@ -89,6 +89,7 @@ static void emu_release(void) { emu_configured = 0; memset(emu_rows, 0, sizeof e
 
 #define WB_AVX512
 #define WB_AMX
+#define WB_EMULATE_ISA 1
 #include "wb_int8.h"
 
 static uint32_t rng_state = 12345;
