@@ -89,6 +89,7 @@ cdef extern from "wb_int8.h" nogil:
     void wb_sparse_vnni(const uint8_t *xt, int M, int Kb, const int32_t *rp, const int32_t *col, const int8_t *vals, int N, const wb_epi_t *e, int nt)
     int wb_sparse_vnni_groups(int M)
     void wb_pack_x_sparse_u8_g(const uint8_t *xq, int M, int Kp, int Kb, int G, uint8_t *out, int nt)
+    void wb_pack_x_sparse_vnni "WB_PACK_X_SPARSE_VNNI"(const uint8_t *xq, int M, int Kp, int Kb, int G, uint8_t *out, int nt)
     void wb_sparse_vnni_g(const uint8_t *xt, int M, int Kb, int G, const int32_t *rp, const int32_t *col, const int8_t *vals, int N, const wb_epi_t *e, int nt)
 
 cdef enum:
@@ -484,7 +485,7 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
             xt = _empty((M + 16 * G - 1) // (16 * G), Kb * 64 * G, cnp.NPY_UINT8)
             pt8 = <uint8_t*>_ptr(xt)
             with nogil:
-                wb_pack_x_sparse_u8_g(pq, M, Kp, Kb, G, pt8, nt)
+                wb_pack_x_sparse_vnni(pq, M, Kp, Kb, G, pt8, nt)
                 wb_sparse_vnni_g(pt8, M, Kb, G, rp, col, vals, N, e, nt)
         return 0
 

@@ -816,9 +816,42 @@ wb_sparse_colmajor_epilogue_avx512(const int32_t *Ct, int m0, int mr, int n0, in
     }
 }
 
+/* wb_pack_x_sparse_u8_g with 16 x 16 transposes of 4-byte groups: xt32[kb][r] = xq32[r][kb]
+ * (the scalar version stores 4 bytes at a 64*G-byte stride, one cache line per store). */
+WB_AVX512F static void wb_pack_x_sparse_u8_g_avx512(const uint8_t *xq, int M, int Kp, int Kb, int G, uint8_t *out, int nt) {
+    const int MT = 16 * G, MB = (M + MT - 1) / MT;
+    const long groups = (long)MB * G;               /* 16-row groups */
+    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)M * Kb > 16384)
+    for (long t = 0; t < groups; t++) {
+        const int mb = (int)(t / G), g = (int)(t % G);
+        const int r0 = mb * MT + 16 * g;             /* first row of this group */
+        int32_t *o = (int32_t *)(out + (size_t)mb * Kb * MT * 4) + 16 * g;
+        const int rows = M - r0 < 16 ? (M - r0 > 0 ? M - r0 : 0) : 16;
+        int kb = 0;
+        for (; kb + 16 <= Kb; kb += 16) {
+            __m512 R[16];
+            #pragma GCC unroll 16
+            for (int i = 0; i < 16; i++)
+                R[i] = i < rows ? _mm512_loadu_ps((const float *)(xq + (size_t)(r0 + i) * Kp + 4 * (size_t)kb))
+                                : _mm512_setzero_ps();
+            wb_transpose16(R);
+            #pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) _mm512_storeu_ps((float *)(o + (size_t)(kb + i) * MT), R[i]);
+        }
+        for (; kb < Kb; kb++)
+            for (int i = 0; i < 16; i++) {
+                int32_t v = 0;
+                if (i < rows) memcpy(&v, xq + (size_t)(r0 + i) * Kp + 4 * (size_t)kb, 4);
+                o[(size_t)kb * MT + i] = v;
+            }
+    }
+}
+
 #define WB_SPARSE_VNNI_EPILOGUE wb_sparse_colmajor_epilogue_avx512
+#define WB_PACK_X_SPARSE_VNNI wb_pack_x_sparse_u8_g_avx512
 #else   /* the emulation runs where AVX-512 may be missing: the AVX2 epilogue (same bits) */
 #define WB_SPARSE_VNNI_EPILOGUE wb_sparse_colmajor_epilogue
+#define WB_PACK_X_SPARSE_VNNI wb_pack_x_sparse_u8_g
 #endif
 
 /* Sums of 2 columns (rows b..b1 and d..d1 of the CSR) over a tile of 16 * G rows. */
