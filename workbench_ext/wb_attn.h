@@ -120,6 +120,7 @@ static inline size_t wb_attn_scratch_floats(int S, int d) {
 #define WB_AT_MR 4
 #define WB_AT_NC 4
 #define WB_AT_NV 4
+#define WB_AT_SOFTMAX wb_softmax_row_avx512
 #include "wb_attn_simd.h"
 #undef WB_AT_T
 #undef WB_AT_SUF
@@ -133,6 +134,7 @@ static inline size_t wb_attn_scratch_floats(int S, int d) {
 #undef WB_AT_MR
 #undef WB_AT_NC
 #undef WB_AT_NV
+#undef WB_AT_SOFTMAX
 
 #define WB_AT_T WB_AVX2
 #define WB_AT_SUF avx2
@@ -146,6 +148,7 @@ static inline size_t wb_attn_scratch_floats(int S, int d) {
 #define WB_AT_MR 4
 #define WB_AT_NC 2
 #define WB_AT_NV 2
+#define WB_AT_SOFTMAX wb_softmax_row_avx2
 #include "wb_attn_simd.h"
 #undef WB_AT_T
 #undef WB_AT_SUF
@@ -159,6 +162,7 @@ static inline size_t wb_attn_scratch_floats(int S, int d) {
 #undef WB_AT_MR
 #undef WB_AT_NC
 #undef WB_AT_NV
+#undef WB_AT_SOFTMAX
 
 static void wb_attn_pair_portable(const wb_attn_t *a, long pair, float *Kt, float *p) {
     wb_attn_pair_body(a, pair, Kt, p);

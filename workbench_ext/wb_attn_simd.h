@@ -6,6 +6,7 @@
  *   WB_AT_LOAD / WB_AT_STORE / WB_AT_FMA / WB_AT_SET1 / WB_AT_ZERO   the intrinsics
  *   WB_AT_MR     query rows per tile                     WB_AT_NC   vectors of keys per score tile
  *   WB_AT_NV     at most this many vectors of head_dim per PV tile
+ *   WB_AT_SOFTMAX  the softmax row function (wb_ops.h; both give the same bits)
  * and undefines them afterwards.
  *
  * Why blocked: the plain loops did 2 query rows x 32 keys per step (4 FMAs per 2 loads and 2
@@ -97,7 +98,7 @@ WB_AT_T static void WB_AT_FN(wb_attn_pair)(const wb_attn_t *a, long pair, float 
         for (int i = 0; i < nr; i++) {
             float *pi = P + (size_t)i * Sp;
             for (int j = 0; j < S; j++) pi[j] = pi[j] + mask[j];
-            wb_softmax_row_avx2(pi, S, pi);
+            WB_AT_SOFTMAX(pi, S, pi);
             if (sig && mask[r0 + i] == 0.0f) for (int j = 0; j < S; j++) sig[j] += pi[j];
         }
         const float *pr[WB_AT_MR];
