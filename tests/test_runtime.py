@@ -115,11 +115,34 @@ def test_int8_ffn_gelu_fused_into_the_kernel_changes_nothing(minilm):
     running GELU as its own op on the layer's output."""
     model, enc = minilm
     engine = compile_model(model)
+    engine._encoder = None  # the per-op path (the compiled encoder fuses GELU the same way)
     assert engine._gelu_fused == {f"layers.{i}.ffn1" for i in range(engine.num_layers)}
     fused = _engine_logits(engine, enc)
     engine._gelu_fused = set()
     np.testing.assert_array_equal(fused, _engine_logits(engine, enc))
     assert compile_model(model, quantize=False)._gelu_fused == set()  # fp32: BLAS, then ops.gelu
+
+
+@pytest.mark.parametrize("prune_to", [0.0, 0.8])
+def test_compiled_encoder_matches_the_per_op_path(minilm, prune_to):
+    """The whole int8 encoder in one compiled call (workbench_ext.encoder) gives the same bits
+    as running its kernels one Python call at a time, dense and block-sparse, padded batch,
+    on repeated calls (kept buffers) and a new shape (new buffers)."""
+    from workbench.bench.models import prune
+
+    model, enc = minilm
+    if prune_to:
+        model = prune(copy.deepcopy(model), prune_to)
+    engine = compile_model(model, kernel_choice="sparse" if prune_to else "dense")
+    assert engine._encoder is not None and "Int8Encoder" in engine.describe()["kernels"]["layer_loop"]
+    compiled = [_engine_logits(engine, enc), _engine_logits(engine, enc)]
+    few = {k: v[:3] for k, v in enc.items()}
+    compiled_few = _engine_logits(engine, few)
+    encoder, engine._encoder = engine._encoder, None
+    np.testing.assert_array_equal(compiled[0], _engine_logits(engine, enc))
+    np.testing.assert_array_equal(compiled[1], compiled[0])
+    np.testing.assert_array_equal(compiled_few, _engine_logits(engine, few))
+    assert compile_model(model, quantize=False)._encoder is None  # fp32: the per-op path
 
 
 def test_forward_runs_without_gc_pauses_and_restores_gc(minilm, monkeypatch):

@@ -59,16 +59,6 @@ cnp.import_array()
 
 cdef extern from "wb_int8.h" nogil:
     int wb_sparse_pair_cols
-    ctypedef struct wb_epi_t:
-        int N
-        const int32_t *wsum
-        const float *wscale
-        const float *bias
-        const int32_t *zp
-        const float *xscale
-        float *y
-        int32_t *yi
-        int act
     int wb_threads(int nt)
     void wb_quantize_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *scale, int32_t *zp, int isa, int nt)
     void wb_quantize_rows_static(const float *x, int M, int K, int Kp, float scale, int32_t zp, uint8_t *q, int isa, int nt)
@@ -145,6 +135,13 @@ cdef object _empty_aligned(Py_ssize_t d0, Py_ssize_t d1):
     return raw[off:off + d0 * d1 * 4].view(np.float32).reshape(d0, d1)
 
 
+cdef Py_ssize_t scratch_bytes(int M, int Kp):
+    """Bytes of per-call buffers any int8 kernel may need for M rows of Kp (padded) inputs: the
+    AVX2 dense path's int16 activations (2 * M * Kp) or a sparse path's row tiles (at most
+    (M + 63) * Kp)."""
+    return <Py_ssize_t>(M + 63) * Kp * 2
+
+
 cdef inline int _cap_threads(int nt, long macs):
     """At most one thread per ~256K multiply-adds: forking a team for less costs more than it saves."""
     cdef long cap = macs // 262144
@@ -166,12 +163,8 @@ cdef int _activation_code(object activation) except -1:
 
 
 cdef class _Int8Linear:
-    """Shared parts of the dense and block-sparse int8 layers (see the module docstring)."""
-    cdef readonly int N, K, Kp
-    cdef readonly object w_s8, w_scale, bias
-    cdef object _bias0, _wsum, _fixed_isa
-    cdef int _packed
-    cdef dict _packs
+    """Shared parts of the dense and block-sparse int8 layers (see the module docstring;
+    attributes and C methods are declared in int8.pxd)."""
 
     def __init__(self, w_s8, w_scale, bias=None, isa=None):
         N, K = check_weight(w_s8, "w_s8", np.int8, bias)
@@ -224,7 +217,9 @@ cdef class _Int8Linear:
     cdef object _make_pack(self, int code):
         raise NotImplementedError
 
-    cdef int _run(self, int code, object pack, object xq, int M, wb_epi_t *e, int nt) except -1:
+    cdef int _run(self, int code, object pack, object xq, int M, wb_epi_t *e, int nt, void *scratch) except -1:
+        """The kernel for ISA `code`; `scratch` (NULL: allocate) holds its per-call buffers,
+        at least `scratch_bytes(M, Kp)` bytes."""
         raise NotImplementedError
 
     cdef object _alloc_xq(self, int M):
@@ -256,7 +251,7 @@ cdef class _Int8Linear:
         return _cap_threads(nt, self._macs(M)) if num_threads is None else nt
 
     cdef int _gemm(self, int code, object xq, int M, object y, object zp, object xs, int nt,
-                   object yi=None, int act=0) except -1:
+                   object yi=None, int act=0, void *scratch=NULL) except -1:
         """The exact s32 GEMM of quantized rows xq with the fused epilogue
         ``y = (acc - zp * wsum) * (xs * w_scale) + bias``; with ``y`` None, the integer result
         ``acc - zp * wsum`` goes to ``yi`` int32[M, N] instead."""
@@ -273,7 +268,29 @@ cdef class _Int8Linear:
         # GELU as workbench_ext.ops.gelu computes it on this ISA (the AVX2 and AVX-512 codes
         # give identical values; the portable one uses libm's erff)
         e.act = 0 if act == 0 else (3 if code >= ISA_VNNI else 2 if code >= ISA_AVX2 else 1)
-        return self._run(code, pack, xq, M, &e, nt)
+        return self._run(code, pack, xq, M, &e, nt, scratch)
+
+    cdef int forward_into(self, object x, int M, object y, int act, object xq, object xs, object zp,
+                          void *scratch) except -1:
+        """``__call__`` into caller-owned buffers, without checks or allocations (for
+        workbench_ext.encoder, which sized them): x float32 [>= M, K] and y float32 [>= M, N]
+        C-contiguous, xq uint8 [>= round16(M) * Kp], xs float32 [>= M], zp int32 [>= M],
+        scratch >= scratch_bytes(M, Kp) bytes."""
+        if M == 0:
+            return 0
+        cdef int nt = self._threads(None, M)
+        cdef int code = self._resolve()
+        cdef const float *px = <const float*>_ptr(x)
+        cdef uint8_t *pq = <uint8_t*>_ptr(xq)
+        cdef float *ps = <float*>_ptr(xs)
+        cdef int32_t *pz = <int32_t*>_ptr(zp)
+        cdef int K = self.K, Kp = self.Kp
+        cdef int Mp = (M + 15) // 16 * 16
+        with nogil:
+            wb_quantize_rows(px, M, K, Kp, pq, ps, pz, code, nt)
+            if Mp > M:
+                memset(pq + <size_t>M * Kp, 0, <size_t>(Mp - M) * Kp)
+        return self._gemm(code, xq, M, y, zp, xs, nt, None, act, scratch)
 
     def __call__(self, x, num_threads=None, out=None, activation=None):
         """y = layer(x): x float32[M, K] (C-contiguous) -> float32[M, N].
@@ -374,7 +391,7 @@ cdef class DenseInt8Linear(_Int8Linear):
             wb_pack_dense_vnni(<const int8_t*>_ptr(w), N, K, Kp, <int8_t*>_ptr(wp))
         return wp
 
-    cdef int _run(self, int code, object pack, object xq, int M, wb_epi_t *e, int nt) except -1:
+    cdef int _run(self, int code, object pack, object xq, int M, wb_epi_t *e, int nt, void *scratch) except -1:
         cdef int N = self.N, Kp = self.Kp
         wp = pack
         cdef const uint8_t *pq = <const uint8_t*>_ptr(xq)
@@ -385,8 +402,10 @@ cdef class DenseInt8Linear(_Int8Linear):
             with nogil:
                 wb_dense_portable(pq, M, Kp, <const int8_t*>pw, N, e, nt)
         elif code == ISA_AVX2:
-            xs16 = _empty(M, Kp, cnp.NPY_INT16)
-            p16 = <int16_t*>_ptr(xs16)
+            if scratch == NULL:
+                xs16 = _empty(M, Kp, cnp.NPY_INT16)
+                scratch = _ptr(xs16)
+            p16 = <int16_t*>scratch
             ablock = DENSE_A_BLOCK_BYTES
             with nogil:
                 wb_widen_u8_s16(pq, <size_t>M * Kp, p16)
@@ -403,8 +422,6 @@ cdef class DenseInt8Linear(_Int8Linear):
 cdef class BlockSparseInt8Linear(_Int8Linear):
     """1x4 block-sparse int8 linear (see the module docstring for the packed CSR format):
     ``BlockSparseInt8Linear(w_s8 int8[N, K], w_scale float32[N], bias float32[N] | None)``."""
-    cdef readonly object row_ptr, col_idx, values
-    cdef readonly int nnz_blocks, Kb
 
     def __init__(self, w_s8, w_scale, bias=None, isa=None):
         check_array(w_s8, "w_s8", np.int8, 2)
@@ -448,7 +465,7 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
             return (vals16, rpc, nch)
         return ()
 
-    cdef int _run(self, int code, object pack, object xq, int M, wb_epi_t *e, int nt) except -1:
+    cdef int _run(self, int code, object pack, object xq, int M, wb_epi_t *e, int nt, void *scratch) except -1:
         cdef int N = self.N, Kp = self.Kp, Kb = self.Kb
         cdef const uint8_t *pq = <const uint8_t*>_ptr(xq)
         cdef const int32_t *rp = <const int32_t*>_ptr(self.row_ptr)
@@ -465,15 +482,19 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
                 wb_sparse_portable(pq, M, Kp, rp, col, vals, N, e, nt)
         elif code == ISA_AVX2 and pack[2] == 1 and (
                 SPARSE_AVX2_ROWS == 32 or (SPARSE_AVX2_ROWS == 0 and self.K > 1024)):
-            xt = _empty((M + 31) // 32, Kb * 128, cnp.NPY_UINT8)
-            pt8 = <uint8_t*>_ptr(xt)
+            if scratch == NULL:
+                xt = _empty((M + 31) // 32, Kb * 128, cnp.NPY_UINT8)
+                scratch = _ptr(xt)
+            pt8 = <uint8_t*>scratch
             pv16 = <const int16_t*>_ptr(pack[0])
             with nogil:
                 wb_pack_x_sparse_u8_32(pq, M, Kp, Kb, pt8, nt)
                 wb_sparse_avx2_32(pt8, M, Kb, rp, col, pv16, N, e, nt)
         elif code == ISA_AVX2:
-            xt = _empty(MB, Kb * 64, cnp.NPY_INT16)
-            pt16 = <int16_t*>_ptr(xt)
+            if scratch == NULL:
+                xt = _empty(MB, Kb * 64, cnp.NPY_INT16)
+                scratch = _ptr(xt)
+            pt16 = <int16_t*>scratch
             pv16 = <const int16_t*>_ptr(pack[0])
             prpc = <const int32_t*>_ptr(pack[1])
             nch = pack[2]
@@ -482,8 +503,10 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
                 wb_sparse_avx2(pt16, M, Kb, prpc, nch, col, pv16, N, e, nt)
         else:   # avx512_vnni and amx (no AMX sparse kernel): tiles of 16 * G rows
             G = wb_sparse_vnni_groups(M)
-            xt = _empty((M + 16 * G - 1) // (16 * G), Kb * 64 * G, cnp.NPY_UINT8)
-            pt8 = <uint8_t*>_ptr(xt)
+            if scratch == NULL:
+                xt = _empty((M + 16 * G - 1) // (16 * G), Kb * 64 * G, cnp.NPY_UINT8)
+                scratch = _ptr(xt)
+            pt8 = <uint8_t*>scratch
             with nogil:
                 wb_pack_x_sparse_vnni(pq, M, Kp, Kb, G, pt8, nt)
                 wb_sparse_vnni_g(pt8, M, Kb, G, rp, col, vals, N, e, nt)

@@ -146,11 +146,11 @@ class RowSwitch:
 
     def __init__(self, parts: list[tuple[int, Callable[..., Any]]]) -> None:
         self.parts = [fn for _, fn in parts]
-        self._from = [r for r, _ in parts]
+        self.starts = [r for r, _ in parts]
 
     def __call__(self, x: np.ndarray, **kw: Any) -> Any:
-        i = len(self._from) - 1
-        while i and x.shape[0] < self._from[i]:
+        i = len(self.starts) - 1
+        while i and x.shape[0] < self.starts[i]:
             i -= 1
         return self.parts[i](x, **kw)
 

@@ -384,7 +384,36 @@ class Engine:
         self.layer_ffn: list[int] = [int(meta["linears"][f"layers.{i}.ffn1"]["N"]) for i in range(self.num_layers)]
         if len(self.layer_heads) != self.num_layers:
             raise ValueError(f"engine meta: {len(self.layer_heads)} layer head counts for {self.num_layers} layers")
+        self._encoder = self._compiled_encoder()  # None: the layers run op by op (_layer)
         self.last_trace: dict[str, Any] | None = None  # work done by the last call (runtime.dynamic)
+
+    def _compiled_encoder(self) -> Any:
+        """The whole static encoder as one compiled call (`workbench_ext.encoder`) when every
+        layer can run there: int8 kernels (dense, block-sparse or a row-count switch of them),
+        GELU, attention and FFN present. Otherwise None (removed blocks, static grids, fp32 /
+        bf16, other activations keep the per-op path, `_layer`)."""
+        from workbench.runtime.choice import RowSwitch
+
+        if self.meta["activation"] != "gelu" or min(self.layer_heads, default=0) < 1 or min(self.layer_ffn) < 1:
+            return None
+        T, d = self.tensors, self.hidden_size // self.num_heads
+
+        def parts(name: str) -> list[tuple[int, Any]]:
+            fn = self._linears[name]
+            if isinstance(fn, RowSwitch):
+                return list(zip(fn.starts, fn.parts))
+            return [(0, fn)]
+
+        layers = []
+        for i in range(self.num_layers):
+            ln = lambda k: (T[f"layers.{i}.{k}.gamma"], T[f"layers.{i}.{k}.beta"], self._eps[f"layers.{i}.{k}"])  # noqa: E731,B023
+            layers.append({
+                "qkv": parts(f"layers.{i}.qkv"), "out": parts(f"layers.{i}.out"),
+                "ffn1": parts(f"layers.{i}.ffn1"), "ffn2": parts(f"layers.{i}.ffn2"),
+                "heads": self.layer_heads[i], "head_dim": d, "ln1": ln("ln1"), "ln2": ln("ln2"),
+                "out_bias": T[f"layers.{i}.out.bias"], "ffn2_bias": T[f"layers.{i}.ffn2.bias"],
+            })
+        return K.int8_encoder(layers, self.hidden_size)
 
     # ---- inputs ------------------------------------------------------------------------------
     def _check_inputs(self, input_ids: Any, attention_mask: Any, token_type_ids: Any
@@ -452,8 +481,11 @@ class Engine:
 
         B, S = ids.shape
         h, mask_bias, L = self._embed(ids, tt), attention_bias(mask), self.num_layers
-        for i in range(L):  # only the [CLS] row of the last layer feeds the classifier
-            h = self._layer(i, h, B, S, mask_bias, cls_only=i == L - 1)
+        if self._encoder is not None:  # every layer in one compiled call
+            h = self._encoder.run(h, B, S, mask_bias, K.isa_code())
+        else:
+            for i in range(L):  # only the [CLS] row of the last layer feeds the classifier
+                h = self._layer(i, h, B, S, mask_bias, cls_only=i == L - 1)
         self.last_trace = static_trace(mask, L)
         return self._head(h)  # [B, H] after the CLS-only last layer
 

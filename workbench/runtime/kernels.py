@@ -41,6 +41,10 @@ try:
     from workbench_ext import attention as _ext_attn  # type: ignore[attr-defined]
 except Exception:  # pragma: no cover
     _ext_attn = None
+try:  # the compiled layer loop (engines fall back to per-op Python calls without it)
+    from workbench_ext import encoder as _ext_encoder  # type: ignore[attr-defined]
+except Exception:  # pragma: no cover
+    _ext_encoder = None
 try:  # optional: only `dtype="bf16"` engines use it, and fall back to fp32 BLAS without it
     from workbench_ext import bf16 as _ext_bf16  # type: ignore[attr-defined]
 except Exception:  # pragma: no cover
@@ -377,6 +381,23 @@ def fused_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.n
                                significance=significance)
 
 
+def isa_code() -> int:
+    """The active ISA as the kernels' C code (workbench_ext.cpu.ISA_CODES)."""
+    return int(_ext_cpu.ISA_CODES[_ext_cpu.active_isa()])
+
+
+def int8_encoder(layers: list[dict[str, Any]], hidden_size: int) -> Any:
+    """`workbench_ext.encoder.Int8Encoder` on these layers (the whole encoder in one compiled
+    call), or None when it is not built or a layer's Linear is not a compiled int8 kernel."""
+    if _ext_encoder is None or _ext_int8 is None or numpy_requested() and missing_modules():
+        return None
+    kinds = (_ext_int8.DenseInt8Linear, _ext_int8.BlockSparseInt8Linear)
+    if not all(isinstance(fn, kinds) for layer in layers for r in ("qkv", "out", "ffn1", "ffn2")
+               for _, fn in layer[r]):
+        return None
+    return _ext_encoder.Int8Encoder(layers, hidden_size)
+
+
 def has_bf16() -> bool:
     """The bf16 kernel is built and this CPU runs it natively (AVX512-BF16)."""
     return _has(_ext_bf16, "Bf16Linear") and bool(_ext_bf16.has_avx512_bf16())
@@ -411,6 +432,8 @@ def kernel_report() -> dict[str, str]:
         "quantize_per_token": src(_ext_ops, "quantize_per_token", "ops"),
         "Bf16Linear": ("workbench_ext.bf16.Bf16Linear[avx512_bf16]" if has_bf16()
                        else "numpy(BLAS sgemm, fp32): no AVX512-BF16" if _ext_bf16 is not None else "not built"),
+        "layer_loop": ("workbench_ext.encoder.Int8Encoder (int8 engines: one compiled call per forward)"
+                       if _ext_encoder is not None else "python (one call per op)"),
         "attention": ("workbench_ext.attention.attention (fused, OpenMP over heads)" if has_fused_attention()
                       else "numpy(BLAS sgemm, 1 BLAS thread, heads split over Python threads)"),
     }

@@ -1,0 +1,200 @@
+"""A whole post-LN encoder in one call: ``Int8Encoder(layers).run(h, B, S, mask_bias, isa)``.
+
+Every layer -- fused QKV, attention over all heads, attention output, bias + residual +
+LayerNorm, FFN input with GELU in its epilogue, FFN output, bias + residual + LayerNorm -- runs
+here in compiled code on the int8 kernels' C entry points (``_Int8Linear.forward_into``,
+``wb_attention``, ``wb_layernorm``): no Python between the ops, and no NumPy allocation: the
+buffers of the last shape seen are kept (one set for the whole encoder: the layers run one after
+another) and reused. Each op is one OpenMP region (the Linears: quantization, then the kernel).
+The last layer computes only the [CLS] row of every sequence (what the classifier reads).
+
+``layers``: one dict per layer with ``qkv`` / ``out`` / ``ffn1`` / ``ffn2`` (each a list of
+``(from_rows, _Int8Linear)``: the kernel to use from that many rows on, see
+workbench.runtime.choice.RowSwitch), ``heads``, ``head_dim``, ``out_bias`` / ``ffn2_bias``,
+``ln1`` / ``ln2`` = (gamma, beta, eps). The outputs are bit-identical to running the same
+kernels one Python call at a time (tests/test_runtime.py).
+
+Concurrent calls (another thread while the kernels have released the GIL) get their own
+buffers for that call instead of sharing the kept ones.
+"""
+import numpy as np
+cimport numpy as cnp
+from libc.stdint cimport uint8_t, int32_t
+from libc.string cimport memcpy
+
+from workbench_ext.int8 cimport _Int8Linear, scratch_bytes
+
+cnp.import_array()
+
+cdef extern from "wb_attn.h" nogil:
+    ctypedef struct wb_attn_t:
+        const float *q
+        long qb, qh, qr
+        const float *k
+        long kb, kh, kd, ks
+        const float *v
+        long vb, vh, vs
+        const float *mask
+        float *ctx
+        int B, nh, R, S, d
+        float *sig
+    int wb_threads(int nt)
+    int wb_attention(const wb_attn_t *a, int isa, int nt)
+    void wb_layernorm(const float *x, const float *bias, const float *res, const float *g, const float *b,
+                      float eps, long R, int H, float *y, int isa, int nt)
+
+
+cdef inline void* _ptr(object a):
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef inline float* _fp(object a):
+    return <float*>cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef object _aligned(Py_ssize_t n, object dtype):
+    """n elements of dtype, starting on a 64-byte boundary (see int8._empty_aligned)."""
+    cdef Py_ssize_t item = np.dtype(dtype).itemsize
+    raw = np.empty(n * item + 64, np.uint8)
+    cdef size_t addr = <size_t>cnp.PyArray_DATA(<cnp.ndarray>raw)
+    cdef Py_ssize_t off = <Py_ssize_t>((64 - addr % 64) % 64)
+    return raw[off:off + n * item].view(dtype)
+
+
+cdef class _Buffers:
+    """Every intermediate of one forward at (B, S), sized for the widest layer."""
+    cdef readonly int B, S
+    cdef object qkv, ctx, attn, h1, f1, f2, res, xq, xs, zp, scratch
+    cdef list outs
+
+    def __init__(self, int B, int S, int H, int max_qkv, int max_ctx, int max_ffn, int max_kp):
+        cdef Py_ssize_t M = <Py_ssize_t>B * S
+        self.B, self.S = B, S
+        self.qkv = _aligned(M * max_qkv, np.float32)
+        self.ctx = _aligned(M * max_ctx, np.float32)
+        self.attn = _aligned(M * H, np.float32)
+        self.h1 = _aligned(M * H, np.float32)
+        self.f1 = _aligned(M * max_ffn, np.float32)
+        self.f2 = _aligned(M * H, np.float32)
+        self.res = _aligned(<Py_ssize_t>B * H, np.float32)
+        self.outs = [_aligned(M * H, np.float32), _aligned(M * H, np.float32)]
+        self.xq = _aligned((M + 15) // 16 * 16 * max_kp, np.uint8)
+        self.xs = _aligned(M, np.float32)
+        self.zp = _aligned(M, np.int32)
+        self.scratch = _aligned(scratch_bytes(<int>M, max_kp), np.uint8)
+
+
+cdef _Int8Linear _pick(list parts, int rows):
+    """The kernel of a Linear for this many rows: the last part whose from_rows <= rows."""
+    cdef Py_ssize_t i = len(parts) - 1
+    while i > 0 and rows < parts[i][0]:
+        i -= 1
+    return <_Int8Linear>parts[i][1]
+
+
+cdef class Int8Encoder:
+    cdef list layers
+    cdef int H, max_qkv, max_ctx, max_ffn, max_kp
+    cdef _Buffers _kept
+    cdef bint _busy
+
+    def __init__(self, list layers, int hidden_size):
+        if not layers:
+            raise ValueError("Int8Encoder needs at least one layer")
+        for i, layer in enumerate(layers):
+            for role in ("qkv", "out", "ffn1", "ffn2"):
+                for _, lin in layer[role]:
+                    if not isinstance(lin, _Int8Linear):
+                        raise TypeError(f"layer {i} {role}: expected a workbench_ext.int8 layer, got {type(lin).__name__}")
+            if layer["heads"] < 1 or layer["ffn1"][0][1].N < 1:
+                raise ValueError(f"layer {i}: removed attention or FFN blocks run on the Python path")
+        self.layers = layers
+        self.H = hidden_size
+        self.max_qkv = max(l["qkv"][0][1].N for l in layers)
+        self.max_ctx = max(l["out"][0][1].K for l in layers)
+        self.max_ffn = max(l["ffn1"][0][1].N for l in layers)
+        self.max_kp = max(lin.Kp for l in layers for r in ("qkv", "out", "ffn1", "ffn2") for _, lin in l[r])
+        self._kept = None
+        self._busy = False
+
+    def run(self, h, int B, int S, mask_bias, int isa):
+        """h float32 [B*S, H] (the embeddings, C-contiguous), mask_bias float32 [B, S] additive
+        (0 / dtype-min), isa the workbench_ext.cpu ISA code -> the [CLS] rows [B, H] after the
+        last layer (a new array)."""
+        cdef _Buffers buf
+        own = not self._busy
+        if own and self._kept is not None and self._kept.B == B and self._kept.S == S:
+            buf = self._kept
+        else:
+            buf = _Buffers(B, S, self.H, self.max_qkv, self.max_ctx, self.max_ffn, self.max_kp)
+            if own:
+                self._kept = buf
+        if own:
+            self._busy = True
+        try:
+            return self._run(buf, h, B, S, mask_bias, isa)
+        finally:
+            if own:
+                self._busy = False
+
+    cdef object _run(self, _Buffers buf, object x, int B, int S, object mask_bias, int isa):
+        cdef int H = self.H, L = len(self.layers), M = B * S, i, b, R, rows, nh, d, W
+        cdef int nt = wb_threads(0)
+        cdef wb_attn_t a
+        cdef float eps1, eps2
+        cdef float *res
+        cdef float *px
+        cdef float *pa
+        cdef float *pbo
+        cdef float *pg1
+        cdef float *pb1
+        cdef float *ph1
+        cdef float *pf2
+        cdef float *pb2o
+        cdef float *pg2
+        cdef float *pb2
+        cdef float *po
+        for i in range(L):
+            layer = self.layers[i]
+            last = i == L - 1
+            R = 1 if last else S          # query rows per sequence
+            rows = B * R
+            nh, d = layer["heads"], layer["head_dim"]
+            W = 3 * nh * d
+            qkv = _pick(layer["qkv"], M)
+            qkv.forward_into(x, M, buf.qkv, 0, buf.xq, buf.xs, buf.zp, _ptr(buf.scratch))
+            a.q = <const float*>_ptr(buf.qkv)
+            a.qb, a.qh, a.qr = <long>S * W, d, W
+            a.k = a.q + nh * d
+            a.kb, a.kh, a.kd, a.ks = <long>S * W, d, 1, W
+            a.v = a.q + 2 * nh * d
+            a.vb, a.vh, a.vs = <long>S * W, d, W
+            a.mask = <const float*>_ptr(mask_bias)
+            a.ctx = <float*>_ptr(buf.ctx)
+            a.B, a.nh, a.R, a.S, a.d = B, nh, R, S, d
+            a.sig = NULL
+            with nogil:
+                if wb_attention(&a, isa, nt) != 0:
+                    with gil:
+                        raise MemoryError("attention: could not allocate per-thread scratch memory")
+            _pick(layer["out"], rows).forward_into(buf.ctx, rows, buf.attn, 0, buf.xq, buf.xs, buf.zp, _ptr(buf.scratch))
+            px = <float*>_ptr(x)
+            if last:                      # the residual of the [CLS] rows
+                res = <float*>_ptr(buf.res)
+                for b in range(B):
+                    memcpy(res + <size_t>b * H, px + <size_t>b * S * H, sizeof(float) * H)
+            else:
+                res = px
+            g1, b1, eps1 = layer["ln1"]
+            g2, b2, eps2 = layer["ln2"]
+            pa, pbo, pg1, pb1, ph1 = _fp(buf.attn), _fp(layer["out_bias"]), _fp(g1), _fp(b1), _fp(buf.h1)
+            with nogil:
+                wb_layernorm(pa, pbo, res, pg1, pb1, eps1, rows, H, ph1, isa, nt)
+            _pick(layer["ffn1"], rows).forward_into(buf.h1, rows, buf.f1, 1, buf.xq, buf.xs, buf.zp, _ptr(buf.scratch))
+            _pick(layer["ffn2"], rows).forward_into(buf.f1, rows, buf.f2, 0, buf.xq, buf.xs, buf.zp, _ptr(buf.scratch))
+            out = buf.outs[i % 2]
+            pf2, pb2o, pg2, pb2, po = _fp(buf.f2), _fp(layer["ffn2_bias"]), _fp(g2), _fp(b2), _fp(out)
+            with nogil:
+                wb_layernorm(pf2, pb2o, ph1, pg2, pb2, eps2, rows, H, po, isa, nt)
+            x = out
+        return np.array(x[:B * H].reshape(B, H))
