@@ -134,7 +134,7 @@ def test_compiled_encoder_matches_the_per_op_path(minilm, prune_to):
     if prune_to:
         model = prune(copy.deepcopy(model), prune_to)
     engine = compile_model(model, kernel_choice="sparse" if prune_to else "dense")
-    assert engine._encoder is not None and "Int8Encoder" in engine.describe()["kernels"]["layer_loop"]
+    assert engine._encoder is not None and engine.describe()["layer_loop"].startswith("compiled")
     compiled = [_engine_logits(engine, enc), _engine_logits(engine, enc)]
     few = {k: v[:3] for k, v in enc.items()}
     compiled_few = _engine_logits(engine, few)
@@ -142,7 +142,8 @@ def test_compiled_encoder_matches_the_per_op_path(minilm, prune_to):
     np.testing.assert_array_equal(compiled[0], _engine_logits(engine, enc))
     np.testing.assert_array_equal(compiled[1], compiled[0])
     np.testing.assert_array_equal(compiled_few, _engine_logits(engine, few))
-    assert compile_model(model, quantize=False)._encoder is None  # fp32: the per-op path
+    fp32 = compile_model(model, quantize=False)
+    assert fp32._encoder is None and fp32.describe()["layer_loop"].startswith("per op")  # fp32: per op
 
 
 def test_forward_runs_without_gc_pauses_and_restores_gc(minilm, monkeypatch):

@@ -337,6 +337,7 @@ class Workbench(BenchEngine):
         fallbacks = sorted(k for k, v in rep.items() if v == "numpy-fallback")
         self.notes = (f"isa={rep['isa']}; " + "; ".join(f"{v}x {k}" for k, v in kinds.items())
                       + f"; kernels {layer_summary(self.engine.meta)}"
+                      + f"; layer loop {self.engine.describe()['layer_loop'].split(':')[0]}"
                       + (f"; NumPy fallback for: {', '.join(fallbacks)}" if fallbacks else ""))
         if self.engine.meta.get("dynamic"):  # a stage with model.dynamic runs at its saved spec
             spec = {k: v for k, v in self.engine.meta["dynamic"].items() if v not in (None, [])}

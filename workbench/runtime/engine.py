@@ -587,6 +587,8 @@ class Engine:
             "sparse_threshold": self.meta["sparse_threshold"],
             "kernel_choice": self.meta.get("kernel_choice", "threshold"), "dtype": self.meta.get("dtype"),
             "kernels_per_layer": choice.layer_summary(self.meta),
+            "layer_loop": ("compiled: workbench_ext.encoder.Int8Encoder, one call per forward" if self._encoder is not None
+                           else "per op: one Python call per kernel"),
             "linears": {n: {**lm, "impl": self.impls[n]} for n, lm in self.meta["linears"].items()},
             "kernels": K.kernel_report(),
         }
