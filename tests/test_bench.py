@@ -45,6 +45,34 @@ def test_quick_bench_writes_csv_png_readme(tmp_path):
     assert not list(out.glob("*.tmp*"))  # atomic writes leave no temporaries
 
 
+@pytest.mark.parametrize("mode", ["interleaved", "sequential"])
+def test_interleaved_and_sequential_runs_give_the_same_table(tmp_path, mode):
+    """Interleaved (default): engines take turns, one timed run each; --sequential: back to back.
+    Same rows either way: every engine, every batch, the runs asked for."""
+    out = tmp_path / mode
+    argv = ["--models", "tiny-distilbert", "--engines", "torch-fp32,wb-int8", "--threads", "1", "--batch", "1,2",
+            "--seq-len", "16", "--runs", "3", "--warmup", "1", "--out", str(out), "--no-gemm"]
+    assert cli.run(_args(argv + (["--sequential"] if mode == "sequential" else []))) == 0
+    rows = list(csv.DictReader(open(out / "engines.csv", newline="")))
+    assert sorted((r["engine"], r["batch"], r["runs"], r["status"]) for r in rows) == [
+        ("torch-fp32", "1", "3", "ok"), ("torch-fp32", "2", "3", "ok"), ("wb-int8", "1", "3", "ok"), ("wb-int8", "2", "3", "ok")]
+    assert all(float(r["argmax_agree_vs_torch_fp32"]) == 1.0 for r in rows)
+
+
+def test_interleaved_worker_reports_a_failing_engine(tmp_path, monkeypatch):
+    """An engine whose run raises: its rows fail with the error, the other engine's rows are fine."""
+    from workbench.bench.worker import FAIL_ENV
+
+    out = tmp_path / "bench"
+    monkeypatch.setenv(FAIL_ENV, "wb-int8")  # the engine processes inherit it
+    rc = cli.run(_args(["--quick", "--models", "tiny-distilbert", "--engines", "torch-fp32,wb-int8",
+                        "--threads", "1", "--batch", "1", "--out", str(out), "--no-gemm", "--timeout", "600"]))
+    assert rc == 0
+    rows = {r["engine"]: r for r in csv.DictReader(open(out / "engines.csv", newline=""))}
+    assert rows["torch-fp32"]["status"] == "ok"
+    assert rows["wb-int8"]["status"] == "failed" and "injected failure" in rows["wb-int8"]["error"]
+
+
 def test_failing_engine_is_recorded_not_fatal(tmp_path, monkeypatch):
     # a timeout stands in for any engine process that dies: the row says why, the run goes on
     out = tmp_path / "bench"

@@ -8,7 +8,9 @@
 
 Writes `<out>/engines.csv`, `<out>/engines.png` and `<out>/README.md` (ratios vs ort-int8), then
 runs the kernel GEMM microbenchmark (`workbench.bench.gemm.run_gemm_bench`) when it exists.
-An engine that fails is recorded as a failed row; the run goes on. `--models` takes built-in
+The engines of one model and thread count take turns, one timed run each, so a drift of the
+shared machine's speed hits them alike (`workbench.bench.interleave`; `--sequential`: each
+engine's runs back to back). An engine that fails is recorded as a failed row; the run goes on. `--models` takes built-in
 names, saved model folders (labelled `stage:<stage>` for a run's `artifacts/<stage>/model`) or
 `label=folder`; `--run` benches a finished run's stages instead (`workbench.bench.runs`).
 """
@@ -98,6 +100,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="with --run on a --seeds run: which seed-<s>/ (default 0)")
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per engine process")
     parser.add_argument("--no-gemm", action="store_true", help="skip the kernel GEMM microbenchmark")
+    parser.add_argument("--sequential", action="store_true",
+                        help="time each engine's runs back to back, one engine after another (default: "
+                             "the engines of a model and thread count take turns, one run each: "
+                             "workbench.bench.interleave)")
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -154,10 +160,16 @@ def run_worker(module: str, spec: dict[str, Any], work: Path, tag: str, threads:
         return f"could not start engine process: {exc}"
 
 
+def _tag(spec: dict[str, Any]) -> str:
+    return f"{safe_name(spec['model'])}__{spec['engine']}__t{spec['threads']}"
+
+
 def _run_child(spec: dict[str, Any], work: Path, timeout: float) -> list[dict[str, Any]]:
     """One engine process (`workbench.bench.worker`) for `spec`; its rows, or failed rows saying why."""
-    tag = f"{safe_name(spec['model'])}__{spec['engine']}__t{spec['threads']}"
-    rows = run_worker("workbench.bench.worker", spec, work, tag, spec["threads"], timeout)
+    return _rows_or_failed(spec, run_worker("workbench.bench.worker", spec, work, _tag(spec), spec["threads"], timeout))
+
+
+def _rows_or_failed(spec: dict[str, Any], rows: list[dict[str, Any]] | str) -> list[dict[str, Any]]:
     if not isinstance(rows, str):
         return rows
     base = {"model": spec["model"], "engine": spec["engine"], "threads": spec["threads"],
@@ -234,19 +246,36 @@ def run(args: argparse.Namespace) -> int:
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     with tempfile.TemporaryDirectory(prefix="wb-bench-") as tmp:
         work = Path(tmp)
-        bar = tqdm(configs, desc="bench", unit="engine", file=sys.stderr)
-        for model, engine, threads in bar:
-            bar.set_postfix_str(f"{model} {engine} t={threads}")
-            spec = {"model": model, "model_path": paths.get(model), "engine": engine, "threads": threads,
+
+        def spec(model: str, engine: str, threads: int) -> dict[str, Any]:
+            return {"model": model, "model_path": paths.get(model), "engine": engine, "threads": threads,
                     "batches": s["batches"], "seq_len": s["seq_len"], "runs": s["runs"], "warmup": s["warmup"],
                     "cache_dir": str(work / "cache")}
-            got = _run_child(spec, work, args.timeout)
+
+        def keep(got: list[dict[str, Any]], bar: Any) -> None:
             for r in got:
                 if r.get("status") != "ok":
-                    bar.write(f"  FAILED {model} / {engine} / threads={threads} batch={r['batch']}: {r.get('error')}")
+                    bar.write(f"  FAILED {r['model']} / {r['engine']} / threads={r['threads']} batch={r['batch']}: "
+                              f"{r.get('error')}")
             rows.extend(got)
             add_ratios(rows, BASELINE)
-            write_engines_csv(rows, out / "engines.csv")  # after every engine: a partial table survives a kill
+            write_engines_csv(rows, out / "engines.csv")  # after every group: a partial table survives a kill
+
+        if args.sequential:
+            bar = tqdm(configs, desc="bench", unit="engine", file=sys.stderr)
+            for model, engine, threads in bar:
+                bar.set_postfix_str(f"{model} {engine} t={threads}")
+                keep(_run_child(spec(model, engine, threads), work, args.timeout), bar)
+        else:
+            from workbench.bench.interleave import run_group
+
+            groups = [(m, t) for m in s["models"] for t in s["threads"]]
+            bar = tqdm(groups, desc="bench", unit="group", file=sys.stderr)
+            for model, threads in bar:
+                specs = [spec(model, e, threads) for e in s["engines"]]
+                results = run_group(specs, work, [_tag(x) for x in specs], _child_env(threads), str(REPO_ROOT),
+                                    args.timeout, lambda text: bar.set_postfix_str(f"{model} t={threads}: {text}"))
+                keep([r for x, got in zip(specs, results) for r in _rows_or_failed(x, got)], bar)
     order = [e for e in ENGINES if e in s["engines"]]
     rows.sort(key=lambda r: (s["models"].index(r["model"]), order.index(r["engine"]), r["threads"], r["batch"]))
     add_ratios(rows, BASELINE)
