@@ -74,9 +74,8 @@ WB_AT_T static void WB_AT_FN(wb_attn_pair)(const wb_attn_t *a, long pair, float 
     float *Kt = scratch, *Vp = Kt + (size_t)d * Sp, *P = Vp + (size_t)S * dp, *C = P + (size_t)WB_ATTN_MR_MAX * Sp;
     float *sig = a->sig ? a->sig + ((size_t)b * nh + h) * S : NULL;
     if (sig) for (int j = 0; j < S; j++) sig[j] = 0.0f;
+    WB_AT_FN(wb_attn_kt)(k, kd, ks, S, d, Sp, Kt);
     for (int j = 0; j < S; j++) {
-        const float *kj = k + j * ks;
-        for (int dd = 0; dd < d; dd++) Kt[(size_t)dd * Sp + j] = kj[dd * kd];
         memcpy(Vp + (size_t)j * dp, v + j * vs, sizeof(float) * d);
         for (int dd = d; dd < dp; dd++) Vp[(size_t)j * dp + dd] = 0.0f;
     }

@@ -733,35 +733,6 @@ wb_sparse_colmajor_epilogue(const int32_t *Ct, int m0, int mr, int n0, int nr, c
 }
 
 #ifndef WB_EMULATE_ISA   /* testing/emulate_isa.c stands in its own __m512i: not for this code */
-/* 16x16 float transpose in registers (unpack, 4x4 shuffles, then 128-bit lane shuffles). */
-WB_AVX512F static inline __attribute__((always_inline)) void wb_transpose16(__m512 *r) {
-    __m512 t[16], u[16];
-    #pragma GCC unroll 8
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    #pragma GCC unroll 4
-    for (int i = 0; i < 16; i += 4) {
-        u[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-        u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
-        u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-        u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-    }
-    #pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) {            /* 128-bit lanes 0, 2 and 1, 3 of row groups 0/4, 8/12 */
-        t[i] = _mm512_shuffle_f32x4(u[i], u[i + 4], 0x88);
-        t[i + 4] = _mm512_shuffle_f32x4(u[i], u[i + 4], 0xDD);
-        t[i + 8] = _mm512_shuffle_f32x4(u[i + 8], u[i + 12], 0x88);
-        t[i + 12] = _mm512_shuffle_f32x4(u[i + 8], u[i + 12], 0xDD);
-    }
-    #pragma GCC unroll 8
-    for (int i = 0; i < 8; i++) {
-        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
-    }
-}
-
 /* wb_sparse_colmajor_epilogue on 16 rows x 16 columns at a time: the same lane-wise operations
  * (so the same bits), half the instructions per output and whole 64-byte row stores. The sparse
  * kernel's Ct tile is column-major, so the output needs a transpose either way; at 90 %
