@@ -289,7 +289,8 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:
         print(f"plot failed: {type(exc).__name__}: {exc}", file=sys.stderr)
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    write_markdown(rows, out / "README.md", order, BASELINE, args_line.strip(), (load_start, load_end))
+    write_markdown(rows, out / "README.md", order, BASELINE, args_line.strip(), (load_start, load_end),
+                   interleaved=not args.sequential)
     ok = sum(r.get("status") == "ok" for r in rows)
     print(f"{ok}/{len(rows)} configurations ok -> {out / 'engines.csv'}, {out / 'engines.png'}, {out / 'README.md'}")
     if not args.no_gemm:

@@ -124,7 +124,7 @@ def _runs(rows: list[dict[str, Any]]) -> str:
 
 
 def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[str], baseline: str,
-                   args_line: str, load: tuple[float, float] | None = None) -> None:
+                   args_line: str, load: tuple[float, float] | None = None, interleaved: bool = True) -> None:
     models = list(dict.fromkeys(r["model"] for r in rows))
     panels = sorted({(r["threads"], r["batch"]) for r in rows})
     seq = rows[0]["seq_len"] if rows else "?"
@@ -191,9 +191,14 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
             "(encoder Linears), compiled with `compile_model(quantize=True, sparse_threshold=0.5)`.",
             "- The workbench engine evaluates only the [CLS] row in the last encoder layer (exact for "
             "sequence classification); peers run the full graph as exported.",
-            "- The machine may be shared with other work: engines run one after another, so a load "
-            "change during the run moves their numbers differently (see the load averages below); "
-            "min-max bars show the spread within each engine's runs.",
+            ("- Interleaved timing (`workbench.bench.interleave`): the engines of a model and thread count "
+             "are set up one at a time, then take turns, one timed run each (after one untimed run of "
+             "their own, and a 0.1 s pause in which the previous engine's threads stop spinning), so a "
+             "change of the shared machine's speed hits every engine of a round alike; min-max bars "
+             "show the spread over the rounds." if interleaved else
+             "- Sequential timing (`--sequential`): engines run one after another, so a load change during "
+             "the run moves their numbers differently (see the load averages below); min-max bars show "
+             "the spread within each engine's runs."),
             "", "Engine setup:", ""]
     out += [f"- `{e}`: {n}" for e, n in notes.items()]
     out += ["", "## Machine", ""] + _machine()
