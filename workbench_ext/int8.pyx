@@ -26,13 +26,22 @@ constructor's ``isa=``; weights are (re)packed lazily for the path in use):
   the dev machine (AMD EPYC Zen3, 1 thread, 128x768x3072): ~125-140 GOP/s, i.e. ~40 of the
   theoretical 64 int8 ops/cycle of this scheme.  Sparse: vectorised over 16 tokens (int16
   activations) or, for K > 1024, 32 tokens (u8 activations widened at load).
-* ``avx512_vnni``: ``vpdpbusd`` 8x32 micro-kernel on u8 x s8 (16 zmm accumulators).
+* ``avx512_vnni``: ``vpdpbusd`` 8x32 micro-kernel on u8 x s8 (16 zmm accumulators).  Sparse:
+  tiles of up to 64 rows, activations packed with 16x16 register transposes, a 16x16 epilogue
+  that writes each output row in one sweep (same bits as the AVX2 epilogue).
 * ``amx``: ``TDPBUSD`` on 16x64 u8 activation tiles and 16x64 VNNI-packed s8 weight tiles,
   2x2 tiles = 32x32 outputs per step.  The block-sparse layer has no AMX kernel (tiles cannot skip 1x4
   blocks); under ``amx`` it runs the ``avx512_vnni`` sparse kernel.
 
-Only ``portable`` and ``avx2`` have been executed on the development machine (AMD EPYC,
-AVX2+FMA); the VNNI/AMX code compiles into every build and is tested only on CPUs that have it.
+Executed on the development machines: ``portable``, ``avx2`` (AMD EPYC Zen 3) and
+``avx512_vnni`` (AMD EPYC Zen 5); the AMX code compiles into every build, runs its real-hardware
+tests only on CPUs that have it, and is checked everywhere against a scalar emulation of its
+intrinsics (testing/emulate_isa.c).
+
+Outputs (``__call__`` without ``out=``) start on a 64-byte boundary: with row widths that are
+multiples of 16 every row starts a cache line, so the kernels' 64-byte stores write whole lines.
+``activation="gelu"`` applies GELU to each output tile in the epilogue (bit-identical to
+``ops.gelu`` on the unfused output).
 
 Threads: ``layer(x, num_threads=n)`` uses exactly n OpenMP threads; by default
 omp_get_max_threads() (OMP_NUM_THREADS / cpu.set_num_threads), capped at one thread per ~256K

@@ -188,7 +188,9 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
                "`artifacts/<stage>/model`), loaded with `workbench.models.edits.load_edited_model` "
                "(structural edits replayed: uneven heads and FFN widths, removed blocks)."] if saved else []),
             "- `wb-int8-spNN`: the model pruned with `magnitude_prune_(model, NN/100, block=(1, 4))` "
-            "(encoder Linears), compiled with `compile_model(quantize=True, sparse_threshold=0.5)`.",
+            "(encoder Linears), compiled with `compile_model(quantize=True, kernel_choice=\"measure\")` at "
+            "the bench's shapes (every Linear on the faster of the dense and block-sparse kernels per batch "
+            "size; the notes list them).",
             "- The workbench engine evaluates only the [CLS] row in the last encoder layer (exact for "
             "sequence classification); peers run the full graph as exported.",
             ("- Interleaved timing (`workbench.bench.interleave`): the engines of a model and thread count "

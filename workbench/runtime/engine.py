@@ -27,6 +27,10 @@ kernel call.
   (QK^T, mask, softmax, PV for all heads) is one `workbench_ext.attention` call per layer; the
   pooler's tanh is NumPy. See `workbench.runtime.kernels` for the NumPy reference kernels, run
   only when asked for by name.
+* the layer loop: an int8 engine whose every layer has attention, an FFN and GELU runs the whole
+  encoder in one compiled call (`workbench_ext.encoder.Int8Encoder`, bit-identical to the per-op
+  path `_layer`, which the others -- fp32 / bf16, static grids, removed blocks, token dropping
+  -- keep). A forward runs with Python's cyclic GC paused.
 * exact graph-level savings: trailing padding columns shared by the whole batch are dropped, and
   the last encoder layer is only evaluated for the [CLS] row that the classifier reads.
 * dynamic models (`model.dynamic`, `model.exit_heads`): token dropping between layers and early
