@@ -23,22 +23,6 @@ from workbench_ext import cpu as _cpu
 
 cnp.import_array()
 
-cdef extern from "wb_attn.h" nogil:
-    ctypedef struct wb_attn_t:
-        const float *q
-        long qb, qh, qr
-        const float *k
-        long kb, kh, kd, ks
-        const float *v
-        long vb, vh, vs
-        const float *mask
-        float *ctx
-        int B, nh, R, S, d
-        float *sig
-    int wb_threads(int nt)
-    int wb_attention(const wb_attn_t *a, int isa, int nt)
-
-
 cdef long _estride(object a, int axis, str name) except? -1:
     cdef long s = a.strides[axis]
     if s % 4:

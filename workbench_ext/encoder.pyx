@@ -22,27 +22,10 @@ cimport numpy as cnp
 from libc.stdint cimport uint8_t, int32_t
 from libc.string cimport memcpy
 
+from workbench_ext.attention cimport wb_attention, wb_attn_t, wb_layernorm, wb_threads
 from workbench_ext.int8 cimport _Int8Linear, scratch_bytes
 
 cnp.import_array()
-
-cdef extern from "wb_attn.h" nogil:
-    ctypedef struct wb_attn_t:
-        const float *q
-        long qb, qh, qr
-        const float *k
-        long kb, kh, kd, ks
-        const float *v
-        long vb, vh, vs
-        const float *mask
-        float *ctx
-        int B, nh, R, S, d
-        float *sig
-    int wb_threads(int nt)
-    int wb_attention(const wb_attn_t *a, int isa, int nt)
-    void wb_layernorm(const float *x, const float *bias, const float *res, const float *g, const float *b,
-                      float eps, long R, int H, float *y, int isa, int nt)
-
 
 cdef inline void* _ptr(object a):
     return cnp.PyArray_DATA(<cnp.ndarray>a)

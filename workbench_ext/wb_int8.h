@@ -696,6 +696,14 @@ static void wb_pack_x_sparse_u8(const uint8_t *xq, int M, int Kp, int Kb, uint8_
     wb_pack_x_sparse_u8_g(xq, M, Kp, Kb, 1, out, nt);
 }
 
+/* The zero points and scales of a sparse tile's rows m0..m0+mr-1, zero-padded to 64 rows. */
+static inline void wb_tile_row_params(const wb_epi_t *e, int m0, int mr, int32_t *zpl, float *xsl) {
+    for (int r = 0; r < 64; r++) {
+        zpl[r] = r < mr ? e->zp[m0 + r] : 0;
+        xsl[r] = r < mr ? e->xscale[m0 + r] : 0.0f;
+    }
+}
+
 /* Epilogue of one sparse tile from a column-major int32 tile Ct[j * 64 + r] (r < mr <= 64,
  * j < nr <= WB_SPV_NC): y[m0 + r][n0 + j] (or the exact integers in yi). */
 WB_AVX2 __attribute__((noinline)) static void
@@ -708,10 +716,7 @@ wb_sparse_colmajor_epilogue(const int32_t *Ct, int m0, int mr, int n0, int nr, c
     const size_t N = (size_t)e->N;
     int32_t zpl[64];
     float xsl[64];
-    for (int r = 0; r < 64; r++) {
-        zpl[r] = r < mr ? e->zp[m0 + r] : 0;
-        xsl[r] = r < mr ? e->xscale[m0 + r] : 0.0f;
-    }
+    wb_tile_row_params(e, m0, mr, zpl, xsl);
     for (int rg = 0; rg < mr; rg += 8) {
         const __m256i zp = _mm256_loadu_si256((const __m256i *)(zpl + rg));
         const __m256 xs = _mm256_loadu_ps(xsl + rg);
@@ -746,10 +751,7 @@ wb_sparse_colmajor_epilogue_avx512(const int32_t *Ct, int m0, int mr, int n0, in
     const size_t N = (size_t)e->N;
     int32_t zpl[64];
     float xsl[64];
-    for (int r = 0; r < 64; r++) {
-        zpl[r] = r < mr ? e->zp[m0 + r] : 0;
-        xsl[r] = r < mr ? e->xscale[m0 + r] : 0.0f;
-    }
+    wb_tile_row_params(e, m0, mr, zpl, xsl);
     float T[16 * WB_SPV_NC] __attribute__((aligned(64)));   /* 16 output rows, row-major */
     for (int rg = 0; rg < mr; rg += 16) {
         const __m512i zp = _mm512_loadu_si512((const void *)(zpl + rg));
