@@ -356,41 +356,35 @@ def test_gelu(isa, shape, threads):
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
 
 
-def test_softmax_avx512_and_avx2_identical():
-    """The AVX-512 softmax row computes the same exponentials (16 lanes) and sums them in the AVX2
-    order: the same bits, for row lengths with and without 16- / 8-element tails."""
+def _same_bits_on_avx512_and_avx2(fn, x, what=""):
     paths = [i for i in ("avx512_vnni", "avx2") if i in AVAILABLE]
     if len(paths) < 2:
         pytest.skip(f"needs avx512_vnni and avx2 (available: {AVAILABLE})")
+    outs = []
+    for name in paths:
+        cpu.set_isa(name)
+        try:
+            outs.append(fn(x))
+        finally:
+            cpu.set_isa(None)
+    np.testing.assert_array_equal(outs[0], outs[1], err_msg=what)
+
+
+def test_softmax_avx512_and_avx2_identical():
+    """The AVX-512 softmax row computes the same exponentials (16 lanes) and sums them in the AVX2
+    order: the same bits, for row lengths with and without 16- / 8-element tails."""
     for H in (1, 7, 8, 15, 16, 24, 37, 128, 131):
         x = (np.random.default_rng(H).standard_normal((5, H)) * 6).astype(np.float32)
         x[0, 0] = -1e30  # a masked key
-        outs = []
-        for name in paths:
-            cpu.set_isa(name)
-            try:
-                outs.append(ops.softmax(x))
-            finally:
-                cpu.set_isa(None)
-        np.testing.assert_array_equal(outs[0], outs[1], err_msg=f"H={H}")
+        _same_bits_on_avx512_and_avx2(ops.softmax, x, f"H={H}")
 
 
 def test_gelu_avx512_and_avx2_identical():
     """The AVX-512 GELU runs the AVX2 one's operations on 16 lanes: the same bits (so the int8
     epilogue's fused GELU does not depend on which of the two a machine has)."""
-    paths = [i for i in ("avx512_vnni", "avx2") if i in AVAILABLE]
-    if len(paths) < 2:
-        pytest.skip(f"needs avx512_vnni and avx2 (available: {AVAILABLE})")
     x = (np.random.default_rng(3).standard_normal(16 * 40 + 13) * 5).astype(np.float32)
     x[:6] = [0.0, -0.0, 3.9, -3.9, 40.0, -40.0]
-    outs = []
-    for name in paths:
-        cpu.set_isa(name)
-        try:
-            outs.append(ops.gelu(x))
-        finally:
-            cpu.set_isa(None)
-    np.testing.assert_array_equal(outs[0], outs[1])
+    _same_bits_on_avx512_and_avx2(ops.gelu, x)
 
 
 @pytest.mark.parametrize("shape", OPS_SHAPES)

@@ -159,19 +159,6 @@ WB_AVX2 static void wb_attn_kt_avx2(const float *k, long kd, long ks, int S, int
 #define WB_AT_NV 4
 #define WB_AT_SOFTMAX wb_softmax_row_avx512
 #include "wb_attn_simd.h"
-#undef WB_AT_T
-#undef WB_AT_SUF
-#undef WB_AT_V
-#undef WB_AT_W
-#undef WB_AT_LOAD
-#undef WB_AT_STORE
-#undef WB_AT_FMA
-#undef WB_AT_SET1
-#undef WB_AT_ZERO
-#undef WB_AT_MR
-#undef WB_AT_NC
-#undef WB_AT_NV
-#undef WB_AT_SOFTMAX
 
 #define WB_AT_T WB_AVX2
 #define WB_AT_SUF avx2
@@ -187,19 +174,6 @@ WB_AVX2 static void wb_attn_kt_avx2(const float *k, long kd, long ks, int S, int
 #define WB_AT_NV 2
 #define WB_AT_SOFTMAX wb_softmax_row_avx2
 #include "wb_attn_simd.h"
-#undef WB_AT_T
-#undef WB_AT_SUF
-#undef WB_AT_V
-#undef WB_AT_W
-#undef WB_AT_LOAD
-#undef WB_AT_STORE
-#undef WB_AT_FMA
-#undef WB_AT_SET1
-#undef WB_AT_ZERO
-#undef WB_AT_MR
-#undef WB_AT_NC
-#undef WB_AT_NV
-#undef WB_AT_SOFTMAX
 
 static void wb_attn_pair_portable(const wb_attn_t *a, long pair, float *Kt, float *p) {
     wb_attn_pair_body(a, pair, Kt, p);

@@ -7,7 +7,7 @@
  *   WB_AT_MR     query rows per tile                     WB_AT_NC   vectors of keys per score tile
  *   WB_AT_NV     at most this many vectors of head_dim per PV tile
  *   WB_AT_SOFTMAX  the softmax row function (wb_ops.h; both give the same bits)
- * and undefines them afterwards.
+ * (this file undefines them at its end, ready for the next instance).
  *
  * Why blocked: the plain loops did 2 query rows x 32 keys per step (4 FMAs per 2 loads and 2
  * broadcasts) and ran at ~70 GFLOP/s on 2 Zen 5 cores -- 30 % of a DistilBERT forward. A tile of
@@ -123,3 +123,16 @@ WB_AT_T static void WB_AT_FN(wb_attn_pair)(const wb_attn_t *a, long pair, float 
 #undef WB_AT_FN
 #undef WB_AT_CAT
 #undef WB_AT_CAT2
+#undef WB_AT_T
+#undef WB_AT_SUF
+#undef WB_AT_V
+#undef WB_AT_W
+#undef WB_AT_LOAD
+#undef WB_AT_STORE
+#undef WB_AT_FMA
+#undef WB_AT_SET1
+#undef WB_AT_ZERO
+#undef WB_AT_MR
+#undef WB_AT_NC
+#undef WB_AT_NV
+#undef WB_AT_SOFTMAX
