@@ -23,7 +23,7 @@ from libc.stdint cimport uint8_t, int32_t
 from libc.string cimport memcpy
 
 from workbench_ext.attention cimport wb_attention, wb_attn_t, wb_layernorm, wb_threads
-from workbench_ext.int8 cimport _Int8Linear, scratch_bytes
+from workbench_ext.int8 cimport _Int8Linear, aligned_bytes, scratch_bytes
 
 cnp.import_array()
 
@@ -36,12 +36,8 @@ cdef inline float* _fp(object a):
 
 
 cdef object _aligned(Py_ssize_t n, object dtype):
-    """n elements of dtype, starting on a 64-byte boundary (see int8._empty_aligned)."""
-    cdef Py_ssize_t item = np.dtype(dtype).itemsize
-    raw = np.empty(n * item + 64, np.uint8)
-    cdef size_t addr = <size_t>cnp.PyArray_DATA(<cnp.ndarray>raw)
-    cdef Py_ssize_t off = <Py_ssize_t>((64 - addr % 64) % 64)
-    return raw[off:off + n * item].view(dtype)
+    """n elements of dtype, starting on a 64-byte boundary (int8.aligned_bytes)."""
+    return aligned_bytes(n * np.dtype(dtype).itemsize).view(dtype)
 
 
 cdef class _Buffers:

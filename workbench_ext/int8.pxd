@@ -33,7 +33,7 @@ cdef class _Int8Linear:
     cdef int _gemm(self, int code, object xq, int M, object y, object zp, object xs, int nt,
                    object yi=*, int act=*, void *scratch=*) except -1
     cdef int forward_into(self, object x, int M, object y, int act, object xq, object xs, object zp,
-                          void *scratch) except -1
+                          void *scratch, int nt=*) except -1
 
 
 cdef class DenseInt8Linear(_Int8Linear):
@@ -46,3 +46,4 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
 
 
 cdef Py_ssize_t scratch_bytes(int M, int Kp)
+cdef object aligned_bytes(Py_ssize_t nbytes)

@@ -133,15 +133,15 @@ cdef inline object _empty1(Py_ssize_t d0, int typenum):
     return cnp.PyArray_EMPTY(1, dims, typenum, 0)
 
 
-cdef object _empty_aligned(Py_ssize_t d0, Py_ssize_t d1):
-    """float32[d0, d1], C-contiguous, starting on a 64-byte boundary: every output row of a
-    width that is a multiple of 16 then starts a cache line, and the kernels' 64-byte row
-    stores write whole lines. (malloc's 16-byte alignment made the 90 %-sparse 768 x 3072 layer
-    up to 2x slower in some processes than in others.)"""
-    raw = _empty1(d0 * d1 * 4 + 64, cnp.NPY_UINT8)
+cdef object aligned_bytes(Py_ssize_t nbytes):
+    """uint8[nbytes] starting on a 64-byte boundary: with row widths that are multiples of 16
+    floats every row then starts a cache line, and the kernels' 64-byte row stores write whole
+    lines. (malloc's 16-byte alignment made the 90 %-sparse 768 x 3072 layer up to 2x slower in
+    some processes than in others.)"""
+    raw = _empty1(nbytes + 64, cnp.NPY_UINT8)
     cdef size_t addr = <size_t>cnp.PyArray_DATA(<cnp.ndarray>raw)
     cdef Py_ssize_t off = <Py_ssize_t>((64 - addr % 64) % 64)
-    return raw[off:off + d0 * d1 * 4].view(np.float32).reshape(d0, d1)
+    return raw[off:off + nbytes]
 
 
 cdef Py_ssize_t scratch_bytes(int M, int Kp):
@@ -248,7 +248,7 @@ cdef class _Int8Linear:
             raise ValueError(f"x must have shape (M, {self.K}), got {tuple(x.shape)}")
         cdef int M = x.shape[0]
         if out is None:
-            return _empty_aligned(M, self.N)
+            return aligned_bytes(<Py_ssize_t>M * self.N * 4).view(np.float32).reshape(M, self.N)
         check_array(out, "out", np.float32, 2)
         if out.shape[0] != M or out.shape[1] != self.N:
             raise ValueError(f"out must have shape ({M}, {self.N}), got {tuple(out.shape)}")
@@ -280,14 +280,16 @@ cdef class _Int8Linear:
         return self._run(code, pack, xq, M, &e, nt, scratch)
 
     cdef int forward_into(self, object x, int M, object y, int act, object xq, object xs, object zp,
-                          void *scratch) except -1:
-        """``__call__`` into caller-owned buffers, without checks or allocations (for
-        workbench_ext.encoder, which sized them): x float32 [>= M, K] and y float32 [>= M, N]
+                          void *scratch, int nt=0) except -1:
+        """The layer into caller-owned buffers, without checks or allocations (``__call__``
+        and workbench_ext.encoder size them): x float32 [>= M, K] and y float32 [>= M, N]
         C-contiguous, xq uint8 [>= round16(M) * Kp], xs float32 [>= M], zp int32 [>= M],
-        scratch >= scratch_bytes(M, Kp) bytes."""
+        scratch >= scratch_bytes(M, Kp) bytes (NULL: the kernel allocates), nt threads (0: the
+        default, capped to the problem size)."""
         if M == 0:
             return 0
-        cdef int nt = self._threads(None, M)
+        if nt <= 0:
+            nt = self._threads(None, M)
         cdef int code = self._resolve()
         cdef const float *px = <const float*>_ptr(x)
         cdef uint8_t *pq = <uint8_t*>_ptr(xq)
@@ -312,21 +314,11 @@ cdef class _Int8Linear:
         y = self._output(x, out)
         cdef int act = _activation_code(activation)
         cdef int M = x.shape[0]
-        cdef int nt = self._threads(num_threads, M)
-        cdef int code = self._resolve()
         if M == 0:
             return y
-        xq = self._alloc_xq(M)
-        xs = _empty1(M, cnp.NPY_FLOAT32)
-        zp = _empty1(M, cnp.NPY_INT32)
-        cdef const float *px = <const float*>_ptr(x)
-        cdef uint8_t *pq = <uint8_t*>_ptr(xq)
-        cdef float *ps = <float*>_ptr(xs)
-        cdef int32_t *pz = <int32_t*>_ptr(zp)
-        cdef int K = self.K, Kp = self.Kp
-        with nogil:
-            wb_quantize_rows(px, M, K, Kp, pq, ps, pz, code, nt)
-        self._gemm(code, xq, M, y, zp, xs, nt, None, act)
+        self.forward_into(x, M, y, act, _empty((M + 15) // 16 * 16, self.Kp, cnp.NPY_UINT8),
+                          _empty1(M, cnp.NPY_FLOAT32), _empty1(M, cnp.NPY_INT32), NULL,
+                          self._threads(num_threads, M))
         return y
 
     def static(self, x, input_scale, input_zero_point, num_threads=None, out=None, activation=None):

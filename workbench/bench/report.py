@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from workbench.bench.interleave import QUIET_S
 from workbench.results import atomic_write_text, format_stage_table, write_csv
 
 COLUMNS = [
@@ -195,7 +196,7 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
             "sequence classification); peers run the full graph as exported.",
             ("- Interleaved timing (`workbench.bench.interleave`): the engines of a model and thread count "
              "are set up one at a time, then take turns, one timed run each (after one untimed run of "
-             "their own, and a 0.1 s pause in which the previous engine's threads stop spinning), so a "
+             f"their own, and a {QUIET_S:g} s pause in which the previous engine's threads stop spinning), so a "
              "change of the shared machine's speed hits every engine of a round alike; min-max bars "
              "show the spread over the rounds." if interleaved else
              "- Sequential timing (`--sequential`): engines run one after another, so a load change during "

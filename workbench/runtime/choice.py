@@ -181,20 +181,19 @@ def layer_summary(meta: dict[str, Any]) -> str:
     """One line: the kernel of every Linear, e.g. `measure: qkv/out/ffn1/ffn2 DSSS DSSS ...;
     head DD (D int8 dense, S int8 sparse, ...)` -- for bench rows and logs."""
     lin = meta["linears"]
-    code = lambda n: ABBREV.get(lin[n]["kind"], "?") if n in lin else "."  # noqa: E731
-    layers = " ".join("".join(code(f"layers.{i}.{r}") for r in ("qkv", "out", "ffn1", "ffn2"))
-                      for i in range(meta["num_layers"]))
+    code = lambda n, rows=0: ABBREV.get(kind_at(lin[n], rows), "?") if n in lin else "."  # noqa: E731
+
+    def layers(rows: int) -> str:
+        return " ".join("".join(code(f"layers.{i}.{r}", rows) for r in ("qkv", "out", "ffn1", "ffn2"))
+                        for i in range(meta["num_layers"]))
+
     used = sorted({kind for lm in lin.values() for _, kind in row_ranges(lm)})
     legend = ", ".join(f"{ABBREV.get(k, '?')} {k}" for k in used)
     static = " static-grid" if any(lm.get("static") for lm in lin.values()) else ""
+    # where layers change kernel at larger row counts, e.g. at batch 8
     switches = sorted({r for lm in lin.values() for r, _ in row_ranges(lm)[1:]})
-    more = ""
-    for r in switches:  # where layers change kernel at larger row counts, e.g. at batch 8
-        codes = " ".join("".join(ABBREV.get(kind_at(lin[n], r), "?") if n in lin else "."
-                                 for n in (f"layers.{i}.{x}" for x in ("qkv", "out", "ffn1", "ffn2")))
-                         for i in range(meta["num_layers"]))
-        more += f"; from {r} rows {codes}"
-    return (f"{meta.get('kernel_choice', 'threshold')}{static}: qkv/out/ffn1/ffn2 {layers}; "
+    more = "".join(f"; from {r} rows {layers(r)}" for r in switches)
+    return (f"{meta.get('kernel_choice', 'threshold')}{static}: qkv/out/ffn1/ffn2 {layers(0)}; "
             f"head {code('head.pre')}{code('head.cls')}{more} ({legend})")
 
 

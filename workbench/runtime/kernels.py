@@ -389,7 +389,7 @@ def isa_code() -> int:
 def int8_encoder(layers: list[dict[str, Any]], hidden_size: int) -> Any:
     """`workbench_ext.encoder.Int8Encoder` on these layers (the whole encoder in one compiled
     call), or None when it is not built or a layer's Linear is not a compiled int8 kernel."""
-    if _ext_encoder is None or _ext_int8 is None or numpy_requested() and missing_modules():
+    if _ext_encoder is None or _ext_int8 is None:
         return None
     kinds = (_ext_int8.DenseInt8Linear, _ext_int8.BlockSparseInt8Linear)
     if not all(isinstance(fn, kinds) for layer in layers for r in ("qkv", "out", "ffn1", "ffn2")
