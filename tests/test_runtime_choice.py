@@ -66,6 +66,24 @@ def test_choice_follows_the_timer(pruned, monkeypatch):
     assert summary.startswith("measure: qkv/out/ffn1/ffn2 SDDD DDDD DDSD DSDD; head DD"), summary
 
 
+def test_candidates_take_turns_and_keep_their_fastest_call(pruned, monkeypatch):
+    """A slow spell of the machine must hit both candidates: the timed calls alternate, and
+    each candidate's fastest call counts (here the sparse kernel's 3rd call, the dense one's 5th)."""
+    order: dict[str, list[str]] = {}
+
+    def fake(name, kind, fn, x):
+        calls = order.setdefault(name, [])
+        calls.append(kind)
+        n = calls.count(kind)
+        return (0.5 if n == 3 else 3.0) if kind == "int8_sparse" else (1.0 if n == 5 else 2.0)
+
+    monkeypatch.setattr(C, "time_kernel", fake)
+    engine = compile_model(pruned, kernel_choice="measure", choice_shape=(2, 16))
+    lm = engine.meta["linears"]["layers.0.qkv"]
+    assert order["layers.0.qkv"] == ["int8_dense", "int8_sparse"] * C.TIMED_CALLS
+    assert lm["choice"]["ms"] == {"int8_dense": 1000.0, "int8_sparse": 500.0} and lm["kind"] == "int8_sparse"
+
+
 @pytest.mark.parametrize("quantize", [True, False])
 def test_sparser_model_never_gets_a_slower_kernel(tiny_bert, monkeypatch, quantize):
     monkeypatch.setattr(C, "time_kernel", lambda name, kind, fn, x: _cost(kind, fn, x))

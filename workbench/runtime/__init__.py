@@ -7,9 +7,9 @@
 
 Importing this package also registers the `workbench_runtime` pipeline recipe.
 """
-from workbench.runtime.engine import (  # noqa: F401
-    FP32_ATOL, SUPPORTED_ARCHITECTURES, Engine, UnsupportedModelError, compile_model,
-)
+from workbench.runtime.compiler import compile_model  # noqa: F401
+from workbench.runtime.engine import FP32_ATOL, Engine  # noqa: F401
+from workbench.runtime.read_model import SUPPORTED_ARCHITECTURES, UnsupportedModelError  # noqa: F401
 from workbench.runtime.kernels import kernel_report  # noqa: F401
 from workbench.runtime.module import EngineModule  # noqa: F401
 from workbench.runtime import recipe  # noqa: F401,E402  (registers `workbench_runtime`)

@@ -8,8 +8,9 @@
 * ``measure`` (the `workbench_runtime` recipe's default): every candidate kernel is built and
   timed on a random input at the layer's real shape (batch x seq rows; batch rows for the last
   layer's attention output / FFN and the heads, which run on the [CLS] rows only), in this
-  process with its thread count; the fastest of `TIMED_CALLS` calls after one warm-up counts,
-  a few ms per layer; sparse must win by `SPARSE_MARGIN`. Candidates: the dense kernel, and the 1x4 block-sparse one when at least
+  process with its thread count; after one warm-up call each, the candidates take turns for
+  `TIMED_CALLS` rounds and each one's fastest call counts (a few ms per layer); sparse must win
+  by `SPARSE_MARGIN`. Candidates: the dense kernel, and the 1x4 block-sparse one when at least
   `MIN_SPARSITY` of the layer's blocks are zero (below that it never wins: it does the same
   multiply-adds with index overhead). Ties go to dense. With more batch sizes
   (`compile_model(choice_batches=...)`) each is timed too, and a layer whose fastest kernel
@@ -46,7 +47,7 @@ from workbench.runtime import static as S
 MODES = ("measure", "dense", "sparse", "threshold")
 MIN_SPARSITY = 0.3
 """`measure`: the sparse kernel is a candidate from this fraction of all-zero 1x4 blocks."""
-TIMED_CALLS = 5
+TIMED_CALLS = 7
 SPARSE_MARGIN = 0.10
 """`measure`: the sparse kernel must beat dense by this fraction to be chosen. Timing one Linear
 alone for a few calls is noisy (10-20 % on a shared 2-core VM); without a margin a 70 %-sparse
@@ -78,21 +79,26 @@ def layer_rows(name: str, num_layers: int, batch: int, seq: int) -> int:
 
 
 def time_kernel(name: str, kind: str, fn: Callable[[np.ndarray], Any], x: np.ndarray) -> float:
-    """Seconds per call of `fn(x)`: the fastest of `TIMED_CALLS` after one warm-up. (Tests
-    replace this function with a fake timer.)"""
+    """Seconds of one call of `fn(x)`. (Tests replace this function with a fake timer.)"""
+    t0 = time.perf_counter()
     fn(x)
-    best = float("inf")
-    for _ in range(TIMED_CALLS):
-        t0 = time.perf_counter()
-        fn(x)
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return time.perf_counter() - t0
 
 
 def _timed(name: str, dense: str, sparse: str, build: Callable[[str], Callable[[np.ndarray], Any]],
            in_features: int, rows: int) -> tuple[str, dict[str, float]]:
+    """Both candidates warmed up, then `TIMED_CALLS` rounds in which they take turns; each keeps
+    its fastest call. Taking turns puts a slow spell of the shared machine on both candidates
+    instead of on whichever happened to be timed then."""
     x = np.random.default_rng(0).standard_normal((rows, in_features)).astype(np.float32)
-    ms = {k: time_kernel(name, k, build(k), x) * 1e3 for k in (dense, sparse)}
+    fns = {k: build(k) for k in (dense, sparse)}
+    for fn in fns.values():
+        fn(x)
+    best_s = {k: float("inf") for k in fns}
+    for _ in range(TIMED_CALLS):
+        for k, fn in fns.items():
+            best_s[k] = min(best_s[k], time_kernel(name, k, fn, x))
+    ms = {k: v * 1e3 for k, v in best_s.items()}
     best = sparse if ms[sparse] < ms[dense] * (1.0 - SPARSE_MARGIN) else dense
     return best, {k: round(v, 4) for k, v in ms.items()}
 

@@ -76,14 +76,14 @@ def read_dynamic(model: Any, raw: dict[str, tuple]) -> dict[str, Any] | None:
     with exit heads but no spec gets a static spec listing them (exits can then be switched on
     per call)."""
     from workbench.models.dynamic import DynamicSpec, model_spec
-    from workbench.runtime.engine import _linear
+    from workbench.runtime.read_model import read_linear
 
     spec, heads = model_spec(model), getattr(model, "exit_heads", None)
     if spec is None and not heads:
         return None
     for key, head in (heads or {}).items():
-        raw[f"exit.{int(key)}.pre"] = _linear(head.dense, f"exit_heads.{key}.dense")
-        raw[f"exit.{int(key)}.cls"] = _linear(head.out, f"exit_heads.{key}.out")
+        raw[f"exit.{int(key)}.pre"] = read_linear(head.dense, f"exit_heads.{key}.dense")
+        raw[f"exit.{int(key)}.cls"] = read_linear(head.out, f"exit_heads.{key}.out")
     if spec is None:
         spec = DynamicSpec(exit_layers=sorted(int(k) for k in heads))
     return spec.to_dict()

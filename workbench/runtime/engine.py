@@ -1,6 +1,6 @@
 """Our inference engine: a BERT-family sequence classifier compiled onto `workbench_ext` kernels.
 
-`compile_model(hf_model)` reads the weights of a Hugging Face sequence classifier of a family
+`compile_model(hf_model)` (`workbench.runtime.compiler`) reads the weights of a Hugging Face sequence classifier of a family
 the architecture adapter knows (`workbench.models.arch`: `BertForSequenceClassification` for
 BERT, MiniLM, ...; `DistilBertForSequenceClassification`; `RobertaForSequenceClassification`
 and XLM-R / CamemBERT) and builds an `Engine`. The three share the post-LN layer layout; RoBERTa
@@ -54,7 +54,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Iterator
@@ -62,263 +61,18 @@ from typing import Any, Iterator
 import numpy as np
 
 from workbench.runtime import kernels as K
+from workbench.runtime.inputs import check_inputs
 
 FORMAT = "workbench-engine"
 FORMAT_VERSION = 1
-SUPPORTED_ARCHITECTURES = ("BertForSequenceClassification", "DistilBertForSequenceClassification",
-                           "RobertaForSequenceClassification", "XLMRobertaForSequenceClassification",
-                           "CamembertForSequenceClassification")
 WEIGHTS_FILE = "engine.safetensors"
 META_FILE = "engine.json"
 FP32_ATOL = 1e-4
 
 
-class UnsupportedModelError(ValueError):
-    """The model is not one `compile_model` knows how to run."""
-
-
-# --------------------------------------------------------------------------------------------
-# reading a Hugging Face model
-# --------------------------------------------------------------------------------------------
-def _np(t: Any) -> np.ndarray:
-    return np.ascontiguousarray(t.detach().to("cpu").float().numpy(), dtype=np.float32)
-
-
-def _linear(mod: Any, where: str) -> tuple[np.ndarray, np.ndarray | None, str]:
-    from torch import nn
-
-    from workbench.runtime.static import read_static
-
-    static = None if isinstance(mod, nn.Linear) else read_static(mod)  # static_int8 / qat: kept as is
-    if static is not None:
-        return static, static.bias, where
-    if not isinstance(mod, nn.Linear):
-        raise UnsupportedModelError(
-            f"compile_model expects fp32 torch.nn.Linear layers; {where} is "
-            f"{type(mod).__module__}.{type(mod).__name__} (compile the model before applying "
-            "torch quantization: the workbench runtime quantizes the weights itself)")
-    w = mod.weight  # with torch.nn.utils.prune this is already weight_orig * weight_mask
-    return _np(w), (None if mod.bias is None else _np(mod.bias)), where
-
-
-def _activation_name(act: Any, where: str) -> str:
-    if not isinstance(act, str) or act not in K.ACTIVATIONS:
-        raise UnsupportedModelError(
-            f"{where}: activation {act!r} is not supported (supported: {sorted(K.ACTIVATIONS)})")
-    return act
-
-
-def _ln(ln: Any) -> tuple[np.ndarray, np.ndarray, float]:
-    return _np(ln.weight), _np(ln.bias), float(ln.eps)
-
-
-def _read(model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, tuple]]:
-    """Weights of a BERT / DistilBERT / RoBERTa sequence classifier, read through the
-    architecture adapter (`workbench.models.arch`): one reader for every family, whose layers
-    share the post-LN layout (Q, K, V, attention output, LN, FFN in/out, LN)."""
-    from workbench.config import ConfigError
-    from workbench.models.arch import architecture
-
-    name = type(model).__name__
-    try:
-        arch = architecture(model, "compile_model")
-    except ConfigError as exc:
-        raise _unsupported(name, str(exc)) from None
-    fam, cfg = arch.family, model.config
-    if not name.endswith("ForSequenceClassification"):
-        raise _unsupported(name, "only sequence classifiers can be compiled")
-    if getattr(cfg, "position_embedding_type", "absolute") not in (None, "absolute"):
-        raise UnsupportedModelError(
-            f"position_embedding_type={cfg.position_embedding_type!r} is not supported (only 'absolute')")
-    if getattr(cfg, "is_decoder", False):
-        raise UnsupportedModelError(f"decoder {fam.name} models are not supported")
-    if fam.pooler and arch.head_modules().get(fam.pooler) is None:
-        raise UnsupportedModelError(f"a {name} without pooler is not supported")
-    emb = arch.embeddings
-    t: dict[str, np.ndarray] = {
-        "embeddings.word": _np(arch.word_embeddings.weight),
-        "embeddings.position": _np(getattr(emb, fam.position_embeddings).weight),
-    }
-    if fam.token_type_embeddings:
-        t["embeddings.token_type"] = _np(getattr(emb, fam.token_type_embeddings).weight)
-    g, b, eps_emb = _ln(getattr(emb, fam.embedding_norm))
-    t["embeddings.ln.gamma"], t["embeddings.ln.beta"] = g, b
-    act = _activation_name(getattr(cfg, fam.activation_attr), f"config.{fam.activation_attr}")
-    linears: dict[str, tuple] = {}
-    eps: dict[str, float] = {"embeddings.ln": eps_emb}
-    layer_heads = []
-    for i in range(arch.num_layers):
-        def lin(role: str) -> tuple[np.ndarray, np.ndarray | None, str]:
-            return _linear(arch.module(i, role), arch.module_name(i, role))  # noqa: B023
-
-        linears[f"layers.{i}.qkv"] = (lin("query"), lin("key"), lin("value"))
-        linears[f"layers.{i}.out"] = lin("attn_out")
-        linears[f"layers.{i}.ffn1"] = lin("ffn_in")
-        linears[f"layers.{i}.ffn2"] = lin("ffn_out")
-        for key, role in ((f"layers.{i}.ln1", "attn_norm"), (f"layers.{i}.ln2", "ffn_norm")):
-            t[f"{key}.gamma"], t[f"{key}.beta"], eps[key] = _ln(arch.module(i, role))
-        q, k, v = (w for w, _, _ in linears[f"layers.{i}.qkv"])
-        if not q.shape == k.shape == v.shape or q.shape[0] % arch.head_size:  # 0 rows: attention removed
-            raise UnsupportedModelError(
-                f"{arch.layer_prefix(i)}: query/key/value shapes {q.shape}, {k.shape}, {v.shape} are not "
-                f"whole heads of size {arch.head_size}")
-        layer_heads.append(q.shape[0] // arch.head_size)
-    linears["head.pre"] = _linear(model.get_submodule(fam.head_dense), fam.head_dense)
-    linears["head.cls"] = _linear(model.get_submodule(fam.head_out), fam.head_out)
-    heads = arch.config_num_heads
-    meta = {
-        "hidden_size": arch.hidden_size, "num_heads": heads,
-        "num_layers": arch.num_layers, "activation": act,
-        "vocab_size": int(t["embeddings.word"].shape[0]),
-        "max_positions": int(t["embeddings.position"].shape[0]),
-        "type_vocab_size": int(t["embeddings.token_type"].shape[0]) if "embeddings.token_type" in t else 0,
-        "head": "pooler_tanh" if fam.head_activation == "tanh" else "pre_classifier_relu", "eps": eps,
-    }
-    if any(h != heads for h in layer_heads):  # pruned heads
-        meta["layer_heads"] = layer_heads
-    if fam.position_offset:
-        # RoBERTa: padding tokens sit at position padding_idx, the others count from padding_idx + 1
-        meta["position_ids"] = "padding_offset"
-        meta["padding_idx"] = int(emb.padding_idx if getattr(emb, "padding_idx", None) is not None
-                                  else cfg.pad_token_id)
-    return meta, t, linears
-
-
-def _unsupported(name: str, why: str) -> UnsupportedModelError:
-    return UnsupportedModelError(
-        f"workbench runtime cannot compile a {name}: supported architectures are "
-        f"{', '.join(SUPPORTED_ARCHITECTURES)} (BERT, MiniLM, DistilBERT and RoBERTa/XLM-R sequence "
-        f"classifiers); {why}")
-
-
-# Linear layers whose bias is applied in the fused bias + residual + LayerNorm op.
-_BIAS_FUSED = ("out", "ffn2")
-
-
 def attention_bias(mask: np.ndarray) -> np.ndarray:
     """The additive attention mask as in HF: 0 for tokens, dtype-min for padding; [B, 1, 1, S]."""
     return ((np.float32(1.0) - mask) * np.finfo(np.float32).min).astype(np.float32)[:, None, None, :]
-
-
-def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: float = 0.5,
-                  kernel_choice: str = "threshold", choice_shape: tuple[int, int] = (1, 128),
-                  choice_batches: tuple[int, ...] = (), dtype: str | None = None) -> "Engine":
-    """Compile a Hugging Face BERT-family sequence classifier into an `Engine`.
-
-    quantize: int8 weights (per output channel) with dynamic per-token activation quantization;
-        False keeps fp32 weights. Layers of a `static_int8` / `qat` stage (`Int8Linear`) keep
-        their own int8 weights and calibrated activation grid (`workbench.runtime.static`).
-    sparse_threshold: with kernel_choice "threshold", a Linear whose fraction of all-zero 1x4
-        blocks is >= this runs on the block-sparse kernel; values > 1 never use the sparse kernels.
-    kernel_choice: "threshold" | "measure" (time the candidate kernels at `choice_shape` =
-        (batch, seq) and keep the fastest) | "dense" | "sparse" (`workbench.runtime.choice`).
-    choice_batches: more batch sizes (at choice_shape's seq) for "measure" to time; a Linear
-        whose fastest kernel changes with the batch keeps one kernel per range of row counts.
-    dtype: "bf16" runs the dense fp32 Linears in bf16 (AVX512-BF16; fp32 where the CPU has none,
-        `describe()` says which); overrides `quantize`. None: "int8" if quantize else "fp32".
-    """
-    from workbench.runtime import choice as C
-    from workbench.runtime import static as S
-
-    arch = type(hf_model).__name__
-    if not isinstance(sparse_threshold, (int, float)) or sparse_threshold < 0:
-        raise ValueError(f"sparse_threshold must be a number >= 0, got {sparse_threshold!r}")
-    C.check_mode(kernel_choice)
-    if any(not isinstance(b, int) or b < 1 for b in choice_batches):
-        raise ValueError(f"choice_batches must be batch sizes >= 1, got {choice_batches!r}")
-    shapes = (tuple(choice_shape), tuple((b, choice_shape[1]) for b in choice_batches))
-    dtype = dtype or ("int8" if quantize else "fp32")
-    if dtype not in ("int8", "fp32", "bf16"):
-        raise ValueError(f"dtype must be 'int8', 'fp32' or 'bf16', got {dtype!r}")
-    quantize = dtype == "int8"
-    meta, tensors, raw = _read(hf_model)
-    from workbench.runtime.dynamic import exit_pooling, read_dynamic
-
-    dynamic = read_dynamic(hf_model, raw)  # model.dynamic + exit heads (adds exit.<i>.pre/cls)
-    if dynamic:
-        meta["exit_pooling"] = exit_pooling(hf_model)
-    H, nh = meta["hidden_size"], meta["num_heads"]
-    if H % nh:
-        raise UnsupportedModelError(f"hidden size {H} is not divisible by {nh} heads")
-    q_scale = np.float32(1.0 / math.sqrt(H // nh))
-
-    linears_meta: dict[str, dict[str, Any]] = {}
-    for name, value in raw.items():
-        entry = S.compile_static(name, value, q_scale, tensors)  # None unless static_int8 / qat
-        if entry is not None:
-            _choose(name, entry, "int8", tensors, meta["num_layers"], kernel_choice, sparse_threshold, shapes)
-            linears_meta[name] = entry
-            continue
-        value = S.as_fp32(value)  # a group only partly static runs as fp32 weights
-        if name.endswith(".qkv"):
-            (wq, bq, nq), (wk, bk, nk), (wv, bv, nv) = value
-            sources = [[nq, int(wq.shape[0])], [nk, int(wk.shape[0])], [nv, int(wv.shape[0])]]
-            zeros = lambda n: np.zeros(n, np.float32)  # noqa: E731
-            w = np.concatenate([wq * q_scale, wk, wv], axis=0)
-            b = np.concatenate([(bq if bq is not None else zeros(wq.shape[0])) * q_scale,
-                                bk if bk is not None else zeros(wk.shape[0]),
-                                bv if bv is not None else zeros(wv.shape[0])])
-        else:
-            w, b, src = value
-            sources = [[src, int(w.shape[0])]]
-        N, Kdim = w.shape
-        entry: dict[str, Any] = {"N": int(N), "K": int(Kdim), "sources": sources}
-        if N == 0 or Kdim == 0:
-            # a removed block (0 heads / 0 FFN neurons): nothing to multiply; the output is the
-            # bias alone (N > 0, K = 0: attn_out / ffn2 of a removed block) or nothing (N = 0)
-            entry.update({"kind": "empty", "block_sparsity": 0.0, "bias_fused": name.split(".")[-1] in _BIAS_FUSED})
-            if N:
-                tensors[f"{name}.bias"] = np.ascontiguousarray(b if b is not None else np.zeros(N, np.float32),
-                                                               dtype=np.float32)
-            linears_meta[name] = entry
-            continue
-        if quantize:
-            wq8, scale = K.quantize_weight_per_channel(w)
-            tensors[f"{name}.weight"], tensors[f"{name}.scale"] = wq8, scale
-            sp = K.block_sparsity(wq8)
-        else:
-            tensors[f"{name}.weight"] = np.ascontiguousarray(w, dtype=np.float32)
-            sp = K.block_sparsity(w)
-        # any K: the sparse kernels zero-pad K to whole 1x4 blocks (a structurally pruned FFN has
-        # an arbitrary width, e.g. 921 neurons, and may still be block-sparse)
-        entry["block_sparsity"] = round(sp, 6)
-        if b is not None:
-            tensors[f"{name}.bias"] = np.ascontiguousarray(b, dtype=np.float32)
-        elif name.split(".")[-1] in _BIAS_FUSED:  # the fused op needs a bias vector
-            tensors[f"{name}.bias"] = np.zeros(N, np.float32)
-        _choose(name, entry, dtype, tensors, meta["num_layers"], kernel_choice, sparse_threshold, shapes)
-        linears_meta[name] = entry
-
-    if quantize and not any(lm.get("static") for lm in linears_meta.values()):
-        # int8 engines keep the word embeddings (most of a small model's bytes) in fp16: half the
-        # size, rounding error ~5e-4 relative, far below the int8 Linears' own error.
-        tensors["embeddings.word"] = tensors["embeddings.word"].astype(np.float16)
-    try:
-        hf_config = hf_model.config.to_dict()
-    except Exception:  # pragma: no cover
-        hf_config = {}
-    meta.update({
-        "format": FORMAT, "version": FORMAT_VERSION, "architecture": arch,
-        "quantize": bool(quantize), "sparse_threshold": float(sparse_threshold),
-        "kernel_choice": kernel_choice, "dtype": dtype,
-        "num_labels": int(raw["head.cls"][0].shape[0]), "linears": linears_meta,
-        "hf_config": json.loads(json.dumps(hf_config, default=str)),
-    }, **({"dynamic": dynamic} if dynamic else {}))
-    return Engine(meta, tensors)
-
-
-def _choose(name: str, entry: dict[str, Any], family: str, tensors: dict[str, np.ndarray], num_layers: int,
-            mode: str, threshold: float, shapes: tuple[tuple[int, int], tuple[tuple[int, int], ...]]) -> None:
-    """Set entry["kind"] (the kernel this Linear runs on) and entry["choice"] (how it was chosen)."""
-    from workbench.runtime import choice as C
-
-    entry["bias_fused"] = name.split(".")[-1] in _BIAS_FUSED
-    bias = None if entry["bias_fused"] else tensors.get(f"{name}.bias")
-    build = lambda kind: C.build_linear(name, {**entry, "kind": kind}, tensors, bias)[0]  # noqa: E731
-    shape, more = shapes
-    entry["kind"], entry["choice"] = C.choose(
-        name, family, entry["block_sparsity"], build, entry["K"], mode=mode, threshold=threshold,
-        rows=C.layer_rows(name, num_layers, *shape), more_rows=tuple(C.layer_rows(name, num_layers, *s) for s in more))
 
 
 @contextlib.contextmanager
@@ -419,46 +173,6 @@ class Engine:
             })
         return K.int8_encoder(layers, self.hidden_size)
 
-    # ---- inputs ------------------------------------------------------------------------------
-    def _check_inputs(self, input_ids: Any, attention_mask: Any, token_type_ids: Any
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        ids = np.asarray(input_ids)
-        if ids.ndim != 2:
-            raise ValueError(f"input_ids must be 2-D [batch, seq], got shape {ids.shape}")
-        if not np.issubdtype(ids.dtype, np.integer):
-            raise TypeError(f"input_ids must be integers, got dtype {ids.dtype}")
-        B, S = ids.shape
-        if B == 0 or S == 0:
-            raise ValueError(f"input_ids must be non-empty, got shape {ids.shape}")
-        if S > self.max_seq_len:
-            raise ValueError(f"sequence length {S} exceeds the model's maximum {self.max_seq_len} "
-                             f"(max_position_embeddings {self.max_positions})")
-        if ids.min() < 0 or ids.max() >= self.vocab_size:
-            raise ValueError(f"input_ids must be in [0, {self.vocab_size}), got [{ids.min()}, {ids.max()}]")
-        if attention_mask is None:
-            mask = np.ones((B, S), np.float32)
-        else:
-            mask = np.asarray(attention_mask)
-            if mask.shape != ids.shape:
-                raise ValueError(f"attention_mask shape {mask.shape} does not match input_ids shape {ids.shape}")
-            if not np.all((mask == 0) | (mask == 1)):
-                raise ValueError("attention_mask must contain only 0 and 1")
-            mask = mask.astype(np.float32)
-        tt = None
-        if token_type_ids is not None:
-            tt = np.asarray(token_type_ids)
-            if tt.shape != ids.shape:
-                raise ValueError(f"token_type_ids shape {tt.shape} does not match input_ids shape {ids.shape}")
-            if not np.issubdtype(tt.dtype, np.integer):
-                raise TypeError(f"token_type_ids must be integers, got dtype {tt.dtype}")
-            if self.type_vocab_size == 0:
-                if np.any(tt != 0):
-                    raise ValueError(f"{self.architecture} has no token types; token_type_ids must be 0")
-                tt = None
-            elif tt.min() < 0 or tt.max() >= self.type_vocab_size:
-                raise ValueError(f"token_type_ids must be in [0, {self.type_vocab_size})")
-        return ids, mask, tt
-
     # ---- forward -----------------------------------------------------------------------------
     def __call__(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None,
                  **dynamic: Any) -> np.ndarray:
@@ -467,7 +181,7 @@ class Engine:
         from workbench.runtime import dynamic as D
 
         spec = D.resolve(self, dynamic)
-        ids, mask, tt = self._check_inputs(input_ids, attention_mask, token_type_ids)
+        ids, mask, tt = check_inputs(self, input_ids, attention_mask, token_type_ids)
         # Drop trailing columns that are padding in every row: exact, since padded keys get a
         # zero attention weight and only the [CLS] row is read (not when a row is all padding).
         valid = mask.any(axis=0)

@@ -154,7 +154,8 @@ def _best(fn: Any, repeats: int) -> float:
 
 def latency_table(model: Any, seq_len: int = 128, quantize: bool = True, **kwargs: Any) -> LatencyTable:
     """Compile `model` (a HF classifier, or an `Engine` / `EngineModule` as is) and measure its table."""
-    from workbench.runtime.engine import Engine, compile_model
+    from workbench.runtime.compiler import compile_model
+    from workbench.runtime.engine import Engine
 
     engine = getattr(model, "engine", model)
     if not isinstance(engine, Engine):

@@ -20,7 +20,7 @@ from torch import nn
 
 from workbench.config import fail
 from workbench.recipes.base import Recipe, register_recipe
-from workbench.runtime.engine import compile_model
+from workbench.runtime.compiler import compile_model
 from workbench.runtime.module import EngineModule
 
 
