@@ -29,6 +29,12 @@ $(VENV)/.workbench-built: $(EXT_SRC)
 
 demo: setup
 	$(BIN)/workbench run recipes/demo.yaml
+	# the demo's own compressed student (the pruned stage) on the engines people deploy -- ONNX
+	# Runtime int8 in its strongest configuration, torch int8 -- beside our runtime, the engines
+	# taking turns in one run: results/demo/engines/ (README.md there has the same-run ratios)
+	$(BIN)/workbench bench --models demo-pruned=results/demo/artifacts/pruned/model \
+	  --engines torch-fp32,torch-int8-x86,ort-int8,wb-int8 --threads 2 --batch 1,8 --no-gemm \
+	  --out results/demo/engines
 
 demo-quick: setup
 	$(BIN)/workbench run recipes/demo.yaml --quick
