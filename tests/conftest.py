@@ -63,3 +63,30 @@ def tiny_spec(csv_path: Path, folder: Path, stages: list[dict], name: str = "s")
     return {"name": name, "model": str(folder), "seed": 0,
             "task": {"name": str(csv_path), "text_column": "review", "label_column": "sentiment"},
             "eval": {"speed_batches": [1], "speed_iters": 1, "seq_len": 16}, "stages": stages}
+
+
+@pytest.fixture(scope="session")
+def word_tokenizer(tmp_path_factory):
+    """A 120-token BERT word-piece tokenizer over "w0".."w114" (ids fit the tiny models)."""
+    from transformers import BertTokenizer
+
+    folder = tmp_path_factory.mktemp("tok")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(115)]
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    # the path positionally: transformers 5's BertTokenizer(vocab_file=...) ignores the file
+    tokenizer = BertTokenizer(str(folder / "vocab.txt"))
+    assert len(tokenizer) == 120 and tokenizer.convert_tokens_to_ids("w7") == 12
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def train_data(word_tokenizer):
+    """48 tokenized random word sentences with alternating labels (torch format); modules that
+    need labels the text determines define their own."""
+    import datasets
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    texts = [" ".join(f"w{w}" for w in rng.integers(0, 115, int(rng.integers(3, 14)))) for _ in range(48)]
+    enc = word_tokenizer(texts, truncation=True, max_length=32)
+    return datasets.Dataset.from_dict({"text": texts, "labels": [i % 2 for i in range(48)], **enc}).with_format("torch")

@@ -77,16 +77,6 @@ def test_static_int8_layer_on_runtime_matches_torch():
 
 
 # ------------------------------------------------------------------ a whole static_int8 model
-@pytest.fixture(scope="module")
-def word_tokenizer(tmp_path_factory):
-    from transformers import BertTokenizer
-
-    folder = tmp_path_factory.mktemp("tok")
-    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-                                                + [f"w{i}" for i in range(115)]) + "\n")
-    return BertTokenizer(str(folder / "vocab.txt"))
-
-
 def _static_model(model, tok, **settings):
     import datasets
 

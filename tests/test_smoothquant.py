@@ -15,28 +15,6 @@ from workbench.recipes.quantize.static import StaticInt8, StaticInt8Config, Int8
 WHERE = "stage 'q' recipe 'smoothquant'"
 
 
-@pytest.fixture(scope="module")
-def word_tokenizer(tmp_path_factory):
-    from transformers import BertTokenizer
-
-    folder = tmp_path_factory.mktemp("tok")
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(115)]
-    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
-    tok = BertTokenizer(str(folder / "vocab.txt"))  # positional: this transformers ignores vocab_file=
-    assert len(tok) == 120
-    return tok
-
-
-@pytest.fixture(scope="module")
-def train_data(word_tokenizer):
-    import datasets
-
-    rng = np.random.default_rng(0)
-    texts = [" ".join(f"w{w}" for w in rng.integers(0, 115, int(rng.integers(3, 14)))) for _ in range(48)]
-    enc = word_tokenizer(texts, truncation=True, max_length=32)
-    return datasets.Dataset.from_dict({"text": texts, "labels": [i % 2 for i in range(48)], **enc}).with_format("torch")
-
-
 @pytest.fixture
 def batch(word_tokenizer):
     return word_tokenizer([" ".join(f"w{i}" for i in range(j, j + 9)) for j in range(40)], return_tensors="pt",

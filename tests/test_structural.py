@@ -55,20 +55,6 @@ def logits(model, ids, mask):
 
 
 @pytest.fixture(scope="module")
-def word_tokenizer(tmp_path_factory):
-    """A 120-token BERT word-piece tokenizer (ids fit the tiny models)."""
-    from transformers import BertTokenizer
-
-    folder = tmp_path_factory.mktemp("tok")
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(115)]
-    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
-    # the path positionally: transformers 5's BertTokenizerFast(vocab_file=...) ignores the file
-    tokenizer = BertTokenizer(str(folder / "vocab.txt"))
-    assert len(tokenizer) == 120 and tokenizer.convert_tokens_to_ids("w7") == 12
-    return tokenizer
-
-
-@pytest.fixture(scope="module")
 def train_data(word_tokenizer):
     """A tokenized training split like the pipeline's (input_ids, attention_mask, labels, text)."""
     import datasets
