@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import tiny_spec, write_tiny_task
-from test_structural import context, inputs, logits, tiny, train_data, word_tokenizer  # noqa: F401
+from test_structural import context, inputs, logits, tiny, train_data  # noqa: F401
 from workbench.config import ConfigError, parse_config
 from workbench.models.arch import architecture
 from workbench.prune.flops import encoder_macs
