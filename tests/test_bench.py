@@ -170,6 +170,32 @@ def test_bench_run_writes_speed_csv_for_seed_0(finished_run):
             assert float(r["vs_baseline_torch_fp32"]) == 1.0
 
 
+@pytest.mark.parametrize("sequential", [False, True])
+def test_bench_run_engines_of_a_stage_take_turns(finished_run, tmp_path, monkeypatch, sequential):
+    """`--run` times the engines of one stage and thread count in turns (one interleaved group
+    per stage), unless --sequential; both give a row per engine and batch."""
+    from workbench.bench import interleave
+
+    groups = []
+    real = interleave.run_group
+
+    def spy(specs, *args, **kwargs):
+        groups.append([(s["model"], s["engine"]) for s in specs])
+        return real(specs, *args, **kwargs)
+
+    monkeypatch.setattr(interleave, "run_group", spy)
+    argv = ["--run", str(finished_run), "--engines", "torch-fp32,wb-int8", "--stages", "magnitude-50,teacher",
+            "--threads", "1", "--batch", "1", "--runs", "1", "--warmup", "0", "--seq-len", "8",
+            "--out", str(tmp_path)] + (["--sequential"] if sequential else [])
+    assert cli.run(_args(argv)) == 0
+    assert groups == ([] if sequential else [[("magnitude-50", "torch-fp32"), ("magnitude-50", "wb-int8")],
+                                             [("teacher", "torch-fp32"), ("teacher", "wb-int8")]])
+    with open(tmp_path / "speed.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["stage"], r["engine"], r["status"]) for r in rows] == [
+        (s, e, "ok") for s in ("magnitude-50", "teacher") for e in ("torch-fp32", "wb-int8")]
+
+
 def test_bench_run_bad_input_fails_before_work(finished_run, tmp_path, capsys):
     base = ["--threads", "1", "--batch", "1", "--runs", "1", "--out", str(tmp_path)]
     for argv, says in (

@@ -8,7 +8,9 @@ Whether a structurally pruned model is also faster on the engines one would depl
 separate question: this benches each stage's *saved* model (`<run>/artifacts/<stage>/model`, or
 the shared copy a reused stage came from; loaded with `load_edited_model`, so shrunk stages
 reload) on torch fp32, ONNX Runtime fp32 and int8 and our runtime int8, each engine in a fresh
-process (`workbench.bench.worker`, as `workbench bench` does), at batch 1 and 8.
+process (`workbench.bench.worker`, as `workbench bench` does), at batch 1 and 8; the engines of a
+stage and thread count take turns, one timed run each (`workbench.bench.interleave`;
+`--sequential`: back to back), so their ratios come from the same minutes of the machine.
 
 Stages without a saved model (torch int8 and compiled runtime stages are rebuilt, never saved)
 are skipped, except by `ort-exported`: each stage as the file `workbench export` writes for it,
@@ -132,7 +134,7 @@ def bench_run_stages(run_dir: str | Path, stages: Sequence[str] | None = None,
                      engines: Sequence[str] = RUN_ENGINES, batches: Sequence[int] = (1, 8),
                      threads: Sequence[int] | None = None, out: str | Path | None = None,
                      baseline: str | None = None, *, seed: int = 0, seq_len: int = 128, runs: int = 7,
-                     warmup: int = 2, timeout: float = 1200.0) -> list[dict[str, Any]]:
+                     warmup: int = 2, timeout: float = 1200.0, interleaved: bool = True) -> list[dict[str, Any]]:
     """Bench each saved stage of a finished run on `engines` (one process each); write
     `<out>/speed.csv` (default out: `run_dir`) and return its rows.
 
@@ -140,10 +142,14 @@ def bench_run_stages(run_dir: str | Path, stages: Sequence[str] | None = None,
     source stage whose torch-fp32 speed each row is compared with (benched on torch-fp32 alone
     when `stages` does not list it);
     threads: default the thread count the kernels use here (OMP_NUM_THREADS, else the usable cores).
+    interleaved: the engines of one stage and thread count take turns, one timed run each
+    (`workbench.bench.interleave`, as `workbench bench` does), so a drift of the machine's speed
+    hits them alike; False: each engine's runs back to back.
     Bad input (no such run, seed, stage or engine) is a ConfigError before any engine starts."""
     from tqdm import tqdm
 
-    from workbench.bench.cli import _run_child
+    from workbench.bench.cli import REPO_ROOT, _child_env, _rows_or_failed, _run_child, _tag
+    from workbench.bench.interleave import run_group
     from workbench.bench.exported import ENGINE as EXPORTED, export_stages, reference_models, skipped_rows, write_pointer
     from workbench.results import write_csv
     from workbench.runtime.kernels import active_isa, default_threads
@@ -165,32 +171,47 @@ def bench_run_stages(run_dir: str | Path, stages: Sequence[str] | None = None,
         exported = export_stages(folder, list(dict.fromkeys(s for s, e, _ in configs if e == EXPORTED)),
                                  reference_models(folder, stage_models(folder)),
                                  log=lambda line: print(line, file=sys.stderr))
+    groups: dict[tuple[str, int], list[str]] = {}
+    for stage, engine, t in configs:
+        groups.setdefault((stage, t), []).append(engine)
     with tempfile.TemporaryDirectory(prefix="wb-bench-run-") as tmp:
-        bar = tqdm(configs, desc="bench stages", unit="engine", file=sys.stderr)
-        for n, (stage, engine, t) in enumerate(bar):
-            bar.set_postfix_str(f"{stage} {engine} t={t}")
+        bar = tqdm(list(groups.items()), desc="bench stages", unit="group", file=sys.stderr)
+        for n, ((stage, t), group) in enumerate(bar):
             load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-            model_path, cache = str(models[stage]), Path(tmp) / "cache"
-            if engine == EXPORTED:
-                model_path, cache = exported[stage].reference, Path(tmp) / "exported" / str(n)
-            spec = {"model": stage, "model_path": model_path, "engine": engine, "threads": t,
-                    "batches": [int(b) for b in batches], "seq_len": seq_len, "runs": runs, "warmup": warmup,
-                    "cache_dir": str(cache)}
-            if engine == EXPORTED and exported[stage].status != "ok":
-                got = skipped_rows(exported[stage], batches, t, seq_len, runs)
-            else:
+            specs, by_engine = [], {e: [] for e in group}
+            for engine in group:
+                model_path, cache = str(models[stage]), Path(tmp) / "cache"
+                if engine == EXPORTED:
+                    model_path, cache = exported[stage].reference, Path(tmp) / "exported" / f"{n}"
+                spec = {"model": stage, "model_path": model_path, "engine": engine, "threads": t,
+                        "batches": [int(b) for b in batches], "seq_len": seq_len, "runs": runs, "warmup": warmup,
+                        "cache_dir": str(cache)}
+                if engine == EXPORTED and exported[stage].status != "ok":
+                    by_engine[engine] = skipped_rows(exported[stage], batches, t, seq_len, runs)
+                    continue
                 if engine == EXPORTED:
                     write_pointer(cache, exported[stage])
-                got = _run_child(spec, Path(tmp), timeout)
-            for r in got:
+                specs.append(spec)
+            progress = lambda text: bar.set_postfix_str(f"{stage} t={t}: {text}")  # noqa: E731,B023
+            if interleaved and len(specs) > 1:
+                results = run_group(specs, Path(tmp), [_tag(x) for x in specs], _child_env(t), str(REPO_ROOT),
+                                    timeout, progress)
+                for x, res in zip(specs, results):
+                    by_engine[x["engine"]] = _rows_or_failed(x, res)
+            else:
+                for spec in specs:
+                    progress(spec["engine"])
+                    by_engine[spec["engine"]] = _run_child(spec, Path(tmp), timeout)
+            for r in (r for e in group for r in by_engine[e]):
+                engine = r["engine"]
                 r["stage"] = r.pop("model")
                 r.update({"isa": isa, "load_avg_1m": round(load, 2), "seed": run_seed,
-                          "model_path": exported[stage].path if engine == EXPORTED else model_path})
+                          "model_path": exported[stage].path if engine == EXPORTED else str(models[stage])})
                 if r.get("status") != "ok":
                     bar.write(f"  {str(r.get('status')).upper()} {stage} / {engine} / threads={t} batch={r['batch']}: {r.get('error')}")
                 rows.append(r)
             add_baseline_ratios(rows, baseline)
-            write_csv(out_dir / "speed.csv", rows, SPEED_COLUMNS)  # after every engine: survives a kill
+            write_csv(out_dir / "speed.csv", rows, SPEED_COLUMNS)  # after every group: survives a kill
     return rows
 
 
@@ -209,7 +230,8 @@ def run_cli(args: Any) -> int:
         run_dir, args.stages, args.engines or RUN_ENGINES, args.batch or ([1] if q else [1, 8]), args.threads,
         args.out, args.baseline, seed=args.seed, seq_len=args.seq_len or (32 if q else 128),
         runs=args.runs if args.runs is not None else (1 if q else 7),
-        warmup=args.warmup if args.warmup is not None else (0 if q else 2), timeout=args.timeout)
+        warmup=args.warmup if args.warmup is not None else (0 if q else 2), timeout=args.timeout,
+        interleaved=not args.sequential)
     columns = ["stage", "engine", "threads", "batch", "status", ("samples_per_s", "{:.1f}"),
                ("vs_baseline_torch_fp32", "{:.2f}"), ("max_abs_err_vs_torch_fp32", "{:.2g}")]
     print(format_stage_table(rows, columns, fmt="markdown"))
