@@ -124,6 +124,13 @@ def _runs(rows: list[dict[str, Any]]) -> str:
     return str(runs[0]) if len(runs) == 1 else f"{runs[0]}-{runs[-1]} (column `runs`)"
 
 
+MODEL_NOTES = {
+    "distilbert": "`distilbert`: DistilBERT-base shape (`DistilBertConfig()`, random weights, seed 0).",
+    "minilm": "`minilm`: the embedded all-MiniLM-L6-v2 (real weights) with a seeded 2-label head.",
+    "tiny-distilbert": "`tiny-distilbert`: a 2-layer, 64-wide DistilBERT with random weights (tests).",
+}
+
+
 def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[str], baseline: str,
                    args_line: str, load: tuple[float, float] | None = None, interleaved: bool = True) -> None:
     models = list(dict.fromkeys(r["model"] for r in rows))
@@ -136,7 +143,8 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
         "",
         f"Throughput in samples/s (median of {_runs(rows)} timed runs after warm-up; "
         f"sequence length {seq}, no padding), and in parentheses the ratio to **{baseline}** "
-        "(ONNX Runtime dynamic int8 on the ORT-optimized graph, the strongest peer) for the same model, "
+        "(ONNX Runtime dynamic int8, the best of its plain and ORT-optimized graphs with per-tensor and "
+        "per-channel weights: the strongest peer; its setup note says which won) for the same model, "
         "threads and batch. `err` is the largest |logit - torch fp32 logit| over all batches "
         "(for the pruned engines, vs the pruned model in torch fp32).",
         "",
@@ -183,14 +191,14 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
             "`OMP/MKL/OPENBLAS_NUM_THREADS`, `torch.set_num_threads`, ORT `intra_op_num_threads` all "
             "set to the thread count; OpenMP threads (torch and workbench) spin ~0.2 ms between "
             "regions, then sleep (`GOMP_SPINCOUNT=20000`, `OMP_WAIT_POLICY=PASSIVE`), ORT's spin.",
-            "- `distilbert`: DistilBERT-base shape (`DistilBertConfig()`, random weights, seed 0); "
-            "`minilm`: the embedded all-MiniLM-L6-v2 (real weights) with a seeded 2-label head.",
+            *[f"- {MODEL_NOTES[m]}" for m in models if m in MODEL_NOTES],
             *([f"- {', '.join(f'`{m}`' for m in saved)}: saved model folders (e.g. a run's "
                "`artifacts/<stage>/model`), loaded with `workbench.models.edits.load_edited_model` "
                "(structural edits replayed: uneven heads and FFN widths, removed blocks)."] if saved else []),
-            "- `wb-int8-spNN`: the model pruned with `magnitude_prune_(model, NN/100, block=(1, 4))` "
-            "(encoder Linears), compiled with `compile_model(quantize=True, kernel_choice=\"measure\")` at "
-            "the bench's shapes (every Linear on the faster of the dense and block-sparse kernels per batch "
+            *(["- `wb-int8-spNN`: the model pruned with `magnitude_prune_(model, NN/100, block=(1, 4))` "
+               "(encoder Linears)."] if any(e.startswith("wb-int8-sp") for e in engines_order) else []),
+            "- `wb-int8*`: compiled with `compile_model(quantize=True, kernel_choice=\"measure\")` at the "
+            "bench's shapes (every Linear on the faster of the dense and block-sparse kernels per batch "
             "size; the notes list them).",
             "- The workbench engine evaluates only the [CLS] row in the last encoder layer (exact for "
             "sequence classification); peers run the full graph as exported.",
