@@ -108,41 +108,15 @@ static inline size_t wb_attn_scratch_floats(int S, int d) {
     return blocked > plain ? blocked : plain;
 }
 
-/* Kt[dd][j] = k[dd * kd + j * ks] for j < S (columns S..Sp-1 are set by the caller). With
- * head_dim contiguous in k (kd == 1, the engine's fused QKV rows) 16 x 16 / 8 x 8 blocks go
- * through register transposes; the scalar loop was a tenth of the attention kernel's time. */
+/* Kt[dd][j] = k[dd * kd + j * ks] for the keys j0.. of every dd and the keys ..j0 of the dd
+ * from dd0 on: the edges the SIMD transpose (wb_attn_kt in wb_attn_simd.h) leaves, or all of
+ * it (j0 = dd0 = 0). */
 static inline void wb_attn_kt_scalar(const float *k, long kd, long ks, int S, int d, long Sp, float *Kt,
                                      int j0, int dd0) {
     for (int j = j0; j < S; j++)
         for (int dd = 0; dd < d; dd++) Kt[(size_t)dd * Sp + j] = k[dd * kd + j * ks];
     for (int j = 0; j < j0; j++)
         for (int dd = dd0; dd < d; dd++) Kt[(size_t)dd * Sp + j] = k[dd * kd + j * ks];
-}
-
-WB_AVX512F static void wb_attn_kt_avx512(const float *k, long kd, long ks, int S, int d, long Sp, float *Kt) {
-    if (kd != 1) { wb_attn_kt_scalar(k, kd, ks, S, d, Sp, Kt, 0, 0); return; }
-    const int S16 = S / 16 * 16, d16 = d / 16 * 16;
-    for (int j0 = 0; j0 < S16; j0 += 16)
-        for (int dd0 = 0; dd0 < d16; dd0 += 16) {
-            __m512 R[16];
-            for (int i = 0; i < 16; i++) R[i] = _mm512_loadu_ps(k + (j0 + i) * ks + dd0);
-            wb_transpose16(R);
-            for (int i = 0; i < 16; i++) _mm512_storeu_ps(Kt + (size_t)(dd0 + i) * Sp + j0, R[i]);
-        }
-    wb_attn_kt_scalar(k, kd, ks, S, d, Sp, Kt, S16, d16);
-}
-
-WB_AVX2 static void wb_attn_kt_avx2(const float *k, long kd, long ks, int S, int d, long Sp, float *Kt) {
-    if (kd != 1) { wb_attn_kt_scalar(k, kd, ks, S, d, Sp, Kt, 0, 0); return; }
-    const int S8 = S / 8 * 8, d8 = d / 8 * 8;
-    for (int j0 = 0; j0 < S8; j0 += 8)
-        for (int dd0 = 0; dd0 < d8; dd0 += 8) {
-            __m256 R[8];
-            for (int i = 0; i < 8; i++) R[i] = _mm256_loadu_ps(k + (j0 + i) * ks + dd0);
-            wb_transpose8(R);
-            for (int i = 0; i < 8; i++) _mm256_storeu_ps(Kt + (size_t)(dd0 + i) * Sp + j0, R[i]);
-        }
-    wb_attn_kt_scalar(k, kd, ks, S, d, Sp, Kt, S8, d8);
 }
 
 #define WB_AT_T WB_AVX512
@@ -158,6 +132,7 @@ WB_AVX2 static void wb_attn_kt_avx2(const float *k, long kd, long ks, int S, int
 #define WB_AT_NC 4
 #define WB_AT_NV 4
 #define WB_AT_SOFTMAX wb_softmax_row_avx512
+#define WB_AT_TRANSPOSE wb_transpose16
 #include "wb_attn_simd.h"
 
 #define WB_AT_T WB_AVX2
@@ -173,6 +148,7 @@ WB_AVX2 static void wb_attn_kt_avx2(const float *k, long kd, long ks, int S, int
 #define WB_AT_NC 2
 #define WB_AT_NV 2
 #define WB_AT_SOFTMAX wb_softmax_row_avx2
+#define WB_AT_TRANSPOSE wb_transpose8
 #include "wb_attn_simd.h"
 
 static void wb_attn_pair_portable(const wb_attn_t *a, long pair, float *Kt, float *p) {

@@ -7,6 +7,7 @@
  *   WB_AT_MR     query rows per tile                     WB_AT_NC   vectors of keys per score tile
  *   WB_AT_NV     at most this many vectors of head_dim per PV tile
  *   WB_AT_SOFTMAX  the softmax row function (wb_ops.h; both give the same bits)
+ *   WB_AT_TRANSPOSE  the W x W register transpose (wb_common.h)
  * (this file undefines them at its end, ready for the next instance).
  *
  * Why blocked: the plain loops did 2 query rows x 32 keys per step (4 FMAs per 2 loads and 2
@@ -22,6 +23,22 @@
 #define WB_AT_CAT2(a, b) a##_##b
 #define WB_AT_CAT(a, b) WB_AT_CAT2(a, b)
 #define WB_AT_FN(name) WB_AT_CAT(name, WB_AT_SUF)
+
+/* Kt[dd][j] = k[dd * kd + j * ks] for j < S (columns S..Sp-1 are set by the caller). With
+ * head_dim contiguous in k (kd == 1, the engine's fused QKV rows) W x W blocks go through
+ * register transposes; the scalar loop was a tenth of the attention kernel's time. */
+WB_AT_T static void WB_AT_FN(wb_attn_kt)(const float *k, long kd, long ks, int S, int d, long Sp, float *Kt) {
+    if (kd != 1) { wb_attn_kt_scalar(k, kd, ks, S, d, Sp, Kt, 0, 0); return; }
+    const int Sw = S / WB_AT_W * WB_AT_W, dw = d / WB_AT_W * WB_AT_W;
+    for (int j0 = 0; j0 < Sw; j0 += WB_AT_W)
+        for (int dd0 = 0; dd0 < dw; dd0 += WB_AT_W) {
+            WB_AT_V R[WB_AT_W];
+            for (int i = 0; i < WB_AT_W; i++) R[i] = WB_AT_LOAD(k + (j0 + i) * ks + dd0);
+            WB_AT_TRANSPOSE(R);
+            for (int i = 0; i < WB_AT_W; i++) WB_AT_STORE(Kt + (size_t)(dd0 + i) * Sp + j0, R[i]);
+        }
+    wb_attn_kt_scalar(k, kd, ks, S, d, Sp, Kt, Sw, dw);
+}
 
 WB_AT_T static inline __attribute__((always_inline)) void
 WB_AT_FN(wb_attn_score_tile)(const float *const *q, const float *restrict Kt, long Sp, int j0, int d,
@@ -136,3 +153,4 @@ WB_AT_T static void WB_AT_FN(wb_attn_pair)(const wb_attn_t *a, long pair, float 
 #undef WB_AT_NC
 #undef WB_AT_NV
 #undef WB_AT_SOFTMAX
+#undef WB_AT_TRANSPOSE
