@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from workbench.bench.engines import BASELINE, DEFAULT_ENGINES, ENGINES
 from workbench.bench.models import DEFAULT_MODELS, MODELS, BenchModel, parse_model, safe_name
@@ -169,6 +169,25 @@ def _run_child(spec: dict[str, Any], work: Path, timeout: float) -> list[dict[st
     return _rows_or_failed(spec, run_worker("workbench.bench.worker", spec, work, _tag(spec), spec["threads"], timeout))
 
 
+def time_engines(specs: list[dict[str, Any]], work: Path, timeout: float, interleaved: bool,
+                 progress: Callable[[str], None] = lambda text: None
+                 ) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """(spec, its rows) for each spec, failed rows saying why where an engine has none. Interleaved:
+    the engines take turns, one timed run each (`workbench.bench.interleave`; the specs share model,
+    threads, batches and runs), and all rows come at the end; otherwise one engine after another,
+    each one's rows as soon as it is done (a caller that writes them keeps them through a kill)."""
+    if interleaved and len(specs) > 1:
+        from workbench.bench import interleave
+
+        results = interleave.run_group(specs, work, [_tag(x) for x in specs], _child_env(int(specs[0]["threads"])),
+                                       str(REPO_ROOT), timeout, progress)
+        yield from ((x, _rows_or_failed(x, got)) for x, got in zip(specs, results))
+        return
+    for x in specs:
+        progress(x["engine"])
+        yield x, _run_child(x, work, timeout)
+
+
 def _rows_or_failed(spec: dict[str, Any], rows: list[dict[str, Any]] | str) -> list[dict[str, Any]]:
     if not isinstance(rows, str):
         return rows
@@ -238,7 +257,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"workbench bench: {exc}", file=sys.stderr)
         return 2
     paths = {m.label: m.path for m in args.models or []}
-    configs = [(m, e, t) for m in s["models"] for e in s["engines"] for t in s["threads"]]
     out: Path = args.out or Path("results/bench")
     args.out = out
     out.mkdir(parents=True, exist_ok=True)
@@ -259,23 +277,15 @@ def run(args: argparse.Namespace) -> int:
                               f"{r.get('error')}")
             rows.extend(got)
             add_ratios(rows, BASELINE)
-            write_engines_csv(rows, out / "engines.csv")  # after every group: a partial table survives a kill
+            write_engines_csv(rows, out / "engines.csv")  # as rows arrive: a partial table survives a kill
 
-        if args.sequential:
-            bar = tqdm(configs, desc="bench", unit="engine", file=sys.stderr)
-            for model, engine, threads in bar:
-                bar.set_postfix_str(f"{model} {engine} t={threads}")
-                keep(_run_child(spec(model, engine, threads), work, args.timeout), bar)
-        else:
-            from workbench.bench.interleave import run_group
-
-            groups = [(m, t) for m in s["models"] for t in s["threads"]]
-            bar = tqdm(groups, desc="bench", unit="group", file=sys.stderr)
-            for model, threads in bar:
-                specs = [spec(model, e, threads) for e in s["engines"]]
-                results = run_group(specs, work, [_tag(x) for x in specs], _child_env(threads), str(REPO_ROOT),
-                                    args.timeout, lambda text: bar.set_postfix_str(f"{model} t={threads}: {text}"))
-                keep([r for x, got in zip(specs, results) for r in _rows_or_failed(x, got)], bar)
+        groups = [(m, t) for m in s["models"] for t in s["threads"]]
+        bar = tqdm(groups, desc="bench", unit="group", file=sys.stderr)
+        for model, threads in bar:
+            specs = [spec(model, e, threads) for e in s["engines"]]
+            for _, got in time_engines(specs, work, args.timeout, not args.sequential,
+                                       lambda text: bar.set_postfix_str(f"{model} t={threads}: {text}")):  # noqa: B023
+                keep(got, bar)
     order = [e for e in ENGINES if e in s["engines"]]
     rows.sort(key=lambda r: (s["models"].index(r["model"]), order.index(r["engine"]), r["threads"], r["batch"]))
     add_ratios(rows, BASELINE)

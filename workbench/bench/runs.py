@@ -148,8 +148,7 @@ def bench_run_stages(run_dir: str | Path, stages: Sequence[str] | None = None,
     Bad input (no such run, seed, stage or engine) is a ConfigError before any engine starts."""
     from tqdm import tqdm
 
-    from workbench.bench.cli import REPO_ROOT, _child_env, _rows_or_failed, _run_child, _tag
-    from workbench.bench.interleave import run_group
+    from workbench.bench.cli import time_engines
     from workbench.bench.exported import ENGINE as EXPORTED, export_stages, reference_models, skipped_rows, write_pointer
     from workbench.results import write_csv
     from workbench.runtime.kernels import active_isa, default_threads
@@ -193,15 +192,8 @@ def bench_run_stages(run_dir: str | Path, stages: Sequence[str] | None = None,
                     write_pointer(cache, exported[stage])
                 specs.append(spec)
             progress = lambda text: bar.set_postfix_str(f"{stage} t={t}: {text}")  # noqa: E731,B023
-            if interleaved and len(specs) > 1:
-                results = run_group(specs, Path(tmp), [_tag(x) for x in specs], _child_env(t), str(REPO_ROOT),
-                                    timeout, progress)
-                for x, res in zip(specs, results):
-                    by_engine[x["engine"]] = _rows_or_failed(x, res)
-            else:
-                for spec in specs:
-                    progress(spec["engine"])
-                    by_engine[spec["engine"]] = _run_child(spec, Path(tmp), timeout)
+            for x, got in time_engines(specs, Path(tmp), timeout, interleaved, progress):
+                by_engine[x["engine"]] = got
             for r in (r for e in group for r in by_engine[e]):
                 engine = r["engine"]
                 r["stage"] = r.pop("model")

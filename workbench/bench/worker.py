@@ -16,6 +16,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from workbench.results import write_json
+
 
 FAIL_ENV = "WORKBENCH_BENCH_FAIL_ENGINE"
 """Test hook: the engine named here raises in every run (tests/test_bench.py checks that a
@@ -59,6 +61,7 @@ class _Prepared:
         self.inputs: dict[int, Any] = {}
         self.refs: dict[int, Any] = {}
         self.setup_s = 0.0
+        self._fail = os.environ.get(FAIL_ENV) == spec["engine"]  # read once: not in the timed calls
         try:
             model = load_model(spec["model"], spec.get("model_path"))  # a saved stage folder, or a built-in
             if self.eng.sparsity:
@@ -77,7 +80,7 @@ class _Prepared:
             self.error = f"setup: {_error(exc)}"
 
     def run(self, feed: Any) -> Any:
-        if os.environ.get(FAIL_ENV) == self.base["engine"]:
+        if self._fail:
             raise RuntimeError(f"injected failure ({FAIL_ENV})")
         return self.eng.run(feed)
 
@@ -153,7 +156,7 @@ def serve(spec: dict[str, Any], result: Path, commands: Any, replies: Any) -> No
         replies.flush()
 
     if prep.error:
-        _write(result, prep.failed_rows())
+        write_json(result, prep.failed_rows())
         reply("FAILED " + prep.error)
         return
     feeds: dict[int, Any] = {}
@@ -188,14 +191,8 @@ def serve(spec: dict[str, Any], result: Path, commands: Any, replies: Any) -> No
             traceback.print_exc()
             errors[b] = errors.get(b) or _error(exc)
             reply("ERR " + errors[b])
-    _write(result, [prep.row(b, times[b], outs.get(b), errors.get(b) or (None if times[b] else "no timed run"))
+    write_json(result, [prep.row(b, times[b], outs.get(b), errors.get(b) or (None if times[b] else "no timed run"))
                     for b in prep.batches])
-
-
-def _write(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(rows))
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout = sys.stderr
         serve(spec, Path(argv[1]), sys.stdin, replies)
         return 0
-    _write(Path(argv[1]), run_spec(spec))
+    write_json(Path(argv[1]), run_spec(spec))
     return 0
 
 
