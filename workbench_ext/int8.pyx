@@ -72,11 +72,11 @@ cdef extern from "wb_int8.h" nogil:
     void wb_quantize_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *scale, int32_t *zp, int isa, int nt)
     void wb_quantize_rows_static(const float *x, int M, int K, int Kp, float scale, int32_t zp, uint8_t *q, int isa, int nt)
     void wb_pack_dense_portable(const int8_t *w, int N, int K, int Kp, int8_t *out)
-    void wb_pack_dense_avx2(const int8_t *w, int N, int K, int Kp, int16_t *out)
+    void wb_pack_dense_avx2(const int8_t *w, int N, int K, int Kp, int16_t *out, int32_t *eta)
     void wb_pack_dense_vnni(const int8_t *w, int N, int K, int Kp, int8_t *out)
-    void wb_widen_u8_s16(const uint8_t *q, size_t n, int16_t *out)
+    void wb_widen_pairs_avx2(const uint8_t *q, int M, int Kp, int16_t *out, int32_t *xi)
     void wb_dense_portable(const uint8_t *xq, int M, int Kp, const int8_t *w, int N, const wb_epi_t *e, int nt)
-    void wb_dense_avx2(const int16_t *xs, int M, int Kp, const int16_t *Bp, int N, const wb_epi_t *e, int nt, long a_block_bytes)
+    void wb_dense_avx2(const int16_t *xs, const int32_t *xi, int M, int Kp, const int16_t *Bp, const int32_t *eta, int N, const wb_epi_t *e, int nt, long a_block_bytes)
     void wb_dense_vnni(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N, const wb_epi_t *e, int nt)
     void wb_dense_amx(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N, const wb_epi_t *e, int nt)
     void wb_sparse_portable(const uint8_t *xq, int M, int Kp, const int32_t *rp, const int32_t *col, const int8_t *vals, int N, const wb_epi_t *e, int nt)
@@ -146,9 +146,9 @@ cdef object aligned_bytes(Py_ssize_t nbytes):
 
 cdef Py_ssize_t scratch_bytes(int M, int Kp):
     """Bytes of per-call buffers any int8 kernel may need for M rows of Kp (padded) inputs: the
-    AVX2 dense path's int16 activations (2 * M * Kp) or a sparse path's row tiles (at most
-    (M + 63) * Kp)."""
-    return <Py_ssize_t>(M + 63) * Kp * 2
+    AVX2 dense path's int16 activations and per-row int32 terms (2 * M * Kp + 4 * M) or a sparse
+    path's row tiles (at most (M + 63) * Kp)."""
+    return <Py_ssize_t>(M + 63) * Kp * 2 + 4 * <Py_ssize_t>M
 
 
 cdef inline int _cap_threads(int nt, long macs):
@@ -386,7 +386,9 @@ cdef class DenseInt8Linear(_Int8Linear):
             wb_pack_dense_portable(<const int8_t*>_ptr(w), N, K, Kp, <int8_t*>_ptr(wp))
         elif code == ISA_AVX2:
             wp = np.zeros(((N + 15) // 16, Kp * 16), np.int16)
-            wb_pack_dense_avx2(<const int8_t*>_ptr(w), N, K, Kp, <int16_t*>_ptr(wp))
+            eta = np.zeros((N + 15) // 16 * 16, np.int32)
+            wb_pack_dense_avx2(<const int8_t*>_ptr(w), N, K, Kp, <int16_t*>_ptr(wp), <int32_t*>_ptr(eta))
+            return (wp, eta)
         else:   # VNNI and AMX share the layout; AMX wants an even number of 16-col panels
             wp = np.zeros(((N + 31) // 32 * 2, Kp * 16), np.int8)
             wb_pack_dense_vnni(<const int8_t*>_ptr(w), N, K, Kp, <int8_t*>_ptr(wp))
@@ -394,23 +396,30 @@ cdef class DenseInt8Linear(_Int8Linear):
 
     cdef int _run(self, int code, object pack, object xq, int M, wb_epi_t *e, int nt, void *scratch) except -1:
         cdef int N = self.N, Kp = self.Kp
-        wp = pack
         cdef const uint8_t *pq = <const uint8_t*>_ptr(xq)
-        cdef void *pw = _ptr(wp)
+        cdef void *pw
+        cdef const int32_t *peta
         cdef int16_t *p16
+        cdef int32_t *pxi
         cdef long ablock
+        if code == ISA_AVX2:
+            pw = _ptr(pack[0])
+            peta = <const int32_t*>_ptr(pack[1])
+        else:
+            pw = _ptr(pack)
         if code == ISA_PORTABLE:
             with nogil:
                 wb_dense_portable(pq, M, Kp, <const int8_t*>pw, N, e, nt)
         elif code == ISA_AVX2:
             if scratch == NULL:
-                xs16 = _empty(M, Kp, cnp.NPY_INT16)
+                xs16 = _empty1(scratch_bytes(M, Kp), cnp.NPY_UINT8)
                 scratch = _ptr(xs16)
             p16 = <int16_t*>scratch
+            pxi = <int32_t*>(p16 + <size_t>M * Kp)
             ablock = DENSE_A_BLOCK_BYTES
             with nogil:
-                wb_widen_u8_s16(pq, <size_t>M * Kp, p16)
-                wb_dense_avx2(p16, M, Kp, <const int16_t*>pw, N, e, nt, ablock)
+                wb_widen_pairs_avx2(pq, M, Kp, p16, pxi)
+                wb_dense_avx2(p16, pxi, M, Kp, <const int16_t*>pw, peta, N, e, nt, ablock)
         elif code == ISA_VNNI:
             with nogil:
                 wb_dense_vnni(pq, M, Kp, <const int8_t*>pw, N, e, nt)

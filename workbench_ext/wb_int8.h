@@ -7,7 +7,7 @@
  *
  * Dense packed layouts (N padded with zero rows):
  *   portable     int8  [N][Kp]                       (row-major, K padded)
- *   avx2         int16 [ceil(N/16)][Kp/2][16][2]     (pairs of k for vpmaddwd; s16 keeps it exact)
+ *   avx2         int16 [ceil(N/16)][Kp/4][2][2][8][2] (pair-product form, see the AVX2 kernel)
  *   avx512_vnni  int8  [NP][Kp/4][16][4]             (4 k per s32 lane for vpdpbusd)
  *   amx          same as avx512_vnni with NP even; a 16-row slab [16 kq][16 n x 4] of a panel
  *                is exactly one B tile (16 rows x 64 bytes) for TDPBUSD.
@@ -72,13 +72,23 @@ static void wb_pack_dense_portable(const int8_t *w, int N, int K, int Kp, int8_t
     for (int n = 0; n < N; n++) memcpy(out + (size_t)n * Kp, w + (size_t)n * K, (size_t)K);
 }
 
-/* out: int16 [NP16][Kp/2][16][2], zero-filled by the caller */
-static void wb_pack_dense_avx2(const int8_t *w, int N, int K, int Kp, int16_t *out) {
-    const size_t panel = (size_t)(Kp / 2) * 32;
+/* out: int16 [NP16][Kp/4][2 halves][odd, even][8 columns][2], zero-filled by the caller; for
+ * column n of half h and k-quad q: odd = (w[4q+1], w[4q+3]), even = (w[4q], w[4q+2]) -- the
+ * layout of the AVX2 pair-product kernel below.  eta[n] = sum_i w[2i] w[2i+1] (NP16*16 entries,
+ * zero past N) is the weight-side correction term of that kernel. */
+static void wb_pack_dense_avx2(const int8_t *w, int N, int K, int Kp, int16_t *out, int32_t *eta) {
+    const size_t panel = (size_t)Kp * 16;
     for (int n = 0; n < N; n++) {
-        int p = n / 16, j = n % 16;
-        for (int k = 0; k < K; k++)
-            out[p * panel + (size_t)(k / 2) * 32 + j * 2 + (k & 1)] = w[(size_t)n * K + k];
+        const int8_t *wr = w + (size_t)n * K;
+        int16_t *pp = out + (n / 16) * panel + ((n % 16) / 8) * 32 + (n % 8) * 2;
+        int32_t t = 0;
+        for (int k = 0; k < K; k++) {
+            const int q = k / 4, i = k % 4;
+            /* odd k to the first 16 s16 of the half, even k to the second */
+            pp[(size_t)q * 64 + (i & 1 ? 0 : 16) + (i >> 1)] = wr[k];
+            if (i & 1) t += (int32_t)wr[k - 1] * wr[k];
+        }
+        eta[n] = t;
     }
 }
 
@@ -136,59 +146,162 @@ static void wb_dense_portable(const uint8_t *xq, int M, int Kp, const int8_t *w,
 }
 
 /* ========================================================================================
- * Dense: AVX2.  Activations widened to s16 (Xs[M][Kp]); micro-kernel MR x 16 outputs, per
- * k-pair: 2 weight loads, MR broadcasts, 2*MR vpmaddwd + vpaddd.  vpmaddwd on s16 inputs
- * (|q| <= 255, |w| <= 128) is exact in s32 -- no vpmaddubsw saturation.
+ * Dense: AVX2, pair-product form (Winograd 1968, "A new algorithm for inner product").
+ * For x, w of even length:  sum_i (x[2i] + w[2i+1]) (x[2i+1] + w[2i])
+ *                         = x.w + xi(x) + eta(w),  xi = sum_i x[2i] x[2i+1], eta likewise,
+ * so x.w = that sum - xi - eta, exact in integers.  One vpmaddwd then covers 32 multiply-adds
+ * (16 s16 pair products, each standing for two) instead of 16; the two s16 adds per vpmaddwd
+ * run on the vector ALUs beside it.  On Zen 2, where vpmaddwd issues once per cycle, this
+ * gives ~20 multiply-adds per cycle against ~15 for the plain vpmaddwd kernel.
+ * Exactness: x in [0, 255], w in [-128, 127], so both factors lie in [-128, 382] (s16), a
+ * pair of products is at most 2 * 382^2 (s32); sums wrap mod 2^32 and the corrected result
+ * is the exact int32.  xi is per activation row, eta per weight column (pack time).
+ * Activations: s16 [M][Kp] with each k-quad stored (x0, x2, x1, x3), so (x0, x2) and
+ * (x1, x3) are the two 32-bit broadcasts.  Micro-kernel: MR(<=4) rows x 16 columns,
+ * 8 accumulators + 4 weight vectors + 2 broadcasts + 2 temporaries = 16 ymm.
  * ====================================================================================== */
-/* MR x 16 micro-kernel (MR <= 6) with named accumulators (GCC spills an accumulator array):
- * 12 accumulators + 2 weight vectors + broadcast + product = 16 ymm registers at MR = 6.
- * Rows r >= MR are removed at compile time. */
 #define WB_A2_ROW(r)                                                                          \
-    if (mr_c > r) {                                                                             \
-        int32_t av; memcpy(&av, A + r * lda + 2 * (size_t)kp, 4);                             \
-        const __m256i a = _mm256_set1_epi32(av);                                              \
-        c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(a, b0));                        \
-        c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(a, b1));                        \
+    if (mr_c > r) {                                                                           \
+        int32_t ae, ao;                                                                       \
+        memcpy(&ae, A + r * lda + 4 * (size_t)q, 4);                                          \
+        memcpy(&ao, A + r * lda + 4 * (size_t)q + 2, 4);                                      \
+        const __m256i xe = _mm256_set1_epi32(ae), xo = _mm256_set1_epi32(ao);                 \
+        c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(_mm256_add_epi16(xe, wo0),      \
+                                                              _mm256_add_epi16(xo, we0)));    \
+        c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(_mm256_add_epi16(xe, wo1),      \
+                                                              _mm256_add_epi16(xo, we1)));    \
     }
 #define WB_A2_STORE(r)                                                                        \
-    if (mr_c > r) {                                                                             \
-        _mm256_storeu_si256((__m256i *)(C + r * 16), c##r##0);                                \
-        _mm256_storeu_si256((__m256i *)(C + r * 16 + 8), c##r##1);                            \
+    if (mr_c > r) {                                                                           \
+        const __m256i x = _mm256_set1_epi32(xi[r]);                                           \
+        _mm256_storeu_si256((__m256i *)(C + r * 16), _mm256_sub_epi32(_mm256_sub_epi32(c##r##0, x), eta0)); \
+        _mm256_storeu_si256((__m256i *)(C + r * 16 + 8), _mm256_sub_epi32(_mm256_sub_epi32(c##r##1, x), eta1)); \
     }
 #define WB_AVX2_DENSE_KERNEL(MR)                                                              \
 WB_AVX2 static void wb_avx2_dense_k##MR(const int16_t *A, size_t lda, const int16_t *B,       \
-                                        int kpairs, int32_t *C) {                             \
+                                        int kquads, const int32_t *xi, const int32_t *eta,    \
+                                        int32_t *C) {                                         \
     const int mr_c = MR;                                                                      \
-    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00;         \
-    __m256i c21 = c00, c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;      \
-    for (int kp = 0; kp < kpairs; kp++) {                                                     \
-        const __m256i b0 = _mm256_loadu_si256((const __m256i *)(B + (size_t)kp * 32));        \
-        const __m256i b1 = _mm256_loadu_si256((const __m256i *)(B + (size_t)kp * 32 + 16));   \
-        WB_A2_ROW(0) WB_A2_ROW(1) WB_A2_ROW(2) WB_A2_ROW(3) WB_A2_ROW(4) WB_A2_ROW(5)         \
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00;                    \
+    __m256i c20 = c00, c21 = c00, c30 = c00, c31 = c00;                                       \
+    for (int q = 0; q < kquads; q++) {                                                        \
+        const __m256i *b = (const __m256i *)(B + (size_t)q * 64);                             \
+        const __m256i wo0 = _mm256_loadu_si256(b), we0 = _mm256_loadu_si256(b + 1);           \
+        const __m256i wo1 = _mm256_loadu_si256(b + 2), we1 = _mm256_loadu_si256(b + 3);       \
+        WB_A2_ROW(0) WB_A2_ROW(1) WB_A2_ROW(2) WB_A2_ROW(3)                                   \
     }                                                                                         \
-    WB_A2_STORE(0) WB_A2_STORE(1) WB_A2_STORE(2) WB_A2_STORE(3) WB_A2_STORE(4) WB_A2_STORE(5) \
+    const __m256i eta0 = _mm256_loadu_si256((const __m256i *)eta);                            \
+    const __m256i eta1 = _mm256_loadu_si256((const __m256i *)(eta + 8));                      \
+    WB_A2_STORE(0) WB_A2_STORE(1) WB_A2_STORE(2) WB_A2_STORE(3)                               \
 }
 WB_AVX2_DENSE_KERNEL(1)
 WB_AVX2_DENSE_KERNEL(2)
 WB_AVX2_DENSE_KERNEL(3)
-WB_AVX2_DENSE_KERNEL(4)
-WB_AVX2_DENSE_KERNEL(5)
-WB_AVX2_DENSE_KERNEL(6)
 
-#define WB_AVX2_MR 6
-
-/* u8 rows -> s16 rows (Kp columns) */
-static void wb_widen_u8_s16(const uint8_t *q, size_t n, int16_t *out) {
-    for (size_t i = 0; i < n; i++) out[i] = q[i];
+/* The 4-row kernel in assembly: GCC folds the four weight vectors into memory operands of
+ * every vpaddw (24 loads per 8 vpmaddwd, past the 2 loads/cycle of the core) and spills two
+ * accumulators, which left it no faster than the plain kernel.  Here the weights stay in
+ * ymm8-11 (12 loads per 8 vpmaddwd).  ymm0-7: accumulators (row r: ymm2r, ymm2r+1),
+ * ymm12/13: the (x0, x2) / (x1, x3) broadcasts, ymm14/15: temporaries. */
+#define WB_A2_ASM_ROW(ra, c0, c1)                                                            \
+    "vpbroadcastd " ra ", %%ymm12\n\t"                                                       \
+    "vpbroadcastd 4" ra ", %%ymm13\n\t"                                                      \
+    "vpaddw %%ymm8, %%ymm12, %%ymm14\n\t"                                                    \
+    "vpaddw %%ymm9, %%ymm13, %%ymm15\n\t"                                                    \
+    "vpmaddwd %%ymm15, %%ymm14, %%ymm14\n\t"                                                 \
+    "vpaddd %%ymm14, %%" c0 ", %%" c0 "\n\t"                                                 \
+    "vpaddw %%ymm10, %%ymm12, %%ymm14\n\t"                                                   \
+    "vpaddw %%ymm11, %%ymm13, %%ymm15\n\t"                                                   \
+    "vpmaddwd %%ymm15, %%ymm14, %%ymm14\n\t"                                                 \
+    "vpaddd %%ymm14, %%" c1 ", %%" c1 "\n\t"
+WB_AVX2 static void wb_avx2_dense_k4(const int16_t *A, size_t lda, const int16_t *B, int kquads,
+                                     const int32_t *xi, const int32_t *eta, int32_t *C) {
+    const int16_t *a = A;
+    const int16_t *b = B;
+    long n = kquads;
+    const long l1 = (long)lda * 2, l3 = 3 * (long)lda * 2;
+    __asm__ volatile(
+        "vpxor %%ymm0, %%ymm0, %%ymm0\n\t"
+        "vpxor %%ymm1, %%ymm1, %%ymm1\n\t"
+        "vpxor %%ymm2, %%ymm2, %%ymm2\n\t"
+        "vpxor %%ymm3, %%ymm3, %%ymm3\n\t"
+        "vpxor %%ymm4, %%ymm4, %%ymm4\n\t"
+        "vpxor %%ymm5, %%ymm5, %%ymm5\n\t"
+        "vpxor %%ymm6, %%ymm6, %%ymm6\n\t"
+        "vpxor %%ymm7, %%ymm7, %%ymm7\n\t"
+        "test %[n], %[n]\n\t"
+        "jle 2f\n\t"
+        "1:\n\t"
+        "vmovdqu (%[b]), %%ymm8\n\t"
+        "vmovdqu 32(%[b]), %%ymm9\n\t"
+        "vmovdqu 64(%[b]), %%ymm10\n\t"
+        "vmovdqu 96(%[b]), %%ymm11\n\t"
+        WB_A2_ASM_ROW("(%[a])", "ymm0", "ymm1")
+        WB_A2_ASM_ROW("(%[a],%[l1],1)", "ymm2", "ymm3")
+        WB_A2_ASM_ROW("(%[a],%[l1],2)", "ymm4", "ymm5")
+        WB_A2_ASM_ROW("(%[a],%[l3],1)", "ymm6", "ymm7")
+        "add $8, %[a]\n\t"
+        "add $128, %[b]\n\t"
+        "dec %[n]\n\t"
+        "jnz 1b\n\t"
+        "2:\n\t"
+        "vmovdqu (%[eta]), %%ymm8\n\t"
+        "vmovdqu 32(%[eta]), %%ymm9\n\t"
+        "vpbroadcastd (%[xi]), %%ymm12\n\t"
+        "vpsubd %%ymm12, %%ymm0, %%ymm0\n\t" "vpsubd %%ymm8, %%ymm0, %%ymm0\n\t"
+        "vpsubd %%ymm12, %%ymm1, %%ymm1\n\t" "vpsubd %%ymm9, %%ymm1, %%ymm1\n\t"
+        "vpbroadcastd 4(%[xi]), %%ymm12\n\t"
+        "vpsubd %%ymm12, %%ymm2, %%ymm2\n\t" "vpsubd %%ymm8, %%ymm2, %%ymm2\n\t"
+        "vpsubd %%ymm12, %%ymm3, %%ymm3\n\t" "vpsubd %%ymm9, %%ymm3, %%ymm3\n\t"
+        "vpbroadcastd 8(%[xi]), %%ymm12\n\t"
+        "vpsubd %%ymm12, %%ymm4, %%ymm4\n\t" "vpsubd %%ymm8, %%ymm4, %%ymm4\n\t"
+        "vpsubd %%ymm12, %%ymm5, %%ymm5\n\t" "vpsubd %%ymm9, %%ymm5, %%ymm5\n\t"
+        "vpbroadcastd 12(%[xi]), %%ymm12\n\t"
+        "vpsubd %%ymm12, %%ymm6, %%ymm6\n\t" "vpsubd %%ymm8, %%ymm6, %%ymm6\n\t"
+        "vpsubd %%ymm12, %%ymm7, %%ymm7\n\t" "vpsubd %%ymm9, %%ymm7, %%ymm7\n\t"
+        "vmovdqu %%ymm0, (%[c])\n\t"   "vmovdqu %%ymm1, 32(%[c])\n\t"
+        "vmovdqu %%ymm2, 64(%[c])\n\t" "vmovdqu %%ymm3, 96(%[c])\n\t"
+        "vmovdqu %%ymm4, 128(%[c])\n\t" "vmovdqu %%ymm5, 160(%[c])\n\t"
+        "vmovdqu %%ymm6, 192(%[c])\n\t" "vmovdqu %%ymm7, 224(%[c])\n\t"
+        : [a] "+r"(a), [b] "+r"(b), [n] "+r"(n)
+        : [l1] "r"(l1), [l3] "r"(l3), [xi] "r"(xi), [eta] "r"(eta), [c] "r"(C)
+        : "memory", "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",
+          "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
 }
 
-/* Rows are processed in blocks of MC (a multiple of 6) whose int16 activations fit in
+#define WB_AVX2_MR 4
+
+/* u8 rows Xq[M][Kp] -> s16 rows in the kernel's (x0, x2, x1, x3) quad order, and
+ * xi[m] = sum_i x[m, 2i] x[m, 2i+1]. */
+WB_AVX2 static void wb_widen_pairs_avx2(const uint8_t *q, int M, int Kp, int16_t *out, int32_t *xi) {
+    const __m256i order = _mm256_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15,
+                                           0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15);
+    for (int m = 0; m < M; m++) {
+        const uint8_t *r = q + (size_t)m * Kp;
+        int16_t *o = out + (size_t)m * Kp;
+        __m256i s = _mm256_setzero_si256();
+        for (int k = 0; k < Kp; k += 16) {   /* Kp is a multiple of 64 */
+            const __m256i v = _mm256_shuffle_epi8(
+                _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(r + k))), order);
+            _mm256_storeu_si256((__m256i *)(o + k), v);
+            /* dword j of v is (x0, x2) or (x1, x3): swap neighbours, multiply-add pairs */
+            s = _mm256_add_epi32(s, _mm256_madd_epi16(v, _mm256_shuffle_epi32(v, 0xB1)));
+        }
+        /* every quad's x0 x1 + x2 x3 was counted twice (once in each dword of the pair) */
+        __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
+        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xB1));
+        xi[m] = _mm_cvtsi128_si32(h) / 2;
+    }
+}
+
+/* Rows are processed in blocks of MC (a multiple of 4) whose int16 activations fit in
  * a_block_bytes (L2-sized), so a block of A is reused from L2 across all weight panels; the
- * weights stream once per block.  Inside a block: parallel over (panel, 6-row tile). */
-static void wb_dense_avx2(const int16_t *xs, int M, int Kp, const int16_t *Bp, int N,
-                          const wb_epi_t *e, int nt, long a_block_bytes) {
+ * weights stream once per block.  Inside a block: parallel over (panel, 4-row tile). */
+static void wb_dense_avx2(const int16_t *xs, const int32_t *xi, int M, int Kp, const int16_t *Bp,
+                          const int32_t *eta, int N, const wb_epi_t *e, int nt, long a_block_bytes) {
     const int NP = (N + 15) / 16;
-    const size_t panel = (size_t)(Kp / 2) * 32;
+    const size_t panel = (size_t)Kp * 16;
     long mc = a_block_bytes / ((long)Kp * 2);
     mc = mc / WB_AVX2_MR * WB_AVX2_MR;
     if (mc < WB_AVX2_MR) mc = WB_AVX2_MR;
@@ -203,13 +316,12 @@ static void wb_dense_avx2(const int16_t *xs, int M, int Kp, const int16_t *Bp, i
             int mr = wb_imin(WB_AVX2_MR, M - m0);
             int32_t C[WB_AVX2_MR * 16];
             const int16_t *A = xs + (size_t)m0 * Kp, *B = Bp + p * panel;
+            const int32_t *x = xi + m0, *w = eta + n0;
             switch (mr) {
-                case 6: wb_avx2_dense_k6(A, Kp, B, Kp / 2, C); break;
-                case 5: wb_avx2_dense_k5(A, Kp, B, Kp / 2, C); break;
-                case 4: wb_avx2_dense_k4(A, Kp, B, Kp / 2, C); break;
-                case 3: wb_avx2_dense_k3(A, Kp, B, Kp / 2, C); break;
-                case 2: wb_avx2_dense_k2(A, Kp, B, Kp / 2, C); break;
-                default: wb_avx2_dense_k1(A, Kp, B, Kp / 2, C); break;
+                case 4: wb_avx2_dense_k4(A, Kp, B, Kp / 4, x, w, C); break;
+                case 3: wb_avx2_dense_k3(A, Kp, B, Kp / 4, x, w, C); break;
+                case 2: wb_avx2_dense_k2(A, Kp, B, Kp / 4, x, w, C); break;
+                default: wb_avx2_dense_k1(A, Kp, B, Kp / 4, x, w, C); break;
             }
             wb_epilogue_avx2(e, C, 16, m0, mr, n0, nr);
             wb_epi_activation(e, m0, mr, n0, nr);
