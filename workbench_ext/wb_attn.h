@@ -166,7 +166,8 @@ static int wb_attention(const wb_attn_t *a, int isa, int nt) {
     {
         float *Kt = (float *)malloc(sizeof(float) * wb_attn_scratch_floats(a->S, a->d));
         float *p = Kt ? Kt + (size_t)a->d * a->S : NULL;   /* the portable body's layout */
-        #pragma omp for schedule(static)
+        /* dynamic: a thread the shared machine slows down takes fewer heads */
+        #pragma omp for schedule(dynamic, 1)
         for (long t = 0; t < pairs; t++) {     /* every thread meets the worksharing loop */
             if (!Kt) { failed = 1; continue; }
             if (isa >= WB_ISA_AVX512_VNNI) wb_attn_pair_avx512(a, t, Kt);

@@ -309,7 +309,10 @@ static void wb_dense_avx2(const int16_t *xs, const int32_t *xi, int M, int Kp, c
         const int mcr = (int)(M - mc0 < mc ? M - mc0 : mc);
         const int MB = (mcr + WB_AVX2_MR - 1) / WB_AVX2_MR;
         const long total = (long)NP * MB;
-        #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && total > 1)
+        /* dynamic, a panel's row tiles (at least 8 tiles) per grab: a thread the machine slows
+         * down (a shared host) takes fewer panels instead of holding the other at the end */
+        const int chunk = MB < 8 ? 8 : MB;
+        #pragma omp parallel for schedule(dynamic, chunk) num_threads(nt) if (nt > 1 && total > 1)
         for (long t = 0; t < total; t++) {
             int p = (int)(t / MB), mb = (int)(t % MB);
             int n0 = p * 16, nr = wb_imin(16, N - n0), m0 = mc0 + mb * WB_AVX2_MR;
