@@ -158,6 +158,24 @@ def test_int8_extreme_values_no_overflow(isa, threads):
         np.testing.assert_allclose(layer(x, num_threads=threads), acc * s[:, None], rtol=1e-6)
 
 
+def test_int8_exact_at_the_k_limit(isa):
+    # K near the documented limit (65535): the sums reach +-2.1e9, so every correction term of
+    # a kernel (the AVX2 pair-product form's per-row and per-column sums among them) must wrap
+    # mod 2^32 exactly, with no step (such as halving a doubled sum) that is not
+    K, N = 65472, 3
+    w = np.empty((N, K), np.int8)
+    w[0], w[1], w[2, ::2], w[2, 1::2] = 127, -128, -128, 127
+    q = np.zeros((3, K), np.uint8)
+    q[0] = 255                               # zp 0: q - zp = 255 throughout
+    q[1, ::2] = 255                          # zp 255: q - zp alternates 0, -255
+    q[2, ::2], q[2, 1::2] = 255, 0           # zp 0: 255, 0
+    z = np.array([0, 255, 0], np.int32)
+    acc = (q.astype(np.int64) - z[:, None]) @ w.astype(np.int64).T
+    assert np.abs(acc).max() > 2**31 * 0.99 and np.abs(acc).max() < 2**31
+    for cls in (int8.DenseInt8Linear, int8.BlockSparseInt8Linear):
+        np.testing.assert_array_equal(cls(w, np.ones(N, np.float32), None).qmatmul(q, z), acc)
+
+
 def test_int8_all_zero_and_empty(isa):
     N, K = 7, 67
     w = np.zeros((N, K), np.int8)

@@ -74,7 +74,7 @@ cdef extern from "wb_int8.h" nogil:
     void wb_pack_dense_portable(const int8_t *w, int N, int K, int Kp, int8_t *out)
     void wb_pack_dense_avx2(const int8_t *w, int N, int K, int Kp, int16_t *out, int32_t *eta)
     void wb_pack_dense_vnni(const int8_t *w, int N, int K, int Kp, int8_t *out)
-    void wb_widen_pairs_avx2(const uint8_t *q, int M, int Kp, int16_t *out, int32_t *xi)
+    void wb_widen_pairs_avx2(const uint8_t *q, int M, int Kp, const int32_t *zp, int16_t *out, int32_t *xi)
     void wb_dense_portable(const uint8_t *xq, int M, int Kp, const int8_t *w, int N, const wb_epi_t *e, int nt)
     void wb_dense_avx2(const int16_t *xs, const int32_t *xi, int M, int Kp, const int16_t *Bp, const int32_t *eta, int N, const wb_epi_t *e, int nt, long a_block_bytes)
     void wb_dense_vnni(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N, const wb_epi_t *e, int nt)
@@ -418,7 +418,7 @@ cdef class DenseInt8Linear(_Int8Linear):
             pxi = <int32_t*>(p16 + <size_t>M * Kp)
             ablock = DENSE_A_BLOCK_BYTES
             with nogil:
-                wb_widen_pairs_avx2(pq, M, Kp, p16, pxi)
+                wb_widen_pairs_avx2(pq, M, Kp, e.zp, p16, pxi)
                 wb_dense_avx2(p16, pxi, M, Kp, <const int16_t*>pw, peta, N, e, nt, ablock)
         elif code == ISA_VNNI:
             with nogil:

@@ -347,36 +347,30 @@ static void wb_epilogue(const wb_epi_t *e, const int32_t *C, int ldc, int m0, in
     }
 }
 
-/* AVX2 version of wb_epilogue: the same operations lane by lane (no FMA), so bit-identical. */
-WB_AVX2 static void wb_epilogue_avx2(const wb_epi_t *e, const int32_t *C, int ldc, int m0, int mr, int n0, int nr) {
+/* wb_epilogue for a C that is already sum_k (q - zp) w (the AVX2 dense kernel centres its
+ * activations), in AVX2 lanes: the same float operations (no FMA), so bit-identical. */
+WB_AVX2 static void wb_epilogue_centred_avx2(const wb_epi_t *e, const int32_t *C, int ldc, int m0, int mr, int n0, int nr) {
     const int N = e->N;
     for (int r = 0; r < mr; r++) {
         const int m = m0 + r;
-        const int32_t z = e->zp[m];
         const int32_t *c = C + (size_t)r * ldc;
-        const int32_t *ws = e->wsum + n0;
-        const __m256i vz = _mm256_set1_epi32(z);
         int j = 0;
         if (e->yi) {
             int32_t *o = e->yi + (size_t)m * N + n0;
-            for (; j + 8 <= nr; j += 8) {
-                __m256i v = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(c + j)),
-                                             _mm256_mullo_epi32(vz, _mm256_loadu_si256((const __m256i *)(ws + j))));
-                _mm256_storeu_si256((__m256i *)(o + j), v);
-            }
-            for (; j < nr; j++) o[j] = c[j] - z * ws[j];
+            for (; j + 8 <= nr; j += 8)
+                _mm256_storeu_si256((__m256i *)(o + j), _mm256_loadu_si256((const __m256i *)(c + j)));
+            for (; j < nr; j++) o[j] = c[j];
         } else {
             float *o = e->y + (size_t)m * N + n0;
             const float xs = e->xscale[m];
             const __m256 vxs = _mm256_set1_ps(xs);
             const float *wsc = e->wscale + n0, *b = e->bias + n0;
             for (; j + 8 <= nr; j += 8) {
-                __m256i v = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(c + j)),
-                                             _mm256_mullo_epi32(vz, _mm256_loadu_si256((const __m256i *)(ws + j))));
-                __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(vxs, _mm256_loadu_ps(wsc + j)));
+                __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(c + j))),
+                                         _mm256_mul_ps(vxs, _mm256_loadu_ps(wsc + j)));
                 _mm256_storeu_ps(o + j, _mm256_add_ps(f, _mm256_loadu_ps(b + j)));
             }
-            for (; j < nr; j++) o[j] = (float)(c[j] - z * ws[j]) * (xs * wsc[j]) + b[j];
+            for (; j < nr; j++) o[j] = (float)c[j] * (xs * wsc[j]) + b[j];
         }
     }
 }

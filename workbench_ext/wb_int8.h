@@ -153,10 +153,10 @@ static void wb_dense_portable(const uint8_t *xq, int M, int Kp, const int8_t *w,
  * (16 s16 pair products, each standing for two) instead of 16; the two s16 adds per vpmaddwd
  * run on the vector ALUs beside it.  On Zen 2, where vpmaddwd issues once per cycle, this
  * gives ~20 multiply-adds per cycle against ~15 for the plain vpmaddwd kernel.
- * Exactness: x in [0, 255], w in [-128, 127], so both factors lie in [-128, 382] (s16), a
- * pair of products is at most 2 * 382^2 (s32); sums wrap mod 2^32 and the corrected result
- * is the exact int32.  xi is per activation row, eta per weight column (pack time).
- * Activations: s16 [M][Kp] with each k-quad stored (x0, x2, x1, x3), so (x0, x2) and
+ * Exactness: x = q - zp in [-255, 255], w in [-128, 127], so both factors lie in [-383, 382]
+ * (s16), a pair of products is at most 2 * 383^2 (s32); sums wrap mod 2^32 and the corrected
+ * result is the exact int32.  xi is per activation row, eta per weight column (pack time).
+ * Activations: centred s16 [M][Kp] with each k-quad stored (x0, x2, x1, x3), so (x0, x2) and
  * (x1, x3) are the two 32-bit broadcasts.  Micro-kernel: MR(<=4) rows x 16 columns,
  * 8 accumulators + 4 weight vectors + 2 broadcasts + 2 temporaries = 16 ymm.
  * ====================================================================================== */
@@ -271,27 +271,33 @@ WB_AVX2 static void wb_avx2_dense_k4(const int16_t *A, size_t lda, const int16_t
 
 #define WB_AVX2_MR 4
 
-/* u8 rows Xq[M][Kp] -> s16 rows in the kernel's (x0, x2, x1, x3) quad order, and
- * xi[m] = sum_i x[m, 2i] x[m, 2i+1]. */
-WB_AVX2 static void wb_widen_pairs_avx2(const uint8_t *q, int M, int Kp, int16_t *out, int32_t *xi) {
+/* u8 rows Xq[M][Kp] -> centred s16 rows x = q - zp[m] in the kernel's (x0, x2, x1, x3) quad
+ * order, and xi[m] = sum_i x[m, 2i] x[m, 2i+1] (mod 2^32, like the kernel's sums).  Centring
+ * here makes the kernel's result sum_k (q - zp) w itself, so the epilogue has no zero-point
+ * term; the padding columns become -zp, harmless because their weights are 0 and their
+ * xi share cancels the kernel's. */
+WB_AVX2 static void wb_widen_pairs_avx2(const uint8_t *q, int M, int Kp, const int32_t *zp,
+                                        int16_t *out, int32_t *xi) {
     const __m256i order = _mm256_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15,
                                            0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15);
     for (int m = 0; m < M; m++) {
         const uint8_t *r = q + (size_t)m * Kp;
         int16_t *o = out + (size_t)m * Kp;
+        const __m256i z = _mm256_set1_epi16((short)zp[m]);
         __m256i s = _mm256_setzero_si256();
         for (int k = 0; k < Kp; k += 16) {   /* Kp is a multiple of 64 */
-            const __m256i v = _mm256_shuffle_epi8(
-                _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(r + k))), order);
+            const __m256i v = _mm256_shuffle_epi8(_mm256_sub_epi16(
+                _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(r + k))), z), order);
             _mm256_storeu_si256((__m256i *)(o + k), v);
-            /* dword j of v is (x0, x2) or (x1, x3): swap neighbours, multiply-add pairs */
-            s = _mm256_add_epi32(s, _mm256_madd_epi16(v, _mm256_shuffle_epi32(v, 0xB1)));
+            /* dword 2j of v is (x0, x2), 2j+1 is (x1, x3): against the neighbour-swapped v,
+             * vpmaddwd gives x0 x1 + x2 x3 in both; keep the even dwords */
+            const __m256i p = _mm256_madd_epi16(v, _mm256_shuffle_epi32(v, 0xB1));
+            s = _mm256_add_epi32(s, _mm256_blend_epi32(p, _mm256_setzero_si256(), 0xAA));
         }
-        /* every quad's x0 x1 + x2 x3 was counted twice (once in each dword of the pair) */
         __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
         h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
         h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xB1));
-        xi[m] = _mm_cvtsi128_si32(h) / 2;
+        xi[m] = _mm_cvtsi128_si32(h);
     }
 }
 
@@ -326,7 +332,7 @@ static void wb_dense_avx2(const int16_t *xs, const int32_t *xi, int M, int Kp, c
                 case 2: wb_avx2_dense_k2(A, Kp, B, Kp / 4, x, w, C); break;
                 default: wb_avx2_dense_k1(A, Kp, B, Kp / 4, x, w, C); break;
             }
-            wb_epilogue_avx2(e, C, 16, m0, mr, n0, nr);
+            wb_epilogue_centred_avx2(e, C, 16, m0, mr, n0, nr);
             wb_epi_activation(e, m0, mr, n0, nr);
         }
     }
