@@ -21,11 +21,16 @@ ISA paths (chosen per call from :func:`workbench_ext.cpu.active_isa`, or fixed w
 constructor's ``isa=``; weights are (re)packed lazily for the path in use):
 
 * ``portable``: plain C (auto-vectorised by the compiler).
-* ``avx2``: activations widened to s16, weights packed s16 in 16-column panels, ``vpmaddwd``
-  6x16 register-blocked micro-kernel -- exact (no ``vpmaddubsw`` s16 saturation).  Measured on
-  the dev machine (AMD EPYC Zen3, 1 thread, 128x768x3072): ~125-140 GOP/s, i.e. ~40 of the
-  theoretical 64 int8 ops/cycle of this scheme.  Sparse: vectorised over 16 tokens (int16
-  activations) or, for K > 1024, 32 tokens (u8 activations widened at load).
+* ``avx2``: activations centred (``q - zp``) and widened to s16, weights packed s16 in 16-column
+  panels; a 4x16 micro-kernel (assembly) in the pair-product form of Winograd (1968):
+  ``sum_i (x[2i] + w[2i+1]) (x[2i+1] + w[2i]) = x.w + xi(x) + eta(w)``, so one ``vpmaddwd``
+  covers 32 multiply-adds, and subtracting the per-row ``xi`` and per-column ``eta`` (pack time)
+  leaves the exact integer result -- no ``vpmaddubsw`` s16 saturation.  Measured on AMD EPYC
+  Zen 2 (vpmaddwd issues once per cycle there): ~17 multiply-adds/cycle against ~14.5 for the
+  plain ``vpmaddwd`` kernel it replaced (same run: 1.2x at 128x768x3072, 1 thread).  Tiles
+  are handed out dynamically, so a thread that the shared machine slows down takes fewer.
+  Sparse: vectorised over 16 tokens (int16 activations) or, for K > 1024, 32 tokens (u8
+  activations widened at load).
 * ``avx512_vnni``: ``vpdpbusd`` 8x32 micro-kernel on u8 x s8 (16 zmm accumulators).  Sparse:
   tiles of up to 64 rows, activations packed with 16x16 register transposes, a 16x16 epilogue
   that writes each output row in one sweep (same bits as the AVX2 epilogue).
@@ -33,7 +38,7 @@ constructor's ``isa=``; weights are (re)packed lazily for the path in use):
   2x2 tiles = 32x32 outputs per step.  The block-sparse layer has no AMX kernel (tiles cannot skip 1x4
   blocks); under ``amx`` it runs the ``avx512_vnni`` sparse kernel.
 
-Executed on the development machines: ``portable``, ``avx2`` (AMD EPYC Zen 3) and
+Executed on the development machines: ``portable``, ``avx2`` (AMD EPYC Zen 2 and Zen 3) and
 ``avx512_vnni`` (AMD EPYC Zen 5); the AMX code compiles into every build, runs its real-hardware
 tests only on CPUs that have it, and is checked everywhere against a scalar emulation of its
 intrinsics (testing/emulate_isa.c).

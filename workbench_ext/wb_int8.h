@@ -2,8 +2,9 @@
  *
  * Conventions: the quantized activations are Xq[M][Kp] (u8, Kp = K rounded up to 64, zero
  * padded), weights are packed per path at construction.  All paths produce the exact int32
- * sum_k q[m,k] * w[n,k] in a tile and hand it to wb_epilogue (wb_common.h), so every path
- * computes bit-identical outputs.
+ * sum_k (q[m,k] - zp[m]) * w[n,k] for a tile (most paths as sum q w, corrected by zp * wsum in
+ * wb_epilogue, wb_common.h; the AVX2 dense path centres its activations) and the same float
+ * epilogue, so every path computes bit-identical outputs.
  *
  * Dense packed layouts (N padded with zero rows):
  *   portable     int8  [N][Kp]                       (row-major, K padded)
@@ -13,9 +14,10 @@
  *                is exactly one B tile (16 rows x 64 bytes) for TDPBUSD.
  * Sparse: CSR of 1x4 blocks (row_ptr[N+1], col[nnzb] = k/4, vals[nnzb][4]); see int8.pyx.
  *
- * Measured here: portable and AVX2 (AMD EPYC, AVX2+FMA).  The AVX-512 VNNI and AMX code is
- * compiled into every build and dispatched only on CPUs that report the features; it has NOT
- * been executed on this development machine.
+ * Executed on the development machines: portable and AVX2 (AMD EPYC Zen 2 and Zen 3), AVX-512
+ * VNNI (Zen 5).  The AMX code is compiled into every build and dispatched only on CPUs that
+ * report the features; it is checked against a scalar emulation of its intrinsics
+ * (testing/emulate_isa.c) on every machine.
  */
 #ifndef WB_INT8_H
 #define WB_INT8_H
@@ -341,7 +343,7 @@ static void wb_dense_avx2(const int16_t *xs, const int32_t *xi, int M, int Kp, c
 /* ========================================================================================
  * Dense: AVX-512 VNNI.  Micro-kernel MR(<=8) x 32 outputs, per 4 k: 2 weight loads (64 B),
  * MR broadcasts, 2*MR vpdpbusd (u8 activations x s8 weights -> s32, exact).
- * NOT executed on the development machine (no AVX-512 there).
+ * Executed on the Zen 5 development machines (AVX-512 VNNI, no AMX).
  * ====================================================================================== */
 /* MR x 32 micro-kernel (MR <= 8): two adjacent 16-column panels, 16 zmm accumulators;
  * per 4 k: 2 weight loads + MR broadcasts for 2*MR vpdpbusd. */
