@@ -234,6 +234,8 @@ def test_ort_runs_shrunk_models_right(tmp_path):
     inputs = make_inputs(model, 2, 12)
     with torch.no_grad():
         ref = model(**inputs).logits.numpy()
+    # a wrong graph errs by about the logits themselves, int8 by a few per cent (on AVX2-only
+    # CPUs only with 7-bit weights: ORT's vpmaddubsw kernel saturates with 8-bit ones, up to 33 %)
     for cls, tol in ((TorchInt8X86, 0.05 * np.abs(ref).max()), (OrtFp32, 1e-4), (OrtInt8, 0.05 * np.abs(ref).max())):
         eng = cls()
         eng.shape = (2, 12)  # as the worker does: the bench shape (ORT int8 times its variants at it)

@@ -181,19 +181,35 @@ def onnx_int8(model: torch.nn.Module, cache_dir: Path, model_name: str, graph: s
 
     raw, opt, how = onnx_graphs(model, cache_dir, model_name)
     src = opt if graph == "opt" else raw
-    q8 = src.with_name("model_int8.onnx" if (graph, per_channel) == ("opt", False)
-                       else f"model_int8_{graph}_{'pc' if per_channel else 'pt'}.onnx")
+    reduce_range = not ort_has_vnni()
+    q8 = src.with_name(("model_int8" if (graph, per_channel) == ("opt", False)
+                        else f"model_int8_{graph}_{'pc' if per_channel else 'pt'}")
+                       + ("_rr" if reduce_range else "") + ".onnx")
     empty = zero_size_nodes(onnx.load(str(src)))
     if not q8.exists():
         logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" notice
         tmp = q8.with_name("tmp_" + q8.name)
         quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, nodes_to_exclude=empty,
-                         per_channel=per_channel, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                         per_channel=per_channel, reduce_range=reduce_range,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         tmp.replace(q8)
     if graph != "opt":
         how = how.split(",")[0] + ", plain graph (no ORT transformers optimizer)"
     how += ", quantize_dynamic QInt8 " + ("per-channel" if per_channel else "per-tensor")
+    if reduce_range:
+        how += " with 7-bit weights (reduce_range: ORT's advice for CPUs without VNNI)"
     return q8, how + (f"; {len(empty)} zero-width MatMuls left fp32" if empty else "")
+
+
+def ort_has_vnni() -> bool:
+    """Whether ONNX Runtime's u8 x s8 kernels here use VNNI (exact s32 dot products). Without
+    it they use vpmaddubsw, whose s16 pair sums saturate with full-range 8-bit weights (seen
+    here on AVX2-only Zen 2: logit errors up to a third of the logits on a small model with
+    per-channel weights), so ORT's documentation advises 7-bit weights (reduce_range) there."""
+    from workbench_ext import cpu
+
+    f = cpu.features()
+    return bool(f.get("avx512_vnni") or f.get("avx_vnni") or f.get("amx_int8"))
 
 
 def fix_attention_heads(graph_model: Any, head_size: int) -> int:
