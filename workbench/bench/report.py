@@ -144,7 +144,8 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
         f"Throughput in samples/s (median of {_runs(rows)} timed runs after warm-up; "
         f"sequence length {seq}, no padding), and in parentheses the ratio to **{baseline}** "
         "(ONNX Runtime dynamic int8, the best of its plain and ORT-optimized graphs with per-tensor and "
-        "per-channel weights: the strongest peer; its setup note says which won) for the same model, "
+        "per-channel weights, 7-bit weights on CPUs without VNNI as ORT advises: the strongest peer; "
+        "its setup note says which won) for the same model, "
         "threads and batch. `err` is the largest |logit - torch fp32 logit| over all batches "
         "(for the pruned engines, vs the pruned model in torch fp32).",
         "",
