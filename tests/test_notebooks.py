@@ -45,12 +45,15 @@ def kernels(tmp_path_factory) -> dict[str, str]:
         os.environ["JUPYTER_PATH"] = old
 
 
-def _execute(path: Path, out_dir: Path, kernel: str) -> tuple[Path, subprocess.CompletedProcess]:
+def _execute(path: Path, root: Path, kernel: str) -> tuple[Path, subprocess.CompletedProcess]:
+    """Runs one notebook in quick mode into root/<name>/; the executed copy and the process."""
+    out_dir = root / path.stem
+    out_dir.mkdir()
     out = out_dir / path.name
     cmd = [sys.executable, "-m", "papermill", str(path), str(out), "-p", "quick", "True",
            "-p", "results_root", str(out_dir / "results"), "-k", kernel, "--cwd", str(path.parent),
            "--no-progress-bar", "--execution-timeout", "600"]
-    return out, subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
+    return out, subprocess.run(cmd, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -63,17 +66,17 @@ def executed(request, kernels, tmp_path_factory) -> dict[str, Future]:
     root = tmp_path_factory.mktemp("notebooks")
     pool = ThreadPoolExecutor(max_workers=2)
     futures: dict[str, Future] = {}
-    first = None
-    # after the first, the longest ones first, so the two lanes finish together
-    order = sorted(selected)[:1] + sorted(sorted(selected)[1:], key=lambda p: p.stem not in SLOWEST)
-    for path in order:
-        out_dir = root / path.stem
-        out_dir.mkdir()
-        if first is None:
-            first = futures[path.stem] = pool.submit(_execute, path, out_dir, kernels["solo"])
-        else:
-            futures[path.stem] = pool.submit(
-                lambda p=path, d=out_dir: (wait([first]), _execute(p, d, kernels["paired"]))[1])
+    if selected:
+        first, *rest = sorted(selected)
+        futures[first.stem] = pool.submit(_execute, first, root, kernels["solo"])
+
+        def after_first(path: Path) -> tuple[Path, subprocess.CompletedProcess]:
+            wait([futures[first.stem]])
+            return _execute(path, root, kernels["paired"])
+
+        # the longest ones first, so the two lanes finish together
+        for path in sorted(rest, key=lambda p: p.stem not in SLOWEST):
+            futures[path.stem] = pool.submit(after_first, path)
     yield futures
     pool.shutdown(wait=True, cancel_futures=True)
 

@@ -160,7 +160,8 @@ static void wb_dense_portable(const uint8_t *xq, int M, int Kp, const int8_t *w,
  * result is the exact int32.  xi is per activation row, eta per weight column (pack time).
  * Activations: centred s16 [M][Kp] with each k-quad stored (x0, x2, x1, x3), so (x0, x2) and
  * (x1, x3) are the two 32-bit broadcasts.  Micro-kernel: MR(<=4) rows x 16 columns,
- * 8 accumulators + 4 weight vectors + 2 broadcasts + 2 temporaries = 16 ymm.
+ * 8 accumulators + 4 weight vectors + 2 broadcasts + 2 temporaries = 16 ymm: the 4-row
+ * kernel in assembly below, the 1-3 row tails (M % 4) from this macro.
  * ====================================================================================== */
 #define WB_A2_ROW(r)                                                                          \
     if (mr_c > r) {                                                                           \
@@ -184,17 +185,16 @@ WB_AVX2 static void wb_avx2_dense_k##MR(const int16_t *A, size_t lda, const int1
                                         int kquads, const int32_t *xi, const int32_t *eta,    \
                                         int32_t *C) {                                         \
     const int mr_c = MR;                                                                      \
-    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00;                    \
-    __m256i c20 = c00, c21 = c00, c30 = c00, c31 = c00;                                       \
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00; \
     for (int q = 0; q < kquads; q++) {                                                        \
         const __m256i *b = (const __m256i *)(B + (size_t)q * 64);                             \
         const __m256i wo0 = _mm256_loadu_si256(b), we0 = _mm256_loadu_si256(b + 1);           \
         const __m256i wo1 = _mm256_loadu_si256(b + 2), we1 = _mm256_loadu_si256(b + 3);       \
-        WB_A2_ROW(0) WB_A2_ROW(1) WB_A2_ROW(2) WB_A2_ROW(3)                                   \
+        WB_A2_ROW(0) WB_A2_ROW(1) WB_A2_ROW(2)                                                \
     }                                                                                         \
     const __m256i eta0 = _mm256_loadu_si256((const __m256i *)eta);                            \
     const __m256i eta1 = _mm256_loadu_si256((const __m256i *)(eta + 8));                      \
-    WB_A2_STORE(0) WB_A2_STORE(1) WB_A2_STORE(2) WB_A2_STORE(3)                               \
+    WB_A2_STORE(0) WB_A2_STORE(1) WB_A2_STORE(2)                                              \
 }
 WB_AVX2_DENSE_KERNEL(1)
 WB_AVX2_DENSE_KERNEL(2)
