@@ -141,6 +141,30 @@ def test_int8_fused_gelu_matches_ops_gelu(isa, cls, M, K, N):
         layer(x, activation="relu6")
 
 
+@pytest.mark.parametrize("M,K,N", [(1, 64, 32), (33, 200, 90), (128, 768, 96), (70, 1030, 65)])
+def test_int8_amx_workers_agree(M, K, N):
+    """On AMX CPUs: the pipelined worker (epilogue between the next item's tile multiplies) and
+    the plain one give the same bits, float + GELU and int32 alike. (The emulation test checks
+    the same on every machine.)"""
+    if "amx" not in cpu.available_isas():
+        pytest.skip("CPU lacks AMX (the logic is checked by test_vnni_amx_logic_by_emulation)")
+    rng = np.random.default_rng(M + K + N)
+    w, ws, b = _weights(rng, N, K)
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    layer = int8.DenseInt8Linear(w, ws, b, isa="amx")
+    q, s, z, acc = _int_reference(x, w)
+    out = {}
+    try:
+        for on in (1, 0):
+            int8._set_amx_pipelined(on)
+            out[on] = [layer(x, num_threads=nt, activation="gelu") for nt in THREADS]
+            np.testing.assert_array_equal(layer.qmatmul(q, z, num_threads=2), acc)
+    finally:
+        int8._set_amx_pipelined(1)
+    for a, c in zip(out[0], out[1]):
+        np.testing.assert_array_equal(a, c)
+
+
 @pytest.mark.parametrize("threads", THREADS)
 def test_int8_extreme_values_no_overflow(isa, threads):
     # |q - zp| = 255 against w = -128 everywhere: the s16 path must not saturate

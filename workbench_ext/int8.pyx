@@ -73,6 +73,7 @@ cnp.import_array()
 
 cdef extern from "wb_int8.h" nogil:
     int wb_sparse_pair_cols
+    int wb_amx_pipelined
     int wb_threads(int nt)
     void wb_quantize_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *scale, int32_t *zp, int isa, int nt)
     void wb_quantize_rows_static(const float *x, int M, int K, int Kp, float scale, int32_t zp, uint8_t *q, int isa, int nt)
@@ -532,3 +533,11 @@ def _set_sparse_pair_cols(int on):
     """Experiment switch (AVX2 16-row sparse kernel): process two output columns per loop."""
     global wb_sparse_pair_cols
     wb_sparse_pair_cols = on
+
+
+def _set_amx_pipelined(int on):
+    """Experiment switch (AMX dense kernel): 1 runs each work item's epilogue between the next
+    item's tile multiplies (the default), 0 the plain worker (multiply, store, then epilogue).
+    Same results either way; for the A/B in `python -m workbench.bench.gemm` on AMX CPUs."""
+    global wb_amx_pipelined
+    wb_amx_pipelined = 1 if on else 0

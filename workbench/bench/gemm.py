@@ -5,6 +5,8 @@
 Times (median of `repeats` after warm-up; the minimum is reported too):
 
 * ``wb-int8-dense``      DenseInt8Linear (per-token u8 quantization + GEMM + dequant, all fused)
+* ``wb-int8-dense-amx-plain``  on AMX CPUs only: the same layer on the plain AMX worker (epilogue
+                         after the tile multiplies, not between them), the A/B of the default one
 * ``wb-int8-sparse70/80/90``  BlockSparseInt8Linear with 70/80/90 % of the 1x4 blocks zero
 * ``torch-fp32``         ``x @ w.T`` (float32 matmul, MKL/oneDNN)
 * ``torch-int8``         ``torch._int_mm`` (int8 x int8 -> int32 only, no quantization), if it runs on CPU
@@ -143,6 +145,13 @@ def _bench_one_thread_count(m: int, k: int, n: int, threads: int, repeats: int, 
     dense = int8.DenseInt8Linear(w, ws, b, isa=isa_used)
     med, mn = _time(lambda: dense(x, num_threads=threads), repeats, warmup)
     row("wb-int8-dense", dense.isa, med, mn, int8_peak, note)
+    if dense.isa == "amx":   # the A/B of the two AMX workers (same results), see wb_int8.h
+        int8._set_amx_pipelined(0)
+        try:
+            med, mn = _time(lambda: dense(x, num_threads=threads), repeats, warmup)
+        finally:
+            int8._set_amx_pipelined(1)
+        row("wb-int8-dense-amx-plain", dense.isa, med, mn, int8_peak, note + "; plain AMX worker (A/B)")
     # there is no AMX sparse kernel: under amx the sparse layer runs the AVX-512 VNNI one
     sp_isa = "avx512_vnni" if isa_used == "amx" else isa_used
     sp_peak = INT8_OPS_PER_CYCLE[sp_isa] * ghz * threads

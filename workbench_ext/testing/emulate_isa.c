@@ -124,12 +124,15 @@ static int run_case(int M, int K, int N, int sparse_pct, int nt) {
     const int NP = (N + 31) / 32 * 2;
     int8_t *bp = calloc((size_t)NP * Kp * 16, 1);
     wb_pack_dense_vnni(w, N, K, Kp, bp);
-    const char *names[3] = {"dense_vnni", "dense_amx", "sparse_vnni"};
-    for (int path = 0; path < 3; path++) {
+    const char *names[4] = {"dense_vnni", "dense_amx", "dense_amx_plain", "sparse_vnni"};
+    for (int path = 0; path < 4; path++) {
         memset(out, 0x55, (size_t)M * N * 4);
         if (path == 0) wb_dense_vnni(xq, M, Kp, bp, N, &e, nt);
-        else if (path == 1) wb_dense_amx(xq, M, Kp, bp, N, &e, nt);
-        else {
+        else if (path == 1 || path == 2) {   /* the pipelined worker (default), then the plain one */
+            wb_amx_pipelined = path == 1;
+            wb_dense_amx(xq, M, Kp, bp, N, &e, nt);
+            wb_amx_pipelined = 1;
+        } else {
             /* CSR of non-zero 1x4 blocks, as int8.pyx builds it */
             int32_t *rp = calloc(N + 1, 4), *col = malloc(4 * (size_t)N * Kb + 4);
             int8_t *vals = malloc(4 * (size_t)N * Kb + 4);
@@ -171,6 +174,30 @@ static int run_case(int M, int K, int N, int sparse_pct, int nt) {
                 bad = 1;
                 break;
             }
+    }
+    /* float outputs with the fused GELU: both AMX workers (the pipelined one runs the epilogue
+     * and activation a few rows at a time) give the VNNI kernel's bits */
+    {
+        float *xs = malloc(sizeof(float) * M), *wsc = malloc(sizeof(float) * N), *bias = malloc(sizeof(float) * N);
+        float *y[3];
+        for (int m = 0; m < M; m++) xs[m] = 0.001f * (float)(1 + m % 7);
+        for (int n = 0; n < N; n++) { wsc[n] = 0.002f * (float)(1 + n % 5); bias[n] = 0.1f * (float)(n % 3) - 0.1f; }
+        wb_epi_t ef = {N, wsum, wsc, bias, zp, xs, NULL, NULL, WB_ACT_GELU_PORTABLE};
+        for (int v = 0; v < 3; v++) {
+            y[v] = malloc(sizeof(float) * (size_t)M * N);
+            memset(y[v], 0x55, sizeof(float) * (size_t)M * N);
+            ef.y = y[v];
+            if (v == 0) wb_dense_vnni(xq, M, Kp, bp, N, &ef, nt);
+            else { wb_amx_pipelined = v == 1; wb_dense_amx(xq, M, Kp, bp, N, &ef, nt); wb_amx_pipelined = 1; }
+        }
+        for (int v = 1; v < 3; v++)
+            if (memcmp(y[0], y[v], sizeof(float) * (size_t)M * N)) {
+                fprintf(stderr, "%s M=%d K=%d N=%d sp=%d nt=%d: float+GELU outputs differ from VNNI\n",
+                        v == 1 ? "dense_amx" : "dense_amx_plain", M, K, N, sparse_pct, nt);
+                bad = 1;
+            }
+        for (int v = 0; v < 3; v++) free(y[v]);
+        free(xs); free(wsc); free(bias);
     }
     free(w); free(xq); free(zp); free(wsum); free(ref); free(out); free(ones); free(zeros); free(bp);
     return bad;
