@@ -141,6 +141,31 @@ def test_int8_fused_gelu_matches_ops_gelu(isa, cls, M, K, N):
         layer(x, activation="relu6")
 
 
+@pytest.mark.parametrize("M,K,N", [(1, 3, 7), (7, 67, 7), (33, 64, 17), (70, 200, 90), (18, 1030, 40)])
+def test_int8_tile_sparse_exact_and_counts_tiles(isa, M, K, N):
+    """TileSparseInt8Linear (AMX: skips all-zero 16x64 weight blocks; elsewhere the dense kernel)
+    gives the exact integer result and the dense layer's bits, with zero tiles, a tile with one
+    weight in its last corner, and ragged edges; nnz_tiles counts the blocks it keeps."""
+    from workbench.runtime.kernels import tile_sparsity
+    rng = _rng("tile", M, K, N)
+    w, ws, b = _weights(rng, N, K)
+    NP, chunks = -(-N // 16), -(-K // 64)
+    zero = rng.random((NP, chunks)) < 0.6
+    for p, c in zip(*np.nonzero(zero)):
+        w[16 * p:16 * p + 16, 64 * c:64 * c + 64] = 0
+    p, c = np.argwhere(zero)[0] if zero.any() else (0, 0)
+    w[min(16 * p + 15, N - 1), min(64 * c + 63, K - 1)] = 5   # a block kept for one corner weight
+    layer = int8.TileSparseInt8Linear(w, ws, b)
+    assert layer.isa == isa and layer.num_tiles == NP * chunks
+    assert layer.nnz_tiles == round((1 - tile_sparsity(w)) * NP * chunks)
+    x = (rng.standard_normal((M, K)) * 2).astype(np.float32)
+    q, s, z, acc = _int_reference(x, w)
+    for nt in THREADS:
+        np.testing.assert_array_equal(layer.qmatmul(q, z, num_threads=nt), acc)
+    dense = int8.DenseInt8Linear(w, ws, b)
+    np.testing.assert_array_equal(layer(x, activation="gelu"), dense(x, activation="gelu"))
+
+
 @pytest.mark.parametrize("M,K,N", [(1, 64, 32), (33, 200, 90), (128, 768, 96), (70, 1030, 65)])
 def test_int8_amx_workers_agree(M, K, N):
     """On AMX CPUs: the pipelined worker (epilogue between the next item's tile multiplies) and

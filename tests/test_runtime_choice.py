@@ -2,6 +2,7 @@
 here: tests never assert wall-clock speed), a sparser model never gets a slower kernel than
 dense, and the outputs do not depend on the choice (dense and block-sparse int8 are both exact
 integer GEMMs with the same epilogue)."""
+import copy
 import tempfile
 from pathlib import Path
 
@@ -183,3 +184,31 @@ def test_kernel_switches_with_the_row_count(pruned, monkeypatch):
     assert loaded.impls == engine.impls and isinstance(loaded._linears["layers.0.ffn1"], C.RowSwitch)
     with pytest.raises(ValueError, match="choice_batches"):
         compile_model(pruned, kernel_choice="measure", choice_batches=(0,))
+
+
+def test_tile_sparse_is_timed_on_amx_for_tile_pruned_layers(tiny_bert, monkeypatch):
+    """On AMX (faked here: the tile-sparse layer then runs the dense kernel of this CPU, same
+    bits) a layer pruned in 16x64 blocks gets the tile-sparse kernel as a third candidate and
+    keeps it when it is fastest; 1x4-pruned layers (no zero tiles) never time it."""
+    from workbench.recipes.prune.magnitude import magnitude_prune_
+    from workbench.runtime import kernels as K
+
+    monkeypatch.setattr(K, "has_tile_sparse", lambda: True)
+    monkeypatch.setattr(C, "time_kernel", lambda name, kind, fn, x: {"int8_tile_sparse": 0.5, "int8_sparse": 1.5}.get(kind, 2.0))
+    model = copy.deepcopy(tiny_bert)
+    magnitude_prune_(model, 0.5, block=(16, 64))
+    engine = compile_model(model, kernel_choice="measure", choice_shape=(2, 16))
+    lin = engine.meta["linears"]
+    tiled = [n for n, lm in lin.items() if lm["tile_sparsity"] >= C.MIN_TILE_SPARSITY]
+    assert len(tiled) == 16, {n: lm["tile_sparsity"] for n, lm in lin.items()}   # 4 layers x qkv/out/ffn1/ffn2
+    for name in tiled:
+        assert lin[name]["kind"] == "int8_tile_sparse", name
+        assert set(lin[name]["choice"]["ms"]) == {"int8_dense", "int8_sparse", "int8_tile_sparse"}, name
+    assert "T" in engine.describe()["kernels_per_layer"]
+    ids, mask = _ids()
+    np.testing.assert_array_equal(engine(ids, mask), compile_model(model, kernel_choice="dense")(ids, mask))
+
+    one_by_four = prune(copy.deepcopy(tiny_bert), 0.8)
+    lin = compile_model(one_by_four, kernel_choice="measure", choice_shape=(2, 16)).meta["linears"]
+    assert all(lm["tile_sparsity"] < C.MIN_TILE_SPARSITY for lm in lin.values())
+    assert all("int8_tile_sparse" not in (lm["choice"].get("ms") or {}) for lm in lin.values())

@@ -97,6 +97,11 @@ cdef extern from "wb_int8.h" nogil:
     void wb_pack_x_sparse_vnni "WB_PACK_X_SPARSE_VNNI"(const uint8_t *xq, int M, int Kp, int Kb, int G, uint8_t *out, int nt)
     void wb_sparse_vnni_g(const uint8_t *xt, int M, int Kb, int G, const int32_t *rp, const int32_t *col, const int8_t *vals, int N, const wb_epi_t *e, int nt)
 
+cdef extern from "wb_tile_sparse.h" nogil:
+    int wb_tile_sparse_count(const int8_t *w, int N, int K, int Kp, int32_t *panel_ptr)
+    void wb_tile_sparse_pack(const int8_t *w, int N, int K, int Kp, const int32_t *panel_ptr, int32_t *chunk, int8_t *tiles)
+    void wb_tile_sparse_amx(const uint8_t *xq, int M, int Kp, const int32_t *panel_ptr, const int32_t *chunk, const int8_t *tiles, int N, const wb_epi_t *e, int nt)
+
 cdef enum:
     ISA_PORTABLE = 0
     ISA_AVX2 = 1
@@ -432,6 +437,57 @@ cdef class DenseInt8Linear(_Int8Linear):
         else:
             with nogil:
                 wb_dense_amx(pq, M, Kp, <const int8_t*>pw, N, e, nt)
+        return 0
+
+
+cdef class TileSparseInt8Linear(DenseInt8Linear):
+    """Tile-block sparse int8 linear for AMX: ``TileSparseInt8Linear(w_s8 int8[N, K],
+    w_scale float32[N], bias float32[N] | None)``.  Under ``amx`` only the 16-column x 64-k
+    blocks of the weights that hold a non-zero are stored, each as one TDPBUSD B tile, and the
+    kernel skips the rest (format and kernel: wb_tile_sparse.h); weights pruned in (16, 64)
+    blocks have a fraction of tiles zero equal to their sparsity.  On CPUs without AMX there is
+    no tile to skip: the layer runs the dense kernel of the ISA.  Same bits as the dense layer
+    on every path.  ``nnz_tiles`` / ``num_tiles``: stored and all 16x64 blocks."""
+
+    def __init__(self, w_s8, w_scale, bias=None, isa=None):
+        DenseInt8Linear.__init__(self, w_s8, w_scale, bias, isa)
+        NP, chunks = (self.N + 15) // 16, self.Kp // 64
+        wpad = np.zeros((NP * 16, self.Kp), np.int8)
+        wpad[:self.N, :self.K] = self.w_s8
+        self.num_tiles = NP * chunks
+        self.nnz_tiles = int(wpad.reshape(NP, 16, chunks, 64).any(axis=(1, 3)).sum())
+
+    @property
+    def tile_sparsity(self):
+        """Fraction of the 16x64 weight blocks that are all zero (skipped under AMX)."""
+        return 1.0 - self.nnz_tiles / self.num_tiles if self.num_tiles else 0.0
+
+    def __repr__(self):
+        return f"TileSparseInt8Linear(N={self.N}, K={self.K}, nnz_tiles={self.nnz_tiles}/{self.num_tiles}, isa={self.isa!r})"
+
+    cdef object _make_pack(self, int code):
+        if code != ISA_AMX:
+            return DenseInt8Linear._make_pack(self, code)
+        cdef int N = self.N, K = self.K, Kp = self.Kp
+        w = self.w_s8
+        ptr = np.zeros((N + 15) // 16 + 1, np.int32)
+        cdef int nnz = wb_tile_sparse_count(<const int8_t*>_ptr(w), N, K, Kp, <int32_t*>_ptr(ptr))
+        chunk = np.zeros(max(nnz, 1), np.int32)
+        tiles = np.zeros((max(nnz, 1), 1024), np.int8)
+        wb_tile_sparse_pack(<const int8_t*>_ptr(w), N, K, Kp, <const int32_t*>_ptr(ptr),
+                            <int32_t*>_ptr(chunk), <int8_t*>_ptr(tiles))
+        return (ptr, chunk, tiles)
+
+    cdef int _run(self, int code, object pack, object xq, int M, wb_epi_t *e, int nt, void *scratch) except -1:
+        if code != ISA_AMX:
+            return DenseInt8Linear._run(self, code, pack, xq, M, e, nt, scratch)
+        cdef const uint8_t *pq = <const uint8_t*>_ptr(xq)
+        cdef const int32_t *pp = <const int32_t*>_ptr(pack[0])
+        cdef const int32_t *pc = <const int32_t*>_ptr(pack[1])
+        cdef const int8_t *pt = <const int8_t*>_ptr(pack[2])
+        cdef int N = self.N, Kp = self.Kp
+        with nogil:
+            wb_tile_sparse_amx(pq, M, Kp, pp, pc, pt, N, e, nt)
         return 0
 
 

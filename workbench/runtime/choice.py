@@ -10,9 +10,12 @@
   layer's attention output / FFN and the heads, which run on the [CLS] rows only), in this
   process with its thread count; after one warm-up call each, the candidates take turns for
   `TIMED_CALLS` rounds and each one's fastest call counts (a few ms per layer); sparse must win
-  by `SPARSE_MARGIN`. Candidates: the dense kernel, and the 1x4 block-sparse one when at least
+  by `SPARSE_MARGIN`. Candidates: the dense kernel, the 1x4 block-sparse one when at least
   `MIN_SPARSITY` of the layer's blocks are zero (below that it never wins: it does the same
-  multiply-adds with index overhead). Ties go to dense. With more batch sizes
+  multiply-adds with index overhead), and on AMX CPUs the tile-sparse one
+  (`int8.TileSparseInt8Linear`: skips whole 16x64 weight blocks, one tile multiply each) when at
+  least `MIN_TILE_SPARSITY` of those blocks are zero -- AMX cannot skip 1x4 blocks inside a
+  tile, so weights pruned in (16, 64) blocks are the ones AMX can run sparse. Ties go to dense. With more batch sizes
   (`compile_model(choice_batches=...)`) each is timed too, and a layer whose fastest kernel
   changes with the row count keeps both (`RowSwitch`: the switch sits at the geometric mean of
   the two timed row counts) -- block-sparse wins at batch 1 and can lose at batch 8, where the
@@ -47,12 +50,15 @@ from workbench.runtime import static as S
 MODES = ("measure", "dense", "sparse", "threshold")
 MIN_SPARSITY = 0.3
 """`measure`: the sparse kernel is a candidate from this fraction of all-zero 1x4 blocks."""
+MIN_TILE_SPARSITY = 0.25
+"""`measure`, AMX only: the tile-sparse kernel is a candidate from this fraction of all-zero
+16x64 blocks."""
 TIMED_CALLS = 7
 SPARSE_MARGIN = 0.10
 """`measure`: the sparse kernel must beat dense by this fraction to be chosen. Timing one Linear
 alone for a few calls is noisy (10-20 % on a shared 2-core VM); without a margin a 70 %-sparse
 DistilBERT picked sparse for 7 of 26 Linears and ran 0.83x as fast as its dense engine."""
-ABBREV = {"int8_dense": "D", "int8_sparse": "S", "fp32_dense": "f", "fp32_sparse": "s", "bf16_dense": "b",
+ABBREV = {"int8_dense": "D", "int8_sparse": "S", "int8_tile_sparse": "T", "fp32_dense": "f", "fp32_sparse": "s", "bf16_dense": "b",
           "empty": "-"}
 
 
@@ -85,13 +91,25 @@ def time_kernel(name: str, kind: str, fn: Callable[[np.ndarray], Any], x: np.nda
     return time.perf_counter() - t0
 
 
-def _timed(name: str, dense: str, sparse: str, build: Callable[[str], Callable[[np.ndarray], Any]],
+def candidates(family: str, sparsity: float, tile_sparsity: float = 0.0) -> list[str]:
+    """The kernel kinds `measure` times for one Linear, dense first."""
+    dense, sparse = kinds(family)
+    out = [dense]
+    if sparsity >= MIN_SPARSITY:
+        out.append(sparse)
+    if family == "int8" and tile_sparsity >= MIN_TILE_SPARSITY and K.has_tile_sparse():
+        out.append("int8_tile_sparse")
+    return out
+
+
+def _timed(name: str, kinds_: list[str], build: Callable[[str], Callable[[np.ndarray], Any]],
            in_features: int, rows: int) -> tuple[str, dict[str, float]]:
-    """Both candidates warmed up, then `TIMED_CALLS` rounds in which they take turns; each keeps
-    its fastest call. Taking turns puts a slow spell of the shared machine on both candidates
-    instead of on whichever happened to be timed then."""
+    """Every candidate warmed up, then `TIMED_CALLS` rounds in which they take turns; each keeps
+    its fastest call. Taking turns puts a slow spell of the shared machine on all candidates
+    instead of on whichever happened to be timed then. A sparse kind must beat the dense one
+    (`kinds_[0]`) by `SPARSE_MARGIN`; the fastest of those that do wins."""
     x = np.random.default_rng(0).standard_normal((rows, in_features)).astype(np.float32)
-    fns = {k: build(k) for k in (dense, sparse)}
+    fns = {k: build(k) for k in kinds_}
     for fn in fns.values():
         fn(x)
     best_s = {k: float("inf") for k in fns}
@@ -99,17 +117,21 @@ def _timed(name: str, dense: str, sparse: str, build: Callable[[str], Callable[[
         for k, fn in fns.items():
             best_s[k] = min(best_s[k], time_kernel(name, k, fn, x))
     ms = {k: v * 1e3 for k, v in best_s.items()}
-    best = sparse if ms[sparse] < ms[dense] * (1.0 - SPARSE_MARGIN) else dense
+    dense = kinds_[0]
+    beat = [k for k in kinds_[1:] if ms[k] < ms[dense] * (1.0 - SPARSE_MARGIN)]
+    best = min(beat, key=ms.__getitem__) if beat else dense
     return best, {k: round(v, 4) for k, v in ms.items()}
 
 
 def choose(name: str, family: str, sparsity: float, build: Callable[[str], Callable[[np.ndarray], Any]],
            in_features: int, *, mode: str, threshold: float, rows: int,
-           more_rows: tuple[int, ...] = ()) -> tuple[str, dict[str, Any]]:
+           more_rows: tuple[int, ...] = (), tile_sparsity: float = 0.0) -> tuple[str, dict[str, Any]]:
     """The kernel kind for one Linear and how it was chosen (kept in the engine meta).
     `build(kind)` makes the layer's callable on that kind (only called by `measure`).
     `more_rows`: further row counts to time (`measure`); the choice then records
-    `by_rows: [{"rows", "kind", "ms"}, ...]` and the engine switches kernels by row count."""
+    `by_rows: [{"rows", "kind", "ms"}, ...]` and the engine switches kernels by row count.
+    `tile_sparsity`: fraction of all-zero 16x64 weight blocks (int8; 0 keeps the tile-sparse
+    kernel out)."""
     dense, sparse = kinds(family)
     if mode == "dense":
         return dense, {"mode": mode}
@@ -117,15 +139,16 @@ def choose(name: str, family: str, sparsity: float, build: Callable[[str], Calla
         return sparse, {"mode": mode}
     if mode == "threshold":
         return (sparse if sparsity >= threshold else dense), {"mode": mode, "threshold": threshold}
-    if sparsity < MIN_SPARSITY:
+    kinds_ = candidates(family, sparsity, tile_sparsity)
+    if len(kinds_) == 1:
         return dense, {"mode": mode, "rows": rows, "ms": None}  # nothing to compare
-    best, ms = _timed(name, dense, sparse, build, in_features, rows)
+    best, ms = _timed(name, kinds_, build, in_features, rows)
     info: dict[str, Any] = {"mode": mode, "rows": rows, "ms": ms}
     more = sorted({int(r) for r in more_rows if int(r) > rows})
     if more:
         info["by_rows"] = [{"rows": rows, "kind": best, "ms": ms}]
         for r in more:
-            kind, ms_r = _timed(name, dense, sparse, build, in_features, r)
+            kind, ms_r = _timed(name, kinds_, build, in_features, r)
             info["by_rows"].append({"rows": r, "kind": kind, "ms": ms_r})
     return best, info
 

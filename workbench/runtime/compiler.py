@@ -96,6 +96,7 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
             wq8, scale = K.quantize_weight_per_channel(w)
             tensors[f"{name}.weight"], tensors[f"{name}.scale"] = wq8, scale
             sp = K.block_sparsity(wq8)
+            entry["tile_sparsity"] = round(K.tile_sparsity(wq8), 6)
         else:
             tensors[f"{name}.weight"] = np.ascontiguousarray(w, dtype=np.float32)
             sp = K.block_sparsity(w)
@@ -138,4 +139,5 @@ def _choose(name: str, entry: dict[str, Any], family: str, tensors: dict[str, np
     shape, more = shapes
     entry["kind"], entry["choice"] = C.choose(
         name, family, entry["block_sparsity"], build, entry["K"], mode=mode, threshold=threshold,
-        rows=C.layer_rows(name, num_layers, *shape), more_rows=tuple(C.layer_rows(name, num_layers, *s) for s in more))
+        rows=C.layer_rows(name, num_layers, *shape), more_rows=tuple(C.layer_rows(name, num_layers, *s) for s in more),
+        tile_sparsity=entry.get("tile_sparsity", 0.0))

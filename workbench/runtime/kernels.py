@@ -129,6 +129,28 @@ def block_sparsity(w: np.ndarray, block: int = BLOCK) -> float:
     return float(np.mean(~blocks.any(axis=2)))
 
 
+TILE = (16, 64)
+"""The weight block one AMX tile multiply covers: 16 output columns x 64 inputs."""
+
+
+def tile_sparsity(w: np.ndarray) -> float:
+    """Fraction of all-zero 16 x 64 blocks (`TILE`; ragged edges padded with zeros): the blocks
+    the AMX tile-sparse kernel skips."""
+    n, k = w.shape
+    if n == 0 or k == 0:
+        return 0.0
+    r, c = TILE
+    nz = np.zeros((-(-n // r) * r, -(-k // c) * c), dtype=bool)
+    nz[:n, :k] = w != 0
+    return float(np.mean(~nz.reshape(nz.shape[0] // r, r, -1, c).any(axis=(1, 3))))
+
+
+def has_tile_sparse() -> bool:
+    """The tile-sparse int8 kernel is built and runs here (AMX is the active ISA); elsewhere the
+    tile-sparse layer is the dense kernel under another name, so it is never a candidate."""
+    return _has(_ext_int8, "TileSparseInt8Linear") and active_isa() == "amx"
+
+
 # --------------------------------------------------------------------------------------------
 # activation quantization (fallback for ops.quantize_per_token)
 # --------------------------------------------------------------------------------------------
@@ -205,7 +227,7 @@ def make_linear(kind: str, weight: np.ndarray, scale: np.ndarray | None,
                 bias: np.ndarray | None) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
     """Build the callable for one Linear layer and name the implementation it runs on.
 
-    kind: "int8_dense" | "int8_sparse" (weight int8 [N, K] + scale) or
+    kind: "int8_dense" | "int8_sparse" | "int8_tile_sparse" (weight int8 [N, K] + scale) or
           "fp32_dense" | "fp32_sparse" | "bf16_dense" (weight float32 [N, K]; bf16 runs on
           AVX512-BF16 when the CPU has it, else as fp32 BLAS -- the name returned says which).
     """
@@ -217,6 +239,13 @@ def make_linear(kind: str, weight: np.ndarray, scale: np.ndarray | None,
             lin = _ext_int8.DenseInt8Linear(weight, scale, bias)
             return lin, f"workbench_ext.int8.DenseInt8Linear[{getattr(lin, 'isa', '?')}]"
         return _NumpyInt8Linear(weight, scale, bias), "numpy-fallback(int8 dense)"
+    if kind == "int8_tile_sparse":
+        scale = np.ascontiguousarray(scale, dtype=np.float32)
+        if _has(_ext_int8, "TileSparseInt8Linear"):
+            lin = _ext_int8.TileSparseInt8Linear(weight, scale, bias)
+            runs = "" if lin.isa == "amx" else ": the dense kernel, no AMX tiles to skip here"
+            return lin, f"workbench_ext.int8.TileSparseInt8Linear[{lin.isa}]{runs}"
+        return _NumpyInt8Linear(weight, scale, bias), "numpy-fallback(int8 tile-sparse)"
     if kind == "int8_sparse":
         scale = np.ascontiguousarray(scale, dtype=np.float32)
         if _has(_ext_int8, "BlockSparseInt8Linear"):

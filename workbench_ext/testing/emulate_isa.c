@@ -91,6 +91,7 @@ static void emu_release(void) { emu_configured = 0; memset(emu_rows, 0, sizeof e
 #define WB_AMX
 #define WB_EMULATE_ISA 1
 #include "wb_int8.h"
+#include "wb_tile_sparse.h"
 
 static uint32_t rng_state = 12345;
 static uint32_t rnd(void) { rng_state = rng_state * 1664525u + 1013904223u; return rng_state >> 8; }
@@ -203,6 +204,73 @@ static int run_case(int M, int K, int N, int sparse_pct, int nt) {
     return bad;
 }
 
+/* The tile-block sparse AMX kernel on weights with whole 16 x 64 blocks zero (some panels
+ * entirely), against the plain reference (int32) and the VNNI dense kernel (float + GELU). */
+static int run_tile_case(int M, int K, int N, int nt) {
+    const int Kp = (K + 63) / 64 * 64, Mp = (M + 15) / 16 * 16, NP = (N + 15) / 16;
+    int8_t *w = calloc((size_t)N * K, 1);
+    uint8_t *xq = calloc((size_t)Mp * Kp, 1);
+    int32_t *zp = calloc(M, 4), *wsum = calloc(N, 4), *ref = calloc((size_t)M * N, 4), *out = calloc((size_t)M * N, 4);
+    for (int p = 0; p < NP; p++)
+        for (int c = 0; c < Kp / 64; c++) {
+            if (p % 4 == 2 || rnd() % 100 < 60) continue;      /* zero block (every 4th panel empty) */
+            if (p % 4 == 3) {   /* a block whose one non-zero weight sits in its last column and k */
+                const int n = wb_imin(16 * p + 15, N - 1), k = wb_imin(64 * c + 63, K - 1);
+                w[(size_t)n * K + k] = (int8_t)(1 + rnd() % 127);
+                continue;
+            }
+            for (int n = 16 * p; n < 16 * p + 16 && n < N; n++)
+                for (int k = 64 * c; k < 64 * c + 64 && k < K; k++)
+                    w[(size_t)n * K + k] = rnd() % 3 ? (int8_t)(rnd() % 256 - 128) : 0;
+        }
+    for (int m = 0; m < M; m++) {
+        zp[m] = (int32_t)(rnd() % 256);
+        for (int k = 0; k < K; k++) xq[(size_t)m * Kp + k] = (uint8_t)(rnd() % 256);
+    }
+    wb_wsum(w, N, K, wsum);
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            long long acc = 0;
+            for (int k = 0; k < K; k++) acc += (long long)((int)xq[(size_t)m * Kp + k] - zp[m]) * w[(size_t)n * K + k];
+            ref[(size_t)m * N + n] = (int32_t)acc;
+        }
+    int32_t *pp = calloc(NP + 1, 4);
+    const int nnz = wb_tile_sparse_count(w, N, K, Kp, pp);
+    int32_t *chunk = calloc(nnz + 1, 4);
+    int8_t *tiles = calloc((size_t)nnz * 1024 + 1, 1);
+    wb_tile_sparse_pack(w, N, K, Kp, pp, chunk, tiles);
+    float *ones = malloc(sizeof(float) * (M > N ? M : N)), *zeros = calloc(N, sizeof(float));
+    for (int i = 0; i < (M > N ? M : N); i++) ones[i] = 1.0f;
+    wb_epi_t e = {N, wsum, ones, zeros, zp, ones, NULL, out, WB_ACT_NONE};
+    int bad = 0;
+    memset(out, 0x55, (size_t)M * N * 4);
+    wb_tile_sparse_amx(xq, M, Kp, pp, chunk, tiles, N, &e, nt);
+    if (memcmp(out, ref, (size_t)M * N * 4)) {
+        fprintf(stderr, "tile_sparse_amx M=%d K=%d N=%d nt=%d (%d tiles): int32 mismatch\n", M, K, N, nt, nnz);
+        bad = 1;
+    }
+    /* float + GELU against the VNNI dense kernel */
+    const int NPv = (N + 31) / 32 * 2;
+    int8_t *bp = calloc((size_t)NPv * Kp * 16, 1);
+    wb_pack_dense_vnni(w, N, K, Kp, bp);
+    float *xs = malloc(sizeof(float) * M), *wsc = malloc(sizeof(float) * N), *bias = malloc(sizeof(float) * N);
+    float *y0 = malloc(sizeof(float) * (size_t)M * N), *y1 = malloc(sizeof(float) * (size_t)M * N);
+    for (int m = 0; m < M; m++) xs[m] = 0.001f * (float)(1 + m % 7);
+    for (int n = 0; n < N; n++) { wsc[n] = 0.002f * (float)(1 + n % 5); bias[n] = 0.1f * (float)(n % 3) - 0.1f; }
+    wb_epi_t ef = {N, wsum, wsc, bias, zp, xs, y0, NULL, WB_ACT_GELU_PORTABLE};
+    wb_dense_vnni(xq, M, Kp, bp, N, &ef, nt);
+    ef.y = y1;
+    memset(y1, 0x55, sizeof(float) * (size_t)M * N);
+    wb_tile_sparse_amx(xq, M, Kp, pp, chunk, tiles, N, &ef, nt);
+    if (memcmp(y0, y1, sizeof(float) * (size_t)M * N)) {
+        fprintf(stderr, "tile_sparse_amx M=%d K=%d N=%d nt=%d: float+GELU outputs differ from VNNI\n", M, K, N, nt);
+        bad = 1;
+    }
+    free(w); free(xq); free(zp); free(wsum); free(ref); free(out); free(pp); free(chunk); free(tiles);
+    free(ones); free(zeros); free(bp); free(xs); free(wsc); free(bias); free(y0); free(y1);
+    return bad;
+}
+
 int main(void) {
     static const int shapes[][3] = {{1, 1, 1}, {1, 3, 7}, {2, 5, 1}, {7, 67, 7}, {16, 130, 33}, {17, 64, 32},
                                     {33, 200, 90}, {5, 256, 48}, {40, 129, 65}, {70, 36, 70}};
@@ -210,6 +278,9 @@ int main(void) {
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int sp = 0; sp <= 70; sp += 70)
             for (int nt = 1; nt <= 2; nt++) bad |= run_case(shapes[s][0], shapes[s][1], shapes[s][2], sp, nt);
+    static const int tshapes[][3] = {{1, 64, 16}, {1, 3, 7}, {17, 130, 33}, {40, 256, 90}, {70, 200, 48}, {33, 700, 130}};
+    for (size_t s = 0; s < sizeof tshapes / sizeof tshapes[0]; s++)
+        for (int nt = 1; nt <= 2; nt++) bad |= run_tile_case(tshapes[s][0], tshapes[s][1], tshapes[s][2], nt);
     if (emu_errors) { fprintf(stderr, "%d AMX emulation errors\n", emu_errors); bad = 1; }
     puts(bad ? "FAIL" : "OK");
     return bad;

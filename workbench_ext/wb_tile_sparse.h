@@ -1,0 +1,137 @@
+/* Tile-block sparse int8 GEMM for AMX (workbench_ext.int8.TileSparseInt8Linear).
+ *
+ * AMX multiplies whole tiles: one TDPBUSD takes a 16-column x 64-k block of the weights (one B
+ * tile, 1 KB) and cannot skip the zero 1x4 blocks inside it, so the 1x4 block-sparse format
+ * gains nothing there (its layers run the AVX-512 VNNI kernel).  This format skips whole tiles:
+ * a 16-column panel of W[N][K] is cut along K into Kp/64 blocks of 16 columns x 64 k, and only
+ * blocks with a non-zero weight are stored, each already in the B-tile (VNNI) layout:
+ *
+ *   panel_ptr  int32 [NP + 1]            NP = ceil(N / 16); panel p's blocks are
+ *                                        panel_ptr[p] .. panel_ptr[p+1]-1
+ *   chunk      int32 [nnz_tiles]         the block's k / 64, ascending within a panel
+ *   tiles      int8  [nnz_tiles][16 kq][16 n][4]   w[16p + n][64 chunk + 4 kq + i]
+ *
+ * Weights pruned in 16 x 64 blocks (`magnitude_prune_(model, s, block=(16, 64))`) have exactly
+ * a fraction s of their tiles zero; 1x4-pruned weights have almost none (at 90 % sparsity a
+ * tile is all zero with probability 0.9^256).  The engine's per-layer choice times this kernel
+ * against the dense AMX and the 1x4 sparse ones and keeps the fastest.
+ *
+ * Kernel: work item = 32 rows x 2 panels (32 columns), C in tmm0-3, A in tmm4-5, B in tmm6-7;
+ * the two panels' block lists are walked together so a chunk both panels keep loads its A tiles
+ * once.  Items run row-block major (a 32-row block of A, 32 x Kp bytes, stays in L1 while the
+ * panels pass), handed out dynamically (panels keep different numbers of tiles).
+ * Exact: the same s32 sums and epilogue as every other int8 path (bit-identical outputs).
+ * NOT executed on the development machines (no AMX there): checked exactly by the scalar
+ * emulation test (testing/emulate_isa.c); its speed is measured where AMX is.
+ */
+#ifndef WB_TILE_SPARSE_H
+#define WB_TILE_SPARSE_H
+
+#include <limits.h>
+#include "wb_int8.h"
+
+/* panel_ptr[NP + 1] of W[N][K] (Kp = K rounded up to 64); returns the number of stored tiles. */
+static int wb_tile_sparse_count(const int8_t *w, int N, int K, int Kp, int32_t *panel_ptr) {
+    const int NP = (N + 15) / 16, chunks = Kp / 64;
+    int nnz = 0;
+    panel_ptr[0] = 0;
+    for (int p = 0; p < NP; p++) {
+        for (int c = 0; c < chunks; c++) {
+            int any = 0;
+            for (int n = 16 * p; n < wb_imin(16 * p + 16, N) && !any; n++)
+                for (int k = 64 * c; k < wb_imin(64 * c + 64, K); k++)
+                    if (w[(size_t)n * K + k]) { any = 1; break; }
+            nnz += any;
+        }
+        panel_ptr[p + 1] = nnz;
+    }
+    return nnz;
+}
+
+/* chunk[] and tiles[] (zero-filled by the caller) for the panel_ptr of wb_tile_sparse_count. */
+static void wb_tile_sparse_pack(const int8_t *w, int N, int K, int Kp, const int32_t *panel_ptr,
+                                int32_t *chunk, int8_t *tiles) {
+    const int NP = (N + 15) / 16, chunks = Kp / 64;
+    for (int p = 0; p < NP; p++) {
+        int j = panel_ptr[p];
+        for (int c = 0; c < chunks && j < panel_ptr[p + 1]; c++) {
+            int any = 0;
+            for (int n = 16 * p; n < wb_imin(16 * p + 16, N) && !any; n++)
+                for (int k = 64 * c; k < wb_imin(64 * c + 64, K); k++)
+                    if (w[(size_t)n * K + k]) { any = 1; break; }
+            if (!any) continue;
+            int8_t *t = tiles + (size_t)j * 1024;
+            for (int n = 16 * p; n < wb_imin(16 * p + 16, N); n++)
+                for (int k = 64 * c; k < wb_imin(64 * c + 64, K); k++) {
+                    const int kk = k - 64 * c;
+                    t[(kk / 4) * 64 + (n - 16 * p) * 4 + (kk & 3)] = w[(size_t)n * K + k];
+                }
+            chunk[j++] = c;
+        }
+    }
+}
+
+/* One thread's share of the items (an orphaned `omp for`: it binds to the caller's parallel
+ * region); a function of its own so it carries the AMX target attribute. */
+WB_AMX static void wb_tile_sparse_amx_worker(const uint8_t *xq, int M, int Kp, const int32_t *panel_ptr,
+                                             const int32_t *chunk, const int8_t *tiles, int N,
+                                             const wb_epi_t *e) {
+    const int NP = (N + 15) / 16, NP2 = (NP + 1) / 2, MB = (M + 31) / 32;
+    const long total = (long)MB * NP2;
+    const int grab = NP2 / 8 > 1 ? NP2 / 8 : 1;
+    wb_amx_config();
+    int32_t C[32 * 32];
+    #pragma omp for schedule(dynamic, grab)
+    for (long t = 0; t < total; t++) {
+        const int mb = (int)(t / NP2), p2 = (int)(t % NP2);
+        const int m0 = mb * 32, mr = wb_imin(32, M - m0), n0 = p2 * 32, nr = wb_imin(32, N - n0);
+        const int two = mr > 16;   /* rows m0+16.. exist in xq (padded to 16 rows) */
+        const uint8_t *A0 = xq + (size_t)m0 * Kp, *A1 = A0 + (size_t)16 * Kp;
+        const int pa = 2 * p2, pb = 2 * p2 + 1;
+        int ia = panel_ptr[pa], ib = pb < NP ? panel_ptr[pb] : 0;
+        const int ea = panel_ptr[pa + 1], eb = pb < NP ? panel_ptr[pb + 1] : 0;
+        _tile_zero(0);
+        _tile_zero(2);
+        if (two) { _tile_zero(1); _tile_zero(3); }
+        while (ia < ea || ib < eb) {
+            const int ca = ia < ea ? chunk[ia] : INT_MAX, cb = ib < eb ? chunk[ib] : INT_MAX;
+            const int c = ca < cb ? ca : cb;
+            _tile_loadd(4, A0 + (size_t)c * 64, Kp);
+            if (two) _tile_loadd(5, A1 + (size_t)c * 64, Kp);
+            if (ca == c) {   /* panel a: C rows 0-15 in tmm0, rows 16-31 in tmm1 */
+                _tile_loadd(6, tiles + (size_t)ia * 1024, 64);
+                _tile_dpbusd(0, 4, 6);
+                if (two) _tile_dpbusd(1, 5, 6);
+                ia++;
+            }
+            if (cb == c) {   /* panel b: tmm2, tmm3 */
+                _tile_loadd(7, tiles + (size_t)ib * 1024, 64);
+                _tile_dpbusd(2, 4, 7);
+                if (two) _tile_dpbusd(3, 5, 7);
+                ib++;
+            }
+        }
+        _tile_stored(0, C, 128);
+        _tile_stored(2, C + 16, 128);
+        if (two) {
+            _tile_stored(1, C + 16 * 32, 128);
+            _tile_stored(3, C + 16 * 32 + 16, 128);
+        }
+        WB_DENSE_AVX512_EPILOGUE(e, C, 32, m0, mr, n0, nr);
+        wb_epi_activation(e, m0, mr, n0, nr);
+    }
+    _tile_release();
+}
+
+/* xq: Mp = M rounded up to 16 rows (zero rows), Kp columns; the format above. */
+static void wb_tile_sparse_amx(const uint8_t *xq, int M, int Kp, const int32_t *panel_ptr,
+                               const int32_t *chunk, const int8_t *tiles, int N, const wb_epi_t *e,
+                               int nt) {
+    const long total = (long)((M + 31) / 32) * (((N + 15) / 16 + 1) / 2);
+    if (nt > total) nt = (int)total;
+    if (nt < 1) nt = 1;
+    #pragma omp parallel num_threads(nt) if (nt > 1)
+    wb_tile_sparse_amx_worker(xq, M, Kp, panel_ptr, chunk, tiles, N, e);
+}
+
+#endif
