@@ -22,14 +22,14 @@ def _args(argv):
 
 def test_quick_bench_writes_csv_png_readme(tmp_path):
     out = tmp_path / "bench"
-    rc = cli.run(_args(["--quick", "--models", "tiny-distilbert", "--engines", "torch-fp32,wb-int8",
+    rc = cli.run(_args(["--quick", "--models", "tiny-distilbert", "--engines", "torch-fp32,wb-int8,wb-int8-tile90",
                         "--threads", "1", "--batch", "1", "--out", str(out), "--no-gemm"]))
     assert rc == 0
     with open(out / "engines.csv", newline="") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
         assert reader.fieldnames == COLUMNS
-    assert {r["engine"] for r in rows} == {"torch-fp32", "wb-int8"}
+    assert {r["engine"] for r in rows} == {"torch-fp32", "wb-int8", "wb-int8-tile90"}
     for r in rows:
         assert r["status"] == "ok", r["error"]
         assert (r["model"], r["threads"], r["batch"], r["runs"]) == ("tiny-distilbert", "1", "1", "1")
@@ -41,7 +41,7 @@ def test_quick_bench_writes_csv_png_readme(tmp_path):
     assert float(wb["max_abs_err_vs_torch_fp32"]) < 0.05
     assert (out / "engines.png").stat().st_size > 1000
     readme = (out / "README.md").read_text()
-    assert "| engine |" in readme and "wb-int8" in readme
+    assert "| engine |" in readme and "wb-int8" in readme and "block=(16, 64)" in readme
     assert not list(out.glob("*.tmp*"))  # atomic writes leave no temporaries
 
 
@@ -269,3 +269,26 @@ def test_engine_processes_get_the_openmp_waiting_policy_unless_exported(monkeypa
     assert env["GOMP_SPINCOUNT"] == OPENMP_DEFAULTS["GOMP_SPINCOUNT"] and env["OMP_NUM_THREADS"] == "2"
     monkeypatch.setenv("GOMP_SPINCOUNT", "0")
     assert _child_env(1)["GOMP_SPINCOUNT"] == "0"
+
+
+def test_tile_engines_prune_whole_amx_tiles(tiny_bert):
+    """`wb-int8-tileNN` prunes the encoder Linears in 16x64 blocks (one AMX weight tile each):
+    NN % of those blocks are zero; the 1x4 engines leave almost no tile empty."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    from workbench.bench.engines import ENGINES
+    from workbench.bench.models import prune
+    from workbench.runtime.kernels import tile_sparsity
+
+    eng = ENGINES["wb-int8-tile90"]
+    assert (eng.sparsity, eng.block) == (0.9, (16, 64)) and ENGINES["wb-int8-sp90"].block == (1, 4)
+    tiled = prune(copy.deepcopy(tiny_bert), eng.sparsity, eng.block)
+    fine = prune(copy.deepcopy(tiny_bert), 0.9, (1, 4))
+    lin = lambda m: [mod.weight.detach().numpy() for mod in m.bert.encoder.modules()  # noqa: E731
+                     if isinstance(mod, torch.nn.Linear)]
+    assert all(abs(tile_sparsity(w) - 0.9) < 0.13 for w in lin(tiled)), [tile_sparsity(w) for w in lin(tiled)]
+    assert all(tile_sparsity(w) < 0.2 for w in lin(fine))
+    assert np.mean([tile_sparsity(w) for w in lin(tiled)]) > 0.85

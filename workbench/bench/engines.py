@@ -23,7 +23,9 @@ Peers are set up the way their documentation recommends for CPU inference:
     `intra_op_num_threads = threads`, one inter-op thread, spinning on (ORT's default: its workers
     spin between ops, as the OpenMP engines do for ~0.2 ms, `workbench_ext.OPENMP_DEFAULTS`).
   * workbench: `workbench.runtime.compile_model` (int8), on the unpruned model (`wb-int8`) or
-    on a copy pruned to 70/80/90% 1x4-block sparsity (`wb-int8-sp70` ...), with
+    on a copy pruned to 70/80/90% 1x4-block sparsity (`wb-int8-sp70` ...), or (not in the
+    default set) in 16x64 blocks, one AMX weight tile each (`wb-int8-tile70` ...: on AMX the
+    tile-sparse kernel is then a candidate), with
     `kernel_choice="measure"` at each of the bench's batch sizes (each Linear on the faster of
     the dense and block-sparse kernels at every row count; the notes give the kernel of every
     layer and where it switches); `wb-bf16`: dense Linears in
@@ -46,7 +48,8 @@ import torch
 
 class BenchEngine:
     name = ""
-    sparsity = 0.0  # the model is pruned to this 1x4-block sparsity before setup
+    sparsity = 0.0  # the model is pruned to this block sparsity before setup
+    block = (1, 4)  # in blocks of this shape (rows x inputs of a Linear weight)
     notes = ""
     shape = (1, 128)  # (batch, seq) of the bench, set by the worker before setup
     batches: tuple[int, ...] = (1,)  # every batch size the bench runs, set by the worker
@@ -381,10 +384,18 @@ def _sparse(level: int) -> type[Workbench]:
     return type(f"WorkbenchSp{level}", (Workbench,), {"name": f"wb-int8-sp{level}", "sparsity": level / 100})
 
 
+def _tile_sparse(level: int) -> type[Workbench]:
+    """Pruned in (16, 64) blocks, one AMX weight tile each: on AMX the tile-sparse kernel skips
+    them (a per-layer candidate); elsewhere they are also 1x4 blocks for the block-sparse kernel."""
+    return type(f"WorkbenchTile{level}", (Workbench,),
+                {"name": f"wb-int8-tile{level}", "sparsity": level / 100, "block": (16, 64)})
+
+
 ENGINES: dict[str, type[BenchEngine]] = {
     e.name: e for e in (TorchFp32, TorchBf16, TorchInt8X86, TorchInt8OneDNN, OrtFp32, OrtInt8, OrtExported,
                         *(_ort_variant(v) for v in ORT_INT8_VARIANTS),
-                        Workbench, _sparse(70), _sparse(80), _sparse(90), WorkbenchFp32, WorkbenchBf16)
+                        Workbench, _sparse(70), _sparse(80), _sparse(90), _tile_sparse(70), _tile_sparse(80),
+                        _tile_sparse(90), WorkbenchFp32, WorkbenchBf16)
 }
 DEFAULT_ENGINES = ("torch-fp32", "torch-bf16", "torch-int8-x86", "torch-int8-onednn", "ort-fp32",
                    "ort-int8", "wb-int8", "wb-int8-sp70", "wb-int8-sp80", "wb-int8-sp90")

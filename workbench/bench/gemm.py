@@ -8,6 +8,8 @@ Times (median of `repeats` after warm-up; the minimum is reported too):
 * ``wb-int8-dense-amx-plain``  on AMX CPUs only: the same layer on the plain AMX worker (epilogue
                          after the tile multiplies, not between them), the A/B of the default one
 * ``wb-int8-sparse70/80/90``  BlockSparseInt8Linear with 70/80/90 % of the 1x4 blocks zero
+* ``wb-int8-tile70/80/90``  on AMX CPUs only: TileSparseInt8Linear with 70/80/90 % of the 16x64
+                         blocks zero (whole AMX weight tiles, skipped), against the dense AMX row
 * ``torch-fp32``         ``x @ w.T`` (float32 matmul, MKL/oneDNN)
 * ``torch-int8``         ``torch._int_mm`` (int8 x int8 -> int32 only, no quantization), if it runs on CPU
 
@@ -111,6 +113,14 @@ def _block_sparse(w: np.ndarray, sparsity: float, rng: np.random.Generator) -> n
     return np.where(np.repeat(keep, 4, axis=1)[:, :K], w, 0).astype(w.dtype)
 
 
+def _tile_sparse(w: np.ndarray, sparsity: float, rng: np.random.Generator) -> np.ndarray:
+    """`w` with a random `sparsity` of its 16x64 blocks (one AMX weight tile each) zeroed."""
+    N, K = w.shape
+    keep = rng.random((-(-N // 16), -(-K // 64))) >= sparsity
+    mask = np.repeat(np.repeat(keep, 16, axis=0), 64, axis=1)[:N, :K]
+    return np.where(mask, w, 0).astype(w.dtype)
+
+
 def _bench_one_thread_count(m: int, k: int, n: int, threads: int, repeats: int, warmup: int,
                             sparsities: Sequence[float], isa: str | None, seed: int,
                             torch_baselines: bool, clock: tuple[float, str]) -> list[dict]:
@@ -152,7 +162,8 @@ def _bench_one_thread_count(m: int, k: int, n: int, threads: int, repeats: int, 
         finally:
             int8._set_amx_pipelined(1)
         row("wb-int8-dense-amx-plain", dense.isa, med, mn, int8_peak, note + "; plain AMX worker (A/B)")
-    # there is no AMX sparse kernel: under amx the sparse layer runs the AVX-512 VNNI one
+    # the 1x4 block-sparse layer has no AMX kernel (tiles cannot skip 1x4 blocks): under amx it
+    # runs the AVX-512 VNNI one
     sp_isa = "avx512_vnni" if isa_used == "amx" else isa_used
     sp_peak = INT8_OPS_PER_CYCLE[sp_isa] * ghz * threads
     sp_note = (f"{INT8_OPS_PER_CYCLE[sp_isa]} int8 ops/cycle ({sp_isa}) x {ghz:.2f} GHz [{clock_src}] x "
@@ -165,6 +176,14 @@ def _bench_one_thread_count(m: int, k: int, n: int, threads: int, repeats: int, 
         kernel_isa = layer.isa if sp_isa == layer.isa else f"{layer.isa}({sp_isa} kernel)"
         row(f"wb-int8-sparse{round(sp * 100)}", kernel_isa, med, mn, sp_peak, sp_note,
             sparsity=sp, nnz=layer.nnz_blocks)
+
+    if dense.isa == "amx":   # item 3 of the runtime issue: tile-skipping sparse vs dense AMX
+        for sp in sparsities:
+            layer = int8.TileSparseInt8Linear(_tile_sparse(w, sp, rng), ws, b, isa=isa_used)
+            med, mn = _time(lambda: layer(x, num_threads=threads), repeats, warmup)
+            row(f"wb-int8-tile{round(sp * 100)}", layer.isa, med, mn, int8_peak,
+                note + "; 16x64 blocks zero, skipped; effective dense-equivalent GOP/s",
+                sparsity=sp, nnz=layer.nnz_tiles)
 
     if torch_baselines:
         try:

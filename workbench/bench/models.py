@@ -133,11 +133,12 @@ def load_model(name: str, path: str | None = None) -> torch.nn.Module:
     return load_edited_model(path).float().eval()
 
 
-def prune(model: torch.nn.Module, sparsity: float) -> torch.nn.Module:
-    """1x4-block magnitude pruning of the encoder Linears, with the project's pruning function."""
+def prune(model: torch.nn.Module, sparsity: float, block: tuple[int, int] = (1, 4)) -> torch.nn.Module:
+    """Block magnitude pruning of the encoder Linears, with the project's pruning function:
+    1x4 blocks (the block-sparse kernels' layout) or (16, 64), one AMX weight tile."""
     from workbench.recipes.prune.magnitude import magnitude_prune_
 
-    magnitude_prune_(model, sparsity, block=(1, 4))
+    magnitude_prune_(model, sparsity, block=block)
     return model
 
 

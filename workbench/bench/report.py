@@ -198,9 +198,12 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
                "(structural edits replayed: uneven heads and FFN widths, removed blocks)."] if saved else []),
             *(["- `wb-int8-spNN`: the model pruned with `magnitude_prune_(model, NN/100, block=(1, 4))` "
                "(encoder Linears)."] if any(e.startswith("wb-int8-sp") for e in engines_order) else []),
+            *(["- `wb-int8-tileNN`: pruned with `block=(16, 64)`, one AMX weight tile per block: on AMX "
+               "the tile-sparse kernel, which skips whole tiles, is a candidate for each Linear."]
+              if any(e.startswith("wb-int8-tile") for e in engines_order) else []),
             "- `wb-int8*`: compiled with `compile_model(quantize=True, kernel_choice=\"measure\")` at the "
-            "bench's shapes (every Linear on the faster of the dense and block-sparse kernels per batch "
-            "size; the notes list them).",
+            "bench's shapes (every Linear on the fastest of the dense, block-sparse and, on AMX, "
+            "tile-sparse kernels per batch size; the notes list them).",
             "- The workbench engine evaluates only the [CLS] row in the last encoder layer (exact for "
             "sequence classification); peers run the full graph as exported.",
             ("- Interleaved timing (`workbench.bench.interleave`): the engines of a model and thread count "

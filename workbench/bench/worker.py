@@ -65,7 +65,7 @@ class _Prepared:
         try:
             model = load_model(spec["model"], spec.get("model_path"))  # a saved stage folder, or a built-in
             if self.eng.sparsity:
-                prune(model, self.eng.sparsity)
+                prune(model, self.eng.sparsity, self.eng.block)
             with torch.inference_mode():  # torch fp32 reference logits, before any engine touches the model
                 for b in self.batches:
                     self.inputs[b] = make_inputs(model, b, int(spec["seq_len"]))
