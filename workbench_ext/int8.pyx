@@ -1,4 +1,5 @@
-"""Int8 linear layers: y = dequant(quant_u8(x) @ W_s8^T) + bias, dense and 1x4 block-sparse.
+"""Int8 linear layers: y = dequant(quant_u8(x) @ W_s8^T) + bias, dense, 1x4 block-sparse and
+16x64 tile-sparse (AMX).
 
 Both layers take a symmetric per-output-channel int8 weight ``w_s8[N, K]`` with float32
 scales ``w_scale[N]`` (real weight = w_s8 * w_scale[:, None]) and an optional float32
@@ -35,8 +36,12 @@ constructor's ``isa=``; weights are (re)packed lazily for the path in use):
   tiles of up to 64 rows, activations packed with 16x16 register transposes, a 16x16 epilogue
   that writes each output row in one sweep (same bits as the AVX2 epilogue).
 * ``amx``: ``TDPBUSD`` on 16x64 u8 activation tiles and 16x64 VNNI-packed s8 weight tiles,
-  2x2 tiles = 32x32 outputs per step.  The block-sparse layer has no AMX kernel (tiles cannot skip 1x4
-  blocks); under ``amx`` it runs the ``avx512_vnni`` sparse kernel.
+  2x2 tiles = 32x32 outputs per step; each step's epilogue runs a few rows at a time between the
+  next step's tile multiplies (``_set_amx_pipelined(0)``: after them, for the A/B).  The 1x4
+  block-sparse layer has no AMX kernel (tiles cannot skip 1x4 blocks); under ``amx`` it runs the
+  ``avx512_vnni`` sparse kernel.  ``TileSparseInt8Linear`` is the AMX sparse layout: it keeps
+  only the 16x64 weight blocks (one B tile each) that hold a non-zero and skips the rest
+  (wb_tile_sparse.h); on other ISAs it runs their dense kernel.
 
 Executed on the development machines: ``portable``, ``avx2`` (AMD EPYC Zen 2 and Zen 3) and
 ``avx512_vnni`` (AMD EPYC Zen 5); the AMX code compiles into every build, runs its real-hardware
