@@ -30,19 +30,21 @@
 #include <limits.h>
 #include "wb_int8.h"
 
+/* Whether the 16 x 64 block (panel p, chunk c) of W[N][K] holds a non-zero weight. */
+static int wb_tile_nonzero(const int8_t *w, int N, int K, int p, int c) {
+    for (int n = 16 * p; n < wb_imin(16 * p + 16, N); n++)
+        for (int k = 64 * c; k < wb_imin(64 * c + 64, K); k++)
+            if (w[(size_t)n * K + k]) return 1;
+    return 0;
+}
+
 /* panel_ptr[NP + 1] of W[N][K] (Kp = K rounded up to 64); returns the number of stored tiles. */
 static int wb_tile_sparse_count(const int8_t *w, int N, int K, int Kp, int32_t *panel_ptr) {
     const int NP = (N + 15) / 16, chunks = Kp / 64;
     int nnz = 0;
     panel_ptr[0] = 0;
     for (int p = 0; p < NP; p++) {
-        for (int c = 0; c < chunks; c++) {
-            int any = 0;
-            for (int n = 16 * p; n < wb_imin(16 * p + 16, N) && !any; n++)
-                for (int k = 64 * c; k < wb_imin(64 * c + 64, K); k++)
-                    if (w[(size_t)n * K + k]) { any = 1; break; }
-            nnz += any;
-        }
+        for (int c = 0; c < chunks; c++) nnz += wb_tile_nonzero(w, N, K, p, c);
         panel_ptr[p + 1] = nnz;
     }
     return nnz;
@@ -55,11 +57,7 @@ static void wb_tile_sparse_pack(const int8_t *w, int N, int K, int Kp, const int
     for (int p = 0; p < NP; p++) {
         int j = panel_ptr[p];
         for (int c = 0; c < chunks && j < panel_ptr[p + 1]; c++) {
-            int any = 0;
-            for (int n = 16 * p; n < wb_imin(16 * p + 16, N) && !any; n++)
-                for (int k = 64 * c; k < wb_imin(64 * c + 64, K); k++)
-                    if (w[(size_t)n * K + k]) { any = 1; break; }
-            if (!any) continue;
+            if (!wb_tile_nonzero(w, N, K, p, c)) continue;
             int8_t *t = tiles + (size_t)j * 1024;
             for (int n = 16 * p; n < wb_imin(16 * p + 16, N); n++)
                 for (int k = 64 * c; k < wb_imin(64 * c + 64, K); k++) {

@@ -96,6 +96,23 @@ static void emu_release(void) { emu_configured = 0; memset(emu_rows, 0, sizeof e
 static uint32_t rng_state = 12345;
 static uint32_t rnd(void) { rng_state = rng_state * 1664525u + 1013904223u; return rng_state >> 8; }
 
+/* Random u8 rows xq[M][Kp] and zero points for weights w[N][K]; wsum and the exact int32
+ * reference sum_k (xq - zp) * w. */
+static void random_rows_and_reference(const int8_t *w, int M, int K, int N, int Kp, uint8_t *xq,
+                                      int32_t *zp, int32_t *wsum, int32_t *ref) {
+    for (int m = 0; m < M; m++) {
+        zp[m] = (int32_t)(rnd() % 256);
+        for (int k = 0; k < K; k++) xq[(size_t)m * Kp + k] = (uint8_t)(rnd() % 256);
+    }
+    wb_wsum(w, N, K, wsum);
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            long long s = 0;
+            for (int k = 0; k < K; k++) s += (long long)((int)xq[(size_t)m * Kp + k] - zp[m]) * w[(size_t)n * K + k];
+            ref[(size_t)m * N + n] = (int32_t)s;
+        }
+}
+
 static int run_case(int M, int K, int N, int sparse_pct, int nt) {
     const int Kp = (K + 63) / 64 * 64, Mp = (M + 15) / 16 * 16, Kb = (K + 3) / 4;
     int8_t *w = calloc((size_t)N * K, 1);
@@ -108,17 +125,7 @@ static int run_case(int M, int K, int N, int sparse_pct, int nt) {
             int keep = (int)(rnd() % 100) >= sparse_pct && !(n % 5 == 3);   /* some empty rows */
             for (int t = 0; t < 4 && 4 * kb + t < K; t++) w[(size_t)n * K + 4 * kb + t] = keep ? (int8_t)(rnd() % 256 - 128) : 0;
         }
-    for (int m = 0; m < M; m++) {
-        zp[m] = (int32_t)(rnd() % 256);
-        for (int k = 0; k < K; k++) xq[(size_t)m * Kp + k] = (uint8_t)(rnd() % 256);
-    }
-    wb_wsum(w, N, K, wsum);
-    for (int m = 0; m < M; m++)
-        for (int n = 0; n < N; n++) {
-            long long s = 0;
-            for (int k = 0; k < K; k++) s += (long long)((int)xq[(size_t)m * Kp + k] - zp[m]) * w[(size_t)n * K + k];
-            ref[(size_t)m * N + n] = (int32_t)s;
-        }
+    random_rows_and_reference(w, M, K, N, Kp, xq, zp, wsum, ref);
     wb_epi_t e = {N, wsum, ones, zeros, zp, ones, NULL, out};
     int bad = 0;
     /* dense VNNI + AMX share the packing (even number of 16-column panels) */
@@ -223,17 +230,7 @@ static int run_tile_case(int M, int K, int N, int nt) {
                 for (int k = 64 * c; k < 64 * c + 64 && k < K; k++)
                     w[(size_t)n * K + k] = rnd() % 3 ? (int8_t)(rnd() % 256 - 128) : 0;
         }
-    for (int m = 0; m < M; m++) {
-        zp[m] = (int32_t)(rnd() % 256);
-        for (int k = 0; k < K; k++) xq[(size_t)m * Kp + k] = (uint8_t)(rnd() % 256);
-    }
-    wb_wsum(w, N, K, wsum);
-    for (int m = 0; m < M; m++)
-        for (int n = 0; n < N; n++) {
-            long long acc = 0;
-            for (int k = 0; k < K; k++) acc += (long long)((int)xq[(size_t)m * Kp + k] - zp[m]) * w[(size_t)n * K + k];
-            ref[(size_t)m * N + n] = (int32_t)acc;
-        }
+    random_rows_and_reference(w, M, K, N, Kp, xq, zp, wsum, ref);
     int32_t *pp = calloc(NP + 1, 4);
     const int nnz = wb_tile_sparse_count(w, N, K, Kp, pp);
     int32_t *chunk = calloc(nnz + 1, 4);
