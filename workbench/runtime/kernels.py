@@ -453,6 +453,8 @@ def kernel_report() -> dict[str, str]:
         "isa": active_isa(),
         "DenseInt8Linear": src(_ext_int8, "DenseInt8Linear", "int8"),
         "BlockSparseInt8Linear": src(_ext_int8, "BlockSparseInt8Linear", "int8"),
+        "TileSparseInt8Linear": (src(_ext_int8, "TileSparseInt8Linear", "int8")
+                                 + ("" if has_tile_sparse() else " (no AMX here: runs the dense kernel)")),
         "BlockSparseFp32Linear": src(_ext_sparse, "BlockSparseFp32Linear", "sparse"),
         "gelu": src(_ext_ops, "gelu", "ops"),
         "layernorm": src(_ext_ops, "layernorm", "ops"),
