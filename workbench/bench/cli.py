@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from workbench.bench.engines import BASELINE, DEFAULT_ENGINES, ENGINES
+from workbench.bench.engines import BASELINE, DEFAULT_ENGINES, ENGINES, default_engines
 from workbench.bench.models import DEFAULT_MODELS, MODELS, BenchModel, parse_model, safe_name
 from workbench.bench.report import add_ratios, write_engines_csv, write_markdown, write_plot
 
@@ -78,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated (default {','.join(DEFAULT_MODELS)}; known: {','.join(MODELS)}); "
                              "or a saved model folder (a run's <run>/artifacts/<stage>/model), or label=folder")
     parser.add_argument("--engines", type=_list("engine", list(ENGINES)), default=None,
-                        help=f"comma-separated (default: {','.join(DEFAULT_ENGINES)}; with --run: "
+                        help=f"comma-separated (default: {','.join(DEFAULT_ENGINES)}, and wb-int8-tile90 on "
+                             f"AMX CPUs; with --run: "
                              f"torch-fp32,ort-fp32,ort-int8,wb-int8; also: "
                              f"{','.join(e for e in ENGINES if e not in DEFAULT_ENGINES)})")
     parser.add_argument("--threads", type=_list("threads", cast=int), default=None,
@@ -110,7 +111,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     q = bool(args.quick)
     s = {
         "models": [m.label for m in args.models] if args.models else list(DEFAULT_MODELS),
-        "engines": args.engines or list(DEFAULT_ENGINES),
+        "engines": args.engines or list(default_engines()),
         "threads": args.threads or ([1] if q else [1, 2]),
         "batches": args.batch or ([1] if q else [1, 8]),
         "seq_len": args.seq_len or (32 if q else 128),

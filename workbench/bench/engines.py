@@ -23,8 +23,8 @@ Peers are set up the way their documentation recommends for CPU inference:
     `intra_op_num_threads = threads`, one inter-op thread, spinning on (ORT's default: its workers
     spin between ops, as the OpenMP engines do for ~0.2 ms, `workbench_ext.OPENMP_DEFAULTS`).
   * workbench: `workbench.runtime.compile_model` (int8), on the unpruned model (`wb-int8`) or
-    on a copy pruned to 70/80/90% 1x4-block sparsity (`wb-int8-sp70` ...), or (not in the
-    default set) in 16x64 blocks, one AMX weight tile each (`wb-int8-tile70` ...: on AMX the
+    on a copy pruned to 70/80/90% 1x4-block sparsity (`wb-int8-sp70` ...), or (in the default
+    set on AMX CPUs only: `default_engines`) in 16x64 blocks, one AMX weight tile each (`wb-int8-tile70` ...: on AMX the
     tile-sparse kernel is then a candidate), with
     `kernel_choice="measure"` at each of the bench's batch sizes (each Linear on the faster of
     the dense and block-sparse kernels at every row count; the notes give the kernel of every
@@ -400,3 +400,11 @@ ENGINES: dict[str, type[BenchEngine]] = {
 DEFAULT_ENGINES = ("torch-fp32", "torch-bf16", "torch-int8-x86", "torch-int8-onednn", "ort-fp32",
                    "ort-int8", "wb-int8", "wb-int8-sp70", "wb-int8-sp80", "wb-int8-sp90")
 BASELINE = "ort-int8"
+
+
+def default_engines() -> tuple[str, ...]:
+    """`DEFAULT_ENGINES`, and on CPUs with AMX also `wb-int8-tile90`: there the tile-sparse
+    kernel skips the pruned tiles (elsewhere the engine would only repeat a 1x4-sparse one)."""
+    from workbench.runtime.kernels import has_tile_sparse
+
+    return DEFAULT_ENGINES + (("wb-int8-tile90",) if has_tile_sparse() else ())
