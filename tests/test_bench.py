@@ -292,3 +292,13 @@ def test_tile_engines_prune_whole_amx_tiles(tiny_bert):
     assert all(abs(tile_sparsity(w) - 0.9) < 0.13 for w in lin(tiled)), [tile_sparsity(w) for w in lin(tiled)]
     assert all(tile_sparsity(w) < 0.2 for w in lin(fine))
     assert np.mean([tile_sparsity(w) for w in lin(tiled)]) > 0.85
+
+
+def test_default_engines_add_the_tile_engine_only_on_amx(monkeypatch):
+    from workbench.bench import engines
+    from workbench.runtime import kernels
+
+    monkeypatch.setattr(kernels, "has_tile_sparse", lambda: False)
+    assert engines.default_engines() == engines.DEFAULT_ENGINES
+    monkeypatch.setattr(kernels, "has_tile_sparse", lambda: True)
+    assert engines.default_engines() == engines.DEFAULT_ENGINES + ("wb-int8-tile90",)
