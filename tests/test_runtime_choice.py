@@ -194,7 +194,8 @@ def test_tile_sparse_is_timed_on_amx_for_tile_pruned_layers(tiny_bert, monkeypat
     from workbench.runtime import kernels as K
 
     monkeypatch.setattr(K, "has_tile_sparse", lambda: True)
-    monkeypatch.setattr(C, "time_kernel", lambda name, kind, fn, x: {"int8_tile_sparse": 0.5, "int8_sparse": 1.5}.get(kind, 2.0))
+    fake_ms = {"int8_tile_sparse": 0.5, "int8_sparse": 1.5, "int8_dense": 2.0}
+    monkeypatch.setattr(C, "time_kernel", lambda name, kind, fn, x: fake_ms[kind])
     model = copy.deepcopy(tiny_bert)
     magnitude_prune_(model, 0.5, block=(16, 64))
     engine = compile_model(model, kernel_choice="measure", choice_shape=(2, 16))

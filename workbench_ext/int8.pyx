@@ -456,11 +456,10 @@ cdef class TileSparseInt8Linear(DenseInt8Linear):
 
     def __init__(self, w_s8, w_scale, bias=None, isa=None):
         DenseInt8Linear.__init__(self, w_s8, w_scale, bias, isa)
-        NP, chunks = (self.N + 15) // 16, self.Kp // 64
-        wpad = np.zeros((NP * 16, self.Kp), np.int8)
-        wpad[:self.N, :self.K] = self.w_s8
-        self.num_tiles = NP * chunks
-        self.nnz_tiles = int(wpad.reshape(NP, 16, chunks, 64).any(axis=(1, 3)).sum())
+        ptr = np.zeros((self.N + 15) // 16 + 1, np.int32)
+        self.num_tiles = (ptr.shape[0] - 1) * (self.Kp // 64)
+        self.nnz_tiles = wb_tile_sparse_count(<const int8_t*>_ptr(self.w_s8), self.N, self.K, self.Kp,
+                                              <int32_t*>_ptr(ptr))
 
     @property
     def tile_sparsity(self):

@@ -23,9 +23,9 @@ Peers are set up the way their documentation recommends for CPU inference:
     `intra_op_num_threads = threads`, one inter-op thread, spinning on (ORT's default: its workers
     spin between ops, as the OpenMP engines do for ~0.2 ms, `workbench_ext.OPENMP_DEFAULTS`).
   * workbench: `workbench.runtime.compile_model` (int8), on the unpruned model (`wb-int8`) or
-    on a copy pruned to 70/80/90% 1x4-block sparsity (`wb-int8-sp70` ...), or (in the default
-    set on AMX CPUs only: `default_engines`) in 16x64 blocks, one AMX weight tile each (`wb-int8-tile70` ...: on AMX the
-    tile-sparse kernel is then a candidate), with
+    on a copy pruned to 70/80/90% 1x4-block sparsity (`wb-int8-sp70` ...), or in 16x64 blocks,
+    one AMX weight tile each (`wb-int8-tile70` ...; on AMX the tile-sparse kernel is then a
+    candidate, and `default_engines` adds `wb-int8-tile90`), with
     `kernel_choice="measure"` at each of the bench's batch sizes (each Linear on the faster of
     the dense and block-sparse kernels at every row count; the notes give the kernel of every
     layer and where it switches); `wb-bf16`: dense Linears in

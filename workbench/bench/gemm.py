@@ -106,18 +106,14 @@ def _time(fn: Callable[[], Any], repeats: int, warmup: int) -> tuple[float, floa
     return statistics.median(ts), min(ts)
 
 
-def _block_sparse(w: np.ndarray, sparsity: float, rng: np.random.Generator) -> np.ndarray:
+def _block_sparse(w: np.ndarray, sparsity: float, rng: np.random.Generator,
+                  block: tuple[int, int] = (1, 4)) -> np.ndarray:
+    """`w` with a random `sparsity` of its `block`s zeroed: 1x4 (the block-sparse layout) or
+    16x64 (one AMX weight tile); ragged edges are partial blocks."""
     N, K = w.shape
-    Kb = (K + 3) // 4
-    keep = rng.random((N, Kb)) >= sparsity
-    return np.where(np.repeat(keep, 4, axis=1)[:, :K], w, 0).astype(w.dtype)
-
-
-def _tile_sparse(w: np.ndarray, sparsity: float, rng: np.random.Generator) -> np.ndarray:
-    """`w` with a random `sparsity` of its 16x64 blocks (one AMX weight tile each) zeroed."""
-    N, K = w.shape
-    keep = rng.random((-(-N // 16), -(-K // 64))) >= sparsity
-    mask = np.repeat(np.repeat(keep, 16, axis=0), 64, axis=1)[:N, :K]
+    r, c = block
+    keep = rng.random((-(-N // r), -(-K // c))) >= sparsity
+    mask = np.repeat(np.repeat(keep, r, axis=0), c, axis=1)[:N, :K]
     return np.where(mask, w, 0).astype(w.dtype)
 
 
@@ -179,7 +175,7 @@ def _bench_one_thread_count(m: int, k: int, n: int, threads: int, repeats: int, 
 
     if dense.isa == "amx":   # item 3 of the runtime issue: tile-skipping sparse vs dense AMX
         for sp in sparsities:
-            layer = int8.TileSparseInt8Linear(_tile_sparse(w, sp, rng), ws, b, isa=isa_used)
+            layer = int8.TileSparseInt8Linear(_block_sparse(w, sp, rng, (16, 64)), ws, b, isa=isa_used)
             med, mn = _time(lambda: layer(x, num_threads=threads), repeats, warmup)
             row(f"wb-int8-tile{round(sp * 100)}", layer.isa, med, mn, int8_peak,
                 note + "; 16x64 blocks zero, skipped; effective dense-equivalent GOP/s",

@@ -15,8 +15,8 @@
   multiply-adds with index overhead), and on AMX CPUs the tile-sparse one
   (`int8.TileSparseInt8Linear`: skips whole 16x64 weight blocks, one tile multiply each) when at
   least `MIN_TILE_SPARSITY` of those blocks are zero -- AMX cannot skip 1x4 blocks inside a
-  tile, so weights pruned in (16, 64) blocks are the ones AMX can run sparse. Ties go to dense. With more batch sizes
-  (`compile_model(choice_batches=...)`) each is timed too, and a layer whose fastest kernel
+  tile, so weights pruned in (16, 64) blocks are the ones AMX can run sparse. Ties go to dense.
+  With more batch sizes (`compile_model(choice_batches=...)`) each is timed too, and a layer whose fastest kernel
   changes with the row count keeps both (`RowSwitch`: the switch sits at the geometric mean of
   the two timed row counts) -- block-sparse wins at batch 1 and can lose at batch 8, where the
   dense kernel's register blocking pays off.
@@ -58,8 +58,8 @@ SPARSE_MARGIN = 0.10
 """`measure`: the sparse kernel must beat dense by this fraction to be chosen. Timing one Linear
 alone for a few calls is noisy (10-20 % on a shared 2-core VM); without a margin a 70 %-sparse
 DistilBERT picked sparse for 7 of 26 Linears and ran 0.83x as fast as its dense engine."""
-ABBREV = {"int8_dense": "D", "int8_sparse": "S", "int8_tile_sparse": "T", "fp32_dense": "f", "fp32_sparse": "s", "bf16_dense": "b",
-          "empty": "-"}
+ABBREV = {"int8_dense": "D", "int8_sparse": "S", "int8_tile_sparse": "T", "fp32_dense": "f", "fp32_sparse": "s",
+          "bf16_dense": "b", "empty": "-"}
 
 
 def check_mode(mode: str) -> str:
