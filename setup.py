@@ -38,7 +38,7 @@ setup(
     version="0.1.0",
     description="Compression workbench for transformer models on CPUs",
     packages=find_packages(include=["workbench", "workbench.*", "workbench_ext"]),
-    package_data={"workbench_ext": ["*.h", "*.pxd", "*.pyx"], "workbench": ["py.typed"]},
+    package_data={"workbench_ext": ["*.h", "*.pxd", "*.pyx", "*.pxi"], "workbench": ["py.typed"]},
     ext_modules=cythonize(
         [kernel(m) for m in KERNEL_MODULES],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},

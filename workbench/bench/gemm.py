@@ -151,7 +151,7 @@ def _bench_one_thread_count(m: int, k: int, n: int, threads: int, repeats: int, 
     dense = int8.DenseInt8Linear(w, ws, b, isa=isa_used)
     med, mn = _time(lambda: dense(x, num_threads=threads), repeats, warmup)
     row("wb-int8-dense", dense.isa, med, mn, int8_peak, note)
-    if dense.isa == "amx":   # the A/B of the two AMX workers (same results), see wb_int8.h
+    if dense.isa == "amx":   # the A/B of the two AMX workers (same results), see wb_int8_dense_amx.h
         int8._set_amx_pipelined(0)
         try:
             med, mn = _time(lambda: dense(x, num_threads=threads), repeats, warmup)

@@ -1,6 +1,6 @@
 /* Logic test of the AVX-512 VNNI and AMX int8 kernels on machines without those ISAs.
  *
- * The kernels in wb_int8.h are compiled here against scalar emulations of exactly the
+ * The kernels in wb_int8.h (and the wb_int8_*.h files it includes) are compiled here against scalar emulations of exactly the
  * intrinsics they use (_mm512_* for VNNI, _tile_* for AMX, following the Intel SDM
  * pseudo-code, including the tile configuration's rows / colsb), then checked for exact
  * equality against a plain int64 reference on odd shapes.  This validates packing layouts,

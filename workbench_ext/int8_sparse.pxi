@@ -1,0 +1,94 @@
+# Included by int8.pyx (one module, split by job): the 1x4 block-sparse int8 layer.
+
+cdef class BlockSparseInt8Linear(_Int8Linear):
+    """1x4 block-sparse int8 linear (see the module docstring for the packed CSR format):
+    ``BlockSparseInt8Linear(w_s8 int8[N, K], w_scale float32[N], bias float32[N] | None)``."""
+
+    def __init__(self, w_s8, w_scale, bias=None, isa=None):
+        check_array(w_s8, "w_s8", np.int8, 2)
+        N, K = w_s8.shape
+        Kb = (K + 3) // 4
+        wpad = np.zeros((N, Kb * 4), np.int8)
+        wpad[:, :K] = w_s8
+        blocks = wpad.reshape(N, Kb, 4)
+        nz = blocks.any(axis=2)
+        self.Kb = Kb
+        self.row_ptr = np.concatenate([[0], np.cumsum(nz.sum(axis=1))]).astype(np.int32)
+        self.col_idx = np.ascontiguousarray(np.nonzero(nz)[1].astype(np.int32))
+        self.values = np.ascontiguousarray(blocks[nz])
+        self.nnz_blocks = int(self.col_idx.shape[0])
+        super().__init__(w_s8, w_scale, bias, isa)
+
+    cdef long _macs(self, int M):
+        return <long>M * self.nnz_blocks * 4
+
+    @property
+    def block_sparsity(self):
+        """Fraction of 1x4 blocks that are all zero."""
+        return 1.0 - self.nnz_blocks / float(self.N * self.Kb)
+
+    cdef object _make_pack(self, int code):
+        """AVX2: (int16 values, per-chunk row pointers, number of K chunks); others use the CSR
+        arrays directly."""
+        if code == ISA_AVX2:
+            vals16 = np.ascontiguousarray(self.values.astype(np.int16))
+            # K chunks of <= SPARSE_KB_CHUNK blocks (16-row s16 slab <= 24 KB stays in L1):
+            # rpc[n, c] = first block of row n whose k-block is in chunk c
+            N, Kb = self.N, self.Kb
+            nch = (Kb + SPARSE_KB_CHUNK - 1) // SPARSE_KB_CHUNK
+            kc = (Kb + nch - 1) // nch
+            rp = self.row_ptr.astype(np.int64)
+            rows = np.repeat(np.arange(N), np.diff(rp))
+            counts = np.bincount(rows * nch + self.col_idx // kc, minlength=N * nch).reshape(N, nch)
+            rpc = np.empty((N, nch + 1), np.int32)
+            rpc[:, 0] = rp[:N]
+            rpc[:, 1:] = rp[:N, None] + np.cumsum(counts, axis=1)
+            return (vals16, rpc, nch)
+        return ()
+
+    cdef int _run(self, int code, object pack, object xq, int M, wb_epi_t *e, int nt, void *scratch) except -1:
+        cdef int N = self.N, Kp = self.Kp, Kb = self.Kb
+        cdef const uint8_t *pq = <const uint8_t*>_ptr(xq)
+        cdef const int32_t *rp = <const int32_t*>_ptr(self.row_ptr)
+        cdef const int32_t *col = <const int32_t*>_ptr(self.col_idx)
+        cdef const int8_t *vals = <const int8_t*>_ptr(self.values)
+        cdef int16_t *pt16
+        cdef uint8_t *pt8
+        cdef const int16_t *pv16
+        cdef const int32_t *prpc
+        cdef int nch, G
+        MB = (M + 15) // 16
+        if code == ISA_PORTABLE:
+            with nogil:
+                wb_sparse_portable(pq, M, Kp, rp, col, vals, N, e, nt)
+        elif code == ISA_AVX2 and pack[2] == 1 and (
+                SPARSE_AVX2_ROWS == 32 or (SPARSE_AVX2_ROWS == 0 and self.K > 1024)):
+            if scratch == NULL:
+                xt = _empty((M + 31) // 32, Kb * 128, cnp.NPY_UINT8)
+                scratch = _ptr(xt)
+            pt8 = <uint8_t*>scratch
+            pv16 = <const int16_t*>_ptr(pack[0])
+            with nogil:
+                wb_pack_x_sparse_u8_32(pq, M, Kp, Kb, pt8, nt)
+                wb_sparse_avx2_32(pt8, M, Kb, rp, col, pv16, N, e, nt)
+        elif code == ISA_AVX2:
+            if scratch == NULL:
+                xt = _empty(MB, Kb * 64, cnp.NPY_INT16)
+                scratch = _ptr(xt)
+            pt16 = <int16_t*>scratch
+            pv16 = <const int16_t*>_ptr(pack[0])
+            prpc = <const int32_t*>_ptr(pack[1])
+            nch = pack[2]
+            with nogil:
+                wb_pack_x_sparse_s16_avx2(pq, M, Kp, Kb, pt16, nt)
+                wb_sparse_avx2(pt16, M, Kb, prpc, nch, col, pv16, N, e, nt)
+        else:   # avx512_vnni and amx (no AMX sparse kernel): tiles of 16 * G rows
+            G = wb_sparse_vnni_groups(M)
+            if scratch == NULL:
+                xt = _empty((M + 16 * G - 1) // (16 * G), Kb * 64 * G, cnp.NPY_UINT8)
+                scratch = _ptr(xt)
+            pt8 = <uint8_t*>scratch
+            with nogil:
+                wb_pack_x_sparse_vnni(pq, M, Kp, Kb, G, pt8, nt)
+                wb_sparse_vnni_g(pt8, M, Kb, G, rp, col, vals, N, e, nt)
+        return 0

@@ -1,0 +1,214 @@
+/* Dense int8 GEMM on AMX (TDPBUSD): two workers, plain and pipelined. */
+#ifndef WB_INT8_DENSE_AMX_H
+#define WB_INT8_DENSE_AMX_H
+
+#include "wb_int8_dense_vnni.h"
+
+/* ========================================================================================
+ * Dense: AMX (TDPBUSD).  xq must have Mp = M rounded up to 16 rows (zero rows), B packed as
+ * for VNNI with an even number of 16-column panels.  Each work item = 32 rows x 32 columns:
+ * 2x2 tiles, tmm0-3 C, tmm4-5 A (u8), tmm6-7 B (s8, VNNI layout), all 16 rows x 64 bytes; a last
+ * item with <= 16 valid rows uses only the first row tile.  Threads take contiguous item ranges
+ * in column-panel-major order, so a panel pair's B (2 x Kp x 16 bytes) stays in L1 while the row
+ * blocks pass.  Tile configuration is per thread, so it is loaded inside the parallel region.
+ *
+ * Two workers, same results (the emulation test checks both):
+ *   pipelined (default)  the previous item's epilogue (and GELU) runs a few rows per K chunk,
+ *                        between this item's TDPBUSDs, so the AVX-512 work overlaps the tile
+ *                        unit's instead of following it (oneDNN's brgemm calls this
+ *                        "interleaved stores"); loads ordered A0 B0 dp B1 dp A1 dp dp so the
+ *                        first TDPBUSD waits for two loads, not four; A prefetched two chunks
+ *                        ahead into L1 (its 16 rows are Kp bytes apart, one line each), the next
+ *                        panel pair's B into L2 while the first row block of a pair runs.  At
+ *                        K = 768 the 12 chunks' 48 TDPBUSDs take ~770 cycles and the epilogue of
+ *                        1024 outputs ~300 (more with GELU), so run one after the other the
+ *                        tile unit idles for a third of the time.
+ *   plain                load, multiply, store, then the epilogue (the first version; kept for
+ *                        the A/B: workbench_ext.int8._set_amx_pipelined(0)).
+ * NOT executed on the development machines (no AMX there): written to Intel's AMX tuning advice
+ * and checked exactly by the emulation test; its speed is measured where AMX is.
+ * ====================================================================================== */
+typedef struct {
+    uint8_t palette_id;
+    uint8_t start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} wb_tilecfg_t;
+
+static int wb_amx_pipelined = 1;
+
+WB_AMX static void wb_amx_config(void) {
+    wb_tilecfg_t cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.palette_id = 1;
+    for (int i = 0; i < 8; i++) { cfg.rows[i] = 16; cfg.colsb[i] = 64; }
+    _tile_loadconfig(&cfg);
+}
+
+/* One work item: rows m0..m0+mr-1, columns n0..n0+nr-1, its A rows and B panels. */
+typedef struct {
+    int m0, mr, n0, nr, mb;
+    const uint8_t *A0;
+    const int8_t *B0;
+} wb_amx_item_t;
+
+static inline wb_amx_item_t wb_amx_item(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N,
+                                        long t, int MB) {
+    wb_amx_item_t it;
+    const int p2 = (int)(t / MB);
+    it.mb = (int)(t % MB);
+    it.m0 = it.mb * 32;
+    it.mr = wb_imin(32, M - it.m0);
+    it.n0 = p2 * 32;
+    it.nr = wb_imin(32, N - it.n0);
+    it.A0 = xq + (size_t)it.m0 * Kp;
+    it.B0 = Bp + (size_t)(2 * p2) * (size_t)(Kp / 4) * 64;
+    return it;
+}
+
+/* Epilogue (and activation) of rows r0..r1-1 of an item whose s32 sums are in C[32][32]. */
+WB_AMX static inline void wb_amx_epi_rows(const wb_epi_t *e, const int32_t *C, const wb_amx_item_t *it,
+                                          int r0, int r1) {
+    if (r1 > it->mr) r1 = it->mr;
+    if (r0 >= r1) return;
+    WB_DENSE_AVX512_EPILOGUE(e, C + (size_t)r0 * 32, 32, it->m0 + r0, r1 - r0, it->n0, it->nr);
+    wb_epi_activation(e, it->m0 + r0, r1 - r0, it->n0, it->nr);
+}
+
+WB_AMX static void wb_amx_worker_plain(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N,
+                                       const wb_epi_t *e, long t0, long t1) {
+    wb_amx_config();
+    const int MB = (M + 31) / 32, chunks = Kp / 64;
+    const size_t panel = (size_t)(Kp / 4) * 64;
+    int32_t C[32 * 32];
+    for (long t = t0; t < t1; t++) {
+        const wb_amx_item_t it = wb_amx_item(xq, M, Kp, Bp, N, t, MB);
+        const uint8_t *A0 = it.A0, *A1 = A0 + (size_t)16 * Kp;
+        const int8_t *B0 = it.B0, *B1 = B0 + panel;
+        _tile_zero(0);
+        _tile_zero(1);
+        if (it.mr > 16) {   /* rows m0+16.. exist in xq (padded to a multiple of 16 rows) */
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int c = 0; c < chunks; c++) {
+                _tile_loadd(4, A0 + (size_t)c * 64, Kp);
+                _tile_loadd(6, B0 + (size_t)c * 1024, 64);
+                _tile_loadd(7, B1 + (size_t)c * 1024, 64);
+                _tile_loadd(5, A1 + (size_t)c * 64, Kp);
+                _tile_dpbusd(0, 4, 6);
+                _tile_dpbusd(1, 4, 7);
+                _tile_dpbusd(2, 5, 6);
+                _tile_dpbusd(3, 5, 7);
+            }
+            _tile_stored(2, C + 16 * 32, 128);
+            _tile_stored(3, C + 16 * 32 + 16, 128);
+        } else {
+            for (int c = 0; c < chunks; c++) {
+                _tile_loadd(4, A0 + (size_t)c * 64, Kp);
+                _tile_loadd(6, B0 + (size_t)c * 1024, 64);
+                _tile_loadd(7, B1 + (size_t)c * 1024, 64);
+                _tile_dpbusd(0, 4, 6);
+                _tile_dpbusd(1, 4, 7);
+            }
+        }
+        _tile_stored(0, C, 128);
+        _tile_stored(1, C + 16, 128);
+        wb_amx_epi_rows(e, C, &it, 0, it.mr);
+    }
+    _tile_release();
+}
+
+/* Prefetch one 64-byte-wide column strip of `rows` rows `stride` bytes apart. */
+static inline void wb_prefetch_rows(const void *p, int rows, size_t stride, int hint_l2) {
+    const char *q = (const char *)p;
+    for (int r = 0; r < rows; r++) {
+        if (hint_l2) _mm_prefetch(q + (size_t)r * stride, _MM_HINT_T1);
+        else _mm_prefetch(q + (size_t)r * stride, _MM_HINT_T0);
+    }
+}
+
+WB_AMX static void wb_amx_worker_pipelined(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N,
+                                           const wb_epi_t *e, long t0, long t1) {
+    wb_amx_config();
+    const int MB = (M + 31) / 32, chunks = Kp / 64;
+    const size_t panel = (size_t)(Kp / 4) * 64;
+    int32_t C[2][32 * 32];           /* this item's sums, the previous item's (epilogue pending) */
+    wb_amx_item_t prev;
+    memset(&prev, 0, sizeof prev);
+    int have_prev = 0, cur = 0;
+    for (long t = t0; t < t1; t++) {
+        const wb_amx_item_t it = wb_amx_item(xq, M, Kp, Bp, N, t, MB);
+        const int has_next = t + 1 < t1;
+        const wb_amx_item_t nx = has_next ? wb_amx_item(xq, M, Kp, Bp, N, t + 1, MB) : it;
+        const uint8_t *A0 = it.A0, *A1 = A0 + (size_t)16 * Kp;
+        const int8_t *B0 = it.B0, *B1 = B0 + panel;
+        const int two = it.mr > 16;    /* rows m0+16.. exist in xq (padded to 16 rows) */
+        /* the next panel pair's B, into L2 during this pair's first row block */
+        const int8_t *Bn = (it.mb == 0 && t + MB < t1) ? B0 + 2 * panel : NULL;
+        const int32_t *Cp = C[cur ^ 1];
+        const int per = have_prev ? (prev.mr + chunks - 1) / chunks : 0;
+        _tile_zero(0);
+        _tile_zero(1);
+        if (two) { _tile_zero(2); _tile_zero(3); }
+        for (int c = 0; c < chunks; c++) {
+            /* A two chunks ahead: this item's, or the next item's first chunks */
+            const int g = c + 2;
+            if (g < chunks) wb_prefetch_rows(A0 + (size_t)g * 64, two ? 32 : 16, (size_t)Kp, 0);
+            else if (has_next && g - chunks < chunks)
+                wb_prefetch_rows(nx.A0 + (size_t)(g - chunks) * 64, nx.mr > 16 ? 32 : 16, (size_t)Kp, 0);
+            if (Bn) {
+                wb_prefetch_rows(Bn + (size_t)c * 1024, 16, 64, 1);
+                wb_prefetch_rows(Bn + panel + (size_t)c * 1024, 16, 64, 1);
+            }
+            _tile_loadd(4, A0 + (size_t)c * 64, Kp);
+            _tile_loadd(6, B0 + (size_t)c * 1024, 64);
+            _tile_dpbusd(0, 4, 6);
+            _tile_loadd(7, B1 + (size_t)c * 1024, 64);
+            _tile_dpbusd(1, 4, 7);
+            if (two) {
+                _tile_loadd(5, A1 + (size_t)c * 64, Kp);
+                _tile_dpbusd(2, 5, 6);
+                _tile_dpbusd(3, 5, 7);
+            }
+            /* a slice of the previous item's epilogue while these TDPBUSDs run */
+            if (per) wb_amx_epi_rows(e, Cp, &prev, c * per, (c + 1) * per);
+        }
+        int32_t *Cc = C[cur];
+        _tile_stored(0, Cc, 128);
+        _tile_stored(1, Cc + 16, 128);
+        if (two) {
+            _tile_stored(2, Cc + 16 * 32, 128);
+            _tile_stored(3, Cc + 16 * 32 + 16, 128);
+        }
+        prev = it;
+        have_prev = 1;
+        cur ^= 1;
+    }
+    if (have_prev) wb_amx_epi_rows(e, C[cur ^ 1], &prev, 0, prev.mr);
+    _tile_release();
+}
+
+static void wb_dense_amx(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N,
+                         const wb_epi_t *e, int nt) {
+    const int MB = (M + 31) / 32, NP2 = (N + 31) / 32;
+    const long total = (long)NP2 * MB;
+    const int pipelined = wb_amx_pipelined;
+    if (nt > total) nt = (int)total;
+    if (nt < 1) nt = 1;
+    #pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#ifdef _OPENMP
+        int tid = omp_get_thread_num(), T = omp_get_num_threads();
+#else
+        int tid = 0, T = 1;
+#endif
+        long t0 = total * tid / T, t1 = total * (tid + 1) / T;
+        if (t1 > t0) {
+            if (pipelined) wb_amx_worker_pipelined(xq, M, Kp, Bp, N, e, t0, t1);
+            else wb_amx_worker_plain(xq, M, Kp, Bp, N, e, t0, t1);
+        }
+    }
+}
+
+#endif

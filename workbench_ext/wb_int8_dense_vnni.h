@@ -1,0 +1,113 @@
+/* Dense int8 GEMM on AVX-512 VNNI, and the AVX-512 epilogue it shares with the AMX kernel. */
+#ifndef WB_INT8_DENSE_VNNI_H
+#define WB_INT8_DENSE_VNNI_H
+
+#include "wb_common.h"
+
+#ifndef WB_EMULATE_ISA   /* testing/emulate_isa.c stands in its own __m512i: not for this code */
+/* wb_epilogue for the AVX-512 kernels (VNNI and AMX dense): the same operations per output
+ * (integer zero-point correction, convert, two multiplies, add: no FMA), so the same bits, 16
+ * outputs at a time. The portable-flags wb_epilogue compiles to 4-lane SSE; at K = 768 the VNNI
+ * kernel spends ~6 cycles of multiply-adds per output and the AMX one under 1, so a scalar-ish
+ * epilogue was a large share of both. */
+WB_AVX512F static void wb_epilogue_avx512(const wb_epi_t *e, const int32_t *C, int ldc, int m0, int mr, int n0, int nr) {
+    const size_t N = (size_t)e->N;
+    const int32_t *ws = e->wsum + n0;
+    const float *wsc = e->wscale + n0, *bias = e->bias + n0;
+    for (int r = 0; r < mr; r++) {
+        const int m = m0 + r;
+        const __m512i vz = _mm512_set1_epi32(e->zp[m]);
+        const __m512 vxs = _mm512_set1_ps(e->xscale[m]);
+        const int32_t *c = C + (size_t)r * ldc;
+        for (int j = 0; j < nr; j += 16) {
+            const int nc = nr - j < 16 ? nr - j : 16;
+            const __mmask16 k = (__mmask16)(nc == 16 ? 0xFFFF : (1u << nc) - 1u);
+            const __m512i v = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(k, c + j),
+                                               _mm512_mullo_epi32(vz, _mm512_maskz_loadu_epi32(k, ws + j)));
+            if (e->yi) {
+                _mm512_mask_storeu_epi32(e->yi + (size_t)m * N + n0 + j, k, v);
+            } else {
+                const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_mul_ps(vxs, _mm512_maskz_loadu_ps(k, wsc + j)));
+                _mm512_mask_storeu_ps(e->y + (size_t)m * N + n0 + j, k, _mm512_add_ps(f, _mm512_maskz_loadu_ps(k, bias + j)));
+            }
+        }
+    }
+}
+#define WB_DENSE_AVX512_EPILOGUE wb_epilogue_avx512
+#else
+#define WB_DENSE_AVX512_EPILOGUE wb_epilogue
+#endif
+
+/* ========================================================================================
+ * Dense: AVX-512 VNNI.  Micro-kernel MR(<=8) x 32 outputs, per 4 k: 2 weight loads (64 B),
+ * MR broadcasts, 2*MR vpdpbusd (u8 activations x s8 weights -> s32, exact).
+ * Executed on the Zen 5 development machines (AVX-512 VNNI, no AMX).
+ * ====================================================================================== */
+/* MR x 32 micro-kernel (MR <= 8): two adjacent 16-column panels, 16 zmm accumulators;
+ * per 4 k: 2 weight loads + MR broadcasts for 2*MR vpdpbusd. */
+#define WB_V_ROW(r)                                                                           \
+    if (mr_c > r) {                                                                           \
+        int32_t av; memcpy(&av, A + r * lda + 4 * (size_t)k, 4);                              \
+        const __m512i a = _mm512_set1_epi32(av);                                              \
+        c##r##0 = _mm512_dpbusd_epi32(c##r##0, a, b0);                                        \
+        c##r##1 = _mm512_dpbusd_epi32(c##r##1, a, b1);                                        \
+    }
+#define WB_V_STORE(r)                                                                         \
+    if (mr_c > r) {                                                                           \
+        _mm512_storeu_si512((void *)(C + r * 32), c##r##0);                                   \
+        _mm512_storeu_si512((void *)(C + r * 32 + 16), c##r##1);                              \
+    }
+#define WB_VNNI_DENSE_KERNEL(MR)                                                              \
+WB_AVX512 static void wb_vnni_dense_k##MR(const uint8_t *A, size_t lda, const int8_t *B,      \
+                                          size_t panel, int kq, int32_t *C) {                 \
+    const int mr_c = MR;                                                                      \
+    __m512i c00 = _mm512_setzero_si512(), c01 = c00, c10 = c00, c11 = c00, c20 = c00;         \
+    __m512i c21 = c00, c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;      \
+    __m512i c60 = c00, c61 = c00, c70 = c00, c71 = c00;                                       \
+    for (int k = 0; k < kq; k++) {                                                            \
+        const __m512i b0 = _mm512_loadu_si512((const void *)(B + (size_t)k * 64));            \
+        const __m512i b1 = _mm512_loadu_si512((const void *)(B + panel + (size_t)k * 64));    \
+        WB_V_ROW(0) WB_V_ROW(1) WB_V_ROW(2) WB_V_ROW(3)                                       \
+        WB_V_ROW(4) WB_V_ROW(5) WB_V_ROW(6) WB_V_ROW(7)                                       \
+    }                                                                                         \
+    WB_V_STORE(0) WB_V_STORE(1) WB_V_STORE(2) WB_V_STORE(3)                                   \
+    WB_V_STORE(4) WB_V_STORE(5) WB_V_STORE(6) WB_V_STORE(7)                                   \
+}
+WB_VNNI_DENSE_KERNEL(1)
+WB_VNNI_DENSE_KERNEL(2)
+WB_VNNI_DENSE_KERNEL(3)
+WB_VNNI_DENSE_KERNEL(4)
+WB_VNNI_DENSE_KERNEL(5)
+WB_VNNI_DENSE_KERNEL(6)
+WB_VNNI_DENSE_KERNEL(7)
+WB_VNNI_DENSE_KERNEL(8)
+
+/* Bp has an even number of 16-column panels (shared with AMX); items = 8 rows x 32 columns. */
+static void wb_dense_vnni(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N,
+                          const wb_epi_t *e, int nt) {
+    const int NP2 = (N + 31) / 32, MB = (M + 7) / 8;
+    const long total = (long)NP2 * MB;
+    const size_t panel = (size_t)(Kp / 4) * 64;
+    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && total > 1)
+    for (long t = 0; t < total; t++) {
+        int p2 = (int)(t / MB), mb = (int)(t % MB);
+        int n0 = p2 * 32, nr = wb_imin(32, N - n0), m0 = mb * 8, mr = wb_imin(8, M - m0);
+        int32_t C[8 * 32];
+        const uint8_t *A = xq + (size_t)m0 * Kp;
+        const int8_t *B = Bp + (size_t)(2 * p2) * panel;
+        switch (mr) {
+            case 8: wb_vnni_dense_k8(A, Kp, B, panel, Kp / 4, C); break;
+            case 7: wb_vnni_dense_k7(A, Kp, B, panel, Kp / 4, C); break;
+            case 6: wb_vnni_dense_k6(A, Kp, B, panel, Kp / 4, C); break;
+            case 5: wb_vnni_dense_k5(A, Kp, B, panel, Kp / 4, C); break;
+            case 4: wb_vnni_dense_k4(A, Kp, B, panel, Kp / 4, C); break;
+            case 3: wb_vnni_dense_k3(A, Kp, B, panel, Kp / 4, C); break;
+            case 2: wb_vnni_dense_k2(A, Kp, B, panel, Kp / 4, C); break;
+            default: wb_vnni_dense_k1(A, Kp, B, panel, Kp / 4, C); break;
+        }
+        WB_DENSE_AVX512_EPILOGUE(e, C, 32, m0, mr, n0, nr);
+        wb_epi_activation(e, m0, mr, n0, nr);
+    }
+}
+
+#endif
