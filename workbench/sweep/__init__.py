@@ -4,9 +4,10 @@
     sweep = load_sweep("sweeps/demo_sweep.yaml")       # validated before any trial
     result = run_sweep(sweep, quick=True, workers=2)   # -> {"dir", "storage", "best", "counts"}
 
-See `workbench.sweep.spec` for the sweep file format, `workbench.sweep.runner` for storage,
-workers and crash recovery, `workbench.sweep.study` for reading a study (trial rows, best
-trials), `workbench.sweep.peers` for the front trials' own models on peer engines and
+See `workbench.sweep.spec` for the sweep file format (`space` for its parameters,
+`recipe_paths` for the dotted paths into a recipe), `workbench.sweep.runner` for workers
+(`storage`: where a study lives, `liveness`: crash recovery, `exports`: trials.csv and the best
+recipes), `workbench.sweep.study` for reading a study (trial rows, best trials), `workbench.sweep.peers` for the front trials' own models on peer engines and
 `workbench.sweep.report` for the sweep's report. Objectives are measured on the validation
 split; the test split is only reported (`val_accuracy` / `test_accuracy` in trials.csv).
 """

@@ -16,6 +16,10 @@ heartbeats. A RUNNING trial whose heartbeat is older than `grace_period`, or who
 this host is gone, is marked FAIL and re-queued once with the same parameters (it resumes from
 the dead trial's checkpoints). The total number of trials is shared by all workers: a worker
 starts a trial only while finished + running trials < total.
+
+Here: a trial (`Objective`), a worker's loop (`work`) and the command (`run_sweep`). The study
+and its storage are in `workbench.sweep.storage`, dead-worker detection in
+`workbench.sweep.liveness`, trials.csv and best/ in `workbench.sweep.exports`.
 """
 from __future__ import annotations
 
@@ -23,7 +27,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,158 +35,16 @@ from typing import Any
 
 from workbench.config import ConfigError
 from workbench.paths import results_dir
-from workbench.results import atomic_write_text, write_csv, write_yaml
+from workbench.results import atomic_write_text, write_yaml
+from workbench.sweep.exports import export
+from workbench.sweep.liveness import reap_dead_trials, worker_identity
 from workbench.sweep.peers import drop_artifacts, measure_front_peers, peer_source
 from workbench.sweep.spec import SELECTION_SPLIT, SweepSpec, mask_url
+from workbench.sweep.storage import make_storage, open_study, storage_url, sweep_dir
 from workbench.sweep.study import STORAGE_ENV, best_trials, trial_rows, with_driver  # noqa: F401  (re-exported)
 from workbench.optuna_import import optuna_module as _optuna
 
 POLL_SECONDS = 2.0
-
-
-def sweep_dir(sweep: SweepSpec, root: Path | None = None) -> Path:
-    return Path(root or results_dir()) / "sweeps" / sweep.name
-
-
-def storage_url(sweep: SweepSpec, root: Path | None = None, override: str | None = None) -> str:
-    url = override or os.environ.get(STORAGE_ENV) or sweep.storage
-    if url:
-        return url
-    return f"sqlite:///{(sweep_dir(sweep, root) / 'study.db').resolve()}"
-
-
-def make_storage(url: str, sweep: SweepSpec, heartbeat: bool = True) -> Any:
-    optuna = _optuna()
-    url = with_driver(url)
-    engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        engine_kwargs = {"connect_args": {"timeout": 60}}
-        Path(url.split("sqlite:///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
-    else:
-        engine_kwargs = {"pool_pre_ping": True}
-    kwargs: dict[str, Any] = {}
-    if heartbeat:
-        kwargs = {"heartbeat_interval": sweep.heartbeat_interval, "grace_period": sweep.grace_period,
-                  "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
-                      max_retry=sweep.retries)}
-    last: Exception | None = None
-    for attempt in range(5):  # several processes creating the tables at once may collide
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-        except ImportError:
-            raise
-        except Exception as exc:  # sqlalchemy OperationalError / IntegrityError while racing
-            last = exc
-            time.sleep(0.5 + attempt)
-    raise ConfigError(f"sweep storage '{mask_url(url)}' cannot be opened: {type(last).__name__}: {last}")
-
-
-def _sampler(sweep: SweepSpec, salt: int) -> Any:
-    optuna = _optuna()
-    s = sweep.sampler
-    seed = None if s.get("seed") is None else int(s["seed"]) + salt
-    if s["type"] == "nsga2":
-        pop = s.get("population_size") or max(4, min(50, sweep.trials // 2))
-        return optuna.samplers.NSGAIISampler(population_size=pop, seed=seed)
-    if s["type"] == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=s.get("n_startup_trials") or max(2, min(10, sweep.trials // 3)),
-            multivariate=bool(s.get("multivariate", True)))
-    return optuna.samplers.RandomSampler(seed=seed)
-
-
-def _pruner(sweep: SweepSpec) -> Any:
-    optuna = _optuna()
-    p = sweep.pruner
-    if p["type"] == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=p.get("n_startup_trials") or 2,
-                                           n_warmup_steps=p.get("n_warmup_steps") or 0,
-                                           interval_steps=p.get("interval_steps") or 1)
-    return optuna.pruners.NopPruner()
-
-
-def open_study(sweep: SweepSpec, url: str, *, salt: int = 0, create: bool = False, heartbeat: bool = True) -> Any:
-    """Create (create=True, idempotent) or load the sweep's study; checks it is the same sweep."""
-    optuna = _optuna()
-    storage = make_storage(url, sweep, heartbeat=heartbeat)
-    if create:
-        for attempt in range(5):
-            try:
-                study = optuna.create_study(storage=storage, study_name=sweep.name, directions=sweep.directions,
-                                            sampler=_sampler(sweep, salt), pruner=_pruner(sweep),
-                                            load_if_exists=True)
-                break
-            except optuna.exceptions.DuplicatedStudyError:
-                time.sleep(0.5 + attempt)
-        else:
-            raise ConfigError(f"could not create or load study '{sweep.name}' in {mask_url(url)}")
-        fp = study.user_attrs.get("fingerprint")
-        if fp is None:
-            study.set_user_attr("fingerprint", sweep.fingerprint())
-            study.set_user_attr("objectives", sweep.objectives)
-            study.set_user_attr("sweep", sweep.to_dict())
-        elif fp != sweep.fingerprint():
-            raise ConfigError(
-                f"sweep '{sweep.name}': the study in {mask_url(url)} was created from a different base recipe, "
-                "search space, objectives or quick setting; continue it with the same sweep file, or start "
-                "over with --fresh (or choose another --name)")
-    else:
-        study = optuna.load_study(storage=storage, study_name=sweep.name, sampler=_sampler(sweep, salt),
-                                  pruner=_pruner(sweep))
-    if [d.name.lower() for d in study.directions] != sweep.directions:
-        raise ConfigError(f"sweep '{sweep.name}': the stored study has {len(study.directions)} objective(s), "
-                          f"the sweep file {len(sweep.objectives)}; use --fresh or another --name")
-    return study
-
-
-# ------------------------------------------------------------------------------ liveness
-def _proc_start(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def worker_identity() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _proc_start(os.getpid())}
-
-
-def _alive(ident: dict[str, Any]) -> bool:
-    pid = ident.get("pid")
-    if not isinstance(pid, int):
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    start = _proc_start(pid)
-    return ident.get("start") is None or start is None or start == ident["start"]
-
-
-def reap_dead_trials(study: Any, sweep: SweepSpec) -> list[int]:
-    """FAIL (and re-queue) RUNNING trials whose worker on this host has died; then the
-    heartbeat check for workers elsewhere. Returns the numbers failed here."""
-    optuna = _optuna()
-    from optuna.trial import TrialState
-
-    host = socket.gethostname()
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=sweep.retries)
-    failed = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        ident = t.user_attrs.get("worker")
-        if not isinstance(ident, dict) or ident.get("host") != host or _alive(ident):
-            continue
-        try:
-            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "worker process died")
-            if study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-                failed.append(t.number)
-                retry(study, study._storage.get_trial(t._trial_id))
-        except optuna.exceptions.UpdateFinishedTrialError:
-            pass
-    optuna.storages.fail_stale_trials(study)
-    return failed
 
 
 def _counts(study: Any) -> dict[str, int]:
@@ -440,37 +301,3 @@ def _spawn_workers(sweep: SweepSpec, url: str, root: Path | None, quick: bool, n
     bad = [i for i, (p, _) in enumerate(procs) if p.returncode]
     if bad:
         print(f"[sweep] worker(s) {', '.join(map(str, bad))} exited with an error; see {logs}", file=sys.stderr)
-
-
-# ------------------------------------------------------------------------------ exports
-def export(study: Any, sweep: SweepSpec, out: Path) -> list[dict[str, Any]]:
-    """best/<trial>.yaml for the Pareto front (or top-k), runnable with `workbench run`; trials.csv."""
-    rows = trial_rows(study, sweep.objectives)
-    write_csv(out / "trials.csv", rows, list(dict.fromkeys(k for r in rows for k in r)) or ["number", "state"])
-    best_dir = out / "best"
-    best = []
-    keep = set()
-    for rank, t in enumerate(best_trials(study, sweep.top_k), 1):
-        recipe = t.user_attrs.get("recipe") or sweep.build(sweep.values_from_params(t.params),
-                                                           name=f"{sweep.name}-trial{t.number}").to_dict()
-        fname = f"trial-{t.number}.yaml"
-        keep.add(fname)
-        row = next(r for r in rows if r["number"] == t.number)
-        obj = ", ".join(f"{c} {row[c]:.4g}" for c in ("val_accuracy", "test_accuracy", "throughput")
-                        if isinstance(row.get(c), (int, float)))
-        header = (f"# Sweep '{sweep.name}', trial {t.number} ({'Pareto front' if sweep.multi else f'rank {rank}'}): "
-                  f"{obj}\n# (chosen on val_accuracy, the validation split; test_accuracy is reported only)"
-                  f"\n# Run it: workbench run {best_dir / fname}\n"
-                  + "".join(f"#   {k} = {json.dumps(v)}\n" for k, v in sweep.values_from_params(t.params).items()))
-        import yaml
-
-        atomic_write_text(best_dir / fname, header + yaml.safe_dump(recipe, sort_keys=False))
-        best.append({"trial": t.number, "file": str(best_dir / fname),
-                     **{k: row.get(k) for k in ("val_accuracy", "test_accuracy", "throughput")},
-                     "params": t.user_attrs.get("params_count"), "nonzero_params": t.user_attrs.get("nonzero_params"),
-                     "engine": t.user_attrs.get("engine")})
-    if best_dir.exists():
-        for old in best_dir.glob("trial-*.yaml"):
-            if old.name not in keep:
-                old.unlink(missing_ok=True)
-    return best

@@ -38,6 +38,9 @@ Distributions: `{choices: [...]}` (any YAML values, lists included), or `{low, h
 optional `log: true`, `step: <number>`, `type: int|float` (default: the type of the base value).
 Everything is checked before any trial runs: each path must exist in the base recipe and every
 choice and both ends of every range must give a valid pipeline (`PipelineSpec.from_dict`).
+
+Paths are read and set by `workbench.sweep.recipe_paths`, distributions parsed by
+`workbench.sweep.space`; this module builds and validates the whole sweep.
 """
 from __future__ import annotations
 
@@ -45,245 +48,23 @@ import copy
 import difflib
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from workbench.config import ConfigError, fail, load_yaml_file, reject_unknown_keys
 from workbench.paths import REPO_ROOT
+from workbench.sweep.recipe_paths import ENABLED  # noqa: F401  (re-exported)
+from workbench.sweep.recipe_paths import _is_enabled_path, _named_item, _split, drop_stages, get_path, set_path
+from workbench.sweep.space import Param, parse_param
 
 OBJECTIVES = ("accuracy", "throughput")
 SAMPLERS = ("nsga2", "tpe", "random")
 TOP_KEYS = {"name", "recipe", "objectives", "objective", "trials", "quick", "sampler", "pruner", "storage",
             "heartbeat_interval", "grace_period", "retries", "top_k", "keep_artifacts", "overrides", "space",
             "workers", "peers"}
-ENABLED = "enabled"
 DEFAULT_PEERS = ("torch-fp32", "torch-int8-x86", "ort-int8")
 SELECTION_SPLIT = "validation"   # where objectives are measured; the recipe's eval.split (test) only reports
-
-
-# ------------------------------------------------------------------------------ paths
-def _split(path: str, where: str) -> list[str]:
-    if not isinstance(path, str) or not path or any(not p for p in path.split(".")):
-        raise ConfigError(f"{where}: '{path}' is not a valid path (dot-separated names, e.g. "
-                          "stages.student.train.lr)")
-    return path.split(".")
-
-
-def _named_item(items: list[Any], token: str, kind: str, where: str, path: str) -> int:
-    """Index of the list item named `token` (stages by 'name', recipes by their one key) or by index."""
-    names = [it.get("name") if kind == "stage" else next(iter(it)) for it in items]
-    if token in names:
-        if names.count(token) > 1:
-            raise ConfigError(f"{where}: '{path}': {kind} '{token}' occurs {names.count(token)} times; "
-                              f"address it by index ({', '.join(f'{i}={n}' for i, n in enumerate(names))})")
-        return names.index(token)
-    if token.isdigit() and int(token) < len(items):
-        return int(token)
-    close = difflib.get_close_matches(token, [str(n) for n in names], n=1)
-    raise ConfigError(f"{where}: '{path}': no {kind} '{token}' in the base recipe"
-                      + (f"; did you mean '{close[0]}'?" if close else "")
-                      + f" (known: {', '.join(map(str, names))})")
-
-
-def _walk(data: Any, tokens: list[str], where: str, path: str) -> tuple[Any, Any]:
-    """The container holding the last token and the key/index within it."""
-    node = data
-    for depth, token in enumerate(tokens):
-        last = depth == len(tokens) - 1
-        parent_key = tokens[depth - 1] if depth else None
-        if isinstance(node, list):
-            kind = "stage" if parent_key == "stages" else "recipe" if parent_key == "recipes" else None
-            if kind is None:
-                if not token.isdigit() or int(token) >= len(node):
-                    raise ConfigError(f"{where}: '{path}': '{token}' is not an index of the list "
-                                      f"{'.'.join(tokens[:depth])} (length {len(node)})")
-                key: Any = int(token)
-            else:
-                key = _named_item(node, token, kind, where, path)
-            if last:
-                return node, key
-            node = node[key]
-            if kind == "recipe":  # a recipe item is {name: settings}: step into the settings
-                node = next(iter(node.values()))
-            continue
-        if not isinstance(node, dict):
-            raise ConfigError(f"{where}: '{path}': '{'.'.join(tokens[:depth])}' is a value "
-                              f"({node!r}), it has no setting '{token}'")
-        if token not in node:
-            known = sorted(map(str, node))
-            close = difflib.get_close_matches(token, known, n=1)
-            raise ConfigError(f"{where}: '{path}': no setting '{token}' at "
-                              f"'{'.'.join(tokens[:depth]) or '(top)'}' of the base recipe"
-                              + (f"; did you mean '{close[0]}'?" if close else "")
-                              + f" (known: {', '.join(known)})")
-        if last:
-            return node, token
-        node = node[token]
-    raise AssertionError("unreachable")
-
-
-def _is_enabled_path(tokens: list[str]) -> bool:
-    return len(tokens) == 3 and tokens[0] == "stages" and tokens[2] == ENABLED
-
-
-def get_path(data: dict[str, Any], path: str, where: str = "sweep") -> Any:
-    tokens = _split(path, where)
-    if _is_enabled_path(tokens):
-        _named_item(data["stages"], tokens[1], "stage", where, path)
-        return True
-    node, key = _walk(data, tokens, where, path)
-    return node[key]
-
-
-def set_path(data: dict[str, Any], path: str, value: Any, where: str = "sweep") -> None:
-    """Set `path` in the recipe dict `data` in place (`stages.X.enabled` is applied later)."""
-    tokens = _split(path, where)
-    if _is_enabled_path(tokens):
-        _named_item(data["stages"], tokens[1], "stage", where, path)
-        return
-    node, key = _walk(data, tokens, where, path)
-    node[key] = copy.deepcopy(value)
-
-
-def drop_stages(data: dict[str, Any], disabled: list[str]) -> None:
-    """Remove the named stages; a stage that came `from` a dropped one comes from its source."""
-    for name in disabled:
-        stages = data["stages"]
-        i = next(k for k, s in enumerate(stages) if s["name"] == name)
-        source = stages[i].get("from") or (stages[i - 1]["name"] if i else None)
-        for later in stages[i + 1:]:
-            if later.get("from") == name:
-                if source is None:
-                    later.pop("from")
-                else:
-                    later["from"] = source
-        del stages[i]
-    if not data["stages"]:
-        raise ConfigError("sweep: every stage was disabled; a pipeline needs at least one stage")
-
-
-# ------------------------------------------------------------------------------ distributions
-@dataclass
-class Param:
-    path: str
-    kind: str                      # "categorical" | "float" | "int"
-    choices: list[Any] = field(default_factory=list)
-    low: float = 0.0
-    high: float = 0.0
-    log: bool = False
-    step: float | None = None
-
-    @property
-    def encoded(self) -> bool:
-        """Optuna's categorical values must be None/bool/int/float/str: other choices go as JSON."""
-        return self.kind == "categorical" and any(
-            not (c is None or isinstance(c, (bool, int, float, str))) for c in self.choices)
-
-    def suggest(self, trial: Any) -> Any:
-        if self.kind == "categorical":
-            if self.encoded:
-                return json.loads(trial.suggest_categorical(self.path, [json.dumps(c) for c in self.choices]))
-            return trial.suggest_categorical(self.path, list(self.choices))
-        if self.kind == "int":
-            return trial.suggest_int(self.path, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(self.path, self.low, self.high, step=self.step, log=self.log)
-
-    def decode(self, value: Any) -> Any:
-        """A value as Optuna stored it (trial.params) -> the recipe value."""
-        return json.loads(value) if self.encoded and isinstance(value, str) else value
-
-    def corners(self) -> list[Any]:
-        return list(self.choices) if self.kind == "categorical" else (
-            [int(self.low), int(self.high)] if self.kind == "int" else [self.low, self.high])
-
-    def describe(self) -> str:
-        if self.kind == "categorical":
-            return "choices " + ", ".join(json.dumps(c) for c in self.choices)
-        return (f"{self.kind} [{self.low:g}, {self.high:g}]" + (" log" if self.log else "")
-                + (f" step {self.step:g}" if self.step else ""))
-
-
-def _number(v: Any, where: str, key: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-        fail(where, key, f"must be a number, got {v!r}")
-    try:
-        f = float(v)
-    except ValueError:
-        fail(where, key, f"must be a number, got {v!r}")
-    if not math.isfinite(f):
-        fail(where, key, f"must be finite, got {v!r}")
-    return f
-
-
-def parse_param(path: str, raw: Any, base_value: Any) -> Param:
-    where = f"sweep space '{path}'"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: must be a mapping, {{choices: [...]}} or {{low: .., high: .., log: ..}}, "
-                          f"got {raw!r}")
-    tokens = path.split(".")
-    if "choices" in raw:
-        extra = set(raw) - {"choices"}
-        if extra:
-            fail(where, sorted(extra)[0], "cannot be combined with 'choices'")
-        choices = raw["choices"]
-        if not isinstance(choices, list) or not choices:
-            fail(where, "choices", f"must be a non-empty list, got {choices!r}")
-        if len({json.dumps(c, sort_keys=True) for c in choices}) != len(choices):
-            fail(where, "choices", f"has repeated values: {choices!r}")
-        if _is_enabled_path(tokens) and not all(isinstance(c, bool) for c in choices):
-            fail(where, "choices", f"must be true/false for 'enabled', got {choices!r}")
-        return Param(path, "categorical", choices=list(choices))
-    if _is_enabled_path(tokens):
-        fail(where, "choices", "is required for 'enabled' (e.g. {choices: [true, false]})")
-    known = {"low", "high", "log", "step", "type"}
-    for key in raw:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), sorted(known | {"choices"}), n=1)
-            fail(where, str(key), "is not a distribution setting" + (f"; did you mean '{close[0]}'?" if close else "")
-                 + " (known: choices, or low, high, log, step, type)")
-    for key in ("low", "high"):
-        if key not in raw:
-            fail(where, key, "is required (or give 'choices')")
-    low, high = _number(raw["low"], where, "low"), _number(raw["high"], where, "high")
-    kind = raw.get("type")
-    if kind is None:
-        if isinstance(base_value, bool):
-            fail(where, "low", "a true/false setting needs {choices: [true, false]}")
-        if isinstance(base_value, int):
-            kind = "int"
-        elif isinstance(base_value, float):
-            kind = "float"
-        elif base_value is None:
-            kind = "int" if all(isinstance(raw[k], int) and not isinstance(raw[k], bool)
-                                for k in ("low", "high")) else "float"
-        else:
-            fail(where, "low", f"a range needs a numeric setting; the base value is {base_value!r} "
-                 "(use 'choices')")
-    if kind not in ("int", "float"):
-        fail(where, "type", f"must be 'int' or 'float', got {kind!r}")
-    if kind == "int" and (low != int(low) or high != int(high)):
-        fail(where, "low", f"must be integers for an int setting, got low={raw['low']!r} high={raw['high']!r}")
-    if low >= high:
-        fail(where, "high", f"must be > low, got low={raw['low']!r} high={raw['high']!r}")
-    log = raw.get("log", False)
-    if not isinstance(log, bool):
-        fail(where, "log", f"must be true or false, got {log!r}")
-    if log and low <= 0:
-        fail(where, "low", f"must be > 0 with log: true, got {raw['low']!r}")
-    step = raw.get("step")
-    if step is not None:
-        step = _number(step, where, "step")
-        if step <= 0:
-            fail(where, "step", f"must be > 0, got {raw['step']!r}")
-        if log:
-            fail(where, "step", "cannot be combined with log: true")
-        if kind == "int" and step != int(step):
-            fail(where, "step", f"must be an integer for an int setting, got {raw['step']!r}")
-        if step > high - low:
-            fail(where, "step", f"is larger than high - low ({high - low:g})")
-    return Param(path, kind, low=low, high=high, log=log, step=step)
 
 
 # ------------------------------------------------------------------------------ the sweep
