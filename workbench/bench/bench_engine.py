@@ -1,0 +1,28 @@
+"""`BenchEngine`, the interface every `workbench bench` engine implements (the engines themselves
+and their registry are in `engines.py`; the ONNX Runtime ones in `ort_engines.py`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class BenchEngine:
+    name = ""
+    sparsity = 0.0  # the model is pruned to this block sparsity before setup
+    block = (1, 4)  # in blocks of this shape (rows x inputs of a Linear weight)
+    notes = ""
+    shape = (1, 128)  # (batch, seq) of the bench, set by the worker before setup
+    batches: tuple[int, ...] = (1,)  # every batch size the bench runs, set by the worker
+
+    def setup(self, model: torch.nn.Module, threads: int, cache_dir: Path, model_name: str) -> None:
+        raise NotImplementedError
+
+    def feed(self, inputs: dict[str, torch.Tensor]) -> Any:
+        return inputs
+
+    def run(self, feed: Any) -> np.ndarray:
+        raise NotImplementedError

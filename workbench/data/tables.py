@@ -1,0 +1,145 @@
+"""Reading and checking labelled text tables: the rows of a .csv/.tsv/.jsonl task file, their
+text and label columns (clear errors naming the file, column and rows) and class labels mapped
+to 0..K-1. Used by the local-file and Hugging Face loaders in `tasks`."""
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from workbench.config import ConfigError
+
+if TYPE_CHECKING:
+    from workbench.data.tasks import TaskConfig
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_SHOW = 5  # rows named in an error message
+
+
+def _lines(rows: list[tuple[int, Any]], unit: str = "line") -> str:
+    """'lines 3, 7, 9 and 4 more' for an error message."""
+    shown = ", ".join(str(n) for n, _ in rows[:_SHOW])
+    more = f" and {len(rows) - _SHOW} more" if len(rows) > _SHOW else ""
+    return f"{unit}{'s' if len(rows) > 1 else ''} {shown}{more}"
+
+
+def _rows(rows: list) -> str:
+    return f"{len(rows)} row{'s' if len(rows) != 1 else ''}"
+
+
+def _labels_to_ints(values: list, source: str = "task", column: str = "label") -> tuple[list[int], list[str]]:
+    """Class labels -> 0..K-1 and the K label names.
+
+    Numeric labels (ints, or strings such as '-1', '1', '5') are mapped to 0..K-1 in sorted
+    numeric order (-1/1 -> 0/1, 1..5 -> 0..4) and the label names record the original values;
+    numbers that are not integers fail, naming them. Other labels are mapped in sorted string
+    order. Fewer than two classes fail.
+    """
+    def number(v: Any) -> float | None:
+        if isinstance(v, bool):
+            return None
+        if isinstance(v, (int, float, np.integer, np.floating)):
+            return float(v)
+        if isinstance(v, str) and _NUMBER.match(v.strip()):
+            return float(v.strip())
+        return None
+
+    nums = [number(v) for v in values]
+    if values and all(x is not None for x in nums):
+        bad = sorted({x for x in nums if not float(x).is_integer()})
+        if bad:
+            shown = ", ".join(f"{x:g}" for x in bad[:_SHOW]) + (", ..." if len(bad) > _SHOW else "")
+            raise ConfigError(
+                f"task '{source}': label column '{column}' holds numbers that are not integers ({shown}): "
+                "a classification task needs class labels; round or bin them into classes, or use class names")
+        distinct = sorted({int(x) for x in nums})
+        lookup = {v: i for i, v in enumerate(distinct)}
+        labels, names = [lookup[int(x)] for x in nums], [str(v) for v in distinct]
+    else:
+        keys = [v.strip() if isinstance(v, str) else str(v) for v in values]
+        names = sorted(set(keys))
+        lookup = {n: i for i, n in enumerate(names)}
+        labels = [lookup[k] for k in keys]
+    if len(names) < 2:
+        raise ConfigError(f"task '{source}': label column '{column}' has {len(names)} distinct value"
+                          f"{'' if len(names) == 1 else 's'} ({', '.join(names) or 'none'}): "
+                          "a classifier needs examples of at least two classes")
+    return labels, names
+
+
+def _read_table(path: Path) -> list[tuple[int, dict]]:
+    """The rows of a .csv/.tsv/.jsonl file, each with its line number in the file."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".tsv"):
+            with path.open(newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
+                rows = []
+                for row in reader:
+                    rows.append((reader.line_num, row))
+                return rows
+        if suffix in (".jsonl", ".json"):
+            rows = []
+            with path.open(encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise ConfigError(f"task file '{path}': line {n} is not valid JSON ({exc.msg}); "
+                                          "a .jsonl file holds one JSON object per line") from None
+                    if not isinstance(row, dict):
+                        raise ConfigError(f"task file '{path}': line {n} is not a JSON object; "
+                                          "a .jsonl file holds one object per line, e.g. {\"text\": ..., \"label\": ...}")
+                    rows.append((n, row))
+            return rows
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"task file '{path}' is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                          "save it as UTF-8") from None
+    raise ConfigError(f"task '{path}': unsupported file type '{suffix}' (use .csv, .tsv or .jsonl)")
+
+
+def _blank(v: Any) -> bool:
+    return v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and v != v)
+
+
+def _columns(rows: list[tuple[int, dict]], cfg: "TaskConfig", path: Path | str,
+             unit: str = "line") -> tuple[list[str], list]:
+    """The text and label columns of one file's rows, checked: a clear error (naming the file,
+    the column and the first rows) for an empty file, a missing column, blank or non-string
+    texts and blank labels. `rows` are (line number, row); `path` is the file, or a description
+    such as "task 'hf:x' split 'train'" with `unit` "row"."""
+    tc, lc = cfg.text_column, cfg.label_column
+    where = f"task file '{path}'" if isinstance(path, Path) else str(path)
+    if not rows:
+        raise ConfigError(f"{where} is empty: it has no examples (at most a header line); "
+                          f"add rows with a '{tc}' and a '{lc}' column")
+    for col, key in ((tc, "text_column"), (lc, "label_column")):
+        missing = [(n, r) for n, r in rows if col not in r]
+        if len(missing) == len(rows):
+            found = sorted({str(k) for _, r in rows for k in r if k is not None})
+            raise ConfigError(f"{where}: {key} '{col}' not found; columns are {found} "
+                              f"(set task: {{{key}: <name>}} in the recipe)")
+        if missing:
+            raise ConfigError(f"{where}: column '{col}' is missing on {_rows(missing)} "
+                              f"({_lines(missing, unit)}); give every row a '{col}'")
+    bad_text = [(n, r[tc]) for n, r in rows if not isinstance(r[tc], str) or not r[tc].strip()]
+    if bad_text:
+        what = ", ".join(f"{unit} {n}: {v!r}" for n, v in bad_text[:_SHOW])
+        raise ConfigError(f"{where}: text column '{tc}' is blank or not a string on {_rows(bad_text)} "
+                          f"({what}{', ...' if len(bad_text) > _SHOW else ''}); every example needs "
+                          "its text: fill in or drop those rows")
+    blank = [(n, r[lc]) for n, r in rows if _blank(r[lc])]
+    if blank:
+        raise ConfigError(f"{where}: label column '{lc}' is blank on {_rows(blank)} "
+                          f"({_lines(blank, unit)}); a blank is not a class: fill in those labels or drop the rows")
+    odd = [(n, r[lc]) for n, r in rows if isinstance(r[lc], (list, dict))]
+    if odd:
+        raise ConfigError(f"{where}: label column '{lc}' holds lists or objects on {_rows(odd)} "
+                          f"({_lines(odd, unit)}, e.g. {odd[0][1]!r}); one class label per example is needed")
+    return [r[tc] for _, r in rows], [r[lc] for _, r in rows]

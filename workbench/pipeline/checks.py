@@ -1,0 +1,67 @@
+"""Checks of a pipeline's recipes that fail before any work, with a `ConfigError` naming the
+stage and recipe: settings that depend on the task, on the starting model's modules or on its
+architecture, and a stage's teachers sharing its vocabulary. `PipelineRun` calls them."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from workbench.config import ConfigError
+from workbench.data import Task
+from workbench.pipeline.spec import PipelineSpec, StageSpec
+
+if TYPE_CHECKING:
+    from workbench.pipeline.run import StageData
+
+
+def check_teachers(stage: StageSpec, recipes: list[Any], data: StageData, stage_data: dict[str, StageData],
+                   pipeline_tokenizer: Any) -> None:
+    """A teacher stage reads the student's batches token by token, so a stage and its teacher
+    stages must share a tokenizer; a trimmed stage cannot use a model-name teacher either (the
+    teacher service compares against the pipeline's tokenizer)."""
+    for r in recipes:
+        for name in type(r).teacher_names(r.config):
+            other = stage_data.get(name)
+            if other is None and data.tokenizer is pipeline_tokenizer:
+                continue
+            if other is not None and (other.tokenizer is data.tokenizer
+                                      or other.tokenizer.get_vocab() == data.tokenizer.get_vocab()):
+                continue
+            raise ConfigError(f"stage '{stage.name}' recipe '{r.name}': teacher '{name}' and this stage have "
+                              "different vocabularies (trim_vocab); trim the vocabulary after distilling, "
+                              "or distil from a stage with the same trimmed vocabulary")
+
+
+def check_task(spec: PipelineSpec, task: Task) -> None:
+    """Settings that depend on the task (e.g. one class weight per class): checked by each
+    recipe (`Recipe.check_task`) once the task is loaded, before any work."""
+    from workbench.recipes.base import recipe_class
+
+    for stage in spec.stages:
+        for rname, config in stage.recipes:
+            where = f"stage '{stage.name}' recipe '{rname}'"
+            recipe_class(rname, where).check_task(config, task, where)
+
+
+def check_model(spec: PipelineSpec, model: nn.Module) -> None:
+    """Settings that name the model's modules (`targets`): checked by each recipe
+    (`Recipe.check_model`) against the starting model, before any work."""
+    from workbench.recipes.base import recipe_class
+
+    for stage in spec.stages:
+        for rname, config in stage.recipes:
+            where = f"stage '{stage.name}' recipe '{rname}'"
+            recipe_class(rname, where).check_model(config, model, where)
+
+
+def check_architecture(spec: PipelineSpec, model: nn.Module) -> None:
+    """A recipe that reads the model's layout needs a supported family: say so before any work."""
+    from workbench.models.arch import architecture
+    from workbench.recipes.base import recipe_class
+
+    for stage in spec.stages:
+        for rname, _ in stage.recipes:
+            if recipe_class(rname, f"stage '{stage.name}'").uses_architecture:
+                architecture(model, where=f"stage '{stage.name}' recipe '{rname}'")
+                return

@@ -1,0 +1,40 @@
+"""A run's records, rewritten after every stage so a killed run leaves what it finished:
+metrics.json (the run's settings and one metrics dict per stage), stages.csv (`STAGE_COLUMNS`),
+the accuracy-vs-throughput plot and, where stages trained, their loss terms per step."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from workbench.data import Task
+from workbench.pipeline.spec import PipelineSpec
+from workbench.results import read_csv, write_csv, write_json
+
+STAGE_COLUMNS = ["stage", "engine", "accuracy", "macro_f1", "params", "nonzero_params", "sparsity",
+                 "disk_mb", "zlib_mb", "latency_ms_b1", "throughput_b1", "latency_ms_b8", "throughput_b8",
+                 "seq_len", "threads", "isa", "load_avg", "speed_process", "train_seconds", "pruning_seconds",
+                 "flops_removed", "seed", "degenerate"]
+
+
+def write_run_records(run_dir: Path, spec: PipelineSpec, task: Task, metrics: list[dict[str, Any]], *,
+                      quick: bool, seed: int, eval_examples: int) -> None:
+    """Write the records of `run_dir` for the stages measured so far (`metrics`, in order)."""
+    from workbench.plots import accuracy_vs_throughput
+
+    write_json(run_dir / "metrics.json", {
+        "run": run_dir.name, "task": spec.task.name, "labels": task.label_names,
+        "model": spec.model, "quick": quick,
+        "seed": seed, "split": spec.eval.split, "eval_examples": eval_examples,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": metrics})
+    write_csv(run_dir / "stages.csv", metrics, STAGE_COLUMNS)
+    accuracy_vs_throughput(metrics, run_dir / "accuracy_vs_throughput.png",
+                           title=f"{spec.name}: {spec.model} on {spec.task.name}"
+                                 + (" (quick)" if quick else ""),
+                           batch=spec.eval.speed_batches[0])
+    histories = {p.stem: read_csv(p) for p in sorted((run_dir / "history").glob("*.csv"))}
+    histories = {k: v for k, v in histories.items() if v and k in {m["stage"] for m in metrics}}
+    if histories:
+        from workbench.plots.seeds import loss_terms_plot
+
+        loss_terms_plot(histories, run_dir / "loss_terms.png", title=f"{spec.name}: loss terms per step")
