@@ -57,6 +57,38 @@ def test_interleaved_and_sequential_runs_give_the_same_table(tmp_path, mode):
     assert sorted((r["engine"], r["batch"], r["runs"], r["status"]) for r in rows) == [
         ("torch-fp32", "1", "3", "ok"), ("torch-fp32", "2", "3", "ok"), ("wb-int8", "1", "3", "ok"), ("wb-int8", "2", "3", "ok")]
     assert all(float(r["argmax_agree_vs_torch_fp32"]) == 1.0 for r in rows)
+    for r in rows:  # every timed run is kept, and the spread is computed from them
+        runs = [float(v) for v in r["latency_ms_runs"].split(";")]
+        assert len(runs) == 3 and min(runs) == pytest.approx(float(r["latency_ms_min"]), abs=1e-3)
+        assert float(r["spread_pct"]) == pytest.approx(100 * (max(runs) - min(runs)) / sorted(runs)[1], abs=0.06)
+    assert "## Run-to-run spread" in (out / "README.md").read_text()
+
+
+def _row(engine, runs_ms, batch=1):
+    return {"model": "m", "engine": engine, "threads": 2, "batch": batch, "seq_len": 8, "status": "ok",
+            "latency_ms_runs": ";".join(str(t) for t in runs_ms)}
+
+
+@pytest.mark.parametrize("interleaved", [True, False])
+def test_spread_and_per_round_ratios(interleaved):
+    """Spread = (max - min) / median of the runs; the per-round ratio pairs run r of an engine with
+    run r of the baseline (interleaved only); the README names engines more spread than the baseline."""
+    from workbench.bench.spread import add_spread, spread_section
+
+    rows = [_row("ort-int8", [20.0, 40.0, 20.0]),            # round 2 slow for everyone: spread 100 %
+            _row("wb-int8", [10.0, 20.0, 10.0]),             # same slowdown: ratio steady at 2x
+            _row("wb-int8-sp90", [5.0, 5.0, 15.0])]          # its own outlier: spread 200 %
+    add_spread(rows, "ort-int8", interleaved)
+    ort, wb, sp = rows
+    assert (ort["spread_pct"], wb["spread_pct"], sp["spread_pct"]) == (100.0, 100.0, 200.0)
+    if interleaved:
+        assert (wb["vs_ort_int8_round_min"], wb["vs_ort_int8_round_max"]) == (2.0, 2.0)
+        assert (sp["vs_ort_int8_round_min"], sp["vs_ort_int8_round_max"]) == (1.333, 8.0)
+    else:
+        assert wb["vs_ort_int8_round_min"] == sp["vs_ort_int8_round_max"] == ""
+    text = "\n".join(spread_section(rows, ["ort-int8", "wb-int8", "wb-int8-sp90"], "ort-int8", interleaved))
+    assert "m wb-int8-sp90 t=2 b=1 (200% vs 100%)" in text and "m wb-int8 t=2" not in text
+    assert ("(2.00-2.00x)" in text) == interleaved
 
 
 def test_interleaved_worker_reports_a_failing_engine(tmp_path, monkeypatch):

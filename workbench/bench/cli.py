@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator
 from workbench.bench.engines import BASELINE, DEFAULT_ENGINES, ENGINES, default_engines
 from workbench.bench.models import DEFAULT_MODELS, MODELS, BenchModel, parse_model, safe_name
 from workbench.bench.report import add_ratios, write_engines_csv, write_markdown, write_plot
+from workbench.bench.spread import add_spread
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -290,6 +291,7 @@ def run(args: argparse.Namespace) -> int:
     order = [e for e in ENGINES if e in s["engines"]]
     rows.sort(key=lambda r: (s["models"].index(r["model"]), order.index(r["engine"]), r["threads"], r["batch"]))
     add_ratios(rows, BASELINE)
+    add_spread(rows, BASELINE, interleaved=not args.sequential)
     write_engines_csv(rows, out / "engines.csv")
     argv = sys.argv[1:]
     if argv and argv[0] == "bench":

@@ -9,13 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from workbench.bench.interleave import QUIET_S
+from workbench.bench.spread import RUNS_FIELD, SPREAD_FIELDS, spread_section
 from workbench.results import atomic_write_text, format_stage_table, write_csv
 
 COLUMNS = [
     "model", "engine", "threads", "batch", "seq_len", "status", "samples_per_s",
     "samples_per_s_min", "samples_per_s_max", "latency_ms_median", "latency_ms_min",
-    "latency_ms_max", "runs", "vs_ort_int8", "max_abs_err_vs_torch_fp32",
-    "argmax_agree_vs_torch_fp32", "sparsity", "setup_s", "error", "notes",
+    "latency_ms_max", "runs", "vs_ort_int8", *[f for f in SPREAD_FIELDS if f != RUNS_FIELD],
+    "max_abs_err_vs_torch_fp32", "argmax_agree_vs_torch_fp32", "sparsity", "setup_s", "error", "notes",
+    RUNS_FIELD,
 ]
 
 
@@ -180,6 +182,7 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
             out.append(f"- {r['model']} / {r['engine']} / threads={r['threads']} batch={r['batch']}: "
                        f"{r.get('error', '')}")
         out.append("")
+    out += spread_section(rows, engines_order, baseline, interleaved)
     notes = {}
     for r in rows:
         if r.get("notes") and r["engine"] not in notes:

@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from workbench.bench.spread import RUNS_FIELD, format_runs
 from workbench.results import write_json
 
 
@@ -103,7 +104,7 @@ class _Prepared:
             row.update({
                 "status": "ok", "error": "",
                 "runs": len(times), "latency_ms_median": med * 1e3, "latency_ms_min": lo * 1e3,
-                "latency_ms_max": hi * 1e3,
+                "latency_ms_max": hi * 1e3, RUNS_FIELD: format_runs(times),
                 "samples_per_s": b / med, "samples_per_s_min": b / hi, "samples_per_s_max": b / lo,
                 "max_abs_err_vs_torch_fp32": float(np.abs(out - ref).max()),
                 "argmax_agree_vs_torch_fp32": float(np.mean(out.argmax(-1) == ref.argmax(-1))),

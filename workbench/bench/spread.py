@@ -1,0 +1,105 @@
+"""Run-to-run spread of `workbench bench` results: how much each engine's timed runs vary.
+
+Every result row keeps its timed runs (`latency_ms_runs`, in the order they ran). From them:
+
+* `spread_pct`: (slowest - fastest run) / median run, in percent -- the min-max the table's bars
+  show, as one number that compares across engines of different speed;
+* `vs_ort_int8_round_min` / `_max`: with interleaved timing the engines take turns, so run r of
+  every engine ran in round r; the ratio of two engines' runs in the same round cancels a
+  slowdown of the shared machine that hit the whole round, and its range over the rounds says
+  how steady the *ratio* is, which is what a reader of the table relies on.
+
+The README's "Run-to-run spread" section puts each workbench engine's spread beside the
+baseline's (issue: our engine's spread no wider than ONNX Runtime's).
+"""
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from workbench.results import format_stage_table
+
+RUNS_FIELD = "latency_ms_runs"
+SPREAD_FIELDS = ["spread_pct", "vs_ort_int8_round_min", "vs_ort_int8_round_max", RUNS_FIELD]
+
+
+def format_runs(times_s: list[float]) -> str:
+    """The timed runs (seconds) as the CSV cell: milliseconds joined by ';', in run order."""
+    return ";".join(f"{t * 1e3:.3f}" for t in times_s)
+
+
+def run_times(row: dict[str, Any]) -> list[float]:
+    """A row's timed runs in ms (empty when it has none recorded)."""
+    cell = row.get(RUNS_FIELD)
+    if not cell or not isinstance(cell, str):
+        return []
+    return [float(v) for v in cell.split(";") if v.strip()]
+
+
+def spread_pct(times_ms: list[float]) -> float | None:
+    """(max - min) / median of the runs, in percent; None with fewer than 2 runs."""
+    if len(times_ms) < 2:
+        return None
+    return 100.0 * (max(times_ms) - min(times_ms)) / statistics.median(times_ms)
+
+
+def round_ratios(times_ms: list[float], baseline_ms: list[float]) -> list[float]:
+    """Per round: this engine's speed over the baseline's (baseline time / this time), over the
+    rounds both ran (a slow engine may run fewer)."""
+    return [b / t for t, b in zip(times_ms, baseline_ms) if t > 0]
+
+
+def add_spread(rows: list[dict[str, Any]], baseline: str, interleaved: bool) -> None:
+    """Fill SPREAD_FIELDS (except the runs themselves) in place; per-round ratios only when the
+    runs were interleaved (sequential runs of two engines did not share rounds)."""
+    base = {(r["model"], r["threads"], r["batch"], r["seq_len"]): run_times(r)
+            for r in rows if r["engine"] == baseline and r.get("status") == "ok"}
+    for r in rows:
+        times = run_times(r) if r.get("status") == "ok" else []
+        s = spread_pct(times)
+        r["spread_pct"] = round(s, 1) if s is not None else ""
+        ratios = round_ratios(times, base.get((r["model"], r["threads"], r["batch"], r["seq_len"]), [])) \
+            if interleaved else []
+        r["vs_ort_int8_round_min"] = round(min(ratios), 3) if ratios else ""
+        r["vs_ort_int8_round_max"] = round(max(ratios), 3) if ratios else ""
+
+
+def spread_section(rows: list[dict[str, Any]], engines_order: list[str], baseline: str,
+                   interleaved: bool) -> list[str]:
+    """README lines: per model a table of each engine's spread (and per-round ratio range), then
+    which workbench engines varied more than the baseline did in the same panel."""
+    ok = [r for r in rows if r.get("status") == "ok" and r.get("spread_pct") not in ("", None)]
+    if not ok:
+        return []
+    out = ["## Run-to-run spread", "",
+           "Spread = (slowest - fastest timed run) / median run, per engine and panel"
+           + ("; in parentheses the min-max over the rounds of the engine's speed over "
+              f"{baseline}'s *in the same round* (interleaved timing: a slowdown of the machine "
+              "that hits a whole round cancels out of it)." if interleaved else
+              " (sequential timing: no per-round ratios)."), ""]
+    panels = sorted({(r["threads"], r["batch"]) for r in ok})
+    columns = ["engine", *(f"t={t} b={b}" for t, b in panels)]
+    wider: list[str] = []
+    for model in dict.fromkeys(r["model"] for r in ok):
+        sel = {(r["engine"], r["threads"], r["batch"]): r for r in ok if r["model"] == model}
+        table = []
+        for e in engines_order:
+            cells = {"engine": f"**{e}**" if e.startswith("wb-") else e}
+            for t, b in panels:
+                r = sel.get((e, t, b))
+                if r is None:
+                    cells[f"t={t} b={b}"] = ""
+                    continue
+                lo, hi = r.get("vs_ort_int8_round_min"), r.get("vs_ort_int8_round_max")
+                rng = f" ({float(lo):.2f}-{float(hi):.2f}x)" if lo != "" and e != baseline else ""
+                cells[f"t={t} b={b}"] = f"{float(r['spread_pct']):.0f}%{rng}"
+                base = sel.get((baseline, t, b))
+                if e.startswith("wb-") and base is not None and float(r["spread_pct"]) > float(base["spread_pct"]):
+                    wider.append(f"{model} {e} t={t} b={b} ({float(r['spread_pct']):.0f}% vs "
+                                 f"{float(base['spread_pct']):.0f}%)")
+            if any(v for k, v in cells.items() if k != "engine"):
+                table.append(cells)
+        out += [f"### {model}", "", format_stage_table(table, columns, fmt="markdown"), ""]
+    out += [f"Workbench engines whose spread was wider than {baseline}'s in the same panel: "
+            + ("; ".join(wider) if wider else "none") + ".", ""]
+    return out
