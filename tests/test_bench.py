@@ -281,13 +281,33 @@ def test_gemm_peak_ignores_implausible_clock(monkeypatch):
     """The peak TOP/s estimate must not use an impossible measured clock (an add chain read
     8.5 GHz on Zen 5): the nominal clock is used instead."""
     cpu = pytest.importorskip("workbench_ext.cpu")
-    from workbench.bench import gemm
+    from workbench.bench import peak
     monkeypatch.setattr(cpu, "measure_clock_ghz", lambda *a, **k: 8.5)
-    monkeypatch.setattr(gemm, "nominal_clock_ghz", lambda: (2.6, "test"))
-    ghz, note = gemm.cpu_clock_ghz()
+    monkeypatch.setattr(peak, "nominal_clock_ghz", lambda: (2.6, "test"))
+    ghz, note = peak.cpu_clock_ghz()
     assert ghz == 2.6
     monkeypatch.setattr(cpu, "measure_clock_ghz", lambda *a, **k: 3.9)
-    assert gemm.cpu_clock_ghz()[0] == 3.9
+    assert peak.cpu_clock_ghz()[0] == 3.9
+
+
+@pytest.mark.parametrize("per_ns, ops", [(3.5, 128.0), (7.3, 256.0), (0.0, 256.0)])
+def test_gemm_peak_uses_the_measured_issue_rate(monkeypatch, per_ns, ops):
+    """Zen 4 issues one zmm vpdpbusd per cycle (peak 128 int8 ops/cycle), Intel server cores
+    two (256): the peak follows the rate measured at the measured clock (rounded to a power of
+    two); with no measurement the theoretical table is used and the note says so."""
+    cpu = pytest.importorskip("workbench_ext.cpu")
+    from workbench.bench import peak
+    monkeypatch.setattr(cpu, "measure_clock_ghz", lambda *a, **k: 3.6)
+    monkeypatch.setattr(cpu, "measure_issue_rate", lambda isa, kind="int8", **k: (per_ns, "vpdpbusd zmm", 64))
+    peak.per_cycle_peak.cache_clear()
+    try:
+        got, how = peak.per_cycle_peak("avx512_vnni")
+    finally:
+        peak.per_cycle_peak.cache_clear()
+    assert got == ops and ("measured" in how) == (per_ns > 0)
+    monkeypatch.undo()
+    real = cpu.measure_issue_rate(cpu.available_isas()[-1])  # the portable pmaddwd: every x86-64
+    assert real[0] > 0 and real[2] == 8
 
 
 def test_engine_processes_get_the_openmp_waiting_policy_unless_exported(monkeypatch):

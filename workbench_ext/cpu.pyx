@@ -17,6 +17,7 @@ cdef extern from "wb_cpu.h" nogil:
     enum: WB_F_COUNT
     void wb_cpu_detect(int *f, int request_amx)
     double wb_measure_ghz(long iters)
+    double wb_measure_issue_rate(int code, long iters)
 
 cdef extern from "wb_common.h" nogil:
     int wb_max_threads()
@@ -151,3 +152,32 @@ def measure_clock_ghz(int repeats=5, long iters=5000000):
             g = wb_measure_ghz(iters)
         best = g if g > best else best
     return best
+
+
+_RATE_INSTR = {
+    ("int8", "avx512_vnni"): (2, "vpdpbusd zmm", 64), ("int8", "avx2"): (1, "vpmaddwd ymm", 16),
+    ("int8", "portable"): (0, "pmaddwd xmm", 8),
+    ("fp32", "avx512_vnni"): (4, "vfmadd231ps zmm", 16), ("fp32", "avx2"): (3, "vfmadd231ps ymm", 8),
+}
+
+
+def measure_issue_rate(str isa, str kind="int8", int repeats=3, long iters=2000000):
+    """(instructions per ns, instruction, multiply-adds per instruction) for the multiply
+    instruction the `isa` kernels of `kind` ("int8" or "fp32") are built on: best of `repeats`
+    timings of 12 * iters independent instructions (~7 ms each at 2 per ns; see wb_cpu.h).
+    Divided by :func:`measure_clock_ghz` it is this core's issue rate per cycle.  AMX (a tile
+    multiply every 16 cycles on every AMX core so far), fp32 on the portable path and ISAs this
+    CPU lacks raise ValueError."""
+    if (kind, isa) not in _RATE_INSTR:
+        raise ValueError(f"no issue-rate measurement for {kind} on ISA {isa!r}; one of "
+                         f"{sorted(_RATE_INSTR)}")
+    if isa not in available_isas():
+        raise ValueError(f"ISA {isa!r} is not available on this CPU ({', '.join(available_isas())})")
+    code, name, macs = _RATE_INSTR[(kind, isa)]
+    cdef double best = 0.0, g
+    cdef int c = code
+    for _ in range(max(1, repeats)):
+        with nogil:
+            g = wb_measure_issue_rate(c, iters)
+        best = g if g > best else best
+    return best, name, macs

@@ -105,4 +105,49 @@ static double wb_measure_ghz(long iters) {
     return s > 0 ? 24.0 * (double)(iters / 3 + 1) / s / 1e9 : 0.0;
 }
 
+/* Measure how many multiply instructions of one kind a core issues per nanosecond: 12
+ * independent accumulators (enough to cover the latency on every core we know), the loop in
+ * assembly so no compiler can merge the chains.  code: 0 = pmaddwd xmm, 1 = vpmaddwd ymm,
+ * 2 = vpdpbusd zmm, 3 = vfmadd231ps ymm, 4 = vfmadd231ps zmm.  Divided by wb_measure_ghz this
+ * gives the issue rate per cycle, which differs between cores with the same flags: Zen 4 runs
+ * a zmm vpdpbusd or FMA as two 256-bit halves (1 per cycle), Ice Lake / Sapphire Rapids server
+ * cores issue 2; Zen 2 issues one vpmaddwd ymm per cycle, Intel cores two.  Only call an
+ * instruction the CPU has. */
+#define WB_RATE_12(op, r, s)                                                                   \
+    op " %%" s "14, %%" s "15, %%" r "0\n\t" op " %%" s "14, %%" s "15, %%" r "1\n\t"          \
+    op " %%" s "14, %%" s "15, %%" r "2\n\t" op " %%" s "14, %%" s "15, %%" r "3\n\t"          \
+    op " %%" s "14, %%" s "15, %%" r "4\n\t" op " %%" s "14, %%" s "15, %%" r "5\n\t"          \
+    op " %%" s "14, %%" s "15, %%" r "6\n\t" op " %%" s "14, %%" s "15, %%" r "7\n\t"          \
+    op " %%" s "14, %%" s "15, %%" r "8\n\t" op " %%" s "14, %%" s "15, %%" r "9\n\t"          \
+    op " %%" s "14, %%" s "15, %%" r "10\n\t" op " %%" s "14, %%" s "15, %%" r "11\n\t"
+#define WB_RATE_LOOP(body, after)                                                              \
+    __asm__ volatile("1:\n\t" body "dec %0\n\t" "jnz 1b\n\t" after                             \
+                     : "+r"(n) : : "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", \
+                       "xmm7", "xmm8", "xmm9", "xmm10", "xmm11")
+static double wb_measure_issue_rate(int code, long iters) {
+    struct timespec t0, t1;
+    long n = iters > 0 ? iters : 1;
+    const long total = n;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (code == 4) {
+        WB_RATE_LOOP(WB_RATE_12("vfmadd231ps", "zmm", "zmm"), "vzeroupper\n\t");
+    } else if (code == 3) {
+        WB_RATE_LOOP(WB_RATE_12("vfmadd231ps", "ymm", "ymm"), "vzeroupper\n\t");
+    } else if (code == 2) {
+        WB_RATE_LOOP(WB_RATE_12("vpdpbusd", "zmm", "zmm"), "vzeroupper\n\t");
+    } else if (code == 1) {
+        WB_RATE_LOOP(WB_RATE_12("vpmaddwd", "ymm", "ymm"), "vzeroupper\n\t");
+    } else {  /* SSE2, two-operand: pmaddwd src, dst */
+#define WB_P(r) "pmaddwd %%xmm14, %%xmm" #r "\n\t"
+        WB_RATE_LOOP(WB_P(0) WB_P(1) WB_P(2) WB_P(3) WB_P(4) WB_P(5) WB_P(6) WB_P(7) WB_P(8)
+                     WB_P(9) WB_P(10) WB_P(11), "");
+#undef WB_P
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    return s > 0 ? 12.0 * (double)total / s / 1e9 : 0.0;
+}
+#undef WB_RATE_LOOP
+#undef WB_RATE_12
+
 #endif

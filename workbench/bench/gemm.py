@@ -16,21 +16,8 @@ Times (median of `repeats` after warm-up; the minimum is reported too):
 GOP/s = 2*M*N*K / time.  For sparse layers this is the *effective dense-equivalent* rate
 (the same dense op count divided by the sparse time), so it can exceed the hardware peak.
 
-Peak: ``ops/cycle/core x clock x threads`` with the ops/cycle of the instruction each path is
-built on (theoretical, assuming full issue every cycle):
-
-* ``amx``          TDPBUSD: 16x16x64 MACs / 16 cycles = 1024 MAC = 2048 int ops/cycle
-* ``avx512_vnni``  2 x vpdpbusd zmm / cycle = 2 x 64 MAC = 256 ops/cycle (1-FMA-port parts: half)
-* ``avx2``         2 x vpmaddwd ymm / cycle = 2 x 16 MAC = 64 ops/cycle (the exact s16 path;
-                   vpmaddubsw+vpmaddwd reaches the same 64 ops/cycle)
-* ``portable``     2 x pmaddwd xmm / cycle = 32 ops/cycle
-* fp32 (torch-fp32 row): 2 FMA x 8 lanes (AVX2) or 16 (AVX-512) x 2 flops.
-
-The clock is max(measured, nominal): measured with a dependent integer-multiply chain
-(``workbench_ext.cpu.measure_clock_ghz``, sees turbo but reads low on a loaded machine; a
-reading above MAX_PLAUSIBLE_GHZ is discarded -- the old add chain read 8.5 GHz on Zen 5),
-nominal from /proc/cpuinfo "cpu MHz".  The clock under heavy SIMD load may still differ, so
-"% of peak" is an estimate, not a measurement.
+Peak: ``ops/cycle/core x clock x threads``, estimated by `workbench.bench.peak` (the issue
+rate of each path's multiply instruction measured on this core, and the clock).
 Writes ``<out_dir>/gemm.csv`` atomically (``workbench.results.write_csv``).
 """
 from __future__ import annotations
@@ -40,7 +27,6 @@ import os
 import platform
 import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,51 +34,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from workbench.bench.peak import (FP32_FLOPS_PER_CYCLE, INT8_OPS_PER_CYCLE, MAX_PLAUSIBLE_GHZ,  # noqa: F401
+                                  cpu_clock_ghz, nominal_clock_ghz, per_cycle_peak)
 from workbench.results import write_csv
 
-# No x86 core boosts past ~6 GHz: a higher "measured" clock is a measuring artefact, not used.
-MAX_PLAUSIBLE_GHZ = 6.5
-INT8_OPS_PER_CYCLE = {"amx": 2048, "avx512_vnni": 256, "avx2": 64, "portable": 32}
-FP32_FLOPS_PER_CYCLE = {"amx": 64, "avx512_vnni": 64, "avx2": 32, "portable": 16}
 FIELDS = ["kernel", "isa", "m", "k", "n", "threads", "sparsity", "nnz_blocks", "median_ms",
           "min_ms", "gops", "gops_best", "peak_gops", "pct_of_peak", "clock_ghz", "peak_note"]
-
-
-def nominal_clock_ghz() -> tuple[float, str]:
-    """Nominal clock in GHz from /proc/cpuinfo or lscpu, and where it came from."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        mhz = [float(v) for v in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", text, re.M)]
-        if mhz:
-            return max(mhz) / 1000.0, "/proc/cpuinfo cpu MHz"
-    except OSError:
-        pass
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-        m = re.search(r"CPU max MHz:\s*([\d.]+)", out)
-        if m:
-            return float(m.group(1)) / 1000.0, "lscpu CPU max MHz"
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return 0.0, "unknown"
-
-
-def cpu_clock_ghz() -> tuple[float, str]:
-    """Clock used for the peak: max(measured, nominal).  Measured = best of 5 timings of a
-    dependent integer-add chain (workbench_ext.cpu.measure_clock_ghz, sees turbo); a loaded
-    machine can only make that read low, hence the max with the nominal clock."""
-    nominal, src = nominal_clock_ghz()
-    try:
-        from workbench_ext import cpu
-        measured = float(cpu.measure_clock_ghz())
-    except Exception:  # pragma: no cover - extension missing
-        measured = 0.0
-    if measured > MAX_PLAUSIBLE_GHZ:  # a chain the CPU shortcut (the old add chain read 8.5 GHz on Zen 5)
-        measured = 0.0
-    ghz = max(nominal, measured)
-    if ghz <= 0:
-        return 2.0, "unknown clock, assumed 2.0 GHz"
-    return ghz, f"max(measured {measured:.2f}, nominal {nominal:.2f} from {src})"
 
 
 def _time(fn: Callable[[], Any], repeats: int, warmup: int) -> tuple[float, float]:
@@ -131,9 +78,10 @@ def _bench_one_thread_count(m: int, k: int, n: int, threads: int, repeats: int, 
     b = rng.standard_normal(n).astype(np.float32)
     ops = 2.0 * m * n * k
     ghz, clock_src = clock
-    int8_peak = INT8_OPS_PER_CYCLE[isa_used] * ghz * threads
     best = cpu.available_isas()[0]
-    fp32_peak = FP32_FLOPS_PER_CYCLE[best] * ghz * threads
+    int8_cycle, int8_how = per_cycle_peak(isa_used)
+    fp32_cycle, fp32_how = per_cycle_peak(best, "fp32")
+    int8_peak, fp32_peak = int8_cycle * ghz * threads, fp32_cycle * ghz * threads
     rows: list[dict] = []
 
     def row(kernel, isa_name, med, mn, peak, note, sparsity=0.0, nnz=""):
@@ -147,7 +95,8 @@ def _bench_one_thread_count(m: int, k: int, n: int, threads: int, repeats: int, 
             "peak_note": note,
         })
 
-    note = f"{INT8_OPS_PER_CYCLE[isa_used]} int8 ops/cycle ({isa_used}) x {ghz:.2f} GHz [{clock_src}] x {threads} thr"
+    note = (f"{int8_cycle:g} int8 ops/cycle ({isa_used}: {int8_how}) x {ghz:.2f} GHz [{clock_src}] x "
+            f"{threads} thr")
     dense = int8.DenseInt8Linear(w, ws, b, isa=isa_used)
     med, mn = _time(lambda: dense(x, num_threads=threads), repeats, warmup)
     row("wb-int8-dense", dense.isa, med, mn, int8_peak, note)
@@ -161,8 +110,9 @@ def _bench_one_thread_count(m: int, k: int, n: int, threads: int, repeats: int, 
     # the 1x4 block-sparse layer has no AMX kernel (tiles cannot skip 1x4 blocks): under amx it
     # runs the AVX-512 VNNI one
     sp_isa = "avx512_vnni" if isa_used == "amx" else isa_used
-    sp_peak = INT8_OPS_PER_CYCLE[sp_isa] * ghz * threads
-    sp_note = (f"{INT8_OPS_PER_CYCLE[sp_isa]} int8 ops/cycle ({sp_isa}) x {ghz:.2f} GHz [{clock_src}] x "
+    sp_cycle, sp_how = per_cycle_peak(sp_isa)
+    sp_peak = sp_cycle * ghz * threads
+    sp_note = (f"{sp_cycle:g} int8 ops/cycle ({sp_isa}: {sp_how}) x {ghz:.2f} GHz [{clock_src}] x "
                f"{threads} thr; effective dense-equivalent GOP/s")
     for sp in sparsities:
         if not 0.0 <= sp < 1.0:
@@ -195,7 +145,7 @@ def _bench_one_thread_count(m: int, k: int, n: int, threads: int, repeats: int, 
                 with torch.inference_mode():
                     med, mn = _time(lambda: torch.matmul(xt, wt.T), repeats, warmup)
                 row("torch-fp32", "torch", med, mn, fp32_peak,
-                    f"fp32 peak {FP32_FLOPS_PER_CYCLE[best]} flops/cycle ({best}) x {ghz:.2f} GHz x {threads} thr")
+                    f"fp32 peak {fp32_cycle:g} flops/cycle ({best}: {fp32_how}) x {ghz:.2f} GHz x {threads} thr")
                 try:
                     a8 = torch.from_numpy(rng.integers(-128, 128, size=(m, k)).astype(np.int8))
                     b8 = torch.from_numpy(np.ascontiguousarray(w.T))
@@ -206,7 +156,7 @@ def _bench_one_thread_count(m: int, k: int, n: int, threads: int, repeats: int, 
                         # the CPU _int_mm is a slow reference kernel on many builds: cap its runs
                         r8, w8 = (min(repeats, 3), 0) if first > 0.05 else (repeats, warmup)
                         med, mn = _time(lambda: torch._int_mm(a8, b8), r8, w8)
-                    row("torch-int8", "torch", med, mn, INT8_OPS_PER_CYCLE[best] * ghz * threads,
+                    row("torch-int8", "torch", med, mn, per_cycle_peak(best)[0] * ghz * threads,
                         f"torch._int_mm s8xs8->s32 only (no quantization); peak of {best}")
                 except Exception as exc:  # not supported on this build / CPU: skip
                     print(f"torch-int8: skipped (torch._int_mm failed on CPU: {type(exc).__name__}: {exc})",
