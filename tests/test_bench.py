@@ -124,6 +124,33 @@ def test_bad_filters_are_rejected():
         _args(["--threads", "0"])
 
 
+def test_contend_is_checked_before_work(tmp_path, capsys):
+    out = tmp_path / "never"
+    for n in ("-1", "999"):
+        assert cli.run(_args(["--quick", "--contend", n, "--out", str(out), "--no-gemm"])) == 2
+        assert "--contend must be between 0 and" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_busy_processes_run_for_the_block_and_die_after_it():
+    from workbench.bench.contention import busy_processes
+
+    with pytest.raises(RuntimeError):
+        with busy_processes(2) as procs:
+            assert len(procs) == 2 and all(p.poll() is None for p in procs)
+            raise RuntimeError("the timing failed")
+    assert all(p.poll() is not None for p in procs)  # killed on the way out of a failed block
+
+
+def test_contended_bench_says_so(tmp_path):
+    out = tmp_path / "bench"
+    rc = cli.run(_args(["--quick", "--models", "tiny-distilbert", "--engines", "wb-int8", "--threads", "1",
+                        "--contend", "1", "--out", str(out), "--no-gemm"]))
+    assert rc == 0
+    readme = (out / "README.md").read_text()
+    assert "Contended (`--contend 1`)" in readme and "GOMP_SPINCOUNT=" in readme
+
+
 # ------------------------------------------------------------------ saved stages of a run
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):

@@ -30,13 +30,18 @@ import os as _os
 # costs tens of microseconds per region, at random: on a quiet 2-core VM, distilbert int8 at
 # batch 1 ran 64-72 samples/s (90 %-sparse 70-90) in fresh processes. libgomp's own default
 # spins ~3 ms per region, which stalls everything when the cores are shared (measured 10x slower
-# forwards on a busy machine). A short spin, then sleep, serves both: GOMP_SPINCOUNT=20000
-# (~0.2 ms) gave 83-87 samples/s dense and 115-133 sparse in the same back-to-back runs
-# (ONNX Runtime int8, which spins in its own pool: 74-79). GOMP_SPINCOUNT overrides the PASSIVE
-# policy's zero spin in libgomp; PASSIVE remains for other OpenMP runtimes. Set before any
-# OpenMP runtime starts (torch shares libgomp: the measurement processes get these in their
-# environment, `workbench.bench.cli._child_env`); exported values win.
-OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "20000"}
+# forwards on a busy machine). A short spin, then sleep, serves both. GOMP_SPINCOUNT=20000
+# (~0.2 ms) gave 83-87 samples/s dense and 115-133 sparse in back-to-back runs on a quiet VM
+# (ONNX Runtime int8, which spins in its own pool: 74-79), but with one core shared with another
+# busy process (Zen 4, distilbert b=1, 2 threads, 40 runs) the forward took 62-104 ms dense and
+# 57 ms 90 %-sparse, against ORT's 63-73 ms: a thread spinning at a region's end holds the vCPU
+# its late partner could run on. GOMP_SPINCOUNT=2000 (~20 us, still longer than the gap between
+# two regions of a forward) took 38 ms dense and 21 ms sparse there, and on the quiet machine
+# was as fast as 20000 (3 alternating rounds: 17.5 vs 19.1 ms dense, 8.5 vs 9.8 ms sparse).
+# GOMP_SPINCOUNT overrides the PASSIVE policy's zero spin in libgomp; PASSIVE remains for other
+# OpenMP runtimes. Set before any OpenMP runtime starts (torch shares libgomp: the measurement
+# processes get these in their environment, `workbench.bench.cli._child_env`); exported values win.
+OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "2000"}
 
 
 def openmp_defaults(env: "dict | None" = None) -> dict:

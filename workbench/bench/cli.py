@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from workbench.bench.contention import busy_processes, check_contend
 from workbench.bench.engines import BASELINE, DEFAULT_ENGINES, ENGINES, default_engines
 from workbench.bench.models import DEFAULT_MODELS, MODELS, BenchModel, parse_model, safe_name
 from workbench.bench.report import add_ratios, write_engines_csv, write_markdown, write_plot
@@ -106,6 +107,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="time each engine's runs back to back, one engine after another (default: "
                              "the engines of a model and thread count take turns, one run each: "
                              "workbench.bench.interleave)")
+    parser.add_argument("--contend", type=int, default=0,
+                        help="time the engines while this many busy processes share the cores "
+                             "(e.g. 1 with --threads 2: one core shared; workbench.bench.contention)")
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -121,6 +125,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     }
     if s["runs"] < 1 or s["warmup"] < 0 or s["seq_len"] < 2:
         raise ValueError("--runs must be >= 1, --warmup >= 0, --seq-len >= 2")
+    s["contend"] = check_contend(getattr(args, "contend", 0) or 0)
     return s
 
 
@@ -283,11 +288,12 @@ def run(args: argparse.Namespace) -> int:
 
         groups = [(m, t) for m in s["models"] for t in s["threads"]]
         bar = tqdm(groups, desc="bench", unit="group", file=sys.stderr)
-        for model, threads in bar:
-            specs = [spec(model, e, threads) for e in s["engines"]]
-            for _, got in time_engines(specs, work, args.timeout, not args.sequential,
-                                       lambda text: bar.set_postfix_str(f"{model} t={threads}: {text}")):  # noqa: B023
-                keep(got, bar)
+        with busy_processes(s["contend"]):
+            for model, threads in bar:
+                specs = [spec(model, e, threads) for e in s["engines"]]
+                for _, got in time_engines(specs, work, args.timeout, not args.sequential,
+                                           lambda text: bar.set_postfix_str(f"{model} t={threads}: {text}")):  # noqa: B023
+                    keep(got, bar)
     order = [e for e in ENGINES if e in s["engines"]]
     rows.sort(key=lambda r: (s["models"].index(r["model"]), order.index(r["engine"]), r["threads"], r["batch"]))
     add_ratios(rows, BASELINE)
@@ -303,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"plot failed: {type(exc).__name__}: {exc}", file=sys.stderr)
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     write_markdown(rows, out / "README.md", order, BASELINE, args_line.strip(), (load_start, load_end),
-                   interleaved=not args.sequential)
+                   interleaved=not args.sequential, contend=s["contend"])
     ok = sum(r.get("status") == "ok" for r in rows)
     print(f"{ok}/{len(rows)} configurations ok -> {out / 'engines.csv'}, {out / 'engines.png'}, {out / 'README.md'}")
     if not args.no_gemm:

@@ -133,8 +133,16 @@ MODEL_NOTES = {
 }
 
 
+def _openmp_policy() -> str:
+    """The OpenMP waiting policy the engine processes get (`workbench.bench.cli._child_env`)."""
+    from workbench_ext import OPENMP_DEFAULTS
+
+    return ", ".join(f"`{k}={os.environ.get(k, v)}`" for k, v in OPENMP_DEFAULTS.items())
+
+
 def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[str], baseline: str,
-                   args_line: str, load: tuple[float, float] | None = None, interleaved: bool = True) -> None:
+                   args_line: str, load: tuple[float, float] | None = None, interleaved: bool = True,
+                   contend: int = 0) -> None:
     models = list(dict.fromkeys(r["model"] for r in rows))
     panels = sorted({(r["threads"], r["batch"]) for r in rows})
     seq = rows[0]["seq_len"] if rows else "?"
@@ -193,8 +201,11 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
     out += ["## Method", "",
             "- One process per (model, engine, threads): no shared thread pools or state; "
             "`OMP/MKL/OPENBLAS_NUM_THREADS`, `torch.set_num_threads`, ORT `intra_op_num_threads` all "
-            "set to the thread count; OpenMP threads (torch and workbench) spin ~0.2 ms between "
-            "regions, then sleep (`GOMP_SPINCOUNT=20000`, `OMP_WAIT_POLICY=PASSIVE`), ORT's spin.",
+            "set to the thread count; OpenMP threads (torch and workbench) spin briefly between "
+            f"regions, then sleep ({_openmp_policy()}), ORT's spin.",
+            *([f"- Contended (`--contend {contend}`): {contend} busy process(es) shared the cores while "
+               "the engines were timed (`workbench.bench.contention`): how each engine copes with a "
+               "core it does not have to itself."] if contend else []),
             *[f"- {MODEL_NOTES[m]}" for m in models if m in MODEL_NOTES],
             *([f"- {', '.join(f'`{m}`' for m in saved)}: saved model folders (e.g. a run's "
                "`artifacts/<stage>/model`), loaded with `workbench.models.edits.load_edited_model` "
