@@ -30,18 +30,21 @@ import os as _os
 # costs tens of microseconds per region, at random: on a quiet 2-core VM, distilbert int8 at
 # batch 1 ran 64-72 samples/s (90 %-sparse 70-90) in fresh processes. libgomp's own default
 # spins ~3 ms per region, which stalls everything when the cores are shared (measured 10x slower
-# forwards on a busy machine). A short spin, then sleep, serves both. GOMP_SPINCOUNT=20000
-# (~0.2 ms) gave 83-87 samples/s dense and 115-133 sparse in back-to-back runs on a quiet VM
-# (ONNX Runtime int8, which spins in its own pool: 74-79), but with one core shared with another
-# busy process (Zen 4, distilbert b=1, 2 threads, 40 runs) the forward took 62-104 ms dense and
-# 57 ms 90 %-sparse, against ORT's 63-73 ms: a thread spinning at a region's end holds the vCPU
-# its late partner could run on. GOMP_SPINCOUNT=2000 (~20 us, still longer than the gap between
-# two regions of a forward) took 38 ms dense and 21 ms sparse there, and on the quiet machine
-# was as fast as 20000 (3 alternating rounds: 17.5 vs 19.1 ms dense, 8.5 vs 9.8 ms sparse).
+# forwards on a busy machine). A short spin, then sleep, serves both: GOMP_SPINCOUNT=20000
+# (~0.2 ms) gave 83-87 samples/s dense and 115-133 sparse in the same back-to-back runs
+# (ONNX Runtime int8, which spins in its own pool: 74-79). It is a trade, measured on Zen 4
+# (distilbert and MiniLM b=1, 2 threads): with one of the two cores shared by a busy process
+# (`workbench bench --contend 1`) the spinning thread keeps its late partner off the core, and
+# GOMP_SPINCOUNT=2000 ran 2-4x faster there (distilbert 1.58x ORT int8 instead of 0.65x); but
+# when forwards come after idle gaps (the bench's interleaved rounds, a server between
+# requests) 2000 lost: 90 %-sparse b=1 fell from 2.5-3.3x to 1.0-1.7x ORT int8 (two alternating
+# A/B pairs), the first forwards after a 0.1 s idle taking ~3x longer (likely the vCPUs halting
+# between regions, each wake then going through the hypervisor; not measured directly). The
+# default keeps the idle-gap case fast; export GOMP_SPINCOUNT=2000 where cores are shared.
 # GOMP_SPINCOUNT overrides the PASSIVE policy's zero spin in libgomp; PASSIVE remains for other
 # OpenMP runtimes. Set before any OpenMP runtime starts (torch shares libgomp: the measurement
 # processes get these in their environment, `workbench.bench.cli._child_env`); exported values win.
-OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "2000"}
+OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "20000"}
 
 
 def openmp_defaults(env: "dict | None" = None) -> dict:
