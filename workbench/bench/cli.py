@@ -125,7 +125,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     }
     if s["runs"] < 1 or s["warmup"] < 0 or s["seq_len"] < 2:
         raise ValueError("--runs must be >= 1, --warmup >= 0, --seq-len >= 2")
-    s["contend"] = check_contend(getattr(args, "contend", 0) or 0)
+    s["contend"] = check_contend(args.contend)
     return s
 
 

@@ -9,18 +9,19 @@ in one run (`--contend 1 --threads 2`: one of the two cores is shared).
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from contextlib import contextmanager
 from typing import Iterator
+
+from workbench.runtime.threads import usable_cpus
 
 BUSY_LOOP = "while True:\n    pass\n"
 
 
 def check_contend(n: int) -> int:
     """`n` if it is a usable number of busy processes (0 .. the CPUs this process may use)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cpus()
     if not 0 <= n <= cores:
         raise ValueError(f"--contend must be between 0 and the {cores} usable CPU(s) here, got {n}")
     return n

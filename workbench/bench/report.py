@@ -135,9 +135,10 @@ MODEL_NOTES = {
 
 def _openmp_policy() -> str:
     """The OpenMP waiting policy the engine processes get (`workbench.bench.cli._child_env`)."""
-    from workbench_ext import OPENMP_DEFAULTS
+    from workbench_ext import OPENMP_DEFAULTS, openmp_defaults
 
-    return ", ".join(f"`{k}={os.environ.get(k, v)}`" for k, v in OPENMP_DEFAULTS.items())
+    env = openmp_defaults(dict(os.environ))
+    return ", ".join(f"`{k}={env[k]}`" for k in OPENMP_DEFAULTS)
 
 
 def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[str], baseline: str,

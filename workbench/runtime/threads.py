@@ -36,6 +36,14 @@ def attention_blas_threads() -> Any:
     return _BLAS_CTL.limit(limits=1)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask; all logical CPUs off Linux)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def default_threads() -> int:
     """The thread count the kernels use: OMP_NUM_THREADS, else the CPUs this process may use."""
     try:
@@ -44,10 +52,7 @@ def default_threads() -> int:
             return n
     except ValueError:
         pass
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    return usable_cpus()
 
 
 _POOL: Any = None
