@@ -4,7 +4,7 @@ Modules
 -------
 ``cpu``     CPUID/XCR0 feature detection, AMX permission request, ISA dispatch
             (``features``, ``available_isas``, ``active_isa``, ``set_isa``; extras:
-            ``get_num_threads`` / ``set_num_threads`` (OpenMP default for all kernels),
+            ``get_num_threads`` / ``set_num_threads`` (the default thread count of all kernels),
             ``measure_clock_ghz``).
 ``int8``    ``DenseInt8Linear`` / ``BlockSparseInt8Linear``: per-token u8 quantization +
             u8 x s8 -> s32 GEMM + dequantize/bias, fused.  Paths: amx, avx512_vnni, avx2 (exact,
@@ -14,6 +14,7 @@ Modules
 ``sparse``  ``BlockSparseFp32Linear``: fp32 1x4 block-sparse linear (AVX2+FMA / portable).
 ``ops``     ``gelu``, ``layernorm``, ``add_bias_residual_layernorm``, ``softmax``,
             ``quantize_per_token``, ``quantize_static`` (all take ``num_threads=``).
+``pool``    the thread pool every kernel's parallel loop runs on (``stats``, ``set_spin_us``).
 
 One build runs on any x86-64 CPU: ISA-specific code is compiled with per-function
 ``__attribute__((target(...)))`` and chosen at run time (``WORKBENCH_ISA`` or ``cpu.set_isa``).
@@ -25,25 +26,20 @@ Build with ``python setup.py build_ext --inplace``.
 """
 import os as _os
 
-# How the kernels' OpenMP threads wait between parallel regions (a forward runs ~60 of them, tens
-# of microseconds apart). PASSIVE alone puts them to sleep at once, and waking a sleeping vCPU
-# costs tens of microseconds per region, at random: on a quiet 2-core VM, distilbert int8 at
-# batch 1 ran 64-72 samples/s (90 %-sparse 70-90) in fresh processes. libgomp's own default
-# spins ~3 ms per region, which stalls everything when the cores are shared (measured 10x slower
-# forwards on a busy machine). A short spin, then sleep, serves both: GOMP_SPINCOUNT=20000
-# (~0.2 ms) gave 83-87 samples/s dense and 115-133 sparse in the same back-to-back runs
-# (ONNX Runtime int8, which spins in its own pool: 74-79). It is a trade, measured on Zen 4
-# (distilbert and MiniLM b=1, 2 threads): with one of the two cores shared by a busy process
-# (`workbench bench --contend 1`) the spinning thread keeps its late partner off the core, and
-# GOMP_SPINCOUNT=2000 ran 2-4x faster there (distilbert 1.58x ORT int8 instead of 0.65x); but
-# when forwards come after idle gaps (the bench's interleaved rounds, a server between
-# requests) 2000 lost: 90 %-sparse b=1 fell from 2.5-3.3x to 1.0-1.7x ORT int8 (two alternating
-# A/B pairs), the first forwards after a 0.1 s idle taking ~3x longer (likely the vCPUs halting
-# between regions, each wake then going through the hypervisor; not measured directly). The
-# default keeps the idle-gap case fast; export GOMP_SPINCOUNT=2000 where cores are shared.
-# GOMP_SPINCOUNT overrides the PASSIVE policy's zero spin in libgomp; PASSIVE remains for other
-# OpenMP runtimes. Set before any OpenMP runtime starts (torch shares libgomp: the measurement
-# processes get these in their environment, `workbench.bench.cli._child_env`); exported values win.
+# The kernels' parallel loops run on workbench_ext.pool (wb_pool.h), not on OpenMP: a fork-join
+# region waits for every thread of its team, and on a 2-core Zen 4 with one busy process beside
+# the 2 threads (`workbench bench --contend 1`) that wait made distilbert int8 b=1 0.68x ONNX
+# Runtime int8; in the pool the caller takes the chunks a late worker has not started
+# (1.71x in the same setting; results/bench/zen4-pool/). Pool workers spin 0.2 ms between jobs,
+# then sleep (WORKBENCH_POOL_SPIN_US): a forward's ops come tens of microseconds apart and waking
+# a sleeping vCPU costs about that much.
+# OpenMP still gives the default thread count (omp_get_max_threads: OMP_NUM_THREADS,
+# cpu.set_num_threads) and runs torch, which shares the process: its threads get the waiting
+# policy the kernels had when they ran on OpenMP (a 0.2 ms spin, then sleep), so torch's
+# numbers stay comparable with earlier bench runs. GOMP_SPINCOUNT overrides the PASSIVE policy's
+# zero spin in libgomp; PASSIVE remains for other OpenMP runtimes. Set before any OpenMP runtime
+# starts (the bench's measurement processes get these in their environment,
+# `workbench.bench.cli._child_env`); exported values win.
 OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "20000"}
 
 

@@ -1,6 +1,6 @@
 """Fused multi-head attention (float32): ``attention(q, k, v, mask_bias)``.
 
-All heads of all batch rows in one OpenMP-parallel call -- QK^T, the additive mask, softmax and
+All heads of all batch rows in one parallel call -- QK^T, the additive mask, softmax and
 PV per (batch, head) pair -- replacing per-head NumPy matmuls on Python threads.  q, k and v may
 be strided views (e.g. slices of a fused QKV projection's output):
 
@@ -15,6 +15,12 @@ Returns ``ctx`` float32 [B, R, nh, d] (C-contiguous, i.e. [B*R, nh*d] rows).  Se
 the order of the float operations; the result matches ``softmax(q @ k + mask) @ v`` in float32
 to rounding (tests/test_kernels.py).
 """
+
+# every parallel loop of this module's kernels runs on the shared pool (wb_pool.h)
+cdef extern from "wb_pool.h":
+    int wb_pool_bind(object capsule) except -1
+from workbench_ext.pool import _run as _pool_run
+wb_pool_bind(_pool_run)
 import numpy as np
 cimport numpy as cnp
 

@@ -131,12 +131,12 @@ def isa_code(name):
 
 
 def get_num_threads():
-    """OpenMP threads the kernels use by default (omp_get_max_threads, honours OMP_NUM_THREADS)."""
+    """Threads the kernels use by default (omp_get_max_threads, honours OMP_NUM_THREADS)."""
     return wb_max_threads()
 
 
 def set_num_threads(int n):
-    """Set the default number of OpenMP threads for all workbench_ext kernels."""
+    """Set the default number of threads for all workbench_ext kernels (and OpenMP's: torch shares it)."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     wb_set_threads(n)

@@ -5,7 +5,7 @@ LayerNorm, FFN input with GELU in its epilogue, FFN output, bias + residual + La
 here in compiled code on the int8 kernels' C entry points (``_Int8Linear.forward_into``,
 ``wb_attention``, ``wb_layernorm``): no Python between the ops, and no NumPy allocation: the
 buffers of the last shape seen are kept (one set for the whole encoder: the layers run one after
-another) and reused. Each op is one OpenMP region (the Linears: quantization, then the kernel).
+another) and reused. Each op is one parallel loop on the kernels' pool (the Linears: quantization, then the kernel).
 The last layer computes only the [CLS] row of every sequence (what the classifier reads).
 
 ``layers``: one dict per layer with ``qkv`` / ``out`` / ``ffn1`` / ``ffn2`` (each a list of
@@ -17,6 +17,12 @@ kernels one Python call at a time (tests/test_runtime.py).
 Concurrent calls (another thread while the kernels have released the GIL) get their own
 buffers for that call instead of sharing the kept ones.
 """
+
+# every parallel loop of this module's kernels runs on the shared pool (wb_pool.h)
+cdef extern from "wb_pool.h":
+    int wb_pool_bind(object capsule) except -1
+from workbench_ext.pool import _run as _pool_run
+wb_pool_bind(_pool_run)
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport uint8_t, int32_t

@@ -53,7 +53,7 @@ multiples of 16 every row starts a cache line, so the kernels' 64-byte stores wr
 ``activation="gelu"`` applies GELU to each output tile in the epilogue (bit-identical to
 ``ops.gelu`` on the unfused output).
 
-Threads: ``layer(x, num_threads=n)`` uses exactly n OpenMP threads; by default
+Threads: ``layer(x, num_threads=n)`` uses exactly n threads of the kernels' pool (workbench_ext.pool); by default
 omp_get_max_threads() (OMP_NUM_THREADS / cpu.set_num_threads), capped at one thread per ~256K
 multiply-adds.  Parallel over (column panel, row tile) work items.
 
@@ -66,6 +66,12 @@ row: ``row_ptr: int32[N + 1]`` (blocks of row n are ``row_ptr[n]:row_ptr[n+1]``)
 block are fine (output = bias).  Activations are repacked per call into 16-row tiles
 ``[M/16][Kb][16][4]`` so one block multiplies 16 tokens at once (vectorised over tokens).
 """
+
+# every parallel loop of this module's kernels runs on the shared pool (wb_pool.h)
+cdef extern from "wb_pool.h":
+    int wb_pool_bind(object capsule) except -1
+from workbench_ext.pool import _run as _pool_run
+wb_pool_bind(_pool_run)
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int8_t, uint8_t, int16_t, int32_t
@@ -323,7 +329,7 @@ cdef class _Int8Linear:
         """y = layer(x): x float32[M, K] (C-contiguous) -> float32[M, N].
         ``activation``: None, or "gelu": y = gelu(layer(x)) applied to each output tile while it
         is in cache, bit-identical to ``workbench_ext.ops.gelu(layer(x))`` on the same ISA.
-        ``num_threads``: OpenMP threads, used as given; by default omp_get_max_threads()
+        ``num_threads``: threads, used as given; by default omp_get_max_threads()
         (OMP_NUM_THREADS or cpu.set_num_threads), capped to ~1 thread per 256K MACs so tiny
         problems do not pay for a thread team.
         ``out``: optional preallocated float32[M, N] C-contiguous result buffer."""

@@ -15,6 +15,7 @@
 #ifndef WB_ATTN_H
 #define WB_ATTN_H
 
+#include <stdatomic.h>
 #include "wb_ops.h"
 
 typedef struct {
@@ -155,28 +156,31 @@ static void wb_attn_pair_portable(const wb_attn_t *a, long pair, float *Kt, floa
     wb_attn_pair_body(a, pair, Kt, p);
 }
 
+typedef struct { const wb_attn_t *a; int isa; _Atomic int failed; } wb_attn_job_t;
+
+/* one (sequence, head) pair after another: dynamic chunks of one, so a thread the shared
+ * machine slows down takes fewer heads */
+static void wb_attn_chunk(void *p, long b, long e) {
+    wb_attn_job_t *j = (wb_attn_job_t *)p;
+    const wb_attn_t *a = j->a;
+    float *Kt = (float *)wb_thread_scratch(sizeof(float) * wb_attn_scratch_floats(a->S, a->d));
+    if (!Kt) { atomic_store(&j->failed, 1); return; }
+    float *pr = Kt + (size_t)a->d * a->S;   /* the portable body's layout */
+    for (long t = b; t < e; t++) {
+        if (j->isa >= WB_ISA_AVX512_VNNI) wb_attn_pair_avx512(a, t, Kt);
+        else if (j->isa >= WB_ISA_AVX2) wb_attn_pair_avx2(a, t, Kt);
+        else wb_attn_pair_portable(a, t, Kt, pr);
+    }
+}
+
 /* Returns 0, or -1 if scratch memory could not be allocated. */
 static int wb_attention(const wb_attn_t *a, int isa, int nt) {
     const long pairs = (long)a->B * a->nh;
     nt = wb_threads(nt);
-    if (nt > pairs) nt = (int)(pairs > 0 ? pairs : 1);
     const long work = (long)a->R * a->S * a->d * pairs;
-    int failed = 0;
-    #pragma omp parallel num_threads(nt) if (nt > 1 && work > 65536) reduction(|:failed)
-    {
-        float *Kt = (float *)malloc(sizeof(float) * wb_attn_scratch_floats(a->S, a->d));
-        float *p = Kt ? Kt + (size_t)a->d * a->S : NULL;   /* the portable body's layout */
-        /* dynamic: a thread the shared machine slows down takes fewer heads */
-        #pragma omp for schedule(dynamic, 1)
-        for (long t = 0; t < pairs; t++) {     /* every thread meets the worksharing loop */
-            if (!Kt) { failed = 1; continue; }
-            if (isa >= WB_ISA_AVX512_VNNI) wb_attn_pair_avx512(a, t, Kt);
-            else if (isa >= WB_ISA_AVX2) wb_attn_pair_avx2(a, t, Kt);
-            else wb_attn_pair_portable(a, t, Kt, p);
-        }
-        free(Kt);
-    }
-    return failed ? -1 : 0;
+    wb_attn_job_t job = {a, isa, 0};
+    wb_parallel_for(work > 65536 ? nt : 1, pairs, 1, wb_attn_chunk, &job);
+    return atomic_load(&job.failed) ? -1 : 0;
 }
 
 #endif

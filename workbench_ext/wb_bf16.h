@@ -56,13 +56,21 @@ WB_BF16 static void wb_bf16_convert_avx512(const float *x, size_t n, uint16_t *o
 }
 
 /* x[M][K] -> out[M][Kp2] bf16 (pad column zero). */
-static void wb_bf16_convert_rows(const float *x, int M, int K, int Kp2, uint16_t *out, int avx512, int nt) {
-    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)M * K > 65536)
-    for (int m = 0; m < M; m++) {
-        if (avx512) wb_bf16_convert_avx512(x + (size_t)m * K, (size_t)K, out + (size_t)m * Kp2);
-        else wb_bf16_convert_portable(x + (size_t)m * K, (size_t)K, out + (size_t)m * Kp2);
-        if (Kp2 > K) out[(size_t)m * Kp2 + K] = 0;
+typedef struct { const float *x; int K, Kp2; uint16_t *out; int avx512; } wb_bf16_rows_job_t;
+
+static void wb_bf16_rows_chunk(void *p, long b, long e) {
+    const wb_bf16_rows_job_t *j = (const wb_bf16_rows_job_t *)p;
+    for (long m = b; m < e; m++) {
+        uint16_t *o = j->out + (size_t)m * j->Kp2;
+        if (j->avx512) wb_bf16_convert_avx512(j->x + (size_t)m * j->K, (size_t)j->K, o);
+        else wb_bf16_convert_portable(j->x + (size_t)m * j->K, (size_t)j->K, o);
+        if (j->Kp2 > j->K) o[j->K] = 0;
     }
+}
+
+static void wb_bf16_convert_rows(const float *x, int M, int K, int Kp2, uint16_t *out, int avx512, int nt) {
+    wb_bf16_rows_job_t job = {x, K, Kp2, out, avx512};
+    wb_parallel_for((long)M * K > 65536 ? nt : 1, M, wb_grain(M, nt, 2), wb_bf16_rows_chunk, &job);
 }
 
 /* w[N][K] fp32 -> out bf16 [NP][K2][16][2] (NP = 2 * ceil(N / 32)), zero-filled by the caller. */
@@ -77,21 +85,31 @@ static void wb_bf16_pack(const float *w, int N, int K, uint16_t *out) {
 }
 
 /* Scalar reference: y[m][n] = sum over pairs (a0 * b0 + a1 * b1 in fp32, pair by pair) + bias. */
-static void wb_bf16_dense_portable(const uint16_t *xb, int M, int Kp2, const uint16_t *wp, int N,
-                                   const float *bias, float *y, int nt) {
-    const int K2 = Kp2 / 2;
+typedef struct {
+    const uint16_t *xb; int M, Kp2; const uint16_t *wp; int N, MB; const float *bias; float *y;
+} wb_bf16_dense_job_t;
+
+static void wb_bf16_dense_portable_chunk(void *p, long tb, long te) {
+    const wb_bf16_dense_job_t *j = (const wb_bf16_dense_job_t *)p;
+    const int K2 = j->Kp2 / 2, N = j->N;
     const size_t panel = (size_t)K2 * 32;
-    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)M * N * K2 > 262144)
-    for (long t = 0; t < (long)M * N; t++) {
+    for (long t = tb; t < te; t++) {
         int m = (int)(t / N), n = (int)(t % N);
-        const uint16_t *a = xb + (size_t)m * Kp2, *b = wp + (n / 16) * panel + (n % 16) * 2;
+        const uint16_t *a = j->xb + (size_t)m * j->Kp2, *b = j->wp + (n / 16) * panel + (n % 16) * 2;
         float acc = 0.0f;
         for (int k = 0; k < K2; k++) {
             acc += wb_bf16_to_f32(a[2 * k + 1]) * wb_bf16_to_f32(b[(size_t)k * 32 + 1]);
             acc += wb_bf16_to_f32(a[2 * k]) * wb_bf16_to_f32(b[(size_t)k * 32]);
         }
-        y[(size_t)m * N + n] = acc + bias[n];
+        j->y[(size_t)m * N + n] = acc + j->bias[n];
     }
+}
+
+static void wb_bf16_dense_portable(const uint16_t *xb, int M, int Kp2, const uint16_t *wp, int N,
+                                   const float *bias, float *y, int nt) {
+    const long total = (long)M * N;
+    wb_bf16_dense_job_t job = {xb, M, Kp2, wp, N, 0, bias, y};
+    wb_parallel_for(total * (Kp2 / 2) > 262144 ? nt : 1, total, wb_grain(total, nt, 4), wb_bf16_dense_portable_chunk, &job);
 }
 
 #define WB_B_ROW(r)                                                                           \
@@ -137,18 +155,16 @@ WB_BF16_DENSE_KERNEL(7)
 WB_BF16_DENSE_KERNEL(8)
 
 /* Work items = 8 rows x 32 columns, parallel over (column pair of panels, row block). */
-static void wb_bf16_dense_avx512(const uint16_t *xb, int M, int Kp2, const uint16_t *wp, int N,
-                                 const float *bias, float *y, int nt) {
-    const int NP2 = (N + 31) / 32, MB = (M + 7) / 8, K2 = Kp2 / 2;
-    const long total = (long)NP2 * MB;
+static void wb_bf16_dense_avx512_chunk(void *p, long tb, long te) {
+    const wb_bf16_dense_job_t *j = (const wb_bf16_dense_job_t *)p;
+    const int Kp2 = j->Kp2, K2 = Kp2 / 2, N = j->N, MB = j->MB;
     const size_t panel = (size_t)K2 * 32;
-    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && total > 1)
-    for (long t = 0; t < total; t++) {
+    for (long t = tb; t < te; t++) {
         int p2 = (int)(t / MB), mb = (int)(t % MB);
-        int n0 = p2 * 32, nr = wb_imin(32, N - n0), m0 = mb * 8, mr = wb_imin(8, M - m0);
-        const uint16_t *A = xb + (size_t)m0 * Kp2, *B = wp + (size_t)(2 * p2) * panel;
-        float *out = y + (size_t)m0 * N + n0;
-        const float *b = bias + n0;
+        int n0 = p2 * 32, nr = wb_imin(32, N - n0), m0 = mb * 8, mr = wb_imin(8, j->M - m0);
+        const uint16_t *A = j->xb + (size_t)m0 * Kp2, *B = j->wp + (size_t)(2 * p2) * panel;
+        float *out = j->y + (size_t)m0 * N + n0;
+        const float *b = j->bias + n0;
         switch (mr) {
             case 8: wb_bf16_dense_k8(A, Kp2, B, panel, K2, b, nr, out, N); break;
             case 7: wb_bf16_dense_k7(A, Kp2, B, panel, K2, b, nr, out, N); break;
@@ -160,6 +176,14 @@ static void wb_bf16_dense_avx512(const uint16_t *xb, int M, int Kp2, const uint1
             default: wb_bf16_dense_k1(A, Kp2, B, panel, K2, b, nr, out, N); break;
         }
     }
+}
+
+static void wb_bf16_dense_avx512(const uint16_t *xb, int M, int Kp2, const uint16_t *wp, int N,
+                                 const float *bias, float *y, int nt) {
+    const int NP2 = (N + 31) / 32, MB = (M + 7) / 8;
+    const long total = (long)NP2 * MB;
+    wb_bf16_dense_job_t job = {xb, M, Kp2, wp, N, MB, bias, y};
+    wb_parallel_for(nt, total, wb_grain(total, nt, 4), wb_bf16_dense_avx512_chunk, &job);
 }
 
 #endif

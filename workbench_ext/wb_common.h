@@ -16,6 +16,7 @@
 #include <string.h>
 #include <math.h>
 #include <immintrin.h>
+#include "wb_pool.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -49,6 +50,24 @@ static inline int wb_max_threads(void) {
 static inline int wb_threads(int nt) {
     if (nt <= 0) nt = wb_max_threads();
     return nt < 1 ? 1 : nt;
+}
+
+/* A scratch buffer of at least `bytes` owned by the calling thread, 64-byte aligned, kept and
+ * reused for the thread's life (pool workers live as long as the process): kernels that need
+ * per-thread scratch in every chunk get it without a malloc per chunk. NULL if out of memory.
+ * One buffer per thread: a kernel holding it must not call another kernel that takes it. */
+static void *wb_thread_scratch(size_t bytes) {
+    static _Thread_local void *buf = NULL;
+    static _Thread_local size_t cap = 0;
+    if (bytes > cap) {
+        size_t want = (bytes + 63) / 64 * 64;
+        void *p = aligned_alloc(64, want);
+        if (!p) return NULL;
+        free(buf);
+        buf = p;
+        cap = want;
+    }
+    return buf;
 }
 
 static inline int wb_imin(int a, int b) { return a < b ? a : b; }
@@ -198,17 +217,25 @@ WB_AVX2 static void wb_quant_row_avx2(const float *x, int K, int Kp, uint8_t *q,
 }
 
 /* Quantize rows [0, M) of x[M][K] into q[M][Kp] (pad columns zero). */
+typedef struct {
+    const float *x; int K, Kp; uint8_t *q; float *scale; int32_t *zp; int use_avx2;
+} wb_quant_rows_job_t;
+
+static void wb_quant_rows_chunk(void *p, long b, long e) {
+    const wb_quant_rows_job_t *j = (const wb_quant_rows_job_t *)p;
+    for (long m = b; m < e; m++) {
+        const float *x = j->x + (size_t)m * j->K;
+        uint8_t *q = j->q + (size_t)m * j->Kp;
+        if (j->use_avx2) wb_quant_row_avx2(x, j->K, j->Kp, q, j->scale + m, j->zp + m);
+        else wb_quant_row_portable(x, j->K, j->Kp, q, j->scale + m, j->zp + m);
+    }
+}
+
 static void wb_quantize_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *scale,
                              int32_t *zp, int isa, int nt) {
     nt = wb_threads(nt);
-    int use_avx2 = isa >= WB_ISA_AVX2;
-    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)M * K > 32768)
-    for (int m = 0; m < M; m++) {
-        if (use_avx2)
-            wb_quant_row_avx2(x + (size_t)m * K, K, Kp, q + (size_t)m * Kp, scale + m, zp + m);
-        else
-            wb_quant_row_portable(x + (size_t)m * K, K, Kp, q + (size_t)m * Kp, scale + m, zp + m);
-    }
+    wb_quant_rows_job_t job = {x, K, Kp, q, scale, zp, isa >= WB_ISA_AVX2};
+    wb_parallel_for((long)M * K > 32768 ? nt : 1, M, wb_grain(M, nt, 2), wb_quant_rows_chunk, &job);
 }
 
 /* ------------------------------------------------------------------------------------------

@@ -189,26 +189,23 @@ WB_AMX static void wb_amx_worker_pipelined(const uint8_t *xq, int M, int Kp, con
     _tile_release();
 }
 
+typedef struct { const uint8_t *xq; int M, Kp; const int8_t *Bp; int N; const wb_epi_t *e; int pipelined; } wb_dense_amx_job_t;
+
+/* a range of items: each call configures the tiles for its thread and releases them after */
+static void wb_dense_amx_chunk(void *p, long t0, long t1) {
+    const wb_dense_amx_job_t *j = (const wb_dense_amx_job_t *)p;
+    if (j->pipelined) wb_amx_worker_pipelined(j->xq, j->M, j->Kp, j->Bp, j->N, j->e, t0, t1);
+    else wb_amx_worker_plain(j->xq, j->M, j->Kp, j->Bp, j->N, j->e, t0, t1);
+}
+
 static void wb_dense_amx(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N,
                          const wb_epi_t *e, int nt) {
     const int MB = (M + 31) / 32, NP2 = (N + 31) / 32;
     const long total = (long)NP2 * MB;
-    const int pipelined = wb_amx_pipelined;
-    if (nt > total) nt = (int)total;
-    if (nt < 1) nt = 1;
-    #pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-#ifdef _OPENMP
-        int tid = omp_get_thread_num(), T = omp_get_num_threads();
-#else
-        int tid = 0, T = 1;
-#endif
-        long t0 = total * tid / T, t1 = total * (tid + 1) / T;
-        if (t1 > t0) {
-            if (pipelined) wb_amx_worker_pipelined(xq, M, Kp, Bp, N, e, t0, t1);
-            else wb_amx_worker_plain(xq, M, Kp, Bp, N, e, t0, t1);
-        }
-    }
+    wb_dense_amx_job_t job = {xq, M, Kp, Bp, N, e, wb_amx_pipelined};
+    /* two ranges per thread: long enough for the pipelined worker's overlap, and a late
+     * thread's second range is taken over by the caller */
+    wb_parallel_for(nt, total, wb_grain(total, nt, 2), wb_dense_amx_chunk, &job);
 }
 
 #endif

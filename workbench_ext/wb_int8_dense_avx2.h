@@ -7,27 +7,35 @@
 /* ========================================================================================
  * Dense: portable
  * ====================================================================================== */
+typedef struct { const uint8_t *xq; int M, Kp; const int8_t *w; int N, MB; const wb_epi_t *e; } wb_dense_portable_job_t;
+
+static void wb_dense_portable_chunk(void *p, long tb, long te) {
+    const wb_dense_portable_job_t *j = (const wb_dense_portable_job_t *)p;
+    const int Kp = j->Kp;
+    for (long t = tb; t < te; t++) {
+        int nb = (int)(t / j->MB), mb = (int)(t % j->MB);
+        int n0 = nb * 16, nr = wb_imin(16, j->N - n0), m0 = mb * 4, mr = wb_imin(4, j->M - m0);
+        int32_t C[4 * 16];
+        for (int r = 0; r < mr; r++) {
+            const uint8_t *a = j->xq + (size_t)(m0 + r) * Kp;
+            for (int jj = 0; jj < nr; jj++) {
+                const int8_t *b = j->w + (size_t)(n0 + jj) * Kp;
+                int32_t acc = 0;
+                for (int k = 0; k < Kp; k++) acc += (int32_t)a[k] * (int32_t)b[k];
+                C[r * 16 + jj] = acc;
+            }
+        }
+        wb_epilogue(j->e, C, 16, m0, mr, n0, nr);
+        wb_epi_activation(j->e, m0, mr, n0, nr);
+    }
+}
+
 static void wb_dense_portable(const uint8_t *xq, int M, int Kp, const int8_t *w, int N,
                               const wb_epi_t *e, int nt) {
     const int NB = (N + 15) / 16, MB = (M + 3) / 4;
     const long total = (long)NB * MB;
-    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && total > 1)
-    for (long t = 0; t < total; t++) {
-        int nb = (int)(t / MB), mb = (int)(t % MB);
-        int n0 = nb * 16, nr = wb_imin(16, N - n0), m0 = mb * 4, mr = wb_imin(4, M - m0);
-        int32_t C[4 * 16];
-        for (int r = 0; r < mr; r++) {
-            const uint8_t *a = xq + (size_t)(m0 + r) * Kp;
-            for (int j = 0; j < nr; j++) {
-                const int8_t *b = w + (size_t)(n0 + j) * Kp;
-                int32_t acc = 0;
-                for (int k = 0; k < Kp; k++) acc += (int32_t)a[k] * (int32_t)b[k];
-                C[r * 16 + j] = acc;
-            }
-        }
-        wb_epilogue(e, C, 16, m0, mr, n0, nr);
-        wb_epi_activation(e, m0, mr, n0, nr);
-    }
+    wb_dense_portable_job_t job = {xq, M, Kp, w, N, MB, e};
+    wb_parallel_for(nt, total, wb_grain(total, nt, 4), wb_dense_portable_chunk, &job);
 }
 
 /* ========================================================================================
@@ -186,40 +194,48 @@ WB_AVX2 static void wb_widen_pairs_avx2(const uint8_t *q, int M, int Kp, const i
     }
 }
 
+typedef struct {
+    const int16_t *xs; const int32_t *xi; int M, Kp; const int16_t *Bp; const int32_t *eta;
+    int N, MB, mc0; size_t panel; const wb_epi_t *e;
+} wb_dense_avx2_job_t;
+
+static void wb_dense_avx2_chunk(void *p, long tb, long te) {
+    const wb_dense_avx2_job_t *j = (const wb_dense_avx2_job_t *)p;
+    const int Kp = j->Kp;
+    for (long t = tb; t < te; t++) {
+        int pn = (int)(t / j->MB), mb = (int)(t % j->MB);
+        int n0 = pn * 16, nr = wb_imin(16, j->N - n0), m0 = j->mc0 + mb * WB_AVX2_MR;
+        int mr = wb_imin(WB_AVX2_MR, j->M - m0);
+        int32_t C[WB_AVX2_MR * 16];
+        const int16_t *A = j->xs + (size_t)m0 * Kp, *B = j->Bp + pn * j->panel;
+        const int32_t *x = j->xi + m0, *w = j->eta + n0;
+        switch (mr) {
+            case 4: wb_avx2_dense_k4(A, Kp, B, Kp / 4, x, w, C); break;
+            case 3: wb_avx2_dense_k3(A, Kp, B, Kp / 4, x, w, C); break;
+            case 2: wb_avx2_dense_k2(A, Kp, B, Kp / 4, x, w, C); break;
+            default: wb_avx2_dense_k1(A, Kp, B, Kp / 4, x, w, C); break;
+        }
+        wb_epilogue_centred_avx2(j->e, C, 16, m0, mr, n0, nr);
+        wb_epi_activation(j->e, m0, mr, n0, nr);
+    }
+}
+
 /* Rows are processed in blocks of MC (a multiple of 4) whose int16 activations fit in
  * a_block_bytes (L2-sized), so a block of A is reused from L2 across all weight panels; the
  * weights stream once per block.  Inside a block: parallel over (panel, 4-row tile). */
 static void wb_dense_avx2(const int16_t *xs, const int32_t *xi, int M, int Kp, const int16_t *Bp,
                           const int32_t *eta, int N, const wb_epi_t *e, int nt, long a_block_bytes) {
     const int NP = (N + 15) / 16;
-    const size_t panel = (size_t)Kp * 16;
     long mc = a_block_bytes / ((long)Kp * 2);
     mc = mc / WB_AVX2_MR * WB_AVX2_MR;
     if (mc < WB_AVX2_MR) mc = WB_AVX2_MR;
     for (int mc0 = 0; mc0 < M; mc0 += (int)mc) {
         const int mcr = (int)(M - mc0 < mc ? M - mc0 : mc);
         const int MB = (mcr + WB_AVX2_MR - 1) / WB_AVX2_MR;
-        const long total = (long)NP * MB;
-        /* dynamic, a panel's row tiles (at least 8 tiles) per grab: a thread the machine slows
-         * down (a shared host) takes fewer panels instead of holding the other at the end */
-        const int chunk = MB < 8 ? 8 : MB;
-        #pragma omp parallel for schedule(dynamic, chunk) num_threads(nt) if (nt > 1 && total > 1)
-        for (long t = 0; t < total; t++) {
-            int p = (int)(t / MB), mb = (int)(t % MB);
-            int n0 = p * 16, nr = wb_imin(16, N - n0), m0 = mc0 + mb * WB_AVX2_MR;
-            int mr = wb_imin(WB_AVX2_MR, M - m0);
-            int32_t C[WB_AVX2_MR * 16];
-            const int16_t *A = xs + (size_t)m0 * Kp, *B = Bp + p * panel;
-            const int32_t *x = xi + m0, *w = eta + n0;
-            switch (mr) {
-                case 4: wb_avx2_dense_k4(A, Kp, B, Kp / 4, x, w, C); break;
-                case 3: wb_avx2_dense_k3(A, Kp, B, Kp / 4, x, w, C); break;
-                case 2: wb_avx2_dense_k2(A, Kp, B, Kp / 4, x, w, C); break;
-                default: wb_avx2_dense_k1(A, Kp, B, Kp / 4, x, w, C); break;
-            }
-            wb_epilogue_centred_avx2(e, C, 16, m0, mr, n0, nr);
-            wb_epi_activation(e, m0, mr, n0, nr);
-        }
+        wb_dense_avx2_job_t job = {xs, xi, M, Kp, Bp, eta, N, MB, mc0, (size_t)Kp * 16, e};
+        /* a panel's row tiles (at least 8 tiles) per chunk: a thread the machine slows down
+         * (a shared host) takes fewer panels instead of holding the other at the end */
+        wb_parallel_for(nt, (long)NP * MB, MB < 8 ? 8 : MB, wb_dense_avx2_chunk, &job);
     }
 }
 

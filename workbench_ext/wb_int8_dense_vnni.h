@@ -82,19 +82,22 @@ WB_VNNI_DENSE_KERNEL(6)
 WB_VNNI_DENSE_KERNEL(7)
 WB_VNNI_DENSE_KERNEL(8)
 
-/* Bp has an even number of 16-column panels (shared with AMX); items = 8 rows x 32 columns. */
-static void wb_dense_vnni(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N,
-                          const wb_epi_t *e, int nt) {
-    const int NP2 = (N + 31) / 32, MB = (M + 7) / 8;
-    const long total = (long)NP2 * MB;
-    const size_t panel = (size_t)(Kp / 4) * 64;
-    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && total > 1)
-    for (long t = 0; t < total; t++) {
+/* Bp has an even number of 16-column panels (shared with AMX); items = 8 rows x 32 columns,
+ * ordered panel-major so that a chunk of consecutive items reuses its weight panels. */
+typedef struct {
+    const uint8_t *xq; int M, Kp; const int8_t *Bp; int N, MB; size_t panel; const wb_epi_t *e;
+} wb_dense_vnni_job_t;
+
+static void wb_dense_vnni_chunk(void *p, long b, long end) {
+    const wb_dense_vnni_job_t *j = (const wb_dense_vnni_job_t *)p;
+    const int Kp = j->Kp, MB = j->MB;
+    const size_t panel = j->panel;
+    for (long t = b; t < end; t++) {
         int p2 = (int)(t / MB), mb = (int)(t % MB);
-        int n0 = p2 * 32, nr = wb_imin(32, N - n0), m0 = mb * 8, mr = wb_imin(8, M - m0);
+        int n0 = p2 * 32, nr = wb_imin(32, j->N - n0), m0 = mb * 8, mr = wb_imin(8, j->M - m0);
         int32_t C[8 * 32];
-        const uint8_t *A = xq + (size_t)m0 * Kp;
-        const int8_t *B = Bp + (size_t)(2 * p2) * panel;
+        const uint8_t *A = j->xq + (size_t)m0 * Kp;
+        const int8_t *B = j->Bp + (size_t)(2 * p2) * panel;
         switch (mr) {
             case 8: wb_vnni_dense_k8(A, Kp, B, panel, Kp / 4, C); break;
             case 7: wb_vnni_dense_k7(A, Kp, B, panel, Kp / 4, C); break;
@@ -105,9 +108,17 @@ static void wb_dense_vnni(const uint8_t *xq, int M, int Kp, const int8_t *Bp, in
             case 2: wb_vnni_dense_k2(A, Kp, B, panel, Kp / 4, C); break;
             default: wb_vnni_dense_k1(A, Kp, B, panel, Kp / 4, C); break;
         }
-        WB_DENSE_AVX512_EPILOGUE(e, C, 32, m0, mr, n0, nr);
-        wb_epi_activation(e, m0, mr, n0, nr);
+        WB_DENSE_AVX512_EPILOGUE(j->e, C, 32, m0, mr, n0, nr);
+        wb_epi_activation(j->e, m0, mr, n0, nr);
     }
+}
+
+static void wb_dense_vnni(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N,
+                          const wb_epi_t *e, int nt) {
+    const int NP2 = (N + 31) / 32, MB = (M + 7) / 8;
+    const long total = (long)NP2 * MB;
+    wb_dense_vnni_job_t job = {xq, M, Kp, Bp, N, MB, (size_t)(Kp / 4) * 64, e};
+    wb_parallel_for(nt, total, wb_grain(total, nt, 4), wb_dense_vnni_chunk, &job);
 }
 
 #endif

@@ -54,18 +54,26 @@ static void wb_pack_dense_vnni(const int8_t *w, int N, int K, int Kp, int8_t *ou
 /* Static (per-tensor, calibrated ahead of time) u8 quantization of rows into q[M][Kp]: the
  * same formula as wb_quantize_static (q = clamp(rint(x * (1/scale)) + zp, 0, 255)), pad
  * columns zero. */
+typedef struct {
+    const float *x; int K, Kp; float inv, zpf; uint8_t *q; int isa;
+} wb_quant_static_job_t;
+
+static void wb_quant_static_chunk(void *p, long b, long e) {
+    const wb_quant_static_job_t *j = (const wb_quant_static_job_t *)p;
+    for (long m = b; m < e; m++) {
+        const float *r = j->x + (size_t)m * j->K;
+        uint8_t *o = j->q + (size_t)m * j->Kp;
+        if (j->isa >= WB_ISA_AVX2) wb_quant_apply_avx2(r, (size_t)j->K, j->inv, j->zpf, o);
+        else for (int k = 0; k < j->K; k++) o[k] = wb_q1(r[k], j->inv, j->zpf);
+        memset(o + j->K, 0, (size_t)(j->Kp - j->K));
+    }
+}
+
 static void wb_quantize_rows_static(const float *x, int M, int K, int Kp, float scale, int32_t zp,
                                     uint8_t *q, int isa, int nt) {
     nt = wb_threads(nt);
-    const float inv = 1.0f / scale, zpf = (float)zp;
-    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)M * K > 32768)
-    for (int m = 0; m < M; m++) {
-        const float *r = x + (size_t)m * K;
-        uint8_t *o = q + (size_t)m * Kp;
-        if (isa >= WB_ISA_AVX2) wb_quant_apply_avx2(r, (size_t)K, inv, zpf, o);
-        else for (int k = 0; k < K; k++) o[k] = wb_q1(r[k], inv, zpf);
-        memset(o + K, 0, (size_t)(Kp - K));
-    }
+    wb_quant_static_job_t job = {x, K, Kp, 1.0f / scale, (float)zp, q, isa};
+    wb_parallel_for((long)M * K > 32768 ? nt : 1, M, wb_grain(M, nt, 2), wb_quant_static_chunk, &job);
 }
 
 #endif

@@ -12,33 +12,50 @@
 #define WB_SP_MT 16
 #define WB_SP_NC 64
 
-static void wb_sparse_portable(const uint8_t *xq, int M, int Kp, const int32_t *rp,
-                               const int32_t *col, const int8_t *vals, int N,
-                               const wb_epi_t *e, int nt) {
-    const int MB = (M + WB_SP_MT - 1) / WB_SP_MT, NB = (N + WB_SP_NC - 1) / WB_SP_NC;
-    const long total = (long)MB * NB;
-    #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && total > 1)
-    for (long t = 0; t < total; t++) {
-        int mb = (int)(t / NB), nb = (int)(t % NB);
-        int m0 = mb * WB_SP_MT, mr = wb_imin(WB_SP_MT, M - m0);
-        int n0 = nb * WB_SP_NC, nr = wb_imin(WB_SP_NC, N - n0);
+/* The arguments of a sparse GEMM's item loop (items = MB row tiles x NB column groups, dynamic
+ * chunks of one: rows of a sparse weight differ in length) and of an activation packing loop
+ * (items = row tiles); each kernel reads the fields it has. */
+typedef struct {
+    const void *x; int M, Kp, Kb, G, MB, NB;
+    const int32_t *rp; int nch; const int32_t *col; const void *vals; int N; const wb_epi_t *e;
+} wb_sparse_job_t;
+
+typedef struct { const uint8_t *xq; int M, Kp, Kb, G; void *out; } wb_pack_job_t;
+
+static void wb_sparse_portable_chunk(void *p, long tb, long te) {
+    const wb_sparse_job_t *j = (const wb_sparse_job_t *)p;
+    const uint8_t *xq = (const uint8_t *)j->x;
+    const int32_t *rp = j->rp, *col = j->col;
+    const int8_t *vals = (const int8_t *)j->vals;
+    for (long t = tb; t < te; t++) {
+        int mb = (int)(t / j->NB), nb = (int)(t % j->NB);
+        int m0 = mb * WB_SP_MT, mr = wb_imin(WB_SP_MT, j->M - m0);
+        int n0 = nb * WB_SP_NC, nr = wb_imin(WB_SP_NC, j->N - n0);
         int32_t C[WB_SP_MT * WB_SP_NC];
         for (int r = 0; r < mr; r++) {
-            const uint8_t *a = xq + (size_t)(m0 + r) * Kp;
-            for (int j = 0; j < nr; j++) {
-                int n = n0 + j;
+            const uint8_t *a = xq + (size_t)(m0 + r) * j->Kp;
+            for (int jj = 0; jj < nr; jj++) {
+                int n = n0 + jj;
                 int32_t acc = 0;
                 for (int b = rp[n]; b < rp[n + 1]; b++) {
                     const uint8_t *x = a + 4 * (size_t)col[b];
                     const int8_t *v = vals + 4 * (size_t)b;
                     acc += x[0] * v[0] + x[1] * v[1] + x[2] * v[2] + x[3] * v[3];
                 }
-                C[r * WB_SP_NC + j] = acc;
+                C[r * WB_SP_NC + jj] = acc;
             }
         }
-        wb_epilogue(e, C, WB_SP_NC, m0, mr, n0, nr);
-        wb_epi_activation(e, m0, mr, n0, nr);
+        wb_epilogue(j->e, C, WB_SP_NC, m0, mr, n0, nr);
+        wb_epi_activation(j->e, m0, mr, n0, nr);
     }
+}
+
+static void wb_sparse_portable(const uint8_t *xq, int M, int Kp, const int32_t *rp,
+                               const int32_t *col, const int8_t *vals, int N,
+                               const wb_epi_t *e, int nt) {
+    const int MB = (M + WB_SP_MT - 1) / WB_SP_MT, NB = (N + WB_SP_NC - 1) / WB_SP_NC;
+    wb_sparse_job_t job = {xq, M, Kp, 0, 1, MB, NB, rp, 0, col, vals, N, e};
+    wb_parallel_for(nt, (long)MB * NB, 1, wb_sparse_portable_chunk, &job);
 }
 
 /* Activations for the VNNI sparse kernel: u8 [MB][Kb][16][4]. */
@@ -187,18 +204,23 @@ WB_AVX2 static void wb_avx2_sparse_tile(const int16_t *Xt, int m0, int mr, int n
     }
 }
 
+static void wb_sparse_avx2_chunk(void *p, long tb, long te) {
+    const wb_sparse_job_t *j = (const wb_sparse_job_t *)p;
+    for (long t = tb; t < te; t++) {
+        int mb = (int)(t / j->NB), nb = (int)(t % j->NB);
+        int m0 = mb * WB_SP_MT, mr = wb_imin(WB_SP_MT, j->M - m0);
+        int n0 = nb * WB_SP_NC, nr = wb_imin(WB_SP_NC, j->N - n0);
+        wb_avx2_sparse_tile((const int16_t *)j->x + (size_t)mb * j->Kb * WB_SP_MT * 4, m0, mr, n0, nr,
+                            j->rp, j->nch, j->col, (const int16_t *)j->vals, j->e);
+        wb_epi_activation(j->e, m0, mr, n0, nr);
+    }
+}
+
 static void wb_sparse_avx2(const int16_t *xt, int M, int Kb, const int32_t *rpc, int nch,
                            const int32_t *col, const int16_t *vals16, int N, const wb_epi_t *e, int nt) {
     const int MB = (M + WB_SP_MT - 1) / WB_SP_MT, NB = (N + WB_SP_NC - 1) / WB_SP_NC;
-    const long total = (long)MB * NB;
-    #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && total > 1)
-    for (long t = 0; t < total; t++) {
-        int mb = (int)(t / NB), nb = (int)(t % NB);
-        int m0 = mb * WB_SP_MT, mr = wb_imin(WB_SP_MT, M - m0);
-        int n0 = nb * WB_SP_NC, nr = wb_imin(WB_SP_NC, N - n0);
-        wb_avx2_sparse_tile(xt + (size_t)mb * Kb * WB_SP_MT * 4, m0, mr, n0, nr, rpc, nch, col, vals16, e);
-        wb_epi_activation(e, m0, mr, n0, nr);
-    }
+    wb_sparse_job_t job = {xt, M, 0, Kb, 1, MB, NB, rpc, nch, col, vals16, N, e};
+    wb_parallel_for(nt, (long)MB * NB, 1, wb_sparse_avx2_chunk, &job);
 }
 
 /* Activations for the AVX2 16-row sparse kernel: s16 [MB][Kb][16][4] (rows >= M are zero). */
@@ -227,11 +249,17 @@ WB_AVX2 static void wb_pack_x_sparse_s16_avx2_mb(const uint8_t *xq, int M, int K
     }
 }
 
+static void wb_pack_x_sparse_s16_avx2_chunk(void *p, long b, long e) {
+    const wb_pack_job_t *j = (const wb_pack_job_t *)p;
+    for (long mb = b; mb < e; mb++)
+        wb_pack_x_sparse_s16_avx2_mb(j->xq, j->M, j->Kp, j->Kb, (int)mb,
+                                     (int16_t *)j->out + (size_t)mb * j->Kb * WB_SP_MT * 4);
+}
+
 static void wb_pack_x_sparse_s16_avx2(const uint8_t *xq, int M, int Kp, int Kb, int16_t *out, int nt) {
     const int MB = (M + WB_SP_MT - 1) / WB_SP_MT;
-    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)M * Kb > 16384)
-    for (int mb = 0; mb < MB; mb++)
-        wb_pack_x_sparse_s16_avx2_mb(xq, M, Kp, Kb, mb, out + (size_t)mb * Kb * WB_SP_MT * 4);
+    wb_pack_job_t job = {xq, M, Kp, Kb, 1, out};
+    wb_parallel_for((long)M * Kb > 16384 ? nt : 1, MB, wb_grain(MB, nt, 2), wb_pack_x_sparse_s16_avx2_chunk, &job);
 }
 
 /* ---- AVX2 sparse, 32-row variant: activations stay u8 ([MB32][Kb][32][4], 128 B per block,
@@ -291,34 +319,44 @@ WB_AVX2 static void wb_avx2_sparse32_tile(const uint8_t *Xt, int m0, int mr, int
     }
 }
 
-static void wb_pack_x_sparse_u8_32(const uint8_t *xq, int M, int Kp, int Kb, uint8_t *out, int nt) {
-    const int MB = (M + WB_SP_MT32 - 1) / WB_SP_MT32;
-    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)M * Kb > 16384)
-    for (int mb = 0; mb < MB; mb++) {
-        uint8_t *o = out + (size_t)mb * Kb * WB_SP_MT32 * 4;
+static void wb_pack_x_sparse_u8_32_chunk(void *p, long b, long e) {
+    const wb_pack_job_t *j = (const wb_pack_job_t *)p;
+    for (long mb = b; mb < e; mb++) {
+        uint8_t *o = (uint8_t *)j->out + (size_t)mb * j->Kb * WB_SP_MT32 * 4;
         for (int r = 0; r < WB_SP_MT32; r++) {
-            int m = mb * WB_SP_MT32 + r;
-            for (int kb = 0; kb < Kb; kb++) {
+            int m = (int)mb * WB_SP_MT32 + r;
+            for (int kb = 0; kb < j->Kb; kb++) {
                 uint8_t *d = o + ((size_t)kb * WB_SP_MT32 + r) * 4;
-                if (m < M) memcpy(d, xq + (size_t)m * Kp + 4 * (size_t)kb, 4);
+                if (m < j->M) memcpy(d, j->xq + (size_t)m * j->Kp + 4 * (size_t)kb, 4);
                 else memset(d, 0, 4);
             }
         }
     }
 }
 
+static void wb_pack_x_sparse_u8_32(const uint8_t *xq, int M, int Kp, int Kb, uint8_t *out, int nt) {
+    const int MB = (M + WB_SP_MT32 - 1) / WB_SP_MT32;
+    wb_pack_job_t job = {xq, M, Kp, Kb, 1, out};
+    wb_parallel_for((long)M * Kb > 16384 ? nt : 1, MB, wb_grain(MB, nt, 2), wb_pack_x_sparse_u8_32_chunk, &job);
+}
+
+static void wb_sparse_avx2_32_chunk(void *p, long tb, long te) {
+    const wb_sparse_job_t *j = (const wb_sparse_job_t *)p;
+    for (long t = tb; t < te; t++) {
+        int mb = (int)(t / j->NB), nb = (int)(t % j->NB);
+        int m0 = mb * WB_SP_MT32, mr = wb_imin(WB_SP_MT32, j->M - m0);
+        int n0 = nb * WB_SP_NC, nr = wb_imin(WB_SP_NC, j->N - n0);
+        wb_avx2_sparse32_tile((const uint8_t *)j->x + (size_t)mb * j->Kb * WB_SP_MT32 * 4, m0, mr, n0, nr,
+                              j->rp, j->col, (const int16_t *)j->vals, j->e);
+        wb_epi_activation(j->e, m0, mr, n0, nr);
+    }
+}
+
 static void wb_sparse_avx2_32(const uint8_t *xt, int M, int Kb, const int32_t *rp, const int32_t *col,
                               const int16_t *vals16, int N, const wb_epi_t *e, int nt) {
     const int MB = (M + WB_SP_MT32 - 1) / WB_SP_MT32, NB = (N + WB_SP_NC - 1) / WB_SP_NC;
-    const long total = (long)MB * NB;
-    #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && total > 1)
-    for (long t = 0; t < total; t++) {
-        int mb = (int)(t / NB), nb = (int)(t % NB);
-        int m0 = mb * WB_SP_MT32, mr = wb_imin(WB_SP_MT32, M - m0);
-        int n0 = nb * WB_SP_NC, nr = wb_imin(WB_SP_NC, N - n0);
-        wb_avx2_sparse32_tile(xt + (size_t)mb * Kb * WB_SP_MT32 * 4, m0, mr, n0, nr, rp, col, vals16, e);
-        wb_epi_activation(e, m0, mr, n0, nr);
-    }
+    wb_sparse_job_t job = {xt, M, 0, Kb, 1, MB, NB, rp, 0, col, vals16, N, e};
+    wb_parallel_for(nt, (long)MB * NB, 1, wb_sparse_avx2_32_chunk, &job);
 }
 
 /* ---- AVX-512 VNNI sparse: tiles of MT = 16 * G rows (G = 1..4 zmm per column), activations

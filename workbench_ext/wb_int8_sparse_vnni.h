@@ -14,21 +14,27 @@ static int wb_sparse_vnni_groups(int M) {
     return g > WB_SPV_GMAX ? WB_SPV_GMAX : (g < 1 ? 1 : g);
 }
 
-static void wb_pack_x_sparse_u8_g(const uint8_t *xq, int M, int Kp, int Kb, int G, uint8_t *out, int nt) {
-    const int MT = 16 * G, MB = (M + MT - 1) / MT;
-    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)M * Kb > 16384)
-    for (int mb = 0; mb < MB; mb++) {
-        uint8_t *o = out + (size_t)mb * Kb * MT * 4;
+static void wb_pack_x_sparse_u8_g_chunk(void *p, long b, long e) {
+    const wb_pack_job_t *j = (const wb_pack_job_t *)p;
+    const int MT = 16 * j->G, Kb = j->Kb;
+    for (long mb = b; mb < e; mb++) {
+        uint8_t *o = (uint8_t *)j->out + (size_t)mb * Kb * MT * 4;
         for (int r = 0; r < MT; r++) {
-            int m = mb * MT + r;
-            if (m < M) {
-                const uint8_t *a = xq + (size_t)m * Kp;
+            int m = (int)mb * MT + r;
+            if (m < j->M) {
+                const uint8_t *a = j->xq + (size_t)m * j->Kp;
                 for (int kb = 0; kb < Kb; kb++) memcpy(o + ((size_t)kb * MT + r) * 4, a + 4 * (size_t)kb, 4);
             } else {
                 for (int kb = 0; kb < Kb; kb++) memset(o + ((size_t)kb * MT + r) * 4, 0, 4);
             }
         }
     }
+}
+
+static void wb_pack_x_sparse_u8_g(const uint8_t *xq, int M, int Kp, int Kb, int G, uint8_t *out, int nt) {
+    const int MT = 16 * G, MB = (M + MT - 1) / MT;
+    wb_pack_job_t job = {xq, M, Kp, Kb, G, out};
+    wb_parallel_for((long)M * Kb > 16384 ? nt : 1, MB, wb_grain(MB, nt, 2), wb_pack_x_sparse_u8_g_chunk, &job);
 }
 
 /* the original 16-row layout (G = 1), kept for callers of the old API */
@@ -131,14 +137,14 @@ wb_sparse_colmajor_epilogue_avx512(const int32_t *Ct, int m0, int mr, int n0, in
 
 /* wb_pack_x_sparse_u8_g with 16 x 16 transposes of 4-byte groups: xt32[kb][r] = xq32[r][kb]
  * (the scalar version stores 4 bytes at a 64*G-byte stride, one cache line per store). */
-WB_AVX512F static void wb_pack_x_sparse_u8_g_avx512(const uint8_t *xq, int M, int Kp, int Kb, int G, uint8_t *out, int nt) {
-    const int MT = 16 * G, MB = (M + MT - 1) / MT;
-    const long groups = (long)MB * G;               /* 16-row groups */
-    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)M * Kb > 16384)
-    for (long t = 0; t < groups; t++) {
+WB_AVX512F static void wb_pack_x_sparse_u8_g_avx512_chunk(void *p, long tb, long te) {
+    const wb_pack_job_t *j = (const wb_pack_job_t *)p;
+    const int G = j->G, MT = 16 * G, M = j->M, Kb = j->Kb, Kp = j->Kp;
+    const uint8_t *xq = j->xq;
+    for (long t = tb; t < te; t++) {
         const int mb = (int)(t / G), g = (int)(t % G);
         const int r0 = mb * MT + 16 * g;             /* first row of this group */
-        int32_t *o = (int32_t *)(out + (size_t)mb * Kb * MT * 4) + 16 * g;
+        int32_t *o = (int32_t *)((uint8_t *)j->out + (size_t)mb * Kb * MT * 4) + 16 * g;
         const int rows = M - r0 < 16 ? (M - r0 > 0 ? M - r0 : 0) : 16;
         int kb = 0;
         for (; kb + 16 <= Kb; kb += 16) {
@@ -158,6 +164,13 @@ WB_AVX512F static void wb_pack_x_sparse_u8_g_avx512(const uint8_t *xq, int M, in
                 o[(size_t)kb * MT + i] = v;
             }
     }
+}
+
+static void wb_pack_x_sparse_u8_g_avx512(const uint8_t *xq, int M, int Kp, int Kb, int G, uint8_t *out, int nt) {
+    const int MT = 16 * G, MB = (M + MT - 1) / MT;
+    const long groups = (long)MB * G;               /* 16-row groups */
+    wb_pack_job_t job = {xq, M, Kp, Kb, G, out};
+    wb_parallel_for((long)M * Kb > 16384 ? nt : 1, groups, wb_grain(groups, nt, 2), wb_pack_x_sparse_u8_g_avx512_chunk, &job);
 }
 
 #define WB_SPARSE_VNNI_EPILOGUE wb_sparse_colmajor_epilogue_avx512
@@ -220,26 +233,32 @@ WB_VNNI_SP_TILE(3)
 WB_VNNI_SP_TILE(4)
 
 /* xt: packed by wb_pack_x_sparse_u8_g with the same G (G = wb_sparse_vnni_groups(M) by default). */
+static void wb_sparse_vnni_chunk(void *p, long tb, long te) {
+    const wb_sparse_job_t *j = (const wb_sparse_job_t *)p;
+    const int G = j->G, MT = 16 * G;
+    for (long t = tb; t < te; t++) {
+        int mb = (int)(t / j->NB), nb = (int)(t % j->NB);
+        int m0 = mb * MT, mr = wb_imin(MT, j->M - m0);
+        int n0 = nb * WB_SPV_NC, nr = wb_imin(WB_SPV_NC, j->N - n0);
+        int32_t Ct[WB_SPV_NC * 64] __attribute__((aligned(64)));
+        const uint8_t *X = (const uint8_t *)j->x + (size_t)mb * j->Kb * MT * 4;
+        const int8_t *vals = (const int8_t *)j->vals;
+        switch (G) {
+            case 4: wb_vnni_sparse_tile_g4(X, n0, nr, j->rp, j->col, vals, Ct); break;
+            case 3: wb_vnni_sparse_tile_g3(X, n0, nr, j->rp, j->col, vals, Ct); break;
+            case 2: wb_vnni_sparse_tile_g2(X, n0, nr, j->rp, j->col, vals, Ct); break;
+            default: wb_vnni_sparse_tile_g1(X, n0, nr, j->rp, j->col, vals, Ct); break;
+        }
+        WB_SPARSE_VNNI_EPILOGUE(Ct, m0, mr, n0, nr, j->e);
+        wb_epi_activation(j->e, m0, mr, n0, nr);
+    }
+}
+
 static void wb_sparse_vnni_g(const uint8_t *xt, int M, int Kb, int G, const int32_t *rp, const int32_t *col,
                              const int8_t *vals, int N, const wb_epi_t *e, int nt) {
     const int MT = 16 * G, MB = (M + MT - 1) / MT, NB = (N + WB_SPV_NC - 1) / WB_SPV_NC;
-    const long total = (long)MB * NB;
-    #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && total > 1)
-    for (long t = 0; t < total; t++) {
-        int mb = (int)(t / NB), nb = (int)(t % NB);
-        int m0 = mb * MT, mr = wb_imin(MT, M - m0);
-        int n0 = nb * WB_SPV_NC, nr = wb_imin(WB_SPV_NC, N - n0);
-        int32_t Ct[WB_SPV_NC * 64] __attribute__((aligned(64)));
-        const uint8_t *X = xt + (size_t)mb * Kb * MT * 4;
-        switch (G) {
-            case 4: wb_vnni_sparse_tile_g4(X, n0, nr, rp, col, vals, Ct); break;
-            case 3: wb_vnni_sparse_tile_g3(X, n0, nr, rp, col, vals, Ct); break;
-            case 2: wb_vnni_sparse_tile_g2(X, n0, nr, rp, col, vals, Ct); break;
-            default: wb_vnni_sparse_tile_g1(X, n0, nr, rp, col, vals, Ct); break;
-        }
-        WB_SPARSE_VNNI_EPILOGUE(Ct, m0, mr, n0, nr, e);
-        wb_epi_activation(e, m0, mr, n0, nr);
-    }
+    wb_sparse_job_t job = {xt, M, 0, Kb, G, MB, NB, rp, 0, col, vals, N, e};
+    wb_parallel_for(nt, (long)MB * NB, 1, wb_sparse_vnni_chunk, &job);
 }
 
 /* the original API: 16-row tiles */

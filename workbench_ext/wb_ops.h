@@ -1,5 +1,5 @@
 /* Fused float32 element-wise / row-wise ops for workbench_ext.ops.
- * Row loops are OpenMP-parallel for large inputs; inner loops are AVX2 where that is cheap
+ * Row loops run on the thread pool (wb_pool.h) for large inputs; inner loops are AVX2 where that is cheap
  * (gelu via a vectorised erf, softmax max/sum via a vectorised exp), portable C otherwise.
  */
 #ifndef WB_OPS_H
@@ -12,17 +12,20 @@
 /* ---------------- GELU (erf form): 0.5 x (1 + erf(x / sqrt 2)) ---------------- */
 /* wb_gelu_portable / wb_gelu_avx2 live in wb_common.h (the int8 epilogue fuses them too) */
 
+typedef struct { const float *x; float *y; size_t n, ch; int isa; } wb_gelu_job_t;
+
+static void wb_gelu_chunk(void *p, long b, long e) {
+    const wb_gelu_job_t *j = (const wb_gelu_job_t *)p;
+    const size_t s = (size_t)b * j->ch, end = (size_t)e * j->ch < j->n ? (size_t)e * j->ch : j->n;
+    if (j->isa >= WB_ISA_AVX512_VNNI) wb_gelu_avx512(j->x + s, j->y + s, end - s);
+    else if (j->isa >= WB_ISA_AVX2) wb_gelu_avx2(j->x + s, j->y + s, end - s);
+    else wb_gelu_portable(j->x + s, j->y + s, end - s);
+}
+
 static void wb_gelu(const float *x, float *y, size_t n, int isa, int nt) {
     nt = wb_threads(nt);
-    const size_t CH = 16384;
-    const long nch = (long)((n + CH - 1) / CH);
-    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)n > WB_PAR_MIN)
-    for (long c = 0; c < nch; c++) {
-        size_t s = (size_t)c * CH, len = n - s < CH ? n - s : CH;
-        if (isa >= WB_ISA_AVX512_VNNI) wb_gelu_avx512(x + s, y + s, len);
-        else if (isa >= WB_ISA_AVX2) wb_gelu_avx2(x + s, y + s, len);
-        else wb_gelu_portable(x + s, y + s, len);
-    }
+    wb_gelu_job_t job = {x, y, n, 16384, isa};    /* chunks of 16384 values */
+    wb_parallel_for((long)n > WB_PAR_MIN ? nt : 1, (long)((n + job.ch - 1) / job.ch), 1, wb_gelu_chunk, &job);
 }
 
 /* ---------------- LayerNorm over the last dim (optionally of x + bias + residual) ---------------- */
@@ -89,16 +92,25 @@ WB_AVX2 static void wb_ln_row_avx2(const float *x, const float *bias, const floa
     for (; h < H; h++) y[h] = (y[h] - mean) * rstd * g[h] + b[h];
 }
 
+typedef struct {
+    const float *x, *bias, *res, *g, *b; float eps; int H; float *y; int isa;
+} wb_layernorm_job_t;
+
+static void wb_layernorm_chunk(void *p, long b, long e) {
+    const wb_layernorm_job_t *j = (const wb_layernorm_job_t *)p;
+    const size_t H = (size_t)j->H;
+    for (long r = b; r < e; r++) {
+        const float *res = j->res ? j->res + (size_t)r * H : NULL;
+        if (j->isa >= WB_ISA_AVX2) wb_ln_row_avx2(j->x + (size_t)r * H, j->bias, res, j->g, j->b, j->eps, j->H, j->y + (size_t)r * H);
+        else wb_ln_row(j->x + (size_t)r * H, j->bias, res, j->g, j->b, j->eps, j->H, j->y + (size_t)r * H);
+    }
+}
+
 static void wb_layernorm(const float *x, const float *bias, const float *res, const float *g,
                          const float *b, float eps, long R, int H, float *y, int isa, int nt) {
     nt = wb_threads(nt);
-    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && R * H > WB_PAR_MIN)
-    for (long r = 0; r < R; r++) {
-        if (isa >= WB_ISA_AVX2)
-            wb_ln_row_avx2(x + (size_t)r * H, bias, res ? res + (size_t)r * H : NULL, g, b, eps, H, y + (size_t)r * H);
-        else
-            wb_ln_row(x + (size_t)r * H, bias, res ? res + (size_t)r * H : NULL, g, b, eps, H, y + (size_t)r * H);
-    }
+    wb_layernorm_job_t job = {x, bias, res, g, b, eps, H, y, isa};
+    wb_parallel_for(R * H > WB_PAR_MIN ? nt : 1, R, wb_grain(R, nt, 2), wb_layernorm_chunk, &job);
 }
 
 /* ---------------- softmax over the last dim (max-subtracted) ---------------- */
@@ -208,28 +220,38 @@ WB_AVX512F static void wb_softmax_row_avx512(const float *x, int H, float *y) {
     for (h = H8; h < H; h++) y[h] *= inv;
 }
 
-static void wb_softmax(const float *x, long R, int H, float *y, int isa, int nt) {
-    nt = wb_threads(nt);
-    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && R * H > WB_PAR_MIN)
-    for (long r = 0; r < R; r++) {
-        if (isa >= WB_ISA_AVX512_VNNI) wb_softmax_row_avx512(x + (size_t)r * H, H, y + (size_t)r * H);
-        else if (isa >= WB_ISA_AVX2) wb_softmax_row_avx2(x + (size_t)r * H, H, y + (size_t)r * H);
-        else wb_softmax_row(x + (size_t)r * H, H, y + (size_t)r * H);
+typedef struct { const float *x; int H; float *y; int isa; } wb_softmax_job_t;
+
+static void wb_softmax_chunk(void *p, long b, long e) {
+    const wb_softmax_job_t *j = (const wb_softmax_job_t *)p;
+    const size_t H = (size_t)j->H;
+    for (long r = b; r < e; r++) {
+        if (j->isa >= WB_ISA_AVX512_VNNI) wb_softmax_row_avx512(j->x + r * H, j->H, j->y + r * H);
+        else if (j->isa >= WB_ISA_AVX2) wb_softmax_row_avx2(j->x + r * H, j->H, j->y + r * H);
+        else wb_softmax_row(j->x + r * H, j->H, j->y + r * H);
     }
 }
 
+static void wb_softmax(const float *x, long R, int H, float *y, int isa, int nt) {
+    nt = wb_threads(nt);
+    wb_softmax_job_t job = {x, H, y, isa};
+    wb_parallel_for(R * H > WB_PAR_MIN ? nt : 1, R, wb_grain(R, nt, 2), wb_softmax_chunk, &job);
+}
+
 /* ---------------- static (per-tensor) u8 quantization ---------------- */
+typedef struct { const float *x; size_t n, ch; float inv, zpf; uint8_t *q; int isa; } wb_quantize_static_job_t;
+
+static void wb_quantize_static_chunk(void *p, long b, long e) {
+    const wb_quantize_static_job_t *j = (const wb_quantize_static_job_t *)p;
+    const size_t s = (size_t)b * j->ch, end = (size_t)e * j->ch < j->n ? (size_t)e * j->ch : j->n;
+    if (j->isa >= WB_ISA_AVX2) wb_quant_apply_avx2(j->x + s, end - s, j->inv, j->zpf, j->q + s);
+    else for (size_t i = s; i < end; i++) j->q[i] = wb_q1(j->x[i], j->inv, j->zpf);
+}
+
 static void wb_quantize_static(const float *x, size_t n, float scale, int32_t zp, uint8_t *q, int isa, int nt) {
     nt = wb_threads(nt);
-    const float inv = 1.0f / scale, zpf = (float)zp;
-    const size_t CH = 16384;
-    const long nch = (long)((n + CH - 1) / CH);
-    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)n > WB_PAR_MIN)
-    for (long c = 0; c < nch; c++) {
-        size_t s = (size_t)c * CH, len = n - s < CH ? n - s : CH;
-        if (isa >= WB_ISA_AVX2) wb_quant_apply_avx2(x + s, len, inv, zpf, q + s);
-        else for (size_t i = s; i < s + len; i++) q[i] = wb_q1(x[i], inv, zpf);
-    }
+    wb_quantize_static_job_t job = {x, n, 16384, 1.0f / scale, (float)zp, q, isa};   /* chunks of 16384 values */
+    wb_parallel_for((long)n > WB_PAR_MIN ? nt : 1, (long)((n + job.ch - 1) / job.ch), 1, wb_quantize_static_chunk, &job);
 }
 
 #endif

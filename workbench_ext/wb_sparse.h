@@ -12,20 +12,56 @@
 #define WB_F_MT 8
 #define WB_F_NC 64
 
-static void wb_f32_pack_x(const float *x, int M, int K, int Kb, float *out, int nt) {
-    const int MB = (M + WB_F_MT - 1) / WB_F_MT;
-    #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)M * K > 32768)
-    for (int mb = 0; mb < MB; mb++) {
-        float *o = out + (size_t)mb * Kb * WB_F_MT * 4;
+typedef struct { const float *x; int M, K, Kb; float *out; } wb_f32_pack_job_t;
+
+static void wb_f32_pack_x_chunk(void *p, long b, long e) {
+    const wb_f32_pack_job_t *j = (const wb_f32_pack_job_t *)p;
+    for (long mb = b; mb < e; mb++) {
+        float *o = j->out + (size_t)mb * j->Kb * WB_F_MT * 4;
         for (int r = 0; r < WB_F_MT; r++) {
-            int m = mb * WB_F_MT + r;
-            for (int kb = 0; kb < Kb; kb++) {
+            int m = (int)mb * WB_F_MT + r;
+            for (int kb = 0; kb < j->Kb; kb++) {
                 float *d = o + ((size_t)kb * WB_F_MT + r) * 4;
                 for (int t = 0; t < 4; t++) {
                     int k = 4 * kb + t;
-                    d[t] = (m < M && k < K) ? x[(size_t)m * K + k] : 0.0f;
+                    d[t] = (m < j->M && k < j->K) ? j->x[(size_t)m * j->K + k] : 0.0f;
                 }
             }
+        }
+    }
+}
+
+static void wb_f32_pack_x(const float *x, int M, int K, int Kb, float *out, int nt) {
+    const int MB = (M + WB_F_MT - 1) / WB_F_MT;
+    wb_f32_pack_job_t job = {x, M, K, Kb, out};
+    wb_parallel_for((long)M * K > 32768 ? nt : 1, MB, wb_grain(MB, nt, 2), wb_f32_pack_x_chunk, &job);
+}
+
+/* items = 8-row tiles x 64-column groups, dynamic chunks of one (sparse rows differ in length) */
+typedef struct {
+    const float *xt; int M, Kb, NB; const int32_t *rp, *col; const float *vals, *bias; int N; float *y;
+} wb_f32_sparse_job_t;
+
+static void wb_f32_sparse_portable_chunk(void *p, long tb, long te) {
+    const wb_f32_sparse_job_t *jb = (const wb_f32_sparse_job_t *)p;
+    const int N = jb->N;
+    const int32_t *rp = jb->rp, *col = jb->col;
+    for (long t = tb; t < te; t++) {
+        int mb = (int)(t / jb->NB), nb = (int)(t % jb->NB);
+        int m0 = mb * WB_F_MT, mr = wb_imin(WB_F_MT, jb->M - m0);
+        int n0 = nb * WB_F_NC, nr = wb_imin(WB_F_NC, N - n0);
+        const float *X = jb->xt + (size_t)mb * jb->Kb * WB_F_MT * 4;
+        for (int j = 0; j < nr; j++) {
+            int n = n0 + j;
+            float acc[WB_F_MT];
+            for (int r = 0; r < WB_F_MT; r++) acc[r] = 0.0f;
+            for (int b = rp[n]; b < rp[n + 1]; b++) {
+                const float *v = jb->vals + 4 * (size_t)b;
+                const float *xb = X + (size_t)col[b] * WB_F_MT * 4;
+                for (int r = 0; r < WB_F_MT; r++)
+                    acc[r] += xb[4 * r] * v[0] + xb[4 * r + 1] * v[1] + xb[4 * r + 2] * v[2] + xb[4 * r + 3] * v[3];
+            }
+            for (int r = 0; r < mr; r++) jb->y[(size_t)(m0 + r) * N + n] = acc[r] + jb->bias[n];
         }
     }
 }
@@ -33,26 +69,8 @@ static void wb_f32_pack_x(const float *x, int M, int K, int Kb, float *out, int 
 static void wb_f32_sparse_portable(const float *xt, int M, int Kb, const int32_t *rp, const int32_t *col,
                                    const float *vals, const float *bias, int N, float *y, int nt) {
     const int MB = (M + WB_F_MT - 1) / WB_F_MT, NB = (N + WB_F_NC - 1) / WB_F_NC;
-    const long total = (long)MB * NB;
-    #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && total > 1)
-    for (long t = 0; t < total; t++) {
-        int mb = (int)(t / NB), nb = (int)(t % NB);
-        int m0 = mb * WB_F_MT, mr = wb_imin(WB_F_MT, M - m0);
-        int n0 = nb * WB_F_NC, nr = wb_imin(WB_F_NC, N - n0);
-        const float *X = xt + (size_t)mb * Kb * WB_F_MT * 4;
-        for (int j = 0; j < nr; j++) {
-            int n = n0 + j;
-            float acc[WB_F_MT];
-            for (int r = 0; r < WB_F_MT; r++) acc[r] = 0.0f;
-            for (int b = rp[n]; b < rp[n + 1]; b++) {
-                const float *v = vals + 4 * (size_t)b;
-                const float *xb = X + (size_t)col[b] * WB_F_MT * 4;
-                for (int r = 0; r < WB_F_MT; r++)
-                    acc[r] += xb[4 * r] * v[0] + xb[4 * r + 1] * v[1] + xb[4 * r + 2] * v[2] + xb[4 * r + 3] * v[3];
-            }
-            for (int r = 0; r < mr; r++) y[(size_t)(m0 + r) * N + n] = acc[r] + bias[n];
-        }
-    }
+    wb_f32_sparse_job_t job = {xt, M, Kb, NB, rp, col, vals, bias, N, y};
+    wb_parallel_for(nt, (long)MB * NB, 1, wb_f32_sparse_portable_chunk, &job);
 }
 
 WB_AVX2 static inline __attribute__((always_inline)) __m256
@@ -147,17 +165,22 @@ WB_AVX2 static void wb_f32_sparse_tile_avx2(const float *X, int m0, int mr, int 
     }
 }
 
+static void wb_f32_sparse_avx2_chunk(void *p, long tb, long te) {
+    const wb_f32_sparse_job_t *j = (const wb_f32_sparse_job_t *)p;
+    for (long t = tb; t < te; t++) {
+        int mb = (int)(t / j->NB), nb = (int)(t % j->NB);
+        int m0 = mb * WB_F_MT, mr = wb_imin(WB_F_MT, j->M - m0);
+        int n0 = nb * WB_F_NC, nr = wb_imin(WB_F_NC, j->N - n0);
+        wb_f32_sparse_tile_avx2(j->xt + (size_t)mb * j->Kb * WB_F_MT * 4, m0, mr, n0, nr, j->rp, j->col,
+                                j->vals, j->bias, j->N, j->y);
+    }
+}
+
 static void wb_f32_sparse_avx2(const float *xt, int M, int Kb, const int32_t *rp, const int32_t *col,
                                const float *vals, const float *bias, int N, float *y, int nt) {
     const int MB = (M + WB_F_MT - 1) / WB_F_MT, NB = (N + WB_F_NC - 1) / WB_F_NC;
-    const long total = (long)MB * NB;
-    #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && total > 1)
-    for (long t = 0; t < total; t++) {
-        int mb = (int)(t / NB), nb = (int)(t % NB);
-        int m0 = mb * WB_F_MT, mr = wb_imin(WB_F_MT, M - m0);
-        int n0 = nb * WB_F_NC, nr = wb_imin(WB_F_NC, N - n0);
-        wb_f32_sparse_tile_avx2(xt + (size_t)mb * Kb * WB_F_MT * 4, m0, mr, n0, nr, rp, col, vals, bias, N, y);
-    }
+    wb_f32_sparse_job_t job = {xt, M, Kb, NB, rp, col, vals, bias, N, y};
+    wb_parallel_for(nt, (long)MB * NB, 1, wb_f32_sparse_avx2_chunk, &job);
 }
 
 #endif

@@ -69,18 +69,24 @@ static void wb_tile_sparse_pack(const int8_t *w, int N, int K, int Kp, const int
     }
 }
 
-/* One thread's share of the items (an orphaned `omp for`: it binds to the caller's parallel
- * region); a function of its own so it carries the AMX target attribute. */
-WB_AMX static void wb_tile_sparse_amx_worker(const uint8_t *xq, int M, int Kp, const int32_t *panel_ptr,
-                                             const int32_t *chunk, const int8_t *tiles, int N,
-                                             const wb_epi_t *e) {
-    const int NP = (N + 15) / 16, NP2 = (NP + 1) / 2, MB = (M + 31) / 32;
-    const long total = (long)MB * NP2;
-    const int grab = NP2 / 8 > 1 ? NP2 / 8 : 1;
+typedef struct {
+    const uint8_t *xq; int M, Kp; const int32_t *panel_ptr, *chunk; const int8_t *tiles; int N;
+    const wb_epi_t *e;
+} wb_tile_sparse_job_t;
+
+/* A chunk of items (32 rows x 2 panels each); a function of its own so it carries the AMX
+ * target attribute. */
+WB_AMX static void wb_tile_sparse_amx_chunk(void *p, long tb, long te) {
+    const wb_tile_sparse_job_t *j = (const wb_tile_sparse_job_t *)p;
+    const uint8_t *xq = j->xq;
+    const int M = j->M, Kp = j->Kp, N = j->N;
+    const int32_t *panel_ptr = j->panel_ptr, *chunk = j->chunk;
+    const int8_t *tiles = j->tiles;
+    const wb_epi_t *e = j->e;
+    const int NP = (N + 15) / 16, NP2 = (NP + 1) / 2;
     wb_amx_config();
     int32_t C[32 * 32];
-    #pragma omp for schedule(dynamic, grab)
-    for (long t = 0; t < total; t++) {
+    for (long t = tb; t < te; t++) {
         const int mb = (int)(t / NP2), p2 = (int)(t % NP2);
         const int m0 = mb * 32, mr = wb_imin(32, M - m0), n0 = p2 * 32, nr = wb_imin(32, N - n0);
         const int two = mr > 16;   /* rows m0+16.. exist in xq (padded to 16 rows) */
@@ -125,11 +131,11 @@ WB_AMX static void wb_tile_sparse_amx_worker(const uint8_t *xq, int M, int Kp, c
 static void wb_tile_sparse_amx(const uint8_t *xq, int M, int Kp, const int32_t *panel_ptr,
                                const int32_t *chunk, const int8_t *tiles, int N, const wb_epi_t *e,
                                int nt) {
-    const long total = (long)((M + 31) / 32) * (((N + 15) / 16 + 1) / 2);
-    if (nt > total) nt = (int)total;
-    if (nt < 1) nt = 1;
-    #pragma omp parallel num_threads(nt) if (nt > 1)
-    wb_tile_sparse_amx_worker(xq, M, Kp, panel_ptr, chunk, tiles, N, e);
+    const int NP2 = ((N + 15) / 16 + 1) / 2;
+    const long total = (long)((M + 31) / 32) * NP2;
+    wb_tile_sparse_job_t job = {xq, M, Kp, panel_ptr, chunk, tiles, N, e};
+    /* chunks of an eighth of a row block's panel pairs: panels differ in how many tiles they keep */
+    wb_parallel_for(nt, total, NP2 / 8 > 1 ? NP2 / 8 : 1, wb_tile_sparse_amx_chunk, &job);
 }
 
 #endif

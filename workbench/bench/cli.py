@@ -130,9 +130,9 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _child_env(threads: int) -> dict[str, str]:
-    """Every engine's process: the thread count, the kernels' OpenMP waiting policy
-    (`workbench_ext.OPENMP_DEFAULTS`, unless exported: torch shares the runtime and starts it
-    first, so it must be in the environment), offline hub."""
+    """Every engine's process: the thread count, torch's OpenMP waiting policy
+    (`workbench_ext.OPENMP_DEFAULTS`, unless exported: torch starts the runtime before anything
+    could set it, so it must be in the environment), offline hub."""
     from workbench_ext import openmp_defaults
 
     env = openmp_defaults(dict(os.environ))

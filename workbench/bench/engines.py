@@ -21,7 +21,8 @@ Peers are set up the way their documentation recommends for CPU inference:
     each) and runs the fastest; its notes name it and list the times (a variant that fails to
     quantize or load is skipped, and said so).
     `intra_op_num_threads = threads`, one inter-op thread, spinning on (ORT's default: its workers
-    spin between ops, as the OpenMP engines do for ~0.2 ms, `workbench_ext.OPENMP_DEFAULTS`).
+    spin between ops, as torch's OpenMP threads and workbench's pool threads do for ~0.2 ms:
+    `workbench_ext.OPENMP_DEFAULTS`, `WORKBENCH_POOL_SPIN_US`).
   * workbench: `workbench.runtime.compile_model` (int8), on the unpruned model (`wb-int8`) or
     on a copy pruned to 70/80/90% 1x4-block sparsity (`wb-int8-sp70` ...), or in 16x64 blocks,
     one AMX weight tile each (`wb-int8-tile70` ...; on AMX the tile-sparse kernel is then a

@@ -133,6 +133,14 @@ MODEL_NOTES = {
 }
 
 
+def _pool_policy() -> str:
+    """How the workbench kernels' pool threads wait between jobs in the engine processes."""
+    from workbench_ext import pool
+
+    spin = os.environ.get("WORKBENCH_POOL_SPIN_US", "").strip() or str(pool.DEFAULT_SPIN_US)
+    return f"`WORKBENCH_POOL_SPIN_US={spin}`"
+
+
 def _openmp_policy() -> str:
     """The OpenMP waiting policy the engine processes get (`workbench.bench.cli._child_env`)."""
     from workbench_ext import OPENMP_DEFAULTS, openmp_defaults
@@ -202,8 +210,9 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
     out += ["## Method", "",
             "- One process per (model, engine, threads): no shared thread pools or state; "
             "`OMP/MKL/OPENBLAS_NUM_THREADS`, `torch.set_num_threads`, ORT `intra_op_num_threads` all "
-            "set to the thread count; OpenMP threads (torch and workbench) spin briefly between "
-            f"regions, then sleep ({_openmp_policy()}), ORT's spin.",
+            "set to the thread count; workbench's pool threads spin briefly between jobs, then sleep "
+            f"({_pool_policy()}), and the caller takes the chunks a late thread has not started; "
+            f"torch's OpenMP threads spin briefly, then sleep ({_openmp_policy()}); ORT's spin.",
             *([f"- Contended (`--contend {contend}`): {contend} busy process(es) shared the cores while "
                "the engines were timed (`workbench.bench.contention`): how each engine copes with a "
                "core it does not have to itself."] if contend else []),

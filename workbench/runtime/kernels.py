@@ -21,37 +21,33 @@ from __future__ import annotations
 import os
 from typing import Any
 
-# The OpenMP waiting policy (a short spin, then sleep) is set by `import workbench_ext`, before
-# its runtime starts: `workbench_ext.OPENMP_DEFAULTS`.
+# The kernels' parallel loops run on their own thread pool (`workbench_ext.pool`); the OpenMP
+# waiting policy that torch gets is set by `import workbench_ext`: `workbench_ext.OPENMP_DEFAULTS`.
 
-try:  # the compiled kernels; each module may be absent while the extension is being written
-    from workbench_ext import int8 as _ext_int8  # type: ignore[attr-defined]
-except Exception:  # pragma: no cover - depends on the build
-    _ext_int8 = None
-try:
-    from workbench_ext import sparse as _ext_sparse  # type: ignore[attr-defined]
-except Exception:  # pragma: no cover
-    _ext_sparse = None
-try:
-    from workbench_ext import ops as _ext_ops  # type: ignore[attr-defined]
-except Exception:  # pragma: no cover
-    _ext_ops = None
-try:
-    from workbench_ext import cpu as _ext_cpu  # type: ignore[attr-defined]
-except Exception:  # pragma: no cover
-    _ext_cpu = None
-try:
-    from workbench_ext import attention as _ext_attn  # type: ignore[attr-defined]
-except Exception:  # pragma: no cover
-    _ext_attn = None
-try:  # the compiled layer loop (engines fall back to per-op Python calls without it)
-    from workbench_ext import encoder as _ext_encoder  # type: ignore[attr-defined]
-except Exception:  # pragma: no cover
-    _ext_encoder = None
-try:  # optional: only `dtype="bf16"` engines use it, and fall back to fp32 BLAS without it
-    from workbench_ext import bf16 as _ext_bf16  # type: ignore[attr-defined]
-except Exception:  # pragma: no cover
-    _ext_bf16 = None
+import importlib
+
+# why each compiled module that did not import failed (a missing build, or e.g. a bad
+# WORKBENCH_POOL_SPIN_US): require_compiled names it
+_IMPORT_ERRORS: dict[str, str] = {}
+
+
+def _import_ext(name: str) -> Any:
+    """workbench_ext.<name>, or None (the reason kept in _IMPORT_ERRORS): each module may be
+    absent while the extension is being written or built."""
+    try:
+        return importlib.import_module(f"workbench_ext.{name}")
+    except Exception as exc:  # pragma: no cover - depends on the build
+        _IMPORT_ERRORS[name] = f"{type(exc).__name__}: {exc}"
+        return None
+
+
+_ext_int8 = _import_ext("int8")
+_ext_sparse = _import_ext("sparse")
+_ext_ops = _import_ext("ops")
+_ext_cpu = _import_ext("cpu")
+_ext_attn = _import_ext("attention")
+_ext_encoder = _import_ext("encoder")  # the compiled layer loop (engines fall back to per-op calls)
+_ext_bf16 = _import_ext("bf16")        # optional: only dtype="bf16" engines use it (else fp32 BLAS)
 
 # The compiled modules an engine needs; without them the engine refuses to run (a NumPy run is
 # 10-100x slower and would be measured as if it were the runtime) unless NumPy is asked for by
@@ -88,6 +84,10 @@ def require_compiled() -> None:
     unless the NumPy path was asked for by name."""
     missing = missing_modules()
     if missing and not numpy_requested():
+        broken = [f"workbench_ext.{m} ({_IMPORT_ERRORS[m]})" for m in missing
+                  if m in _IMPORT_ERRORS and not _IMPORT_ERRORS[m].startswith(("ModuleNotFoundError", "ImportError"))]
+        if broken:   # built, but refused to load: building again would not help
+            raise KernelsMissingError(f"the workbench runtime's compiled kernels failed to load: {'; '.join(broken)}")
         raise KernelsMissingError(
             f"the workbench runtime's compiled kernels are missing (workbench_ext.{', workbench_ext.'.join(missing)} "
             f"not importable): {BUILD_HINT}")

@@ -92,6 +92,7 @@ static void emu_release(void) { emu_configured = 0; memset(emu_rows, 0, sizeof e
 #define WB_EMULATE_ISA 1
 #include "wb_int8.h"
 #include "wb_tile_sparse.h"
+#include "wb_pool_impl.h"   /* the parallel loops run on the real pool: chunks on 2 threads */
 
 static uint32_t rng_state = 12345;
 static uint32_t rnd(void) { rng_state = rng_state * 1664525u + 1013904223u; return rng_state >> 8; }
@@ -269,6 +270,7 @@ static int run_tile_case(int M, int K, int N, int nt) {
 }
 
 int main(void) {
+    wb_pool_run = wb_pool_run_impl;
     static const int shapes[][3] = {{1, 1, 1}, {1, 3, 7}, {2, 5, 1}, {7, 67, 7}, {16, 130, 33}, {17, 64, 32},
                                     {33, 200, 90}, {5, 256, 48}, {40, 129, 65}, {70, 36, 70}};
     int bad = 0;

@@ -1,0 +1,136 @@
+"""The kernels' thread pool (workbench_ext/wb_pool.h): every index of a parallel loop runs once,
+the caller finishes a job alone when no worker takes part (the case of a worker another
+process keeps off its core), results do not depend on which thread ran a chunk, and the pool
+survives fork and concurrent callers."""
+import multiprocessing
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+pool = pytest.importorskip("workbench_ext.pool", reason="workbench_ext not built (python setup.py build_ext --inplace)")
+from workbench_ext import int8  # noqa: E402
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("n,grain", [(1, 1), (2, 1), (10, 3), (1000, 7), (5, 10), (257, 1)])
+def test_every_index_runs_once(threads, n, grain):
+    out = pool._test_sum(threads, n, grain)
+    np.testing.assert_array_equal(out, np.arange(n))
+
+
+def test_workers_take_chunks():
+    before = pool.stats()["chunks_by_workers"]
+    for _ in range(50):          # a worker asleep when a job starts may miss it: try again
+        pool._test_sum(2, 200, 1)
+        if pool.stats()["chunks_by_workers"] > before:
+            break
+    assert pool.stats()["chunks_by_workers"] > before
+    assert pool.stats()["workers"] >= 1
+
+
+def test_caller_finishes_without_workers():
+    """Workers held off the job: the caller must take every chunk itself and return (a fork-join
+    runtime would wait for them). Run in a child so that a wait that never ends fails the test
+    by its timeout instead of hanging the suite."""
+    code = (
+        "import numpy as np\n"
+        "from workbench_ext import pool\n"
+        "pool._test_sum(2, 10, 1)\n"                       # start the workers
+        "pool._hold_workers(True)\n"
+        "s0 = pool.stats()\n"
+        "for _ in range(20):\n"
+        "    out = pool._test_sum(2, 300, 1)\n"
+        "    assert (out == np.arange(300)).all()\n"
+        "s1 = pool.stats()\n"
+        "assert s1['chunks_by_workers'] == s0['chunks_by_workers'], (s0, s1)\n"
+        "assert s1['chunks_by_caller'] - s0['chunks_by_caller'] == 20 * 300, (s0, s1)\n"
+        "print('OK')\n"
+    )
+    _run_child(code)
+
+
+def _run_child(code: str) -> None:
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.strip() == "OK", run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("cls", ["DenseInt8Linear", "BlockSparseInt8Linear"])
+def test_kernel_result_does_not_depend_on_who_runs_chunks(cls):
+    """The same output whether the workers share the chunks or the caller runs them all (in a
+    child, like the test above: a caller that waits for held workers would never return)."""
+    code = (
+        "import numpy as np\n"
+        "from workbench_ext import int8, pool\n"
+        "rng = np.random.default_rng(0)\n"
+        "N, K, M = 96, 200, 70\n"
+        "w = rng.integers(-128, 128, size=(N, K)).astype(np.int8)\n"
+        "w[:, rng.random(K) < 0.6] = 0\n"
+        f"layer = int8.{cls}(w, (rng.random(N).astype(np.float32) + 0.5) * np.float32(0.01),\n"
+        "                   rng.standard_normal(N).astype(np.float32))\n"
+        "x = rng.standard_normal((M, K)).astype(np.float32)\n"
+        "shared = layer(x, num_threads=2)\n"
+        "pool._hold_workers(True)\n"
+        "alone = layer(x, num_threads=2)\n"
+        "pool._hold_workers(False)\n"
+        "assert np.array_equal(shared, alone) and np.array_equal(shared, layer(x, num_threads=1))\n"
+        "print('OK')\n"
+    )
+    _run_child(code)
+
+
+def _child_sum(queue):
+    from workbench_ext import pool as child_pool
+    out = child_pool._test_sum(2, 500, 1)
+    queue.put((bool((out == np.arange(500)).all()), child_pool.stats()["workers"]))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork")
+def test_forked_child_gets_its_own_workers():
+    pool._test_sum(2, 100, 1)        # the parent has workers; a forked child has none of them
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_sum, args=(queue,))
+    child.start()
+    ok, workers = queue.get(timeout=60)
+    child.join(timeout=60)
+    assert ok and workers >= 1 and child.exitcode == 0
+
+
+def test_concurrent_callers_get_correct_results():
+    """A second Python thread calling while a job runs gets its loop run on its own thread."""
+    rng = np.random.default_rng(1)
+    w = rng.integers(-128, 128, size=(256, 384)).astype(np.int8)
+    layer = int8.DenseInt8Linear(w, np.full(256, 0.01, np.float32), np.zeros(256, np.float32))
+    xs = [rng.standard_normal((64, 384)).astype(np.float32) for _ in range(4)]
+    want = [layer(x, num_threads=1) for x in xs]
+    got = [None] * len(xs)
+
+    def work(i):
+        for _ in range(20):
+            got[i] = layer(xs[i], num_threads=2)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for g, w_ in zip(got, want):
+        np.testing.assert_array_equal(g, w_)
+
+
+def test_spin_setting_and_bad_environment():
+    old = pool.spin_us()
+    try:
+        pool.set_spin_us(0)
+        assert pool.spin_us() == 0
+        np.testing.assert_array_equal(pool._test_sum(2, 100, 1), np.arange(100))
+    finally:
+        pool.set_spin_us(old)
+    with pytest.raises(ValueError, match="spin_us"):
+        pool.set_spin_us(-1)
+    run = subprocess.run([sys.executable, "-c", "import workbench_ext.int8"], capture_output=True, text=True,
+                         timeout=60, env={**__import__("os").environ, "WORKBENCH_POOL_SPIN_US": "fast"})
+    assert run.returncode != 0 and "WORKBENCH_POOL_SPIN_US" in run.stderr and "'fast'" in run.stderr

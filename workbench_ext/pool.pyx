@@ -1,0 +1,79 @@
+"""The one thread pool every kernel module runs its parallel loops on (wb_pool.h says why it is
+not OpenMP's fork-join).
+
+The pool starts its threads when a kernel first asks for more than one, keeps them while the
+process lives, and is shared by every ``workbench_ext`` module (each binds ``_run`` at import).
+Between jobs a worker spins for ``spin_us`` microseconds, then sleeps: ``WORKBENCH_POOL_SPIN_US``
+sets it for a process (default 200), :func:`set_spin_us` at run time.
+"""
+import os
+
+from cpython.pycapsule cimport PyCapsule_New
+
+cdef extern from "wb_pool_impl.h" nogil:
+    ctypedef void (*wb_range_fn)(void *ctx, long begin, long end)
+    const char *WB_POOL_CAPSULE
+    void wb_pool_run_impl(int nt, long n, long grain, wb_range_fn fn, void *ctx)
+    void wb_parallel_for(int nt, long n, long grain, wb_range_fn fn, void *ctx)
+    long wb_pool_stat(int which)
+    int wb_pool_workers()
+    void wb_pool_set_spin_ns(long ns)
+    long wb_pool_get_spin_ns()
+    void wb_pool_hold(int held)
+    int wb_pool_test_sum(int nt, long n, long grain, long *out)
+
+_run = PyCapsule_New(<void*>wb_pool_run_impl, WB_POOL_CAPSULE, NULL)
+
+DEFAULT_SPIN_US = 200
+
+
+def _spin_from_env() -> int:
+    raw = os.environ.get("WORKBENCH_POOL_SPIN_US", "").strip()
+    if not raw:
+        return DEFAULT_SPIN_US
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"WORKBENCH_POOL_SPIN_US must be a whole number of microseconds >= 0, got {raw!r}")
+    return value
+
+
+def set_spin_us(int us) -> None:
+    """How long (microseconds) an idle worker spins before it sleeps; 0 sleeps at once."""
+    if us < 0:
+        raise ValueError(f"spin_us must be >= 0, got {us}")
+    wb_pool_set_spin_ns(<long>us * 1000)
+
+
+def spin_us() -> int:
+    """The current spin, in microseconds."""
+    return wb_pool_get_spin_ns() // 1000
+
+
+def stats() -> dict:
+    """Jobs run in parallel so far, and who ran their chunks: ``{"workers", "jobs",
+    "chunks_by_caller", "chunks_by_workers"}`` (counts since the process started)."""
+    return {"workers": wb_pool_workers(), "jobs": wb_pool_stat(0),
+            "chunks_by_caller": wb_pool_stat(1), "chunks_by_workers": wb_pool_stat(2)}
+
+
+def _hold_workers(bint held) -> None:
+    """Tests: while held, workers claim no chunks (a worker another process keeps off its core
+    looks like this to the caller)."""
+    wb_pool_hold(held)
+
+
+def _test_sum(int num_threads, long n, long grain):
+    """Tests: run a parallel loop that writes i at out[i] for i in [0, n); returns the list."""
+    import numpy as np
+    out = np.full(n, -1, dtype=np.int64)
+    cdef long[::1] view = out
+    cdef int rc
+    with nogil:
+        rc = wb_pool_test_sum(num_threads, n, grain, &view[0])
+    return out
+
+
+set_spin_us(_spin_from_env())
