@@ -89,6 +89,20 @@ typedef struct {
     const uint16_t *xb; int M, Kp2; const uint16_t *wp; int N, MB; const float *bias; float *y;
 } wb_bf16_dense_job_t;
 
+/* One output's pair-wise dot, never vectorized: GCC 12.2's -O3 loop vectorizer turns this
+ * in-order float reduction (two products per pair, stride-32 weight loads) into one that adds a
+ * product twice (x = 1..8, w = 1: 37 instead of 36; a 10-line C reproducer does the same), which
+ * tests/test_runtime_bf16.py caught once the loop left its OpenMP region. A scalar reference
+ * loses nothing by it. */
+__attribute__((noinline, optimize("no-tree-vectorize"))) static float wb_bf16_dot_pairs(const uint16_t *a, const uint16_t *b, int K2) {
+    float acc = 0.0f;
+    for (int k = 0; k < K2; k++) {
+        acc += wb_bf16_to_f32(a[2 * k + 1]) * wb_bf16_to_f32(b[(size_t)k * 32 + 1]);
+        acc += wb_bf16_to_f32(a[2 * k]) * wb_bf16_to_f32(b[(size_t)k * 32]);
+    }
+    return acc;
+}
+
 static void wb_bf16_dense_portable_chunk(void *p, long tb, long te) {
     const wb_bf16_dense_job_t *j = (const wb_bf16_dense_job_t *)p;
     const int K2 = j->Kp2 / 2, N = j->N;
@@ -96,12 +110,7 @@ static void wb_bf16_dense_portable_chunk(void *p, long tb, long te) {
     for (long t = tb; t < te; t++) {
         int m = (int)(t / N), n = (int)(t % N);
         const uint16_t *a = j->xb + (size_t)m * j->Kp2, *b = j->wp + (n / 16) * panel + (n % 16) * 2;
-        float acc = 0.0f;
-        for (int k = 0; k < K2; k++) {
-            acc += wb_bf16_to_f32(a[2 * k + 1]) * wb_bf16_to_f32(b[(size_t)k * 32 + 1]);
-            acc += wb_bf16_to_f32(a[2 * k]) * wb_bf16_to_f32(b[(size_t)k * 32]);
-        }
-        j->y[(size_t)m * N + n] = acc + j->bias[n];
+        j->y[(size_t)m * N + n] = wb_bf16_dot_pairs(a, b, K2) + j->bias[n];
     }
 }
 

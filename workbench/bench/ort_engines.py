@@ -232,7 +232,7 @@ class OrtExported(OrtFp32):
 
 def ort_session(path: Path, threads: int) -> Any:
     """A CPU session set up like every ORT peer: `threads` intra-op threads, one inter-op thread,
-    spinning between ops (ORT's default, and fair now that the OpenMP engines spin briefly too),
+    spinning between ops (ORT's default, and fair: torch's OpenMP threads and our pool's spin briefly too),
     every graph optimization."""
     import onnxruntime as ort
 

@@ -123,7 +123,7 @@ class Engine:
         from workbench.runtime import choice
 
         K.require_compiled()  # no silent NumPy engine: fails saying how to build the kernels
-        # threads for the attention heads (the kernels' own OpenMP pools follow OMP_NUM_THREADS)
+        # the kernels' thread count (default: OMP_NUM_THREADS / the usable cores)
         self.num_threads: int = K.default_threads()
         self._linears: dict[str, Any] = {}
         self.impls: dict[str, str] = {}

@@ -147,7 +147,7 @@ def kernel_report() -> dict[str, str]:
                        else "numpy(BLAS sgemm, fp32): no AVX512-BF16" if _ext_bf16 is not None else "not built"),
         "layer_loop": ("workbench_ext.encoder.Int8Encoder (int8 engines: one compiled call per forward)"
                        if _ext_encoder is not None else "python (one call per op)"),
-        "attention": ("workbench_ext.attention.attention (fused, OpenMP over heads)" if has_fused_attention()
+        "attention": ("workbench_ext.attention.attention (fused, threaded over heads)" if has_fused_attention()
                       else "numpy(BLAS sgemm, 1 BLAS thread, heads split over Python threads)"),
     }
 

@@ -19,7 +19,7 @@ def attention_blas_threads() -> Any:
 
     There is no attention kernel in workbench_ext; QK^T and PV are many small GEMMs
     ([S, d] x [d, S] per head) where a multi-threaded OpenBLAS spends far more time waking and
-    spinning threads (which then fight our OpenMP kernels for the cores) than computing: 2 threads
+    spinning threads (which then fight our kernels' threads for the cores) than computing: 2 threads
     measured up to 100x slower than 1 on a busy 2-core machine. Costs ~20 us per use."""
     global _BLAS_CTL
     if _BLAS_CTL is None:
