@@ -16,11 +16,7 @@ the order of the float operations; the result matches ``softmax(q @ k + mask) @ 
 to rounding (tests/test_kernels.py).
 """
 
-# every parallel loop of this module's kernels runs on the shared pool (wb_pool.h)
-cdef extern from "wb_pool.h":
-    int wb_pool_bind(object capsule) except -1
-from workbench_ext.pool import _run as _pool_run
-wb_pool_bind(_pool_run)
+include "_pool_bind.pxi"
 import numpy as np
 cimport numpy as cnp
 

@@ -12,11 +12,7 @@ slow). :func:`has_avx512_bf16` says whether this CPU (and OS) can run the fast p
 uses this layer only then and fp32 BLAS otherwise.
 """
 
-# every parallel loop of this module's kernels runs on the shared pool (wb_pool.h)
-cdef extern from "wb_pool.h":
-    int wb_pool_bind(object capsule) except -1
-from workbench_ext.pool import _run as _pool_run
-wb_pool_bind(_pool_run)
+include "_pool_bind.pxi"
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport uint16_t

@@ -18,11 +18,7 @@ Concurrent calls (another thread while the kernels have released the GIL) get th
 buffers for that call instead of sharing the kept ones.
 """
 
-# every parallel loop of this module's kernels runs on the shared pool (wb_pool.h)
-cdef extern from "wb_pool.h":
-    int wb_pool_bind(object capsule) except -1
-from workbench_ext.pool import _run as _pool_run
-wb_pool_bind(_pool_run)
+include "_pool_bind.pxi"
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport uint8_t, int32_t

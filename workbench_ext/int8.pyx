@@ -67,11 +67,7 @@ block are fine (output = bias).  Activations are repacked per call into 16-row t
 ``[M/16][Kb][16][4]`` so one block multiplies 16 tokens at once (vectorised over tokens).
 """
 
-# every parallel loop of this module's kernels runs on the shared pool (wb_pool.h)
-cdef extern from "wb_pool.h":
-    int wb_pool_bind(object capsule) except -1
-from workbench_ext.pool import _run as _pool_run
-wb_pool_bind(_pool_run)
+include "_pool_bind.pxi"
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int8_t, uint8_t, int16_t, int32_t

@@ -9,11 +9,7 @@ double accumulation.  ``quantize_per_token`` is bit-identical to the quantizatio
 :mod:`workbench_ext.int8` (see its docstring for the formula).
 """
 
-# every parallel loop of this module's kernels runs on the shared pool (wb_pool.h)
-cdef extern from "wb_pool.h":
-    int wb_pool_bind(object capsule) except -1
-from workbench_ext.pool import _run as _pool_run
-wb_pool_bind(_pool_run)
+include "_pool_bind.pxi"
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport uint8_t, int32_t

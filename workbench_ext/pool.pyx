@@ -20,14 +20,15 @@ cdef extern from "wb_pool_impl.h" nogil:
     void wb_pool_set_spin_ns(long ns)
     long wb_pool_get_spin_ns()
     void wb_pool_hold(int held)
-    int wb_pool_test_sum(int nt, long n, long grain, long *out)
+    void wb_pool_test_sum(int nt, long n, long grain, long *out)
 
 _run = PyCapsule_New(<void*>wb_pool_run_impl, WB_POOL_CAPSULE, NULL)
 
 DEFAULT_SPIN_US = 200
 
 
-def _spin_from_env() -> int:
+def spin_from_env() -> int:
+    """WORKBENCH_POOL_SPIN_US (microseconds), or DEFAULT_SPIN_US when unset."""
     raw = os.environ.get("WORKBENCH_POOL_SPIN_US", "").strip()
     if not raw:
         return DEFAULT_SPIN_US
@@ -70,10 +71,9 @@ def _test_sum(int num_threads, long n, long grain):
     import numpy as np
     out = np.full(n, -1, dtype=np.int64)
     cdef long[::1] view = out
-    cdef int rc
     with nogil:
-        rc = wb_pool_test_sum(num_threads, n, grain, &view[0])
+        wb_pool_test_sum(num_threads, n, grain, &view[0])
     return out
 
 
-set_spin_us(_spin_from_env())
+set_spin_us(spin_from_env())

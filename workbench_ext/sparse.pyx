@@ -10,11 +10,7 @@ Paths: ``avx2`` (AVX2 + FMA, measured on the development machine) and ``portable
 ``amx`` / ``avx512_vnni`` use the AVX2 kernel (there is no AVX-512 fp32 kernel).
 """
 
-# every parallel loop of this module's kernels runs on the shared pool (wb_pool.h)
-cdef extern from "wb_pool.h":
-    int wb_pool_bind(object capsule) except -1
-from workbench_ext.pool import _run as _pool_run
-wb_pool_bind(_pool_run)
+include "_pool_bind.pxi"
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int32_t

@@ -189,10 +189,9 @@ static void wb_pool_test_chunk(void *ctx, long b, long e) {
     const long t0 = wb_pool_now_ns();
     while (wb_pool_now_ns() - t0 < 20000) _mm_pause();
 }
-static int wb_pool_test_sum(int nt, long n, long grain, long *out) {
+static void wb_pool_test_sum(int nt, long n, long grain, long *out) {
     wb_pool_run = wb_pool_run_impl;
     wb_parallel_for(nt, n, grain, wb_pool_test_chunk, out);
-    return 0;
 }
 
 #endif

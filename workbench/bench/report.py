@@ -137,8 +137,7 @@ def _pool_policy() -> str:
     """How the workbench kernels' pool threads wait between jobs in the engine processes."""
     from workbench_ext import pool
 
-    spin = os.environ.get("WORKBENCH_POOL_SPIN_US", "").strip() or str(pool.DEFAULT_SPIN_US)
-    return f"`WORKBENCH_POOL_SPIN_US={spin}`"
+    return f"`WORKBENCH_POOL_SPIN_US={pool.spin_from_env()}`"
 
 
 def _openmp_policy() -> str:
