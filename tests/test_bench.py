@@ -388,3 +388,27 @@ def test_default_engines_add_the_tile_engine_only_on_amx(monkeypatch):
     assert engines.default_engines() == engines.DEFAULT_ENGINES
     monkeypatch.setattr(kernels, "has_tile_sparse", lambda: True)
     assert engines.default_engines() == engines.DEFAULT_ENGINES + ("wb-int8-tile90",)
+
+
+def test_a_crashed_engine_process_says_where_it_died(tmp_path):
+    """A kernel crash (SIGSEGV) in an engine's process: the failure row names the signal and the
+    innermost Python frames faulthandler left in its log, not just 'code -11'."""
+    import subprocess
+    import sys
+
+    from workbench.bench.worker import exit_reason
+
+    log = tmp_path / "engine.log"
+    crash = ("import faulthandler, ctypes\n"
+             "faulthandler.enable()\n"
+             "def run_kernel():\n"
+             "    ctypes.string_at(0)\n"
+             "run_kernel()\n")
+    with open(log, "w") as f:
+        proc = subprocess.run([sys.executable, "-c", crash], stderr=f, timeout=60)
+    msg = exit_reason(proc.returncode, log)
+    assert "code -11 (SIGSEGV)" in msg and "Segmentation fault" in msg, msg
+    assert "in string_at <" in msg and "in run_kernel" in msg, msg
+    (tmp_path / "quiet.log").write_text("loading\nValueError: bad shape\n")
+    assert exit_reason(1, tmp_path / "quiet.log") == "engine process exited with code 1: ValueError: bad shape"
+    assert exit_reason(2, tmp_path / "missing.log") == "engine process exited with code 2"

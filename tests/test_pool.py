@@ -52,6 +52,24 @@ def test_caller_finishes_without_workers():
     _run_child(code)
 
 
+@pytest.mark.parametrize("spin_us", [0, 200])
+def test_back_to_back_jobs_run_every_index_once(spin_us):
+    """A million jobs back to back, alternating 1-3 and 64 chunks that take no time: a worker
+    finishing one job's last chunk meets the caller publishing the next. Publishing a job in one
+    store once let such a worker claim a chunk of the new job under the old generation (a
+    chunk ran twice, and the caller could return while it still ran: wrong kernel outputs and a
+    segfault in `workbench bench`); the stress found 2-15 bad jobs in 200,000 before the fix.
+    In a child: a race that crashes or hangs fails this test instead of the suite."""
+    code = (
+        "from workbench_ext import pool\n"
+        f"pool.set_spin_us({spin_us})\n"
+        "bad = pool._test_stress(2, 1_000_000)\n"
+        "assert bad == 0, f'{bad} of 1,000,000 jobs ran an index other than exactly once'\n"
+        "print('OK')\n"
+    )
+    _run_child(code)
+
+
 def _run_child(code: str) -> None:
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and run.stdout.strip() == "OK", run.stderr[-2000:]

@@ -21,6 +21,7 @@ cdef extern from "wb_pool_impl.h" nogil:
     long wb_pool_get_spin_ns()
     void wb_pool_hold(int held)
     void wb_pool_test_sum(int nt, long n, long grain, long *out)
+    long wb_pool_test_stress(int nt, long jobs, int *count)
 
 _run = PyCapsule_New(<void*>wb_pool_run_impl, WB_POOL_CAPSULE, NULL)
 
@@ -74,6 +75,18 @@ def _test_sum(int num_threads, long n, long grain):
     with nogil:
         wb_pool_test_sum(num_threads, n, grain, &view[0])
     return out
+
+
+def _test_stress(int num_threads, long jobs) -> int:
+    """Tests: `jobs` back-to-back parallel loops of alternating size (wb_pool_test_stress);
+    returns how many ran some index other than exactly once."""
+    import numpy as np
+    count = np.zeros(64, dtype=np.int32)
+    cdef int[::1] view = count
+    cdef long bad
+    with nogil:
+        bad = wb_pool_test_stress(num_threads, jobs, &view[0])
+    return bad
 
 
 set_spin_us(spin_from_env())

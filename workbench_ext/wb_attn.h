@@ -1,8 +1,9 @@
 /* Fused multi-head attention for workbench_ext.attention: for every (batch, head) pair
  *   ctx[b, r, h, :] = softmax(q[b, h, r, :] . k[b, h, :, :] + mask[b, :]) @ v[b, h, :, :]
- * in one call, OpenMP-parallel over the (batch, head) pairs (no Python threads, no NumPy
- * temporaries).  q / k / v are strided views (element strides; the head_dim axis of q and v is
- * contiguous) so the engine passes slices of its fused QKV output as they are.
+ * in one call, parallel over the (batch, head) pairs on the kernels' pool (wb_pool.h; no
+ * Python threads, no NumPy temporaries).  q / k / v are strided views (element strides; the
+ * head_dim axis of q and v is contiguous) so the engine passes slices of its fused QKV output
+ * as they are.
  *
  * Per pair on AVX-512 and AVX2: K is transposed into Kt[d][Sp] and V packed into Vp[S][dp], then
  * query rows in tiles of 4 (wb_attn_simd.h, register-blocked): scores as one FMA chain per

@@ -3,8 +3,14 @@
  *
  * One job at a time. A job is (fn, ctx, n, grain); its chunks are claimed from one 64-bit word,
  * `next` = (job generation << 32) | next chunk, by compare-and-swap, so a thread still holding an
- * old generation can never claim a chunk of the new job. The caller publishes a job by storing
- * `next`, claims chunks itself like any worker, then waits until `done` counts every chunk:
+ * old generation can never claim a chunk of the new job. The caller publishes a job in two
+ * stores: first `next` = (new generation, WB_POOL_NOT_READY), which makes every claim under the
+ * old generation fail, then the job's fields, then `next` = (new generation, 0). (With one
+ * store after the fields, a worker that had read `next` = (old generation, last chunk + 1) and
+ * then the *new* job's chunk count could claim a chunk of the new job under the old
+ * generation: that chunk ran twice, and its `done` count could let the caller return while a
+ * chunk still ran on its stack's job; the stress test in tests/test_pool.py caught it.) The
+ * caller then claims chunks itself like any worker and waits until `done` counts every chunk:
  * only chunks some thread has *started* can make it wait. Workers spin for wb_pool_spin_ns
  * after their last chunk (a forward's ops come tens of microseconds apart, and waking a
  * sleeping thread costs about that much), then sleep on a condition variable.
@@ -27,6 +33,7 @@
 #include "wb_pool.h"
 
 #define WB_POOL_MAX_WORKERS 255
+#define WB_POOL_NOT_READY 0xffffffffu   /* chunk index of a job whose fields are being written */
 
 typedef struct {
     _Atomic uint64_t next;          /* (generation << 32) | next chunk index */
@@ -54,15 +61,27 @@ static inline long wb_pool_now_ns(void) {
     return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-/* Claim and run chunks of generation `gen` until none is left; returns how many this thread ran. */
-static long wb_pool_work(uint32_t gen) {
+/* Claim and run chunks of generation `gen` until none is left; returns how many this thread ran.
+ * `worker`: the worker's id, or -1 for the caller. */
+static long wb_pool_work(uint32_t gen, int worker) {
     long ran = 0;
-    for (;;) {
+    int checked = worker < 0;
+    for (unsigned k = 1;; k++) {
         uint64_t c = atomic_load(&wb_pool.next);
         if ((uint32_t)(c >> 32) != gen) return ran;
+        if ((uint32_t)c == WB_POOL_NOT_READY) {   /* the caller is still writing the job */
+            _mm_pause();
+            if ((k & 1023) == 0) sched_yield();   /* ... from this thread's core, perhaps */
+            continue;
+        }
+        if (!checked) {           /* the job's fields are written: may this worker join it? */
+            if (worker >= atomic_load(&wb_pool.helpers) || atomic_load(&wb_pool.held)) return ran;
+            checked = 1;
+        }
         const long i = (long)(c & 0xffffffffu);
-        /* read before the claim: if the job changed meanwhile, `next` changed too and the claim
-         * below fails, so a chunk only ever runs with its own job's fields */
+        /* read before the claim: if the job changed meanwhile, `next` left (gen, i) before any
+         * field was written, so the claim below fails and a chunk only ever runs with its own
+         * job's fields */
         const wb_range_fn fn = atomic_load(&wb_pool.fn);
         void *const ctx = atomic_load(&wb_pool.ctx);
         const long n = atomic_load(&wb_pool.n), grain = atomic_load(&wb_pool.grain);
@@ -98,10 +117,8 @@ static void *wb_pool_worker(void *arg) {
             }
         }
         seen = gen;
-        if (id < atomic_load(&wb_pool.helpers) && !atomic_load(&wb_pool.held)) {
-            long ran = wb_pool_work(gen);
-            if (ran) atomic_fetch_add(&wb_pool.chunks_by_workers, ran);
-        }
+        const long ran = wb_pool_work(gen, id);
+        if (ran) atomic_fetch_add(&wb_pool.chunks_by_workers, ran);
     }
     return NULL;
 }
@@ -143,9 +160,17 @@ static void wb_pool_run_impl(int nt, long n, long grain, wb_range_fn fn, void *c
         fn(ctx, 0, n);               /* a job is in flight: this call runs on its own thread */
         return;
     }
+    const long chunks = (n + grain - 1) / grain;
+    if (chunks >= (long)WB_POOL_NOT_READY) {   /* more chunks than `next` can count */
+        atomic_store(&wb_pool.running, 0);
+        fn(ctx, 0, n);
+        return;
+    }
     int helpers = wb_pool_grow(nt - 1);
     if (helpers > nt - 1) helpers = nt - 1;
-    const long chunks = (n + grain - 1) / grain;
+    const uint32_t gen = (uint32_t)(atomic_load(&wb_pool.next) >> 32) + 1;
+    /* first close the old generation to claims (see the top of this file), then the fields */
+    atomic_store(&wb_pool.next, ((uint64_t)gen << 32) | WB_POOL_NOT_READY);
     atomic_store(&wb_pool.fn, fn);
     atomic_store(&wb_pool.ctx, ctx);
     atomic_store(&wb_pool.n, n);
@@ -153,14 +178,13 @@ static void wb_pool_run_impl(int nt, long n, long grain, wb_range_fn fn, void *c
     atomic_store(&wb_pool.chunks, chunks);
     atomic_store(&wb_pool.helpers, helpers);
     atomic_store(&wb_pool.done, 0);
-    const uint32_t gen = (uint32_t)(atomic_load(&wb_pool.next) >> 32) + 1;
     atomic_store(&wb_pool.next, (uint64_t)gen << 32);
     if (atomic_load(&wb_pool.sleepers) > 0) {
         pthread_mutex_lock(&wb_pool.mu);
         pthread_cond_broadcast(&wb_pool.cv);
         pthread_mutex_unlock(&wb_pool.mu);
     }
-    long mine = wb_pool_work(gen);
+    long mine = wb_pool_work(gen, -1);
     /* only chunks a worker has started are left: wait for them, yielding now and then in case
      * that worker shares this thread's core */
     for (unsigned k = 1; atomic_load(&wb_pool.done) < chunks; k++) {
@@ -192,6 +216,31 @@ static void wb_pool_test_chunk(void *ctx, long b, long e) {
 static void wb_pool_test_sum(int nt, long n, long grain, long *out) {
     wb_pool_run = wb_pool_run_impl;
     wb_parallel_for(nt, n, grain, wb_pool_test_chunk, out);
+}
+
+/* Back-to-back jobs of alternating size with chunks that take no time, so a worker finishing
+ * the last chunk of one job meets the caller publishing the next (the window in which a chunk
+ * of a new job could once be claimed under the old generation). Each index counts its runs;
+ * returns how many jobs ran some index other than exactly once. */
+typedef struct { _Atomic int *count; } wb_pool_stress_t;
+static void wb_pool_stress_chunk(void *ctx, long b, long e) {
+    wb_pool_stress_t *s = (wb_pool_stress_t *)ctx;
+    for (long i = b; i < e; i++) atomic_fetch_add(&s->count[i], 1);
+}
+static long wb_pool_test_stress(int nt, long jobs, int *count_ /* >= 64 */) {
+    _Atomic int *count = (_Atomic int *)count_;
+    wb_pool_run = wb_pool_run_impl;
+    long bad = 0;
+    for (long j = 0; j < jobs; j++) {
+        const long n = (j & 1) ? 64 : 1 + (j % 3);
+        wb_pool_stress_t s = {count};
+        for (long i = 0; i < 64; i++) atomic_store(&count[i], 0);
+        wb_parallel_for(nt, n, 1, wb_pool_stress_chunk, &s);
+        int ok = 1;
+        for (long i = 0; i < 64; i++) ok &= atomic_load(&count[i]) == (i < n);
+        bad += !ok;
+    }
+    return bad;
 }
 
 #endif

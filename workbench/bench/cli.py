@@ -32,6 +32,7 @@ from workbench.bench.engines import BASELINE, DEFAULT_ENGINES, ENGINES, default_
 from workbench.bench.models import DEFAULT_MODELS, MODELS, BenchModel, parse_model, safe_name
 from workbench.bench.report import add_ratios, write_engines_csv, write_markdown, write_plot
 from workbench.bench.spread import add_spread
+from workbench.bench.worker import exit_reason
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -159,8 +160,7 @@ def run_worker(module: str, spec: dict[str, Any], work: Path, tag: str, threads:
                                   cwd=str(REPO_ROOT), timeout=timeout)
         if res_f.exists():
             return json.loads(res_f.read_text())
-        tail = [ln for ln in log_f.read_text(errors="replace").splitlines() if ln.strip()][-1:]
-        return f"engine process exited with code {proc.returncode}" + (f": {tail[0][:300]}" if tail else "")
+        return exit_reason(proc.returncode, log_f)
     except subprocess.TimeoutExpired:
         return f"engine process timed out after {timeout:.0f} s"
     except OSError as exc:

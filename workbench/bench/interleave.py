@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from workbench.bench.worker import MIN_RUNS_SLOW, SLOW_S
+from workbench.bench.worker import MIN_RUNS_SLOW, SLOW_S, exit_reason
 
 QUIET_S = 0.1
 """Pause before each turn. An engine's worker threads keep spinning after its run: ONNX Runtime
@@ -66,9 +66,7 @@ class _Worker:
         line = self.proc.stdout.readline()
         if not line:
             self.proc.wait()
-            tail = [ln for ln in self.log_f.read_text(errors="replace").splitlines() if ln.strip()][-1:]
-            self.error = (f"engine process exited with code {self.proc.returncode}"
-                          + (f": {tail[0][:300]}" if tail else ""))
+            self.error = exit_reason(self.proc.returncode, self.log_f)
             return None
         return line.strip()
 

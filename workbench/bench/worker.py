@@ -7,8 +7,10 @@ with status "failed" and the error, never an exception escaping to the parent.
 """
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -25,6 +27,27 @@ FAIL_ENV = "WORKBENCH_BENCH_FAIL_ENGINE"
 failing engine becomes a failed row and the others go on)."""
 SLOW_S = 2.0  # a warm-up call slower than this caps the timed runs at MIN_RUNS_SLOW
 MIN_RUNS_SLOW = 5
+
+
+def exit_reason(returncode: int | None, log: Path) -> str:
+    """Why an engine process ended without a result: its exit code (a signal by name) and the
+    last line of its log, or, after a crash, the two innermost Python frames faulthandler
+    printed (where in the engine the process died: a compiled kernel has no frame of its own,
+    so the innermost is the Python code that called it)."""
+    code = f"{returncode}"
+    if returncode is not None and returncode < 0:
+        try:
+            code += f" ({signal.Signals(-returncode).name})"
+        except ValueError:
+            pass
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()] if log.exists() else []
+    fatal = next((i for i, ln in enumerate(lines) if ln.startswith("Fatal Python error")), None)
+    if fatal is not None:
+        frames = [ln.strip() for ln in lines[fatal:] if ln.strip().startswith("File ")][:2]
+        detail = lines[fatal].strip() + (f", in {' < '.join(frames)}" if frames else "")
+    else:
+        detail = lines[-1] if lines else ""
+    return f"engine process exited with code {code}" + (f": {detail[:300]}" if detail else "")
 
 
 def _error(exc: BaseException) -> str:
@@ -198,6 +221,7 @@ def serve(spec: dict[str, Any], result: Path, commands: Any, replies: Any) -> No
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    faulthandler.enable()   # a crash in a kernel leaves its Python stack in the log (exit_reason)
     spec = json.loads(Path(argv[0]).read_text())
     if "--serve" in argv[2:]:
         # the protocol keeps this process's original stdout; everything else printed (by us or by
