@@ -222,10 +222,9 @@ static void wb_pool_test_sum(int nt, long n, long grain, long *out) {
  * the last chunk of one job meets the caller publishing the next (the window in which a chunk
  * of a new job could once be claimed under the old generation). Each index counts its runs;
  * returns how many jobs ran some index other than exactly once. */
-typedef struct { _Atomic int *count; } wb_pool_stress_t;
 static void wb_pool_stress_chunk(void *ctx, long b, long e) {
-    wb_pool_stress_t *s = (wb_pool_stress_t *)ctx;
-    for (long i = b; i < e; i++) atomic_fetch_add(&s->count[i], 1);
+    _Atomic int *count = (_Atomic int *)ctx;
+    for (long i = b; i < e; i++) atomic_fetch_add(&count[i], 1);
 }
 static long wb_pool_test_stress(int nt, long jobs, int *count_ /* >= 64 */) {
     _Atomic int *count = (_Atomic int *)count_;
@@ -233,9 +232,8 @@ static long wb_pool_test_stress(int nt, long jobs, int *count_ /* >= 64 */) {
     long bad = 0;
     for (long j = 0; j < jobs; j++) {
         const long n = (j & 1) ? 64 : 1 + (j % 3);
-        wb_pool_stress_t s = {count};
         for (long i = 0; i < 64; i++) atomic_store(&count[i], 0);
-        wb_parallel_for(nt, n, 1, wb_pool_stress_chunk, &s);
+        wb_parallel_for(nt, n, 1, wb_pool_stress_chunk, (void *)count);
         int ok = 1;
         for (long i = 0; i < 64; i++) ok &= atomic_load(&count[i]) == (i < n);
         bad += !ok;
