@@ -380,14 +380,20 @@ def test_tile_engines_prune_whole_amx_tiles(tiny_bert):
     assert np.mean([tile_sparsity(w) for w in lin(tiled)]) > 0.85
 
 
-def test_default_engines_add_the_tile_engine_only_on_amx(monkeypatch):
+def test_default_engines_add_the_tile_and_bf16_attention_engines_only_where_they_run(monkeypatch):
     from workbench.bench import engines
     from workbench.runtime import kernels
 
     monkeypatch.setattr(kernels, "has_tile_sparse", lambda: False)
+    monkeypatch.setattr(kernels, "attention_runs_bf16", lambda: False)
     assert engines.default_engines() == engines.DEFAULT_ENGINES
     monkeypatch.setattr(kernels, "has_tile_sparse", lambda: True)
     assert engines.default_engines() == engines.DEFAULT_ENGINES + ("wb-int8-tile90",)
+    monkeypatch.setattr(kernels, "attention_runs_bf16", lambda: True)
+    assert engines.default_engines() == engines.DEFAULT_ENGINES + (
+        "wb-int8-tile90", "wb-int8-bf16attn", "wb-int8-sp90-bf16attn")
+    assert engines.ENGINES["wb-int8-sp90-bf16attn"].sparsity == 0.9
+    assert engines.ENGINES["wb-int8-sp90-bf16attn"].attention == "bf16"
 
 
 def test_a_crashed_engine_process_says_where_it_died(tmp_path):

@@ -14,6 +14,11 @@ be strided views (e.g. slices of a fused QKV projection's output):
 Returns ``ctx`` float32 [B, R, nh, d] (C-contiguous, i.e. [B*R, nh*d] rows).  See wb_attn.h for
 the order of the float operations; the result matches ``softmax(q @ k + mask) @ v`` in float32
 to rounding (tests/test_kernels.py).
+
+``precision="bf16"`` rounds q, k, v and the probabilities to bf16 and sums in fp32 (VDPBF16PS,
+wb_attn_bf16.h) on CPUs with AVX512-BF16 -- about twice the fp32 kernel's multiply-adds per
+instruction; elsewhere (or with the ISA forced below AVX-512) the fp32 kernels run, which
+:func:`runs_bf16` tells.
 """
 
 include "_pool_bind.pxi"
@@ -44,12 +49,29 @@ cdef object _check_view(object a, str name):
     return a
 
 
-def attention(q, k, v, mask_bias, num_threads=None, significance=False):
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision) -> bool:
+    """True for "bf16", False for "fp32"; anything else is a ValueError naming the choices."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"attention precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision == "bf16"
+
+
+def runs_bf16(isa=None) -> bool:
+    """Whether precision="bf16" runs on bf16 operands here (AVX512-BF16 and an AVX-512 ISA
+    active, or the ISA named), rather than falling back to the fp32 kernels."""
+    return bool(wb_attn_bf16_usable(_cpu.ISA_CODES[isa or _cpu.active_isa()]))
+
+
+def attention(q, k, v, mask_bias, num_threads=None, significance=False, precision="fp32"):
     """softmax(q @ k + mask_bias) @ v for every (batch, head); see the module docstring.
 
     significance=True (self-attention, R == S) also returns ``sig`` float32 [B, nh, S]: each
     key's probabilities summed over the queries whose mask_bias is 0 (the token-dropping score
     of workbench.runtime.dynamic), as ``(ctx, sig)``."""
+    cdef bint bf16 = check_precision(precision)
     _check_view(q, "q")
     _check_view(k, "k")
     _check_view(v, "v")
@@ -83,6 +105,7 @@ def attention(q, k, v, mask_bias, num_threads=None, significance=False):
     a.ctx = <float*>cnp.PyArray_DATA(<cnp.ndarray>ctx)
     a.B, a.nh, a.R, a.S, a.d = B, nh, R, S, d
     a.sig = <float*>cnp.PyArray_DATA(<cnp.ndarray>sig) if significance else NULL
+    a.bf16 = bf16
     cdef int rc
     with nogil:
         rc = wb_attention(&a, isa, nt)

@@ -11,7 +11,8 @@ The last layer computes only the [CLS] row of every sequence (what the classifie
 ``layers``: one dict per layer with ``qkv`` / ``out`` / ``ffn1`` / ``ffn2`` (each a list of
 ``(from_rows, _Int8Linear)``: the kernel to use from that many rows on, see
 workbench.runtime.choice.RowSwitch), ``heads``, ``head_dim``, ``out_bias`` / ``ffn2_bias``,
-``ln1`` / ``ln2`` = (gamma, beta, eps). The outputs are bit-identical to running the same
+``ln1`` / ``ln2`` = (gamma, beta, eps). ``attention``: "fp32" or "bf16" (workbench_ext.attention's
+``precision``). The outputs are bit-identical to running the same
 kernels one Python call at a time (tests/test_runtime.py).
 
 Concurrent calls (another thread while the kernels have released the GIL) get their own
@@ -25,6 +26,7 @@ from libc.stdint cimport uint8_t, int32_t
 from libc.string cimport memcpy
 
 from workbench_ext.attention cimport wb_attention, wb_attn_t, wb_layernorm, wb_threads
+from workbench_ext.attention import check_precision
 from workbench_ext.int8 cimport _Int8Linear, aligned_bytes, scratch_bytes
 
 cnp.import_array()
@@ -78,8 +80,10 @@ cdef class Int8Encoder:
     cdef int H, max_qkv, max_ctx, max_ffn, max_kp
     cdef _Buffers _kept
     cdef bint _busy
+    cdef bint attention_bf16
 
-    def __init__(self, list layers, int hidden_size):
+    def __init__(self, list layers, int hidden_size, attention="fp32"):
+        self.attention_bf16 = check_precision(attention)
         if not layers:
             raise ValueError("Int8Encoder needs at least one layer")
         for i, layer in enumerate(layers):
@@ -154,6 +158,7 @@ cdef class Int8Encoder:
             a.ctx = <float*>_ptr(buf.ctx)
             a.B, a.nh, a.R, a.S, a.d = B, nh, R, S, d
             a.sig = NULL
+            a.bf16 = self.attention_bf16
             with nogil:
                 if wb_attention(&a, isa, nt) != 0:
                     with gil:

@@ -9,7 +9,9 @@
  * query rows in tiles of 4 (wb_attn_simd.h, register-blocked): scores as one FMA chain per
  * output over head_dim dd = 0..d-1, plus the additive mask, softmax (ops' AVX2 row function),
  * context as one FMA chain per output over keys j = 0..S-1. Both widths run the same chains, so
- * their results are bit-identical. The portable body (plain loops, -ffp-contract=off: separate
+ * their results are bit-identical. With a->bf16 set, CPUs with AVX512-BF16 run each pair on
+ * bf16 operands instead (wb_attn_bf16.h: twice the multiply-adds per instruction, ~2^-9
+ * relative rounding per operand). The portable body (plain loops, -ffp-contract=off: separate
  * multiply and add, expf) agrees with them to float rounding. The scale 1/sqrt(d) is expected
  * to be folded into q.
  */
@@ -29,6 +31,8 @@ typedef struct {
     float *sig;                               /* NULL, or [B][nh][S] (R == S): each key's
                                                * probabilities summed over the non-padding
                                                * queries (mask == 0), for token dropping */
+    int bf16;                                 /* 1: bf16 operands where the CPU has AVX512-BF16
+                                               * (wb_attn_bf16.h), else the fp32 kernels */
 } wb_attn_t;
 
 static inline __attribute__((always_inline)) void
@@ -103,10 +107,13 @@ wb_attn_pair_body(const wb_attn_t *a, long pair, float *restrict Kt, float *rest
 #define WB_ATTN_MR_MAX 4
 static inline long wb_attn_sp(int S) { return ((long)S + 63) / 64 * 64; }
 static inline int wb_attn_dp(int d) { return (d + 15) / 16 * 16; }
+#include "wb_attn_bf16.h"   /* the bf16 pair kernel; its scratch is counted below */
 static inline size_t wb_attn_scratch_floats(int S, int d) {
     const size_t Sp = (size_t)wb_attn_sp(S), dp = (size_t)wb_attn_dp(d);
     size_t blocked = (size_t)d * Sp + (size_t)S * dp + WB_ATTN_MR_MAX * (Sp + dp);
     size_t plain = (size_t)d * S + 2 * (size_t)S + 32;   /* the portable body's Kt + p */
+    size_t bf16 = wb_attn_bf16_scratch_words((long)Sp, S, (int)dp, d);
+    if (bf16 > blocked) blocked = bf16;
     return blocked > plain ? blocked : plain;
 }
 
@@ -153,11 +160,19 @@ static inline void wb_attn_kt_scalar(const float *k, long kd, long ks, int S, in
 #define WB_AT_TRANSPOSE wb_transpose8
 #include "wb_attn_simd.h"
 
+/* does this CPU run bf16 attention (AVX512-BF16, with the AVX-512 state the ISA check found)? */
+static int wb_attn_bf16_usable(int isa) {
+    static _Atomic int has = -1;   /* CPUID traps to the hypervisor on a VM: asked once */
+    int h = atomic_load(&has);
+    if (h < 0) { h = wb_cpu_has_avx512_bf16(); atomic_store(&has, h); }
+    return h && isa >= WB_ISA_AVX512_VNNI;
+}
+
 static void wb_attn_pair_portable(const wb_attn_t *a, long pair, float *Kt, float *p) {
     wb_attn_pair_body(a, pair, Kt, p);
 }
 
-typedef struct { const wb_attn_t *a; int isa; _Atomic int failed; } wb_attn_job_t;
+typedef struct { const wb_attn_t *a; int isa, bf16; _Atomic int failed; } wb_attn_job_t;
 
 /* one (sequence, head) pair after another: dynamic chunks of one, so a thread the shared
  * machine slows down takes fewer heads */
@@ -168,7 +183,8 @@ static void wb_attn_chunk(void *p, long b, long e) {
     if (!Kt) { atomic_store(&j->failed, 1); return; }
     float *pr = Kt + (size_t)a->d * a->S;   /* the portable body's layout */
     for (long t = b; t < e; t++) {
-        if (j->isa >= WB_ISA_AVX512_VNNI) wb_attn_pair_avx512(a, t, Kt);
+        if (j->bf16) wb_attn_pair_bf16(a, t, Kt);
+        else if (j->isa >= WB_ISA_AVX512_VNNI) wb_attn_pair_avx512(a, t, Kt);
         else if (j->isa >= WB_ISA_AVX2) wb_attn_pair_avx2(a, t, Kt);
         else wb_attn_pair_portable(a, t, Kt, pr);
     }
@@ -179,7 +195,7 @@ static int wb_attention(const wb_attn_t *a, int isa, int nt) {
     const long pairs = (long)a->B * a->nh;
     nt = wb_threads(nt);
     const long work = (long)a->R * a->S * a->d * pairs;
-    wb_attn_job_t job = {a, isa, 0};
+    wb_attn_job_t job = {a, isa, a->bf16 && wb_attn_bf16_usable(isa), 0};
     wb_parallel_for(work > 65536 ? nt : 1, pairs, 1, wb_attn_chunk, &job);
     return atomic_load(&job.failed) ? -1 : 0;
 }

@@ -98,13 +98,14 @@ class Workbench(BenchEngine):
     name = "wb-int8"
     quantize = True
     dtype: str | None = None
+    attention = "fp32"
 
     def setup(self, model, threads, cache_dir, model_name):
         from workbench.runtime import compile_model, kernel_report
         from workbench.runtime.choice import layer_summary
 
         self.engine = compile_model(model, quantize=self.quantize, sparse_threshold=0.5, dtype=self.dtype,
-                                    kernel_choice="measure", choice_shape=tuple(self.shape),
+                                    attention=self.attention, kernel_choice="measure", choice_shape=tuple(self.shape),
                                     choice_batches=tuple(b for b in self.batches if b > self.shape[0]))
         kinds: dict[str, int] = {}
         for impl in self.engine.impls.values():
@@ -114,6 +115,7 @@ class Workbench(BenchEngine):
         self.notes = (f"isa={rep['isa']}; " + "; ".join(f"{v}x {k}" for k, v in kinds.items())
                       + f"; kernels {layer_summary(self.engine.meta)}"
                       + f"; layer loop {self.engine.describe()['layer_loop'].split(':')[0]}"
+                      + (f"; attention {self.engine.attention_impl()}" if self.attention != "fp32" else "")
                       + (f"; NumPy fallback for: {', '.join(fallbacks)}" if fallbacks else ""))
         if self.engine.meta.get("dynamic"):  # a stage with model.dynamic runs at its saved spec
             spec = {k: v for k, v in self.engine.meta["dynamic"].items() if v not in (None, [])}
@@ -148,11 +150,17 @@ def _tile_sparse(level: int) -> type[Workbench]:
                 {"name": f"wb-int8-tile{level}", "sparsity": level / 100, "block": (16, 64)})
 
 
+def _bf16_attention(base: type[Workbench]) -> type[Workbench]:
+    """`base` with bf16 attention operands (`compile_model(attention="bf16")`, AVX512-BF16)."""
+    return type(f"{base.__name__}Bf16Attention", (base,), {"name": f"{base.name}-bf16attn", "attention": "bf16"})
+
+
 ENGINES: dict[str, type[BenchEngine]] = {
     e.name: e for e in (TorchFp32, TorchBf16, TorchInt8X86, TorchInt8OneDNN, OrtFp32, OrtInt8, OrtExported,
                         *(_ort_variant(v) for v in ORT_INT8_VARIANTS),
                         Workbench, _sparse(70), _sparse(80), _sparse(90), _tile_sparse(70), _tile_sparse(80),
-                        _tile_sparse(90), WorkbenchFp32, WorkbenchBf16)
+                        _tile_sparse(90), WorkbenchFp32, WorkbenchBf16, _bf16_attention(Workbench),
+                        _bf16_attention(_sparse(90)))
 }
 DEFAULT_ENGINES = ("torch-fp32", "torch-bf16", "torch-int8-x86", "torch-int8-onednn", "ort-fp32",
                    "ort-int8", "wb-int8", "wb-int8-sp70", "wb-int8-sp80", "wb-int8-sp90")
@@ -161,7 +169,10 @@ BASELINE = "ort-int8"
 
 def default_engines() -> tuple[str, ...]:
     """`DEFAULT_ENGINES`, and on CPUs with AMX also `wb-int8-tile90`: there the tile-sparse
-    kernel skips the pruned tiles (elsewhere the engine would only repeat a 1x4-sparse one)."""
-    from workbench.runtime.kernels import has_tile_sparse
+    kernel skips the pruned tiles (elsewhere the engine would only repeat a 1x4-sparse one); on
+    CPUs with AVX512-BF16 also the dense and 90 % engines with bf16 attention (elsewhere they
+    would run the fp32 attention again)."""
+    from workbench.runtime.kernels import attention_runs_bf16, has_tile_sparse
 
-    return DEFAULT_ENGINES + (("wb-int8-tile90",) if has_tile_sparse() else ())
+    return (DEFAULT_ENGINES + (("wb-int8-tile90",) if has_tile_sparse() else ())
+            + (("wb-int8-bf16attn", "wb-int8-sp90-bf16attn") if attention_runs_bf16() else ()))

@@ -119,6 +119,8 @@ class Engine:
         self.max_seq_len: int = self.max_positions - (
             self.padding_idx + 1 if self.position_ids == "padding_offset" else 0)
         self._act = K.ACTIVATIONS[meta["activation"]]
+        # attention operands: "fp32", or "bf16" where the CPU has AVX512-BF16 (compile_model)
+        self.attention: str = meta.get("attention", "fp32")
         self._eps = {k: float(v) for k, v in meta["eps"].items()}
         from workbench.runtime import choice
 
@@ -171,7 +173,7 @@ class Engine:
                 "heads": self.layer_heads[i], "head_dim": d, "ln1": ln("ln1"), "ln2": ln("ln2"),
                 "out_bias": T[f"layers.{i}.out.bias"], "ffn2_bias": T[f"layers.{i}.ffn2.bias"],
             })
-        return K.int8_encoder(layers, self.hidden_size)
+        return K.int8_encoder(layers, self.hidden_size, attention=self.attention)
 
     # ---- forward -----------------------------------------------------------------------------
     def __call__(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None,
@@ -267,8 +269,8 @@ class Engine:
         (by the fused kernel too: token dropping keeps its compiled attention)."""
         if K.has_fused_attention():  # all heads in one compiled OpenMP call
             if sig is None:
-                return K.fused_attention(q, k, v, mask_bias)
-            ctx, sig[...] = K.fused_attention(q, k, v, mask_bias, significance=True)
+                return K.fused_attention(q, k, v, mask_bias, precision=self.attention)
+            ctx, sig[...] = K.fused_attention(q, k, v, mask_bias, significance=True, precision=self.attention)
             return ctx
         B, nh, R, d = q.shape
         S = k.shape[-1]
@@ -305,11 +307,21 @@ class Engine:
             "sparse_threshold": self.meta["sparse_threshold"],
             "kernel_choice": self.meta.get("kernel_choice", "threshold"), "dtype": self.meta.get("dtype"),
             "kernels_per_layer": choice.layer_summary(self.meta),
+            "attention": self.attention_impl(),
             "layer_loop": ("compiled: workbench_ext.encoder.Int8Encoder, one call per forward" if self._encoder is not None
                            else "per op: one Python call per kernel"),
             "linears": {n: {**lm, "impl": self.impls[n]} for n, lm in self.meta["linears"].items()},
             "kernels": K.kernel_report(),
         }
+
+    def attention_impl(self) -> str:
+        """What the attention runs on here: "fp32", "bf16 (AVX512-BF16)", or the fp32 fallback of
+        a bf16 engine on a CPU (or forced ISA) without AVX512-BF16, said as such."""
+        if self.attention != "bf16":
+            return "fp32"
+        if K.has_fused_attention() and K.attention_runs_bf16():
+            return "bf16 (AVX512-BF16)"
+        return "fp32 (bf16 asked; no AVX512-BF16 on this CPU or ISA)"
 
     def sparse_layers(self) -> list[str]:
         return [n for n, lm in self.meta["linears"].items() if lm["kind"].endswith("sparse")]

@@ -87,14 +87,20 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 # fused attention and the layer loop: workbench_ext.attention / workbench_ext.encoder only
 # --------------------------------------------------------------------------------------------
 def fused_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.ndarray,
-                    num_threads: int | None = None, significance: bool = False) -> Any:
+                    num_threads: int | None = None, significance: bool = False, precision: str = "fp32") -> Any:
     """All heads at once: softmax(q k + mask) v -> [B, R, nh, d] (workbench_ext.attention);
-    significance=True: (ctx, sig [B, nh, S]), sig = the probabilities summed over real queries."""
+    significance=True: (ctx, sig [B, nh, S]), sig = the probabilities summed over real queries.
+    precision "bf16": bf16 operands where the CPU has AVX512-BF16 (`attention_runs_bf16`)."""
     return kernels._ext_attn.attention(q, k, v, np.ascontiguousarray(mask_bias, dtype=np.float32),
-                                       num_threads=num_threads, significance=significance)
+                                       num_threads=num_threads, significance=significance, precision=precision)
 
 
-def int8_encoder(layers: list[dict[str, Any]], hidden_size: int) -> Any:
+def attention_runs_bf16() -> bool:
+    """Whether attention precision "bf16" runs on bf16 operands here (else on the fp32 kernels)."""
+    return kernels._ext_attn is not None and bool(kernels._ext_attn.runs_bf16())
+
+
+def int8_encoder(layers: list[dict[str, Any]], hidden_size: int, attention: str = "fp32") -> Any:
     """`workbench_ext.encoder.Int8Encoder` on these layers (the whole encoder in one compiled
     call), or None when it is not built or a layer's Linear is not a compiled int8 kernel."""
     if _ext_encoder is None or _ext_int8 is None:
@@ -103,4 +109,4 @@ def int8_encoder(layers: list[dict[str, Any]], hidden_size: int) -> Any:
     if not all(isinstance(fn, kinds) for layer in layers for r in ("qkv", "out", "ffn1", "ffn2")
                for _, fn in layer[r]):
         return None
-    return _ext_encoder.Int8Encoder(layers, hidden_size)
+    return _ext_encoder.Int8Encoder(layers, hidden_size, attention=attention)

@@ -7,6 +7,7 @@
       choice_batches: [8]     # optional: also time at batch 8; layers switch kernel by row count
       sparse_threshold: 0.5   # kernel_choice: threshold -- >= 50% zero 1x4 blocks -> block-sparse
       dynamic: true           # a model with `model.dynamic` (token dropping / early exits) runs it
+      attention: fp32         # or bf16: bf16 operands, fp32 sums, where the CPU has AVX512-BF16
 
 The stage's model becomes an `EngineModule` (inference only: put this recipe in the last stage,
 or in a stage without `train:`).
@@ -43,6 +44,9 @@ class WorkbenchRuntimeConfig:
     dynamic: bool = True
     """Keep the model's `DynamicSpec` (`model.dynamic`, exit heads): the engine then drops tokens
     and exits early as the spec says (`workbench.runtime.dynamic`); false runs the static network."""
+    attention: Literal["fp32", "bf16"] = "fp32"
+    """`bf16`: attention's q, k, v and probabilities rounded to bf16, sums in fp32 (~0.6-0.7x the
+    fp32 attention's time) on CPUs with AVX512-BF16; elsewhere fp32, and the engine says so."""
 
     def validate(self, where: str) -> None:
         if self.sparse_threshold < 0:
@@ -68,7 +72,8 @@ class WorkbenchRuntime(Recipe):
                                sparse_threshold=self.config.sparse_threshold,
                                kernel_choice=self.config.kernel_choice,
                                choice_shape=tuple(int(v) for v in self.config.choice_shape),
-                               choice_batches=tuple(int(v) for v in self.config.choice_batches))
+                               choice_batches=tuple(int(v) for v in self.config.choice_batches),
+                               attention=self.config.attention)
         if not self.config.dynamic:  # the exit heads stay compiled, never called
             engine.meta.pop("dynamic", None)
         return EngineModule(engine, config=getattr(model, "config", None))

@@ -1,0 +1,169 @@
+/* One (batch, head) pair of fused attention with bf16 operands and fp32 sums (AVX512-BF16),
+ * for wb_attn.h when the caller asks for bf16 attention (wb_attn_t.bf16).
+ *
+ *   scores = bf16(q) . bf16(k)        VDPBF16PS: products of two bf16 are exact in fp32, sums fp32
+ *   p      = softmax(scores + mask)   fp32, the same row function as the fp32 kernel
+ *   ctx    = bf16(p) . bf16(v)        VDPBF16PS
+ *
+ * VDPBF16PS does 32 multiply-adds per instruction where VFMADD231PS does 16, at the same issue
+ * rate on Zen 4, so the two products take about half the fp32 kernel's time; the roundings
+ * (8-bit significands for q, k, v and the probabilities) add ~2^-9 relative error per operand.
+ * Conversion: round to nearest even (wb_bf16_convert.h).
+ *
+ * Layouts, in 32-bit words (a word = a pair of bf16 along the product's summed axis):
+ *   Kr [Sp][d2p]  bf16(k[j][0..d-1]) per key j (zero past d and for j >= S): a converted row in
+ *                 its natural order is already the (k[j][2t], k[j][2t+1]) pairs
+ *   Kb [d2p][Sp]  Kr transposed (16 x 16 word blocks): one vector = 16 keys' pair t
+ *   Vb [S2][dp]   (v[2u][dd], v[2u+1][dd]): one vector = 16 head_dim columns' key pair u
+ *   Qb [MR][d2p], Pb [MR][Sp / 2]   query rows / probability rows, converted in order
+ *   P [MR][Sp], C [MR][dp]          fp32 scores then probabilities / context rows
+ * with d2 = ceil(d / 2), d2p = d2 rounded up to 16, S2 = ceil(S / 2), Sp and dp as in wb_attn.h.
+ */
+#ifndef WB_ATTN_BF16_H
+#define WB_ATTN_BF16_H
+
+#include "wb_bf16_convert.h"
+
+#define WB_ATTN_BF16_MR 4
+#define WB_ATTN_BF16_NC 4   /* 64 keys per score tile: Sp is a multiple of it */
+#define WB_ATTN_BF16_NV 4
+
+static inline int wb_attn_bf16_d2p(int d) { return ((d + 1) / 2 + 15) / 16 * 16; }
+
+/* scratch of one pair, in floats (= 32-bit words) */
+static inline size_t wb_attn_bf16_scratch_words(long Sp, int S, int dp, int d) {
+    const size_t d2p = (size_t)wb_attn_bf16_d2p(d), S2 = ((size_t)S + 1) / 2;
+    return 2 * (size_t)Sp * d2p + S2 * (size_t)dp
+           + WB_ATTN_BF16_MR * (d2p + (size_t)Sp + (size_t)Sp / 2 + (size_t)dp);
+}
+
+/* n floats -> bf16 in order, then zero up to `pad` values */
+WB_BF16 static inline void wb_attn_bf16_row(const float *x, int n, uint16_t *out, int pad) {
+    wb_bf16_convert_avx512(x, (size_t)n, out);
+    for (int i = n; i < pad; i++) out[i] = 0;
+}
+
+WB_BF16 static inline __attribute__((always_inline)) void
+wb_attn_bf16_score_tile(const uint32_t *const *qb, const uint32_t *restrict Kb, long Sp, int j0, int d2,
+                        float *const *p) {
+    __m512 acc[WB_ATTN_BF16_MR][WB_ATTN_BF16_NC];
+    for (int i = 0; i < WB_ATTN_BF16_MR; i++)
+        for (int c = 0; c < WB_ATTN_BF16_NC; c++) acc[i][c] = _mm512_setzero_ps();
+    for (int t = 0; t < d2; t++) {
+        const uint32_t *kb = Kb + (size_t)t * Sp + j0;
+        __m512bh k[WB_ATTN_BF16_NC];
+        for (int c = 0; c < WB_ATTN_BF16_NC; c++) k[c] = (__m512bh)_mm512_loadu_si512(kb + 16 * c);
+        for (int i = 0; i < WB_ATTN_BF16_MR; i++) {
+            const __m512bh b = (__m512bh)_mm512_set1_epi32((int)qb[i][t]);
+            for (int c = 0; c < WB_ATTN_BF16_NC; c++) acc[i][c] = _mm512_dpbf16_ps(acc[i][c], b, k[c]);
+        }
+    }
+    for (int i = 0; i < WB_ATTN_BF16_MR; i++)
+        for (int c = 0; c < WB_ATTN_BF16_NC; c++) _mm512_storeu_ps(p[i] + j0 + 16 * c, acc[i][c]);
+}
+
+WB_BF16 static inline __attribute__((always_inline)) void
+wb_attn_bf16_pv_tile(const uint32_t *const *pb, const uint32_t *restrict Vb, int dp, int S2, int d0,
+                     float *restrict C, const int nv) {
+    __m512 acc[WB_ATTN_BF16_MR][WB_ATTN_BF16_NV];
+    for (int i = 0; i < WB_ATTN_BF16_MR; i++)
+        for (int c = 0; c < nv; c++) acc[i][c] = _mm512_setzero_ps();
+    for (int u = 0; u < S2; u++) {
+        const uint32_t *vb = Vb + (size_t)u * dp + d0;
+        __m512bh v[WB_ATTN_BF16_NV];
+        for (int c = 0; c < nv; c++) v[c] = (__m512bh)_mm512_loadu_si512(vb + 16 * c);
+        for (int i = 0; i < WB_ATTN_BF16_MR; i++) {
+            const __m512bh b = (__m512bh)_mm512_set1_epi32((int)pb[i][u]);
+            for (int c = 0; c < nv; c++) acc[i][c] = _mm512_dpbf16_ps(acc[i][c], b, v[c]);
+        }
+    }
+    for (int i = 0; i < WB_ATTN_BF16_MR; i++)
+        for (int c = 0; c < nv; c++) _mm512_storeu_ps(C + (size_t)i * dp + d0 + 16 * c, acc[i][c]);
+}
+
+/* Kr, then Kb = Kr transposed; Vb */
+WB_BF16 static void wb_attn_bf16_pack_kv(const float *k, long kd, long ks, const float *v, long vs, int S, int d,
+                                         long Sp, int dp, uint32_t *Kr, uint32_t *Kb, uint32_t *Vb) {
+    const int d2p = wb_attn_bf16_d2p(d), S2 = (S + 1) / 2;
+    for (int j = 0; j < S; j++) {
+        uint16_t *row = (uint16_t *)(Kr + (size_t)j * d2p);
+        if (kd == 1) wb_attn_bf16_row(k + j * ks, d, row, 2 * d2p);
+        else {
+            for (int dd = 0; dd < d; dd++) row[dd] = wb_bf16_rne(k[dd * kd + j * ks]);
+            for (int dd = d; dd < 2 * d2p; dd++) row[dd] = 0;
+        }
+    }
+    memset(Kr + (size_t)S * d2p, 0, sizeof(uint32_t) * (size_t)(Sp - S) * d2p);
+    for (long j0 = 0; j0 < Sp; j0 += 16)
+        for (int t0 = 0; t0 < d2p; t0 += 16) {
+            __m512 R[16];
+            for (int i = 0; i < 16; i++) R[i] = _mm512_castsi512_ps(_mm512_loadu_si512(Kr + (size_t)(j0 + i) * d2p + t0));
+            wb_transpose16(R);
+            for (int i = 0; i < 16; i++) _mm512_storeu_si512(Kb + (size_t)(t0 + i) * Sp + j0, _mm512_castps_si512(R[i]));
+        }
+    const int dv = d / 16 * 16;
+    for (int u = 0; u < S2; u++) {
+        const float *v0 = v + (long)(2 * u) * vs, *v1 = 2 * u + 1 < S ? v0 + vs : NULL;
+        uint32_t *o = Vb + (size_t)u * dp;
+        for (int dd = 0; dd < dv; dd += 16) {
+            const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(v0 + dd)));
+            const __m512i hi = v1 ? _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(v1 + dd)))
+                                  : _mm512_setzero_si512();
+            _mm512_storeu_si512(o + dd, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+        }
+        for (int dd = dv; dd < dp; dd++)
+            o[dd] = dd < d ? (uint32_t)wb_bf16_rne(v0[dd]) | (v1 ? (uint32_t)wb_bf16_rne(v1[dd]) << 16 : 0u) : 0u;
+    }
+}
+
+WB_BF16 static void wb_attn_pair_bf16(const wb_attn_t *a, long pair, float *scratch) {
+    const int nh = a->nh, S = a->S, d = a->d, R = a->R;
+    const int b = (int)(pair / nh), h = (int)(pair % nh);
+    const long Sp = wb_attn_sp(S);
+    const int dp = wb_attn_dp(d), d2 = (d + 1) / 2, d2p = wb_attn_bf16_d2p(d), S2 = (S + 1) / 2;
+    const float *k = a->k + b * a->kb + h * a->kh;
+    const float *mask = a->mask + (size_t)b * S;
+    const float *v = a->v + b * a->vb + h * a->vh;
+    const float *q0 = a->q + b * a->qb + h * a->qh;
+    uint32_t *Kr = (uint32_t *)scratch, *Kb = Kr + (size_t)Sp * d2p, *Vb = Kb + (size_t)Sp * d2p;
+    uint32_t *Qb = Vb + (size_t)S2 * dp, *Pb = Qb + (size_t)WB_ATTN_BF16_MR * d2p;
+    float *P = (float *)(Pb + (size_t)WB_ATTN_BF16_MR * (Sp / 2)), *C = P + (size_t)WB_ATTN_BF16_MR * Sp;
+    float *sig = a->sig ? a->sig + ((size_t)b * nh + h) * S : NULL;
+    if (sig) for (int j = 0; j < S; j++) sig[j] = 0.0f;
+    wb_attn_bf16_pack_kv(k, a->kd, a->ks, v, a->vs, S, d, Sp, dp, Kr, Kb, Vb);
+    const int KT = WB_ATTN_BF16_NC * 16;
+    for (int r0 = 0; r0 < R; r0 += WB_ATTN_BF16_MR) {
+        const int nr = R - r0 < WB_ATTN_BF16_MR ? R - r0 : WB_ATTN_BF16_MR;
+        const uint32_t *qrow[WB_ATTN_BF16_MR], *prow[WB_ATTN_BF16_MR];
+        float *pw[WB_ATTN_BF16_MR];
+        for (int i = 0; i < nr; i++)
+            wb_attn_bf16_row(q0 + (r0 + i) * a->qr, d, (uint16_t *)(Qb + (size_t)i * d2p), 2 * d2);
+        for (int i = 0; i < WB_ATTN_BF16_MR; i++) {   /* a short last tile repeats its last row */
+            const int ii = i < nr ? i : nr - 1;
+            qrow[i] = Qb + (size_t)ii * d2p;
+            prow[i] = Pb + (size_t)ii * (Sp / 2);
+            pw[i] = P + (size_t)i * Sp;               /* repeated rows are written to spare rows */
+        }
+        for (int j0 = 0; j0 < Sp; j0 += KT) wb_attn_bf16_score_tile(qrow, Kb, Sp, j0, d2, pw);
+        for (int i = 0; i < nr; i++) {
+            float *pi = P + (size_t)i * Sp;
+            for (int j = 0; j < S; j++) pi[j] = pi[j] + mask[j];
+            wb_softmax_row_avx512(pi, S, pi);
+            if (sig && mask[r0 + i] == 0.0f) for (int j = 0; j < S; j++) sig[j] += pi[j];
+            wb_attn_bf16_row(pi, S, (uint16_t *)(Pb + (size_t)i * (Sp / 2)), 2 * S2);
+        }
+        int d0 = 0;
+        for (; d0 + WB_ATTN_BF16_NV * 16 <= dp; d0 += WB_ATTN_BF16_NV * 16)
+            wb_attn_bf16_pv_tile(prow, Vb, dp, S2, d0, C, WB_ATTN_BF16_NV);
+        switch ((dp - d0) / 16) {   /* the rest of head_dim: constant widths, unrolled */
+            case 1: wb_attn_bf16_pv_tile(prow, Vb, dp, S2, d0, C, 1); break;
+            case 2: wb_attn_bf16_pv_tile(prow, Vb, dp, S2, d0, C, 2); break;
+            case 3: wb_attn_bf16_pv_tile(prow, Vb, dp, S2, d0, C, 3); break;
+            default: break;
+        }
+        for (int i = 0; i < nr; i++)
+            memcpy(a->ctx + (((size_t)b * R + r0 + i) * nh + h) * d, C + (size_t)i * dp, sizeof(float) * d);
+    }
+}
+
+#endif
