@@ -25,11 +25,12 @@ def _bf16(x):
 
 
 def _emulated(q, k, v, bias):
-    """The bf16 kernel's arithmetic in float64: bf16 q, k -> scores, softmax, bf16 p and v."""
+    """The bf16 kernel's arithmetic in float64: scores from bf16 q and k, weights
+    e = bf16(exp(score - max)), ctx = (e . bf16 v) / sum(e); also the probabilities."""
     s = _bf16(q) @ _bf16(k) + bias.astype(np.float64)
-    p = np.exp(s - s.max(-1, keepdims=True))
-    p /= p.sum(-1, keepdims=True)
-    return (_bf16(p) @ _bf16(v)).transpose(0, 2, 1, 3), p
+    e = _bf16(np.exp(s - s.max(-1, keepdims=True)))
+    ctx = (e @ _bf16(v)) / e.sum(-1, keepdims=True)
+    return ctx.transpose(0, 2, 1, 3), e / e.sum(-1, keepdims=True)
 
 
 @needs_bf16

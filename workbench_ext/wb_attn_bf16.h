@@ -2,8 +2,9 @@
  * for wb_attn.h when the caller asks for bf16 attention (wb_attn_t.bf16).
  *
  *   scores = bf16(q) . bf16(k)        VDPBF16PS: products of two bf16 are exact in fp32, sums fp32
- *   p      = softmax(scores + mask)   fp32, the same row function as the fp32 kernel
- *   ctx    = bf16(p) . bf16(v)        VDPBF16PS
+ *   e      = bf16(exp(scores + mask - max))     fp32 exp, rounded once
+ *   ctx    = (e . bf16(v)) / sum(e)  VDPBF16PS, then one scale per row (the weights used are
+ *                                    exactly the ones summed, so they add up to 1)
  *
  * VDPBF16PS does 32 multiply-adds per instruction where VFMADD231PS does 16, at the same issue
  * rate on Zen 4, so the two products take about half the fp32 kernel's time; the roundings
@@ -15,8 +16,8 @@
  *                 its natural order is already the (k[j][2t], k[j][2t+1]) pairs
  *   Kb [d2p][Sp]  Kr transposed (16 x 16 word blocks): one vector = 16 keys' pair t
  *   Vb [S2][dp]   (v[2u][dd], v[2u+1][dd]): one vector = 16 head_dim columns' key pair u
- *   Qb [MR][d2p], Pb [MR][Sp / 2]   query rows / probability rows, converted in order
- *   P [MR][Sp], C [MR][dp]          fp32 scores then probabilities / context rows
+ *   Qb [MR][d2p], Pb [MR][Sp / 2]   query rows / weight rows e, converted in order
+ *   P [MR][Sp], C [MR][dp]          fp32 scores (then e, for significance) / context rows
  * with d2 = ceil(d / 2), d2p = d2 rounded up to 16, S2 = ceil(S / 2), Sp and dp as in wb_attn.h.
  */
 #ifndef WB_ATTN_BF16_H
@@ -41,6 +42,31 @@ static inline size_t wb_attn_bf16_scratch_words(long Sp, int S, int dp, int d) {
 WB_BF16 static inline void wb_attn_bf16_row(const float *x, int n, uint16_t *out, int pad) {
     wb_bf16_convert_avx512(x, (size_t)n, out);
     for (int i = n; i < pad; i++) out[i] = 0;
+}
+
+/* One row's weights: x = scores + mask, e = bf16(exp(x - max)) into pb (keys S.. up to a whole
+ * 16 get 0), and the sum of the rounded e; with `keep` the fp32 e also go back into p. */
+WB_BF16 static float wb_attn_bf16_softmax_row(float *p, const float *mask, int S, uint16_t *pb, int keep) {
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (int j = 0; j < S; j += 16) {
+        const __mmask16 m = S - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (S - j)) - 1);
+        const __m512 x = _mm512_add_ps(_mm512_maskz_loadu_ps(m, p + j), _mm512_maskz_loadu_ps(m, mask + j));
+        _mm512_mask_storeu_ps(p + j, m, x);
+        vmax = _mm512_mask_max_ps(vmax, m, vmax, x);
+    }
+    float mx = _mm512_reduce_max_ps(vmax);
+    if (mx == -INFINITY) mx = 0.0f;
+    const __m512 vm = _mm512_set1_ps(mx);
+    __m512 vs = _mm512_setzero_ps();
+    for (int j = 0; j < S; j += 16) {
+        const __mmask16 m = S - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (S - j)) - 1);
+        const __m512 e = _mm512_maskz_mov_ps(m, wb_exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, p + j), vm)));
+        const __m256i eb = (__m256i)_mm512_cvtneps_pbh(e);
+        _mm256_storeu_si256((__m256i *)(pb + j), eb);
+        vs = _mm512_add_ps(vs, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(eb), 16)));
+        if (keep) _mm512_mask_storeu_ps(p + j, m, e);
+    }
+    return _mm512_reduce_add_ps(vs);
 }
 
 WB_BF16 static inline __attribute__((always_inline)) void
@@ -145,12 +171,12 @@ WB_BF16 static void wb_attn_pair_bf16(const wb_attn_t *a, long pair, float *scra
             pw[i] = P + (size_t)i * Sp;               /* repeated rows are written to spare rows */
         }
         for (int j0 = 0; j0 < Sp; j0 += KT) wb_attn_bf16_score_tile(qrow, Kb, Sp, j0, d2, pw);
+        float inv[WB_ATTN_BF16_MR];
         for (int i = 0; i < nr; i++) {
             float *pi = P + (size_t)i * Sp;
-            for (int j = 0; j < S; j++) pi[j] = pi[j] + mask[j];
-            wb_softmax_row_avx512(pi, S, pi);
-            if (sig && mask[r0 + i] == 0.0f) for (int j = 0; j < S; j++) sig[j] += pi[j];
-            wb_attn_bf16_row(pi, S, (uint16_t *)(Pb + (size_t)i * (Sp / 2)), 2 * S2);
+            const int keep = sig && mask[r0 + i] == 0.0f;
+            inv[i] = 1.0f / wb_attn_bf16_softmax_row(pi, mask, S, (uint16_t *)(Pb + (size_t)i * (Sp / 2)), keep);
+            if (keep) for (int j = 0; j < S; j++) sig[j] += pi[j] * inv[i];
         }
         int d0 = 0;
         for (; d0 + WB_ATTN_BF16_NV * 16 <= dp; d0 += WB_ATTN_BF16_NV * 16)
@@ -161,8 +187,15 @@ WB_BF16 static void wb_attn_pair_bf16(const wb_attn_t *a, long pair, float *scra
             case 3: wb_attn_bf16_pv_tile(prow, Vb, dp, S2, d0, C, 3); break;
             default: break;
         }
-        for (int i = 0; i < nr; i++)
-            memcpy(a->ctx + (((size_t)b * R + r0 + i) * nh + h) * d, C + (size_t)i * dp, sizeof(float) * d);
+        for (int i = 0; i < nr; i++) {
+            float *out = a->ctx + (((size_t)b * R + r0 + i) * nh + h) * d;
+            const float *c = C + (size_t)i * dp;
+            const __m512 vi = _mm512_set1_ps(inv[i]);
+            for (int dd = 0; dd < d; dd += 16) {
+                const __mmask16 m = d - dd >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - dd)) - 1);
+                _mm512_mask_storeu_ps(out + dd, m, _mm512_mul_ps(_mm512_loadu_ps(c + dd), vi));
+            }
+        }
     }
 }
 
