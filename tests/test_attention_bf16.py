@@ -133,6 +133,9 @@ def test_runtime_recipe_takes_the_attention_key(minilm):
 
     model, _ = minilm
     recipe = build_recipe("workbench_runtime", {"attention": "bf16", "kernel_choice": "dense"}, None, "stage 'rt'")
-    assert recipe.apply(copy.deepcopy(model)).engine.attention == "bf16"
+    module = recipe.apply(copy.deepcopy(model))
+    assert module.engine.attention == "bf16"
+    # the pipeline's `engine` column says when bf16 attention ran
+    assert module.workbench_engine == ("workbench-int8-bf16attn" if attention.runs_bf16() else "workbench-int8")
     with pytest.raises(ConfigError, match="attention"):
         build_recipe("workbench_runtime", {"attention": "fp8"}, None, "stage 'rt'")

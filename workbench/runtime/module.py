@@ -86,6 +86,7 @@ class EngineModule(nn.Module):
         kinds = {lm["kind"] for lm in self.engine.meta["linears"].values()}
         name = "workbench-int8" if self.engine.meta["quantize"] else "workbench-fp32"
         name += "-sparse" if any(k.endswith("sparse") for k in kinds) else ""
+        name += "-bf16attn" if self.engine.attention_impl().startswith("bf16") else ""
         from workbench.runtime.dynamic import resolve
 
         return name + ("" if resolve(self.engine, {}) is None else "-dynamic")
