@@ -9,7 +9,7 @@ import pytest
 cpu = pytest.importorskip("workbench_ext.cpu", reason="workbench_ext not built (python setup.py build_ext --inplace)")
 from workbench_ext import attention  # noqa: E402
 
-from test_kernels import _attn_case  # noqa: E402
+from test_kernels import _attn_case, run_emulation  # noqa: E402
 from test_runtime import _check_int8, _engine_logits, _one_thread, _torch_logits, minilm  # noqa: E402,F401
 
 needs_bf16 = pytest.mark.skipif(not attention.runs_bf16(),
@@ -74,6 +74,9 @@ def test_bf16_attention_falls_back_to_fp32_below_avx512():
     if "avx2" not in cpu.available_isas():
         pytest.skip("needs the avx2 path")
     q, k, v, bias = _attn_case(2, 20, 2, 16, 20, 9)
+    assert attention.bf16_path("avx2") is None and attention.bf16_path("portable") is None
+    if "avx512_vnni" in cpu.available_isas() and attention.runs_bf16():  # AMX CPUs: the ISA picks the path
+        assert attention.bf16_path("avx512_vnni") == "avx512_bf16"
     cpu.set_isa("avx2")
     try:
         assert not attention.runs_bf16()
@@ -81,6 +84,17 @@ def test_bf16_attention_falls_back_to_fp32_below_avx512():
                                       attention.attention(q, k, v, bias))
     finally:
         cpu.set_isa(None)
+
+
+def test_amx_path_by_emulation(tmp_path):
+    """The AMX path (16-row blocks on TDPBF16PS tiles, operands zero-padded to whole tiles)
+    with the tile intrinsics emulated (testing/emulate_attn_amx.c) matches the AVX512-BF16 path
+    on odd shapes, padding, [CLS]-only rows and significance; the tile products alone are
+    checked on any x86 CPU by emulate_isa.c."""
+    out = run_emulation(tmp_path, "emulate_attn_amx.c")
+    if out == "SKIP":
+        pytest.skip("the AMX path's softmax and conversions need AVX512-BF16 to run here")
+    assert out == "OK"
 
 
 def test_bad_precision_is_a_clear_error():
@@ -114,7 +128,8 @@ def test_engine_with_bf16_attention(minilm, tmp_path):
     compiled = _engine_logits(eng, enc)
     _check_int8(compiled, ref, model, enc)
     if attention.runs_bf16():
-        assert eng.describe()["attention"] == "bf16 (AVX512-BF16)"
+        want = {"amx": "bf16 (AMX)", "avx512_bf16": "bf16 (AVX512-BF16)"}[attention.bf16_path()]
+        assert eng.describe()["attention"] == want
     else:
         assert eng.describe()["attention"].startswith("fp32 (bf16 asked")
     encoder, eng._encoder = eng._encoder, None

@@ -15,10 +15,10 @@ Returns ``ctx`` float32 [B, R, nh, d] (C-contiguous, i.e. [B*R, nh*d] rows).  Se
 the order of the float operations; the result matches ``softmax(q @ k + mask) @ v`` in float32
 to rounding (tests/test_kernels.py).
 
-``precision="bf16"`` rounds q, k, v and the probabilities to bf16 and sums in fp32 (VDPBF16PS,
-wb_attn_bf16.h) on CPUs with AVX512-BF16 -- about twice the fp32 kernel's multiply-adds per
-instruction; elsewhere (or with the ISA forced below AVX-512) the fp32 kernels run, which
-:func:`runs_bf16` tells.
+``precision="bf16"`` rounds q, k, v and the softmax weights to bf16 and sums in fp32
+(wb_attn_bf16.h) on CPUs with AVX512-BF16 (VDPBF16PS: twice the fp32 kernel's multiply-adds per
+instruction), on AMX tiles where the "amx" path is active and the CPU has AMX-BF16; elsewhere
+(or with the ISA forced below AVX-512) the fp32 kernels run. :func:`bf16_path` tells which.
 """
 
 include "_pool_bind.pxi"
@@ -59,10 +59,16 @@ def check_precision(precision) -> bool:
     return precision == "bf16"
 
 
+def bf16_path(isa=None):
+    """Where precision="bf16" runs at the active ISA (or the ISA named): "amx" (AMX-BF16 tiles),
+    "avx512_bf16" (VDPBF16PS), or None (the fp32 kernels run)."""
+    return (None, "avx512_bf16", "amx")[wb_attn_bf16_usable(_cpu.ISA_CODES[isa or _cpu.active_isa()])]
+
+
 def runs_bf16(isa=None) -> bool:
-    """Whether precision="bf16" runs on bf16 operands here (AVX512-BF16 and an AVX-512 ISA
-    active, or the ISA named), rather than falling back to the fp32 kernels."""
-    return bool(wb_attn_bf16_usable(_cpu.ISA_CODES[isa or _cpu.active_isa()]))
+    """Whether precision="bf16" runs on bf16 operands here (see :func:`bf16_path`), rather than
+    falling back to the fp32 kernels."""
+    return bf16_path(isa) is not None
 
 
 def attention(q, k, v, mask_bias, num_threads=None, significance=False, precision="fp32"):

@@ -160,12 +160,15 @@ static inline void wb_attn_kt_scalar(const float *k, long kd, long ks, int S, in
 #define WB_AT_TRANSPOSE wb_transpose8
 #include "wb_attn_simd.h"
 
-/* does this CPU run bf16 attention (AVX512-BF16, with the AVX-512 state the ISA check found)? */
+/* Where bf16 attention runs at this ISA: 2 on AMX tiles (AMX-BF16 and the "amx" path, whose
+ * check covered the OS state and the tile permission), 1 on AVX512-BF16 (an AVX-512 path),
+ * 0 nowhere (the fp32 kernels run). */
 static int wb_attn_bf16_usable(int isa) {
     static _Atomic int has = -1;   /* CPUID traps to the hypervisor on a VM: asked once */
     int h = atomic_load(&has);
-    if (h < 0) { h = wb_cpu_has_avx512_bf16(); atomic_store(&has, h); }
-    return h && isa >= WB_ISA_AVX512_VNNI;
+    if (h < 0) { h = wb_cpu_has_avx512_bf16() | (wb_cpu_has_amx_bf16() << 1); atomic_store(&has, h); }
+    if (!(h & 1) || isa < WB_ISA_AVX512_VNNI) return 0;
+    return (h & 2) && isa >= WB_ISA_AMX ? 2 : 1;
 }
 
 static void wb_attn_pair_portable(const wb_attn_t *a, long pair, float *Kt, float *p) {
@@ -182,12 +185,14 @@ static void wb_attn_chunk(void *p, long b, long e) {
     float *Kt = (float *)wb_thread_scratch(sizeof(float) * wb_attn_scratch_floats(a->S, a->d));
     if (!Kt) { atomic_store(&j->failed, 1); return; }
     float *pr = Kt + (size_t)a->d * a->S;   /* the portable body's layout */
+    if (j->bf16 == 2) wb_attn_amx_begin();   /* tile configuration: per thread */
     for (long t = b; t < e; t++) {
-        if (j->bf16) wb_attn_pair_bf16(a, t, Kt);
+        if (j->bf16) wb_attn_pair_bf16(a, t, Kt, j->bf16 == 2);
         else if (j->isa >= WB_ISA_AVX512_VNNI) wb_attn_pair_avx512(a, t, Kt);
         else if (j->isa >= WB_ISA_AVX2) wb_attn_pair_avx2(a, t, Kt);
         else wb_attn_pair_portable(a, t, Kt, pr);
     }
+    if (j->bf16 == 2) wb_attn_amx_end();
 }
 
 /* Returns 0, or -1 if scratch memory could not be allocated. */
@@ -195,7 +200,7 @@ static int wb_attention(const wb_attn_t *a, int isa, int nt) {
     const long pairs = (long)a->B * a->nh;
     nt = wb_threads(nt);
     const long work = (long)a->R * a->S * a->d * pairs;
-    wb_attn_job_t job = {a, isa, a->bf16 && wb_attn_bf16_usable(isa), 0};
+    wb_attn_job_t job = {a, isa, a->bf16 ? wb_attn_bf16_usable(isa) : 0, 0};
     wb_parallel_for(work > 65536 ? nt : 1, pairs, 1, wb_attn_chunk, &job);
     return atomic_load(&job.failed) ? -1 : 0;
 }

@@ -19,23 +19,31 @@
  *   Qb [MR][d2p], Pb [MR][Sp / 2]   query rows / weight rows e, converted in order
  *   P [MR][Sp], C [MR][dp]          fp32 scores (then e, for significance) / context rows
  * with d2 = ceil(d / 2), d2p = d2 rounded up to 16, S2 = ceil(S / 2), Sp and dp as in wb_attn.h.
+ *
+ * On AMX CPUs (amx = 1) the two products run on tiles, 16 query rows at a time
+ * (wb_attn_amx.h), on the same packed operands; Vb then has S2p = S2 rounded up to 16 rows and
+ * Pb's rows are zero up to 2 S2p keys (the tiles take whole 16-pair chunks).
  */
 #ifndef WB_ATTN_BF16_H
 #define WB_ATTN_BF16_H
 
 #include "wb_bf16_convert.h"
+#include "wb_attn_amx.h"
 
-#define WB_ATTN_BF16_MR 4
+#define WB_ATTN_BF16_MR 4    /* query rows per AVX-512 tile */
+#define WB_ATTN_BF16_ROWS 16 /* query rows per block: 16 on AMX, the AVX-512 tiles use the first 4 */
 #define WB_ATTN_BF16_NC 4   /* 64 keys per score tile: Sp is a multiple of it */
 #define WB_ATTN_BF16_NV 4
 
 static inline int wb_attn_bf16_d2p(int d) { return ((d + 1) / 2 + 15) / 16 * 16; }
 
+static inline int wb_attn_bf16_s2p(int S) { return ((S + 1) / 2 + 15) / 16 * 16; }
+
 /* scratch of one pair, in floats (= 32-bit words) */
 static inline size_t wb_attn_bf16_scratch_words(long Sp, int S, int dp, int d) {
-    const size_t d2p = (size_t)wb_attn_bf16_d2p(d), S2 = ((size_t)S + 1) / 2;
-    return 2 * (size_t)Sp * d2p + S2 * (size_t)dp
-           + WB_ATTN_BF16_MR * (d2p + (size_t)Sp + (size_t)Sp / 2 + (size_t)dp);
+    const size_t d2p = (size_t)wb_attn_bf16_d2p(d), S2p = (size_t)wb_attn_bf16_s2p(S);
+    return 2 * (size_t)Sp * d2p + S2p * (size_t)dp
+           + WB_ATTN_BF16_ROWS * (d2p + (size_t)Sp + (size_t)Sp / 2 + (size_t)dp);
 }
 
 /* n floats -> bf16 in order, then zero up to `pad` values */
@@ -140,52 +148,66 @@ WB_BF16 static void wb_attn_bf16_pack_kv(const float *k, long kd, long ks, const
         for (int dd = dv; dd < dp; dd++)
             o[dd] = dd < d ? (uint32_t)wb_bf16_rne(v0[dd]) | (v1 ? (uint32_t)wb_bf16_rne(v1[dd]) << 16 : 0u) : 0u;
     }
+    memset(Vb + (size_t)S2 * dp, 0, sizeof(uint32_t) * (size_t)(wb_attn_bf16_s2p(S) - S2) * dp);
 }
 
-WB_BF16 static void wb_attn_pair_bf16(const wb_attn_t *a, long pair, float *scratch) {
+WB_BF16 static void wb_attn_pair_bf16(const wb_attn_t *a, long pair, float *scratch, int amx) {
     const int nh = a->nh, S = a->S, d = a->d, R = a->R;
     const int b = (int)(pair / nh), h = (int)(pair % nh);
     const long Sp = wb_attn_sp(S);
     const int dp = wb_attn_dp(d), d2 = (d + 1) / 2, d2p = wb_attn_bf16_d2p(d), S2 = (S + 1) / 2;
+    const int S2p = wb_attn_bf16_s2p(S), rows = amx ? WB_ATTN_BF16_ROWS : WB_ATTN_BF16_MR;
     const float *k = a->k + b * a->kb + h * a->kh;
     const float *mask = a->mask + (size_t)b * S;
     const float *v = a->v + b * a->vb + h * a->vh;
     const float *q0 = a->q + b * a->qb + h * a->qh;
     uint32_t *Kr = (uint32_t *)scratch, *Kb = Kr + (size_t)Sp * d2p, *Vb = Kb + (size_t)Sp * d2p;
-    uint32_t *Qb = Vb + (size_t)S2 * dp, *Pb = Qb + (size_t)WB_ATTN_BF16_MR * d2p;
-    float *P = (float *)(Pb + (size_t)WB_ATTN_BF16_MR * (Sp / 2)), *C = P + (size_t)WB_ATTN_BF16_MR * Sp;
+    uint32_t *Qb = Vb + (size_t)S2p * dp, *Pb = Qb + (size_t)WB_ATTN_BF16_ROWS * d2p;
+    float *P = (float *)(Pb + (size_t)WB_ATTN_BF16_ROWS * (Sp / 2)), *C = P + (size_t)WB_ATTN_BF16_ROWS * Sp;
     float *sig = a->sig ? a->sig + ((size_t)b * nh + h) * S : NULL;
     if (sig) for (int j = 0; j < S; j++) sig[j] = 0.0f;
     wb_attn_bf16_pack_kv(k, a->kd, a->ks, v, a->vs, S, d, Sp, dp, Kr, Kb, Vb);
     const int KT = WB_ATTN_BF16_NC * 16;
-    for (int r0 = 0; r0 < R; r0 += WB_ATTN_BF16_MR) {
-        const int nr = R - r0 < WB_ATTN_BF16_MR ? R - r0 : WB_ATTN_BF16_MR;
+    for (int r0 = 0; r0 < R; r0 += rows) {
+        const int nr = R - r0 < rows ? R - r0 : rows;
         const uint32_t *qrow[WB_ATTN_BF16_MR], *prow[WB_ATTN_BF16_MR];
         float *pw[WB_ATTN_BF16_MR];
-        for (int i = 0; i < nr; i++)
-            wb_attn_bf16_row(q0 + (r0 + i) * a->qr, d, (uint16_t *)(Qb + (size_t)i * d2p), 2 * d2);
-        for (int i = 0; i < WB_ATTN_BF16_MR; i++) {   /* a short last tile repeats its last row */
-            const int ii = i < nr ? i : nr - 1;
-            qrow[i] = Qb + (size_t)ii * d2p;
-            prow[i] = Pb + (size_t)ii * (Sp / 2);
-            pw[i] = P + (size_t)i * Sp;               /* repeated rows are written to spare rows */
+        for (int i = 0; i < nr; i++)   /* zero past head_dim: the tiles take whole chunks */
+            wb_attn_bf16_row(q0 + (r0 + i) * a->qr, d, (uint16_t *)(Qb + (size_t)i * d2p), amx ? 2 * d2p : 2 * d2);
+        if (amx) {   /* a short last block: zero query rows (their outputs are not copied out) */
+            memset(Qb + (size_t)nr * d2p, 0, sizeof(uint32_t) * (size_t)(rows - nr) * d2p);
+            wb_attn_amx_scores(Qb, d2p, Kb, Sp, (int)(Sp / 16), P, Sp);
+        } else {
+            for (int i = 0; i < WB_ATTN_BF16_MR; i++) {   /* a short last tile repeats its last row */
+                const int ii = i < nr ? i : nr - 1;
+                qrow[i] = Qb + (size_t)ii * d2p;
+                prow[i] = Pb + (size_t)ii * (Sp / 2);
+                pw[i] = P + (size_t)i * Sp;               /* repeated rows are written to spare rows */
+            }
+            for (int j0 = 0; j0 < Sp; j0 += KT) wb_attn_bf16_score_tile(qrow, Kb, Sp, j0, d2, pw);
         }
-        for (int j0 = 0; j0 < Sp; j0 += KT) wb_attn_bf16_score_tile(qrow, Kb, Sp, j0, d2, pw);
-        float inv[WB_ATTN_BF16_MR];
+        float inv[WB_ATTN_BF16_ROWS];
         for (int i = 0; i < nr; i++) {
             float *pi = P + (size_t)i * Sp;
+            uint16_t *pb = (uint16_t *)(Pb + (size_t)i * (Sp / 2));
             const int keep = sig && mask[r0 + i] == 0.0f;
-            inv[i] = 1.0f / wb_attn_bf16_softmax_row(pi, mask, S, (uint16_t *)(Pb + (size_t)i * (Sp / 2)), keep);
+            inv[i] = 1.0f / wb_attn_bf16_softmax_row(pi, mask, S, pb, keep);
             if (keep) for (int j = 0; j < S; j++) sig[j] += pi[j] * inv[i];
+            if (amx) for (int j = (S + 15) / 16 * 16; j < 2 * S2p; j++) pb[j] = 0;   /* whole chunks */
         }
-        int d0 = 0;
-        for (; d0 + WB_ATTN_BF16_NV * 16 <= dp; d0 += WB_ATTN_BF16_NV * 16)
-            wb_attn_bf16_pv_tile(prow, Vb, dp, S2, d0, C, WB_ATTN_BF16_NV);
-        switch ((dp - d0) / 16) {   /* the rest of head_dim: constant widths, unrolled */
-            case 1: wb_attn_bf16_pv_tile(prow, Vb, dp, S2, d0, C, 1); break;
-            case 2: wb_attn_bf16_pv_tile(prow, Vb, dp, S2, d0, C, 2); break;
-            case 3: wb_attn_bf16_pv_tile(prow, Vb, dp, S2, d0, C, 3); break;
-            default: break;
+        if (amx) {
+            memset(Pb + (size_t)nr * (Sp / 2), 0, sizeof(uint32_t) * (size_t)(rows - nr) * (Sp / 2));
+            wb_attn_amx_context(Pb, Sp / 2, S2p, Vb, dp, C);
+        } else {
+            int d0 = 0;
+            for (; d0 + WB_ATTN_BF16_NV * 16 <= dp; d0 += WB_ATTN_BF16_NV * 16)
+                wb_attn_bf16_pv_tile(prow, Vb, dp, S2, d0, C, WB_ATTN_BF16_NV);
+            switch ((dp - d0) / 16) {   /* the rest of head_dim: constant widths, unrolled */
+                case 1: wb_attn_bf16_pv_tile(prow, Vb, dp, S2, d0, C, 1); break;
+                case 2: wb_attn_bf16_pv_tile(prow, Vb, dp, S2, d0, C, 2); break;
+                case 3: wb_attn_bf16_pv_tile(prow, Vb, dp, S2, d0, C, 3); break;
+                default: break;
+            }
         }
         for (int i = 0; i < nr; i++) {
             float *out = a->ctx + (((size_t)b * R + r0 + i) * nh + h) * d;

@@ -3,6 +3,7 @@
 #define WB_INT8_DENSE_AMX_H
 
 #include "wb_int8_dense_vnni.h"
+#include "wb_amx_tiles.h"
 
 /* ========================================================================================
  * Dense: AMX (TDPBUSD).  xq must have Mp = M rounded up to 16 rows (zero rows), B packed as
@@ -28,23 +29,7 @@
  * NOT executed on the development machines (no AMX there): written to Intel's AMX tuning advice
  * and checked exactly by the emulation test; its speed is measured where AMX is.
  * ====================================================================================== */
-typedef struct {
-    uint8_t palette_id;
-    uint8_t start_row;
-    uint8_t reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} wb_tilecfg_t;
-
 static int wb_amx_pipelined = 1;
-
-WB_AMX static void wb_amx_config(void) {
-    wb_tilecfg_t cfg;
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.palette_id = 1;
-    for (int i = 0; i < 8; i++) { cfg.rows[i] = 16; cfg.colsb[i] = 64; }
-    _tile_loadconfig(&cfg);
-}
 
 /* One work item: rows m0..m0+mr-1, columns n0..n0+nr-1, its A rows and B panels. */
 typedef struct {

@@ -315,12 +315,13 @@ class Engine:
         }
 
     def attention_impl(self) -> str:
-        """What the attention runs on here: "fp32", "bf16 (AVX512-BF16)", or the fp32 fallback of
-        a bf16 engine on a CPU (or forced ISA) without AVX512-BF16, said as such."""
+        """What the attention runs on here: "fp32", "bf16 (AMX)", "bf16 (AVX512-BF16)", or the
+        fp32 fallback of a bf16 engine on a CPU (or forced ISA) without AVX512-BF16, said so."""
         if self.attention != "bf16":
             return "fp32"
-        if K.has_fused_attention() and K.attention_runs_bf16():
-            return "bf16 (AVX512-BF16)"
+        path = K.attention_bf16_path() if K.has_fused_attention() else None
+        if path is not None:
+            return {"amx": "bf16 (AMX)", "avx512_bf16": "bf16 (AVX512-BF16)"}[path]
         return "fp32 (bf16 asked; no AVX512-BF16 on this CPU or ISA)"
 
     def sparse_layers(self) -> list[str]:

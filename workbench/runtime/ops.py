@@ -95,9 +95,14 @@ def fused_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.n
                                        num_threads=num_threads, significance=significance, precision=precision)
 
 
+def attention_bf16_path() -> str | None:
+    """Where attention precision "bf16" runs here: "amx", "avx512_bf16", or None (fp32 kernels)."""
+    return None if kernels._ext_attn is None else kernels._ext_attn.bf16_path()
+
+
 def attention_runs_bf16() -> bool:
     """Whether attention precision "bf16" runs on bf16 operands here (else on the fp32 kernels)."""
-    return kernels._ext_attn is not None and bool(kernels._ext_attn.runs_bf16())
+    return attention_bf16_path() is not None
 
 
 def int8_encoder(layers: list[dict[str, Any]], hidden_size: int, attention: str = "fp32") -> Any:

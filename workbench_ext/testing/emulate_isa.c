@@ -1,4 +1,5 @@
-/* Logic test of the AVX-512 VNNI and AMX int8 kernels on machines without those ISAs.
+/* Logic test of the AVX-512 VNNI and AMX int8 kernels, and of the AMX-BF16 products of the bf16
+ * attention (wb_attn_amx.h), on machines without those ISAs.
  *
  * The kernels in wb_int8.h (and the wb_int8_*.h files it includes) are compiled here against scalar emulations of exactly the
  * intrinsics they use (_mm512_* for VNNI, _tile_* for AMX, following the Intel SDM
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdint.h>
+#include <math.h>
 
 /* ---- AVX-512 emulation (only what the kernels use) ---- */
 typedef struct { int32_t i[16]; } emu512;
@@ -35,62 +37,12 @@ static emu512 emu_dpbusd(emu512 src, emu512 a, emu512 b) {
 #define _mm512_add_epi32 emu_add
 #define _mm512_dpbusd_epi32 emu_dpbusd
 
-/* ---- AMX emulation: 8 tiles of 16 rows x 64 bytes, shaped by the loaded config ---- */
-static _Thread_local uint8_t emu_tiles[8][16][64];
-static _Thread_local int emu_rows[8], emu_colsb[8], emu_configured;
-static int emu_errors;
-static void emu_loadconfig(const void *cfg) {
-    const uint8_t *c = (const uint8_t *)cfg;
-    if (c[0] != 1) { emu_errors++; fprintf(stderr, "palette %d != 1\n", c[0]); }
-    for (int t = 0; t < 8; t++) {
-        uint16_t cb; memcpy(&cb, c + 16 + 2 * t, 2);
-        emu_colsb[t] = cb; emu_rows[t] = c[48 + t];
-        if (cb > 64 || c[48 + t] > 16) { emu_errors++; fprintf(stderr, "bad tile %d shape\n", t); }
-    }
-    emu_configured = 1;
-}
-static void emu_check(int t) { if (!emu_configured || emu_rows[t] == 0) { emu_errors++; fprintf(stderr, "tile %d unconfigured\n", t); } }
-static void emu_tile_loadd(int t, const void *base, long stride) {
-    emu_check(t);
-    for (int r = 0; r < emu_rows[t]; r++) memcpy(emu_tiles[t][r], (const uint8_t *)base + r * stride, emu_colsb[t]);
-}
-static void emu_tile_stored(int t, void *base, long stride) {
-    emu_check(t);
-    for (int r = 0; r < emu_rows[t]; r++) memcpy((uint8_t *)base + r * stride, emu_tiles[t][r], emu_colsb[t]);
-}
-static void emu_tile_zero(int t) { emu_check(t); memset(emu_tiles[t], 0, sizeof emu_tiles[t]); }
-static void emu_tile_dpbusd(int c, int a, int b) {   /* SDM TDPBUSD: c += a(u8) . b(s8) */
-    emu_check(c); emu_check(a); emu_check(b);
-    if (emu_colsb[a] / 4 != emu_rows[b] || emu_rows[c] != emu_rows[a] || emu_colsb[c] != emu_colsb[b]) {
-        emu_errors++; fprintf(stderr, "TDPBUSD shape mismatch\n");
-    }
-    for (int m = 0; m < emu_rows[c]; m++)
-        for (int k = 0; k < emu_colsb[a] / 4; k++)
-            for (int n = 0; n < emu_colsb[c] / 4; n++) {
-                int32_t acc; memcpy(&acc, &emu_tiles[c][m][4 * n], 4);
-                for (int t = 0; t < 4; t++)
-                    acc += (int32_t)emu_tiles[a][m][4 * k + t] * (int32_t)(int8_t)emu_tiles[b][k][4 * n + t];
-                memcpy(&emu_tiles[c][m][4 * n], &acc, 4);
-            }
-}
-static void emu_release(void) { emu_configured = 0; memset(emu_rows, 0, sizeof emu_rows); }
-#undef _tile_loadconfig
-#undef _tile_loadd
-#undef _tile_stored
-#undef _tile_zero
-#undef _tile_dpbusd
-#undef _tile_release
-#define _tile_loadconfig(p) emu_loadconfig(p)
-#define _tile_loadd(t, b, s) emu_tile_loadd(t, b, s)
-#define _tile_stored(t, b, s) emu_tile_stored(t, b, s)
-#define _tile_zero(t) emu_tile_zero(t)
-#define _tile_dpbusd(c, a, b) emu_tile_dpbusd(c, a, b)
-#define _tile_release() emu_release()
+#include "emu_amx.h"
 
 #define WB_AVX512
-#define WB_AMX
 #define WB_EMULATE_ISA 1
 #include "wb_int8.h"
+#include "wb_attn_amx.h"
 #include "wb_tile_sparse.h"
 #include "wb_pool_impl.h"   /* the parallel loops run on the real pool: chunks on 2 threads */
 
@@ -269,6 +221,49 @@ static int run_tile_case(int M, int K, int N, int nt) {
     return bad;
 }
 
+/* The two AMX-BF16 products of bf16 attention (wb_attn_amx.h) on random bf16 words, 16 query
+ * rows: scores Qb[16][d2p] x Kb[d2p][Sp] and context Pb[16][S2p] (row stride ldpb) x Vb[S2p][dp],
+ * against a double-precision sum of the same bf16 products. */
+static uint32_t rnd_bf16_pair(void) {   /* two bf16 in [-2, 2): sign, exponent 126-127, 7-bit significand */
+    uint32_t w = 0;
+    for (int h = 0; h < 2; h++) w |= (uint32_t)((rnd() & 0x80ffu) | (0x3f00u + ((rnd() & 1u) << 7))) << (16 * h);
+    return w;
+}
+static double pair_dot(uint32_t a, uint32_t b) {
+    uint8_t x[4], y[4]; memcpy(x, &a, 4); memcpy(y, &b, 4);
+    return (double)emu_bf16(x) * emu_bf16(y) + (double)emu_bf16(x + 2) * emu_bf16(y + 2);
+}
+static int run_attn_amx_case(int d2p, int Sp, int S2p, int dp) {
+    const long ldpb = Sp / 2;
+    uint32_t *Qb = malloc(4 * (size_t)16 * d2p), *Kb = malloc(4 * (size_t)d2p * Sp);
+    uint32_t *Pb = malloc(4 * (size_t)16 * ldpb), *Vb = malloc(4 * (size_t)S2p * dp);
+    float *P = malloc(4 * (size_t)16 * Sp), *C = malloc(4 * (size_t)16 * dp);
+    for (long i = 0; i < 16L * d2p; i++) Qb[i] = rnd_bf16_pair();
+    for (long i = 0; i < (long)d2p * Sp; i++) Kb[i] = rnd_bf16_pair();
+    for (long i = 0; i < 16 * ldpb; i++) Pb[i] = rnd_bf16_pair();
+    for (long i = 0; i < (long)S2p * dp; i++) Vb[i] = rnd_bf16_pair();
+    wb_attn_amx_begin();
+    wb_attn_amx_scores(Qb, d2p, Kb, Sp, Sp / 16, P, Sp);
+    wb_attn_amx_context(Pb, ldpb, S2p, Vb, dp, C);
+    wb_attn_amx_end();
+    int bad = 0;
+    for (int r = 0; r < 16; r++) {
+        for (int j = 0; j < Sp; j++) {
+            double want = 0;
+            for (int t = 0; t < d2p; t++) want += pair_dot(Qb[r * d2p + t], Kb[(size_t)t * Sp + j]);
+            if (fabs(P[(size_t)r * Sp + j] - want) > 1e-5 * (1 + fabs(want))) bad = 1;
+        }
+        for (int dd = 0; dd < dp; dd++) {
+            double want = 0;
+            for (int u = 0; u < S2p; u++) want += pair_dot(Pb[r * ldpb + u], Vb[(size_t)u * dp + dd]);
+            if (fabs(C[(size_t)r * dp + dd] - want) > 1e-5 * (1 + fabs(want))) bad = 1;
+        }
+    }
+    if (bad) fprintf(stderr, "attention AMX-BF16 products d2p=%d Sp=%d S2p=%d dp=%d differ\n", d2p, Sp, S2p, dp);
+    free(Qb); free(Kb); free(Pb); free(Vb); free(P); free(C);
+    return bad;
+}
+
 int main(void) {
     wb_pool_run = wb_pool_run_impl;
     static const int shapes[][3] = {{1, 1, 1}, {1, 3, 7}, {2, 5, 1}, {7, 67, 7}, {16, 130, 33}, {17, 64, 32},
@@ -280,6 +275,9 @@ int main(void) {
     static const int tshapes[][3] = {{1, 64, 16}, {1, 3, 7}, {17, 130, 33}, {40, 256, 90}, {70, 200, 48}, {33, 700, 130}};
     for (size_t s = 0; s < sizeof tshapes / sizeof tshapes[0]; s++)
         for (int nt = 1; nt <= 2; nt++) bad |= run_tile_case(tshapes[s][0], tshapes[s][1], tshapes[s][2], nt);
+    static const int ashapes[][4] = {{32, 128, 64, 64}, {16, 64, 32, 16}, {48, 192, 96, 80}};
+    for (size_t s = 0; s < sizeof ashapes / sizeof ashapes[0]; s++)
+        bad |= run_attn_amx_case(ashapes[s][0], ashapes[s][1], ashapes[s][2], ashapes[s][3]);
     if (emu_errors) { fprintf(stderr, "%d AMX emulation errors\n", emu_errors); bad = 1; }
     puts(bad ? "FAIL" : "OK");
     return bad;
