@@ -385,11 +385,11 @@ def test_default_engines_add_the_tile_and_bf16_attention_engines_only_where_they
     from workbench.runtime import kernels
 
     monkeypatch.setattr(kernels, "has_tile_sparse", lambda: False)
-    monkeypatch.setattr(kernels, "attention_runs_bf16", lambda: False)
+    monkeypatch.setattr(kernels, "attention_bf16_path", lambda: None)
     assert engines.default_engines() == engines.DEFAULT_ENGINES
     monkeypatch.setattr(kernels, "has_tile_sparse", lambda: True)
     assert engines.default_engines() == engines.DEFAULT_ENGINES + ("wb-int8-tile90",)
-    monkeypatch.setattr(kernels, "attention_runs_bf16", lambda: True)
+    monkeypatch.setattr(kernels, "attention_bf16_path", lambda: "avx512_bf16")
     assert engines.default_engines() == engines.DEFAULT_ENGINES + (
         "wb-int8-tile90", "wb-int8-bf16attn", "wb-int8-sp90-bf16attn")
     assert engines.ENGINES["wb-int8-sp90-bf16attn"].sparsity == 0.9

@@ -31,8 +31,9 @@ typedef struct {
     float *sig;                               /* NULL, or [B][nh][S] (R == S): each key's
                                                * probabilities summed over the non-padding
                                                * queries (mask == 0), for token dropping */
-    int bf16;                                 /* 1: bf16 operands where the CPU has AVX512-BF16
-                                               * (wb_attn_bf16.h), else the fp32 kernels */
+    int bf16;                                 /* 1: bf16 operands on AVX512-BF16 or AMX-BF16
+                                               * (wb_attn_bf16.h, wb_attn_bf16_usable), else
+                                               * the fp32 kernels */
 } wb_attn_t;
 
 static inline __attribute__((always_inline)) void

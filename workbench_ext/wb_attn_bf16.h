@@ -16,8 +16,9 @@
  *                 its natural order is already the (k[j][2t], k[j][2t+1]) pairs
  *   Kb [d2p][Sp]  Kr transposed (16 x 16 word blocks): one vector = 16 keys' pair t
  *   Vb [S2][dp]   (v[2u][dd], v[2u+1][dd]): one vector = 16 head_dim columns' key pair u
- *   Qb [MR][d2p], Pb [MR][Sp / 2]   query rows / weight rows e, converted in order
- *   P [MR][Sp], C [MR][dp]          fp32 scores (then e, for significance) / context rows
+ *   Qb [16][d2p], Pb [16][Sp / 2]   query rows / weight rows e, converted in order
+ *   P [16][Sp], C [16][dp]          fp32 scores (then e, for significance) / context rows
+ *                                   (16 rows for AMX blocks; AVX-512 tiles use the first 4)
  * with d2 = ceil(d / 2), d2p = d2 rounded up to 16, S2 = ceil(S / 2), Sp and dp as in wb_attn.h.
  *
  * On AMX CPUs (amx = 1) the two products run on tiles, 16 query rows at a time
@@ -32,8 +33,7 @@
 
 #define WB_ATTN_BF16_MR 4    /* query rows per AVX-512 tile */
 #define WB_ATTN_BF16_ROWS 16 /* query rows per block: 16 on AMX, the AVX-512 tiles use the first 4 */
-#define WB_ATTN_BF16_NC 4   /* 64 keys per score tile: Sp is a multiple of it */
-#define WB_ATTN_BF16_NV 4
+#define WB_ATTN_BF16_NV 4    /* vectors of 16 columns per tile: 64 keys (Sp is a multiple) or head_dim columns */
 
 static inline int wb_attn_bf16_d2p(int d) { return ((d + 1) / 2 + 15) / 16 * 16; }
 
@@ -77,42 +77,26 @@ WB_BF16 static float wb_attn_bf16_softmax_row(float *p, const float *mask, int S
     return _mm512_reduce_add_ps(vs);
 }
 
+/* out[i][16 c ..] = sum_t a[i][t] . B[t][16 c ..] for MR rows and nv vectors of 16 columns, one
+ * VDPBF16PS chain per output: the scores (a = Qb rows, B = Kb from key j0, t over head_dim
+ * pairs) and the context (a = Pb rows, B = Vb from column d0, t over key pairs). */
 WB_BF16 static inline __attribute__((always_inline)) void
-wb_attn_bf16_score_tile(const uint32_t *const *qb, const uint32_t *restrict Kb, long Sp, int j0, int d2,
-                        float *const *p) {
-    __m512 acc[WB_ATTN_BF16_MR][WB_ATTN_BF16_NC];
-    for (int i = 0; i < WB_ATTN_BF16_MR; i++)
-        for (int c = 0; c < WB_ATTN_BF16_NC; c++) acc[i][c] = _mm512_setzero_ps();
-    for (int t = 0; t < d2; t++) {
-        const uint32_t *kb = Kb + (size_t)t * Sp + j0;
-        __m512bh k[WB_ATTN_BF16_NC];
-        for (int c = 0; c < WB_ATTN_BF16_NC; c++) k[c] = (__m512bh)_mm512_loadu_si512(kb + 16 * c);
-        for (int i = 0; i < WB_ATTN_BF16_MR; i++) {
-            const __m512bh b = (__m512bh)_mm512_set1_epi32((int)qb[i][t]);
-            for (int c = 0; c < WB_ATTN_BF16_NC; c++) acc[i][c] = _mm512_dpbf16_ps(acc[i][c], b, k[c]);
-        }
-    }
-    for (int i = 0; i < WB_ATTN_BF16_MR; i++)
-        for (int c = 0; c < WB_ATTN_BF16_NC; c++) _mm512_storeu_ps(p[i] + j0 + 16 * c, acc[i][c]);
-}
-
-WB_BF16 static inline __attribute__((always_inline)) void
-wb_attn_bf16_pv_tile(const uint32_t *const *pb, const uint32_t *restrict Vb, int dp, int S2, int d0,
-                     float *restrict C, const int nv) {
+wb_attn_bf16_tile(const uint32_t *const *a, const uint32_t *restrict B, size_t ldb, int n, float *const *out,
+                  const int nv) {
     __m512 acc[WB_ATTN_BF16_MR][WB_ATTN_BF16_NV];
     for (int i = 0; i < WB_ATTN_BF16_MR; i++)
         for (int c = 0; c < nv; c++) acc[i][c] = _mm512_setzero_ps();
-    for (int u = 0; u < S2; u++) {
-        const uint32_t *vb = Vb + (size_t)u * dp + d0;
-        __m512bh v[WB_ATTN_BF16_NV];
-        for (int c = 0; c < nv; c++) v[c] = (__m512bh)_mm512_loadu_si512(vb + 16 * c);
+    for (int t = 0; t < n; t++) {
+        const uint32_t *bt = B + (size_t)t * ldb;
+        __m512bh w[WB_ATTN_BF16_NV];
+        for (int c = 0; c < nv; c++) w[c] = (__m512bh)_mm512_loadu_si512(bt + 16 * c);
         for (int i = 0; i < WB_ATTN_BF16_MR; i++) {
-            const __m512bh b = (__m512bh)_mm512_set1_epi32((int)pb[i][u]);
-            for (int c = 0; c < nv; c++) acc[i][c] = _mm512_dpbf16_ps(acc[i][c], b, v[c]);
+            const __m512bh x = (__m512bh)_mm512_set1_epi32((int)a[i][t]);
+            for (int c = 0; c < nv; c++) acc[i][c] = _mm512_dpbf16_ps(acc[i][c], x, w[c]);
         }
     }
     for (int i = 0; i < WB_ATTN_BF16_MR; i++)
-        for (int c = 0; c < nv; c++) _mm512_storeu_ps(C + (size_t)i * dp + d0 + 16 * c, acc[i][c]);
+        for (int c = 0; c < nv; c++) _mm512_storeu_ps(out[i] + 16 * c, acc[i][c]);
 }
 
 /* Kr, then Kb = Kr transposed; Vb */
@@ -167,24 +151,25 @@ WB_BF16 static void wb_attn_pair_bf16(const wb_attn_t *a, long pair, float *scra
     float *sig = a->sig ? a->sig + ((size_t)b * nh + h) * S : NULL;
     if (sig) for (int j = 0; j < S; j++) sig[j] = 0.0f;
     wb_attn_bf16_pack_kv(k, a->kd, a->ks, v, a->vs, S, d, Sp, dp, Kr, Kb, Vb);
-    const int KT = WB_ATTN_BF16_NC * 16;
     for (int r0 = 0; r0 < R; r0 += rows) {
         const int nr = R - r0 < rows ? R - r0 : rows;
         const uint32_t *qrow[WB_ATTN_BF16_MR], *prow[WB_ATTN_BF16_MR];
-        float *pw[WB_ATTN_BF16_MR];
+        float *out[WB_ATTN_BF16_MR];
         for (int i = 0; i < nr; i++)   /* zero past head_dim: the tiles take whole chunks */
-            wb_attn_bf16_row(q0 + (r0 + i) * a->qr, d, (uint16_t *)(Qb + (size_t)i * d2p), amx ? 2 * d2p : 2 * d2);
+            wb_attn_bf16_row(q0 + (r0 + i) * a->qr, d, (uint16_t *)(Qb + (size_t)i * d2p), 2 * d2p);
+        for (int i = 0; i < WB_ATTN_BF16_MR; i++) {   /* a short last AVX-512 tile repeats its last row */
+            const int ii = i < nr ? i : nr - 1;
+            qrow[i] = Qb + (size_t)ii * d2p;
+            prow[i] = Pb + (size_t)ii * (Sp / 2);
+        }
         if (amx) {   /* a short last block: zero query rows (their outputs are not copied out) */
             memset(Qb + (size_t)nr * d2p, 0, sizeof(uint32_t) * (size_t)(rows - nr) * d2p);
             wb_attn_amx_scores(Qb, d2p, Kb, Sp, (int)(Sp / 16), P, Sp);
         } else {
-            for (int i = 0; i < WB_ATTN_BF16_MR; i++) {   /* a short last tile repeats its last row */
-                const int ii = i < nr ? i : nr - 1;
-                qrow[i] = Qb + (size_t)ii * d2p;
-                prow[i] = Pb + (size_t)ii * (Sp / 2);
-                pw[i] = P + (size_t)i * Sp;               /* repeated rows are written to spare rows */
+            for (int j0 = 0; j0 < Sp; j0 += 16 * WB_ATTN_BF16_NV) {
+                for (int i = 0; i < WB_ATTN_BF16_MR; i++) out[i] = P + (size_t)i * Sp + j0;   /* repeats: spare rows */
+                wb_attn_bf16_tile(qrow, Kb + j0, (size_t)Sp, d2, out, WB_ATTN_BF16_NV);
             }
-            for (int j0 = 0; j0 < Sp; j0 += KT) wb_attn_bf16_score_tile(qrow, Kb, Sp, j0, d2, pw);
         }
         float inv[WB_ATTN_BF16_ROWS];
         for (int i = 0; i < nr; i++) {
@@ -199,23 +184,23 @@ WB_BF16 static void wb_attn_pair_bf16(const wb_attn_t *a, long pair, float *scra
             memset(Pb + (size_t)nr * (Sp / 2), 0, sizeof(uint32_t) * (size_t)(rows - nr) * (Sp / 2));
             wb_attn_amx_context(Pb, Sp / 2, S2p, Vb, dp, C);
         } else {
-            int d0 = 0;
-            for (; d0 + WB_ATTN_BF16_NV * 16 <= dp; d0 += WB_ATTN_BF16_NV * 16)
-                wb_attn_bf16_pv_tile(prow, Vb, dp, S2, d0, C, WB_ATTN_BF16_NV);
-            switch ((dp - d0) / 16) {   /* the rest of head_dim: constant widths, unrolled */
-                case 1: wb_attn_bf16_pv_tile(prow, Vb, dp, S2, d0, C, 1); break;
-                case 2: wb_attn_bf16_pv_tile(prow, Vb, dp, S2, d0, C, 2); break;
-                case 3: wb_attn_bf16_pv_tile(prow, Vb, dp, S2, d0, C, 3); break;
-                default: break;
+            for (int d0 = 0; d0 < dp; d0 += 16 * WB_ATTN_BF16_NV) {
+                for (int i = 0; i < WB_ATTN_BF16_MR; i++) out[i] = C + (size_t)i * dp + d0;
+                switch ((dp - d0) / 16) {   /* the last columns: constant widths, unrolled */
+                    case 1: wb_attn_bf16_tile(prow, Vb + d0, (size_t)dp, S2, out, 1); break;
+                    case 2: wb_attn_bf16_tile(prow, Vb + d0, (size_t)dp, S2, out, 2); break;
+                    case 3: wb_attn_bf16_tile(prow, Vb + d0, (size_t)dp, S2, out, 3); break;
+                    default: wb_attn_bf16_tile(prow, Vb + d0, (size_t)dp, S2, out, WB_ATTN_BF16_NV); break;
+                }
             }
         }
         for (int i = 0; i < nr; i++) {
-            float *out = a->ctx + (((size_t)b * R + r0 + i) * nh + h) * d;
+            float *o = a->ctx + (((size_t)b * R + r0 + i) * nh + h) * d;
             const float *c = C + (size_t)i * dp;
             const __m512 vi = _mm512_set1_ps(inv[i]);
             for (int dd = 0; dd < d; dd += 16) {
                 const __mmask16 m = d - dd >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - dd)) - 1);
-                _mm512_mask_storeu_ps(out + dd, m, _mm512_mul_ps(_mm512_loadu_ps(c + dd), vi));
+                _mm512_mask_storeu_ps(o + dd, m, _mm512_mul_ps(_mm512_loadu_ps(c + dd), vi));
             }
         }
     }

@@ -172,7 +172,7 @@ def default_engines() -> tuple[str, ...]:
     kernel skips the pruned tiles (elsewhere the engine would only repeat a 1x4-sparse one); on
     CPUs with AVX512-BF16 also the dense and 90 % engines with bf16 attention (elsewhere they
     would run the fp32 attention again)."""
-    from workbench.runtime.kernels import attention_runs_bf16, has_tile_sparse
+    from workbench.runtime.kernels import attention_bf16_path, has_tile_sparse
 
     return (DEFAULT_ENGINES + (("wb-int8-tile90",) if has_tile_sparse() else ())
-            + (("wb-int8-bf16attn", "wb-int8-sp90-bf16attn") if attention_runs_bf16() else ()))
+            + (("wb-int8-bf16attn", "wb-int8-sp90-bf16attn") if attention_bf16_path() else ()))

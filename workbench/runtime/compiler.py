@@ -38,8 +38,9 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
     dtype: "bf16" runs the dense fp32 Linears in bf16 (AVX512-BF16; fp32 where the CPU has none,
         `describe()` says which); overrides `quantize`. None: "int8" if quantize else "fp32".
     attention: "fp32", or "bf16": q, k, v and the probabilities rounded to bf16 with fp32 sums
-        (~2^-9 relative per operand) on CPUs with AVX512-BF16, where it takes ~0.6-0.7x the
-        fp32 kernel's time; elsewhere the engine runs fp32 attention and `describe()` says so.
+        (~2^-9 relative per operand) on CPUs with AVX512-BF16 or AMX-BF16 (on Zen 4 the attention
+        kernel runs ~1.4-1.5x faster, README "bf16 attention"); elsewhere the engine runs fp32
+        attention and `describe()` says so.
     """
     from workbench.runtime import choice as C
     from workbench.runtime import static as S

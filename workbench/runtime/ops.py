@@ -90,7 +90,7 @@ def fused_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.n
                     num_threads: int | None = None, significance: bool = False, precision: str = "fp32") -> Any:
     """All heads at once: softmax(q k + mask) v -> [B, R, nh, d] (workbench_ext.attention);
     significance=True: (ctx, sig [B, nh, S]), sig = the probabilities summed over real queries.
-    precision "bf16": bf16 operands where the CPU has AVX512-BF16 (`attention_runs_bf16`)."""
+    precision "bf16": bf16 operands where the CPU has them (`attention_bf16_path`)."""
     return kernels._ext_attn.attention(q, k, v, np.ascontiguousarray(mask_bias, dtype=np.float32),
                                        num_threads=num_threads, significance=significance, precision=precision)
 
@@ -98,11 +98,6 @@ def fused_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.n
 def attention_bf16_path() -> str | None:
     """Where attention precision "bf16" runs here: "amx", "avx512_bf16", or None (fp32 kernels)."""
     return None if kernels._ext_attn is None else kernels._ext_attn.bf16_path()
-
-
-def attention_runs_bf16() -> bool:
-    """Whether attention precision "bf16" runs on bf16 operands here (else on the fp32 kernels)."""
-    return attention_bf16_path() is not None
 
 
 def int8_encoder(layers: list[dict[str, Any]], hidden_size: int, attention: str = "fp32") -> Any:

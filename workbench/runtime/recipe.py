@@ -45,8 +45,8 @@ class WorkbenchRuntimeConfig:
     """Keep the model's `DynamicSpec` (`model.dynamic`, exit heads): the engine then drops tokens
     and exits early as the spec says (`workbench.runtime.dynamic`); false runs the static network."""
     attention: Literal["fp32", "bf16"] = "fp32"
-    """`bf16`: attention's q, k, v and probabilities rounded to bf16, sums in fp32 (~0.6-0.7x the
-    fp32 attention's time) on CPUs with AVX512-BF16; elsewhere fp32, and the engine says so."""
+    """`bf16`: attention's q, k, v and probabilities rounded to bf16, sums in fp32, on CPUs with
+    AVX512-BF16 or AMX-BF16 (`compile_model`'s `attention`); elsewhere fp32, and the engine says so."""
 
     def validate(self, where: str) -> None:
         if self.sparse_threshold < 0:

@@ -59,7 +59,6 @@ static int run_case(int B, int nh, int S, int d, int R, int nt) {
         if (e > worst) worst = e;
     }
     if (moved > (long)nc / 10 + 8) bad = 1;
-    if (getenv("WB_EMU_VERBOSE")) fprintf(stderr, "B=%d nh=%d S=%d d=%d R=%d: worst %.3g, %d of %zu moved\n", B, nh, S, d, R, worst, moved, nc);
     for (size_t i = 0; s1 && i < ns; i++)
         if (!(fabs((double)s1[i] - s2[i]) <= 1e-4 * (1 + fabs((double)s1[i])))) bad = 1;
     if (bad) fprintf(stderr, "B=%d nh=%d S=%d d=%d R=%d nt=%d: AMX path differs (worst %.3g, %d of %zu moved)\n", B, nh, S, d, R, nt, worst, moved, nc);
@@ -76,7 +75,6 @@ int main(void) {
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int nt = 1; nt <= 2; nt++)
             bad |= run_case(shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], shapes[s][4], nt);
-    if (getenv("WB_EMU_VERBOSE")) fprintf(stderr, "done\n");
     if (emu_errors) { fprintf(stderr, "%d AMX emulation errors\n", emu_errors); bad = 1; }
     puts(bad ? "FAIL" : "OK");
     return bad;
