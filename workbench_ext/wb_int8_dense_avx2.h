@@ -2,7 +2,7 @@
 #ifndef WB_INT8_DENSE_AVX2_H
 #define WB_INT8_DENSE_AVX2_H
 
-#include "wb_common.h"
+#include "wb_epilogue.h"
 
 /* ========================================================================================
  * Dense: portable

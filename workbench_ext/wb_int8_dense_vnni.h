@@ -2,7 +2,7 @@
 #ifndef WB_INT8_DENSE_VNNI_H
 #define WB_INT8_DENSE_VNNI_H
 
-#include "wb_common.h"
+#include "wb_epilogue.h"
 
 #ifndef WB_EMULATE_ISA   /* testing/emulate_isa.c stands in its own __m512i: not for this code */
 /* wb_epilogue for the AVX-512 kernels (VNNI and AMX dense): the same operations per output

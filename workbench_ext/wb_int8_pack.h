@@ -3,7 +3,7 @@
 #ifndef WB_INT8_PACK_H
 #define WB_INT8_PACK_H
 
-#include "wb_common.h"
+#include "wb_quant.h"
 
 /* ========================================================================================
  * Packing (construction time)

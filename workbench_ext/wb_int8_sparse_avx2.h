@@ -3,7 +3,7 @@
 #ifndef WB_INT8_SPARSE_AVX2_H
 #define WB_INT8_SPARSE_AVX2_H
 
-#include "wb_common.h"
+#include "wb_epilogue.h"
 
 /* ========================================================================================
  * 1x4 block-sparse.  Work item = 16 rows (an m-tile) x up to 64 output columns; results are

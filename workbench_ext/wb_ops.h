@@ -5,7 +5,8 @@
 #ifndef WB_OPS_H
 #define WB_OPS_H
 
-#include "wb_common.h"
+#include "wb_quant.h"
+#include "wb_gelu.h"
 
 #define WB_PAR_MIN 32768L
 
