@@ -9,7 +9,8 @@ import pytest
 cpu = pytest.importorskip("workbench_ext.cpu", reason="workbench_ext not built (python setup.py build_ext --inplace)")
 from workbench_ext import attention  # noqa: E402
 
-from test_kernels import _attn_case, run_emulation  # noqa: E402
+from test_attention import _attn_case  # noqa: E402
+from test_kernels import run_emulation  # noqa: E402
 from test_runtime import _check_int8, _engine_logits, _one_thread, _torch_logits, minilm  # noqa: E402,F401
 
 needs_bf16 = pytest.mark.skipif(not attention.runs_bf16(),

@@ -262,40 +262,10 @@ class Engine:
 
     def _attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.ndarray,
                    sig: np.ndarray | None = None) -> np.ndarray:
-        """softmax(q k + mask) v for q [B, nh, R, d], k [B, nh, d, S], v [B, nh, S, d] (views);
-        returns [B, R, nh, d] (C-contiguous, i.e. [B*R, H] rows). NumPy BLAS with 1 thread each,
-        the (batch, head) pairs split over `self.num_threads` Python threads when worth it.
-        `sig` [B, nh, S] (R == S): set to the probabilities summed over the non-padding queries
-        (by the fused kernel too: token dropping keeps its compiled attention)."""
-        if K.has_fused_attention():  # all heads in one compiled OpenMP call
-            if sig is None:
-                return K.fused_attention(q, k, v, mask_bias, precision=self.attention)
-            ctx, sig[...] = K.fused_attention(q, k, v, mask_bias, significance=True, precision=self.attention)
-            return ctx
-        B, nh, R, d = q.shape
-        S = k.shape[-1]
-        ctx = np.empty((B, R, nh, d), np.float32)
-
-        def part(b0: int, b1: int, h0: int, h1: int, nt: int | None) -> None:
-            scores = np.matmul(q[b0:b1, h0:h1], k[b0:b1, h0:h1])  # scale already folded into Q
-            scores += mask_bias[b0:b1]
-            probs = K.softmax(scores.reshape(-1, S), num_threads=nt).reshape(scores.shape)
-            ctx[b0:b1, :, h0:h1, :] = np.matmul(probs, v[b0:b1, h0:h1]).transpose(0, 2, 1, 3)
-            if sig is not None:  # queries masked as the keys are (R == S): [b, 1, 1, S] x [b, h, S, S]
-                qmask = (mask_bias[b0:b1] == 0).astype(np.float32)
-                sig[b0:b1, h0:h1] = np.matmul(qmask, probs)[:, :, 0]
-
-        n = self.num_threads if B * nh * R * S * d >= 1 << 20 else 1
-        with K.attention_blas_threads():
-            if n <= 1:
-                part(0, B, 0, nh, None)
-            elif B >= n:
-                cuts = np.linspace(0, B, n + 1).round().astype(int)
-                K.parallel_run([lambda a=a, b=b: part(a, b, 0, nh, 1) for a, b in zip(cuts[:-1], cuts[1:]) if b > a])
-            else:
-                cuts = np.linspace(0, nh, n + 1).round().astype(int)
-                K.parallel_run([lambda a=a, b=b: part(0, B, a, b, 1) for a, b in zip(cuts[:-1], cuts[1:]) if b > a])
-        return ctx
+        """softmax(q k + mask) v for q [B, nh, R, d], k [B, nh, d, S], v [B, nh, S, d] (views) ->
+        [B, R, nh, d] in the engine's attention precision (`kernels.attention`); `sig` [B, nh, S]
+        (R == S): set to the probabilities summed over the non-padding queries."""
+        return K.attention(q, k, v, mask_bias, sig, precision=self.attention, num_threads=self.num_threads)
 
     # ---- introspection -----------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ compiler.
 This module holds the compiled modules' handles and the availability / ISA checks. The kernels
 are split by job and re-exported here, so callers keep using `kernels.X`:
   * `linear.py`: weight quantization and sparsity, the Linear layers (`make_linear`);
-  * `ops.py`: elementwise ops, activations, fused attention, the compiled layer loop;
+  * `ops.py`: elementwise ops, activations, attention, the compiled layer loop;
   * `threads.py`: the kernels' thread count, BLAS threads and the attention thread pool.
 
 The NumPy fallbacks are deliberately plain: they are the specification the kernels are tested
@@ -158,6 +158,6 @@ from workbench.runtime.linear import (  # noqa: E402,F401
     BLOCK, TILE, bf16_round, block_sparsity, fuses_gelu, make_linear, quantize_weight_per_channel,
     tile_sparsity)
 from workbench.runtime.ops import (  # noqa: E402,F401
-    ACTIVATIONS, add_bias_residual_layernorm, attention_bf16_path, fused_attention, gelu, gelu_tanh,
+    ACTIVATIONS, add_bias_residual_layernorm, attention, attention_bf16_path, fused_attention, gelu, gelu_tanh,
     int8_encoder, layernorm, relu, softmax)
 from workbench.runtime.threads import attention_blas_threads, default_threads, parallel_run  # noqa: E402,F401

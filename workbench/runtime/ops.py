@@ -1,6 +1,6 @@
-"""The encoder's ops besides its Linear layers: LayerNorm, softmax and the activations (on
-`workbench_ext.ops` when present, NumPy otherwise), fused attention and the compiled layer loop
-(`workbench_ext.attention` / `workbench_ext.encoder` only).
+"""The encoder's ops besides its Linear layers: LayerNorm, softmax, the activations and attention
+(on `workbench_ext.ops` / `workbench_ext.attention` when present, NumPy otherwise) and the
+compiled layer loop (`workbench_ext.encoder` only).
 
 The Linear layers are in `linear.py`; the compiled modules' handles and the availability checks
 (`has_fused_attention`) in `kernels.py`, which re-exports everything here.
@@ -14,6 +14,7 @@ import numpy as np
 
 from workbench.runtime import kernels  # _ext_attn is read through the module: tests patch it there
 from workbench.runtime.kernels import _ext_encoder, _ext_int8, _ext_ops, _has
+from workbench.runtime.threads import attention_blas_threads, parallel_run
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,6 +94,45 @@ def fused_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.n
     precision "bf16": bf16 operands where the CPU has them (`attention_bf16_path`)."""
     return kernels._ext_attn.attention(q, k, v, np.ascontiguousarray(mask_bias, dtype=np.float32),
                                        num_threads=num_threads, significance=significance, precision=precision)
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.ndarray,
+              sig: np.ndarray | None = None, precision: str = "fp32", num_threads: int = 1) -> np.ndarray:
+    """softmax(q k + mask) v for q [B, nh, R, d], k [B, nh, d, S], v [B, nh, S, d] (views; the
+    1/sqrt(d) scale already in q) -> [B, R, nh, d] (C-contiguous, i.e. [B*R, H] rows).
+    `sig` [B, nh, S] (R == S): set to the probabilities summed over the non-padding queries
+    (token dropping's significance). On `workbench_ext.attention` when built (all heads in one
+    call, `precision` "fp32" or "bf16"); otherwise the NumPy reference in fp32: BLAS with 1 thread
+    each, the (batch, head) pairs split over `num_threads` Python threads when worth it."""
+    if kernels.has_fused_attention():
+        if sig is None:
+            return fused_attention(q, k, v, mask_bias, precision=precision)
+        ctx, sig[...] = fused_attention(q, k, v, mask_bias, significance=True, precision=precision)
+        return ctx
+    B, nh, R, d = q.shape
+    S = k.shape[-1]
+    ctx = np.empty((B, R, nh, d), np.float32)
+
+    def part(b0: int, b1: int, h0: int, h1: int, nt: int | None) -> None:
+        scores = np.matmul(q[b0:b1, h0:h1], k[b0:b1, h0:h1])
+        scores += mask_bias[b0:b1]
+        probs = softmax(scores.reshape(-1, S), num_threads=nt).reshape(scores.shape)
+        ctx[b0:b1, :, h0:h1, :] = np.matmul(probs, v[b0:b1, h0:h1]).transpose(0, 2, 1, 3)
+        if sig is not None:  # queries masked as the keys are (R == S): [b, 1, 1, S] x [b, h, S, S]
+            qmask = (mask_bias[b0:b1] == 0).astype(np.float32)
+            sig[b0:b1, h0:h1] = np.matmul(qmask, probs)[:, :, 0]
+
+    n = num_threads if B * nh * R * S * d >= 1 << 20 else 1
+    with attention_blas_threads():
+        if n <= 1:
+            part(0, B, 0, nh, None)
+        elif B >= n:
+            cuts = np.linspace(0, B, n + 1).round().astype(int)
+            parallel_run([lambda a=a, b=b: part(a, b, 0, nh, 1) for a, b in zip(cuts[:-1], cuts[1:]) if b > a])
+        else:
+            cuts = np.linspace(0, nh, n + 1).round().astype(int)
+            parallel_run([lambda a=a, b=b: part(0, B, a, b, 1) for a, b in zip(cuts[:-1], cuts[1:]) if b > a])
+    return ctx
 
 
 def attention_bf16_path() -> str | None:
