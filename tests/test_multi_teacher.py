@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from workbench.config import ConfigError
 from workbench.forward import forward_with
 from workbench.recipes.base import RecipeContext, TrainState, build_recipe
-from workbench.recipes.distill.multi_teacher import ensemble_log_probs, keep_mask
+from workbench.recipes.distill.many_teachers import keep_mask
+from workbench.recipes.distill.multi_teacher import ensemble_log_probs
 from workbench.recipes.distill.progressive import disagreement_weights
 from workbench.recipes.distill.relations import row_kl
 from workbench.teacher_similarity import knn_score, logme, score_teachers, similarity_weights

@@ -36,7 +36,7 @@ from workbench.config import fail
 from workbench.recipes.base import LossTerms, StageCheck, TrainState, register_recipe
 from workbench.recipes.distill.losses import get_loss
 from workbench.recipes.distill.relations import row_kl
-from workbench.recipes.distill.multi_teacher import check_path_teachers, check_stage_teachers
+from workbench.recipes.distill.many_teachers import check_path_teachers, check_stage_teachers
 from workbench.recipes.distill.teacher import TeacherRecipe
 
 

@@ -29,7 +29,7 @@ from torch import nn
 from workbench.config import fail
 from workbench.recipes.base import LossTerms, TrainState, register_recipe
 from workbench.recipes.distill.minilm import resolve_layer
-from workbench.recipes.distill.multi_teacher import ManyTeachers, TeacherEntry, keep_mask, validate_many
+from workbench.recipes.distill.many_teachers import ManyTeachers, TeacherEntry, keep_mask, validate_many
 from workbench.recipes.distill.relations import row_kl
 from workbench.teacher_similarity import pool
 
