@@ -347,14 +347,14 @@ def test_gemm_peak_uses_the_measured_issue_rate(monkeypatch, per_ns, ops):
 def test_engine_processes_get_the_openmp_waiting_policy_unless_exported(monkeypatch):
     """The measurement processes spin briefly, then sleep (torch shares the OpenMP runtime and
     starts it before workbench_ext could set anything, so it must be in their environment)."""
-    from workbench.bench.cli import _child_env
+    from workbench.bench.processes import child_env
     from workbench_ext import OPENMP_DEFAULTS
 
     monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
-    env = _child_env(2)
+    env = child_env(2)
     assert env["GOMP_SPINCOUNT"] == OPENMP_DEFAULTS["GOMP_SPINCOUNT"] and env["OMP_NUM_THREADS"] == "2"
     monkeypatch.setenv("GOMP_SPINCOUNT", "0")
-    assert _child_env(1)["GOMP_SPINCOUNT"] == "0"
+    assert child_env(1)["GOMP_SPINCOUNT"] == "0"
 
 
 def test_tile_engines_prune_whole_amx_tiles(tiny_bert):

@@ -18,23 +18,19 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from workbench.bench.contention import busy_processes, check_contend
 from workbench.bench.engines import BASELINE, DEFAULT_ENGINES, ENGINES, default_engines
-from workbench.bench.models import DEFAULT_MODELS, MODELS, BenchModel, parse_model, safe_name
+from workbench.bench.models import DEFAULT_MODELS, MODELS, BenchModel, parse_model
+from workbench.bench.processes import time_engines
 from workbench.bench.report import add_ratios, write_engines_csv, write_markdown, write_plot
 from workbench.bench.spread import add_spread
-from workbench.bench.worker import exit_reason
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _list(kind: str, known: Any = None, cast: Any = str):
@@ -128,79 +124,6 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("--runs must be >= 1, --warmup >= 0, --seq-len >= 2")
     s["contend"] = check_contend(args.contend)
     return s
-
-
-def _child_env(threads: int) -> dict[str, str]:
-    """Every engine's process: the thread count, torch's OpenMP waiting policy
-    (`workbench_ext.OPENMP_DEFAULTS`, unless exported: torch starts the runtime before anything
-    could set it, so it must be in the environment), offline hub."""
-    from workbench_ext import openmp_defaults
-
-    env = openmp_defaults(dict(os.environ))
-    n = str(threads)
-    env.update({
-        "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
-        "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-        "TRANSFORMERS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore",
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p]),
-    })
-    return env
-
-
-def run_worker(module: str, spec: dict[str, Any], work: Path, tag: str, threads: int,
-               timeout: float) -> list[dict[str, Any]] | str:
-    """Run `python -m module spec.json result.json` in a fresh process with the bench's thread
-    environment; its result rows, or why there are none (the log's last line, a timeout...)."""
-    spec_f, res_f, log_f = work / f"{tag}.json", work / f"{tag}.result.json", work / f"{tag}.log"
-    spec_f.write_text(json.dumps(spec))
-    try:
-        with open(log_f, "w") as log:
-            proc = subprocess.run([sys.executable, "-m", module, str(spec_f), str(res_f)],
-                                  stdout=log, stderr=subprocess.STDOUT, env=_child_env(threads),
-                                  cwd=str(REPO_ROOT), timeout=timeout)
-        if res_f.exists():
-            return json.loads(res_f.read_text())
-        return exit_reason(proc.returncode, log_f)
-    except subprocess.TimeoutExpired:
-        return f"engine process timed out after {timeout:.0f} s"
-    except OSError as exc:
-        return f"could not start engine process: {exc}"
-
-
-def _tag(spec: dict[str, Any]) -> str:
-    return f"{safe_name(spec['model'])}__{spec['engine']}__t{spec['threads']}"
-
-
-def _run_child(spec: dict[str, Any], work: Path, timeout: float) -> list[dict[str, Any]]:
-    """One engine process (`workbench.bench.worker`) for `spec`; its rows, or failed rows saying why."""
-    return _rows_or_failed(spec, run_worker("workbench.bench.worker", spec, work, _tag(spec), spec["threads"], timeout))
-
-
-def time_engines(specs: list[dict[str, Any]], work: Path, timeout: float, interleaved: bool,
-                 progress: Callable[[str], None] = lambda text: None
-                 ) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
-    """(spec, its rows) for each spec, failed rows saying why where an engine has none. Interleaved:
-    the engines take turns, one timed run each (`workbench.bench.interleave`; the specs share model,
-    threads, batches and runs), and all rows come at the end; otherwise one engine after another,
-    each one's rows as soon as it is done (a caller that writes them keeps them through a kill)."""
-    if interleaved and len(specs) > 1:
-        from workbench.bench import interleave
-
-        results = interleave.run_group(specs, work, [_tag(x) for x in specs], _child_env(int(specs[0]["threads"])),
-                                       str(REPO_ROOT), timeout, progress)
-        yield from ((x, _rows_or_failed(x, got)) for x, got in zip(specs, results))
-        return
-    for x in specs:
-        progress(x["engine"])
-        yield x, _run_child(x, work, timeout)
-
-
-def _rows_or_failed(spec: dict[str, Any], rows: list[dict[str, Any]] | str) -> list[dict[str, Any]]:
-    if not isinstance(rows, str):
-        return rows
-    base = {"model": spec["model"], "engine": spec["engine"], "threads": spec["threads"],
-            "seq_len": spec["seq_len"], "runs": spec["runs"], "sparsity": ENGINES[spec["engine"]].sparsity}
-    return [{**base, "batch": b, "status": "failed", "error": rows} for b in spec["batches"]]
 
 
 def _run_gemm(args: argparse.Namespace, s: dict[str, Any]) -> None:

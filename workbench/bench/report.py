@@ -141,7 +141,7 @@ def _pool_policy() -> str:
 
 
 def _openmp_policy() -> str:
-    """The OpenMP waiting policy the engine processes get (`workbench.bench.cli._child_env`)."""
+    """The OpenMP waiting policy the engine processes get (`workbench.bench.processes.child_env`)."""
     from workbench_ext import OPENMP_DEFAULTS, openmp_defaults
 
     env = openmp_defaults(dict(os.environ))

@@ -148,7 +148,7 @@ def bench_run_stages(run_dir: str | Path, stages: Sequence[str] | None = None,
     Bad input (no such run, seed, stage or engine) is a ConfigError before any engine starts."""
     from tqdm import tqdm
 
-    from workbench.bench.cli import time_engines
+    from workbench.bench.processes import time_engines
     from workbench.bench.exported import ENGINE as EXPORTED, export_stages, reference_models, skipped_rows, write_pointer
     from workbench.results import write_csv
     from workbench.runtime.kernels import active_isa, default_threads

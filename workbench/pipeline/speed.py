@@ -5,7 +5,7 @@ Measured inside the pipeline's own process, a stage's latency depends on what ra
 fifth stage of a run and the same model measured alone could disagree. `stage_speed` writes the
 stage's model to a temporary folder (no pickles: a config and a state dict, or a runtime engine
 folder) and measures it in `python -m workbench.pipeline.speed`
-with the thread environment of `workbench bench`'s engine processes (`_child_env`: the same
+with the thread environment of `workbench bench`'s engine processes (`workbench.bench.processes.child_env`: the same
 thread count as the pipeline, passive OpenMP waiting), one process per stage.
 
 Beside every speed number the stage's metrics record how it was taken: `threads`, `isa` (the
@@ -144,10 +144,10 @@ def stage_speed(model: nn.Module, vocab_size: int, seq_len: int, batches: list[i
 
 def _run_worker(folder: Path, threads: int) -> str | None:
     """Run the worker on `folder`; None when it wrote its result, else why not."""
-    from workbench.bench.cli import _child_env
+    from workbench.bench.processes import child_env
 
     try:
-        proc = subprocess.run([sys.executable, "-m", "workbench.pipeline.speed", str(folder)], env=_child_env(threads),
+        proc = subprocess.run([sys.executable, "-m", "workbench.pipeline.speed", str(folder)], env=child_env(threads),
                               capture_output=True, text=True, timeout=WORKER_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return f"the speed worker took over {WORKER_TIMEOUT_S} s"

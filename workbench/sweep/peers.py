@@ -143,7 +143,7 @@ def _run_engines(items: list[dict[str, Any]], engines: list[str], timeout: float
 def run_child(spec: dict[str, Any], work: Path, timeout: float) -> list[dict[str, Any]]:
     """One engine process with the bench's thread environment for `spec["items"]` (one per trial);
     its rows, or a failed row per trial saying why."""
-    from workbench.bench.cli import run_worker
+    from workbench.bench.processes import run_worker
 
     rows = run_worker("workbench.sweep.peers", spec, work, f"{spec['engine']}-t{spec['threads']}", spec["threads"],
                       timeout)
