@@ -126,6 +126,40 @@ def test_int8_exact_vs_int_reference(isa, cls, M, K, N, threads):
     assert np.all(np.abs(y - yf) <= 0.5 * step + 1e-4)
 
 
+@pytest.mark.parametrize("M,N", [(70, 48), (64, 32), (5, 96), (70, 90)])
+@pytest.mark.parametrize("activation", [None, "gelu"])
+def test_sparse_epilogue_direct_and_buffered_stores_agree(M, N, activation):
+    """The AVX-512 sparse epilogue stores rows straight after its transpose where every output row
+    starts a cache line (its own aligned outputs, N a multiple of 16) and through a row buffer
+    otherwise (odd N, a caller's unaligned out=): the same bits as the float reference either way."""
+    if "avx512_vnni" not in AVAILABLE:
+        pytest.skip(f"needs avx512_vnni (available: {AVAILABLE})")
+    cpu.set_isa("avx512_vnni")
+    try:
+        rng = _rng("epi", M, N)
+        w, ws, b = _weights(rng, N, 200, block_sparsity=0.7, empty_rows=True)
+        x = (rng.standard_normal((M, 200)) * 3).astype(np.float32)
+        layer = int8.BlockSparseInt8Linear(w, ws, b)
+        q, s, z, acc = _int_reference(x, w)
+        want = acc.astype(np.float32) * (s[:, None] * ws[None, :]) + b
+        if activation:
+            want = ops.gelu(want)
+        direct = layer(x, activation=activation)
+        unaligned = np.empty(M * N + 1, np.float32)[1:].reshape(M, N)
+        assert unaligned.ctypes.data % 64
+        layer(x, out=unaligned, activation=activation)
+        int8._set_sparse_epi_direct(0)
+        try:
+            buffered = layer(x, activation=activation)
+        finally:
+            int8._set_sparse_epi_direct(1)
+        np.testing.assert_allclose(direct, want, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(direct, buffered)
+        np.testing.assert_array_equal(direct, unaligned)
+    finally:
+        cpu.set_isa(None)
+
+
 @pytest.mark.parametrize("cls", [int8.DenseInt8Linear, int8.BlockSparseInt8Linear])
 @pytest.mark.parametrize("M,K,N", [(1, 3, 7), (7, 67, 7), (33, 64, 17), (70, 200, 90), (40, 1030, 21)])
 def test_int8_fused_gelu_matches_ops_gelu(isa, cls, M, K, N):

@@ -34,7 +34,8 @@ constructor's ``isa=``; weights are (re)packed lazily for the path in use):
   activations widened at load).
 * ``avx512_vnni``: ``vpdpbusd`` 8x32 micro-kernel on u8 x s8 (16 zmm accumulators).  Sparse:
   tiles of up to 64 rows, activations packed with 16x16 register transposes, a 16x16 epilogue
-  that writes each output row in one sweep (same bits as the AVX2 epilogue).
+  (same bits as the AVX2 epilogue) that stores each transposed row piece straight to the output
+  when every output row starts a cache line, else writes each output row in one sweep.
 * ``amx``: ``TDPBUSD`` on 16x64 u8 activation tiles and 16x64 VNNI-packed s8 weight tiles,
   2x2 tiles = 32x32 outputs per step; each step's epilogue runs a few rows at a time between the
   next step's tile multiplies (``_set_amx_pipelined(0)``: after them, for the A/B).  The 1x4
@@ -81,6 +82,7 @@ cnp.import_array()
 cdef extern from "wb_int8.h" nogil:
     int wb_sparse_pair_cols
     int wb_amx_pipelined
+    int wb_sparse_epi_direct
     int wb_threads(int nt)
     void wb_quantize_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *scale, int32_t *zp, int isa, int nt)
     void wb_quantize_rows_static(const float *x, int M, int K, int Kp, float scale, int32_t zp, uint8_t *q, int isa, int nt)
@@ -409,3 +411,11 @@ def _set_amx_pipelined(int on):
     Same results either way; for the A/B in `python -m workbench.bench.gemm` on AMX CPUs."""
     global wb_amx_pipelined
     wb_amx_pipelined = 1 if on else 0
+
+
+def _set_sparse_epi_direct(int on):
+    """Experiment switch (AVX-512 VNNI sparse epilogue): 1 stores output rows straight after the
+    transpose where every row starts a cache line (the default), 0 always through the row buffer.
+    Same results either way."""
+    global wb_sparse_epi_direct
+    wb_sparse_epi_direct = 1 if on else 0
