@@ -17,9 +17,10 @@ Peers are set up the way their documentation recommends for CPU inference:
     `onnxruntime.quantization.quantize_dynamic` (QInt8 weights). ORT int8 in its strongest
     configuration: four variants (`ort-int8-<graph>-<weights>`): the plain exported graph or the
     ORT-optimized one (fused Attention -> QAttention), per-tensor (`pt`) or per-channel (`pc`)
-    weight scales; `ort-int8` times the four at the bench shape in its setup (fastest of 5 calls
-    each) and runs the fastest; its notes name it and list the times (a variant that fails to
-    quantize or load is skipped, and said so).
+    weight scales; `ort-int8` times the four at the bench shape in its setup, the way the bench
+    times engines (pause, untimed call, timed call; the variants taking turns, median of 7) and
+    runs the fastest; its notes name it and list the times (a variant that fails to quantize or
+    load is skipped, and said so).
     `intra_op_num_threads = threads`, one inter-op thread, spinning on (ORT's default: its workers
     spin between ops, as torch's OpenMP threads and workbench's pool threads do for ~0.2 ms:
     `workbench_ext.OPENMP_DEFAULTS`, `WORKBENCH_POOL_SPIN_US`).
