@@ -189,7 +189,7 @@ class OrtInt8(OrtFp32):
     call; the variants take turns, `SELECT_ROUNDS` rounds, median), not from five back-to-back
     calls right after each session's first one. On the 2-core Zen 4 machine the choice still
     varies from bench to bench (the variants' medians lie within noise of each other there, and
-    the chosen one ran at 27-41 samples/s in the timed rounds), so ratios against this peer carry
+    the chosen one ran at 27-44 samples/s in the timed rounds of one hour's check runs), so ratios against this peer carry
     that spread; timing all four in the rounds and taking the best per row would remove it."""
     name = "ort-int8"
     int8 = True
