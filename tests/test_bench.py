@@ -280,7 +280,7 @@ def test_ort_runs_shrunk_models_right(tmp_path):
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from workbench.bench.engines import ENGINES, OrtFp32, OrtInt8, TorchInt8X86
+    from workbench.bench.engines import ENGINES, ORT_INT8_VARIANTS, OrtFp32, OrtInt8, TorchInt8X86
     from workbench.bench.models import make_inputs
     from workbench.prune.structure import shrink
 
@@ -300,14 +300,18 @@ def test_ort_runs_shrunk_models_right(tmp_path):
     notes = {}
     for cls, tol in ((TorchInt8X86, int8_tol), (OrtFp32, 1e-4), (OrtInt8, int8_tol), (ENGINES["ort-int8-opt-pt"], int8_tol)):
         eng = cls()
-        eng.shape = (2, 12)  # as the worker does: the bench shape (ORT int8 times its variants at it)
+        eng.shape = (2, 12)  # as the worker does: the bench shape
         eng.setup(model, 1, tmp_path, "stage:shrunk")
-        out = eng.run(eng.feed(inputs))
-        assert np.abs(out - ref).max() < tol, (cls.name, np.abs(out - ref).max(), eng.notes)
-        notes[cls.name] = eng.notes
-    # the fastest variant (timed, so any of the four) leaves the zero-width MatMuls fp32; the
-    # ORT-optimized graph also gets its pruned Attention nodes' head counts per layer
-    assert "zero-width MatMuls left fp32" in notes["ort-int8"]
+        for variant in eng.variants or ("",):  # ORT int8: every variant the bench may report
+            if variant:
+                eng.use(variant)
+            out = eng.run(eng.feed(inputs))
+            assert np.abs(out - ref).max() < tol, (cls.name, variant, np.abs(out - ref).max(), eng.notes)
+            notes[cls.name + (f" {variant}" if variant else "")] = eng.variant_notes.get(variant, eng.notes)
+    assert len(notes) == 3 + len(ORT_INT8_VARIANTS), notes  # every ORT int8 variant ran here
+    # every variant leaves the zero-width MatMuls fp32; the ORT-optimized graph also gets its
+    # pruned Attention nodes' head counts per layer
+    assert all("zero-width MatMuls left fp32" in n for k, n in notes.items() if k.startswith("ort-int8 "))
     assert "num_heads set per layer" in notes["ort-int8-opt-pt"]
 
 

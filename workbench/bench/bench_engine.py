@@ -17,6 +17,10 @@ class BenchEngine:
     notes = ""
     shape = (1, 128)  # (batch, seq) of the bench, set by the worker before setup
     batches: tuple[int, ...] = (1,)  # every batch size the bench runs, set by the worker
+    variants: tuple[str, ...] = ()
+    """Set by an engine that is several configurations of one peer (ORT int8's four graphs): the
+    worker times each in every turn and each row reports the one with the best median there."""
+    variant_notes: dict[str, str] = {}  # how each variant was made, for its rows' notes
 
     def setup(self, model: torch.nn.Module, threads: int, cache_dir: Path, model_name: str) -> None:
         raise NotImplementedError
@@ -25,4 +29,8 @@ class BenchEngine:
         return inputs
 
     def run(self, feed: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def use(self, variant: str) -> None:
+        """Make `run` call this one of `variants` (engines with variants only)."""
         raise NotImplementedError

@@ -21,13 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from workbench.bench.worker import MIN_RUNS_SLOW, SLOW_S, exit_reason
-
-QUIET_S = 0.1
-"""Pause before each turn. An engine's worker threads keep spinning after its run: ONNX Runtime
-with spinning on (its default, the peer's configuration) burned 36-40 ms of CPU in the 100 ms
-after a run here, which stole a core from whichever engine ran next (wb-int8 measured 0.45x
-instead of ~1.2x). torch's OpenMP threads and our kernels' pool spin ~0.2 ms."""
+from workbench.bench.worker import MIN_RUNS_SLOW, QUIET_S, SLOW_S, exit_reason
 
 
 class _Worker:

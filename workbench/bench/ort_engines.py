@@ -179,57 +179,40 @@ class OrtFp32(BenchEngine):
         return self.sess.run(None, feed)[0]
 
 
-SELECT_ROUNDS = 7
-"""Rounds in which `ort-int8` times its variants before choosing one."""
-
-
 class OrtInt8(OrtFp32):
-    """ORT int8 at its best here: the fastest of the four variants at the bench shape, timed as
-    the bench times engines (`workbench.bench.interleave`: a pause, one untimed call, one timed
-    call; the variants take turns, `SELECT_ROUNDS` rounds, median), not from five back-to-back
-    calls right after each session's first one. On the 2-core Zen 4 machine the choice still
-    varies from bench to bench (the variants' medians lie within noise of each other there, and
-    the chosen one ran at 27-44 samples/s in the timed rounds of one hour's check runs), so ratios against this peer carry
-    that spread; timing all four in the rounds and taking the best per row would remove it."""
+    """ORT int8 at its best here, per row: all four variants (`ORT_INT8_VARIANTS`) are set up,
+    the bench times each of them in every turn (`workbench.bench.worker`: one after another, a
+    pause before each, as the engines take turns), and each batch's row is the variant with the
+    best median there; its notes name it and give the others' medians. Choosing one variant
+    before timing (as this engine did until 2026-12) picked a different one from bench to bench
+    on the 2-core Zen 4 machine, where their medians lie within noise of each other, and the
+    chosen one ran anywhere from 27 to 44 samples/s: most of the spread of the ratios against
+    this peer. A variant ORT cannot quantize, load or run here is left out, and the notes say so."""
     name = "ort-int8"
     int8 = True
 
     def setup(self, model, threads, cache_dir, model_name):
-        import statistics
-        import time
-
-        from workbench.bench.interleave import QUIET_S
         from workbench.bench.models import make_inputs
 
         feed = self.feed(make_inputs(model, *self.shape))
-        sessions, notes, skipped = {}, {}, []
+        self.sessions: dict[str, Any] = {}
+        self.variant_notes, skipped = {}, []
         for variant, args in ORT_INT8_VARIANTS.items():
             try:
-                path, notes[variant] = onnx_int8(model, cache_dir, model_name, *args)
+                path, how = onnx_int8(model, cache_dir, model_name, *args)
                 sess = ort_session(path, threads)
-                for _ in range(3):
-                    sess.run(None, feed)
-                sessions[variant] = sess
-            except Exception as exc:  # a variant ORT cannot quantize / load here
-                skipped.append(f"{variant} ({type(exc).__name__})")
-        if not sessions:
+                sess.run(None, feed)
+                self.sessions[variant], self.variant_notes[variant] = sess, how
+            except Exception as exc:
+                skipped.append(f"{variant} ({type(exc).__name__}: {str(exc)[:80]})")
+        if not self.sessions:
             raise RuntimeError(f"no ORT int8 variant could run: {', '.join(skipped)}")
-        times: dict[str, list[float]] = {v: [] for v in sessions}
-        order = list(sessions)
-        for r in range(SELECT_ROUNDS):
-            k = r % len(order)  # who goes first rotates
-            for variant in order[k:] + order[:k]:
-                time.sleep(QUIET_S)
-                sessions[variant].run(None, feed)
-                t0 = time.perf_counter()
-                sessions[variant].run(None, feed)
-                times[variant].append(time.perf_counter() - t0)
-        median = {v: statistics.median(t) for v, t in times.items()}
-        self.variant = min(median, key=median.__getitem__)
-        self.sess = sessions[self.variant]
-        self.notes = (f"best of {len(ORT_INT8_VARIANTS)} variants: {self.variant}; median ms over "
-                      f"{SELECT_ROUNDS} turns " + " ".join(f"{v}={t * 1e3:.2f}" for v, t in median.items())
-                      + (f"; failed: {', '.join(skipped)}" if skipped else "") + f"; {notes[self.variant]}")
+        self.variants = tuple(self.sessions)
+        self.use(self.variants[0])
+        self.notes = f"failed: {', '.join(skipped)}" if skipped else ""
+
+    def use(self, variant):
+        self.variant, self.sess = variant, self.sessions[variant]
 
 
 def _ort_variant(variant: str) -> type[OrtFp32]:

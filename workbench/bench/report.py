@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from workbench.bench.interleave import QUIET_S
+from workbench.bench.worker import QUIET_S
 from workbench.bench.spread import RUNS_FIELD, SPREAD_FIELDS, spread_section
 from workbench.results import atomic_write_text, format_stage_table, write_csv
 
@@ -16,8 +16,8 @@ COLUMNS = [
     "model", "engine", "threads", "batch", "seq_len", "status", "samples_per_s",
     "samples_per_s_min", "samples_per_s_max", "latency_ms_median", "latency_ms_min",
     "latency_ms_max", "runs", "vs_ort_int8", *[f for f in SPREAD_FIELDS if f != RUNS_FIELD],
-    "max_abs_err_vs_torch_fp32", "argmax_agree_vs_torch_fp32", "sparsity", "setup_s", "error", "notes",
-    RUNS_FIELD,
+    "max_abs_err_vs_torch_fp32", "argmax_agree_vs_torch_fp32", "sparsity", "setup_s", "error", "variant",
+    "notes", RUNS_FIELD,
 ]
 
 
@@ -186,7 +186,8 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
                     cells[col] = "failed"
                 else:
                     ratio = r.get("vs_ort_int8")
-                    cells[col] = f"{float(r['samples_per_s']):.1f}" + (f" ({float(ratio):.2f}x)" if ratio != "" else "")
+                    cells[col] = (f"{float(r['samples_per_s']):.1f}" + (f" ({float(ratio):.2f}x)" if ratio != "" else "")
+                                  + (f" `{r['variant']}`" if r.get("variant") else ""))
                     errs.append(float(r["max_abs_err_vs_torch_fp32"]))
             cells["err"] = f"{max(errs):.2g}" if errs else ""
             table.append(cells)
@@ -199,10 +200,10 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
                        f"{r.get('error', '')}")
         out.append("")
     out += spread_section(rows, engines_order, baseline, interleaved)
-    notes = {}
+    notes: dict[str, dict[str, str]] = {}  # engine -> note -> the rows it is for
     for r in rows:
-        if r.get("notes") and r["engine"] not in notes:
-            notes[r["engine"]] = r["notes"]
+        if r.get("notes"):
+            notes.setdefault(r["engine"], {}).setdefault(r["notes"], f"t={r['threads']} b={r['batch']}")
     from workbench.bench.models import MODELS
 
     saved = [m for m in models if m not in MODELS]
@@ -227,6 +228,10 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
             "- `wb-int8*`: compiled with `compile_model(quantize=True, kernel_choice=\"measure\")` at the "
             "bench's shapes (every Linear on the fastest of the dense, block-sparse and, on AMX, "
             "tile-sparse kernels per batch size; the notes list them).",
+            *(["- `ort-int8`: each of its four variants (plain or ORT-optimized graph, per-tensor or "
+               "per-channel weights) does its own untimed and timed call in every turn, a pause before "
+               "each; a row is the variant with the best median at that batch (named in the table)."]
+              if "ort-int8" in engines_order else []),
             "- The workbench engine evaluates only the [CLS] row in the last encoder layer (exact for "
             "sequence classification); peers run the full graph as exported.",
             ("- Interleaved timing (`workbench.bench.interleave`): the engines of a model and thread count "
@@ -238,7 +243,8 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
              "the run moves their numbers differently (see the load averages below); min-max bars show "
              "the spread within each engine's runs."),
             "", "Engine setup:", ""]
-    out += [f"- `{e}`: {n}" for e, n in notes.items()]
+    for e, by_note in notes.items():  # an engine with variants has a note per row (the variant it ran)
+        out += [f"- `{e}`" + (f" ({where})" if len(by_note) > 1 else "") + f": {n}" for n, where in by_note.items()]
     out += ["", "## Machine", ""] + _machine()
     if load is not None:
         out.append(f"- 1-minute load average: {load[0]:.2f} at the start of the run, {load[1]:.2f} at the end "

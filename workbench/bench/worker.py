@@ -25,6 +25,12 @@ from workbench.results import write_json
 FAIL_ENV = "WORKBENCH_BENCH_FAIL_ENGINE"
 """Test hook: the engine named here raises in every run (tests/test_bench.py checks that a
 failing engine becomes a failed row and the others go on)."""
+QUIET_S = 0.1
+"""Pause before each turn (`workbench.bench.interleave`) and, within a turn, before each variant
+of an engine that has several (`BenchEngine.variants`). An engine's worker threads keep spinning after its run: ONNX Runtime
+with spinning on (its default, the peer's configuration) burned 36-40 ms of CPU in the 100 ms
+after a run here, which stole a core from whichever engine ran next (wb-int8 measured 0.45x
+instead of ~1.2x). torch's OpenMP threads and our kernels' pool spin ~0.2 ms."""
 SLOW_S = 2.0  # a warm-up call slower than this caps the timed runs at MIN_RUNS_SLOW
 MIN_RUNS_SLOW = 5
 
@@ -108,26 +114,74 @@ class _Prepared:
             raise RuntimeError(f"injected failure ({FAIL_ENV})")
         return self.eng.run(feed)
 
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """The engine's variants, or ("",) for an engine that is one configuration."""
+        return tuple(self.eng.variants) or ("",)
+
+    def warm(self, feed: Any, calls: int) -> tuple[float, Any]:
+        """`calls` untimed calls of every variant; the slowest first call (seconds) and an output."""
+        first, out = 0.0, None
+        for v in self.variants:
+            if v:
+                self.eng.use(v)
+            for i in range(calls):
+                t = time.perf_counter()
+                out = self.run(feed)
+                first = max(first, time.perf_counter() - t) if i == 0 else first
+        return first, out
+
+    def turn(self, feed: Any, k: int) -> dict[str, tuple[float, Any]]:
+        """One timed turn: an untimed call (so the caches are as warm as in a back-to-back run),
+        then a timed one; for an engine with variants each variant does this in turn, a pause
+        before each but the first, who goes first rotating with `k`. Variant -> (seconds, output)."""
+        vs = self.variants
+        order = vs[k % len(vs):] + vs[:k % len(vs)]
+        got = {}
+        for i, v in enumerate(order):
+            if v:
+                self.eng.use(v)
+            if i:
+                time.sleep(QUIET_S)
+            self.run(feed)
+            t = time.perf_counter()
+            out = self.run(feed)
+            got[v] = (time.perf_counter() - t, out)
+        return got
+
     def failed_rows(self) -> list[dict[str, Any]]:
         return [{**self.base, "batch": b, "status": "failed", "error": self.error} for b in self.batches]
 
-    def row(self, b: int, times: list[float], out: Any, error: str | None) -> dict[str, Any]:
-        """The result row of batch b from its timed runs and its last output."""
+    def row(self, b: int, times: dict[str, list[float]], outs: dict[str, Any], error: str | None) -> dict[str, Any]:
+        """The result row of batch b from each variant's timed runs and last output (variant ""
+        for an engine without variants); with variants, the row is the one with the best median."""
         import numpy as np
 
         row = {**self.base, "batch": b, "setup_s": round(self.setup_s, 2), "notes": self.eng.notes}
+        timed = {v: t for v, t in times.items() if t}
+        if error is None and not timed:
+            error = "no timed run"
         if error is not None:
             return {**row, "status": "failed", "error": error}
+        medians = {v: statistics.median(t) for v, t in timed.items()}
+        best = min(medians, key=medians.__getitem__)
+        if best:
+            row["variant"] = best
+            row["notes"] = "; ".join(x for x in (
+                f"best of {len(medians)} variants at batch {b}: {best}, median ms "
+                + " ".join(f"{v}={m * 1e3:.2f}" for v, m in medians.items()),
+                self.eng.notes, self.eng.variant_notes.get(best, "")) if x)
+        times_b, out = timed[best], outs.get(best)
         try:
             out = np.asarray(out, dtype=np.float32)
             ref = self.refs[b]
             if out.shape != ref.shape:
                 raise ValueError(f"logits shape {out.shape} != reference {ref.shape}")
-            med, lo, hi = statistics.median(times), min(times), max(times)
+            med, lo, hi = medians[best], min(times_b), max(times_b)
             row.update({
                 "status": "ok", "error": "",
-                "runs": len(times), "latency_ms_median": med * 1e3, "latency_ms_min": lo * 1e3,
-                "latency_ms_max": hi * 1e3, RUNS_FIELD: format_runs(times),
+                "runs": len(times_b), "latency_ms_median": med * 1e3, "latency_ms_min": lo * 1e3,
+                "latency_ms_max": hi * 1e3, RUNS_FIELD: format_runs(times_b),
                 "samples_per_s": b / med, "samples_per_s_min": b / hi, "samples_per_s_max": b / lo,
                 "max_abs_err_vs_torch_fp32": float(np.abs(out - ref).max()),
                 "argmax_agree_vs_torch_fp32": float(np.mean(out.argmax(-1) == ref.argmax(-1))),
@@ -138,41 +192,45 @@ class _Prepared:
 
 
 def run_spec(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """Set up, then every batch: warm-ups and timed runs back to back in this process."""
+    """Set up, then every batch: warm-ups and timed runs back to back in this process (an engine
+    with variants: each variant's, one variant after another)."""
     prep = _Prepared(spec)
     if prep.error:
         return prep.failed_rows()
     rows: list[dict[str, Any]] = []
     for b in prep.batches:
-        times: list[float] = []
-        out, error = None, None
+        times: dict[str, list[float]] = {}
+        outs: dict[str, Any] = {}
+        error = None
         try:
             feed = prep.eng.feed(prep.inputs[b])
-            runs, slow = int(spec["runs"]), False
-            for i in range(int(spec["warmup"])):
-                t = time.perf_counter()
-                prep.run(feed)
-                if i == 0 and time.perf_counter() - t > SLOW_S:
-                    slow = True  # e.g. bf16 without native bf16: the minimum 5 runs, one warm-up
-                    break
-            if slow:
-                runs = min(runs, MIN_RUNS_SLOW)
-            for _ in range(runs):
-                t = time.perf_counter()
-                out = prep.run(feed)
-                times.append(time.perf_counter() - t)
+            for v in prep.variants:
+                if v:
+                    prep.eng.use(v)
+                runs, times[v] = int(spec["runs"]), []
+                for i in range(int(spec["warmup"])):
+                    t = time.perf_counter()
+                    prep.run(feed)
+                    if i == 0 and time.perf_counter() - t > SLOW_S:
+                        runs = min(runs, MIN_RUNS_SLOW)  # e.g. bf16 without native bf16: one warm-up
+                        break
+                for _ in range(runs):
+                    t = time.perf_counter()
+                    outs[v] = prep.run(feed)
+                    times[v].append(time.perf_counter() - t)
         except Exception as exc:
             traceback.print_exc()
             error = _error(exc)
-        rows.append(prep.row(b, times, out, error))
+        rows.append(prep.row(b, times, outs, error))
     return rows
 
 
 def serve(spec: dict[str, Any], result: Path, commands: Any, replies: Any) -> None:
     """Interleaved mode (`workbench.bench.interleave`): set up, say READY, then answer the
-    parent's commands one line each -- `warm B N` (N untimed calls: `OK <first call s>`),
-    `time B` (one untimed call, then one timed: `T <s>`), `done` (write the rows, exit) -- so
-    the parent can alternate single runs of every engine under the same machine conditions."""
+    parent's commands one line each -- `warm B N` (N untimed calls of every variant: `OK <slowest
+    first call s>`), `time B` (one turn, `_Prepared.turn`: `T <s>`, the fastest variant's),
+    `done` (write the rows, exit) -- so the parent can alternate single runs of every engine
+    under the same machine conditions."""
     prep = _Prepared(spec)
 
     def reply(text: str) -> None:
@@ -184,8 +242,8 @@ def serve(spec: dict[str, Any], result: Path, commands: Any, replies: Any) -> No
         reply("FAILED " + prep.error)
         return
     feeds: dict[int, Any] = {}
-    times: dict[int, list[float]] = {b: [] for b in prep.batches}
-    outs: dict[int, Any] = {}
+    times: dict[int, dict[str, list[float]]] = {b: {v: [] for v in prep.variants} for b in prep.batches}
+    outs: dict[int, dict[str, Any]] = {b: {} for b in prep.batches}
     errors: dict[int, str] = {}
     reply("READY")
     for line in commands:
@@ -199,24 +257,19 @@ def serve(spec: dict[str, Any], result: Path, commands: Any, replies: Any) -> No
             if b not in feeds:
                 feeds[b] = prep.eng.feed(prep.inputs[b])
             if cmd[0] == "warm":
-                first = None
-                for _ in range(int(cmd[2])):
-                    t = time.perf_counter()
-                    outs[b] = prep.run(feeds[b])
-                    first = time.perf_counter() - t if first is None else first
-                reply(f"OK {first or 0.0:.6f}")
-            else:  # time: the call before it keeps this engine's caches as a back-to-back run has them
-                prep.run(feeds[b])
-                t = time.perf_counter()
-                outs[b] = prep.run(feeds[b])
-                times[b].append(time.perf_counter() - t)
-                reply(f"T {times[b][-1]:.6f}")
+                first, _ = prep.warm(feeds[b], int(cmd[2]))
+                reply(f"OK {first:.6f}")
+            else:
+                got = prep.turn(feeds[b], len(times[b][prep.variants[0]]))
+                for v, (s, out) in got.items():
+                    times[b][v].append(s)
+                    outs[b][v] = out
+                reply(f"T {min(s for s, _ in got.values()):.6f}")
         except Exception as exc:
             traceback.print_exc()
             errors[b] = errors.get(b) or _error(exc)
             reply("ERR " + errors[b])
-    write_json(result, [prep.row(b, times[b], outs.get(b), errors.get(b) or (None if times[b] else "no timed run"))
-                    for b in prep.batches])
+    write_json(result, [prep.row(b, times[b], outs[b], errors.get(b)) for b in prep.batches])
 
 
 def main(argv: list[str] | None = None) -> int:
