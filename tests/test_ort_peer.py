@@ -121,3 +121,24 @@ def test_sequential_bench_times_every_variant(fake_ort, monkeypatch):
     rows = worker.run_spec({"runs": 3, "warmup": 1})
     assert [r["variant"] for r in rows] == ["plain-pc", "opt-pt"]
     assert all(r["runs"] == 3 for r in rows)
+
+
+def test_bench_readme_names_each_rows_variant(tmp_path):
+    """The README table names the variant of every ort-int8 row, and its setup notes list each
+    row's (a variant per row: one line per distinct note, saying which rows it is for)."""
+    from workbench.bench.report import add_ratios, write_markdown
+
+    def row(engine, batch, sps, variant="", notes=""):
+        return {"model": "m", "engine": engine, "threads": 2, "batch": batch, "seq_len": 8, "status": "ok",
+                "samples_per_s": sps, "runs": 5, "max_abs_err_vs_torch_fp32": 0.01, "variant": variant,
+                "notes": notes}
+
+    rows = [row("ort-int8", 1, 10.0, "plain-pt", "best of 4 variants at batch 1: plain-pt"),
+            row("ort-int8", 8, 20.0, "opt-pc", "best of 4 variants at batch 8: opt-pc"),
+            row("wb-int8", 1, 12.0), row("wb-int8", 8, 30.0)]
+    add_ratios(rows, "ort-int8")
+    write_markdown(rows, tmp_path / "README.md", ["ort-int8", "wb-int8"], "ort-int8", "workbench bench")
+    text = (tmp_path / "README.md").read_text()
+    assert "| ort-int8 | 10.0 (1.00x) `plain-pt` | 20.0 (1.00x) `opt-pc` |" in text
+    assert "- `ort-int8` (t=2 b=1): best of 4 variants at batch 1: plain-pt" in text
+    assert "- `ort-int8` (t=2 b=8): best of 4 variants at batch 8: opt-pc" in text

@@ -161,9 +161,9 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
         "",
         f"Throughput in samples/s (median of {_runs(rows)} timed runs after warm-up; "
         f"sequence length {seq}, no padding), and in parentheses the ratio to **{baseline}** "
-        "(ONNX Runtime dynamic int8, the best of its plain and ORT-optimized graphs with per-tensor and "
-        "per-channel weights, 7-bit weights on CPUs without VNNI as ORT advises: the strongest peer; "
-        "its setup note says which won) for the same model, "
+        "(ONNX Runtime dynamic int8, per row the best of its plain and ORT-optimized graphs with "
+        "per-tensor and per-channel weights, all four timed in the same rounds, 7-bit weights on CPUs "
+        "without VNNI as ORT advises: the strongest peer; the table names the variant) for the same model, "
         "threads and batch. `err` is the largest |logit - torch fp32 logit| over all batches "
         "(for the pruned engines, vs the pruned model in torch fp32).",
         "",
@@ -203,7 +203,8 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
     notes: dict[str, dict[str, str]] = {}  # engine -> note -> the rows it is for
     for r in rows:
         if r.get("notes"):
-            notes.setdefault(r["engine"], {}).setdefault(r["notes"], f"t={r['threads']} b={r['batch']}")
+            where = (f"{r['model']} " if len(models) > 1 else "") + f"t={r['threads']} b={r['batch']}"
+            notes.setdefault(r["engine"], {}).setdefault(r["notes"], where)
     from workbench.bench.models import MODELS
 
     saved = [m for m in models if m not in MODELS]
