@@ -27,10 +27,11 @@ FAIL_ENV = "WORKBENCH_BENCH_FAIL_ENGINE"
 failing engine becomes a failed row and the others go on)."""
 QUIET_S = 0.1
 """Pause before each turn (`workbench.bench.interleave`) and, within a turn, before each variant
-of an engine that has several (`BenchEngine.variants`). An engine's worker threads keep spinning after its run: ONNX Runtime
-with spinning on (its default, the peer's configuration) burned 36-40 ms of CPU in the 100 ms
-after a run here, which stole a core from whichever engine ran next (wb-int8 measured 0.45x
-instead of ~1.2x). torch's OpenMP threads and our kernels' pool spin ~0.2 ms."""
+of an engine that has several (`BenchEngine.variants`). An engine's worker threads keep spinning
+after its run: ONNX Runtime with spinning on (its default, the peer's configuration) burned
+36-40 ms of CPU in the 100 ms after a run here, which stole a core from whichever engine ran next
+(wb-int8 measured 0.45x instead of ~1.2x). torch's OpenMP threads and our kernels' pool spin
+~0.2 ms."""
 SLOW_S = 2.0  # a warm-up call slower than this caps the timed runs at MIN_RUNS_SLOW
 MIN_RUNS_SLOW = 5
 
@@ -119,17 +120,17 @@ class _Prepared:
         """The engine's variants, or ("",) for an engine that is one configuration."""
         return tuple(self.eng.variants) or ("",)
 
-    def warm(self, feed: Any, calls: int) -> tuple[float, Any]:
-        """`calls` untimed calls of every variant; the slowest first call (seconds) and an output."""
-        first, out = 0.0, None
+    def warm(self, feed: Any, calls: int) -> float:
+        """`calls` untimed calls of every variant; the slowest first call (seconds)."""
+        first = 0.0
         for v in self.variants:
             if v:
                 self.eng.use(v)
             for i in range(calls):
                 t = time.perf_counter()
-                out = self.run(feed)
+                self.run(feed)
                 first = max(first, time.perf_counter() - t) if i == 0 else first
-        return first, out
+        return first
 
     def turn(self, feed: Any, k: int) -> dict[str, tuple[float, Any]]:
         """One timed turn: an untimed call (so the caches are as warm as in a back-to-back run),
@@ -257,8 +258,7 @@ def serve(spec: dict[str, Any], result: Path, commands: Any, replies: Any) -> No
             if b not in feeds:
                 feeds[b] = prep.eng.feed(prep.inputs[b])
             if cmd[0] == "warm":
-                first, _ = prep.warm(feeds[b], int(cmd[2]))
-                reply(f"OK {first:.6f}")
+                reply(f"OK {prep.warm(feeds[b], int(cmd[2])):.6f}")
             else:
                 got = prep.turn(feeds[b], len(times[b][prep.variants[0]]))
                 for v, (s, out) in got.items():
