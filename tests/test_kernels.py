@@ -423,3 +423,17 @@ def test_vnni_amx_logic_by_emulation(tmp_path):
     (workbench_ext/testing/emulate_isa.c): checks packing, tiling, tile config and padding
     exactly on any x86 CPU.  Real-hardware runs happen in test_int8_* when the CPU has them."""
     assert run_emulation(tmp_path, "emulate_isa.c") == "OK"
+
+
+@pytest.mark.parametrize("layer_cls", ["DenseInt8Linear", "BlockSparseInt8Linear", "TileSparseInt8Linear"])
+def test_packed_weights_start_a_cache_line(isa, layer_cls):
+    """Every packed weight array starts on a 64-byte boundary on every ISA: NumPy's own large
+    arrays start 16 or 32 bytes past a line (it varies by process), and at 16 half of the AVX2
+    kernels' 32-byte weight loads straddle two lines."""
+    rng = _rng("align", layer_cls)
+    w, ws, b = _weights(rng, 3072, 768, block_sparsity=0.5)
+    layer = getattr(int8, layer_cls)(w, ws, b, isa=isa)
+    arrays = layer._packed_arrays()
+    assert arrays or layer_cls == "BlockSparseInt8Linear"   # its CSR arrays serve off AVX2
+    for a in arrays:
+        assert a.ctypes.data % 64 == 0, (isa, layer_cls, a.dtype, a.shape, a.ctypes.data % 64)

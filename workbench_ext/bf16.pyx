@@ -18,6 +18,7 @@ cimport numpy as cnp
 from libc.stdint cimport uint16_t
 
 from workbench_ext._validate cimport check_array, check_threads, check_weight
+from workbench_ext.int8 cimport aligned_zeros
 from workbench_ext import cpu as _cpu
 
 cnp.import_array()
@@ -83,7 +84,7 @@ cdef class Bf16Linear:
         N, K = check_weight(w, "w", np.float32, bias)
         self.N, self.K, self.Kp2 = N, K, (K + 1) // 2 * 2
         self.isa = _pick(isa)
-        self._wp = np.zeros(((N + 31) // 32 * 2, self.Kp2 * 16), np.uint16)
+        self._wp = aligned_zeros(((N + 31) // 32 * 2, self.Kp2 * 16), np.uint16)
         cdef const float *pw = <const float*>_ptr(w)
         cdef uint16_t *pp = <uint16_t*>_ptr(self._wp)
         cdef int n_ = N, k_ = K

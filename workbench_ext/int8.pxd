@@ -51,3 +51,4 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
 
 cdef Py_ssize_t scratch_bytes(int M, int Kp)
 cdef object aligned_bytes(Py_ssize_t nbytes)
+cdef object aligned_zeros(object shape, object dtype)

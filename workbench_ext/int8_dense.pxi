@@ -8,15 +8,15 @@ cdef class DenseInt8Linear(_Int8Linear):
         cdef int N = self.N, K = self.K, Kp = self.Kp
         w = self.w_s8
         if code == ISA_PORTABLE:
-            wp = np.empty((N, Kp), np.int8)
+            wp = aligned_zeros((N, Kp), np.int8)
             wb_pack_dense_portable(<const int8_t*>_ptr(w), N, K, Kp, <int8_t*>_ptr(wp))
         elif code == ISA_AVX2:
-            wp = np.zeros(((N + 15) // 16, Kp * 16), np.int16)
-            eta = np.zeros((N + 15) // 16 * 16, np.int32)
+            wp = aligned_zeros(((N + 15) // 16, Kp * 16), np.int16)
+            eta = aligned_zeros(((N + 15) // 16 * 16,), np.int32)
             wb_pack_dense_avx2(<const int8_t*>_ptr(w), N, K, Kp, <int16_t*>_ptr(wp), <int32_t*>_ptr(eta))
             return (wp, eta)
         else:   # VNNI and AMX share the layout; AMX wants an even number of 16-col panels
-            wp = np.zeros(((N + 31) // 32 * 2, Kp * 16), np.int8)
+            wp = aligned_zeros(((N + 31) // 32 * 2, Kp * 16), np.int8)
             wb_pack_dense_vnni(<const int8_t*>_ptr(w), N, K, Kp, <int8_t*>_ptr(wp))
         return wp
 
@@ -38,7 +38,7 @@ cdef class DenseInt8Linear(_Int8Linear):
                 wb_dense_portable(pq, M, Kp, <const int8_t*>pw, N, e, nt)
         elif code == ISA_AVX2:
             if scratch == NULL:
-                xs16 = _empty1(scratch_bytes(M, Kp), cnp.NPY_UINT8)
+                xs16 = aligned_bytes(scratch_bytes(M, Kp))
                 scratch = _ptr(xs16)
             p16 = <int16_t*>scratch
             pxi = <int32_t*>(p16 + <size_t>M * Kp)
@@ -87,7 +87,7 @@ cdef class TileSparseInt8Linear(DenseInt8Linear):
         ptr = np.zeros((N + 15) // 16 + 1, np.int32)
         cdef int nnz = wb_tile_sparse_count(<const int8_t*>_ptr(w), N, K, Kp, <int32_t*>_ptr(ptr))
         chunk = np.zeros(max(nnz, 1), np.int32)
-        tiles = np.zeros((max(nnz, 1), 1024), np.int8)
+        tiles = aligned_zeros((max(nnz, 1), 1024), np.int8)
         wb_tile_sparse_pack(<const int8_t*>_ptr(w), N, K, Kp, <const int32_t*>_ptr(ptr),
                             <int32_t*>_ptr(chunk), <int8_t*>_ptr(tiles))
         return (ptr, chunk, tiles)

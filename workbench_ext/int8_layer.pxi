@@ -39,6 +39,13 @@ cdef class _Int8Linear:
         unless cpu.set_isa / $WORKBENCH_ISA changes in between)."""
         return _ISA_NAMES[self._packed]
 
+    def _packed_arrays(self):
+        """The NumPy arrays of the weights packed for the current ISA (tests check their
+        alignment)."""
+        pack = self._get_pack(self._resolve())
+        items = pack if isinstance(pack, tuple) else (pack,)
+        return [a for a in items if isinstance(a, np.ndarray)]
+
     cdef int _resolve(self) except -1:
         name = self._fixed_isa if self._fixed_isa is not None else _cpu.active_isa()
         return _cpu.ISA_CODES[name]

@@ -31,7 +31,8 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
         """AVX2: (int16 values, per-chunk row pointers, number of K chunks); others use the CSR
         arrays directly."""
         if code == ISA_AVX2:
-            vals16 = np.ascontiguousarray(self.values.astype(np.int16))
+            vals16 = aligned_zeros(self.values.shape, np.int16)
+            vals16[...] = self.values
             # K chunks of <= SPARSE_KB_CHUNK blocks (16-row s16 slab <= 24 KB stays in L1):
             # rpc[n, c] = first block of row n whose k-block is in chunk c
             N, Kb = self.N, self.Kb
@@ -40,7 +41,7 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
             rp = self.row_ptr.astype(np.int64)
             rows = np.repeat(np.arange(N), np.diff(rp))
             counts = np.bincount(rows * nch + self.col_idx // kc, minlength=N * nch).reshape(N, nch)
-            rpc = np.empty((N, nch + 1), np.int32)
+            rpc = aligned_zeros((N, nch + 1), np.int32)
             rpc[:, 0] = rp[:N]
             rpc[:, 1:] = rp[:N, None] + np.cumsum(counts, axis=1)
             return (vals16, rpc, nch)
@@ -64,7 +65,7 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
         elif code == ISA_AVX2 and pack[2] == 1 and (
                 SPARSE_AVX2_ROWS == 32 or (SPARSE_AVX2_ROWS == 0 and self.K > 1024)):
             if scratch == NULL:
-                xt = _empty((M + 31) // 32, Kb * 128, cnp.NPY_UINT8)
+                xt = aligned_bytes(scratch_bytes(M, Kp))
                 scratch = _ptr(xt)
             pt8 = <uint8_t*>scratch
             pv16 = <const int16_t*>_ptr(pack[0])
@@ -73,7 +74,7 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
                 wb_sparse_avx2_32(pt8, M, Kb, rp, col, pv16, N, e, nt)
         elif code == ISA_AVX2:
             if scratch == NULL:
-                xt = _empty(MB, Kb * 64, cnp.NPY_INT16)
+                xt = aligned_bytes(scratch_bytes(M, Kp))
                 scratch = _ptr(xt)
             pt16 = <int16_t*>scratch
             pv16 = <const int16_t*>_ptr(pack[0])
@@ -85,7 +86,7 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
         else:   # avx512_vnni and amx (no AMX sparse kernel): tiles of 16 * G rows
             G = wb_sparse_vnni_groups(M)
             if scratch == NULL:
-                xt = _empty((M + 16 * G - 1) // (16 * G), Kb * 64 * G, cnp.NPY_UINT8)
+                xt = aligned_bytes(scratch_bytes(M, Kp))
                 scratch = _ptr(xt)
             pt8 = <uint8_t*>scratch
             with nogil:
