@@ -84,13 +84,14 @@ cdef extern from "wb_int8.h" nogil:
     int wb_amx_pipelined
     int wb_sparse_epi_direct
     int wb_threads(int nt)
-    void wb_quantize_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *scale, int32_t *zp, int isa, int nt)
+    void wb_quantize_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *scale, int32_t *zp, int isa, int nt, int qmax)
     void wb_quantize_rows_static(const float *x, int M, int K, int Kp, float scale, int32_t zp, uint8_t *q, int isa, int nt)
     void wb_pack_dense_portable(const int8_t *w, int N, int K, int Kp, int8_t *out)
     void wb_pack_dense_avx2(const int8_t *w, int N, int K, int Kp, int16_t *out, int32_t *eta)
     void wb_pack_dense_vnni(const int8_t *w, int N, int K, int Kp, int8_t *out)
     void wb_widen_pairs_avx2(const uint8_t *q, int M, int Kp, const int32_t *zp, int16_t *out, int32_t *xi)
     void wb_dense_portable(const uint8_t *xq, int M, int Kp, const int8_t *w, int N, const wb_epi_t *e, int nt)
+    void wb_dense_avx2_u7(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N, const wb_epi_t *e, int nt, long a_block_bytes)
     void wb_dense_avx2(const int16_t *xs, const int32_t *xi, int M, int Kp, const int16_t *Bp, const int32_t *eta, int N, const wb_epi_t *e, int nt, long a_block_bytes)
     void wb_dense_vnni(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N, const wb_epi_t *e, int nt)
     void wb_dense_amx(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N, const wb_epi_t *e, int nt)

@@ -3,19 +3,20 @@
 
 cdef class DenseInt8Linear(_Int8Linear):
     """Dense int8 linear: ``DenseInt8Linear(w_s8 int8[N, K], w_scale float32[N], bias float32[N] | None)``.
-    Optional ``isa=`` pins one path (else cpu.active_isa() per call)."""
+    Optional ``isa=`` pins one path (else cpu.active_isa() per call); ``act_bits=7`` quantizes
+    activations onto [0, 127] (on AVX2 the faster exact vpmaddubsw kernel runs)."""
     cdef object _make_pack(self, int code):
         cdef int N = self.N, K = self.K, Kp = self.Kp
         w = self.w_s8
         if code == ISA_PORTABLE:
             wp = aligned_zeros((N, Kp), np.int8)
             wb_pack_dense_portable(<const int8_t*>_ptr(w), N, K, Kp, <int8_t*>_ptr(wp))
-        elif code == ISA_AVX2:
+        elif code == ISA_AVX2 and self.act_bits == 8:
             wp = aligned_zeros(((N + 15) // 16, Kp * 16), np.int16)
             eta = aligned_zeros(((N + 15) // 16 * 16,), np.int32)
             wb_pack_dense_avx2(<const int8_t*>_ptr(w), N, K, Kp, <int16_t*>_ptr(wp), <int32_t*>_ptr(eta))
             return (wp, eta)
-        else:   # VNNI and AMX share the layout; AMX wants an even number of 16-col panels
+        else:   # VNNI, AMX and AVX2 u7 share the layout; AMX wants an even number of 16-col panels
             wp = aligned_zeros(((N + 31) // 32 * 2, Kp * 16), np.int8)
             wb_pack_dense_vnni(<const int8_t*>_ptr(w), N, K, Kp, <int8_t*>_ptr(wp))
         return wp
@@ -28,7 +29,7 @@ cdef class DenseInt8Linear(_Int8Linear):
         cdef int16_t *p16
         cdef int32_t *pxi
         cdef long ablock
-        if code == ISA_AVX2:
+        if code == ISA_AVX2 and self.act_bits == 8:
             pw = _ptr(pack[0])
             peta = <const int32_t*>_ptr(pack[1])
         else:
@@ -36,6 +37,10 @@ cdef class DenseInt8Linear(_Int8Linear):
         if code == ISA_PORTABLE:
             with nogil:
                 wb_dense_portable(pq, M, Kp, <const int8_t*>pw, N, e, nt)
+        elif code == ISA_AVX2 and self.act_bits == 7:
+            ablock = DENSE_A_BLOCK_BYTES
+            with nogil:
+                wb_dense_avx2_u7(pq, M, Kp, <const int8_t*>pw, N, e, nt, ablock)
         elif code == ISA_AVX2:
             if scratch == NULL:
                 xs16 = aligned_bytes(scratch_bytes(M, Kp))
@@ -64,8 +69,8 @@ cdef class TileSparseInt8Linear(DenseInt8Linear):
     no tile to skip: the layer runs the dense kernel of the ISA.  Same bits as the dense layer
     on every path.  ``nnz_tiles`` / ``num_tiles``: stored and all 16x64 blocks."""
 
-    def __init__(self, w_s8, w_scale, bias=None, isa=None):
-        DenseInt8Linear.__init__(self, w_s8, w_scale, bias, isa)
+    def __init__(self, w_s8, w_scale, bias=None, isa=None, act_bits=8):
+        DenseInt8Linear.__init__(self, w_s8, w_scale, bias, isa, act_bits)
         ptr = np.zeros((self.N + 15) // 16 + 1, np.int32)
         self.num_tiles = (ptr.shape[0] - 1) * (self.Kp // 64)
         self.nnz_tiles = wb_tile_sparse_count(<const int8_t*>_ptr(self.w_s8), self.N, self.K, self.Kp,
@@ -77,7 +82,8 @@ cdef class TileSparseInt8Linear(DenseInt8Linear):
         return 1.0 - self.nnz_tiles / self.num_tiles if self.num_tiles else 0.0
 
     def __repr__(self):
-        return f"TileSparseInt8Linear(N={self.N}, K={self.K}, nnz_tiles={self.nnz_tiles}/{self.num_tiles}, isa={self.isa!r})"
+        a7 = ", act_bits=7" if self.act_bits == 7 else ""
+        return f"TileSparseInt8Linear(N={self.N}, K={self.K}, nnz_tiles={self.nnz_tiles}/{self.num_tiles}{a7}, isa={self.isa!r})"
 
     cdef object _make_pack(self, int code):
         if code != ISA_AMX:

@@ -6,8 +6,10 @@ cdef class _Int8Linear:
     """Shared parts of the dense and block-sparse int8 layers (see the module docstring;
     attributes and C methods are declared in int8.pxd)."""
 
-    def __init__(self, w_s8, w_scale, bias=None, isa=None):
+    def __init__(self, w_s8, w_scale, bias=None, isa=None, act_bits=8):
         N, K = check_weight(w_s8, "w_s8", np.int8, bias)
+        if act_bits not in (7, 8):
+            raise ValueError(f"act_bits must be 7 or 8, got {act_bits!r}")
         if K > MAX_K:
             raise ValueError(f"w_s8: K={K} exceeds {MAX_K} (int32 accumulation would overflow)")
         check_array(w_scale, "w_scale", np.float32, 1)
@@ -16,6 +18,10 @@ cdef class _Int8Linear:
         self.N = N
         self.K = K
         self.Kp = (K + 63) // 64 * 64
+        # 7: activations are quantized onto [0, 127] per token, which the AVX2 dense path
+        # multiplies exactly with vpmaddubsw (wb_int8_dense_avx2_u7.h); every ISA gives the
+        # same bits for them, as for 8-bit ones
+        self.act_bits = act_bits
         self.w_s8 = w_s8.copy()
         self.w_scale = w_scale.copy()
         self.bias = None if bias is None else bias.copy()
@@ -31,6 +37,7 @@ cdef class _Int8Linear:
 
     def __repr__(self):
         extra = f", nnz_blocks={self.nnz_blocks}" if hasattr(self, "nnz_blocks") else ""
+        extra += ", act_bits=7" if self.act_bits == 7 else ""
         return f"{type(self).__name__}(N={self.N}, K={self.K}{extra}, isa={self.isa!r})"
 
     @property
@@ -136,7 +143,7 @@ cdef class _Int8Linear:
         cdef int K = self.K, Kp = self.Kp
         cdef int Mp = (M + 15) // 16 * 16
         with nogil:
-            wb_quantize_rows(px, M, K, Kp, pq, ps, pz, code, nt)
+            wb_quantize_rows(px, M, K, Kp, pq, ps, pz, code, nt, 127 if self.act_bits == 7 else 255)
             if Mp > M:
                 memset(pq + <size_t>M * Kp, 0, <size_t>(Mp - M) * Kp)
         return self._gemm(code, xq, M, y, zp, xs, nt, None, act, scratch)
@@ -165,6 +172,9 @@ cdef class _Int8Linear:
         ``workbench_ext.ops.quantize_static``) instead of its own range; then the same exact s32
         GEMM and fused epilogue as ``__call__`` (``y = (acc - zp * wsum) * (scale * w_scale) + bias``,
         then ``activation``)."""
+        if self.act_bits != 8:
+            raise ValueError("static(): a static activation grid is 8-bit; this layer was built with "
+                             f"act_bits={self.act_bits} (use act_bits=8 for static quantization)")
         y = self._output(x, out)
         cdef int act = _activation_code(activation)
         cdef float fs = float(input_scale)
@@ -200,6 +210,8 @@ cdef class _Int8Linear:
         check_array(zero_point, "zero_point", np.int32, 1)
         if zero_point.shape[0] != q.shape[0]:
             raise ValueError(f"zero_point must have shape ({q.shape[0]},), got {tuple(zero_point.shape)}")
+        if self.act_bits == 7 and q.size and int(q.max()) > 127:
+            raise ValueError(f"q: values up to {int(q.max())}, but this layer has act_bits=7 (q in [0, 127])")
         cdef int M = q.shape[0]
         cdef int nt = self._threads(num_threads, M)
         cdef int code = self._resolve()

@@ -4,7 +4,7 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
     """1x4 block-sparse int8 linear (see the module docstring for the packed CSR format):
     ``BlockSparseInt8Linear(w_s8 int8[N, K], w_scale float32[N], bias float32[N] | None)``."""
 
-    def __init__(self, w_s8, w_scale, bias=None, isa=None):
+    def __init__(self, w_s8, w_scale, bias=None, isa=None, act_bits=8):
         check_array(w_s8, "w_s8", np.int8, 2)
         N, K = w_s8.shape
         Kb = (K + 3) // 4
@@ -17,7 +17,7 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
         self.col_idx = np.ascontiguousarray(np.nonzero(nz)[1].astype(np.int32))
         self.values = np.ascontiguousarray(blocks[nz])
         self.nnz_blocks = int(self.col_idx.shape[0])
-        super().__init__(w_s8, w_scale, bias, isa)
+        super().__init__(w_s8, w_scale, bias, isa, act_bits)
 
     cdef long _macs(self, int M):
         return <long>M * self.nnz_blocks * 4

@@ -25,7 +25,7 @@ cdef extern from "wb_ops.h" nogil:
     void wb_layernorm(const float *x, const float *bias, const float *res, const float *g, const float *b, float eps, long R, int H, float *y, int isa, int nt)
     void wb_softmax(const float *x, long R, int H, float *y, int isa, int nt)
     void wb_quantize_static(const float *x, size_t n, float scale, int32_t zp, uint8_t *q, int isa, int nt)
-    void wb_quantize_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *scale, int32_t *zp, int isa, int nt)
+    void wb_quantize_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *scale, int32_t *zp, int isa, int nt, int qmax)
 
 
 cdef inline void* _ptr(object a):
@@ -117,10 +117,14 @@ def softmax(x, num_threads=None):
     return y
 
 
-def quantize_per_token(x, num_threads=None):
+def quantize_per_token(x, num_threads=None, bits=8):
     """Dynamic per-row asymmetric u8 quantization of x float32[M, K] ->
-    (q uint8[M, K], scale float32[M], zero_point int32[M]); x ~= (q - zp) * scale."""
+    (q uint8[M, K], scale float32[M], zero_point int32[M]); x ~= (q - zp) * scale.
+    ``bits``: 8 (q in [0, 255]) or 7 (q in [0, 127], the int8 layers' ``act_bits=7``)."""
     check_array(x, "x", np.float32, 2)
+    if bits not in (7, 8):
+        raise ValueError(f"bits must be 7 or 8, got {bits!r}")
+    cdef int qmax = 127 if bits == 7 else 255
     cdef int M = x.shape[0], K = x.shape[1]
     cdef int nt = wb_threads(check_threads(num_threads))
     cdef int isa = _isa()
@@ -133,7 +137,7 @@ def quantize_per_token(x, num_threads=None):
     cdef int32_t *pz = <int32_t*>_ptr(z)
     if M and K:
         with nogil:
-            wb_quantize_rows(px, M, K, K, pq, ps, pz, isa, nt)
+            wb_quantize_rows(px, M, K, K, pq, ps, pz, isa, nt, qmax)
     elif M:
         s[:] = 1.0
         z[:] = 0

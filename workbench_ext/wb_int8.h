@@ -27,6 +27,7 @@
 /* One file per job; this header is what int8.pyx and the emulation test include. */
 #include "wb_int8_pack.h"
 #include "wb_int8_dense_avx2.h"
+#include "wb_int8_dense_avx2_u7.h"
 #include "wb_int8_dense_vnni.h"
 #include "wb_int8_dense_amx.h"
 #include "wb_int8_sparse_avx2.h"

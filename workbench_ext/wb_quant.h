@@ -5,51 +5,52 @@
 #include "wb_common.h"
 
 /* ------------------------------------------------------------------------------------------
- * Per-token asymmetric u8 quantization.
- *   lo = min(0, min x), hi = max(0, max x), scale = (hi - lo) / 255 (all-zero row: scale 1),
- *   zp = clamp(rint(-lo / scale), 0, 255), q = clamp(rint(x * (1/scale)) + zp, 0, 255)
+ * Per-token asymmetric u8 quantization onto [0, qmax] (qmax 255: 8-bit; 127: the opt-in 7-bit
+ * activations, which the AVX2 u7 kernel multiplies with vpmaddubsw without saturating).
+ *   lo = min(0, min x), hi = max(0, max x), scale = (hi - lo) / qmax (all-zero row: scale 1),
+ *   zp = clamp(rint(-lo / scale), 0, qmax), q = clamp(rint(x * (1/scale)) + zp, 0, qmax)
  * The scalar and the AVX2 versions perform the same IEEE operations in the same order (no
  * FMA contraction: the build uses -std=c11, i.e. -ffp-contract=off), so they give identical
  * bytes; tests rely on that.
  * ---------------------------------------------------------------------------------------- */
-static inline void wb_qparams(float lo, float hi, float *scale, int32_t *zp, float *inv) {
+static inline void wb_qparams(float lo, float hi, float qmax, float *scale, int32_t *zp, float *inv) {
     lo = lo < 0.0f ? lo : 0.0f;
     hi = hi > 0.0f ? hi : 0.0f;
-    float s = (hi - lo) / 255.0f;
+    float s = (hi - lo) / qmax;
     if (!(s > 0.0f) || !isfinite(s)) {
         *scale = 1.0f; *zp = 0; *inv = 1.0f;
         return;
     }
     float z = rintf(-lo / s);
     z = z > 0.0f ? z : 0.0f;
-    z = z < 255.0f ? z : 255.0f;
+    z = z < qmax ? z : qmax;
     *scale = s; *zp = (int32_t)z; *inv = 1.0f / s;
 }
 
-static inline uint8_t wb_q1(float x, float inv, float zpf) {
+static inline uint8_t wb_q1(float x, float inv, float zpf, float qmax) {
     float v = rintf(x * inv) + zpf;
     v = v > 0.0f ? v : 0.0f;          /* NaN -> 0, same as _mm256_max_ps(v, 0) */
-    v = v < 255.0f ? v : 255.0f;
+    v = v < qmax ? v : qmax;          /* rint(x/s) + rint(-lo/s) can reach qmax + 1 */
     return (uint8_t)(int)v;
 }
 
-static void wb_quant_row_portable(const float *x, int K, int Kp, uint8_t *q, float *scale, int32_t *zp) {
+static void wb_quant_row_portable(const float *x, int K, int Kp, float qmax, uint8_t *q, float *scale, int32_t *zp) {
     float lo = 0.0f, hi = 0.0f, inv;
     for (int k = 0; k < K; k++) {
         float v = x[k];
         lo = v < lo ? v : lo;
         hi = v > hi ? v : hi;
     }
-    wb_qparams(lo, hi, scale, zp, &inv);
+    wb_qparams(lo, hi, qmax, scale, zp, &inv);
     float zpf = (float)*zp;
-    for (int k = 0; k < K; k++) q[k] = wb_q1(x[k], inv, zpf);
+    for (int k = 0; k < K; k++) q[k] = wb_q1(x[k], inv, zpf, qmax);
     for (int k = K; k < Kp; k++) q[k] = 0;
 }
 
-/* q[i] = clamp(rint(x[i] * inv) + zpf, 0, 255): same operations as wb_q1, 16 at a time. */
-WB_AVX2 static void wb_quant_apply_avx2(const float *x, size_t n, float inv, float zpf, uint8_t *q) {
+/* q[i] = clamp(rint(x[i] * inv) + zpf, 0, qmax): same operations as wb_q1, 16 at a time. */
+WB_AVX2 static void wb_quant_apply_avx2(const float *x, size_t n, float inv, float zpf, float qmax, uint8_t *q) {
     const __m256 vinv = _mm256_set1_ps(inv), vzp = _mm256_set1_ps(zpf);
-    const __m256 v0 = _mm256_setzero_ps(), v255 = _mm256_set1_ps(255.0f);
+    const __m256 v0 = _mm256_setzero_ps(), v255 = _mm256_set1_ps(qmax);
     size_t k = 0;
     for (; k + 16 <= n; k += 16) {
         __m256 a = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + k), vinv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -62,10 +63,10 @@ WB_AVX2 static void wb_quant_apply_avx2(const float *x, size_t n, float inv, flo
         __m128i p8 = _mm_packus_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1));
         _mm_storeu_si128((__m128i *)(q + k), p8);
     }
-    for (; k < n; k++) q[k] = wb_q1(x[k], inv, zpf);
+    for (; k < n; k++) q[k] = wb_q1(x[k], inv, zpf, qmax);
 }
 
-WB_AVX2 static void wb_quant_row_avx2(const float *x, int K, int Kp, uint8_t *q, float *scale, int32_t *zp) {
+WB_AVX2 static void wb_quant_row_avx2(const float *x, int K, int Kp, float qmax, uint8_t *q, float *scale, int32_t *zp) {
     __m256 vlo = _mm256_setzero_ps(), vhi = _mm256_setzero_ps();
     int k = 0;
     for (; k + 8 <= K; k += 8) {
@@ -79,14 +80,14 @@ WB_AVX2 static void wb_quant_row_avx2(const float *x, int K, int Kp, uint8_t *q,
     float lo = 0.0f, hi = 0.0f, inv;
     for (int i = 0; i < 8; i++) { lo = lo_a[i] < lo ? lo_a[i] : lo; hi = hi_a[i] > hi ? hi_a[i] : hi; }
     for (; k < K; k++) { float v = x[k]; lo = v < lo ? v : lo; hi = v > hi ? v : hi; }
-    wb_qparams(lo, hi, scale, zp, &inv);
-    wb_quant_apply_avx2(x, (size_t)K, inv, (float)*zp, q);
+    wb_qparams(lo, hi, qmax, scale, zp, &inv);
+    wb_quant_apply_avx2(x, (size_t)K, inv, (float)*zp, qmax, q);
     for (k = K; k < Kp; k++) q[k] = 0;
 }
 
 /* Quantize rows [0, M) of x[M][K] into q[M][Kp] (pad columns zero). */
 typedef struct {
-    const float *x; int K, Kp; uint8_t *q; float *scale; int32_t *zp; int use_avx2;
+    const float *x; int K, Kp; uint8_t *q; float *scale; int32_t *zp; int use_avx2; float qmax;
 } wb_quant_rows_job_t;
 
 static void wb_quant_rows_chunk(void *p, long b, long e) {
@@ -94,15 +95,16 @@ static void wb_quant_rows_chunk(void *p, long b, long e) {
     for (long m = b; m < e; m++) {
         const float *x = j->x + (size_t)m * j->K;
         uint8_t *q = j->q + (size_t)m * j->Kp;
-        if (j->use_avx2) wb_quant_row_avx2(x, j->K, j->Kp, q, j->scale + m, j->zp + m);
-        else wb_quant_row_portable(x, j->K, j->Kp, q, j->scale + m, j->zp + m);
+        if (j->use_avx2) wb_quant_row_avx2(x, j->K, j->Kp, j->qmax, q, j->scale + m, j->zp + m);
+        else wb_quant_row_portable(x, j->K, j->Kp, j->qmax, q, j->scale + m, j->zp + m);
     }
 }
 
+/* qmax: 255 (8-bit) or 127 (7-bit activations) */
 static void wb_quantize_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *scale,
-                             int32_t *zp, int isa, int nt) {
+                             int32_t *zp, int isa, int nt, int qmax) {
     nt = wb_threads(nt);
-    wb_quant_rows_job_t job = {x, K, Kp, q, scale, zp, isa >= WB_ISA_AVX2};
+    wb_quant_rows_job_t job = {x, K, Kp, q, scale, zp, isa >= WB_ISA_AVX2, (float)qmax};
     wb_parallel_for((long)M * K > 32768 ? nt : 1, M, wb_grain(M, nt, 2), wb_quant_rows_chunk, &job);
 }
 
