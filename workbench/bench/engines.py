@@ -100,13 +100,15 @@ class Workbench(BenchEngine):
     quantize = True
     dtype: str | None = None
     attention = "fp32"
+    act_bits = 8
 
     def setup(self, model, threads, cache_dir, model_name):
         from workbench.runtime import compile_model, kernel_report
         from workbench.runtime.choice import layer_summary
 
         self.engine = compile_model(model, quantize=self.quantize, sparse_threshold=0.5, dtype=self.dtype,
-                                    attention=self.attention, kernel_choice="measure", choice_shape=tuple(self.shape),
+                                    attention=self.attention, act_bits=self.act_bits,
+                                    kernel_choice="measure", choice_shape=tuple(self.shape),
                                     choice_batches=tuple(b for b in self.batches if b > self.shape[0]))
         kinds: dict[str, int] = {}
         for impl in self.engine.impls.values():
@@ -117,6 +119,7 @@ class Workbench(BenchEngine):
                       + f"; kernels {layer_summary(self.engine.meta)}"
                       + f"; layer loop {self.engine.describe()['layer_loop'].split(':')[0]}"
                       + (f"; attention {self.engine.attention_impl()}" if self.attention != "fp32" else "")
+                      + ("; 7-bit activations (act_bits=7)" if self.act_bits == 7 else "")
                       + (f"; NumPy fallback for: {', '.join(fallbacks)}" if fallbacks else ""))
         if self.engine.meta.get("dynamic"):  # a stage with model.dynamic runs at its saved spec
             spec = {k: v for k, v in self.engine.meta["dynamic"].items() if v not in (None, [])}
@@ -156,12 +159,18 @@ def _bf16_attention(base: type[Workbench]) -> type[Workbench]:
     return type(f"{base.__name__}Bf16Attention", (base,), {"name": f"{base.name}-bf16attn", "attention": "bf16"})
 
 
+def _act7(base: type[Workbench]) -> type[Workbench]:
+    """`base` with 7-bit per-token activations (`compile_model(act_bits=7)`): on AVX2 the dense
+    kernel multiplies them with vpmaddubsw; elsewhere the same kernels run on coarser inputs."""
+    return type(f"{base.__name__}Act7", (base,), {"name": f"{base.name}-a7", "act_bits": 7})
+
+
 ENGINES: dict[str, type[BenchEngine]] = {
     e.name: e for e in (TorchFp32, TorchBf16, TorchInt8X86, TorchInt8OneDNN, OrtFp32, OrtInt8, OrtExported,
                         *(_ort_variant(v) for v in ORT_INT8_VARIANTS),
                         Workbench, _sparse(70), _sparse(80), _sparse(90), _tile_sparse(70), _tile_sparse(80),
                         _tile_sparse(90), WorkbenchFp32, WorkbenchBf16, _bf16_attention(Workbench),
-                        _bf16_attention(_sparse(90)))
+                        _bf16_attention(_sparse(90)), _act7(Workbench), _act7(_sparse(90)))
 }
 DEFAULT_ENGINES = ("torch-fp32", "torch-bf16", "torch-int8-x86", "torch-int8-onednn", "ort-fp32",
                    "ort-int8", "wb-int8", "wb-int8-sp70", "wb-int8-sp80", "wb-int8-sp90")

@@ -194,7 +194,8 @@ def build_linear(name: str, lm: dict[str, Any], tensors: dict[str, np.ndarray],
         return RowSwitch([(r, b[0]) for r, b in built]), impl
     if lm.get("static"):
         return S.make_static_linear(name, lm, tensors, bias)
-    return K.make_linear(lm["kind"], tensors[f"{name}.weight"], tensors.get(f"{name}.scale"), bias)
+    return K.make_linear(lm["kind"], tensors[f"{name}.weight"], tensors.get(f"{name}.scale"), bias,
+                         act_bits=int(lm.get("act_bits", 8)))
 
 
 # ---- reporting ---------------------------------------------------------------------------------

@@ -75,14 +75,15 @@ def bf16_round(x: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # activation quantization (fallback for ops.quantize_per_token)
 # --------------------------------------------------------------------------------------------
-def _np_quantize_per_token(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Asymmetric u8 per row, the range always including 0 (as the kernels do)."""
+def _np_quantize_per_token(x: np.ndarray, bits: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Asymmetric u8 per row onto [0, 2^bits - 1], the range always including 0 (as the kernels do)."""
+    qmax = float((1 << bits) - 1)
     lo = np.minimum(x.min(axis=1), 0.0)
     hi = np.maximum(x.max(axis=1), 0.0)
-    scale = ((hi - lo) / 255.0).astype(np.float32)
+    scale = ((hi - lo) / np.float32(qmax)).astype(np.float32)
     scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
-    zp = np.clip(np.rint(-lo / scale), 0, 255).astype(np.int32)
-    q = np.clip(np.rint(x / scale[:, None]) + zp[:, None], 0, 255).astype(np.uint8)
+    zp = np.clip(np.rint(-lo / scale), 0, qmax).astype(np.int32)
+    q = np.clip(np.rint(x / scale[:, None]) + zp[:, None], 0, qmax).astype(np.uint8)
     return q, scale, zp
 
 
@@ -114,8 +115,10 @@ class _NumpyInt8Linear:
 
     isa = "numpy"
 
-    def __init__(self, w_s8: np.ndarray, w_scale: np.ndarray, bias: np.ndarray | None) -> None:
+    def __init__(self, w_s8: np.ndarray, w_scale: np.ndarray, bias: np.ndarray | None,
+                 act_bits: int = 8) -> None:
         self.N, self.K = w_s8.shape
+        self.act_bits = act_bits
         self._wt = np.ascontiguousarray(w_s8.T.astype(np.float32))
         self._ws = w_scale.astype(np.float32)
         self._b = bias
@@ -123,9 +126,9 @@ class _NumpyInt8Linear:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if _has(_ext_ops, "quantize_per_token"):
-            q, s, zp = _ext_ops.quantize_per_token(x)
+            q, s, zp = _ext_ops.quantize_per_token(x, bits=self.act_bits)
         else:
-            q, s, zp = _np_quantize_per_token(x)
+            q, s, zp = _np_quantize_per_token(x, self.act_bits)
         xq = q.astype(np.float32) - zp.astype(np.float32)[:, None]  # exact small integers
         acc = xq @ self._wt
         y = acc * s[:, None] * self._ws[None, :]
@@ -145,34 +148,39 @@ def fuses_gelu(layer: Any) -> bool:
 
 
 def make_linear(kind: str, weight: np.ndarray, scale: np.ndarray | None,
-                bias: np.ndarray | None) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+                bias: np.ndarray | None, act_bits: int = 8) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
     """Build the callable for one Linear layer and name the implementation it runs on.
 
     kind: "int8_dense" | "int8_sparse" | "int8_tile_sparse" (weight int8 [N, K] + scale) or
           "fp32_dense" | "fp32_sparse" | "bf16_dense" (weight float32 [N, K]; bf16 runs on
           AVX512-BF16 when the CPU has it, else as fp32 BLAS -- the name returned says which).
+    act_bits: the int8 kinds' per-token activation grid, 8 or 7 (`compile_model(act_bits=)`).
     """
+    if act_bits not in (7, 8):
+        raise ValueError(f"act_bits must be 7 or 8, got {act_bits!r}")
+    a7 = {"act_bits": 7} if act_bits == 7 else {}   # so layers of older extension builds still build at 8
+    tag = ", act_bits=7" if act_bits == 7 else ""
     weight = np.ascontiguousarray(weight)
     bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
     if kind == "int8_dense":
         scale = np.ascontiguousarray(scale, dtype=np.float32)
         if _has(_ext_int8, "DenseInt8Linear"):
-            lin = _ext_int8.DenseInt8Linear(weight, scale, bias)
-            return lin, f"workbench_ext.int8.DenseInt8Linear[{getattr(lin, 'isa', '?')}]"
-        return _NumpyInt8Linear(weight, scale, bias), "numpy-fallback(int8 dense)"
+            lin = _ext_int8.DenseInt8Linear(weight, scale, bias, **a7)
+            return lin, f"workbench_ext.int8.DenseInt8Linear[{getattr(lin, 'isa', '?')}{tag}]"
+        return _NumpyInt8Linear(weight, scale, bias, act_bits), f"numpy-fallback(int8 dense{tag})"
     if kind == "int8_tile_sparse":
         scale = np.ascontiguousarray(scale, dtype=np.float32)
         if _has(_ext_int8, "TileSparseInt8Linear"):
-            lin = _ext_int8.TileSparseInt8Linear(weight, scale, bias)
+            lin = _ext_int8.TileSparseInt8Linear(weight, scale, bias, **a7)
             runs = "" if lin.isa == "amx" else ": the dense kernel, no AMX tiles to skip here"
-            return lin, f"workbench_ext.int8.TileSparseInt8Linear[{lin.isa}]{runs}"
-        return _NumpyInt8Linear(weight, scale, bias), "numpy-fallback(int8 tile-sparse)"
+            return lin, f"workbench_ext.int8.TileSparseInt8Linear[{lin.isa}{tag}]{runs}"
+        return _NumpyInt8Linear(weight, scale, bias, act_bits), f"numpy-fallback(int8 tile-sparse{tag})"
     if kind == "int8_sparse":
         scale = np.ascontiguousarray(scale, dtype=np.float32)
         if _has(_ext_int8, "BlockSparseInt8Linear"):
-            lin = _ext_int8.BlockSparseInt8Linear(weight, scale, bias)
-            return lin, f"workbench_ext.int8.BlockSparseInt8Linear[{getattr(lin, 'isa', '?')}]"
-        return _NumpyInt8Linear(weight, scale, bias), "numpy-fallback(int8 sparse)"
+            lin = _ext_int8.BlockSparseInt8Linear(weight, scale, bias, **a7)
+            return lin, f"workbench_ext.int8.BlockSparseInt8Linear[{getattr(lin, 'isa', '?')}{tag}]"
+        return _NumpyInt8Linear(weight, scale, bias, act_bits), f"numpy-fallback(int8 sparse{tag})"
     if kind == "fp32_sparse":
         if _has(_ext_sparse, "BlockSparseFp32Linear"):
             lin = _ext_sparse.BlockSparseFp32Linear(weight.astype(np.float32, copy=False), bias)

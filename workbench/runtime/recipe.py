@@ -8,6 +8,7 @@
       sparse_threshold: 0.5   # kernel_choice: threshold -- >= 50% zero 1x4 blocks -> block-sparse
       dynamic: true           # a model with `model.dynamic` (token dropping / early exits) runs it
       attention: fp32         # or bf16: bf16 operands, fp32 sums, where the CPU has AVX512-BF16
+      act_bits: 8             # or 7: per-token activations on [0, 127] (faster int8 GEMM on AVX2)
 
 The stage's model becomes an `EngineModule` (inference only: put this recipe in the last stage,
 or in a stage without `train:`).
@@ -47,6 +48,9 @@ class WorkbenchRuntimeConfig:
     attention: Literal["fp32", "bf16"] = "fp32"
     """`bf16`: attention's q, k, v and probabilities rounded to bf16, sums in fp32, on CPUs with
     AVX512-BF16 or AMX-BF16 (`compile_model`'s `attention`); elsewhere fp32, and the engine says so."""
+    act_bits: Literal[7, 8] = 8
+    """int8 activations per token on [0, 255] (8) or [0, 127] (7: exact integer products, and on
+    AVX2 the faster vpmaddubsw kernel; README "7-bit activations" has its measured accuracy)."""
 
     def validate(self, where: str) -> None:
         if self.sparse_threshold < 0:
@@ -55,6 +59,8 @@ class WorkbenchRuntimeConfig:
             fail(where, "choice_shape", f"must be [batch, seq] with both >= 1, got {self.choice_shape!r}")
         if any(int(v) < 1 for v in self.choice_batches):
             fail(where, "choice_batches", f"must be batch sizes >= 1, got {self.choice_batches!r}")
+        if self.act_bits == 7 and not self.quantize:
+            fail(where, "act_bits", "7 needs quantize: true (int8 activations)")
 
 
 @register_recipe("workbench_runtime")
@@ -73,7 +79,7 @@ class WorkbenchRuntime(Recipe):
                                kernel_choice=self.config.kernel_choice,
                                choice_shape=tuple(int(v) for v in self.config.choice_shape),
                                choice_batches=tuple(int(v) for v in self.config.choice_batches),
-                               attention=self.config.attention)
+                               attention=self.config.attention, act_bits=int(self.config.act_bits))
         if not self.config.dynamic:  # the exit heads stay compiled, never called
             engine.meta.pop("dynamic", None)
         return EngineModule(engine, config=getattr(model, "config", None))
