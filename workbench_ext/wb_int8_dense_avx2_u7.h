@@ -1,7 +1,8 @@
 /* Dense int8 GEMM on AVX2 for 7-bit activations (the layers' opt-in act_bits=7).
  *
- * With q in [0, 127] and weights in [-127, 127], vpmaddubsw's s16 pair sums are at most
- * 2 * 127 * 127 = 32258 < 2^15, so they never saturate and the product is exact; vpmaddwd
+ * With q in [0, 127] and weights in [-128, 127], vpmaddubsw's s16 pair sums lie in
+ * [-2 * 127 * 128, 2 * 127 * 127] = [-32512, 32258], inside s16, so they never saturate and the
+ * product is exact; vpmaddwd
  * against ones then widens each pair to s32.  Three vector instructions cover 32 multiply-adds
  * (the 8-bit pair-product kernel of wb_int8_dense_avx2.h needs five), which is what ONNX
  * Runtime's u8 x s8 AVX2 kernel does too -- it keeps 8-bit activations and lets the pair

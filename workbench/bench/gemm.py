@@ -7,6 +7,8 @@ Times (median of `repeats` after warm-up; the minimum is reported too):
 * ``wb-int8-dense``      DenseInt8Linear (per-token u8 quantization + GEMM + dequant, all fused)
 * ``wb-int8-dense-amx-plain``  on AMX CPUs only: the same layer on the plain AMX worker (epilogue
                          after the tile multiplies, not between them), the A/B of the default one
+* ``wb-int8-dense-a7``   on AVX2 only: the same layer with ``act_bits=7`` (7-bit activations, the
+                         vpmaddubsw kernel)
 * ``wb-int8-sparse70/80/90``  BlockSparseInt8Linear with 70/80/90 % of the 1x4 blocks zero
 * ``wb-int8-tile70/80/90``  on AMX CPUs only: TileSparseInt8Linear with 70/80/90 % of the 16x64
                          blocks zero (whole AMX weight tiles, skipped), against the dense AMX row
@@ -107,6 +109,10 @@ def _bench_one_thread_count(m: int, k: int, n: int, threads: int, repeats: int, 
         finally:
             int8._set_amx_pipelined(1)
         row("wb-int8-dense-amx-plain", dense.isa, med, mn, int8_peak, note + "; plain AMX worker (A/B)")
+    if dense.isa == "avx2":   # 7-bit activations: the vpmaddubsw kernel (wb_int8_dense_avx2_u7.h)
+        dense7 = int8.DenseInt8Linear(w, ws, b, isa=isa_used, act_bits=7)
+        med, mn = _time(lambda: dense7(x, num_threads=threads), repeats, warmup)
+        row("wb-int8-dense-a7", dense7.isa, med, mn, int8_peak, note + "; act_bits=7 (u7 x s8 vpmaddubsw kernel)")
     # the 1x4 block-sparse layer has no AMX kernel (tiles cannot skip 1x4 blocks): under amx it
     # runs the AVX-512 VNNI one
     sp_isa = "avx512_vnni" if isa_used == "amx" else isa_used
