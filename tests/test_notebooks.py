@@ -1,16 +1,17 @@
 """Every notebook in notebooks/ runs top to bottom in quick mode (papermill, kernel = this Python).
 
-The notebooks share one quick teacher through the stage cache, so only the first one trains it;
-the rest run two at a time (see `executed`).
+The notebooks share one quick teacher through the stage cache: the fixture trains it first (a
+teacher-only pipeline), then every notebook runs, two at a time (see `executed`).
 Results go to a temporary folder; the committed notebooks keep the outputs of a real run.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,18 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 KERNEL = "workbench-test-python"
 WEIGHT_FILES = {".safetensors", ".bin", ".onnx", ".pt", ".npz"}
-SLOWEST = ("11_teachers_and_data", "06_sweep_and_pareto", "08_structural_pruning")  # ~2 min each
+# seconds each takes on one thread, two at a time on 2 cores (measured): the longest start first
+MEASURED_S = {"11_teachers_and_data": 223, "08_structural_pruning": 153, "09_dynamic_inference": 130,
+              "07_layerwise_distillation": 122, "06_sweep_and_pareto": 121, "10_quantization": 89,
+              "04_quantization_and_runtime": 68, "03_pruning": 64, "02_distillation": 56,
+              "05_kernels_and_benchmark": 55, "01_quickstart": 42}
+NO_TEACHER = ("05_kernels_and_benchmark",)  # runs while the teacher trains: no tour.recipe in it
+WARM_TEACHER = """
+import sys, tour
+from workbench.pipeline import PipelineRun, PipelineSpec
+spec = PipelineSpec.from_dict(tour.recipe("warm-teacher", [], True))
+PipelineRun(spec, quick=True, results_root=sys.argv[1], run_name="quick-warm-teacher").run()
+"""
 
 
 @pytest.fixture(scope="module")
@@ -62,27 +74,44 @@ def _execute(path: Path, root: Path, kernel: str) -> tuple[Path, subprocess.Comp
     return out, proc
 
 
+def _warm_teacher(root: Path) -> subprocess.CompletedProcess:
+    """Trains the notebooks' shared quick teacher into the stage cache (`tour.recipe` with no
+    stages after it: the same stage key as every notebook's teacher), on one thread."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORKBENCH_PROGRESS": "0", "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
+    proc = subprocess.run([sys.executable, "-c", WARM_TEACHER, str(root / "warm-teacher")], cwd=REPO / "notebooks",
+                          env=env, capture_output=True, text=True)
+    if proc.returncode == 0:  # the teacher is in the stage cache; its run folder is not needed
+        shutil.rmtree(root / "warm-teacher", ignore_errors=True)
+    return proc
+
+
 @pytest.fixture(scope="module")
 def executed(request, kernels, tmp_path_factory) -> dict[str, Future]:
-    """Runs the selected notebooks, each in its own papermill process: the first alone (it trains
-    the quick teacher the others take from the stage cache), then two at a time on one thread
-    each -- 1.7x faster than one after another on 2 cores, where a notebook keeps ~1.4 busy."""
+    """Runs the selected notebooks, each in its own papermill process, two at a time on one thread
+    each -- 1.7x faster than one after another on 2 cores, where a notebook keeps ~1.4 busy. First
+    the shared quick teacher is trained into the stage cache (beside it, a notebook that needs no
+    teacher), so no two notebooks train it at once; then the longest notebooks start first, so the
+    two lanes finish together."""
     selected = [item.callspec.params["path"] for item in request.session.items
                 if item.originalname == "test_notebook_runs_in_quick_mode"]
     root = tmp_path_factory.mktemp("notebooks")
     pool = ThreadPoolExecutor(max_workers=2)
     futures: dict[str, Future] = {}
     if selected:
-        first, *rest = sorted(selected)
-        futures[first.stem] = pool.submit(_execute, first, root, kernels["solo"])
+        free = [p for p in selected if p.stem in NO_TEACHER]
+        rest = [p for p in selected if p.stem not in NO_TEACHER]
+        warm = pool.submit(_warm_teacher, root) if rest else None
+        for path in free:
+            futures[path.stem] = pool.submit(_execute, path, root, kernels["paired"])
 
-        def after_first(path: Path) -> tuple[Path, subprocess.CompletedProcess]:
-            wait([futures[first.stem]])
+        def after_warm(path: Path) -> tuple[Path, subprocess.CompletedProcess]:
+            proc = warm.result()
+            assert proc.returncode == 0, "training the notebooks' teacher failed:\n" + proc.stderr[-3000:]
             return _execute(path, root, kernels["paired"])
 
-        # the longest ones first, so the two lanes finish together
-        for path in sorted(rest, key=lambda p: p.stem not in SLOWEST):
-            futures[path.stem] = pool.submit(after_first, path)
+        for path in sorted(rest, key=lambda p: -MEASURED_S.get(p.stem, 300)):  # a new one: first
+            futures[path.stem] = pool.submit(after_warm, path)
     yield futures
     pool.shutdown(wait=True, cancel_futures=True)
 
