@@ -107,6 +107,13 @@ WB_AVX2_DENSE_KERNEL(3)
     "vpaddw %%ymm11, %%ymm13, %%ymm15\n\t"                                                   \
     "vpmaddwd %%ymm15, %%ymm14, %%ymm14\n\t"                                                 \
     "vpaddd %%ymm14, %%" c1 ", %%" c1 "\n\t"
+/* The accumulators ymm0-7 of both 4-row assembly kernels (this one and the 7-bit one) to zero. */
+#define WB_ASM_ZERO_YMM0_7                                                                    \
+    "vpxor %%ymm0, %%ymm0, %%ymm0\n\t" "vpxor %%ymm1, %%ymm1, %%ymm1\n\t"                     \
+    "vpxor %%ymm2, %%ymm2, %%ymm2\n\t" "vpxor %%ymm3, %%ymm3, %%ymm3\n\t"                     \
+    "vpxor %%ymm4, %%ymm4, %%ymm4\n\t" "vpxor %%ymm5, %%ymm5, %%ymm5\n\t"                     \
+    "vpxor %%ymm6, %%ymm6, %%ymm6\n\t" "vpxor %%ymm7, %%ymm7, %%ymm7\n\t"
+
 WB_AVX2 static void wb_avx2_dense_k4(const int16_t *A, size_t lda, const int16_t *B, int kquads,
                                      const int32_t *xi, const int32_t *eta, int32_t *C) {
     const int16_t *a = A;
@@ -114,14 +121,7 @@ WB_AVX2 static void wb_avx2_dense_k4(const int16_t *A, size_t lda, const int16_t
     long n = kquads;
     const long l1 = (long)lda * 2, l3 = 3 * (long)lda * 2;
     __asm__ volatile(
-        "vpxor %%ymm0, %%ymm0, %%ymm0\n\t"
-        "vpxor %%ymm1, %%ymm1, %%ymm1\n\t"
-        "vpxor %%ymm2, %%ymm2, %%ymm2\n\t"
-        "vpxor %%ymm3, %%ymm3, %%ymm3\n\t"
-        "vpxor %%ymm4, %%ymm4, %%ymm4\n\t"
-        "vpxor %%ymm5, %%ymm5, %%ymm5\n\t"
-        "vpxor %%ymm6, %%ymm6, %%ymm6\n\t"
-        "vpxor %%ymm7, %%ymm7, %%ymm7\n\t"
+        WB_ASM_ZERO_YMM0_7
         "test %[n], %[n]\n\t"
         "jle 2f\n\t"
         "1:\n\t"
@@ -223,12 +223,16 @@ static void wb_dense_avx2_chunk(void *p, long tb, long te) {
 /* Rows are processed in blocks of MC (a multiple of 4) whose int16 activations fit in
  * a_block_bytes (L2-sized), so a block of A is reused from L2 across all weight panels; the
  * weights stream once per block.  Inside a block: parallel over (panel, 4-row tile). */
+/* Rows per block: as many whole 4-row tiles of row_bytes each as fit in a_block_bytes, >= 4. */
+static inline long wb_avx2_block_rows(long a_block_bytes, long row_bytes) {
+    long mc = a_block_bytes / row_bytes / WB_AVX2_MR * WB_AVX2_MR;
+    return mc < WB_AVX2_MR ? WB_AVX2_MR : mc;
+}
+
 static void wb_dense_avx2(const int16_t *xs, const int32_t *xi, int M, int Kp, const int16_t *Bp,
                           const int32_t *eta, int N, const wb_epi_t *e, int nt, long a_block_bytes) {
     const int NP = (N + 15) / 16;
-    long mc = a_block_bytes / ((long)Kp * 2);
-    mc = mc / WB_AVX2_MR * WB_AVX2_MR;
-    if (mc < WB_AVX2_MR) mc = WB_AVX2_MR;
+    const long mc = wb_avx2_block_rows(a_block_bytes, (long)Kp * 2);
     for (int mc0 = 0; mc0 < M; mc0 += (int)mc) {
         const int mcr = (int)(M - mc0 < mc ? M - mc0 : mc);
         const int MB = (mcr + WB_AVX2_MR - 1) / WB_AVX2_MR;

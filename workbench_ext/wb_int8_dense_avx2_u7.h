@@ -19,7 +19,7 @@
 #ifndef WB_INT8_DENSE_AVX2_U7_H
 #define WB_INT8_DENSE_AVX2_U7_H
 
-#include "wb_epilogue.h"
+#include "wb_int8_dense_avx2.h"   /* the shared assembly prologue and row blocking */
 
 #define WB_U7_ROW(r)                                                                          \
     if (mr_c > r) {                                                                           \
@@ -76,14 +76,7 @@ WB_AVX2 static void wb_avx2_u7_k4(const uint8_t *A, size_t lda, const int8_t *B,
     const long l1 = (long)lda, l3 = 3 * (long)lda;
     const int16_t one = 1;
     __asm__ volatile(
-        "vpxor %%ymm0, %%ymm0, %%ymm0\n\t"
-        "vpxor %%ymm1, %%ymm1, %%ymm1\n\t"
-        "vpxor %%ymm2, %%ymm2, %%ymm2\n\t"
-        "vpxor %%ymm3, %%ymm3, %%ymm3\n\t"
-        "vpxor %%ymm4, %%ymm4, %%ymm4\n\t"
-        "vpxor %%ymm5, %%ymm5, %%ymm5\n\t"
-        "vpxor %%ymm6, %%ymm6, %%ymm6\n\t"
-        "vpxor %%ymm7, %%ymm7, %%ymm7\n\t"
+        WB_ASM_ZERO_YMM0_7
         "vpbroadcastw %[one], %%ymm15\n\t"
         "test %[n], %[n]\n\t"
         "jle 2f\n\t"
@@ -151,9 +144,7 @@ static void wb_dense_u7_chunk(void *p, long tb, long te) {
 static void wb_dense_avx2_u7(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N,
                              const wb_epi_t *e, int nt, long a_block_bytes) {
     const int NP = (N + 15) / 16;
-    long mc = a_block_bytes / Kp;
-    mc = mc / 4 * 4;
-    if (mc < 4) mc = 4;
+    const long mc = wb_avx2_block_rows(a_block_bytes, Kp);
     for (int mc0 = 0; mc0 < M; mc0 += (int)mc) {
         const int mcr = (int)(M - mc0 < mc ? M - mc0 : mc);
         const int MB = (mcr + 3) / 4;
