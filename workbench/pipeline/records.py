@@ -3,6 +3,7 @@ metrics.json (the run's settings and one metrics dict per stage), stages.csv (`S
 the accuracy-vs-throughput plot and, where stages trained, their loss terms per step."""
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,29 @@ def write_run_records(run_dir: Path, spec: PipelineSpec, task: Task, metrics: li
     histories = {p.stem: read_csv(p) for p in sorted((run_dir / "history").glob("*.csv"))}
     histories = {k: v for k, v in histories.items() if v and k in {m["stage"] for m in metrics}}
     if histories:
-        from workbench.plots.seeds import loss_terms_plot
+        _loss_terms(histories, run_dir / "loss_terms.png", title=f"{spec.name}: loss terms per step")
 
-        loss_terms_plot(histories, run_dir / "loss_terms.png", title=f"{spec.name}: loss terms per step")
+
+# path -> (a digest of what its loss-terms figure was drawn from, the file's size and mtime after writing)
+_LOSS_TERMS_DRAWN: dict[Path, tuple[str, int, int]] = {}
+
+
+def _loss_terms(histories: dict[str, list[dict[str, Any]]], path: Path, title: str) -> None:
+    """The loss-terms figure, redrawn only when its input changed: a stage that does not train
+    (quantize, one-shot prune) adds no history, and the figure it would draw is the file already
+    there (kept when this process wrote it from the same histories and it is unchanged since)."""
+    from workbench.plots.seeds import loss_terms_plot
+
+    drawn_from = hashlib.sha256(repr((title, sorted(histories.items()))).encode()).hexdigest()
+    key = path.resolve()
+    seen = _LOSS_TERMS_DRAWN.get(key)
+    try:
+        st = path.stat()
+        same_file = seen is not None and (st.st_size, st.st_mtime_ns) == seen[1:]
+    except OSError:
+        same_file = False
+    if same_file and seen[0] == drawn_from:
+        return
+    loss_terms_plot(histories, path, title=title)
+    st = path.stat()
+    _LOSS_TERMS_DRAWN[key] = (drawn_from, st.st_size, st.st_mtime_ns)
