@@ -85,3 +85,11 @@ def test_act7_bad_settings_are_clear_errors(minilm):
     cls = RECIPES["workbench_runtime"]
     with pytest.raises(ConfigError, match="act_bits"):
         cls(cls.Config(quantize=False, act_bits=7), ctx=None).config.validate("stage runtime")
+
+
+def test_bench_has_7_bit_engines():
+    from workbench.bench.engines import DEFAULT_ENGINES, ENGINES
+
+    assert ENGINES["wb-int8-a7"].act_bits == 7 and ENGINES["wb-int8-sp90-a7"].act_bits == 7
+    assert ENGINES["wb-int8-sp90-a7"].sparsity == 0.9 and ENGINES["wb-int8"].act_bits == 8
+    assert not any(e.endswith("-a7") for e in DEFAULT_ENGINES)   # opt-in
