@@ -158,27 +158,26 @@ def make_linear(kind: str, weight: np.ndarray, scale: np.ndarray | None,
     """
     if act_bits not in (7, 8):
         raise ValueError(f"act_bits must be 7 or 8, got {act_bits!r}")
-    a7 = {"act_bits": 7} if act_bits == 7 else {}   # so layers of older extension builds still build at 8
     tag = ", act_bits=7" if act_bits == 7 else ""
     weight = np.ascontiguousarray(weight)
     bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
     if kind == "int8_dense":
         scale = np.ascontiguousarray(scale, dtype=np.float32)
         if _has(_ext_int8, "DenseInt8Linear"):
-            lin = _ext_int8.DenseInt8Linear(weight, scale, bias, **a7)
+            lin = _ext_int8.DenseInt8Linear(weight, scale, bias, act_bits=act_bits)
             return lin, f"workbench_ext.int8.DenseInt8Linear[{getattr(lin, 'isa', '?')}{tag}]"
         return _NumpyInt8Linear(weight, scale, bias, act_bits), f"numpy-fallback(int8 dense{tag})"
     if kind == "int8_tile_sparse":
         scale = np.ascontiguousarray(scale, dtype=np.float32)
         if _has(_ext_int8, "TileSparseInt8Linear"):
-            lin = _ext_int8.TileSparseInt8Linear(weight, scale, bias, **a7)
+            lin = _ext_int8.TileSparseInt8Linear(weight, scale, bias, act_bits=act_bits)
             runs = "" if lin.isa == "amx" else ": the dense kernel, no AMX tiles to skip here"
             return lin, f"workbench_ext.int8.TileSparseInt8Linear[{lin.isa}{tag}]{runs}"
         return _NumpyInt8Linear(weight, scale, bias, act_bits), f"numpy-fallback(int8 tile-sparse{tag})"
     if kind == "int8_sparse":
         scale = np.ascontiguousarray(scale, dtype=np.float32)
         if _has(_ext_int8, "BlockSparseInt8Linear"):
-            lin = _ext_int8.BlockSparseInt8Linear(weight, scale, bias, **a7)
+            lin = _ext_int8.BlockSparseInt8Linear(weight, scale, bias, act_bits=act_bits)
             return lin, f"workbench_ext.int8.BlockSparseInt8Linear[{getattr(lin, 'isa', '?')}{tag}]"
         return _NumpyInt8Linear(weight, scale, bias, act_bits), f"numpy-fallback(int8 sparse{tag})"
     if kind == "fp32_sparse":
