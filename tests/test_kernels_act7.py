@@ -1,6 +1,7 @@
 """The int8 layers' opt-in 7-bit activations (``act_bits=7``): per-token quantization onto
 [0, 127], exact integer results on every ISA (on AVX2 through the vpmaddubsw kernel of
-wb_int8_dense_avx2_u7.h, whose s16 pair sums must not saturate), and clear refusals."""
+wb_int8_dense_avx2_u7.h and the 1x4 block-sparse wb_avx2_sparse_col32_u7, whose s16 pair sums
+must not saturate), and clear refusals."""
 import numpy as np
 import pytest
 
@@ -44,16 +45,18 @@ def test_act7_exact_vs_int_reference(isa, cls, M, K, N, threads):
     np.testing.assert_allclose(layer(x, num_threads=threads), expect, rtol=1e-6, atol=1e-5)
 
 
-def test_act7_largest_pair_sums_do_not_saturate(isa):
+@pytest.mark.parametrize("cls", LAYERS[:2])
+@pytest.mark.parametrize("M", [5, 40])   # sparse AVX2: the int16 kernel up to 16 rows, vpmaddubsw past
+def test_act7_largest_pair_sums_do_not_saturate(isa, cls, M):
     """q = 127 against w = 127 or -128 everywhere: every vpmaddubsw pair sum is 32258 or -32512,
     the extremes 7-bit x 8-bit products can make (u8 activations would saturate s16)."""
     K, N = 1024, 32
     col = np.where(np.arange(N) % 2 == 0, 127, -128)
     w = np.repeat(col[:, None], K, axis=1).astype(np.int8)
-    layer = int8.DenseInt8Linear(w, np.ones(N, np.float32), act_bits=7)
-    q = np.full((5, K), 127, np.uint8)
-    got = layer.qmatmul(q, np.zeros(5, np.int32))
-    np.testing.assert_array_equal(got, np.broadcast_to(col * 127 * K, (5, N)))
+    layer = cls(w, np.ones(N, np.float32), act_bits=7)
+    q = np.full((M, K), 127, np.uint8)
+    got = layer.qmatmul(q, np.zeros(M, np.int32))
+    np.testing.assert_array_equal(got, np.broadcast_to(col * 127 * K, (M, N)))
 
 
 def test_act7_same_bits_on_every_isa():
@@ -61,10 +64,12 @@ def test_act7_same_bits_on_every_isa():
     rng = _rng("act7-isas")
     w, ws, b = _weights(rng, 90, 200)
     x = (rng.standard_normal((70, 200)) * 2).astype(np.float32)
-    outs = {i: int8.DenseInt8Linear(w, ws, b, isa=i, act_bits=7)(x) for i in cpu.available_isas()}
-    ref = outs.pop("portable")
-    for name, y in outs.items():   # one shared epilogue: the same floats, not just close ones
-        np.testing.assert_array_equal(y, ref, err_msg=name)
+    w[:, 40:120] = 0   # some all-zero 1x4 blocks for the sparse layer
+    for cls in LAYERS[:2]:
+        outs = {i: cls(w, ws, b, isa=i, act_bits=7)(x) for i in cpu.available_isas()}
+        ref = outs.pop("portable")
+        for name, y in outs.items():   # one shared epilogue: the same floats, not just close ones
+            np.testing.assert_array_equal(y, ref, err_msg=f"{cls.__name__} {name}")
 
 
 def test_act7_refusals():

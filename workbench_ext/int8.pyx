@@ -101,6 +101,7 @@ cdef extern from "wb_int8.h" nogil:
     void wb_pack_x_sparse_s16_avx2(const uint8_t *xq, int M, int Kp, int Kb, int16_t *out, int nt)
     void wb_pack_x_sparse_u8_32(const uint8_t *xq, int M, int Kp, int Kb, uint8_t *out, int nt)
     void wb_sparse_avx2_32(const uint8_t *xt, int M, int Kb, const int32_t *rp, const int32_t *col, const int16_t *vals16, int N, const wb_epi_t *e, int nt)
+    void wb_sparse_avx2_32_u7(const uint8_t *xt, int M, int Kb, const int32_t *rp, const int32_t *col, const int8_t *vals, int N, const wb_epi_t *e, int nt)
     void wb_sparse_vnni(const uint8_t *xt, int M, int Kb, const int32_t *rp, const int32_t *col, const int8_t *vals, int N, const wb_epi_t *e, int nt)
     int wb_sparse_vnni_groups(int M)
     void wb_pack_x_sparse_u8_g(const uint8_t *xq, int M, int Kp, int Kb, int G, uint8_t *out, int nt)
@@ -128,12 +129,17 @@ DENSE_A_BLOCK_BYTES = 256 * 1024
 # 70 % sparsity): 1 chunk 13.7 ms, 192 -> 17.4 ms, 96 -> 22.4 ms -- the per-(column, chunk) cost
 # (loop exit mispredict + reduction) outweighs the L2 -> L1 win, so chunking is OFF by default.
 SPARSE_KB_CHUNK = 1 << 30
-# AVX2 sparse: 16-row tiles (int16 activations, two output columns per loop) or 32-row tiles
-# (u8 activations widened at load); 0 = auto: 32 rows when K > 1024.  Measured (1 thread, thread
-# CPU time, best of 15, 70 % / 90 % block sparsity): 128x768x3072 16 rows 2.47 / 1.07 ms vs
-# 32 rows 2.96 / 1.10; 128x3072x768 2.91 / 1.21 vs 2.88 / 1.09; 128x384x1536 0.50 / 0.26 vs
-# 0.73 / 0.29.  Pairing columns (_set_sparse_pair_cols) measured 8-15 % faster than one at a time.
-SPARSE_AVX2_ROWS = 0
+# AVX2 sparse, 8-bit activations: 16-row tiles (int16 activations, two output columns per loop)
+# or 32-row tiles (u8 activations widened at load).  16 since 2026-12-04; it was 32 for K > 1024
+# until the 16-row kernel paired its columns.  Re-measured then (Zen 3, 1 thread, best of 100,
+# 16 vs 32 rows): 128x3072x768 at 90 % 0.91 vs 1.13 ms, at 50 % 3.72 vs 4.61; 128x4096x1024 at
+# 90 % 1.58 vs 1.92; 8x3072x768 at 90 % 0.11 vs 0.26; 128x768x3072 at 90 % 0.81 vs 1.08.
+SPARSE_AVX2_ROWS = 16
+# AVX2, act_bits=7: the vpmaddubsw kernel (32-row u8 tiles) for more rows than this or K > 1024;
+# otherwise the 16-row int16 kernel, which wastes fewer rows of a tile (7-bit inputs are exact
+# there too).  Measured (Zen 3, 1 thread, 90 % sparse 3072x768): M = 16: 0.15 ms vs 0.12 int16;
+# M = 17: 0.15 vs 0.19; M = 128: 0.65 vs 0.81 (128x768x3072 at 70 %: 1.66 vs 2.86, 32-row int16).
+SPARSE_U7_MIN_ROWS = 16
 
 
 cdef inline void* _ptr(object a):

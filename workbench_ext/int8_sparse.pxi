@@ -62,8 +62,16 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
         if code == ISA_PORTABLE:
             with nogil:
                 wb_sparse_portable(pq, M, Kp, rp, col, vals, N, e, nt)
-        elif code == ISA_AVX2 and pack[2] == 1 and (
-                SPARSE_AVX2_ROWS == 32 or (SPARSE_AVX2_ROWS == 0 and self.K > 1024)):
+        elif code == ISA_AVX2 and self.act_bits == 7 and (M > SPARSE_U7_MIN_ROWS or self.K > 1024):
+            # 7-bit activations: vpmaddubsw on u8 32-row tiles, the s8 CSR values as stored
+            if scratch == NULL:
+                xt = aligned_bytes(scratch_bytes(M, Kp))
+                scratch = _ptr(xt)
+            pt8 = <uint8_t*>scratch
+            with nogil:
+                wb_pack_x_sparse_u8_32(pq, M, Kp, Kb, pt8, nt)
+                wb_sparse_avx2_32_u7(pt8, M, Kb, rp, col, vals, N, e, nt)
+        elif code == ISA_AVX2 and pack[2] == 1 and SPARSE_AVX2_ROWS == 32:
             if scratch == NULL:
                 xt = aligned_bytes(scratch_bytes(M, Kp))
                 scratch = _ptr(xt)

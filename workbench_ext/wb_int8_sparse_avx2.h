@@ -287,9 +287,60 @@ wb_avx2_sparse_col32(const uint8_t *Xt, const int32_t *col, const int16_t *vals1
     out[3] = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a6, a7), 0xD8);
 }
 
-WB_AVX2 static void wb_avx2_sparse32_tile(const uint8_t *Xt, int m0, int mr, int n0, int nr,
-                                          const int32_t *rp, const int32_t *col,
-                                          const int16_t *vals16, const wb_epi_t *e) {
+/* The same 32 rows x one column for 7-bit activations (q in [0, 127], act_bits=7): vpmaddubsw
+ * multiplies the u8 activations by the block's 4 s8 weights directly (pair sums lie in
+ * [-32512, 32258], so it cannot saturate), vpmaddwd against ones adds the two pairs of each row:
+ * 3 instructions per 8 rows x 4 k and no widening, against 3 (vpmovzxbw, vpmaddwd, vpaddd) per
+ * 4 rows x 4 k above; each lane already holds one row's sum, so no hadd at the end. */
+WB_AVX2 static inline __attribute__((always_inline)) void
+wb_avx2_sparse_col32_u7(const uint8_t *Xt, const int32_t *col, const int8_t *vals8, int b, const int b1,
+                        __m256i *out /* [4]: rows 0-7, 8-15, 16-23, 24-31 */) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    for (; b < b1; b++) {
+        int32_t wv;
+        memcpy(&wv, vals8 + 4 * (size_t)b, 4);
+        const __m256i w = _mm256_set1_epi32(wv);
+        const __m256i *x = (const __m256i *)(Xt + (size_t)col[b] * 128);
+#define WB_U7(i, acc) acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_loadu_si256(x + i), w), ones));
+        WB_U7(0, a0) WB_U7(1, a1) WB_U7(2, a2) WB_U7(3, a3)
+#undef WB_U7
+    }
+    out[0] = a0; out[1] = a1; out[2] = a2; out[3] = a3;
+}
+/* Two columns of the above at once: one loop over their common length, then the longer one's
+ * tail (independent accumulators for ILP, one unpredictable loop exit per two columns). */
+WB_AVX2 static inline __attribute__((always_inline)) void
+wb_avx2_sparse_col32_u7_pair(const uint8_t *Xt, const int32_t *col, const int8_t *vals8, int b, const int b1,
+                             int d, const int d1, __m256i *out /* [8]: column 0 rows 0-31, column 1 */) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, e0 = a0, e1 = a0, e2 = a0, e3 = a0;
+#define WB_U7BLK(bb, A0, A1, A2, A3)                                                              \
+    {                                                                                         \
+        int32_t wv; memcpy(&wv, vals8 + 4 * (size_t)(bb), 4);                                 \
+        const __m256i w = _mm256_set1_epi32(wv);                                              \
+        const __m256i *x = (const __m256i *)(Xt + (size_t)col[bb] * 128);                     \
+        A0 = _mm256_add_epi32(A0, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_loadu_si256(x), w), ones));     \
+        A1 = _mm256_add_epi32(A1, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_loadu_si256(x + 1), w), ones)); \
+        A2 = _mm256_add_epi32(A2, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_loadu_si256(x + 2), w), ones)); \
+        A3 = _mm256_add_epi32(A3, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_loadu_si256(x + 3), w), ones)); \
+    }
+    const int n = wb_imin(b1 - b, d1 - d);
+    for (int i = 0; i < n; i++) {
+        WB_U7BLK(b + i, a0, a1, a2, a3)
+        WB_U7BLK(d + i, e0, e1, e2, e3)
+    }
+    for (b += n; b < b1; b++) WB_U7BLK(b, a0, a1, a2, a3)
+    for (d += n; d < d1; d++) WB_U7BLK(d, e0, e1, e2, e3)
+#undef WB_U7BLK
+    out[0] = a0; out[1] = a1; out[2] = a2; out[3] = a3;
+    out[4] = e0; out[5] = e1; out[6] = e2; out[7] = e3;
+}
+/* u7: the block values are the s8 CSR values and the activations 7-bit (wb_avx2_sparse_col32_u7);
+ * else int16 values (wb_avx2_sparse_col32).  Inlined with a constant u7 per caller. */
+WB_AVX2 static inline __attribute__((always_inline)) void
+wb_avx2_sparse32_tile(const uint8_t *Xt, int m0, int mr, int n0, int nr, const int32_t *rp,
+                      const int32_t *col, const void *vals, const int u7, const wb_epi_t *e) {
     int32_t zpl[32];
     float xsl[32];
     for (int r = 0; r < 32; r++) {
@@ -301,11 +352,18 @@ WB_AVX2 static void wb_avx2_sparse32_tile(const uint8_t *Xt, int m0, int mr, int
     for (int jg = 0; jg < nr; jg += 8) {
         const int nc = wb_imin(8, nr - jg);
         __m256 R[4][8];
+        __m256i vp[8];   /* u7: the sums of columns jj and jj + 1, computed at even jj */
         for (int jj = 0; jj < 8; jj++) {
             if (jj >= nc) { for (int g = 0; g < 4; g++) R[g][jj] = _mm256_setzero_ps(); continue; }
             const int n = n0 + jg + jj;
             __m256i v[4];
-            wb_avx2_sparse_col32(Xt, col, vals16, rp[n], rp[n + 1], v);
+            if (u7 && (jj & 1) == 0 && jj + 1 < nc) {
+                wb_avx2_sparse_col32_u7_pair(Xt, col, (const int8_t *)vals, rp[n], rp[n + 1], rp[n + 1], rp[n + 2], vp);
+                for (int g = 0; g < 4; g++) v[g] = vp[g];
+            } else if (u7 && (jj & 1)) {
+                for (int g = 0; g < 4; g++) v[g] = vp[4 + g];
+            } else if (u7) wb_avx2_sparse_col32_u7(Xt, col, (const int8_t *)vals, rp[n], rp[n + 1], v);
+            else wb_avx2_sparse_col32(Xt, col, (const int16_t *)vals, rp[n], rp[n + 1], v);
             const __m256i ws = _mm256_set1_epi32(e->wsum[n]);
             const __m256 wsc = _mm256_set1_ps(e->wscale[n]), bb = _mm256_set1_ps(e->bias[n]);
             for (int g = 0; g < 4; g++) {
@@ -340,25 +398,33 @@ static void wb_pack_x_sparse_u8_32(const uint8_t *xq, int M, int Kp, int Kb, uin
     wb_parallel_for((long)M * Kb > 16384 ? nt : 1, MB, wb_grain(MB, nt, 2), wb_pack_x_sparse_u8_32_chunk, &job);
 }
 
-static void wb_sparse_avx2_32_chunk(void *p, long tb, long te) {
-    const wb_sparse_job_t *j = (const wb_sparse_job_t *)p;
-    for (long t = tb; t < te; t++) {
-        int mb = (int)(t / j->NB), nb = (int)(t % j->NB);
-        int m0 = mb * WB_SP_MT32, mr = wb_imin(WB_SP_MT32, j->M - m0);
-        int n0 = nb * WB_SP_NC, nr = wb_imin(WB_SP_NC, j->N - n0);
-        wb_avx2_sparse32_tile((const uint8_t *)j->x + (size_t)mb * j->Kb * WB_SP_MT32 * 4, m0, mr, n0, nr,
-                              j->rp, j->col, (const int16_t *)j->vals, j->e);
-        wb_epi_activation(j->e, m0, mr, n0, nr);
-    }
+#define WB_SPARSE_AVX2_32_CHUNK(NAME, U7)                                                     \
+WB_AVX2 static void NAME(void *p, long tb, long te) {                                               \
+    const wb_sparse_job_t *j = (const wb_sparse_job_t *)p;                                    \
+    for (long t = tb; t < te; t++) {                                                          \
+        int mb = (int)(t / j->NB), nb = (int)(t % j->NB);                                     \
+        int m0 = mb * WB_SP_MT32, mr = wb_imin(WB_SP_MT32, j->M - m0);                        \
+        int n0 = nb * WB_SP_NC, nr = wb_imin(WB_SP_NC, j->N - n0);                            \
+        wb_avx2_sparse32_tile((const uint8_t *)j->x + (size_t)mb * j->Kb * WB_SP_MT32 * 4,    \
+                              m0, mr, n0, nr, j->rp, j->col, j->vals, U7, j->e);              \
+        wb_epi_activation(j->e, m0, mr, n0, nr);                                              \
+    }                                                                                         \
 }
-
+WB_SPARSE_AVX2_32_CHUNK(wb_sparse_avx2_32_chunk, 0)
+WB_SPARSE_AVX2_32_CHUNK(wb_sparse_avx2_32_u7_chunk, 1)
 static void wb_sparse_avx2_32(const uint8_t *xt, int M, int Kb, const int32_t *rp, const int32_t *col,
                               const int16_t *vals16, int N, const wb_epi_t *e, int nt) {
     const int MB = (M + WB_SP_MT32 - 1) / WB_SP_MT32, NB = (N + WB_SP_NC - 1) / WB_SP_NC;
     wb_sparse_job_t job = {xt, M, 0, Kb, 1, MB, NB, rp, 0, col, vals16, N, e};
     wb_parallel_for(nt, (long)MB * NB, 1, wb_sparse_avx2_32_chunk, &job);
 }
-
+/* 7-bit activations (act_bits=7), u8 32-row tiles as above, the s8 CSR values as stored. */
+static void wb_sparse_avx2_32_u7(const uint8_t *xt, int M, int Kb, const int32_t *rp, const int32_t *col,
+                                 const int8_t *vals, int N, const wb_epi_t *e, int nt) {
+    const int MB = (M + WB_SP_MT32 - 1) / WB_SP_MT32, NB = (N + WB_SP_NC - 1) / WB_SP_NC;
+    wb_sparse_job_t job = {xt, M, 0, Kb, 1, MB, NB, rp, 0, col, vals, N, e};
+    wb_parallel_for(nt, (long)MB * NB, 1, wb_sparse_avx2_32_u7_chunk, &job);
+}
 /* ---- AVX-512 VNNI sparse: tiles of MT = 16 * G rows (G = 1..4 zmm per column), activations
  * u8 [MB][Kb][MT][4] (64 * G bytes per 1x4 block, rows >= M zero).  Per stored block: one
  * broadcast of its 4 weights, G loads of X and G vpdpbusd (16 rows x 4 k each); two output
