@@ -31,6 +31,7 @@
 #include "wb_int8_dense_vnni.h"
 #include "wb_int8_dense_amx.h"
 #include "wb_int8_sparse_avx2.h"
+#include "wb_int8_sparse_avx2_32.h"
 #include "wb_int8_sparse_vnni.h"
 
 #endif
