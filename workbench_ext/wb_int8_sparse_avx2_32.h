@@ -30,32 +30,16 @@ wb_avx2_sparse_col32(const uint8_t *Xt, const int32_t *col, const int16_t *vals1
     out[3] = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a6, a7), 0xD8);
 }
 
-/* The same 32 rows x one column for 7-bit activations (q in [0, 127], act_bits=7): vpmaddubsw
- * multiplies the u8 activations by the block's 4 s8 weights directly (pair sums lie in
- * [-32512, 32258], so it cannot saturate), vpmaddwd against ones adds the two pairs of each row:
- * 3 instructions per 8 rows x 4 k and no widening, against 3 (vpmovzxbw, vpmaddwd, vpaddd) per
- * 4 rows x 4 k above; each lane already holds one row's sum, so no hadd at the end. */
+/* The same 32 rows, two columns at once (blocks b..b1-1 and d..d1-1; d == d1 for one column),
+ * for 7-bit activations (q in [0, 127], act_bits=7): vpmaddubsw multiplies the u8 activations by
+ * a block's 4 s8 weights directly (pair sums lie in [-32512, 32258], so it cannot saturate) and
+ * vpmaddwd against ones adds each row's two pairs: 3 instructions per 8 rows x 4 k and no
+ * widening, against 3 (vpmovzxbw, vpmaddwd, vpaddd) per 4 rows x 4 k above; each lane already
+ * holds one row's sum, so no hadd at the end.  One loop over the two columns' common length,
+ * then the longer one's tail: independent accumulators, one unpredictable loop exit per pair. */
 WB_AVX2 static inline __attribute__((always_inline)) void
 wb_avx2_sparse_col32_u7(const uint8_t *Xt, const int32_t *col, const int8_t *vals8, int b, const int b1,
-                        __m256i *out /* [4]: rows 0-7, 8-15, 16-23, 24-31 */) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-    for (; b < b1; b++) {
-        int32_t wv;
-        memcpy(&wv, vals8 + 4 * (size_t)b, 4);
-        const __m256i w = _mm256_set1_epi32(wv);
-        const __m256i *x = (const __m256i *)(Xt + (size_t)col[b] * 128);
-#define WB_U7(i, acc) acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_loadu_si256(x + i), w), ones));
-        WB_U7(0, a0) WB_U7(1, a1) WB_U7(2, a2) WB_U7(3, a3)
-#undef WB_U7
-    }
-    out[0] = a0; out[1] = a1; out[2] = a2; out[3] = a3;
-}
-/* Two columns of the above at once: one loop over their common length, then the longer one's
- * tail (independent accumulators for ILP, one unpredictable loop exit per two columns). */
-WB_AVX2 static inline __attribute__((always_inline)) void
-wb_avx2_sparse_col32_u7_pair(const uint8_t *Xt, const int32_t *col, const int8_t *vals8, int b, const int b1,
-                             int d, const int d1, __m256i *out /* [8]: column 0 rows 0-31, column 1 */) {
+                        int d, const int d1, __m256i *out /* [8]: column 0 rows 0-31, column 1 */) {
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, e0 = a0, e1 = a0, e2 = a0, e3 = a0;
 #define WB_U7BLK(bb, A0, A1, A2, A3)                                                              \
@@ -100,12 +84,11 @@ wb_avx2_sparse32_tile(const uint8_t *Xt, int m0, int mr, int n0, int nr, const i
             if (jj >= nc) { for (int g = 0; g < 4; g++) R[g][jj] = _mm256_setzero_ps(); continue; }
             const int n = n0 + jg + jj;
             __m256i v[4];
-            if (u7 && (jj & 1) == 0 && jj + 1 < nc) {
-                wb_avx2_sparse_col32_u7_pair(Xt, col, (const int8_t *)vals, rp[n], rp[n + 1], rp[n + 1], rp[n + 2], vp);
-                for (int g = 0; g < 4; g++) v[g] = vp[g];
-            } else if (u7 && (jj & 1)) {
-                for (int g = 0; g < 4; g++) v[g] = vp[4 + g];
-            } else if (u7) wb_avx2_sparse_col32_u7(Xt, col, (const int8_t *)vals, rp[n], rp[n + 1], v);
+            if (u7 && (jj & 1) == 0) {   /* the last column of an odd count pairs with none */
+                const int d1 = jj + 1 < nc ? rp[n + 2] : rp[n + 1];
+                wb_avx2_sparse_col32_u7(Xt, col, (const int8_t *)vals, rp[n], rp[n + 1], rp[n + 1], d1, vp);
+            }
+            if (u7) for (int g = 0; g < 4; g++) v[g] = vp[4 * (jj & 1) + g];
             else wb_avx2_sparse_col32(Xt, col, (const int16_t *)vals, rp[n], rp[n + 1], v);
             const __m256i ws = _mm256_set1_epi32(e->wsum[n]);
             const __m256 wsc = _mm256_set1_ps(e->wscale[n]), bb = _mm256_set1_ps(e->bias[n]);
