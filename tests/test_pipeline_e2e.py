@@ -51,6 +51,7 @@ def test_quick_demo_stages_do_what_they_say(quick_run):
     assert abs(runtime["accuracy"] - pruned["accuracy"]) <= 0.05, (runtime["accuracy"], pruned["accuracy"])
     for s in stages.values():
         assert s["throughput_b1"] > 0 and s["throughput_b8"] > 0 and s["seq_len"] == 128
+        assert s["zlib_mb"] is None and s["disk_mb"] > 0   # quick runs skip zlib (2-4 s a stage)
 
 
 def test_rerun_resumes_finished_stages(quick_run):

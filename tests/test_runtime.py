@@ -229,6 +229,9 @@ def test_save_load_round_trip_is_identical(minilm, tmp_path):
     assert stats["nonzero_params"] < stats["params"] == engine.num_parameters()
     on_disk = sum(p.stat().st_size for p in (tmp_path / "eng").iterdir())
     assert abs(stats["disk_bytes"] - on_disk) < 1024
+    from workbench.evaluate import storage_stats
+    full, quick = storage_stats(mod), storage_stats(mod, compress=False)
+    assert 0 < full["zlib_mb"] < full["disk_mb"] == quick["disk_mb"] and quick["zlib_mb"] is None
     sp = mod.workbench_layer_sparsity()
     assert len(sp) == 6 * 6 and sp["bert.encoder.layer.0.attention.self.query"] >= 0.7 - 1e-3
     assert sp["bert.encoder.layer.5.output.dense"] < 0.5

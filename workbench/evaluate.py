@@ -2,8 +2,8 @@
 
 Any model works that takes `input_ids`/`attention_mask` and returns an object with `.logits`
 (Hugging Face models, torch-quantized copies, the workbench runtime's `EngineModule`). A model
-may describe its own storage with `workbench_stats() -> {"params", "nonzero_params",
-"disk_bytes"}`; otherwise parameters and buffers are counted, int8 packed weights included.
+may describe its own storage with `workbench_stats(compress: bool) -> {"params",
+"nonzero_params", "disk_bytes", and "zlib_bytes" when compress}`; otherwise parameters and buffers are counted, int8 packed weights included.
 """
 from __future__ import annotations
 
@@ -73,13 +73,15 @@ def _tensors(model: nn.Module) -> list[torch.Tensor]:
     return [t.int_repr() if t.is_quantized else t for t in out if t.dtype != torch.int64 or t.numel() > 1]
 
 
-def storage_stats(model: nn.Module) -> dict[str, float]:
-    """params, nonzero_params, disk_mb (serialized state) and zlib_mb (the same, compressed)."""
+def storage_stats(model: nn.Module, compress: bool = True) -> dict[str, float | None]:
+    """params, nonzero_params, disk_mb (serialized state) and zlib_mb (the same, compressed; None
+    when not `compress`: zlib takes 2-4 s for a MiniLM, which quick runs skip)."""
     stats_fn = getattr(model, "workbench_stats", None)
     if callable(stats_fn):
-        s = stats_fn()
+        s = stats_fn(compress=compress)
+        zlib_bytes = s.get("zlib_bytes", s["disk_bytes"]) if compress else None
         return {"params": int(s["params"]), "nonzero_params": int(s["nonzero_params"]),
-                "disk_mb": s["disk_bytes"] / 2**20, "zlib_mb": s.get("zlib_bytes", s["disk_bytes"]) / 2**20}
+                "disk_mb": s["disk_bytes"] / 2**20, "zlib_mb": None if zlib_bytes is None else zlib_bytes / 2**20}
     tensors = [t for t in _tensors(model) if t.is_floating_point() or t.dtype in (torch.int8, torch.uint8)]
     params = sum(t.numel() for t in tensors)
     nonzero = sum(int(torch.count_nonzero(t)) for t in tensors)
@@ -87,7 +89,7 @@ def storage_stats(model: nn.Module) -> dict[str, float]:
     torch.save(model.state_dict(), buf)
     raw = buf.getvalue()
     return {"params": params, "nonzero_params": nonzero, "disk_mb": len(raw) / 2**20,
-            "zlib_mb": compressed_size(raw) / 2**20}
+            "zlib_mb": compressed_size(raw) / 2**20 if compress else None}
 
 
 def compressed_size(raw: bytes, chunk: int = 8 << 20) -> int:

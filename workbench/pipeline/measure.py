@@ -34,7 +34,7 @@ def measure_stage(stage: str, model: nn.Module, data: StageData, spec: PipelineS
     # one class for everything, or no better than guessing: flagged, not hidden (data/metrics.py)
     m["degenerate"] = degenerate_reason(m["pred_counts"], m["label_counts"], m["macro_f1"],
                                         task.label_names)
-    m.update(storage_stats(model))
+    m.update(storage_stats(model, compress=not quick))  # zlib_mb: None in quick runs (2-4 s a stage)
     m["sparsity"] = 1.0 - m["nonzero_params"] / max(1, m["params"])
     iters = spec.quick.speed_iters if quick else ev.speed_iters
     vocab = data.tokenizer.vocab_size  # random ids: within the model's (maybe trimmed) vocabulary

@@ -165,7 +165,7 @@ class PipelineRun:
     def _measure_key(self) -> str:
         """What a stage's metrics depend on beyond its model: the evaluation settings."""
         spec = self.spec
-        return stage_hash({"eval": config_to_dict(spec.eval), "quick": self.quick,
+        return stage_hash({"eval": config_to_dict(spec.eval), "quick": self.quick, "zlib": not self.quick,
                            "eval_examples": spec.quick.eval_examples if self.quick else None,
                            "speed_iters": spec.quick.speed_iters if self.quick else spec.eval.speed_iters})
 

@@ -65,16 +65,20 @@ class EngineModule(nn.Module):
     def nbytes(self) -> int:
         return self.engine.nbytes()
 
-    def workbench_stats(self) -> dict[str, int]:
-        """For workbench.evaluate.storage_stats: sizes of the engine as saved."""
+    def workbench_stats(self, compress: bool = True) -> dict[str, int]:
+        """For workbench.evaluate.storage_stats: sizes of the engine as saved (`zlib_bytes` only
+        when `compress`)."""
         import json
 
         from workbench.evaluate import compressed_size
 
         raw = self.engine.serialized()
         meta = len(json.dumps(self.engine.meta, indent=1, sort_keys=True).encode())
-        return {"params": self.engine.num_parameters(), "nonzero_params": self.engine.nonzero_parameters(),
-                "disk_bytes": len(raw) + meta, "zlib_bytes": compressed_size(raw) + meta}
+        stats = {"params": self.engine.num_parameters(), "nonzero_params": self.engine.nonzero_parameters(),
+                 "disk_bytes": len(raw) + meta}
+        if compress:
+            stats["zlib_bytes"] = compressed_size(raw) + meta
+        return stats
 
     def workbench_layer_sparsity(self) -> dict[str, float]:
         """For workbench.evaluate.per_layer_sparsity: zeros per encoder Linear (HF names)."""
