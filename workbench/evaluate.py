@@ -3,7 +3,8 @@
 Any model works that takes `input_ids`/`attention_mask` and returns an object with `.logits`
 (Hugging Face models, torch-quantized copies, the workbench runtime's `EngineModule`). A model
 may describe its own storage with `workbench_stats(compress: bool) -> {"params",
-"nonzero_params", "disk_bytes", and "zlib_bytes" when compress}`; otherwise parameters and buffers are counted, int8 packed weights included.
+"nonzero_params", "disk_bytes", and "zlib_bytes" when compress}`; otherwise parameters and
+buffers are counted, int8 packed weights included.
 """
 from __future__ import annotations
 

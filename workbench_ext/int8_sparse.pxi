@@ -56,34 +56,25 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
         cdef int16_t *pt16
         cdef uint8_t *pt8
         cdef const int16_t *pv16
+        cdef const void *vals32
         cdef const int32_t *prpc
         cdef int nch, G
-        MB = (M + 15) // 16
+        cdef bint u7_tiles = code == ISA_AVX2 and self.act_bits == 7 and (M > SPARSE_U7_MIN_ROWS or self.K > 1024)
+        if code != ISA_PORTABLE and scratch == NULL:   # every SIMD path packs its activations
+            xt = aligned_bytes(scratch_bytes(M, Kp))
+            scratch = _ptr(xt)
         if code == ISA_PORTABLE:
             with nogil:
                 wb_sparse_portable(pq, M, Kp, rp, col, vals, N, e, nt)
-        elif code == ISA_AVX2 and self.act_bits == 7 and (M > SPARSE_U7_MIN_ROWS or self.K > 1024):
-            # 7-bit activations: vpmaddubsw on u8 32-row tiles, the s8 CSR values as stored
-            if scratch == NULL:
-                xt = aligned_bytes(scratch_bytes(M, Kp))
-                scratch = _ptr(xt)
+        elif u7_tiles or (code == ISA_AVX2 and pack[2] == 1 and SPARSE_AVX2_ROWS == 32):
+            # u8 32-row tiles: 7-bit activations through vpmaddubsw on the s8 CSR values as
+            # stored, or 8-bit ones widened at load against the int16 values
             pt8 = <uint8_t*>scratch
+            vals32 = <const void*>vals if u7_tiles else _ptr(pack[0])
             with nogil:
                 wb_pack_x_sparse_u8_32(pq, M, Kp, Kb, pt8, nt)
-                wb_sparse_avx2_32_u7(pt8, M, Kb, rp, col, vals, N, e, nt)
-        elif code == ISA_AVX2 and pack[2] == 1 and SPARSE_AVX2_ROWS == 32:
-            if scratch == NULL:
-                xt = aligned_bytes(scratch_bytes(M, Kp))
-                scratch = _ptr(xt)
-            pt8 = <uint8_t*>scratch
-            pv16 = <const int16_t*>_ptr(pack[0])
-            with nogil:
-                wb_pack_x_sparse_u8_32(pq, M, Kp, Kb, pt8, nt)
-                wb_sparse_avx2_32(pt8, M, Kb, rp, col, pv16, N, e, nt)
+                wb_sparse_avx2_32(pt8, M, Kb, rp, col, vals32, u7_tiles, N, e, nt)
         elif code == ISA_AVX2:
-            if scratch == NULL:
-                xt = aligned_bytes(scratch_bytes(M, Kp))
-                scratch = _ptr(xt)
             pt16 = <int16_t*>scratch
             pv16 = <const int16_t*>_ptr(pack[0])
             prpc = <const int32_t*>_ptr(pack[1])
@@ -93,9 +84,6 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
                 wb_sparse_avx2(pt16, M, Kb, prpc, nch, col, pv16, N, e, nt)
         else:   # avx512_vnni and amx (no AMX sparse kernel): tiles of 16 * G rows
             G = wb_sparse_vnni_groups(M)
-            if scratch == NULL:
-                xt = aligned_bytes(scratch_bytes(M, Kp))
-                scratch = _ptr(xt)
             pt8 = <uint8_t*>scratch
             with nogil:
                 wb_pack_x_sparse_vnni(pq, M, Kp, Kb, G, pt8, nt)

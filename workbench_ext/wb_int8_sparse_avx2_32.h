@@ -5,9 +5,10 @@
 
 #include "wb_int8_sparse_avx2.h"
 
-/* ---- AVX2 sparse, 32-row variant: activations stay u8 ([MB32][Kb][32][4], 128 B per block,
- * so a 32-row slab for K = 768 is 24 KB) and are widened with vpmovzxbw at load time.  Halves
- * the per-(column, tile) cost (loop exits, reductions, epilogue) relative to 16 rows. */
+/* ---- 8-bit activations: u8 32-row slabs (128 B per block, 24 KB for K = 768) widened with
+ * vpmovzxbw at load.  It halves the per-(column, tile) cost of 16-row tiles but spends an
+ * instruction per load on widening; on Zen 3 the 16-row kernel is faster, so this one runs only
+ * with int8.SPARSE_AVX2_ROWS = 32. */
 #define WB_SP_MT32 32
 
 WB_AVX2 static inline __attribute__((always_inline)) void
@@ -125,7 +126,7 @@ static void wb_pack_x_sparse_u8_32(const uint8_t *xq, int M, int Kp, int Kb, uin
 }
 
 #define WB_SPARSE_AVX2_32_CHUNK(NAME, U7)                                                     \
-WB_AVX2 static void NAME(void *p, long tb, long te) {                                               \
+WB_AVX2 static void NAME(void *p, long tb, long te) {                                     \
     const wb_sparse_job_t *j = (const wb_sparse_job_t *)p;                                    \
     for (long t = tb; t < te; t++) {                                                          \
         int mb = (int)(t / j->NB), nb = (int)(t % j->NB);                                     \
@@ -138,18 +139,13 @@ WB_AVX2 static void NAME(void *p, long tb, long te) {                           
 }
 WB_SPARSE_AVX2_32_CHUNK(wb_sparse_avx2_32_chunk, 0)
 WB_SPARSE_AVX2_32_CHUNK(wb_sparse_avx2_32_u7_chunk, 1)
+/* vals: the int16 block values (8-bit activations, widened at load) or, with u7, the s8 CSR
+ * values (7-bit activations, vpmaddubsw). */
 static void wb_sparse_avx2_32(const uint8_t *xt, int M, int Kb, const int32_t *rp, const int32_t *col,
-                              const int16_t *vals16, int N, const wb_epi_t *e, int nt) {
-    const int MB = (M + WB_SP_MT32 - 1) / WB_SP_MT32, NB = (N + WB_SP_NC - 1) / WB_SP_NC;
-    wb_sparse_job_t job = {xt, M, 0, Kb, 1, MB, NB, rp, 0, col, vals16, N, e};
-    wb_parallel_for(nt, (long)MB * NB, 1, wb_sparse_avx2_32_chunk, &job);
-}
-/* 7-bit activations (act_bits=7), u8 32-row tiles as above, the s8 CSR values as stored. */
-static void wb_sparse_avx2_32_u7(const uint8_t *xt, int M, int Kb, const int32_t *rp, const int32_t *col,
-                                 const int8_t *vals, int N, const wb_epi_t *e, int nt) {
+                              const void *vals, int u7, int N, const wb_epi_t *e, int nt) {
     const int MB = (M + WB_SP_MT32 - 1) / WB_SP_MT32, NB = (N + WB_SP_NC - 1) / WB_SP_NC;
     wb_sparse_job_t job = {xt, M, 0, Kb, 1, MB, NB, rp, 0, col, vals, N, e};
-    wb_parallel_for(nt, (long)MB * NB, 1, wb_sparse_avx2_32_u7_chunk, &job);
+    wb_parallel_for(nt, (long)MB * NB, 1, u7 ? wb_sparse_avx2_32_u7_chunk : wb_sparse_avx2_32_chunk, &job);
 }
 
 #endif

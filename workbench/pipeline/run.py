@@ -48,6 +48,11 @@ class StageData:
     collate: Collator
 
 
+# What a stage's measurement records; bump it when that changes, so cached stages are measured
+# again (2: quick runs leave zlib_mb empty).
+MEASURE_VERSION = 2
+
+
 class PipelineRun:
     """Runs a `PipelineSpec` into `results/<name>/`, resuming whatever an earlier run finished.
 
@@ -165,7 +170,7 @@ class PipelineRun:
     def _measure_key(self) -> str:
         """What a stage's metrics depend on beyond its model: the evaluation settings."""
         spec = self.spec
-        return stage_hash({"eval": config_to_dict(spec.eval), "quick": self.quick, "zlib": not self.quick,
+        return stage_hash({"eval": config_to_dict(spec.eval), "quick": self.quick, "recorded": MEASURE_VERSION,
                            "eval_examples": spec.quick.eval_examples if self.quick else None,
                            "speed_iters": spec.quick.speed_iters if self.quick else spec.eval.speed_iters})
 
