@@ -17,6 +17,8 @@ cdef extern from "wb_int8.h" nogil:
 
 cdef class _Int8Linear:
     cdef readonly int N, K, Kp, act_bits
+    cdef readonly bint pair_bounded
+    cdef bint _u8_exact
     cdef readonly object w_s8, w_scale, bias
     cdef object _bias0, _wsum, _fixed_isa
     cdef int _packed

@@ -30,8 +30,11 @@ constructor's ``isa=``; weights are (re)packed lazily for the path in use):
   Zen 2 (vpmaddwd issues once per cycle there): ~17 multiply-adds/cycle against ~14.5 for the
   plain ``vpmaddwd`` kernel it replaced (same run: 1.2x at 128x768x3072, 1 thread).  Tiles
   are handed out dynamically, so a thread that the shared machine slows down takes fewer.
-  Sparse: vectorised over 16 tokens (int16 activations) or, for K > 1024, 32 tokens (u8
-  activations widened at load).
+  Sparse: vectorised over 16 tokens (int16 activations).  With 7-bit activations
+  (``act_bits=7``) or ``pair_bounded`` weights (every k-pair has |w[2j]| + |w[2j+1]| <= 128,
+  checked at construction) the u8 x s8 ``vpmaddubsw`` pair sums cannot saturate, and the dense
+  and (past 16 rows) sparse layers run the u8 kernels instead (wb_int8_dense_avx2_u7.h,
+  wb_int8_sparse_avx2_32.h): three instructions per 32 multiply-adds against five.
 * ``avx512_vnni``: ``vpdpbusd`` 8x32 micro-kernel on u8 x s8 (16 zmm accumulators).  Sparse:
   tiles of up to 64 rows, activations packed with 16x16 register transposes, a 16x16 epilogue
   (same bits as the AVX2 epilogue) that stores each transposed row piece straight to the output
@@ -139,6 +142,18 @@ SPARSE_AVX2_ROWS = 16
 # there too).  Measured (Zen 3, 1 thread, 90 % sparse 3072x768): M = 16: 0.15 ms vs 0.12 int16;
 # M = 17: 0.15 vs 0.19; M = 128: 0.65 vs 0.81 (128x768x3072 at 70 %: 1.66 vs 2.86, 32-row int16).
 SPARSE_U7_MIN_ROWS = 16
+# The AVX2 u8 kernels (vpmaddubsw) are exact for 8-bit activations when every weight pair along
+# k has |w[2j]| + |w[2j+1]| <= PAIR_BOUND: 255 * 128 = 32640 fits the s16 pair sum.
+PAIR_BOUND = 128
+
+
+def _pairs_within(w_s8, int bound):
+    """Whether every row's k-pairs (2j, 2j+1) of int8 ``w_s8`` have |w[2j]| + |w[2j+1]| <= bound
+    (an odd K's last weight pairs with the zero padding)."""
+    a = np.abs(w_s8.astype(np.int16))
+    if a.shape[1] % 2:
+        a = np.concatenate([a, np.zeros((a.shape[0], 1), np.int16)], axis=1)
+    return bool(a.size == 0 or int((a[:, 0::2] + a[:, 1::2]).max()) <= bound)
 
 
 cdef inline void* _ptr(object a):

@@ -4,19 +4,20 @@
 cdef class DenseInt8Linear(_Int8Linear):
     """Dense int8 linear: ``DenseInt8Linear(w_s8 int8[N, K], w_scale float32[N], bias float32[N] | None)``.
     Optional ``isa=`` pins one path (else cpu.active_isa() per call); ``act_bits=7`` quantizes
-    activations onto [0, 127] (on AVX2 the faster exact vpmaddubsw kernel runs)."""
+    activations onto [0, 127].  On AVX2 the faster exact vpmaddubsw kernel runs for 7-bit
+    activations, or for 8-bit ones when the weights are ``pair_bounded``."""
     cdef object _make_pack(self, int code):
         cdef int N = self.N, K = self.K, Kp = self.Kp
         w = self.w_s8
         if code == ISA_PORTABLE:
             wp = aligned_zeros((N, Kp), np.int8)
             wb_pack_dense_portable(<const int8_t*>_ptr(w), N, K, Kp, <int8_t*>_ptr(wp))
-        elif code == ISA_AVX2 and self.act_bits == 8:
+        elif code == ISA_AVX2 and not self._u8_exact:
             wp = aligned_zeros(((N + 15) // 16, Kp * 16), np.int16)
             eta = aligned_zeros(((N + 15) // 16 * 16,), np.int32)
             wb_pack_dense_avx2(<const int8_t*>_ptr(w), N, K, Kp, <int16_t*>_ptr(wp), <int32_t*>_ptr(eta))
             return (wp, eta)
-        else:   # VNNI, AMX and AVX2 u7 share the layout; AMX wants an even number of 16-col panels
+        else:   # VNNI, AMX and the AVX2 u8 kernel share the layout; AMX wants an even number of 16-col panels
             wp = aligned_zeros(((N + 31) // 32 * 2, Kp * 16), np.int8)
             wb_pack_dense_vnni(<const int8_t*>_ptr(w), N, K, Kp, <int8_t*>_ptr(wp))
         return wp
@@ -29,7 +30,7 @@ cdef class DenseInt8Linear(_Int8Linear):
         cdef int16_t *p16
         cdef int32_t *pxi
         cdef long ablock
-        if code == ISA_AVX2 and self.act_bits == 8:
+        if code == ISA_AVX2 and not self._u8_exact:
             pw = _ptr(pack[0])
             peta = <const int32_t*>_ptr(pack[1])
         else:
@@ -37,7 +38,7 @@ cdef class DenseInt8Linear(_Int8Linear):
         if code == ISA_PORTABLE:
             with nogil:
                 wb_dense_portable(pq, M, Kp, <const int8_t*>pw, N, e, nt)
-        elif code == ISA_AVX2 and self.act_bits == 7:
+        elif code == ISA_AVX2 and self._u8_exact:
             ablock = DENSE_A_BLOCK_BYTES
             with nogil:
                 wb_dense_avx2_u7(pq, M, Kp, <const int8_t*>pw, N, e, nt, ablock)
@@ -82,7 +83,7 @@ cdef class TileSparseInt8Linear(DenseInt8Linear):
         return 1.0 - self.nnz_tiles / self.num_tiles if self.num_tiles else 0.0
 
     def __repr__(self):
-        a7 = ", act_bits=7" if self.act_bits == 7 else ""
+        a7 = ", act_bits=7" if self.act_bits == 7 else ", pair_bounded" if self.pair_bounded else ""
         return f"TileSparseInt8Linear(N={self.N}, K={self.K}, nnz_tiles={self.nnz_tiles}/{self.num_tiles}{a7}, isa={self.isa!r})"
 
     cdef object _make_pack(self, int code):

@@ -23,6 +23,12 @@ cdef class _Int8Linear:
         # same bits for them, as for 8-bit ones
         self.act_bits = act_bits
         self.w_s8 = w_s8.copy()
+        # every k-pair (2j, 2j+1) of every row has |w[2j]| + |w[2j+1]| <= 128: then u8 x s8
+        # vpmaddubsw pair sums of even 8-bit activations stay within 255 * 128 = 32640 and the
+        # AVX2 u8 kernels are exact for them (`quantize_weight_per_channel(pair_bounded=True)`
+        # makes such weights)
+        self.pair_bounded = _pairs_within(self.w_s8, PAIR_BOUND)
+        self._u8_exact = act_bits == 7 or self.pair_bounded
         self.w_scale = w_scale.copy()
         self.bias = None if bias is None else bias.copy()
         self._bias0 = np.zeros(N, np.float32) if bias is None else self.bias
@@ -37,7 +43,7 @@ cdef class _Int8Linear:
 
     def __repr__(self):
         extra = f", nnz_blocks={self.nnz_blocks}" if hasattr(self, "nnz_blocks") else ""
-        extra += ", act_bits=7" if self.act_bits == 7 else ""
+        extra += ", act_bits=7" if self.act_bits == 7 else ", pair_bounded" if self.pair_bounded else ""
         return f"{type(self).__name__}(N={self.N}, K={self.K}{extra}, isa={self.isa!r})"
 
     @property

@@ -59,7 +59,7 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
         cdef const void *vals32
         cdef const int32_t *prpc
         cdef int nch, G
-        cdef bint u7_tiles = code == ISA_AVX2 and self.act_bits == 7 and (M > SPARSE_U7_MIN_ROWS or self.K > 1024)
+        cdef bint u7_tiles = code == ISA_AVX2 and self._u8_exact and (M > SPARSE_U7_MIN_ROWS or self.K > 1024)
         if code != ISA_PORTABLE and scratch == NULL:   # every SIMD path packs its activations
             xt = aligned_bytes(scratch_bytes(M, Kp))
             scratch = _ptr(xt)
@@ -67,8 +67,8 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
             with nogil:
                 wb_sparse_portable(pq, M, Kp, rp, col, vals, N, e, nt)
         elif u7_tiles or (code == ISA_AVX2 and pack[2] == 1 and SPARSE_AVX2_ROWS == 32):
-            # u8 32-row tiles: 7-bit activations through vpmaddubsw on the s8 CSR values as
-            # stored, or 8-bit ones widened at load against the int16 values
+            # u8 32-row tiles: through vpmaddubsw on the s8 CSR values as stored (7-bit
+            # activations, or pair-bounded weights), or widened at load against the int16 values
             pt8 = <uint8_t*>scratch
             vals32 = <const void*>vals if u7_tiles else _ptr(pack[0])
             with nogil:

@@ -1,8 +1,10 @@
-/* Dense int8 GEMM on AVX2 for 7-bit activations (the layers' opt-in act_bits=7).
+/* Dense int8 GEMM on AVX2 for 7-bit activations (the layers' opt-in act_bits=7), or 8-bit ones
+ * against pair-bounded weights.
  *
  * With q in [0, 127] and weights in [-128, 127], vpmaddubsw's s16 pair sums lie in
- * [-2 * 127 * 128, 2 * 127 * 127] = [-32512, 32258], inside s16, so they never saturate and the
- * product is exact; vpmaddwd
+ * [-2 * 127 * 128, 2 * 127 * 127] = [-32512, 32258]; with q in [0, 255] and weights whose k-pairs
+ * have |w[2j]| + |w[2j+1]| <= 128 they lie in [-32640, 32640].  Either way inside s16, so they
+ * never saturate and the product is exact; vpmaddwd
  * against ones then widens each pair to s32.  Three vector instructions cover 32 multiply-adds
  * (the 8-bit pair-product kernel of wb_int8_dense_avx2.h needs five), which is what ONNX
  * Runtime's u8 x s8 AVX2 kernel does too -- it keeps 8-bit activations and lets the pair

@@ -32,8 +32,10 @@ wb_avx2_sparse_col32(const uint8_t *Xt, const int32_t *col, const int16_t *vals1
 }
 
 /* The same 32 rows, two columns at once (blocks b..b1-1 and d..d1-1; d == d1 for one column),
- * for 7-bit activations (q in [0, 127], act_bits=7): vpmaddubsw multiplies the u8 activations by
- * a block's 4 s8 weights directly (pair sums lie in [-32512, 32258], so it cannot saturate) and
+ * for 7-bit activations (q in [0, 127], act_bits=7), or 8-bit ones against pair-bounded weights
+ * (|w[2j]| + |w[2j+1]| <= 128 for each block's pairs (0, 1) and (2, 3)): vpmaddubsw multiplies the
+ * u8 activations by a block's 4 s8 weights directly (pair sums lie in [-32512, 32258], or
+ * [-32640, 32640], so it cannot saturate) and
  * vpmaddwd against ones adds each row's two pairs: 3 instructions per 8 rows x 4 k and no
  * widening, against 3 (vpmovzxbw, vpmaddwd, vpaddd) per 4 rows x 4 k above; each lane already
  * holds one row's sum, so no hadd at the end.  One loop over the two columns' common length,

@@ -101,6 +101,7 @@ class Workbench(BenchEngine):
     dtype: str | None = None
     attention = "fp32"
     act_bits = 8
+    int8_weights = "auto"
 
     def setup(self, model, threads, cache_dir, model_name):
         from workbench.runtime import compile_model, kernel_report
@@ -108,7 +109,7 @@ class Workbench(BenchEngine):
 
         self.engine = compile_model(model, quantize=self.quantize, sparse_threshold=0.5, dtype=self.dtype,
                                     attention=self.attention, act_bits=self.act_bits,
-                                    kernel_choice="measure", choice_shape=tuple(self.shape),
+                                    int8_weights=self.int8_weights, kernel_choice="measure", choice_shape=tuple(self.shape),
                                     choice_batches=tuple(b for b in self.batches if b > self.shape[0]))
         kinds: dict[str, int] = {}
         for impl in self.engine.impls.values():
@@ -120,6 +121,7 @@ class Workbench(BenchEngine):
                       + f"; layer loop {self.engine.describe()['layer_loop'].split(':')[0]}"
                       + (f"; attention {self.engine.attention_impl()}" if self.attention != "fp32" else "")
                       + ("; 7-bit activations (act_bits=7)" if self.act_bits == 7 else "")
+                      + ("; pair-bounded int8 weights" if self.engine.meta.get("int8_weights") == "pair_bounded" else "")
                       + (f"; NumPy fallback for: {', '.join(fallbacks)}" if fallbacks else ""))
         if self.engine.meta.get("dynamic"):  # a stage with model.dynamic runs at its saved spec
             spec = {k: v for k, v in self.engine.meta["dynamic"].items() if v not in (None, [])}
@@ -165,12 +167,19 @@ def _act7(base: type[Workbench]) -> type[Workbench]:
     return type(f"{base.__name__}Act7", (base,), {"name": f"{base.name}-a7", "act_bits": 7})
 
 
+def _per_channel(base: type[Workbench]) -> type[Workbench]:
+    """`base` with plain per-channel int8 weights (`compile_model(int8_weights="per_channel")`):
+    where "auto" bounds the weight pairs (AVX2), this is the full-range 8-bit engine beside it."""
+    return type(f"{base.__name__}PerChannel", (base,), {"name": f"{base.name}-pc", "int8_weights": "per_channel"})
+
+
 ENGINES: dict[str, type[BenchEngine]] = {
     e.name: e for e in (TorchFp32, TorchBf16, TorchInt8X86, TorchInt8OneDNN, OrtFp32, OrtInt8, OrtExported,
                         *(_ort_variant(v) for v in ORT_INT8_VARIANTS),
                         Workbench, _sparse(70), _sparse(80), _sparse(90), _tile_sparse(70), _tile_sparse(80),
                         _tile_sparse(90), WorkbenchFp32, WorkbenchBf16, _bf16_attention(Workbench),
-                        _bf16_attention(_sparse(90)), _act7(Workbench), _act7(_sparse(90)))
+                        _bf16_attention(_sparse(90)), _act7(Workbench), _act7(_sparse(90)),
+                        _per_channel(Workbench), _per_channel(_sparse(90)))
 }
 DEFAULT_ENGINES = ("torch-fp32", "torch-bf16", "torch-int8-x86", "torch-int8-onednn", "ort-fp32",
                    "ort-int8", "wb-int8", "wb-int8-sp70", "wb-int8-sp80", "wb-int8-sp90")
@@ -181,8 +190,11 @@ def default_engines() -> tuple[str, ...]:
     """`DEFAULT_ENGINES`, and on CPUs with AMX also `wb-int8-tile90`: there the tile-sparse
     kernel skips the pruned tiles (elsewhere the engine would only repeat a 1x4-sparse one); on
     CPUs with AVX512-BF16 also the dense and 90 % engines with bf16 attention (elsewhere they
-    would run the fp32 attention again)."""
+    would run the fp32 attention again); where the int8 kernels run on AVX2 also the dense and
+    90 % engines with plain per-channel weights (the default bounds weight pairs there)."""
+    from workbench.runtime.compiler import resolve_int8_weights
     from workbench.runtime.kernels import attention_bf16_path, has_tile_sparse
 
     return (DEFAULT_ENGINES + (("wb-int8-tile90",) if has_tile_sparse() else ())
+            + (("wb-int8-pc", "wb-int8-sp90-pc") if resolve_int8_weights("auto") == "pair_bounded" else ())
             + (("wb-int8-bf16attn", "wb-int8-sp90-bf16attn") if attention_bf16_path() else ()))

@@ -23,7 +23,7 @@ _BIAS_FUSED = ("out", "ffn2")
 def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: float = 0.5,
                   kernel_choice: str = "threshold", choice_shape: tuple[int, int] = (1, 128),
                   choice_batches: tuple[int, ...] = (), dtype: str | None = None,
-                  attention: str = "fp32", act_bits: int = 8) -> Engine:
+                  attention: str = "fp32", act_bits: int = 8, int8_weights: str = "auto") -> Engine:
     """Compile a Hugging Face BERT-family sequence classifier into an `Engine`.
 
     quantize: int8 weights (per output channel) with dynamic per-token activation quantization;
@@ -45,6 +45,13 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
         [0, 127] instead of [0, 255]. The integer products stay exact; on AVX2 the dense kernel
         then uses vpmaddubsw, faster per GEMM (README "7-bit activations" has the accuracy and
         speed measured). Layers with a calibrated static grid keep 8 bits.
+    int8_weights: "per_channel" (symmetric int8 per output channel), "pair_bounded" (the same,
+        with every k-pair kept within |w[2j]| + |w[2j+1]| <= 128, so on AVX2 CPUs without VNNI the
+        exact vpmaddubsw kernel multiplies 8-bit activations: README "Pair-bounded weights" has
+        what it costs in accuracy and gains in speed), or "auto": "pair_bounded" where the int8
+        kernels run on AVX2 (`workbench_ext.cpu.active_isa()`) with 8-bit activations, else
+        "per_channel". The engine records the choice (`describe()["int8_weights"]`); a saved
+        engine keeps its weights, and every ISA computes them exactly.
     """
     from workbench.runtime import choice as C
     from workbench.runtime import static as S
@@ -65,7 +72,10 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
         raise ValueError(f"act_bits must be 7 or 8, got {act_bits!r}")
     if act_bits == 7 and dtype != "int8":
         raise ValueError(f"act_bits=7 applies to int8 engines only (dtype={dtype!r})")
+    if int8_weights not in INT8_WEIGHTS:
+        raise ValueError(f"int8_weights must be one of {INT8_WEIGHTS}, got {int8_weights!r}")
     quantize = dtype == "int8"
+    pair_bounded = quantize and resolve_int8_weights(int8_weights, act_bits) == "pair_bounded"
     meta, tensors, raw = read_model(hf_model)
     from workbench.runtime.dynamic import exit_pooling, read_dynamic
 
@@ -110,7 +120,7 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
             linears_meta[name] = entry
             continue
         if quantize:
-            wq8, scale = K.quantize_weight_per_channel(w)
+            wq8, scale = K.quantize_weight_per_channel(w, pair_bounded=pair_bounded)
             tensors[f"{name}.weight"], tensors[f"{name}.scale"] = wq8, scale
             sp = K.block_sparsity(wq8)
             entry["tile_sparsity"] = round(K.tile_sparsity(wq8), 6)
@@ -139,10 +149,23 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
         "format": FORMAT, "version": FORMAT_VERSION, "architecture": arch,
         "quantize": bool(quantize), "sparse_threshold": float(sparse_threshold),
         "kernel_choice": kernel_choice, "dtype": dtype, "attention": attention, "act_bits": int(act_bits),
+        "int8_weights": ("pair_bounded" if pair_bounded else "per_channel") if quantize else None,
         "num_labels": int(raw["head.cls"][0].shape[0]), "linears": linears_meta,
         "hf_config": json.loads(json.dumps(hf_config, default=str)),
     }, **({"dynamic": dynamic} if dynamic else {}))
     return Engine(meta, tensors)
+
+
+INT8_WEIGHTS = ("auto", "per_channel", "pair_bounded")
+
+
+def resolve_int8_weights(int8_weights: str, act_bits: int = 8) -> str:
+    """"auto" -> "pair_bounded" where it pays: the int8 kernels run on AVX2 here (no VNNI, whose
+    s32 dot products are exact for any int8 weights) with 8-bit activations (7-bit ones are
+    exact on the vpmaddubsw kernel with any weights); else "per_channel"."""
+    if int8_weights != "auto":
+        return int8_weights
+    return "pair_bounded" if act_bits == 8 and K.active_isa() == "avx2" else "per_channel"
 
 
 def _choose(name: str, entry: dict[str, Any], family: str, tensors: dict[str, np.ndarray], num_layers: int,

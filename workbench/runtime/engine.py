@@ -277,6 +277,7 @@ class Engine:
             "sparse_threshold": self.meta["sparse_threshold"],
             "kernel_choice": self.meta.get("kernel_choice", "threshold"), "dtype": self.meta.get("dtype"),
             "act_bits": self.meta.get("act_bits", 8),
+            "int8_weights": self.meta.get("int8_weights"),
             "kernels_per_layer": choice.layer_summary(self.meta),
             "attention": self.attention_impl(),
             "layer_loop": ("compiled: workbench_ext.encoder.Int8Encoder, one call per forward" if self._encoder is not None

@@ -155,7 +155,7 @@ def kernel_report() -> dict[str, str]:
 # The kernels, re-exported so that `kernels.X` keeps working. Imported last: linear.py and ops.py
 # import the handles above from this module, so they must exist before these imports run.
 from workbench.runtime.linear import (  # noqa: E402,F401
-    BLOCK, TILE, bf16_round, block_sparsity, fuses_gelu, make_linear, quantize_weight_per_channel,
+    BLOCK, PAIR_BOUND, TILE, bf16_round, block_sparsity, fuses_gelu, make_linear, quantize_weight_per_channel,
     tile_sparsity)
 from workbench.runtime.ops import (  # noqa: E402,F401
     ACTIVATIONS, add_bias_residual_layernorm, attention, attention_bf16_path, fused_attention, gelu, gelu_tanh,

@@ -23,13 +23,48 @@ BLOCK = 4  # 1x4 blocks along K: the sparse kernels' layout
 # --------------------------------------------------------------------------------------------
 # weight quantization (done once, at compile time, in NumPy: not a hot path)
 # --------------------------------------------------------------------------------------------
-def quantize_weight_per_channel(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per output channel: w ~= w_s8 * scale[:, None], w_s8 in [-127, 127]."""
+PAIR_BOUND = 128
+"""`pair_bounded` weights: |w[2j]| + |w[2j+1]| <= 128 in every row, so u8 x s8 vpmaddubsw pair
+sums of 8-bit activations (<= 255 * 128 = 32640) never saturate int16."""
+
+
+def quantize_weight_per_channel(w: np.ndarray, pair_bounded: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per output channel: w ~= w_s8 * scale[:, None], w_s8 in [-127, 127].
+
+    pair_bounded: also keep every k-pair within |w_s8[2j]| + |w_s8[2j+1]| <= `PAIR_BOUND` (128),
+    which lets AVX2 CPUs without VNNI multiply 8-bit activations with the exact vpmaddubsw kernel
+    (README "Pair-bounded weights"). The row's scale becomes max(max|w| / 127, max pair |w| sum
+    / 128): about 1.25x coarser steps than plain int8 on trained BERT weights (weight error
+    ~1.55x in MSE), against 2x for ONNX Runtime's 7-bit `reduce_range` weights. Rescaling the
+    whole row was measured against clipping the offending pairs at the plain scale, and every
+    scale between: on MiniLM's weights clipping had 47x the error, the best per-row scale 0.7 %
+    less than the rescale. Rounding can still put a pair at 129; its element rounded up the most
+    then moves one step towards zero."""
     w = np.ascontiguousarray(w, dtype=np.float32)
-    amax = np.abs(w).max(axis=1)
+    amax = np.abs(w).max(axis=1) if w.size else np.zeros(w.shape[0], np.float32)
+    if pair_bounded and w.size:
+        wp = np.abs(np.concatenate([w, np.zeros((w.shape[0], w.shape[1] % 2), np.float32)], axis=1))
+        pair_max = (wp[:, 0::2] + wp[:, 1::2]).max(axis=1)
+        amax = np.maximum(amax, pair_max * np.float32(127.0 / PAIR_BOUND))
     scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
-    return np.ascontiguousarray(q), scale
+    x = w / scale[:, None]
+    q = np.clip(np.rint(x), -127, 127)
+    if pair_bounded and w.size:
+        _fix_pairs(x, q)
+    return np.ascontiguousarray(q.astype(np.int8)), scale
+
+
+def _fix_pairs(x: np.ndarray, q: np.ndarray) -> None:
+    """In place: pairs of the rounded `q` (from `x`, |x0| + |x1| <= 128 up to fp32 rounding) whose
+    |q0| + |q1| rounded up past `PAIR_BOUND` lose one step on the element rounded up the most."""
+    n2 = q.shape[1] // 2 * 2
+    q0, q1, x0, x1 = q[:, 0:n2:2], q[:, 1:n2:2], x[:, 0:n2:2], x[:, 1:n2:2]
+    over = np.abs(q0) + np.abs(q1) > PAIR_BOUND
+    if not over.any():
+        return
+    first = (np.abs(q0) - np.abs(x0)) >= (np.abs(q1) - np.abs(x1))
+    q0 -= np.where(over & first, np.sign(q0), 0)
+    q1 -= np.where(over & ~first, np.sign(q1), 0)
 
 
 def block_sparsity(w: np.ndarray, block: int = BLOCK) -> float:
@@ -147,6 +182,11 @@ def fuses_gelu(layer: Any) -> bool:
             and isinstance(layer, (_ext_int8.DenseInt8Linear, _ext_int8.BlockSparseInt8Linear)))
 
 
+def _pairs_tag(lin: Any) -> str:
+    """", pair-bounded" for an 8-bit layer whose weights let AVX2 run the u8 kernel."""
+    return ", pair-bounded" if getattr(lin, "act_bits", 8) == 8 and getattr(lin, "pair_bounded", False) else ""
+
+
 def make_linear(kind: str, weight: np.ndarray, scale: np.ndarray | None,
                 bias: np.ndarray | None, act_bits: int = 8) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
     """Build the callable for one Linear layer and name the implementation it runs on.
@@ -165,7 +205,7 @@ def make_linear(kind: str, weight: np.ndarray, scale: np.ndarray | None,
         scale = np.ascontiguousarray(scale, dtype=np.float32)
         if _has(_ext_int8, "DenseInt8Linear"):
             lin = _ext_int8.DenseInt8Linear(weight, scale, bias, act_bits=act_bits)
-            return lin, f"workbench_ext.int8.DenseInt8Linear[{getattr(lin, 'isa', '?')}{tag}]"
+            return lin, f"workbench_ext.int8.DenseInt8Linear[{getattr(lin, 'isa', '?')}{tag}{_pairs_tag(lin)}]"
         return _NumpyInt8Linear(weight, scale, bias, act_bits), f"numpy-fallback(int8 dense{tag})"
     if kind == "int8_tile_sparse":
         scale = np.ascontiguousarray(scale, dtype=np.float32)
@@ -178,7 +218,7 @@ def make_linear(kind: str, weight: np.ndarray, scale: np.ndarray | None,
         scale = np.ascontiguousarray(scale, dtype=np.float32)
         if _has(_ext_int8, "BlockSparseInt8Linear"):
             lin = _ext_int8.BlockSparseInt8Linear(weight, scale, bias, act_bits=act_bits)
-            return lin, f"workbench_ext.int8.BlockSparseInt8Linear[{getattr(lin, 'isa', '?')}{tag}]"
+            return lin, f"workbench_ext.int8.BlockSparseInt8Linear[{getattr(lin, 'isa', '?')}{tag}{_pairs_tag(lin)}]"
         return _NumpyInt8Linear(weight, scale, bias, act_bits), f"numpy-fallback(int8 sparse{tag})"
     if kind == "fp32_sparse":
         if _has(_ext_sparse, "BlockSparseFp32Linear"):

@@ -9,6 +9,7 @@
       dynamic: true           # a model with `model.dynamic` (token dropping / early exits) runs it
       attention: fp32         # or bf16: bf16 operands, fp32 sums, where the CPU has AVX512-BF16
       act_bits: 8             # or 7: per-token activations on [0, 127] (faster int8 GEMM on AVX2)
+      int8_weights: auto      # or per_channel / pair_bounded (auto: pair_bounded where AVX2 runs the int8 kernels)
 
 The stage's model becomes an `EngineModule` (inference only: put this recipe in the last stage,
 or in a stage without `train:`).
@@ -51,6 +52,11 @@ class WorkbenchRuntimeConfig:
     act_bits: Literal[7, 8] = 8
     """int8 activations per token on [0, 255] (8) or [0, 127] (7: exact integer products, and on
     AVX2 the faster vpmaddubsw kernel; README "7-bit activations" has its measured accuracy)."""
+    int8_weights: Literal["auto", "per_channel", "pair_bounded"] = "auto"
+    """Symmetric int8 weights per output channel (`per_channel`), or with every k-pair kept within
+    |w[2j]| + |w[2j+1]| <= 128 (`pair_bounded`: on AVX2 without VNNI the exact vpmaddubsw kernel
+    then runs 8-bit activations; README "Pair-bounded weights"); `auto` picks `pair_bounded`
+    where the int8 kernels run on AVX2 with 8-bit activations."""
 
     def validate(self, where: str) -> None:
         if self.sparse_threshold < 0:
@@ -79,7 +85,8 @@ class WorkbenchRuntime(Recipe):
                                kernel_choice=self.config.kernel_choice,
                                choice_shape=tuple(int(v) for v in self.config.choice_shape),
                                choice_batches=tuple(int(v) for v in self.config.choice_batches),
-                               attention=self.config.attention, act_bits=int(self.config.act_bits))
+                               attention=self.config.attention, act_bits=int(self.config.act_bits),
+                               int8_weights=self.config.int8_weights)
         if not self.config.dynamic:  # the exit heads stay compiled, never called
             engine.meta.pop("dynamic", None)
         return EngineModule(engine, config=getattr(model, "config", None))
