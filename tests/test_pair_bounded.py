@@ -150,3 +150,15 @@ def test_bad_int8_weights_named_before_work():
 
     with pytest.raises(ConfigError, match="int8_weights"):
         parse_config(WorkbenchRuntimeConfig, {"int8_weights": "bounded"}, "stage[0].workbench_runtime")
+
+
+def test_gemm_bench_times_the_pair_bounded_layer_beside_the_others():
+    if "avx2" not in cpu.available_isas():
+        pytest.skip("no AVX2 on this CPU")
+    from workbench.bench.gemm import run_gemm_bench
+
+    rows = run_gemm_bench(m=8, k=64, n=32, repeats=1, warmup=0, sparsities=(), isa="avx2", out_dir=None,
+                          torch_baselines=False, verbose=False)
+    kernels = [r["kernel"] for r in rows]
+    assert kernels == ["wb-int8-dense", "wb-int8-dense-a7", "wb-int8-dense-pb"], kernels
+    assert "pair-bounded" in rows[-1]["peak_note"]

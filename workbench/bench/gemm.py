@@ -9,6 +9,8 @@ Times (median of `repeats` after warm-up; the minimum is reported too):
                          after the tile multiplies, not between them), the A/B of the default one
 * ``wb-int8-dense-a7``   on AVX2 only: the same layer with ``act_bits=7`` (7-bit activations, the
                          vpmaddubsw kernel)
+* ``wb-int8-dense-pb``   on AVX2 only: 8-bit activations against pair-bounded weights (the random
+                         weights requantized so |w[2j]| + |w[2j+1]| <= 128: the vpmaddubsw kernel)
 * ``wb-int8-sparse70/80/90``  BlockSparseInt8Linear with 70/80/90 % of the 1x4 blocks zero
 * ``wb-int8-tile70/80/90``  on AMX CPUs only: TileSparseInt8Linear with 70/80/90 % of the 16x64
                          blocks zero (whole AMX weight tiles, skipped), against the dense AMX row
@@ -113,6 +115,13 @@ def _bench_one_thread_count(m: int, k: int, n: int, threads: int, repeats: int, 
         dense7 = int8.DenseInt8Linear(w, ws, b, isa=isa_used, act_bits=7)
         med, mn = _time(lambda: dense7(x, num_threads=threads), repeats, warmup)
         row("wb-int8-dense-a7", dense7.isa, med, mn, int8_peak, note + "; act_bits=7 (u7 x s8 vpmaddubsw kernel)")
+        from workbench.runtime.linear import quantize_weight_per_channel
+
+        wpb, wspb = quantize_weight_per_channel(w * ws[:, None], pair_bounded=True)
+        dense_pb = int8.DenseInt8Linear(wpb, wspb, b, isa=isa_used)
+        med, mn = _time(lambda: dense_pb(x, num_threads=threads), repeats, warmup)
+        row("wb-int8-dense-pb", dense_pb.isa, med, mn, int8_peak, note + "; pair-bounded weights, 8-bit activations "
+            "(u8 x s8 vpmaddubsw kernel)")
     # the 1x4 block-sparse layer has no AMX kernel (tiles cannot skip 1x4 blocks): under amx it
     # runs the AVX-512 VNNI one
     sp_isa = "avx512_vnni" if isa_used == "amx" else isa_used
