@@ -384,12 +384,17 @@ def test_tile_engines_prune_whole_amx_tiles(tiny_bert):
     assert np.mean([tile_sparsity(w) for w in lin(tiled)]) > 0.85
 
 
-def test_default_engines_add_the_tile_and_bf16_attention_engines_only_where_they_run(monkeypatch):
+def test_default_engines_add_the_tile_bf16_attention_and_per_channel_engines_only_where_they_run(monkeypatch):
     from workbench.bench import engines
     from workbench.runtime import kernels
 
     monkeypatch.setattr(kernels, "has_tile_sparse", lambda: False)
     monkeypatch.setattr(kernels, "attention_bf16_path", lambda: None)
+    monkeypatch.setattr(kernels, "active_isa", lambda: "avx2")   # weights pair-bounded by default
+    assert engines.default_engines() == engines.DEFAULT_ENGINES + ("wb-int8-pc", "wb-int8-sp90-pc")
+    assert engines.ENGINES["wb-int8-sp90-pc"].int8_weights == "per_channel"
+    assert engines.ENGINES["wb-int8-sp90-pc"].sparsity == 0.9
+    monkeypatch.setattr(kernels, "active_isa", lambda: "avx512_vnni")
     assert engines.default_engines() == engines.DEFAULT_ENGINES
     monkeypatch.setattr(kernels, "has_tile_sparse", lambda: True)
     assert engines.default_engines() == engines.DEFAULT_ENGINES + ("wb-int8-tile90",)

@@ -173,7 +173,10 @@ def test_length_config_processes_exactly_k_tokens_per_layer(model):
 
 @pytest.mark.parametrize("model", ["cls", "mean"], indirect=True)
 def test_exit_at_k_runs_no_layer_above_k(model):
-    engine = compile_model(model, quantize=True)
+    # plain int8 weights on every machine, so the tolerance below means the same on every CI kind
+    # (pair-bounded ones, auto on AVX2: 0.053 of the largest logit here on the mean-pooled
+    # random model, against 0.021; tests/test_pair_bounded.py has their own checks)
+    engine = compile_model(model, quantize=True, int8_weights="per_channel")
     assert engine.meta["exit_pooling"] == {str(i): model.exit_heads["0"].pooling for i in EXITS}
     ids, mask = _inputs()
     calls = _count_linears(engine)
