@@ -140,8 +140,9 @@ static void wb_dense_u7_chunk(void *p, long tb, long te) {
     }
 }
 
-/* xq: u8 rows in [0, 127] (the caller guarantees it: act_bits=7 layers quantize onto that
- * range, and qmatmul checks it).  Blocked like wb_dense_avx2: rows in blocks whose
+/* xq: u8 rows in [0, 127] against any int8 weights (act_bits=7 layers quantize onto that range,
+ * and qmatmul checks it), or in [0, 255] against pair-bounded weights (the layer checked the
+ * bound on its weights when it was built).  Blocked like wb_dense_avx2: rows in blocks whose
  * activations fit in a_block_bytes (reused from L2 across the weight panels). */
 static void wb_dense_avx2_u7(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N,
                              const wb_epi_t *e, int nt, long a_block_bytes) {

@@ -1,5 +1,6 @@
 /* 1x4 block-sparse int8 GEMM on AVX2, 32-row tiles: u8 activations [MB32][Kb][32][4], either
- * widened at load for 8-bit inputs or multiplied directly by vpmaddubsw for 7-bit ones. */
+ * widened at load against int16 weights, or multiplied directly by vpmaddubsw ("u7": 7-bit
+ * activations, or 8-bit ones against pair-bounded weights, where its pair sums cannot saturate). */
 #ifndef WB_INT8_SPARSE_AVX2_32_H
 #define WB_INT8_SPARSE_AVX2_32_H
 
@@ -66,7 +67,7 @@ wb_avx2_sparse_col32_u7(const uint8_t *Xt, const int32_t *col, const int8_t *val
     out[0] = a0; out[1] = a1; out[2] = a2; out[3] = a3;
     out[4] = e0; out[5] = e1; out[6] = e2; out[7] = e3;
 }
-/* u7: the block values are the s8 CSR values and the activations 7-bit (wb_avx2_sparse_col32_u7);
+/* u7: the block values are the s8 CSR values, multiplied by vpmaddubsw (wb_avx2_sparse_col32_u7);
  * else int16 values (wb_avx2_sparse_col32).  Inlined with a constant u7 per caller. */
 WB_AVX2 static inline __attribute__((always_inline)) void
 wb_avx2_sparse32_tile(const uint8_t *Xt, int m0, int mr, int n0, int nr, const int32_t *rp,
@@ -141,8 +142,8 @@ WB_AVX2 static void NAME(void *p, long tb, long te) {                           
 }
 WB_SPARSE_AVX2_32_CHUNK(wb_sparse_avx2_32_chunk, 0)
 WB_SPARSE_AVX2_32_CHUNK(wb_sparse_avx2_32_u7_chunk, 1)
-/* vals: the int16 block values (8-bit activations, widened at load) or, with u7, the s8 CSR
- * values (7-bit activations, vpmaddubsw). */
+/* vals: the int16 block values (widened activations) or, with u7, the s8 CSR values (vpmaddubsw:
+ * 7-bit activations, or pair-bounded weights). */
 static void wb_sparse_avx2_32(const uint8_t *xt, int M, int Kb, const int32_t *rp, const int32_t *col,
                               const void *vals, int u7, int N, const wb_epi_t *e, int nt) {
     const int MB = (M + WB_SP_MT32 - 1) / WB_SP_MT32, NB = (N + WB_SP_NC - 1) / WB_SP_NC;
