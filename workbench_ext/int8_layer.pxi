@@ -24,7 +24,7 @@ cdef class _Int8Linear:
         self.act_bits = act_bits
         self.w_s8 = w_s8.copy()
         # every k-pair (2j, 2j+1) of every row has |w[2j]| + |w[2j+1]| <= 128: then u8 x s8
-        # vpmaddubsw pair sums of even 8-bit activations stay within 255 * 128 = 32640 and the
+        # vpmaddubsw pair sums of full-range 8-bit activations stay within 255 * 128 = 32640 and the
         # AVX2 u8 kernels are exact for them (`quantize_weight_per_channel(pair_bounded=True)`
         # makes such weights)
         self.pair_bounded = _pairs_within(self.w_s8, PAIR_BOUND)

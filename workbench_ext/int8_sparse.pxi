@@ -59,21 +59,21 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
         cdef const void *vals32
         cdef const int32_t *prpc
         cdef int nch, G
-        cdef bint u7_tiles = code == ISA_AVX2 and self._u8_exact and (M > SPARSE_U7_MIN_ROWS or self.K > 1024)
+        cdef bint maddubs_tiles = code == ISA_AVX2 and self._u8_exact and (M > SPARSE_U7_MIN_ROWS or self.K > 1024)
         if code != ISA_PORTABLE and scratch == NULL:   # every SIMD path packs its activations
             xt = aligned_bytes(scratch_bytes(M, Kp))
             scratch = _ptr(xt)
         if code == ISA_PORTABLE:
             with nogil:
                 wb_sparse_portable(pq, M, Kp, rp, col, vals, N, e, nt)
-        elif u7_tiles or (code == ISA_AVX2 and pack[2] == 1 and SPARSE_AVX2_ROWS == 32):
+        elif maddubs_tiles or (code == ISA_AVX2 and pack[2] == 1 and SPARSE_AVX2_ROWS == 32):
             # u8 32-row tiles: through vpmaddubsw on the s8 CSR values as stored (7-bit
             # activations, or pair-bounded weights), or widened at load against the int16 values
             pt8 = <uint8_t*>scratch
-            vals32 = <const void*>vals if u7_tiles else _ptr(pack[0])
+            vals32 = <const void*>vals if maddubs_tiles else _ptr(pack[0])
             with nogil:
                 wb_pack_x_sparse_u8_32(pq, M, Kp, Kb, pt8, nt)
-                wb_sparse_avx2_32(pt8, M, Kb, rp, col, vals32, u7_tiles, N, e, nt)
+                wb_sparse_avx2_32(pt8, M, Kb, rp, col, vals32, maddubs_tiles, N, e, nt)
         elif code == ISA_AVX2:
             pt16 = <int16_t*>scratch
             pv16 = <const int16_t*>_ptr(pack[0])

@@ -71,6 +71,7 @@ def _block_sparse(w: np.ndarray, sparsity: float, rng: np.random.Generator,
 def _bench_one_thread_count(m: int, k: int, n: int, threads: int, repeats: int, warmup: int,
                             sparsities: Sequence[float], isa: str | None, seed: int,
                             torch_baselines: bool, clock: tuple[float, str]) -> list[dict]:
+    from workbench.runtime.linear import quantize_weight_per_channel
     from workbench_ext import cpu, int8
 
     isa_used = isa.strip().lower() if isa else cpu.active_isa()
@@ -115,8 +116,6 @@ def _bench_one_thread_count(m: int, k: int, n: int, threads: int, repeats: int, 
         dense7 = int8.DenseInt8Linear(w, ws, b, isa=isa_used, act_bits=7)
         med, mn = _time(lambda: dense7(x, num_threads=threads), repeats, warmup)
         row("wb-int8-dense-a7", dense7.isa, med, mn, int8_peak, note + "; act_bits=7 (u7 x s8 vpmaddubsw kernel)")
-        from workbench.runtime.linear import quantize_weight_per_channel
-
         wpb, wspb = quantize_weight_per_channel(w * ws[:, None], pair_bounded=True)
         dense_pb = int8.DenseInt8Linear(wpb, wspb, b, isa=isa_used)
         med, mn = _time(lambda: dense_pb(x, num_threads=threads), repeats, warmup)
