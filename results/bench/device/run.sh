@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# One prepared run on a borrowed machine (the device tool's 16-core host): what CPU it is, build
+# the extension there, the GEMM microbenchmark and the engine bench pinned to 2 physical cores
+# (the issue's 2-thread shape), then the kernel tests on every ISA the CPU has. Each step is
+# time-boxed and leaves its log in $OUT, so a run cut short still returns what it finished.
+# Usage there: bash results/bench/device/run.sh   (env: PY, OUT, QUICK=1 for a plumbing check)
+set -u
+PY=${PY:-python3}; OUT=${OUT:-/tmp/devout}; W=/tmp/devwork; mkdir -p "$OUT" "$W"
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/.devsite:$PWD${PYTHONPATH:+:$PYTHONPATH}
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false WORKBENCH_PROGRESS=0 MPLBACKEND=Agg
+T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 ))s] $*"; }
+{
+  el info; lscpu; echo; grep -m1 -o -E 'flags.*' /proc/cpuinfo | tr ' ' '\n' | grep -E 'amx|avx512|vnni' | tr '\n' ' '; echo
+  $PY -c "import sys, numpy, torch, onnxruntime, transformers, Cython; print(sys.version); print('numpy', numpy.__version__, 'torch', torch.__version__, 'ort', onnxruntime.__version__, 'transformers', transformers.__version__, 'cython', Cython.__version__)"
+  gcc --version | head -1; nproc
+} > "$OUT/info.txt" 2>&1
+$PY -c "import workbench.cli" 2>>"$OUT/info.txt" || { echo "datasets stub" >> "$OUT/info.txt"; export PYTHONPATH=$PWD/.devsite_stub:$PYTHONPATH; }
+el build; { time timeout 200 $PY setup.py -q build_ext --inplace --parallel 16; } > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+# two logical CPUs on different physical cores
+CPUS=$(lscpu -p=CPU,CORE | grep -v '^#' | sort -t, -k2,2n -u | head -2 | cut -d, -f1 | paste -sd,)
+el "cpus $CPUS"
+$PY - >> "$OUT/info.txt" 2>&1 <<'PYEOF'
+import workbench_ext.cpu as c
+print("features", {k: v for k, v in c.features().items() if v})
+print("available", c.available_isas(), "active", c.active_isa())
+print("clock GHz (measured)", round(c.measure_clock_ghz(), 2))
+from workbench.runtime.kernels import kernel_report
+print(kernel_report())
+PYEOF
+cat "$OUT/info.txt"
+if [ "${QUICK:-0}" = 1 ]; then G="--quick"; B="--quick --threads 2"; TT=(-k "dense"); else G=""; B="--threads 2 --batch 1,8 --runs 7"; TT=(); fi
+el gemm
+timeout 120 taskset -c "$CPUS" $PY -m workbench.bench.gemm --m 128 --k 768 --n 3072 --threads 1,2 $G --out "$W/gemm" > "$OUT/gemm.log" 2>&1; echo "rc=$?" >> "$OUT/gemm.log"
+tail -40 "$OUT/gemm.log"
+el bench
+timeout 300 taskset -c "$CPUS" $PY -m workbench.cli bench --models distilbert $B --no-gemm \
+  --engines ort-int8,wb-int8,wb-int8-sp70,wb-int8-sp80,wb-int8-sp90,wb-int8-tile90,wb-int8-bf16attn \
+  --out "$W/bench" > "$OUT/bench.log" 2>&1; echo "rc=$?" >> "$OUT/bench.log"
+tail -40 "$OUT/bench.log"
+tar czf "$OUT/results.tgz" -C "$W" gemm bench 2>/dev/null
+el tests
+XD=""; $PY -c "import xdist" 2>/dev/null && XD="-n 14"
+timeout ${TEST_S:-150} $PY -m pytest -q -x -p no:cacheprovider $XD --basetemp=/tmp/wbt "${TT[@]}" \
+  tests/test_kernels.py tests/test_kernel_ops.py tests/test_pair_bounded.py tests/test_attention.py \
+  tests/test_attention_bf16.py tests/test_kernels_act7.py tests/test_pool.py tests/test_runtime_choice.py \
+  > "$OUT/tests.log" 2>&1; echo "rc=$?" >> "$OUT/tests.log"
+tail -15 "$OUT/tests.log"
+el done
