@@ -18,7 +18,8 @@ $PY -c "import workbench.cli" 2>>"$OUT/info.txt" || { echo "datasets stub" >> "$
 el build; { time timeout 200 $PY setup.py -q build_ext --inplace --parallel 16; } > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
 # two logical CPUs on different physical cores
 CPUS=$(lscpu -p=CPU,CORE | grep -v '^#' | sort -t, -k2,2n -u | head -2 | cut -d, -f1 | paste -sd,)
-el "cpus $CPUS"
+[ -n "$CPUS" ] || CPUS=0,1; TS="taskset -c $CPUS"; command -v taskset >/dev/null || TS=""
+el "cpus $CPUS ($TS)"
 $PY - >> "$OUT/info.txt" 2>&1 <<'PYEOF'
 import workbench_ext.cpu as c
 print("features", {k: v for k, v in c.features().items() if v})
@@ -30,10 +31,10 @@ PYEOF
 cat "$OUT/info.txt"
 if [ "${QUICK:-0}" = 1 ]; then G="--quick"; B="--quick --threads 2"; TT=(-k "dense"); else G=""; B="--threads 2 --batch 1,8 --runs 7"; TT=(); fi
 el gemm
-timeout 120 taskset -c "$CPUS" $PY -m workbench.bench.gemm --m 128 --k 768 --n 3072 --threads 1,2 $G --out "$W/gemm" > "$OUT/gemm.log" 2>&1; echo "rc=$?" >> "$OUT/gemm.log"
+timeout 120 $TS $PY -m workbench.bench.gemm --m 128 --k 768 --n 3072 --threads 1,2 $G --out "$W/gemm" > "$OUT/gemm.log" 2>&1; echo "rc=$?" >> "$OUT/gemm.log"
 tail -40 "$OUT/gemm.log"
 el bench
-timeout 300 taskset -c "$CPUS" $PY -m workbench.cli bench --models distilbert $B --no-gemm \
+timeout 300 $TS $PY -m workbench.cli bench --models distilbert $B --no-gemm \
   --engines ort-int8,wb-int8,wb-int8-sp70,wb-int8-sp80,wb-int8-sp90,wb-int8-tile90,wb-int8-bf16attn \
   --out "$W/bench" > "$OUT/bench.log" 2>&1; echo "rc=$?" >> "$OUT/bench.log"
 tail -40 "$OUT/bench.log"
