@@ -85,6 +85,8 @@ cnp.import_array()
 cdef extern from "wb_int8.h" nogil:
     int wb_sparse_pair_cols
     int wb_amx_pipelined
+    int wb_amx_order
+    long wb_amx_group_bytes
     int wb_sparse_epi_direct
     int wb_threads(int nt)
     void wb_quantize_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *scale, int32_t *zp, int isa, int nt, int qmax)
@@ -243,6 +245,15 @@ def _set_amx_pipelined(int on):
     Same results either way; for the A/B in `python -m workbench.bench.gemm` on AMX CPUs."""
     global wb_amx_pipelined
     wb_amx_pipelined = 1 if on else 0
+
+
+def _set_amx_order(int order, long group_bytes=1 << 20):
+    """Experiment switch (AMX dense kernel): the order of the 32x32 work items; 0 panel-pair
+    major, 1 grouped (panel pairs whose weights fit `group_bytes` at a time, row blocks outer
+    within a group).  Same results either way (wb_int8_dense_amx.h)."""
+    global wb_amx_order, wb_amx_group_bytes
+    wb_amx_order = 1 if order else 0
+    wb_amx_group_bytes = group_bytes
 
 
 def _set_sparse_epi_direct(int on):

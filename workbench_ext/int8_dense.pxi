@@ -91,9 +91,10 @@ cdef class TileSparseInt8Linear(DenseInt8Linear):
             return DenseInt8Linear._make_pack(self, code)
         cdef int N = self.N, K = self.K, Kp = self.Kp
         w = self.w_s8
-        ptr = np.zeros((N + 15) // 16 + 1, np.int32)
+        # every packed array starts a cache line, the offset tables too (tests check them all)
+        ptr = aligned_zeros(((N + 15) // 16 + 1,), np.int32)
         cdef int nnz = wb_tile_sparse_count(<const int8_t*>_ptr(w), N, K, Kp, <int32_t*>_ptr(ptr))
-        chunk = np.zeros(max(nnz, 1), np.int32)
+        chunk = aligned_zeros((max(nnz, 1),), np.int32)
         tiles = aligned_zeros((max(nnz, 1), 1024), np.int8)
         wb_tile_sparse_pack(<const int8_t*>_ptr(w), N, K, Kp, <const int32_t*>_ptr(ptr),
                             <int32_t*>_ptr(chunk), <int8_t*>_ptr(tiles))

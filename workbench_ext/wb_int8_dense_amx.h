@@ -30,6 +30,14 @@
  * and checked exactly by the emulation test; its speed is measured where AMX is.
  * ====================================================================================== */
 static int wb_amx_pipelined = 1;
+/* Item order.  0: panel-pair-major (a pair's B stays in L1 while all row blocks pass; A, M x Kp
+ * bytes, comes from L2 for every item).  1: grouped -- G panel pairs at a time (their B within
+ * wb_amx_group_bytes, so it stays in L2), row blocks outer within a group and pairs inner, so a
+ * row block's A (32 x Kp bytes) stays in L1 while the group's B streams past it.
+ * wb_amx_group_pairs > 0 fixes G (the emulation test uses it to get several ragged groups). */
+static int wb_amx_order = 0;
+static long wb_amx_group_bytes = 1L << 20;
+static int wb_amx_group_pairs = 0;
 
 /* One work item: rows m0..m0+mr-1, columns n0..n0+nr-1, its A rows and B panels. */
 typedef struct {
@@ -38,11 +46,32 @@ typedef struct {
     const int8_t *B0;
 } wb_amx_item_t;
 
+/* Panel pairs per group for the grouped order (all of them for order 0), equal-sized groups. */
+static inline int wb_amx_group(int Kp, int NP2) {
+    if (!wb_amx_order) return NP2;
+    int G = wb_amx_group_pairs > 0 ? wb_amx_group_pairs : (int)(wb_amx_group_bytes / ((long)32 * Kp));
+    if (G < 1) G = 1;
+    if (G >= NP2) return NP2;
+    if (wb_amx_group_pairs > 0) return G;
+    const int groups = (NP2 + G - 1) / G;
+    return (NP2 + groups - 1) / groups;
+}
+
 static inline wb_amx_item_t wb_amx_item(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N,
-                                        long t, int MB) {
+                                        long t, int MB, int G) {
     wb_amx_item_t it;
-    const int p2 = (int)(t / MB);
-    it.mb = (int)(t % MB);
+    const int NP2 = (N + 31) / 32;
+    int p2;
+    if (G >= NP2) {           /* panel-pair-major: t = p2 * MB + mb */
+        p2 = (int)(t / MB);
+        it.mb = (int)(t % MB);
+    } else {                  /* grouped: t = group start * MB + mb * gsz + pair in group */
+        const long per = (long)G * MB;
+        const int g0 = (int)(t / per) * G, gsz = wb_imin(G, NP2 - g0);
+        const long r = t - (long)g0 * MB;
+        it.mb = (int)(r / gsz);
+        p2 = g0 + (int)(r % gsz);
+    }
     it.m0 = it.mb * 32;
     it.mr = wb_imin(32, M - it.m0);
     it.n0 = p2 * 32;
@@ -64,11 +93,11 @@ WB_AMX static inline void wb_amx_epi_rows(const wb_epi_t *e, const int32_t *C, c
 WB_AMX static void wb_amx_worker_plain(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N,
                                        const wb_epi_t *e, long t0, long t1) {
     wb_amx_config();
-    const int MB = (M + 31) / 32, chunks = Kp / 64;
+    const int MB = (M + 31) / 32, chunks = Kp / 64, G = wb_amx_group(Kp, (N + 31) / 32);
     const size_t panel = (size_t)(Kp / 4) * 64;
     int32_t C[32 * 32];
     for (long t = t0; t < t1; t++) {
-        const wb_amx_item_t it = wb_amx_item(xq, M, Kp, Bp, N, t, MB);
+        const wb_amx_item_t it = wb_amx_item(xq, M, Kp, Bp, N, t, MB, G);
         const uint8_t *A0 = it.A0, *A1 = A0 + (size_t)16 * Kp;
         const int8_t *B0 = it.B0, *B1 = B0 + panel;
         _tile_zero(0);
@@ -116,21 +145,24 @@ static inline void wb_prefetch_rows(const void *p, int rows, size_t stride, int 
 WB_AMX static void wb_amx_worker_pipelined(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N,
                                            const wb_epi_t *e, long t0, long t1) {
     wb_amx_config();
-    const int MB = (M + 31) / 32, chunks = Kp / 64;
+    const int MB = (M + 31) / 32, chunks = Kp / 64, G = wb_amx_group(Kp, (N + 31) / 32);
     const size_t panel = (size_t)(Kp / 4) * 64;
     int32_t C[2][32 * 32];           /* this item's sums, the previous item's (epilogue pending) */
     wb_amx_item_t prev;
     memset(&prev, 0, sizeof prev);
     int have_prev = 0, cur = 0;
     for (long t = t0; t < t1; t++) {
-        const wb_amx_item_t it = wb_amx_item(xq, M, Kp, Bp, N, t, MB);
+        const wb_amx_item_t it = wb_amx_item(xq, M, Kp, Bp, N, t, MB, G);
         const int has_next = t + 1 < t1;
-        const wb_amx_item_t nx = has_next ? wb_amx_item(xq, M, Kp, Bp, N, t + 1, MB) : it;
+        const wb_amx_item_t nx = has_next ? wb_amx_item(xq, M, Kp, Bp, N, t + 1, MB, G) : it;
         const uint8_t *A0 = it.A0, *A1 = A0 + (size_t)16 * Kp;
         const int8_t *B0 = it.B0, *B1 = B0 + panel;
         const int two = it.mr > 16;    /* rows m0+16.. exist in xq (padded to 16 rows) */
-        /* the next panel pair's B, into L2 during this pair's first row block */
-        const int8_t *Bn = (it.mb == 0 && t + MB < t1) ? B0 + 2 * panel : NULL;
+        /* panel-pair-major: the next panel pair's B, into L2 during this pair's first row
+         * block (grouped: the next item's B follows in memory, the L2 streamer fetches it) */
+        const int8_t *Bn = (G >= (N + 31) / 32 && it.mb == 0 && t + MB < t1) ? B0 + 2 * panel : NULL;
+        /* the next item's A only when it is another row block (grouped: mostly the same) */
+        const int nx_new_a = has_next && nx.A0 != it.A0;
         const int32_t *Cp = C[cur ^ 1];
         const int per = have_prev ? (prev.mr + chunks - 1) / chunks : 0;
         _tile_zero(0);
@@ -140,7 +172,7 @@ WB_AMX static void wb_amx_worker_pipelined(const uint8_t *xq, int M, int Kp, con
             /* A two chunks ahead: this item's, or the next item's first chunks */
             const int g = c + 2;
             if (g < chunks) wb_prefetch_rows(A0 + (size_t)g * 64, two ? 32 : 16, (size_t)Kp, 0);
-            else if (has_next && g - chunks < chunks)
+            else if (nx_new_a && g - chunks < chunks)
                 wb_prefetch_rows(nx.A0 + (size_t)(g - chunks) * 64, nx.mr > 16 ? 32 : 16, (size_t)Kp, 0);
             if (Bn) {
                 wb_prefetch_rows(Bn + (size_t)c * 1024, 16, 64, 1);

@@ -85,14 +85,20 @@ static int run_case(int M, int K, int N, int sparse_pct, int nt) {
     const int NP = (N + 31) / 32 * 2;
     int8_t *bp = calloc((size_t)NP * Kp * 16, 1);
     wb_pack_dense_vnni(w, N, K, Kp, bp);
-    const char *names[4] = {"dense_vnni", "dense_amx", "dense_amx_plain", "sparse_vnni"};
-    for (int path = 0; path < 4; path++) {
+    const char *names[6] = {"dense_vnni", "dense_amx", "dense_amx_plain", "sparse_vnni",
+                            "dense_amx_grouped", "dense_amx_plain_grouped"};
+    for (int path = 0; path < 6; path++) {
         memset(out, 0x55, (size_t)M * N * 4);
         if (path == 0) wb_dense_vnni(xq, M, Kp, bp, N, &e, nt);
-        else if (path == 1 || path == 2) {   /* the pipelined worker (default), then the plain one */
-            wb_amx_pipelined = path == 1;
+        else if (path != 3) {   /* the pipelined worker (default), then the plain one; each in
+                                 * panel-pair-major order, then grouped 2 pairs at a time */
+            wb_amx_pipelined = path == 1 || path == 4;
+            wb_amx_order = path >= 4;
+            wb_amx_group_pairs = path >= 4 ? 2 : 0;
             wb_dense_amx(xq, M, Kp, bp, N, &e, nt);
             wb_amx_pipelined = 1;
+            wb_amx_order = 0;
+            wb_amx_group_pairs = 0;
         } else {
             /* CSR of non-zero 1x4 blocks, as int8.pyx builds it */
             int32_t *rp = calloc(N + 1, 4), *col = malloc(4 * (size_t)N * Kb + 4);
@@ -140,24 +146,33 @@ static int run_case(int M, int K, int N, int sparse_pct, int nt) {
      * and activation a few rows at a time) give the VNNI kernel's bits */
     {
         float *xs = malloc(sizeof(float) * M), *wsc = malloc(sizeof(float) * N), *bias = malloc(sizeof(float) * N);
-        float *y[3];
+        float *y[5];
         for (int m = 0; m < M; m++) xs[m] = 0.001f * (float)(1 + m % 7);
         for (int n = 0; n < N; n++) { wsc[n] = 0.002f * (float)(1 + n % 5); bias[n] = 0.1f * (float)(n % 3) - 0.1f; }
         wb_epi_t ef = {N, wsum, wsc, bias, zp, xs, NULL, NULL, WB_ACT_GELU_PORTABLE};
-        for (int v = 0; v < 3; v++) {
+        /* v: 0 VNNI; 1, 2 the pipelined and plain AMX workers; 3, 4 the same, grouped order */
+        for (int v = 0; v < 5; v++) {
             y[v] = malloc(sizeof(float) * (size_t)M * N);
             memset(y[v], 0x55, sizeof(float) * (size_t)M * N);
             ef.y = y[v];
             if (v == 0) wb_dense_vnni(xq, M, Kp, bp, N, &ef, nt);
-            else { wb_amx_pipelined = v == 1; wb_dense_amx(xq, M, Kp, bp, N, &ef, nt); wb_amx_pipelined = 1; }
+            else {
+                wb_amx_pipelined = v % 2 == 1;
+                wb_amx_order = v >= 3;
+                wb_amx_group_pairs = v >= 3 ? 2 : 0;
+                wb_dense_amx(xq, M, Kp, bp, N, &ef, nt);
+                wb_amx_pipelined = 1;
+                wb_amx_order = 0;
+                wb_amx_group_pairs = 0;
+            }
         }
-        for (int v = 1; v < 3; v++)
+        for (int v = 1; v < 5; v++)
             if (memcmp(y[0], y[v], sizeof(float) * (size_t)M * N)) {
                 fprintf(stderr, "%s M=%d K=%d N=%d sp=%d nt=%d: float+GELU outputs differ from VNNI\n",
-                        v == 1 ? "dense_amx" : "dense_amx_plain", M, K, N, sparse_pct, nt);
+                        names[v == 1 ? 1 : v == 2 ? 2 : v == 3 ? 4 : 5], M, K, N, sparse_pct, nt);
                 bad = 1;
             }
-        for (int v = 0; v < 3; v++) free(y[v]);
+        for (int v = 0; v < 5; v++) free(y[v]);
         free(xs); free(wsc); free(bias);
     }
     free(w); free(xq); free(zp); free(wsum); free(ref); free(out); free(ones); free(zeros); free(bp);

@@ -3,7 +3,7 @@
 # the extension there, the GEMM microbenchmark and the engine bench pinned to 2 physical cores
 # (the 2-thread shape), then the kernel tests on every ISA the CPU has. Each step is
 # time-boxed and leaves its log in $OUT, so a run cut short still returns what it finished.
-# Usage there: bash results/bench/device/run.sh   (env: PY, OUT, QUICK=1 for a plumbing check)
+# Usage there: bash results/bench/emr-amx/run.sh   (env: PY, OUT, QUICK=1 for a plumbing check)
 set -u
 PY=${PY:-python3}; OUT=${OUT:-/tmp/devout}; W=/tmp/devwork; mkdir -p "$OUT" "$W"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/.devsite:$PWD${PYTHONPATH:+:$PYTHONPATH}

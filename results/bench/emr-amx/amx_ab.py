@@ -1,0 +1,81 @@
+"""A/B of the AMX dense int8 kernel's variants, in one process, alternating (median of rounds).
+
+For each DistilBERT GEMM shape (M = 128) and 1 and 2 threads: the pipelined and plain workers,
+each in panel-pair-major item order and grouped order (workbench_ext.int8._set_amx_order), and
+the dense engine's whole compiled forward (batch 1, seq 128) in both orders.
+Usage (on an AMX CPU): python results/bench/emr-amx/amx_ab.py [--rounds 15]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+
+def _t(fn, reps: int = 5) -> float:
+    fn()
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t) / reps
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--rounds", type=int, default=15)
+    a = p.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    from workbench_ext import cpu, int8
+    isa = os.environ.get("AB_ISA", "amx")   # another ISA only to dry-run this script
+    if isa not in cpu.available_isas():
+        raise SystemExit(f"needs {isa}; this CPU has {cpu.available_isas()}")
+    rng = np.random.default_rng(0)
+    variants = {}
+    for pipe in (1, 0):
+        for order, gb in ((0, 0), (1, 1 << 20), (1, 1 << 19)):
+            variants[f"{'pipe' if pipe else 'plain'}-{'pm' if not order else f'g{gb >> 10}k'}"] = (pipe, order, gb or 1 << 20, 0)
+
+    def setv(v):
+        pipe, order, gb, _ = v
+        int8._set_amx_pipelined(pipe)
+        int8._set_amx_order(order, gb)
+
+    for k, n in ((768, 3072), (3072, 768), (768, 2304), (768, 768)):
+        x = rng.standard_normal((128, k)).astype(np.float32)
+        w = rng.integers(-127, 128, size=(n, k)).astype(np.int8)
+        layer = int8.DenseInt8Linear(w, np.full(n, 0.01, np.float32), None, isa=isa)
+        out = np.empty((128, n), np.float32)
+        for nt in (1, 2):
+            times = {name: [] for name in variants}
+            for _ in range(a.rounds):
+                for name, v in variants.items():
+                    setv(v)
+                    times[name].append(_t(lambda: layer(x, num_threads=nt, out=out)))
+            setv((1, 0, 1 << 20, 0))
+            base = statistics.median(times["pipe-pm"])
+            cells = [f"{name} {2 * 128 * k * n / statistics.median(ts) / 1e12:.2f} TOP/s ({base / statistics.median(ts):.2f}x)"
+                     for name, ts in times.items()]
+            print(f"128x{k}x{n} t={nt}: " + "; ".join(cells), flush=True)
+
+    from workbench.bench.models import distilbert
+    from workbench.runtime import compile_model
+    eng = compile_model(distilbert(), quantize=True)
+    eng.num_threads = 2
+    ids = rng.integers(1000, 20000, size=(1, 128))
+    mask = np.ones((1, 128), np.int64)
+    ref = eng(ids, mask)
+    times = {"pm": [], "g1024k": [], "g512k": []}
+    for _ in range(a.rounds):
+        for name, v in (("pm", (1, 0, 1 << 20, 0)), ("g1024k", (1, 1, 1 << 20, 0)), ("g512k", (1, 1, 1 << 19, 0))):
+            setv(v)
+            times[name].append(_t(lambda: eng(ids, mask), 3))
+            assert np.array_equal(eng(ids, mask), ref), name
+    setv((1, 0, 1 << 20, 0))
+    print("dense forward b1 t=2: " + "; ".join(f"{k} {statistics.median(v) * 1e3:.2f} ms" for k, v in times.items()))
+
+
+if __name__ == "__main__":
+    main()
