@@ -41,7 +41,7 @@ tail -40 "$OUT/bench.log"
 tar czf "$OUT/results.tgz" -C "$W" gemm bench 2>/dev/null
 el tests
 XD=""; $PY -c "import xdist" 2>/dev/null && XD="-n 14"
-timeout ${TEST_S:-150} $PY -m pytest -q -x -p no:cacheprovider $XD --basetemp=/tmp/wbt "${TT[@]}" \
+timeout ${TEST_S:-150} $PY -m pytest -q -p no:cacheprovider $XD --basetemp=/tmp/wbt "${TT[@]}" \
   tests/test_kernels.py tests/test_kernel_ops.py tests/test_pair_bounded.py tests/test_attention.py \
   tests/test_attention_bf16.py tests/test_kernels_act7.py tests/test_pool.py tests/test_runtime_choice.py \
   > "$OUT/tests.log" 2>&1; echo "rc=$?" >> "$OUT/tests.log"
