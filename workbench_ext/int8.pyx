@@ -50,7 +50,8 @@ constructor's ``isa=``; weights are (re)packed lazily for the path in use):
 Executed on the development machines: ``portable``, ``avx2`` (AMD EPYC Zen 2 and Zen 3) and
 ``avx512_vnni`` (AMD EPYC Zen 5); the AMX code compiles into every build, runs its real-hardware
 tests only on CPUs that have it, and is checked everywhere against a scalar emulation of its
-intrinsics (testing/emulate_isa.c).
+intrinsics (testing/emulate_isa.c); its real-hardware tests passed on a borrowed Intel Emerald
+Rapids (results/bench/emr-amx/).
 
 Outputs (``__call__`` without ``out=``) start on a 64-byte boundary: with row widths that are
 multiples of 16 every row starts a cache line, so the kernels' 64-byte stores write whole lines.
@@ -250,7 +251,9 @@ def _set_amx_pipelined(int on):
 def _set_amx_order(int order, long group_bytes=1 << 20):
     """Experiment switch (AMX dense kernel): the order of the 32x32 work items; 0 panel-pair
     major, 1 grouped (panel pairs whose weights fit `group_bytes` at a time, row blocks outer
-    within a group).  Same results either way (wb_int8_dense_amx.h)."""
+    within a group).  Same results either way (wb_int8_dense_amx.h).  On an Emerald Rapids the
+    grouped order made DistilBERT's GEMMs 0.99-1.15x faster but not the whole forward
+    (results/bench/emr-amx/amx_ab.txt), so 0 stays the default."""
     global wb_amx_order, wb_amx_group_bytes
     wb_amx_order = 1 if order else 0
     wb_amx_group_bytes = group_bytes
