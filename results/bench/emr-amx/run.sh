@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # One prepared run on a borrowed machine (the device tool's 16-core host): what CPU it is, build
 # the extension there, the GEMM microbenchmark and the engine bench pinned to 2 physical cores
-# (the 2-thread shape), then the kernel tests on every ISA the CPU has. Each step is
-# time-boxed and leaves its log in $OUT, so a run cut short still returns what it finished.
+# (the 2-thread shape), the kernel tests on every ISA the CPU has, then the forward's
+# breakdown and (on AMX) the dense kernel's A/B. Each step is time-boxed and leaves its log in
+# $OUT (8 files at most come back), so a run cut short still returns what it finished.
+# Needs .devsite/ (datasets, dill, multiprocess copied from .venv) carried beside the tree; the
+# whole run took ~5.5 min there, plus ~2 min for the last two steps.
 # Usage there: bash results/bench/emr-amx/run.sh   (env: PY, OUT, QUICK=1 for a plumbing check)
 set -u
 PY=${PY:-python3}; OUT=${OUT:-/tmp/devout}; W=/tmp/devwork; mkdir -p "$OUT" "$W"
@@ -46,4 +49,11 @@ timeout ${TEST_S:-150} $PY -m pytest -q -p no:cacheprovider $XD --basetemp=/tmp/
   tests/test_attention_bf16.py tests/test_kernels_act7.py tests/test_pool.py tests/test_runtime_choice.py \
   > "$OUT/tests.log" 2>&1; echo "rc=$?" >> "$OUT/tests.log"
 tail -15 "$OUT/tests.log"
+# where a forward's time goes, and (on AMX) the dense kernel's A/B, on the same two cores
+el breakdown
+timeout 150 $TS $PY results/bench/emr-amx/forward_breakdown.py --threads 2 --reps 20 > "$OUT/breakdown.txt" 2>&1
+if grep -q amx_int8 /proc/cpuinfo; then
+  el amx_ab
+  OMP_NUM_THREADS=2 timeout 150 $TS $PY results/bench/emr-amx/amx_ab.py --rounds 11 > "$OUT/amx_ab.txt" 2>&1
+fi
 el done
