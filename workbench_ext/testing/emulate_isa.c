@@ -66,6 +66,19 @@ static void random_rows_and_reference(const int8_t *w, int M, int K, int N, int 
         }
 }
 
+/* The dense AMX kernel with one of its workers (pipelined or plain) and item orders (grouped 2
+ * panel pairs at a time, so small cases get several ragged groups), then the defaults back. */
+static void dense_amx_variant(int pipelined, int grouped, const uint8_t *xq, int M, int Kp,
+                              const int8_t *bp, int N, const wb_epi_t *e, int nt) {
+    wb_amx_pipelined = pipelined;
+    wb_amx_order = grouped;
+    wb_amx_group_pairs = grouped ? 2 : 0;
+    wb_dense_amx(xq, M, Kp, bp, N, e, nt);
+    wb_amx_pipelined = 1;
+    wb_amx_order = 0;
+    wb_amx_group_pairs = 0;
+}
+
 static int run_case(int M, int K, int N, int sparse_pct, int nt) {
     const int Kp = (K + 63) / 64 * 64, Mp = (M + 15) / 16 * 16, Kb = (K + 3) / 4;
     int8_t *w = calloc((size_t)N * K, 1);
@@ -92,13 +105,7 @@ static int run_case(int M, int K, int N, int sparse_pct, int nt) {
         if (path == 0) wb_dense_vnni(xq, M, Kp, bp, N, &e, nt);
         else if (path != 3) {   /* the pipelined worker (default), then the plain one; each in
                                  * panel-pair-major order, then grouped 2 pairs at a time */
-            wb_amx_pipelined = path == 1 || path == 4;
-            wb_amx_order = path >= 4;
-            wb_amx_group_pairs = path >= 4 ? 2 : 0;
-            wb_dense_amx(xq, M, Kp, bp, N, &e, nt);
-            wb_amx_pipelined = 1;
-            wb_amx_order = 0;
-            wb_amx_group_pairs = 0;
+            dense_amx_variant(path == 1 || path == 4, path >= 4, xq, M, Kp, bp, N, &e, nt);
         } else {
             /* CSR of non-zero 1x4 blocks, as int8.pyx builds it */
             int32_t *rp = calloc(N + 1, 4), *col = malloc(4 * (size_t)N * Kb + 4);
@@ -156,15 +163,7 @@ static int run_case(int M, int K, int N, int sparse_pct, int nt) {
             memset(y[v], 0x55, sizeof(float) * (size_t)M * N);
             ef.y = y[v];
             if (v == 0) wb_dense_vnni(xq, M, Kp, bp, N, &ef, nt);
-            else {
-                wb_amx_pipelined = v % 2 == 1;
-                wb_amx_order = v >= 3;
-                wb_amx_group_pairs = v >= 3 ? 2 : 0;
-                wb_dense_amx(xq, M, Kp, bp, N, &ef, nt);
-                wb_amx_pipelined = 1;
-                wb_amx_order = 0;
-                wb_amx_group_pairs = 0;
-            }
+            else dense_amx_variant(v % 2 == 1, v >= 3, xq, M, Kp, bp, N, &ef, nt);
         }
         for (int v = 1; v < 5; v++)
             if (memcmp(y[0], y[v], sizeof(float) * (size_t)M * N)) {
