@@ -1,6 +1,8 @@
 """A/B of the AMX dense int8 kernel's variants, in one process, alternating (median of rounds).
 
-For each DistilBERT GEMM shape (M = 128) and 1 and 2 threads: the pipelined and plain workers,
+For each DistilBERT GEMM shape (M = 128) and 1 and 2 threads (taking turns in every round since
+2026-12-04's run, whose amx_ab.txt timed the thread counts one after the other): the pipelined
+and plain workers,
 each in panel-pair-major item order and grouped order (workbench_ext.int8._set_amx_order), and
 the dense engine's whole compiled forward (batch 1, seq 128) in both orders.
 Usage (on an AMX CPU): python results/bench/emr-amx/amx_ab.py [--rounds 15]
@@ -48,16 +50,18 @@ def main() -> None:
         w = rng.integers(-127, 128, size=(n, k)).astype(np.int8)
         layer = int8.DenseInt8Linear(w, np.full(n, 0.01, np.float32), None, isa=isa)
         out = np.empty((128, n), np.float32)
+        # thread counts and variants all take turns within each round, so a change in the shared
+        # machine's speed hits every cell of a round alike
+        times = {(nt, name): [] for nt in (1, 2) for name in variants}
+        for _ in range(a.rounds):
+            for (nt, name) in times:
+                setv(variants[name])
+                times[nt, name].append(_t(lambda: layer(x, num_threads=nt, out=out)))
+        setv((1, 0, 1 << 20, 0))
         for nt in (1, 2):
-            times = {name: [] for name in variants}
-            for _ in range(a.rounds):
-                for name, v in variants.items():
-                    setv(v)
-                    times[name].append(_t(lambda: layer(x, num_threads=nt, out=out)))
-            setv((1, 0, 1 << 20, 0))
-            base = statistics.median(times["pipe-pm"])
-            cells = [f"{name} {2 * 128 * k * n / statistics.median(ts) / 1e12:.2f} TOP/s ({base / statistics.median(ts):.2f}x)"
-                     for name, ts in times.items()]
+            base = statistics.median(times[nt, "pipe-pm"])
+            cells = [f"{name} {2 * 128 * k * n / statistics.median(times[nt, name]) / 1e12:.2f} TOP/s "
+                     f"({base / statistics.median(times[nt, name]):.2f}x)" for name in variants]
             print(f"128x{k}x{n} t={nt}: " + "; ".join(cells), flush=True)
 
     from workbench.bench.models import distilbert
