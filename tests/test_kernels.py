@@ -205,8 +205,9 @@ def test_int8_tile_sparse_exact_and_counts_tiles(isa, M, K, N):
 @pytest.mark.parametrize("M,K,N", [(1, 64, 32), (33, 200, 90), (128, 768, 96), (70, 1030, 65)])
 def test_int8_amx_workers_agree(M, K, N):
     """On AMX CPUs: the pipelined worker (epilogue between the next item's tile multiplies) and
-    the plain one give the same bits, float + GELU and int32 alike. (The emulation test checks
-    the same on every machine.)"""
+    the plain one, each in panel-pair-major and grouped item order (groups of 2 pairs here, so
+    several), give the same bits, float + GELU and int32 alike. (The emulation test checks the
+    same on every machine.)"""
     if "amx" not in cpu.available_isas():
         pytest.skip("CPU lacks AMX (the logic is checked by test_vnni_amx_logic_by_emulation)")
     rng = np.random.default_rng(M + K + N)
@@ -217,13 +218,17 @@ def test_int8_amx_workers_agree(M, K, N):
     out = {}
     try:
         for on in (1, 0):
-            int8._set_amx_pipelined(on)
-            out[on] = [layer(x, num_threads=nt, activation="gelu") for nt in THREADS]
-            np.testing.assert_array_equal(layer.qmatmul(q, z, num_threads=2), acc)
+            for order in (0, 1):
+                int8._set_amx_pipelined(on)
+                int8._set_amx_order(order, 2 * 32 * layer.Kp)   # 2 panel pairs' weights
+                out[on, order] = [layer(x, num_threads=nt, activation="gelu") for nt in THREADS]
+                np.testing.assert_array_equal(layer.qmatmul(q, z, num_threads=2), acc)
     finally:
         int8._set_amx_pipelined(1)
-    for a, c in zip(out[0], out[1]):
-        np.testing.assert_array_equal(a, c)
+        int8._set_amx_order(0)
+    for variant in out:
+        for a, c in zip(out[1, 0], out[variant]):
+            np.testing.assert_array_equal(a, c)
 
 
 @pytest.mark.parametrize("threads", THREADS)
