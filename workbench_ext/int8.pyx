@@ -251,7 +251,7 @@ def _set_amx_pipelined(int on):
 def _set_amx_order(int order, long group_bytes=1 << 20):
     """Experiment switch (AMX dense kernel): the order of the 32x32 work items; 0 panel-pair
     major, 1 grouped (panel pairs whose weights fit `group_bytes` at a time, row blocks outer
-    within a group).  Same results either way (wb_int8_dense_amx.h).  On an Emerald Rapids the
+    within a group; a layer whose weights all fit stays panel-pair-major).  Same results either way (wb_int8_dense_amx.h).  On an Emerald Rapids the
     grouped order made DistilBERT's GEMMs 0.99-1.15x faster but not the whole forward
     (results/bench/emr-amx/amx_ab.txt), so 0 stays the default."""
     global wb_amx_order, wb_amx_group_bytes

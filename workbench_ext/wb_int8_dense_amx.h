@@ -28,13 +28,14 @@
  *                        the A/B: workbench_ext.int8._set_amx_pipelined(0)).
  * No development machine has AMX: checked exactly by the emulation test everywhere, and run on a
  * borrowed Emerald Rapids (results/bench/emr-amx/): exact there, 1.2-1.5 TOP/s on 2 cores at
- * 128x768x3072, where skipping the epilogue (a timing-only experiment) made it 1.1-1.55x faster.
+ * 128x768x3072, where skipping the epilogue (a timing-only experiment) made it 1.09-1.55x faster.
  * ====================================================================================== */
 static int wb_amx_pipelined = 1;
 /* Item order.  0: panel-pair-major (a pair's B stays in L1 while all row blocks pass; A, M x Kp
  * bytes, comes from L2 for every item).  1: grouped -- G panel pairs at a time (their B within
  * wb_amx_group_bytes, so it stays in L2), row blocks outer within a group and pairs inner, so a
- * row block's A (32 x Kp bytes) stays in L1 while the group's B streams past it.
+ * row block's A (32 x Kp bytes) stays in L1 while the group's B streams past it.  When all the
+ * weights fit one group (G >= the number of pairs) there is nothing to group: panel-pair-major.
  * wb_amx_group_pairs > 0 fixes G (the emulation test uses it to get several ragged groups). */
 static int wb_amx_order = 0;
 static long wb_amx_group_bytes = 1L << 20;
@@ -47,7 +48,8 @@ typedef struct {
     const int8_t *B0;
 } wb_amx_item_t;
 
-/* Panel pairs per group for the grouped order (all of them for order 0), equal-sized groups. */
+/* Panel pairs per group: NP2 (one group, i.e. panel-pair-major) for order 0 or when the weights
+ * fit the budget, else G pairs in groups of near-equal size. */
 static inline int wb_amx_group(int Kp, int NP2) {
     if (!wb_amx_order) return NP2;
     int G = wb_amx_group_pairs > 0 ? wb_amx_group_pairs : (int)(wb_amx_group_bytes / ((long)32 * Kp));
@@ -146,7 +148,7 @@ static inline void wb_prefetch_rows(const void *p, int rows, size_t stride, int 
 WB_AMX static void wb_amx_worker_pipelined(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N,
                                            const wb_epi_t *e, long t0, long t1) {
     wb_amx_config();
-    const int MB = (M + 31) / 32, chunks = Kp / 64, G = wb_amx_group(Kp, (N + 31) / 32);
+    const int MB = (M + 31) / 32, chunks = Kp / 64, NP2 = (N + 31) / 32, G = wb_amx_group(Kp, NP2);
     const size_t panel = (size_t)(Kp / 4) * 64;
     int32_t C[2][32 * 32];           /* this item's sums, the previous item's (epilogue pending) */
     wb_amx_item_t prev;
@@ -161,7 +163,7 @@ WB_AMX static void wb_amx_worker_pipelined(const uint8_t *xq, int M, int Kp, con
         const int two = it.mr > 16;    /* rows m0+16.. exist in xq (padded to 16 rows) */
         /* panel-pair-major: the next panel pair's B, into L2 during this pair's first row
          * block (grouped: the next item's B follows in memory, the L2 streamer fetches it) */
-        const int8_t *Bn = (G >= (N + 31) / 32 && it.mb == 0 && t + MB < t1) ? B0 + 2 * panel : NULL;
+        const int8_t *Bn = (G >= NP2 && it.mb == 0 && t + MB < t1) ? B0 + 2 * panel : NULL;
         /* the next item's A only when it is another row block (grouped: mostly the same) */
         const int nx_new_a = has_next && nx.A0 != it.A0;
         const int32_t *Cp = C[cur ^ 1];

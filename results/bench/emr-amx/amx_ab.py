@@ -12,17 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 
 import numpy as np
-
-
-def _t(fn, reps: int = 5) -> float:
-    fn()
-    t = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - t) / reps
 
 
 def main() -> None:
@@ -30,7 +21,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=15)
     a = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "2")
+    from workbench.bench.gemm import _time
     from workbench_ext import cpu, int8
+
+    def _t(fn, reps: int = 5) -> float:   # one round's sample: the median of `reps` calls
+        return _time(fn, reps, 1)[0]
+
     isa = os.environ.get("AB_ISA", "amx")   # another ISA only to dry-run this script
     if isa not in cpu.available_isas():
         raise SystemExit(f"needs {isa}; this CPU has {cpu.available_isas()}")
@@ -38,10 +34,10 @@ def main() -> None:
     variants = {}
     for pipe in (1, 0):
         for order, gb in ((0, 0), (1, 1 << 20), (1, 1 << 19)):
-            variants[f"{'pipe' if pipe else 'plain'}-{'pm' if not order else f'g{gb >> 10}k'}"] = (pipe, order, gb or 1 << 20, 0)
+            variants[f"{'pipe' if pipe else 'plain'}-{'pm' if not order else f'g{gb >> 10}k'}"] = (pipe, order, gb or 1 << 20)
 
     def setv(v):
-        pipe, order, gb, _ = v
+        pipe, order, gb = v
         int8._set_amx_pipelined(pipe)
         int8._set_amx_order(order, gb)
 
@@ -57,7 +53,7 @@ def main() -> None:
             for (nt, name) in times:
                 setv(variants[name])
                 times[nt, name].append(_t(lambda: layer(x, num_threads=nt, out=out)))
-        setv((1, 0, 1 << 20, 0))
+        setv((1, 0, 1 << 20))
         for nt in (1, 2):
             base = statistics.median(times[nt, "pipe-pm"])
             cells = [f"{name} {2 * 128 * k * n / statistics.median(times[nt, name]) / 1e12:.2f} TOP/s "
@@ -73,11 +69,11 @@ def main() -> None:
     ref = eng(ids, mask)
     times = {"pm": [], "g1024k": [], "g512k": []}
     for _ in range(a.rounds):
-        for name, v in (("pm", (1, 0, 1 << 20, 0)), ("g1024k", (1, 1, 1 << 20, 0)), ("g512k", (1, 1, 1 << 19, 0))):
+        for name, v in (("pm", (1, 0, 1 << 20)), ("g1024k", (1, 1, 1 << 20)), ("g512k", (1, 1, 1 << 19))):
             setv(v)
             times[name].append(_t(lambda: eng(ids, mask), 3))
             assert np.array_equal(eng(ids, mask), ref), name
-    setv((1, 0, 1 << 20, 0))
+    setv((1, 0, 1 << 20))
     print("dense forward b1 t=2: " + "; ".join(f"{k} {statistics.median(v) * 1e3:.2f} ms" for k, v in times.items()))
 
 

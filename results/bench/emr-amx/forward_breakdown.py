@@ -13,23 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 from collections import defaultdict
 
 import numpy as np
 import torch
-
-
-def _median_s(fn, reps: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def _engine(sparsity: float):
@@ -85,7 +73,7 @@ def _op_by_op(engine, ids, mask, reps: int) -> dict[str, float]:
 
 
 def _gemm_rows(threads: int, reps: int) -> list[str]:
-    from workbench.bench.gemm import _block_sparse
+    from workbench.bench.gemm import _block_sparse, _time
     from workbench_ext import cpu, int8
 
     rng = np.random.default_rng(0)
@@ -103,11 +91,11 @@ def _gemm_rows(threads: int, reps: int) -> list[str]:
             if isa not in cpu.available_isas():
                 continue
             layer = cls(ww, ws, None, isa=isa)
-            s = _median_s(lambda: layer(x, num_threads=threads, out=out), reps)
+            s = _time(lambda: layer(x, num_threads=threads, out=out), reps, 3)[0]
             cells.append(f"{label} {s * 1e3:.3f} ms {2 * 128 * k * n / s / 1e12:.2f} TOP/s")
             if label == "amx":
                 int8._set_amx_pipelined(0)
-                s = _median_s(lambda: layer(x, num_threads=threads, out=out), reps)
+                s = _time(lambda: layer(x, num_threads=threads, out=out), reps, 3)[0]
                 int8._set_amx_pipelined(1)
                 cells.append(f"amx-plain {s * 1e3:.3f} ms")
         rows.append(f"128x{k}x{n}: " + "; ".join(cells))
@@ -115,12 +103,14 @@ def _gemm_rows(threads: int, reps: int) -> list[str]:
 
 
 def main() -> None:
-    # the kernels' default thread count is read from OMP_NUM_THREADS when workbench_ext loads
-    os.environ["OMP_NUM_THREADS"] = str(_threads_arg())
+    from workbench.bench.gemm import _time
+
     p = argparse.ArgumentParser()
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=30)
     a = p.parse_args()
+    # the kernels' default thread count is read from OMP_NUM_THREADS when workbench_ext loads
+    os.environ["OMP_NUM_THREADS"] = str(a.threads)
     torch.set_num_threads(a.threads)
     from workbench_ext import cpu
     print(f"isa {cpu.active_isa()}, threads {a.threads}")
@@ -129,18 +119,12 @@ def main() -> None:
     for sp in (0.0, 0.9):
         eng = _engine(sp)
         eng.num_threads = a.threads
-        s = _median_s(lambda: eng(ids, mask), a.reps)
+        s = _time(lambda: eng(ids, mask), a.reps, 3)[0]
         parts = _op_by_op(eng, ids, mask, a.reps)
         print(f"{'dense' if not sp else 'tile90'}: compiled forward {s * 1e3:.2f} ms; op by op: "
               + ", ".join(f"{k} {v:.2f}" for k, v in parts.items()))
     for r in _gemm_rows(a.threads, a.reps):
         print(r)
-
-
-def _threads_arg() -> int:
-    import sys
-    argv = sys.argv
-    return int(argv[argv.index("--threads") + 1]) if "--threads" in argv else 2
 
 
 if __name__ == "__main__":
