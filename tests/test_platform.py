@@ -164,6 +164,42 @@ def test_a_teacher_with_another_tokenizer_distils(tmp_path, monkeypatch):
         svc.get(str(teacher), {"hidden_states"}, "stage 's' recipe 'distill_layers'")
 
 
+def test_figures_are_drawn_when_the_run_ends_or_fails_and_at_most_every_interval(tmp_path, monkeypatch):
+    """Tables after every stage; figures (1-2.5 s of matplotlib) when the run ends, when a stage
+    fails (for the stages that finished), and in between only when FIGURE_EVERY_S has passed."""
+    import workbench.pipeline.run as run_module
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    model = _tiny_dir(tmp_path, "tiny")
+    stages = [{"name": n, "recipes": ["finetune"], "train": {"max_steps": 1, "batch_size": 8}} for n in ("a", "b", "c")]
+    drawn = []
+    real = run_module.write_run_figures
+    monkeypatch.setattr(run_module, "write_run_figures",
+                        lambda run_dir, spec, metrics, **kw: (drawn.append(len(metrics)), real(run_dir, spec, metrics, **kw)))
+    PipelineRun(_spec(tmp_path, stages, str(model)), results_root=tmp_path / "r1").run()
+    assert drawn == [3]  # a short run: once, at its end
+    monkeypatch.setattr(run_module, "FIGURE_EVERY_S", 0.0)
+    drawn.clear()
+    PipelineRun(_spec(tmp_path, stages, str(model)), results_root=tmp_path / "r2").run()
+    assert drawn == [1, 2, 3]  # the interval passed after each stage
+    monkeypatch.setattr(run_module, "FIGURE_EVERY_S", 3600.0)
+    drawn.clear()
+    real_stage = PipelineRun._run_stage
+
+    def fail_second(self, index, stage):
+        if index == 1:
+            raise RuntimeError("stage b broke")
+        return real_stage(self, index, stage)
+
+    monkeypatch.setattr(PipelineRun, "_run_stage", fail_second)
+    with pytest.raises(RuntimeError, match="stage b broke"):
+        PipelineRun(_spec(tmp_path, stages, str(model)), results_root=tmp_path / "r3").run()
+    assert drawn == [1]  # the finished stage's figures, and its tables
+    run_dir = tmp_path / "r3" / "p"
+    assert (run_dir / "accuracy_vs_throughput.png").stat().st_size > 0 and (run_dir / "loss_terms.png").exists()
+    assert [m["stage"] for m in json.loads((run_dir / "metrics.json").read_text())["stages"]] == ["a"]
+
+
 def test_unsupported_architecture_fails_before_training(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
     model = _tiny_dir(tmp_path, "gpt2", model_cls="gpt2")

@@ -1,6 +1,8 @@
-"""A run's records, rewritten after every stage so a killed run leaves what it finished:
-metrics.json (the run's settings and one metrics dict per stage), stages.csv (`STAGE_COLUMNS`),
-the accuracy-vs-throughput plot and, where stages trained, their loss terms per step."""
+"""A run's records: its tables, rewritten after every stage so a killed run leaves what it
+finished -- metrics.json (the run's settings and one metrics dict per stage) and stages.csv
+(`STAGE_COLUMNS`) -- and its figures, the accuracy-vs-throughput plot and, where stages trained,
+their loss terms per step. Drawing the figures takes ~0.5-2.5 s (matplotlib), as long as a quick
+stage, so the pipeline redraws them at most every `FIGURE_EVERY_S` and when the run ends or fails."""
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.data import Task
-from workbench.pipeline.spec import PipelineSpec
+from workbench.pipeline.spec import PipelineSpec, StageSpec
 from workbench.results import read_csv, write_csv, write_json
 
 STAGE_COLUMNS = ["stage", "engine", "accuracy", "macro_f1", "params", "nonzero_params", "sparsity",
@@ -18,17 +20,36 @@ STAGE_COLUMNS = ["stage", "engine", "accuracy", "macro_f1", "params", "nonzero_p
                  "flops_removed", "seed", "degenerate"]
 
 
+FIGURE_EVERY_S = 60.0
+
+
 def write_run_records(run_dir: Path, spec: PipelineSpec, task: Task, metrics: list[dict[str, Any]], *,
                       quick: bool, seed: int, eval_examples: int) -> None:
-    """Write the records of `run_dir` for the stages measured so far (`metrics`, in order)."""
-    from workbench.plots import accuracy_vs_throughput
-
+    """Write the tables of `run_dir` for the stages measured so far (`metrics`, in order)."""
     write_json(run_dir / "metrics.json", {
         "run": run_dir.name, "task": spec.task.name, "labels": task.label_names,
         "model": spec.model, "quick": quick,
         "seed": seed, "split": spec.eval.split, "eval_examples": eval_examples,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": metrics})
     write_csv(run_dir / "stages.csv", metrics, STAGE_COLUMNS)
+
+
+def print_stage_result(stage: StageSpec, m: dict[str, Any], spec: PipelineSpec, seconds: float) -> None:
+    """The progress line of a finished stage (and a warning when its model is degenerate)."""
+    how = ("reused" if m.get("reused_from") else
+           f"trained {m.get('train_seconds', 0):.0f} s" if stage.trains else "one-shot")
+    b = spec.eval.speed_batches[0]
+    print(f"[workbench]   {stage.name}: accuracy {m['accuracy']:.4f}, {m[f'throughput_b{b}']:.1f} "
+          f"samples/s at batch {b} ({how}, {seconds:.0f} s in all)", flush=True)
+    if m.get("degenerate"):
+        print(f"[workbench]   WARNING stage {stage.name}: {m['degenerate']} "
+              f"(on the {spec.eval.split} split)", flush=True)
+
+
+def write_run_figures(run_dir: Path, spec: PipelineSpec, metrics: list[dict[str, Any]], *, quick: bool) -> None:
+    """Draw the figures of `run_dir` for the stages measured so far."""
+    from workbench.plots import accuracy_vs_throughput
+
     accuracy_vs_throughput(metrics, run_dir / "accuracy_vs_throughput.png",
                            title=f"{spec.name}: {spec.model} on {spec.task.name}"
                                  + (" (quick)" if quick else ""),

@@ -27,7 +27,8 @@ from workbench.models.vocab import check_stage_tokens, load_stage_tokenizer
 from workbench.paths import cache_dir, results_dir
 from workbench.pipeline.checks import check_architecture, check_model, check_task, check_teachers
 from workbench.pipeline.measure import engine_name, measure_stage  # noqa: F401  (engine_name re-exported)
-from workbench.pipeline.records import STAGE_COLUMNS, write_run_records  # noqa: F401  (STAGE_COLUMNS re-exported)
+from workbench.pipeline.records import FIGURE_EVERY_S, print_stage_result, write_run_figures, write_run_records
+from workbench.pipeline.records import STAGE_COLUMNS  # noqa: F401  (re-exported)
 from workbench.pipeline.spec import PipelineSpec, StageSpec
 from workbench.pipeline.store import StageStore, saveable, stage_hash
 from workbench.recipes.base import RecipeContext, build_recipe
@@ -283,23 +284,33 @@ class PipelineRun:
         print(f"[workbench] task {self.task.name}: {self.task.num_labels} classes "
               f"({', '.join(f'{i} = {n!r}' for i, n in enumerate(self.task.label_names))}), "
               + ", ".join(f"{k} {len(v):,}" for k, v in self.task.splits.items()), flush=True)
-        for i, stage in enumerate(self.spec.stages):
-            print(f"[workbench] stage {i + 1}/{len(self.spec.stages)}: {stage.name} "
-                  f"({', '.join(n for n, _ in stage.recipes)})", flush=True)
-            t0 = time.perf_counter()
-            m = self._run_stage(i, stage)
-            self.metrics.append(m)
-            write_run_records(self.run_dir, self.spec, self.task, self.metrics, quick=self.quick, seed=self.seed,
-                              eval_examples=len(self.eval_data))
-            how = ("reused" if m.get("reused_from") else
-                   f"trained {m.get('train_seconds', 0):.0f} s" if stage.trains else "one-shot")
-            b = self.spec.eval.speed_batches[0]
-            print(f"[workbench]   {stage.name}: accuracy {m['accuracy']:.4f}, {m[f'throughput_b{b}']:.1f} "
-                  f"samples/s at batch {b} ({how}, {time.perf_counter() - t0:.0f} s in all)", flush=True)
-            if m.get("degenerate"):
-                print(f"[workbench]   WARNING stage {stage.name}: {m['degenerate']} "
-                      f"(on the {self.spec.eval.split} split)", flush=True)
+        drawn = time.perf_counter()
+        try:
+            for i, stage in enumerate(self.spec.stages):
+                self._run_and_record(i, stage)
+                if time.perf_counter() - drawn >= FIGURE_EVERY_S and i + 1 < len(self.spec.stages):
+                    write_run_figures(self.run_dir, self.spec, self.metrics, quick=self.quick)
+                    drawn = time.perf_counter()
+        except BaseException:  # a stage failed or the run was interrupted: the figures of what finished
+            if self.metrics:
+                try:
+                    write_run_figures(self.run_dir, self.spec, self.metrics, quick=self.quick)
+                except Exception as err:  # (the stage's error is the one to see)
+                    print(f"[workbench] could not draw the run's figures: {err}", flush=True)
+            raise
+        write_run_figures(self.run_dir, self.spec, self.metrics, quick=self.quick)
         return self.metrics
+
+    def _run_and_record(self, i: int, stage: StageSpec) -> None:
+        """Run stage `i`, append its metrics and rewrite the run's tables."""
+        print(f"[workbench] stage {i + 1}/{len(self.spec.stages)}: {stage.name} "
+              f"({', '.join(n for n, _ in stage.recipes)})", flush=True)
+        t0 = time.perf_counter()
+        m = self._run_stage(i, stage)
+        self.metrics.append(m)
+        write_run_records(self.run_dir, self.spec, self.task, self.metrics, quick=self.quick, seed=self.seed,
+                          eval_examples=len(self.eval_data))
+        print_stage_result(stage, m, self.spec, time.perf_counter() - t0)
 
 
 def run_pipeline(spec: PipelineSpec | dict | str | Path, **kwargs: Any) -> list[dict[str, Any]]:
