@@ -231,6 +231,30 @@ def test_int8_amx_workers_agree(M, K, N):
             np.testing.assert_array_equal(a, c)
 
 
+def test_amx_timing_probe_is_off_by_default_and_checked():
+    """The AMX timing probe (wrong outputs by design, for amx_ab.py) starts off, takes only its
+    four modes, and says what was set before. On AMX CPUs, mode 1 writes no output and turning
+    it off gives the exact kernel back (emulation checks every mode on every machine)."""
+    assert int8._set_amx_probe(0) == 0
+    with pytest.raises(ValueError, match="must be 0, 1, 2 or 3, got 4"):
+        int8._set_amx_probe(4)
+    if "amx" not in cpu.available_isas():
+        return
+    rng = np.random.default_rng(5)
+    w, ws, b = _weights(rng, 64, 128)
+    x = rng.standard_normal((40, 128)).astype(np.float32)
+    layer = int8.DenseInt8Linear(w, ws, b, isa="amx")
+    want = layer(x, num_threads=2)
+    out = np.full((40, 64), 7.0, np.float32)
+    try:
+        assert int8._set_amx_probe(1) == 0
+        layer(x, num_threads=2, out=out)
+    finally:
+        assert int8._set_amx_probe(0) == 1
+    assert (out == 7.0).all()
+    np.testing.assert_array_equal(layer(x, num_threads=2), want)
+
+
 @pytest.mark.parametrize("threads", THREADS)
 def test_int8_extreme_values_no_overflow(isa, threads):
     # |q - zp| = 255 against w = -128 everywhere: the s16 path must not saturate

@@ -21,10 +21,10 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 KERNEL = "workbench-test-python"
 WEIGHT_FILES = {".safetensors", ".bin", ".onnx", ".pt", ".npz"}
 # seconds each takes on one thread, two at a time on 2 cores (measured): the longest start first
-MEASURED_S = {"11_teachers_and_data": 223, "08_structural_pruning": 153, "09_dynamic_inference": 130,
-              "07_layerwise_distillation": 122, "06_sweep_and_pareto": 121, "10_quantization": 89,
-              "04_quantization_and_runtime": 68, "03_pruning": 64, "02_distillation": 56,
-              "05_kernels_and_benchmark": 55, "01_quickstart": 42}
+MEASURED_S = {"06_sweep_and_pareto": 115, "11_teachers_and_data": 104, "08_structural_pruning": 88,
+              "09_dynamic_inference": 74, "07_layerwise_distillation": 64, "10_quantization": 53,
+              "02_distillation": 44, "03_pruning": 42, "01_quickstart": 39, "04_quantization_and_runtime": 34,
+              "05_kernels_and_benchmark": 29}
 NO_TEACHER = ("05_kernels_and_benchmark",)  # runs while the teacher trains: no tour.recipe in it
 WARM_TEACHER = """
 import sys, tour

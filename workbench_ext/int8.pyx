@@ -41,7 +41,8 @@ constructor's ``isa=``; weights are (re)packed lazily for the path in use):
   when every output row starts a cache line, else writes each output row in one sweep.
 * ``amx``: ``TDPBUSD`` on 16x64 u8 activation tiles and 16x64 VNNI-packed s8 weight tiles,
   2x2 tiles = 32x32 outputs per step; each step's epilogue runs a few rows at a time between the
-  next step's tile multiplies (``_set_amx_pipelined(0)``: after them, for the A/B).  The 1x4
+  next step's tile multiplies (``_set_amx_pipelined(0)``: after them, for the A/B;
+  ``_set_amx_probe`` leaves parts out, wrong outputs, to time them on AMX CPUs).  The 1x4
   block-sparse layer has no AMX kernel (tiles cannot skip 1x4 blocks); under ``amx`` it runs the
   ``avx512_vnni`` sparse kernel.  ``TileSparseInt8Linear`` is the AMX sparse layout: it keeps
   only the 16x64 weight blocks (one B tile each) that hold a non-zero and skips the rest
@@ -87,6 +88,7 @@ cdef extern from "wb_int8.h" nogil:
     int wb_sparse_pair_cols
     int wb_amx_pipelined
     int wb_amx_order
+    int wb_amx_probe
     long wb_amx_group_bytes
     int wb_sparse_epi_direct
     int wb_threads(int nt)
@@ -257,6 +259,19 @@ def _set_amx_order(int order, long group_bytes=1 << 20):
     global wb_amx_order, wb_amx_group_bytes
     wb_amx_order = 1 if order else 0
     wb_amx_group_bytes = group_bytes
+
+
+def _set_amx_probe(int mode):
+    """Timing probe (AMX dense kernel, pipelined worker): **outputs are wrong while it is not 0**.
+    0 off (the default); 1 skips the epilogue, 2 the tile loads and prefetches, 3 the TDPBUSDs,
+    so that the A/B on an AMX CPU (results/bench/emr-amx/amx_ab.py --probe) can say what an
+    item's time is made of.  Returns the previous mode."""
+    global wb_amx_probe
+    if mode not in (0, 1, 2, 3):
+        raise ValueError(f"AMX probe mode must be 0, 1, 2 or 3, got {mode}")
+    previous = wb_amx_probe
+    wb_amx_probe = mode
+    return previous
 
 
 def _set_sparse_epi_direct(int on):

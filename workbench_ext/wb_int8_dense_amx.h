@@ -40,6 +40,14 @@ static int wb_amx_pipelined = 1;
 static int wb_amx_order = 0;
 static long wb_amx_group_bytes = 1L << 20;
 static int wb_amx_group_pairs = 0;
+/* Timing probe of the pipelined worker, for finding where an item's time goes on a real AMX CPU
+ * (results/bench/emr-amx/amx_ab.py --probe); every mode but 0 gives WRONG outputs.  0: off.
+ * 1: no epilogue (nothing written to y).  2: no tile loads or prefetches in the K loop (the
+ * TDPBUSDs multiply whatever the A/B tiles hold).  3: no TDPBUSDs (loads, prefetches, epilogue).
+ * At 128x768x3072 on one Emerald Rapids core (1.23 TOP/s, 3.1 GHz) an item takes ~4000 cycles
+ * against the 768 of its 48 TDPBUSDs, and skipping the epilogue saved a fifth to a third of the
+ * time: these say what the rest is. */
+static int wb_amx_probe = 0;
 
 /* One work item: rows m0..m0+mr-1, columns n0..n0+nr-1, its A rows and B panels. */
 typedef struct {
@@ -154,6 +162,7 @@ WB_AMX static void wb_amx_worker_pipelined(const uint8_t *xq, int M, int Kp, con
     wb_amx_item_t prev;
     memset(&prev, 0, sizeof prev);
     int have_prev = 0, cur = 0;
+    const int probe = wb_amx_probe, do_load = probe != 2, do_dp = probe != 3, do_epi = probe != 1;
     for (long t = t0; t < t1; t++) {
         const wb_amx_item_t it = wb_amx_item(xq, M, Kp, Bp, N, t, MB, G);
         const int has_next = t + 1 < t1;
@@ -167,29 +176,33 @@ WB_AMX static void wb_amx_worker_pipelined(const uint8_t *xq, int M, int Kp, con
         /* the next item's A only when it is another row block (grouped: mostly the same) */
         const int nx_new_a = has_next && nx.A0 != it.A0;
         const int32_t *Cp = C[cur ^ 1];
-        const int per = have_prev ? (prev.mr + chunks - 1) / chunks : 0;
+        const int per = have_prev && do_epi ? (prev.mr + chunks - 1) / chunks : 0;
         _tile_zero(0);
         _tile_zero(1);
         if (two) { _tile_zero(2); _tile_zero(3); }
         for (int c = 0; c < chunks; c++) {
-            /* A two chunks ahead: this item's, or the next item's first chunks */
-            const int g = c + 2;
-            if (g < chunks) wb_prefetch_rows(A0 + (size_t)g * 64, two ? 32 : 16, (size_t)Kp, 0);
-            else if (nx_new_a && g - chunks < chunks)
-                wb_prefetch_rows(nx.A0 + (size_t)(g - chunks) * 64, nx.mr > 16 ? 32 : 16, (size_t)Kp, 0);
-            if (Bn) {
-                wb_prefetch_rows(Bn + (size_t)c * 1024, 16, 64, 1);
-                wb_prefetch_rows(Bn + panel + (size_t)c * 1024, 16, 64, 1);
+            if (do_load) {
+                /* A two chunks ahead: this item's, or the next item's first chunks */
+                const int g = c + 2;
+                if (g < chunks) wb_prefetch_rows(A0 + (size_t)g * 64, two ? 32 : 16, (size_t)Kp, 0);
+                else if (nx_new_a && g - chunks < chunks)
+                    wb_prefetch_rows(nx.A0 + (size_t)(g - chunks) * 64, nx.mr > 16 ? 32 : 16, (size_t)Kp, 0);
+                if (Bn) {
+                    wb_prefetch_rows(Bn + (size_t)c * 1024, 16, 64, 1);
+                    wb_prefetch_rows(Bn + panel + (size_t)c * 1024, 16, 64, 1);
+                }
+                _tile_loadd(4, A0 + (size_t)c * 64, Kp);
+                _tile_loadd(6, B0 + (size_t)c * 1024, 64);
             }
-            _tile_loadd(4, A0 + (size_t)c * 64, Kp);
-            _tile_loadd(6, B0 + (size_t)c * 1024, 64);
-            _tile_dpbusd(0, 4, 6);
-            _tile_loadd(7, B1 + (size_t)c * 1024, 64);
-            _tile_dpbusd(1, 4, 7);
+            if (do_dp) _tile_dpbusd(0, 4, 6);
+            if (do_load) _tile_loadd(7, B1 + (size_t)c * 1024, 64);
+            if (do_dp) _tile_dpbusd(1, 4, 7);
             if (two) {
-                _tile_loadd(5, A1 + (size_t)c * 64, Kp);
-                _tile_dpbusd(2, 5, 6);
-                _tile_dpbusd(3, 5, 7);
+                if (do_load) _tile_loadd(5, A1 + (size_t)c * 64, Kp);
+                if (do_dp) {
+                    _tile_dpbusd(2, 5, 6);
+                    _tile_dpbusd(3, 5, 7);
+                }
             }
             /* a slice of the previous item's epilogue while these TDPBUSDs run */
             if (per) wb_amx_epi_rows(e, Cp, &prev, c * per, (c + 1) * per);
@@ -205,7 +218,7 @@ WB_AMX static void wb_amx_worker_pipelined(const uint8_t *xq, int M, int Kp, con
         have_prev = 1;
         cur ^= 1;
     }
-    if (have_prev) wb_amx_epi_rows(e, C[cur ^ 1], &prev, 0, prev.mr);
+    if (have_prev && do_epi) wb_amx_epi_rows(e, C[cur ^ 1], &prev, 0, prev.mr);
     _tile_release();
 }
 

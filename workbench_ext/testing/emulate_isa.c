@@ -149,6 +149,24 @@ static int run_case(int M, int K, int N, int sparse_pct, int nt) {
                 break;
             }
     }
+    /* the timing probe (wb_amx_probe, outputs wrong by design) does what it says: 1 writes no
+     * output, 3 multiplies nothing (the epilogue of zero sums: -zp * wsum), 2 runs the
+     * TDPBUSDs on tiles it never loads (any values); none leaves the tile shapes wrong */
+    for (int probe = 1; probe <= 3; probe++) {
+        memset(out, 0x55, (size_t)M * N * 4);
+        wb_amx_probe = probe;
+        wb_dense_amx(xq, M, Kp, bp, N, &e, nt);
+        wb_amx_probe = 0;
+        for (size_t i = 0; i < (size_t)M * N && probe != 2; i++) {
+            const int32_t want = probe == 1 ? 0x55555555 : -zp[i / N] * wsum[i % N];
+            if (out[i] != want) {
+                fprintf(stderr, "amx probe %d M=%d K=%d N=%d nt=%d: m=%zu n=%zu is %d, not %d\n", probe, M, K, N,
+                        nt, i / N, i % N, out[i], want);
+                bad = 1;
+                break;
+            }
+        }
+    }
     /* float outputs with the fused GELU: both AMX workers (the pipelined one runs the epilogue
      * and activation a few rows at a time) give the VNNI kernel's bits */
     {

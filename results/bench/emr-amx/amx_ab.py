@@ -4,8 +4,11 @@ For each DistilBERT GEMM shape (M = 128) and 1 and 2 threads (taking turns in ev
 2026-12-04's run, whose amx_ab.txt timed the thread counts one after the other): the pipelined
 and plain workers,
 each in panel-pair-major item order and grouped order (workbench_ext.int8._set_amx_order), and
-the dense engine's whole compiled forward (batch 1, seq 128) in both orders.
-Usage (on an AMX CPU): python results/bench/emr-amx/amx_ab.py [--rounds 15]
+the dense engine's whole compiled forward (batch 1, seq 128) in both orders.  First, the timing
+probe (`workbench_ext.int8._set_amx_probe`, outputs wrong while on): the pipelined worker whole,
+without its epilogue, without its tile loads and without its TDPBUSDs, as cycles per 32x32 item
+per thread at the measured clock, so that the next change to the kernel goes where the time is.
+Usage (on an AMX CPU): python results/bench/emr-amx/amx_ab.py [--rounds 15] [--probe-only]
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import numpy as np
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--probe-only", action="store_true", help="only the timing probe")
     a = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     from workbench.bench.gemm import _time
@@ -41,6 +45,9 @@ def main() -> None:
         int8._set_amx_pipelined(pipe)
         int8._set_amx_order(order, gb)
 
+    probe(int8, isa, rng, a.rounds, _t, cpu.measure_clock_ghz())
+    if a.probe_only:
+        return
     for k, n in ((768, 3072), (3072, 768), (768, 2304), (768, 768)):
         x = rng.standard_normal((128, k)).astype(np.float32)
         w = rng.integers(-127, 128, size=(n, k)).astype(np.int8)
@@ -75,6 +82,38 @@ def main() -> None:
             assert np.array_equal(eng(ids, mask), ref), name
     setv((1, 0, 1 << 20))
     print("dense forward b1 t=2: " + "; ".join(f"{k} {statistics.median(v) * 1e3:.2f} ms" for k, v in times.items()))
+
+
+PROBES = {"whole": 0, "no-epilogue": 1, "no-loads": 2, "no-tdpbusd": 3}
+
+
+def probe(int8, isa: str, rng, rounds: int, timer, ghz: float) -> None:
+    """The pipelined worker with parts left out (modes taking turns in every round), per GEMM
+    shape and thread count: ms per call, and cycles per 32x32 work item on each thread."""
+    print(f"timing probe (pipelined worker, panel-pair-major; clock {ghz:.2f} GHz measured); "
+          "cycles per 32x32 item per thread, ms per call in brackets", flush=True)
+    try:
+        for k, n in ((768, 3072), (3072, 768), (768, 2304), (768, 768)):
+            x = rng.standard_normal((128, k)).astype(np.float32)
+            w = rng.integers(-127, 128, size=(n, k)).astype(np.int8)
+            layer = int8.DenseInt8Linear(w, np.full(n, 0.01, np.float32), None, isa=isa)
+            out = np.empty((128, n), np.float32)
+            items = (128 // 32) * ((n + 31) // 32)
+            times = {(nt, mode): [] for nt in (1, 2) for mode in PROBES}
+            for _ in range(rounds):
+                for nt, mode in times:
+                    int8._set_amx_probe(PROBES[mode])
+                    times[nt, mode].append(timer(lambda: layer(x, num_threads=nt, out=out)))
+            int8._set_amx_probe(0)
+            for nt in (1, 2):
+                cells = []
+                for mode in PROBES:
+                    sec = statistics.median(times[nt, mode])
+                    cells.append(f"{mode} {sec * ghz * 1e9 / (items / nt):.0f} ({sec * 1e3:.3f} ms)")
+                print(f"128x{k}x{n} t={nt} ({items} items; its TDPBUSDs alone: {k} cycles an item): "
+                      + "; ".join(cells), flush=True)
+    finally:
+        int8._set_amx_probe(0)
 
 
 if __name__ == "__main__":
