@@ -289,17 +289,20 @@ class PipelineRun:
             for i, stage in enumerate(self.spec.stages):
                 self._run_and_record(i, stage)
                 if time.perf_counter() - drawn >= FIGURE_EVERY_S and i + 1 < len(self.spec.stages):
-                    write_run_figures(self.run_dir, self.spec, self.metrics, quick=self.quick)
+                    self._draw_figures()
                     drawn = time.perf_counter()
         except BaseException:  # a stage failed or the run was interrupted: the figures of what finished
             if self.metrics:
                 try:
-                    write_run_figures(self.run_dir, self.spec, self.metrics, quick=self.quick)
+                    self._draw_figures()
                 except Exception as err:  # (the stage's error is the one to see)
                     print(f"[workbench] could not draw the run's figures: {err}", flush=True)
             raise
-        write_run_figures(self.run_dir, self.spec, self.metrics, quick=self.quick)
+        self._draw_figures()
         return self.metrics
+
+    def _draw_figures(self) -> None:
+        write_run_figures(self.run_dir, self.spec, self.metrics, quick=self.quick)
 
     def _run_and_record(self, i: int, stage: StageSpec) -> None:
         """Run stage `i`, append its metrics and rewrite the run's tables."""

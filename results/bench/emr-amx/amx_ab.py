@@ -48,11 +48,7 @@ def main() -> None:
     probe(int8, isa, rng, a.rounds, _t, cpu.measure_clock_ghz())
     if a.probe_only:
         return
-    for k, n in ((768, 3072), (3072, 768), (768, 2304), (768, 768)):
-        x = rng.standard_normal((128, k)).astype(np.float32)
-        w = rng.integers(-127, 128, size=(n, k)).astype(np.int8)
-        layer = int8.DenseInt8Linear(w, np.full(n, 0.01, np.float32), None, isa=isa)
-        out = np.empty((128, n), np.float32)
+    for k, n, x, layer, out in gemm_layers(int8, isa, rng):
         # thread counts and variants all take turns within each round, so a change in the shared
         # machine's speed hits every cell of a round alike
         times = {(nt, name): [] for nt in (1, 2) for name in variants}
@@ -84,6 +80,14 @@ def main() -> None:
     print("dense forward b1 t=2: " + "; ".join(f"{k} {statistics.median(v) * 1e3:.2f} ms" for k, v in times.items()))
 
 
+def gemm_layers(int8, isa: str, rng):
+    """DistilBERT's GEMM shapes (M = 128) as (K, N, x, random int8 layer, output buffer)."""
+    for k, n in ((768, 3072), (3072, 768), (768, 2304), (768, 768)):
+        x = rng.standard_normal((128, k)).astype(np.float32)
+        w = rng.integers(-127, 128, size=(n, k)).astype(np.int8)
+        yield k, n, x, int8.DenseInt8Linear(w, np.full(n, 0.01, np.float32), None, isa=isa), np.empty((128, n), np.float32)
+
+
 PROBES = {"whole": 0, "no-epilogue": 1, "no-loads": 2, "no-tdpbusd": 3}
 
 
@@ -93,18 +97,13 @@ def probe(int8, isa: str, rng, rounds: int, timer, ghz: float) -> None:
     print(f"timing probe (pipelined worker, panel-pair-major; clock {ghz:.2f} GHz measured); "
           "cycles per 32x32 item per thread, ms per call in brackets", flush=True)
     try:
-        for k, n in ((768, 3072), (3072, 768), (768, 2304), (768, 768)):
-            x = rng.standard_normal((128, k)).astype(np.float32)
-            w = rng.integers(-127, 128, size=(n, k)).astype(np.int8)
-            layer = int8.DenseInt8Linear(w, np.full(n, 0.01, np.float32), None, isa=isa)
-            out = np.empty((128, n), np.float32)
+        for k, n, x, layer, out in gemm_layers(int8, isa, rng):
             items = (128 // 32) * ((n + 31) // 32)
             times = {(nt, mode): [] for nt in (1, 2) for mode in PROBES}
             for _ in range(rounds):
                 for nt, mode in times:
                     int8._set_amx_probe(PROBES[mode])
                     times[nt, mode].append(timer(lambda: layer(x, num_threads=nt, out=out)))
-            int8._set_amx_probe(0)
             for nt in (1, 2):
                 cells = []
                 for mode in PROBES:
