@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.results import format_stage_table, write_csv
+from workbench.results import atomic_dir, format_stage_table, write_csv
 
 REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "workbench"
@@ -50,6 +50,44 @@ def test_write_csv_is_atomic(tmp_path, monkeypatch):
         write_csv(path, [{"a": 2}] * 1000)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]  # no temp file left behind
+
+
+def test_atomic_dir_writers_of_one_folder_never_collide(tmp_path):
+    """Two processes caching the same entry at once (sweep workers, a notebook beside a test):
+    neither writes into nor deletes the other's half, and what lands is always a whole copy."""
+    target = tmp_path / "cache" / "entry"
+    with atomic_dir(target) as first:
+        (first / "part").write_text("first")
+        with atomic_dir(target) as second:  # another writer starts and finishes meanwhile
+            (second / "part").write_text("second")
+        assert (target / "part").read_text() == "second"
+        assert (first / "part").read_text() == "first"  # our half is untouched
+    assert (target / "part").read_text() == "first"  # the later finisher replaces
+    assert [p.name for p in target.parent.iterdir()] == ["entry"]  # nothing left beside it
+
+    with pytest.raises(RuntimeError, match="half"):  # a failed writer leaves the old copy alone
+        with atomic_dir(target) as t:
+            (t / "part").write_text("half")
+            raise RuntimeError("half written")
+    assert (target / "part").read_text() == "first"
+    assert [p.name for p in target.parent.iterdir()] == ["entry"]
+
+
+def test_atomic_dir_keeps_a_copy_that_lands_while_ours_moves_in(tmp_path, monkeypatch):
+    target = tmp_path / "entry"
+    real_rename = os.rename
+
+    def other_writer_lands_first(src, dst):
+        if Path(dst) == target and not target.exists():
+            target.mkdir()
+            (target / "part").write_text("other")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", other_writer_lands_first)
+    with atomic_dir(target) as ours:
+        (ours / "part").write_text("ours")
+    assert (target / "part").read_text() == "other"
+    assert [p.name for p in tmp_path.iterdir()] == ["entry"]
 
 
 def test_every_csv_goes_through_results_write_csv():

@@ -1,14 +1,16 @@
-"""Atomic result files (a reader never sees a half-written metrics.json, CSV or YAML), and the
-one formatter of stage tables for humans (`format_stage_table`)."""
+"""Atomic result files and folders (a reader never sees a half-written metrics.json, CSV, YAML or
+saved stage), and the one formatter of stage tables for humans (`format_stage_table`)."""
 from __future__ import annotations
 
 import csv
 import io
 import json
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import yaml
 
@@ -26,6 +28,35 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """A private empty folder beside `target` to fill; when the block ends without an error it
+    becomes `target` in one rename (an older `target` is replaced), otherwise it is removed.
+
+    The folder's name is unique, so processes that fill the same cache entry at once (two sweep
+    workers, a notebook beside a test) never write into or delete each other's half. If another
+    writer's copy lands while ours is being moved in, that complete copy is kept and ours dropped.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        aside = target.with_name(f"{tmp.name}.old")  # unique too: derived from ours
+        try:
+            os.rename(target, aside)
+        except FileNotFoundError:  # nothing to replace (or another writer moved it first)
+            pass
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another writer's complete copy landed in between: keep it
+            if not target.is_dir():
+                raise
+        shutil.rmtree(aside, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import shutil
 from typing import Any, Iterator
 
 import datasets
 
 from workbench.paths import cache_dir
+from workbench.results import atomic_dir
 
 
 def tokenizer_key(tokenizer: Any) -> str:
@@ -33,13 +33,10 @@ def quiet_datasets() -> Iterator[None]:
 
 
 def save_dataset(data: Any, path: Any) -> None:
-    """`save_to_disk` into a temporary folder, then rename: a half-written cache is never read."""
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with quiet_datasets():
+    """`save_to_disk` into a private temporary folder, then rename (`atomic_dir`): a half-written
+    cache is never read, and two processes caching the same data at once do not collide."""
+    with quiet_datasets(), atomic_dir(path) as tmp:
         data.save_to_disk(str(tmp))
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
 
 
 def tokenize_task(task: Any, tokenizer: Any, max_length: int | None = None) -> datasets.DatasetDict:

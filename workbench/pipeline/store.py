@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from torch import nn
 
 from workbench.evaluate import is_torch_quantized
 from workbench.models.registry import no_hf_progress_bar
-from workbench.results import write_json
+from workbench.results import atomic_dir, write_json
 
 
 def stage_hash(obj: Any) -> str:
@@ -49,12 +48,7 @@ class StageStore:
              shared: Path | None) -> None:
         """Write the stage atomically (a reader never sees half a stage)."""
         for target in [self.artifact(stage)] + ([shared] if shared is not None else []):
-            tmp = target.with_name(target.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            with no_hf_progress_bar():  # no "Writing model shards" bar per stage
+            with atomic_dir(target) as tmp, no_hf_progress_bar():  # no "Writing model shards" bar
                 model.save_pretrained(tmp / "model")
                 tokenizer.save_pretrained(tmp / "model")
-            write_json(tmp / "done.json", info)
-            shutil.rmtree(target, ignore_errors=True)
-            tmp.parent.mkdir(parents=True, exist_ok=True)
-            tmp.rename(target)
+                write_json(tmp / "done.json", info)

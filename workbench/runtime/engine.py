@@ -61,6 +61,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from workbench.runtime import kernels as K
+from workbench.results import atomic_write_bytes, atomic_write_text
 from workbench.runtime.inputs import check_inputs
 
 FORMAT = "workbench-engine"
@@ -333,12 +334,8 @@ class Engine:
     # ---- persistence -------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        tmp_w, tmp_m = d / (WEIGHTS_FILE + ".tmp"), d / (META_FILE + ".tmp")
-        tmp_w.write_bytes(self.serialized())
-        tmp_m.write_text(json.dumps(self.meta, indent=1, sort_keys=True))
-        os.replace(tmp_w, d / WEIGHTS_FILE)
-        os.replace(tmp_m, d / META_FILE)
+        atomic_write_bytes(d / WEIGHTS_FILE, self.serialized())
+        atomic_write_text(d / META_FILE, json.dumps(self.meta, indent=1, sort_keys=True))
         return d
 
     @classmethod
