@@ -90,3 +90,29 @@ def train_data(word_tokenizer):
     texts = [" ".join(f"w{w}" for w in rng.integers(0, 115, int(rng.integers(3, 14)))) for _ in range(48)]
     enc = word_tokenizer(texts, truncation=True, max_length=32)
     return datasets.Dataset.from_dict({"text": texts, "labels": [i % 2 for i in range(48)], **enc}).with_format("torch")
+
+
+# ------------------------------------------------------------------ the tour's notebooks
+NOTEBOOK_TEST = "test_notebook_runs_in_quick_mode"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The notebook tests last: the notebooks run in the background from the first test on (one
+    at a time, beside the rest of the suite, which keeps about one core busy), and once their
+    tests start nothing else needs the second core (tests/notebook_lanes.py)."""
+    items.sort(key=lambda item: getattr(item, "originalname", None) == NOTEBOOK_TEST)  # stable
+
+
+@pytest.fixture(scope="session", autouse=True)
+def notebook_lanes(request, tmp_path_factory):
+    """The background notebook runs (`NotebookLanes`), or None when no notebook test is selected."""
+    selected = [item.callspec.params["path"] for item in request.session.items
+                if getattr(item, "originalname", None) == NOTEBOOK_TEST]
+    if not selected:
+        yield None
+        return
+    from notebook_lanes import NotebookLanes
+
+    lanes = NotebookLanes(selected, tmp_path_factory.mktemp("notebooks")).start()
+    yield lanes
+    lanes.stop()
