@@ -113,6 +113,12 @@ def notebook_lanes(request, tmp_path_factory):
         return
     from notebook_lanes import NotebookLanes
 
+    # While a notebook holds the second core, torch here runs one thread. With two, every op's
+    # parallel region waits for a thread the scheduler must first take back from the notebook:
+    # small-model tests ran 10-40x slower (0.5 s -> 20 s), far more than the notebooks saved.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     lanes = NotebookLanes(selected, tmp_path_factory.mktemp("notebooks")).start()
     yield lanes
     lanes.stop()
+    torch.set_num_threads(threads)
