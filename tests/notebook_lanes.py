@@ -5,9 +5,14 @@ The rest of the suite keeps about one of the two CI cores busy (1.17 on average,
 tests are single-threaded Python, or wait on a subprocess. So the notebooks start with the
 session, one at a time on one thread (lane 1) at the lowest CPU priority, so they take only the
 time the suite leaves idle; their tests run last (conftest moves them), and when the first of
-those starts every other test has finished and a second lane joins. First the shared quick teacher is trained
-into the stage cache, so no two notebooks train it at once; then the longest notebooks go first,
-so the two lanes finish together.
+those starts every other test has finished and a second lane joins. Meanwhile the test process
+runs torch on one thread (conftest.py says why). Measured on a clean clone, 2-core EPYC, the
+whole suite: 1125 s with the notebooks beside it at the same priority and two torch threads,
+1037 s at the lowest priority, 784 s with one torch thread too. The suite without the notebooks
+took 787 s the same hour; run after it, two at a time, they had taken another 335 s in CI.
+
+First the shared quick teacher is trained into the stage cache, so no two notebooks train it at
+once; then the longest notebooks go first.
 
 Each notebook runs in its own papermill process with an environment copied when the session
 starts, so tests that change os.environ meanwhile (a temporary WORKBENCH_CACHE, say) do not leak
@@ -125,11 +130,8 @@ class NotebookLanes:
                 fut.set_exception(e)
 
     def _run(self, cmd: list[str], **kw) -> subprocess.CompletedProcess:
-        """`subprocess.run` at the lowest CPU priority, killed by `stop()` (a session that ends
-        early does not wait). The priority is what makes the background pay: at the same
-        priority a notebook took the second core from the suite's two-thread torch runs, whose
-        threads then waited for each other (the quick demo's fixture ran 2.2x slower), and the
-        whole suite took as long as running the two one after the other."""
+        """`subprocess.run` at the lowest CPU priority (the notebooks take the time the suite
+        leaves idle), killed by `stop()` (a session that ends early does not wait)."""
         cmd = (["nice", "-n", "19"] if NICE else []) + cmd
         with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env,
                               **kw) as proc:
