@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 KERNEL = "workbench-test-python-1thread"
 WEIGHT_FILES = {".safetensors", ".bin", ".onnx", ".pt", ".npz"}
-# seconds each takes on one thread, two at a time on 2 cores (measured): the longest start first
+# seconds each took on one thread, two at a time on 2 cores (measured in session 25): the longest go first
 MEASURED_S = {"06_sweep_and_pareto": 115, "11_teachers_and_data": 104, "08_structural_pruning": 88,
               "09_dynamic_inference": 74, "07_layerwise_distillation": 64, "10_quantization": 53,
               "02_distillation": 44, "03_pruning": 42, "01_quickstart": 39, "04_quantization_and_runtime": 34,

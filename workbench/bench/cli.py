@@ -31,6 +31,7 @@ from workbench.bench.models import DEFAULT_MODELS, MODELS, BenchModel, parse_mod
 from workbench.bench.processes import time_engines
 from workbench.bench.report import add_ratios, write_engines_csv, write_markdown, write_plot
 from workbench.bench.spread import add_spread
+from workbench.results import atomic_write_text
 
 
 def _list(kind: str, known: Any = None, cast: Any = str):
@@ -160,9 +161,7 @@ def _run_gemm(args: argparse.Namespace, s: dict[str, Any]) -> None:
         text = readme.read_text().rstrip("\n")
         text += ("\n\n## GEMM microbenchmark (`workbench.bench.gemm.run_gemm_bench`, gemm.csv)\n\n```\n"
                  + table.rstrip("\n") + "\n```\n")
-        tmp = readme.with_name(readme.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, readme)
+        atomic_write_text(readme, text)
 
 
 def run(args: argparse.Namespace) -> int:

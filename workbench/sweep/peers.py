@@ -240,10 +240,5 @@ def child_main(spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    import os
-
     spec_path, result_path = sys.argv[1:3]
-    result = child_main(json.loads(Path(spec_path).read_text()))
-    tmp_path = Path(result_path + ".tmp")
-    tmp_path.write_text(json.dumps(result))
-    os.replace(tmp_path, result_path)
+    atomic_write_text(Path(result_path), json.dumps(child_main(json.loads(Path(spec_path).read_text()))))
