@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import ast
 import csv
+import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from workbench.results import atomic_dir, format_stage_table, write_csv
+from workbench.results import atomic_dir, atomic_file, format_stage_table, write_csv, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "workbench"
@@ -88,6 +91,50 @@ def test_atomic_dir_keeps_a_copy_that_lands_while_ours_moves_in(tmp_path, monkey
         (ours / "part").write_text("ours")
     assert (target / "part").read_text() == "other"
     assert [p.name for p in tmp_path.iterdir()] == ["entry"]
+
+
+def test_killed_writers_leftovers_are_removed_and_live_ones_kept(tmp_path):
+    """A writer killed mid-save leaves its private copy beside the entry; the next writer of that
+    entry removes it when its process is gone, and leaves a live writer's and another host's."""
+    target = tmp_path / "entry"
+    host = socket.gethostname().split(".")[0]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid is free now (reuse within this test would only keep the leftover)
+    leftovers = {
+        "dead_dir": tmp_path / f".entry.{host}-{dead.pid}.abc123.tmp",
+        "dead_aside": tmp_path / f".entry.{host}-{dead.pid}.abc123.tmp.old",
+        "live": tmp_path / f".entry.{host}-{os.getpid()}.def456.tmp",
+        "other_host": tmp_path / f".entry.{host}x-{dead.pid}.ghi789.tmp",
+        "other_entry": tmp_path / f".entry2.{host}-{dead.pid}.jkl012.tmp",
+    }
+    for path in leftovers.values():
+        path.mkdir()
+        (path / "part").write_text("half")
+    with atomic_dir(target) as t:
+        (t / "part").write_text("whole")
+    left = {p.name for p in tmp_path.iterdir()}
+    assert leftovers["dead_dir"].name not in left and leftovers["dead_aside"].name not in left
+    for key in ("live", "other_host", "other_entry"):
+        assert leftovers[key].name in left, key
+    assert (target / "part").read_text() == "whole"
+
+    dead_file = tmp_path / f".result.json.{host}-{dead.pid}.xyz.tmp"
+    dead_file.write_text("{")
+    write_json(tmp_path / "result.json", {"ok": 1})  # files too: atomic_write_* go through atomic_file
+    assert not dead_file.exists()
+    assert json.loads((tmp_path / "result.json").read_text()) == {"ok": 1}
+
+
+def test_atomic_file_leaves_the_old_file_when_the_writer_fails(tmp_path):
+    path = tmp_path / "last.pt"
+    with atomic_file(path) as tmp:
+        torch.save({"step": 1}, tmp)
+    with pytest.raises(RuntimeError, match="killed"):
+        with atomic_file(path) as tmp:
+            torch.save({"step": 2}, tmp)
+            raise RuntimeError("killed mid-save")
+    assert torch.load(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
 def test_every_csv_goes_through_results_write_csv():

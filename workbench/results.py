@@ -3,10 +3,12 @@ saved stage), and the one formatter of stage tables for humans (`format_stage_ta
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
 import os
 import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,19 +17,69 @@ from typing import Any, Iterator, Sequence
 import yaml
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def _writer_prefix(path: Path) -> str:
+    """The name prefix of a writer's temporary copy of `path`: `.<name>.<host>-<pid>.` (then
+    a random part), so a later writer can tell a dead writer's leftovers from a live one's."""
+    host = socket.gethostname().split(".")[0] or "host"
+    return f".{path.name}.{host}-{os.getpid()}."
+
+
+def remove_dead_writers_temps(path: Path) -> list[Path]:
+    """Remove the temporary copies of `path` left beside it by writers on this host that were
+    killed mid-write (SIGKILL, power loss): their process no longer exists. A live writer's copy,
+    another host's (a shared file system) and anything not named like ours are left alone; a
+    recycled pid only makes a dead writer's leftover look alive, never the other way round."""
+    path = Path(path)
+    host = socket.gethostname().split(".")[0] or "host"
+    removed = []
+    try:
+        beside = list(path.parent.glob(f".{glob.escape(path.name)}.{glob.escape(host)}-*.tmp*"))
+    except OSError:
+        return removed
+    for leftover in beside:
+        pid_part = leftover.name[len(f".{path.name}.{host}-"):].split(".", 1)[0]
+        if not pid_part.isdigit() or _process_alive(int(pid_part)):
+            continue
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+        removed.append(leftover)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """A private temporary path beside `path` to write (by any writer: `torch.save`, a file
+    opened by name); when the block ends without an error it is fsynced and becomes `path` in one
+    rename, otherwise it is removed. Leftovers of killed writers of `path` are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_dead_writers_temps(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_writer_prefix(path), suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
 
 
 @contextmanager
@@ -38,10 +90,12 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     The folder's name is unique, so processes that fill the same cache entry at once (two sweep
     workers, a notebook beside a test) never write into or delete each other's half. If another
     writer's copy lands while ours is being moved in, that complete copy is kept and ours dropped.
+    Leftovers of killed writers of `target` are removed first (`remove_dead_writers_temps`).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    remove_dead_writers_temps(target)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=_writer_prefix(target), suffix=".tmp"))
     try:
         yield tmp
         aside = target.with_name(f"{tmp.name}.old")  # unique too: derived from ours

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from workbench.config import ConfigError, fail
 from workbench.forward import forward_with
 from workbench.recipes.base import LossTerms, Recipe, TrainState
-from workbench.results import write_csv
+from workbench.results import atomic_file, write_csv
 
 
 @dataclass
@@ -103,12 +103,6 @@ def _adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def example_lengths(data: Any) -> list[int]:
     """Token count of every example (`input_ids` before padding)."""
     if hasattr(data, "with_format"):  # a datasets.Dataset: the column as plain lists, ~7x faster than rows
@@ -156,15 +150,16 @@ class Trainer:
             self.on_checkpoint()  # e.g. the teachers' logit caches, before the state that relies on them
         if self.ckpt_dir is None:
             return
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_torch_save({
+        state_dicts = {
             "model": self.model.state_dict(), "optimizer": state.optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "step": state.step, "epoch": epoch,
             "batch_in_epoch": batch_in_epoch, "rng": torch.get_rng_state(),
             "recipes": [r.state_dict() for r in self.recipes],
             "owned": [m.state_dict() if m is not None else None for m in (r.owned for r in self.recipes)],
             "history": self.history, "step_log": self.step_log,
-        }, self.ckpt_dir / "last.pt")
+        }
+        with atomic_file(self.ckpt_dir / "last.pt") as tmp:  # a killed run keeps its previous checkpoint
+            torch.save(state_dicts, tmp)
 
     def _write_history(self) -> None:
         if self.history_path is None:

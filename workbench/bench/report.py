@@ -50,6 +50,8 @@ def write_plot(rows: list[dict[str, Any]], path: Path, engines_order: list[str])
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from workbench.plots.runs import save_figure
+
     models = list(dict.fromkeys(r["model"] for r in rows))
     panels = sorted({(r["threads"], r["batch"]) for r in rows})
     fig, axes = plt.subplots(len(models), len(panels), squeeze=False,
@@ -82,11 +84,7 @@ def write_plot(rows: list[dict[str, Any]], path: Path, engines_order: list[str])
     seq = rows[0]["seq_len"] if rows else "?"
     fig.suptitle(f"Engines, seq len {seq} (higher is better)", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=110)
 
 
 def _machine() -> list[str]:

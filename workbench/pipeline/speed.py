@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from workbench.evaluate import measure_speed, speed_inputs
+from workbench.results import atomic_write_text
 
 WORKER_TIMEOUT_S = 1800
 
@@ -171,9 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     model = _import(folder, spec)
     out = measure_here(model, spec["vocab_size"], spec["seq_len"], spec["batches"], spec["iters"], spec["warmup"])
     out["probe"] = _probe(model, spec["vocab_size"], spec["seq_len"])
-    tmp = folder / "result.json.tmp"
-    tmp.write_text(json.dumps(out))
-    os.replace(tmp, folder / "result.json")
+    atomic_write_text(folder / "result.json", json.dumps(out))
     return 0
 
 

@@ -13,9 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from workbench.results import atomic_write_bytes  # noqa: E402
 
 
-def save_figure(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path, dpi: int = 130) -> Path:
+    """Write `fig` as a PNG at `path` atomically (a reader never sees half a file) and close it."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(Path(path), buf.getvalue())
     return Path(path)
