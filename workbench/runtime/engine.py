@@ -45,29 +45,25 @@ a seeded std-0.5 two-label head, 16 real sentences, padded batch):
   (measured: 0.066 at max |logit| 0.88 vs torch dynamic int8 0.318; 80% 1x4-pruned: 0.10 at
   max |logit| 0.57 vs torch 0.18; argmax agreement 16/16 in both, torch int8 15/16 unpruned).
 
-Engines are saved as `engine.safetensors` (int8 weights, scales, biases, fp32 tensors; int8 engines keep word embeddings in fp16) plus
-`engine.json` (architecture, shapes, which layers are sparse); no pickle. Packed kernel formats
-are rebuilt at load time.
+What an engine is made of (`describe`, sizes, sparsity) is reported by `EngineReport`
+(`workbench.runtime.engine_report`); its files, `save` / `load`, are `EngineFile`'s
+(`workbench.runtime.engine_file`). `Engine` inherits both.
 """
 from __future__ import annotations
 
 import contextlib
 import gc
-import json
-import os
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 from workbench.runtime import kernels as K
-from workbench.results import atomic_write_bytes, atomic_write_text
+from workbench.runtime.engine_file import (  # noqa: F401  (the file names: re-exported, importable from here as before)
+    FORMAT, FORMAT_VERSION, META_FILE, WEIGHTS_FILE, EngineFile,
+)
+from workbench.runtime.engine_report import EngineReport
 from workbench.runtime.inputs import check_inputs
 
-FORMAT = "workbench-engine"
-FORMAT_VERSION = 1
-WEIGHTS_FILE = "engine.safetensors"
-META_FILE = "engine.json"
 FP32_ATOL = 1e-4
 
 
@@ -94,7 +90,7 @@ def _no_gc_pauses() -> Iterator[None]:
 # --------------------------------------------------------------------------------------------
 # the engine
 # --------------------------------------------------------------------------------------------
-class Engine:
+class Engine(EngineReport, EngineFile):
     """A compiled classifier. `engine(input_ids, attention_mask, token_type_ids=None) -> logits`."""
 
     def __init__(self, meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
@@ -267,87 +263,6 @@ class Engine:
         [B, R, nh, d] in the engine's attention precision (`kernels.attention`); `sig` [B, nh, S]
         (R == S): set to the probabilities summed over the non-padding queries."""
         return K.attention(q, k, v, mask_bias, sig, precision=self.attention, num_threads=self.num_threads)
-
-    # ---- introspection -----------------------------------------------------------------------
-    def describe(self) -> dict[str, Any]:
-        from workbench.runtime import choice
-
-        return {
-            "architecture": self.architecture,
-            "quantize": self.meta["quantize"],
-            "sparse_threshold": self.meta["sparse_threshold"],
-            "kernel_choice": self.meta.get("kernel_choice", "threshold"), "dtype": self.meta.get("dtype"),
-            "act_bits": self.meta.get("act_bits", 8),
-            "int8_weights": self.meta.get("int8_weights"),
-            "kernels_per_layer": choice.layer_summary(self.meta),
-            "attention": self.attention_impl(),
-            "layer_loop": ("compiled: workbench_ext.encoder.Int8Encoder, one call per forward" if self._encoder is not None
-                           else "per op: one Python call per kernel"),
-            "linears": {n: {**lm, "impl": self.impls[n]} for n, lm in self.meta["linears"].items()},
-            "kernels": K.kernel_report(),
-        }
-
-    def attention_impl(self) -> str:
-        """What the attention runs on here: "fp32", "bf16 (AMX)", "bf16 (AVX512-BF16)", or the
-        fp32 fallback of a bf16 engine on a CPU (or forced ISA) without AVX512-BF16, said so."""
-        if self.attention != "bf16":
-            return "fp32"
-        path = K.attention_bf16_path() if K.has_fused_attention() else None
-        if path is not None:
-            return {"amx": "bf16 (AMX)", "avx512_bf16": "bf16 (AVX512-BF16)"}[path]
-        return "fp32 (bf16 asked; no AVX512-BF16 on this CPU or ISA)"
-
-    def sparse_layers(self) -> list[str]:
-        return [n for n, lm in self.meta["linears"].items() if lm["kind"].endswith("sparse")]
-
-    def num_parameters(self) -> int:
-        """Weights and biases as in the source model (quantization scales not counted)."""
-        return int(sum(a.size for n, a in self.tensors.items() if not n.endswith(".scale")))
-
-    def nbytes(self) -> int:
-        return int(sum(a.nbytes for a in self.tensors.values()))
-
-    def nonzero_parameters(self) -> int:
-        return int(sum(np.count_nonzero(a) for n, a in self.tensors.items() if not n.endswith(".scale")))
-
-    def layer_sparsity(self) -> dict[str, float]:
-        """Fraction of zero weights per source encoder Linear (HF module names), as stored (int8
-        weights count the values that quantized to 0)."""
-        out: dict[str, float] = {}
-        for name, lm in self.meta["linears"].items():
-            if not name.startswith("layers."):
-                continue
-            w, row = self.tensors.get(f"{name}.weight"), 0
-            for src, rows in lm.get("sources", [[name, lm["N"]]]):
-                part = None if w is None else w[row:row + rows]
-                out[src] = float(np.mean(part == 0)) if part is not None and part.size else 0.0
-                row += rows
-        return out
-
-    def serialized(self) -> bytes:
-        """The engine's safetensors bytes, as `save` writes them (plus the JSON beside it)."""
-        from safetensors.numpy import save
-
-        return save({k: np.ascontiguousarray(v) for k, v in self.tensors.items()},
-                    metadata={"format": FORMAT, "version": str(FORMAT_VERSION)})
-
-    # ---- persistence -------------------------------------------------------------------------
-    def save(self, directory: str | os.PathLike) -> Path:
-        d = Path(directory)
-        atomic_write_bytes(d / WEIGHTS_FILE, self.serialized())
-        atomic_write_text(d / META_FILE, json.dumps(self.meta, indent=1, sort_keys=True))
-        return d
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> "Engine":
-        from safetensors.numpy import load_file
-
-        d = Path(directory)
-        if not (d / META_FILE).is_file() or not (d / WEIGHTS_FILE).is_file():
-            raise FileNotFoundError(f"{d} does not hold a saved engine ({META_FILE} + {WEIGHTS_FILE})")
-        meta = json.loads((d / META_FILE).read_text())
-        tensors = {k: np.ascontiguousarray(v) for k, v in load_file(str(d / WEIGHTS_FILE)).items()}
-        return cls(meta, tensors)
 
     def __repr__(self) -> str:
         kinds: dict[str, int] = {}
