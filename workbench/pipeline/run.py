@@ -3,8 +3,9 @@
 or acts during training, and is measured. Results go to `results/<name>/`; re-running the same
 command resumes: finished stages are reused, a killed stage continues from its last checkpoint.
 
-The up-front checks of the recipes live in `checks`, measuring a stage in `measure` and writing
-the run's records in `records`; `engine_name` and `STAGE_COLUMNS` are re-exported from here.
+The up-front checks of the recipes live in `checks`, a stage's keys, seed and checkpoint folder
+in `stage_keys`, measuring a stage in `measure` and writing the run's records in `records`;
+`engine_name`, `MEASURE_VERSION` and `STAGE_COLUMNS` are re-exported from here.
 """
 from __future__ import annotations
 
@@ -30,11 +31,14 @@ from workbench.pipeline.measure import engine_name, measure_stage  # noqa: F401 
 from workbench.pipeline.records import FIGURE_EVERY_S, print_stage_result, write_run_figures, write_run_records
 from workbench.pipeline.records import STAGE_COLUMNS  # noqa: F401  (re-exported)
 from workbench.pipeline.spec import PipelineSpec, StageSpec
-from workbench.pipeline.store import StageStore, saveable, stage_hash
+from workbench.pipeline.stage_keys import MEASURE_VERSION  # noqa: F401  (re-exported)
+from workbench.pipeline.stage_keys import StageKeys
+from workbench.pipeline.store import StageStore, saveable
 from workbench.recipes.base import RecipeContext, build_recipe
 from workbench.results import write_yaml
 from workbench.teachers import TeacherService
 from workbench.train import Trainer, seed_everything
+
 
 @dataclass
 class StageData:
@@ -49,12 +53,7 @@ class StageData:
     collate: Collator
 
 
-# What a stage's measurement records; bump it when that changes, so cached stages are measured
-# again (2: quick runs leave zlib_mb empty).
-MEASURE_VERSION = 2
-
-
-class PipelineRun:
+class PipelineRun(StageKeys):
     """Runs a `PipelineSpec` into `results/<name>/`, resuming whatever an earlier run finished.
 
     `seed` overrides the spec's training seed (the data split stays the spec's `seed`), which is
@@ -130,50 +129,6 @@ class PipelineRun:
         self.teachers = TeacherService(self.tokenizer, self.task.num_labels, self.run_dir,
                                        lambda n: (self.models[n], self.keys[n]) if n in self.models else None)
 
-    def _source(self, index: int) -> int | None:
-        """Index of the stage this one starts from (`from:`, else the previous stage)."""
-        stage = self.spec.stages[index]
-        if stage.source is not None:
-            return next(i for i, s in enumerate(self.spec.stages) if s.name == stage.source)
-        return index - 1 if index else None
-
-    def _depth(self, index: int) -> int:
-        source = self._source(index)
-        return 0 if source is None else 1 + self._depth(source)
-
-    def _stage_seed(self, index: int) -> int:
-        """The run's seed (or the stage's pinned one) plus the stage's depth in its `from` chain:
-        sibling stages that start from the same model (a method comparison) share their data
-        order and initialisation, and adding or removing a sibling changes no other stage."""
-        stage = self.spec.stages[index]
-        return (self.seed if stage.seed is None else stage.seed) + self._depth(index)
-
-    def _stage_key(self, index: int) -> str:
-        """Everything the stage's trained model depends on: its definition and seed, the key of
-        the stage it starts from, and the keys of the earlier stages its recipes learn from."""
-        spec = self.spec
-        stage = spec.stages[index]
-        names = [s.name for s in spec.stages[:index]]
-        from workbench.recipes.base import recipe_class
-
-        teachers = sorted({t for rname, c in stage.recipes for t in recipe_class(rname, stage.name).teacher_names(c)
-                           if t in names})
-        source = self._source(index)
-        return stage_hash({"model": spec.model, "task": config_to_dict(spec.task), "split_seed": spec.seed,
-                           "task_fingerprint": self.task.fingerprint,
-                           # only what changes the trained model; eval settings go in _measure_key
-                           "quick": {"train_examples": spec.quick.train_examples, "epochs": spec.quick.epochs,
-                                     "batch_size": spec.quick.batch_size} if self.quick else None,
-                           "stage": stage.to_dict(for_key=True), "seed": self._stage_seed(index),
-                           "source": self._stage_key(source) if source is not None else None,
-                           "teachers": {t: self._stage_key(names.index(t)) for t in teachers}})
-
-    def _measure_key(self) -> str:
-        """What a stage's metrics depend on beyond its model: the evaluation settings."""
-        spec = self.spec
-        return stage_hash({"eval": config_to_dict(spec.eval), "quick": self.quick, "recorded": MEASURE_VERSION,
-                           "eval_examples": spec.quick.eval_examples if self.quick else None,
-                           "speed_iters": spec.quick.speed_iters if self.quick else spec.eval.speed_iters})
 
     # -------------------------------------------------------------- one stage
     def _reuse(self, stage: StageSpec, key: str, shared: Path | None) -> dict[str, Any] | None:
@@ -258,18 +213,6 @@ class PipelineRun:
             shutil.rmtree(self.run_dir / "checkpoints" / stage.name, ignore_errors=True)
         return metrics
 
-    def _checkpoint_dir(self, stage: str, key: str) -> Path:
-        """The stage's checkpoint folder, tied to the stage key: a checkpoint written under another
-        definition of the stage (the recipe changed after a kill) is discarded, and the run says so."""
-        folder = self.run_dir / "checkpoints" / stage
-        owner = folder / "stage_key.txt"
-        if folder.exists() and (not owner.exists() or owner.read_text().strip() != key):
-            print(f"[workbench]   {stage}: its checkpoint belongs to an earlier definition of the stage; "
-                  "starting the stage over", flush=True)
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        owner.write_text(key + "\n")
-        return folder
 
     def _measure(self, stage: str, model: nn.Module, data: StageData | None = None) -> dict[str, Any]:
         """The stage's metrics row under this run's evaluation settings (pipeline/measure.py)."""

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from workbench.sweep.runner import STORAGE_ENV, run_sweep, storage_url, work
-    from workbench.sweep.spec import load_sweep
+    from workbench.sweep.parse import load_sweep
 
     sweep = load_sweep(args.sweep)
     if args.trials is not None:
