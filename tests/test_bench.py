@@ -316,6 +316,42 @@ def test_ort_runs_shrunk_models_right(tmp_path):
     assert "num_heads set per layer" in notes["ort-int8-opt-pt"]
 
 
+def test_gemm_cells_take_turns_across_kernels_and_thread_counts(monkeypatch):
+    """The GEMM microbenchmark times its cells (kernel x thread count) in rounds, one call per
+    cell per round in a rotated order, so a slower minute of a shared machine lands on all of
+    them alike; `prepare` runs untimed before each call, a capped cell stops at its cap, and
+    vs_dense is the median of same-round time ratios against the dense cell of its thread count."""
+    from workbench.bench import gemm, gemm_turns
+
+    calls: list[str] = []
+    clock = iter(range(10_000))
+    monkeypatch.setattr(gemm_turns.time, "perf_counter", lambda: float(next(clock)))
+
+    def cell(name, threads, max_runs=None, steps=1):
+        def call():
+            calls.append(f"{name}@{threads}")
+            for _ in range(steps - 1):  # a slower kernel: the fake clock advances more
+                next(clock)
+        return gemm._Cell(name, "isa", threads, call, 1.0, "", max_runs=max_runs,
+                          prepare=lambda: calls.append(f"prep {name}@{threads}"))
+
+    cells = [cell("wb-int8-dense", 1, steps=4), cell("wb-int8-sparse90", 1), cell("wb-int8-dense", 2, steps=2),
+             cell("torch-int8", 2, max_runs=1)]
+    gemm._time_in_turns(cells, repeats=3, warmup=1)
+    timed = [c for c in calls if not c.startswith("prep")]
+    assert timed[:3] == ["wb-int8-dense@1", "wb-int8-sparse90@1", "wb-int8-dense@2"]  # warm-up, not the capped cell
+    rounds = timed[3:]
+    assert rounds == ["wb-int8-dense@1", "wb-int8-sparse90@1", "wb-int8-dense@2", "torch-int8@2",   # round 0
+                      "wb-int8-sparse90@1", "wb-int8-dense@2", "wb-int8-dense@1",                   # round 1
+                      "wb-int8-dense@2", "wb-int8-dense@1", "wb-int8-sparse90@1"], rounds           # round 2
+    assert all(calls[i - 1] == "prep " + c for i, c in enumerate(calls) if not c.startswith("prep") and i >= 4)
+    assert [len(c.times) for c in cells] == [3, 3, 3, 1]
+    assert cells[0].times == [4.0] * 3 and cells[1].times == [1.0] * 3
+    assert gemm._vs_dense(cells[1], cells[0]) == 4.0 and gemm._vs_dense(cells[0], cells[0]) == 1.0
+    rows = [gemm._row(c, 8, 64, 32, 3.0, gemm._vs_dense(c, cells[0])) for c in cells[:2]]
+    assert [r["vs_dense"] for r in rows] == [1.0, 4.0] and set(gemm.FIELDS) == set(rows[0])
+
+
 def test_gemm_peak_ignores_implausible_clock(monkeypatch):
     """The peak TOP/s estimate must not use an impossible measured clock (an add chain read
     8.5 GHz on Zen 5): the nominal clock is used instead."""

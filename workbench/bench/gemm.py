@@ -2,7 +2,15 @@
 
     python -m workbench.bench.gemm [--m 128 --k 768 --n 3072 --threads 1 --repeats 20] [--isa avx2]
 
-Times (median of `repeats` after warm-up; the minimum is reported too):
+Every kernel at every thread count is a *cell*; after each cell's warm-up, the cells take turns:
+round r times each cell once (in an order rotated every round), `repeats` rounds in all. So a
+slowdown of the shared machine, or a change of its clock, lands on every cell of a round alike,
+and two thread counts are compared over the same minutes (timed one after the other, the 1- and
+2-thread rows of one run once disagreed by 1.2x against 1.9x). Reported per cell: the median and
+the minimum time, and ``vs_dense``: the median over rounds of (the dense layer's time at the same
+thread count in that round) / (this cell's time), a same-round speed-up.
+
+The cells:
 
 * ``wb-int8-dense``      DenseInt8Linear (per-token u8 quantization + GEMM + dequant, all fused)
 * ``wb-int8-dense-amx-plain``  on AMX CPUs only: the same layer on the plain AMX worker (epilogue
@@ -27,6 +35,7 @@ Writes ``<out_dir>/gemm.csv`` atomically (``workbench.results.write_csv``).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import re
@@ -34,27 +43,17 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from workbench.bench.gemm_turns import _Cell, _time, _time_in_turns, _vs_dense  # noqa: F401  (_time: scripts)
 from workbench.bench.peak import (FP32_FLOPS_PER_CYCLE, INT8_OPS_PER_CYCLE, MAX_PLAUSIBLE_GHZ,  # noqa: F401
                                   cpu_clock_ghz, nominal_clock_ghz, per_cycle_peak)
 from workbench.results import write_csv
 
 FIELDS = ["kernel", "isa", "m", "k", "n", "threads", "sparsity", "nnz_blocks", "median_ms",
-          "min_ms", "gops", "gops_best", "peak_gops", "pct_of_peak", "clock_ghz", "peak_note"]
-
-
-def _time(fn: Callable[[], Any], repeats: int, warmup: int) -> tuple[float, float]:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts), min(ts)
+          "min_ms", "gops", "gops_best", "vs_dense", "peak_gops", "pct_of_peak", "clock_ghz", "peak_note"]
 
 
 def _block_sparse(w: np.ndarray, sparsity: float, rng: np.random.Generator,
@@ -68,9 +67,10 @@ def _block_sparse(w: np.ndarray, sparsity: float, rng: np.random.Generator,
     return np.where(mask, w, 0).astype(w.dtype)
 
 
-def _bench_one_thread_count(m: int, k: int, n: int, threads: int, repeats: int, warmup: int,
-                            sparsities: Sequence[float], isa: str | None, seed: int,
-                            torch_baselines: bool, clock: tuple[float, str]) -> list[dict]:
+def _cells(m: int, k: int, n: int, threads: int,
+           sparsities: Sequence[float], isa: str | None, seed: int,
+           torch_baselines: bool, clock: tuple[float, str]) -> list[_Cell]:
+    """The cells of one thread count (the layers built, nothing timed yet)."""
     from workbench.runtime.linear import quantize_weight_per_channel
     from workbench_ext import cpu, int8
 
@@ -81,46 +81,36 @@ def _bench_one_thread_count(m: int, k: int, n: int, threads: int, repeats: int, 
     w = rng.integers(-127, 128, size=(n, k)).astype(np.int8)
     ws = (rng.random(n).astype(np.float32) + 0.5) * np.float32(0.01)
     b = rng.standard_normal(n).astype(np.float32)
-    ops = 2.0 * m * n * k
     ghz, clock_src = clock
     best = cpu.available_isas()[0]
     int8_cycle, int8_how = per_cycle_peak(isa_used)
     fp32_cycle, fp32_how = per_cycle_peak(best, "fp32")
     int8_peak, fp32_peak = int8_cycle * ghz * threads, fp32_cycle * ghz * threads
-    rows: list[dict] = []
+    cells: list[_Cell] = []
 
-    def row(kernel, isa_name, med, mn, peak, note, sparsity=0.0, nnz=""):
-        rows.append({
-            "kernel": kernel, "isa": isa_name, "m": m, "k": k, "n": n, "threads": threads,
-            "sparsity": sparsity, "nnz_blocks": nnz, "median_ms": round(med * 1e3, 4),
-            "min_ms": round(mn * 1e3, 4), "gops": round(ops / med / 1e9, 2),
-            "gops_best": round(ops / mn / 1e9, 2),
-            "peak_gops": round(peak, 1) if peak else "", "clock_ghz": round(ghz, 3),
-            "pct_of_peak": round(100.0 * ops / med / 1e9 / peak, 1) if peak else "",
-            "peak_note": note,
-        })
+    def add(kernel, isa_name, call, peak, note, sparsity=0.0, nnz="", max_runs=None, prepare=None):
+        cells.append(_Cell(kernel, isa_name, threads, call, peak, note, sparsity, nnz, max_runs, prepare))
 
     note = (f"{int8_cycle:g} int8 ops/cycle ({isa_used}: {int8_how}) x {ghz:.2f} GHz [{clock_src}] x "
             f"{threads} thr")
     dense = int8.DenseInt8Linear(w, ws, b, isa=isa_used)
-    med, mn = _time(lambda: dense(x, num_threads=threads), repeats, warmup)
-    row("wb-int8-dense", dense.isa, med, mn, int8_peak, note)
+    add("wb-int8-dense", dense.isa, lambda: dense(x, num_threads=threads), int8_peak, note)
     if dense.isa == "amx":   # the A/B of the two AMX workers (same results), see wb_int8_dense_amx.h
-        int8._set_amx_pipelined(0)
-        try:
-            med, mn = _time(lambda: dense(x, num_threads=threads), repeats, warmup)
-        finally:
-            int8._set_amx_pipelined(1)
-        row("wb-int8-dense-amx-plain", dense.isa, med, mn, int8_peak, note + "; plain AMX worker (A/B)")
+        def plain_amx() -> None:
+            int8._set_amx_pipelined(0)
+            try:
+                dense(x, num_threads=threads)
+            finally:
+                int8._set_amx_pipelined(1)
+        add("wb-int8-dense-amx-plain", dense.isa, plain_amx, int8_peak, note + "; plain AMX worker (A/B)")
     if dense.isa == "avx2":   # 7-bit activations: the vpmaddubsw kernel (wb_int8_dense_avx2_u7.h)
         dense7 = int8.DenseInt8Linear(w, ws, b, isa=isa_used, act_bits=7)
-        med, mn = _time(lambda: dense7(x, num_threads=threads), repeats, warmup)
-        row("wb-int8-dense-a7", dense7.isa, med, mn, int8_peak, note + "; act_bits=7 (u7 x s8 vpmaddubsw kernel)")
+        add("wb-int8-dense-a7", dense7.isa, lambda: dense7(x, num_threads=threads), int8_peak,
+            note + "; act_bits=7 (u7 x s8 vpmaddubsw kernel)")
         wpb, wspb = quantize_weight_per_channel(w * ws[:, None], pair_bounded=True)
         dense_pb = int8.DenseInt8Linear(wpb, wspb, b, isa=isa_used)
-        med, mn = _time(lambda: dense_pb(x, num_threads=threads), repeats, warmup)
-        row("wb-int8-dense-pb", dense_pb.isa, med, mn, int8_peak, note + "; pair-bounded weights, 8-bit activations "
-            "(u8 x s8 vpmaddubsw kernel)")
+        add("wb-int8-dense-pb", dense_pb.isa, lambda: dense_pb(x, num_threads=threads), int8_peak,
+            note + "; pair-bounded weights, 8-bit activations (u8 x s8 vpmaddubsw kernel)")
     # the 1x4 block-sparse layer has no AMX kernel (tiles cannot skip 1x4 blocks): under amx it
     # runs the AVX-512 VNNI one
     sp_isa = "avx512_vnni" if isa_used == "amx" else isa_used
@@ -132,17 +122,15 @@ def _bench_one_thread_count(m: int, k: int, n: int, threads: int, repeats: int, 
         if not 0.0 <= sp < 1.0:
             raise ValueError(f"sparsity must be in [0, 1), got {sp}")
         layer = int8.BlockSparseInt8Linear(_block_sparse(w, sp, rng), ws, b, isa=isa_used)
-        med, mn = _time(lambda: layer(x, num_threads=threads), repeats, warmup)
         kernel_isa = layer.isa if sp_isa == layer.isa else f"{layer.isa}({sp_isa} kernel)"
-        row(f"wb-int8-sparse{round(sp * 100)}", kernel_isa, med, mn, sp_peak, sp_note,
-            sparsity=sp, nnz=layer.nnz_blocks)
+        add(f"wb-int8-sparse{round(sp * 100)}", kernel_isa, functools.partial(layer, x, num_threads=threads),
+            sp_peak, sp_note, sparsity=sp, nnz=layer.nnz_blocks)
 
     if dense.isa == "amx":   # item 3 of the runtime issue: tile-skipping sparse vs dense AMX
         for sp in sparsities:
             layer = int8.TileSparseInt8Linear(_block_sparse(w, sp, rng, (16, 64)), ws, b, isa=isa_used)
-            med, mn = _time(lambda: layer(x, num_threads=threads), repeats, warmup)
-            row(f"wb-int8-tile{round(sp * 100)}", layer.isa, med, mn, int8_peak,
-                note + "; 16x64 blocks zero, skipped; effective dense-equivalent GOP/s",
+            add(f"wb-int8-tile{round(sp * 100)}", layer.isa, functools.partial(layer, x, num_threads=threads),
+                int8_peak, note + "; 16x64 blocks zero, skipped; effective dense-equivalent GOP/s",
                 sparsity=sp, nnz=layer.nnz_tiles)
 
     if torch_baselines:
@@ -151,33 +139,47 @@ def _bench_one_thread_count(m: int, k: int, n: int, threads: int, repeats: int, 
         except ImportError:
             torch = None
         if torch is not None:
-            prev = torch.get_num_threads()
-            torch.set_num_threads(threads)
-            try:
-                xt = torch.from_numpy(x)
-                wt = torch.from_numpy(w.astype(np.float32) * ws[:, None])
+            xt = torch.from_numpy(x)
+            wt = torch.from_numpy(w.astype(np.float32) * ws[:, None])
+            a8 = torch.from_numpy(rng.integers(-128, 128, size=(m, k)).astype(np.int8))
+            b8 = torch.from_numpy(np.ascontiguousarray(w.T))
+
+            def torch_fp32() -> None:
                 with torch.inference_mode():
-                    med, mn = _time(lambda: torch.matmul(xt, wt.T), repeats, warmup)
-                row("torch-fp32", "torch", med, mn, fp32_peak,
-                    f"fp32 peak {fp32_cycle:g} flops/cycle ({best}: {fp32_how}) x {ghz:.2f} GHz x {threads} thr")
-                try:
-                    a8 = torch.from_numpy(rng.integers(-128, 128, size=(m, k)).astype(np.int8))
-                    b8 = torch.from_numpy(np.ascontiguousarray(w.T))
-                    with torch.inference_mode():
-                        t0 = time.perf_counter()
-                        torch._int_mm(a8, b8)
-                        first = time.perf_counter() - t0
-                        # the CPU _int_mm is a slow reference kernel on many builds: cap its runs
-                        r8, w8 = (min(repeats, 3), 0) if first > 0.05 else (repeats, warmup)
-                        med, mn = _time(lambda: torch._int_mm(a8, b8), r8, w8)
-                    row("torch-int8", "torch", med, mn, per_cycle_peak(best)[0] * ghz * threads,
-                        f"torch._int_mm s8xs8->s32 only (no quantization); peak of {best}")
-                except Exception as exc:  # not supported on this build / CPU: skip
-                    print(f"torch-int8: skipped (torch._int_mm failed on CPU: {type(exc).__name__}: {exc})",
-                          file=sys.stderr)
-            finally:
-                torch.set_num_threads(prev)
-    return rows
+                    torch.matmul(xt, wt.T)
+
+            def torch_int8() -> None:
+                with torch.inference_mode():
+                    torch._int_mm(a8, b8)
+
+            def own_threads(call: Callable[[], None], warm: bool) -> Callable[[], None]:
+                """Untimed, before each timed call: torch's thread count for this cell (the cells
+                take turns with other thread counts) and, after a change, one call that lets
+                its thread pool settle, so the timed call measures the kernel alone."""
+                def prepare() -> None:
+                    if torch.get_num_threads() != threads:
+                        torch.set_num_threads(threads)
+                        if warm:
+                            call()
+                return prepare
+
+            add("torch-fp32", "torch", torch_fp32, fp32_peak,
+                f"fp32 peak {fp32_cycle:g} flops/cycle ({best}: {fp32_how}) x {ghz:.2f} GHz x {threads} thr",
+                prepare=own_threads(torch_fp32, True))
+            try:
+                torch.set_num_threads(threads)
+                t0 = time.perf_counter()
+                torch_int8()
+                first = time.perf_counter() - t0
+            except Exception as exc:  # not supported on this build / CPU: skip
+                print(f"torch-int8: skipped (torch._int_mm failed on CPU: {type(exc).__name__}: {exc})",
+                      file=sys.stderr)
+            else:
+                slow = first > 0.05   # the CPU _int_mm is a slow reference kernel on many builds: cap its runs
+                add("torch-int8", "torch", torch_int8, per_cycle_peak(best)[0] * ghz * threads,
+                    f"torch._int_mm s8xs8->s32 only (no quantization); peak of {best}",
+                    max_runs=3 if slow else None, prepare=own_threads(torch_int8, not slow))
+    return cells
 
 
 def run_gemm_bench(m: int = 128, k: int = 768, n: int = 3072, threads: int | Sequence[int] = 1,
@@ -195,11 +197,20 @@ def run_gemm_bench(m: int = 128, k: int = 768, n: int = 3072, threads: int | Seq
         raise ValueError(f"threads must be >= 1, got {threads!r}")
     if quick:
         repeats, warmup = min(repeats, 3), min(warmup, 1)
-    rows: list[dict] = []
     clock = cpu_clock_ghz()   # once per run, so every row uses the same peak per thread
-    for t in thread_list:
-        rows += _bench_one_thread_count(m, k, n, int(t), repeats, warmup, sparsities, isa, seed,
-                                        torch_baselines, clock)
+    torch_threads = _torch_threads() if torch_baselines else None   # the torch cells change it
+    try:
+        cells: list[_Cell] = []
+        for t in thread_list:
+            cells += _cells(m, k, n, int(t), sparsities, isa, seed, torch_baselines, clock)
+        _time_in_turns(cells, repeats, warmup)
+    finally:
+        if torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(torch_threads)
+    dense = {c.threads: c for c in cells if c.kernel == "wb-int8-dense"}
+    rows = [_row(c, m, k, n, clock[0], _vs_dense(c, dense.get(c.threads))) for c in cells]
     if out_dir is not None:
         write_csv(Path(out_dir) / "gemm.csv", rows, FIELDS, float_format=None)  # atomic; values as measured
     if verbose:
@@ -207,6 +218,29 @@ def run_gemm_bench(m: int = 128, k: int = 768, n: int = 3072, threads: int | Seq
         if out_dir is not None:
             print(f"wrote {Path(out_dir) / 'gemm.csv'}")
     return rows
+
+
+def _torch_threads() -> int | None:
+    """torch's thread count now (None without torch)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.get_num_threads()
+
+
+def _row(c: _Cell, m: int, k: int, n: int, ghz: float, vs_dense: float | str) -> dict:
+    ops = 2.0 * m * n * k
+    med, mn = statistics.median(c.times), min(c.times)
+    return {
+        "kernel": c.kernel, "isa": c.isa, "m": m, "k": k, "n": n, "threads": c.threads,
+        "sparsity": c.sparsity, "nnz_blocks": c.nnz, "median_ms": round(med * 1e3, 4),
+        "min_ms": round(mn * 1e3, 4), "gops": round(ops / med / 1e9, 2),
+        "gops_best": round(ops / mn / 1e9, 2), "vs_dense": vs_dense,
+        "peak_gops": round(c.peak, 1) if c.peak else "", "clock_ghz": round(ghz, 3),
+        "pct_of_peak": round(100.0 * ops / med / 1e9 / c.peak, 1) if c.peak else "",
+        "peak_note": c.note,
+    }
 
 
 def _cpu_model() -> str:
@@ -221,15 +255,18 @@ def _cpu_model() -> str:
 
 def format_rows(rows: list[dict]) -> str:
     head = (f"{'kernel':<20} {'isa':<12} {'MxKxN':<16} {'thr':>3} {'median ms':>10} {'GOP/s':>9} "
-            f"{'best':>8} {'peak':>8} {'%peak':>6}")
+            f"{'best':>8} {'vs dense':>8} {'peak':>8} {'%peak':>6}")
     lines = [f"GEMM microbenchmark on {_cpu_model()} ({os.cpu_count()} logical CPUs)", head, "-" * len(head)]
     for r in rows:
         shape = f"{r['m']}x{r['k']}x{r['n']}"
         lines.append(f"{r['kernel']:<20} {r['isa']:<12} {shape:<16} {r['threads']:>3} {r['median_ms']:>10.3f} "
-                     f"{r['gops']:>9.1f} {r['gops_best']:>8.1f} {r['peak_gops']!s:>8} {r['pct_of_peak']!s:>6}")
+                     f"{r['gops']:>9.1f} {r['gops_best']:>8.1f} {r.get('vs_dense', '')!s:>8} {r['peak_gops']!s:>8} "
+                     f"{r['pct_of_peak']!s:>6}")
     if rows:
-        lines.append(f"GOP/s from the median time, best = from the fastest run; peak: {rows[0]['peak_note']}; "
-                     "sparse GOP/s are dense-equivalent (2MNK / time)")
+        lines.append(f"GOP/s from the median time, best = from the fastest run; vs dense = median over the "
+                     f"rounds of the dense layer's time / this one's, same thread count, same round (the "
+                     f"cells take turns); peak: {rows[0]['peak_note']}; sparse GOP/s are dense-equivalent "
+                     "(2MNK / time)")
     return "\n".join(lines)
 
 

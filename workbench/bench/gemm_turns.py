@@ -1,0 +1,73 @@
+"""Timing the GEMM microbenchmark's cells (`workbench.bench.gemm`) in turns, in one process.
+
+A cell is one kernel at one thread count. After every cell's warm-up, round r times each cell once,
+starting at cell r (mod the number of cells), so a drift of the shared machine's speed lands on
+every cell of a round alike and a ratio of two cells compares the same minutes. `vs_dense` reads
+such a ratio round by round.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+SETTLE_S = 0.002
+"""Untimed pause before each timed call: the previous cell's idle threads stop spinning (our pool
+spins ~200 us after a job, torch's OpenMP threads about as long with GOMP_SPINCOUNT=20000), so they do not take
+the cores from the call being timed."""
+
+
+def _time(fn: Callable[[], Any], repeats: int, warmup: int) -> tuple[float, float]:
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts), min(ts)
+
+
+@dataclass
+class _Cell:
+    """One kernel at one thread count: what to call, and what its row says."""
+
+    kernel: str
+    isa: str
+    threads: int
+    call: Callable[[], Any]
+    peak: float
+    note: str
+    sparsity: float = 0.0
+    nnz: Any = ""
+    max_runs: int | None = None   # a slow reference kernel is timed fewer times
+    prepare: Callable[[], Any] | None = None   # run untimed before each timed call
+    times: list[float] = field(default_factory=list)
+
+
+def _time_in_turns(cells: list[_Cell], repeats: int, warmup: int) -> None:
+    """Warm every cell up, then time the cells in turns (see the module docstring) into
+    `cell.times`, one entry per round the cell ran in."""
+    for c in cells:
+        for _ in range(warmup if c.max_runs is None else 0):
+            c.call()
+    for r in range(max(1, repeats)):
+        k = r % len(cells)
+        for c in cells[k:] + cells[:k]:
+            if c.max_runs is not None and len(c.times) >= c.max_runs:
+                continue
+            if c.prepare is not None:
+                c.prepare()
+            time.sleep(SETTLE_S)
+            t0 = time.perf_counter()
+            c.call()
+            c.times.append(time.perf_counter() - t0)
+
+
+def _vs_dense(cell: _Cell, dense: _Cell | None) -> float | str:
+    """Median over the rounds both ran in of dense time / this cell's time (same round)."""
+    if dense is None or not cell.times:
+        return ""
+    n = min(len(cell.times), len(dense.times))
+    return round(statistics.median(d / t for d, t in zip(dense.times[:n], cell.times[:n])), 3)
