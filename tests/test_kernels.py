@@ -126,6 +126,34 @@ def test_int8_exact_vs_int_reference(isa, cls, M, K, N, threads):
     assert np.all(np.abs(y - yf) <= 0.5 * step + 1e-4)
 
 
+@pytest.mark.parametrize("M", [5, 37, 70, 128])
+def test_sparse_vnni_row_groups_change_no_bit(M):
+    """The 1x4 sparse kernel on AVX-512 VNNI (and under AMX) tiles its rows in 1 to 4 groups of 16
+    (`int8._set_sparse_vnni_groups`, the A/B switch; 0, the default, picks by K): every setting
+    gives the same bits, equal to the exact integer reference, and a value outside 0..4 is refused."""
+    if "avx512_vnni" not in AVAILABLE:
+        pytest.skip(f"needs avx512_vnni (available: {AVAILABLE})")
+    rng = _rng("groups", M)
+    for K in (200, 1600):   # the default takes up to 4 groups, then (K > 1536) up to 2
+        w, ws, b = _weights(rng, 72, K, block_sparsity=0.8, empty_rows=True)
+        x = (rng.standard_normal((M, K)) * 3).astype(np.float32)
+        layer = int8.BlockSparseInt8Linear(w, ws, b, isa="avx512_vnni")
+        q, s, z, acc = _int_reference(x, w)
+        want = acc.astype(np.float32) * (s[:, None] * ws[None, :]) + b
+        outs = {}
+        try:
+            for groups in (0, 1, 2, 3, 4):
+                assert int8._set_sparse_vnni_groups(groups) == (groups - 1 if groups else 0)
+                outs[groups] = layer(x, num_threads=2)
+        finally:
+            assert int8._set_sparse_vnni_groups(0) == 4
+        np.testing.assert_allclose(outs[0], want, rtol=1e-5, atol=1e-4)
+        for groups in (1, 2, 3, 4):
+            np.testing.assert_array_equal(outs[groups], outs[0], err_msg=f"K={K} groups={groups}")
+    with pytest.raises(ValueError, match="1 to 4"):
+        int8._set_sparse_vnni_groups(5)
+
+
 @pytest.mark.parametrize("M,N", [(70, 48), (64, 32), (5, 96), (70, 90)])
 @pytest.mark.parametrize("activation", [None, "gelu"])
 def test_sparse_epilogue_direct_and_buffered_stores_agree(M, N, activation):

@@ -91,6 +91,7 @@ cdef extern from "wb_int8.h" nogil:
     int wb_amx_probe
     long wb_amx_group_bytes
     int wb_sparse_epi_direct
+    int wb_spv_gmax
     int wb_threads(int nt)
     void wb_quantize_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *scale, int32_t *zp, int isa, int nt, int qmax)
     void wb_quantize_rows_static(const float *x, int M, int K, int Kp, float scale, int32_t zp, uint8_t *q, int isa, int nt)
@@ -110,7 +111,7 @@ cdef extern from "wb_int8.h" nogil:
     void wb_pack_x_sparse_u8_32(const uint8_t *xq, int M, int Kp, int Kb, uint8_t *out, int nt)
     void wb_sparse_avx2_32(const uint8_t *xt, int M, int Kb, const int32_t *rp, const int32_t *col, const void *vals, int u7, int N, const wb_epi_t *e, int nt)
     void wb_sparse_vnni(const uint8_t *xt, int M, int Kb, const int32_t *rp, const int32_t *col, const int8_t *vals, int N, const wb_epi_t *e, int nt)
-    int wb_sparse_vnni_groups(int M)
+    int wb_sparse_vnni_groups(int M, int Kb)
     void wb_pack_x_sparse_u8_g(const uint8_t *xq, int M, int Kp, int Kb, int G, uint8_t *out, int nt)
     void wb_pack_x_sparse_vnni "WB_PACK_X_SPARSE_VNNI"(const uint8_t *xq, int M, int Kp, int Kb, int G, uint8_t *out, int nt)
     void wb_sparse_vnni_g(const uint8_t *xt, int M, int Kb, int G, const int32_t *rp, const int32_t *col, const int8_t *vals, int N, const wb_epi_t *e, int nt)
@@ -280,3 +281,17 @@ def _set_sparse_epi_direct(int on):
     Same results either way."""
     global wb_sparse_epi_direct
     wb_sparse_epi_direct = 1 if on else 0
+
+
+def _set_sparse_vnni_groups(int groups):
+    """Experiment switch (AVX-512 VNNI / AMX 1x4 sparse kernel): the most 16-row groups one tile
+    of activations takes, 1 to 4, or 0 (the default): by the layer's K, 4 groups or 2 where K >
+    1536 (wb_int8_sparse_vnni.h says what was measured).  Same results either way (the packing and
+    the kernel read the same value); for the A/B in results/bench/emr-amx/amx_ab.py.  Returns the
+    previous value."""
+    global wb_spv_gmax
+    if not 0 <= groups <= 4:
+        raise ValueError(f"sparse VNNI row groups must be 0 (by K) or 1 to 4, got {groups}")
+    previous = wb_spv_gmax
+    wb_spv_gmax = groups
+    return previous

@@ -83,7 +83,7 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
                 wb_pack_x_sparse_s16_avx2(pq, M, Kp, Kb, pt16, nt)
                 wb_sparse_avx2(pt16, M, Kb, prpc, nch, col, pv16, N, e, nt)
         else:   # avx512_vnni and amx (no AMX sparse kernel): tiles of 16 * G rows
-            G = wb_sparse_vnni_groups(M)
+            G = wb_sparse_vnni_groups(M, Kb)
             pt8 = <uint8_t*>scratch
             with nogil:
                 wb_pack_x_sparse_vnni(pq, M, Kp, Kb, G, pt8, nt)

@@ -9,9 +9,22 @@
 #define WB_SPV_GMAX 4
 #endif
 
-static int wb_sparse_vnni_groups(int M) {
+/* The most 16-row groups a tile of activations takes: 1..4 as set by the A/B switch
+ * (workbench_ext.int8._set_sparse_vnni_groups), 0 (the default) by the layer's K: 4, or 2 where a
+ * 4-group tile's activations (Kb x 64 x 4 bytes) would pass 96 KB (K > 1536). More groups reuse
+ * each weight block's broadcast on more rows; fewer keep a tile's activations nearer the core.
+ * On a Zen 4 at 90 % sparsity (1 and 2 threads, a C harness and amx_ab.py run on VNNI), 4 groups
+ * were the fastest at 128 x 768 x 3072 / 2304 / 768 (1.05-1.2x over 2) and 2 groups at 128 x 3072
+ * x 768 (1.08-1.13x over 4). Intel's cores are untimed (results/bench/emr-amx/amx_ab.py). */
+static int wb_spv_gmax = 0;
+#define WB_SPV_AUTO_BYTES (96L * 1024)
+
+static int wb_sparse_vnni_groups(int M, int Kb) {
+    int gmax = wb_spv_gmax;
+    if (gmax < 1) gmax = (long)Kb * 64 * WB_SPV_GMAX > WB_SPV_AUTO_BYTES ? 2 : WB_SPV_GMAX;
+    if (gmax > WB_SPV_GMAX) gmax = WB_SPV_GMAX;
     int g = (M + 15) / 16;
-    return g > WB_SPV_GMAX ? WB_SPV_GMAX : (g < 1 ? 1 : g);
+    return g > gmax ? gmax : (g < 1 ? 1 : g);
 }
 
 static void wb_pack_x_sparse_u8_g_chunk(void *p, long b, long e) {
@@ -249,7 +262,7 @@ WB_VNNI_SP_TILE(2)
 WB_VNNI_SP_TILE(3)
 WB_VNNI_SP_TILE(4)
 
-/* xt: packed by wb_pack_x_sparse_u8_g with the same G (G = wb_sparse_vnni_groups(M) by default). */
+/* xt: packed by wb_pack_x_sparse_u8_g with the same G (G = wb_sparse_vnni_groups(M, Kb) by default). */
 static void wb_sparse_vnni_chunk(void *p, long tb, long te) {
     const wb_sparse_job_t *j = (const wb_sparse_job_t *)p;
     const int G = j->G, MT = 16 * G;

@@ -8,6 +8,10 @@ the dense engine's whole compiled forward (batch 1, seq 128) in both orders.  Fi
 probe (`workbench_ext.int8._set_amx_probe`, outputs wrong while on): the pipelined worker whole,
 without its epilogue, without its tile loads and without its TDPBUSDs, as cycles per 32x32 item
 per thread at the measured clock, so that the next change to the kernel goes where the time is.
+Then the 1x4 block-sparse kernel (AVX-512 VNNI, which the "amx" path also runs) at 90 % with
+activation tiles of 1 to 4 groups of 16 rows (`workbench_ext.int8._set_sparse_vnni_groups`; the
+default, chosen on a Zen 4, is 4, or 2 where K > 1536), taking turns likewise: which G suits
+Intel's cores is untimed.
 Usage (on an AMX CPU): python results/bench/emr-amx/amx_ab.py [--rounds 15] [--probe-only]
 """
 from __future__ import annotations
@@ -48,6 +52,7 @@ def main() -> None:
     probe(int8, isa, rng, a.rounds, _t, cpu.measure_clock_ghz())
     if a.probe_only:
         return
+    sparse_groups(int8, isa, rng, a.rounds, _t)
     for k, n, x, layer, out in gemm_layers(int8, isa, rng):
         # thread counts and variants all take turns within each round, so a change in the shared
         # machine's speed hits every cell of a round alike
@@ -86,6 +91,31 @@ def gemm_layers(int8, isa: str, rng):
         x = rng.standard_normal((128, k)).astype(np.float32)
         w = rng.integers(-127, 128, size=(n, k)).astype(np.int8)
         yield k, n, x, int8.DenseInt8Linear(w, np.full(n, 0.01, np.float32), None, isa=isa), np.empty((128, n), np.float32)
+
+
+def sparse_groups(int8, isa: str, rng, rounds: int, timer) -> None:
+    """The 1x4 sparse layer at 90 % per GEMM shape, thread count and row groups per tile (all
+    taking turns in every round): dense-equivalent TOP/s and the speed over the default G = 4."""
+    from workbench.bench.gemm import _block_sparse
+
+    print("1x4 sparse 90 % (VNNI kernel), rows per tile 16 x G; dense-equivalent TOP/s, "
+          "speed over G=4 in brackets", flush=True)
+    try:
+        for k, n, x, dense, out in gemm_layers(int8, isa, rng):
+            w = _block_sparse(rng.integers(-127, 128, size=(n, k)).astype(np.int8), 0.9, rng)
+            layer = int8.BlockSparseInt8Linear(w, np.full(n, 0.01, np.float32), None, isa=isa)
+            times = {(nt, g): [] for nt in (1, 2) for g in (1, 2, 3, 4)}
+            for _ in range(rounds):
+                for nt, g in times:
+                    int8._set_sparse_vnni_groups(g)
+                    times[nt, g].append(timer(lambda: layer(x, num_threads=nt, out=out)))
+            for nt in (1, 2):
+                base = statistics.median(times[nt, 4])
+                print(f"128x{k}x{n} t={nt}: " + "; ".join(
+                    f"G={g} {2 * 128 * k * n / statistics.median(times[nt, g]) / 1e12:.2f} "
+                    f"({base / statistics.median(times[nt, g]):.2f}x)" for g in (1, 2, 3, 4)), flush=True)
+    finally:
+        int8._set_sparse_vnni_groups(0)   # the default: by K
 
 
 PROBES = {"whole": 0, "no-epilogue": 1, "no-loads": 2, "no-tdpbusd": 3}
