@@ -123,6 +123,33 @@ def test_int8_ffn_gelu_fused_into_the_kernel_changes_nothing(minilm):
     assert compile_model(model, quantize=False)._gelu_fused == set()  # fp32: BLAS, then ops.gelu
 
 
+@pytest.mark.parametrize("per_op", [False, True])
+def test_engine_num_threads_is_the_thread_count_of_its_calls(minilm, per_op):
+    """`engine.num_threads = n` holds for that engine's calls, on the compiled encoder and op by
+    op (it once reached only the NumPy attention): 1 never starts the kernels' pool, 2 does, the
+    outputs are the same bits, the kernels' default is left as it was, and a bad value is refused."""
+    from workbench_ext import cpu, pool
+
+    model, enc = minilm
+    engine = compile_model(model)
+    if per_op:
+        engine._encoder = None
+    assert engine.num_threads is None  # the kernels' default (here torch's 1: see _one_thread)
+    default = cpu.get_num_threads()
+    outs, jobs = {}, {}
+    for n in (1, 2):
+        engine.num_threads = n
+        before = pool.stats()["jobs"]
+        outs[n] = _engine_logits(engine, enc)
+        jobs[n] = pool.stats()["jobs"] - before
+        assert cpu.get_num_threads() == default
+    assert jobs[1] == 0 and jobs[2] > 0, jobs
+    np.testing.assert_array_equal(outs[1], outs[2])
+    for bad in (0, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="num_threads"):
+            engine.num_threads = bad
+
+
 @pytest.mark.parametrize("prune_to", [0.0, 0.8])
 def test_compiled_encoder_matches_the_per_op_path(minilm, prune_to):
     """The whole int8 encoder in one compiled call (workbench_ext.encoder) gives the same bits

@@ -122,8 +122,7 @@ class Engine(EngineReport, EngineFile):
         from workbench.runtime import choice
 
         K.require_compiled()  # no silent NumPy engine: fails saying how to build the kernels
-        # the kernels' thread count (default: OMP_NUM_THREADS / the usable cores)
-        self.num_threads: int = K.default_threads()
+        self.num_threads = None  # the kernels' default thread count (see the property)
         self._linears: dict[str, Any] = {}
         self.impls: dict[str, str] = {}
         for name, lm in meta["linears"].items():
@@ -172,6 +171,20 @@ class Engine(EngineReport, EngineFile):
             })
         return K.int8_encoder(layers, self.hidden_size, attention=self.attention)
 
+    @property
+    def num_threads(self) -> int | None:
+        """Threads this engine's calls run on; None (the default): the kernels' default
+        (OMP_NUM_THREADS, `workbench_ext.cpu.set_num_threads`, else the usable cores). An int
+        holds only for this engine's calls (`kernels.kernel_threads`); kernels still use fewer
+        on problems too small to split."""
+        return self._num_threads
+
+    @num_threads.setter
+    def num_threads(self, n: int | None) -> None:
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"num_threads must be None (the kernels' default) or an int >= 1, got {n!r}")
+        self._num_threads = n
+
     # ---- forward -----------------------------------------------------------------------------
     def __call__(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None,
                  **dynamic: Any) -> np.ndarray:
@@ -188,7 +201,7 @@ class Engine(EngineReport, EngineFile):
             S_eff = int(np.nonzero(valid)[0][-1]) + 1
             ids, mask = ids[:, :S_eff], mask[:, :S_eff]
             tt = None if tt is None else tt[:, :S_eff]
-        with _no_gc_pauses():
+        with _no_gc_pauses(), K.kernel_threads(self.num_threads):
             if spec is not None:  # token dropping / early exits: workbench.runtime.dynamic
                 return D.forward(self, ids, mask, tt, spec)
             return self._forward(ids, mask, tt)
@@ -262,7 +275,8 @@ class Engine(EngineReport, EngineFile):
         """softmax(q k + mask) v for q [B, nh, R, d], k [B, nh, d, S], v [B, nh, S, d] (views) ->
         [B, R, nh, d] in the engine's attention precision (`kernels.attention`); `sig` [B, nh, S]
         (R == S): set to the probabilities summed over the non-padding queries."""
-        return K.attention(q, k, v, mask_bias, sig, precision=self.attention, num_threads=self.num_threads)
+        return K.attention(q, k, v, mask_bias, sig, precision=self.attention,
+                           num_threads=self.num_threads or K.default_threads())
 
     def __repr__(self) -> str:
         kinds: dict[str, int] = {}

@@ -160,4 +160,5 @@ from workbench.runtime.linear import (  # noqa: E402,F401
 from workbench.runtime.ops import (  # noqa: E402,F401
     ACTIVATIONS, add_bias_residual_layernorm, attention, attention_bf16_path, fused_attention, gelu, gelu_tanh,
     int8_encoder, layernorm, relu, softmax)
-from workbench.runtime.threads import attention_blas_threads, default_threads, parallel_run  # noqa: E402,F401
+from workbench.runtime.threads import (  # noqa: E402,F401
+    attention_blas_threads, default_threads, kernel_threads, parallel_run)

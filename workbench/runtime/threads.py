@@ -1,11 +1,13 @@
-"""Threads for the runtime's kernels: their thread count (`default_threads`), NumPy's BLAS held to
-one thread for the attention matmuls (`attention_blas_threads`), and the Python thread pool that
-spreads the attention heads over the cores (`parallel_run`). `kernels.py` re-exports these.
+"""Threads for the runtime's kernels: their thread count (`default_threads`, `kernel_threads`),
+NumPy's BLAS held to one thread for the attention matmuls (`attention_blas_threads`), and the
+Python thread pool that spreads the attention heads over the cores (`parallel_run`). `kernels.py`
+re-exports these.
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 # --------------------------------------------------------------------------------------------
@@ -53,6 +55,28 @@ def default_threads() -> int:
     except ValueError:
         pass
     return usable_cpus()
+
+
+@contextlib.contextmanager
+def kernel_threads(n: int | None) -> Iterator[None]:
+    """Within the block, the compiled kernels called from this thread use `n` threads (capped, as
+    always, for problems too small to split); None leaves their default (OMP_NUM_THREADS,
+    `workbench_ext.cpu.set_num_threads`). The count is the calling thread's OpenMP setting, the
+    one every kernel reads when it is given none: set for the block, then put back."""
+    from workbench.runtime import kernels
+
+    cpu = kernels._ext_cpu
+    if n is None or cpu is None:
+        yield
+        return
+    before = cpu.get_num_threads()
+    if before != n:
+        cpu.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if before != n:
+            cpu.set_num_threads(before)
 
 
 _POOL: Any = None
