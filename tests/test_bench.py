@@ -317,34 +317,46 @@ def test_ort_runs_shrunk_models_right(tmp_path):
 
 
 def test_gemm_cells_take_turns_across_kernels_and_thread_counts(monkeypatch):
-    """The GEMM microbenchmark times its cells (kernel x thread count) in rounds, one call per
-    cell per round in a rotated order, so a slower minute of a shared machine lands on all of
-    them alike; `prepare` runs untimed before each call, a capped cell stops at its cap, and
-    vs_dense is the median of same-round time ratios against the dense cell of its thread count."""
+    """The GEMM microbenchmark times its cells (kernel x thread count) in rounds, one timed call
+    per cell per round in a rotated order, so a slower minute of a shared machine lands on all of
+    them alike; before each timed call, `prepare` and one untimed call of the same cell (threads
+    awake, as back to back), none for a capped cell, which stops at its cap; vs_dense is the
+    median of same-round time ratios against the dense cell of its thread count."""
     from workbench.bench import gemm, gemm_turns
 
-    calls: list[str] = []
+    log: list[str] = []
     clock = iter(range(10_000))
-    monkeypatch.setattr(gemm_turns.time, "perf_counter", lambda: float(next(clock)))
+
+    def tick() -> float:
+        log.append("|")   # the clock read on each side of a timed call
+        return float(next(clock))
+    monkeypatch.setattr(gemm_turns.time, "perf_counter", tick)
 
     def cell(name, threads, max_runs=None, steps=1):
         def call():
-            calls.append(f"{name}@{threads}")
+            log.append(f"{name}@{threads}")
             for _ in range(steps - 1):  # a slower kernel: the fake clock advances more
                 next(clock)
         return gemm._Cell(name, "isa", threads, call, 1.0, "", max_runs=max_runs,
-                          prepare=lambda: calls.append(f"prep {name}@{threads}"))
+                          prepare=lambda: log.append(f"prep {name}@{threads}"))
 
     cells = [cell("wb-int8-dense", 1, steps=4), cell("wb-int8-sparse90", 1), cell("wb-int8-dense", 2, steps=2),
              cell("torch-int8", 2, max_runs=1)]
     gemm._time_in_turns(cells, repeats=3, warmup=1)
-    timed = [c for c in calls if not c.startswith("prep")]
-    assert timed[:3] == ["wb-int8-dense@1", "wb-int8-sparse90@1", "wb-int8-dense@2"]  # warm-up, not the capped cell
-    rounds = timed[3:]
-    assert rounds == ["wb-int8-dense@1", "wb-int8-sparse90@1", "wb-int8-dense@2", "torch-int8@2",   # round 0
-                      "wb-int8-sparse90@1", "wb-int8-dense@2", "wb-int8-dense@1",                   # round 1
-                      "wb-int8-dense@2", "wb-int8-dense@1", "wb-int8-sparse90@1"], rounds           # round 2
-    assert all(calls[i - 1] == "prep " + c for i, c in enumerate(calls) if not c.startswith("prep") and i >= 4)
+    first_clock = log.index("|")
+    assert log[:first_clock] == ["wb-int8-dense@1", "wb-int8-sparse90@1", "wb-int8-dense@2",   # warm-up, not
+                                 "prep wb-int8-dense@1", "wb-int8-dense@1"]                    # the capped cell
+    def is_timed(i: int) -> bool:
+        return log[i - 1] == "|" and log[i + 1] == "|" and not log[i].startswith("prep")
+    timed = [log[i] for i in range(1, len(log) - 1) if is_timed(i)]
+    assert timed == ["wb-int8-dense@1", "wb-int8-sparse90@1", "wb-int8-dense@2", "torch-int8@2",   # round 0
+                     "wb-int8-sparse90@1", "wb-int8-dense@2", "wb-int8-dense@1",                   # round 1
+                     "wb-int8-dense@2", "wb-int8-dense@1", "wb-int8-sparse90@1"], timed           # round 2
+    for i in range(1, len(log) - 1):
+        if is_timed(i):   # after prepare (+ one untimed call)
+            before = log[i - 3:i - 1] if log[i] != "torch-int8@2" else log[i - 2:i - 1]
+            want = ["prep " + log[i], log[i]] if log[i] != "torch-int8@2" else ["prep " + log[i]]
+            assert before == want, (i, log[i - 3:i + 1])
     assert [len(c.times) for c in cells] == [3, 3, 3, 1]
     assert cells[0].times == [4.0] * 3 and cells[1].times == [1.0] * 3
     assert gemm._vs_dense(cells[1], cells[0]) == 4.0 and gemm._vs_dense(cells[0], cells[0]) == 1.0

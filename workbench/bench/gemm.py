@@ -3,7 +3,8 @@
     python -m workbench.bench.gemm [--m 128 --k 768 --n 3072 --threads 1 --repeats 20] [--isa avx2]
 
 Every kernel at every thread count is a *cell*; after each cell's warm-up, the cells take turns:
-round r times each cell once (in an order rotated every round), `repeats` rounds in all. So a
+round r times each cell once (in an order rotated every round, each timed call right after an
+untimed one: `workbench.bench.gemm_turns`), `repeats` rounds in all. So a
 slowdown of the shared machine, or a change of its clock, lands on every cell of a round alike,
 and two thread counts are compared over the same minutes (timed one after the other, the 1- and
 2-thread rows of one run once disagreed by 1.2x against 1.9x). Reported per cell: the median and
@@ -152,20 +153,15 @@ def _cells(m: int, k: int, n: int, threads: int,
                 with torch.inference_mode():
                     torch._int_mm(a8, b8)
 
-            def own_threads(call: Callable[[], None], warm: bool) -> Callable[[], None]:
-                """Untimed, before each timed call: torch's thread count for this cell (the cells
-                take turns with other thread counts) and, after a change, one call that lets
-                its thread pool settle, so the timed call measures the kernel alone."""
-                def prepare() -> None:
-                    if torch.get_num_threads() != threads:
-                        torch.set_num_threads(threads)
-                        if warm:
-                            call()
-                return prepare
+            def own_threads() -> None:
+                """Untimed, before each call: torch's thread count for this cell (the cells take
+                turns with other thread counts)."""
+                if torch.get_num_threads() != threads:
+                    torch.set_num_threads(threads)
 
             add("torch-fp32", "torch", torch_fp32, fp32_peak,
                 f"fp32 peak {fp32_cycle:g} flops/cycle ({best}: {fp32_how}) x {ghz:.2f} GHz x {threads} thr",
-                prepare=own_threads(torch_fp32, True))
+                prepare=own_threads)
             try:
                 torch.set_num_threads(threads)
                 t0 = time.perf_counter()
@@ -178,7 +174,7 @@ def _cells(m: int, k: int, n: int, threads: int,
                 slow = first > 0.05   # the CPU _int_mm is a slow reference kernel on many builds: cap its runs
                 add("torch-int8", "torch", torch_int8, per_cycle_peak(best)[0] * ghz * threads,
                     f"torch._int_mm s8xs8->s32 only (no quantization); peak of {best}",
-                    max_runs=3 if slow else None, prepare=own_threads(torch_int8, not slow))
+                    max_runs=3 if slow else None, prepare=own_threads)
     return cells
 
 

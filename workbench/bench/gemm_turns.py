@@ -4,6 +4,12 @@ A cell is one kernel at one thread count. After every cell's warm-up, round r ti
 starting at cell r (mod the number of cells), so a drift of the shared machine's speed lands on
 every cell of a round alike and a ratio of two cells compares the same minutes. `vs_dense` reads
 such a ratio round by round.
+
+Each timed call follows an untimed call of the same cell, as the engine bench's turns do
+(`workbench.bench.interleave`): meanwhile the previous cell's idle threads stop spinning, and
+this cell's own threads are awake when its timed call starts, as in back-to-back calls. Without
+it a 2-thread call first had to wake a pool worker that had gone to sleep, and its median on a
+2-vCPU VM was 1.4-2.5x its best.
 """
 from __future__ import annotations
 
@@ -12,13 +18,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-SETTLE_S = 0.002
-"""Untimed pause before each timed call: the previous cell's idle threads stop spinning (our pool
-spins ~200 us after a job, torch's OpenMP threads about as long with GOMP_SPINCOUNT=20000), so they do not take
-the cores from the call being timed."""
-
 
 def _time(fn: Callable[[], Any], repeats: int, warmup: int) -> tuple[float, float]:
+    """(median, min) seconds of `repeats` back-to-back calls after `warmup` (one kernel alone;
+    the forward-breakdown and A/B scripts of results/bench use it)."""
     for _ in range(warmup):
         fn()
     ts = []
@@ -41,7 +44,7 @@ class _Cell:
     note: str
     sparsity: float = 0.0
     nnz: Any = ""
-    max_runs: int | None = None   # a slow reference kernel is timed fewer times
+    max_runs: int | None = None   # a slow reference kernel is timed fewer times, without warm calls
     prepare: Callable[[], Any] | None = None   # run untimed before each timed call
     times: list[float] = field(default_factory=list)
 
@@ -59,7 +62,8 @@ def _time_in_turns(cells: list[_Cell], repeats: int, warmup: int) -> None:
                 continue
             if c.prepare is not None:
                 c.prepare()
-            time.sleep(SETTLE_S)
+            if c.max_runs is None:
+                c.call()   # untimed: see the module docstring
             t0 = time.perf_counter()
             c.call()
             c.times.append(time.perf_counter() - t0)
