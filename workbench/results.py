@@ -17,11 +17,11 @@ from typing import Any, Iterator, Sequence
 import yaml
 
 
-def _writer_prefix(path: Path) -> str:
-    """The name prefix of a writer's temporary copy of `path`: `.<name>.<host>-<pid>.` (then
-    a random part), so a later writer can tell a dead writer's leftovers from a live one's."""
-    host = socket.gethostname().split(".")[0] or "host"
-    return f".{path.name}.{host}-{os.getpid()}."
+def _writers_prefix(path: Path) -> str:
+    """`.<name>.<host>-`: how every temporary copy of `path` written on this host starts (then
+    the writer's `<pid>.` and a random part), so a later writer can tell a dead writer's
+    leftovers from a live one's."""
+    return f".{path.name}.{socket.gethostname().split('.')[0] or 'host'}-"
 
 
 def remove_dead_writers_temps(path: Path) -> list[Path]:
@@ -30,14 +30,14 @@ def remove_dead_writers_temps(path: Path) -> list[Path]:
     another host's (a shared file system) and anything not named like ours are left alone; a
     recycled pid only makes a dead writer's leftover look alive, never the other way round."""
     path = Path(path)
-    host = socket.gethostname().split(".")[0] or "host"
+    prefix = _writers_prefix(path)
     removed = []
     try:
-        beside = list(path.parent.glob(f".{glob.escape(path.name)}.{glob.escape(host)}-*.tmp*"))
+        beside = list(path.parent.glob(f"{glob.escape(prefix)}*.tmp*"))
     except OSError:
         return removed
     for leftover in beside:
-        pid_part = leftover.name[len(f".{path.name}.{host}-"):].split(".", 1)[0]
+        pid_part = leftover.name[len(prefix):].split(".", 1)[0]
         if not pid_part.isdigit() or _process_alive(int(pid_part)):
             continue
         if leftover.is_dir():
@@ -66,7 +66,7 @@ def atomic_file(path: Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_writers_temps(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_writer_prefix(path), suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{_writers_prefix(path)}{os.getpid()}.", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
@@ -95,7 +95,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_writers_temps(target)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=_writer_prefix(target), suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{_writers_prefix(target)}{os.getpid()}.", suffix=".tmp"))
     try:
         yield tmp
         aside = target.with_name(f"{tmp.name}.old")  # unique too: derived from ours

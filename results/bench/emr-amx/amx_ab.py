@@ -101,7 +101,7 @@ def sparse_groups(int8, isa: str, rng, rounds: int, timer) -> None:
     print("1x4 sparse 90 % (VNNI kernel), rows per tile 16 x G; dense-equivalent TOP/s, "
           "speed over G=4 in brackets", flush=True)
     try:
-        for k, n, x, dense, out in gemm_layers(int8, isa, rng):
+        for k, n, x, _, out in gemm_layers(int8, isa, rng):
             w = _block_sparse(rng.integers(-127, 128, size=(n, k)).astype(np.int8), 0.9, rng)
             layer = int8.BlockSparseInt8Linear(w, np.full(n, 0.01, np.float32), None, isa=isa)
             times = {(nt, g): [] for nt in (1, 2) for g in (1, 2, 3, 4)}
