@@ -31,6 +31,32 @@ def test_workers_take_chunks():
     assert pool.stats()["workers"] >= 1
 
 
+def _owner_prefixes_then_takers(who: np.ndarray, threads: int) -> bool:
+    """Each thread's range of the chunks (wb_pool_impl.h: thread k owns [k*n/t, (k+1)*n/t)) was
+    run by its owner from the front and by other threads from the back: owner's chunks first."""
+    n = len(who)
+    for k in range(threads):
+        part = who[k * n // threads:(k + 1) * n // threads]
+        mine = part == k
+        if mine.any() and not mine[: int(mine.sum())].all():
+            return False
+    return True
+
+
+def test_each_thread_runs_its_own_range_first():
+    """Owned ranges: in every job, a range's chunks ran by its owner come before those others took
+    (from the back); and when both threads are awake, each runs exactly its own half, so the rows
+    one op gave a thread are the rows the next op gives it. One shared counter interleaves them."""
+    clean = 0
+    for _ in range(100):
+        who = pool._test_who(2, 16, 1)
+        assert (who >= 0).all() and _owner_prefixes_then_takers(who, 2), who
+        clean += bool((who[:8] == 0).all() and (who[8:] == 1).all())
+        if clean >= 3:
+            break
+    assert clean >= 3, "the worker never ran exactly its own range"
+
+
 def test_caller_finishes_without_workers():
     """Workers held off the job: the caller must take every chunk itself and return (a fork-join
     runtime would wait for them). Run in a child so that a wait that never ends fails the test
@@ -52,8 +78,8 @@ def test_caller_finishes_without_workers():
     _run_child(code)
 
 
-@pytest.mark.parametrize("spin_us", [0, 200])
-def test_back_to_back_jobs_run_every_index_once(spin_us):
+@pytest.mark.parametrize("spin_us,threads,owned", [(0, 2, True), (200, 2, True), (200, 3, True), (200, 2, False)])
+def test_back_to_back_jobs_run_every_index_once(spin_us, threads, owned):
     """A million jobs back to back, alternating 1-3 and 64 chunks that take no time: a worker
     finishing one job's last chunk meets the caller publishing the next. Publishing a job in one
     store once let such a worker claim a chunk of the new job under the old generation (a
@@ -63,7 +89,8 @@ def test_back_to_back_jobs_run_every_index_once(spin_us):
     code = (
         "from workbench_ext import pool\n"
         f"pool.set_spin_us({spin_us})\n"
-        "bad = pool._test_stress(2, 1_000_000)\n"
+        f"pool._set_owned_ranges({owned})\n"
+        f"bad = pool._test_stress({threads}, 1_000_000)\n"
         "assert bad == 0, f'{bad} of 1,000,000 jobs ran an index other than exactly once'\n"
         "print('OK')\n"
     )
@@ -77,8 +104,9 @@ def _run_child(code: str) -> None:
 
 @pytest.mark.parametrize("cls", ["DenseInt8Linear", "BlockSparseInt8Linear"])
 def test_kernel_result_does_not_depend_on_who_runs_chunks(cls):
-    """The same output whether the workers share the chunks or the caller runs them all (in a
-    child, like the test above: a caller that waits for held workers would never return)."""
+    """The same output whether the workers share the chunks (in owned ranges or from one shared
+    range) or the caller runs them all (in a child, like the test above: a caller that waits for
+    held workers would never return)."""
     code = (
         "import numpy as np\n"
         "from workbench_ext import int8, pool\n"
@@ -90,6 +118,9 @@ def test_kernel_result_does_not_depend_on_who_runs_chunks(cls):
         "                   rng.standard_normal(N).astype(np.float32))\n"
         "x = rng.standard_normal((M, K)).astype(np.float32)\n"
         "shared = layer(x, num_threads=2)\n"
+        "pool._set_owned_ranges(False)\n"
+        "assert np.array_equal(shared, layer(x, num_threads=2))\n"
+        "pool._set_owned_ranges(True)\n"
         "pool._hold_workers(True)\n"
         "alone = layer(x, num_threads=2)\n"
         "pool._hold_workers(False)\n"

@@ -20,7 +20,9 @@ cdef extern from "wb_pool_impl.h" nogil:
     void wb_pool_set_spin_ns(long ns)
     long wb_pool_get_spin_ns()
     void wb_pool_hold(int held)
+    void wb_pool_set_shared(int shared)
     void wb_pool_test_sum(int nt, long n, long grain, long *out)
+    void wb_pool_test_who(int nt, long n, long grain, long *out)
     long wb_pool_test_stress(int nt, long jobs, int *count)
 
 _run = PyCapsule_New(<void*>wb_pool_run_impl, WB_POOL_CAPSULE, NULL)
@@ -56,15 +58,24 @@ def spin_us() -> int:
 
 def stats() -> dict:
     """Jobs run in parallel so far, and who ran their chunks: ``{"workers", "jobs",
-    "chunks_by_caller", "chunks_by_workers"}`` (counts since the process started)."""
+    "chunks_by_caller", "chunks_by_workers", "chunks_taken"}`` (counts since the process
+    started; ``chunks_taken``: chunks a thread took from another's range, see wb_pool_impl.h)."""
     return {"workers": wb_pool_workers(), "jobs": wb_pool_stat(0),
-            "chunks_by_caller": wb_pool_stat(1), "chunks_by_workers": wb_pool_stat(2)}
+            "chunks_by_caller": wb_pool_stat(1), "chunks_by_workers": wb_pool_stat(2),
+            "chunks_taken": wb_pool_stat(3)}
 
 
 def _hold_workers(bint held) -> None:
     """Tests: while held, workers claim no chunks (a worker another process keeps off its core
     looks like this to the caller)."""
     wb_pool_hold(held)
+
+
+def _set_owned_ranges(bint owned) -> None:
+    """A/B switch (benchmarks, tests): True (the default) gives each thread its own range of a
+    job's chunks; False hands every chunk to whichever thread asks first, from one shared range
+    (the pool before owned ranges). Results have the same bits either way."""
+    wb_pool_set_shared(not owned)
 
 
 def _test_sum(int num_threads, long n, long grain):
@@ -74,6 +85,17 @@ def _test_sum(int num_threads, long n, long grain):
     cdef long[::1] view = out
     with nogil:
         wb_pool_test_sum(num_threads, n, grain, &view[0])
+    return out
+
+
+def _test_who(int num_threads, long n, long grain):
+    """Tests: run a parallel loop of n indices whose chunks take ~20 us; returns, per index, the
+    range of the thread that ran it (0 the caller, i + 1 worker i)."""
+    import numpy as np
+    out = np.full(n, -1, dtype=np.int64)
+    cdef long[::1] view = out
+    with nogil:
+        wb_pool_test_who(num_threads, n, grain, &view[0])
     return out
 
 

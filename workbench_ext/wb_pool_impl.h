@@ -1,19 +1,31 @@
 /* The workbench thread pool behind wb_parallel_for (wb_pool.h); compiled into workbench_ext.pool
  * only, which hands wb_pool_run_impl to the other modules in a capsule.
  *
- * One job at a time. A job is (fn, ctx, n, grain); its chunks are claimed from one 64-bit word,
- * `next` = (job generation << 32) | next chunk, by compare-and-swap, so a thread still holding an
- * old generation can never claim a chunk of the new job. The caller publishes a job in two
- * stores: first `next` = (new generation, WB_POOL_NOT_READY), which makes every claim under the
- * old generation fail, then the job's fields, then `next` = (new generation, 0). (With one
- * store after the fields, a worker that had read `next` = (old generation, last chunk + 1) and
- * then the *new* job's chunk count could claim a chunk of the new job under the old
- * generation: that chunk ran twice, and its `done` count could let the caller return while a
- * chunk still ran on its stack's job; the stress test in tests/test_pool.py caught it.) The
- * caller then claims chunks itself like any worker and waits until `done` counts every chunk:
- * only chunks some thread has *started* can make it wait. Workers spin for wb_pool_spin_ns
- * after their last chunk (a forward's ops come tens of microseconds apart, and waking a
- * sleeping thread costs about that much), then sleep on a condition variable.
+ * One job at a time. A job is (fn, ctx, n, grain), cut into `chunks` chunks of `grain`; the
+ * caller and its workers each own a contiguous range of them: with nt threads, thread k (the
+ * caller is 0, worker i is i + 1) owns [k * chunks / nt, (k + 1) * chunks / nt). A thread runs
+ * its own range from the front, then takes chunks of the other ranges from their backs.
+ *
+ * Why owned ranges (session 28): every op of a forward cuts its rows the same way (rows, then
+ * columns, in the order of the chunk index), so with a range per thread the rows one thread
+ * quantized are the rows it packs, multiplies and normalises next; only attention moves rows
+ * between threads. With one shared counter, chunks went to whichever thread asked first, and
+ * about half of every op's input was written by the other core. On a 2-vCPU Zen 4 whose host
+ * moves the vCPUs between dies, that cost the 90 %-sparse forward 1.77x in the far placement
+ * (results/bench/zen4-spread). Taking from the back keeps the pool's tolerance of a late thread:
+ * the caller takes over a worker's range when the worker does not come, and waits only for chunks
+ * some thread has started.
+ *
+ * Each range is one 64-bit word, (job generation << 32) | (next << 16) | end, claimed by
+ * compare-and-swap: the owner moves `next` up, a thief moves `end` down. The generation in the
+ * word means a thread still holding an old job can never claim a chunk of a new one: its
+ * compare-and-swap expects the old generation. (A separate chunk counter once let a worker claim
+ * a chunk of a new job under the old generation; the stress test in tests/test_pool.py caught
+ * it.) The caller publishes a job as: its fields, then every range word, then `state` = (new
+ * generation, thread count); workers start on the change of `state`, so they see all of it.
+ * Jobs of more than WB_POOL_MAX_CHUNKS chunks get a larger grain. Workers spin for
+ * wb_pool_spin_ns after their last chunk (a forward's ops come tens of microseconds apart, and
+ * waking a sleeping thread costs about that much), then sleep on a condition variable.
  *
  * A call made while a job is running (a second Python thread, or a chunk calling
  * wb_parallel_for) runs on its own calling thread. A forked child starts with no workers
@@ -33,27 +45,33 @@
 #include "wb_pool.h"
 
 #define WB_POOL_MAX_WORKERS 255
-#define WB_POOL_NOT_READY 0xffffffffu   /* chunk index of a job whose fields are being written */
+#define WB_POOL_MAX_CHUNKS 0xffffL     /* a range's bounds are 16-bit fields of its word */
+
+/* one thread's range of the current job, alone on its cache line */
+typedef struct { _Atomic uint64_t w; char pad[56]; } wb_pool_range_t;
 
 typedef struct {
-    _Atomic uint64_t next;          /* (generation << 32) | next chunk index */
+    _Atomic uint64_t state;         /* (generation << 32) | threads taking part (caller + helpers) */
     _Atomic long done;              /* chunks of the current job that have finished */
     _Atomic(wb_range_fn) fn;
     _Atomic(void *) ctx;
-    _Atomic long n, grain, chunks;
-    _Atomic int helpers;            /* workers 0 .. helpers-1 may join the current job */
+    _Atomic long n, grain;
     _Atomic int running;            /* a job is in flight (later calls run serially) */
     _Atomic int sleepers;
     _Atomic int held;               /* tests: workers take no chunks while set */
+    _Atomic int shared;             /* A/B: one range that every thread takes from the front
+                                     * (the pool before owned ranges) */
     _Atomic long spin_ns;
-    _Atomic long jobs, chunks_by_caller, chunks_by_workers;
+    _Atomic long jobs, chunks_by_caller, chunks_by_workers, chunks_taken;
     int nworkers;                   /* created so far; changed by the caller only */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int atfork_registered;
+    wb_pool_range_t range[WB_POOL_MAX_WORKERS + 1];
 } wb_pool_t;
 
 static wb_pool_t wb_pool = {.spin_ns = 200000};
+static __thread int wb_pool_self = 0;   /* this thread's range: 0 the caller, i + 1 worker i */
 
 static inline long wb_pool_now_ns(void) {
     struct timespec ts;
@@ -61,63 +79,77 @@ static inline long wb_pool_now_ns(void) {
     return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-/* Claim and run chunks of generation `gen` until none is left; returns how many this thread ran.
- * `worker`: the worker's id, or -1 for the caller. */
-static long wb_pool_work(uint32_t gen, int worker) {
-    long ran = 0;
-    int checked = worker < 0;
-    for (unsigned k = 1;; k++) {
-        uint64_t c = atomic_load(&wb_pool.next);
-        if ((uint32_t)(c >> 32) != gen) return ran;
-        if ((uint32_t)c == WB_POOL_NOT_READY) {   /* the caller is still writing the job */
-            _mm_pause();
-            if ((k & 1023) == 0) sched_yield();   /* ... from this thread's core, perhaps */
-            continue;
-        }
-        if (!checked) {           /* the job's fields are written: may this worker join it? */
-            if (worker >= atomic_load(&wb_pool.helpers) || atomic_load(&wb_pool.held)) return ran;
-            checked = 1;
-        }
-        const long i = (long)(c & 0xffffffffu);
-        /* read before the claim: if the job changed meanwhile, `next` left (gen, i) before any
-         * field was written, so the claim below fails and a chunk only ever runs with its own
-         * job's fields */
+static inline uint64_t wb_pool_range_word(uint32_t gen, long next, long end) {
+    return ((uint64_t)gen << 32) | ((uint64_t)next << 16) | (uint64_t)end;
+}
+
+/* Claim one chunk of range `r` under generation `gen`, from its front (`front`) or its back, and
+ * run it. Returns 1 when a chunk ran, 0 when the range is empty, -1 when the job has changed. */
+static int wb_pool_take(uint32_t gen, int r, int front) {
+    _Atomic uint64_t *slot = &wb_pool.range[r].w;
+    for (;;) {
+        uint64_t w = atomic_load(slot);
+        if ((uint32_t)(w >> 32) != gen) return -1;
+        const long next = (long)((w >> 16) & 0xffff), end = (long)(w & 0xffff);
+        if (next >= end) return 0;
+        /* read before the claim: if the job changed meanwhile, the word changed too (it holds
+         * the generation), so the claim below fails and a chunk only runs with its own job's
+         * fields */
         const wb_range_fn fn = atomic_load(&wb_pool.fn);
         void *const ctx = atomic_load(&wb_pool.ctx);
         const long n = atomic_load(&wb_pool.n), grain = atomic_load(&wb_pool.grain);
-        if (i >= atomic_load(&wb_pool.chunks)) return ran;
-        if (!atomic_compare_exchange_weak(&wb_pool.next, &c, c + 1)) continue;
+        const long i = front ? next : end - 1;
+        const uint64_t claimed = front ? wb_pool_range_word(gen, next + 1, end) : wb_pool_range_word(gen, next, end - 1);
+        if (!atomic_compare_exchange_weak(slot, &w, claimed)) continue;
         const long b = i * grain, e = b + grain < n ? b + grain : n;
         fn(ctx, b, e);
-        ran++;
         atomic_fetch_add(&wb_pool.done, 1);
+        return 1;
     }
+}
+
+/* Run chunks of generation `gen` until none is left: this thread's own range (`self`) from the
+ * front, then the others' from the back. Returns how many this thread ran. */
+static long wb_pool_work(uint32_t gen, int self, int threads) {
+    long ran = 0, taken = 0;
+    int rc;
+    if (atomic_load(&wb_pool.shared)) { self = 0; threads = 1; }
+    while ((rc = wb_pool_take(gen, self, 1)) > 0) ran++;
+    for (int s = 1; rc >= 0 && s < threads; s++) {
+        const int r = (self + s) % threads;
+        while ((rc = wb_pool_take(gen, r, 0)) > 0) taken++;
+    }
+    if (taken) atomic_fetch_add(&wb_pool.chunks_taken, taken);
+    return ran + taken;
 }
 
 static void *wb_pool_worker(void *arg) {
     const int id = (int)(intptr_t)arg;
-    uint32_t seen = (uint32_t)(atomic_load(&wb_pool.next) >> 32);
+    wb_pool_self = id + 1;
+    uint32_t seen = (uint32_t)(atomic_load(&wb_pool.state) >> 32);
     for (;;) {
         /* spin, then sleep, until a new generation is published */
         const long t0 = wb_pool_now_ns();
         const long spin = atomic_load(&wb_pool.spin_ns);
-        uint32_t gen = seen;
+        uint64_t st = 0;
         for (unsigned k = 1;; k++) {
-            gen = (uint32_t)(atomic_load(&wb_pool.next) >> 32);
-            if (gen != seen) break;
+            st = atomic_load(&wb_pool.state);
+            if ((uint32_t)(st >> 32) != seen) break;
             _mm_pause();
             if ((k & 63) == 0 && wb_pool_now_ns() - t0 > spin) {
                 pthread_mutex_lock(&wb_pool.mu);
                 atomic_fetch_add(&wb_pool.sleepers, 1);
-                while ((gen = (uint32_t)(atomic_load(&wb_pool.next) >> 32)) == seen)
+                while ((uint32_t)((st = atomic_load(&wb_pool.state)) >> 32) == seen)
                     pthread_cond_wait(&wb_pool.cv, &wb_pool.mu);
                 atomic_fetch_sub(&wb_pool.sleepers, 1);
                 pthread_mutex_unlock(&wb_pool.mu);
                 break;
             }
         }
-        seen = gen;
-        const long ran = wb_pool_work(gen, id);
+        seen = (uint32_t)(st >> 32);
+        const int threads = (int)(st & 0xffffffffu);
+        if (id + 1 >= threads || atomic_load(&wb_pool.held)) continue;   /* not asked to help */
+        const long ran = wb_pool_work(seen, id + 1, threads);
         if (ran) atomic_fetch_add(&wb_pool.chunks_by_workers, ran);
     }
     return NULL;
@@ -160,31 +192,30 @@ static void wb_pool_run_impl(int nt, long n, long grain, wb_range_fn fn, void *c
         fn(ctx, 0, n);               /* a job is in flight: this call runs on its own thread */
         return;
     }
+    if ((n + grain - 1) / grain > WB_POOL_MAX_CHUNKS) grain = (n + WB_POOL_MAX_CHUNKS - 1) / WB_POOL_MAX_CHUNKS;
     const long chunks = (n + grain - 1) / grain;
-    if (chunks >= (long)WB_POOL_NOT_READY) {   /* more chunks than `next` can count */
-        atomic_store(&wb_pool.running, 0);
-        fn(ctx, 0, n);
-        return;
-    }
     int helpers = wb_pool_grow(nt - 1);
     if (helpers > nt - 1) helpers = nt - 1;
-    const uint32_t gen = (uint32_t)(atomic_load(&wb_pool.next) >> 32) + 1;
-    /* first close the old generation to claims (see the top of this file), then the fields */
-    atomic_store(&wb_pool.next, ((uint64_t)gen << 32) | WB_POOL_NOT_READY);
+    if (helpers > chunks - 1) helpers = (int)chunks - 1;
+    const int threads = helpers + 1;
+    const uint32_t gen = (uint32_t)(atomic_load(&wb_pool.state) >> 32) + 1;
+    /* the fields, then the ranges (each carries the new generation), then `state`, on whose
+     * change the workers start: see the top of this file */
     atomic_store(&wb_pool.fn, fn);
     atomic_store(&wb_pool.ctx, ctx);
     atomic_store(&wb_pool.n, n);
     atomic_store(&wb_pool.grain, grain);
-    atomic_store(&wb_pool.chunks, chunks);
-    atomic_store(&wb_pool.helpers, helpers);
     atomic_store(&wb_pool.done, 0);
-    atomic_store(&wb_pool.next, (uint64_t)gen << 32);
+    const int ranges = atomic_load(&wb_pool.shared) ? 1 : threads;
+    for (int k = 0; k < ranges; k++)
+        atomic_store(&wb_pool.range[k].w, wb_pool_range_word(gen, k * chunks / ranges, (k + 1) * chunks / ranges));
+    atomic_store(&wb_pool.state, ((uint64_t)gen << 32) | (uint64_t)threads);
     if (atomic_load(&wb_pool.sleepers) > 0) {
         pthread_mutex_lock(&wb_pool.mu);
         pthread_cond_broadcast(&wb_pool.cv);
         pthread_mutex_unlock(&wb_pool.mu);
     }
-    long mine = wb_pool_work(gen, -1);
+    long mine = wb_pool_work(gen, 0, threads);
     /* only chunks a worker has started are left: wait for them, yielding now and then in case
      * that worker shares this thread's core */
     for (unsigned k = 1; atomic_load(&wb_pool.done) < chunks; k++) {
@@ -199,12 +230,14 @@ static void wb_pool_run_impl(int nt, long n, long grain, wb_range_fn fn, void *c
 /* ---- introspection and test hooks (workbench_ext.pool) ---- */
 static long wb_pool_stat(int which) {
     return which == 0 ? atomic_load(&wb_pool.jobs)
-         : which == 1 ? atomic_load(&wb_pool.chunks_by_caller) : atomic_load(&wb_pool.chunks_by_workers);
+         : which == 1 ? atomic_load(&wb_pool.chunks_by_caller)
+         : which == 2 ? atomic_load(&wb_pool.chunks_by_workers) : atomic_load(&wb_pool.chunks_taken);
 }
 static int wb_pool_workers(void) { return wb_pool.nworkers; }
 static void wb_pool_set_spin_ns(long ns) { atomic_store(&wb_pool.spin_ns, ns); }
 static long wb_pool_get_spin_ns(void) { return atomic_load(&wb_pool.spin_ns); }
 static void wb_pool_hold(int held) { atomic_store(&wb_pool.held, held); }
+static void wb_pool_set_shared(int shared) { atomic_store(&wb_pool.shared, shared); }
 
 /* out[i] = i for every i of the chunk, then ~20 us of waiting, so that awake workers get chunks */
 static void wb_pool_test_chunk(void *ctx, long b, long e) {
@@ -216,6 +249,19 @@ static void wb_pool_test_chunk(void *ctx, long b, long e) {
 static void wb_pool_test_sum(int nt, long n, long grain, long *out) {
     wb_pool_run = wb_pool_run_impl;
     wb_parallel_for(nt, n, grain, wb_pool_test_chunk, out);
+}
+
+/* out[i] = the range of the thread that ran index i (0 the caller, i + 1 worker i), after
+ * ~20 us of waiting per chunk */
+static void wb_pool_test_who_chunk(void *ctx, long b, long e) {
+    long *out = (long *)ctx;
+    const long t0 = wb_pool_now_ns();
+    while (wb_pool_now_ns() - t0 < 20000) _mm_pause();
+    for (long i = b; i < e; i++) out[i] = wb_pool_self;
+}
+static void wb_pool_test_who(int nt, long n, long grain, long *out) {
+    wb_pool_run = wb_pool_run_impl;
+    wb_parallel_for(nt, n, grain, wb_pool_test_who_chunk, out);
 }
 
 /* Back-to-back jobs of alternating size with chunks that take no time, so a worker finishing
