@@ -183,3 +183,25 @@ def test_spin_setting_and_bad_environment():
     run = subprocess.run([sys.executable, "-c", "import workbench_ext.int8"], capture_output=True, text=True,
                          timeout=60, env={**__import__("os").environ, "WORKBENCH_POOL_SPIN_US": "fast"})
     assert run.returncode != 0 and "WORKBENCH_POOL_SPIN_US" in run.stderr and "'fast'" in run.stderr
+
+
+def test_trace_records_each_parallel_job_in_order():
+    """pool.trace(): one row per parallel job run inside the block, in order, with its chunk count
+    and how many the workers ran; nothing outside the block; at most `capacity` rows."""
+    pool._test_sum(2, 10, 1)                      # workers started
+    with pool.trace() as t:
+        pool._test_sum(2, 40, 1)
+        pool._test_sum(2, 10, 5)
+        pool._test_sum(1, 10, 1)                  # one thread: runs on the caller, not a job
+    pool._test_sum(2, 30, 1)
+    jobs = t.jobs
+    assert list(jobs["chunks"]) == [40, 2]
+    assert (jobs["end_ns"] >= jobs["start_ns"]).all() and jobs["start_ns"][1] >= jobs["end_ns"][0]
+    assert ((jobs["by_workers"] >= 0) & (jobs["by_workers"] <= jobs["chunks"])).all()
+    assert (jobs["end_ns"] - jobs["start_ns"] >= 20_000).all()    # every chunk waits ~20 us
+    with pool.trace(capacity=1) as t:
+        pool._test_sum(2, 8, 1)
+        pool._test_sum(2, 8, 1)
+    assert len(t.jobs) == 1
+    with pytest.raises(ValueError, match="capacity"):
+        pool.trace(capacity=0)

@@ -21,6 +21,9 @@ cdef extern from "wb_pool_impl.h" nogil:
     long wb_pool_get_spin_ns()
     void wb_pool_hold(int held)
     void wb_pool_set_shared(int shared)
+    ctypedef struct wb_pool_job_rec_t:
+        long start_ns, end_ns, chunks, by_workers
+    long wb_pool_trace_set(wb_pool_job_rec_t *rec, long cap)
     void wb_pool_test_sum(int nt, long n, long grain, long *out)
     void wb_pool_test_who(int nt, long n, long grain, long *out)
     long wb_pool_test_stress(int nt, long jobs, int *count)
@@ -76,6 +79,33 @@ def _set_owned_ranges(bint owned) -> None:
     job's chunks; False hands every chunk to whichever thread asks first, from one shared range
     (the pool before owned ranges). Results have the same bits either way."""
     wb_pool_set_shared(not owned)
+
+
+class trace:
+    """Diagnostics: times every parallel job of the pool run inside ``with pool.trace() as t``
+    (the caller's jobs; loops too small to go parallel run on the calling thread and are not
+    seen). Afterwards ``t.jobs`` is a structured array with ``start_ns`` / ``end_ns``
+    (CLOCK_MONOTONIC), ``chunks`` and ``by_workers`` (how many of them the workers ran), one row
+    per job in order, at most ``capacity`` rows. Not for concurrent callers."""
+
+    DTYPE = [("start_ns", "i8"), ("end_ns", "i8"), ("chunks", "i8"), ("by_workers", "i8")]
+
+    def __init__(self, capacity: int = 100_000):
+        import numpy as np
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self._buf = np.zeros(capacity, dtype=self.DTYPE)
+        self.jobs = self._buf[:0]
+
+    def __enter__(self):
+        cdef long[::1] view = self._buf.view("i8")
+        wb_pool_trace_set(<wb_pool_job_rec_t *>&view[0], len(self._buf))
+        return self
+
+    def __exit__(self, *exc):
+        cdef long n = wb_pool_trace_set(NULL, 0)
+        self.jobs = self._buf[:n]
+        return False
 
 
 def _test_sum(int num_threads, long n, long grain):

@@ -71,6 +71,12 @@ typedef struct {
 } wb_pool_t;
 
 static wb_pool_t wb_pool = {.spin_ns = 200000};
+
+/* The job trace (workbench_ext.pool._trace): while `on`, every parallel job records when it
+ * started and ended (ns, CLOCK_MONOTONIC), its chunk count, and how many chunks the workers ran,
+ * into the first `cap` slots. Read by the caller only after its jobs: no locking. */
+typedef struct { long start_ns, end_ns, chunks, by_workers; } wb_pool_job_rec_t;
+static struct { int on; long cap, len; wb_pool_job_rec_t *rec; } wb_pool_trace;
 static __thread int wb_pool_self = 0;   /* this thread's range: 0 the caller, i + 1 worker i */
 
 static inline long wb_pool_now_ns(void) {
@@ -215,6 +221,7 @@ static void wb_pool_run_impl(int nt, long n, long grain, wb_range_fn fn, void *c
         pthread_cond_broadcast(&wb_pool.cv);
         pthread_mutex_unlock(&wb_pool.mu);
     }
+    const long t_start = wb_pool_trace.on ? wb_pool_now_ns() : 0;
     long mine = wb_pool_work(gen, 0, threads);
     /* only chunks a worker has started are left: wait for them, yielding now and then in case
      * that worker shares this thread's core */
@@ -224,6 +231,8 @@ static void wb_pool_run_impl(int nt, long n, long grain, wb_range_fn fn, void *c
     }
     atomic_fetch_add(&wb_pool.jobs, 1);
     atomic_fetch_add(&wb_pool.chunks_by_caller, mine);
+    if (wb_pool_trace.on && wb_pool_trace.len < wb_pool_trace.cap)
+        wb_pool_trace.rec[wb_pool_trace.len++] = (wb_pool_job_rec_t){t_start, wb_pool_now_ns(), chunks, chunks - mine};
     atomic_store(&wb_pool.running, 0);
 }
 
@@ -238,6 +247,16 @@ static void wb_pool_set_spin_ns(long ns) { atomic_store(&wb_pool.spin_ns, ns); }
 static long wb_pool_get_spin_ns(void) { return atomic_load(&wb_pool.spin_ns); }
 static void wb_pool_hold(int held) { atomic_store(&wb_pool.held, held); }
 static void wb_pool_set_shared(int shared) { atomic_store(&wb_pool.shared, shared); }
+/* start a trace into rec[0 .. cap) (cap 0: stop); returns how many jobs the last one recorded */
+static long wb_pool_trace_set(wb_pool_job_rec_t *rec, long cap) {
+    const long len = wb_pool_trace.len;
+    wb_pool_trace.on = 0;
+    wb_pool_trace.rec = rec;
+    wb_pool_trace.cap = cap;
+    wb_pool_trace.len = 0;
+    wb_pool_trace.on = cap > 0;
+    return len;
+}
 
 /* out[i] = i for every i of the chunk, then ~20 us of waiting, so that awake workers get chunks */
 static void wb_pool_test_chunk(void *ctx, long b, long e) {
