@@ -6,7 +6,7 @@
  * caller is 0, worker i is i + 1) owns [k * chunks / nt, (k + 1) * chunks / nt). A thread runs
  * its own range from the front, then takes chunks of the other ranges from their backs.
  *
- * Why owned ranges (session 28): every op of a forward cuts its rows the same way (rows, then
+ * Why owned ranges (2026-12-05): every op of a forward cuts its rows the same way (rows, then
  * columns, in the order of the chunk index), so with a range per thread the rows one thread
  * quantized are the rows it packs, multiplies and normalises next; only attention moves rows
  * between threads. With one shared counter, chunks went to whichever thread asked first, and
