@@ -27,6 +27,7 @@ cdef extern from "wb_pool_impl.h" nogil:
     void wb_pool_test_sum(int nt, long n, long grain, long *out)
     void wb_pool_test_who(int nt, long n, long grain, long *out)
     long wb_pool_test_stress(int nt, long jobs, int *count)
+    long wb_pool_test_worker_first(int nt, long n)
 
 _run = PyCapsule_New(<void*>wb_pool_run_impl, WB_POOL_CAPSULE, NULL)
 
@@ -127,6 +128,15 @@ def _test_who(int num_threads, long n, long grain):
     with nogil:
         wb_pool_test_who(num_threads, n, grain, &view[0])
     return out
+
+
+def _test_worker_first(int num_threads, long n) -> int:
+    """Tests: the index of the first chunk a worker ran in a job of n chunks whose chunk 0 waits
+    (up to 2 s) until a worker has started one; -1 if none did."""
+    cdef long first
+    with nogil:
+        first = wb_pool_test_worker_first(num_threads, n)
+    return first
 
 
 def _test_stress(int num_threads, long jobs) -> int:

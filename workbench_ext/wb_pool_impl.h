@@ -193,6 +193,8 @@ static int wb_pool_grow(int want) {
 }
 
 static void wb_pool_run_impl(int nt, long n, long grain, wb_range_fn fn, void *ctx) {
+    /* before publishing: a woken worker can take the caller's core and run the whole job first */
+    const long t_start = wb_pool_trace.on ? wb_pool_now_ns() : 0;
     int idle = 0;
     if (!atomic_compare_exchange_strong(&wb_pool.running, &idle, 1)) {
         fn(ctx, 0, n);               /* a job is in flight: this call runs on its own thread */
@@ -221,7 +223,6 @@ static void wb_pool_run_impl(int nt, long n, long grain, wb_range_fn fn, void *c
         pthread_cond_broadcast(&wb_pool.cv);
         pthread_mutex_unlock(&wb_pool.mu);
     }
-    const long t_start = wb_pool_trace.on ? wb_pool_now_ns() : 0;
     long mine = wb_pool_work(gen, 0, threads);
     /* only chunks a worker has started are left: wait for them, yielding now and then in case
      * that worker shares this thread's core */
@@ -281,6 +282,30 @@ static void wb_pool_test_who_chunk(void *ctx, long b, long e) {
 static void wb_pool_test_who(int nt, long n, long grain, long *out) {
     wb_pool_run = wb_pool_run_impl;
     wb_parallel_for(nt, n, grain, wb_pool_test_who_chunk, out);
+}
+
+/* The index of the first chunk a worker runs in a job of n chunks whose chunk 0 (the caller's
+ * first) waits until some worker has started a chunk, or -1 if none has within 2 s. With owned
+ * ranges a worker starts at the front of its own range (n / nt for worker 0); with one shared
+ * range it takes the next free chunk (0 or 1). */
+static _Atomic long wb_pool_test_first = -1;
+static void wb_pool_test_first_chunk(void *ctx, long b, long e) {
+    (void)ctx;
+    for (long i = b; i < e; i++) {
+        if (wb_pool_self) {
+            long none = -1;
+            atomic_compare_exchange_strong(&wb_pool_test_first, &none, i);
+        } else if (i == 0) {
+            const long t0 = wb_pool_now_ns();
+            while (atomic_load(&wb_pool_test_first) < 0 && wb_pool_now_ns() - t0 < 2000000000L) sched_yield();
+        }
+    }
+}
+static long wb_pool_test_worker_first(int nt, long n) {
+    wb_pool_run = wb_pool_run_impl;
+    atomic_store(&wb_pool_test_first, -1);
+    wb_parallel_for(nt, n, 1, wb_pool_test_first_chunk, NULL);
+    return atomic_load(&wb_pool_test_first);
 }
 
 /* Back-to-back jobs of alternating size with chunks that take no time, so a worker finishing
