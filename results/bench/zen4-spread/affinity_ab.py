@@ -9,7 +9,6 @@ Usage: python results/bench/zen4-spread/affinity_ab.py [--seconds 300] > affinit
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from phases import pingpong_lib  # noqa: E402
+from phases import batch1_engines, pingpong_lib  # noqa: E402
 
 SPARSITY = {"dense": 0.0, "sp80": 0.8, "sp90": 0.9}
 MODES = ("owned", "shared")
@@ -28,25 +27,10 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=300)
     p.add_argument("--window", type=float, default=0.4, help="seconds per engine and mode")
     a = p.parse_args()
-    os.environ["OMP_NUM_THREADS"] = "2"
-    import torch
-
-    torch.set_num_threads(2)
-    from workbench.bench.models import distilbert
-    from workbench.recipes.prune.magnitude import magnitude_prune_
-    from workbench.runtime import compile_model
+    engines, ids, mask = batch1_engines(SPARSITY)
     from workbench_ext import pool
 
     lib = pingpong_lib()
-    ids = np.random.default_rng(0).integers(1000, 20000, size=(1, 128))
-    mask = np.ones((1, 128), np.int64)
-    engines = {}
-    for name, sp in SPARSITY.items():
-        model = distilbert()
-        if sp:
-            magnitude_prune_(model, sp, block=(1, 4))
-        engines[name] = compile_model(model, quantize=True, kernel_choice="measure")
-        engines[name].num_threads = 2
     cells = [(e, m) for e in engines for m in MODES]
 
     def timed(eng, mode: str) -> float:

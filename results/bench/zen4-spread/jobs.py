@@ -12,7 +12,6 @@ Usage: python results/bench/zen4-spread/jobs.py [--seconds 150] [--sparsity 0.9]
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from phases import pingpong_lib  # noqa: E402
+from phases import batch1_engines, pingpong_lib  # noqa: E402
 
 # the compiled encoder's parallel jobs within layer i, from job 15 i + 1 (job 0: the embeddings'
 # LayerNorm; job 15 (i + 1): this layer's second LayerNorm)
@@ -34,23 +33,11 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=150)
     p.add_argument("--sparsity", type=float, default=0.9)
     a = p.parse_args()
-    os.environ["OMP_NUM_THREADS"] = "2"
-    import torch
-
-    torch.set_num_threads(2)
-    from workbench.bench.models import distilbert
-    from workbench.recipes.prune.magnitude import magnitude_prune_
-    from workbench.runtime import compile_model
+    engines, ids, mask = batch1_engines({"sparse": a.sparsity})
+    engine = engines["sparse"]
     from workbench_ext import pool
 
     lib = pingpong_lib()
-    ids = np.random.default_rng(0).integers(1000, 20000, size=(1, 128))
-    mask = np.ones((1, 128), np.int64)
-    model = distilbert()
-    if a.sparsity:
-        magnitude_prune_(model, a.sparsity, block=(1, 4))
-    engine = compile_model(model, quantize=True, kernel_choice="measure")
-    engine.num_threads = 2
     for _ in range(5):
         engine(ids, mask)
     with pool.trace() as t:
