@@ -46,9 +46,9 @@ def _owner_prefixes_then_takers(who: np.ndarray, threads: int) -> bool:
 def test_each_thread_runs_its_own_range_first():
     """Owned ranges: a worker starts at the front of its own range (chunk 8 of 16 on two threads),
     however late it comes; with one shared range it took the next free chunk (0, or 1 where the
-    caller claimed 0 first: the caller's chunk 0 waits until a worker has started). In every job, a range's chunks its owner ran come before
-    those other threads took (from the back), so the rows one op gave a thread are the rows the
-    next op gives it."""
+    caller claimed 0 first: the caller's chunk 0 waits until a worker has started). In every job,
+    a range's chunks its owner ran come before those other threads took (from the back), so the
+    rows one op gave a thread are the rows the next op gives it."""
     pool._test_sum(2, 10, 1)     # a worker created by a job may start after it: start one first
     assert pool._test_worker_first(2, 16) == 8
     pool._set_owned_ranges(False)

@@ -51,8 +51,8 @@ cdef class _Buffers:
     Kp of the Linears: in a buffer of one width, row m sits at the same bytes for every Linear
     that uses it, so the pool thread that owns row m (wb_pool_impl.h) writes the same cache lines
     every time. In one buffer shared by all widths a row's bytes moved with Kp, and a thread wrote
-    lines the other core had written last (Zen 4 with the two vCPUs on different dies,
-    2026-12-05: quantizing the FFN's 3072-wide output took 44 instead of 65 us per layer)."""
+    lines the other core had written last (costly where the two cores sit on different dies:
+    results/bench/zen4-spread)."""
     cdef readonly int B, S
     cdef object qkv, ctx, attn, h1, f1, f2, res, xs, zp
     cdef dict xq, scratch

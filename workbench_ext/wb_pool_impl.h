@@ -22,7 +22,8 @@
  * compare-and-swap expects the old generation. (A separate chunk counter once let a worker claim
  * a chunk of a new job under the old generation; the stress test in tests/test_pool.py caught
  * it.) The caller publishes a job as: its fields, then every range word, then `state` = (new
- * generation, thread count); workers start on the change of `state`, so they see all of it.
+ * generation, thread count, range count); workers start on the change of `state`, so they see
+ * all of it.
  * Jobs of more than WB_POOL_MAX_CHUNKS chunks get a larger grain. Workers spin for
  * wb_pool_spin_ns after their last chunk (a forward's ops come tens of microseconds apart, and
  * waking a sleeping thread costs about that much), then sleep on a condition variable.
@@ -51,7 +52,8 @@
 typedef struct { _Atomic uint64_t w; char pad[56]; } wb_pool_range_t;
 
 typedef struct {
-    _Atomic uint64_t state;         /* (generation << 32) | threads taking part (caller + helpers) */
+    _Atomic uint64_t state;         /* (generation << 32) | (threads taking part (caller +
+                                     * helpers) << 16) | ranges (threads, or 1 when `shared`) */
     _Atomic long done;              /* chunks of the current job that have finished */
     _Atomic(wb_range_fn) fn;
     _Atomic(void *) ctx;
@@ -72,7 +74,7 @@ typedef struct {
 
 static wb_pool_t wb_pool = {.spin_ns = 200000};
 
-/* The job trace (workbench_ext.pool._trace): while `on`, every parallel job records when it
+/* The job trace (workbench_ext.pool.trace): while `on`, every parallel job records when it
  * started and ended (ns, CLOCK_MONOTONIC), its chunk count, and how many chunks the workers ran,
  * into the first `cap` slots. Read by the caller only after its jobs: no locking. */
 typedef struct { long start_ns, end_ns, chunks, by_workers; } wb_pool_job_rec_t;
@@ -114,15 +116,16 @@ static int wb_pool_take(uint32_t gen, int r, int front) {
     }
 }
 
-/* Run chunks of generation `gen` until none is left: this thread's own range (`self`) from the
- * front, then the others' from the back. Returns how many this thread ran. */
-static long wb_pool_work(uint32_t gen, int self, int threads) {
+/* Run chunks of generation `gen`, published in `ranges` ranges, until none is left: this
+ * thread's own range (`self`) from the front, then the others' from the back; with one range
+ * (the `shared` A/B mode) every thread takes from its front. Returns how many this thread ran. */
+static long wb_pool_work(uint32_t gen, int self, int ranges) {
     long ran = 0, taken = 0;
     int rc;
-    if (atomic_load(&wb_pool.shared)) { self = 0; threads = 1; }
+    if (ranges == 1) self = 0;
     while ((rc = wb_pool_take(gen, self, 1)) > 0) ran++;
-    for (int s = 1; rc >= 0 && s < threads; s++) {
-        const int r = (self + s) % threads;
+    for (int s = 1; rc >= 0 && s < ranges; s++) {
+        const int r = (self + s) % ranges;
         while ((rc = wb_pool_take(gen, r, 0)) > 0) taken++;
     }
     if (taken) atomic_fetch_add(&wb_pool.chunks_taken, taken);
@@ -153,9 +156,9 @@ static void *wb_pool_worker(void *arg) {
             }
         }
         seen = (uint32_t)(st >> 32);
-        const int threads = (int)(st & 0xffffffffu);
+        const int threads = (int)((st >> 16) & 0xffff), ranges = (int)(st & 0xffff);
         if (id + 1 >= threads || atomic_load(&wb_pool.held)) continue;   /* not asked to help */
-        const long ran = wb_pool_work(seen, id + 1, threads);
+        const long ran = wb_pool_work(seen, id + 1, ranges);
         if (ran) atomic_fetch_add(&wb_pool.chunks_by_workers, ran);
     }
     return NULL;
@@ -217,13 +220,13 @@ static void wb_pool_run_impl(int nt, long n, long grain, wb_range_fn fn, void *c
     const int ranges = atomic_load(&wb_pool.shared) ? 1 : threads;
     for (int k = 0; k < ranges; k++)
         atomic_store(&wb_pool.range[k].w, wb_pool_range_word(gen, k * chunks / ranges, (k + 1) * chunks / ranges));
-    atomic_store(&wb_pool.state, ((uint64_t)gen << 32) | (uint64_t)threads);
+    atomic_store(&wb_pool.state, ((uint64_t)gen << 32) | ((uint64_t)threads << 16) | (uint64_t)ranges);
     if (atomic_load(&wb_pool.sleepers) > 0) {
         pthread_mutex_lock(&wb_pool.mu);
         pthread_cond_broadcast(&wb_pool.cv);
         pthread_mutex_unlock(&wb_pool.mu);
     }
-    long mine = wb_pool_work(gen, 0, threads);
+    long mine = wb_pool_work(gen, 0, ranges);
     /* only chunks a worker has started are left: wait for them, yielding now and then in case
      * that worker shares this thread's core */
     for (unsigned k = 1; atomic_load(&wb_pool.done) < chunks; k++) {
@@ -259,12 +262,17 @@ static long wb_pool_trace_set(wb_pool_job_rec_t *rec, long cap) {
     return len;
 }
 
-/* out[i] = i for every i of the chunk, then ~20 us of waiting, so that awake workers get chunks */
+/* ~20 us of waiting in a test chunk, so that awake workers get chunks */
+static void wb_pool_test_wait(void) {
+    const long t0 = wb_pool_now_ns();
+    while (wb_pool_now_ns() - t0 < 20000) _mm_pause();
+}
+
+/* out[i] = i for every i of the chunk, then the wait */
 static void wb_pool_test_chunk(void *ctx, long b, long e) {
     long *out = (long *)ctx;
     for (long i = b; i < e; i++) out[i] = i;
-    const long t0 = wb_pool_now_ns();
-    while (wb_pool_now_ns() - t0 < 20000) _mm_pause();
+    wb_pool_test_wait();
 }
 static void wb_pool_test_sum(int nt, long n, long grain, long *out) {
     wb_pool_run = wb_pool_run_impl;
@@ -275,8 +283,7 @@ static void wb_pool_test_sum(int nt, long n, long grain, long *out) {
  * ~20 us of waiting per chunk */
 static void wb_pool_test_who_chunk(void *ctx, long b, long e) {
     long *out = (long *)ctx;
-    const long t0 = wb_pool_now_ns();
-    while (wb_pool_now_ns() - t0 < 20000) _mm_pause();
+    wb_pool_test_wait();
     for (long i = b; i < e; i++) out[i] = wb_pool_self;
 }
 static void wb_pool_test_who(int nt, long n, long grain, long *out) {

@@ -5,6 +5,7 @@ and after), then the batch-1 forward of DistilBERT-base int8 on 2 threads, dense
 sparse (1x4 blocks), each timed for 0.4 s (median) with the pool's owned ranges on and off, in
 an order that rotates from window to window. Prints one line per window.
 Usage: python results/bench/zen4-spread/affinity_ab.py [--seconds 300] > affinity_ab.txt
+       python results/bench/zen4-spread/affinity_ab.py --summarize affinity_ab.txt
 """
 from __future__ import annotations
 
@@ -22,11 +23,41 @@ SPARSITY = {"dense": 0.0, "sp80": 0.8, "sp90": 0.9}
 MODES = ("owned", "shared")
 
 
+def summarize(path: str) -> None:
+    """The tables of the README from a run's output:
+    - per placement (a window is far when the round trip at either end passed 150 ns), the median
+      of each cell and, per engine, the paired ratio shared / owned (the two modes of an engine are
+      timed back to back, so the pair mostly shares a placement even where the window does not);
+    - per cell over all windows, its two modes: the values below and above the midpoint of its
+      5th and 95th percentiles (the placement changes within windows; each cell is split on its
+      own values, not on the other mode's)."""
+    with open(path) as f:
+        header = f.readline().split()
+        rows = np.array([line.split() for line in f if line[:1].isdigit()], float)
+    col = {h: i for i, h in enumerate(header)}
+    print("placement windows engine owned_ms shared_ms shared/owned_paired (IQR)")
+    for name, sel in (("near", rows[:, 0] < 150), ("far", rows[:, 0] >= 150)):
+        for e in SPARSITY:
+            owned, shared = rows[sel, col[f"{e}_owned_ms"]], rows[sel, col[f"{e}_shared_ms"]]
+            r = shared / owned
+            print(f"{name} {int(sel.sum())} {e} {np.median(owned):.2f} {np.median(shared):.2f} "
+                  f"{np.median(r):.3f} ({np.percentile(r, 25):.2f}-{np.percentile(r, 75):.2f})")
+    print("cell fast_mode_ms slow_mode_ms slow_share")
+    for h in header[1:]:
+        v = rows[:, col[h]]
+        cut = float(np.mean(np.percentile(v, [5, 95])))
+        print(f"{h} {np.median(v[v < cut]):.2f} {np.median(v[v >= cut]):.2f} {np.mean(v >= cut):.2f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=float, default=300)
     p.add_argument("--window", type=float, default=0.4, help="seconds per engine and mode")
+    p.add_argument("--summarize", metavar="FILE", help="print the README's tables from a run's output")
     a = p.parse_args()
+    if a.summarize:
+        summarize(a.summarize)
+        return
     engines, ids, mask = batch1_engines(SPARSITY)
     from workbench_ext import pool
 
