@@ -83,11 +83,25 @@ cdef _Int8Linear _pick(list parts, int rows):
     return <_Int8Linear>parts[i][1]
 
 
-cdef int _linear(_Buffers buf, list parts, int rows, object x, object y, int act) except -1:
+cdef int _linear(_Buffers buf, list parts, int rows, object x, object y, int act, int col_segments=0) except -1:
     """y[:rows] = the Linear picked for `rows` on x[:rows] (act 1: GELU), with the buffers of its
-    input width."""
+    input width; col_segments: the order of its kernel's work items (forward_into)."""
     cdef _Int8Linear lin = _pick(parts, rows)
-    return lin.forward_into(x, rows, y, act, buf.xq[lin.Kp], buf.xs, buf.zp, _ptr(buf.scratch[lin.Kp]))
+    return lin.forward_into(x, rows, y, act, buf.xq[lin.Kp], buf.xs, buf.zp, _ptr(buf.scratch[lin.Kp]),
+                            0, col_segments)
+
+
+cdef bint _qkv_by_heads = True
+
+
+def _set_qkv_by_heads(bint on):
+    """Experiment switch: at batch 1, 1 (the default) has the fused QKV's kernel hand each thread
+    the Q, K and V columns of the heads attention gives it (col_segments 3); 0 leaves the kernel's
+    own order. The same outputs either way. Returns the previous value."""
+    global _qkv_by_heads
+    previous = _qkv_by_heads
+    _qkv_by_heads = on
+    return previous
 
 
 cdef class Int8Encoder:
@@ -162,7 +176,10 @@ cdef class Int8Encoder:
             rows = B * R
             nh, d = layer["heads"], layer["head_dim"]
             W = 3 * nh * d
-            _linear(buf, layer["qkv"], M, x, buf.qkv, 0)
+            # At batch 1 attention splits the heads between the threads, and the kernels split
+            # rows: the QKV then hands each thread its heads' columns instead, so the Q, K, V a
+            # thread reads in attention are the ones it wrote (no cache lines cross cores)
+            _linear(buf, layer["qkv"], M, x, buf.qkv, 0, 3 if B == 1 and _qkv_by_heads else 0)
             a.q = <const float*>_ptr(buf.qkv)
             a.qb, a.qh, a.qr = <long>S * W, d, W
             a.k = a.q + nh * d

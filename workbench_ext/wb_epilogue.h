@@ -22,7 +22,28 @@ typedef struct {
     int32_t *yi;          /* [M][N] or NULL */
     int act;              /* applied to y after the epilogue: WB_ACT_NONE, or GELU as
                            * workbench_ext.ops.gelu computes it on the ISA in use */
+    int col_segments;     /* the order of the work items (wb_epi_item): 0 the kernel's own;
+                           * k >= 1 columns outermost, in k interleaved segments */
 } wb_epi_t;
+
+/* Output tile (mb, nb) of work item t, of MB row tiles x NB column blocks.
+ * col_segments == 0: the kernel's own order, rows outermost (rows_first) or columns outermost.
+ * col_segments == k >= 1: columns outermost, and the column blocks taken as k equal segments
+ * interleaved block by block (segment 0's first block, segment 1's first, ...), so a thread's
+ * contiguous share of the items (the pool's owned ranges, wb_pool_impl.h) covers the same
+ * stretch of every segment.  For the fused QKV at batch 1 (k = 3) thread i then computes the
+ * Q, K and V columns of the heads that attention gives it, and nothing it wrote crosses to the
+ * other core (results/bench/zen4-spread).  Where NB is not a multiple of k: columns outermost. */
+static inline void wb_epi_item(const wb_epi_t *e, long t, int MB, int NB, int rows_first, int *mb, int *nb) {
+    const int k = e->col_segments;
+    if (k == 0 && rows_first) {
+        *mb = (int)(t / NB), *nb = (int)(t % NB);
+        return;
+    }
+    const int j = (int)(t / MB);
+    *mb = (int)(t % MB);
+    *nb = (k > 1 && NB % k == 0) ? (j % k) * (NB / k) + j / k : j;
+}
 
 #define WB_ACT_NONE 0
 #define WB_ACT_GELU_PORTABLE 1

@@ -85,7 +85,7 @@ WB_VNNI_DENSE_KERNEL(8)
 /* Bp has an even number of 16-column panels (shared with AMX); items = 8 rows x 32 columns,
  * ordered panel-major so that a chunk of consecutive items reuses its weight panels. */
 typedef struct {
-    const uint8_t *xq; int M, Kp; const int8_t *Bp; int N, MB; size_t panel; const wb_epi_t *e;
+    const uint8_t *xq; int M, Kp; const int8_t *Bp; int N, MB, NP2; size_t panel; const wb_epi_t *e;
 } wb_dense_vnni_job_t;
 
 static void wb_dense_vnni_chunk(void *p, long b, long end) {
@@ -93,7 +93,8 @@ static void wb_dense_vnni_chunk(void *p, long b, long end) {
     const int Kp = j->Kp, MB = j->MB;
     const size_t panel = j->panel;
     for (long t = b; t < end; t++) {
-        int p2 = (int)(t / MB), mb = (int)(t % MB);
+        int p2, mb;
+        wb_epi_item(j->e, t, MB, j->NP2, 0, &mb, &p2);
         int n0 = p2 * 32, nr = wb_imin(32, j->N - n0), m0 = mb * 8, mr = wb_imin(8, j->M - m0);
         int32_t C[8 * 32];
         const uint8_t *A = j->xq + (size_t)m0 * Kp;
@@ -117,7 +118,7 @@ static void wb_dense_vnni(const uint8_t *xq, int M, int Kp, const int8_t *Bp, in
                           const wb_epi_t *e, int nt) {
     const int NP2 = (N + 31) / 32, MB = (M + 7) / 8;
     const long total = (long)NP2 * MB;
-    wb_dense_vnni_job_t job = {xq, M, Kp, Bp, N, MB, (size_t)(Kp / 4) * 64, e};
+    wb_dense_vnni_job_t job = {xq, M, Kp, Bp, N, MB, NP2, (size_t)(Kp / 4) * 64, e};
     wb_parallel_for(nt, total, wb_grain(total, nt, 4), wb_dense_vnni_chunk, &job);
 }
 

@@ -267,7 +267,8 @@ static void wb_sparse_vnni_chunk(void *p, long tb, long te) {
     const wb_sparse_job_t *j = (const wb_sparse_job_t *)p;
     const int G = j->G, MT = 16 * G;
     for (long t = tb; t < te; t++) {
-        int mb = (int)(t / j->NB), nb = (int)(t % j->NB);
+        int mb, nb;
+        wb_epi_item(j->e, t, j->MB, j->NB, 1, &mb, &nb);
         int m0 = mb * MT, mr = wb_imin(MT, j->M - m0);
         int n0 = nb * WB_SPV_NC, nr = wb_imin(WB_SPV_NC, j->N - n0);
         int32_t Ct[WB_SPV_NC * 64] __attribute__((aligned(64)));

@@ -1,10 +1,13 @@
-"""A/B of the pool's owned ranges (wb_pool_impl.h) against one shared range, in turns.
+"""A/B of one runtime switch, in turns, across the placements of the two vCPUs.
 
 Every ~2.5 s window: the round trip of a cache line between the two vCPUs (pingpong.c, before
 and after), then the batch-1 forward of DistilBERT-base int8 on 2 threads, dense and 80 % / 90 %
-sparse (1x4 blocks), each timed for 0.4 s (median) with the pool's owned ranges on and off, in
-an order that rotates from window to window. Prints one line per window.
-Usage: python results/bench/zen4-spread/affinity_ab.py [--seconds 300] > affinity_ab.txt
+sparse (1x4 blocks), each timed for 0.4 s (median) in both modes of the switch, in an order that
+rotates from window to window. Prints one line per window. The switches (``--switch``):
+- ``owned``: the pool's owned ranges (wb_pool_impl.h) against one shared range;
+- ``qkv``: the fused QKV's kernel handing each thread its heads' columns at batch 1
+  (encoder.pyx, col_segments 3) against the kernel's own order.
+Usage: python results/bench/zen4-spread/affinity_ab.py [--switch owned] [--seconds 300] > affinity_ab.txt
        python results/bench/zen4-spread/affinity_ab.py --summarize affinity_ab.txt
 """
 from __future__ import annotations
@@ -20,13 +23,23 @@ sys.path.insert(0, str(Path(__file__).parent))
 from phases import batch1_engines, pingpong_lib  # noqa: E402
 
 SPARSITY = {"dense": 0.0, "sp80": 0.8, "sp90": 0.9}
-MODES = ("owned", "shared")
+# switch -> (the new mode, the old one): the modes' names head the output's columns
+SWITCHES = {"owned": ("owned", "shared"), "qkv": ("heads", "own")}
+
+
+def set_mode(switch: str, mode: str) -> None:
+    from workbench_ext import encoder, pool
+
+    if switch == "owned":
+        pool._set_owned_ranges(mode == "owned")
+    else:
+        encoder._set_qkv_by_heads(mode == "heads")
 
 
 def summarize(path: str) -> None:
     """The tables of the README from a run's output:
     - per placement (a window is far when the round trip at either end passed 150 ns), the median
-      of each cell and, per engine, the paired ratio shared / owned (the two modes of an engine are
+      of each cell and, per engine, the paired ratio old / new mode (the two modes of an engine are
       timed back to back, so the pair mostly shares a placement even where the window does not);
     - per cell over all windows, its two modes: the values below and above the midpoint of its
       5th and 95th percentiles (the placement changes within windows; each cell is split on its
@@ -35,10 +48,11 @@ def summarize(path: str) -> None:
         header = f.readline().split()
         rows = np.array([line.split() for line in f if line[:1].isdigit()], float)
     col = {h: i for i, h in enumerate(header)}
-    print("placement windows engine owned_ms shared_ms shared/owned_paired (IQR)")
+    new, old = next(m for m in SWITCHES.values() if f"dense_{m[0]}_ms" in col)
+    print(f"placement windows engine {new}_ms {old}_ms {old}/{new}_paired (IQR)")
     for name, sel in (("near", rows[:, 0] < 150), ("far", rows[:, 0] >= 150)):
         for e in SPARSITY:
-            owned, shared = rows[sel, col[f"{e}_owned_ms"]], rows[sel, col[f"{e}_shared_ms"]]
+            owned, shared = rows[sel, col[f"{e}_{new}_ms"]], rows[sel, col[f"{e}_{old}_ms"]]
             r = shared / owned
             print(f"{name} {int(sel.sum())} {e} {np.median(owned):.2f} {np.median(shared):.2f} "
                   f"{np.median(r):.3f} ({np.percentile(r, 25):.2f}-{np.percentile(r, 75):.2f})")
@@ -51,6 +65,7 @@ def summarize(path: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
+    p.add_argument("--switch", choices=sorted(SWITCHES), default="owned")
     p.add_argument("--seconds", type=float, default=300)
     p.add_argument("--window", type=float, default=0.4, help="seconds per engine and mode")
     p.add_argument("--summarize", metavar="FILE", help="print the README's tables from a run's output")
@@ -59,13 +74,11 @@ def main() -> None:
         summarize(a.summarize)
         return
     engines, ids, mask = batch1_engines(SPARSITY)
-    from workbench_ext import pool
-
     lib = pingpong_lib()
-    cells = [(e, m) for e in engines for m in MODES]
+    cells = [(e, m) for e in engines for m in SWITCHES[a.switch]]
 
     def timed(eng, mode: str) -> float:
-        pool._set_owned_ranges(mode == "owned")
+        set_mode(a.switch, mode)
         eng(ids, mask)                                # untimed: the mode's first job
         ts, t1 = [], time.time()
         while time.time() - t1 < a.window:
@@ -83,7 +96,7 @@ def main() -> None:
         after = min(lib.pingpong(20000) for _ in range(3))
         print(f"{max(before, after):.0f} " + " ".join(f"{ms[c]:.2f}" for c in cells), flush=True)
         turn += 1
-    pool._set_owned_ranges(True)
+    set_mode(a.switch, SWITCHES[a.switch][0])
 
 
 if __name__ == "__main__":
