@@ -126,6 +126,49 @@ def test_int8_exact_vs_int_reference(isa, cls, M, K, N, threads):
     assert np.all(np.abs(y - yf) <= 0.5 * step + 1e-4)
 
 
+def test_item_order_hands_each_thread_its_share_of_every_segment():
+    """wb_epi_item (the order of a kernel's work items; col_segments): 0 keeps the kernel's own
+    order (rows or columns outermost); k >= 1 puts columns outermost in k interleaved segments,
+    so the first half of the items (the pool's first thread's own range) covers the first half
+    of every segment. DistilBERT's fused QKV at batch 1 on the sparse VNNI kernel: 2304 columns
+    in 72 blocks of 32, 2 tiles of 64 rows; thread 0 computes Q, K and V of heads 0-5, the heads
+    attention gives it."""
+    MB, NB = 2, 72
+    every = sorted((m, n) for m in range(MB) for n in range(NB))
+    for k, rows_first in ((0, True), (0, False), (1, True), (3, True), (3, False), (5, True)):
+        assert sorted(map(tuple, int8._item_order(MB, NB, k, rows_first).tolist())) == every, (k, rows_first)
+    own_rows = int8._item_order(MB, NB, 0, True)
+    np.testing.assert_array_equal(own_rows[:NB], [[0, n] for n in range(NB)])           # rows outermost
+    own_cols = int8._item_order(MB, NB, 0, False)
+    np.testing.assert_array_equal(own_cols[:2 * MB], [[0, 0], [1, 0], [0, 1], [1, 1]])  # columns outermost
+    by_heads = int8._item_order(MB, NB, 3, True)
+    first_half = by_heads[:MB * NB // 2]
+    assert set(first_half[:, 0]) == {0, 1}                                      # every row
+    heads_0_5 = [n for seg in range(3) for n in range(24 * seg, 24 * seg + 12)]  # 384 columns of Q, K, V
+    assert sorted(set(first_half[:, 1].tolist())) == heads_0_5
+    # columns that do not split into k segments: columns outermost in their own order
+    np.testing.assert_array_equal(int8._item_order(2, 7, 3, True), own := int8._item_order(2, 7, 1, True))
+    np.testing.assert_array_equal(own[:, 1], np.repeat(np.arange(7), 2))
+
+
+@pytest.mark.parametrize("cls", [int8.DenseInt8Linear, int8.BlockSparseInt8Linear, int8.TileSparseInt8Linear])
+@pytest.mark.parametrize("act_bits", [8, 7])
+def test_item_order_changes_no_bit(isa, cls, act_bits):
+    """Every int8 kernel on this ISA (AVX2: the int16 and the u8 / 7-bit kernels) gives the same
+    bits whatever the order of its work items (col_segments 0..4), with 1 and 2 threads, on
+    shapes whose column blocks split into 3 segments and shapes whose do not."""
+    for M, K, N in ((70, 130, 192), (1, 64, 288), (33, 200, 90), (128, 96, 2304 // 4)):
+        rng = _rng("order", cls.__name__, act_bits, M, K, N)
+        w, ws, b = _weights(rng, N, K, block_sparsity=0.7 if cls is int8.BlockSparseInt8Linear else 0.0)
+        layer = cls(w, ws, b, act_bits=act_bits)
+        x = (rng.standard_normal((M, K)) * 3).astype(np.float32)
+        for nt in THREADS:
+            want = layer(x, num_threads=nt)
+            for k in range(5):
+                np.testing.assert_array_equal(layer._forward_in_order(x, k, nt), want,
+                                              err_msg=f"M={M} K={K} N={N} col_segments={k} threads={nt}")
+
+
 @pytest.mark.parametrize("M", [5, 37, 70, 128])
 def test_sparse_vnni_row_groups_change_no_bit(M):
     """The 1x4 sparse kernel on AVX-512 VNNI (and under AMX) tiles its rows in 1 to 4 groups of 16

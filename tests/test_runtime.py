@@ -154,7 +154,8 @@ def test_engine_num_threads_is_the_thread_count_of_its_calls(minilm, per_op):
 def test_compiled_encoder_matches_the_per_op_path(minilm, prune_to):
     """The whole int8 encoder in one compiled call (workbench_ext.encoder) gives the same bits
     as running its kernels one Python call at a time, dense and block-sparse, padded batch,
-    on repeated calls (kept buffers) and a new shape (new buffers)."""
+    on repeated calls (kept buffers) and a new shape (new buffers), and at batch 1 (where the
+    fused QKV hands each thread its heads' columns: col_segments 3)."""
     from workbench.bench.models import prune
 
     model, enc = minilm
@@ -163,12 +164,13 @@ def test_compiled_encoder_matches_the_per_op_path(minilm, prune_to):
     engine = compile_model(model, kernel_choice="sparse" if prune_to else "dense")
     assert engine._encoder is not None and engine.describe()["layer_loop"].startswith("compiled")
     compiled = [_engine_logits(engine, enc), _engine_logits(engine, enc)]
-    few = {k: v[:3] for k, v in enc.items()}
-    compiled_few = _engine_logits(engine, few)
+    few, one = ({k: v[:n] for k, v in enc.items()} for n in (3, 1))
+    compiled_few, compiled_one = _engine_logits(engine, few), _engine_logits(engine, one)
     encoder, engine._encoder = engine._encoder, None
     np.testing.assert_array_equal(compiled[0], _engine_logits(engine, enc))
     np.testing.assert_array_equal(compiled[1], compiled[0])
     np.testing.assert_array_equal(compiled_few, _engine_logits(engine, few))
+    np.testing.assert_array_equal(compiled_one, _engine_logits(engine, one))
     fp32 = compile_model(model, quantize=False)
     assert fp32._encoder is None and fp32.describe()["layer_loop"].startswith("per op")  # fp32: per op
 

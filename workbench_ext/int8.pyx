@@ -237,6 +237,27 @@ include "int8_dense.pxi"
 include "int8_sparse.pxi"
 
 
+cdef extern from "wb_int8.h" nogil:
+    void wb_epi_item(const wb_epi_t *e, long t, int MB, int NB, int rows_first, int *mb, int *nb)
+
+
+def _item_order(int MB, int NB, int col_segments, bint rows_first):
+    """Tests: the output tile (row tile, column block) of each work item of an MB x NB grid,
+    int32[MB * NB, 2], in the order of ``col_segments`` (wb_epi_item in wb_epilogue.h) for a
+    kernel whose own order is rows outermost (``rows_first``) or columns outermost."""
+    cdef wb_epi_t e
+    e.col_segments = col_segments
+    out = np.empty((<long>MB * NB, 2), np.int32)
+    cdef int32_t[:, :] o = out
+    cdef int mb, nb
+    cdef long t
+    for t in range(<long>MB * NB):
+        wb_epi_item(&e, t, MB, NB, rows_first, &mb, &nb)
+        o[t, 0] = mb
+        o[t, 1] = nb
+    return out
+
+
 def _set_sparse_pair_cols(int on):
     """Experiment switch (AVX2 16-row sparse kernel): process two output columns per loop."""
     global wb_sparse_pair_cols

@@ -175,6 +175,18 @@ cdef class _Int8Linear:
                           self._threads(num_threads, M))
         return y
 
+    def _forward_in_order(self, x, int col_segments, num_threads=None):
+        """Tests: ``self(x)`` with the kernel's work items in the order of ``col_segments``
+        (``forward_into``; workbench_ext.encoder uses 3 for the fused QKV at batch 1)."""
+        y = self._output(x, None)
+        y.fill(np.nan)            # a tile no work item computes shows
+        cdef int M = x.shape[0]
+        if M:
+            self.forward_into(x, M, y, 0, _empty((M + 15) // 16 * 16, self.Kp, cnp.NPY_UINT8),
+                              _empty1(M, cnp.NPY_FLOAT32), _empty1(M, cnp.NPY_INT32), NULL,
+                              self._threads(num_threads, M), col_segments)
+        return y
+
     def static(self, x, input_scale, input_zero_point, num_threads=None, out=None, activation=None):
         """y = layer with a static (calibrated) activation grid: every row of x float32[M, K] is
         quantized with the same ``input_scale`` / ``input_zero_point`` (u8 asymmetric, as

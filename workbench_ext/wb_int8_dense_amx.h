@@ -68,14 +68,13 @@ static inline int wb_amx_group(int Kp, int NP2) {
     return (NP2 + groups - 1) / groups;
 }
 
-static inline wb_amx_item_t wb_amx_item(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N,
-                                        long t, int MB, int G) {
+static inline wb_amx_item_t wb_amx_item(const wb_epi_t *e, const uint8_t *xq, int M, int Kp,
+                                        const int8_t *Bp, int N, long t, int MB, int G) {
     wb_amx_item_t it;
     const int NP2 = (N + 31) / 32;
     int p2;
-    if (G >= NP2) {           /* panel-pair-major: t = p2 * MB + mb */
-        p2 = (int)(t / MB);
-        it.mb = (int)(t % MB);
+    if (G >= NP2 || e->col_segments) {    /* panel-pair-major: t = p2 * MB + mb (wb_epi_item) */
+        wb_epi_item(e, t, MB, NP2, 0, &it.mb, &p2);
     } else {                  /* grouped: t = group start * MB + mb * gsz + pair in group */
         const long per = (long)G * MB;
         const int g0 = (int)(t / per) * G, gsz = wb_imin(G, NP2 - g0);
@@ -108,7 +107,7 @@ WB_AMX static void wb_amx_worker_plain(const uint8_t *xq, int M, int Kp, const i
     const size_t panel = (size_t)(Kp / 4) * 64;
     int32_t C[32 * 32];
     for (long t = t0; t < t1; t++) {
-        const wb_amx_item_t it = wb_amx_item(xq, M, Kp, Bp, N, t, MB, G);
+        const wb_amx_item_t it = wb_amx_item(e, xq, M, Kp, Bp, N, t, MB, G);
         const uint8_t *A0 = it.A0, *A1 = A0 + (size_t)16 * Kp;
         const int8_t *B0 = it.B0, *B1 = B0 + panel;
         _tile_zero(0);
@@ -164,15 +163,16 @@ WB_AMX static void wb_amx_worker_pipelined(const uint8_t *xq, int M, int Kp, con
     int have_prev = 0, cur = 0;
     const int probe = wb_amx_probe, do_load = probe != 2, do_dp = probe != 3, do_epi = probe != 1;
     for (long t = t0; t < t1; t++) {
-        const wb_amx_item_t it = wb_amx_item(xq, M, Kp, Bp, N, t, MB, G);
+        const wb_amx_item_t it = wb_amx_item(e, xq, M, Kp, Bp, N, t, MB, G);
         const int has_next = t + 1 < t1;
-        const wb_amx_item_t nx = has_next ? wb_amx_item(xq, M, Kp, Bp, N, t + 1, MB, G) : it;
+        const wb_amx_item_t nx = has_next ? wb_amx_item(e, xq, M, Kp, Bp, N, t + 1, MB, G) : it;
         const uint8_t *A0 = it.A0, *A1 = A0 + (size_t)16 * Kp;
         const int8_t *B0 = it.B0, *B1 = B0 + panel;
         const int two = it.mr > 16;    /* rows m0+16.. exist in xq (padded to 16 rows) */
         /* panel-pair-major: the next panel pair's B, into L2 during this pair's first row
          * block (grouped: the next item's B follows in memory, the L2 streamer fetches it) */
-        const int8_t *Bn = (G >= NP2 && it.mb == 0 && t + MB < t1) ? B0 + 2 * panel : NULL;
+        const int8_t *Bn = ((G >= NP2 || e->col_segments) && it.mb == 0 && t + MB < t1)
+                               ? wb_amx_item(e, xq, M, Kp, Bp, N, t + MB, MB, G).B0 : NULL;
         /* the next item's A only when it is another row block (grouped: mostly the same) */
         const int nx_new_a = has_next && nx.A0 != it.A0;
         const int32_t *Cp = C[cur ^ 1];

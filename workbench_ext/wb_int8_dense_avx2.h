@@ -13,7 +13,8 @@ static void wb_dense_portable_chunk(void *p, long tb, long te) {
     const wb_dense_portable_job_t *j = (const wb_dense_portable_job_t *)p;
     const int Kp = j->Kp;
     for (long t = tb; t < te; t++) {
-        int nb = (int)(t / j->MB), mb = (int)(t % j->MB);
+        int nb, mb;
+        wb_epi_item(j->e, t, j->MB, (j->N + 15) / 16, 0, &mb, &nb);
         int n0 = nb * 16, nr = wb_imin(16, j->N - n0), m0 = mb * 4, mr = wb_imin(4, j->M - m0);
         int32_t C[4 * 16];
         for (int r = 0; r < mr; r++) {
@@ -203,7 +204,8 @@ static void wb_dense_avx2_chunk(void *p, long tb, long te) {
     const wb_dense_avx2_job_t *j = (const wb_dense_avx2_job_t *)p;
     const int Kp = j->Kp;
     for (long t = tb; t < te; t++) {
-        int pn = (int)(t / j->MB), mb = (int)(t % j->MB);
+        int pn, mb;
+        wb_epi_item(j->e, t, j->MB, (j->N + 15) / 16, 0, &mb, &pn);
         int n0 = pn * 16, nr = wb_imin(16, j->N - n0), m0 = j->mc0 + mb * WB_AVX2_MR;
         int mr = wb_imin(WB_AVX2_MR, j->M - m0);
         int32_t C[WB_AVX2_MR * 16];

@@ -121,7 +121,8 @@ static void wb_dense_u7_chunk(void *p, long tb, long te) {
     const wb_dense_u7_job_t *j = (const wb_dense_u7_job_t *)p;
     const int Kp = j->Kp;
     for (long t = tb; t < te; t++) {
-        int pn = (int)(t / j->MB), mb = (int)(t % j->MB);
+        int pn, mb;
+        wb_epi_item(j->e, t, j->MB, (j->N + 15) / 16, 0, &mb, &pn);
         int n0 = pn * 16, nr = wb_imin(16, j->N - n0), m0 = j->mc0 + mb * 4;
         int mr = wb_imin(4, j->M - m0);
         int32_t C[4 * 16], ws[16] = {0};

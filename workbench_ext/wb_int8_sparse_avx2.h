@@ -28,7 +28,8 @@ static void wb_sparse_portable_chunk(void *p, long tb, long te) {
     const int32_t *rp = j->rp, *col = j->col;
     const int8_t *vals = (const int8_t *)j->vals;
     for (long t = tb; t < te; t++) {
-        int mb = (int)(t / j->NB), nb = (int)(t % j->NB);
+        int mb, nb;
+        wb_epi_item(j->e, t, j->MB, j->NB, 1, &mb, &nb);
         int m0 = mb * WB_SP_MT, mr = wb_imin(WB_SP_MT, j->M - m0);
         int n0 = nb * WB_SP_NC, nr = wb_imin(WB_SP_NC, j->N - n0);
         int32_t C[WB_SP_MT * WB_SP_NC];
@@ -207,7 +208,8 @@ WB_AVX2 static void wb_avx2_sparse_tile(const int16_t *Xt, int m0, int mr, int n
 static void wb_sparse_avx2_chunk(void *p, long tb, long te) {
     const wb_sparse_job_t *j = (const wb_sparse_job_t *)p;
     for (long t = tb; t < te; t++) {
-        int mb = (int)(t / j->NB), nb = (int)(t % j->NB);
+        int mb, nb;
+        wb_epi_item(j->e, t, j->MB, j->NB, 1, &mb, &nb);
         int m0 = mb * WB_SP_MT, mr = wb_imin(WB_SP_MT, j->M - m0);
         int n0 = nb * WB_SP_NC, nr = wb_imin(WB_SP_NC, j->N - n0);
         wb_avx2_sparse_tile((const int16_t *)j->x + (size_t)mb * j->Kb * WB_SP_MT * 4, m0, mr, n0, nr,

@@ -132,7 +132,8 @@ static void wb_pack_x_sparse_u8_32(const uint8_t *xq, int M, int Kp, int Kb, uin
 WB_AVX2 static void NAME(void *p, long tb, long te) {                                     \
     const wb_sparse_job_t *j = (const wb_sparse_job_t *)p;                                    \
     for (long t = tb; t < te; t++) {                                                          \
-        int mb = (int)(t / j->NB), nb = (int)(t % j->NB);                                     \
+        int mb, nb;                                                                           \
+        wb_epi_item(j->e, t, j->MB, j->NB, 1, &mb, &nb);                                      \
         int m0 = mb * WB_SP_MT32, mr = wb_imin(WB_SP_MT32, j->M - m0);                        \
         int n0 = nb * WB_SP_NC, nr = wb_imin(WB_SP_NC, j->N - n0);                            \
         wb_avx2_sparse32_tile((const uint8_t *)j->x + (size_t)mb * j->Kb * WB_SP_MT32 * 4,    \

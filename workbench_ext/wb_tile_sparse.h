@@ -88,7 +88,8 @@ WB_AMX static void wb_tile_sparse_amx_chunk(void *p, long tb, long te) {
     wb_amx_config();
     int32_t C[32 * 32];
     for (long t = tb; t < te; t++) {
-        const int mb = (int)(t / NP2), p2 = (int)(t % NP2);
+        int mb, p2;
+        wb_epi_item(e, t, (M + 31) / 32, NP2, 1, &mb, &p2);
         const int m0 = mb * 32, mr = wb_imin(32, M - m0), n0 = p2 * 32, nr = wb_imin(32, N - n0);
         const int two = mr > 16;   /* rows m0+16.. exist in xq (padded to 16 rows) */
         const uint8_t *A0 = xq + (size_t)m0 * Kp, *A1 = A0 + (size_t)16 * Kp;

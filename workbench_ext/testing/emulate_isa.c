@@ -100,7 +100,11 @@ static int run_case(int M, int K, int N, int sparse_pct, int nt) {
     wb_pack_dense_vnni(w, N, K, Kp, bp);
     const char *names[6] = {"dense_vnni", "dense_amx", "dense_amx_plain", "sparse_vnni",
                             "dense_amx_grouped", "dense_amx_plain_grouped"};
+    /* each path in its own order of work items, then with the columns outermost in 3
+     * interleaved segments (wb_epi_item: the fused QKV at batch 1) */
+    for (int cs = 0; cs <= 3; cs += 3)
     for (int path = 0; path < 6; path++) {
+        e.col_segments = cs;
         memset(out, 0x55, (size_t)M * N * 4);
         if (path == 0) wb_dense_vnni(xq, M, Kp, bp, N, &e, nt);
         else if (path != 3) {   /* the pipelined worker (default), then the plain one; each in
@@ -135,7 +139,8 @@ static int run_case(int M, int K, int N, int sparse_pct, int nt) {
                 }
                 free(xt);
                 if (G > 1 && memcmp(out, ref, (size_t)M * N * 4)) {
-                    fprintf(stderr, "sparse_vnni G=%d M=%d K=%d N=%d sp=%d nt=%d: mismatch\n", G, M, K, N, sparse_pct, nt);
+                    fprintf(stderr, "sparse_vnni G=%d M=%d K=%d N=%d sp=%d nt=%d col_segments=%d: mismatch\n", G, M, K, N,
+                            sparse_pct, nt, cs);
                     bad = 1;
                 }
             }
@@ -143,8 +148,8 @@ static int run_case(int M, int K, int N, int sparse_pct, int nt) {
         }
         for (size_t i = 0; i < (size_t)M * N; i++)
             if (out[i] != ref[i]) {
-                fprintf(stderr, "%s M=%d K=%d N=%d sp=%d nt=%d: mismatch at m=%zu n=%zu: %d != %d\n", names[path], M, K, N,
-                        sparse_pct, nt, i / N, i % N, out[i], ref[i]);
+                fprintf(stderr, "%s M=%d K=%d N=%d sp=%d nt=%d col_segments=%d: mismatch at m=%zu n=%zu: %d != %d\n",
+                        names[path], M, K, N, sparse_pct, nt, cs, i / N, i % N, out[i], ref[i]);
                 bad = 1;
                 break;
             }
@@ -225,11 +230,15 @@ static int run_tile_case(int M, int K, int N, int nt) {
     for (int i = 0; i < (M > N ? M : N); i++) ones[i] = 1.0f;
     wb_epi_t e = {N, wsum, ones, zeros, zp, ones, NULL, out, WB_ACT_NONE};
     int bad = 0;
-    memset(out, 0x55, (size_t)M * N * 4);
-    wb_tile_sparse_amx(xq, M, Kp, pp, chunk, tiles, N, &e, nt);
-    if (memcmp(out, ref, (size_t)M * N * 4)) {
-        fprintf(stderr, "tile_sparse_amx M=%d K=%d N=%d nt=%d (%d tiles): int32 mismatch\n", M, K, N, nt, nnz);
-        bad = 1;
+    for (int cs = 0; cs <= 3; cs += 3) {   /* its own order; columns outermost in 3 segments */
+        e.col_segments = cs;
+        memset(out, 0x55, (size_t)M * N * 4);
+        wb_tile_sparse_amx(xq, M, Kp, pp, chunk, tiles, N, &e, nt);
+        if (memcmp(out, ref, (size_t)M * N * 4)) {
+            fprintf(stderr, "tile_sparse_amx M=%d K=%d N=%d nt=%d col_segments=%d (%d tiles): int32 mismatch\n", M, K,
+                    N, nt, cs, nnz);
+            bad = 1;
+        }
     }
     /* float + GELU against the VNNI dense kernel */
     const int NPv = (N + 31) / 32 * 2;
@@ -299,12 +308,14 @@ static int run_attn_amx_case(int d2p, int Sp, int S2p, int dp) {
 int main(void) {
     wb_pool_run = wb_pool_run_impl;
     static const int shapes[][3] = {{1, 1, 1}, {1, 3, 7}, {2, 5, 1}, {7, 67, 7}, {16, 130, 33}, {17, 64, 32},
-                                    {33, 200, 90}, {5, 256, 48}, {40, 129, 65}, {70, 36, 70}};
+                                    {33, 200, 90}, {5, 256, 48}, {40, 129, 65}, {70, 36, 70},
+                                    {40, 64, 192}};   /* 6 blocks of 32 columns: 3 segments of 2 */
     int bad = 0;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int sp = 0; sp <= 70; sp += 70)
             for (int nt = 1; nt <= 2; nt++) bad |= run_case(shapes[s][0], shapes[s][1], shapes[s][2], sp, nt);
-    static const int tshapes[][3] = {{1, 64, 16}, {1, 3, 7}, {17, 130, 33}, {40, 256, 90}, {70, 200, 48}, {33, 700, 130}};
+    static const int tshapes[][3] = {{1, 64, 16}, {1, 3, 7}, {17, 130, 33}, {40, 256, 90}, {70, 200, 48}, {33, 700, 130},
+                                     {40, 64, 192}};
     for (size_t s = 0; s < sizeof tshapes / sizeof tshapes[0]; s++)
         for (int nt = 1; nt <= 2; nt++) bad |= run_tile_case(tshapes[s][0], tshapes[s][1], tshapes[s][2], nt);
     static const int ashapes[][4] = {{32, 128, 64, 64}, {16, 64, 32, 16}, {48, 192, 96, 80}};
