@@ -6,7 +6,9 @@ sparse (1x4 blocks), each timed for 0.4 s (median) in both modes of the switch, 
 rotates from window to window. Prints one line per window. The switches (``--switch``):
 - ``owned``: the pool's owned ranges (wb_pool_impl.h) against one shared range;
 - ``qkv``: the fused QKV's kernel handing each thread its heads' columns at batch 1
-  (encoder.pyx, col_segments 3) against the kernel's own order.
+  (encoder.pyx, col_segments 3) against the kernel's own order;
+- ``rows``: every Linear's kernel giving each thread its own rows (row_groups) against the
+  kernel's own order (the dense kernels: columns outermost).
 Usage: python results/bench/zen4-spread/affinity_ab.py [--switch owned] [--seconds 300] > affinity_ab.txt
        python results/bench/zen4-spread/affinity_ab.py --summarize affinity_ab.txt
 """
@@ -24,7 +26,7 @@ from phases import batch1_engines, pingpong_lib  # noqa: E402
 
 SPARSITY = {"dense": 0.0, "sp80": 0.8, "sp90": 0.9}
 # switch -> (the new mode, the old one): the modes' names head the output's columns
-SWITCHES = {"owned": ("owned", "shared"), "qkv": ("heads", "own")}
+SWITCHES = {"owned": ("owned", "shared"), "qkv": ("heads", "own"), "rows": ("rows", "kernel")}
 
 
 def set_mode(switch: str, mode: str) -> None:
@@ -32,8 +34,10 @@ def set_mode(switch: str, mode: str) -> None:
 
     if switch == "owned":
         pool._set_owned_ranges(mode == "owned")
-    else:
+    elif switch == "qkv":
         encoder._set_qkv_by_heads(mode == "heads")
+    else:
+        encoder._set_rows_by_thread(mode == "rows")
 
 
 def summarize(path: str) -> None:
@@ -51,6 +55,9 @@ def summarize(path: str) -> None:
     new, old = next(m for m in SWITCHES.values() if f"dense_{m[0]}_ms" in col)
     print(f"placement windows engine {new}_ms {old}_ms {old}/{new}_paired (IQR)")
     for name, sel in (("near", rows[:, 0] < 150), ("far", rows[:, 0] >= 150)):
+        if not sel.any():
+            print(f"{name} 0 (no window)")
+            continue
         for e in SPARSITY:
             owned, shared = rows[sel, col[f"{e}_{new}_ms"]], rows[sel, col[f"{e}_{old}_ms"]]
             r = shared / owned
