@@ -79,7 +79,7 @@ static inline wb_amx_item_t wb_amx_item(const wb_epi_t *e, const uint8_t *xq, in
     if (G >= NP2 || e->col_segments || e->row_groups) {   /* panel-pair-major (wb_epi_item) */
         wb_epi_item(e, t, MB, NP2, 0, &it.mb, &p2);
         int r0 = 0, r1 = MB;
-        if (!e->col_segments && e->row_groups) wb_epi_row_group(e, t, MB, NP2, &r0, &r1);
+        if (!e->col_segments && e->row_groups) wb_epi_row_group(e, t, MB, NP2, &r0, &r1);   /* as wb_epi_item */
         if (it.mb == r0) it.run = r1 - r0;
     } else {                  /* grouped: t = group start * MB + mb * gsz + pair in group */
         const long per = (long)G * MB;
