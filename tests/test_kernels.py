@@ -151,38 +151,12 @@ def test_item_order_hands_each_thread_its_share_of_every_segment():
     np.testing.assert_array_equal(own[:, 1], np.repeat(np.arange(7), 2))
 
 
-@pytest.mark.parametrize("MB,NB,groups", [(16, 72, 2), (16, 24, 2), (5, 7, 2), (7, 3, 3), (1, 5, 2), (3, 4, 8)])
-def test_item_order_row_groups_give_each_thread_its_rows(MB, NB, groups):
-    """row_groups g (col_segments 0) for a kernel whose own order has columns outermost (the
-    dense ones): rows outermost in g contiguous groups, columns outermost within a group. With g
-    threads, thread i's own range of the items (the pool splits them in equal parts) is its
-    group's rows: the rows the quantization and LayerNorm before and after the kernel give it.
-    A kernel with rows outermost keeps its own order (it does that already). DistilBERT's dense
-    VNNI kernel at sequence 128: 16 tiles of 8 rows, 72 blocks of 32 columns (QKV) or 24."""
-    every = sorted((m, n) for m in range(MB) for n in range(NB))
-    np.testing.assert_array_equal(int8._item_order(MB, NB, 0, True, groups), int8._item_order(MB, NB, 0, True))
-    order = int8._item_order(MB, NB, 0, False, groups)
-    assert sorted(map(tuple, order.tolist())) == every
-    g = min(groups, MB)
-    starts = [i * MB // g * NB for i in range(g + 1)]
-    for i in range(g):
-        part = order[starts[i]:starts[i + 1]]
-        rows = list(range(i * MB // g, (i + 1) * MB // g))
-        assert sorted(set(part[:, 0].tolist())) == rows
-        # columns outermost within the group: each weight block serves all its rows in a row
-        np.testing.assert_array_equal(part[:, 1], np.repeat(np.arange(NB), len(rows)))
-    if MB % g == 0 and g == groups:     # the pool's owned ranges: equal parts of the items
-        n = MB * NB
-        for i in range(g):
-            assert set(order[i * n // g:(i + 1) * n // g, 0].tolist()) == set(range(i * MB // g, (i + 1) * MB // g))
-
-
 @pytest.mark.parametrize("cls", [int8.DenseInt8Linear, int8.BlockSparseInt8Linear, int8.TileSparseInt8Linear])
 @pytest.mark.parametrize("act_bits", [8, 7])
 def test_item_order_changes_no_bit(isa, cls, act_bits):
     """Every int8 kernel on this ISA (AVX2: the int16 and the u8 / 7-bit kernels) gives the same
-    bits whatever the order of its work items (col_segments 0..4, row_groups 1..3), with 1 and 2
-    threads, on shapes whose column blocks split into 3 segments and shapes whose do not."""
+    bits whatever the order of its work items (col_segments 0..4), with 1 and 2 threads, on
+    shapes whose column blocks split into 3 segments and shapes whose do not."""
     for M, K, N in ((70, 130, 192), (1, 64, 288), (33, 200, 90), (128, 96, 2304 // 4)):
         rng = _rng("order", cls.__name__, act_bits, M, K, N)
         w, ws, b = _weights(rng, N, K, block_sparsity=0.7 if cls is int8.BlockSparseInt8Linear else 0.0)
@@ -190,9 +164,9 @@ def test_item_order_changes_no_bit(isa, cls, act_bits):
         x = (rng.standard_normal((M, K)) * 3).astype(np.float32)
         for nt in THREADS:
             want = layer(x, num_threads=nt)
-            for k, g in ((0, 0), (1, 0), (2, 0), (3, 0), (4, 0), (0, 1), (0, 2), (0, 3), (3, 2)):
-                np.testing.assert_array_equal(layer._forward_in_order(x, k, nt, g), want,
-                                              err_msg=f"M={M} K={K} N={N} col_segments={k} row_groups={g} threads={nt}")
+            for k in range(5):
+                np.testing.assert_array_equal(layer._forward_in_order(x, k, nt), want,
+                                              err_msg=f"M={M} K={K} N={N} col_segments={k} threads={nt}")
 
 
 @pytest.mark.parametrize("M", [5, 37, 70, 128])

@@ -83,26 +83,15 @@ cdef _Int8Linear _pick(list parts, int rows):
     return <_Int8Linear>parts[i][1]
 
 
-cdef int _linear(_Buffers buf, list parts, int rows, object x, object y, int act, int col_segments=0,
-                 int row_groups=0) except -1:
+cdef int _linear(_Buffers buf, list parts, int rows, object x, object y, int act, int col_segments=0) except -1:
     """y[:rows] = the Linear picked for `rows` on x[:rows] (act 1: GELU), with the buffers of its
     input width; col_segments: the order of its kernel's work items (forward_into)."""
     cdef _Int8Linear lin = _pick(parts, rows)
     return lin.forward_into(x, rows, y, act, buf.xq[lin.Kp], buf.xs, buf.zp, _ptr(buf.scratch[lin.Kp]),
-                            0, col_segments, row_groups)
+                            0, col_segments)
 
 
 cdef bint _qkv_by_heads = True
-cdef bint _rows_by_thread = True
-
-
-def _set_rows_by_thread(bint on):
-    """Experiment switch: 1 (the default) has every Linear's kernel give each thread its own rows
-    (row_groups = threads), 0 leaves the kernel's own order. Returns the previous value."""
-    global _rows_by_thread
-    previous = _rows_by_thread
-    _rows_by_thread = on
-    return previous
 
 
 def _set_qkv_by_heads(bint on):
@@ -166,7 +155,6 @@ cdef class Int8Encoder:
     cdef object _run(self, _Buffers buf, object x, int B, int S, object mask_bias, int isa):
         cdef int H = self.H, L = len(self.layers), M = B * S, i, b, R, rows, nh, d, W
         cdef int nt = wb_threads(0)
-        cdef int g = nt if _rows_by_thread else 0
         cdef wb_attn_t a
         cdef float eps1, eps2
         cdef float *res
@@ -191,7 +179,7 @@ cdef class Int8Encoder:
             # At batch 1 attention splits the heads between the threads, and the kernels split
             # rows: the QKV then hands each thread its heads' columns instead, so the Q, K, V a
             # thread reads in attention are the ones it wrote (no cache lines cross cores)
-            _linear(buf, layer["qkv"], M, x, buf.qkv, 0, 3 if B == 1 and _qkv_by_heads else 0, g)
+            _linear(buf, layer["qkv"], M, x, buf.qkv, 0, 3 if B == 1 and _qkv_by_heads else 0)
             a.q = <const float*>_ptr(buf.qkv)
             a.qb, a.qh, a.qr = <long>S * W, d, W
             a.k = a.q + nh * d
@@ -207,7 +195,7 @@ cdef class Int8Encoder:
                 if wb_attention(&a, isa, nt) != 0:
                     with gil:
                         raise MemoryError("attention: could not allocate per-thread scratch memory")
-            _linear(buf, layer["out"], rows, buf.ctx, buf.attn, 0, 0, g)
+            _linear(buf, layer["out"], rows, buf.ctx, buf.attn, 0)
             px = <float*>_ptr(x)
             if last:                      # the residual of the [CLS] rows
                 res = <float*>_ptr(buf.res)
@@ -220,8 +208,8 @@ cdef class Int8Encoder:
             pa, pbo, pg1, pb1, ph1 = _fp(buf.attn), _fp(layer["out_bias"]), _fp(g1), _fp(b1), _fp(buf.h1)
             with nogil:
                 wb_layernorm(pa, pbo, res, pg1, pb1, eps1, rows, H, ph1, isa, nt)
-            _linear(buf, layer["ffn1"], rows, buf.h1, buf.f1, 1, 0, g)
-            _linear(buf, layer["ffn2"], rows, buf.f1, buf.f2, 0, 0, g)
+            _linear(buf, layer["ffn1"], rows, buf.h1, buf.f1, 1)
+            _linear(buf, layer["ffn2"], rows, buf.f1, buf.f2, 0)
             out = buf.outs[i % 2]
             pf2, pb2o, pg2, pb2, po = _fp(buf.f2), _fp(layer["ffn2_bias"]), _fp(g2), _fp(b2), _fp(out)
             with nogil:

@@ -14,7 +14,6 @@ cdef extern from "wb_int8.h" nogil:
         int32_t *yi
         int act
         int col_segments
-        int row_groups
 
 
 cdef class _Int8Linear:
@@ -35,9 +34,9 @@ cdef class _Int8Linear:
     cdef object _output(self, object x, object out)
     cdef int _threads(self, object num_threads, int M) except -1
     cdef int _gemm(self, int code, object xq, int M, object y, object zp, object xs, int nt,
-                   object yi=*, int act=*, void *scratch=*, int col_segments=*, int row_groups=*) except -1
+                   object yi=*, int act=*, void *scratch=*, int col_segments=*) except -1
     cdef int forward_into(self, object x, int M, object y, int act, object xq, object xs, object zp,
-                          void *scratch, int nt=*, int col_segments=*, int row_groups=*) except -1
+                          void *scratch, int nt=*, int col_segments=*) except -1
 
 
 cdef class DenseInt8Linear(_Int8Linear):

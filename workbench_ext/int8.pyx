@@ -241,13 +241,12 @@ cdef extern from "wb_int8.h" nogil:
     void wb_epi_item(const wb_epi_t *e, long t, int MB, int NB, int rows_first, int *mb, int *nb)
 
 
-def _item_order(int MB, int NB, int col_segments, bint rows_first, int row_groups=0):
+def _item_order(int MB, int NB, int col_segments, bint rows_first):
     """Tests: the output tile (row tile, column block) of each work item of an MB x NB grid,
     int32[MB * NB, 2], in the order of ``col_segments`` (wb_epi_item in wb_epilogue.h) for a
     kernel whose own order is rows outermost (``rows_first``) or columns outermost."""
     cdef wb_epi_t e
     e.col_segments = col_segments
-    e.row_groups = row_groups
     out = np.empty((<long>MB * NB, 2), np.int32)
     cdef int32_t[:, :] o = out
     cdef int mb, nb

@@ -111,7 +111,7 @@ cdef class _Int8Linear:
         return _cap_threads(nt, self._macs(M)) if num_threads is None else nt
 
     cdef int _gemm(self, int code, object xq, int M, object y, object zp, object xs, int nt,
-                   object yi=None, int act=0, void *scratch=NULL, int col_segments=0, int row_groups=0) except -1:
+                   object yi=None, int act=0, void *scratch=NULL, int col_segments=0) except -1:
         """The exact s32 GEMM of quantized rows xq with the fused epilogue
         ``y = (acc - zp * wsum) * (xs * w_scale) + bias``; with ``y`` None, the integer result
         ``acc - zp * wsum`` goes to ``yi`` int32[M, N] instead."""
@@ -129,19 +129,17 @@ cdef class _Int8Linear:
         # give identical values; the portable one uses libm's erff)
         e.act = 0 if act == 0 else (3 if code >= ISA_VNNI else 2 if code >= ISA_AVX2 else 1)
         e.col_segments = col_segments
-        e.row_groups = row_groups
         return self._run(code, pack, xq, M, &e, nt, scratch)
 
     cdef int forward_into(self, object x, int M, object y, int act, object xq, object xs, object zp,
-                          void *scratch, int nt=0, int col_segments=0, int row_groups=0) except -1:
+                          void *scratch, int nt=0, int col_segments=0) except -1:
         """The layer into caller-owned buffers, without checks or allocations (``__call__``
         and workbench_ext.encoder size them): x float32 [>= M, K] and y float32 [>= M, N]
         C-contiguous, xq uint8 [>= round16(M) * Kp], xs float32 [>= M], zp int32 [>= M],
         scratch >= scratch_bytes(M, Kp) bytes (NULL: the kernel allocates), nt threads (0: the
-        default, capped to the problem size); col_segments and row_groups the order of the
-        kernel's work items (wb_epi_item in wb_epilogue.h: 0 and 0 the kernel's own; col_segments
-        k >= 1 columns outermost in k interleaved segments; row_groups g >= 1 rows outermost in g
-        groups); the outputs are the same in any order."""
+        default, capped to the problem size), col_segments the order of the kernel's work items
+        (wb_epi_item in wb_epilogue.h: 0 the kernel's own; k >= 1 columns outermost in k
+        interleaved segments); the outputs are the same either way."""
         if M == 0:
             return 0
         if nt <= 0:
@@ -157,7 +155,7 @@ cdef class _Int8Linear:
             wb_quantize_rows(px, M, K, Kp, pq, ps, pz, code, nt, 127 if self.act_bits == 7 else 255)
             if Mp > M:
                 memset(pq + <size_t>M * Kp, 0, <size_t>(Mp - M) * Kp)
-        return self._gemm(code, xq, M, y, zp, xs, nt, None, act, scratch, col_segments, row_groups)
+        return self._gemm(code, xq, M, y, zp, xs, nt, None, act, scratch, col_segments)
 
     def __call__(self, x, num_threads=None, out=None, activation=None):
         """y = layer(x): x float32[M, K] (C-contiguous) -> float32[M, N].
@@ -177,17 +175,16 @@ cdef class _Int8Linear:
                           self._threads(num_threads, M))
         return y
 
-    def _forward_in_order(self, x, int col_segments, num_threads=None, int row_groups=0):
-        """Tests: ``self(x)`` with the kernel's work items in the order of ``col_segments`` and
-        ``row_groups`` (``forward_into``; workbench_ext.encoder uses col_segments 3 for the
-        fused QKV at batch 1, row_groups = threads elsewhere)."""
+    def _forward_in_order(self, x, int col_segments, num_threads=None):
+        """Tests: ``self(x)`` with the kernel's work items in the order of ``col_segments``
+        (``forward_into``; workbench_ext.encoder uses 3 for the fused QKV at batch 1)."""
         y = self._output(x, None)
         y.fill(np.nan)            # a tile no work item computes shows
         cdef int M = x.shape[0]
         if M:
             self.forward_into(x, M, y, 0, _empty((M + 15) // 16 * 16, self.Kp, cnp.NPY_UINT8),
                               _empty1(M, cnp.NPY_FLOAT32), _empty1(M, cnp.NPY_INT32), NULL,
-                              self._threads(num_threads, M), col_segments, row_groups)
+                              self._threads(num_threads, M), col_segments)
         return y
 
     def static(self, x, input_scale, input_zero_point, num_threads=None, out=None, activation=None):

@@ -24,48 +24,18 @@ typedef struct {
                            * workbench_ext.ops.gelu computes it on the ISA in use */
     int col_segments;     /* the order of the work items (wb_epi_item): 0 the kernel's own;
                            * k >= 1 columns outermost, in k interleaved segments */
-    int row_groups;       /* g >= 1 (col_segments 0, kernels whose own order has columns
-                           * outermost): rows outermost in g groups */
 } wb_epi_t;
 
 /* Output tile (mb, nb) of work item t, of MB row tiles x NB column blocks.
- * Both fields 0: the kernel's own order, rows outermost (rows_first) or columns outermost.
+ * col_segments == 0: the kernel's own order, rows outermost (rows_first) or columns outermost.
  * col_segments == k >= 1: columns outermost, and the column blocks taken as k equal segments
  * interleaved block by block (segment 0's first block, segment 1's first, ...), so a thread's
  * contiguous share of the items (the pool's owned ranges, wb_pool_impl.h) covers the same
  * stretch of every segment.  For the fused QKV at batch 1 (k = 3) thread i then computes the
  * Q, K and V columns of the heads that attention gives it, and nothing it wrote crosses to the
- * other core (results/bench/zen4-spread).  Where NB is not a multiple of k: columns outermost.
- * row_groups == g >= 1 (with col_segments 0), for a kernel whose own order has columns
- * outermost (the dense ones): rows outermost in g contiguous groups (wb_epi_row_group),
- * columns outermost within each; with g threads, thread i runs the rows the row-split ops
- * around the kernel (quantization, LayerNorm) give it.  A kernel with rows outermost already
- * does (the sparse ones; measured: row groups there cost them 0.5 %, results/bench/zen4-spread). */
-/* The row tiles [*r0, *r1) of item t's row group (row_groups g >= 1, col_segments 0): group i
- * holds row tiles [i MB / g, (i + 1) MB / g) and their items, t in [r0 NB, r1 NB). */
-static inline void wb_epi_row_group(const wb_epi_t *e, long t, int MB, int NB, int *r0, int *r1) {
-    const int g = e->row_groups < MB ? e->row_groups : MB;
-    const int row = (int)(t / NB);
-    int i = (int)((long)row * g / MB);
-    while (i + 1 < g && (long)(i + 1) * MB / g <= row) i++;
-    while (i > 0 && (long)i * MB / g > row) i--;
-    *r0 = (int)((long)i * MB / g);
-    *r1 = (int)((long)(i + 1) * MB / g);
-}
-
+ * other core (results/bench/zen4-spread).  Where NB is not a multiple of k: columns outermost. */
 static inline void wb_epi_item(const wb_epi_t *e, long t, int MB, int NB, int rows_first, int *mb, int *nb) {
     const int k = e->col_segments;
-    if (k == 0 && e->row_groups > 0 && !rows_first) {
-        /* rows outermost in g contiguous groups, columns outermost within a group: with g
-         * threads each runs its own rows (the rows the ops before and after it handle) and
-         * still reuses each weight block over all its rows */
-        int r0, r1;
-        wb_epi_row_group(e, t, MB, NB, &r0, &r1);
-        const long local = t - (long)r0 * NB;
-        *nb = (int)(local / (r1 - r0));
-        *mb = r0 + (int)(local % (r1 - r0));
-        return;
-    }
     if (k == 0 && rows_first) {
         *mb = (int)(t / NB), *nb = (int)(t % NB);
         return;

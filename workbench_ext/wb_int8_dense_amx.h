@@ -52,8 +52,6 @@ static int wb_amx_probe = 0;
 /* One work item: rows m0..m0+mr-1, columns n0..n0+nr-1, its A rows and B panels. */
 typedef struct {
     int m0, mr, n0, nr, mb;
-    int run;          /* > 0 on the first of `run` items in a row that share this panel pair
-                       * (panel-pair-major orders), else 0 */
     const uint8_t *A0;
     const int8_t *B0;
 } wb_amx_item_t;
@@ -75,12 +73,8 @@ static inline wb_amx_item_t wb_amx_item(const wb_epi_t *e, const uint8_t *xq, in
     wb_amx_item_t it;
     const int NP2 = (N + 31) / 32;
     int p2;
-    it.run = 0;
-    if (G >= NP2 || e->col_segments || e->row_groups) {   /* panel-pair-major (wb_epi_item) */
+    if (G >= NP2 || e->col_segments) {    /* panel-pair-major: t = p2 * MB + mb (wb_epi_item) */
         wb_epi_item(e, t, MB, NP2, 0, &it.mb, &p2);
-        int r0 = 0, r1 = MB;
-        if (!e->col_segments && e->row_groups) wb_epi_row_group(e, t, MB, NP2, &r0, &r1);   /* as wb_epi_item */
-        if (it.mb == r0) it.run = r1 - r0;
     } else {                  /* grouped: t = group start * MB + mb * gsz + pair in group */
         const long per = (long)G * MB;
         const int g0 = (int)(t / per) * G, gsz = wb_imin(G, NP2 - g0);
@@ -177,7 +171,8 @@ WB_AMX static void wb_amx_worker_pipelined(const uint8_t *xq, int M, int Kp, con
         const int two = it.mr > 16;    /* rows m0+16.. exist in xq (padded to 16 rows) */
         /* panel-pair-major: the next panel pair's B, into L2 during this pair's first row
          * block (grouped: the next item's B follows in memory, the L2 streamer fetches it) */
-        const int8_t *Bn = (it.run && t + it.run < t1) ? wb_amx_item(e, xq, M, Kp, Bp, N, t + it.run, MB, G).B0 : NULL;
+        const int8_t *Bn = ((G >= NP2 || e->col_segments) && it.mb == 0 && t + MB < t1)
+                               ? wb_amx_item(e, xq, M, Kp, Bp, N, t + MB, MB, G).B0 : NULL;
         /* the next item's A only when it is another row block (grouped: mostly the same) */
         const int nx_new_a = has_next && nx.A0 != it.A0;
         const int32_t *Cp = C[cur ^ 1];

@@ -100,14 +100,11 @@ static int run_case(int M, int K, int N, int sparse_pct, int nt) {
     wb_pack_dense_vnni(w, N, K, Kp, bp);
     const char *names[6] = {"dense_vnni", "dense_amx", "dense_amx_plain", "sparse_vnni",
                             "dense_amx_grouped", "dense_amx_plain_grouped"};
-    /* each path in its own order of work items (o = 0), with the columns outermost in 3
-     * interleaved segments (o = 1: the fused QKV at batch 1), and rows outermost in 2 groups
-     * (o = 2: each thread its own rows; wb_epi_item) */
-    for (int o = 0; o < 3; o++)
+    /* each path in its own order of work items, then with the columns outermost in 3
+     * interleaved segments (wb_epi_item: the fused QKV at batch 1) */
+    for (int cs = 0; cs <= 3; cs += 3)
     for (int path = 0; path < 6; path++) {
-        const int cs = o == 1 ? 3 : 0;
         e.col_segments = cs;
-        e.row_groups = o == 2 ? 2 : 0;
         memset(out, 0x55, (size_t)M * N * 4);
         if (path == 0) wb_dense_vnni(xq, M, Kp, bp, N, &e, nt);
         else if (path != 3) {   /* the pipelined worker (default), then the plain one; each in
@@ -142,8 +139,8 @@ static int run_case(int M, int K, int N, int sparse_pct, int nt) {
                 }
                 free(xt);
                 if (G > 1 && memcmp(out, ref, (size_t)M * N * 4)) {
-                    fprintf(stderr, "sparse_vnni G=%d M=%d K=%d N=%d sp=%d nt=%d col_segments=%d row_groups=%d: mismatch\n", G, M, K, N,
-                            sparse_pct, nt, cs, e.row_groups);
+                    fprintf(stderr, "sparse_vnni G=%d M=%d K=%d N=%d sp=%d nt=%d col_segments=%d: mismatch\n", G, M, K, N,
+                            sparse_pct, nt, cs);
                     bad = 1;
                 }
             }
@@ -151,8 +148,8 @@ static int run_case(int M, int K, int N, int sparse_pct, int nt) {
         }
         for (size_t i = 0; i < (size_t)M * N; i++)
             if (out[i] != ref[i]) {
-                fprintf(stderr, "%s M=%d K=%d N=%d sp=%d nt=%d col_segments=%d row_groups=%d: mismatch at m=%zu n=%zu: %d != %d\n",
-                        names[path], M, K, N, sparse_pct, nt, cs, e.row_groups, i / N, i % N, out[i], ref[i]);
+                fprintf(stderr, "%s M=%d K=%d N=%d sp=%d nt=%d col_segments=%d: mismatch at m=%zu n=%zu: %d != %d\n",
+                        names[path], M, K, N, sparse_pct, nt, cs, i / N, i % N, out[i], ref[i]);
                 bad = 1;
                 break;
             }
@@ -233,15 +230,13 @@ static int run_tile_case(int M, int K, int N, int nt) {
     for (int i = 0; i < (M > N ? M : N); i++) ones[i] = 1.0f;
     wb_epi_t e = {N, wsum, ones, zeros, zp, ones, NULL, out, WB_ACT_NONE};
     int bad = 0;
-    for (int o = 0; o < 3; o++) {   /* its own order; columns outermost in 3 segments; 2 row groups */
-        const int cs = o == 1 ? 3 : 0;
+    for (int cs = 0; cs <= 3; cs += 3) {   /* its own order; columns outermost in 3 segments */
         e.col_segments = cs;
-        e.row_groups = o == 2 ? 2 : 0;
         memset(out, 0x55, (size_t)M * N * 4);
         wb_tile_sparse_amx(xq, M, Kp, pp, chunk, tiles, N, &e, nt);
         if (memcmp(out, ref, (size_t)M * N * 4)) {
-            fprintf(stderr, "tile_sparse_amx M=%d K=%d N=%d nt=%d col_segments=%d row_groups=%d (%d tiles): int32 mismatch\n",
-                    M, K, N, nt, cs, e.row_groups, nnz);
+            fprintf(stderr, "tile_sparse_amx M=%d K=%d N=%d nt=%d col_segments=%d (%d tiles): int32 mismatch\n", M, K,
+                    N, nt, cs, nnz);
             bad = 1;
         }
     }

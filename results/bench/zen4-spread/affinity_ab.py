@@ -7,8 +7,8 @@ rotates from window to window. Prints one line per window. The switches (``--swi
 - ``owned``: the pool's owned ranges (wb_pool_impl.h) against one shared range;
 - ``qkv``: the fused QKV's kernel handing each thread its heads' columns at batch 1
   (encoder.pyx, col_segments 3) against the kernel's own order;
-- ``rows``: every Linear's kernel giving each thread its own rows (row_groups) against the
-  kernel's own order (the dense kernels: columns outermost).
+(``rows``, every Linear's kernel giving each thread its own rows, was measured at 6e5c63f and
+dropped: rows_ab*.txt, the README; --summarize still reads those files.)
 Usage: python results/bench/zen4-spread/affinity_ab.py [--switch owned] [--seconds 300] > affinity_ab.txt
        python results/bench/zen4-spread/affinity_ab.py --summarize affinity_ab.txt
 """
@@ -26,7 +26,8 @@ from phases import batch1_engines, pingpong_lib  # noqa: E402
 
 SPARSITY = {"dense": 0.0, "sp80": 0.8, "sp90": 0.9}
 # switch -> (the new mode, the old one): the modes' names head the output's columns
-SWITCHES = {"owned": ("owned", "shared"), "qkv": ("heads", "own"), "rows": ("rows", "kernel")}
+SWITCHES = {"owned": ("owned", "shared"), "qkv": ("heads", "own")}
+DROPPED_SWITCHES = {"rows": ("rows", "kernel")}   # outputs of switches since removed, for --summarize
 
 
 def set_mode(switch: str, mode: str) -> None:
@@ -34,10 +35,8 @@ def set_mode(switch: str, mode: str) -> None:
 
     if switch == "owned":
         pool._set_owned_ranges(mode == "owned")
-    elif switch == "qkv":
-        encoder._set_qkv_by_heads(mode == "heads")
     else:
-        encoder._set_rows_by_thread(mode == "rows")
+        encoder._set_qkv_by_heads(mode == "heads")
 
 
 def summarize(path: str) -> None:
@@ -52,7 +51,8 @@ def summarize(path: str) -> None:
         header = f.readline().split()
         rows = np.array([line.split() for line in f if line[:1].isdigit()], float)
     col = {h: i for i, h in enumerate(header)}
-    new, old = next(m for m in SWITCHES.values() if f"dense_{m[0]}_ms" in col)
+    modes = {**SWITCHES, **DROPPED_SWITCHES}.values()
+    new, old = next(m for m in modes if f"dense_{m[0]}_ms" in col)
     print(f"placement windows engine {new}_ms {old}_ms {old}/{new}_paired (IQR)")
     for name, sel in (("near", rows[:, 0] < 150), ("far", rows[:, 0] >= 150)):
         if not sel.any():
