@@ -71,14 +71,16 @@ WB_AVX512F static inline __m512 wb_erf_avx512(__m512 x) {
     return _mm512_div_ps(p, q);
 }
 
+/* GELU of 16 values in a register: wb_gelu_avx512's operations, so the same bits (the sparse
+ * int8 epilogue applies it before its outputs leave the registers) */
+WB_AVX512F static inline __m512 wb_gelu_ps512(__m512 v) {
+    const __m512 e = wb_erf_avx512(_mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752f)));
+    return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
 WB_AVX512F static void wb_gelu_avx512(const float *x, float *y, size_t n) {
-    const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f), r2 = _mm512_set1_ps(0.70710678118654752f);
     size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512 v = _mm512_loadu_ps(x + i);
-        __m512 e = wb_erf_avx512(_mm512_mul_ps(v, r2));
-        _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_add_ps(one, e)));
-    }
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, wb_gelu_ps512(_mm512_loadu_ps(x + i)));
     if (i < n) wb_gelu_avx2(x + i, y + i, n - i);
 }
 
