@@ -97,7 +97,6 @@ WB_AMX static inline void wb_amx_epi_rows(const wb_epi_t *e, const int32_t *C, c
     if (r1 > it->mr) r1 = it->mr;
     if (r0 >= r1) return;
     WB_DENSE_AVX512_EPILOGUE(e, C + (size_t)r0 * 32, 32, it->m0 + r0, r1 - r0, it->n0, it->nr);
-    wb_epi_activation(e, it->m0 + r0, r1 - r0, it->n0, it->nr);
 }
 
 WB_AMX static void wb_amx_worker_plain(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N,

@@ -14,6 +14,9 @@ WB_AVX512F static void wb_epilogue_avx512(const wb_epi_t *e, const int32_t *C, i
     const size_t N = (size_t)e->N;
     const int32_t *ws = e->wsum + n0;
     const float *wsc = e->wscale + n0, *bias = e->bias + n0;
+    /* the fused activation on the registers, before the store (lane-wise: the same bits as
+     * wb_epi_activation's pass over the stored tile, which the other codes still take) */
+    const int gelu = !e->yi && e->act == WB_ACT_GELU_AVX512;
     for (int r = 0; r < mr; r++) {
         const int m = m0 + r;
         const __m512i vz = _mm512_set1_epi32(e->zp[m]);
@@ -28,15 +31,24 @@ WB_AVX512F static void wb_epilogue_avx512(const wb_epi_t *e, const int32_t *C, i
                 _mm512_mask_storeu_epi32(e->yi + (size_t)m * N + n0 + j, k, v);
             } else {
                 const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_mul_ps(vxs, _mm512_maskz_loadu_ps(k, wsc + j)));
-                _mm512_mask_storeu_ps(e->y + (size_t)m * N + n0 + j, k, _mm512_add_ps(f, _mm512_maskz_loadu_ps(k, bias + j)));
+                __m512 y = _mm512_add_ps(f, _mm512_maskz_loadu_ps(k, bias + j));
+                if (gelu) y = wb_gelu_ps512(y);
+                _mm512_mask_storeu_ps(e->y + (size_t)m * N + n0 + j, k, y);
             }
         }
     }
+    if (!gelu) wb_epi_activation(e, m0, mr, n0, nr);
 }
 #define WB_DENSE_AVX512_EPILOGUE wb_epilogue_avx512
 #else
-#define WB_DENSE_AVX512_EPILOGUE wb_epilogue
+static void wb_epilogue_then_activation(const wb_epi_t *e, const int32_t *C, int ldc, int m0, int mr, int n0, int nr) {
+    wb_epilogue(e, C, ldc, m0, mr, n0, nr);
+    wb_epi_activation(e, m0, mr, n0, nr);
+}
+#define WB_DENSE_AVX512_EPILOGUE wb_epilogue_then_activation
 #endif
+/* WB_DENSE_AVX512_EPILOGUE(e, C, ldc, m0, mr, n0, nr): the epilogue of an output tile and its
+ * fused activation */
 
 /* ========================================================================================
  * Dense: AVX-512 VNNI.  Micro-kernel MR(<=8) x 32 outputs, per 4 k: 2 weight loads (64 B),
@@ -110,7 +122,6 @@ static void wb_dense_vnni_chunk(void *p, long b, long end) {
             default: wb_vnni_dense_k1(A, Kp, B, panel, Kp / 4, C); break;
         }
         WB_DENSE_AVX512_EPILOGUE(j->e, C, 32, m0, mr, n0, nr);
-        wb_epi_activation(j->e, m0, mr, n0, nr);
     }
 }
 

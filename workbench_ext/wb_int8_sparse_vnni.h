@@ -64,8 +64,8 @@ static inline void wb_tile_row_params(const wb_epi_t *e, int m0, int mr, int32_t
 }
 
 /* Epilogue of one sparse tile from a column-major int32 tile Ct[j * 64 + r] (r < mr <= 64,
- * j < nr <= WB_SPV_NC): y[m0 + r][n0 + j] (or the exact integers in yi). */
-WB_AVX2 __attribute__((noinline)) static int
+ * j < nr <= WB_SPV_NC): y[m0 + r][n0 + j] (or the exact integers in yi), then the fused activation. */
+WB_AVX2 __attribute__((noinline)) static void
 wb_sparse_colmajor_epilogue(const int32_t *Ct, int m0, int mr, int n0, int nr, const wb_epi_t *e) {
     /* e's fields in locals: with -fno-strict-aliasing every output store could alias them */
     const int32_t *wsum = e->wsum + n0;
@@ -94,7 +94,7 @@ wb_sparse_colmajor_epilogue(const int32_t *Ct, int m0, int mr, int n0, int nr, c
             wb_store_8x8_t(R, mr - rg, nc, outp, N, (size_t)(m0 + rg) * N + n0 + jg);
         }
     }
-    return 0;   /* the activation is the caller's (wb_epi_activation) */
+    wb_epi_activation(e, m0, mr, n0, nr);
 }
 
 /* 1: the AVX-512 sparse epilogue stores each transposed 16-column row piece straight to the
@@ -106,7 +106,7 @@ static int wb_sparse_epi_direct = 1;
  * (so the same bits), half the instructions per output and whole 64-byte row stores. The sparse
  * kernel's Ct tile is column-major, so the output needs a transpose either way; at 90 %
  * sparsity the epilogue was as long as the multiply-adds (perf, 128 x 768 x 3072). */
-WB_AVX512F __attribute__((noinline)) static int
+WB_AVX512F __attribute__((noinline)) static void
 wb_sparse_colmajor_epilogue_avx512(const int32_t *Ct, int m0, int mr, int n0, int nr, const wb_epi_t *e) {
     const int32_t *wsum = e->wsum + n0;
     const float *wscale = e->wscale + n0, *bias = e->bias + n0;
@@ -115,7 +115,8 @@ wb_sparse_colmajor_epilogue_avx512(const int32_t *Ct, int m0, int mr, int n0, in
      * wb_epi_activation's pass over the stored tile). That pass read back 64 rows x 32 columns
      * at a row stride of N floats, and at N = 3072 every row maps to the same L1 sets. Zen 4,
      * 128 x 768 x 3072 at 90 % sparsity, 2 threads, the layer with GELU less without, median of
-     * 15: 77 us with the pass, 66 us here (the GELU's arithmetic is most of what is left). */
+     * 15: 77 us with the pass, 63-66 us here; dense (wb_epilogue_avx512) 94 against 52-59 us.
+     * The GELU's arithmetic is most of what is left. */
     const int gelu = !as_int && e->act == WB_ACT_GELU_AVX512;
     char *outp = as_int ? (char *)e->yi : (char *)e->y;
     const size_t N = (size_t)e->N;
@@ -171,7 +172,7 @@ wb_sparse_colmajor_epilogue_avx512(const int32_t *Ct, int m0, int mr, int n0, in
             }
         }
     }
-    return gelu;
+    if (!gelu) wb_epi_activation(e, m0, mr, n0, nr);
 }
 
 /* wb_pack_x_sparse_u8_g with 16 x 16 transposes of 4-byte groups: xt32[kb][r] = xq32[r][kb]
@@ -289,7 +290,7 @@ static void wb_sparse_vnni_chunk(void *p, long tb, long te) {
             case 2: wb_vnni_sparse_tile_g2(X, n0, nr, j->rp, j->col, vals, Ct); break;
             default: wb_vnni_sparse_tile_g1(X, n0, nr, j->rp, j->col, vals, Ct); break;
         }
-        if (!WB_SPARSE_VNNI_EPILOGUE(Ct, m0, mr, n0, nr, j->e)) wb_epi_activation(j->e, m0, mr, n0, nr);
+        WB_SPARSE_VNNI_EPILOGUE(Ct, m0, mr, n0, nr, j->e);   /* and the fused activation */
     }
 }
 

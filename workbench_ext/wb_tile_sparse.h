@@ -124,7 +124,6 @@ WB_AMX static void wb_tile_sparse_amx_chunk(void *p, long tb, long te) {
             _tile_stored(3, C + 16 * 32 + 16, 128);
         }
         WB_DENSE_AVX512_EPILOGUE(e, C, 32, m0, mr, n0, nr);
-        wb_epi_activation(e, m0, mr, n0, nr);
     }
     _tile_release();
 }
