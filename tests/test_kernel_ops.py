@@ -83,6 +83,51 @@ def test_gelu_avx512_and_avx2_identical():
     _same_bits_on_avx512_and_avx2(ops.gelu, x)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("H", [1, 7, 8, 37, 768])
+@pytest.mark.parametrize("threads", THREADS)
+def test_embed_rows_is_the_numpy_lookup_bit_for_bit(isa, dtype, H, threads):
+    """ops.embed_rows = table[ids] (fp16 widened) + add[add_ids], the same bits as NumPy on every
+    ISA path (F16C on AVX2 and up, the bit-level widening on portable), fp16's subnormals,
+    infinities, NaNs and -0 included."""
+    rng = _rng("embed", H)
+    table = (rng.standard_normal((50, H)) * 3).astype(dtype)
+    if dtype == np.float16:
+        special = np.array([0.0, -0.0, 6e-8, -3e-6, 6.1e-5, 65504, np.inf, -np.inf, np.nan], np.float16)
+        table.flat[:special.size] = special[:min(special.size, table.size)]
+    ids = rng.integers(0, 50, size=(3, 45)).astype(np.int64)
+    ids[0, :4] = 0                                    # the row with the special values
+    add = rng.standard_normal((45, H)).astype(np.float32)
+    add_ids = np.broadcast_to(np.arange(45), (3, 45)).ravel().copy()
+    want = table[ids.ravel()].astype(np.float32)
+    got = ops.embed_rows(table, ids, num_threads=threads)
+    np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
+    want += add[add_ids]
+    got = ops.embed_rows(table, ids, add, add_ids, num_threads=threads)
+    np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
+
+
+def test_embed_rows_rejects_bad_input_by_name():
+    table = np.zeros((10, 4), np.float16)
+    ids = np.array([1, 2], np.int64)
+    with pytest.raises(IndexError, match=r"ids must lie in \[0, 10\)"):
+        ops.embed_rows(table, np.array([3, 10], np.int64))
+    with pytest.raises(IndexError, match="ids must lie"):
+        ops.embed_rows(table, np.array([-1], np.int64))
+    with pytest.raises(TypeError, match="ids must have dtype int64"):
+        ops.embed_rows(table, ids.astype(np.int32))
+    with pytest.raises(TypeError, match="table must be a float32 or float16"):
+        ops.embed_rows(table.astype(np.float64), ids)
+    with pytest.raises(ValueError, match="add and add_ids go together"):
+        ops.embed_rows(table, ids, np.zeros((5, 4), np.float32))
+    with pytest.raises(ValueError, match="add must have 4 columns"):
+        ops.embed_rows(table, ids, np.zeros((5, 3), np.float32), ids)
+    with pytest.raises(IndexError, match=r"add_ids must lie in \[0, 5\)"):
+        ops.embed_rows(table, ids, np.zeros((5, 4), np.float32), np.array([0, 5], np.int64))
+    with pytest.raises(ValueError, match="add_ids must have as many values as ids"):
+        ops.embed_rows(table, ids, np.zeros((5, 4), np.float32), np.array([0], np.int64))
+
+
 @pytest.mark.parametrize("shape", OPS_SHAPES)
 @pytest.mark.parametrize("threads", THREADS)
 def test_layernorm_and_fused(isa, shape, threads):

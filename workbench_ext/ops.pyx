@@ -1,5 +1,5 @@
-"""Fused float32 ops for the runtime: GELU (erf), LayerNorm (+ bias + residual), softmax,
-per-token and static u8 quantization.  Inputs must be C-contiguous float32 numpy arrays; all
+"""Fused float32 ops for the runtime: the embedding lookup, GELU (erf), LayerNorm (+ bias +
+residual), softmax, per-token and static u8 quantization.  Inputs must be C-contiguous float32 numpy arrays; all
 ops are out-of-place and act on the last dimension (any leading shape).
 
 On the AVX2 path (also used under avx512_vnni / amx) ``gelu`` uses a vectorised rational erf
@@ -12,7 +12,7 @@ double accumulation.  ``quantize_per_token`` is bit-identical to the quantizatio
 include "_pool_bind.pxi"
 import numpy as np
 cimport numpy as cnp
-from libc.stdint cimport uint8_t, int32_t
+from libc.stdint cimport uint8_t, int32_t, int64_t
 
 from workbench_ext._validate cimport check_array, check_threads
 from workbench_ext import cpu as _cpu
@@ -27,6 +27,10 @@ cdef extern from "wb_ops.h" nogil:
     void wb_quantize_static(const float *x, size_t n, float scale, int32_t zp, uint8_t *q, int isa, int nt)
     void wb_quantize_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *scale, int32_t *zp, int isa, int nt, int qmax)
 
+cdef extern from "wb_embed.h" nogil:
+    void wb_embed_rows(const void *table, int half, const int64_t *ids, long n, int H,
+                       const float *add, const int64_t *add_ids, float *y, int f16c, int nt)
+
 
 cdef inline void* _ptr(object a):
     return cnp.PyArray_DATA(<cnp.ndarray>a)
@@ -34,6 +38,53 @@ cdef inline void* _ptr(object a):
 
 cdef int _isa() except -1:
     return _cpu.ISA_CODES[_cpu.active_isa()]
+
+
+cdef bint _HAS_F16C = bool(_cpu.features().get("f16c"))
+
+
+cdef object _check_ids(object ids, str name, Py_ssize_t rows):
+    check_array(ids, name, np.int64, -1)
+    if ids.size and (ids.min() < 0 or ids.max() >= rows):
+        raise IndexError(f"{name} must lie in [0, {rows}), got values from {ids.min()} to {ids.max()}")
+    return ids
+
+
+def embed_rows(table, ids, add=None, add_ids=None, num_threads=None):
+    """The embedding lookup ``table[ids] + add[add_ids]`` as float32 [ids.size, H]: `table`
+    float32 or float16 [V, H] (fp16 widened exactly, with F16C where the CPU has it), `ids` int64
+    (any shape, read in C order); `add` optional float32 [P, H] with `add_ids` int64 of ids' size
+    (the position embeddings). The same bits as the NumPy expression."""
+    if not isinstance(table, np.ndarray) or table.dtype not in (np.float32, np.float16):
+        raise TypeError(f"table must be a float32 or float16 numpy.ndarray, got "
+                        f"{getattr(table, 'dtype', type(table).__name__)}")
+    check_array(table, "table", table.dtype, 2)
+    cdef int H = table.shape[1]
+    _check_ids(ids, "ids", table.shape[0])
+    cdef long n = ids.size
+    cdef const float *padd = NULL
+    cdef const int64_t *paid = NULL
+    if (add is None) != (add_ids is None):
+        raise ValueError("add and add_ids go together: give both or neither")
+    if add is not None:
+        check_array(add, "add", np.float32, 2)
+        if add.shape[1] != H:
+            raise ValueError(f"add must have {H} columns to match table {tuple(table.shape)}, got {tuple(add.shape)}")
+        _check_ids(add_ids, "add_ids", add.shape[0])
+        if add_ids.size != n:
+            raise ValueError(f"add_ids must have as many values as ids ({n}), got {add_ids.size}")
+        padd = <const float*>_ptr(add)
+        paid = <const int64_t*>_ptr(add_ids)
+    cdef int nt = wb_threads(check_threads(num_threads))
+    cdef int half = table.dtype == np.float16
+    cdef int f16c = _HAS_F16C and _isa() >= 1     # the portable path stays portable
+    y = np.empty((n, H), np.float32)
+    cdef const void *pt = <const void*>_ptr(table)
+    cdef const int64_t *pid = <const int64_t*>_ptr(ids)
+    cdef float *py = <float*>_ptr(y)
+    with nogil:
+        wb_embed_rows(pt, half, pid, n, H, padd, paid, py, f16c, nt)
+    return y
 
 
 def gelu(x, num_threads=None):

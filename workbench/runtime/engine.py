@@ -224,12 +224,12 @@ class Engine(EngineReport, EngineFile):
         T = self.tensors
         B, S = ids.shape
         H = self.hidden_size
-        x = T["embeddings.word"][ids].astype(np.float32, copy=False)
         if self.position_ids == "padding_offset":
             real = ids != self.padding_idx
-            x += T["embeddings.position"][np.cumsum(real, axis=1) * real + self.padding_idx]
+            positions = np.cumsum(real, axis=1) * real + self.padding_idx
         else:
-            x += T["embeddings.position"][:S]
+            positions = np.broadcast_to(np.arange(S), (B, S))
+        x = K.embed_rows(T["embeddings.word"], ids, T["embeddings.position"], positions).reshape(B, S, H)
         if "embeddings.token_type" in T:
             x += T["embeddings.token_type"][0] if tt is None else T["embeddings.token_type"][tt]
         return K.layernorm(x.reshape(B * S, H), T["embeddings.ln.gamma"], T["embeddings.ln.beta"],

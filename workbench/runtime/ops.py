@@ -27,6 +27,22 @@ def _np_layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float
     return (xc / np.sqrt(var + np.float32(eps)) * gamma + beta).astype(np.float32, copy=False)
 
 
+def embed_rows(table: np.ndarray, ids: np.ndarray, add: np.ndarray | None = None,
+               add_ids: np.ndarray | None = None) -> np.ndarray:
+    """``table[ids] + add[add_ids]`` as float32 [ids.size, H] (`table` float32 or float16; the
+    int8 engines keep the word embeddings in fp16): one parallel pass on workbench_ext.ops,
+    NumPy otherwise; the same bits either way."""
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if add is not None:
+        add_ids = np.ascontiguousarray(add_ids, dtype=np.int64)
+    if _has(_ext_ops, "embed_rows"):
+        return _ext_ops.embed_rows(table, ids, add, add_ids)
+    x = table[ids.reshape(-1)].astype(np.float32, copy=False)
+    if add is not None:
+        x += add[add_ids.reshape(-1)]
+    return x
+
+
 def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
     if _has(_ext_ops, "layernorm"):
         return _ext_ops.layernorm(x, gamma, beta, float(eps))
