@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from phases import batch1_engines, pingpong_lib  # noqa: E402
+from phases import one_warm_engine  # noqa: E402
 
 # the compiled encoder's parallel jobs within layer i, from job 15 i + 1 (job 0: the embeddings'
 # LayerNorm; job 15 (i + 1): this layer's second LayerNorm)
@@ -33,13 +33,9 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=150)
     p.add_argument("--sparsity", type=float, default=0.9)
     a = p.parse_args()
-    engines, ids, mask = batch1_engines({"sparse": a.sparsity})
-    engine = engines["sparse"]
+    engine, ids, mask, lib = one_warm_engine(a.sparsity, warmup=5)
     from workbench_ext import pool
 
-    lib = pingpong_lib()
-    for _ in range(5):
-        engine(ids, mask)
     with pool.trace() as t:
         engine(ids, mask)
     per_forward = len(t.jobs)

@@ -50,6 +50,16 @@ def batch1_engines(sparsity: dict[str, float]) -> tuple[dict, np.ndarray, np.nda
     return engines, ids, np.ones((1, 128), np.int64)
 
 
+def one_warm_engine(sparsity: float, warmup: int = 10) -> tuple:
+    """(engine, ids, mask, pingpong library): one engine of batch1_engines at `sparsity`, after
+    `warmup` forwards."""
+    engines, ids, mask = batch1_engines({"engine": sparsity})
+    engine = engines["engine"]
+    for _ in range(warmup):
+        engine(ids, mask)
+    return engine, ids, mask, pingpong_lib()
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=float, default=150)

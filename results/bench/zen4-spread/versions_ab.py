@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from phases import batch1_engines, pingpong_lib  # noqa: E402
+from phases import one_warm_engine  # noqa: E402
 
 
 def main() -> None:
@@ -25,11 +25,7 @@ def main() -> None:
     p.add_argument("--sparsity", type=float, default=0.9)
     p.add_argument("--seconds", type=float, default=25)
     a = p.parse_args()
-    engines, ids, mask = batch1_engines({"engine": a.sparsity})
-    engine = engines["engine"]
-    lib = pingpong_lib()
-    for _ in range(10):
-        engine(ids, mask)
+    engine, ids, mask, lib = one_warm_engine(a.sparsity)
     windows: dict[str, list[float]] = {"near": [], "far": []}
     end = time.time() + a.seconds
     while time.time() < end:
