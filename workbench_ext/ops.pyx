@@ -1,6 +1,7 @@
 """Fused float32 ops for the runtime: the embedding lookup, GELU (erf), LayerNorm (+ bias +
-residual), softmax, per-token and static u8 quantization.  Inputs must be C-contiguous float32 numpy arrays; all
-ops are out-of-place and act on the last dimension (any leading shape).
+residual), softmax, per-token and static u8 quantization.  Inputs must be C-contiguous numpy
+arrays (float32, except the lookup's fp16 table and int64 ids); all ops are out-of-place and the
+elementwise ones act on the last dimension (any leading shape).
 
 On the AVX2 path (also used under avx512_vnni / amx) ``gelu`` uses a vectorised rational erf
 approximation (|error| ~1e-7 vs ``torch.erf``), ``softmax`` a vectorised exp (~2 ulp) and

@@ -31,6 +31,12 @@ static inline float wb_half_to_float(uint16_t h) {
     return f;
 }
 
+/* y[h] = widened src[h] (+ add[h] when add != NULL), h < n */
+static void wb_embed_row_half(const uint16_t *src, const float *add, int n, float *y) {
+    for (int h = 0; h < n; h++) y[h] = add ? wb_half_to_float(src[h]) + add[h] : wb_half_to_float(src[h]);
+}
+
+/* wb_embed_row_half with F16C, 8 values at a time (the tail through wb_embed_row_half) */
 __attribute__((target("avx2,fma,f16c"))) static void
 wb_embed_row_f16c(const uint16_t *src, const float *add, int H, float *y) {
     int h = 0;
@@ -39,7 +45,7 @@ wb_embed_row_f16c(const uint16_t *src, const float *add, int H, float *y) {
         if (add) v = _mm256_add_ps(v, _mm256_loadu_ps(add + h));
         _mm256_storeu_ps(y + h, v);
     }
-    for (; h < H; h++) y[h] = add ? wb_half_to_float(src[h]) + add[h] : wb_half_to_float(src[h]);
+    wb_embed_row_half(src + h, add ? add + h : NULL, H - h, y + h);
 }
 
 typedef struct {
@@ -60,7 +66,7 @@ static void wb_embed_chunk(void *p, long b, long e) {
         } else {
             const uint16_t *src = (const uint16_t *)j->table + (size_t)j->ids[i] * H;
             if (j->f16c) wb_embed_row_f16c(src, add, j->H, y);
-            else for (size_t h = 0; h < H; h++) y[h] = add ? wb_half_to_float(src[h]) + add[h] : wb_half_to_float(src[h]);
+            else wb_embed_row_half(src, add, j->H, y);
         }
     }
 }

@@ -71,8 +71,8 @@ WB_AVX512F static inline __m512 wb_erf_avx512(__m512 x) {
     return _mm512_div_ps(p, q);
 }
 
-/* GELU of 16 values in a register: wb_gelu_avx512's operations, so the same bits (the sparse
- * int8 epilogue applies it before its outputs leave the registers) */
+/* GELU of 16 values in a register: wb_gelu_avx512's operations, so the same bits (the AVX-512
+ * int8 epilogues, dense and sparse, apply it before their outputs leave the registers) */
 WB_AVX512F static inline __m512 wb_gelu_ps512(__m512 v) {
     const __m512 e = wb_erf_avx512(_mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752f)));
     return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
