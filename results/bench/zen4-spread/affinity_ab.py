@@ -9,7 +9,9 @@ rotates from window to window. Prints one line per window. The switches (``--swi
   (encoder.pyx, col_segments 3) against the kernel's own order;
 Measured and dropped (--summarize still reads their files; the README): ``rows``, every
 Linear's kernel giving each thread its own rows (at 6e5c63f, rows_ab*.txt); ``steal``, a thread
-done with its range taking the other's chunks only after 20 us (steal_ab.txt).
+done with its range taking the other's chunks only after 20 us (steal_ab.txt); ``fused``, the
+sparse layers quantizing and packing their activations in one parallel loop instead of two (at
+877669e plus that change, fused_ab.txt).
 Usage: python results/bench/zen4-spread/affinity_ab.py [--switch owned] [--seconds 300] > affinity_ab.txt
        python results/bench/zen4-spread/affinity_ab.py --summarize affinity_ab.txt
 """
@@ -28,7 +30,7 @@ from phases import batch1_engines, pingpong_lib  # noqa: E402
 SPARSITY = {"dense": 0.0, "sp80": 0.8, "sp90": 0.9}
 # switch -> (the new mode, the old one): the modes' names head the output's columns
 SWITCHES = {"owned": ("owned", "shared"), "qkv": ("heads", "own")}
-DROPPED_SWITCHES = {"rows": ("rows", "kernel"), "steal": ("late", "now")}   # outputs of switches since removed, for --summarize
+DROPPED_SWITCHES = {"rows": ("rows", "kernel"), "steal": ("late", "now"), "fused": ("fused", "apart")}   # outputs of switches since removed, for --summarize
 
 
 def set_mode(switch: str, mode: str) -> None:
