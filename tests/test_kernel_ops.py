@@ -188,6 +188,39 @@ def test_quantize_per_token(isa, M, K, threads):
     assert np.all(np.abs(recon - x) <= 0.5 * s[:, None] + 1e-6)
 
 
+@pytest.mark.parametrize("bits", [8, 7])
+def test_quantize_per_token_same_bits_on_every_isa(bits):
+    """The AVX-512, AVX2 and portable quantizers give the same bytes, scales and zero points,
+    NaN, infinities, -0, huge values and every tail length (K mod 16) included."""
+    rng = _rng("qisa", bits)
+    rows = []
+    for K in (1, 7, 8, 15, 16, 17, 24, 31, 67, 768):
+        r = (rng.standard_normal((3, K)) * 3).astype(np.float32)
+        r[1, ::3] = -0.0
+        r[2, -1] = [np.nan, np.inf, -np.inf, 3e38, -0.0][K % 5]
+        rows.append(r)
+    for x in rows + [np.zeros((2, 20), np.float32), np.full((2, 33), -0.0, np.float32)]:
+        outs = {}
+        for name in AVAILABLE:
+            cpu.set_isa(name)
+            try:
+                outs[name] = ops.quantize_per_token(x, bits=bits)
+            finally:
+                cpu.set_isa(None)
+        for name, got in outs.items():
+            for part, a, b in zip(("q", "scale", "zero point"), got, outs["portable"]):
+                np.testing.assert_array_equal(a, b, err_msg=f"{name} {part}, K={x.shape[1]}")
+        outs = {}
+        for name in AVAILABLE:
+            cpu.set_isa(name)
+            try:
+                outs[name] = ops.quantize_static(x, 0.03, 100)
+            finally:
+                cpu.set_isa(None)
+        for name, got in outs.items():
+            np.testing.assert_array_equal(got, outs["portable"], err_msg=f"{name} static, K={x.shape[1]}")
+
+
 @pytest.mark.parametrize("threads", THREADS)
 def test_quantize_static(isa, threads):
     x = (_rng("qs").standard_normal((3, 4, 50)) * 3).astype(np.float32)

@@ -7,7 +7,8 @@ On the AVX2 path (also used under avx512_vnni / amx) ``gelu`` uses a vectorised 
 approximation (|error| ~1e-7 vs ``torch.erf``), ``softmax`` a vectorised exp (~2 ulp) and
 ``layernorm`` 8-lane float partial sums; the portable path uses libm ``erff`` / ``expf`` and
 double accumulation.  ``quantize_per_token`` is bit-identical to the quantization fused into
-:mod:`workbench_ext.int8` (see its docstring for the formula).
+:mod:`workbench_ext.int8` (see its docstring for the formula), and both quantizers give the same
+bytes on every path (AVX-512 under avx512_vnni / amx, AVX2, portable).
 """
 
 include "_pool_bind.pxi"

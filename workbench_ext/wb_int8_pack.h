@@ -63,8 +63,7 @@ static void wb_quant_static_chunk(void *p, long b, long e) {
     for (long m = b; m < e; m++) {
         const float *r = j->x + (size_t)m * j->K;
         uint8_t *o = j->q + (size_t)m * j->Kp;
-        if (j->isa >= WB_ISA_AVX2) wb_quant_apply_avx2(r, (size_t)j->K, j->inv, j->zpf, 255.0f, o);
-        else for (int k = 0; k < j->K; k++) o[k] = wb_q1(r[k], j->inv, j->zpf, 255.0f);
+        wb_quant_apply(j->isa, r, (size_t)j->K, j->inv, j->zpf, 255.0f, o);
         memset(o + j->K, 0, (size_t)(j->Kp - j->K));
     }
 }

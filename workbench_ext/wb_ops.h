@@ -245,8 +245,7 @@ typedef struct { const float *x; size_t n, ch; float inv, zpf; uint8_t *q; int i
 static void wb_quantize_static_chunk(void *p, long b, long e) {
     const wb_quantize_static_job_t *j = (const wb_quantize_static_job_t *)p;
     const size_t s = (size_t)b * j->ch, end = (size_t)e * j->ch < j->n ? (size_t)e * j->ch : j->n;
-    if (j->isa >= WB_ISA_AVX2) wb_quant_apply_avx2(j->x + s, end - s, j->inv, j->zpf, 255.0f, j->q + s);
-    else for (size_t i = s; i < end; i++) j->q[i] = wb_q1(j->x[i], j->inv, j->zpf, 255.0f);
+    wb_quant_apply(j->isa, j->x + s, end - s, j->inv, j->zpf, 255.0f, j->q + s);
 }
 
 static void wb_quantize_static(const float *x, size_t n, float scale, int32_t zp, uint8_t *q, int isa, int nt) {
