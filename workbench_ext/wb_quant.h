@@ -35,15 +35,20 @@ static inline uint8_t wb_q1(float x, float inv, float zpf, float qmax) {
     return (uint8_t)(int)v;
 }
 
-static void wb_quant_row_portable(const float *x, int K, int Kp, float qmax, uint8_t *q, float *scale, int32_t *zp) {
+/* A row's range from its vector part (`lanes` per-lane minima / maxima of x[0..k), each lane
+ * started at 0) and its scalar tail x[k..K), then its scale and zero point; returns 1/scale.
+ * Every version's row function ends here, so they agree on the parameters. */
+static inline float wb_quant_row_params(const float *lo_a, const float *hi_a, int lanes, const float *x,
+                                        int k, int K, float qmax, float *scale, int32_t *zp) {
     float lo = 0.0f, hi = 0.0f, inv;
-    for (int k = 0; k < K; k++) {
-        float v = x[k];
-        lo = v < lo ? v : lo;
-        hi = v > hi ? v : hi;
-    }
+    for (int i = 0; i < lanes; i++) { lo = lo_a[i] < lo ? lo_a[i] : lo; hi = hi_a[i] > hi ? hi_a[i] : hi; }
+    for (; k < K; k++) { float v = x[k]; lo = v < lo ? v : lo; hi = v > hi ? v : hi; }
     wb_qparams(lo, hi, qmax, scale, zp, &inv);
-    float zpf = (float)*zp;
+    return inv;
+}
+
+static void wb_quant_row_portable(const float *x, int K, int Kp, float qmax, uint8_t *q, float *scale, int32_t *zp) {
+    const float inv = wb_quant_row_params(NULL, NULL, 0, x, 0, K, qmax, scale, zp), zpf = (float)*zp;
     for (int k = 0; k < K; k++) q[k] = wb_q1(x[k], inv, zpf, qmax);
     for (int k = K; k < Kp; k++) q[k] = 0;
 }
@@ -67,24 +72,26 @@ WB_AVX2 static void wb_quant_apply_avx2(const float *x, size_t n, float inv, flo
     for (; k < n; k++) q[k] = wb_q1(x[k], inv, zpf, qmax);
 }
 
-WB_AVX2 static void wb_quant_row_avx2(const float *x, int K, int Kp, float qmax, uint8_t *q, float *scale, int32_t *zp) {
-    __m256 vlo = _mm256_setzero_ps(), vhi = _mm256_setzero_ps();
-    int k = 0;
-    for (; k + 8 <= K; k += 8) {
-        __m256 v = _mm256_loadu_ps(x + k);
-        vlo = _mm256_min_ps(v, vlo);    /* NaN in v -> keeps vlo, like the scalar compare */
-        vhi = _mm256_max_ps(v, vhi);
-    }
-    float lo_a[8], hi_a[8];
-    _mm256_storeu_ps(lo_a, vlo);
-    _mm256_storeu_ps(hi_a, vhi);
-    float lo = 0.0f, hi = 0.0f, inv;
-    for (int i = 0; i < 8; i++) { lo = lo_a[i] < lo ? lo_a[i] : lo; hi = hi_a[i] > hi ? hi_a[i] : hi; }
-    for (; k < K; k++) { float v = x[k]; lo = v < lo ? v : lo; hi = v > hi ? v : hi; }
-    wb_qparams(lo, hi, qmax, scale, zp, &inv);
-    wb_quant_apply_avx2(x, (size_t)K, inv, (float)*zp, qmax, q);
-    for (k = K; k < Kp; k++) q[k] = 0;
+/* One row: the range's vector part (LANES lanes of type V), wb_quant_row_params, then APPLY;
+ * pad columns zero. Defined once per width below. */
+#define WB_QUANT_ROW(NAME, TARGET, V, LANES, ZERO, LOAD, MIN, MAX, STORE, APPLY)                    \
+TARGET static void NAME(const float *x, int K, int Kp, float qmax, uint8_t *q, float *scale, int32_t *zp) { \
+    V vlo = ZERO(), vhi = ZERO();                                                               \
+    int k = 0;                                                                                  \
+    for (; k + LANES <= K; k += LANES) {                                                        \
+        const V v = LOAD(x + k);                                                                \
+        vlo = MIN(v, vlo);    /* NaN in v -> keeps vlo, like the scalar compare */              \
+        vhi = MAX(v, vhi);                                                                      \
+    }                                                                                           \
+    float lo_a[LANES], hi_a[LANES];                                                             \
+    STORE(lo_a, vlo);                                                                           \
+    STORE(hi_a, vhi);                                                                           \
+    const float inv = wb_quant_row_params(lo_a, hi_a, LANES, x, k, K, qmax, scale, zp);         \
+    APPLY(x, (size_t)K, inv, (float)*zp, qmax, q);                                              \
+    for (k = K; k < Kp; k++) q[k] = 0;                                                          \
 }
+WB_QUANT_ROW(wb_quant_row_avx2, WB_AVX2, __m256, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_min_ps,
+             _mm256_max_ps, _mm256_storeu_ps, wb_quant_apply_avx2)
 
 #ifndef WB_EMULATE_ISA   /* testing/emulate_isa.c stands in its own __m512i: not for this code */
 /* The AVX2 versions' operations, 16 at a time: on AVX-512 machines half the instructions (the
@@ -101,24 +108,8 @@ WB_AVX512F static void wb_quant_apply_avx512(const float *x, size_t n, float inv
     for (; k < n; k++) q[k] = wb_q1(x[k], inv, zpf, qmax);
 }
 
-WB_AVX512F static void wb_quant_row_avx512(const float *x, int K, int Kp, float qmax, uint8_t *q, float *scale, int32_t *zp) {
-    __m512 vlo = _mm512_setzero_ps(), vhi = _mm512_setzero_ps();
-    int k = 0;
-    for (; k + 16 <= K; k += 16) {
-        __m512 v = _mm512_loadu_ps(x + k);
-        vlo = _mm512_min_ps(v, vlo);    /* NaN in v -> keeps vlo, like the scalar compare */
-        vhi = _mm512_max_ps(v, vhi);
-    }
-    float lo_a[16], hi_a[16];
-    _mm512_storeu_ps(lo_a, vlo);
-    _mm512_storeu_ps(hi_a, vhi);
-    float lo = 0.0f, hi = 0.0f, inv;
-    for (int i = 0; i < 16; i++) { lo = lo_a[i] < lo ? lo_a[i] : lo; hi = hi_a[i] > hi ? hi_a[i] : hi; }
-    for (; k < K; k++) { float v = x[k]; lo = v < lo ? v : lo; hi = v > hi ? v : hi; }
-    wb_qparams(lo, hi, qmax, scale, zp, &inv);
-    wb_quant_apply_avx512(x, (size_t)K, inv, (float)*zp, qmax, q);
-    for (k = K; k < Kp; k++) q[k] = 0;
-}
+WB_QUANT_ROW(wb_quant_row_avx512, WB_AVX512F, __m512, 16, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_min_ps,
+             _mm512_max_ps, _mm512_storeu_ps, wb_quant_apply_avx512)
 #define WB_QUANT_AVX512 1
 #else
 #define WB_QUANT_AVX512 0
