@@ -129,17 +129,21 @@ typedef struct {
     const float *x; int K, Kp; uint8_t *q; float *scale; int32_t *zp; int isa; float qmax;
 } wb_quant_rows_job_t;
 
+/* One row with the widest code of ISA `isa` (every version gives the same bytes). */
+static inline void wb_quant_row(int isa, const float *x, int K, int Kp, float qmax, uint8_t *q, float *scale,
+                                int32_t *zp) {
+#if WB_QUANT_AVX512
+    if (isa >= WB_ISA_AVX512_VNNI) { wb_quant_row_avx512(x, K, Kp, qmax, q, scale, zp); return; }
+#endif
+    if (isa >= WB_ISA_AVX2) wb_quant_row_avx2(x, K, Kp, qmax, q, scale, zp);
+    else wb_quant_row_portable(x, K, Kp, qmax, q, scale, zp);
+}
+
 static void wb_quant_rows_chunk(void *p, long b, long e) {
     const wb_quant_rows_job_t *j = (const wb_quant_rows_job_t *)p;
-    for (long m = b; m < e; m++) {
-        const float *x = j->x + (size_t)m * j->K;
-        uint8_t *q = j->q + (size_t)m * j->Kp;
-#if WB_QUANT_AVX512
-        if (j->isa >= WB_ISA_AVX512_VNNI) { wb_quant_row_avx512(x, j->K, j->Kp, j->qmax, q, j->scale + m, j->zp + m); continue; }
-#endif
-        if (j->isa >= WB_ISA_AVX2) wb_quant_row_avx2(x, j->K, j->Kp, j->qmax, q, j->scale + m, j->zp + m);
-        else wb_quant_row_portable(x, j->K, j->Kp, j->qmax, q, j->scale + m, j->zp + m);
-    }
+    for (long m = b; m < e; m++)
+        wb_quant_row(j->isa, j->x + (size_t)m * j->K, j->K, j->Kp, j->qmax, j->q + (size_t)m * j->Kp, j->scale + m,
+                     j->zp + m);
 }
 
 /* qmax: 255 (8-bit) or 127 (7-bit activations) */

@@ -11,7 +11,8 @@ Measured and dropped (--summarize still reads their files; the README): ``rows``
 Linear's kernel giving each thread its own rows (at 6e5c63f, rows_ab*.txt); ``steal``, a thread
 done with its range taking the other's chunks only after 20 us (steal_ab.txt); ``fused``, the
 sparse layers quantizing and packing their activations in one parallel loop instead of two (at
-877669e plus that change, fused_ab.txt).
+877669e plus that change, fused_ab.txt); ``lnq``, the LayerNorms quantizing their rows for the FFN
+input and the next QKV in their own loop (at e457579 plus that change, lnq_ab.txt).
 Usage: python results/bench/zen4-spread/affinity_ab.py [--switch owned] [--seconds 300] > affinity_ab.txt
        python results/bench/zen4-spread/affinity_ab.py --summarize affinity_ab.txt
 """
@@ -30,7 +31,8 @@ from phases import batch1_engines, pingpong_lib  # noqa: E402
 SPARSITY = {"dense": 0.0, "sp80": 0.8, "sp90": 0.9}
 # switch -> (the new mode, the old one): the modes' names head the output's columns
 SWITCHES = {"owned": ("owned", "shared"), "qkv": ("heads", "own")}
-DROPPED_SWITCHES = {"rows": ("rows", "kernel"), "steal": ("late", "now"), "fused": ("fused", "apart")}   # outputs of switches since removed, for --summarize
+DROPPED_SWITCHES = {"rows": ("rows", "kernel"), "steal": ("late", "now"), "fused": ("fused", "apart"),
+                    "lnq": ("lnq", "apart")}   # outputs of switches since removed, for --summarize
 
 
 def set_mode(switch: str, mode: str) -> None:
