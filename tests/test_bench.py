@@ -476,3 +476,80 @@ def test_a_crashed_engine_process_says_where_it_died(tmp_path):
     (tmp_path / "quiet.log").write_text("loading\nValueError: bad shape\n")
     assert exit_reason(1, tmp_path / "quiet.log") == "engine process exited with code 1: ValueError: bad shape"
     assert exit_reason(2, tmp_path / "missing.log") == "engine process exited with code 2"
+
+
+class _CountingPool:
+    """Stands in for workbench_ext.pool: every stats() call after the first finds `caller` more
+    chunks run by the caller and `workers` more by the workers."""
+
+    def __init__(self, caller, workers):
+        self.step, self.n = (caller, workers), 0
+
+    def stats(self):
+        c, w = (self.n * x for x in self.step)
+        self.n += 1
+        return {"chunks_by_caller": c, "chunks_by_workers": w}
+
+
+@pytest.mark.parametrize("caller,workers,share", [(3, 1, 0.25), (2, 2, 0.5), (4, 0, 0.0), (0, 0, None)])
+def test_workbench_engine_reports_the_workers_share_of_its_last_run(caller, workers, share):
+    from workbench.bench.engines import Workbench
+
+    eng = Workbench()
+    assert eng.worker_share() is None                 # before any run
+    eng.engine = lambda ids, mask: "logits"
+    eng._pool = _CountingPool(caller, workers)
+    assert eng.run(("ids", "mask")) == "logits"
+    assert eng.worker_share() == share                # no parallel chunks: None, not 0
+    eng._pool = None                                  # no compiled kernels: nothing to report
+    assert eng.run(("ids", "mask")) == "logits"
+
+
+def test_rows_carry_each_timed_runs_worker_share(tmp_path, monkeypatch):
+    """Interleaved and sequential: `worker_share_runs` lists the share of every timed run in run
+    order (the run_info of the untimed calls is not reported); engines without one leave it out."""
+    import io
+    import json
+
+    import numpy as np
+    import torch
+
+    from workbench.bench import worker
+    from workbench.bench.bench_engine import BenchEngine
+    from workbench.bench.spread import SHARES_FIELD
+
+    class Fake(BenchEngine):
+        name = "fake"
+
+        def __init__(self, shares):
+            self.shares, self.calls = shares, 0
+
+        def run(self, feed):
+            self.calls += 1
+            return np.zeros((1, 2), np.float32)
+
+        def worker_share(self):
+            return None if self.shares is None else self.shares[self.calls % len(self.shares)]
+
+    Prepared = worker._Prepared
+
+    def prepared(eng):
+        prep = Prepared.__new__(Prepared)
+        prep.base = {"model": "m", "engine": eng.name, "threads": 2, "seq_len": 8, "runs": 3}
+        prep.batches, prep.eng, prep.error, prep.setup_s, prep._fail = [1], eng, None, 0.0, False
+        prep.inputs = {1: {"input_ids": torch.ones(1, 8, dtype=torch.long)}}
+        prep.refs = {1: np.zeros((1, 2), np.float32)}
+        return prep
+
+    monkeypatch.setattr(worker, "QUIET_S", 0.0)
+    for shares, want in (([0.1, 0.2, 0.3, 0.4], "0.30;0.10;0.30"), (None, None)):
+        eng = Fake(shares)
+        monkeypatch.setattr(worker, "_Prepared", lambda spec, eng=eng: prepared(eng))
+        # interleaved: per turn an untimed call (calls 1, 3, 5) and a timed one (2, 4, 6)
+        worker.serve({}, tmp_path / "rows.json", iter(["warm 1 0", "time 1", "time 1", "time 1", "done"]), io.StringIO())
+        row = json.loads((tmp_path / "rows.json").read_text())[0]
+        assert row["status"] == "ok" and row.get(SHARES_FIELD) == want, row
+        # sequential: warm-up calls (1), then timed calls 2, 3, 4
+        eng.calls = 0
+        rows = worker.run_spec({"runs": 3, "warmup": 1})
+        assert rows[0].get(SHARES_FIELD) == (None if shares is None else "0.30;0.40;0.10"), rows[0]

@@ -34,3 +34,11 @@ class BenchEngine:
     def use(self, variant: str) -> None:
         """Make `run` call this one of `variants` (engines with variants only)."""
         raise NotImplementedError
+
+    def worker_share(self) -> float | None:
+        """For engines on workbench's kernel pool: the share of the last `run`'s parallel chunks
+        that the pool's worker threads ran (about 1 - 1/threads when they all kept up, near 0
+        when the caller did the work alone); None for the others. The bench reports it per
+        timed run (`worker_share_runs`), to tell a slow run with absent workers from one where
+        every thread was slow."""
+        return None

@@ -107,6 +107,12 @@ class Workbench(BenchEngine):
         from workbench.runtime import compile_model, kernel_report
         from workbench.runtime.choice import layer_summary
 
+        try:
+            from workbench_ext import pool
+        except ImportError:     # no compiled kernels: the engine says so; no shares to report
+            pool = None
+        self._pool = pool
+
         self.engine = compile_model(model, quantize=self.quantize, sparse_threshold=0.5, dtype=self.dtype,
                                     attention=self.attention, act_bits=self.act_bits,
                                     int8_weights=self.int8_weights, kernel_choice="measure", choice_shape=tuple(self.shape),
@@ -131,7 +137,21 @@ class Workbench(BenchEngine):
         return (inputs["input_ids"].numpy(), inputs["attention_mask"].numpy())
 
     def run(self, feed):
-        return self.engine(*feed)
+        pool = self._pool
+        if pool is None:
+            return self.engine(*feed)
+        before = pool.stats()   # two counter reads (~1 us): inside the timed call, negligible
+        out = self.engine(*feed)
+        after = pool.stats()
+        ran = {k: after[k] - before[k] for k in ("chunks_by_caller", "chunks_by_workers")}
+        total = ran["chunks_by_caller"] + ran["chunks_by_workers"]
+        self._worker_share = ran["chunks_by_workers"] / total if total else None
+        return out
+
+    def worker_share(self) -> float | None:
+        return getattr(self, "_worker_share", None)
+
+    _pool = None
 
 
 class WorkbenchFp32(Workbench):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.bench.worker import QUIET_S
-from workbench.bench.spread import RUNS_FIELD, SPREAD_FIELDS, spread_section
+from workbench.bench.spread import RUNS_FIELD, SHARES_FIELD, SPREAD_FIELDS, spread_section
 from workbench.results import atomic_write_text, format_stage_table, write_csv
 
 COLUMNS = [
@@ -17,7 +17,7 @@ COLUMNS = [
     "samples_per_s_min", "samples_per_s_max", "latency_ms_median", "latency_ms_min",
     "latency_ms_max", "runs", "vs_ort_int8", *[f for f in SPREAD_FIELDS if f != RUNS_FIELD],
     "max_abs_err_vs_torch_fp32", "argmax_agree_vs_torch_fp32", "sparsity", "setup_s", "error", "variant",
-    "notes", RUNS_FIELD,
+    "notes", RUNS_FIELD, SHARES_FIELD,
 ]
 
 

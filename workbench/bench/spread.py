@@ -7,7 +7,11 @@ Every result row keeps its timed runs (`latency_ms_runs`, in the order they ran)
 * `vs_ort_int8_round_min` / `_max`: with interleaved timing the engines take turns, so run r of
   every engine ran in round r; the ratio of two engines' runs in the same round cancels a
   slowdown of the shared machine that hit the whole round, and its range over the rounds says
-  how steady the *ratio* is, which is what a reader of the table relies on.
+  how steady the *ratio* is, which is what a reader of the table relies on;
+* `worker_share_runs` (workbench engines): each timed run's share of the kernel pool's chunks
+  that its worker threads ran, in the same order -- a slow run with a share near 0 had workers
+  that did not come (another process or the host kept them off their cores), one near the usual
+  1 - 1/threads had every thread slow.
 
 The README's "Run-to-run spread" section puts each workbench engine's spread beside the
 baseline's (issue: our engine's spread no wider than ONNX Runtime's).
@@ -26,6 +30,17 @@ SPREAD_FIELDS = ["spread_pct", "vs_ort_int8_round_min", "vs_ort_int8_round_max",
 def format_runs(times_s: list[float]) -> str:
     """The timed runs (seconds) as the CSV cell: milliseconds joined by ';', in run order."""
     return ";".join(f"{t * 1e3:.3f}" for t in times_s)
+
+
+SHARES_FIELD = "worker_share_runs"
+"""Workbench engines: each timed run's share of the kernel pool's chunks its worker threads ran
+(`BenchEngine.worker_share`), in the order of `latency_ms_runs`: a slow run near 0 had workers
+that did not come, one near 1 - 1/threads had every thread slow."""
+
+
+def format_shares(shares: list[float]) -> str:
+    """Worker shares as the CSV cell, joined by ';' in run order."""
+    return ";".join(f"{x:.2f}" for x in shares)
 
 
 def run_times(row: dict[str, Any]) -> list[float]:

@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from workbench.bench.spread import RUNS_FIELD, format_runs
+from workbench.bench.spread import RUNS_FIELD, SHARES_FIELD, format_runs, format_shares
 from workbench.results import write_json
 
 
@@ -132,10 +132,11 @@ class _Prepared:
                 first = max(first, time.perf_counter() - t) if i == 0 else first
         return first
 
-    def turn(self, feed: Any, k: int) -> dict[str, tuple[float, Any]]:
+    def turn(self, feed: Any, k: int) -> dict[str, tuple[float, Any, float | None]]:
         """One timed turn: an untimed call (so the caches are as warm as in a back-to-back run),
         then a timed one; for an engine with variants each variant does this in turn, a pause
-        before each but the first, who goes first rotating with `k`. Variant -> (seconds, output)."""
+        before each but the first, who goes first rotating with `k`. Variant -> (seconds, output,
+        the timed call's `BenchEngine.worker_share`)."""
         vs = self.variants
         order = vs[k % len(vs):] + vs[:k % len(vs)]
         got = {}
@@ -147,15 +148,17 @@ class _Prepared:
             self.run(feed)
             t = time.perf_counter()
             out = self.run(feed)
-            got[v] = (time.perf_counter() - t, out)
+            got[v] = (time.perf_counter() - t, out, self.eng.worker_share())
         return got
 
     def failed_rows(self) -> list[dict[str, Any]]:
         return [{**self.base, "batch": b, "status": "failed", "error": self.error} for b in self.batches]
 
-    def row(self, b: int, times: dict[str, list[float]], outs: dict[str, Any], error: str | None) -> dict[str, Any]:
+    def row(self, b: int, times: dict[str, list[float]], outs: dict[str, Any], error: str | None,
+            shares: dict[str, list[float | None]] | None = None) -> dict[str, Any]:
         """The result row of batch b from each variant's timed runs and last output (variant ""
-        for an engine without variants); with variants, the row is the one with the best median."""
+        for an engine without variants); with variants, the row is the one with the best median.
+        `shares`: each timed run's `BenchEngine.worker_share`, in run order."""
         import numpy as np
 
         row = {**self.base, "batch": b, "setup_s": round(self.setup_s, 2), "notes": self.eng.notes}
@@ -187,6 +190,9 @@ class _Prepared:
                 "max_abs_err_vs_torch_fp32": float(np.abs(out - ref).max()),
                 "argmax_agree_vs_torch_fp32": float(np.mean(out.argmax(-1) == ref.argmax(-1))),
             })
+            got = (shares or {}).get(best) or []
+            if got and all(x is not None for x in got):
+                row[SHARES_FIELD] = format_shares(got)
         except Exception as exc:
             row.update({"status": "failed", "error": _error(exc)})
         return row
@@ -201,6 +207,7 @@ def run_spec(spec: dict[str, Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for b in prep.batches:
         times: dict[str, list[float]] = {}
+        shares: dict[str, list[float | None]] = {}
         outs: dict[str, Any] = {}
         error = None
         try:
@@ -208,7 +215,7 @@ def run_spec(spec: dict[str, Any]) -> list[dict[str, Any]]:
             for v in prep.variants:
                 if v:
                     prep.eng.use(v)
-                runs, times[v] = int(spec["runs"]), []
+                runs, times[v], shares[v] = int(spec["runs"]), [], []
                 for i in range(int(spec["warmup"])):
                     t = time.perf_counter()
                     prep.run(feed)
@@ -219,10 +226,11 @@ def run_spec(spec: dict[str, Any]) -> list[dict[str, Any]]:
                     t = time.perf_counter()
                     outs[v] = prep.run(feed)
                     times[v].append(time.perf_counter() - t)
+                    shares[v].append(prep.eng.worker_share())
         except Exception as exc:
             traceback.print_exc()
             error = _error(exc)
-        rows.append(prep.row(b, times, outs, error))
+        rows.append(prep.row(b, times, outs, error, shares))
     return rows
 
 
@@ -244,6 +252,7 @@ def serve(spec: dict[str, Any], result: Path, commands: Any, replies: Any) -> No
         return
     feeds: dict[int, Any] = {}
     times: dict[int, dict[str, list[float]]] = {b: {v: [] for v in prep.variants} for b in prep.batches}
+    shares: dict[int, dict[str, list[float | None]]] = {b: {v: [] for v in prep.variants} for b in prep.batches}
     outs: dict[int, dict[str, Any]] = {b: {} for b in prep.batches}
     errors: dict[int, str] = {}
     reply("READY")
@@ -261,15 +270,16 @@ def serve(spec: dict[str, Any], result: Path, commands: Any, replies: Any) -> No
                 reply(f"OK {prep.warm(feeds[b], int(cmd[2])):.6f}")
             else:
                 got = prep.turn(feeds[b], len(times[b][prep.variants[0]]))
-                for v, (s, out) in got.items():
+                for v, (s, out, share) in got.items():
                     times[b][v].append(s)
+                    shares[b][v].append(share)
                     outs[b][v] = out
-                reply(f"T {min(s for s, _ in got.values()):.6f}")
+                reply(f"T {min(s for s, _, _ in got.values()):.6f}")
         except Exception as exc:
             traceback.print_exc()
             errors[b] = errors.get(b) or _error(exc)
             reply("ERR " + errors[b])
-    write_json(result, [prep.row(b, times[b], outs[b], errors.get(b)) for b in prep.batches])
+    write_json(result, [prep.row(b, times[b], outs[b], errors.get(b), shares[b]) for b in prep.batches])
 
 
 def main(argv: list[str] | None = None) -> int:
