@@ -507,7 +507,7 @@ def test_workbench_engine_reports_the_workers_share_of_its_last_run(caller, work
 
 def test_rows_carry_each_timed_runs_worker_share(tmp_path, monkeypatch):
     """Interleaved and sequential: `worker_share_runs` lists the share of every timed run in run
-    order (the run_info of the untimed calls is not reported); engines without one leave it out."""
+    order (the untimed calls' shares are not reported); engines without one leave it out."""
     import io
     import json
 

@@ -102,6 +102,8 @@ class Workbench(BenchEngine):
     attention = "fp32"
     act_bits = 8
     int8_weights = "auto"
+    _pool = None                            # workbench_ext.pool, once set up with the kernels built
+    _worker_share: float | None = None      # of the last run
 
     def setup(self, model, threads, cache_dir, model_name):
         from workbench.runtime import compile_model, kernel_report
@@ -143,15 +145,13 @@ class Workbench(BenchEngine):
         before = pool.stats()   # two counter reads (~1 us): inside the timed call, negligible
         out = self.engine(*feed)
         after = pool.stats()
-        ran = {k: after[k] - before[k] for k in ("chunks_by_caller", "chunks_by_workers")}
-        total = ran["chunks_by_caller"] + ran["chunks_by_workers"]
-        self._worker_share = ran["chunks_by_workers"] / total if total else None
+        by_workers = after["chunks_by_workers"] - before["chunks_by_workers"]
+        total = by_workers + after["chunks_by_caller"] - before["chunks_by_caller"]
+        self._worker_share = by_workers / total if total else None
         return out
 
     def worker_share(self) -> float | None:
-        return getattr(self, "_worker_share", None)
-
-    _pool = None
+        return self._worker_share
 
 
 class WorkbenchFp32(Workbench):

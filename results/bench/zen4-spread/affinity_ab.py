@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from phases import batch1_engines, pingpong_lib  # noqa: E402
+from phases import NEAR_NS, batch1_engines, pingpong_lib, round_trip_ns  # noqa: E402
 
 SPARSITY = {"dense": 0.0, "sp80": 0.8, "sp90": 0.9}
 # switch -> (the new mode, the old one): the modes' names head the output's columns
@@ -59,7 +59,7 @@ def summarize(path: str) -> None:
     modes = {**SWITCHES, **DROPPED_SWITCHES}.values()
     new, old = next(m for m in modes if f"dense_{m[0]}_ms" in col)
     print(f"placement windows engine {new}_ms {old}_ms {old}/{new}_paired (IQR)")
-    for name, sel in (("near", rows[:, 0] < 150), ("far", rows[:, 0] >= 150)):
+    for name, sel in (("near", rows[:, 0] < NEAR_NS), ("far", rows[:, 0] >= NEAR_NS)):
         if not sel.any():
             print(f"{name} 0 (no window)")
             continue
@@ -102,10 +102,10 @@ def main() -> None:
     print("pingpong_ns " + " ".join(f"{e}_{m}_ms" for e, m in cells), flush=True)
     end, turn = time.time() + a.seconds, 0
     while time.time() < end:
-        before = min(lib.pingpong(20000) for _ in range(3))
+        before = round_trip_ns(lib)
         order = cells[turn % len(cells):] + cells[:turn % len(cells)]
         ms = {c: timed(engines[c[0]], c[1]) for c in order}
-        after = min(lib.pingpong(20000) for _ in range(3))
+        after = round_trip_ns(lib)
         print(f"{max(before, after):.0f} " + " ".join(f"{ms[c]:.2f}" for c in cells), flush=True)
         turn += 1
     set_mode(a.switch, SWITCHES[a.switch][0])

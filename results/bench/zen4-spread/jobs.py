@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from phases import one_warm_engine  # noqa: E402
+from phases import NEAR_NS, one_warm_engine, round_trip_ns  # noqa: E402
 
 # the compiled encoder's parallel jobs within layer i, from job 15 i + 1 (job 0: the embeddings'
 # LayerNorm; job 15 (i + 1): this layer's second LayerNorm)
@@ -43,19 +43,19 @@ def main() -> None:
     windows: dict[str, list[np.ndarray]] = {"near": [], "far": []}
     end = time.time() + a.seconds
     while time.time() < end:
-        before = min(lib.pingpong(20000) for _ in range(3))
+        before = round_trip_ns(lib)
         forwards = []
         with pool.trace() as t:
             for _ in range(30):
                 s = time.perf_counter()
                 engine(ids, mask)
                 forwards.append(time.perf_counter() - s)
-        after = min(lib.pingpong(20000) for _ in range(3))
+        after = round_trip_ns(lib)
         us = (t.jobs["end_ns"] - t.jobs["start_ns"]).reshape(30, per_forward) / 1e3
         row = [np.median(sum(us[:, 15 * i + 1 + k] for i in range(FULL_LAYERS) for k, r in enumerate(LAYER_JOBS)
                              if r == role)) for role in roles]
         row += [np.median(forwards) * 1e6]
-        windows["near" if max(before, after) < 150 else "far"].append(np.array(row))
+        windows["near" if max(before, after) < NEAR_NS else "far"].append(np.array(row))
     print(f"sparsity {a.sparsity}; us per forward, layers 0-{FULL_LAYERS - 1} summed; median over windows")
     print(f"{'op':<10} {'near':>8} {'far':>8} {'far - near':>10}")
     if not windows["near"] or not windows["far"]:

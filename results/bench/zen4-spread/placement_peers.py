@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from phases import pingpong_lib  # noqa: E402
+from phases import pingpong_lib, placement, round_trip_ns  # noqa: E402
 
 
 def main() -> None:
@@ -55,7 +55,7 @@ def main() -> None:
     print("pingpong_ns " + " ".join(f"{n}_ms" for n in names), flush=True)
     end, w = time.time() + a.seconds, 0
     while time.time() < end:
-        before = min(lib.pingpong(20000) for _ in range(3))
+        before = round_trip_ns(lib)
         order = names[w % len(names):] + names[:w % len(names)]
         got = {}
         for name in order:
@@ -65,11 +65,11 @@ def main() -> None:
                 engines[name].run(feeds[name])
                 ts.append(time.perf_counter() - t)
             got[name] = float(np.median(ts)) * 1e3
-        after = min(lib.pingpong(20000) for _ in range(3))
+        after = round_trip_ns(lib)
         w += 1
-        if (before < 150) != (after < 150):
+        place = placement(before, after)
+        if place is None:
             continue
-        place = "near" if before < 150 else "far"
         for name in names:
             rows[place][name].append(got[name])
         print(f"{before:.0f} " + " ".join(f"{got[n]:.2f}" for n in names), flush=True)

@@ -6,6 +6,7 @@ worker ran. A slow call with a long run-queue wait lost its core to another task
 with no wait and a short run time had a worker that was neither running nor waiting in the guest
 (asleep between jobs, or its vCPU not running on the host).
 Usage: python results/bench/zen4-spread/run_delay.py [--seconds 40] [--sparsity 0.9] > run_delay.txt
+       python results/bench/zen4-spread/run_delay.py --summarize run_delay.txt   (the slow calls' groups)
 """
 from __future__ import annotations
 
@@ -28,11 +29,33 @@ def schedstat(path: str) -> tuple[int, int]:
     return ran, waited
 
 
+WAITED_US = 500
+"""A slow call whose worker waited longer than this on the run queue lost its vCPU in the guest."""
+HEADER = "ms share worker_wait_us worker_ran_us caller_wait_us"
+
+
+def print_groups(slow: np.ndarray) -> None:
+    """The slow calls (rows of HEADER's columns) split by whether the worker waited on the run
+    queue: per group the count and the medians."""
+    for name, rows in (("worker waited > 0.5 ms on the run queue", slow[slow[:, 2] > WAITED_US]),
+                       ("worker did not wait", slow[slow[:, 2] <= WAITED_US])):
+        if len(rows):
+            print(f"slow calls, {name}: {len(rows)}, medians: {np.median(rows[:, 0]):.2f} ms (max "
+                  f"{rows[:, 0].max():.2f}), share {np.median(rows[:, 1]):.2f}, worker waited "
+                  f"{np.median(rows[:, 2]):.0f} us (max {rows[:, 2].max():.0f}), ran {np.median(rows[:, 3]):.0f} us")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=float, default=40)
     p.add_argument("--sparsity", type=float, default=0.9)
+    p.add_argument("--summarize", metavar="FILE", help="the slow calls' groups from an earlier run's output")
     a = p.parse_args()
+    if a.summarize:
+        lines = open(a.summarize).read().splitlines()
+        rows = lines[lines.index(HEADER) + 1:]
+        print_groups(np.array([[float(v) for v in ln.split()] for ln in rows if ln.strip()]).reshape(-1, 5))
+        return
     engine, ids, mask, _ = one_warm_engine(a.sparsity)
     from workbench_ext import pool
 
@@ -61,12 +84,8 @@ def main() -> None:
     print(f"{len(r)} calls, median {med:.2f} ms; slow (> 1.4x the median): {len(slow)}")
     print(f"all calls, medians: worker share {np.median(r[:, 1]):.2f}, worker ran {np.median(r[:, 3]):.0f} us, "
           f"worker run-queue wait {np.median(r[:, 2]):.0f} us, caller's {np.median(r[:, 4]):.0f} us")
-    if len(slow):
-        waited = slow[slow[:, 2] > 500]
-        print(f"slow calls whose worker waited > 0.5 ms on the run queue: {len(waited)}; the others: "
-              f"worker ran a median {np.median(slow[slow[:, 2] <= 500][:, 3]) if len(slow) > len(waited) else 0:.0f} us "
-              f"of calls of {np.median(slow[:, 0]):.2f} ms")
-    print("ms share worker_wait_us worker_ran_us caller_wait_us")
+    print_groups(slow)
+    print(HEADER)
     for x in slow:
         print(f"{x[0]:.2f} {x[1]:.2f} {x[2]:.0f} {x[3]:.0f} {x[4]:.0f}")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from phases import one_warm_engine  # noqa: E402
+from phases import one_warm_engine, placement, round_trip_ns  # noqa: E402
 
 
 def main() -> None:
@@ -29,15 +29,15 @@ def main() -> None:
     windows: dict[str, list[float]] = {"near": [], "far": []}
     end = time.time() + a.seconds
     while time.time() < end:
-        before = min(lib.pingpong(20000) for _ in range(3))
+        before = round_trip_ns(lib)
         ts, t1 = [], time.time()
         while time.time() - t1 < 0.5:
             t = time.perf_counter()
             engine(ids, mask)
             ts.append(time.perf_counter() - t)
-        after = min(lib.pingpong(20000) for _ in range(3))
-        if (before < 150) == (after < 150):
-            windows["near" if before < 150 else "far"].append(float(np.median(ts)) * 1e3)
+        place = placement(before, round_trip_ns(lib))
+        if place:
+            windows[place].append(float(np.median(ts)) * 1e3)
     print(" ".join(f"{k} {np.median(v):.2f} ms (n={len(v)})" if v else f"{k} - (n=0)"
                    for k, v in windows.items()), flush=True)
 
