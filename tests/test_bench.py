@@ -87,7 +87,9 @@ def test_spread_and_per_round_ratios(interleaved):
     else:
         assert wb["vs_ort_int8_round_min"] == sp["vs_ort_int8_round_max"] == ""
     text = "\n".join(spread_section(rows, ["ort-int8", "wb-int8", "wb-int8-sp90"], "ort-int8", interleaved))
-    assert "m wb-int8-sp90 t=2 b=1 (200% vs 100%)" in text and "m wb-int8 t=2" not in text
+    assert "m wb-int8-sp90 t=2 b=1 (200% vs 100%; 10.0 ms vs 20.0 ms)" in text and "m wb-int8 t=2" not in text
+    assert (sp["spread_ms"], ort["spread_ms"]) == (10.0, 20.0)
+    assert "wider in ms as well: none." in text  # its 10 ms range is half the baseline's 20 ms
     assert ("(2.00-2.00x)" in text) == interleaved
 
 

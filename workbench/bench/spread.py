@@ -4,6 +4,10 @@ Every result row keeps its timed runs (`latency_ms_runs`, in the order they ran)
 
 * `spread_pct`: (slowest - fastest run) / median run, in percent -- the min-max the table's bars
   show, as one number that compares across engines of different speed;
+* `spread_ms`: the same range as a time, slowest - fastest run in ms. A stall of the machine
+  (a thread kept off its core for a few ms) adds about the same time to any engine's run, so it
+  is a larger percentage of a faster engine's run; the two numbers side by side tell a wider
+  percentage that comes from being faster from one that comes from longer stalls;
 * `vs_ort_int8_round_min` / `_max`: with interleaved timing the engines take turns, so run r of
   every engine ran in round r; the ratio of two engines' runs in the same round cancels a
   slowdown of the shared machine that hit the whole round, and its range over the rounds says
@@ -24,7 +28,7 @@ from typing import Any
 from workbench.results import format_stage_table
 
 RUNS_FIELD = "latency_ms_runs"
-SPREAD_FIELDS = ["spread_pct", "vs_ort_int8_round_min", "vs_ort_int8_round_max", RUNS_FIELD]
+SPREAD_FIELDS = ["spread_pct", "spread_ms", "vs_ort_int8_round_min", "vs_ort_int8_round_max", RUNS_FIELD]
 
 
 def format_runs(times_s: list[float]) -> str:
@@ -73,10 +77,16 @@ def add_spread(rows: list[dict[str, Any]], baseline: str, interleaved: bool) -> 
         times = run_times(r) if r.get("status") == "ok" else []
         s = spread_pct(times)
         r["spread_pct"] = round(s, 1) if s is not None else ""
+        r["spread_ms"] = round(max(times) - min(times), 3) if s is not None else ""
         ratios = round_ratios(times, base.get((r["model"], r["threads"], r["batch"], r["seq_len"]), [])) \
             if interleaved else []
         r["vs_ort_int8_round_min"] = round(min(ratios), 3) if ratios else ""
         r["vs_ort_int8_round_max"] = round(max(ratios), 3) if ratios else ""
+
+
+def _ms(row: dict[str, Any]) -> str:
+    """A row's spread_ms as the README writes it."""
+    return f"{float(row['spread_ms']):.1f} ms"
 
 
 def spread_section(rows: list[dict[str, Any]], engines_order: list[str], baseline: str,
@@ -87,7 +97,9 @@ def spread_section(rows: list[dict[str, Any]], engines_order: list[str], baselin
     if not ok:
         return []
     out = ["## Run-to-run spread", "",
-           "Spread = (slowest - fastest timed run) / median run, per engine and panel"
+           "Spread = (slowest - fastest timed run) / median run, per engine and panel, then the "
+           "same range in ms (a stall of the machine adds about the same ms to every engine's "
+           "run, so it is a larger percentage of a faster engine's)"
            + ("; in parentheses the min-max over the rounds of the engine's speed over "
               f"{baseline}'s *in the same round* (interleaved timing: a slowdown of the machine "
               "that hits a whole round cancels out of it)." if interleaved else
@@ -95,6 +107,7 @@ def spread_section(rows: list[dict[str, Any]], engines_order: list[str], baselin
     panels = sorted({(r["threads"], r["batch"]) for r in ok})
     columns = ["engine", *(f"t={t} b={b}" for t, b in panels)]
     wider: list[str] = []
+    wider_ms: list[str] = []
     for model in dict.fromkeys(r["model"] for r in ok):
         sel = {(r["engine"], r["threads"], r["batch"]): r for r in ok if r["model"] == model}
         table = []
@@ -107,14 +120,18 @@ def spread_section(rows: list[dict[str, Any]], engines_order: list[str], baselin
                     continue
                 lo, hi = r.get("vs_ort_int8_round_min"), r.get("vs_ort_int8_round_max")
                 rng = f" ({float(lo):.2f}-{float(hi):.2f}x)" if lo != "" and e != baseline else ""
-                cells[f"t={t} b={b}"] = f"{float(r['spread_pct']):.0f}%{rng}"
+                cells[f"t={t} b={b}"] = f"{float(r['spread_pct']):.0f}% / {_ms(r)}{rng}"
                 base = sel.get((baseline, t, b))
                 if e.startswith("wb-") and base is not None and float(r["spread_pct"]) > float(base["spread_pct"]):
                     wider.append(f"{model} {e} t={t} b={b} ({float(r['spread_pct']):.0f}% vs "
-                                 f"{float(base['spread_pct']):.0f}%)")
+                                 f"{float(base['spread_pct']):.0f}%; {_ms(r)} vs {_ms(base)})")
+                    if float(r["spread_ms"]) > float(base["spread_ms"]):
+                        wider_ms.append(f"{model} {e} t={t} b={b}")
             if any(v for k, v in cells.items() if k != "engine"):
                 table.append(cells)
         out += [f"### {model}", "", format_stage_table(table, columns, fmt="markdown"), ""]
     out += [f"Workbench engines whose spread was wider than {baseline}'s in the same panel: "
-            + ("; ".join(wider) if wider else "none") + ".", ""]
+            + ("; ".join(wider) if wider else "none") + "."
+            + (" Of these, wider in ms as well: " + ("; ".join(wider_ms) if wider_ms else "none") + "."
+               if wider else ""), ""]
     return out
