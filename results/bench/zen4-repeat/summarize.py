@@ -1,0 +1,72 @@
+"""The runtime issue's item 7, measured as the issue measured it: four back-to-back runs of the
+same bench (run.sh writes run1/ .. run4/), and how much each engine's median moved between them.
+
+Prints a markdown report (README.md's tables come from it):
+- per bench run, ORT int8's samples/s and every workbench engine's same-run ratio to it;
+- per engine, the range of its median over the runs, as min-max and as (max - min) / median of
+  the runs' medians in percent (ORT's own range is the yardstick: our engine's run-to-run spread
+  should be no wider than ORT's), and the range of its same-run ratio;
+- the within-run spread of each run (the bench's spread_pct and spread_ms columns), median over
+  the runs.
+Usage: python results/bench/zen4-repeat/summarize.py [folder with run*/engines.csv]
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+from workbench.results import format_stage_table, read_csv  # noqa: E402
+
+PEER = "ort-int8"
+
+
+def _range_pct(values: list[float]) -> float:
+    return 100.0 * (max(values) - min(values)) / statistics.median(values)
+
+
+def main(folder: Path) -> None:
+    runs = sorted(folder.glob("run*/engines.csv"))
+    if not runs:
+        raise SystemExit(f"no run*/engines.csv under {folder}: run run.sh first")
+    rows = {(k, r["engine"], int(r["batch"])): r
+            for k, path in enumerate(runs, 1) for r in read_csv(path)
+            if r["status"] == "ok" and r["threads"] == "2"}
+    engines = list(dict.fromkeys(e for _, e, _ in rows))
+    batches = sorted({b for _, _, b in rows})
+    print(f"{len(runs)} bench runs ({', '.join(p.parent.name for p in runs)}), threads 2, "
+          f"batches {', '.join(map(str, batches))}.\n")
+    for b in batches:
+        print(f"### batch {b}: samples/s, and each workbench engine's ratio to {PEER} in the same run\n")
+        table = []
+        for k in range(1, len(runs) + 1):
+            peer = rows.get((k, PEER, b))
+            cells = {"run": str(k), PEER: f"{float(peer['samples_per_s']):.1f}" if peer else ""}
+            for e in engines:
+                r = rows.get((k, e, b))
+                if e != PEER and r:
+                    cells[e] = f"{float(r['samples_per_s']):.1f} ({float(r['vs_ort_int8']):.2f}x)"
+            table.append(cells)
+        print(format_stage_table(table, ["run", *engines], fmt="markdown"), "\n")
+        print(f"### batch {b}: how far each engine's median moved between the runs\n")
+        table = []
+        for e in engines:
+            speed = [float(rows[(k, e, b)]["samples_per_s"]) for k in range(1, len(runs) + 1) if (k, e, b) in rows]
+            ratio = [float(rows[(k, e, b)]["vs_ort_int8"]) for k in range(1, len(runs) + 1) if (k, e, b) in rows]
+            within = [float(rows[(k, e, b)]["spread_pct"]) for k in range(1, len(runs) + 1) if (k, e, b) in rows]
+            within_ms = [float(rows[(k, e, b)]["spread_ms"]) for k in range(1, len(runs) + 1)
+                         if (k, e, b) in rows and rows[(k, e, b)].get("spread_ms", "") != ""]
+            table.append({
+                "engine": e,
+                "samples/s min-max": f"{min(speed):.1f}-{max(speed):.1f}",
+                "run-to-run range": f"{_range_pct(speed):.0f}%",
+                f"ratio to {PEER} min-max": "" if e == PEER else f"{min(ratio):.2f}-{max(ratio):.2f}x",
+                "within-run spread, median of runs": f"{statistics.median(within):.0f}%"
+                + (f" / {statistics.median(within_ms):.1f} ms" if within_ms else ""),
+            })
+        print(format_stage_table(table, list(table[0]), fmt="markdown"), "\n")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent)
