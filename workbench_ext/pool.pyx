@@ -19,8 +19,6 @@ cdef extern from "wb_pool_impl.h" nogil:
     int wb_pool_workers()
     void wb_pool_set_spin_ns(long ns)
     long wb_pool_get_spin_ns()
-    void wb_pool_set_park_wait_ns(long ns)
-    long wb_pool_get_park_wait_ns()
     void wb_pool_hold(int held)
     void wb_pool_set_shared(int shared)
     ctypedef struct wb_pool_job_rec_t:
@@ -62,28 +60,13 @@ def spin_us() -> int:
     return wb_pool_get_spin_ns() // 1000
 
 
-def set_park_us(int us) -> None:
-    """How long (microseconds, at least; four times the caller's own mean chunk if that is
-    longer) the caller spins for a chunk a worker has started before it sleeps until the chunk
-    is done; 0: it never sleeps (wb_pool_impl.h says why it parks)."""
-    if us < 0:
-        raise ValueError(f"park_us must be >= 0, got {us}")
-    wb_pool_set_park_wait_ns(<long>us * 1000)
-
-
-def park_us() -> int:
-    """The current park wait, in microseconds (0: the caller never parks)."""
-    return wb_pool_get_park_wait_ns() // 1000
-
-
 def stats() -> dict:
     """Jobs run in parallel so far, and who ran their chunks: ``{"workers", "jobs",
-    "chunks_by_caller", "chunks_by_workers", "chunks_taken", "caller_parks"}`` (counts since
-    the process started; ``chunks_taken``: chunks a thread took from another's range;
-    ``caller_parks``: jobs whose end the caller slept for, see wb_pool_impl.h)."""
+    "chunks_by_caller", "chunks_by_workers", "chunks_taken"}`` (counts since the process
+    started; ``chunks_taken``: chunks a thread took from another's range, see wb_pool_impl.h)."""
     return {"workers": wb_pool_workers(), "jobs": wb_pool_stat(0),
             "chunks_by_caller": wb_pool_stat(1), "chunks_by_workers": wb_pool_stat(2),
-            "chunks_taken": wb_pool_stat(3), "caller_parks": wb_pool_stat(4)}
+            "chunks_taken": wb_pool_stat(3)}
 
 
 def _hold_workers(bint held) -> None:

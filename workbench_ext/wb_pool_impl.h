@@ -24,14 +24,6 @@
  * it.) The caller publishes a job as: its fields, then every range word, then `state` = (new
  * generation, thread count, range count); workers start on the change of `state`, so they see
  * all of it.
- * When only chunks a worker has started are left, the caller spins, then parks (sleeps on a
- * condition variable that the worker signals when it finishes a chunk) once it has waited
- * longer than wb_pool_park_wait_ns, or four times its own mean chunk, whichever is longer.
- * Why (2026-12-05): a worker that another task of the guest preempts mid-chunk (the kernel's
- * kdamond here, in 10-20 ms bursts) sits on its vCPU's run queue for milliseconds while the
- * caller spins on the other vCPU; once the caller's vCPU goes idle, the guest's load balancer
- * can move the waiting worker onto it (results/bench/zen4-spread/park_ab.txt). A chunk never
- * takes that long in a run where nothing preempts a thread, so parking does not touch it.
  * Jobs of more than WB_POOL_MAX_CHUNKS chunks get a larger grain. Workers spin for
  * wb_pool_spin_ns after their last chunk (a forward's ops come tens of microseconds apart, and
  * waking a sleeping thread costs about that much), then sleep on a condition variable.
@@ -72,17 +64,15 @@ typedef struct {
     _Atomic int shared;             /* A/B: one range that every thread takes from the front
                                      * (the pool before owned ranges) */
     _Atomic long spin_ns;
-    _Atomic long park_wait_ns;      /* the caller parks after this long (0: it never parks) */
-    _Atomic int caller_parked;      /* the caller sleeps on cv_done: a chunk's end signals it */
-    _Atomic long jobs, chunks_by_caller, chunks_by_workers, chunks_taken, parks;
+    _Atomic long jobs, chunks_by_caller, chunks_by_workers, chunks_taken;
     int nworkers;                   /* created so far; changed by the caller only */
     pthread_mutex_t mu;
-    pthread_cond_t cv, cv_done;     /* workers sleep on cv, a parked caller on cv_done */
+    pthread_cond_t cv;
     int atfork_registered;
     wb_pool_range_t range[WB_POOL_MAX_WORKERS + 1];
 } wb_pool_t;
 
-static wb_pool_t wb_pool = {.spin_ns = 200000, .park_wait_ns = 100000};
+static wb_pool_t wb_pool = {.spin_ns = 200000};
 
 /* The job trace (workbench_ext.pool.trace): while `on`, every parallel job records when it
  * started and ended (ns, CLOCK_MONOTONIC), its chunk count, and how many chunks the workers ran,
@@ -122,14 +112,6 @@ static int wb_pool_take(uint32_t gen, int r, int front) {
         const long b = i * grain, e = b + grain < n ? b + grain : n;
         fn(ctx, b, e);
         atomic_fetch_add(&wb_pool.done, 1);
-        /* after the count (both seq_cst): a caller that set caller_parked before this load sees
-         * the count when it checks under the mutex; the broadcast takes the mutex, so it cannot
-         * fall between that check and the caller's wait */
-        if (atomic_load(&wb_pool.caller_parked)) {
-            pthread_mutex_lock(&wb_pool.mu);
-            pthread_cond_broadcast(&wb_pool.cv_done);
-            pthread_mutex_unlock(&wb_pool.mu);
-        }
         return 1;
     }
 }
@@ -187,10 +169,8 @@ static void wb_pool_after_fork_child(void) {
     wb_pool.nworkers = 0;
     atomic_store(&wb_pool.running, 0);
     atomic_store(&wb_pool.sleepers, 0);
-    atomic_store(&wb_pool.caller_parked, 0);
     pthread_mutex_init(&wb_pool.mu, NULL);
     pthread_cond_init(&wb_pool.cv, NULL);
-    pthread_cond_init(&wb_pool.cv_done, NULL);
 }
 
 /* Start workers until there are `want`; returns how many there are. */
@@ -199,7 +179,6 @@ static int wb_pool_grow(int want) {
     if (!wb_pool.atfork_registered) {
         pthread_mutex_init(&wb_pool.mu, NULL);
         pthread_cond_init(&wb_pool.cv, NULL);
-        pthread_cond_init(&wb_pool.cv_done, NULL);
         pthread_atfork(NULL, NULL, wb_pool_after_fork_child);
         wb_pool.atfork_registered = 1;
     }
@@ -214,44 +193,6 @@ static int wb_pool_grow(int want) {
         wb_pool.nworkers++;
     }
     return wb_pool.nworkers;
-}
-
-/* Park the caller until `done` reaches `chunks`: it sleeps on cv_done, which every finished
- * chunk signals while caller_parked is set (the 1 ms timeout is only a safety net). */
-static void wb_pool_park(long chunks) {
-    pthread_mutex_lock(&wb_pool.mu);
-    atomic_store(&wb_pool.caller_parked, 1);
-    while (atomic_load(&wb_pool.done) < chunks) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 1000000;
-        if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
-        pthread_cond_timedwait(&wb_pool.cv_done, &wb_pool.mu, &ts);
-    }
-    atomic_store(&wb_pool.caller_parked, 0);
-    pthread_mutex_unlock(&wb_pool.mu);
-    atomic_fetch_add(&wb_pool.parks, 1);
-}
-
-/* Only chunks a worker has started are left: spin for them, yielding now and then in case that
- * worker shares this thread's core, and park once the wait is far longer than a chunk (see the
- * top of this file). t_work: when the caller started its own chunks, of which it ran `mine`. */
-static void wb_pool_wait_started(long chunks, long t_work, long mine) {
-    const long park_ns = atomic_load(&wb_pool.park_wait_ns);
-    long t0 = 0, limit = 0;
-    if (park_ns > 0) {
-        t0 = wb_pool_now_ns();
-        const long per_chunk = mine > 0 ? (t0 - t_work) / mine : 0;
-        limit = 4 * per_chunk > park_ns ? 4 * per_chunk : park_ns;
-    }
-    for (unsigned k = 1; atomic_load(&wb_pool.done) < chunks; k++) {
-        _mm_pause();
-        if ((k & 255) == 0 && park_ns > 0 && wb_pool_now_ns() - t0 > limit) {
-            wb_pool_park(chunks);
-            return;
-        }
-        if ((k & 1023) == 0) sched_yield();
-    }
 }
 
 static void wb_pool_run_impl(int nt, long n, long grain, wb_range_fn fn, void *ctx) {
@@ -285,9 +226,13 @@ static void wb_pool_run_impl(int nt, long n, long grain, wb_range_fn fn, void *c
         pthread_cond_broadcast(&wb_pool.cv);
         pthread_mutex_unlock(&wb_pool.mu);
     }
-    const long t_work = wb_pool_now_ns();
     long mine = wb_pool_work(gen, 0, ranges);
-    if (atomic_load(&wb_pool.done) < chunks) wb_pool_wait_started(chunks, t_work, mine);
+    /* only chunks a worker has started are left: wait for them, yielding now and then in case
+     * that worker shares this thread's core */
+    for (unsigned k = 1; atomic_load(&wb_pool.done) < chunks; k++) {
+        _mm_pause();
+        if ((k & 1023) == 0) sched_yield();
+    }
     atomic_fetch_add(&wb_pool.jobs, 1);
     atomic_fetch_add(&wb_pool.chunks_by_caller, mine);
     if (wb_pool_trace.on && wb_pool_trace.len < wb_pool_trace.cap)
@@ -299,14 +244,11 @@ static void wb_pool_run_impl(int nt, long n, long grain, wb_range_fn fn, void *c
 static long wb_pool_stat(int which) {
     return which == 0 ? atomic_load(&wb_pool.jobs)
          : which == 1 ? atomic_load(&wb_pool.chunks_by_caller)
-         : which == 2 ? atomic_load(&wb_pool.chunks_by_workers)
-         : which == 3 ? atomic_load(&wb_pool.chunks_taken) : atomic_load(&wb_pool.parks);
+         : which == 2 ? atomic_load(&wb_pool.chunks_by_workers) : atomic_load(&wb_pool.chunks_taken);
 }
 static int wb_pool_workers(void) { return wb_pool.nworkers; }
 static void wb_pool_set_spin_ns(long ns) { atomic_store(&wb_pool.spin_ns, ns); }
 static long wb_pool_get_spin_ns(void) { return atomic_load(&wb_pool.spin_ns); }
-static void wb_pool_set_park_wait_ns(long ns) { atomic_store(&wb_pool.park_wait_ns, ns); }
-static long wb_pool_get_park_wait_ns(void) { return atomic_load(&wb_pool.park_wait_ns); }
 static void wb_pool_hold(int held) { atomic_store(&wb_pool.held, held); }
 static void wb_pool_set_shared(int shared) { atomic_store(&wb_pool.shared, shared); }
 /* start a trace into rec[0 .. cap) (cap 0: stop); returns how many jobs the last one recorded */
