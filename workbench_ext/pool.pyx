@@ -21,8 +21,6 @@ cdef extern from "wb_pool_impl.h" nogil:
     long wb_pool_get_spin_ns()
     void wb_pool_hold(int held)
     void wb_pool_set_shared(int shared)
-    void wb_pool_set_solo(long wait_ns, long hold_ns)
-    long wb_pool_solo_jobs()
     ctypedef struct wb_pool_job_rec_t:
         long start_ns, end_ns, chunks, by_workers
     long wb_pool_trace_set(wb_pool_job_rec_t *rec, long cap)
@@ -82,16 +80,6 @@ def _set_owned_ranges(bint owned) -> None:
     job's chunks; False hands every chunk to whichever thread asks first, from one shared range
     (the pool before owned ranges). Results have the same bits either way."""
     wb_pool_set_shared(not owned)
-
-
-def _set_solo(long wait_us, long hold_us) -> None:
-    """EXPERIMENT: after waiting wait_us for a worker's started chunk, the caller runs every job
-    alone for the next hold_us (from the end of that wait); wait_us 0: off."""
-    wb_pool_set_solo(wait_us * 1000, hold_us * 1000)
-
-
-def _solo_jobs() -> int:
-    return wb_pool_solo_jobs()
 
 
 class trace:

@@ -64,9 +64,6 @@ typedef struct {
     _Atomic int shared;             /* A/B: one range that every thread takes from the front
                                      * (the pool before owned ranges) */
     _Atomic long spin_ns;
-    _Atomic long solo_wait_ns, solo_hold_ns;  /* EXPERIMENT: after a wait this long for a started
-                                     * chunk, the caller runs the next jobs alone for solo_hold_ns */
-    _Atomic long solo_until, solo_jobs;
     _Atomic long jobs, chunks_by_caller, chunks_by_workers, chunks_taken;
     int nworkers;                   /* created so far; changed by the caller only */
     pthread_mutex_t mu;
@@ -206,12 +203,6 @@ static void wb_pool_run_impl(int nt, long n, long grain, wb_range_fn fn, void *c
         fn(ctx, 0, n);               /* a job is in flight: this call runs on its own thread */
         return;
     }
-    if (atomic_load(&wb_pool.solo_wait_ns) > 0 && wb_pool_now_ns() < atomic_load(&wb_pool.solo_until)) {
-        fn(ctx, 0, n);
-        atomic_fetch_add(&wb_pool.solo_jobs, 1);
-        atomic_store(&wb_pool.running, 0);
-        return;
-    }
     if ((n + grain - 1) / grain > WB_POOL_MAX_CHUNKS) grain = (n + WB_POOL_MAX_CHUNKS - 1) / WB_POOL_MAX_CHUNKS;
     const long chunks = (n + grain - 1) / grain;
     int helpers = wb_pool_grow(nt - 1);
@@ -238,22 +229,10 @@ static void wb_pool_run_impl(int nt, long n, long grain, wb_range_fn fn, void *c
     long mine = wb_pool_work(gen, 0, ranges);
     /* only chunks a worker has started are left: wait for them, yielding now and then in case
      * that worker shares this thread's core */
-    const long solo_wait = atomic_load(&wb_pool.solo_wait_ns);
-    long t_wait = 0;
-    int solo_set = 0;
     for (unsigned k = 1; atomic_load(&wb_pool.done) < chunks; k++) {
         _mm_pause();
-        if (solo_wait > 0 && !solo_set && (k & 255) == 0) {
-            const long now = wb_pool_now_ns();
-            if (!t_wait) t_wait = now;
-            else if (now - t_wait > solo_wait) {
-                atomic_store(&wb_pool.solo_until, now + atomic_load(&wb_pool.solo_hold_ns));
-                solo_set = 1;
-            }
-        }
         if ((k & 1023) == 0) sched_yield();
     }
-    if (solo_set) atomic_store(&wb_pool.solo_until, wb_pool_now_ns() + atomic_load(&wb_pool.solo_hold_ns));
     atomic_fetch_add(&wb_pool.jobs, 1);
     atomic_fetch_add(&wb_pool.chunks_by_caller, mine);
     if (wb_pool_trace.on && wb_pool_trace.len < wb_pool_trace.cap)
@@ -272,12 +251,6 @@ static void wb_pool_set_spin_ns(long ns) { atomic_store(&wb_pool.spin_ns, ns); }
 static long wb_pool_get_spin_ns(void) { return atomic_load(&wb_pool.spin_ns); }
 static void wb_pool_hold(int held) { atomic_store(&wb_pool.held, held); }
 static void wb_pool_set_shared(int shared) { atomic_store(&wb_pool.shared, shared); }
-static void wb_pool_set_solo(long wait_ns, long hold_ns) {
-    atomic_store(&wb_pool.solo_hold_ns, hold_ns);
-    atomic_store(&wb_pool.solo_wait_ns, wait_ns);
-    atomic_store(&wb_pool.solo_until, 0);
-}
-static long wb_pool_solo_jobs(void) { return atomic_load(&wb_pool.solo_jobs); }
 /* start a trace into rec[0 .. cap) (cap 0: stop); returns how many jobs the last one recorded */
 static long wb_pool_trace_set(wb_pool_job_rec_t *rec, long cap) {
     const long len = wb_pool_trace.len;
