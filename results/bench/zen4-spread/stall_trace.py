@@ -8,10 +8,12 @@ back-to-back batch-1 forwards of DistilBERT-base int8 at --sparsity on 2 threads
 `workbench_ext.pool.trace`. The typical duration of every job (op) comes from the forwards within
 1.1x the median; for each forward over 1.4x the median it prints how much longer than typical its
 jobs took in all, its four jobs with the most extra time, with the share of their chunks the worker
-ran (0.5 the usual; 1.0: the worker ran them all, so the caller was the thread held up), and how
-many jobs took over twice their typical time. Then the slow forwards are counted by kind:
+ran (0.5 the usual; 1.0: the worker ran them all, so the caller was the thread held up; 0: the
+caller ran them all), and how many jobs took over twice their typical time. Then the slow forwards
+are counted by kind:
 "one job" (one job holds >= 60 % of the extra: a thread lost its vCPU inside a chunk the other had
-to wait for), "spread" (the extra is spread over many jobs: a thread ran slowly for a while).
+to wait for), "spread" (the extra is spread over many jobs: a thread ran slowly for a while), and
+the jobs that one thread ran alone are counted in slow and typical forwards.
 Usage: python results/bench/zen4-spread/stall_trace.py [--seconds 30] [--hog-ms 15] [--hog-every 0.25]
 """
 from __future__ import annotations
@@ -85,8 +87,10 @@ def main() -> None:
         if rows:
             print(f"{kind}: {len(rows)} forwards, median {np.median([r[0] for r in rows]):.2f} ms, "
                   f"their largest job's extra median {np.median([r[1] for r in rows]):.2f} ms")
-    print(f"worker ran every chunk (share 1.0) in a median {np.median([np.sum(c[2] > 0.99) for c in slow]):.0f} "
-          f"jobs of a slow forward, {np.median([np.sum(c[2] > 0.99) for c in calls if c[0] < 1.1 * med]):.0f} of a typical one")
+    for name, group in (("slow", slow), ("typical", [c for c in calls if c[0] < 1.1 * med])):
+        alone = [(np.sum(c[2] < 0.01), np.sum(c[2] > 0.99)) for c in group]
+        print(f"{name} forwards: jobs run by the caller alone (share 0) median {np.median([x[0] for x in alone]):.0f}, "
+              f"by the worker alone (share 1) median {np.median([x[1] for x in alone]):.0f}")
 
 
 if __name__ == "__main__":
