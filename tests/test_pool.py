@@ -209,3 +209,42 @@ def test_trace_records_each_parallel_job_in_order():
     assert len(t.jobs) == 1
     with pytest.raises(ValueError, match="capacity"):
         pool.trace(capacity=0)
+
+
+@pytest.mark.skipif(len(__import__("os").sched_getaffinity(0)) < 2, reason="needs two CPUs to move between")
+def test_a_worker_on_its_callers_cpu_moves_off_it_and_is_not_pinned():
+    """A worker that starts a job on the CPU its caller is on moves to another allowed CPU, and
+    its affinity afterwards is what it was (moved, never pinned: wb_pool_impl.h, threads apart)."""
+    import os
+
+    mask = os.sched_getaffinity(0)
+    t = threading.Thread(target=lambda: result.append((pool._test_move_apart(), os.sched_getaffinity(0))))
+    result = []
+    t.start()
+    t.join()
+    (moved, before, after), mask_after = result[0]
+    assert moved and after != before and after in mask
+    assert mask_after == mask
+
+
+def test_apart_setting_and_bad_environment():
+    """WORKBENCH_POOL_APART / set_apart turn the moving off and on; jobs run either way; a bad
+    value fails at import with a message that names the variable."""
+    import os
+
+    try:
+        pool.set_apart(False)
+        assert pool.apart() is False
+        np.testing.assert_array_equal(pool._test_sum(2, 100, 1), np.arange(100))
+        pool.set_apart(True)
+        assert pool.apart() is True
+        np.testing.assert_array_equal(pool._test_sum(2, 100, 1), np.arange(100))
+    finally:
+        pool.set_apart(True)
+    assert "moves" in pool.stats()
+    run = subprocess.run([sys.executable, "-c", "import workbench_ext.pool as p; print(p.apart())"],
+                         capture_output=True, text=True, timeout=60, env={**os.environ, "WORKBENCH_POOL_APART": "0"})
+    assert run.returncode == 0 and run.stdout.strip() == "False"
+    run = subprocess.run([sys.executable, "-c", "import workbench_ext.int8"], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "WORKBENCH_POOL_APART": "yes"})
+    assert run.returncode != 0 and "WORKBENCH_POOL_APART" in run.stderr and "'yes'" in run.stderr

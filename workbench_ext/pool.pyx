@@ -4,7 +4,10 @@ not OpenMP's fork-join).
 The pool starts its threads when a kernel first asks for more than one, keeps them while the
 process lives, and is shared by every ``workbench_ext`` module (each binds ``_run`` at import).
 Between jobs a worker spins for ``spin_us`` microseconds, then sleeps: ``WORKBENCH_POOL_SPIN_US``
-sets it for a process (default 200), :func:`set_spin_us` at run time.
+sets it for a process (default 200), :func:`set_spin_us` at run time. A worker that starts a job
+on the CPU another thread of the job is on moves itself to another of the process's CPUs
+(never pinned; wb_pool_impl.h says why): ``WORKBENCH_POOL_APART=0`` turns that off for a process,
+:func:`set_apart` at run time.
 """
 import os
 
@@ -21,6 +24,8 @@ cdef extern from "wb_pool_impl.h" nogil:
     long wb_pool_get_spin_ns()
     void wb_pool_hold(int held)
     void wb_pool_set_shared(int shared)
+    void wb_pool_set_apart(int apart)
+    int wb_pool_get_apart()
     ctypedef struct wb_pool_job_rec_t:
         long start_ns, end_ns, chunks, by_workers
     long wb_pool_trace_set(wb_pool_job_rec_t *rec, long cap)
@@ -28,6 +33,7 @@ cdef extern from "wb_pool_impl.h" nogil:
     void wb_pool_test_who(int nt, long n, long grain, long *out)
     long wb_pool_test_stress(int nt, long jobs, int *count)
     long wb_pool_test_worker_first(int nt, long n)
+    int wb_pool_test_move_apart(int *cpus)
 
 _run = PyCapsule_New(<void*>wb_pool_run_impl, WB_POOL_CAPSULE, NULL)
 
@@ -60,13 +66,32 @@ def spin_us() -> int:
     return wb_pool_get_spin_ns() // 1000
 
 
+def apart_from_env() -> bool:
+    """WORKBENCH_POOL_APART: "1" (the default when unset) or "0"."""
+    raw = os.environ.get("WORKBENCH_POOL_APART", "").strip()
+    if raw not in ("", "0", "1"):
+        raise ValueError(f"WORKBENCH_POOL_APART must be 0 or 1, got {raw!r}")
+    return raw != "0"
+
+
+def set_apart(bint on) -> None:
+    """Whether a worker that starts a job on another job thread's CPU moves to another CPU."""
+    wb_pool_set_apart(on)
+
+
+def apart() -> bool:
+    """The current setting of :func:`set_apart`."""
+    return bool(wb_pool_get_apart())
+
+
 def stats() -> dict:
     """Jobs run in parallel so far, and who ran their chunks: ``{"workers", "jobs",
-    "chunks_by_caller", "chunks_by_workers", "chunks_taken"}`` (counts since the process
-    started; ``chunks_taken``: chunks a thread took from another's range, see wb_pool_impl.h)."""
+    "chunks_by_caller", "chunks_by_workers", "chunks_taken", "moves"}`` (counts since the
+    process started; ``chunks_taken``: chunks a thread took from another's range; ``moves``:
+    times a worker moved off another job thread's CPU; see wb_pool_impl.h)."""
     return {"workers": wb_pool_workers(), "jobs": wb_pool_stat(0),
             "chunks_by_caller": wb_pool_stat(1), "chunks_by_workers": wb_pool_stat(2),
-            "chunks_taken": wb_pool_stat(3)}
+            "chunks_taken": wb_pool_stat(3), "moves": wb_pool_stat(4)}
 
 
 def _hold_workers(bint held) -> None:
@@ -139,6 +164,14 @@ def _test_worker_first(int num_threads, long n) -> int:
     return first
 
 
+def _test_move_apart() -> tuple:
+    """Tests: the calling thread acts as a worker that starts a job on its caller's CPU (the
+    caller's CPU slot set to this thread's CPU); returns (moved, CPU before, CPU after)."""
+    cdef int cpus[2]
+    cdef int moved = wb_pool_test_move_apart(cpus)
+    return bool(moved), cpus[0], cpus[1]
+
+
 def _test_stress(int num_threads, long jobs) -> int:
     """Tests: `jobs` back-to-back parallel loops of alternating size (wb_pool_test_stress);
     returns how many ran some index other than exactly once."""
@@ -152,3 +185,4 @@ def _test_stress(int num_threads, long jobs) -> int:
 
 
 set_spin_us(spin_from_env())
+set_apart(apart_from_env())

@@ -24,6 +24,15 @@
  * it.) The caller publishes a job as: its fields, then every range word, then `state` = (new
  * generation, thread count, range count); workers start on the change of `state`, so they see
  * all of it.
+ * Threads apart (2026-12-05): a worker that finds, at the start of a job, that it runs on the
+ * same CPU as another thread of the job (each records sched_getcpu() in its range's slot) moves
+ * itself to one of the process's other CPUs: it narrows its affinity to the allowed CPUs no
+ * other thread of the job is on, which migrates it at once, then restores the mask (so it is
+ * never pinned). Why: in `workbench bench`, where engine processes take turns with pauses, the
+ * guest sometimes woke our two threads onto one vCPU and left them there for a scheduler tick or
+ * two; the worker then ran a fraction of the chunks and the caller waited for it: 3-7 of 15
+ * timed 90 %-sparse forwards took 2-3x their median, none with the two threads kept apart
+ * (results/bench/zen4-spread/apart_ab.txt). `apart` (WORKBENCH_POOL_APART=0) turns it off.
  * Jobs of more than WB_POOL_MAX_CHUNKS chunks get a larger grain. Workers spin for
  * wb_pool_spin_ns after their last chunk (a forward's ops come tens of microseconds apart, and
  * waking a sleeping thread costs about that much), then sleep on a condition variable.
@@ -48,8 +57,9 @@
 #define WB_POOL_MAX_WORKERS 255
 #define WB_POOL_MAX_CHUNKS 0xffffL     /* a range's bounds are 16-bit fields of its word */
 
-/* one thread's range of the current job, alone on its cache line */
-typedef struct { _Atomic uint64_t w; char pad[56]; } wb_pool_range_t;
+/* one thread's range of the current job, and the CPU it last started a job on (-1: none yet),
+ * alone on their cache line */
+typedef struct { _Atomic uint64_t w; _Atomic int cpu; char pad[52]; } wb_pool_range_t;
 
 typedef struct {
     _Atomic uint64_t state;         /* (generation << 32) | (threads taking part (caller +
@@ -63,8 +73,9 @@ typedef struct {
     _Atomic int held;               /* tests: workers take no chunks while set */
     _Atomic int shared;             /* A/B: one range that every thread takes from the front
                                      * (the pool before owned ranges) */
+    _Atomic int apart;              /* a worker on another job thread's CPU moves (default 1) */
     _Atomic long spin_ns;
-    _Atomic long jobs, chunks_by_caller, chunks_by_workers, chunks_taken;
+    _Atomic long jobs, chunks_by_caller, chunks_by_workers, chunks_taken, moves;
     int nworkers;                   /* created so far; changed by the caller only */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -72,7 +83,7 @@ typedef struct {
     wb_pool_range_t range[WB_POOL_MAX_WORKERS + 1];
 } wb_pool_t;
 
-static wb_pool_t wb_pool = {.spin_ns = 200000};
+static wb_pool_t wb_pool = {.spin_ns = 200000, .apart = 1};
 
 /* The job trace (workbench_ext.pool.trace): while `on`, every parallel job records when it
  * started and ended (ns, CLOCK_MONOTONIC), its chunk count, and how many chunks the workers ran,
@@ -132,6 +143,29 @@ static long wb_pool_work(uint32_t gen, int self, int ranges) {
     return ran + taken;
 }
 
+/* Worker `self` of a job of `threads` threads, on CPU `me`: if another thread of the job last
+ * started a job on `me`, move to an allowed CPU none of them is on (see the top of this file).
+ * Returns 1 when it moved. */
+static int wb_pool_move_apart(int self, int me, int threads) {
+    int clash = 0;
+    for (int k = 0; k < threads; k++)
+        clash |= k != self && atomic_load(&wb_pool.range[k].cpu) == me;
+    if (!clash) return 0;
+    cpu_set_t allowed, away;
+    if (pthread_getaffinity_np(pthread_self(), sizeof allowed, &allowed) != 0) return 0;
+    away = allowed;
+    for (int k = 0; k < threads; k++) {
+        const int c = atomic_load(&wb_pool.range[k].cpu);
+        if (k != self && c >= 0 && c < CPU_SETSIZE) CPU_CLR(c, &away);
+    }
+    if (CPU_COUNT(&away) == 0) return 0;      /* more threads than CPUs: nowhere to go */
+    if (pthread_setaffinity_np(pthread_self(), sizeof away, &away) != 0) return 0;
+    pthread_setaffinity_np(pthread_self(), sizeof allowed, &allowed);   /* moved; not pinned */
+    atomic_store(&wb_pool.range[self].cpu, sched_getcpu());
+    atomic_fetch_add(&wb_pool.moves, 1);
+    return 1;
+}
+
 static void *wb_pool_worker(void *arg) {
     const int id = (int)(intptr_t)arg;
     wb_pool_self = id + 1;
@@ -158,6 +192,9 @@ static void *wb_pool_worker(void *arg) {
         seen = (uint32_t)(st >> 32);
         const int threads = (int)((st >> 16) & 0xffff), ranges = (int)(st & 0xffff);
         if (id + 1 >= threads || atomic_load(&wb_pool.held)) continue;   /* not asked to help */
+        const int me = sched_getcpu();
+        atomic_store(&wb_pool.range[id + 1].cpu, me);
+        if (atomic_load(&wb_pool.apart) && me >= 0) wb_pool_move_apart(id + 1, me, threads);
         const long ran = wb_pool_work(seen, id + 1, ranges);
         if (ran) atomic_fetch_add(&wb_pool.chunks_by_workers, ran);
     }
@@ -183,6 +220,7 @@ static int wb_pool_grow(int want) {
         wb_pool.atfork_registered = 1;
     }
     while (wb_pool.nworkers < want) {
+        atomic_store(&wb_pool.range[wb_pool.nworkers + 1].cpu, -1);
         pthread_attr_t attr;
         pthread_t t;
         pthread_attr_init(&attr);
@@ -217,6 +255,7 @@ static void wb_pool_run_impl(int nt, long n, long grain, wb_range_fn fn, void *c
     atomic_store(&wb_pool.n, n);
     atomic_store(&wb_pool.grain, grain);
     atomic_store(&wb_pool.done, 0);
+    atomic_store(&wb_pool.range[0].cpu, sched_getcpu());
     const int ranges = atomic_load(&wb_pool.shared) ? 1 : threads;
     for (int k = 0; k < ranges; k++)
         atomic_store(&wb_pool.range[k].w, wb_pool_range_word(gen, k * chunks / ranges, (k + 1) * chunks / ranges));
@@ -244,13 +283,16 @@ static void wb_pool_run_impl(int nt, long n, long grain, wb_range_fn fn, void *c
 static long wb_pool_stat(int which) {
     return which == 0 ? atomic_load(&wb_pool.jobs)
          : which == 1 ? atomic_load(&wb_pool.chunks_by_caller)
-         : which == 2 ? atomic_load(&wb_pool.chunks_by_workers) : atomic_load(&wb_pool.chunks_taken);
+         : which == 2 ? atomic_load(&wb_pool.chunks_by_workers)
+         : which == 3 ? atomic_load(&wb_pool.chunks_taken) : atomic_load(&wb_pool.moves);
 }
 static int wb_pool_workers(void) { return wb_pool.nworkers; }
 static void wb_pool_set_spin_ns(long ns) { atomic_store(&wb_pool.spin_ns, ns); }
 static long wb_pool_get_spin_ns(void) { return atomic_load(&wb_pool.spin_ns); }
 static void wb_pool_hold(int held) { atomic_store(&wb_pool.held, held); }
 static void wb_pool_set_shared(int shared) { atomic_store(&wb_pool.shared, shared); }
+static void wb_pool_set_apart(int apart) { atomic_store(&wb_pool.apart, apart); }
+static int wb_pool_get_apart(void) { return atomic_load(&wb_pool.apart); }
 /* start a trace into rec[0 .. cap) (cap 0: stop); returns how many jobs the last one recorded */
 static long wb_pool_trace_set(wb_pool_job_rec_t *rec, long cap) {
     const long len = wb_pool_trace.len;
@@ -260,6 +302,18 @@ static long wb_pool_trace_set(wb_pool_job_rec_t *rec, long cap) {
     wb_pool_trace.len = 0;
     wb_pool_trace.on = cap > 0;
     return len;
+}
+
+/* Tests: this thread plays worker 1 of a 2-thread job whose caller is on this thread's CPU.
+ * Writes the CPU before and after wb_pool_move_apart to cpus[0], cpus[1]; returns 1 when it
+ * moved. */
+static int wb_pool_test_move_apart(int *cpus) {
+    const int me = sched_getcpu();
+    atomic_store(&wb_pool.range[0].cpu, me);
+    const int moved = wb_pool_move_apart(1, me, 2);
+    cpus[0] = me;
+    cpus[1] = sched_getcpu();
+    return moved;
 }
 
 /* ~20 us of waiting in a test chunk, so that awake workers get chunks */
