@@ -151,7 +151,7 @@ def test_contended_bench_says_so(tmp_path):
     assert rc == 0
     readme = (out / "README.md").read_text()
     assert "Contended (`--contend 1`)" in readme and "GOMP_SPINCOUNT=" in readme
-    assert "WORKBENCH_POOL_SPIN_US=" in readme   # the kernels' own waiting policy
+    assert "WORKBENCH_POOL_SPIN_US=" in readme and "WORKBENCH_POOL_APART=1" in readme   # the kernels' pool policy
 
 
 # ------------------------------------------------------------------ saved stages of a run

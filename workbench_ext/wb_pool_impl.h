@@ -30,8 +30,9 @@
  * other thread of the job is on, which migrates it at once, then restores the mask (so it is
  * never pinned). Why: in `workbench bench`, where engine processes take turns with pauses, the
  * guest sometimes woke our two threads onto one vCPU and left them there for a scheduler tick or
- * two; the worker then ran a fraction of the chunks and the caller waited for it: 3-7 of 15
- * timed 90 %-sparse forwards took 2-3x their median, none with the two threads kept apart
+ * two; the worker then ran a fraction of the chunks and the caller waited for it. In three
+ * pairs of benches, 0 / 5 / 7 of 15 timed 90 %-sparse forwards took over 1.4x their median, and
+ * 0 / 1 / 1 with the threads kept apart; beside a busy process a forward got 1.10-1.17x faster
  * (results/bench/zen4-spread/apart_ab.txt). `apart` (WORKBENCH_POOL_APART=0) turns it off.
  * Jobs of more than WB_POOL_MAX_CHUNKS chunks get a larger grain. Workers spin for
  * wb_pool_spin_ns after their last chunk (a forward's ops come tens of microseconds apart, and

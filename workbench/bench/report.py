@@ -135,7 +135,7 @@ def _pool_policy() -> str:
     """How the workbench kernels' pool threads wait between jobs in the engine processes."""
     from workbench_ext import pool
 
-    return f"`WORKBENCH_POOL_SPIN_US={pool.spin_from_env()}`"
+    return f"`WORKBENCH_POOL_SPIN_US={pool.spin_from_env()}`, `WORKBENCH_POOL_APART={int(pool.apart_from_env())}`"
 
 
 def _openmp_policy() -> str:
@@ -210,7 +210,8 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
             "- One process per (model, engine, threads): no shared thread pools or state; "
             "`OMP/MKL/OPENBLAS_NUM_THREADS`, `torch.set_num_threads`, ORT `intra_op_num_threads` all "
             "set to the thread count; workbench's pool threads spin briefly between jobs, then sleep "
-            f"({_pool_policy()}), and the caller takes the chunks a late thread has not started; "
+            f"({_pool_policy()}), the caller takes the chunks a late thread has not started, and a "
+            "worker that finds itself on another pool thread's vCPU moves to another one; "
             f"torch's OpenMP threads spin briefly, then sleep ({_openmp_policy()}); ORT's spin.",
             *([f"- Contended (`--contend {contend}`): {contend} busy process(es) shared the cores while "
                "the engines were timed (`workbench.bench.contention`): how each engine copes with a "
