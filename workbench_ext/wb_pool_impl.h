@@ -45,6 +45,8 @@
 #ifndef WB_POOL_IMPL_H
 #define WB_POOL_IMPL_H
 
+/* sched_getcpu, cpu_set_t and pthread_[gs]etaffinity_np need _GNU_SOURCE before the first system
+ * header: Python.h defines it, and the emulation tests define it first */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>

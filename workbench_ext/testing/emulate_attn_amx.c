@@ -5,6 +5,7 @@
  * operands, only the order of the fp32 sums differs -- on odd shapes, padding, [CLS]-only rows
  * and token-dropping significance. Prints "OK", "FAIL", or "SKIP" (no AVX512-BF16 here).
  * Run by tests/test_attention_bf16.py (gcc -O1 -fopenmp ... && ./a.out). */
+#define _GNU_SOURCE   /* sched_getcpu and the CPU-set calls of wb_pool_impl.h */
 #include <math.h>
 #include <stdlib.h>
 #include "emu_amx.h"

@@ -8,6 +8,7 @@
  * indexing, tiling, padding and the epilogue -- NOT the real instructions' encoding or speed.
  * Run by tests/test_kernels.py (gcc -O1 -fopenmp ... && ./a.out); prints "OK" on success.
  */
+#define _GNU_SOURCE   /* sched_getcpu and the CPU-set calls of wb_pool_impl.h */
 #include <immintrin.h>
 #include <stdio.h>
 #include <stdlib.h>
