@@ -52,17 +52,23 @@ def test_gelu(isa, shape, threads):
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
 
 
+def _per_isa(fn, x, names):
+    """{name: fn(x) with the kernels forced onto ISA `name`} for each of `names`."""
+    outs = {}
+    for name in names:
+        cpu.set_isa(name)
+        try:
+            outs[name] = fn(x)
+        finally:
+            cpu.set_isa(None)
+    return outs
+
+
 def _same_bits_on_avx512_and_avx2(fn, x, what=""):
     paths = [i for i in ("avx512_vnni", "avx2") if i in AVAILABLE]
     if len(paths) < 2:
         pytest.skip(f"needs avx512_vnni and avx2 (available: {AVAILABLE})")
-    outs = []
-    for name in paths:
-        cpu.set_isa(name)
-        try:
-            outs.append(fn(x))
-        finally:
-            cpu.set_isa(None)
+    outs = list(_per_isa(fn, x, paths).values())
     np.testing.assert_array_equal(outs[0], outs[1], err_msg=what)
 
 
@@ -200,23 +206,11 @@ def test_quantize_per_token_same_bits_on_every_isa(bits):
         r[2, -1] = [np.nan, np.inf, -np.inf, 3e38, -0.0][K % 5]
         rows.append(r)
     for x in rows + [np.zeros((2, 20), np.float32), np.full((2, 33), -0.0, np.float32)]:
-        outs = {}
-        for name in AVAILABLE:
-            cpu.set_isa(name)
-            try:
-                outs[name] = ops.quantize_per_token(x, bits=bits)
-            finally:
-                cpu.set_isa(None)
+        outs = _per_isa(lambda v: ops.quantize_per_token(v, bits=bits), x, AVAILABLE)
         for name, got in outs.items():
             for part, a, b in zip(("q", "scale", "zero point"), got, outs["portable"]):
                 np.testing.assert_array_equal(a, b, err_msg=f"{name} {part}, K={x.shape[1]}")
-        outs = {}
-        for name in AVAILABLE:
-            cpu.set_isa(name)
-            try:
-                outs[name] = ops.quantize_static(x, 0.03, 100)
-            finally:
-                cpu.set_isa(None)
+        outs = _per_isa(lambda v: ops.quantize_static(v, 0.03, 100), x, AVAILABLE)
         for name, got in outs.items():
             np.testing.assert_array_equal(got, outs["portable"], err_msg=f"{name} static, K={x.shape[1]}")
 

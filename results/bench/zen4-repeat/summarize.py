@@ -52,11 +52,9 @@ def main(folder: Path) -> None:
         print(f"### batch {b}: how far each engine's median moved between the runs\n")
         table = []
         for e in engines:
-            speed = [float(rows[(k, e, b)]["samples_per_s"]) for k in range(1, len(runs) + 1) if (k, e, b) in rows]
-            ratio = [float(rows[(k, e, b)]["vs_ort_int8"]) for k in range(1, len(runs) + 1) if (k, e, b) in rows]
-            within = [float(rows[(k, e, b)]["spread_pct"]) for k in range(1, len(runs) + 1) if (k, e, b) in rows]
-            within_ms = [float(rows[(k, e, b)]["spread_ms"]) for k in range(1, len(runs) + 1)
-                         if (k, e, b) in rows and rows[(k, e, b)].get("spread_ms", "") != ""]
+            mine = [rows[(k, e, b)] for k in range(1, len(runs) + 1) if (k, e, b) in rows]
+            speed, ratio, within = ([float(r[f]) for r in mine] for f in ("samples_per_s", "vs_ort_int8", "spread_pct"))
+            within_ms = [float(r["spread_ms"]) for r in mine if r.get("spread_ms", "") != ""]
             table.append({
                 "engine": e,
                 "samples/s min-max": f"{min(speed):.1f}-{max(speed):.1f}",
