@@ -3,6 +3,7 @@ the caller finishes a job alone when no worker takes part (the case of a worker 
 process keeps off its core), results do not depend on which thread ran a chunk, and the pool
 survives fork and concurrent callers."""
 import multiprocessing
+import os
 import subprocess
 import sys
 import threading
@@ -185,7 +186,7 @@ def test_spin_setting_and_bad_environment():
     with pytest.raises(ValueError, match="spin_us"):
         pool.set_spin_us(-1)
     run = subprocess.run([sys.executable, "-c", "import workbench_ext.int8"], capture_output=True, text=True,
-                         timeout=60, env={**__import__("os").environ, "WORKBENCH_POOL_SPIN_US": "fast"})
+                         timeout=60, env={**os.environ, "WORKBENCH_POOL_SPIN_US": "fast"})
     assert run.returncode != 0 and "WORKBENCH_POOL_SPIN_US" in run.stderr and "'fast'" in run.stderr
 
 
@@ -248,3 +249,19 @@ def test_apart_setting_and_bad_environment():
     run = subprocess.run([sys.executable, "-c", "import workbench_ext.int8"], capture_output=True, text=True,
                          timeout=60, env={**os.environ, "WORKBENCH_POOL_APART": "yes"})
     assert run.returncode != 0 and "WORKBENCH_POOL_APART" in run.stderr and "'yes'" in run.stderr
+
+
+def _import_order_env(code: str, **env: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_importing_workbench_before_torch_gives_torchs_openmp_a_short_spin():
+    # libgomp reads its spin count when torch loads it: `import workbench` must set it first
+    # (torch's default ~10 ms spin after each op shares the cores with the pool's threads)
+    code = ("import os, sys; import workbench; assert 'torch' not in sys.modules; import torch; "
+            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))")
+    assert _import_order_env(code) == "20000 PASSIVE"
+    assert _import_order_env(code, GOMP_SPINCOUNT="300000") == "300000 PASSIVE"   # the user's value wins
+    assert _import_order_env(code, OMP_WAIT_POLICY="ACTIVE") == "20000 ACTIVE"

@@ -13,7 +13,7 @@ import os
 
 from cpython.pycapsule cimport PyCapsule_New
 
-cdef extern from "wb_pool_impl.h" nogil:
+cdef extern from "wb_pool_hooks.h" nogil:
     ctypedef void (*wb_range_fn)(void *ctx, long begin, long end)
     const char *WB_POOL_CAPSULE
     void wb_pool_run_impl(int nt, long n, long grain, wb_range_fn fn, void *ctx)
