@@ -462,7 +462,7 @@ def test_a_crashed_engine_process_says_where_it_died(tmp_path):
     import subprocess
     import sys
 
-    from workbench.bench.worker import exit_reason
+    from workbench.bench.processes import exit_reason
 
     log = tmp_path / "engine.log"
     crash = ("import faulthandler, ctypes\n"
@@ -555,3 +555,44 @@ def test_rows_carry_each_timed_runs_worker_share(tmp_path, monkeypatch):
         eng.calls = 0
         rows = worker.run_spec({"runs": 3, "warmup": 1})
         assert rows[0].get(SHARES_FIELD) == (None if shares is None else "0.30;0.40;0.10"), rows[0]
+
+
+def test_rows_carry_the_first_call_after_each_pause(tmp_path, monkeypatch):
+    """Interleaved: `after_pause_ms` is the median of each turn's untimed first call (the one
+    after the pause), not of the timed second call; sequential runs leave it empty. The README
+    section gives the baseline's over it and its own over the warm median."""
+    import io
+    import json
+    import time
+
+    import numpy as np
+    import torch
+
+    from workbench.bench import worker
+    from workbench.bench.after_pause import FIELD, after_pause_section
+    from workbench.bench.bench_engine import BenchEngine
+
+    class Cold(BenchEngine):  # odd calls (the first of a turn) take 30 ms, even ones 5 ms
+        name = "cold"
+        calls = 0
+
+        def run(self, feed):
+            self.calls += 1
+            time.sleep(0.030 if self.calls % 2 else 0.005)
+            return np.zeros((1, 2), np.float32)
+
+    prep = worker._Prepared.__new__(worker._Prepared)
+    prep.base = {"model": "m", "engine": "cold", "threads": 1, "seq_len": 8, "runs": 3}
+    prep.batches, prep.eng, prep.error, prep.setup_s, prep._fail = [1], Cold(), None, 0.0, False
+    prep.inputs = {1: {"input_ids": torch.ones(1, 8, dtype=torch.long)}}
+    prep.refs = {1: np.zeros((1, 2), np.float32)}
+    monkeypatch.setattr(worker, "_Prepared", lambda spec: prep)
+    worker.serve({}, tmp_path / "rows.json", iter(["time 1", "time 1", "time 1", "done"]), io.StringIO())
+    row = json.loads((tmp_path / "rows.json").read_text())[0]
+    assert row["status"] == "ok" and 28 <= row[FIELD] < 60 and row["latency_ms_median"] < 25, row
+    prep.eng.calls = 1   # sequential: every call 5 ms apart from the first warm-up's
+    assert worker.run_spec({"runs": 3, "warmup": 1})[0][FIELD] == ""
+    rows = [{**row, "engine": "ort-int8", FIELD: 20.0, "latency_ms_median": 10.0},
+            {**row, "engine": "wb-int8", FIELD: 8.0, "latency_ms_median": 4.0}]
+    text = "\n".join(after_pause_section(rows, ["ort-int8", "wb-int8"], "ort-int8"))
+    assert "| **wb-int8** | 8.00 (2.50x, 2.00x warm) |" in text and "| ort-int8 | 20.00 (2.00x warm) |" in text

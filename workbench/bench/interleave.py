@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from workbench.bench.worker import MIN_RUNS_SLOW, QUIET_S, SLOW_S, exit_reason
+from workbench.bench.processes import exit_reason
+from workbench.bench.worker import MIN_RUNS_SLOW, QUIET_S, SLOW_S
 
 
 class _Worker:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,29 @@ from typing import Any, Callable, Iterator
 
 from workbench.bench.engines import ENGINES
 from workbench.bench.models import safe_name
-from workbench.bench.worker import exit_reason
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def exit_reason(returncode: int | None, log: Path) -> str:
+    """Why an engine process ended without a result: its exit code (a signal by name) and the
+    last line of its log, or, after a crash, the two innermost Python frames faulthandler
+    printed (where in the engine the process died: a compiled kernel has no frame of its own,
+    so the innermost is the Python code that called it)."""
+    code = f"{returncode}"
+    if returncode is not None and returncode < 0:
+        try:
+            code += f" ({signal.Signals(-returncode).name})"
+        except ValueError:
+            pass
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()] if log.exists() else []
+    fatal = next((i for i, ln in enumerate(lines) if ln.startswith("Fatal Python error")), None)
+    if fatal is not None:
+        frames = [ln.strip() for ln in lines[fatal:] if ln.strip().startswith("File ")][:2]
+        detail = lines[fatal].strip() + (f", in {' < '.join(frames)}" if frames else "")
+    else:
+        detail = lines[-1] if lines else ""
+    return f"engine process exited with code {code}" + (f": {detail[:300]}" if detail else "")
 
 
 def child_env(threads: int) -> dict[str, str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import faulthandler
 import json
 import os
-import signal
 import statistics
 import sys
 import time
@@ -18,6 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from workbench.bench.after_pause import FIELD as AFTER_PAUSE_FIELD, median_ms as after_pause_ms
 from workbench.bench.spread import RUNS_FIELD, SHARES_FIELD, format_runs, format_shares
 from workbench.results import write_json
 
@@ -34,27 +34,6 @@ after its run: ONNX Runtime with spinning on (its default, the peer's configurat
 ~0.2 ms."""
 SLOW_S = 2.0  # a warm-up call slower than this caps the timed runs at MIN_RUNS_SLOW
 MIN_RUNS_SLOW = 5
-
-
-def exit_reason(returncode: int | None, log: Path) -> str:
-    """Why an engine process ended without a result: its exit code (a signal by name) and the
-    last line of its log, or, after a crash, the two innermost Python frames faulthandler
-    printed (where in the engine the process died: a compiled kernel has no frame of its own,
-    so the innermost is the Python code that called it)."""
-    code = f"{returncode}"
-    if returncode is not None and returncode < 0:
-        try:
-            code += f" ({signal.Signals(-returncode).name})"
-        except ValueError:
-            pass
-    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()] if log.exists() else []
-    fatal = next((i for i, ln in enumerate(lines) if ln.startswith("Fatal Python error")), None)
-    if fatal is not None:
-        frames = [ln.strip() for ln in lines[fatal:] if ln.strip().startswith("File ")][:2]
-        detail = lines[fatal].strip() + (f", in {' < '.join(frames)}" if frames else "")
-    else:
-        detail = lines[-1] if lines else ""
-    return f"engine process exited with code {code}" + (f": {detail[:300]}" if detail else "")
 
 
 def _error(exc: BaseException) -> str:
@@ -132,11 +111,12 @@ class _Prepared:
                 first = max(first, time.perf_counter() - t) if i == 0 else first
         return first
 
-    def turn(self, feed: Any, k: int) -> dict[str, tuple[float, Any, float | None]]:
+    def turn(self, feed: Any, k: int) -> dict[str, tuple[float, Any, float | None, float]]:
         """One timed turn: an untimed call (so the caches are as warm as in a back-to-back run),
         then a timed one; for an engine with variants each variant does this in turn, a pause
         before each but the first, who goes first rotating with `k`. Variant -> (seconds, output,
-        the timed call's `BenchEngine.worker_share`)."""
+        the timed call's `BenchEngine.worker_share`, the untimed first call's seconds: every turn
+        follows a pause, `after_pause`)."""
         vs = self.variants
         order = vs[k % len(vs):] + vs[:k % len(vs)]
         got = {}
@@ -145,20 +125,24 @@ class _Prepared:
                 self.eng.use(v)
             if i:
                 time.sleep(QUIET_S)
+            t = time.perf_counter()
             self.run(feed)
+            first = time.perf_counter() - t
             t = time.perf_counter()
             out = self.run(feed)
-            got[v] = (time.perf_counter() - t, out, self.eng.worker_share())
+            got[v] = (time.perf_counter() - t, out, self.eng.worker_share(), first)
         return got
 
     def failed_rows(self) -> list[dict[str, Any]]:
         return [{**self.base, "batch": b, "status": "failed", "error": self.error} for b in self.batches]
 
     def row(self, b: int, times: dict[str, list[float]], outs: dict[str, Any], error: str | None,
-            shares: dict[str, list[float | None]] | None = None) -> dict[str, Any]:
+            shares: dict[str, list[float | None]] | None = None,
+            firsts: dict[str, list[float]] | None = None) -> dict[str, Any]:
         """The result row of batch b from each variant's timed runs and last output (variant ""
         for an engine without variants); with variants, the row is the one with the best median.
-        `shares`: each timed run's `BenchEngine.worker_share`, in run order."""
+        `shares`: each timed run's `BenchEngine.worker_share`, in run order; `firsts`: each
+        turn's first call after its pause (seconds; interleaved timing only)."""
         import numpy as np
 
         row = {**self.base, "batch": b, "setup_s": round(self.setup_s, 2), "notes": self.eng.notes}
@@ -193,6 +177,7 @@ class _Prepared:
             got = (shares or {}).get(best) or []
             if got and all(x is not None for x in got):
                 row[SHARES_FIELD] = format_shares(got)
+            row[AFTER_PAUSE_FIELD] = after_pause_ms((firsts or {}).get(best) or [])
         except Exception as exc:
             row.update({"status": "failed", "error": _error(exc)})
         return row
@@ -253,6 +238,7 @@ def serve(spec: dict[str, Any], result: Path, commands: Any, replies: Any) -> No
     feeds: dict[int, Any] = {}
     times: dict[int, dict[str, list[float]]] = {b: {v: [] for v in prep.variants} for b in prep.batches}
     shares: dict[int, dict[str, list[float | None]]] = {b: {v: [] for v in prep.variants} for b in prep.batches}
+    firsts: dict[int, dict[str, list[float]]] = {b: {v: [] for v in prep.variants} for b in prep.batches}
     outs: dict[int, dict[str, Any]] = {b: {} for b in prep.batches}
     errors: dict[int, str] = {}
     reply("READY")
@@ -270,21 +256,22 @@ def serve(spec: dict[str, Any], result: Path, commands: Any, replies: Any) -> No
                 reply(f"OK {prep.warm(feeds[b], int(cmd[2])):.6f}")
             else:
                 got = prep.turn(feeds[b], len(times[b][prep.variants[0]]))
-                for v, (s, out, share) in got.items():
+                for v, (s, out, share, first) in got.items():
                     times[b][v].append(s)
                     shares[b][v].append(share)
+                    firsts[b][v].append(first)
                     outs[b][v] = out
-                reply(f"T {min(s for s, _, _ in got.values()):.6f}")
+                reply(f"T {min(x[0] for x in got.values()):.6f}")
         except Exception as exc:
             traceback.print_exc()
             errors[b] = errors.get(b) or _error(exc)
             reply("ERR " + errors[b])
-    write_json(result, [prep.row(b, times[b], outs[b], errors.get(b), shares[b]) for b in prep.batches])
+    write_json(result, [prep.row(b, times[b], outs[b], errors.get(b), shares[b], firsts[b]) for b in prep.batches])
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    faulthandler.enable()   # a crash in a kernel leaves its Python stack in the log (exit_reason)
+    faulthandler.enable()   # a crash in a kernel leaves its Python stack in the log (processes.exit_reason)
     spec = json.loads(Path(argv[0]).read_text())
     if "--serve" in argv[2:]:
         # the protocol keeps this process's original stdout; everything else printed (by us or by
