@@ -225,4 +225,4 @@ def test_attention_terms_under_sdpa_attention(tiny_bert):
     recipe.setup(student)
     batch = _collate(_examples(4))
     terms = recipe.loss_terms(_state(student, batch, forward_with(student, batch, recipe.needs())))
-    assert {"attn_l1", "attn_l2"} <= set(terms) and all(float(terms[k][1]) >= 0 for k in ("attn_l1", "attn_l2"))
+    assert {"attn_l1", "attn_l2"} <= set(terms) and all(float(terms[k][1].detach()) >= 0 for k in ("attn_l1", "attn_l2"))
