@@ -10,6 +10,6 @@ __version__ = "0.1.0"
 # otherwise (workbench_ext/__init__.py).
 # With libgomp's default torch's threads spin about 10 ms after every parallel op, on the cores
 # our runtime's pool threads need: torch calls and engine calls taking turns in one process cost
-# the demo student's batch-1 forward 1.18 -> 1.84 ms (results/demo/README.md). libgomp reads
+# the demo student's batch-1 forward 1.18 -> 1.78 ms (results/demo/README.md). libgomp reads
 # the setting once, when torch loads it, so it only takes effect when workbench comes first.
 import workbench_ext  # noqa: E402,F401

@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from workbench.results import format_stage_table
+from workbench.bench.spread import panel_tables
 
 FIELD = "after_pause_ms"
 
@@ -31,27 +31,15 @@ def after_pause_section(rows: list[dict[str, Any]], engines_order: list[str], ba
     ok = [r for r in rows if r.get("status") == "ok" and r.get(FIELD) not in ("", None)]
     if not ok:
         return []
-    panels = sorted({(r["threads"], r["batch"]) for r in ok})
-    columns = ["engine", *(f"t={t} b={b}" for t, b in panels)]
     out = ["## A call after a pause", "",
            "Each turn's untimed first call comes after a 0.1 s pause, as a request does when they "
            "come a few per second: median over the rounds in ms; in parentheses "
            f"{baseline}'s median over this one (> 1: faster than {baseline}) and this one over "
            "the engine's own warm median (the throughput columns).", ""]
-    for model in dict.fromkeys(r["model"] for r in ok):
-        sel = {(r["engine"], r["threads"], r["batch"]): r for r in ok if r["model"] == model}
-        table = []
-        for e in engines_order:
-            cells = {"engine": f"**{e}**" if e.startswith("wb-") else e}
-            for t, b in panels:
-                r, base = sel.get((e, t, b)), sel.get((baseline, t, b))
-                if r is None:
-                    cells[f"t={t} b={b}"] = ""
-                    continue
-                ms = float(r[FIELD])
-                vs = f"{float(base[FIELD]) / ms:.2f}x, " if base is not None and e != baseline else ""
-                cells[f"t={t} b={b}"] = f"{ms:.2f} ({vs}{ms / float(r['latency_ms_median']):.2f}x warm)"
-            if any(v for k, v in cells.items() if k != "engine"):
-                table.append(cells)
-        out += [f"### {model}", "", format_stage_table(table, columns, fmt="markdown"), ""]
-    return out
+
+    def cell(e: str, r: dict[str, Any], base: dict[str, Any] | None) -> str:
+        ms = float(r[FIELD])
+        vs = f"{float(base[FIELD]) / ms:.2f}x, " if base is not None and e != baseline else ""
+        return f"{ms:.2f} ({vs}{ms / float(r['latency_ms_median']):.2f}x warm)"
+
+    return out + panel_tables(ok, engines_order, baseline, cell)

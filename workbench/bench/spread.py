@@ -23,7 +23,7 @@ baseline's (issue: our engine's spread no wider than ONNX Runtime's).
 from __future__ import annotations
 
 import statistics
-from typing import Any
+from typing import Any, Callable
 
 from workbench.results import format_stage_table
 
@@ -89,6 +89,27 @@ def _ms(row: dict[str, Any]) -> str:
     return f"{float(row['spread_ms']):.1f} ms"
 
 
+def panel_tables(ok: list[dict[str, Any]], engines_order: list[str], baseline: str,
+                 cell: Callable[[str, dict[str, Any], dict[str, Any] | None], str]) -> list[str]:
+    """README lines: per model a table with a row per engine (workbench engines in bold) and a
+    column per (threads, batch) panel; `cell(engine, row, baseline's row or None)` writes a cell."""
+    panels = sorted({(r["threads"], r["batch"]) for r in ok})
+    columns = ["engine", *(f"t={t} b={b}" for t, b in panels)]
+    out: list[str] = []
+    for model in dict.fromkeys(r["model"] for r in ok):
+        sel = {(r["engine"], r["threads"], r["batch"]): r for r in ok if r["model"] == model}
+        table = []
+        for e in engines_order:
+            cells = {"engine": f"**{e}**" if e.startswith("wb-") else e}
+            for t, b in panels:
+                r = sel.get((e, t, b))
+                cells[f"t={t} b={b}"] = "" if r is None else cell(e, r, sel.get((baseline, t, b)))
+            if any(v for k, v in cells.items() if k != "engine"):
+                table.append(cells)
+        out += [f"### {model}", "", format_stage_table(table, columns, fmt="markdown"), ""]
+    return out
+
+
 def spread_section(rows: list[dict[str, Any]], engines_order: list[str], baseline: str,
                    interleaved: bool) -> list[str]:
     """README lines: per model a table of each engine's spread (and per-round ratio range), then
@@ -104,32 +125,21 @@ def spread_section(rows: list[dict[str, Any]], engines_order: list[str], baselin
               f"{baseline}'s *in the same round* (interleaved timing: a slowdown of the machine "
               "that hits a whole round cancels out of it)." if interleaved else
               " (sequential timing: no per-round ratios)."), ""]
-    panels = sorted({(r["threads"], r["batch"]) for r in ok})
-    columns = ["engine", *(f"t={t} b={b}" for t, b in panels)]
     wider: list[str] = []
     wider_ms: list[str] = []
-    for model in dict.fromkeys(r["model"] for r in ok):
-        sel = {(r["engine"], r["threads"], r["batch"]): r for r in ok if r["model"] == model}
-        table = []
-        for e in engines_order:
-            cells = {"engine": f"**{e}**" if e.startswith("wb-") else e}
-            for t, b in panels:
-                r = sel.get((e, t, b))
-                if r is None:
-                    cells[f"t={t} b={b}"] = ""
-                    continue
-                lo, hi = r.get("vs_ort_int8_round_min"), r.get("vs_ort_int8_round_max")
-                rng = f" ({float(lo):.2f}-{float(hi):.2f}x)" if lo != "" and e != baseline else ""
-                cells[f"t={t} b={b}"] = f"{float(r['spread_pct']):.0f}% / {_ms(r)}{rng}"
-                base = sel.get((baseline, t, b))
-                if e.startswith("wb-") and base is not None and float(r["spread_pct"]) > float(base["spread_pct"]):
-                    wider.append(f"{model} {e} t={t} b={b} ({float(r['spread_pct']):.0f}% vs "
-                                 f"{float(base['spread_pct']):.0f}%; {_ms(r)} vs {_ms(base)})")
-                    if float(r["spread_ms"]) > float(base["spread_ms"]):
-                        wider_ms.append(f"{model} {e} t={t} b={b}")
-            if any(v for k, v in cells.items() if k != "engine"):
-                table.append(cells)
-        out += [f"### {model}", "", format_stage_table(table, columns, fmt="markdown"), ""]
+
+    def cell(e: str, r: dict[str, Any], base: dict[str, Any] | None) -> str:
+        lo, hi = r.get("vs_ort_int8_round_min"), r.get("vs_ort_int8_round_max")
+        rng = f" ({float(lo):.2f}-{float(hi):.2f}x)" if lo != "" and e != baseline else ""
+        if e.startswith("wb-") and base is not None and float(r["spread_pct"]) > float(base["spread_pct"]):
+            where = f"{r['model']} {e} t={r['threads']} b={r['batch']}"
+            wider.append(f"{where} ({float(r['spread_pct']):.0f}% vs {float(base['spread_pct']):.0f}%; "
+                         f"{_ms(r)} vs {_ms(base)})")
+            if float(r["spread_ms"]) > float(base["spread_ms"]):
+                wider_ms.append(where)
+        return f"{float(r['spread_pct']):.0f}% / {_ms(r)}{rng}"
+
+    out += panel_tables(ok, engines_order, baseline, cell)
     out += [f"Workbench engines whose spread was wider than {baseline}'s in the same panel: "
             + ("; ".join(wider) if wider else "none") + "."
             + (" Of these, wider in ms as well: " + ("; ".join(wider_ms) if wider_ms else "none") + "."
