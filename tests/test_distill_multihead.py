@@ -99,8 +99,8 @@ def test_head_loss_matches_hand_computation(tmp_path):
     h_t2[0, 3:] += 100.0
     pred = recipe.owned["l1"](h_s)
     m = batch["attention_mask"]
-    assert float(multihead.head_loss(pred, h_t2, m, l1w, lam)) == pytest.approx(
-        float(multihead.head_loss(pred, h_t, m, l1w, lam)), rel=1e-6)
+    assert float(multihead.head_loss(pred, h_t2, m, l1w, lam).detach()) == pytest.approx(
+        float(multihead.head_loss(pred, h_t, m, l1w, lam).detach()), rel=1e-6)
 
 
 def test_multihead_loss_falls_with_training(tmp_path):

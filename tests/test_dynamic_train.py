@@ -270,7 +270,7 @@ def test_exit_heads_learn_at_their_own_rate(tmp_path):
             ids = {id(p) for p in g["params"]}
             assert ids <= heads or not ids & heads  # a group holds heads only, or no head
             assert g["initial_lr"] == pytest.approx(5e-5 * (scale if ids & heads else 1.0))
-        moved[scale] = float((model.exit_heads["1"].out.weight - before).abs().max())
+        moved[scale] = float((model.exit_heads["1"].out.weight.detach() - before).abs().max())
     assert moved[20.0] > 5 * moved[1.0]
     with pytest.raises(ConfigError, match="head_lr_scale"):
         build_recipe("early_exit", {"head_lr_scale": 0}, c, "x")
