@@ -100,7 +100,7 @@ def test_a_dropped_teacher_gives_no_loss_and_no_gradient(tmp_path):
                 "combine": "per_teacher", "teacher_drop": 0.9, "alpha": 1.0}
     recipe = build_recipe("distill_multi_teacher", settings, ctx_with({"a": t1, "b": t2}, tmp_path), "x")
     first = terms(recipe, student, batch, step=0)
-    losses = [float(first["feat_a"][1]), float(first["feat_b"][1])]
+    losses = [float(first["feat_a"][1].detach()), float(first["feat_b"][1].detach())]
     step = _dropped_step(lambda: losses)
     keep = keep_mask(losses, 0.9, 0, step)
     got = terms(recipe, student, batch, step=step)
@@ -123,7 +123,7 @@ def test_a_dropped_teacher_gives_no_loss_and_no_gradient(tmp_path):
     keep = keep_mask([float(v) for v in kl], 0.9, 0, step)
     got = terms(recipe, student, batch, step=step)
     assert set(got) == {"kd_ensemble"}
-    assert float(got["kd_ensemble"][1]) == pytest.approx(float(kl[keep.index(True)]), rel=1e-5)
+    assert float(got["kd_ensemble"][1].detach()) == pytest.approx(float(kl[keep.index(True)]), rel=1e-5)
     assert float(kl[0]) != pytest.approx(float(kl[1]), rel=1e-2)
 
 
@@ -133,7 +133,7 @@ def test_learned_weights_get_gradients_and_are_logged(tmp_path):
                                                     "weighting": "learned"}, ctx_with({"a": t1, "b": t2}, tmp_path), "x")
     got = terms(recipe, student, make_batch())
     assert torch.allclose(torch.softmax(recipe.owned.log_w, 0), torch.tensor([0.25, 0.75]))
-    assert got["w_a"][0] == 0.0 and float(got["w_b"][1]) == pytest.approx(0.75)
+    assert got["w_a"][0] == 0.0 and float(got["w_b"][1].detach()) == pytest.approx(0.75)
     sum(w * v for w, v in got.values() if w != 0.0).backward()
     assert recipe.owned.log_w.grad is not None and recipe.owned.log_w.grad.abs().sum() > 0
 
@@ -179,12 +179,12 @@ def test_progressive_switches_teachers_and_weights_disagreements(tmp_path):
     out = forward_with(student, batch)
     for step, teacher in ((0, weak), (9, strong)):
         got = recipe.loss_terms(TrainState(student, None, step, 10, 0, 10, batch=batch, outputs=out))
-        assert float(got["prod_teacher"][1]) == (teacher is strong)
+        assert float(got["prod_teacher"][1].detach()) == (teacher is strong)
         with torch.no_grad():
             zt = teacher(**{k: batch[k] for k in ("input_ids", "attention_mask")}).logits
         per = row_kl(F.log_softmax(zt / 2, -1), F.log_softmax(out.logits / 2, -1))
         w = disagreement_weights(zt, out.logits, recipe.focus_at(step, 10))
-        assert float(got["kd_logits"][1]) == pytest.approx(float((w * per).mean()), rel=1e-5)
+        assert float(got["kd_logits"][1].detach()) == pytest.approx(float((w * per).mean().detach()), rel=1e-5)
     zt = torch.tensor([[3.0, -3.0], [3.0, -3.0], [0.0, 0.0]])
     zs = torch.tensor([[3.0, -3.0], [-3.0, 3.0], [0.0, 0.0]])
     w = disagreement_weights(zt, zs, 1.0)
