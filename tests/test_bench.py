@@ -590,9 +590,9 @@ def test_rows_carry_the_first_call_after_each_pause(tmp_path, monkeypatch):
     worker.serve({}, tmp_path / "rows.json", iter(["time 1", "time 1", "time 1", "done"]), io.StringIO())
     row = json.loads((tmp_path / "rows.json").read_text())[0]
     assert row["status"] == "ok" and 28 <= row[FIELD] < 60 and row["latency_ms_median"] < 25, row
-    prep.eng.calls = 1   # sequential: every call 5 ms apart from the first warm-up's
+    # sequential: warm-ups and timed runs back to back, no pauses, so no after-pause time
     assert worker.run_spec({"runs": 3, "warmup": 1})[0][FIELD] == ""
     rows = [{**row, "engine": "ort-int8", FIELD: 20.0, "latency_ms_median": 10.0},
             {**row, "engine": "wb-int8", FIELD: 8.0, "latency_ms_median": 4.0}]
-    text = "\n".join(after_pause_section(rows, ["ort-int8", "wb-int8"], "ort-int8"))
+    text = "\n".join(after_pause_section(rows, ["ort-int8", "wb-int8"], "ort-int8", worker.QUIET_S))
     assert "| **wb-int8** | 8.00 (2.50x, 2.00x warm) |" in text and "| ort-int8 | 20.00 (2.00x warm) |" in text

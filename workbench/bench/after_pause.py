@@ -24,7 +24,8 @@ def median_ms(first_calls_s: list[float]) -> float | str:
     return round(statistics.median(first_calls_s) * 1e3, 3) if first_calls_s else ""
 
 
-def after_pause_section(rows: list[dict[str, Any]], engines_order: list[str], baseline: str) -> list[str]:
+def after_pause_section(rows: list[dict[str, Any]], engines_order: list[str], baseline: str,
+                        pause_s: float) -> list[str]:
     """README lines: per model the median first call after a pause, in ms, with the baseline's
     over it (as the throughput table's ratio: > 1 is faster than the baseline) and the engine's
     own slowdown against its warm median."""
@@ -32,7 +33,7 @@ def after_pause_section(rows: list[dict[str, Any]], engines_order: list[str], ba
     if not ok:
         return []
     out = ["## A call after a pause", "",
-           "Each turn's untimed first call comes after a 0.1 s pause, as a request does when they "
+           f"Each turn's untimed first call comes after a {pause_s:g} s pause, as a request does when they "
            "come a few per second: median over the rounds in ms; in parentheses "
            f"{baseline}'s median over this one (> 1: faster than {baseline}) and this one over "
            "the engine's own warm median (the throughput columns).", ""]

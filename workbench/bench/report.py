@@ -199,7 +199,7 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
                        f"{r.get('error', '')}")
         out.append("")
     out += spread_section(rows, engines_order, baseline, interleaved)
-    out += after_pause_section(rows, engines_order, baseline)
+    out += after_pause_section(rows, engines_order, baseline, QUIET_S)
     notes: dict[str, dict[str, str]] = {}  # engine -> note -> the rows it is for
     for r in rows:
         if r.get("notes"):
