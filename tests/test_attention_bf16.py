@@ -100,7 +100,7 @@ def test_amx_path_by_emulation(tmp_path):
 
 def test_bad_precision_is_a_clear_error():
     q, k, v, bias = _attn_case(1, 4, 1, 4, 4, 1)
-    with pytest.raises(ValueError, match=r"attention precision must be one of \('fp32', 'bf16'\), got 'fp16'"):
+    with pytest.raises(ValueError, match=r"attention precision must be one of \('fp32', 'bf16', 'int8'\), got 'fp16'"):
         attention.attention(q, k, v, bias, precision="fp16")
 
 
@@ -115,7 +115,7 @@ def test_engine_with_bf16_attention(minilm, tmp_path):
     from workbench.runtime import Engine, compile_model
 
     model, enc = minilm
-    with pytest.raises(ValueError, match="attention must be 'fp32' or 'bf16', got 'int4'"):
+    with pytest.raises(ValueError, match=r"attention must be one of \('fp32', 'bf16', 'int8'\), got 'int4'"):
         compile_model(model, attention="int4")
     ref = _torch_logits(model, enc)
     fp32_weights = _engine_logits(compile_model(model, quantize=False, attention="bf16"), enc)

@@ -441,6 +441,7 @@ def test_default_engines_add_the_tile_bf16_attention_and_per_channel_engines_onl
 
     monkeypatch.setattr(kernels, "has_tile_sparse", lambda: False)
     monkeypatch.setattr(kernels, "attention_bf16_path", lambda: None)
+    monkeypatch.setattr(kernels, "attention_int8_runs", lambda: False)
     monkeypatch.setattr(kernels, "active_isa", lambda: "avx2")   # weights pair-bounded by default
     assert engines.default_engines() == engines.DEFAULT_ENGINES + ("wb-int8-pc", "wb-int8-sp90-pc")
     assert engines.ENGINES["wb-int8-sp90-pc"].int8_weights == "per_channel"
@@ -454,6 +455,10 @@ def test_default_engines_add_the_tile_bf16_attention_and_per_channel_engines_onl
         "wb-int8-tile90", "wb-int8-bf16attn", "wb-int8-sp90-bf16attn")
     assert engines.ENGINES["wb-int8-sp90-bf16attn"].sparsity == 0.9
     assert engines.ENGINES["wb-int8-sp90-bf16attn"].attention == "bf16"
+    monkeypatch.setattr(kernels, "attention_int8_runs", lambda: True)
+    assert engines.default_engines()[-2:] == ("wb-int8-i8attn", "wb-int8-sp90-i8attn")
+    assert engines.ENGINES["wb-int8-sp90-i8attn"].sparsity == 0.9
+    assert engines.ENGINES["wb-int8-sp90-i8attn"].attention == "int8"
 
 
 def test_a_crashed_engine_process_says_where_it_died(tmp_path):

@@ -12,9 +12,10 @@ cdef extern from "wb_attn.h" nogil:
         float *ctx
         int B, nh, R, S, d
         float *sig
-        int bf16
+        int precision
     int wb_threads(int nt)
     int wb_attention(const wb_attn_t *a, int isa, int nt)
     int wb_attn_bf16_usable(int isa)
+    int wb_attn_int8_usable(int isa)
     void wb_layernorm(const float *x, const float *bias, const float *res, const float *g, const float *b,
                       float eps, long R, int H, float *y, int isa, int nt)

@@ -19,6 +19,12 @@ to rounding (tests/test_kernels.py).
 (wb_attn_bf16.h) on CPUs with AVX512-BF16 (VDPBF16PS: twice the fp32 kernel's multiply-adds per
 instruction), on AMX tiles where the "amx" path is active and the CPU has AMX-BF16; elsewhere
 (or with the ISA forced below AVX-512) the fp32 kernels run. :func:`bf16_path` tells which.
+
+``precision="int8"`` puts q, k, v and the softmax weights on int8 grids with int32 sums
+(wb_attn_int8.h) on CPUs with AVX-512 VNNI (VPDPBUSD: four times the fp32 kernel's multiply-adds
+per instruction): q per query row, k per key after subtracting the keys' mean (which the softmax
+cancels), v per head_dim column, the weights as rint(255 exp(x - max)). Elsewhere the fp32
+kernels run; :func:`int8_runs` tells which.
 """
 
 include "_pool_bind.pxi"
@@ -49,20 +55,27 @@ cdef object _check_view(object a, str name):
     return a
 
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
 
 
-def check_precision(precision) -> bool:
-    """True for "bf16", False for "fp32"; anything else is a ValueError naming the choices."""
+def check_precision(precision) -> int:
+    """The kernel's code of "fp32", "bf16" or "int8" (wb_attn_t.precision: 0, 1, 2); anything else
+    is a ValueError naming the choices."""
     if precision not in PRECISIONS:
         raise ValueError(f"attention precision must be one of {PRECISIONS}, got {precision!r}")
-    return precision == "bf16"
+    return PRECISIONS.index(precision)
 
 
 def bf16_path(isa=None):
     """Where precision="bf16" runs at the active ISA (or the ISA named): "amx" (AMX-BF16 tiles),
     "avx512_bf16" (VDPBF16PS), or None (the fp32 kernels run)."""
     return (None, "avx512_bf16", "amx")[wb_attn_bf16_usable(_cpu.ISA_CODES[isa or _cpu.active_isa()])]
+
+
+def int8_runs(isa=None) -> bool:
+    """Whether precision="int8" runs on int8 operands at the active ISA (or the ISA named): on
+    AVX-512 VNNI (and AMX CPUs, which have it); elsewhere the fp32 kernels run."""
+    return bool(wb_attn_int8_usable(_cpu.ISA_CODES[isa or _cpu.active_isa()]))
 
 
 def runs_bf16(isa=None) -> bool:
@@ -77,7 +90,7 @@ def attention(q, k, v, mask_bias, num_threads=None, significance=False, precisio
     significance=True (self-attention, R == S) also returns ``sig`` float32 [B, nh, S]: each
     key's probabilities summed over the queries whose mask_bias is 0 (the token-dropping score
     of workbench.runtime.dynamic), as ``(ctx, sig)``."""
-    cdef bint bf16 = check_precision(precision)
+    cdef int mode = check_precision(precision)
     _check_view(q, "q")
     _check_view(k, "k")
     _check_view(v, "v")
@@ -111,7 +124,7 @@ def attention(q, k, v, mask_bias, num_threads=None, significance=False, precisio
     a.ctx = <float*>cnp.PyArray_DATA(<cnp.ndarray>ctx)
     a.B, a.nh, a.R, a.S, a.d = B, nh, R, S, d
     a.sig = <float*>cnp.PyArray_DATA(<cnp.ndarray>sig) if significance else NULL
-    a.bf16 = bf16
+    a.precision = mode
     cdef int rc
     with nogil:
         rc = wb_attention(&a, isa, nt)

@@ -11,7 +11,7 @@ The last layer computes only the [CLS] row of every sequence (what the classifie
 ``layers``: one dict per layer with ``qkv`` / ``out`` / ``ffn1`` / ``ffn2`` (each a list of
 ``(from_rows, _Int8Linear)``: the kernel to use from that many rows on, see
 workbench.runtime.choice.RowSwitch), ``heads``, ``head_dim``, ``out_bias`` / ``ffn2_bias``,
-``ln1`` / ``ln2`` = (gamma, beta, eps). ``attention``: "fp32" or "bf16" (workbench_ext.attention's
+``ln1`` / ``ln2`` = (gamma, beta, eps). ``attention``: "fp32", "bf16" or "int8" (workbench_ext.attention's
 ``precision``). The outputs are bit-identical to running the same
 kernels one Python call at a time (tests/test_runtime.py).
 
@@ -110,10 +110,10 @@ cdef class Int8Encoder:
     cdef tuple kps
     cdef _Buffers _kept
     cdef bint _busy
-    cdef bint attention_bf16
+    cdef int attention_precision
 
     def __init__(self, list layers, int hidden_size, attention="fp32"):
-        self.attention_bf16 = check_precision(attention)
+        self.attention_precision = check_precision(attention)
         if not layers:
             raise ValueError("Int8Encoder needs at least one layer")
         for i, layer in enumerate(layers):
@@ -190,7 +190,7 @@ cdef class Int8Encoder:
             a.ctx = <float*>_ptr(buf.ctx)
             a.B, a.nh, a.R, a.S, a.d = B, nh, R, S, d
             a.sig = NULL
-            a.bf16 = self.attention_bf16
+            a.precision = self.attention_precision
             with nogil:
                 if wb_attention(&a, isa, nt) != 0:
                     with gil:

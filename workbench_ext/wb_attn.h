@@ -9,9 +9,11 @@
  * query rows in tiles of 4 (wb_attn_simd.h, register-blocked): scores as one FMA chain per
  * output over head_dim dd = 0..d-1, plus the additive mask, softmax (ops' AVX2 row function),
  * context as one FMA chain per output over keys j = 0..S-1. Both widths run the same chains, so
- * their results are bit-identical. With a->bf16 set, CPUs with AVX512-BF16 run each pair on
- * bf16 operands instead (wb_attn_bf16.h: twice the multiply-adds per instruction, ~2^-9
- * relative rounding per operand). The portable body (plain loops, -ffp-contract=off: separate
+ * their results are bit-identical. With a->precision WB_ATTN_BF16, CPUs with AVX512-BF16 run
+ * each pair on bf16 operands instead (wb_attn_bf16.h: twice the multiply-adds per instruction,
+ * ~2^-9 relative rounding per operand); with WB_ATTN_INT8, CPUs with AVX-512 VNNI run it on int8
+ * operands (wb_attn_int8.h: four times the multiply-adds per instruction, q, k, v and the
+ * weights on int8 grids). The portable body (plain loops, -ffp-contract=off: separate
  * multiply and add, expf) agrees with them to float rounding. The scale 1/sqrt(d) is expected
  * to be folded into q.
  */
@@ -31,10 +33,17 @@ typedef struct {
     float *sig;                               /* NULL, or [B][nh][S] (R == S): each key's
                                                * probabilities summed over the non-padding
                                                * queries (mask == 0), for token dropping */
-    int bf16;                                 /* 1: bf16 operands on AVX512-BF16 or AMX-BF16
-                                               * (wb_attn_bf16.h, wb_attn_bf16_usable), else
-                                               * the fp32 kernels */
+    int precision;                            /* WB_ATTN_FP32; WB_ATTN_BF16: bf16 operands on
+                                               * AVX512-BF16 or AMX-BF16 (wb_attn_bf16.h,
+                                               * wb_attn_bf16_usable); WB_ATTN_INT8: int8
+                                               * operands on AVX-512 VNNI (wb_attn_int8.h,
+                                               * wb_attn_int8_usable); where the CPU lacks
+                                               * them, the fp32 kernels */
 } wb_attn_t;
+
+#define WB_ATTN_FP32 0
+#define WB_ATTN_BF16 1
+#define WB_ATTN_INT8 2
 
 static inline __attribute__((always_inline)) void
 wb_attn_pair_body(const wb_attn_t *a, long pair, float *restrict Kt, float *restrict p) {
@@ -109,12 +118,15 @@ wb_attn_pair_body(const wb_attn_t *a, long pair, float *restrict Kt, float *rest
 static inline long wb_attn_sp(int S) { return ((long)S + 63) / 64 * 64; }
 static inline int wb_attn_dp(int d) { return (d + 15) / 16 * 16; }
 #include "wb_attn_bf16.h"   /* the bf16 pair kernel; its scratch is counted below */
+#include "wb_attn_int8.h"   /* the int8 pair kernel; likewise */
 static inline size_t wb_attn_scratch_floats(int S, int d) {
     const size_t Sp = (size_t)wb_attn_sp(S), dp = (size_t)wb_attn_dp(d);
     size_t blocked = (size_t)d * Sp + (size_t)S * dp + WB_ATTN_MR_MAX * (Sp + dp);
     size_t plain = (size_t)d * S + 2 * (size_t)S + 32;   /* the portable body's Kt + p */
     size_t bf16 = wb_attn_bf16_scratch_words((long)Sp, S, (int)dp, d);
     if (bf16 > blocked) blocked = bf16;
+    size_t int8 = wb_attn_i8_scratch_words((long)Sp, S, (int)dp, d);
+    if (int8 > blocked) blocked = int8;
     return blocked > plain ? blocked : plain;
 }
 
@@ -176,11 +188,18 @@ static int wb_attn_bf16_usable(int isa) {
     return (h & 2) && isa >= WB_ISA_AMX ? 2 : 1;
 }
 
+/* Whether int8 attention runs at this ISA (AVX-512 VNNI, and so every AMX CPU): 1, else 0 (the
+ * fp32 kernels run). */
+static int wb_attn_int8_usable(int isa) {
+    return isa >= WB_ISA_AVX512_VNNI;
+}
+
 static void wb_attn_pair_portable(const wb_attn_t *a, long pair, float *Kt, float *p) {
     wb_attn_pair_body(a, pair, Kt, p);
 }
 
-typedef struct { const wb_attn_t *a; int isa, bf16; _Atomic int failed; } wb_attn_job_t;
+/* bf16: 0, or where bf16 runs (wb_attn_bf16_usable); int8: whether int8 runs */
+typedef struct { const wb_attn_t *a; int isa, bf16, int8; _Atomic int failed; } wb_attn_job_t;
 
 /* one (sequence, head) pair after another: dynamic chunks of one, so a thread the shared
  * machine slows down takes fewer heads */
@@ -192,7 +211,8 @@ static void wb_attn_chunk(void *p, long b, long e) {
     float *pr = Kt + (size_t)a->d * a->S;   /* the portable body's layout */
     if (j->bf16 == 2) wb_attn_amx_begin();   /* tile configuration: per thread */
     for (long t = b; t < e; t++) {
-        if (j->bf16) wb_attn_pair_bf16(a, t, Kt, j->bf16 == 2);
+        if (j->int8) wb_attn_pair_int8(a, t, Kt);
+        else if (j->bf16) wb_attn_pair_bf16(a, t, Kt, j->bf16 == 2);
         else if (j->isa >= WB_ISA_AVX512_VNNI) wb_attn_pair_avx512(a, t, Kt);
         else if (j->isa >= WB_ISA_AVX2) wb_attn_pair_avx2(a, t, Kt);
         else wb_attn_pair_portable(a, t, Kt, pr);
@@ -205,7 +225,8 @@ static int wb_attention(const wb_attn_t *a, int isa, int nt) {
     const long pairs = (long)a->B * a->nh;
     nt = wb_threads(nt);
     const long work = (long)a->R * a->S * a->d * pairs;
-    wb_attn_job_t job = {a, isa, a->bf16 ? wb_attn_bf16_usable(isa) : 0, 0};
+    wb_attn_job_t job = {a, isa, a->precision == WB_ATTN_BF16 ? wb_attn_bf16_usable(isa) : 0,
+                         a->precision == WB_ATTN_INT8 && wb_attn_int8_usable(isa), 0};
     wb_parallel_for(work > 65536 ? nt : 1, pairs, 1, wb_attn_chunk, &job);
     return atomic_load(&job.failed) ? -1 : 0;
 }

@@ -181,6 +181,11 @@ def _bf16_attention(base: type[Workbench]) -> type[Workbench]:
     return type(f"{base.__name__}Bf16Attention", (base,), {"name": f"{base.name}-bf16attn", "attention": "bf16"})
 
 
+def _int8_attention(base: type[Workbench]) -> type[Workbench]:
+    """`base` with int8 attention operands (`compile_model(attention="int8")`, AVX-512 VNNI)."""
+    return type(f"{base.__name__}Int8Attention", (base,), {"name": f"{base.name}-i8attn", "attention": "int8"})
+
+
 def _act7(base: type[Workbench]) -> type[Workbench]:
     """`base` with 7-bit per-token activations (`compile_model(act_bits=7)`): on AVX2 the dense
     kernel multiplies them with vpmaddubsw; elsewhere the same kernels run on coarser inputs."""
@@ -198,7 +203,8 @@ ENGINES: dict[str, type[BenchEngine]] = {
                         *(_ort_variant(v) for v in ORT_INT8_VARIANTS),
                         Workbench, _sparse(70), _sparse(80), _sparse(90), _tile_sparse(70), _tile_sparse(80),
                         _tile_sparse(90), WorkbenchFp32, WorkbenchBf16, _bf16_attention(Workbench),
-                        _bf16_attention(_sparse(90)), _act7(Workbench), _act7(_sparse(90)),
+                        _bf16_attention(_sparse(90)), _int8_attention(Workbench), _int8_attention(_sparse(90)),
+                        _act7(Workbench), _act7(_sparse(90)),
                         _per_channel(Workbench), _per_channel(_sparse(90)))
 }
 DEFAULT_ENGINES = ("torch-fp32", "torch-bf16", "torch-int8-x86", "torch-int8-onednn", "ort-fp32",
@@ -210,11 +216,12 @@ def default_engines() -> tuple[str, ...]:
     """`DEFAULT_ENGINES`, and on CPUs with AMX also `wb-int8-tile90`: there the tile-sparse
     kernel skips the pruned tiles (elsewhere the engine would only repeat a 1x4-sparse one); on
     CPUs with AVX512-BF16 also the dense and 90 % engines with bf16 attention (elsewhere they
-    would run the fp32 attention again); where the int8 kernels run on AVX2 also the dense and
+    would run the fp32 attention again), and likewise with int8 attention on AVX-512 VNNI; where the int8 kernels run on AVX2 also the dense and
     90 % engines with plain per-channel weights (the default bounds weight pairs there)."""
     from workbench.runtime.compiler import resolve_int8_weights
-    from workbench.runtime.kernels import attention_bf16_path, has_tile_sparse
+    from workbench.runtime.kernels import attention_bf16_path, attention_int8_runs, has_tile_sparse
 
     return (DEFAULT_ENGINES + (("wb-int8-tile90",) if has_tile_sparse() else ())
             + (("wb-int8-pc", "wb-int8-sp90-pc") if resolve_int8_weights("auto") == "pair_bounded" else ())
-            + (("wb-int8-bf16attn", "wb-int8-sp90-bf16attn") if attention_bf16_path() else ()))
+            + (("wb-int8-bf16attn", "wb-int8-sp90-bf16attn") if attention_bf16_path() else ())
+            + (("wb-int8-i8attn", "wb-int8-sp90-i8attn") if attention_int8_runs() else ()))

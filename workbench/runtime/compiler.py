@@ -14,6 +14,7 @@ import numpy as np
 
 from workbench.runtime import kernels as K
 from workbench.runtime.engine import FORMAT, FORMAT_VERSION, Engine
+from workbench.runtime.ops import ATTENTION_PRECISIONS
 from workbench.runtime.read_model import UnsupportedModelError, read_model
 
 # Linear layers whose bias is applied in the fused bias + residual + LayerNorm op.
@@ -40,7 +41,11 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
     attention: "fp32", or "bf16": q, k, v and the probabilities rounded to bf16 with fp32 sums
         (~2^-9 relative per operand) on CPUs with AVX512-BF16 or AMX-BF16 (on Zen 4 the attention
         kernel runs ~1.4-1.5x faster, README "bf16 attention"); elsewhere the engine runs fp32
-        attention and `describe()` says so.
+        attention and `describe()` says so. "int8": q, k, v and the softmax weights on int8 grids
+        with int32 sums (q per query row, k per key after subtracting the keys' mean, v per
+        head_dim column, the weights as rint(255 exp(x - max))) on CPUs with AVX-512 VNNI (on Zen 4
+        the attention kernel runs ~2x faster than fp32, README "int8 attention"); elsewhere fp32,
+        and `describe()` says so.
     act_bits: 8, or 7 (opt-in): the int8 Linears quantize their activations per token onto
         [0, 127] instead of [0, 255]. The integer products stay exact; on AVX2 the dense kernel
         then uses vpmaddubsw, faster per GEMM (README "7-bit activations" has the accuracy and
@@ -66,8 +71,8 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
     dtype = dtype or ("int8" if quantize else "fp32")
     if dtype not in ("int8", "fp32", "bf16"):
         raise ValueError(f"dtype must be 'int8', 'fp32' or 'bf16', got {dtype!r}")
-    if attention not in ("fp32", "bf16"):
-        raise ValueError(f"attention must be 'fp32' or 'bf16', got {attention!r}")
+    if attention not in ATTENTION_PRECISIONS:
+        raise ValueError(f"attention must be one of {ATTENTION_PRECISIONS}, got {attention!r}")
     if act_bits not in (7, 8):
         raise ValueError(f"act_bits must be 7 or 8, got {act_bits!r}")
     if act_bits == 7 and dtype != "int8":

@@ -116,7 +116,7 @@ class Engine(EngineReport, EngineFile):
         self.max_seq_len: int = self.max_positions - (
             self.padding_idx + 1 if self.position_ids == "padding_offset" else 0)
         self._act = K.ACTIVATIONS[meta["activation"]]
-        # attention operands: "fp32", or "bf16" where the CPU has AVX512-BF16 (compile_model)
+        # attention operands: "fp32", "bf16" (AVX512-BF16) or "int8" (AVX-512 VNNI): compile_model
         self.attention: str = meta.get("attention", "fp32")
         self._eps = {k: float(v) for k, v in meta["eps"].items()}
         from workbench.runtime import choice

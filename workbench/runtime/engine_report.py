@@ -40,8 +40,13 @@ class EngineReport:
         }
 
     def attention_impl(self) -> str:
-        """What the attention runs on here: "fp32", "bf16 (AMX)", "bf16 (AVX512-BF16)", or the
-        fp32 fallback of a bf16 engine on a CPU (or forced ISA) without AVX512-BF16, said so."""
+        """What the attention runs on here: "fp32", "bf16 (AMX)", "bf16 (AVX512-BF16)", "int8
+        (AVX-512 VNNI)", or the fp32 fallback of a bf16 / int8 engine on a CPU (or forced ISA)
+        without those instructions, said so."""
+        if self.attention == "int8":
+            if K.has_fused_attention() and K.attention_int8_runs():
+                return "int8 (AVX-512 VNNI)"
+            return "fp32 (int8 asked; no AVX-512 VNNI on this CPU or ISA)"
         if self.attention != "bf16":
             return "fp32"
         path = K.attention_bf16_path() if K.has_fused_attention() else None

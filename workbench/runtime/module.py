@@ -90,7 +90,8 @@ class EngineModule(nn.Module):
         kinds = {lm["kind"] for lm in self.engine.meta["linears"].values()}
         name = "workbench-int8" if self.engine.meta["quantize"] else "workbench-fp32"
         name += "-sparse" if any(k.endswith("sparse") for k in kinds) else ""
-        name += "-bf16attn" if self.engine.attention_impl().startswith("bf16") else ""
+        impl = self.engine.attention_impl()
+        name += "-bf16attn" if impl.startswith("bf16") else "-int8attn" if impl.startswith("int8") else ""
         from workbench.runtime.dynamic import resolve
 
         return name + ("" if resolve(self.engine, {}) is None else "-dynamic")

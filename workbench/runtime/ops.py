@@ -100,6 +100,11 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+# attention's operand precisions (`compile_model(attention=...)`, workbench_ext.attention):
+# fp32; bf16 where the CPU has AVX512-BF16 or AMX-BF16; int8 where it has AVX-512 VNNI
+ATTENTION_PRECISIONS = ("fp32", "bf16", "int8")
+
+
 # --------------------------------------------------------------------------------------------
 # fused attention and the layer loop: workbench_ext.attention / workbench_ext.encoder only
 # --------------------------------------------------------------------------------------------
@@ -107,7 +112,8 @@ def fused_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.n
                     num_threads: int | None = None, significance: bool = False, precision: str = "fp32") -> Any:
     """All heads at once: softmax(q k + mask) v -> [B, R, nh, d] (workbench_ext.attention);
     significance=True: (ctx, sig [B, nh, S]), sig = the probabilities summed over real queries.
-    precision "bf16": bf16 operands where the CPU has them (`attention_bf16_path`)."""
+    precision "bf16": bf16 operands where the CPU has them (`attention_bf16_path`); "int8": int8
+    operands on AVX-512 VNNI (`attention_int8_runs`)."""
     return kernels._ext_attn.attention(q, k, v, np.ascontiguousarray(mask_bias, dtype=np.float32),
                                        num_threads=num_threads, significance=significance, precision=precision)
 
@@ -118,7 +124,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.ndarray
     1/sqrt(d) scale already in q) -> [B, R, nh, d] (C-contiguous, i.e. [B*R, H] rows).
     `sig` [B, nh, S] (R == S): set to the probabilities summed over the non-padding queries
     (token dropping's significance). On `workbench_ext.attention` when built (all heads in one
-    call, `precision` "fp32" or "bf16"); otherwise the NumPy reference in fp32: BLAS with 1 thread
+    call, `precision` one of ATTENTION_PRECISIONS); otherwise the NumPy reference in fp32: BLAS with 1 thread
     each, the (batch, head) pairs split over `num_threads` Python threads when worth it."""
     if kernels.has_fused_attention():
         if sig is None:
@@ -149,6 +155,11 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.ndarray
             cuts = np.linspace(0, nh, n + 1).round().astype(int)
             parallel_run([lambda a=a, b=b: part(0, B, a, b, 1) for a, b in zip(cuts[:-1], cuts[1:]) if b > a])
     return ctx
+
+
+def attention_int8_runs() -> bool:
+    """Whether attention precision "int8" runs on int8 operands here (AVX-512 VNNI); else fp32."""
+    return kernels._ext_attn is not None and kernels._ext_attn.int8_runs()
 
 
 def attention_bf16_path() -> str | None:

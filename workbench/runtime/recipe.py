@@ -7,7 +7,7 @@
       choice_batches: [8]     # optional: also time at batch 8; layers switch kernel by row count
       sparse_threshold: 0.5   # kernel_choice: threshold -- >= 50% zero 1x4 blocks -> block-sparse
       dynamic: true           # a model with `model.dynamic` (token dropping / early exits) runs it
-      attention: fp32         # or bf16: bf16 operands, fp32 sums, where the CPU has AVX512-BF16
+      attention: fp32         # or bf16 (AVX512-BF16) / int8 (AVX-512 VNNI): faster attention, rounded operands
       act_bits: 8             # or 7: per-token activations on [0, 127] (faster int8 GEMM on AVX2)
       int8_weights: auto      # or per_channel / pair_bounded (auto: pair_bounded where AVX2 runs the int8 kernels)
 
@@ -46,9 +46,10 @@ class WorkbenchRuntimeConfig:
     dynamic: bool = True
     """Keep the model's `DynamicSpec` (`model.dynamic`, exit heads): the engine then drops tokens
     and exits early as the spec says (`workbench.runtime.dynamic`); false runs the static network."""
-    attention: Literal["fp32", "bf16"] = "fp32"
+    attention: Literal["fp32", "bf16", "int8"] = "fp32"
     """`bf16`: attention's q, k, v and probabilities rounded to bf16, sums in fp32, on CPUs with
-    AVX512-BF16 or AMX-BF16 (`compile_model`'s `attention`); elsewhere fp32, and the engine says so."""
+    AVX512-BF16 or AMX-BF16; `int8`: on int8 grids with int32 sums, on CPUs with AVX-512 VNNI
+    (`compile_model`'s `attention`); elsewhere fp32, and the engine says so."""
     act_bits: Literal[7, 8] = 8
     """int8 activations per token on [0, 255] (8) or [0, 127] (7: exact integer products, and on
     AVX2 the faster vpmaddubsw kernel; README "7-bit activations" has its measured accuracy)."""

@@ -24,8 +24,8 @@ static void run(const wb_attn_t *proto, int bf16, int nt, float *ctx, float *sig
     wb_attn_t a = *proto;
     a.ctx = ctx;
     a.sig = sig;
-    a.bf16 = 1;
-    wb_attn_job_t job = {&a, WB_ISA_AVX512_VNNI, bf16, 0};
+    a.precision = WB_ATTN_BF16;
+    wb_attn_job_t job = {&a, WB_ISA_AVX512_VNNI, bf16, 0, 0};
     wb_parallel_for(nt, (long)a.B * a.nh, 1, wb_attn_chunk, &job);
     if (atomic_load(&job.failed)) { fprintf(stderr, "scratch allocation failed\n"); exit(2); }
 }

@@ -1,5 +1,6 @@
-/* Logic test of the AVX-512 VNNI and AMX int8 kernels, and of the AMX-BF16 products of the bf16
- * attention (wb_attn_amx.h), on machines without those ISAs.
+/* Logic test of the AVX-512 VNNI and AMX int8 kernels, of the AMX-BF16 products of the bf16
+ * attention (wb_attn_amx.h) and of the VNNI products of the int8 attention (wb_attn_int8_tile.h),
+ * on machines without those ISAs.
  *
  * The kernels in wb_int8.h (and the wb_int8_*.h files it includes) are compiled here against scalar emulations of exactly the
  * intrinsics they use (_mm512_* for VNNI, _tile_* for AMX, following the Intel SDM
@@ -44,6 +45,7 @@ static emu512 emu_dpbusd(emu512 src, emu512 a, emu512 b) {
 #define WB_EMULATE_ISA 1
 #include "wb_int8.h"
 #include "wb_attn_amx.h"
+#include "wb_attn_int8_tile.h"
 #include "wb_tile_sparse.h"
 #include "wb_pool_impl.h"   /* the parallel loops run on the real pool: chunks on 2 threads */
 
@@ -306,6 +308,38 @@ static int run_attn_amx_case(int d2p, int Sp, int S2p, int dp) {
     return bad;
 }
 
+/* The VNNI products of int8 attention (wb_attn_int8_tile.h) on random u8 rows and s8 quads:
+ * WB_ATTN_I8_MR rows (the last repeated, as a short tile passes them) times nv vectors of 16
+ * columns over n quads, against a plain int32 sum; ldb wider than the columns used, as the
+ * kernel's Kq (Sp keys) and Vq (dp columns) are. */
+static int run_attn_int8_case(int n, int nv, int nr) {
+    const size_t ldb = 64 * (size_t)(nv + 1);
+    uint8_t *A = malloc((size_t)WB_ATTN_I8_MR * 4 * n);
+    int8_t *B = malloc(ldb * n);
+    int32_t *C = malloc(sizeof(int32_t) * WB_ATTN_I8_MR * 16 * nv);
+    for (size_t i = 0; i < (size_t)WB_ATTN_I8_MR * 4 * n; i++) A[i] = (uint8_t)(rnd() % 256);
+    for (size_t i = 0; i < ldb * n; i++) B[i] = (int8_t)(rnd() % 256);
+    const uint8_t *a[WB_ATTN_I8_MR];
+    int32_t *out[WB_ATTN_I8_MR];
+    for (int i = 0; i < WB_ATTN_I8_MR; i++) {
+        a[i] = A + (size_t)(i < nr ? i : nr - 1) * 4 * n;
+        out[i] = C + (size_t)i * 16 * nv;
+    }
+    wb_attn_i8_tile_nv(a, B, ldb, n, out, nv);
+    int bad = 0;
+    for (int i = 0; i < WB_ATTN_I8_MR; i++)
+        for (int col = 0; col < 16 * nv; col++) {
+            int32_t want = 0;
+            for (int t = 0; t < n; t++)
+                for (int u = 0; u < 4; u++)
+                    want += (int32_t)a[i][4 * t + u] * (int32_t)B[(size_t)t * ldb + 4 * (size_t)col + u];
+            if (out[i][col] != want) bad = 1;
+        }
+    if (bad) fprintf(stderr, "int8 attention VNNI products n=%d nv=%d rows=%d differ\n", n, nv, nr);
+    free(A); free(B); free(C);
+    return bad;
+}
+
 int main(void) {
     wb_pool_run = wb_pool_run_impl;
     static const int shapes[][3] = {{1, 1, 1}, {1, 3, 7}, {2, 5, 1}, {7, 67, 7}, {16, 130, 33}, {17, 64, 32},
@@ -322,6 +356,9 @@ int main(void) {
     static const int ashapes[][4] = {{32, 128, 64, 64}, {16, 64, 32, 16}, {48, 192, 96, 80}};
     for (size_t s = 0; s < sizeof ashapes / sizeof ashapes[0]; s++)
         bad |= run_attn_amx_case(ashapes[s][0], ashapes[s][1], ashapes[s][2], ashapes[s][3]);
+    static const int ishapes[][3] = {{1, 1, 1}, {16, 4, 4}, {32, 4, 3}, {2, 2, 4}, {33, 3, 1}, {24, 1, 2}};
+    for (size_t s = 0; s < sizeof ishapes / sizeof ishapes[0]; s++)
+        bad |= run_attn_int8_case(ishapes[s][0], ishapes[s][1], ishapes[s][2]);
     if (emu_errors) { fprintf(stderr, "%d AMX emulation errors\n", emu_errors); bad = 1; }
     puts(bad ? "FAIL" : "OK");
     return bad;
