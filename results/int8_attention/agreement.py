@@ -1,0 +1,27 @@
+"""Per seed: the teacher of results/int8_attention compiled int8 / fp32 weights with fp32 and int8 attention, on the
+test split: accuracy, agreement of the argmax and |delta logit| between the two attentions.
+`python results/int8_attention/agreement.py` after `workbench run recipes/int8_attention.yaml --seeds 0,1,2`
+(the teachers are in the ignored artifacts/ folders); output: agreement.txt."""
+import numpy as np, torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from workbench.data.tasks import load_task
+from workbench.runtime import compile_model
+torch.set_num_threads(2)
+for seed in (0, 1, 2):
+    d = f"results/int8_attention/seed-{seed}/artifacts/teacher/model"
+    model = AutoModelForSequenceClassification.from_pretrained(d).eval()
+    tok = AutoTokenizer.from_pretrained(d)
+    task = load_task("rt-sentiment", seed=0)  # the runs split at the recipe seed; --seeds varies training
+    test = task.splits["test"]
+    y = np.array(test["label"])
+    for quant in (True, False):
+        e32, e8 = compile_model(model, quantize=quant), compile_model(model, quantize=quant, attention="int8")
+        l32, l8 = [], []
+        for i in range(0, len(test), 32):
+            enc = tok(test["text"][i:i + 32], padding=True, truncation=True, max_length=128, return_tensors="np")
+            l32.append(e32(enc["input_ids"], enc["attention_mask"])); l8.append(e8(enc["input_ids"], enc["attention_mask"]))
+        l32, l8 = np.concatenate(l32), np.concatenate(l8)
+        print(f"seed {seed} {'int8' if quant else 'fp32'} weights: acc fp32-attn {np.mean(l32.argmax(1) == y):.4f} "
+              f"int8-attn {np.mean(l8.argmax(1) == y):.4f}; same argmax {np.mean(l32.argmax(1) == l8.argmax(1)) * 100:.2f}% "
+              f"({np.sum(l32.argmax(1) != l8.argmax(1))} of {len(y)} differ); max|dlogit| {np.abs(l32 - l8).max():.4f}, "
+              f"median {np.median(np.abs(l32 - l8)):.5f}; max|logit| {np.abs(l32).max():.2f}")
