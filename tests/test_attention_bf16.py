@@ -112,7 +112,7 @@ def test_engine_with_bf16_attention(minilm, tmp_path):
     layer's per-token int8 rounding flips where the attention output moved). The compiled
     encoder and the per-op path give the same bits, describe() names what ran, save/load keeps
     the choice."""
-    from workbench.runtime import Engine, compile_model
+    from workbench.runtime import compile_model
 
     model, enc = minilm
     with pytest.raises(ValueError, match=r"attention must be one of \('fp32', 'bf16', 'int8'\), got 'int4'"):
@@ -133,13 +133,21 @@ def test_engine_with_bf16_attention(minilm, tmp_path):
         assert eng.describe()["attention"] == want
     else:
         assert eng.describe()["attention"].startswith("fp32 (bf16 asked")
+    _check_encoder_and_save(eng, compiled, enc, tmp_path)
+
+
+def _check_encoder_and_save(eng, compiled, enc, tmp_path):
+    """The engine's compiled encoder (`compiled`: its logits) and its per-op path give the same
+    bits, and a saved engine loads with the same attention and the same bits."""
+    from workbench.runtime import Engine
+
     encoder, eng._encoder = eng._encoder, None
     assert encoder is not None
     np.testing.assert_array_equal(_engine_logits(eng, enc), compiled)
     eng._encoder = encoder
     eng.save(tmp_path / "e")
     loaded = Engine.load(tmp_path / "e")
-    assert loaded.attention == "bf16"
+    assert loaded.attention == eng.attention
     np.testing.assert_array_equal(_engine_logits(loaded, enc), compiled)
 
 

@@ -11,6 +11,7 @@ cpu = pytest.importorskip("workbench_ext.cpu", reason="workbench_ext not built (
 from workbench_ext import attention  # noqa: E402
 
 from test_attention import _attn_case  # noqa: E402
+from test_attention_bf16 import _check_encoder_and_save  # noqa: E402
 from test_runtime import _engine_logits, _torch_logits, minilm  # noqa: E402,F401
 
 needs_int8 = pytest.mark.skipif(not attention.int8_runs(),
@@ -116,7 +117,7 @@ def test_engine_with_int8_attention(minilm, tmp_path):
     """compile_model(attention="int8"): on fp32 weights the logits move by the int8 roundings of
     attention alone; the compiled encoder and the per-op path give the same bits, describe()
     names what ran, save/load keeps the choice."""
-    from workbench.runtime import Engine, compile_model
+    from workbench.runtime import compile_model
 
     model, enc = minilm
     ref = _torch_logits(model, enc)
@@ -134,14 +135,8 @@ def test_engine_with_int8_attention(minilm, tmp_path):
         assert eng.describe()["attention"] == "int8 (AVX-512 VNNI)"
     else:
         assert eng.describe()["attention"].startswith("fp32 (int8 asked")
-    encoder, eng._encoder = eng._encoder, None
-    assert encoder is not None
-    np.testing.assert_array_equal(_engine_logits(eng, enc), compiled)
-    eng._encoder = encoder
-    eng.save(tmp_path / "e")
-    loaded = Engine.load(tmp_path / "e")
-    assert loaded.attention == "int8"
-    np.testing.assert_array_equal(_engine_logits(loaded, enc), compiled)
+    assert eng.attention == "int8"
+    _check_encoder_and_save(eng, compiled, enc, tmp_path)
 
 
 def test_runtime_recipe_takes_int8_attention(minilm):
