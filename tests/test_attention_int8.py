@@ -94,6 +94,12 @@ def test_int8_attention_significance_and_strided_k():
     np.testing.assert_array_equal(attention.attention(q, k_strided, v, bias, precision="int8"), ctx)
 
 
+def test_the_runtime_and_the_kernel_name_the_same_precisions():
+    from workbench.runtime import kernels
+
+    assert kernels.ATTENTION_PRECISIONS == attention.PRECISIONS
+
+
 def test_int8_attention_falls_back_to_fp32_below_avx512_vnni():
     """With the ISA forced to AVX2 (or on a CPU without AVX-512 VNNI) precision="int8" runs the
     fp32 kernel: the same bits, and int8_runs() says so."""

@@ -216,8 +216,9 @@ def default_engines() -> tuple[str, ...]:
     """`DEFAULT_ENGINES`, and on CPUs with AMX also `wb-int8-tile90`: there the tile-sparse
     kernel skips the pruned tiles (elsewhere the engine would only repeat a 1x4-sparse one); on
     CPUs with AVX512-BF16 also the dense and 90 % engines with bf16 attention (elsewhere they
-    would run the fp32 attention again), and likewise with int8 attention on AVX-512 VNNI; where the int8 kernels run on AVX2 also the dense and
-    90 % engines with plain per-channel weights (the default bounds weight pairs there)."""
+    would run the fp32 attention again), and likewise with int8 attention on AVX-512 VNNI; where
+    the int8 kernels run on AVX2 also the dense and 90 % engines with plain per-channel weights
+    (the default bounds weight pairs there)."""
     from workbench.runtime.compiler import resolve_int8_weights
     from workbench.runtime.kernels import attention_bf16_path, attention_int8_runs, has_tile_sparse
 

@@ -100,8 +100,9 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-# attention's operand precisions (`compile_model(attention=...)`, workbench_ext.attention):
-# fp32; bf16 where the CPU has AVX512-BF16 or AMX-BF16; int8 where it has AVX-512 VNNI
+# attention's operand precisions (`compile_model(attention=...)`; the same tuple as
+# workbench_ext.attention.PRECISIONS, which tests check, kept here so the NumPy path needs no
+# build): fp32; bf16 where the CPU has AVX512-BF16 or AMX-BF16; int8 where it has AVX-512 VNNI
 ATTENTION_PRECISIONS = ("fp32", "bf16", "int8")
 
 
