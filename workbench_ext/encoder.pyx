@@ -11,8 +11,8 @@ The last layer computes only the [CLS] row of every sequence (what the classifie
 ``layers``: one dict per layer with ``qkv`` / ``out`` / ``ffn1`` / ``ffn2`` (each a list of
 ``(from_rows, _Int8Linear)``: the kernel to use from that many rows on, see
 workbench.runtime.choice.RowSwitch), ``heads``, ``head_dim``, ``out_bias`` / ``ffn2_bias``,
-``ln1`` / ``ln2`` = (gamma, beta, eps). ``attention``: "fp32", "bf16" or "int8" (workbench_ext.attention's
-``precision``). The outputs are bit-identical to running the same
+``ln1`` / ``ln2`` = (gamma, beta, eps). ``attention``: "fp32", "bf16" or "int8"
+(workbench_ext.attention's ``precision``). The outputs are bit-identical to running the same
 kernels one Python call at a time (tests/test_runtime.py).
 
 Concurrent calls (another thread while the kernels have released the GIL) get their own

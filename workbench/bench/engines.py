@@ -176,14 +176,14 @@ def _tile_sparse(level: int) -> type[Workbench]:
                 {"name": f"wb-int8-tile{level}", "sparsity": level / 100, "block": (16, 64)})
 
 
-def _bf16_attention(base: type[Workbench]) -> type[Workbench]:
-    """`base` with bf16 attention operands (`compile_model(attention="bf16")`, AVX512-BF16)."""
-    return type(f"{base.__name__}Bf16Attention", (base,), {"name": f"{base.name}-bf16attn", "attention": "bf16"})
+_ATTENTION_SUFFIX = {"bf16": "bf16attn", "int8": "i8attn"}
 
 
-def _int8_attention(base: type[Workbench]) -> type[Workbench]:
-    """`base` with int8 attention operands (`compile_model(attention="int8")`, AVX-512 VNNI)."""
-    return type(f"{base.__name__}Int8Attention", (base,), {"name": f"{base.name}-i8attn", "attention": "int8"})
+def _attention(base: type[Workbench], precision: str) -> type[Workbench]:
+    """`base` with bf16 (AVX512-BF16) or int8 (AVX-512 VNNI) attention operands
+    (`compile_model(attention=precision)`), named `<base>-bf16attn` / `<base>-i8attn`."""
+    return type(f"{base.__name__}{precision.capitalize()}Attention", (base,),
+                {"name": f"{base.name}-{_ATTENTION_SUFFIX[precision]}", "attention": precision})
 
 
 def _act7(base: type[Workbench]) -> type[Workbench]:
@@ -202,8 +202,8 @@ ENGINES: dict[str, type[BenchEngine]] = {
     e.name: e for e in (TorchFp32, TorchBf16, TorchInt8X86, TorchInt8OneDNN, OrtFp32, OrtInt8, OrtExported,
                         *(_ort_variant(v) for v in ORT_INT8_VARIANTS),
                         Workbench, _sparse(70), _sparse(80), _sparse(90), _tile_sparse(70), _tile_sparse(80),
-                        _tile_sparse(90), WorkbenchFp32, WorkbenchBf16, _bf16_attention(Workbench),
-                        _bf16_attention(_sparse(90)), _int8_attention(Workbench), _int8_attention(_sparse(90)),
+                        _tile_sparse(90), WorkbenchFp32, WorkbenchBf16, _attention(Workbench, "bf16"),
+                        _attention(_sparse(90), "bf16"), _attention(Workbench, "int8"), _attention(_sparse(90), "int8"),
                         _act7(Workbench), _act7(_sparse(90)),
                         _per_channel(Workbench), _per_channel(_sparse(90)))
 }
