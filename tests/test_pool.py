@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -226,6 +227,66 @@ def test_a_worker_on_its_callers_cpu_moves_off_it_and_is_not_pinned():
     (moved, before, after), mask_after = result[0]
     assert moved and after != before and after in mask
     assert mask_after == mask
+
+
+def _cpu_list(text: str) -> set[int]:
+    """'0-2,5' -> {0, 1, 2, 5} (the kernel's Cpus_allowed_list)."""
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def _worker_state(name: str) -> tuple[str, set[int]]:
+    """(scheduler state letter, allowed CPUs) of this process's thread called `name`."""
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/comm") as f:
+            if f.read().strip() != name:
+                continue
+        with open(f"/proc/self/task/{tid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return fields["State"].split()[0], _cpu_list(fields["Cpus_allowed_list"])
+    raise AssertionError(f"no thread named {name!r}")
+
+
+def _sleeping_worker_cpus() -> set[int]:
+    """Worker 1's allowed CPUs once it is asleep (polled: it sleeps when its spin runs out)."""
+    deadline = time.monotonic() + 5
+    while True:
+        state, allowed = _worker_state("wb-pool-1")
+        if state == "S" or time.monotonic() > deadline:
+            return allowed
+        time.sleep(0.005)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_a_sleeping_worker_waits_off_its_callers_cpu_and_is_not_pinned_when_awake():
+    """A worker that goes to sleep narrows its affinity away from the CPU its caller last started
+    a job on, so that the wake-up cannot put it on the caller's CPU (where it waited for a
+    scheduler tick: wb_pool_impl.h, wb_pool_sleep_away); awake again, it has its whole mask."""
+    mask = os.sched_getaffinity(0)
+    spin = pool.spin_us()
+    try:
+        pool.set_spin_us(0)                       # the worker sleeps as soon as a job is done
+        pool._set_sleep_apart(True)
+        pool._test_sum(2, 64, 1)
+        caller = pool._test_range_cpu(0)
+        asleep = _sleeping_worker_cpus()
+        assert caller in mask and caller not in asleep and asleep and asleep <= mask
+        pool._set_sleep_apart(False)              # the A/B switch: sleeps with its whole mask
+        pool._test_sum(2, 64, 1)
+        assert _sleeping_worker_cpus() == mask
+        pool._set_sleep_apart(True)
+        pool.set_spin_us(10_000_000)              # after this job it spins: awake, mask restored
+        pool._test_sum(2, 64, 1)
+        pool._test_sum(2, 64, 1)
+        state, awake = _worker_state("wb-pool-1")
+        assert state == "R" and awake == mask
+    finally:
+        pool._set_sleep_apart(True)
+        pool.set_spin_us(spin)
+        pool._test_sum(2, 64, 1)                  # the worker's next wait uses the usual spin
 
 
 def test_apart_setting_and_bad_environment():

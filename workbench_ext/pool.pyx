@@ -26,6 +26,7 @@ cdef extern from "wb_pool_hooks.h" nogil:
     void wb_pool_set_shared(int shared)
     void wb_pool_set_apart(int apart)
     int wb_pool_get_apart()
+    void wb_pool_set_sleep_apart(int on)
     ctypedef struct wb_pool_job_rec_t:
         long start_ns, end_ns, chunks, by_workers
     long wb_pool_trace_set(wb_pool_job_rec_t *rec, long cap)
@@ -34,6 +35,7 @@ cdef extern from "wb_pool_hooks.h" nogil:
     long wb_pool_test_stress(int nt, long jobs, int *count)
     long wb_pool_test_worker_first(int nt, long n)
     int wb_pool_test_move_apart(int *cpus)
+    int wb_pool_test_range_cpu(int k)
 
 _run = PyCapsule_New(<void*>wb_pool_run_impl, WB_POOL_CAPSULE, NULL)
 
@@ -92,6 +94,17 @@ def stats() -> dict:
     return {"workers": wb_pool_workers(), "jobs": wb_pool_stat(0),
             "chunks_by_caller": wb_pool_stat(1), "chunks_by_workers": wb_pool_stat(2),
             "chunks_taken": wb_pool_stat(3), "moves": wb_pool_stat(4)}
+
+
+def _test_range_cpu(int k) -> int:
+    """Tests: the CPU thread k of the last job (0 the caller, i + 1 worker i) started it on."""
+    return wb_pool_test_range_cpu(k)
+
+
+def _set_sleep_apart(bint on) -> None:
+    """A/B switch (benchmarks): True (the default) lets a worker that goes to sleep narrow its
+    affinity away from the other threads' CPUs until it wakes (with :func:`set_apart` on)."""
+    wb_pool_set_sleep_apart(on)
 
 
 def _hold_workers(bint held) -> None:

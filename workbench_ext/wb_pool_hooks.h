@@ -18,6 +18,7 @@ static void wb_pool_hold(int held) { atomic_store(&wb_pool.held, held); }
 static void wb_pool_set_shared(int shared) { atomic_store(&wb_pool.shared, shared); }
 static void wb_pool_set_apart(int apart) { atomic_store(&wb_pool.apart, apart); }
 static int wb_pool_get_apart(void) { return atomic_load(&wb_pool.apart); }
+static void wb_pool_set_sleep_apart(int on) { atomic_store(&wb_pool.sleep_apart, on); }
 /* start a trace into rec[0 .. cap) (cap 0: stop); returns how many jobs the last one recorded */
 static long wb_pool_trace_set(wb_pool_job_rec_t *rec, long cap) {
     const long len = wb_pool_trace.len;
@@ -39,6 +40,11 @@ static int wb_pool_test_move_apart(int *cpus) {
     cpus[0] = me;
     cpus[1] = sched_getcpu();
     return moved;
+}
+
+/* Tests: the CPU thread k (0 the caller, i + 1 worker i) last started a job on (-1: none yet) */
+static int wb_pool_test_range_cpu(int k) {
+    return k >= 0 && k <= WB_POOL_MAX_WORKERS ? atomic_load(&wb_pool.range[k].cpu) : -1;
 }
 
 /* ~20 us of waiting in a test chunk, so that awake workers get chunks */

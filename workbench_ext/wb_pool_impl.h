@@ -51,6 +51,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <immintrin.h>
@@ -77,6 +78,8 @@ typedef struct {
     _Atomic int shared;             /* A/B: one range that every thread takes from the front
                                      * (the pool before owned ranges) */
     _Atomic int apart;              /* a worker on another job thread's CPU moves (default 1) */
+    _Atomic int sleep_apart;        /* A/B (with `apart`): a worker sleeps away from the other
+                                     * threads' CPUs (default 1) */
     _Atomic long spin_ns;
     _Atomic long jobs, chunks_by_caller, chunks_by_workers, chunks_taken, moves;
     int nworkers;                   /* created so far; changed by the caller only */
@@ -86,7 +89,7 @@ typedef struct {
     wb_pool_range_t range[WB_POOL_MAX_WORKERS + 1];
 } wb_pool_t;
 
-static wb_pool_t wb_pool = {.spin_ns = 200000, .apart = 1};
+static wb_pool_t wb_pool = {.spin_ns = 200000, .apart = 1, .sleep_apart = 1};
 
 /* The job trace (workbench_ext.pool.trace): while `on`, every parallel job records when it
  * started and ended (ns, CLOCK_MONOTONIC), its chunk count, and how many chunks the workers ran,
@@ -146,6 +149,20 @@ static long wb_pool_work(uint32_t gen, int self, int ranges) {
     return ran + taken;
 }
 
+/* Narrow this thread's affinity to the allowed CPUs that none of threads [0, threads) other
+ * than `self` last started a job on (which migrates it there at once). `allowed` gets the mask
+ * to restore. Returns 1 when narrowed, 0 when there is nowhere else to go. */
+static int wb_pool_narrow_away(int self, int threads, cpu_set_t *allowed) {
+    if (pthread_getaffinity_np(pthread_self(), sizeof *allowed, allowed) != 0) return 0;
+    cpu_set_t away = *allowed;
+    for (int k = 0; k < threads; k++) {
+        const int c = atomic_load(&wb_pool.range[k].cpu);
+        if (k != self && c >= 0 && c < CPU_SETSIZE) CPU_CLR(c, &away);
+    }
+    if (CPU_COUNT(&away) == 0 || CPU_EQUAL(&away, allowed)) return 0;   /* more threads than CPUs */
+    return pthread_setaffinity_np(pthread_self(), sizeof away, &away) == 0;
+}
+
 /* Worker `self` of a job of `threads` threads, on CPU `me`: if another thread of the job last
  * started a job on `me`, move to an allowed CPU none of them is on (see the top of this file).
  * Returns 1 when it moved. */
@@ -154,24 +171,32 @@ static int wb_pool_move_apart(int self, int me, int threads) {
     for (int k = 0; k < threads; k++)
         clash |= k != self && atomic_load(&wb_pool.range[k].cpu) == me;
     if (!clash) return 0;
-    cpu_set_t allowed, away;
-    if (pthread_getaffinity_np(pthread_self(), sizeof allowed, &allowed) != 0) return 0;
-    away = allowed;
-    for (int k = 0; k < threads; k++) {
-        const int c = atomic_load(&wb_pool.range[k].cpu);
-        if (k != self && c >= 0 && c < CPU_SETSIZE) CPU_CLR(c, &away);
-    }
-    if (CPU_COUNT(&away) == 0) return 0;      /* more threads than CPUs: nowhere to go */
-    if (pthread_setaffinity_np(pthread_self(), sizeof away, &away) != 0) return 0;
+    cpu_set_t allowed;
+    if (!wb_pool_narrow_away(self, threads, &allowed)) return 0;
     pthread_setaffinity_np(pthread_self(), sizeof allowed, &allowed);   /* moved; not pinned */
     atomic_store(&wb_pool.range[self].cpu, sched_getcpu());
     atomic_fetch_add(&wb_pool.moves, 1);
     return 1;
 }
 
+/* Worker `self` is about to sleep after a job of `threads` threads: with `apart` on, it sleeps
+ * on a CPU the other threads were not on, its affinity narrowed until it wakes (`allowed` gets the mask to restore; returns 1
+ * when narrowed). Why: after a pause (a request a few per second, the bench's turns) the other
+ * vCPU has halted, and the guest woke the worker onto the caller's vCPU, where it waited for
+ * the scheduler's next tick (4 ms at HZ=250) while the caller ran every chunk alone: a
+ * DistilBERT forward at 16 tokens took 4.4 ms in its first call after 0.1 s against 2.5 ms warm
+ * (results/bench/zen4-wake/). Narrowed, the wake-up can only put it on its own vCPU. */
+static int wb_pool_sleep_away(int self, int threads, cpu_set_t *allowed) {
+    if (!atomic_load(&wb_pool.apart) || !atomic_load(&wb_pool.sleep_apart)) return 0;
+    return wb_pool_narrow_away(self, threads, allowed);
+}
+
 static void *wb_pool_worker(void *arg) {
     const int id = (int)(intptr_t)arg;
     wb_pool_self = id + 1;
+    char name[16];
+    snprintf(name, sizeof name, "wb-pool-%d", id + 1);     /* top -H, /proc/<pid>/task/<tid>/comm */
+    pthread_setname_np(pthread_self(), name);
     uint32_t seen = (uint32_t)(atomic_load(&wb_pool.state) >> 32);
     for (;;) {
         /* spin, then sleep, until a new generation is published */
@@ -183,12 +208,15 @@ static void *wb_pool_worker(void *arg) {
             if ((uint32_t)(st >> 32) != seen) break;
             _mm_pause();
             if ((k & 63) == 0 && wb_pool_now_ns() - t0 > spin) {
+                cpu_set_t allowed;
+                const int narrowed = wb_pool_sleep_away(id + 1, (int)((st >> 16) & 0xffff), &allowed);
                 pthread_mutex_lock(&wb_pool.mu);
                 atomic_fetch_add(&wb_pool.sleepers, 1);
                 while ((uint32_t)((st = atomic_load(&wb_pool.state)) >> 32) == seen)
                     pthread_cond_wait(&wb_pool.cv, &wb_pool.mu);
                 atomic_fetch_sub(&wb_pool.sleepers, 1);
                 pthread_mutex_unlock(&wb_pool.mu);
+                if (narrowed) pthread_setaffinity_np(pthread_self(), sizeof allowed, &allowed);
                 break;
             }
         }
