@@ -1,0 +1,74 @@
+"""A/B of the pool's sleep-apart (a sleeping worker narrows its affinity away from the caller's
+CPU until it wakes): DistilBERT-base int8 forwards at batch 1 after a pause, as requests that
+come a few per second see them.
+
+In one process, the two modes take turns: each cycle sets the mode, sleeps `--pause` seconds,
+then times `--calls` forwards back to back, recording each call's time, the share of the
+parallel jobs' chunks the worker ran, and how often the worker had to move off the caller's CPU
+at a job's start (`pool.stats()["moves"]`). Prints medians (and p90) per call position.
+Usage: python results/bench/zen4-wake/wake_ab.py --seq 16 [--sparsity 0.9] [--seconds 40]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--seq", type=int, default=16)
+    p.add_argument("--sparsity", type=float, default=0.0)
+    p.add_argument("--seconds", type=float, default=40.0)
+    p.add_argument("--calls", type=int, default=3)
+    p.add_argument("--pause", type=float, default=0.1)
+    a = p.parse_args()
+    os.environ["OMP_NUM_THREADS"] = "2"
+    import numpy as np
+    import torch
+
+    from workbench.bench.models import distilbert
+    from workbench.recipes.prune.magnitude import magnitude_prune_
+    from workbench.runtime import compile_model
+    from workbench_ext import pool
+
+    torch.set_num_threads(2)
+    model = distilbert()
+    if a.sparsity:
+        magnitude_prune_(model, a.sparsity, block=(1, 4))
+    eng = compile_model(model, quantize=True, kernel_choice="measure", choice_shape=(1, a.seq))
+    eng.num_threads = 2
+    ids = np.random.default_rng(0).integers(1000, 20000, size=(1, a.seq))
+    mask = np.ones((1, a.seq), np.int64)
+    rows: dict[int, list] = {0: [], 1: []}
+    end, i = time.time() + a.seconds, 0
+    while time.time() < end:
+        mode = i % 2
+        i += 1
+        pool._set_sleep_apart(bool(mode))
+        time.sleep(a.pause)
+        calls = []
+        for _ in range(a.calls):
+            s0 = pool.stats()
+            t = time.perf_counter()
+            eng(ids, mask)
+            dt = time.perf_counter() - t
+            s1 = pool.stats()
+            w = s1["chunks_by_workers"] - s0["chunks_by_workers"]
+            c = s1["chunks_by_caller"] - s0["chunks_by_caller"]
+            calls.append((dt * 1e3, w / (w + c) if w + c else float("nan"), s1["moves"] - s0["moves"]))
+        rows[mode].append(calls)
+    pool._set_sleep_apart(True)
+    print(f"seq {a.seq}, sparsity {a.sparsity}, pause {a.pause} s, pool spin {pool.spin_us()} us, {i // 2} cycles per mode")
+    for mode in (0, 1):
+        r = np.array(rows[mode])
+        cells = [f"call {c}: {np.median(r[:, c, 0]):.2f} ms (p90 {np.percentile(r[:, c, 0], 90):.2f}), "
+                 f"worker share {np.median(r[:, c, 1]):.2f}, moves {r[:, c, 2].mean():.2f}" for c in range(a.calls)]
+        print(f"  sleep-apart {'on ' if mode else 'off'}: " + "; ".join(cells))
+    on, off = np.array(rows[1]), np.array(rows[0])
+    print("  off / on, medians: " + ", ".join(
+        f"call {c} {np.median(off[:, c, 0]) / np.median(on[:, c, 0]):.2f}x" for c in range(a.calls)))
+
+
+if __name__ == "__main__":
+    main()
