@@ -1,12 +1,12 @@
 """A/B of the pool's sleep-apart (a sleeping worker narrows its affinity away from the caller's
-CPU until it wakes): DistilBERT-base int8 forwards at batch 1 after a pause, as requests that
+CPU until it wakes): DistilBERT-base (or the embedded MiniLM) int8 forwards at batch 1 after a pause, as requests that
 come a few per second see them.
 
 In one process, the two modes take turns: each cycle sets the mode, sleeps `--pause` seconds,
 then times `--calls` forwards back to back, recording each call's time, the share of the
 parallel jobs' chunks the worker ran, and how often the worker had to move off the caller's CPU
 at a job's start (`pool.stats()["moves"]`). Prints medians (and p90) per call position.
-Usage: python results/bench/zen4-wake/wake_ab.py --seq 16 [--sparsity 0.9] [--seconds 40]
+Usage: python results/bench/zen4-wake/wake_ab.py --seq 16 [--model minilm] [--sparsity 0.9] [--seconds 40]
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import time
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seq", type=int, default=16)
+    p.add_argument("--model", choices=("distilbert", "minilm"), default="distilbert")
     p.add_argument("--sparsity", type=float, default=0.0)
     p.add_argument("--seconds", type=float, default=40.0)
     p.add_argument("--calls", type=int, default=3)
@@ -27,13 +28,13 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from workbench.bench.models import distilbert
+    from workbench.bench import models
     from workbench.recipes.prune.magnitude import magnitude_prune_
     from workbench.runtime import compile_model
     from workbench_ext import pool
 
     torch.set_num_threads(2)
-    model = distilbert()
+    model = getattr(models, a.model)()
     if a.sparsity:
         magnitude_prune_(model, a.sparsity, block=(1, 4))
     eng = compile_model(model, quantize=True, kernel_choice="measure", choice_shape=(1, a.seq))
@@ -59,7 +60,7 @@ def main() -> None:
             calls.append((dt * 1e3, w / (w + c) if w + c else float("nan"), s1["moves"] - s0["moves"]))
         rows[mode].append(calls)
     pool._set_sleep_apart(True)
-    print(f"seq {a.seq}, sparsity {a.sparsity}, pause {a.pause} s, pool spin {pool.spin_us()} us, {i // 2} cycles per mode")
+    print(f"{a.model}, seq {a.seq}, sparsity {a.sparsity}, pause {a.pause} s, pool spin {pool.spin_us()} us, {i // 2} cycles per mode")
     for mode in (0, 1):
         r = np.array(rows[mode])
         cells = [f"call {c}: {np.median(r[:, c, 0]):.2f} ms (p90 {np.percentile(r[:, c, 0], 90):.2f}), "
