@@ -6,7 +6,8 @@ In one process, the two modes take turns: each cycle sets the mode, sleeps `--pa
 then times `--calls` forwards back to back, recording each call's time, the share of the
 parallel jobs' chunks the worker ran, and how often the worker had to move off the caller's CPU
 at a job's start (`pool.stats()["moves"]`). Prints medians (and p90) per call position.
-Usage: python results/bench/zen4-wake/wake_ab.py --seq 16 [--model minilm] [--sparsity 0.9] [--seconds 40]
+With `--contend 1` a busy process shares the cores meanwhile (workbench.bench.contention).
+Usage: python results/bench/zen4-wake/wake_ab.py --seq 16 [--model minilm] [--sparsity 0.9] [--seconds 40] [--contend 1]
 """
 from __future__ import annotations
 
@@ -23,12 +24,14 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=40.0)
     p.add_argument("--calls", type=int, default=3)
     p.add_argument("--pause", type=float, default=0.1)
+    p.add_argument("--contend", type=int, default=0)
     a = p.parse_args()
     os.environ["OMP_NUM_THREADS"] = "2"
     import numpy as np
     import torch
 
     from workbench.bench import models
+    from workbench.bench.contention import busy_processes
     from workbench.recipes.prune.magnitude import magnitude_prune_
     from workbench.runtime import compile_model
     from workbench_ext import pool
@@ -42,6 +45,23 @@ def main() -> None:
     ids = np.random.default_rng(0).integers(1000, 20000, size=(1, a.seq))
     mask = np.ones((1, a.seq), np.int64)
     rows: dict[int, list] = {0: [], 1: []}
+    with busy_processes(a.contend):
+        i = _alternate(a, eng, ids, mask, rows, pool)
+    pool._set_sleep_apart(True)
+    print(f"{a.model}, seq {a.seq}, sparsity {a.sparsity}, pause {a.pause} s, pool spin {pool.spin_us()} us, "
+          f"{a.contend} busy process(es), {i // 2} cycles per mode")
+    for mode in (0, 1):
+        r = np.array(rows[mode])
+        cells = [f"call {c}: {np.median(r[:, c, 0]):.2f} ms (p90 {np.percentile(r[:, c, 0], 90):.2f}), "
+                 f"worker share {np.median(r[:, c, 1]):.2f}, moves {r[:, c, 2].mean():.2f}" for c in range(a.calls)]
+        print(f"  sleep-apart {'on ' if mode else 'off'}: " + "; ".join(cells))
+    on, off = np.array(rows[1]), np.array(rows[0])
+    print("  off / on, medians: " + ", ".join(
+        f"call {c} {np.median(off[:, c, 0]) / np.median(on[:, c, 0]):.2f}x" for c in range(a.calls)))
+
+
+def _alternate(a, eng, ids, mask, rows: dict, pool) -> int:
+    """The cycles, modes alternating, until `a.seconds` have passed; returns how many ran."""
     end, i = time.time() + a.seconds, 0
     while time.time() < end:
         mode = i % 2
@@ -59,16 +79,7 @@ def main() -> None:
             c = s1["chunks_by_caller"] - s0["chunks_by_caller"]
             calls.append((dt * 1e3, w / (w + c) if w + c else float("nan"), s1["moves"] - s0["moves"]))
         rows[mode].append(calls)
-    pool._set_sleep_apart(True)
-    print(f"{a.model}, seq {a.seq}, sparsity {a.sparsity}, pause {a.pause} s, pool spin {pool.spin_us()} us, {i // 2} cycles per mode")
-    for mode in (0, 1):
-        r = np.array(rows[mode])
-        cells = [f"call {c}: {np.median(r[:, c, 0]):.2f} ms (p90 {np.percentile(r[:, c, 0], 90):.2f}), "
-                 f"worker share {np.median(r[:, c, 1]):.2f}, moves {r[:, c, 2].mean():.2f}" for c in range(a.calls)]
-        print(f"  sleep-apart {'on ' if mode else 'off'}: " + "; ".join(cells))
-    on, off = np.array(rows[1]), np.array(rows[0])
-    print("  off / on, medians: " + ", ".join(
-        f"call {c} {np.median(off[:, c, 0]) / np.median(on[:, c, 0]):.2f}x" for c in range(a.calls)))
+    return i
 
 
 if __name__ == "__main__":
