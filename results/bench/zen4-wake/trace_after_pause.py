@@ -6,8 +6,9 @@ Usage: python results/bench/zen4-wake/trace_after_pause.py [--seq 16] [--cycles 
 from __future__ import annotations
 
 import argparse
-import os
 import time
+
+from wake_ab import batch1_engine  # this folder's A/B script (its setup)
 
 
 def main() -> None:
@@ -15,19 +16,11 @@ def main() -> None:
     p.add_argument("--seq", type=int, default=16)
     p.add_argument("--cycles", type=int, default=6)
     a = p.parse_args()
-    os.environ["OMP_NUM_THREADS"] = "2"
+    eng, ids, mask = batch1_engine("distilbert", a.seq)
     import numpy as np
-    import torch
 
-    from workbench.bench.models import distilbert
-    from workbench.runtime import compile_model
     from workbench_ext import pool
 
-    torch.set_num_threads(2)
-    eng = compile_model(distilbert(), quantize=True, kernel_choice="measure", choice_shape=(1, a.seq))
-    eng.num_threads = 2
-    ids = np.random.default_rng(0).integers(1000, 20000, size=(1, a.seq))
-    mask = np.ones((1, a.seq), np.int64)
     for on in (False, True):
         pool._set_sleep_apart(on)
         print(f"sleep-apart {'on' if on else 'off'}, seq {a.seq}: each cycle a 0.1 s pause, then one forward")

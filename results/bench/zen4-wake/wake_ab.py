@@ -16,6 +16,27 @@ import os
 import time
 
 
+def batch1_engine(model: str = "distilbert", seq: int = 16, sparsity: float = 0.0):
+    """(engine, ids, mask): `model` ("distilbert" or "minilm"), pruned to `sparsity` in 1x4
+    blocks, compiled to int8 on 2 threads with its kernels measured at batch 1 x `seq`."""
+    os.environ["OMP_NUM_THREADS"] = "2"
+    import numpy as np
+    import torch
+
+    from workbench.bench import models
+    from workbench.recipes.prune.magnitude import magnitude_prune_
+    from workbench.runtime import compile_model
+
+    torch.set_num_threads(2)
+    net = getattr(models, model)()
+    if sparsity:
+        magnitude_prune_(net, sparsity, block=(1, 4))
+    eng = compile_model(net, quantize=True, kernel_choice="measure", choice_shape=(1, seq))
+    eng.num_threads = 2
+    ids = np.random.default_rng(0).integers(1000, 20000, size=(1, seq))
+    return eng, ids, np.ones((1, seq), np.int64)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seq", type=int, default=16)
@@ -26,24 +47,12 @@ def main() -> None:
     p.add_argument("--pause", type=float, default=0.1)
     p.add_argument("--contend", type=int, default=0)
     a = p.parse_args()
-    os.environ["OMP_NUM_THREADS"] = "2"
+    eng, ids, mask = batch1_engine(a.model, a.seq, a.sparsity)
     import numpy as np
-    import torch
 
-    from workbench.bench import models
     from workbench.bench.contention import busy_processes
-    from workbench.recipes.prune.magnitude import magnitude_prune_
-    from workbench.runtime import compile_model
     from workbench_ext import pool
 
-    torch.set_num_threads(2)
-    model = getattr(models, a.model)()
-    if a.sparsity:
-        magnitude_prune_(model, a.sparsity, block=(1, 4))
-    eng = compile_model(model, quantize=True, kernel_choice="measure", choice_shape=(1, a.seq))
-    eng.num_threads = 2
-    ids = np.random.default_rng(0).integers(1000, 20000, size=(1, a.seq))
-    mask = np.ones((1, a.seq), np.int64)
     rows: dict[int, list] = {0: [], 1: []}
     with busy_processes(a.contend):
         i = _alternate(a, eng, ids, mask, rows, pool)
