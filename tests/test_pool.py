@@ -250,14 +250,21 @@ def _worker_state(name: str) -> tuple[str, set[int]]:
     raise AssertionError(f"no thread named {name!r}")
 
 
-def _sleeping_worker_cpus() -> set[int]:
-    """Worker 1's allowed CPUs once it is asleep (polled: it sleeps when its spin runs out)."""
+def _worker_once(want_state: str, done=lambda allowed: True) -> tuple[str, set[int]]:
+    """Worker 1's (state, allowed CPUs), polled for up to 5 s until it is in `want_state` with
+    `done(allowed)`: it sleeps only when its spin runs out, and a woken worker restores its mask
+    only once the scheduler runs it (it can show "R" with the narrowed mask just before)."""
     deadline = time.monotonic() + 5
     while True:
         state, allowed = _worker_state("wb-pool-1")
-        if state == "S" or time.monotonic() > deadline:
-            return allowed
+        if (state == want_state and done(allowed)) or time.monotonic() > deadline:
+            return state, allowed
         time.sleep(0.005)
+
+
+def _sleeping_worker_cpus() -> set[int]:
+    """Worker 1's allowed CPUs once it is asleep."""
+    return _worker_once("S")[1]
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
@@ -281,7 +288,7 @@ def test_a_sleeping_worker_waits_off_its_callers_cpu_and_is_not_pinned_when_awak
         pool.set_spin_us(10_000_000)              # after this job it spins: awake, mask restored
         pool._test_sum(2, 64, 1)
         pool._test_sum(2, 64, 1)
-        state, awake = _worker_state("wb-pool-1")
+        state, awake = _worker_once("R", lambda allowed: allowed == mask)
         assert state == "R" and awake == mask
     finally:
         pool._set_sleep_apart(True)

@@ -194,9 +194,6 @@ static int wb_pool_sleep_away(int self, int threads, cpu_set_t *allowed) {
 static void *wb_pool_worker(void *arg) {
     const int id = (int)(intptr_t)arg;
     wb_pool_self = id + 1;
-    char name[16];
-    snprintf(name, sizeof name, "wb-pool-%d", id + 1);     /* top -H, /proc/<pid>/task/<tid>/comm */
-    pthread_setname_np(pthread_self(), name);
     uint32_t seen = (uint32_t)(atomic_load(&wb_pool.state) >> 32);
     for (;;) {
         /* spin, then sleep, until a new generation is published */
@@ -259,6 +256,11 @@ static int wb_pool_grow(int want) {
         int rc = pthread_create(&t, &attr, wb_pool_worker, (void *)(intptr_t)wb_pool.nworkers);
         pthread_attr_destroy(&attr);
         if (rc != 0) break;          /* fewer threads: the caller does the rest */
+        /* named here, not by the thread itself, so it has its name before any job is published
+         * (top -H, /proc/<pid>/task/<tid>/comm) */
+        char name[16];
+        snprintf(name, sizeof name, "wb-pool-%d", wb_pool.nworkers + 1);
+        pthread_setname_np(t, name);
         wb_pool.nworkers++;
     }
     return wb_pool.nworkers;
