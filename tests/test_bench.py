@@ -449,10 +449,11 @@ def test_default_engines_add_the_tile_bf16_attention_and_per_channel_engines_onl
     monkeypatch.setattr(kernels, "active_isa", lambda: "avx512_vnni")
     assert engines.default_engines() == engines.DEFAULT_ENGINES
     monkeypatch.setattr(kernels, "has_tile_sparse", lambda: True)
-    assert engines.default_engines() == engines.DEFAULT_ENGINES + ("wb-int8-tile90",)
+    assert engines.default_engines() == engines.DEFAULT_ENGINES + ("wb-int8-tile90", "wb-int8-onednn")
+    assert engines.ENGINES["wb-int8-onednn"].kernel_choice == "library"
     monkeypatch.setattr(kernels, "attention_bf16_path", lambda: "avx512_bf16")
     assert engines.default_engines() == engines.DEFAULT_ENGINES + (
-        "wb-int8-tile90", "wb-int8-bf16attn", "wb-int8-sp90-bf16attn")
+        "wb-int8-tile90", "wb-int8-onednn", "wb-int8-bf16attn", "wb-int8-sp90-bf16attn")
     assert engines.ENGINES["wb-int8-sp90-bf16attn"].sparsity == 0.9
     assert engines.ENGINES["wb-int8-sp90-bf16attn"].attention == "bf16"
     monkeypatch.setattr(kernels, "attention_int8_runs", lambda: True)

@@ -41,7 +41,16 @@ def pruned(tiny_bert):
     return tiny_bert
 
 
-def test_choice_follows_the_timer(pruned, monkeypatch):
+@pytest.fixture
+def without_library(monkeypatch):
+    """The library kernel (torch's `_int_mm`) out of the candidates, for the tests about the
+    dense / sparse choice (its own tests are below)."""
+    from workbench.runtime import kernels as K
+
+    monkeypatch.setattr(K, "has_library_int8", lambda: False)
+
+
+def test_choice_follows_the_timer(pruned, monkeypatch, without_library):
     fast_sparse = {"layers.0.qkv", "layers.2.ffn1", "layers.3.out"}
     timed = []
 
@@ -67,7 +76,7 @@ def test_choice_follows_the_timer(pruned, monkeypatch):
     assert summary.startswith("measure: qkv/out/ffn1/ffn2 SDDD DDDD DDSD DSDD; head DD"), summary
 
 
-def test_candidates_take_turns_and_keep_their_fastest_call(pruned, monkeypatch):
+def test_candidates_take_turns_and_keep_their_fastest_call(pruned, monkeypatch, without_library):
     """A slow spell of the machine must hit both candidates: the timed calls alternate, and
     each candidate's fastest call counts (here the sparse kernel's 3rd call, the dense one's 5th)."""
     order: dict[str, list[str]] = {}
@@ -146,7 +155,7 @@ def test_bad_choice_settings_fail(tiny_bert):
 
 
 @pytest.mark.parametrize("sparse_time,want", [(0.95, "int8_dense"), (0.85, "int8_sparse")])
-def test_sparse_must_win_by_the_margin(pruned, monkeypatch, sparse_time, want):
+def test_sparse_must_win_by_the_margin(pruned, monkeypatch, without_library, sparse_time, want):
     """Timing noise is 10-20 %: a sparse kernel only a little faster in the setup timing stays dense."""
     monkeypatch.setattr(C, "time_kernel", lambda name, kind, fn, x: sparse_time if kind == "int8_sparse" else 1.0)
     engine = compile_model(pruned, kernel_choice="measure")
@@ -186,7 +195,7 @@ def test_kernel_switches_with_the_row_count(pruned, monkeypatch):
         compile_model(pruned, kernel_choice="measure", choice_batches=(0,))
 
 
-def test_tile_sparse_is_timed_on_amx_for_tile_pruned_layers(tiny_bert, monkeypatch):
+def test_tile_sparse_is_timed_on_amx_for_tile_pruned_layers(tiny_bert, monkeypatch, without_library):
     """On AMX (faked here: the tile-sparse layer then runs the dense kernel of this CPU, same
     bits) a layer pruned in 16x64 blocks gets the tile-sparse kernel as a third candidate and
     keeps it when it is fastest; 1x4-pruned layers (no zero tiles) never time it."""
@@ -213,3 +222,54 @@ def test_tile_sparse_is_timed_on_amx_for_tile_pruned_layers(tiny_bert, monkeypat
     lin = compile_model(one_by_four, kernel_choice="measure", choice_shape=(2, 16)).meta["linears"]
     assert all(lm["tile_sparsity"] < C.MIN_TILE_SPARSITY for lm in lin.values())
     assert all("int8_tile_sparse" not in (lm["choice"].get("ms") or {}) for lm in lin.values())
+
+
+@pytest.mark.parametrize("library_time,want", [(0.95, "int8_dense"), (0.85, "int8_library")])
+def test_library_kernel_is_timed_for_every_int8_linear_and_kept_only_by_the_margin(tiny_bert, monkeypatch,
+                                                                                  library_time, want):
+    """torch's `_int_mm` (oneDNN) is a candidate of every int8 Linear, the head included; it is
+    kept only when it beats dense by the margin, and the engine's outputs are the dense engine's
+    bits either way (the compiled layer loop runs it like any int8 layer)."""
+    from workbench.runtime import kernels as K
+
+    if not K.has_library_int8():
+        pytest.skip(f"no library kernel here: {K.library_int8_problem()}")
+    monkeypatch.setattr(C, "time_kernel", lambda name, kind, fn, x: library_time if kind == "int8_library" else 1.0)
+    engine = compile_model(tiny_bert, kernel_choice="measure", choice_shape=(2, 16))
+    lin = engine.meta["linears"]
+    assert all(set(lm["choice"]["ms"]) == {"int8_dense", "int8_library"} and lm["kind"] == want for lm in lin.values())
+    summary = engine.describe()["kernels_per_layer"]
+    code = "L" if want == "int8_library" else "D"
+    assert summary.startswith(f"measure: qkv/out/ffn1/ffn2 {code * 4} {code * 4} {code * 4} {code * 4}; head {code * 2}")
+    if want == "int8_library":
+        assert all("LibraryInt8Linear" in impl for impl in engine.impls.values())
+        assert engine.describe()["layer_loop"].startswith("compiled")
+    ids, mask = _ids()
+    np.testing.assert_array_equal(engine(ids, mask), compile_model(tiny_bert, kernel_choice="dense")(ids, mask))
+
+
+def test_library_mode_and_loading_where_the_library_does_not_run(pruned, monkeypatch, tmp_path):
+    """`kernel_choice="library"` puts every int8 Linear on it (fp32 engines stay dense); a saved
+    engine that chose it loads where torch's kernel does not run on the dense kernel, says so,
+    and computes the same outputs."""
+    from workbench.runtime import kernels as K
+
+    if not K.has_library_int8():
+        pytest.skip(f"no library kernel here: {K.library_int8_problem()}")
+    ids, mask = _ids()
+    engine = compile_model(pruned, kernel_choice="library")
+    assert {lm["kind"] for lm in engine.meta["linears"].values()} == {"int8_library"}
+    want = compile_model(pruned, kernel_choice="dense")(ids, mask)
+    np.testing.assert_array_equal(engine(ids, mask), want)
+    fp32 = compile_model(pruned, quantize=False, kernel_choice="library")
+    assert {lm["kind"] for lm in fp32.meta["linears"].values()} == {"fp32_dense"}
+    saved = engine.save(tmp_path / "e")
+    monkeypatch.setattr(K, "has_library_int8", lambda: False)
+    monkeypatch.setattr(K, "library_int8_problem", lambda: "torch._int_mm does not run here (test)")
+    loaded = type(engine).load(saved)
+    assert all("DenseInt8Linear" in i and "int8_library asked for" in i for i in loaded.impls.values())
+    np.testing.assert_array_equal(loaded(ids, mask), want)
+    assert "int8_library" not in C.candidates("int8", 0.0)
+    monkeypatch.undo()
+    assert C.candidates("int8", 0.0) == ["int8_dense", "int8_library"]
+    assert C.candidates("int8", 0.0, library=False) == ["int8_dense"]

@@ -47,6 +47,10 @@ cdef class TileSparseInt8Linear(DenseInt8Linear):
     cdef readonly int nnz_tiles, num_tiles
 
 
+cdef class LibraryInt8Linear(_Int8Linear):
+    pass
+
+
 cdef class BlockSparseInt8Linear(_Int8Linear):
     cdef readonly object row_ptr, col_idx, values
     cdef readonly int nnz_blocks, Kb

@@ -235,6 +235,7 @@ cdef int _activation_code(object activation) except -1:
 include "int8_layer.pxi"
 include "int8_dense.pxi"
 include "int8_sparse.pxi"
+include "int8_library.pxi"
 
 
 cdef extern from "wb_int8.h" nogil:

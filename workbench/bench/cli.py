@@ -78,8 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated (default {','.join(DEFAULT_MODELS)}; known: {','.join(MODELS)}); "
                              "or a saved model folder (a run's <run>/artifacts/<stage>/model), or label=folder")
     parser.add_argument("--engines", type=_list("engine", list(ENGINES)), default=None,
-                        help=f"comma-separated (default: {','.join(DEFAULT_ENGINES)}, and wb-int8-tile90 on "
-                             f"AMX CPUs; with --run: "
+                        help=f"comma-separated (default: {','.join(DEFAULT_ENGINES)}, and where they run "
+                             f"wb-int8-tile90 and wb-int8-onednn (AMX), the -bf16attn / -i8attn engines and "
+                             f"the -pc engines (AVX2); with --run: "
                              f"torch-fp32,ort-fp32,ort-int8,wb-int8; also: "
                              f"{','.join(e for e in ENGINES if e not in DEFAULT_ENGINES)})")
     parser.add_argument("--threads", type=_list("threads", cast=int), default=None,

@@ -28,9 +28,10 @@ Peers are set up the way their documentation recommends for CPU inference:
     on a copy pruned to 70/80/90% 1x4-block sparsity (`wb-int8-sp70` ...), or in 16x64 blocks,
     one AMX weight tile each (`wb-int8-tile70` ...; on AMX the tile-sparse kernel is then a
     candidate, and `default_engines` adds `wb-int8-tile90`), with
-    `kernel_choice="measure"` at each of the bench's batch sizes (each Linear on the faster of
-    the dense and block-sparse kernels at every row count; the notes give the kernel of every
-    layer and where it switches); `wb-bf16`: dense Linears in
+    `kernel_choice="measure"` at each of the bench's batch sizes (each Linear on the fastest of
+    the dense, block-sparse and library kernels at every row count; the notes give the kernel of
+    every layer and where it switches); `wb-int8-onednn`: every Linear on the library kernel
+    (torch's `_int_mm`, oneDNN; same outputs); `wb-bf16`: dense Linears in
     bf16 (AVX512-BF16 `vdpbf16ps`; fp32 BLAS on a CPU without it, the notes say which).
 
 Run-to-run spread: `workbench bench` reports the median and min-max of >= 5 timed runs (default
@@ -102,6 +103,7 @@ class Workbench(BenchEngine):
     attention = "fp32"
     act_bits = 8
     int8_weights = "auto"
+    kernel_choice = "measure"
     _pool = None                            # workbench_ext.pool, once set up with the kernels built
     _worker_share: float | None = None      # of the last run
 
@@ -117,7 +119,8 @@ class Workbench(BenchEngine):
 
         self.engine = compile_model(model, quantize=self.quantize, sparse_threshold=0.5, dtype=self.dtype,
                                     attention=self.attention, act_bits=self.act_bits,
-                                    int8_weights=self.int8_weights, kernel_choice="measure", choice_shape=tuple(self.shape),
+                                    int8_weights=self.int8_weights, kernel_choice=self.kernel_choice,
+                                    choice_shape=tuple(self.shape),
                                     choice_batches=tuple(b for b in self.batches if b > self.shape[0]))
         kinds: dict[str, int] = {}
         for impl in self.engine.impls.values():
@@ -152,6 +155,13 @@ class Workbench(BenchEngine):
 
     def worker_share(self) -> float | None:
         return self._worker_share
+
+
+class WorkbenchOneDNN(Workbench):
+    """Every Linear on the library kernel (torch's `_int_mm`, oneDNN) between our quantization
+    and epilogue: the same outputs as `wb-int8`, so the two compare the GEMM kernels alone."""
+    name = "wb-int8-onednn"
+    kernel_choice = "library"
 
 
 class WorkbenchFp32(Workbench):
@@ -202,7 +212,7 @@ ENGINES: dict[str, type[BenchEngine]] = {
     e.name: e for e in (TorchFp32, TorchBf16, TorchInt8X86, TorchInt8OneDNN, OrtFp32, OrtInt8, OrtExported,
                         *(_ort_variant(v) for v in ORT_INT8_VARIANTS),
                         Workbench, _sparse(70), _sparse(80), _sparse(90), _tile_sparse(70), _tile_sparse(80),
-                        _tile_sparse(90), WorkbenchFp32, WorkbenchBf16, _attention(Workbench, "bf16"),
+                        _tile_sparse(90), WorkbenchOneDNN, WorkbenchFp32, WorkbenchBf16, _attention(Workbench, "bf16"),
                         _attention(_sparse(90), "bf16"), _attention(Workbench, "int8"), _attention(_sparse(90), "int8"),
                         _act7(Workbench), _act7(_sparse(90)),
                         _per_channel(Workbench), _per_channel(_sparse(90)))
@@ -213,8 +223,9 @@ BASELINE = "ort-int8"
 
 
 def default_engines() -> tuple[str, ...]:
-    """`DEFAULT_ENGINES`, and on CPUs with AMX also `wb-int8-tile90`: there the tile-sparse
-    kernel skips the pruned tiles (elsewhere the engine would only repeat a 1x4-sparse one); on
+    """`DEFAULT_ENGINES`, and on CPUs with AMX also `wb-int8-tile90` and `wb-int8-onednn`: there
+    the tile-sparse kernel skips the pruned tiles (elsewhere the engine would only repeat a
+    1x4-sparse one), and oneDNN's AMX GEMM may beat ours (on AVX-512 VNNI it did not); on
     CPUs with AVX512-BF16 also the dense and 90 % engines with bf16 attention (elsewhere they
     would run the fp32 attention again), and likewise with int8 attention on AVX-512 VNNI; where
     the int8 kernels run on AVX2 also the dense and 90 % engines with plain per-channel weights
@@ -222,7 +233,7 @@ def default_engines() -> tuple[str, ...]:
     from workbench.runtime.compiler import resolve_int8_weights
     from workbench.runtime.kernels import attention_bf16_path, attention_int8_runs, has_tile_sparse
 
-    return (DEFAULT_ENGINES + (("wb-int8-tile90",) if has_tile_sparse() else ())
+    return (DEFAULT_ENGINES + (("wb-int8-tile90", "wb-int8-onednn") if has_tile_sparse() else ())
             + (("wb-int8-pc", "wb-int8-sp90-pc") if resolve_int8_weights("auto") == "pair_bounded" else ())
             + (("wb-int8-bf16attn", "wb-int8-sp90-bf16attn") if attention_bf16_path() else ())
             + (("wb-int8-i8attn", "wb-int8-sp90-i8attn") if attention_int8_runs() else ()))

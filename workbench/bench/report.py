@@ -228,8 +228,13 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
                "the tile-sparse kernel, which skips whole tiles, is a candidate for each Linear."]
               if any(e.startswith("wb-int8-tile") for e in engines_order) else []),
             "- `wb-int8*`: compiled with `compile_model(quantize=True, kernel_choice=\"measure\")` at the "
-            "bench's shapes (every Linear on the fastest of the dense, block-sparse and, on AMX, "
-            "tile-sparse kernels per batch size; the notes list them).",
+            "bench's shapes (every Linear on the fastest of the dense, block-sparse, library "
+            "(torch's `_int_mm`, oneDNN) and, on AMX, tile-sparse kernels per batch size; the notes "
+            "list them).",
+            *(["- `wb-int8-onednn`: every Linear on the library kernel (`kernel_choice=\"library\"`: "
+               "torch's `_int_mm`, oneDNN, between our quantization and epilogue; the same outputs as "
+               "`wb-int8`): our GEMM kernels against oneDNN's in the same runtime."]
+              if "wb-int8-onednn" in engines_order else []),
             *(["- `ort-int8`: each of its four variants (plain or ORT-optimized graph, per-tensor or "
                "per-channel weights) does its own untimed and timed call in every turn, a pause before "
                "each; a row is the variant with the best median at that batch (named in the table)."]

@@ -28,13 +28,21 @@ Dense and sparse int8 kernels compute the same exact s32 sums and the same epilo
 choice never changes an int8 engine's outputs (tests/test_runtime_choice.py); fp32 dense (BLAS)
 and fp32 sparse agree within fp32 rounding.
 
-A library kernel as a third candidate was measured and left out: torch's fbgemm
-(`torch.ops.quantized.linear_dynamic` on prepacked per-channel weights, and the static
-`linear_with_input_q_dq_qweight_dq_output_fp32`) on this Zen 5 (AVX-512 VNNI, 1 thread): 128 x 768
-x 2304: ours 0.51 ms, fbgemm dynamic 1.50 / static 0.64; 128 x 768 x 3072: 0.66 vs 1.04 / 0.85;
-128 x 3072 x 768: 0.65 vs 0.65 / 0.66 -- never faster, a different activation quantization
-(per tensor, so outputs would change with the choice), and torch's quantized tensors are
-deprecated.
+The library kernel (``int8_library``, `int8.LibraryInt8Linear`): torch's `_int_mm`, oneDNN's
+exact s8 x s8 -> s32 GEMM, between this package's per-token quantization and epilogue, so its
+outputs are the dense kernel's bits. It is a `measure` candidate of every int8 Linear (not the
+static-grid ones) where it runs, and must win by `MARGIN` like any other. On the Zen 4
+development machine (AVX-512 VNNI) it never does: the layer 128 x 768 -> 3072 on 2 threads took
+~1.5 ms against the dense kernel's ~1.1 (tests/test_runtime_choice.py, README "Library kernel").
+It is there for CPUs where oneDNN is the faster one, e.g. AMX cores, where this package's own
+AMX kernel is short of the hardware (results/bench/emr-amx/). ``library``: every int8 Linear on
+it (ablations; the bench's `wb-int8-onednn`).
+
+Before `_int_mm` (exact, any quantization), torch's fbgemm was measured as a third candidate and
+left out: `torch.ops.quantized.linear_dynamic` and the static
+`linear_with_input_q_dq_qweight_dq_output_fp32` quantize activations per tensor (outputs would
+change with the choice) and were never faster on a Zen 5 (1 thread, 128 x 768 x 2304: ours 0.51
+ms, fbgemm dynamic 1.50 / static 0.64).
 """
 from __future__ import annotations
 
@@ -47,19 +55,20 @@ import numpy as np
 from workbench.runtime import kernels as K
 from workbench.runtime import static as S
 
-MODES = ("measure", "dense", "sparse", "threshold")
+MODES = ("measure", "dense", "sparse", "threshold", "library")
 MIN_SPARSITY = 0.3
 """`measure`: the sparse kernel is a candidate from this fraction of all-zero 1x4 blocks."""
 MIN_TILE_SPARSITY = 0.25
 """`measure`, AMX only: the tile-sparse kernel is a candidate from this fraction of all-zero
 16x64 blocks."""
 TIMED_CALLS = 7
-SPARSE_MARGIN = 0.10
-"""`measure`: the sparse kernel must beat dense by this fraction to be chosen. Timing one Linear
-alone for a few calls is noisy (10-20 % on a shared 2-core VM); without a margin a 70 %-sparse
-DistilBERT picked sparse for 7 of 26 Linears and ran 0.83x as fast as its dense engine."""
-ABBREV = {"int8_dense": "D", "int8_sparse": "S", "int8_tile_sparse": "T", "fp32_dense": "f", "fp32_sparse": "s",
-          "bf16_dense": "b", "empty": "-"}
+MARGIN = 0.10
+"""`measure`: any candidate other than the dense kernel (sparse, tile-sparse, library) must beat
+it by this fraction to be chosen. Timing one Linear alone for a few calls is noisy (10-20 % on a
+shared 2-core VM); without a margin a 70 %-sparse DistilBERT picked sparse for 7 of 26 Linears
+and ran 0.83x as fast as its dense engine."""
+ABBREV = {"int8_dense": "D", "int8_sparse": "S", "int8_tile_sparse": "T", "int8_library": "L", "fp32_dense": "f",
+          "fp32_sparse": "s", "bf16_dense": "b", "empty": "-"}
 
 
 def check_mode(mode: str) -> str:
@@ -91,14 +100,17 @@ def time_kernel(name: str, kind: str, fn: Callable[[np.ndarray], Any], x: np.nda
     return time.perf_counter() - t0
 
 
-def candidates(family: str, sparsity: float, tile_sparsity: float = 0.0) -> list[str]:
-    """The kernel kinds `measure` times for one Linear, dense first."""
+def candidates(family: str, sparsity: float, tile_sparsity: float = 0.0, library: bool = True) -> list[str]:
+    """The kernel kinds `measure` times for one Linear, dense first. `library`: the library
+    kernel may run this layer (False for static-grid layers, which have their own)."""
     dense, sparse = kinds(family)
     out = [dense]
     if sparsity >= MIN_SPARSITY:
         out.append(sparse)
     if family == "int8" and tile_sparsity >= MIN_TILE_SPARSITY and K.has_tile_sparse():
         out.append("int8_tile_sparse")
+    if family == "int8" and library and K.has_library_int8():
+        out.append("int8_library")
     return out
 
 
@@ -106,8 +118,8 @@ def _timed(name: str, kinds_: list[str], build: Callable[[str], Callable[[np.nda
            in_features: int, rows: int) -> tuple[str, dict[str, float]]:
     """Every candidate warmed up, then `TIMED_CALLS` rounds in which they take turns; each keeps
     its fastest call. Taking turns puts a slow spell of the shared machine on all candidates
-    instead of on whichever happened to be timed then. A sparse kind must beat the dense one
-    (`kinds_[0]`) by `SPARSE_MARGIN`; the fastest of those that do wins."""
+    instead of on whichever happened to be timed then. Another kind must beat the dense one
+    (`kinds_[0]`) by `MARGIN`; the fastest of those that do wins."""
     x = np.random.default_rng(0).standard_normal((rows, in_features)).astype(np.float32)
     fns = {k: build(k) for k in kinds_}
     for fn in fns.values():
@@ -118,28 +130,31 @@ def _timed(name: str, kinds_: list[str], build: Callable[[str], Callable[[np.nda
             best_s[k] = min(best_s[k], time_kernel(name, k, fn, x))
     ms = {k: v * 1e3 for k, v in best_s.items()}
     dense = kinds_[0]
-    beat = [k for k in kinds_[1:] if ms[k] < ms[dense] * (1.0 - SPARSE_MARGIN)]
+    beat = [k for k in kinds_[1:] if ms[k] < ms[dense] * (1.0 - MARGIN)]
     best = min(beat, key=ms.__getitem__) if beat else dense
     return best, {k: round(v, 4) for k, v in ms.items()}
 
 
 def choose(name: str, family: str, sparsity: float, build: Callable[[str], Callable[[np.ndarray], Any]],
            in_features: int, *, mode: str, threshold: float, rows: int,
-           more_rows: tuple[int, ...] = (), tile_sparsity: float = 0.0) -> tuple[str, dict[str, Any]]:
+           more_rows: tuple[int, ...] = (), tile_sparsity: float = 0.0,
+           library: bool = True) -> tuple[str, dict[str, Any]]:
     """The kernel kind for one Linear and how it was chosen (kept in the engine meta).
     `build(kind)` makes the layer's callable on that kind (only called by `measure`).
     `more_rows`: further row counts to time (`measure`); the choice then records
     `by_rows: [{"rows", "kind", "ms"}, ...]` and the engine switches kernels by row count.
     `tile_sparsity`: fraction of all-zero 16x64 weight blocks (int8; 0 keeps the tile-sparse
-    kernel out)."""
+    kernel out). `library`: whether the library kernel may run this layer (`candidates`)."""
     dense, sparse = kinds(family)
-    if mode == "dense":
+    if mode == "dense" or (mode == "library" and not (family == "int8" and library)):
         return dense, {"mode": mode}
+    if mode == "library":
+        return "int8_library", {"mode": mode}
     if mode == "sparse":
         return sparse, {"mode": mode}
     if mode == "threshold":
         return (sparse if sparsity >= threshold else dense), {"mode": mode, "threshold": threshold}
-    kinds_ = candidates(family, sparsity, tile_sparsity)
+    kinds_ = candidates(family, sparsity, tile_sparsity, library)
     if len(kinds_) == 1:
         return dense, {"mode": mode, "rows": rows, "ms": None}  # nothing to compare
     best, ms = _timed(name, kinds_, build, in_features, rows)

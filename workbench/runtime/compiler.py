@@ -33,7 +33,8 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
     sparse_threshold: with kernel_choice "threshold", a Linear whose fraction of all-zero 1x4
         blocks is >= this runs on the block-sparse kernel; values > 1 never use the sparse kernels.
     kernel_choice: "threshold" | "measure" (time the candidate kernels at `choice_shape` =
-        (batch, seq) and keep the fastest) | "dense" | "sparse" (`workbench.runtime.choice`).
+        (batch, seq) and keep the fastest) | "dense" | "sparse" | "library" (every int8 Linear
+        on torch's `_int_mm`, oneDNN, same outputs) (`workbench.runtime.choice`).
     choice_batches: more batch sizes (at choice_shape's seq) for "measure" to time; a Linear
         whose fastest kernel changes with the batch keeps one kernel per range of row counts.
     dtype: "bf16" runs the dense fp32 Linears in bf16 (AVX512-BF16; fp32 where the CPU has none,
@@ -185,4 +186,4 @@ def _choose(name: str, entry: dict[str, Any], family: str, tensors: dict[str, np
     entry["kind"], entry["choice"] = C.choose(
         name, family, entry["block_sparsity"], build, entry["K"], mode=mode, threshold=threshold,
         rows=C.layer_rows(name, num_layers, *shape), more_rows=tuple(C.layer_rows(name, num_layers, *s) for s in more),
-        tile_sparsity=entry.get("tile_sparsity", 0.0))
+        tile_sparsity=entry.get("tile_sparsity", 0.0), library=not entry.get("static"))

@@ -145,7 +145,7 @@ class Engine(EngineReport, EngineFile):
 
     def _compiled_encoder(self) -> Any:
         """The whole static encoder as one compiled call (`workbench_ext.encoder`) when every
-        layer can run there: int8 kernels (dense, block-sparse or a row-count switch of them),
+        layer can run there: int8 kernels (dense, block-sparse, library or a row-count switch of them),
         GELU, attention and FFN present. Otherwise None (removed blocks, static grids, fp32 /
         bf16, other activations keep the per-op path, `_layer`)."""
         from workbench.runtime.choice import RowSwitch

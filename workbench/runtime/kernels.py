@@ -112,6 +112,25 @@ def has_tile_sparse() -> bool:
     return _has(_ext_int8, "TileSparseInt8Linear") and active_isa() == "amx"
 
 
+_LIBRARY_INT8: list[str | None] = []   # cached: None when torch's _int_mm runs here, else why not
+
+
+def library_int8_problem() -> str | None:
+    """Why the library int8 GEMM (torch's `_int_mm`, oneDNN: `int8.LibraryInt8Linear`) cannot run
+    in this process, or None when it can (checked once, on a 1x64x8 product)."""
+    if not _LIBRARY_INT8:
+        if not _has(_ext_int8, "library_int8_available"):
+            _LIBRARY_INT8.append("workbench_ext.int8 has no LibraryInt8Linear (rebuild the kernels)")
+        else:
+            _LIBRARY_INT8.append(_ext_int8.library_int8_available())
+    return _LIBRARY_INT8[0]
+
+
+def has_library_int8() -> bool:
+    """The library int8 layer runs here: a candidate of the per-layer kernel choice."""
+    return library_int8_problem() is None
+
+
 def has_fused_attention() -> bool:
     return _has(_ext_attn, "attention")
 
@@ -137,6 +156,8 @@ def kernel_report() -> dict[str, str]:
         "BlockSparseInt8Linear": src(_ext_int8, "BlockSparseInt8Linear", "int8"),
         "TileSparseInt8Linear": (src(_ext_int8, "TileSparseInt8Linear", "int8")
                                  + ("" if has_tile_sparse() else " (no AMX here: runs the dense kernel)")),
+        "LibraryInt8Linear": ("workbench_ext.int8.LibraryInt8Linear (torch._int_mm, oneDNN)" if has_library_int8()
+                              else f"not available: {library_int8_problem()}"),
         "BlockSparseFp32Linear": src(_ext_sparse, "BlockSparseFp32Linear", "sparse"),
         "gelu": src(_ext_ops, "gelu", "ops"),
         "layernorm": src(_ext_ops, "layernorm", "ops"),

@@ -179,7 +179,8 @@ def fuses_gelu(layer: Any) -> bool:
     if parts:
         return all(fuses_gelu(p) for p in parts)
     return (_ext_int8 is not None and "gelu" in getattr(_ext_int8, "ACTIVATIONS", ())
-            and isinstance(layer, (_ext_int8.DenseInt8Linear, _ext_int8.BlockSparseInt8Linear)))
+            and isinstance(layer, (_ext_int8.DenseInt8Linear, _ext_int8.BlockSparseInt8Linear,
+                                   _ext_int8.LibraryInt8Linear)))
 
 
 def _pairs_tag(lin: Any) -> str:
@@ -191,7 +192,10 @@ def make_linear(kind: str, weight: np.ndarray, scale: np.ndarray | None,
                 bias: np.ndarray | None, act_bits: int = 8) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
     """Build the callable for one Linear layer and name the implementation it runs on.
 
-    kind: "int8_dense" | "int8_sparse" | "int8_tile_sparse" (weight int8 [N, K] + scale) or
+    kind: "int8_dense" | "int8_sparse" | "int8_tile_sparse" | "int8_library" (torch's `_int_mm`,
+          oneDNN, between this package's quantization and epilogue: the dense kernel's outputs;
+          where it does not run, e.g. a saved engine loaded elsewhere, the dense kernel, and the
+          name returned says so) (weight int8 [N, K] + scale) or
           "fp32_dense" | "fp32_sparse" | "bf16_dense" (weight float32 [N, K]; bf16 runs on
           AVX512-BF16 when the CPU has it, else as fp32 BLAS -- the name returned says which).
     act_bits: the int8 kinds' per-token activation grid, 8 or 7 (`compile_model(act_bits=)`).
@@ -214,6 +218,13 @@ def make_linear(kind: str, weight: np.ndarray, scale: np.ndarray | None,
             runs = "" if lin.isa == "amx" else ": the dense kernel, no AMX tiles to skip here"
             return lin, f"workbench_ext.int8.TileSparseInt8Linear[{lin.isa}{tag}]{runs}"
         return _NumpyInt8Linear(weight, scale, bias, act_bits), f"numpy-fallback(int8 tile-sparse{tag})"
+    if kind == "int8_library":
+        if kernels.has_library_int8():
+            scale = np.ascontiguousarray(scale, dtype=np.float32)
+            lin = _ext_int8.LibraryInt8Linear(weight, scale, bias, act_bits=act_bits)
+            return lin, f"workbench_ext.int8.LibraryInt8Linear[torch._int_mm (oneDNN), epilogue {lin.isa}{tag}]"
+        lin, impl = make_linear("int8_dense", weight, scale, bias, act_bits)
+        return lin, f"{impl} (int8_library asked for, same outputs: {kernels.library_int8_problem()})"
     if kind == "int8_sparse":
         scale = np.ascontiguousarray(scale, dtype=np.float32)
         if _has(_ext_int8, "BlockSparseInt8Linear"):

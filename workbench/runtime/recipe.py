@@ -2,7 +2,7 @@
 
     - name: workbench_runtime
       quantize: true          # int8 weights + dynamic per-token int8 activations
-      kernel_choice: measure  # per Linear: time dense / block-sparse at choice_shape, keep the fastest
+      kernel_choice: measure  # per Linear: time dense / block-sparse / library (oneDNN) at choice_shape, keep the fastest
       choice_shape: [1, 128]  # (batch, seq) the kernels are timed at
       choice_batches: [8]     # optional: also time at batch 8; layers switch kernel by row count
       sparse_threshold: 0.5   # kernel_choice: threshold -- >= 50% zero 1x4 blocks -> block-sparse
@@ -34,10 +34,11 @@ class WorkbenchRuntimeConfig:
     sparse_threshold: float = 0.5
     """With `kernel_choice: threshold`: a Linear whose fraction of all-zero 1x4 blocks is >= this
     runs on the sparse kernel (values > 1 disable the sparse kernels)."""
-    kernel_choice: Literal["measure", "dense", "sparse", "threshold"] = "measure"
+    kernel_choice: Literal["measure", "dense", "sparse", "threshold", "library"] = "measure"
     """Kernel per Linear (`workbench.runtime.choice`): `measure` times the candidates at
-    `choice_shape` in this process and keeps the fastest; `dense` / `sparse` / `threshold` are
-    deterministic. All int8 choices give the same outputs."""
+    `choice_shape` in this process and keeps the fastest; `dense` / `sparse` / `threshold` /
+    `library` (every int8 Linear on torch's `_int_mm`, oneDNN) are deterministic. All int8
+    choices give the same outputs."""
     choice_shape: list[int] = field(default_factory=lambda: [1, 128])
     """(batch, seq) at which `measure` times the kernels: the shape the model will serve."""
     choice_batches: list[int] = field(default_factory=list)
