@@ -224,7 +224,7 @@ def test_tile_sparse_is_timed_on_amx_for_tile_pruned_layers(tiny_bert, monkeypat
     assert all("int8_tile_sparse" not in (lm["choice"].get("ms") or {}) for lm in lin.values())
 
 
-@pytest.mark.parametrize("library_time,want", [(0.95, "int8_dense"), (0.85, "int8_library")])
+@pytest.mark.parametrize("library_time,want", [(0.8, "int8_dense"), (0.7, "int8_library")])
 def test_library_kernel_is_timed_for_every_int8_linear_and_kept_only_by_the_margin(tiny_bert, monkeypatch,
                                                                                   library_time, want):
     """torch's `_int_mm` (oneDNN) is a candidate of every int8 Linear, the head included; it is
