@@ -228,13 +228,17 @@ def test_tile_sparse_is_timed_on_amx_for_tile_pruned_layers(tiny_bert, monkeypat
 def test_library_kernel_is_timed_for_every_int8_linear_and_kept_only_by_the_margin(tiny_bert, monkeypatch,
                                                                                   library_time, want):
     """torch's `_int_mm` (oneDNN) is a candidate of every int8 Linear, the head included; it is
-    kept only when it beats dense by the margin, and the engine's outputs are the dense engine's
-    bits either way (the compiled layer loop runs it like any int8 layer)."""
+    kept only when it beats dense by the margin (and whole forwards gain: faked here), and the
+    engine's outputs are the dense engine's bits either way (the compiled layer loop runs it like
+    any int8 layer)."""
     from workbench.runtime import kernels as K
 
     if not K.has_library_int8():
         pytest.skip(f"no library kernel here: {K.library_int8_problem()}")
+    from workbench.runtime import library_check
+
     monkeypatch.setattr(C, "time_kernel", lambda name, kind, fn, x: library_time if kind == "int8_library" else 1.0)
+    monkeypatch.setattr(library_check, "time_forward", lambda label, engine, ids, mask: 1.0 if label == "with" else 2.0)
     engine = compile_model(tiny_bert, kernel_choice="measure", choice_shape=(2, 16))
     lin = engine.meta["linears"]
     assert all(set(lm["choice"]["ms"]) == {"int8_dense", "int8_library"} and lm["kind"] == want for lm in lin.values())
@@ -273,3 +277,42 @@ def test_library_mode_and_loading_where_the_library_does_not_run(pruned, monkeyp
     monkeypatch.undo()
     assert C.candidates("int8", 0.0) == ["int8_dense", "int8_library"]
     assert C.candidates("int8", 0.0, library=False) == ["int8_dense"]
+
+
+@pytest.mark.parametrize("batches", [(), (8,)])
+def test_library_picks_are_reverted_when_whole_forwards_do_not_gain(tiny_bert, monkeypatch, batches):
+    """Layers timed alone prefer the library kernel, but the engine with those picks runs whole
+    forwards slower (fake timers): every pick goes back to the dense kernel (at every row count),
+    and the meta says what was measured."""
+    from workbench.runtime import kernels as K
+    from workbench.runtime import library_check
+
+    if not K.has_library_int8():
+        pytest.skip(f"no library kernel here: {K.library_int8_problem()}")
+    lib_layers = {"layers.0.out", "layers.2.ffn2", "head.pre"}
+    monkeypatch.setattr(C, "time_kernel", lambda name, kind, fn, x:
+                        0.5 if (kind == "int8_library") == (name in lib_layers) else 1.0)
+    forwards = []
+
+    def fake_forward(label, engine, ids, mask):
+        forwards.append((label, ids.shape))
+        return {"with": 1.0, "without": 0.95}[label]
+
+    monkeypatch.setattr(library_check, "time_forward", fake_forward)
+    engine = compile_model(tiny_bert, kernel_choice="measure", choice_shape=(2, 16), choice_batches=batches)
+    lin, check = engine.meta["linears"], engine.meta["library_check"]
+    assert check["kept"] is False and sorted(check["layers"]) == sorted(lib_layers)
+    assert (check["ms_with"], check["ms_without"]) == (1000.0 * (1 + len(batches)), 950.0 * (1 + len(batches)))
+    assert {(label, shape) for label, shape in forwards} == {(lb, (b, 16)) for lb in ("with", "without")
+                                                             for b in (2, *batches)}
+    for name, lm in lin.items():
+        assert lm["kind"] == "int8_dense" and all(k == "int8_dense" for _, k in C.row_ranges(lm)), name
+        assert ("library_reverted" in lm["choice"]) == (name in lib_layers), name
+    assert "L" not in engine.describe()["kernels_per_layer"]
+    # a gain smaller than the margin is not enough either; a larger one keeps the picks
+    monkeypatch.setattr(library_check, "time_forward", lambda label, engine, ids, mask: 0.95 if label == "with" else 1.0)
+    assert compile_model(tiny_bert, kernel_choice="measure", choice_shape=(2, 16)).meta["library_check"]["kept"] is False
+    monkeypatch.setattr(library_check, "time_forward", lambda label, engine, ids, mask: 0.85 if label == "with" else 1.0)
+    kept = compile_model(tiny_bert, kernel_choice="measure", choice_shape=(2, 16))
+    assert kept.meta["library_check"]["kept"] is True
+    assert {n for n, lm in kept.meta["linears"].items() if lm["kind"] == "int8_library"} == lib_layers

@@ -31,7 +31,8 @@ and fp32 sparse agree within fp32 rounding.
 The library kernel (``int8_library``, `int8.LibraryInt8Linear`): torch's `_int_mm`, oneDNN's
 exact s8 x s8 -> s32 GEMM, between this package's per-token quantization and epilogue, so its
 outputs are the dense kernel's bits. It is a `measure` candidate of every int8 Linear (not the
-static-grid ones) where it runs, and must win by `LIBRARY_MARGIN`. On the Zen 4
+static-grid ones) where it runs; it must win by `LIBRARY_MARGIN`, and its picks stay only if whole
+forwards with them are faster (`workbench.runtime.library_check`). On the Zen 4
 development machine (AVX-512 VNNI) it never does: the layer 128 x 768 -> 3072 on 2 threads took
 ~1.5 ms against the dense kernel's ~1.1 (tests/test_runtime_choice.py, README "Library kernel").
 It is there for CPUs where oneDNN is the faster one, e.g. AMX cores, where this package's own
@@ -70,9 +71,9 @@ fraction to be chosen. Timing one Linear alone for a few calls is noisy (10-20 %
 LIBRARY_MARGIN = 0.25
 """`measure`: the library kernel's margin. Its calls also hand the cores from this package's pool
 to torch's OpenMP threads and back, which a layer timed alone does not show: in one bench of the
-dense DistilBERT (Zen 4, 2 threads) a noisy setup kept it, at the 10 % margin, for 4 of the 6
-attention-output Linears (~0.2 ms each; 0.33-0.50 ms on it in quieter timings), and that engine
-ran 1.22x ONNX Runtime int8 where the all-dense one runs 1.36x."""
+dense DistilBERT (Zen 4, 2 threads) it was kept, at the 10 % margin, for 4 of the 6
+attention-output Linears (~0.2 ms each on our kernel, 0.33-0.50 ms on it in later timings).
+Picks that pass this margin are then checked on whole forwards (`library_check`)."""
 ABBREV = {"int8_dense": "D", "int8_sparse": "S", "int8_tile_sparse": "T", "int8_library": "L", "fp32_dense": "f",
           "fp32_sparse": "s", "bf16_dense": "b", "empty": "-"}
 
