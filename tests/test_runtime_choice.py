@@ -309,6 +309,8 @@ def test_library_picks_are_reverted_when_whole_forwards_do_not_gain(tiny_bert, m
         assert lm["kind"] == "int8_dense" and all(k == "int8_dense" for _, k in C.row_ranges(lm)), name
         assert ("library_reverted" in lm["choice"]) == (name in lib_layers), name
     assert "L" not in engine.describe()["kernels_per_layer"]
+    assert engine.describe()["library_check"] == check
+    assert library_check.summary(engine.meta).startswith("library kernel picks (3 Linears) reverted to dense: whole forwards")
     # a gain smaller than the margin is not enough either; a larger one keeps the picks
     monkeypatch.setattr(library_check, "time_forward", lambda label, engine, ids, mask: 0.95 if label == "with" else 1.0)
     assert compile_model(tiny_bert, kernel_choice="measure", choice_shape=(2, 16)).meta["library_check"]["kept"] is False

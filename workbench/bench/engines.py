@@ -108,7 +108,7 @@ class Workbench(BenchEngine):
     _worker_share: float | None = None      # of the last run
 
     def setup(self, model, threads, cache_dir, model_name):
-        from workbench.runtime import compile_model, kernel_report
+        from workbench.runtime import compile_model, kernel_report, library_check
         from workbench.runtime.choice import layer_summary
 
         try:
@@ -129,6 +129,7 @@ class Workbench(BenchEngine):
         fallbacks = sorted(k for k, v in rep.items() if v == "numpy-fallback")
         self.notes = (f"isa={rep['isa']}; " + "; ".join(f"{v}x {k}" for k, v in kinds.items())
                       + f"; kernels {layer_summary(self.engine.meta)}"
+                      + (f"; {library_check.summary(self.engine.meta)}" if self.engine.meta.get("library_check") else "")
                       + f"; layer loop {self.engine.describe()['layer_loop'].split(':')[0]}"
                       + (f"; attention {self.engine.attention_impl()}" if self.attention != "fp32" else "")
                       + ("; 7-bit activations (act_bits=7)" if self.act_bits == 7 else "")

@@ -32,6 +32,8 @@ class EngineReport:
             "act_bits": self.meta.get("act_bits", 8),
             "int8_weights": self.meta.get("int8_weights"),
             "kernels_per_layer": choice.layer_summary(self.meta),
+            # measure: the library kernel's per-layer picks checked on whole forwards (library_check)
+            "library_check": self.meta.get("library_check"),
             "attention": self.attention_impl(),
             "layer_loop": ("compiled: workbench_ext.encoder.Int8Encoder, one call per forward" if self._encoder is not None
                            else "per op: one Python call per kernel"),

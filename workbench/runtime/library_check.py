@@ -84,3 +84,13 @@ def check(meta: dict[str, Any], tensors: dict[str, np.ndarray], shapes: list[tup
             chosen["linears"][name]["choice"]["library_reverted"] = (
                 f"whole forwards {result['ms_with']} ms with the library kernel, {result['ms_without']} without")
     return chosen
+
+
+def summary(meta: dict[str, Any]) -> str:
+    """One line on the check (bench notes, logs), "" when no layer picked the library kernel."""
+    result = meta.get("library_check")
+    if not result:
+        return ""
+    what = "kept" if result["kept"] else "reverted to dense"
+    return (f"library kernel picks ({len(result['layers'])} Linears) {what}: whole forwards "
+            f"{result['ms_with']} ms with them, {result['ms_without']} without")
