@@ -31,6 +31,9 @@ print("clock GHz (measured)", round(c.measure_clock_ghz(), 2))
 from workbench.runtime.kernels import kernel_report
 print(kernel_report())
 PYEOF
+# which oneDNN implementation torch's _int_mm (the library kernel candidate) runs here, to tell
+# whether it uses AMX tiles (on Zen 4 it logs gemm_api; results/bench/zen4-library)
+DNNL_VERBOSE=1 $PY -c "import torch; a = torch.ones(128, 768, dtype=torch.int8); torch._int_mm(a, torch.ones(3072, 768, dtype=torch.int8).t())" 2>&1 | grep -m2 exec >> "$OUT/info.txt"
 cat "$OUT/info.txt"
 if [ "${QUICK:-0}" = 1 ]; then G="--quick"; B="--quick --threads 2"; TT=(-k "dense"); else G=""; B="--threads 2 --batch 1,8 --runs 7"; TT=(); fi
 el gemm
@@ -38,7 +41,7 @@ timeout 120 $TS $PY -m workbench.bench.gemm --m 128 --k 768 --n 3072 --threads 1
 tail -40 "$OUT/gemm.log"
 el bench
 timeout 300 $TS $PY -m workbench.cli bench --models distilbert $B --no-gemm \
-  --engines ort-int8,wb-int8,wb-int8-sp70,wb-int8-sp80,wb-int8-sp90,wb-int8-tile90,wb-int8-bf16attn \
+  --engines ort-int8,wb-int8,wb-int8-sp70,wb-int8-sp80,wb-int8-sp90,wb-int8-tile90,wb-int8-bf16attn,wb-int8-onednn \
   --out "$W/bench" > "$OUT/bench.log" 2>&1; echo "rc=$?" >> "$OUT/bench.log"
 tail -40 "$OUT/bench.log"
 tar czf "$OUT/results.tgz" -C "$W" gemm bench 2>/dev/null
@@ -47,6 +50,7 @@ XD=""; $PY -c "import xdist" 2>/dev/null && XD="-n 14"
 timeout ${TEST_S:-150} $PY -m pytest -q -p no:cacheprovider $XD --basetemp=/tmp/wbt "${TT[@]}" \
   tests/test_kernels.py tests/test_kernel_ops.py tests/test_pair_bounded.py tests/test_attention.py \
   tests/test_attention_bf16.py tests/test_kernels_act7.py tests/test_pool.py tests/test_runtime_choice.py \
+  tests/test_kernel_library.py \
   > "$OUT/tests.log" 2>&1; echo "rc=$?" >> "$OUT/tests.log"
 tail -15 "$OUT/tests.log"
 # where a forward's time goes, and (on AMX) the dense kernel's A/B, on the same two cores
