@@ -33,8 +33,9 @@ exact s8 x s8 -> s32 GEMM, between this package's per-token quantization and epi
 outputs are the dense kernel's bits. It is a `measure` candidate of every int8 Linear (not the
 static-grid ones) where it runs; it must win by `LIBRARY_MARGIN`, and its picks stay only if whole
 forwards with them are faster (`workbench.runtime.library_check`). On the Zen 4
-development machine (AVX-512 VNNI) it never does: the layer 128 x 768 -> 3072 on 2 threads took
-~1.5 ms against the dense kernel's ~1.1 (tests/test_runtime_choice.py, README "Library kernel").
+development machine (AVX-512 VNNI) they never are: the layer 128 x 768 -> 3072 on 2 threads took
+0.82 ms against the dense kernel's 0.70 (best of 40 calls; results/bench/zen4-library/, README
+"Library kernel").
 It is there for CPUs where oneDNN is the faster one, e.g. AMX cores, where this package's own
 AMX kernel is short of the hardware (results/bench/emr-amx/). ``library``: every int8 Linear on
 it (ablations; the bench's `wb-int8-onednn`).

@@ -126,6 +126,13 @@ def library_int8_problem() -> str | None:
     return _LIBRARY_INT8[0]
 
 
+def int8_layer_classes() -> tuple[type, ...]:
+    """The compiled int8 layer classes whose calls the compiled layer loop can make and whose
+    epilogue fuses GELU (a build from before a class existed simply lacks it)."""
+    names = ("DenseInt8Linear", "BlockSparseInt8Linear", "LibraryInt8Linear")
+    return tuple(getattr(_ext_int8, n) for n in names if _has(_ext_int8, n))
+
+
 def has_library_int8() -> bool:
     """The library int8 layer runs here: a candidate of the per-layer kernel choice."""
     return library_int8_problem() is None

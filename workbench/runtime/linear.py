@@ -179,8 +179,7 @@ def fuses_gelu(layer: Any) -> bool:
     if parts:
         return all(fuses_gelu(p) for p in parts)
     return (_ext_int8 is not None and "gelu" in getattr(_ext_int8, "ACTIVATIONS", ())
-            and isinstance(layer, (_ext_int8.DenseInt8Linear, _ext_int8.BlockSparseInt8Linear,
-                                   _ext_int8.LibraryInt8Linear)))
+            and isinstance(layer, kernels.int8_layer_classes()))
 
 
 def _pairs_tag(lin: Any) -> str:

@@ -173,7 +173,7 @@ def int8_encoder(layers: list[dict[str, Any]], hidden_size: int, attention: str 
     call), or None when it is not built or a layer's Linear is not a compiled int8 kernel."""
     if _ext_encoder is None or _ext_int8 is None:
         return None
-    kinds = (_ext_int8.DenseInt8Linear, _ext_int8.BlockSparseInt8Linear, _ext_int8.LibraryInt8Linear)
+    kinds = kernels.int8_layer_classes()
     if not all(isinstance(fn, kinds) for layer in layers for r in ("qkv", "out", "ffn1", "ffn2")
                for _, fn in layer[r]):
         return None
