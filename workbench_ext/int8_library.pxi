@@ -1,5 +1,5 @@
 # Included by int8.pyx (one module, split by job): the int8 layer whose s32 GEMM is a library
-# kernel -- torch's ``_int_mm`` (oneDNN; AMX, VNNI or AVX2 as oneDNN picks) -- with this module's
+# kernel -- torch's ``_int_mm`` (oneDNN, on whichever path it picks) -- with this module's
 # quantization and epilogue around it, so its outputs are the dense kernel's bits.
 
 cdef extern from "wb_int8_library.h" nogil:
@@ -40,7 +40,7 @@ cdef class LibraryInt8Linear(_Int8Linear):
 
     The activations are quantized by this module (per token, as every int8 layer), shifted to
     s8 (``q - 128``), multiplied by torch's ``_int_mm`` (oneDNN's exact s8 x s8 -> s32 GEMM; the
-    weights are kept as a column-major [Kp, N] view of ``w_s8``, the layout it runs fastest on)
+    weights are kept as a column-major [Kp, N] view of ``w_s8``, no copy)
     and dequantized by the shared epilogue with zero point ``zp - 128``: the s32 sums, and so
     the outputs, are bit-identical to the dense kernel's on every ISA. The epilogue (and fused
     GELU) runs as a second pass over the [M, N] sums on the kernels' pool, where the own kernels

@@ -181,11 +181,12 @@ static int wb_pool_move_apart(int self, int me, int threads) {
 
 /* Worker `self` is about to sleep after a job of `threads` threads: with `apart` on, it sleeps
  * on a CPU the other threads were not on, its affinity narrowed until it wakes (`allowed` gets
- * the mask to restore; returns 1 when narrowed). Why: after a pause (a request a few per second, the bench's turns) the other
- * vCPU has halted, and the guest woke the worker onto the caller's vCPU, where it waited for
- * the scheduler's next tick (4 ms at HZ=250) while the caller ran every chunk alone: a
- * DistilBERT forward at 16 tokens took 4.4 ms in its first call after 0.1 s against 2.5 ms warm
- * (results/bench/zen4-wake/). Narrowed, the wake-up can only put it on its own vCPU. */
+ * the mask to restore; returns 1 when narrowed). Why: after a pause (a request a few per
+ * second, the bench's turns) the other vCPU has halted, and the guest woke the worker onto the
+ * caller's vCPU, where it waited for the scheduler's next tick (4 ms at HZ=250) while the caller
+ * ran every chunk alone: a DistilBERT forward at 16 tokens took 4.4 ms in its first call after
+ * 0.1 s against 2.5 ms warm (results/bench/zen4-wake/). Narrowed, the wake-up can only put it
+ * on its own vCPU. */
 static int wb_pool_sleep_away(int self, int threads, cpu_set_t *allowed) {
     if (!atomic_load(&wb_pool.apart) || !atomic_load(&wb_pool.sleep_apart)) return 0;
     return wb_pool_narrow_away(self, threads, allowed);

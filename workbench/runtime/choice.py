@@ -156,10 +156,10 @@ def choose(name: str, family: str, sparsity: float, build: Callable[[str], Calla
     `tile_sparsity`: fraction of all-zero 16x64 weight blocks (int8; 0 keeps the tile-sparse
     kernel out). `library`: whether the library kernel may run this layer (`candidates`)."""
     dense, sparse = kinds(family)
-    if mode == "dense" or (mode == "library" and not (family == "int8" and library)):
-        return dense, {"mode": mode}
-    if mode == "library":
+    if mode == "library" and family == "int8" and library:
         return "int8_library", {"mode": mode}
+    if mode in ("dense", "library"):   # library: fp32 / bf16 and static-grid layers stay dense
+        return dense, {"mode": mode}
     if mode == "sparse":
         return sparse, {"mode": mode}
     if mode == "threshold":

@@ -159,11 +159,12 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
         "num_labels": int(raw["head.cls"][0].shape[0]), "linears": linears_meta,
         "hf_config": json.loads(json.dumps(hf_config, default=str)),
     }, **({"dynamic": dynamic} if dynamic else {}))
+    engine = Engine(meta, tensors)
     if kernel_choice == "measure":   # library-kernel picks stay only if whole forwards gain
         from workbench.runtime import library_check
 
-        meta = library_check.check(meta, tensors, [tuple(choice_shape), *shapes[1]], Engine)
-    return Engine(meta, tensors)
+        engine = library_check.check(engine, [tuple(choice_shape), *shapes[1]], Engine)
+    return engine
 
 
 INT8_WEIGHTS = ("auto", "per_channel", "pair_bounded")

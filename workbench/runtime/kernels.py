@@ -18,6 +18,7 @@ against, not a fast path.
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -112,18 +113,13 @@ def has_tile_sparse() -> bool:
     return _has(_ext_int8, "TileSparseInt8Linear") and active_isa() == "amx"
 
 
-_LIBRARY_INT8: list[str | None] = []   # cached: None when torch's _int_mm runs here, else why not
-
-
+@functools.lru_cache(maxsize=None)
 def library_int8_problem() -> str | None:
     """Why the library int8 GEMM (torch's `_int_mm`, oneDNN: `int8.LibraryInt8Linear`) cannot run
     in this process, or None when it can (checked once, on a 1x64x8 product)."""
-    if not _LIBRARY_INT8:
-        if not _has(_ext_int8, "library_int8_available"):
-            _LIBRARY_INT8.append("workbench_ext.int8 has no LibraryInt8Linear (rebuild the kernels)")
-        else:
-            _LIBRARY_INT8.append(_ext_int8.library_int8_available())
-    return _LIBRARY_INT8[0]
+    if not _has(_ext_int8, "library_int8_available"):
+        return "workbench_ext.int8 has no LibraryInt8Linear (rebuild the kernels)"
+    return _ext_int8.library_int8_available()
 
 
 def int8_layer_classes() -> tuple[type, ...]:

@@ -52,36 +52,36 @@ def time_forward(label: str, engine: Any, ids: np.ndarray, mask: np.ndarray) -> 
     return time.perf_counter() - t0
 
 
-def check(meta: dict[str, Any], tensors: dict[str, np.ndarray], shapes: list[tuple[int, int]],
-          build: Callable[[dict[str, Any], dict[str, np.ndarray]], Any]) -> dict[str, Any]:
-    """`meta` as chosen, or without its library picks when they do not make whole forwards at
-    `shapes` ((batch, seq) each) faster. `build(meta, tensors)` makes an engine."""
-    names = picks(meta)
+def check(engine: Any, shapes: list[tuple[int, int]],
+          build: Callable[[dict[str, Any], dict[str, np.ndarray]], Any]) -> Any:
+    """`engine` as chosen, or the same engine without its library picks (made by
+    `build(meta, tensors)`) when they do not make whole forwards at `shapes` ((batch, seq) each)
+    faster."""
+    names = picks(engine.meta)
     if not names:
-        return meta
-    plain = without_library(meta)
-    engines = {"with": build(meta, tensors), "without": build(plain, tensors)}
+        return engine
+    engines = {"with": engine, "without": build(without_library(engine.meta), engine.tensors)}
     rng = np.random.default_rng(0)
     best = {k: 0.0 for k in engines}
     for batch, seq in shapes:
-        ids = rng.integers(0, min(int(meta["vocab_size"]), 1000), (batch, seq))
+        ids = rng.integers(0, min(int(engine.meta["vocab_size"]), 1000), (batch, seq))
         mask = np.ones_like(ids)
         fastest = {k: float("inf") for k in engines}
-        for engine in engines.values():
-            engine(ids, mask)   # warm-up: packs, buffers
+        for e in engines.values():
+            e(ids, mask)   # warm-up: packs, buffers
         for _ in range(C.TIMED_CALLS):
-            for k, engine in engines.items():
-                fastest[k] = min(fastest[k], time_forward(k, engine, ids, mask))
+            for k, e in engines.items():
+                fastest[k] = min(fastest[k], time_forward(k, e, ids, mask))
         for k in engines:
             best[k] += fastest[k]
     kept = best["with"] < best["without"] * (1.0 - C.MARGIN)
     result = {"layers": names, "shapes": [list(s) for s in shapes], "kept": kept,
               "ms_with": round(best["with"] * 1e3, 4), "ms_without": round(best["without"] * 1e3, 4)}
-    chosen = meta if kept else plain
-    chosen["library_check"] = result
+    chosen = engines["with" if kept else "without"]
+    chosen.meta["library_check"] = result
     if not kept:
         for name in names:
-            chosen["linears"][name]["choice"]["library_reverted"] = (
+            chosen.meta["linears"][name]["choice"]["library_reverted"] = (
                 f"whole forwards {result['ms_with']} ms with the library kernel, {result['ms_without']} without")
     return chosen
 
