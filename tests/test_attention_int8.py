@@ -12,29 +12,37 @@ from workbench_ext import attention  # noqa: E402
 
 from test_attention import _attn_case  # noqa: E402
 from test_attention_bf16 import _check_encoder_and_save  # noqa: E402
-from test_runtime import _engine_logits, _torch_logits, minilm  # noqa: E402,F401
+from test_runtime import _engine_logits, _torch_logits  # noqa: E402,F401  (the minilm fixture: conftest.py)
 
 needs_int8 = pytest.mark.skipif(not attention.int8_runs(),
                                 reason="CPU lacks AVX-512 VNNI: int8 attention runs the fp32 kernels here")
 
 
-def _grid(x, axis):
-    """x on a symmetric int8 grid per slice along `axis` (scale = max |x| / 127): (x8, scale)."""
-    scale = np.abs(x).max(axis, keepdims=True) / 127
-    return np.rint(np.divide(x, scale, out=np.zeros_like(x), where=scale > 0)), scale
+def _grid(x, axis, scale=None):
+    """x on a symmetric int8 grid per slice along `axis` (scale = max |x| / 127, or as given):
+    (x8, scale)."""
+    if scale is None:
+        scale = np.abs(x).max(axis, keepdims=True) / 127
+    return np.clip(np.rint(np.divide(x, scale, out=np.zeros_like(x), where=scale > 0)), -128, 127), scale
 
 
 def _emulated(q, k, v, bias):
     """The int8 kernel's arithmetic in float64: scores from q8 (per query row) and k8 (per key,
-    after the keys' mean is subtracted), weights e = rint(255 exp(score - max)),
-    ctx = (e . v8) sv / sum(e) with v8 per head_dim column; also the probabilities e / sum(e)."""
+    after the mean of the unmasked keys is subtracted), weights e = rint(255 exp(score - max)),
+    ctx = (e . v8) sv / sum(e) with v8 per head_dim column on the unmasked keys' range; also the
+    probabilities e / sum(e)."""
     q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
     keys = k.swapaxes(-1, -2)                                    # [B, nh, S, d]
-    k8, sk = _grid(keys - keys.mean(-2, keepdims=True), -1)
+    B, S = keys.shape[0], keys.shape[2]
+    counted = (np.asarray(bias).reshape(B, S) == 0)              # the unmasked keys
+    counted[~counted.any(1)] = True                              # none: all of them
+    w = counted[:, None, :, None].astype(np.float64)             # [B, 1, S, 1]
+    mean = (keys * w).sum(-2, keepdims=True) / w.sum(-2, keepdims=True)
+    k8, sk = _grid(keys - mean, -1)
     q8, sq = _grid(q, -1)
     s = (q8 @ k8.swapaxes(-1, -2)) * sq * sk.swapaxes(-1, -2) + bias.astype(np.float64)
     e = np.rint(255 * np.exp(s - s.max(-1, keepdims=True)))
-    v8, sv = _grid(v, -2)
+    v8, sv = _grid(v, -2, np.abs(v * w).max(-2, keepdims=True) / 127)
     ctx = (e @ v8) * sv / e.sum(-1, keepdims=True)
     return ctx.transpose(0, 2, 1, 3), e / e.sum(-1, keepdims=True)
 
@@ -59,6 +67,24 @@ def test_int8_attention_is_the_int8_arithmetic(B, S, nh, d, R, threads):
     if S > 1:  # it did round: not the fp32 kernel's result
         assert np.abs(out - fp32).max() > 1e-4
     assert np.abs(out - fp32).max() < 0.1 * np.abs(fp32).max() + 0.02
+
+
+@needs_int8
+@pytest.mark.parametrize("threads", [1, 2])
+def test_padding_does_not_move_the_int8_grids(threads):
+    """The keys' mean and v's column ranges come from the unmasked keys only, so a padded row's
+    context is the bits of the same row alone at its own length. (When padding entered both,
+    a padded batch's logits were up to 0.1 off the same sentences' alone, at logits ~0.6.)"""
+    B, S, nh, d = 2, 40, 3, 16
+    q, k, v, bias = _attn_case(B, S, nh, d, S, 5)   # the last row: padding after S // 2 + 1 keys
+    n = S // 2 + 1
+    k = k.copy()
+    k[1, :, :, n:] += 30.0                           # padding far off the real keys
+    out = attention.attention(q, k, v, bias, num_threads=threads, precision="int8")
+    alone = attention.attention(np.ascontiguousarray(q[1:, :, :n]), np.ascontiguousarray(k[1:, :, :, :n]),
+                                np.ascontiguousarray(v[1:, :, :n]), np.zeros((1, 1, 1, n), np.float32),
+                                num_threads=threads, precision="int8")
+    np.testing.assert_array_equal(out[1, :n], alone[0])
 
 
 @needs_int8

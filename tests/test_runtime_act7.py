@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 
-from test_runtime import _engine_logits, _one_thread, _torch_logits, minilm  # noqa: F401
+from test_runtime import _engine_logits, _one_thread, _torch_logits  # noqa: F401  (the minilm fixture: conftest.py)
 from workbench.runtime import Engine, compile_model
 
 

@@ -13,6 +13,7 @@ cdef extern from "wb_attn.h" nogil:
         int B, nh, R, S, d
         float *sig
         int precision
+        const int *seq_off
     int wb_threads(int nt)
     int wb_attention(const wb_attn_t *a, int isa, int nt)
     int wb_attn_bf16_usable(int isa)

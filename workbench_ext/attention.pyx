@@ -125,6 +125,7 @@ def attention(q, k, v, mask_bias, num_threads=None, significance=False, precisio
     a.B, a.nh, a.R, a.S, a.d = B, nh, R, S, d
     a.sig = <float*>cnp.PyArray_DATA(<cnp.ndarray>sig) if significance else NULL
     a.precision = mode
+    a.seq_off = NULL
     cdef int rc
     with nogil:
         rc = wb_attention(&a, isa, nt)

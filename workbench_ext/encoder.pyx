@@ -1,4 +1,5 @@
-"""A whole post-LN encoder in one call: ``Int8Encoder(layers).run(h, B, S, mask_bias, isa)``.
+"""A whole post-LN encoder in one call: ``Int8Encoder(layers).run(h, B, S, mask_bias, isa)``, or
+``run_packed(h, lengths, isa)`` for sequences without their padding.
 
 Every layer -- fused QKV, attention over all heads, attention output, bias + residual +
 LayerNorm, FFN input with GELU in its epilogue, FFN output, bias + residual + LayerNorm -- runs
@@ -45,7 +46,8 @@ cdef object _aligned(Py_ssize_t n, object dtype):
 
 
 cdef class _Buffers:
-    """Every intermediate of one forward at (B, S), sized for the widest layer.
+    """Every intermediate of one forward of up to B sequences and M token rows, sized for the
+    widest layer.
 
     The quantized rows (``xq``) and packed row tiles (``scratch``) get one buffer per input width
     Kp of the Linears: in a buffer of one width, row m sits at the same bytes for every Linear
@@ -53,14 +55,14 @@ cdef class _Buffers:
     every time. In one buffer shared by all widths a row's bytes moved with Kp, and a thread wrote
     lines the other core had written last (costly where the two cores sit on different dies:
     results/bench/zen4-spread)."""
-    cdef readonly int B, S
+    cdef readonly int B, M
     cdef object qkv, ctx, attn, h1, f1, f2, res, xs, zp
     cdef dict xq, scratch
     cdef list outs
 
-    def __init__(self, int B, int S, int H, int max_qkv, int max_ctx, int max_ffn, tuple kps):
-        cdef Py_ssize_t M = <Py_ssize_t>B * S
-        self.B, self.S = B, S
+    def __init__(self, int B, int M, int H, int max_qkv, int max_ctx, int max_ffn, tuple kps):
+        """Room for up to B sequences of M token rows in all (B * S, or their packed total)."""
+        self.B, self.M = B, M
         self.qkv = _aligned(M * max_qkv, np.float32)
         self.ctx = _aligned(M * max_ctx, np.float32)
         self.attn = _aligned(M * H, np.float32)
@@ -136,24 +138,60 @@ cdef class Int8Encoder:
         """h float32 [B*S, H] (the embeddings, C-contiguous), mask_bias float32 [B, S] additive
         (0 / dtype-min), isa the workbench_ext.cpu ISA code -> the [CLS] rows [B, H] after the
         last layer (a new array)."""
+        return self._call(h, B, S, mask_bias, isa, None)
+
+    def run_packed(self, h, lengths, int isa):
+        """Sequences without their padding: h float32 [T, H] (C-contiguous) holds the embeddings
+        of B sequences one after another, lengths [B] their token counts (each >= 1, summing to
+        T) -> the [CLS] rows [B, H] after the last layer (a new array).
+
+        Each sequence's attention runs over its own tokens only, so no row of work is spent on
+        padding, and every sequence gets the same bits as when it runs alone (`run` at batch 1
+        and its own length): a sequence's outputs do not depend on what it is batched with."""
+        lens = np.asarray(lengths)
+        if lens.ndim != 1 or lens.size < 1 or lens.dtype.kind not in "iu":
+            raise ValueError(f"lengths must be a 1-D array of token counts, got {lens.dtype} {lens.shape}")
+        if lens.min() < 1:
+            raise ValueError(f"every sequence needs at least one token, got lengths {lens.tolist()}")
+        offs = np.zeros(lens.size + 1, np.int32)
+        np.cumsum(lens, out=offs[1:])
+        T = int(offs[lens.size])
+        if not (isinstance(h, np.ndarray) and h.dtype == np.float32 and h.flags.c_contiguous
+                and h.shape == (T, self.H)):
+            raise ValueError(f"h must be C-contiguous float32 [{T}, {self.H}] (the lengths' total), got "
+                             f"{getattr(h, 'dtype', type(h).__name__)} {getattr(h, 'shape', '')}")
+        S = int(lens.max())
+        return self._call(h, lens.size, S, np.zeros(S, np.float32), isa, offs)
+
+    cdef object _call(self, object h, int B, int S, object mask_bias, int isa, object offs):
+        """The kept buffers when they are free and large enough (else new ones, kept if free),
+        then the layers."""
         cdef _Buffers buf
+        cdef int M = int(offs[B]) if offs is not None else B * S
         own = not self._busy
-        if own and self._kept is not None and self._kept.B == B and self._kept.S == S:
+        if own and self._kept is not None and self._kept.B >= B and self._kept.M >= M:
             buf = self._kept
         else:
-            buf = _Buffers(B, S, self.H, self.max_qkv, self.max_ctx, self.max_ffn, self.kps)
+            cap_b, cap_m = B, M
+            if own and self._kept is not None:   # grow: packed batches' sizes vary call to call
+                cap_b, cap_m = max(B, self._kept.B), max(M, self._kept.M)
+            buf = _Buffers(cap_b, cap_m, self.H, self.max_qkv, self.max_ctx, self.max_ffn, self.kps)
             if own:
                 self._kept = buf
         if own:
             self._busy = True
         try:
-            return self._run(buf, h, B, S, mask_bias, isa)
+            return self._run(buf, h, B, S, mask_bias, isa, offs)
         finally:
             if own:
                 self._busy = False
 
-    cdef object _run(self, _Buffers buf, object x, int B, int S, object mask_bias, int isa):
-        cdef int H = self.H, L = len(self.layers), M = B * S, i, b, R, rows, nh, d, W
+    cdef object _run(self, _Buffers buf, object x, int B, int S, object mask_bias, int isa, object offs):
+        """offs: None (B sequences of S rows, mask_bias [B, S]), or int32 [B + 1] offsets of
+        packed sequences (mask_bias: S zeros, S the longest; wb_attn_t.seq_off)."""
+        cdef int H = self.H, L = len(self.layers), i, b, R, rows, nh, d, W
+        cdef int M = int(offs[B]) if offs is not None else B * S
+        cdef const int *off = <const int*>_ptr(offs) if offs is not None else NULL
         cdef int nt = wb_threads(0)
         cdef wb_attn_t a
         cdef float eps1, eps2
@@ -172,8 +210,8 @@ cdef class Int8Encoder:
         for i in range(L):
             layer = self.layers[i]
             last = i == L - 1
-            R = 1 if last else S          # query rows per sequence
-            rows = B * R
+            R = 1 if last else S          # query rows per sequence (packed: R == S means all)
+            rows = B if last else M
             nh, d = layer["heads"], layer["head_dim"]
             W = 3 * nh * d
             # At batch 1 attention splits the heads between the threads, and the kernels split
@@ -191,6 +229,7 @@ cdef class Int8Encoder:
             a.B, a.nh, a.R, a.S, a.d = B, nh, R, S, d
             a.sig = NULL
             a.precision = self.attention_precision
+            a.seq_off = off
             with nogil:
                 if wb_attention(&a, isa, nt) != 0:
                     with gil:
@@ -200,7 +239,8 @@ cdef class Int8Encoder:
             if last:                      # the residual of the [CLS] rows
                 res = <float*>_ptr(buf.res)
                 for b in range(B):
-                    memcpy(res + <size_t>b * H, px + <size_t>b * S * H, sizeof(float) * H)
+                    memcpy(res + <size_t>b * H, px + <size_t>(off[b] if off != NULL else b * S) * H,
+                           sizeof(float) * H)
             else:
                 res = px
             g1, b1, eps1 = layer["ln1"]

@@ -39,6 +39,13 @@ typedef struct {
                                                * operands on AVX-512 VNNI (wb_attn_int8.h,
                                                * wb_attn_int8_usable); where the CPU lacks
                                                * them, the fp32 kernels */
+    const int *seq_off;                       /* NULL, or packed sequences (no padding): B + 1
+                                               * offsets, sequence b's tokens are the rows
+                                               * seq_off[b] .. seq_off[b+1]-1 of q, k and v
+                                               * (row strides qr, ks, vs; qb, kb, vb unused),
+                                               * S is the longest, mask holds S zeros, sig is
+                                               * NULL, and ctx rows are packed the same way
+                                               * (R == S) or one per sequence (R == 1) */
 } wb_attn_t;
 
 #define WB_ATTN_FP32 0
@@ -201,6 +208,22 @@ static void wb_attn_pair_portable(const wb_attn_t *a, long pair, float *Kt, floa
 /* bf16: 0, or where bf16 runs (wb_attn_bf16_usable); int8: whether int8 runs */
 typedef struct { const wb_attn_t *a; int isa, bf16, int8; _Atomic int failed; } wb_attn_job_t;
 
+/* Packed sequences (a->seq_off): pair t's sequence as a batch of one, with its own length, in
+ * *one -- the pair kernels then run it exactly as they run that sequence alone. */
+static inline const wb_attn_t *wb_attn_packed_pair(const wb_attn_t *a, long t, wb_attn_t *one) {
+    const int b = (int)(t / a->nh), o = a->seq_off[b];
+    *one = *a;
+    one->seq_off = NULL;
+    one->B = 1;
+    one->S = a->seq_off[b + 1] - o;
+    one->R = a->R == 1 ? 1 : one->S;
+    one->q = a->q + (long)o * a->qr;
+    one->k = a->k + (long)o * a->ks;
+    one->v = a->v + (long)o * a->vs;
+    one->ctx = a->ctx + (size_t)(a->R == 1 ? b : o) * a->nh * a->d;
+    return one;
+}
+
 /* one (sequence, head) pair after another: dynamic chunks of one, so a thread the shared
  * machine slows down takes fewer heads */
 static void wb_attn_chunk(void *p, long b, long e) {
@@ -211,11 +234,14 @@ static void wb_attn_chunk(void *p, long b, long e) {
     float *pr = Kt + (size_t)a->d * a->S;   /* the portable body's layout */
     if (j->bf16 == 2) wb_attn_amx_begin();   /* tile configuration: per thread */
     for (long t = b; t < e; t++) {
-        if (j->int8) wb_attn_pair_int8(a, t, Kt);
-        else if (j->bf16) wb_attn_pair_bf16(a, t, Kt, j->bf16 == 2);
-        else if (j->isa >= WB_ISA_AVX512_VNNI) wb_attn_pair_avx512(a, t, Kt);
-        else if (j->isa >= WB_ISA_AVX2) wb_attn_pair_avx2(a, t, Kt);
-        else wb_attn_pair_portable(a, t, Kt, pr);
+        wb_attn_t one;
+        const wb_attn_t *s = a->seq_off ? wb_attn_packed_pair(a, t, &one) : a;
+        const long u = a->seq_off ? t % a->nh : t;   /* the pair's index in *s */
+        if (j->int8) wb_attn_pair_int8(s, u, Kt);
+        else if (j->bf16) wb_attn_pair_bf16(s, u, Kt, j->bf16 == 2);
+        else if (j->isa >= WB_ISA_AVX512_VNNI) wb_attn_pair_avx512(s, u, Kt);
+        else if (j->isa >= WB_ISA_AVX2) wb_attn_pair_avx2(s, u, Kt);
+        else wb_attn_pair_portable(s, u, Kt, pr);
     }
     if (j->bf16 == 2) wb_attn_amx_end();
 }

@@ -13,6 +13,10 @@
  *                                        (per head_dim column); the weights used are the ones
  *                                        summed, so they add up to 1
  *
+ * "The keys" in the mean and in sv are the unmasked ones (mask 0; all of them in a row with no
+ * unmasked key): padding never moves the grids, so a padded sequence gets the bits it gets alone
+ * (tests/test_runtime_packed.py).
+ *
  * VPDPBUSD multiplies u8 by s8, so the query row goes in as q8 + 128 (u8) and 128 sum(k8) per
  * key is subtracted after (exact). Roundings: q, k and v to 1/254 of their row's (column's)
  * range, each weight to 1/255 of the row's largest.
@@ -94,17 +98,33 @@ static inline const float *wb_attn_i8_key(const float *k, long kd, long ks, long
     return tmp;
 }
 
-/* Kq, kc (128 x each key's sum of k8) and sk from k: each key minus the keys' mean, on its own
- * int8 grid */
+/* Whether key j enters the mean and the grids: unmasked, or every key when none is (`all`). */
+static inline int wb_attn_i8_counted(const float *mask, int j, int all) {
+    return all || mask[j] == 0.0f;
+}
+
+/* 1 when no key of the row is unmasked (then every key counts), else 0 */
+static inline int wb_attn_i8_all_masked(const float *mask, int S) {
+    for (int j = 0; j < S; j++)
+        if (mask[j] == 0.0f) return 0;
+    return 1;
+}
+
+/* Kq, kc (128 x each key's sum of k8) and sk from k: each key minus the mean of the unmasked
+ * keys (wb_attn_i8_counted), on its own int8 grid */
 WB_ATTN_I8_T static void wb_attn_i8_pack_k(const float *k, long kd, long ks, int S, int d, long Sp,
-                                           const wb_attn_i8_scratch_t *s) {
+                                           const float *mask, int all, const wb_attn_i8_scratch_t *s) {
     const int d4 = wb_attn_i8_d4(d), rq = wb_attn_i8_rowq(d);
     float *mean = s->kmean, *tmp = (float *)s->C;   /* C: free until the context products */
+    int n = 0;
+    for (int j = 0; j < S; j++) n += wb_attn_i8_counted(mask, j, all);
     for (int d0 = 0; d0 < d; d0 += 16) {   /* 16 columns at a time, summed in a register */
         const __mmask16 m = wb_attn_i8_mask(d - d0);
         __m512 acc = _mm512_setzero_ps();
-        for (int j = 0; j < S; j++) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, wb_attn_i8_key(k, kd, ks, j, d, tmp) + d0));
-        _mm512_storeu_ps(mean + d0, _mm512_mul_ps(acc, _mm512_set1_ps(1.0f / (float)S)));
+        for (int j = 0; j < S; j++)
+            if (wb_attn_i8_counted(mask, j, all))
+                acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, wb_attn_i8_key(k, kd, ks, j, d, tmp) + d0));
+        _mm512_storeu_ps(mean + d0, _mm512_mul_ps(acc, _mm512_set1_ps(1.0f / (float)n)));
     }
     /* 16 keys at a time: each quantized into its row of `row` (rq bytes, zero past d), then the
      * 16 rows' quads transposed (16 x 16 words) into Kq */
@@ -149,14 +169,17 @@ WB_ATTN_I8_T static void wb_attn_i8_pack_k(const float *k, long kd, long ks, int
     }
 }
 
-/* Vq and sv from v (rows vs elements apart, head_dim contiguous) */
+/* Vq and sv from v (rows vs elements apart, head_dim contiguous); sv from the unmasked keys
+ * (a masked key's weight is 0: its v8 may saturate) */
 WB_ATTN_I8_T static void wb_attn_i8_pack_v(const float *v, long vs, int S, int d, int dp,
-                                           const wb_attn_i8_scratch_t *s) {
+                                           const float *mask, int all, const wb_attn_i8_scratch_t *s) {
     const int S4 = wb_attn_i8_s4(S);
     for (int d0 = 0; d0 < dp; d0 += 16) {
         const __mmask16 m = wb_attn_i8_mask(d - d0);
         __m512 amax = _mm512_setzero_ps();
-        for (int j = 0; j < S; j++) amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, v + j * vs + d0)));
+        for (int j = 0; j < S; j++)
+            if (wb_attn_i8_counted(mask, j, all))
+                amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, v + j * vs + d0)));
         _mm512_storeu_ps(s->sv + d0, _mm512_mul_ps(amax, _mm512_set1_ps(1.0f / 127.0f)));
         const __m512 inv = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_GT_OQ),
                                                _mm512_set1_ps(127.0f), amax);
@@ -234,8 +257,9 @@ WB_ATTN_I8_T static void wb_attn_pair_int8(const wb_attn_t *a, long pair, float 
     wb_attn_i8_layout(Sp, S, dp, d, (char *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63), &s);
     float *sig = a->sig ? a->sig + ((size_t)b * nh + h) * S : NULL;
     if (sig) for (int j = 0; j < S; j++) sig[j] = 0.0f;
-    wb_attn_i8_pack_k(k, a->kd, a->ks, S, d, Sp, &s);
-    wb_attn_i8_pack_v(v, a->vs, S, d, dp, &s);
+    const int all = wb_attn_i8_all_masked(mask, S);
+    wb_attn_i8_pack_k(k, a->kd, a->ks, S, d, Sp, mask, all, &s);
+    wb_attn_i8_pack_v(v, a->vs, S, d, dp, mask, all, &s);
     for (int r0 = 0; r0 < R; r0 += WB_ATTN_I8_MR) {
         const int nr = R - r0 < WB_ATTN_I8_MR ? R - r0 : WB_ATTN_I8_MR;
         const uint8_t *qrow[WB_ATTN_I8_MR], *prow[WB_ATTN_I8_MR];

@@ -32,7 +32,11 @@ kernel call.
   path `_layer`, which the others -- fp32 / bf16, static grids, removed blocks, token dropping
   -- keep). A forward runs with Python's cyclic GC paused.
 * exact graph-level savings: trailing padding columns shared by the whole batch are dropped, and
-  the last encoder layer is only evaluated for the [CLS] row that the classifier reads.
+  the last encoder layer is only evaluated for the [CLS] row that the classifier reads. On the
+  compiled layer loop a right-padded batch runs without its padding at all (`pack_sequences`):
+  the sequences' tokens are packed into one set of rows for the Linears and LayerNorms, and
+  attention runs per sequence over its own tokens, so each row's logits are the bits that row
+  gets alone.
 * dynamic models (`model.dynamic`, `model.exit_heads`): token dropping between layers and early
   exits run in `workbench.runtime.dynamic` on the per-layer methods `_embed` / `_layer` /
   `_head`; `_attention(..., sig=)` hands it each key's attention mass (the drop significance).
@@ -62,7 +66,7 @@ from workbench.runtime.engine_file import (  # noqa: F401  (the file names: re-e
     FORMAT, FORMAT_VERSION, META_FILE, WEIGHTS_FILE, EngineFile,
 )
 from workbench.runtime.engine_report import EngineReport
-from workbench.runtime.inputs import check_inputs
+from workbench.runtime.inputs import check_inputs, packable_lengths
 
 FP32_ATOL = 1e-4
 
@@ -92,6 +96,11 @@ def _no_gc_pauses() -> Iterator[None]:
 # --------------------------------------------------------------------------------------------
 class Engine(EngineReport, EngineFile):
     """A compiled classifier. `engine(input_ids, attention_mask, token_type_ids=None) -> logits`."""
+
+    # A padded batch (rows of tokens then padding) on the compiled layer loop runs its tokens
+    # without the padding (`Int8Encoder.run_packed`): no work on padding rows, and each row's
+    # logits are the bits it gets alone. False: the padded batch, masked (A/B timing).
+    pack_sequences: bool = True
 
     def __init__(self, meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
         if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
@@ -211,7 +220,10 @@ class Engine(EngineReport, EngineFile):
 
         B, S = ids.shape
         h, mask_bias, L = self._embed(ids, tt), attention_bias(mask), self.num_layers
-        if self._encoder is not None:  # every layer in one compiled call
+        lengths = packable_lengths(mask) if self._encoder is not None and self.pack_sequences else None
+        if lengths is not None:  # every layer in one compiled call, on the tokens without padding
+            h = self._encoder.run_packed(np.ascontiguousarray(h[mask.reshape(-1) != 0]), lengths, K.isa_code())
+        elif self._encoder is not None:  # every layer in one compiled call
             h = self._encoder.run(h, B, S, mask_bias, K.isa_code())
         else:
             for i in range(L):  # only the [CLS] row of the last layer feeds the classifier

@@ -49,3 +49,15 @@ def check_inputs(engine: "Engine", input_ids: Any, attention_mask: Any, token_ty
         elif tt.min() < 0 or tt.max() >= engine.type_vocab_size:
             raise ValueError(f"token_type_ids must be in [0, {engine.type_vocab_size})")
     return ids, mask, tt
+
+
+def packable_lengths(mask: np.ndarray) -> np.ndarray | None:
+    """Each row's token count when the batch can run without its padding (`Int8Encoder.run_packed`):
+    every row is its tokens then padding (1s then 0s, at least one 1) and some row has padding.
+    None otherwise: no padding to skip, or a layout (left padding, holes) that keeps the mask."""
+    lengths = np.count_nonzero(mask, axis=1)
+    if lengths.min() < 1 or lengths.min() == mask.shape[1]:
+        return None
+    if not np.array_equal(mask != 0, np.arange(mask.shape[1]) < lengths[:, None]):
+        return None
+    return lengths

@@ -1,0 +1,112 @@
+"""Padded batches on the compiled layer loop run without their padding (`Engine.pack_sequences`,
+`Int8Encoder.run_packed`): each row's logits are the bits it gets alone, whatever it is batched
+with, on every attention precision and kernel ISA; layouts that cannot be packed keep the mask."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from test_runtime import _one_thread  # noqa: F401  (autouse: single-threaded torch and BLAS)
+from workbench.runtime import compile_model
+from workbench.runtime.inputs import packable_lengths
+
+
+def _alone(engine, ids, mask):
+    """Each row run by itself at its own length (no padding anywhere)."""
+    rows = [engine(ids[i:i + 1, :int(mask[i].sum())], mask[i:i + 1, :int(mask[i].sum())])
+            for i in range(len(ids))]
+    return np.concatenate(rows)
+
+
+@pytest.fixture(params=["portable", "avx2", "best"])
+def isa(request):
+    from workbench_ext import cpu
+
+    name = cpu.available_isas()[0] if request.param == "best" else request.param
+    if name not in cpu.available_isas():
+        pytest.skip(f"{name} not on this CPU")
+    cpu.set_isa(name)
+    yield name
+    cpu.set_isa(None)
+
+
+@pytest.mark.parametrize("attention", ["fp32", "int8", "bf16"])
+def test_packed_rows_are_the_bits_each_row_gets_alone(minilm, isa, attention):
+    model, enc = minilm
+    engine = compile_model(model, attention=attention, kernel_choice="dense")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    assert packable_lengths(mask) is not None   # TEXTS: uneven lengths, right padding
+    packed = engine(ids, mask)
+    np.testing.assert_array_equal(packed, _alone(engine, ids, mask))
+    # in another batch (other rows, other order): the same bits per row
+    order = [5, 0, 10, 3]
+    np.testing.assert_array_equal(engine(ids[order], mask[order]), packed[order])
+    # the padded batch, masked, agrees to rounding (int8 activations amplify a last-bit change)
+    engine.pack_sequences = False
+    np.testing.assert_allclose(engine(ids, mask), packed, atol=0.02)
+
+
+def test_packing_skips_the_padding_rows(minilm, monkeypatch):
+    """The Linears see only the real tokens: the encoder gets sum(lengths) rows, not B x S."""
+    model, enc = minilm
+    engine = compile_model(model, kernel_choice="dense")
+    seen = []
+    run_packed = engine._encoder.run_packed
+    monkeypatch.setattr(engine, "_encoder", type("Spy", (), {
+        "run_packed": lambda self, h, lengths, isa: seen.append((h.shape, list(lengths))) or run_packed(h, lengths, isa),
+    })())
+    engine(enc["input_ids"], enc["attention_mask"])
+    lengths = enc["attention_mask"].sum(1).tolist()
+    assert seen == [((sum(lengths), model.config.hidden_size), lengths)]
+    assert sum(lengths) < enc["attention_mask"].size
+
+
+def test_sparse_and_measured_kernels_pack_too(minilm):
+    from workbench.bench.models import prune
+
+    model, enc = minilm
+    engine = compile_model(prune(copy.deepcopy(model), 0.8), kernel_choice="measure", choice_shape=(1, 16))
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    np.testing.assert_array_equal(engine(ids, mask), _alone(engine, ids, mask))
+
+
+def test_layouts_that_keep_the_mask():
+    right = np.array([[1, 1, 1], [1, 1, 0]])
+    np.testing.assert_array_equal(packable_lengths(right), [3, 2])
+    assert packable_lengths(np.ones((2, 3))) is None                # no padding to skip
+    assert packable_lengths(np.array([[0, 1, 1], [1, 1, 1]])) is None  # left padding
+    assert packable_lengths(np.array([[1, 0, 1], [1, 1, 1]])) is None  # a hole
+    assert packable_lengths(np.array([[1, 1, 0], [0, 0, 0]])) is None  # an empty row
+
+
+def test_left_padding_runs_masked_and_matches_right_padding(minilm):
+    """A left-padded batch is not packed; it runs masked (close to, not the bits of, packed)."""
+    model, enc = minilm
+    engine = compile_model(model, quantize=False)   # fp32: no int8 rounding to amplify differences
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    lengths = mask.sum(1)
+    left_ids, left_mask = np.zeros_like(ids), np.zeros_like(mask)
+    for i, n in enumerate(lengths):
+        left_ids[i, -n:], left_mask[i, -n:] = ids[i, :n], 1
+    assert packable_lengths(left_mask) is None
+    # positions differ under left padding (absolute positions), so compare each row with its own
+    # left-padded run at batch 1 instead
+    one = [engine(left_ids[i:i + 1], left_mask[i:i + 1]) for i in range(3)]
+    np.testing.assert_allclose(engine(left_ids, left_mask)[:3], np.concatenate(one), atol=1e-5)
+
+
+def test_run_packed_names_bad_inputs(minilm):
+    model, _ = minilm
+    encoder = compile_model(model)._encoder
+    H = model.config.hidden_size
+    from workbench_ext import cpu
+
+    isa = cpu.ISA_CODES[cpu.active_isa()]
+    with pytest.raises(ValueError, match="at least one token"):
+        encoder.run_packed(np.zeros((3, H), np.float32), np.array([3, 0]), isa)
+    with pytest.raises(ValueError, match=r"h must be C-contiguous float32 \[5, "):
+        encoder.run_packed(np.zeros((4, H), np.float32), np.array([3, 2]), isa)
+    with pytest.raises(ValueError, match="lengths must be a 1-D array"):
+        encoder.run_packed(np.zeros((3, H), np.float32), np.array([[3]]), isa)
