@@ -20,6 +20,7 @@ class EngineReport:
     attention: str
     impls: dict[str, str]
     _encoder: Any
+    pack_sequences: bool   # an Engine class attribute
 
     def describe(self) -> dict[str, Any]:
         from workbench.runtime import choice
@@ -35,8 +36,9 @@ class EngineReport:
             # measure: the library kernel's per-layer picks checked on whole forwards (library_check)
             "library_check": self.meta.get("library_check"),
             "attention": self.attention_impl(),
-            "layer_loop": ("compiled: workbench_ext.encoder.Int8Encoder, one call per forward" if self._encoder is not None
-                           else "per op: one Python call per kernel"),
+            "layer_loop": ("compiled: workbench_ext.encoder.Int8Encoder, one call per forward"
+                           + ("; padded batches run without their padding" if self.pack_sequences else "")
+                           if self._encoder is not None else "per op: one Python call per kernel"),
             "linears": {n: {**lm, "impl": self.impls[n]} for n, lm in self.meta["linears"].items()},
             "kernels": K.kernel_report(),
         }

@@ -4,7 +4,9 @@
         [--task rt-sentiment] [--batches 8,32,64] [--threads 2] [--rounds 7]
 
 `--model`: a saved model folder (the demo's pruned student after `make demo`, the default), or
-`minilm` (the bench's MiniLM: the real weights, a seeded head). The task's whole test split, in
+one of the bench's models with MiniLM's tokenizer (BERT's uncased WordPiece vocabulary): `minilm`
+(the real weights, a seeded head) or `distilbert` (DistilBERT-base's shape, seeded random weights:
+for speed only, its accuracy is chance). The task's whole test split, in
 its order, is cut into batches and tokenized per batch as an evaluation loop does it (padding to
 the batch's longest sentence, truncation at 128 tokens). Per batch size, in one process, the
 engines take turns over the rounds, each turn a 0.1 s pause, one untimed batch, then the whole
@@ -37,11 +39,14 @@ PAUSE_S = 0.1
 def load(model_arg: str):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    if model_arg == "minilm":
-        from workbench.bench.models import minilm
+    if model_arg in ("minilm", "distilbert"):   # the bench's models, MiniLM's (BERT uncased) tokenizer
+        from workbench.bench import models
         from workbench.models.registry import resolve_model_path
 
-        return minilm().eval(), AutoTokenizer.from_pretrained(resolve_model_path("minilm-l6")[0]), "minilm"
+        model = getattr(models, model_arg)().eval()
+        tok = AutoTokenizer.from_pretrained(resolve_model_path("minilm-l6")[0])
+        assert tok.vocab_size <= model.config.vocab_size
+        return model, tok, model_arg
     model = AutoModelForSequenceClassification.from_pretrained(model_arg).eval()
     path = Path(model_arg)
     label = path.parent.name if path.name == "model" else path.name   # a stage folder: its stage
