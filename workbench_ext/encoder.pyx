@@ -4,9 +4,11 @@
 Every layer -- fused QKV, attention over all heads, attention output, bias + residual +
 LayerNorm, FFN input with GELU in its epilogue, FFN output, bias + residual + LayerNorm -- runs
 here in compiled code on the int8 kernels' C entry points (``_Int8Linear.forward_into``,
-``wb_attention``, ``wb_layernorm``): no Python between the ops, and no NumPy allocation: the
-buffers of the last shape seen are kept (one set for the whole encoder: the layers run one after
-another) and reused. Each op is one parallel loop on the kernels' pool (the Linears: quantization, then the kernel).
+``wb_attention``, ``wb_layernorm``): no Python between the ops, and no NumPy allocation: one set
+of buffers for the whole encoder (the layers run one after another) is kept and reused while it
+is large enough, and grows to the largest batch seen (padded batches' sizes vary from call to
+call; a new set each time would fault its pages in each time). Each op is one parallel loop on
+the kernels' pool (the Linears: quantization, then the kernel).
 The last layer computes only the [CLS] row of every sequence (what the classifier reads).
 
 ``layers``: one dict per layer with ``qkv`` / ``out`` / ``ffn1`` / ``ffn2`` (each a list of
