@@ -110,3 +110,33 @@ def test_run_packed_names_bad_inputs(minilm):
         encoder.run_packed(np.zeros((4, H), np.float32), np.array([3, 2]), isa)
     with pytest.raises(ValueError, match="lengths must be a 1-D array"):
         encoder.run_packed(np.zeros((3, H), np.float32), np.array([[3]]), isa)
+
+
+@pytest.mark.parametrize("engine_kind", ["fp32", "bf16", "per-op int8", "removed blocks"])
+def test_the_per_op_path_packs_too(minilm, engine_kind):
+    """Engines without the compiled loop (fp32 / bf16 weights, layers whose attention or FFN was
+    removed, or the per-op int8 path) run a padded batch packed too: attention per sequence."""
+    import torch
+
+    from workbench.prune.structure import shrink, structure
+
+    model, enc = minilm
+    if engine_kind == "removed blocks":
+        model = copy.deepcopy(model)
+        st = structure(model)
+        heads, neurons = torch.ones(st.num_layers, st.max_heads), torch.ones(st.num_layers, st.max_neurons)
+        heads[1], heads[2, :5], neurons[3] = 0, 0, 0   # layer 1: no attention; 2: 7 heads; 3: no FFN
+        shrink(model, heads, neurons)
+    kwargs = {"fp32": {"quantize": False}, "bf16": {"quantize": False, "dtype": "bf16"}}.get(engine_kind, {})
+    engine = compile_model(model, **kwargs)
+    if engine_kind == "per-op int8":
+        engine._encoder = None
+    assert engine._encoder is None
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    packed = engine(ids, mask)
+    if kwargs:  # fp32 / bf16 weights: BLAS-style GEMMs round differently at other row counts
+        np.testing.assert_allclose(packed, _alone(engine, ids, mask), atol=1e-5)
+    else:       # int8: exact integer GEMMs, and attention per sequence: the same bits
+        np.testing.assert_array_equal(packed, _alone(engine, ids, mask))
+    engine.pack_sequences = False
+    np.testing.assert_allclose(engine(ids, mask), packed, atol=1e-5 if kwargs else 0.05)

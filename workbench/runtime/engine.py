@@ -32,11 +32,11 @@ kernel call.
   path `_layer`, which the others -- fp32 / bf16, static grids, removed blocks, token dropping
   -- keep). A forward runs with Python's cyclic GC paused.
 * exact graph-level savings: trailing padding columns shared by the whole batch are dropped, and
-  the last encoder layer is only evaluated for the [CLS] row that the classifier reads. On the
-  compiled layer loop a right-padded batch runs without its padding at all (`pack_sequences`):
-  the sequences' tokens are packed into one set of rows for the Linears and LayerNorms, and
-  attention runs per sequence over its own tokens, so each row's logits are the bits that row
-  gets alone.
+  the last encoder layer is only evaluated for the [CLS] row that the classifier reads. A
+  right-padded batch runs without its padding at all (`pack_sequences`): the sequences' tokens
+  are packed into one set of rows for the Linears and LayerNorms, and attention runs per
+  sequence over its own tokens, so on int8 engines each row's logits are the bits that row gets
+  alone (fp32 / bf16 weights: BLAS-style GEMMs round differently at other row counts).
 * dynamic models (`model.dynamic`, `model.exit_heads`): token dropping between layers and early
   exits run in `workbench.runtime.dynamic` on the per-layer methods `_embed` / `_layer` /
   `_head`; `_attention(..., sig=)` hands it each key's attention mass (the drop significance).
@@ -97,9 +97,10 @@ def _no_gc_pauses() -> Iterator[None]:
 class Engine(EngineReport, EngineFile):
     """A compiled classifier. `engine(input_ids, attention_mask, token_type_ids=None) -> logits`."""
 
-    # A padded batch (rows of tokens then padding) on the compiled layer loop runs its tokens
-    # without the padding (`Int8Encoder.run_packed`): no work on padding rows, and each row's
-    # logits are the bits it gets alone. False: the padded batch, masked (A/B timing).
+    # A padded batch (rows of tokens then padding) runs its tokens without the padding (the
+    # compiled loop: `Int8Encoder.run_packed`; per op: attention per sequence): no work on
+    # padding rows, and each row's logits are the bits it gets alone (int8 engines). False: the
+    # padded batch, masked (A/B timing).
     pack_sequences: bool = True
 
     def __init__(self, meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
@@ -220,14 +221,17 @@ class Engine(EngineReport, EngineFile):
 
         B, S = ids.shape
         h, mask_bias, L = self._embed(ids, tt), attention_bias(mask), self.num_layers
-        lengths = packable_lengths(mask) if self._encoder is not None and self.pack_sequences else None
-        if lengths is not None:  # every layer in one compiled call, on the tokens without padding
-            h = self._encoder.run_packed(np.ascontiguousarray(h[mask.reshape(-1) != 0]), lengths, K.isa_code())
-        elif self._encoder is not None:  # every layer in one compiled call
+        lengths = packable_lengths(mask) if self.pack_sequences else None
+        if lengths is not None:  # the tokens without the padding, one sequence after another
+            h = np.ascontiguousarray(h[mask.reshape(-1) != 0])
+        if lengths is not None and self._encoder is not None:  # every layer in one compiled call
+            h = self._encoder.run_packed(h, lengths, K.isa_code())
+        elif self._encoder is not None:
             h = self._encoder.run(h, B, S, mask_bias, K.isa_code())
         else:
+            offsets = None if lengths is None else np.concatenate([[0], np.cumsum(lengths)])
             for i in range(L):  # only the [CLS] row of the last layer feeds the classifier
-                h = self._layer(i, h, B, S, mask_bias, cls_only=i == L - 1)
+                h = self._layer(i, h, B, S, mask_bias, cls_only=i == L - 1, offsets=offsets)
         self.last_trace = static_trace(mask, L)
         return self._head(h)  # [B, H] after the CLS-only last layer
 
@@ -248,23 +252,30 @@ class Engine(EngineReport, EngineFile):
                            self._eps["embeddings.ln"])
 
     def _layer(self, i: int, h: np.ndarray, B: int, S: int, mask_bias: np.ndarray, cls_only: bool = False,
-               sig: np.ndarray | None = None) -> np.ndarray:
+               sig: np.ndarray | None = None, offsets: np.ndarray | None = None) -> np.ndarray:
         """Encoder layer `i` on `h` [B*S, H] -> [B*S, H], or [B, H] (the [CLS] rows) when
         `cls_only`. `sig` [B, nh, S]: filled with each key's attention summed over the
-        non-padding queries, per head (token dropping's significance, `runtime.dynamic`)."""
+        non-padding queries, per head (token dropping's significance, `runtime.dynamic`).
+        `offsets` [B + 1]: `h` holds B packed sequences (rows offsets[b]..offsets[b+1]-1, no
+        padding; mask_bias and S unused), and attention runs on each by itself."""
         T, lin, H = self.tensors, self._linears, self.hidden_size
         d, nh = H // self.num_heads, self.layer_heads[i]
-        residual = np.ascontiguousarray(h.reshape(B, S, H)[:, 0]) if cls_only else h
+        cls_rows = offsets[:-1] if offsets is not None else np.arange(B) * S
+        residual = np.ascontiguousarray(h[cls_rows]) if cls_only else h
         ln1 = (T[f"layers.{i}.ln1.gamma"], T[f"layers.{i}.ln1.beta"], self._eps[f"layers.{i}.ln1"])
         if nh == 0:  # attention removed: the block adds only its output projection's bias
             h = K.layernorm(residual + T[f"layers.{i}.out.bias"], *ln1)
         else:
-            qkv = lin[f"layers.{i}.qkv"](h).reshape(B, S, 3, nh, d)
-            k = qkv[:, :, 1].transpose(0, 2, 3, 1)  # [B, nh, d, S]
-            v = qkv[:, :, 2].transpose(0, 2, 1, 3)  # [B, nh, S, d]
-            q = (qkv[:, :1, 0] if cls_only else qkv[:, :, 0]).transpose(0, 2, 1, 3)  # [B, nh, rows, d]
-            ctx = self._attention(q, k, v, mask_bias, sig).reshape(residual.shape[0], nh * d)
-            attn = lin[f"layers.{i}.out"](ctx)
+            qkv = lin[f"layers.{i}.qkv"](h)
+            if offsets is None:
+                ctx = self._attention(*K.qkv_views(qkv, B, S, nh, d, cls_only), mask_bias, sig)
+            else:  # each sequence as a batch of one at its own length: the bits it gets alone
+                parts = []
+                for a, b in zip(offsets[:-1], offsets[1:]):
+                    views = K.qkv_views(qkv[a:b], 1, b - a, nh, d, cls_only)
+                    parts.append(self._attention(*views, np.zeros((1, 1, 1, b - a), np.float32)).reshape(-1, nh * d))
+                ctx = np.concatenate(parts)
+            attn = lin[f"layers.{i}.out"](ctx.reshape(residual.shape[0], nh * d))
             h = K.add_bias_residual_layernorm(attn, T[f"layers.{i}.out.bias"], residual, *ln1)
         ln2 = (T[f"layers.{i}.ln2.gamma"], T[f"layers.{i}.ln2.beta"], self._eps[f"layers.{i}.ln2"])
         if self.layer_ffn[i] == 0:  # FFN removed: only ffn_out's bias

@@ -119,6 +119,15 @@ def fused_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.n
                                        num_threads=num_threads, significance=significance, precision=precision)
 
 
+def qkv_views(qkv: np.ndarray, B: int, S: int, nh: int, d: int, cls_only: bool
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """q [B, nh, rows, d] (rows: S, or 1 for the [CLS] rows), k [B, nh, d, S], v [B, nh, S, d]:
+    views of the fused QKV output [B*S, 3*nh*d], as `kernels.attention` takes them."""
+    x = qkv.reshape(B, S, 3, nh, d)
+    q = (x[:, :1, 0] if cls_only else x[:, :, 0]).transpose(0, 2, 1, 3)
+    return q, x[:, :, 1].transpose(0, 2, 3, 1), x[:, :, 2].transpose(0, 2, 1, 3)
+
+
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.ndarray,
               sig: np.ndarray | None = None, precision: str = "fp32", num_threads: int = 1) -> np.ndarray:
     """softmax(q k + mask) v for q [B, nh, R, d], k [B, nh, d, S], v [B, nh, S, d] (views; the

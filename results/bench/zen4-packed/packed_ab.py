@@ -1,7 +1,7 @@
 """Padded batches of real sentences, run with and without their padding, beside ONNX Runtime int8.
 
     python results/bench/zen4-packed/packed_ab.py [--model results/demo/artifacts/pruned/model]
-        [--task rt-sentiment] [--batches 8,32,64] [--threads 2] [--rounds 7]
+        [--task rt-sentiment] [--batches 8,32,64] [--threads 2] [--rounds 7] [--weights fp32 --no-ort]
 
 `--model`: a saved model folder (the demo's pruned student after `make demo`, the default), or
 one of the bench's models with MiniLM's tokenizer (BERT's uncased WordPiece vocabulary): `minilm`
@@ -69,6 +69,9 @@ def main() -> None:
     ap.add_argument("--batches", default="8,32,64")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--weights", choices=("int8", "fp32"), default="int8",
+                    help="fp32: our engine with fp32 weights (the per-op layer loop)")
+    ap.add_argument("--no-ort", action="store_true", help="packed against padded only")
     args = ap.parse_args()
 
     from workbench.bench.ort_engines import ORT_INT8_VARIANTS, onnx_int8, ort_session
@@ -81,10 +84,10 @@ def main() -> None:
     model, tok, label = load(args.model)
     test = load_task(args.task).splits["test"]
     texts, labels = list(test["text"]), np.asarray(test["label"])
-    engine = compile_model(model, quantize=True, sparse_threshold=0.5, kernel_choice="measure")
+    engine = compile_model(model, quantize=args.weights == "int8", sparse_threshold=0.5, kernel_choice="measure")
     sessions = {}
     with tempfile.TemporaryDirectory() as cache:
-        for variant, ort_args in ORT_INT8_VARIANTS.items():
+        for variant, ort_args in ({} if args.no_ort else ORT_INT8_VARIANTS).items():
             path, _ = onnx_int8(model, Path(cache), label, *ort_args)
             sessions[variant] = ort_session(path, args.threads)
 
@@ -99,7 +102,7 @@ def main() -> None:
             runners[f"ort-int8 {variant}"] = lambda b, s=sess: s.run(None, b)[0]
 
         lengths = [len(t) for t in tok(texts, truncation=True, max_length=128)["input_ids"]]
-        print(f"model {label}; task {args.task} test split: {len(texts)} sentences, tokens per sentence "
+        print(f"model {label} ({args.weights} weights, layer loop {engine.describe()['layer_loop'].split(':')[0]}); task {args.task} test split: {len(texts)} sentences, tokens per sentence "
               f"median {int(np.median(lengths))}, mean {np.mean(lengths):.1f}, max {max(lengths)}; "
               f"{args.threads} threads; kernels per layer {engine.describe()['kernels_per_layer']}")
         # the same bits alone and packed
@@ -109,7 +112,8 @@ def main() -> None:
                                           for k, v in first.items()}) for i in range(len(first["input_ids"]))])
         padded = wb(False)(first)
         print(f"first 64 sentences: packed logits bitwise equal to each sentence alone: "
-              f"{np.array_equal(packed, alone)}; padded vs alone max |diff| {np.abs(padded - alone).max():.3g}")
+              f"{np.array_equal(packed, alone)} (max |diff| {np.abs(packed - alone).max():.3g}); "
+              f"padded vs alone max |diff| {np.abs(padded - alone).max():.3g}")
         for size in (int(x) for x in args.batches.split(",")):
             bs = batches(tok, texts, size)
             tokens = sum(int(b["attention_mask"].sum()) for b in bs)
@@ -130,7 +134,7 @@ def main() -> None:
                         runners[name](b)
                     times[name].append(time.perf_counter() - t0)
             med = {n: statistics.median(t) for n, t in times.items()}
-            peer = min((n for n in names if n.startswith("ort")), key=med.get)
+            peer = min((n for n in names if n.startswith("ort")), key=med.get, default="wb padded")
             print(f"\nbatch {size}: {len(bs)} batches, {tokens} tokens in {slots} padded slots "
                   f"({100 * (1 - tokens / slots):.0f} % padding); peer = {peer}")
             print(f"{'engine':<22} {'s/split':>8} {'sent/s':>8} {'vs peer':>8} {'min-max':>12} {'accuracy':>9}")
