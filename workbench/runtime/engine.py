@@ -66,14 +66,11 @@ from workbench.runtime.engine_file import (  # noqa: F401  (the file names: re-e
     FORMAT, FORMAT_VERSION, META_FILE, WEIGHTS_FILE, EngineFile,
 )
 from workbench.runtime.engine_report import EngineReport
-from workbench.runtime.inputs import check_inputs, packable_lengths
+from workbench.runtime.inputs import (  # noqa: F401  (attention_bias: importable from here as before)
+    attention_bias, check_inputs, packable_lengths,
+)
 
 FP32_ATOL = 1e-4
-
-
-def attention_bias(mask: np.ndarray) -> np.ndarray:
-    """The additive attention mask as in HF: 0 for tokens, dtype-min for padding; [B, 1, 1, S]."""
-    return ((np.float32(1.0) - mask) * np.finfo(np.float32).min).astype(np.float32)[:, None, None, :]
 
 
 @contextlib.contextmanager
@@ -257,7 +254,9 @@ class Engine(EngineReport, EngineFile):
         `cls_only`. `sig` [B, nh, S]: filled with each key's attention summed over the
         non-padding queries, per head (token dropping's significance, `runtime.dynamic`).
         `offsets` [B + 1]: `h` holds B packed sequences (rows offsets[b]..offsets[b+1]-1, no
-        padding; mask_bias and S unused), and attention runs on each by itself."""
+        padding; mask_bias and S unused), and attention runs on each by itself (no `sig`)."""
+        if offsets is not None and sig is not None:
+            raise ValueError("_layer: the attention significance (sig) needs the padded batch, not offsets")
         T, lin, H = self.tensors, self._linears, self.hidden_size
         d, nh = H // self.num_heads, self.layer_heads[i]
         cls_rows = offsets[:-1] if offsets is not None else np.arange(B) * S

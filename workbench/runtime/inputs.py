@@ -1,4 +1,5 @@
-"""Checking an `Engine` call's inputs before any work: each mistake gets a message naming it."""
+"""Checking an `Engine` call's inputs before any work (each mistake gets a message naming it), and
+what the attention mask says: whether the batch can run without its padding, the additive bias."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -52,7 +53,7 @@ def check_inputs(engine: "Engine", input_ids: Any, attention_mask: Any, token_ty
 
 
 def packable_lengths(mask: np.ndarray) -> np.ndarray | None:
-    """Each row's token count when the batch can run without its padding (`Int8Encoder.run_packed`):
+    """Each row's token count when the batch can run without its padding (`Engine.pack_sequences`):
     every row is its tokens then padding (1s then 0s, at least one 1) and some row has padding.
     None otherwise: no padding to skip, or a layout (left padding, holes) that keeps the mask."""
     lengths = np.count_nonzero(mask, axis=1)
@@ -61,3 +62,8 @@ def packable_lengths(mask: np.ndarray) -> np.ndarray | None:
     if not np.array_equal(mask != 0, np.arange(mask.shape[1]) < lengths[:, None]):
         return None
     return lengths
+
+
+def attention_bias(mask: np.ndarray) -> np.ndarray:
+    """The additive attention mask as in HF: 0 for tokens, dtype-min for padding; [B, 1, 1, S]."""
+    return ((np.float32(1.0) - mask) * np.finfo(np.float32).min).astype(np.float32)[:, None, None, :]
