@@ -183,16 +183,16 @@ cdef class Int8Encoder:
         if own:
             self._busy = True
         try:
-            return self._run(buf, h, B, S, mask_bias, isa, offs)
+            return self._run(buf, h, B, S, M, mask_bias, isa, offs)
         finally:
             if own:
                 self._busy = False
 
-    cdef object _run(self, _Buffers buf, object x, int B, int S, object mask_bias, int isa, object offs):
-        """offs: None (B sequences of S rows, mask_bias [B, S]), or int32 [B + 1] offsets of
-        packed sequences (mask_bias: S zeros, S the longest; wb_attn_t.seq_off)."""
+    cdef object _run(self, _Buffers buf, object x, int B, int S, int M, object mask_bias, int isa, object offs):
+        """M token rows in all. offs: None (B sequences of S rows, M = B * S, mask_bias [B, S]), or
+        int32 [B + 1] offsets of packed sequences (M = offs[B], mask_bias: S zeros, S the longest;
+        wb_attn_t.seq_off)."""
         cdef int H = self.H, L = len(self.layers), i, b, R, rows, nh, d, W
-        cdef int M = int(offs[B]) if offs is not None else B * S
         cdef const int *off = <const int*>_ptr(offs) if offs is not None else NULL
         cdef int nt = wb_threads(0)
         cdef wb_attn_t a
