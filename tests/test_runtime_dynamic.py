@@ -19,6 +19,7 @@ from workbench.models.dynamic import DynamicSpec, dynamic_forward, kept_counts
 from workbench.models.edits import record_edit
 from workbench.runtime import FP32_ATOL, Engine, EngineModule, compile_model
 from workbench.runtime import dynamic as D
+from workbench.runtime import dynamic_forward as DF
 from workbench.runtime.latency import LatencyTable
 
 L = 4
@@ -72,13 +73,29 @@ def _torch(model, ids, mask, spec):
 
 
 def _count_linears(engine: Engine) -> dict[str, list[int]]:
-    """Wrap every compiled Linear kernel: name -> rows of each call."""
+    """Wrap every compiled Linear kernel: name -> rows of each call. Layers the compiled encoder
+    runs (`Int8Encoder.run_layers`) are counted from its inputs: every Linear of a layer on all
+    its rows, the [CLS]-only layer's attention output and FFN on one row per sequence."""
     calls: dict[str, list[int]] = defaultdict(list)
     for name, fn in list(engine._linears.items()):
         def counted(x, _fn=fn, _name=name, **kw):
             calls[_name].append(int(x.shape[0]))
             return _fn(x, **kw)
         engine._linears[name] = counted
+    encoder = engine._encoder
+    if encoder is not None:
+        class Spy:
+            def run_layers(self, h, lengths, first, stop, isa, sig=None, cls_only=False):
+                for i in range(first, stop):
+                    cls_rows = cls_only and i == stop - 1
+                    calls[f"layers.{i}.qkv"].append(h.shape[0])
+                    for role in ("out", "ffn1", "ffn2"):
+                        calls[f"layers.{i}.{role}"].append(len(lengths) if cls_rows else h.shape[0])
+                return encoder.run_layers(h, lengths, first, stop, isa, sig=sig, cls_only=cls_only)
+
+            def __getattr__(self, name):
+                return getattr(encoder, name)
+        engine._encoder = Spy()
     return calls
 
 
@@ -88,7 +105,7 @@ def test_full_lengths_and_no_exit_equal_the_static_engine(model, quantize):
     ids, mask = _inputs()
     static = engine(ids, mask, spec=None)
     full = DynamicSpec(length_ratios=[1.0] * L, exit_layers=EXITS)
-    dyn = D.forward(engine, ids, mask.astype(np.float32), None, full)  # the dynamic loop, forced
+    dyn = DF.forward(engine, ids, mask.astype(np.float32), None, full)  # the dynamic loop, forced
     np.testing.assert_array_equal(dyn, static)
     assert engine.last_trace.tokens.tolist() == [[int(n)] * L for n in mask.sum(1)]
     np.testing.assert_array_equal(engine(ids, mask, length_ratios=[1.0] * L, exit_threshold=None), static)
@@ -108,7 +125,7 @@ def test_select_matches_torch_select_tokens_with_ties():
     k = torch.tensor([5, 3, 1, 4, 9])
     idx_t, valid_t = mdyn.select_tokens(probs, mask, k)
     sig = mdyn.token_significance(probs, mask).numpy()
-    idx, valid = D.select(sig, mask.numpy(), k.numpy())
+    idx, valid = DF.select(sig, mask.numpy(), k.numpy())
     np.testing.assert_array_equal(valid, valid_t.numpy())
     np.testing.assert_array_equal(np.where(valid, idx, -1), np.where(valid_t.numpy(), idx_t.numpy(), -1))
 
@@ -160,15 +177,18 @@ def test_length_config_processes_exactly_k_tokens_per_layer(model):
         assert [calls[f"layers.{i}.qkv"] for i in range(L)] == [[t] for t in k]
         assert [calls[f"layers.{i}.ffn1"] for i in range(L)] == [[t] for t in k[:-1]] + [[1]]
         assert calls["head.pre"] == [1] and not any(c.startswith("exit.") for c in calls)
-    # batch > 1 with padding: each example keeps its own count; the GEMMs run on B x (largest count)
-    calls.clear()
-    engine(ids, mask)
+    # batch > 1 with padding: each example keeps its own count, and the GEMMs run on exactly
+    # the kept tokens (packed), or on B x (largest count) when the batch runs padded
     want = np.array([kept_counts(RATIOS, int(n)) for n in mask.sum(1)])
     _, trace = _torch(model, ids, mask, DynamicSpec(length_ratios=RATIOS, exit_layers=EXITS))
-    np.testing.assert_array_equal(engine.last_trace.tokens, want)
     np.testing.assert_array_equal(trace.tokens.numpy(), want)
-    rows = [len(ids) * int(want[:, i].max()) for i in range(L)]
-    assert [calls[f"layers.{i}.qkv"] for i in range(L)] == [[r] for r in rows] and engine.last_trace.rows == rows
+    for packed, rows in ((True, want.sum(0).tolist()), (False, [len(ids) * int(want[:, i].max()) for i in range(L)])):
+        engine.pack_sequences = packed
+        calls.clear()
+        engine(ids, mask)
+        np.testing.assert_array_equal(engine.last_trace.tokens, want)
+        assert [calls[f"layers.{i}.qkv"] for i in range(L)] == [[r] for r in rows], packed
+        assert engine.last_trace.rows == rows
 
 
 @pytest.mark.parametrize("model", ["cls", "mean"], indirect=True)
@@ -214,8 +234,8 @@ def test_threshold_exits_per_example_and_batch_matches_batch_1(model):
     np.testing.assert_allclose(out, ref.numpy(), atol=FP32_ATOL, rtol=0)
     for b, k in enumerate(exit_layer):
         assert tr.tokens[b, :k + 1].all() and not tr.tokens[b, k + 1:].any()
-    for i in range(len(tr.rows)):  # only the examples still in the batch were computed
-        assert calls[f"layers.{i}.qkv"] == [int((exit_layer >= i).sum()) * tr.positions[i].shape[1]]
+    for i in range(len(tr.rows)):  # only the tokens of the examples still in the batch were computed
+        assert calls[f"layers.{i}.qkv"] == [int(tr.tokens[exit_layer >= i, i].sum())] == [tr.rows[i]]
     for b in range(len(ids)):  # batch 1, no padding: the same exit and (float-close) logits
         n = int(mask[b].sum())
         one = engine(ids[b:b + 1, :n], mask[b:b + 1, :n], exit_criterion="confidence", exit_threshold=thr)

@@ -1,5 +1,6 @@
 """A whole post-LN encoder in one call: ``Int8Encoder(layers).run(h, B, S, mask_bias, isa)``, or
-``run_packed(h, lengths, isa)`` for sequences without their padding.
+``run_packed(h, lengths, isa)`` for sequences without their padding, or a few layers at a time
+(``run_layers``, with the attention significance) for token dropping and early exits.
 
 Every layer -- fused QKV, attention over all heads, attention output, bias + residual +
 LayerNorm, FFN input with GELU in its epilogue, FFN output, bias + residual + LayerNorm -- runs
@@ -140,7 +141,7 @@ cdef class Int8Encoder:
         """h float32 [B*S, H] (the embeddings, C-contiguous), mask_bias float32 [B, S] additive
         (0 / dtype-min), isa the workbench_ext.cpu ISA code -> the [CLS] rows [B, H] after the
         last layer (a new array)."""
-        return self._call(h, B, S, mask_bias, isa, None)
+        return self._call(h, B, S, mask_bias, isa, None, 0, len(self.layers), True, None)
 
     def run_packed(self, h, lengths, int isa):
         """Sequences without their padding: h float32 [T, H] (C-contiguous) holds the embeddings
@@ -150,6 +151,38 @@ cdef class Int8Encoder:
         Each sequence's attention runs over its own tokens only, so no row of work is spent on
         padding, and every sequence gets the same bits as when it runs alone (`run` at batch 1
         and its own length): a sequence's outputs do not depend on what it is batched with."""
+        offs = self._offsets(h, lengths)
+        B = offs.size - 1
+        return self._call(h, B, int(np.diff(offs).max()), None, isa, offs, 0, len(self.layers), True, None)
+
+    def run_layers(self, h, lengths, int first, int stop, int isa, sig=None, bint cls_only=False):
+        """Layers first .. stop-1 on packed sequences (h, lengths as in `run_packed`) -> the last
+        one's rows [T, H] (a new array), or with `cls_only` its [CLS] rows [B, H] (that layer then
+        computes only those). Token dropping and early exits (workbench.runtime.dynamic) run the
+        encoder a few layers at a time this way, changing the rows in between.
+
+        sig: None, or float32 [nh * T] (C-contiguous; nh: layer stop-1's heads; not with
+        `cls_only`), set to layer stop-1's attention significance: sequence b's block
+        [nh, lengths[b]] starts at nh * (lengths[0] + ... + lengths[b-1]) and holds each key's
+        probabilities summed over the sequence's queries, per head. The same bits as
+        workbench_ext.attention's `significance` on that sequence alone."""
+        cdef int L = len(self.layers)
+        if not 0 <= first < stop <= L:
+            raise ValueError(f"layers {first}..{stop - 1}: need 0 <= first < stop <= {L}")
+        offs = self._offsets(h, lengths)
+        B, T = offs.size - 1, int(offs[offs.size - 1])
+        if sig is not None:
+            n = self.layers[stop - 1]["heads"] * T
+            if cls_only:
+                raise ValueError("sig needs every query row of the layer; it cannot go with cls_only")
+            if not (isinstance(sig, np.ndarray) and sig.dtype == np.float32 and sig.flags.c_contiguous
+                    and sig.size == n):
+                raise ValueError(f"sig must be C-contiguous float32 with {n} elements (heads x tokens), got "
+                                 f"{getattr(sig, 'dtype', type(sig).__name__)} {getattr(sig, 'shape', '')}")
+        return self._call(h, B, int(np.diff(offs).max()), None, isa, offs, first, stop, cls_only, sig)
+
+    cdef object _offsets(self, object h, object lengths):
+        """The int32 [B + 1] offsets of packed sequences of `lengths` tokens, checking h against them."""
         lens = np.asarray(lengths)
         if lens.ndim != 1 or lens.size < 1 or lens.dtype.kind not in "iu":
             raise ValueError(f"lengths must be a 1-D array of token counts, got {lens.dtype} {lens.shape}")
@@ -162,12 +195,12 @@ cdef class Int8Encoder:
                 and h.shape == (T, self.H)):
             raise ValueError(f"h must be C-contiguous float32 [{T}, {self.H}] (the lengths' total), got "
                              f"{getattr(h, 'dtype', type(h).__name__)} {getattr(h, 'shape', '')}")
-        S = int(lens.max())
-        return self._call(h, lens.size, S, np.zeros(S, np.float32), isa, offs)
+        return offs
 
-    cdef object _call(self, object h, int B, int S, object mask_bias, int isa, object offs):
+    cdef object _call(self, object h, int B, int S, object mask_bias, int isa, object offs,
+                      int first, int stop, bint cls_last, object sig):
         """The kept buffers when they are free and large enough (else new ones, kept if free),
-        then the layers."""
+        then the layers first .. stop-1."""
         cdef _Buffers buf
         cdef int M = int(offs[B]) if offs is not None else B * S
         own = not self._busy
@@ -183,16 +216,20 @@ cdef class Int8Encoder:
         if own:
             self._busy = True
         try:
-            return self._run(buf, h, B, S, M, mask_bias, isa, offs)
+            if mask_bias is None:  # packed: no padding to mask
+                mask_bias = np.zeros(S, np.float32)
+            return self._run(buf, h, B, S, M, mask_bias, isa, offs, first, stop, cls_last, sig)
         finally:
             if own:
                 self._busy = False
 
-    cdef object _run(self, _Buffers buf, object x, int B, int S, int M, object mask_bias, int isa, object offs):
-        """M token rows in all. offs: None (B sequences of S rows, M = B * S, mask_bias [B, S]), or
-        int32 [B + 1] offsets of packed sequences (M = offs[B], mask_bias: S zeros, S the longest;
-        wb_attn_t.seq_off)."""
-        cdef int H = self.H, L = len(self.layers), i, b, R, rows, nh, d, W
+    cdef object _run(self, _Buffers buf, object x, int B, int S, int M, object mask_bias, int isa, object offs,
+                     int first, int stop, bint cls_last, object sig):
+        """Layers first .. stop-1 on M token rows in all. offs: None (B sequences of S rows, M = B * S,
+        mask_bias [B, S]), or int32 [B + 1] offsets of packed sequences (M = offs[B], mask_bias:
+        S zeros, S the longest; wb_attn_t.seq_off). cls_last: the last of them computes the [CLS]
+        rows only, returned [B, H]; else its M rows. sig: that layer's significance (run_layers)."""
+        cdef int H = self.H, i, b, R, rows, nh, d, W
         cdef const int *off = <const int*>_ptr(offs) if offs is not None else NULL
         cdef int nt = wb_threads(0)
         cdef wb_attn_t a
@@ -209,9 +246,9 @@ cdef class Int8Encoder:
         cdef float *pg2
         cdef float *pb2
         cdef float *po
-        for i in range(L):
+        for i in range(first, stop):
             layer = self.layers[i]
-            last = i == L - 1
+            last = cls_last and i == stop - 1
             R = 1 if last else S          # query rows per sequence (packed: R == S means all)
             rows = B if last else M
             nh, d = layer["heads"], layer["head_dim"]
@@ -229,7 +266,7 @@ cdef class Int8Encoder:
             a.mask = <const float*>_ptr(mask_bias)
             a.ctx = <float*>_ptr(buf.ctx)
             a.B, a.nh, a.R, a.S, a.d = B, nh, R, S, d
-            a.sig = NULL
+            a.sig = _fp(sig) if sig is not None and i == stop - 1 else NULL
             a.precision = self.attention_precision
             a.seq_off = off
             with nogil:
@@ -257,4 +294,4 @@ cdef class Int8Encoder:
             with nogil:
                 wb_layernorm(pf2, pb2o, ph1, pg2, pb2, eps2, rows, H, po, isa, nt)
             x = out
-        return np.array(x[:B * H].reshape(B, H))
+        return np.array(x[:B * H].reshape(B, H)) if cls_last else np.array(x[:M * H].reshape(M, H))

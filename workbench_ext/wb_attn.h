@@ -43,9 +43,11 @@ typedef struct {
                                                * offsets, sequence b's tokens are the rows
                                                * seq_off[b] .. seq_off[b+1]-1 of q, k and v
                                                * (row strides qr, ks, vs; qb, kb, vb unused),
-                                               * S is the longest, mask holds S zeros, sig is
-                                               * NULL, and ctx rows are packed the same way
-                                               * (R == S) or one per sequence (R == 1) */
+                                               * S is the longest, mask holds S zeros, ctx
+                                               * rows are packed the same way (R == S) or one
+                                               * per sequence (R == 1), and sig (R == S) holds
+                                               * sequence b's [nh][its length] block at
+                                               * nh * seq_off[b] */
 } wb_attn_t;
 
 #define WB_ATTN_FP32 0
@@ -221,6 +223,7 @@ static inline const wb_attn_t *wb_attn_packed_pair(const wb_attn_t *a, long t, w
     one->k = a->k + (long)o * a->ks;
     one->v = a->v + (long)o * a->vs;
     one->ctx = a->ctx + (size_t)(a->R == 1 ? b : o) * a->nh * a->d;
+    one->sig = a->sig ? a->sig + (size_t)o * a->nh : NULL;
     return one;
 }
 

@@ -1,16 +1,17 @@
 """Dynamic inference on the engine: per-layer token dropping and early exits, with a work trace.
 
 The rules are those of the torch reference, `workbench.models.dynamic` (`DynamicSpec`,
-`keep_count`, `select_tokens`, `dynamic_forward`); this module runs them on the compiled engine
-so that the skipped work is really skipped:
+`keep_count`, `select_tokens`, `dynamic_forward`); `workbench.runtime.dynamic_forward` runs them
+on the compiled engine so that the skipped work is really skipped. This module compiles a
+model's spec and exit heads, resolves a call's overrides and holds the work trace.
 
 * token dropping: after layer i, `k = keep_count(length_ratios[i], n, current)` tokens stay per
   example ([CLS] always, then the most attended-to tokens, ties to the lower position, original
-  order kept). The significance is a by-product of layer i's own attention (`Engine._attention`
-  sums each key's probabilities over the real queries, per head: one small matmul). The kept
-  rows are *gathered* into a smaller [B * K, H] matrix, so every GEMM of the next layer has
-  fewer rows and its attention fewer keys. A layer whose attention was removed (0 heads) gives
-  every token significance 0: the first tokens are kept, as in the reference.
+  order kept). The significance is a by-product of layer i's own attention (the attention
+  kernel sums each key's probabilities over the real queries, per head). The kept rows are
+  *gathered*, so every GEMM of the next layer has fewer rows and its attention fewer keys. A
+  layer whose attention was removed (0 heads) gives every token significance 0: the first
+  tokens are kept, as in the reference.
 * exits: after a layer in `exit_layers`, the exit head (`exit.<i>.pre/cls`, compiled like the
   classifier) reads the layer's output pooled as the head was trained (`meta["exit_pooling"]`:
   "mean", the masked mean of the tokens the layer kept, or "cls", the [CLS] row); an example
@@ -18,10 +19,13 @@ so that the skipped work is really skipped:
   row only ("CLS-only last layer"), as the static engine does, and so does a fixed exit
   (`exit_at`) whose head reads [CLS]; a mean-pooled fixed exit runs its layer on every row.
 * batches: an example that left is removed from the batch (per-example exits at any batch
-  size; the batch stops when every example left). Token counts differ per example, so a batch
-  of B examples runs each layer on [B, K] rows with K = the largest kept count and the rows
-  past an example's own count masked as padding (their GEMM rows are computed and ignored; at
-  batch 1 there is no such padding). `WorkTrace.rows` counts those computed rows per layer.
+  size; the batch stops when every example left). Token counts differ per example: a
+  right-padded (or unpadded) batch runs packed, each example's kept rows one after another and
+  attention per example, so each layer computes exactly the kept tokens' rows, and an int8
+  engine runs each layer in one compiled call (`Int8Encoder.run_layers`); each example gets the
+  bits it gets alone. Other layouts (left padding, holes, `Engine.pack_sequences = False`) run
+  [B, K] rows with K = the largest kept count, the rows past an example's own count masked (and
+  computed). `WorkTrace.rows` counts the rows computed per layer.
 
 `engine.last_trace` (a `WorkTrace`) records the work of the last call, static or dynamic:
 tokens each layer processed per example (0: the layer did not run), the exit layer per
@@ -50,7 +54,8 @@ class WorkTrace:
     exit_layer: np.ndarray
     """[B] the layer after which each example left (num_layers - 1: it ran every layer)."""
     rows: list[int] = field(default_factory=list)
-    """Per layer run: rows of the batch the Q/K/V GEMM computed (padding rows included)."""
+    """Per layer run: rows of the batch the Q/K/V GEMM computed (padding rows, if the batch ran
+    padded, included)."""
     positions: list[np.ndarray] = field(default_factory=list)
     """Dynamic calls, per layer run: [B, S_i] the input positions of the tokens the layer
     processed (-1: a padding slot, or an example that already left)."""
@@ -60,11 +65,13 @@ class WorkTrace:
         return self.exit_layer + 1
 
 
-def static_trace(mask: np.ndarray, num_layers: int) -> WorkTrace:
-    """The trace of a static call: every layer on every real token of every example."""
+def static_trace(mask: np.ndarray, num_layers: int, packed: bool = False) -> WorkTrace:
+    """The trace of a static call: every layer on every real token of every example (`packed`:
+    the batch ran without its padding, so its rows are the tokens)."""
     n = mask.sum(1).astype(np.int64)
+    rows = int(n.sum()) if packed else int(mask.size)
     return WorkTrace(tokens=np.repeat(n[:, None], num_layers, axis=1),
-                     exit_layer=np.full(len(n), num_layers - 1, np.int64), rows=[int(mask.size)] * num_layers)
+                     exit_layer=np.full(len(n), num_layers - 1, np.int64), rows=[rows] * num_layers)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,24 +100,6 @@ def exit_pooling(model: Any) -> dict[str, str]:
     """{layer: pooling} of the model's exit heads (for the engine's meta)."""
     heads = getattr(model, "exit_heads", None) or {}
     return {str(int(k)): str(getattr(head, "pooling", "cls")) for k, head in heads.items()}
-
-
-def pooling_of(engine: "Engine", layer: int) -> str:
-    """How exit `layer`'s head pools its input: "cls" (also for engines saved before pooling was
-    recorded) or "mean"."""
-    return engine.meta.get("exit_pooling", {}).get(str(layer), "cls")
-
-
-def pooled(engine: "Engine", layer: int, h: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """[B, H] what exit `layer`'s head reads from the layer output h [B * S, H] with mask m
-    [B, S]: the [CLS] rows, or the mean of the kept tokens (`models.dynamic.pool`)."""
-    B, S = m.shape
-    x = h.reshape(B, S, -1)
-    if pooling_of(engine, layer) == "cls":
-        return np.ascontiguousarray(x[:, 0])
-    w = m.astype(np.float32)
-    return np.ascontiguousarray(np.einsum("bsh,bs->bh", x, w) / np.maximum(w.sum(1), 1.0)[:, None],
-                                dtype=np.float32)
 
 
 def resolve(engine: "Engine", overrides: dict[str, Any]) -> "DynamicSpec | None":
@@ -147,103 +136,3 @@ def _cached_spec(engine: "Engine", compiled: dict[str, Any]) -> "DynamicSpec":
     if cached is None or cached[0] is not compiled:  # parsed once per compiled spec
         cached = engine._dynamic_spec = (compiled, DynamicSpec.from_dict(compiled))
     return cached[1].replace()  # a copy: overrides never change the compiled spec
-
-
-# ---------------------------------------------------------------------------------------------
-# running
-# ---------------------------------------------------------------------------------------------
-def select(sig: np.ndarray, mask: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`workbench.models.dynamic.select_tokens` in NumPy: sig [B, S] significance, mask [B, S]
-    bool, k [B] -> positions to keep [B, max k] (original order) and the new mask [B, max k]."""
-    B, S = mask.shape
-    score = np.where(mask, sig, -np.inf)
-    score[:, 0] = np.inf  # [CLS] always stays
-    order = np.argsort(-score, axis=1, kind="stable")  # descending; ties: lower position first
-    kmax = int(k.max())
-    chosen = order[:, :kmax]
-    valid = np.arange(kmax)[None, :] < k[:, None]
-    key = np.sort(np.where(valid, chosen, chosen + S), axis=1)  # unused slots after the kept ones
-    return np.where(key >= S, key - S, key), valid
-
-
-def exits(logits: np.ndarray, spec: "DynamicSpec") -> np.ndarray:
-    """[B] bool: examples whose exit criterion passes (`models.dynamic._leaves`, float32)."""
-    z = logits.astype(np.float32) - logits.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=1, keepdims=True)
-    if spec.exit_criterion == "confidence":
-        return p.max(axis=1) >= spec.exit_threshold
-    c = p.shape[1]
-    if c < 2:
-        return np.ones(len(p), bool) if spec.exit_threshold >= 0 else np.zeros(len(p), bool)
-    ent = -(p * np.log(np.maximum(p, np.float32(1e-12)))).sum(axis=1) / np.float32(np.log(c))
-    return ent <= spec.exit_threshold
-
-
-def forward(engine: "Engine", ids: np.ndarray, mask: np.ndarray, tt: np.ndarray | None,
-            spec: "DynamicSpec") -> np.ndarray:
-    """Logits [B, labels] of the engine run as `spec` says; sets `engine.last_trace`."""
-    from workbench.models.dynamic import keep_count
-    from workbench.runtime.engine import attention_bias
-
-    B, S = ids.shape
-    L, H = engine.num_layers, engine.hidden_size
-    ratios = spec.length_ratios
-    use_exits = spec.exit_at is not None or spec.exit_threshold is not None
-    last = spec.exit_at if spec.exit_at is not None else L - 1
-    h = engine._embed(ids, tt)
-    m = mask.astype(bool)
-    n = m.sum(1)  # real tokens at the input, per example
-    alive = np.arange(B)  # the original example of each batch row
-    pos = np.broadcast_to(np.arange(S), (B, S))  # the input position of each row's tokens
-    out = np.zeros((B, engine.num_labels), np.float32)
-    trace = WorkTrace(tokens=np.zeros((B, L), np.int64), exit_layer=np.full(B, L - 1, np.int64))
-    for i in range(last + 1):
-        Bc, Sc = m.shape
-        cur = m.sum(1)
-        trace.tokens[alive, i] = cur
-        trace.rows.append(Bc * Sc)
-        trace.positions.append(np.full((B, Sc), -1, np.int64))
-        trace.positions[-1][alive] = np.where(m, pos, -1)
-        if i == last and (i == L - 1 or pooling_of(engine, i) == "cls"):
-            # only the [CLS] rows feed the classifier / a [CLS] exit head
-            cls = engine._layer(i, h, Bc, Sc, attention_bias(m), cls_only=True)
-            out[alive] = engine._head(cls, "head" if i == L - 1 else f"exit.{i}")
-            trace.exit_layer[alive] = i
-            break
-        if i == last:  # a fixed exit reading the mean of its layer's tokens
-            h = engine._layer(i, h, Bc, Sc, attention_bias(m))
-            out[alive] = engine._head(pooled(engine, i, h, m), f"exit.{i}")
-            trace.exit_layer[alive] = i
-            break
-        k = None
-        if ratios is not None and ratios[i] < 1.0:
-            k = np.array([keep_count(ratios[i], int(a), int(c)) for a, c in zip(n, cur)], np.int64)
-            k = k if (k < cur).any() else None
-        nh = engine.layer_heads[i]
-        sig = np.empty((Bc, nh, Sc), np.float32) if k is not None and nh else None
-        h = engine._layer(i, h, Bc, Sc, attention_bias(m), sig=sig)
-        if use_exits and i in spec.exit_layers and spec.exit_threshold is not None:
-            logits = engine._head(pooled(engine, i, h, m), f"exit.{i}")
-            done = exits(logits, spec)
-            if done.any():
-                out[alive[done]] = logits[done]
-                trace.exit_layer[alive[done]] = i
-                if done.all():
-                    break
-                stay = ~done
-                alive, m, n, pos = alive[stay], m[stay], n[stay], pos[stay]
-                h = np.ascontiguousarray(h.reshape(Bc, Sc, H)[stay]).reshape(-1, H)
-                sig = None if sig is None else sig[stay]
-                k = None if k is None else k[stay]
-                Bc, cur = len(alive), cur[stay]
-                if k is not None and not (k < cur).any():
-                    k = None
-        if k is not None:
-            total = sig.sum(axis=1) if sig is not None else np.zeros(m.shape, np.float32)
-            idx, m = select(total, m, k)
-            pos = np.take_along_axis(pos, idx, axis=1)
-            # the gather: the next layer's GEMMs and attention run on [Bc * K] rows
-            h = np.take_along_axis(h.reshape(Bc, Sc, H), idx[:, :, None], axis=1).reshape(-1, H)
-    engine.last_trace = trace
-    return out

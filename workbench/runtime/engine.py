@@ -198,6 +198,7 @@ class Engine(EngineReport, EngineFile):
         """`dynamic`: overrides of the compiled `DynamicSpec` (`length_ratios=`, `exit_threshold=`,
         `exit_at=`, `exit_criterion=`, or a whole `spec=`); see `workbench.runtime.dynamic`."""
         from workbench.runtime import dynamic as D
+        from workbench.runtime.dynamic_forward import forward as dynamic_forward
 
         spec = D.resolve(self, dynamic)
         ids, mask, tt = check_inputs(self, input_ids, attention_mask, token_type_ids)
@@ -210,7 +211,7 @@ class Engine(EngineReport, EngineFile):
             tt = None if tt is None else tt[:, :S_eff]
         with _no_gc_pauses(), K.kernel_threads(self.num_threads):
             if spec is not None:  # token dropping / early exits: workbench.runtime.dynamic
-                return D.forward(self, ids, mask, tt, spec)
+                return dynamic_forward(self, ids, mask, tt, spec)
             return self._forward(ids, mask, tt)
 
     def _forward(self, ids: np.ndarray, mask: np.ndarray, tt: np.ndarray | None) -> np.ndarray:
@@ -229,7 +230,7 @@ class Engine(EngineReport, EngineFile):
             offsets = None if lengths is None else np.concatenate([[0], np.cumsum(lengths)])
             for i in range(L):  # only the [CLS] row of the last layer feeds the classifier
                 h = self._layer(i, h, B, S, mask_bias, cls_only=i == L - 1, offsets=offsets)
-        self.last_trace = static_trace(mask, L)
+        self.last_trace = static_trace(mask, L, packed=lengths is not None)
         return self._head(h)  # [B, H] after the CLS-only last layer
 
     def _embed(self, ids: np.ndarray, tt: np.ndarray | None) -> np.ndarray:
@@ -248,15 +249,15 @@ class Engine(EngineReport, EngineFile):
         return K.layernorm(x.reshape(B * S, H), T["embeddings.ln.gamma"], T["embeddings.ln.beta"],
                            self._eps["embeddings.ln"])
 
-    def _layer(self, i: int, h: np.ndarray, B: int, S: int, mask_bias: np.ndarray, cls_only: bool = False,
+    def _layer(self, i: int, h: np.ndarray, B: int, S: int, mask_bias: np.ndarray | None, cls_only: bool = False,
                sig: np.ndarray | None = None, offsets: np.ndarray | None = None) -> np.ndarray:
         """Encoder layer `i` on `h` [B*S, H] -> [B*S, H], or [B, H] (the [CLS] rows) when
         `cls_only`. `sig` [B, nh, S]: filled with each key's attention summed over the
         non-padding queries, per head (token dropping's significance, `runtime.dynamic`).
         `offsets` [B + 1]: `h` holds B packed sequences (rows offsets[b]..offsets[b+1]-1, no
-        padding; mask_bias and S unused), and attention runs on each by itself (no `sig`)."""
-        if offsets is not None and sig is not None:
-            raise ValueError("_layer: the attention significance (sig) needs the padded batch, not offsets")
+        padding; mask_bias and S unused), and attention runs on each by itself; `sig` is then
+        flat [nh * T], sequence b's [nh, its length] block at nh * offsets[b]
+        (`Int8Encoder.run_layers`' layout)."""
         T, lin, H = self.tensors, self._linears, self.hidden_size
         d, nh = H // self.num_heads, self.layer_heads[i]
         cls_rows = offsets[:-1] if offsets is not None else np.arange(B) * S
@@ -272,7 +273,8 @@ class Engine(EngineReport, EngineFile):
                 parts = []
                 for a, b in zip(offsets[:-1], offsets[1:]):
                     views = K.qkv_views(qkv[a:b], 1, b - a, nh, d, cls_only)
-                    parts.append(self._attention(*views, np.zeros((1, 1, 1, b - a), np.float32)).reshape(-1, nh * d))
+                    own = None if sig is None else sig[nh * a:nh * b].reshape(1, nh, b - a)
+                    parts.append(self._attention(*views, np.zeros((1, 1, 1, b - a), np.float32), own).reshape(-1, nh * d))
                 ctx = np.concatenate(parts)
             attn = lin[f"layers.{i}.out"](ctx.reshape(residual.shape[0], nh * d))
             h = K.add_bias_residual_layernorm(attn, T[f"layers.{i}.out.bias"], residual, *ln1)

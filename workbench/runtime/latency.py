@@ -11,8 +11,9 @@ length search uses to price a `DynamicSpec` on the engine it will run on.
     table.layer_cost(i, tokens)       # one layer, interpolated; cls_only=True: the leaving layer
     table.save("latency.json"); LatencyTable.load("latency.json")
 
-What is measured: each encoder layer through the engine's own per-layer method
-(`Engine._layer`, the code the dynamic forward runs) on `batch` x t rows for every t in
+What is measured: each encoder layer through the dynamic forward's own per-layer call
+(`runtime.dynamic_forward.packed_layer`: one compiled call on int8 engines with the compiled
+encoder, else `Engine._layer`) on `batch` sequences of t tokens, packed, for every t in
 `token_counts` (default: 1 and 1/4, 1/2, 3/4, 1 of seq_len), full and [CLS]-only (the layer an
 example leaves at: the last one or a fixed `exit_at`), plus the embeddings (per t) and one
 classifier head (exit heads have the same shape). Each point is the minimum over `repeats`
@@ -95,7 +96,7 @@ class LatencyTable:
                 batch: int = 1, repeats: int = 5, seed: int = 0) -> "LatencyTable":
         """Time every layer of `engine` at each token count (see the module docstring)."""
         from workbench.runtime import kernels as K
-        from workbench.runtime.engine import attention_bias
+        from workbench.runtime.dynamic_forward import packed_layer
 
         if seq_len < 1 or seq_len > engine.max_seq_len:
             raise ValueError(f"seq_len must be in [1, {engine.max_seq_len}], got {seq_len}")
@@ -110,11 +111,11 @@ class LatencyTable:
             ids = rng.integers(min(1000, engine.vocab_size // 2), engine.vocab_size, (batch, t))
             embed.append(_best(lambda: engine._embed(ids, None), repeats))  # noqa: B023
             h = engine._embed(ids, None)
-            bias = attention_bias(np.ones((batch, t), np.float32))
+            lengths = np.full(batch, t, np.int64)
             for i in range(L):
-                layer[i][j] = _best(lambda: engine._layer(i, h, batch, t, bias), repeats)  # noqa: B023
-                cls_only[i][j] = _best(lambda: engine._layer(i, h, batch, t, bias, cls_only=True), repeats)  # noqa: B023
-                h = engine._layer(i, h, batch, t, bias)
+                layer[i][j] = _best(lambda: packed_layer(engine, i, h, lengths), repeats)  # noqa: B023
+                cls_only[i][j] = _best(lambda: packed_layer(engine, i, h, lengths, cls_only=True), repeats)  # noqa: B023
+                h = packed_layer(engine, i, h, lengths)
         cls_rows = np.ascontiguousarray(h.reshape(batch, -1, engine.hidden_size)[:, 0])
         head = _best(lambda: engine._head(cls_rows), repeats)
         mono = lambda rows: [np.maximum.accumulate(np.asarray(r) / batch).tolist() for r in rows]  # noqa: E731
