@@ -57,6 +57,8 @@ def test_compiled_layers_equal_the_per_op_layers(model):
     path (`Engine._layer` with offsets), and at batch 1 those of the padded loop."""
     ids, mask = _inputs(batch=6, seed=4)
     compiled = compile_model(model, quantize=True)
+    assert compiled.describe()["layer_loop"].startswith(
+        "compiled: workbench_ext.encoder.Int8Encoder, one call per forward; per layer with token dropping or exits")
     per_op = compile_model(model, quantize=True)
     per_op._encoder = None
     thr = _exit_threshold(compiled, ids, mask)

@@ -29,8 +29,8 @@ kernel call.
   only when asked for by name.
 * the layer loop: an int8 engine whose every layer has attention, an FFN and GELU runs the whole
   encoder in one compiled call (`workbench_ext.encoder.Int8Encoder`, bit-identical to the per-op
-  path `_layer`, which the others -- fp32 / bf16, static grids, removed blocks, token dropping
-  -- keep). A forward runs with Python's cyclic GC paused.
+  path `_layer`, which the others -- fp32 / bf16, static grids, removed blocks -- keep; token
+  dropping and exits call it one layer at a time). A forward runs with Python's cyclic GC paused.
 * exact graph-level savings: trailing padding columns shared by the whole batch are dropped, and
   the last encoder layer is only evaluated for the [CLS] row that the classifier reads. A
   right-padded batch runs without its padding at all (`pack_sequences`): the sequences' tokens
@@ -38,8 +38,10 @@ kernel call.
   sequence over its own tokens, so on int8 engines each row's logits are the bits that row gets
   alone (fp32 / bf16 weights: BLAS-style GEMMs round differently at other row counts).
 * dynamic models (`model.dynamic`, `model.exit_heads`): token dropping between layers and early
-  exits run in `workbench.runtime.dynamic` on the per-layer methods `_embed` / `_layer` /
-  `_head`; `_attention(..., sig=)` hands it each key's attention mass (the drop significance).
+  exits run in `workbench.runtime.dynamic_forward`, layer by layer on packed rows: one
+  `Int8Encoder.run_layers` call per layer on engines with the compiled loop, else `_layer`
+  with offsets (padded layouts: `_layer` with the mask); the attention hands back each key's
+  attention mass (the drop significance).
 
 Accuracy (documented contract, checked by tests/test_runtime.py on the real MiniLM weights with
 a seeded std-0.5 two-label head, 16 real sentences, padded batch):
@@ -210,7 +212,7 @@ class Engine(EngineReport, EngineFile):
             ids, mask = ids[:, :S_eff], mask[:, :S_eff]
             tt = None if tt is None else tt[:, :S_eff]
         with _no_gc_pauses(), K.kernel_threads(self.num_threads):
-            if spec is not None:  # token dropping / early exits: workbench.runtime.dynamic
+            if spec is not None:  # token dropping / early exits: workbench.runtime.dynamic_forward
                 return dynamic_forward(self, ids, mask, tt, spec)
             return self._forward(ids, mask, tt)
 
