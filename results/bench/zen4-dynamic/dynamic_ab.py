@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import workbench  # noqa: F401  (first: the short OpenMP spin for torch's threads)
@@ -45,6 +44,7 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
+    from workbench.bench.in_process import time_in_turns
     from workbench.data.tasks import load_task
     from workbench.dynamic.measure import _searched, operating_points
     from workbench.models.arch import architecture
@@ -97,16 +97,7 @@ def main() -> None:
                 layers += engine.last_trace.layers_run.tolist()
             acc = {n: float((lg.argmax(-1) == labels).mean()) for n, lg in logits.items()}
             same = np.array_equal(logits["packed"], logits["padded"])
-            times: dict[str, list[float]] = {n: [] for n in runners}
-            names = list(runners)
-            for r in range(args.rounds):
-                for name in (names if r % 2 == 0 else names[::-1]):
-                    time.sleep(PAUSE_S)
-                    runners[name](bs[0])
-                    t0 = time.perf_counter()
-                    for b in bs:
-                        runners[name](b)
-                    times[name].append(time.perf_counter() - t0)
+            times = time_in_turns(runners, bs, args.rounds, PAUSE_S)
             ratio = [q / p_ for p_, q in zip(times["packed"], times["padded"])]
             rate = {n: len(texts) / statistics.median(t) for n, t in times.items()}
             print(f"{p['point']:<26} {np.mean(layers):6.2f} {rate['packed']:9.1f} {rate['padded']:9.1f} "

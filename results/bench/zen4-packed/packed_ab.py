@@ -26,7 +26,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import workbench  # noqa: F401  (first: the short OpenMP spin for torch's threads)
@@ -74,6 +73,7 @@ def main() -> None:
     ap.add_argument("--no-ort", action="store_true", help="packed against padded only")
     args = ap.parse_args()
 
+    from workbench.bench.in_process import time_in_turns
     from workbench.bench.ort_engines import ORT_INT8_VARIANTS, onnx_int8, ort_session
     from workbench.data.tasks import load_task
     from workbench.runtime import compile_model
@@ -122,17 +122,8 @@ def main() -> None:
             for name, run in runners.items():
                 pred = np.concatenate([np.asarray(run(b)).argmax(-1) for b in bs])
                 acc[name] = float((pred == labels).mean())
-            times: dict[str, list[float]] = {n: [] for n in runners}
+            times = time_in_turns(runners, bs, args.rounds, PAUSE_S)
             names = list(runners)
-            for r in range(args.rounds):
-                k = r % len(names)
-                for name in names[k:] + names[:k]:
-                    time.sleep(PAUSE_S)
-                    runners[name](bs[0])
-                    t0 = time.perf_counter()
-                    for b in bs:
-                        runners[name](b)
-                    times[name].append(time.perf_counter() - t0)
             med = {n: statistics.median(t) for n, t in times.items()}
             peer = min((n for n in names if n.startswith("ort")), key=med.get, default="wb padded")
             print(f"\nbatch {size}: {len(bs)} batches, {tokens} tokens in {slots} padded slots "
