@@ -158,7 +158,7 @@ cdef class Int8Encoder:
     def run_layers(self, h, lengths, int first, int stop, int isa, sig=None, bint cls_only=False):
         """Layers first .. stop-1 on packed sequences (h, lengths as in `run_packed`) -> the last
         one's rows [T, H] (a new array), or with `cls_only` its [CLS] rows [B, H] (that layer then
-        computes only those). Token dropping and early exits (workbench.runtime.dynamic) run the
+        computes only those). Token dropping and early exits (workbench.runtime.dynamic_forward) run the
         encoder a few layers at a time this way, changing the rows in between.
 
         sig: None, or float32 [nh * T] (C-contiguous; nh: layer stop-1's heads; not with
