@@ -85,13 +85,17 @@ def _count_linears(engine: Engine) -> dict[str, list[int]]:
     encoder = engine._encoder
     if encoder is not None:
         class Spy:
-            def run_layers(self, h, lengths, first, stop, isa, sig=None, cls_only=False):
+            def run_layers(self, h, lengths, first, stop, isa, sig=None, cls_only=False, keep=None, chosen=None):
+                cur = np.asarray(lengths)
                 for i in range(first, stop):
                     cls_rows = cls_only and i == stop - 1
-                    calls[f"layers.{i}.qkv"].append(h.shape[0])
+                    calls[f"layers.{i}.qkv"].append(int(cur.sum()))
                     for role in ("out", "ffn1", "ffn2"):
-                        calls[f"layers.{i}.{role}"].append(len(lengths) if cls_rows else h.shape[0])
-                return encoder.run_layers(h, lengths, first, stop, isa, sig=sig, cls_only=cls_only)
+                        calls[f"layers.{i}.{role}"].append(len(lengths) if cls_rows else int(cur.sum()))
+                    if keep is not None and i < stop - 1:  # the tokens kept for the next layer
+                        cur = np.minimum(keep[i - first], cur)
+                return encoder.run_layers(h, lengths, first, stop, isa, sig=sig, cls_only=cls_only,
+                                          keep=keep, chosen=chosen)
 
             def __getattr__(self, name):
                 return getattr(encoder, name)

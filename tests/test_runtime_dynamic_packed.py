@@ -143,3 +143,35 @@ def test_left_padding_keeps_the_padded_loop(model):
     assert engine.last_trace.rows[0] == left_mask.size
     engine(ids, mask, spec=DynamicSpec(length_ratios=RATIOS, exit_layers=EXITS))
     assert engine.last_trace.rows[0] == int(lengths.sum())
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.3, 0.7])
+def test_compiled_drops_keep_what_select_keeps(model, fraction):
+    """run_layers' drops (in C) keep the tokens `select` picks from the layer's significance:
+    [CLS] first (also when it is not the most attended: fraction 0 keeps it alone), then the
+    most attended, in their order."""
+    from workbench.runtime.dynamic_forward import select
+
+    engine = compile_model(model, quantize=True)
+    ids, mask = _inputs(batch=6, seed=4)
+    lengths = mask.sum(1)
+    h = np.ascontiguousarray(engine._embed(ids, None)[mask.reshape(-1) != 0])
+    nh, T = engine.layer_heads[0], int(lengths.sum())
+    sig = np.empty(nh * T, np.float32)
+    engine._encoder.run_layers(h, lengths, 0, 1, _isa(), sig=sig)
+    total = np.zeros((len(lengths), lengths.max()), np.float32)
+    at = 0
+    for b, n in enumerate(lengths):
+        total[b, :n] = sig[nh * at:nh * (at + n)].reshape(nh, n).sum(0)
+        at += n
+    assert (total[:, 1:].max(1) > total[:, 0]).any()  # [CLS] is not always the most attended
+    k = np.maximum(1, np.ceil(fraction * lengths)).astype(np.int32)
+    chosen = np.empty(int(k.sum()), np.int32)
+    out = engine._encoder.run_layers(h, lengths, 0, 2, _isa(), keep=k[None, :], chosen=chosen)
+    idx, valid = select(total, np.arange(lengths.max())[None, :] < lengths[:, None], k)
+    np.testing.assert_array_equal(chosen, idx[valid])
+    assert out.shape == (int(k.sum()), engine.hidden_size)
+    with pytest.raises(ValueError, match="keep must be"):
+        engine._encoder.run_layers(h, lengths, 0, 2, _isa(), keep=k[None, :2], chosen=chosen)
+    with pytest.raises(ValueError, match="chosen must be"):
+        engine._encoder.run_layers(h, lengths, 0, 2, _isa(), keep=k[None, :], chosen=chosen[:-1])

@@ -28,6 +28,7 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport uint8_t, int32_t
 from libc.string cimport memcpy
+from libc.math cimport INFINITY
 
 from workbench_ext.attention cimport wb_attention, wb_attn_t, wb_layernorm, wb_threads
 from workbench_ext.attention import check_precision
@@ -96,6 +97,41 @@ cdef int _linear(_Buffers buf, list parts, int rows, object x, object y, int act
                             0, col_segments)
 
 
+cdef int _drop_tokens(const float *src, float *dst, const float *sig, const int *off, int *new_off,
+                      const int *keep, int B, int nh, int H, float *tot, int *kept) noexcept nogil:
+    """Token dropping between two layers (run_layers' keep): each sequence b's keep[b] most
+    significant rows of src, in their order, to dst one sequence after another; their positions
+    to kept, the new offsets to new_off. The significance of token j: its probabilities summed
+    over the heads, head 0 first (sig: sequence b's [nh][n] block at nh * off[b]); [CLS] always
+    stays; ties to the lower position (the order of NumPy's stable argsort in
+    workbench.runtime.dynamic_forward.select). Returns the number of rows kept."""
+    cdef int b, j, i, n, k, rank, w = 0
+    cdef size_t at
+    cdef float t
+    new_off[0] = 0
+    for b in range(B):
+        n = off[b + 1] - off[b]
+        k = keep[b] if keep[b] < n else n
+        at = <size_t>off[b] * nh
+        for j in range(n):
+            t = sig[at + j]
+            for i in range(1, nh):
+                t = t + sig[at + <size_t>i * n + j]
+            tot[j] = t
+        tot[0] = INFINITY
+        for j in range(n):
+            rank = 0
+            for i in range(n):
+                if tot[i] > tot[j] or (tot[i] == tot[j] and i < j):
+                    rank += 1
+            if rank < k:
+                memcpy(dst + <size_t>w * H, src + <size_t>(off[b] + j) * H, sizeof(float) * H)
+                kept[w] = j
+                w += 1
+        new_off[b + 1] = w
+    return w
+
+
 cdef bint _qkv_by_heads = True
 
 
@@ -141,7 +177,7 @@ cdef class Int8Encoder:
         """h float32 [B*S, H] (the embeddings, C-contiguous), mask_bias float32 [B, S] additive
         (0 / dtype-min), isa the workbench_ext.cpu ISA code -> the [CLS] rows [B, H] after the
         last layer (a new array)."""
-        return self._call(h, B, S, mask_bias, isa, None, 0, len(self.layers), True, None)
+        return self._call(h, B, S, mask_bias, isa, None, 0, len(self.layers), True, None, None, None)
 
     def run_packed(self, h, lengths, int isa):
         """Sequences without their padding: h float32 [T, H] (C-contiguous) holds the embeddings
@@ -153,9 +189,10 @@ cdef class Int8Encoder:
         and its own length): a sequence's outputs do not depend on what it is batched with."""
         offs = self._offsets(h, lengths)
         B = offs.size - 1
-        return self._call(h, B, int(np.diff(offs).max()), None, isa, offs, 0, len(self.layers), True, None)
+        return self._call(h, B, int(np.diff(offs).max()), None, isa, offs, 0, len(self.layers), True, None, None, None)
 
-    def run_layers(self, h, lengths, int first, int stop, int isa, sig=None, bint cls_only=False):
+    def run_layers(self, h, lengths, int first, int stop, int isa, sig=None, bint cls_only=False,
+                   keep=None, chosen=None):
         """Layers first .. stop-1 on packed sequences (h, lengths as in `run_packed`) -> the last
         one's rows [T, H] (a new array), or with `cls_only` its [CLS] rows [B, H] (that layer then
         computes only those). Token dropping and early exits (workbench.runtime.dynamic_forward) run the
@@ -165,7 +202,17 @@ cdef class Int8Encoder:
         `cls_only`), set to layer stop-1's attention significance: sequence b's block
         [nh, lengths[b]] starts at nh * (lengths[0] + ... + lengths[b-1]) and holds each key's
         probabilities summed over the sequence's queries, per head. The same bits as
-        workbench_ext.attention's `significance` on that sequence alone."""
+        workbench_ext.attention's `significance` on that sequence alone.
+
+        keep: None, or int32 [stop - first - 1, B]: token dropping between the layers. After
+        layer first + t, sequence b keeps its keep[t, b] most significant tokens (its [CLS]
+        first, then by the significance summed over the heads, head 0 first; ties to the lower
+        position; in their order), gathered so the next layer runs on those rows only: the rule
+        of workbench.runtime.dynamic_forward.select, here without leaving compiled code. A count
+        >= the sequence's tokens keeps them all. chosen: with keep, int32 with room for every
+        kept token of every drop, set to each drop's kept positions (within the sequence's rows
+        before it), drop after drop, sequence after sequence. The rows returned are then the
+        kept ones, sum(keep[-1]) (or B with cls_only)."""
         cdef int L = len(self.layers)
         if not 0 <= first < stop <= L:
             raise ValueError(f"layers {first}..{stop - 1}: need 0 <= first < stop <= {L}")
@@ -179,7 +226,18 @@ cdef class Int8Encoder:
                     and sig.size == n):
                 raise ValueError(f"sig must be C-contiguous float32 with {n} elements (heads x tokens), got "
                                  f"{getattr(sig, 'dtype', type(sig).__name__)} {getattr(sig, 'shape', '')}")
-        return self._call(h, B, int(np.diff(offs).max()), None, isa, offs, first, stop, cls_only, sig)
+        drops = None
+        if keep is not None:
+            drops = np.ascontiguousarray(keep, dtype=np.int32)
+            if drops.shape != (stop - first - 1, B) or (drops.size and drops.min() < 1):
+                raise ValueError(f"keep must be [{stop - first - 1}, {B}] token counts >= 1 (one row per drop "
+                                 f"between layers {first}..{stop - 1}), got {np.shape(keep)}")
+            room = int(np.minimum(drops, np.diff(offs)[None, :]).sum())
+            if not (isinstance(chosen, np.ndarray) and chosen.dtype == np.int32 and chosen.flags.c_contiguous
+                    and chosen.size >= room):
+                raise ValueError(f"chosen must be C-contiguous int32 with room for {room} kept positions, got "
+                                 f"{getattr(chosen, 'dtype', type(chosen).__name__)} {getattr(chosen, 'shape', '')}")
+        return self._call(h, B, int(np.diff(offs).max()), None, isa, offs, first, stop, cls_only, sig, drops, chosen)
 
     cdef object _offsets(self, object h, object lengths):
         """The int32 [B + 1] offsets of packed sequences of `lengths` tokens, checking h against them."""
@@ -198,7 +256,7 @@ cdef class Int8Encoder:
         return offs
 
     cdef object _call(self, object h, int B, int S, object mask_bias, int isa, object offs,
-                      int first, int stop, bint cls_last, object sig):
+                      int first, int stop, bint cls_last, object sig, object drops, object chosen):
         """The kept buffers when they are free and large enough (else new ones, kept if free),
         then the layers first .. stop-1."""
         cdef _Buffers buf
@@ -218,19 +276,32 @@ cdef class Int8Encoder:
         try:
             if mask_bias is None:  # packed: no padding to mask
                 mask_bias = np.zeros(S, np.float32)
-            return self._run(buf, h, B, S, M, mask_bias, isa, offs, first, stop, cls_last, sig)
+            return self._run(buf, h, B, S, M, mask_bias, isa, offs, first, stop, cls_last, sig, drops, chosen)
         finally:
             if own:
                 self._busy = False
 
     cdef object _run(self, _Buffers buf, object x, int B, int S, int M, object mask_bias, int isa, object offs,
-                     int first, int stop, bint cls_last, object sig):
+                     int first, int stop, bint cls_last, object sig, object drops, object chosen):
         """Layers first .. stop-1 on M token rows in all. offs: None (B sequences of S rows, M = B * S,
         mask_bias [B, S]), or int32 [B + 1] offsets of packed sequences (M = offs[B], mask_bias:
         S zeros, S the longest; wb_attn_t.seq_off). cls_last: the last of them computes the [CLS]
-        rows only, returned [B, H]; else its M rows. sig: that layer's significance (run_layers)."""
-        cdef int H = self.H, i, b, R, rows, nh, d, W
+        rows only, returned [B, H]; else its M rows. sig: that layer's significance; drops /
+        chosen: token dropping between the layers (run_layers)."""
+        cdef int H = self.H, i, b, R, rows, nh, d, W, o = 0, c = 0
         cdef const int *off = <const int*>_ptr(offs) if offs is not None else NULL
+        cdef int[:, ::1] keep_counts = drops
+        cdef int *kept = <int*>_ptr(chosen) if drops is not None else NULL
+        cdef float *drop_sig = NULL
+        cdef float *tot = NULL
+        cdef int *new_off = NULL
+        if drops is not None:   # each drop's significance, totals and offsets (rows only shrink)
+            drop_buf = np.empty(max(l["heads"] for l in self.layers[first:stop]) * M + S, np.float32)
+            drop_sig, tot = _fp(drop_buf), _fp(drop_buf) + <size_t>(drop_buf.size - S)
+            offs = offs.copy()
+            off = <const int*>_ptr(offs)
+            next_offs = np.empty(B + 1, np.int32)
+            new_off = <int*>_ptr(next_offs)
         cdef int nt = wb_threads(0)
         cdef wb_attn_t a
         cdef float eps1, eps2
@@ -246,6 +317,7 @@ cdef class Int8Encoder:
         cdef float *pg2
         cdef float *pb2
         cdef float *po
+        cdef float *pdst
         for i in range(first, stop):
             layer = self.layers[i]
             last = cls_last and i == stop - 1
@@ -267,6 +339,8 @@ cdef class Int8Encoder:
             a.ctx = <float*>_ptr(buf.ctx)
             a.B, a.nh, a.R, a.S, a.d = B, nh, R, S, d
             a.sig = _fp(sig) if sig is not None and i == stop - 1 else NULL
+            if drops is not None and i < stop - 1:
+                a.sig = drop_sig
             a.precision = self.attention_precision
             a.seq_off = off
             with nogil:
@@ -289,9 +363,18 @@ cdef class Int8Encoder:
                 wb_layernorm(pa, pbo, res, pg1, pb1, eps1, rows, H, ph1, isa, nt)
             _linear(buf, layer["ffn1"], rows, buf.h1, buf.f1, 1)
             _linear(buf, layer["ffn2"], rows, buf.f1, buf.f2, 0)
-            out = buf.outs[i % 2]
+            out = buf.outs[o]
             pf2, pb2o, pg2, pb2, po = _fp(buf.f2), _fp(layer["ffn2_bias"]), _fp(g2), _fp(b2), _fp(out)
             with nogil:
                 wb_layernorm(pf2, pb2o, ph1, pg2, pb2, eps2, rows, H, po, isa, nt)
-            x = out
+            x, o = out, o ^ 1
+            if drops is not None and i < stop - 1:   # into the other buffer; the next layer writes this one
+                pdst = _fp(buf.outs[o])
+                with nogil:
+                    c += _drop_tokens(po, pdst, drop_sig, off, new_off, &keep_counts[i - first, 0],
+                                      B, nh, H, tot, kept + c)
+                memcpy(<int*>off, new_off, sizeof(int) * (B + 1))
+                M = off[B]
+                S = int(np.diff(offs).max())
+                x, o = buf.outs[o], o ^ 1
         return np.array(x[:B * H].reshape(B, H)) if cls_last else np.array(x[:M * H].reshape(M, H))

@@ -122,11 +122,53 @@ class _Batch:
         """Rows a layer's Q/K/V GEMM computes on this batch."""
         return int(self.m.sum()) if self.packed else self.m.size
 
-    def run(self, engine: "Engine", i: int, cls_only: bool = False, significance: bool = False
-            ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Layer i on the batch: ([Bc, H] the [CLS] rows when `cls_only`, else None and `h`
-        becomes the layer's output; [Bc, Sc] each kept token's attention significance summed
-        over the heads when asked for, else None)."""
+    def record(self, trace: WorkTrace, i: int) -> None:
+        """Layer i's work in `trace`: the tokens each example processes, the rows computed, their
+        input positions."""
+        trace.tokens[self.alive, i] = self.counts
+        trace.rows.append(self.rows())
+        trace.positions.append(np.full((len(trace.tokens), self.m.shape[1]), -1, np.int64))
+        trace.positions[-1][self.alive] = np.where(self.m, self.pos, -1)
+
+    def run(self, engine: "Engine", first: int, last: int, keeps: list[np.ndarray], trace: WorkTrace,
+            cls_only: bool = False, significance: bool = False) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Layers first..last on the batch, each example keeping keeps[t] [Bc] tokens after layer
+        first + t (t < last - first; `keep_tokens`): one compiled call for them all where the
+        batch is packed and the engine has the compiled encoder (the drops in C), else layer by
+        layer. Records each layer in `trace`. Returns ([Bc, H] layer last's [CLS] rows when
+        `cls_only`, else None and `h` becomes its output; [Bc, Sc] each kept token's attention
+        significance in layer last, summed over the heads, when asked for, else None)."""
+        nh = engine.layer_heads[last]
+        if last > first and self.packed and engine._encoder is not None:
+            self.record(trace, first)
+            cur = self.counts
+            keep = np.stack(keeps).astype(np.int32)
+            chosen = np.empty(int(keep.sum()), np.int32)
+            total_rows = int(keep[-1].sum())
+            sig = np.empty(nh * total_rows, np.float32) if significance else None
+            out = engine._encoder.run_layers(self.h, cur, first, last + 1, K.isa_code(), sig=sig,
+                                             cls_only=cls_only, keep=keep, chosen=chosen)
+            at = 0
+            for t, k in enumerate(keep):  # the kept positions, drop after drop
+                self._kept(k.astype(np.int64), chosen[at:at + int(k.sum())])
+                at += int(k.sum())
+                self.record(trace, first + t + 1)
+        else:
+            for t, i in enumerate(range(first, last)):
+                self.record(trace, i)
+                _, total = self._one(engine, i, significance=True)
+                self.keep_tokens(keeps[t], total)
+            self.record(trace, last)
+            sig = None
+            out, sig = self._one(engine, last, cls_only, significance, raw=True)
+        if not cls_only:
+            self.h, out = out, None
+        return out, self._totals(sig, nh) if significance else None
+
+    def _one(self, engine: "Engine", i: int, cls_only: bool = False, significance: bool = False,
+             raw: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Layer i alone: (its output, the significance: as the kernels give it with `raw`, else
+        summed over the heads [Bc, Sc]); `h` becomes the output unless `raw` or `cls_only`."""
         Bc, Sc = self.m.shape
         nh = engine.layer_heads[i]
         cur = self.counts
@@ -137,20 +179,25 @@ class _Batch:
             out = packed_layer(engine, i, self.h, cur, cls_only, sig)
         else:
             out = engine._layer(i, self.h, Bc, Sc, attention_bias(self.m), cls_only=cls_only, sig=sig)
+        if raw:
+            return out, sig
         if not cls_only:
-            self.h, out = out, None
-        total = None
-        if significance:
-            total = np.zeros(self.m.shape, np.float32)  # no attention (0 heads): the first tokens stay
-            if sig is not None and not self.packed:
-                total = sig.sum(axis=1)
-            elif sig is not None:  # sequence b's block [nh, cur[b]] at nh * offsets[b]
-                offs = self._offsets()
-                b_of = np.repeat(np.arange(Bc), cur)
-                token = np.arange(len(b_of)) - offs[b_of]
-                at = (nh * offs[b_of] + token)[None, :] + np.arange(nh)[:, None] * cur[b_of][None, :]
-                total[self.m] = sig[at].sum(axis=0)  # heads summed in order, as sig.sum(axis=1)
-        return out, total
+            self.h = out
+        return out, self._totals(sig, nh) if significance else None
+
+    def _totals(self, sig: np.ndarray | None, nh: int) -> np.ndarray:
+        """[Bc, Sc] the significance summed over the heads, head 0 first (None: no attention, 0 heads:
+        every token 0, so the first tokens stay)."""
+        total = np.zeros(self.m.shape, np.float32)
+        if sig is not None and not self.packed:
+            total = sig.sum(axis=1)
+        elif sig is not None:  # sequence b's block [nh, cur[b]] at nh * offsets[b]
+            cur, offs = self.counts, self._offsets()
+            b_of = np.repeat(np.arange(len(cur)), cur)
+            token = np.arange(len(b_of)) - offs[b_of]
+            at = (nh * offs[b_of] + token)[None, :] + np.arange(nh)[:, None] * cur[b_of][None, :]
+            total[self.m] = sig[at].sum(axis=0)  # heads summed in order, as sig.sum(axis=1)
+        return total
 
     def pooled(self, engine: "Engine", i: int) -> np.ndarray:
         """[Bc, H] what exit i's head reads from `h` (`pooled`)."""
@@ -174,6 +221,8 @@ class _Batch:
     def keep_tokens(self, k: np.ndarray, significance: np.ndarray) -> None:
         """Each example keeps its k [Bc] most significant tokens ([CLS] first; `select`): the
         gather, so the next layer's GEMMs and attention run on those rows only."""
+        if (k >= self.counts).all():
+            return
         offs = self._offsets()
         idx, m = select(significance, self.m, k)
         Bc, Sc = self.m.shape
@@ -183,54 +232,76 @@ class _Batch:
             self.h = np.take_along_axis(self.h.reshape(Bc, Sc, -1), idx[:, :, None], axis=1).reshape(Bc * idx.shape[1], -1)
         self.pos, self.m = np.take_along_axis(self.pos, idx, axis=1), m
 
+    def _kept(self, k: np.ndarray, chosen: np.ndarray) -> None:
+        """The positions and mask after a drop made in compiled code: each example kept k [Bc]
+        tokens, `chosen` their indices among its tokens before, example after example."""
+        offs = self._offsets()
+        flat = self.pos[self.m][offs[np.repeat(np.arange(len(k)), k)] + chosen]
+        m = np.arange(int(k.max()))[None, :] < k[:, None]
+        pos = np.zeros(m.shape, np.int64)
+        pos[m] = flat
+        self.pos, self.m = pos, m
+
 
 def forward(engine: "Engine", ids: np.ndarray, mask: np.ndarray, tt: np.ndarray | None,
             spec: "DynamicSpec") -> np.ndarray:
-    """Logits [B, labels] of the engine run as `spec` says; sets `engine.last_trace`."""
+    """Logits [B, labels] of the engine run as `spec` says; sets `engine.last_trace`.
+
+    The layers between two exit checks (and the last) run as one `_Batch.run`: on the compiled
+    encoder, one call, token dropping included."""
     from workbench.models.dynamic import keep_count
 
     B = ids.shape[0]
     L = engine.num_layers
     ratios = spec.length_ratios
-    use_exits = spec.exit_at is not None or spec.exit_threshold is not None
     last = spec.exit_at if spec.exit_at is not None else L - 1
+    checks = set(spec.exit_layers) if spec.exit_threshold is not None else set()
     batch = _Batch.start(engine, ids, mask, tt)
+    fuse = batch.packed and engine._encoder is not None
     out = np.zeros((B, engine.num_labels), np.float32)
     trace = WorkTrace(tokens=np.zeros((B, L), np.int64), exit_layer=np.full(B, L - 1, np.int64))
-    for i in range(last + 1):
-        cur, alive = batch.counts, batch.alive
-        trace.tokens[alive, i] = cur
-        trace.rows.append(batch.rows())
-        trace.positions.append(np.full((B, batch.m.shape[1]), -1, np.int64))
-        trace.positions[-1][alive] = np.where(batch.m, batch.pos, -1)
-        if i == last:  # the classifier, or a fixed exit: [CLS] rows only, unless the head reads the mean
-            if i == L - 1 or pooling_of(engine, i) == "cls":
-                feats = batch.run(engine, i, cls_only=True)[0]
-            else:
-                batch.run(engine, i)
-                feats = batch.pooled(engine, i)
-            out[alive] = engine._head(feats, "head" if i == L - 1 else f"exit.{i}")
-            trace.exit_layer[alive] = i
+
+    def kept_after(i: int, cur: np.ndarray) -> np.ndarray:
+        """Tokens each example keeps after layer i (its current count: no drop)."""
+        if ratios is None or ratios[i] >= 1.0:
+            return cur
+        return np.array([keep_count(ratios[i], int(a), int(c)) for a, c in zip(batch.n, cur)], np.int64)
+
+    first = 0
+    while True:
+        stop = first  # the layer this run ends with: an exit check, or the last
+        while fuse and stop < last and stop not in checks:
+            stop += 1
+        keeps, cur = [], batch.counts
+        for i in range(first, stop):
+            keeps.append(kept_after(i, cur))
+            cur = keeps[-1]
+        if stop == last:  # the classifier, or a fixed exit: [CLS] rows only, unless the head reads the mean
+            cls_read = stop == L - 1 or pooling_of(engine, stop) == "cls"
+            feats, _ = batch.run(engine, first, stop, keeps, trace, cls_only=cls_read)
+            if not cls_read:
+                feats = batch.pooled(engine, stop)
+            out[batch.alive] = engine._head(feats, "head" if stop == L - 1 else f"exit.{stop}")
+            trace.exit_layer[batch.alive] = stop
             break
-        k = None
-        if ratios is not None and ratios[i] < 1.0:
-            k = np.array([keep_count(ratios[i], int(a), int(c)) for a, c in zip(batch.n, cur)], np.int64)
-            k = k if (k < cur).any() else None
-        _, significance = batch.run(engine, i, significance=k is not None)
-        if use_exits and i in spec.exit_layers and spec.exit_threshold is not None:
-            logits = engine._head(batch.pooled(engine, i), f"exit.{i}")
+        k = kept_after(stop, cur)
+        drop = bool((k < cur).any())
+        _, significance = batch.run(engine, first, stop, keeps, trace, significance=drop)
+        if stop in checks:
+            logits = engine._head(batch.pooled(engine, stop), f"exit.{stop}")
             done = exits(logits, spec)
             if done.any():
-                out[alive[done]] = logits[done]
-                trace.exit_layer[alive[done]] = i
+                out[batch.alive[done]] = logits[done]
+                trace.exit_layer[batch.alive[done]] = stop
                 if done.all():
                     break
                 stay = ~done
                 batch.keep_examples(stay)
-                if k is not None:
-                    k, cur, significance = k[stay], cur[stay], significance[stay]
-                    k = k if (k < cur).any() else None
-        if k is not None:
+                if drop:
+                    k, significance = k[stay], significance[stay]
+                    drop = bool((k < batch.counts).any())
+        if drop:
             batch.keep_tokens(k, significance)
+        first = stop + 1
     engine.last_trace = trace
     return out
