@@ -218,6 +218,7 @@ cdef class Int8Encoder:
             raise ValueError(f"layers {first}..{stop - 1}: need 0 <= first < stop <= {L}")
         offs = self._offsets(h, lengths)
         B, T = offs.size - 1, int(offs[offs.size - 1])
+        seq_lens = np.diff(offs)
         if sig is not None:
             n = self.layers[stop - 1]["heads"] * T
             if cls_only:
@@ -232,12 +233,12 @@ cdef class Int8Encoder:
             if drops.shape != (stop - first - 1, B) or (drops.size and drops.min() < 1):
                 raise ValueError(f"keep must be [{stop - first - 1}, {B}] token counts >= 1 (one row per drop "
                                  f"between layers {first}..{stop - 1}), got {np.shape(keep)}")
-            room = int(np.minimum(drops, np.diff(offs)[None, :]).sum())
+            room = int(np.minimum(drops, seq_lens[None, :]).sum())
             if not (isinstance(chosen, np.ndarray) and chosen.dtype == np.int32 and chosen.flags.c_contiguous
                     and chosen.size >= room):
                 raise ValueError(f"chosen must be C-contiguous int32 with room for {room} kept positions, got "
                                  f"{getattr(chosen, 'dtype', type(chosen).__name__)} {getattr(chosen, 'shape', '')}")
-        return self._call(h, B, int(np.diff(offs).max()), None, isa, offs, first, stop, cls_only, sig, drops, chosen)
+        return self._call(h, B, int(seq_lens.max()), None, isa, offs, first, stop, cls_only, sig, drops, chosen)
 
     cdef object _offsets(self, object h, object lengths):
         """The int32 [B + 1] offsets of packed sequences of `lengths` tokens, checking h against them."""
@@ -374,7 +375,8 @@ cdef class Int8Encoder:
                     c += _drop_tokens(po, pdst, drop_sig, off, new_off, &keep_counts[i - first, 0],
                                       B, nh, H, tot, kept + c)
                 memcpy(<int*>off, new_off, sizeof(int) * (B + 1))
-                M = off[B]
-                S = int(np.diff(offs).max())
+                M, S = off[B], 0
+                for b in range(B):
+                    S = max(S, off[b + 1] - off[b])
                 x, o = buf.outs[o], o ^ 1
         return np.array(x[:B * H].reshape(B, H)) if cls_last else np.array(x[:M * H].reshape(M, H))

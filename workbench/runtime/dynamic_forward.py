@@ -13,7 +13,7 @@ run op by op (`Engine._layer`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -100,6 +100,9 @@ class _Batch:
     alive: np.ndarray
     n: np.ndarray
     packed: bool
+    _of: np.ndarray | None = field(default=None, init=False, repr=False)  # the m counts/offsets are of
+    _counts: np.ndarray | None = field(default=None, init=False, repr=False)
+    _offs: np.ndarray | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def start(cls, engine: "Engine", ids: np.ndarray, mask: np.ndarray, tt: np.ndarray | None) -> "_Batch":
@@ -111,24 +114,32 @@ class _Batch:
             h = np.ascontiguousarray(h[m.reshape(-1)])
         return cls(h, m, np.broadcast_to(np.arange(S), (B, S)), np.arange(B), m.sum(1), packed)
 
+    def _count(self) -> None:
+        """Counts and offsets of the current m, once per m (m is replaced, never changed in place)."""
+        if self._of is not self.m:
+            self._counts = self.m.sum(1)
+            self._offs = np.zeros(len(self._counts) + 1, np.int64)
+            np.cumsum(self._counts, out=self._offs[1:])
+            self._of = self.m
+
     @property
     def counts(self) -> np.ndarray:
-        return self.m.sum(1)
+        """[Bc] the tokens each example keeps."""
+        self._count()
+        return self._counts
 
     def _offsets(self) -> np.ndarray:
-        return np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
-
-    def rows(self) -> int:
-        """Rows a layer's Q/K/V GEMM computes on this batch."""
-        return int(self.m.sum()) if self.packed else self.m.size
+        """[Bc + 1] where each example's rows start in a packed `h`."""
+        self._count()
+        return self._offs
 
     def record(self, trace: WorkTrace, i: int) -> None:
         """Layer i's work in `trace`: the tokens each example processes, the rows computed, their
         input positions."""
-        trace.tokens[self.alive, i] = self.counts
-        trace.rows.append(self.rows())
-        trace.positions.append(np.full((len(trace.tokens), self.m.shape[1]), -1, np.int64))
-        trace.positions[-1][self.alive] = np.where(self.m, self.pos, -1)
+        counts = self.counts
+        trace.tokens[self.alive, i] = counts
+        trace.rows.append(int(counts.sum()) if self.packed else self.m.size)
+        trace.sources.append((self.alive, self.m, self.pos))  # never changed in place: replaced
 
     def run(self, engine: "Engine", first: int, last: int, keeps: list[np.ndarray], trace: WorkTrace,
             cls_only: bool = False, significance: bool = False) -> tuple[np.ndarray | None, np.ndarray | None]:
