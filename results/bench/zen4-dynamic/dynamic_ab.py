@@ -70,7 +70,7 @@ def main() -> None:
     lengths = [len(t) for t in tok(texts, truncation=True, max_length=128)["input_ids"]]
     print(f"model: {model_dir} ({engine.num_layers} layers, exits after {[e + 1 for e in exits]}); "
           f"layer loop: {engine.describe()['layer_loop'].split(':')[0]}")
-    print(f"task {spec.task} test split: {len(texts)} sentences, tokens median {int(np.median(lengths))}, "
+    print(f"task {getattr(spec.task, 'name', spec.task)} test split: {len(texts)} sentences, tokens median {int(np.median(lengths))}, "
           f"max {max(lengths)}; {args.threads} threads, {args.rounds} rounds; ISA {cpu.active_isa()}")
 
     def run(pack: bool, over: dict):
