@@ -129,7 +129,7 @@ def test_select_matches_torch_select_tokens_with_ties():
     k = torch.tensor([5, 3, 1, 4, 9])
     idx_t, valid_t = mdyn.select_tokens(probs, mask, k)
     sig = mdyn.token_significance(probs, mask).numpy()
-    idx, valid = DF.select(sig, mask.numpy(), k.numpy())
+    idx, valid = D.select(sig, mask.numpy(), k.numpy())
     np.testing.assert_array_equal(valid, valid_t.numpy())
     np.testing.assert_array_equal(np.where(valid, idx, -1), np.where(valid_t.numpy(), idx_t.numpy(), -1))
 

@@ -150,7 +150,7 @@ def test_compiled_drops_keep_what_select_keeps(model, fraction):
     """run_layers' drops (in C) keep the tokens `select` picks from the layer's significance:
     [CLS] first (also when it is not the most attended: fraction 0 keeps it alone), then the
     most attended, in their order."""
-    from workbench.runtime.dynamic_forward import select
+    from workbench.runtime.dynamic import select
 
     engine = compile_model(model, quantize=True)
     ids, mask = _inputs(batch=6, seed=4)

@@ -3,7 +3,8 @@
 The rules are those of the torch reference, `workbench.models.dynamic` (`DynamicSpec`,
 `keep_count`, `select_tokens`, `dynamic_forward`); `workbench.runtime.dynamic_forward` runs them
 on the compiled engine so that the skipped work is really skipped. This module compiles a
-model's spec and exit heads, resolves a call's overrides and holds the work trace.
+model's spec and exit heads, resolves a call's overrides, holds the work trace and the rules a
+forward applies (`select`, `exits`, `pooled`).
 
 * token dropping: after layer i, `k = keep_count(length_ratios[i], n, current)` tokens stay per
   example ([CLS] always, then the most attended-to tokens, ties to the lower position, original
@@ -177,3 +178,52 @@ def _cached_spec(engine: "Engine", compiled: dict[str, Any]) -> "DynamicSpec":
     if cached is None or cached[0] is not compiled:  # parsed once per compiled spec
         cached = engine._dynamic_spec = (compiled, DynamicSpec.from_dict(compiled))
     return cached[1].replace()  # a copy: overrides never change the compiled spec
+
+
+# ---------------------------------------------------------------------------------------------
+# the rules a forward applies (workbench.runtime.dynamic_forward runs them)
+# ---------------------------------------------------------------------------------------------
+def pooling_of(engine: "Engine", layer: int) -> str:
+    """How exit `layer`'s head pools its input: "cls" (also for engines saved before pooling was
+    recorded) or "mean"."""
+    return engine.meta.get("exit_pooling", {}).get(str(layer), "cls")
+
+
+def pooled(engine: "Engine", layer: int, h: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """[B, H] what exit `layer`'s head reads from the layer output h [B * S, H] with mask m
+    [B, S]: the [CLS] rows, or the mean of the kept tokens (`models.dynamic.pool`)."""
+    B, S = m.shape
+    x = h.reshape(B, S, -1)
+    if pooling_of(engine, layer) == "cls":
+        return np.ascontiguousarray(x[:, 0])
+    w = m.astype(np.float32)
+    return np.ascontiguousarray(np.einsum("bsh,bs->bh", x, w) / np.maximum(w.sum(1), 1.0)[:, None],
+                                dtype=np.float32)
+
+
+def select(sig: np.ndarray, mask: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`workbench.models.dynamic.select_tokens` in NumPy: sig [B, S] significance, mask [B, S]
+    bool, k [B] -> positions to keep [B, max k] (original order) and the new mask [B, max k]."""
+    B, S = mask.shape
+    score = np.where(mask, sig, -np.inf)
+    score[:, 0] = np.inf  # [CLS] always stays
+    order = np.argsort(-score, axis=1, kind="stable")  # descending; ties: lower position first
+    kmax = int(k.max())
+    chosen = order[:, :kmax]
+    valid = np.arange(kmax)[None, :] < k[:, None]
+    key = np.sort(np.where(valid, chosen, chosen + S), axis=1)  # unused slots after the kept ones
+    return np.where(key >= S, key - S, key), valid
+
+
+def exits(logits: np.ndarray, spec: "DynamicSpec") -> np.ndarray:
+    """[B] bool: examples whose exit criterion passes (`models.dynamic._leaves`, float32)."""
+    z = logits.astype(np.float32) - logits.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    if spec.exit_criterion == "confidence":
+        return p.max(axis=1) >= spec.exit_threshold
+    c = p.shape[1]
+    if c < 2:
+        return np.ones(len(p), bool) if spec.exit_threshold >= 0 else np.zeros(len(p), bool)
+    ent = -(p * np.log(np.maximum(p, np.float32(1e-12)))).sum(axis=1) / np.float32(np.log(c))
+    return ent <= spec.exit_threshold

@@ -19,58 +19,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from workbench.runtime import kernels as K
-from workbench.runtime.dynamic import WorkTrace
+from workbench.runtime.dynamic import WorkTrace, exits, pooled, pooling_of, select
 from workbench.runtime.inputs import attention_bias, packable_lengths
 
 if TYPE_CHECKING:  # pragma: no cover
     from workbench.models.dynamic import DynamicSpec
     from workbench.runtime.engine import Engine
-
-
-def pooling_of(engine: "Engine", layer: int) -> str:
-    """How exit `layer`'s head pools its input: "cls" (also for engines saved before pooling was
-    recorded) or "mean"."""
-    return engine.meta.get("exit_pooling", {}).get(str(layer), "cls")
-
-
-def pooled(engine: "Engine", layer: int, h: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """[B, H] what exit `layer`'s head reads from the layer output h [B * S, H] with mask m
-    [B, S]: the [CLS] rows, or the mean of the kept tokens (`models.dynamic.pool`)."""
-    B, S = m.shape
-    x = h.reshape(B, S, -1)
-    if pooling_of(engine, layer) == "cls":
-        return np.ascontiguousarray(x[:, 0])
-    w = m.astype(np.float32)
-    return np.ascontiguousarray(np.einsum("bsh,bs->bh", x, w) / np.maximum(w.sum(1), 1.0)[:, None],
-                                dtype=np.float32)
-
-
-def select(sig: np.ndarray, mask: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`workbench.models.dynamic.select_tokens` in NumPy: sig [B, S] significance, mask [B, S]
-    bool, k [B] -> positions to keep [B, max k] (original order) and the new mask [B, max k]."""
-    B, S = mask.shape
-    score = np.where(mask, sig, -np.inf)
-    score[:, 0] = np.inf  # [CLS] always stays
-    order = np.argsort(-score, axis=1, kind="stable")  # descending; ties: lower position first
-    kmax = int(k.max())
-    chosen = order[:, :kmax]
-    valid = np.arange(kmax)[None, :] < k[:, None]
-    key = np.sort(np.where(valid, chosen, chosen + S), axis=1)  # unused slots after the kept ones
-    return np.where(key >= S, key - S, key), valid
-
-
-def exits(logits: np.ndarray, spec: "DynamicSpec") -> np.ndarray:
-    """[B] bool: examples whose exit criterion passes (`models.dynamic._leaves`, float32)."""
-    z = logits.astype(np.float32) - logits.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=1, keepdims=True)
-    if spec.exit_criterion == "confidence":
-        return p.max(axis=1) >= spec.exit_threshold
-    c = p.shape[1]
-    if c < 2:
-        return np.ones(len(p), bool) if spec.exit_threshold >= 0 else np.zeros(len(p), bool)
-    ent = -(p * np.log(np.maximum(p, np.float32(1e-12)))).sum(axis=1) / np.float32(np.log(c))
-    return ent <= spec.exit_threshold
 
 
 def packed_layer(engine: "Engine", i: int, h: np.ndarray, lengths: np.ndarray, cls_only: bool = False,

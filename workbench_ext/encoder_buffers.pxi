@@ -1,0 +1,54 @@
+# The compiled encoder's buffers and its Linears' calls (included by encoder.pyx, after _ptr / _fp).
+
+
+cdef object _aligned(Py_ssize_t n, object dtype):
+    """n elements of dtype, starting on a 64-byte boundary (int8.aligned_bytes)."""
+    return aligned_bytes(n * np.dtype(dtype).itemsize).view(dtype)
+
+
+cdef class _Buffers:
+    """Every intermediate of one forward of up to B sequences and M token rows, sized for the
+    widest layer.
+
+    The quantized rows (``xq``) and packed row tiles (``scratch``) get one buffer per input width
+    Kp of the Linears: in a buffer of one width, row m sits at the same bytes for every Linear
+    that uses it, so the pool thread that owns row m (wb_pool_impl.h) writes the same cache lines
+    every time. In one buffer shared by all widths a row's bytes moved with Kp, and a thread wrote
+    lines the other core had written last (costly where the two cores sit on different dies:
+    results/bench/zen4-spread)."""
+    cdef readonly int B, M
+    cdef object qkv, ctx, attn, h1, f1, f2, res, xs, zp
+    cdef dict xq, scratch
+    cdef list outs
+
+    def __init__(self, int B, int M, int H, int max_qkv, int max_ctx, int max_ffn, tuple kps):
+        """Room for up to B sequences of M token rows in all (B * S, or their packed total)."""
+        self.B, self.M = B, M
+        self.qkv = _aligned(M * max_qkv, np.float32)
+        self.ctx = _aligned(M * max_ctx, np.float32)
+        self.attn = _aligned(M * H, np.float32)
+        self.h1 = _aligned(M * H, np.float32)
+        self.f1 = _aligned(M * max_ffn, np.float32)
+        self.f2 = _aligned(M * H, np.float32)
+        self.res = _aligned(<Py_ssize_t>B * H, np.float32)
+        self.outs = [_aligned(M * H, np.float32), _aligned(M * H, np.float32)]
+        self.xq = {kp: _aligned((M + 15) // 16 * 16 * kp, np.uint8) for kp in kps}
+        self.xs = _aligned(M, np.float32)
+        self.zp = _aligned(M, np.int32)
+        self.scratch = {kp: _aligned(scratch_bytes(<int>M, kp), np.uint8) for kp in kps}
+
+
+cdef _Int8Linear _pick(list parts, int rows):
+    """The kernel of a Linear for this many rows: the last part whose from_rows <= rows."""
+    cdef Py_ssize_t i = len(parts) - 1
+    while i > 0 and rows < parts[i][0]:
+        i -= 1
+    return <_Int8Linear>parts[i][1]
+
+
+cdef int _linear(_Buffers buf, list parts, int rows, object x, object y, int act, int col_segments=0) except -1:
+    """y[:rows] = the Linear picked for `rows` on x[:rows] (act 1: GELU), with the buffers of its
+    input width; col_segments: the order of its kernel's work items (forward_into)."""
+    cdef _Int8Linear lin = _pick(parts, rows)
+    return lin.forward_into(x, rows, y, act, buf.xq[lin.Kp], buf.xs, buf.zp, _ptr(buf.scratch[lin.Kp]),
+                            0, col_segments)
