@@ -30,7 +30,7 @@ kernel call.
 * the layer loop: an int8 engine whose every layer has attention, an FFN and GELU runs the whole
   encoder in one compiled call (`workbench_ext.encoder.Int8Encoder`, bit-identical to the per-op
   path `_layer`, which the others -- fp32 / bf16, static grids, removed blocks -- keep; token
-  dropping and exits call it one layer at a time). A forward runs with Python's cyclic GC paused.
+  dropping and exits call it up to each exit check). A forward runs with Python's cyclic GC paused.
 * exact graph-level savings: trailing padding columns shared by the whole batch are dropped, and
   the last encoder layer is only evaluated for the [CLS] row that the classifier reads. A
   right-padded batch runs without its padding at all (`pack_sequences`): the sequences' tokens
@@ -38,10 +38,10 @@ kernel call.
   sequence over its own tokens, so on int8 engines each row's logits are the bits that row gets
   alone (fp32 / bf16 weights: BLAS-style GEMMs round differently at other row counts).
 * dynamic models (`model.dynamic`, `model.exit_heads`): token dropping between layers and early
-  exits run in `workbench.runtime.dynamic_forward`, layer by layer on packed rows: one
-  `Int8Encoder.run_layers` call per layer on engines with the compiled loop, else `_layer`
-  with offsets (padded layouts: `_layer` with the mask); the attention hands back each key's
-  attention mass (the drop significance).
+  exits run in `workbench.runtime.dynamic_forward` on packed rows: on engines with the
+  compiled loop one `Int8Encoder.run_layers` call up to each exit check, the token drops in C;
+  else `_layer` with offsets (padded layouts: `_layer` with the mask); the attention hands back
+  each key's attention mass (the drop significance).
 
 Accuracy (documented contract, checked by tests/test_runtime.py on the real MiniLM weights with
 a seeded std-0.5 two-label head, 16 real sentences, padded batch):

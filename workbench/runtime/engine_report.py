@@ -37,7 +37,7 @@ class EngineReport:
             "library_check": self.meta.get("library_check"),
             "attention": self.attention_impl(),
             "layer_loop": ("compiled: workbench_ext.encoder.Int8Encoder, one call per forward"
-                           + ("; per layer with token dropping or exits" if self.meta.get("dynamic") else "")
+                           + ("; token dropping and exits: one call up to each exit check" if self.meta.get("dynamic") else "")
                            if self._encoder is not None else "per op: one Python call per kernel")
                           + ("; padded batches run without their padding" if self.pack_sequences else ""),
             "linears": {n: {**lm, "impl": self.impls[n]} for n, lm in self.meta["linears"].items()},
