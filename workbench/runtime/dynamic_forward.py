@@ -6,10 +6,11 @@ padding, as `Engine.pack_sequences` runs static batches -- or *padded* (B x the 
 the rows past an example's own count masked). Packed is the default: every right-padded or
 unpadded batch (all of them after the first dropping layer), so the GEMMs compute exactly the
 kept tokens' rows, attention runs per example over its own tokens, and an int8 engine whose
-layers the compiled encoder runs (`workbench_ext.encoder.Int8Encoder.run_layers`) runs each
-layer in one compiled call, significance included. Each example then gets the bits it gets
-alone. Padded: left padding, masks with holes, and `Engine.pack_sequences = False`; its layers
-run op by op (`Engine._layer`).
+layers the compiled encoder runs runs the layers up to each exit check in one compiled call,
+the significance and the token drops included (`workbench_ext.encoder.Int8Encoder.run_layers`).
+Each example then gets the bits it gets alone. Other engines run packed batches a layer at a
+time (`packed_layer`). Padded: left padding, masks with holes, and
+`Engine.pack_sequences = False`; its layers run op by op (`Engine._layer`).
 """
 from __future__ import annotations
 
@@ -98,13 +99,15 @@ class _Batch:
     def run(self, engine: "Engine", first: int, last: int, keeps: list[np.ndarray], trace: WorkTrace,
             cls_only: bool = False, significance: bool = False) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Layers first..last on the batch, each example keeping keeps[t] [Bc] tokens after layer
-        first + t (t < last - first; `keep_tokens`): one compiled call for them all where the
-        batch is packed and the engine has the compiled encoder (the drops in C), else layer by
-        layer. Records each layer in `trace`. Returns ([Bc, H] layer last's [CLS] rows when
-        `cls_only`, else None and `h` becomes its output; [Bc, Sc] each kept token's attention
-        significance in layer last, summed over the heads, when asked for, else None)."""
+        first + t (t < last - first): one compiled call for them all, the drops in C -- more than
+        one layer only where the batch is packed and the engine has the compiled encoder. Records
+        each layer in `trace`. Returns ([Bc, H] layer last's [CLS] rows when `cls_only`, else None
+        and `h` becomes its output; [Bc, Sc] each kept token's attention significance in layer
+        last, summed over the heads, when asked for, else None)."""
         nh = engine.layer_heads[last]
-        if last > first and self.packed and engine._encoder is not None:
+        if last > first and not (self.packed and engine._encoder is not None):
+            raise ValueError("_Batch.run: several layers in one call need a packed batch and the compiled encoder")
+        if last > first:
             self.record(trace, first)
             cur = self.counts
             keep = np.stack(keeps).astype(np.int32)
@@ -119,21 +122,15 @@ class _Batch:
                 at += int(k.sum())
                 self.record(trace, first + t + 1)
         else:
-            for t, i in enumerate(range(first, last)):
-                self.record(trace, i)
-                _, total = self._one(engine, i, significance=True)
-                self.keep_tokens(keeps[t], total)
             self.record(trace, last)
-            sig = None
-            out, sig = self._one(engine, last, cls_only, significance, raw=True)
+            out, sig = self._one(engine, last, cls_only, significance)
         if not cls_only:
             self.h, out = out, None
         return out, self._totals(sig, nh) if significance else None
 
-    def _one(self, engine: "Engine", i: int, cls_only: bool = False, significance: bool = False,
-             raw: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """Layer i alone: (its output, the significance: as the kernels give it with `raw`, else
-        summed over the heads [Bc, Sc]); `h` becomes the output unless `raw` or `cls_only`."""
+    def _one(self, engine: "Engine", i: int, cls_only: bool = False, significance: bool = False
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Layer i alone: (its output, the significance as the kernels give it, or None)."""
         Bc, Sc = self.m.shape
         nh = engine.layer_heads[i]
         cur = self.counts
@@ -144,11 +141,7 @@ class _Batch:
             out = packed_layer(engine, i, self.h, cur, cls_only, sig)
         else:
             out = engine._layer(i, self.h, Bc, Sc, attention_bias(self.m), cls_only=cls_only, sig=sig)
-        if raw:
-            return out, sig
-        if not cls_only:
-            self.h = out
-        return out, self._totals(sig, nh) if significance else None
+        return out, sig
 
     def _totals(self, sig: np.ndarray | None, nh: int) -> np.ndarray:
         """[Bc, Sc] the significance summed over the heads, head 0 first (None: no attention, 0 heads:
