@@ -62,7 +62,9 @@ def test_compiled_layers_equal_the_per_op_layers(model):
     per_op = compile_model(model, quantize=True)
     per_op._encoder = None
     thr = _exit_threshold(compiled, ids, mask)
-    for kw in ({}, {"exit_threshold": thr}, {"exit_at": 2}):
+    # the last: an exit check after layer 2 only, so layers 0-2 run in one call with drops and
+    # layer 2's significance (for the drop after it)
+    for kw in ({}, {"exit_threshold": thr}, {"exit_at": 2}, {"exit_threshold": thr, "exit_layers": [2]}):
         out = compiled(ids, mask, **kw)
         np.testing.assert_array_equal(per_op(ids, mask, **kw), out, err_msg=str(kw))
         np.testing.assert_array_equal(per_op.last_trace.tokens, compiled.last_trace.tokens)
@@ -175,3 +177,23 @@ def test_compiled_drops_keep_what_select_keeps(model, fraction):
         engine._encoder.run_layers(h, lengths, 0, 2, _isa(), keep=k[None, :2], chosen=chosen)
     with pytest.raises(ValueError, match="chosen must be"):
         engine._encoder.run_layers(h, lengths, 0, 2, _isa(), keep=k[None, :], chosen=chosen[:-1])
+
+
+def test_each_call_runs_its_own_overrides(model):
+    """The engine reuses the spec of its last call's overrides (`dynamic.resolve`): other values,
+    a list changed in place, None, and no overrides each run their own spec."""
+    from workbench.models.dynamic import kept_counts
+
+    engine = compile_model(model, quantize=True)
+    ids, mask = _inputs()
+    n = int(mask[0].sum())
+    one = ids[:1, :n], mask[:1, :n]
+    ratios = [0.5, 0.5, 0.5, 0.5]
+    for r in (RATIOS, ratios, RATIOS, None, ratios):
+        engine(*one, length_ratios=r)
+        assert engine.last_trace.tokens.tolist() == [kept_counts(r, n) if r else [n] * 4], r
+    ratios[0] = 0.9  # the same list object, other values
+    engine(*one, length_ratios=ratios)
+    assert engine.last_trace.tokens.tolist() == [kept_counts(ratios, n)]
+    engine(*one)  # the compiled spec
+    assert engine.last_trace.tokens.tolist() == [kept_counts(RATIOS, n)]

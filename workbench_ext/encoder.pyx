@@ -113,10 +113,10 @@ cdef class Int8Encoder:
         computes only those). Token dropping and early exits (workbench.runtime.dynamic_forward) run the
         encoder a few layers at a time this way, changing the rows in between.
 
-        sig: None, or float32 [nh * T] (C-contiguous; nh: layer stop-1's heads; not with
-        `cls_only`), set to layer stop-1's attention significance: sequence b's block
-        [nh, lengths[b]] starts at nh * (lengths[0] + ... + lengths[b-1]) and holds each key's
-        probabilities summed over the sequence's queries, per head. The same bits as
+        sig: None, or float32 [nh * T'] (C-contiguous; nh: layer stop-1's heads, T' its rows:
+        T, or fewer after drops; not with `cls_only`), set to layer stop-1's attention
+        significance: sequence b's block [nh, its rows] starts at nh * (the rows before it) and
+        holds each key's probabilities summed over the sequence's queries, per head. The same bits as
         workbench_ext.attention's `significance` on that sequence alone.
 
         keep: None, or int32 [stop - first - 1, B]: token dropping between the layers. After
@@ -132,27 +132,29 @@ cdef class Int8Encoder:
         if not 0 <= first < stop <= L:
             raise ValueError(f"layers {first}..{stop - 1}: need 0 <= first < stop <= {L}")
         offs = self._offsets(h, lengths)
-        B, T = offs.size - 1, int(offs[offs.size - 1])
+        B = offs.size - 1
         seq_lens = np.diff(offs)
+        drops, room, counts = None, 0, seq_lens   # counts: each sequence's rows at layer stop-1
+        if keep is not None:
+            drops = np.ascontiguousarray(keep, dtype=np.int32)
+            if drops.shape != (stop - first - 1, B) or (drops.size and drops.min() < 1):
+                raise ValueError(f"keep must be [{stop - first - 1}, {B}] token counts >= 1 (one row per drop "
+                                 f"between layers {first}..{stop - 1}), got {np.shape(keep)}")
+            for row in drops:
+                counts = np.minimum(row, counts)
+                room += int(counts.sum())
+            if not (isinstance(chosen, np.ndarray) and chosen.dtype == np.int32 and chosen.flags.c_contiguous
+                    and chosen.size >= room):
+                raise ValueError(f"chosen must be C-contiguous int32 with room for {room} kept positions, got "
+                                 f"{getattr(chosen, 'dtype', type(chosen).__name__)} {getattr(chosen, 'shape', '')}")
         if sig is not None:
-            n = self.layers[stop - 1]["heads"] * T
+            n = self.layers[stop - 1]["heads"] * int(counts.sum())
             if cls_only:
                 raise ValueError("sig needs every query row of the layer; it cannot go with cls_only")
             if not (isinstance(sig, np.ndarray) and sig.dtype == np.float32 and sig.flags.c_contiguous
                     and sig.size == n):
                 raise ValueError(f"sig must be C-contiguous float32 with {n} elements (heads x tokens), got "
                                  f"{getattr(sig, 'dtype', type(sig).__name__)} {getattr(sig, 'shape', '')}")
-        drops = None
-        if keep is not None:
-            drops = np.ascontiguousarray(keep, dtype=np.int32)
-            if drops.shape != (stop - first - 1, B) or (drops.size and drops.min() < 1):
-                raise ValueError(f"keep must be [{stop - first - 1}, {B}] token counts >= 1 (one row per drop "
-                                 f"between layers {first}..{stop - 1}), got {np.shape(keep)}")
-            room = int(np.minimum(drops, seq_lens[None, :]).sum())
-            if not (isinstance(chosen, np.ndarray) and chosen.dtype == np.int32 and chosen.flags.c_contiguous
-                    and chosen.size >= room):
-                raise ValueError(f"chosen must be C-contiguous int32 with room for {room} kept positions, got "
-                                 f"{getattr(chosen, 'dtype', type(chosen).__name__)} {getattr(chosen, 'shape', '')}")
         return self._call(h, B, int(seq_lens.max()), None, isa, offs, first, stop, cls_only, sig, drops, chosen)
 
     cdef object _offsets(self, object h, object lengths):

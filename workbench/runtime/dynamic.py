@@ -24,9 +24,10 @@ forward applies (`select`, `exits`, `pooled`).
   right-padded (or unpadded) batch runs packed, each example's kept rows one after another and
   attention per example, so each layer computes exactly the kept tokens' rows, and an int8
   engine runs the layers up to each exit check in one compiled call, the drops included
-  (`Int8Encoder.run_layers`); each example gets the bits it gets alone. Other layouts (left padding, holes, `Engine.pack_sequences = False`) run
-  [B, K] rows with K = the largest kept count, the rows past an example's own count masked (and
-  computed). `WorkTrace.rows` counts the rows computed per layer.
+  (`Int8Encoder.run_layers`); each example gets the bits it gets alone. Other layouts (left
+  padding, holes, `Engine.pack_sequences = False`) run [B, K] rows with K = the largest kept
+  count, the rows past an example's own count masked (and computed). `WorkTrace.rows` counts
+  the rows computed per layer.
 
 `engine.last_trace` (a `WorkTrace`) records the work of the last call, static or dynamic:
 tokens each layer processed per example (0: the layer did not run), the exit layer per

@@ -21,7 +21,7 @@ import numpy as np
 
 from workbench.runtime import kernels as K
 from workbench.runtime.dynamic import WorkTrace, exits, pooled, pooling_of, select
-from workbench.runtime.inputs import attention_bias, packable_lengths
+from workbench.runtime.inputs import attention_bias, packable_lengths, sequence_offsets
 
 if TYPE_CHECKING:  # pragma: no cover
     from workbench.models.dynamic import DynamicSpec
@@ -38,8 +38,8 @@ def packed_layer(engine: "Engine", i: int, h: np.ndarray, lengths: np.ndarray, c
     `runtime.latency` times."""
     if engine._encoder is not None:
         return engine._encoder.run_layers(h, lengths, i, i + 1, K.isa_code(), sig=sig, cls_only=cls_only)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return engine._layer(i, h, len(lengths), int(np.max(lengths)), None, cls_only=cls_only, sig=sig, offsets=offsets)
+    return engine._layer(i, h, len(lengths), int(np.max(lengths)), None, cls_only=cls_only, sig=sig,
+                         offsets=sequence_offsets(lengths))
 
 
 @dataclass
@@ -73,8 +73,7 @@ class _Batch:
         """Counts and offsets of the current m, once per m (m is replaced, never changed in place)."""
         if self._of is not self.m:
             self._counts = self.m.sum(1)
-            self._offs = np.zeros(len(self._counts) + 1, np.int64)
-            np.cumsum(self._counts, out=self._offs[1:])
+            self._offs = sequence_offsets(self._counts)
             self._of = self.m
 
     @property
@@ -179,8 +178,6 @@ class _Batch:
     def keep_tokens(self, k: np.ndarray, significance: np.ndarray) -> None:
         """Each example keeps its k [Bc] most significant tokens ([CLS] first; `select`): the
         gather, so the next layer's GEMMs and attention run on those rows only."""
-        if (k >= self.counts).all():
-            return
         offs = self._offsets()
         idx, m = select(significance, self.m, k)
         Bc, Sc = self.m.shape

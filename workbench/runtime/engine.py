@@ -69,7 +69,7 @@ from workbench.runtime.engine_file import (  # noqa: F401  (the file names: re-e
 )
 from workbench.runtime.engine_report import EngineReport
 from workbench.runtime.inputs import (  # noqa: F401  (attention_bias: importable from here as before)
-    attention_bias, check_inputs, packable_lengths,
+    attention_bias, check_inputs, packable_lengths, sequence_offsets,
 )
 
 FP32_ATOL = 1e-4
@@ -229,7 +229,7 @@ class Engine(EngineReport, EngineFile):
         elif self._encoder is not None:
             h = self._encoder.run(h, B, S, mask_bias, K.isa_code())
         else:
-            offsets = None if lengths is None else np.concatenate([[0], np.cumsum(lengths)])
+            offsets = None if lengths is None else sequence_offsets(lengths)
             for i in range(L):  # only the [CLS] row of the last layer feeds the classifier
                 h = self._layer(i, h, B, S, mask_bias, cls_only=i == L - 1, offsets=offsets)
         self.last_trace = static_trace(mask, L, packed=lengths is not None)

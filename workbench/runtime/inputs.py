@@ -64,6 +64,13 @@ def packable_lengths(mask: np.ndarray) -> np.ndarray | None:
     return lengths
 
 
+def sequence_offsets(lengths: np.ndarray) -> np.ndarray:
+    """[B + 1] int64: where each of B packed sequences of `lengths` tokens starts, then the total."""
+    offsets = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
+
+
 def attention_bias(mask: np.ndarray) -> np.ndarray:
     """The additive attention mask as in HF: 0 for tokens, dtype-min for padding; [B, 1, 1, S]."""
     return ((np.float32(1.0) - mask) * np.finfo(np.float32).min).astype(np.float32)[:, None, None, :]
