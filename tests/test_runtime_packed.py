@@ -49,18 +49,28 @@ def test_packed_rows_are_the_bits_each_row_gets_alone(minilm, isa, attention):
 
 
 def test_packing_skips_the_padding_rows(minilm, monkeypatch):
-    """The Linears see only the real tokens: the encoder gets sum(lengths) rows, not B x S."""
+    """The Linears see only the real tokens: the encoder gets sum(lengths) rows, not B x S --
+    from the token ids (the whole forward in one call) and from the embeddings (`run_packed`)."""
     model, enc = minilm
     engine = compile_model(model, kernel_choice="dense")
     seen = []
-    run_packed = engine._encoder.run_packed
+    encoder = engine._encoder
     monkeypatch.setattr(engine, "_encoder", type("Spy", (), {
-        "run_packed": lambda self, h, lengths, isa: seen.append((h.shape, list(lengths))) or run_packed(h, lengths, isa),
+        "classifies": True,
+        "classify": lambda self, ids, tt, lengths, bias, isa:
+            seen.append((ids.shape, list(lengths), bias)) or encoder.classify(ids, tt, lengths, bias, isa),
     })())
     engine(enc["input_ids"], enc["attention_mask"])
     lengths = enc["attention_mask"].sum(1).tolist()
-    assert seen == [((sum(lengths), model.config.hidden_size), lengths)]
+    assert seen == [(enc["input_ids"].shape, lengths, None)]
     assert sum(lengths) < enc["attention_mask"].size
+    seen.clear()
+    monkeypatch.setattr(engine, "_encoder", type("Spy", (), {
+        "classifies": False,
+        "run_packed": lambda self, h, lengths, isa: seen.append((h.shape, list(lengths))) or encoder.run_packed(h, lengths, isa),
+    })())
+    engine(enc["input_ids"], enc["attention_mask"])
+    assert seen == [((sum(lengths), model.config.hidden_size), lengths)]
 
 
 def test_sparse_and_measured_kernels_pack_too(minilm):

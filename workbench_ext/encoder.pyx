@@ -1,6 +1,7 @@
 """A whole post-LN encoder in one call: ``Int8Encoder(layers).run(h, B, S, mask_bias, isa)``, or
 ``run_packed(h, lengths, isa)`` for sequences without their padding, or a few layers at a time
-(``run_layers``, with the attention significance) for token dropping and early exits.
+(``run_layers``, with the attention significance) for token dropping and early exits; built with
+the embeddings and the classifier head, a whole forward from token ids to logits (``classify``).
 
 Every layer -- fused QKV, attention over all heads, attention output, bias + residual +
 LayerNorm, FFN input with GELU in its epilogue, FFN output, bias + residual + LayerNorm -- runs
@@ -45,6 +46,8 @@ cdef inline float* _fp(object a):
 
 include "encoder_buffers.pxi"
 include "encoder_drop.pxi"
+include "encoder_ends.pxi"
+include "encoder_checks.pxi"
 
 
 cdef bint _qkv_by_heads = True
@@ -67,8 +70,10 @@ cdef class Int8Encoder:
     cdef _Buffers _kept
     cdef bint _busy
     cdef int attention_precision
+    cdef _Ends ends
 
-    def __init__(self, list layers, int hidden_size, attention="fp32"):
+    def __init__(self, list layers, int hidden_size, attention="fp32", embeddings=None, head=None):
+        """embeddings / head: both or neither (see _Ends): with them, `classify` runs a whole forward."""
         self.attention_precision = check_precision(attention)
         if not layers:
             raise ValueError("Int8Encoder needs at least one layer")
@@ -84,7 +89,11 @@ cdef class Int8Encoder:
         self.max_qkv = max(l["qkv"][0][1].N for l in layers)
         self.max_ctx = max(l["out"][0][1].K for l in layers)
         self.max_ffn = max(l["ffn1"][0][1].N for l in layers)
-        self.kps = tuple(sorted({lin.Kp for l in layers for r in ("qkv", "out", "ffn1", "ffn2") for _, lin in l[r]}))
+        if (embeddings is None) != (head is None):
+            raise ValueError("embeddings and head go together: give both or neither")
+        self.ends = None if head is None else _Ends(embeddings, head, hidden_size)
+        kps = {lin.Kp for l in layers for r in ("qkv", "out", "ffn1", "ffn2") for _, lin in l[r]}
+        self.kps = tuple(sorted(kps | set(self.ends.kps() if self.ends is not None else ())))
         self._kept = None
         self._busy = False
 
@@ -102,9 +111,32 @@ cdef class Int8Encoder:
         Each sequence's attention runs over its own tokens only, so no row of work is spent on
         padding, and every sequence gets the same bits as when it runs alone (`run` at batch 1
         and its own length): a sequence's outputs do not depend on what it is batched with."""
-        offs = self._offsets(h, lengths)
+        offs = _packed_offsets(h, lengths, self.H)
         B = offs.size - 1
         return self._call(h, B, int(np.diff(offs).max()), None, isa, offs, 0, len(self.layers), True, None, None, None)
+
+    @property
+    def classifies(self):
+        """Whether this encoder was built with the embeddings and the head (`classify`)."""
+        return self.ends is not None
+
+    def classify(self, ids, tt, lengths, mask_bias, int isa):
+        """The whole forward, token ids to logits [B, labels] (a new array), in one call: `run` or
+        `run_packed` between the embeddings and the head, with their bits. ids / tt: int64
+        [B, S] C-contiguous (tt None: token type 0). lengths None: the B x S rows, masked by
+        mask_bias (float32 [B, S] additive); else [B] token counts: each row's first tokens,
+        packed (mask_bias unused)."""
+        if self.ends is None:
+            raise ValueError("this encoder was built without embeddings and a head: classify needs both")
+        offs, mask_bias, B, S, M = _classify_rows(ids, tt, lengths, mask_bias)
+        cdef _Buffers buf = self._acquire(B, M)
+        try:
+            x = self.ends.embed(buf, ids, tt, <const int*>_ptr(offs) if offs is not None else NULL, B, S, isa,
+                                wb_threads(0))
+            cls = self._run(buf, x, B, S, M, mask_bias, isa, offs, 0, len(self.layers), True, None, None, None)
+            return self.ends.head(buf, cls, B, isa)
+        finally:
+            self._release(buf)
 
     def run_layers(self, h, lengths, int first, int stop, int isa, sig=None, bint cls_only=False,
                    keep=None, chosen=None):
@@ -131,54 +163,18 @@ cdef class Int8Encoder:
         cdef int L = len(self.layers)
         if not 0 <= first < stop <= L:
             raise ValueError(f"layers {first}..{stop - 1}: need 0 <= first < stop <= {L}")
-        offs = self._offsets(h, lengths)
+        offs = _packed_offsets(h, lengths, self.H)
         B = offs.size - 1
         seq_lens = np.diff(offs)
-        drops, room, counts = None, 0, seq_lens   # counts: each sequence's rows at layer stop-1
-        if keep is not None:
-            drops = np.ascontiguousarray(keep, dtype=np.int32)
-            if drops.shape != (stop - first - 1, B) or (drops.size and drops.min() < 1):
-                raise ValueError(f"keep must be [{stop - first - 1}, {B}] token counts >= 1 (one row per drop "
-                                 f"between layers {first}..{stop - 1}), got {np.shape(keep)}")
-            for row in drops:
-                counts = np.minimum(row, counts)
-                room += int(counts.sum())
-            if not (isinstance(chosen, np.ndarray) and chosen.dtype == np.int32 and chosen.flags.c_contiguous
-                    and chosen.size >= room):
-                raise ValueError(f"chosen must be C-contiguous int32 with room for {room} kept positions, got "
-                                 f"{getattr(chosen, 'dtype', type(chosen).__name__)} {getattr(chosen, 'shape', '')}")
+        drops, counts = _drop_plan(keep, chosen, first, stop, seq_lens)   # counts: rows at layer stop-1
         if sig is not None:
-            n = self.layers[stop - 1]["heads"] * int(counts.sum())
-            if cls_only:
-                raise ValueError("sig needs every query row of the layer; it cannot go with cls_only")
-            if not (isinstance(sig, np.ndarray) and sig.dtype == np.float32 and sig.flags.c_contiguous
-                    and sig.size == n):
-                raise ValueError(f"sig must be C-contiguous float32 with {n} elements (heads x tokens), got "
-                                 f"{getattr(sig, 'dtype', type(sig).__name__)} {getattr(sig, 'shape', '')}")
+            _check_sig(sig, self.layers[stop - 1]["heads"] * int(counts.sum()), cls_only)
         return self._call(h, B, int(seq_lens.max()), None, isa, offs, first, stop, cls_only, sig, drops, chosen)
 
-    cdef object _offsets(self, object h, object lengths):
-        """The int32 [B + 1] offsets of packed sequences of `lengths` tokens, checking h against them."""
-        lens = np.asarray(lengths)
-        if lens.ndim != 1 or lens.size < 1 or lens.dtype.kind not in "iu":
-            raise ValueError(f"lengths must be a 1-D array of token counts, got {lens.dtype} {lens.shape}")
-        if lens.min() < 1:
-            raise ValueError(f"every sequence needs at least one token, got lengths {lens.tolist()}")
-        offs = np.zeros(lens.size + 1, np.int32)
-        np.cumsum(lens, out=offs[1:])
-        T = int(offs[lens.size])
-        if not (isinstance(h, np.ndarray) and h.dtype == np.float32 and h.flags.c_contiguous
-                and h.shape == (T, self.H)):
-            raise ValueError(f"h must be C-contiguous float32 [{T}, {self.H}] (the lengths' total), got "
-                             f"{getattr(h, 'dtype', type(h).__name__)} {getattr(h, 'shape', '')}")
-        return offs
-
-    cdef object _call(self, object h, int B, int S, object mask_bias, int isa, object offs,
-                      int first, int stop, bint cls_last, object sig, object drops, object chosen):
-        """The kept buffers when they are free and large enough (else new ones, kept if free),
-        then the layers first .. stop-1."""
+    cdef _Buffers _acquire(self, int B, int M):
+        """The kept buffers when they are free and large enough, else new ones (kept when free);
+        marks the kept ones busy until `_release`."""
         cdef _Buffers buf
-        cdef int M = int(offs[B]) if offs is not None else B * S
         own = not self._busy
         if own and self._kept is not None and self._kept.B >= B and self._kept.M >= M:
             buf = self._kept
@@ -191,13 +187,23 @@ cdef class Int8Encoder:
                 self._kept = buf
         if own:
             self._busy = True
+        return buf
+
+    cdef void _release(self, _Buffers buf):
+        if buf is self._kept:
+            self._busy = False
+
+    cdef object _call(self, object h, int B, int S, object mask_bias, int isa, object offs,
+                      int first, int stop, bint cls_last, object sig, object drops, object chosen):
+        """The layers first .. stop-1 on h, in `_acquire`'s buffers."""
+        cdef int M = int(offs[B]) if offs is not None else B * S
+        cdef _Buffers buf = self._acquire(B, M)
         try:
             if mask_bias is None:  # packed: no padding to mask
                 mask_bias = np.zeros(S, np.float32)
             return self._run(buf, h, B, S, M, mask_bias, isa, offs, first, stop, cls_last, sig, drops, chosen)
         finally:
-            if own:
-                self._busy = False
+            self._release(buf)
 
     cdef object _run(self, _Buffers buf, object x, int B, int S, int M, object mask_bias, int isa, object offs,
                      int first, int stop, bint cls_last, object sig, object drops, object chosen):

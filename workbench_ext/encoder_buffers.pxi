@@ -17,7 +17,7 @@ cdef class _Buffers:
     lines the other core had written last (costly where the two cores sit on different dies:
     results/bench/zen4-spread)."""
     cdef readonly int B, M
-    cdef object qkv, ctx, attn, h1, f1, f2, res, xs, zp
+    cdef object qkv, ctx, attn, h1, f1, f2, res, xs, zp, tokens
     cdef dict xq, scratch
     cdef list outs
 
@@ -35,6 +35,7 @@ cdef class _Buffers:
         self.xq = {kp: _aligned((M + 15) // 16 * 16 * kp, np.uint8) for kp in kps}
         self.xs = _aligned(M, np.float32)
         self.zp = _aligned(M, np.int32)
+        self.tokens = _aligned(3 * M, np.int64)   # the rows' ids, positions, token types (classify)
         self.scratch = {kp: _aligned(scratch_bytes(<int>M, kp), np.uint8) for kp in kps}
 
 

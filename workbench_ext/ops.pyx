@@ -24,6 +24,7 @@ cnp.import_array()
 cdef extern from "wb_ops.h" nogil:
     int wb_threads(int nt)
     void wb_gelu(const float *x, float *y, size_t n, int isa, int nt)
+    void wb_tanh(const float *x, float *y, size_t n)
     void wb_layernorm(const float *x, const float *bias, const float *res, const float *g, const float *b, float eps, long R, int H, float *y, int isa, int nt)
     void wb_softmax(const float *x, long R, int H, float *y, int isa, int nt)
     void wb_quantize_static(const float *x, size_t n, float scale, int32_t zp, uint8_t *q, int isa, int nt)
@@ -100,6 +101,19 @@ def gelu(x, num_threads=None):
     cdef float *py = <float*>_ptr(y)
     with nogil:
         wb_gelu(px, py, n, isa, nt)
+    return y
+
+
+def tanh(x):
+    """tanh value by value (libm tanhf; the classifier heads' pooler: the compiled encoder's head
+    calls the same C function)."""
+    check_array(x, "x", np.float32, -1)
+    y = np.empty_like(x)
+    cdef size_t n = x.size
+    cdef const float *px = <const float*>_ptr(x)
+    cdef float *py = <float*>_ptr(y)
+    with nogil:
+        wb_tanh(px, py, n)
     return y
 
 

@@ -114,6 +114,14 @@ static void wb_layernorm(const float *x, const float *bias, const float *res, co
     wb_parallel_for(R * H > WB_PAR_MIN ? nt : 1, R, wb_grain(R, nt, 2), wb_layernorm_chunk, &job);
 }
 
+/* ---------------- tanh (the classifier heads' pooler) ---------------- */
+/* libm tanhf value by value: a head's input is [batch, hidden], too small to vectorise or split.
+ * One function for workbench_ext.ops.tanh and the compiled encoder's head, so the whole-forward
+ * call and the per-op path give the same bits. */
+static void wb_tanh(const float *x, float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
+}
+
 /* ---------------- softmax over the last dim (max-subtracted) ---------------- */
 static void wb_softmax_row(const float *x, int H, float *y) {
     float mx = -INFINITY;

@@ -58,6 +58,7 @@ What an engine is made of (`describe`, sizes, sparsity) is reported by `EngineRe
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 from typing import Any, Iterator
 
@@ -150,7 +151,7 @@ class Engine(EngineReport, EngineFile):
         if len(self.layer_heads) != self.num_layers:
             raise ValueError(f"engine meta: {len(self.layer_heads)} layer head counts for {self.num_layers} layers")
         self._encoder = self._compiled_encoder()  # None: the layers run op by op (_layer)
-        self.last_trace: dict[str, Any] | None = None  # work done by the last call (runtime.dynamic)
+        self._last_trace: Any = None  # work done by the last call (the last_trace property)
 
     def _compiled_encoder(self) -> Any:
         """The whole static encoder as one compiled call (`workbench_ext.encoder`) when every
@@ -178,7 +179,12 @@ class Engine(EngineReport, EngineFile):
                 "heads": self.layer_heads[i], "head_dim": d, "ln1": ln("ln1"), "ln2": ln("ln2"),
                 "out_bias": T[f"layers.{i}.out.bias"], "ffn2_bias": T[f"layers.{i}.ffn2.bias"],
             })
-        return K.int8_encoder(layers, self.hidden_size, attention=self.attention)
+        pad = self.padding_idx if self.position_ids == "padding_offset" else None
+        embeddings = {"word": T["embeddings.word"], "position": T["embeddings.position"],
+                      "token_type": T.get("embeddings.token_type"), "gamma": T["embeddings.ln.gamma"],
+                      "beta": T["embeddings.ln.beta"], "eps": self._eps["embeddings.ln"], "padding_idx": pad}
+        head = {"pre": parts("head.pre"), "cls": parts("head.cls"), "tanh": self.meta["head"] == "pooler_tanh"}
+        return K.int8_encoder(layers, self.hidden_size, attention=self.attention, embeddings=embeddings, head=head)
 
     @property
     def num_threads(self) -> int | None:
@@ -216,12 +222,30 @@ class Engine(EngineReport, EngineFile):
                 return dynamic_forward(self, ids, mask, tt, spec)
             return self._forward(ids, mask, tt)
 
+    @property
+    def last_trace(self) -> Any:
+        """The work of the last call (a `runtime.dynamic.WorkTrace`), None before the first; a
+        static call's is built when first asked for."""
+        if callable(self._last_trace):
+            self._last_trace = self._last_trace()
+        return self._last_trace
+
+    @last_trace.setter
+    def last_trace(self, trace: Any) -> None:
+        self._last_trace = trace
+
     def _forward(self, ids: np.ndarray, mask: np.ndarray, tt: np.ndarray | None) -> np.ndarray:
         from workbench.runtime.dynamic import static_trace
 
         B, S = ids.shape
-        h, mask_bias, L = self._embed(ids, tt), attention_bias(mask), self.num_layers
+        L = self.num_layers
         lengths = packable_lengths(mask) if self.pack_sequences else None
+        self.last_trace = functools.partial(static_trace, mask, L, lengths is not None)
+        if self._encoder is not None and self._encoder.classifies:  # token ids to logits in one call
+            return self._encoder.classify(np.ascontiguousarray(ids, np.int64),
+                                          None if tt is None else np.ascontiguousarray(tt, np.int64), lengths,
+                                          None if lengths is not None else attention_bias(mask), K.isa_code())
+        h, mask_bias = self._embed(ids, tt), attention_bias(mask)
         if lengths is not None:  # the tokens without the padding, one sequence after another
             h = np.ascontiguousarray(h[mask.reshape(-1) != 0])
         if lengths is not None and self._encoder is not None:  # every layer in one compiled call
@@ -232,7 +256,6 @@ class Engine(EngineReport, EngineFile):
             offsets = None if lengths is None else sequence_offsets(lengths)
             for i in range(L):  # only the [CLS] row of the last layer feeds the classifier
                 h = self._layer(i, h, B, S, mask_bias, cls_only=i == L - 1, offsets=offsets)
-        self.last_trace = static_trace(mask, L, packed=lengths is not None)
         return self._head(h)  # [B, H] after the CLS-only last layer
 
     def _embed(self, ids: np.ndarray, tt: np.ndarray | None) -> np.ndarray:
@@ -291,9 +314,9 @@ class Engine(EngineReport, EngineFile):
     def _head(self, cls: np.ndarray, name: str = "head") -> np.ndarray:
         """The classifier on the [CLS] rows [B, H]; `name` "exit.<layer>": an exit head (tanh)."""
         pre = self._linears[f"{name}.pre"](cls)
-        # tanh / ReLU on [B, H]: tiny, NumPy (no kernel for tanh in workbench_ext)
+        # tanh (workbench_ext.ops, the function the compiled encoder's head calls) / ReLU on [B, H]
         tanh = name != "head" or self.meta["head"] == "pooler_tanh"
-        pre = np.tanh(pre) if tanh else np.maximum(pre, np.float32(0))
+        pre = K.tanh(pre) if tanh else np.maximum(pre, np.float32(0))
         return np.ascontiguousarray(self._linears[f"{name}.cls"](np.ascontiguousarray(pre, dtype=np.float32)))
 
     def _attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.ndarray,

@@ -184,6 +184,6 @@ from workbench.runtime.linear import (  # noqa: E402,F401
 from workbench.runtime.ops import (  # noqa: E402,F401
     ACTIVATIONS, ATTENTION_PRECISIONS, add_bias_residual_layernorm, attention, attention_bf16_path,
     attention_int8_runs, embed_rows, fused_attention, gelu, gelu_tanh, int8_encoder, layernorm, qkv_views, relu,
-    softmax)
+    softmax, tanh)
 from workbench.runtime.threads import (  # noqa: E402,F401
     attention_blas_threads, default_threads, kernel_threads, parallel_run)

@@ -87,6 +87,14 @@ def gelu_tanh(x: np.ndarray) -> np.ndarray:
     return (0.5 * x * (1.0 + np.tanh(c * (x + np.float32(0.044715) * x * x * x)))).astype(np.float32, copy=False)
 
 
+def tanh(x: np.ndarray) -> np.ndarray:
+    """The classifier heads' tanh on workbench_ext.ops (libm tanhf, as the compiled encoder's
+    head computes it), NumPy otherwise."""
+    if _has(_ext_ops, "tanh"):
+        return _ext_ops.tanh(np.ascontiguousarray(x, dtype=np.float32))
+    return np.tanh(x)
+
+
 def relu(x: np.ndarray) -> np.ndarray:
     # No kernel needed: NumPy's maximum is already a single vectorised pass.
     return np.maximum(x, np.float32(0.0))
@@ -177,13 +185,18 @@ def attention_bf16_path() -> str | None:
     return None if kernels._ext_attn is None else kernels._ext_attn.bf16_path()
 
 
-def int8_encoder(layers: list[dict[str, Any]], hidden_size: int, attention: str = "fp32") -> Any:
+def int8_encoder(layers: list[dict[str, Any]], hidden_size: int, attention: str = "fp32",
+                 embeddings: dict[str, Any] | None = None, head: dict[str, Any] | None = None) -> Any:
     """`workbench_ext.encoder.Int8Encoder` on these layers (the whole encoder in one compiled
-    call), or None when it is not built or a layer's Linear is not a compiled int8 kernel."""
+    call), or None when it is not built or a layer's Linear is not a compiled int8 kernel. With
+    `embeddings` and a `head` whose Linears are compiled int8 kernels too, the encoder also runs
+    whole forwards, token ids to logits (`classify`); other heads leave it without them."""
     if _ext_encoder is None or _ext_int8 is None:
         return None
     kinds = kernels.int8_layer_classes()
     if not all(isinstance(fn, kinds) for layer in layers for r in ("qkv", "out", "ffn1", "ffn2")
                for _, fn in layer[r]):
         return None
-    return _ext_encoder.Int8Encoder(layers, hidden_size, attention=attention)
+    if head is None or not all(isinstance(fn, kinds) for r in ("pre", "cls") for _, fn in head[r]):
+        embeddings = head = None
+    return _ext_encoder.Int8Encoder(layers, hidden_size, attention=attention, embeddings=embeddings, head=head)
