@@ -50,19 +50,6 @@ include "encoder_ends.pxi"
 include "encoder_checks.pxi"
 
 
-cdef bint _qkv_by_heads = True
-
-
-def _set_qkv_by_heads(bint on):
-    """Experiment switch: at batch 1, 1 (the default) has the fused QKV's kernel hand each thread
-    the Q, K and V columns of the heads attention gives it (col_segments 3); 0 leaves the kernel's
-    own order. The same outputs either way. Returns the previous value."""
-    global _qkv_by_heads
-    previous = _qkv_by_heads
-    _qkv_by_heads = on
-    return previous
-
-
 cdef class Int8Encoder:
     cdef list layers
     cdef int H, max_qkv, max_ctx, max_ffn
@@ -135,6 +122,21 @@ cdef class Int8Encoder:
                                 wb_threads(0))
             cls = self._run(buf, x, B, S, M, mask_bias, isa, offs, 0, len(self.layers), True, None, None, None)
             return self.ends.head(buf, cls, B, isa)
+        finally:
+            self._release(buf)
+
+    def embed(self, ids, tt, lengths, int isa):
+        """classify's first step alone: the embeddings' LayerNorm output [T, H] (a new array) of
+        each row's first lengths[b] tokens, packed (token dropping and exits start here)."""
+        if self.ends is None:
+            raise ValueError("this encoder was built without embeddings and a head: embed needs both")
+        if lengths is None:
+            raise ValueError("embed needs the lengths: each row's token count")
+        offs, _, B, S, M = _classify_rows(ids, tt, lengths, None)
+        cdef _Buffers buf = self._acquire(B, M)
+        try:
+            x = self.ends.embed(buf, ids, tt, <const int*>_ptr(offs), B, S, isa, wb_threads(0))
+            return np.array(x[:M * self.H].reshape(M, self.H))
         finally:
             self._release(buf)
 

@@ -39,6 +39,19 @@ cdef class _Buffers:
         self.scratch = {kp: _aligned(scratch_bytes(<int>M, kp), np.uint8) for kp in kps}
 
 
+cdef bint _qkv_by_heads = True
+
+
+def _set_qkv_by_heads(bint on):
+    """Experiment switch: at batch 1, 1 (the default) has the fused QKV's kernel hand each thread
+    the Q, K and V columns of the heads attention gives it (col_segments 3); 0 leaves the kernel's
+    own order. The same outputs either way. Returns the previous value."""
+    global _qkv_by_heads
+    previous = _qkv_by_heads
+    _qkv_by_heads = on
+    return previous
+
+
 cdef _Int8Linear _pick(list parts, int rows):
     """The kernel of a Linear for this many rows: the last part whose from_rows <= rows."""
     cdef Py_ssize_t i = len(parts) - 1

@@ -64,9 +64,14 @@ class _Batch:
         B, S = ids.shape
         m = mask.astype(bool)
         packed = engine.pack_sequences and (m.all() or packable_lengths(mask) is not None)
-        h = engine._embed(ids, tt)
-        if packed and not m.all():
-            h = np.ascontiguousarray(h[m.reshape(-1)])
+        encoder = engine._encoder
+        if packed and encoder is not None and encoder.classifies:  # the packed rows' embeddings, compiled
+            h = encoder.embed(np.ascontiguousarray(ids, np.int64), None if tt is None else
+                              np.ascontiguousarray(tt, np.int64), m.sum(1), K.isa_code())
+        else:
+            h = engine._embed(ids, tt)
+            if packed and not m.all():
+                h = np.ascontiguousarray(h[m.reshape(-1)])
         return cls(h, m, np.broadcast_to(np.arange(S), (B, S)), np.arange(B), m.sum(1), packed)
 
     def _count(self) -> None:
