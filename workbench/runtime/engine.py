@@ -209,18 +209,11 @@ class Engine(EngineReport, EngineFile):
         from workbench.runtime.dynamic_forward import forward as dynamic_forward
 
         spec = D.resolve(self, dynamic)
-        ids, mask, tt = check_inputs(self, input_ids, attention_mask, token_type_ids)
-        # Drop trailing columns that are padding in every row: exact, since padded keys get a
-        # zero attention weight and only the [CLS] row is read (not when a row is all padding).
-        valid = mask.any(axis=0)
-        if mask.any(axis=1).all() and not valid.all():
-            S_eff = int(np.nonzero(valid)[0][-1]) + 1
-            ids, mask = ids[:, :S_eff], mask[:, :S_eff]
-            tt = None if tt is None else tt[:, :S_eff]
+        ids, mask, tt, lengths = check_inputs(self, input_ids, attention_mask, token_type_ids)
         with _no_gc_pauses(), K.kernel_threads(self.num_threads):
             if spec is not None:  # token dropping / early exits: workbench.runtime.dynamic_forward
                 return dynamic_forward(self, ids, mask, tt, spec)
-            return self._forward(ids, mask, tt)
+            return self._forward(ids, mask, tt, lengths)
 
     @property
     def last_trace(self) -> Any:
@@ -234,12 +227,14 @@ class Engine(EngineReport, EngineFile):
     def last_trace(self, trace: Any) -> None:
         self._last_trace = trace
 
-    def _forward(self, ids: np.ndarray, mask: np.ndarray, tt: np.ndarray | None) -> np.ndarray:
+    def _forward(self, ids: np.ndarray, mask: np.ndarray, tt: np.ndarray | None,
+                 lengths: np.ndarray | None) -> np.ndarray:
+        """Logits of a static call on checked inputs (`check_inputs`; lengths: the packable rows')."""
         from workbench.runtime.dynamic import static_trace
 
         B, S = ids.shape
         L = self.num_layers
-        lengths = packable_lengths(mask) if self.pack_sequences else None
+        lengths = lengths if self.pack_sequences else None
         self.last_trace = functools.partial(static_trace, mask, L, lengths is not None)
         if self._encoder is not None and self._encoder.classifies:  # token ids to logits in one call
             return self._encoder.classify(np.ascontiguousarray(ids, np.int64),
