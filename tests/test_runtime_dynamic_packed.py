@@ -58,7 +58,8 @@ def test_compiled_layers_equal_the_per_op_layers(model):
     ids, mask = _inputs(batch=6, seed=4)
     compiled = compile_model(model, quantize=True)
     assert compiled.describe()["layer_loop"].startswith(
-        "compiled: workbench_ext.encoder.Int8Encoder, one call per forward; token dropping and exits: one call up to each exit check")
+        "compiled: workbench_ext.encoder.Int8Encoder, one call per forward (token ids to logits); "
+        "token dropping and exits: one call up to each exit check")
     per_op = compile_model(model, quantize=True)
     per_op._encoder = None
     thr = _exit_threshold(compiled, ids, mask)

@@ -25,12 +25,15 @@ kernel call.
 * LayerNorm, bias + residual + LayerNorm and GELU run on `workbench_ext.ops`; an int8 FFN input
   layer applies GELU in its epilogue instead (`activation="gelu"`, bit-identical). Attention
   (QK^T, mask, softmax, PV for all heads) is one `workbench_ext.attention` call per layer; the
-  pooler's tanh is NumPy. See `workbench.runtime.kernels` for the NumPy reference kernels, run
-  only when asked for by name.
-* the layer loop: an int8 engine whose every layer has attention, an FFN and GELU runs the whole
-  encoder in one compiled call (`workbench_ext.encoder.Int8Encoder`, bit-identical to the per-op
-  path `_layer`, which the others -- fp32 / bf16, static grids, removed blocks -- keep; token
-  dropping and exits call it up to each exit check). A forward runs with Python's cyclic GC paused.
+  pooler's tanh is `workbench_ext.ops.tanh`. See `workbench.runtime.kernels` for the NumPy
+  reference kernels, run only when asked for by name.
+* the layer loop: an int8 engine whose every layer has attention, an FFN and GELU runs a whole
+  static forward, token ids to logits, in one compiled call (`workbench_ext.encoder.Int8Encoder
+  .classify`: embeddings, layers, head; bit-identical to `_embed`, the per-op path `_layer` and
+  `_head`, which the others -- fp32 / bf16, static grids, removed blocks -- keep; token dropping
+  and exits start from its embeddings and call it up to each exit check). The inputs' values are
+  checked in one compiled pass (`inputs.check_inputs`). A forward runs with Python's cyclic GC
+  paused.
 * exact graph-level savings: trailing padding columns shared by the whole batch are dropped, and
   the last encoder layer is only evaluated for the [CLS] row that the classifier reads. A
   right-padded batch runs without its padding at all (`pack_sequences`): the sequences' tokens

@@ -37,6 +37,7 @@ class EngineReport:
             "library_check": self.meta.get("library_check"),
             "attention": self.attention_impl(),
             "layer_loop": ("compiled: workbench_ext.encoder.Int8Encoder, one call per forward"
+                           + (" (token ids to logits)" if self._encoder.classifies else " (the layers)")
                            + ("; token dropping and exits: one call up to each exit check" if self.meta.get("dynamic") else "")
                            if self._encoder is not None else "per op: one Python call per kernel")
                           + ("; padded batches run without their padding" if self.pack_sequences else ""),

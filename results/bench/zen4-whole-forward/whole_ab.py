@@ -1,5 +1,6 @@
-"""The whole static forward in one compiled call against the encoder call between Python's
-embeddings and head (what every static forward ran until 2026-12-06), in one process, taking turns.
+"""The whole static forward in one compiled call, and the compiled input checks, against the encoder
+call between Python's embeddings and head with NumPy checks (every static forward until
+2026-12-06), in one process, taking turns.
 
     python results/bench/zen4-whole-forward/whole_ab.py [--demo results/demo] [--threads 2] [--rounds 7]
 
@@ -13,9 +14,11 @@ Models:
   90 % pruned in 1x4 blocks), 128 tokens, batch 1: the runtime issue's row.
 Engines, one compiled engine object per model:
 - `whole`: `Int8Encoder.classify`, token ids to logits in one call (the default now);
-- `between`: the same encoder's `run` / `run_packed` between `Engine._embed` and `Engine._head`.
-Printed per model and batch: samples/s (median over the rounds), whole over between in the same
-round (median, min-max), and whether the two engines' logits are bitwise equal (they should be).
+- `between`: the same encoder's `run` / `run_packed` between `Engine._embed` and `Engine._head`;
+- `before`: `between` with the input checks in NumPy (`inputs._scan` off): the static forward as
+  it ran before 2026-12-06.
+Printed per model and batch: samples/s (median over the rounds), whole's speed over the others'
+in the same round (median, min-max), and whether all logits are bitwise equal (they should be).
 """
 from __future__ import annotations
 
@@ -43,24 +46,31 @@ class _LayersOnly:
 def _compare(name: str, engine, batches: list[dict], rounds: int) -> None:
     from workbench.bench.in_process import time_in_turns
 
-    encoder, layers_only = engine._encoder, _LayersOnly(engine._encoder)
+    from workbench.runtime import inputs
 
-    def runner(enc):
+    encoder, layers_only, scan = engine._encoder, _LayersOnly(engine._encoder), inputs._scan
+
+    def runner(enc, compiled_checks: bool):
         def call(b):
             engine._encoder = enc
+            inputs._scan = scan if compiled_checks else (lambda *a: None)
             return engine(b["input_ids"], b["attention_mask"])
         return call
 
-    runners = {"whole": runner(encoder), "between": runner(layers_only)}
+    runners = {"whole": runner(encoder, True), "between": runner(layers_only, True),
+               "before": runner(layers_only, False)}
     logits = {n: np.concatenate([r(b) for b in batches]) for n, r in runners.items()}
-    same = np.array_equal(logits["whole"], logits["between"])
+    same = all(np.array_equal(logits["whole"], lg) for lg in logits.values())
     times = time_in_turns(runners, batches, rounds, PAUSE_S)
-    engine._encoder = encoder
+    engine._encoder, inputs._scan = encoder, scan
     n = sum(len(b["input_ids"]) for b in batches)
-    ratio = [b / w for w, b in zip(times["whole"], times["between"])]
     rate = {k: n / statistics.median(t) for k, t in times.items()}
-    print(f"{name:<40} {rate['whole']:9.1f} {rate['between']:9.1f} {statistics.median(ratio):8.3f}x "
-          f"{min(ratio):5.3f}-{max(ratio):.3f}x {str(same):>7}", flush=True)
+    cells = []
+    for other in ("between", "before"):
+        ratio = [o / w for w, o in zip(times["whole"], times[other])]
+        cells.append(f"{statistics.median(ratio):6.3f}x ({min(ratio):.2f}-{max(ratio):.2f})")
+    print(f"{name:<34} {rate['whole']:8.1f} {rate['between']:8.1f} {rate['before']:8.1f}   {cells[0]:>20} "
+          f"{cells[1]:>20} {str(same):>7}", flush=True)
 
 
 def main() -> None:
@@ -80,9 +90,10 @@ def main() -> None:
 
     cpu.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
-    print(f"ISA {cpu.active_isa()}, {args.threads} threads, {args.rounds} rounds; samples/s: whole, between; "
-          "whole over between (same round); logits bitwise equal")
-    print(f"{'model, batch':<40} {'whole/s':>9} {'between/s':>9} {'ratio':>9} {'min-max':>12} {'bitwise':>7}")
+    print(f"ISA {cpu.active_isa()}, {args.threads} threads, {args.rounds} rounds; samples/s of each engine (median); "
+          "whole's speed over between's and before's in the same round: median (min-max); logits bitwise equal")
+    print(f"{'model, batch':<34} {'whole/s':>8} {'betw./s':>8} {'before/s':>8}   {'whole / between':>20} "
+          f"{'whole / before':>20} {'bitwise':>7}")
 
     model_dir = args.demo / "artifacts" / "pruned" / "model"
     demo = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
