@@ -75,7 +75,8 @@ def _torch(model, ids, mask, spec):
 def _count_linears(engine: Engine) -> dict[str, list[int]]:
     """Wrap every compiled Linear kernel: name -> rows of each call. Layers the compiled encoder
     runs (`Int8Encoder.run_layers`) are counted from its inputs: every Linear of a layer on all
-    its rows, the [CLS]-only layer's attention output and FFN on one row per sequence."""
+    its rows, the [CLS]-only layer's attention output and FFN on one row per sequence; a head it
+    runs (`Int8Encoder.head`) on its rows."""
     calls: dict[str, list[int]] = defaultdict(list)
     for name, fn in list(engine._linears.items()):
         def counted(x, _fn=fn, _name=name, **kw):
@@ -96,6 +97,11 @@ def _count_linears(engine: Engine) -> dict[str, list[int]]:
                         cur = np.minimum(keep[i - first], cur)
                 return encoder.run_layers(h, lengths, first, stop, isa, sig=sig, cls_only=cls_only,
                                           keep=keep, chosen=chosen)
+
+            def head(self, name, cls_rows):  # the heads run compiled too
+                calls[f"{name}.pre"].append(len(cls_rows))
+                calls[f"{name}.cls"].append(len(cls_rows))
+                return encoder.head(name, cls_rows)
 
             def __getattr__(self, name):
                 return getattr(encoder, name)

@@ -100,12 +100,18 @@ def test_heads_that_are_not_int8_kernels_leave_the_encoder_without_ends():
                   "token_type": None, "gamma": ln[0], "beta": ln[1], "eps": 1e-12, "padding_idx": None}
     numpy_head = {"pre": [(0, lambda x: x)], "cls": [(0, lambda x: x)], "tanh": True}
     int8_head = {"pre": [(0, lin["head.pre"])], "cls": [(0, lin["head.cls"])], "tanh": True}
-    assert K.int8_encoder([layer], 32, embeddings=embeddings, head=int8_head).classifies
-    assert not K.int8_encoder([layer], 32, embeddings=embeddings, head=numpy_head).classifies
+    assert K.int8_encoder([layer], 32, embeddings=embeddings, heads={"head": int8_head}).classifies
+    assert not K.int8_encoder([layer], 32, embeddings=embeddings, heads={"head": numpy_head}).classifies
+    assert not K.int8_encoder([layer], 32, embeddings=embeddings,
+                              heads={"head": int8_head, "exit.0": numpy_head}).classifies
     bare = K.int8_encoder([layer], 32)
     assert not bare.classifies
     with pytest.raises(ValueError, match="classify needs both"):
         bare.classify(np.zeros((1, 4), np.int64), None, None, np.zeros((1, 4), np.float32), K.isa_code())
+    with pytest.raises(ValueError, match="no head 'head'"):
+        bare.head("head", np.zeros((1, 32), np.float32))
+    with pytest.raises(ValueError, match="heads must include the classifier's"):
+        K.int8_encoder([layer], 32, embeddings=embeddings, heads={"exit.0": int8_head})
 
 
 def test_classify_names_a_wrong_argument():
@@ -126,6 +132,10 @@ def test_classify_names_a_wrong_argument():
     for args, err, match in cases:
         with pytest.raises(err, match=match):
             encoder.classify(*args, isa)
+    with pytest.raises(ValueError, match=r"cls_rows must be \[B >= 1, 32\]"):
+        encoder.head("head", np.zeros((2, 31), np.float32))
+    with pytest.raises(TypeError, match="cls_rows must have dtype float32"):
+        encoder.head("head", np.zeros((2, 32)))
     np.testing.assert_array_equal(encoder.classify(ids, None, [5, 3], None, isa)[1],
                                   encoder.classify(ids[1:, :3].copy(), None, None, bias[:1, :3].copy(), isa)[0])
 

@@ -36,24 +36,40 @@ cdef object _vector(object a, str name, int H):
     return a
 
 
+cdef class _Head:
+    """A classifier head: ``pre`` / ``cls`` (lists of (from_rows, _Int8Linear), as the layers'),
+    then tanh (else ReLU) between them."""
+    cdef list pre, cls
+    cdef bint tanh
+    cdef int labels
+
+    def __init__(self, str name, dict head, int H):
+        for role in ("pre", "cls"):
+            for _, lin in head[role]:
+                if not isinstance(lin, _Int8Linear):
+                    raise TypeError(f"{name} {role}: expected a workbench_ext.int8 layer, got {type(lin).__name__}")
+        self.pre, self.cls, self.tanh = head["pre"], head["cls"], bool(head["tanh"])
+        if self.pre[0][1].K != H or self.cls[0][1].K != self.pre[0][1].N:
+            raise ValueError(f"{name}: pre must take {H} inputs and cls pre's {self.pre[0][1].N} outputs")
+        self.labels = self.cls[0][1].N
+
+
 cdef class _Ends:
-    """The embeddings and the head, as `workbench.runtime.engine.Engine._embed` / `_head` compute
+    """The embeddings and the heads, as `workbench.runtime.engine.Engine._embed` / `_head` compute
     them (the same kernels, in the same order: the same bits).
 
     embeddings: ``word`` [V, H] (float32 / float16), ``position`` [P, H], ``token_type`` [T, H] or
     None, ``gamma`` / ``beta`` [H], ``eps``, ``padding_idx`` (None: positions 0.. along the row;
     an int: RoBERTa's, padding_idx + 1 + the count of non-padding ids so far, padding_idx on
-    padding ids). head: ``pre`` / ``cls`` (lists of (from_rows, _Int8Linear), as the layers'),
-    ``tanh`` (else ReLU)."""
+    padding ids). heads: name -> dict(pre, cls, tanh) (`_Head`); "head" is the classifier's,
+    the others (the engine's exit heads, "exit.<layer>") are called by name (`Int8Encoder.head`)."""
     cdef object word, position, token_type, gamma, beta
     cdef float eps
     cdef long padding_idx
     cdef int half, H
-    cdef list pre, cls
-    cdef bint tanh
-    cdef readonly int labels
+    cdef dict heads
 
-    def __init__(self, dict embeddings, dict head, int H):
+    def __init__(self, dict embeddings, dict heads, int H):
         self.H = H
         self.word = _table(embeddings["word"], "word", H, True)
         self.half = self.word.dtype == np.float16
@@ -65,17 +81,12 @@ cdef class _Ends:
         self.eps = embeddings["eps"]
         pad = embeddings.get("padding_idx")
         self.padding_idx = -1 if pad is None else int(pad)
-        for role in ("pre", "cls"):
-            for _, lin in head[role]:
-                if not isinstance(lin, _Int8Linear):
-                    raise TypeError(f"head {role}: expected a workbench_ext.int8 layer, got {type(lin).__name__}")
-        self.pre, self.cls, self.tanh = head["pre"], head["cls"], bool(head["tanh"])
-        if self.pre[0][1].K != H or self.cls[0][1].K != self.pre[0][1].N:
-            raise ValueError(f"head: pre must take {H} inputs and cls pre's {self.pre[0][1].N} outputs")
-        self.labels = self.cls[0][1].N
+        if "head" not in heads:
+            raise ValueError(f"heads must include the classifier's, \"head\"; got {sorted(heads)}")
+        self.heads = {name: _Head(name, h, H) for name, h in heads.items()}
 
     cdef list kps(self):
-        return [lin.Kp for r in (self.pre, self.cls) for _, lin in r]
+        return [lin.Kp for h in self.heads.values() for r in ((<_Head>h).pre, (<_Head>h).cls) for _, lin in r]
 
     cdef object embed(self, _Buffers buf, object ids, object tt, const int *off, int B, int S, int isa, int nt):
         """The embeddings' LayerNorm output of the rows the layers run -- every [B, S] position
@@ -134,18 +145,20 @@ cdef class _Ends:
             wb_layernorm(x, NULL, NULL, pg, pb, self.eps, r, H, y, isa, nt)
         return buf.outs[1]
 
-    cdef object head(self, _Buffers buf, object cls_rows, int B, int isa):
-        """Logits [B, labels] (a new array) of the [CLS] rows [B, H]: pre, tanh / ReLU, cls."""
-        _linear(buf, self.pre, B, cls_rows, buf.attn, 0)
+    cdef object head(self, _Buffers buf, str name, object cls_rows, int B):
+        """Logits [B, labels] (a new array) of head `name` on the [CLS] rows [B, H]: pre, tanh /
+        ReLU, cls."""
+        cdef _Head hd = self.heads[name]
+        _linear(buf, hd.pre, B, cls_rows, buf.attn, 0)
         cdef float *p = _fp(buf.attn)
-        cdef size_t i, n = <size_t>B * self.pre[0][1].N
+        cdef size_t i, n = <size_t>B * hd.pre[0][1].N
         with nogil:
-            if self.tanh:
+            if hd.tanh:
                 wb_tanh(p, p, n)
             else:
                 for i in range(n):
                     if p[i] < 0:   # np.maximum(x, 0)'s bits: -0.0 and NaN stay
                         p[i] = 0
-        logits = np.empty((B, self.labels), np.float32)
-        _linear(buf, self.cls, B, buf.attn, logits, 0)
+        logits = np.empty((B, hd.labels), np.float32)
+        _linear(buf, hd.cls, B, buf.attn, logits, 0)
         return logits

@@ -186,8 +186,10 @@ class Engine(EngineReport, EngineFile):
         embeddings = {"word": T["embeddings.word"], "position": T["embeddings.position"],
                       "token_type": T.get("embeddings.token_type"), "gamma": T["embeddings.ln.gamma"],
                       "beta": T["embeddings.ln.beta"], "eps": self._eps["embeddings.ln"], "padding_idx": pad}
-        head = {"pre": parts("head.pre"), "cls": parts("head.cls"), "tanh": self.meta["head"] == "pooler_tanh"}
-        return K.int8_encoder(layers, self.hidden_size, attention=self.attention, embeddings=embeddings, head=head)
+        heads = {name[:-4]: {"pre": parts(name), "cls": parts(f"{name[:-4]}.cls"),
+                             "tanh": name != "head.pre" or self.meta["head"] == "pooler_tanh"}
+                 for name in self._linears if name.endswith(".pre")}  # the classifier's and the exit heads
+        return K.int8_encoder(layers, self.hidden_size, attention=self.attention, embeddings=embeddings, heads=heads)
 
     @property
     def num_threads(self) -> int | None:
@@ -310,7 +312,10 @@ class Engine(EngineReport, EngineFile):
         return K.add_bias_residual_layernorm(f2, T[f"layers.{i}.ffn2.bias"], h, *ln2)
 
     def _head(self, cls: np.ndarray, name: str = "head") -> np.ndarray:
-        """The classifier on the [CLS] rows [B, H]; `name` "exit.<layer>": an exit head (tanh)."""
+        """The classifier on the [CLS] rows [B, H]; `name` "exit.<layer>": an exit head (tanh). On the
+        compiled encoder when it has the head (the same bits)."""
+        if self._encoder is not None and self._encoder.classifies:
+            return self._encoder.head(name, np.ascontiguousarray(cls, dtype=np.float32))
         pre = self._linears[f"{name}.pre"](cls)
         # tanh (workbench_ext.ops, the function the compiled encoder's head calls) / ReLU on [B, H]
         tanh = name != "head" or self.meta["head"] == "pooler_tanh"

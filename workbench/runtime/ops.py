@@ -186,17 +186,19 @@ def attention_bf16_path() -> str | None:
 
 
 def int8_encoder(layers: list[dict[str, Any]], hidden_size: int, attention: str = "fp32",
-                 embeddings: dict[str, Any] | None = None, head: dict[str, Any] | None = None) -> Any:
+                 embeddings: dict[str, Any] | None = None, heads: dict[str, dict[str, Any]] | None = None) -> Any:
     """`workbench_ext.encoder.Int8Encoder` on these layers (the whole encoder in one compiled
     call), or None when it is not built or a layer's Linear is not a compiled int8 kernel. With
-    `embeddings` and a `head` whose Linears are compiled int8 kernels too, the encoder also runs
-    whole forwards, token ids to logits (`classify`); other heads leave it without them."""
+    `embeddings` and `heads` (name -> pre, cls, tanh; "head" the classifier's) whose Linears are
+    compiled int8 kernels too, the encoder also runs whole forwards, token ids to logits
+    (`classify`), and the heads by name; other heads leave it without them."""
     if _ext_encoder is None or _ext_int8 is None:
         return None
     kinds = kernels.int8_layer_classes()
     if not all(isinstance(fn, kinds) for layer in layers for r in ("qkv", "out", "ffn1", "ffn2")
                for _, fn in layer[r]):
         return None
-    if head is None or not all(isinstance(fn, kinds) for r in ("pre", "cls") for _, fn in head[r]):
-        embeddings = head = None
-    return _ext_encoder.Int8Encoder(layers, hidden_size, attention=attention, embeddings=embeddings, head=head)
+    if heads is None or not all(isinstance(fn, kinds) for h in heads.values() for r in ("pre", "cls")
+                                for _, fn in h[r]):
+        embeddings = heads = None
+    return _ext_encoder.Int8Encoder(layers, hidden_size, attention=attention, embeddings=embeddings, heads=heads)
