@@ -24,8 +24,11 @@ def _attn_case(B, S, nh, d, R, seed):
     return q, k, v, bias
 
 
+# S: every count of trailing key vectors a score tile can end with on each width (AVX-512 16
+# lanes x 4 per tile: 1 vector at 70, 2 at 26 and 90, 3 at 37; AVX2 8 x 2: 1 at 37 and 70)
 @pytest.mark.parametrize("B,S,nh,d,R", [(1, 1, 1, 1, 1), (2, 37, 3, 5, 37), (2, 128, 12, 64, 128),
-                                        (3, 70, 4, 33, 1), (1, 64, 2, 96, 64)])
+                                        (3, 70, 4, 33, 1), (1, 64, 2, 96, 64), (2, 26, 12, 32, 26),
+                                        (1, 90, 2, 16, 90)])
 @pytest.mark.parametrize("threads", THREADS)
 def test_fused_attention_vs_torch(isa, B, S, nh, d, R, threads):
     import torch
@@ -67,15 +70,16 @@ def test_fused_attention_simd_paths_identical():
     paths = [i for i in ("avx512_vnni", "avx2") if i in AVAILABLE]
     if len(paths) < 2:
         pytest.skip(f"needs avx512_vnni and avx2 (available: {AVAILABLE})")
-    q, k, v, bias = _attn_case(2, 50, 3, 40, 50, 7)
-    outs = []
-    for name in paths:
-        cpu.set_isa(name)
-        try:
-            outs.append(attention.attention(q, k, v, bias))
-        finally:
-            cpu.set_isa(None)
-    np.testing.assert_array_equal(outs[0], outs[1])
+    for S in (50, 26, 7):
+        q, k, v, bias = _attn_case(2, S, 3, 40, S, 7)
+        outs = []
+        for name in paths:
+            cpu.set_isa(name)
+            try:
+                outs.append(attention.attention(q, k, v, bias))
+            finally:
+                cpu.set_isa(None)
+        np.testing.assert_array_equal(outs[0], outs[1])
 
 
 def test_fused_attention_bad_inputs():

@@ -16,7 +16,8 @@
  * broadcasts. Every output is still one FMA chain in the plain order (scores over head_dim
  * dd = 0..d-1, context over keys j = 0..S-1), so both widths give bit-identical results.
  *
- * Scratch (floats): Kt [d][Sp] (K transposed, keys zero-padded to Sp, a multiple of 64),
+ * Scratch (floats): Kt [d][Sp] (K transposed, keys zero-padded to whole vectors; Sp, its row
+ * length, a multiple of 64),
  * Vp [S][dp] (V rows packed, head_dim zero-padded to dp, a multiple of 16), P [MR][Sp] (scores,
  * then probabilities), C [MR][dp] (context rows before they are copied out).
  */
@@ -42,21 +43,21 @@ WB_AT_T static void WB_AT_FN(wb_attn_kt)(const float *k, long kd, long ks, int S
 
 WB_AT_T static inline __attribute__((always_inline)) void
 WB_AT_FN(wb_attn_score_tile)(const float *const *q, const float *restrict Kt, long Sp, int j0, int d,
-                             float *const *p) {
+                             float *const *p, const int nc) {
     WB_AT_V acc[WB_AT_MR][WB_AT_NC];
     for (int i = 0; i < WB_AT_MR; i++)
-        for (int c = 0; c < WB_AT_NC; c++) acc[i][c] = WB_AT_ZERO();
+        for (int c = 0; c < nc; c++) acc[i][c] = WB_AT_ZERO();
     for (int dd = 0; dd < d; dd++) {
         const float *kt = Kt + (size_t)dd * Sp + j0;
         WB_AT_V k[WB_AT_NC];
-        for (int c = 0; c < WB_AT_NC; c++) k[c] = WB_AT_LOAD(kt + c * WB_AT_W);
+        for (int c = 0; c < nc; c++) k[c] = WB_AT_LOAD(kt + c * WB_AT_W);
         for (int i = 0; i < WB_AT_MR; i++) {
             const WB_AT_V b = WB_AT_SET1(q[i][dd]);
-            for (int c = 0; c < WB_AT_NC; c++) acc[i][c] = WB_AT_FMA(b, k[c], acc[i][c]);
+            for (int c = 0; c < nc; c++) acc[i][c] = WB_AT_FMA(b, k[c], acc[i][c]);
         }
     }
     for (int i = 0; i < WB_AT_MR; i++)
-        for (int c = 0; c < WB_AT_NC; c++) WB_AT_STORE(p[i] + j0 + c * WB_AT_W, acc[i][c]);
+        for (int c = 0; c < nc; c++) WB_AT_STORE(p[i] + j0 + c * WB_AT_W, acc[i][c]);
 }
 
 WB_AT_T static inline __attribute__((always_inline)) void
@@ -96,9 +97,13 @@ WB_AT_T static void WB_AT_FN(wb_attn_pair)(const wb_attn_t *a, long pair, float 
         memcpy(Vp + (size_t)j * dp, v + j * vs, sizeof(float) * d);
         for (int dd = d; dd < dp; dd++) Vp[(size_t)j * dp + dd] = 0.0f;
     }
+    /* Scores are computed for the key vectors that hold the S keys, SV of them: a short input
+     * no longer pays for all of Sp (a multiple of 64: at 26 keys, 64 scores a row, 2.5x the
+     * work). Each score is the same FMA chain whatever the tile's width: the same bits. */
+    const int SV = (S + WB_AT_W - 1) / WB_AT_W;
     for (int dd = 0; dd < d; dd++)
-        for (long j = S; j < Sp; j++) Kt[(size_t)dd * Sp + j] = 0.0f;
-    const int KT = WB_AT_NC * WB_AT_W;   /* keys per score tile; Sp is a multiple of it */
+        for (long j = S; j < (long)SV * WB_AT_W; j++) Kt[(size_t)dd * Sp + j] = 0.0f;
+    const int KT = WB_AT_NC * WB_AT_W;   /* keys per full score tile */
     for (int r0 = 0; r0 < R; r0 += WB_AT_MR) {
         const int nr = R - r0 < WB_AT_MR ? R - r0 : WB_AT_MR;
         const float *qrow[WB_AT_MR];
@@ -110,7 +115,18 @@ WB_AT_T static void WB_AT_FN(wb_attn_pair)(const wb_attn_t *a, long pair, float 
         }
         float *pw[WB_AT_MR];                   /* tile rows written: repeated rows to a spare row */
         for (int i = 0; i < WB_AT_MR; i++) pw[i] = P + (size_t)i * Sp;
-        for (int j0 = 0; j0 < Sp; j0 += KT) WB_AT_FN(wb_attn_score_tile)(qrow, Kt, Sp, j0, d, pw);
+        int j0 = 0;
+        for (; j0 + KT <= SV * WB_AT_W; j0 += KT) WB_AT_FN(wb_attn_score_tile)(qrow, Kt, Sp, j0, d, pw, WB_AT_NC);
+        switch (SV - j0 / WB_AT_W) {           /* the last key vectors: constant widths, unrolled */
+            case 1: WB_AT_FN(wb_attn_score_tile)(qrow, Kt, Sp, j0, d, pw, 1); break;
+#if WB_AT_NC > 2
+            case 2: WB_AT_FN(wb_attn_score_tile)(qrow, Kt, Sp, j0, d, pw, 2); break;
+#endif
+#if WB_AT_NC > 3
+            case 3: WB_AT_FN(wb_attn_score_tile)(qrow, Kt, Sp, j0, d, pw, 3); break;
+#endif
+            default: break;
+        }
         for (int i = 0; i < nr; i++) {
             float *pi = P + (size_t)i * Sp;
             for (int j = 0; j < S; j++) pi[j] = pi[j] + mask[j];
