@@ -17,8 +17,11 @@ The last layer computes only the [CLS] row of every sequence (what the classifie
 ``(from_rows, _Int8Linear)``: the kernel to use from that many rows on, see
 workbench.runtime.choice.RowSwitch), ``heads``, ``head_dim``, ``out_bias`` / ``ffn2_bias``,
 ``ln1`` / ``ln2`` = (gamma, beta, eps). ``attention``: "fp32", "bf16" or "int8"
-(workbench_ext.attention's ``precision``). The outputs are bit-identical to running the same
-kernels one Python call at a time (tests/test_runtime.py).
+(workbench_ext.attention's ``precision``). ``embeddings`` / ``heads`` (both or neither; see
+``_Ends`` in encoder_ends.pxi): the embedding tables and LayerNorm, and the classifier's head
+("head") with any exit heads, for ``classify``, ``embed`` and ``head``. The outputs are
+bit-identical to running the same kernels one Python call at a time (tests/test_runtime.py,
+tests/test_runtime_whole_forward.py).
 
 Concurrent calls (another thread while the kernels have released the GIL) get their own
 buffers for that call instead of sharing the kept ones.
