@@ -91,9 +91,13 @@ def _check_with_numpy(engine: "Engine", ids: np.ndarray, mask: np.ndarray | None
         elif tt.min() < 0 or tt.max() >= engine.type_vocab_size:
             raise ValueError(f"token_type_ids must be in [0, {engine.type_vocab_size})")
     counts = np.count_nonzero(mask, axis=1)
-    prefix = bool(np.array_equal(mask != 0, np.arange(mask.shape[1]) < counts[:, None]))
     valid = np.nonzero(mask.any(axis=0))[0]
-    return _layout(ids, mask, tt, counts, prefix, int(valid[-1]) + 1 if valid.size else 0)
+    return _layout(ids, mask, tt, counts, _is_prefix(mask, counts), int(valid[-1]) + 1 if valid.size else 0)
+
+
+def _is_prefix(mask: np.ndarray, counts: np.ndarray) -> bool:
+    """Whether every row of the mask is its `counts` 1s, then 0s."""
+    return bool(np.array_equal(mask != 0, np.arange(mask.shape[1]) < counts[:, None]))
 
 
 def _layout(ids: np.ndarray, mask: np.ndarray, tt: np.ndarray | None, counts: np.ndarray, prefix: bool,
@@ -120,8 +124,7 @@ def packable_lengths(mask: np.ndarray) -> np.ndarray | None:
     every row is its tokens then padding (1s then 0s, at least one 1) and some row has padding.
     None otherwise: no padding to skip, or a layout (left padding, holes) that keeps the mask."""
     counts = np.count_nonzero(mask, axis=1)
-    return _packable(counts, bool(np.array_equal(mask != 0, np.arange(mask.shape[1]) < counts[:, None])),
-                     mask.shape[1])
+    return _packable(counts, _is_prefix(mask, counts), mask.shape[1])
 
 
 def sequence_offsets(lengths: np.ndarray) -> np.ndarray:
