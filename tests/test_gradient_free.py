@@ -19,6 +19,7 @@ from workbench.prune.gradient_free import (
 from workbench.prune.structure import MaskHooks, structure
 from workbench.recipes.base import recipe_class
 from workbench.recipes.prune.gradient_free import GradientFreePrune, GradientFreePruneConfig, unlabeled_batches
+from workbench.recipes.prune.retraining_free import RetrainingFreePruneConfig
 
 WHERE = "stage 'p' recipe 'gradient_free_prune'"
 
@@ -199,6 +200,21 @@ def test_a_corpus_file_is_used_instead_of_the_training_split(word_tokenizer, tmp
 def test_bad_settings_fail_with_a_config_error(settings, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(GradientFreePruneConfig, settings, WHERE)
+
+
+@pytest.mark.parametrize("config", [GradientFreePruneConfig, RetrainingFreePruneConfig])
+@pytest.mark.parametrize("settings,message", [
+    ({"num_examples": 0}, "'num_examples' must be >= 1"),
+    ({"batch_size": 0}, "'batch_size' must be >= 1"),
+    ({"seq_len": 0}, "'seq_len' must be > 0"),
+    ({"damp": -0.5}, "'damp' must be >= 0"),
+    ({"max_scale": 1.0}, "'max_scale' must be > 1"),
+    ({"max_heads_removed": -1}, "'max_heads_removed' must be >= 0"),
+])
+def test_both_retraining_free_recipes_check_their_shared_fields(config, settings, message):
+    """The budget, sample and rescale fields both recipes share (one check for both)."""
+    with pytest.raises(ConfigError, match=message):
+        parse_config(config, {"flops": 0.3, **settings}, WHERE)
 
 
 def test_an_empty_corpus_or_unmatched_targets_fail_before_any_work(word_tokenizer, train_data, tmp_path, monkeypatch):

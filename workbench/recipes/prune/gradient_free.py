@@ -44,8 +44,7 @@ from workbench.prune.search import protect_per_layer, search_budget
 from workbench.prune.structure import example_batches, mean_length, selected_units, shrink, structure
 from workbench.prune.tune import tune_masks
 from workbench.recipes.base import Recipe, register_recipe
-from workbench.recipes.prune.structured import check_fraction, check_max_heads, record_pruning
-from workbench.targets import validate_target_syntax
+from workbench.recipes.prune.structured import check_budget_fields, check_max_heads, record_pruning
 
 
 def corpus_texts(path: str, where: str) -> list[str]:
@@ -115,12 +114,9 @@ class GradientFreePruneConfig:
     targets: list[str] | None = None
 
     def validate(self, where: str) -> None:
-        check_fraction(where, "flops", self.flops)
-        for key in ("num_examples", "batch_size", "hull_iters"):
-            if getattr(self, key) < 1:
-                fail(where, key, f"must be >= 1, got {getattr(self, key)}")
-        if self.seq_len is not None and self.seq_len <= 0:
-            fail(where, "seq_len", f"must be > 0, got {self.seq_len}")
+        check_budget_fields(self, where)
+        if self.hull_iters < 1:
+            fail(where, "hull_iters", f"must be >= 1, got {self.hull_iters}")
         if self.gamma is not None and not self.gamma > 0:
             fail(where, "gamma", f"must be > 0 (or null for the median heuristic), got {self.gamma}")
         for key in ("representative_weight", "data_weight"):
@@ -128,14 +124,6 @@ class GradientFreePruneConfig:
                 fail(where, key, f"must be >= 0, got {getattr(self, key)}")
         if self.representative_weight + self.data_weight <= 0:
             fail(where, "data_weight", "and 'representative_weight' are both 0: give one of them a positive weight")
-        if self.damp < 0:
-            fail(where, "damp", f"must be >= 0, got {self.damp}")
-        if self.max_scale <= 1:
-            fail(where, "max_scale", f"must be > 1, got {self.max_scale}")
-        if self.max_heads_removed is not None and self.max_heads_removed < 0:
-            fail(where, "max_heads_removed", f"must be >= 0, got {self.max_heads_removed}")
-        if self.targets is not None:
-            validate_target_syntax(self.targets, where)
         if self.corpus is not None:
             corpus_texts(self.corpus, where)
 

@@ -37,8 +37,7 @@ from workbench.prune.search import protect_per_layer, rearrange, search_budget
 from workbench.prune.structure import fisher_scores, mask_gradients, mean_length, selected_units, shrink, structure
 from workbench.prune.tune import tune_masks
 from workbench.recipes.base import Recipe, register_recipe
-from workbench.recipes.prune.structured import check_fraction, check_max_heads, record_pruning, training_batches
-from workbench.targets import validate_target_syntax
+from workbench.recipes.prune.structured import check_budget_fields, check_max_heads, record_pruning, training_batches
 
 
 @dataclass
@@ -58,20 +57,7 @@ class RetrainingFreePruneConfig:
     targets: list[str] | None = None
 
     def validate(self, where: str) -> None:
-        check_fraction(where, "flops", self.flops)
-        for key in ("num_examples", "batch_size"):
-            if getattr(self, key) < 1:
-                fail(where, key, f"must be >= 1, got {getattr(self, key)}")
-        if self.seq_len is not None and self.seq_len <= 0:
-            fail(where, "seq_len", f"must be > 0, got {self.seq_len}")
-        if self.damp < 0:
-            fail(where, "damp", f"must be >= 0, got {self.damp}")
-        if self.max_scale <= 1:
-            fail(where, "max_scale", f"must be > 1, got {self.max_scale}")
-        if self.max_heads_removed is not None and self.max_heads_removed < 0:
-            fail(where, "max_heads_removed", f"must be >= 0, got {self.max_heads_removed}")
-        if self.targets is not None:
-            validate_target_syntax(self.targets, where)
+        check_budget_fields(self, where)
 
 
 def kwon_masks(model: nn.Module, head_grads: torch.Tensor, neuron_grads: torch.Tensor, kept: float,

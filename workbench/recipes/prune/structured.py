@@ -49,6 +49,26 @@ def check_fraction(where: str, key: str, value: float | None) -> None:
         fail(where, key, f"must be a fraction in (0, 1), got {value}")
 
 
+def check_budget_fields(cfg: Any, where: str) -> None:
+    """The fields the retraining-free and gradient-free recipes share: the FLOPs fraction, the
+    sample (num_examples, batch_size, seq_len), the least-squares rescale (damp, max_scale), the
+    per-layer head cap and the targets."""
+    check_fraction(where, "flops", cfg.flops)
+    for key in ("num_examples", "batch_size"):
+        if getattr(cfg, key) < 1:
+            fail(where, key, f"must be >= 1, got {getattr(cfg, key)}")
+    if cfg.seq_len is not None and cfg.seq_len <= 0:
+        fail(where, "seq_len", f"must be > 0, got {cfg.seq_len}")
+    if cfg.damp < 0:
+        fail(where, "damp", f"must be >= 0, got {cfg.damp}")
+    if cfg.max_scale <= 1:
+        fail(where, "max_scale", f"must be > 1, got {cfg.max_scale}")
+    if cfg.max_heads_removed is not None and cfg.max_heads_removed < 0:
+        fail(where, "max_heads_removed", f"must be >= 0, got {cfg.max_heads_removed}")
+    if cfg.targets is not None:
+        validate_target_syntax(cfg.targets, where)
+
+
 def check_max_heads(model: nn.Module, cap: int | None, head_free: torch.Tensor, where: str) -> None:
     """A per-layer cap on removed heads larger than a targeted layer's head count is an error."""
     if cap is None:
