@@ -111,7 +111,8 @@ def test_then_dynamic_int8_runs(outlier_bert, word_tokenizer, train_data, batch)
 
 
 @pytest.mark.parametrize("settings, key", [({"alpha": 1.5}, "alpha"), ({"alpha": -0.1}, "alpha"),
-                                           ({"num_examples": 0}, "num_examples"), ({"targets": "query"}, "targets")])
+                                           ({"num_examples": 0}, "num_examples"), ({"batch_size": 0}, "batch_size"),
+                                           ({"targets": "query"}, "targets")])
 def test_bad_config_fails_naming_the_key(settings, key):
     with pytest.raises(ConfigError, match=f"recipe 'smoothquant': '{key}'"):
         parse_config(SmoothQuantConfig, settings, WHERE)

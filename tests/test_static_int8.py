@@ -110,6 +110,7 @@ def test_targets_leave_the_others_fp32(tiny_bert, word_tokenizer, train_data):
     ({"percentile": 50}, "percentile"),
     ({"percentile": 100.5}, "percentile"),
     ({"num_examples": 0}, "num_examples"),
+    ({"batch_size": 0}, "batch_size"),
     ({"targets": []}, "targets"),
 ])
 def test_bad_config_fails_naming_the_key(settings, key):

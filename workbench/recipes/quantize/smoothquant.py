@@ -115,6 +115,17 @@ def smooth_linear(linear: nn.Linear, scales: torch.Tensor) -> None:
     linear.register_forward_pre_hook(InputSmoothing(1.0 / scales))
 
 
+def check_calibration_fields(cfg: Any, where: str) -> None:
+    """The calibration pass's fields (num_examples, batch_size) and the targets' syntax, which
+    the calibrating recipes (smoothquant, static_int8) share."""
+    if cfg.num_examples < 1:
+        fail(where, "num_examples", f"must be at least 1, got {cfg.num_examples!r}")
+    if cfg.batch_size < 1:
+        fail(where, "batch_size", f"must be at least 1, got {cfg.batch_size!r}")
+    if cfg.targets is not None:
+        validate_target_syntax(cfg.targets, where)
+
+
 @dataclass
 class SmoothQuantConfig:
     alpha: float = 0.5
@@ -128,12 +139,7 @@ class SmoothQuantConfig:
     def validate(self, where: str) -> None:
         if not 0.0 <= self.alpha <= 1.0:
             fail(where, "alpha", f"must be in [0, 1], got {self.alpha!r} (the paper uses 0.5)")
-        if self.num_examples < 1:
-            fail(where, "num_examples", f"must be at least 1, got {self.num_examples!r}")
-        if self.batch_size < 1:
-            fail(where, "batch_size", f"must be at least 1, got {self.batch_size!r}")
-        if self.targets is not None:
-            validate_target_syntax(self.targets, where)
+        check_calibration_fields(self, where)
 
 
 @register_recipe("smoothquant")

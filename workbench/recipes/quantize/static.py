@@ -29,8 +29,9 @@ from workbench.quantize.observers import (Observer, make_observer, quantize_affi
 from workbench.recipes.base import Recipe, register_recipe
 from workbench.recipes.prune.structured import training_batches
 from workbench.recipes.quantize.dynamic import zero_width_linears
-from workbench.recipes.quantize.smoothquant import InputSmoothing, pop_smoothing, run_with_pre_hooks
-from workbench.targets import resolve_targets, validate_target_syntax
+from workbench.recipes.quantize.smoothquant import (InputSmoothing, check_calibration_fields, pop_smoothing,
+                                                   run_with_pre_hooks)
+from workbench.targets import resolve_targets
 
 
 class Int8Linear(nn.Module):
@@ -132,12 +133,7 @@ class StaticInt8Config:
     def validate(self, where: str) -> None:
         if not 50 < self.percentile <= 100:
             fail(where, "percentile", f"must be in (50, 100], got {self.percentile!r} (e.g. 99.99)")
-        if self.num_examples < 1:
-            fail(where, "num_examples", f"must be at least 1, got {self.num_examples!r}")
-        if self.batch_size < 1:
-            fail(where, "batch_size", f"must be at least 1, got {self.batch_size!r}")
-        if self.targets is not None:
-            validate_target_syntax(self.targets, where)
+        check_calibration_fields(self, where)
 
 
 def chosen_linears(model: nn.Module, targets: list[str] | None, where: str) -> dict[str, nn.Linear]:
