@@ -158,3 +158,18 @@ def minilm():
     tok = AutoTokenizer.from_pretrained(path)
     enc = tok(TEXTS, padding=True, return_tensors="pt")  # padded: exercises the mask
     return model, {k: v.numpy() for k, v in enc.items()}
+
+
+@pytest.fixture(scope="module")
+def single_threaded_torch_and_blas():
+    """Behaviour tests on a shared machine: spinning BLAS/OpenMP pools of torch and NumPy fight
+    over busy cores (measured 40x slower calls), so a module that asks for this
+    (`pytestmark = pytest.mark.usefixtures("single_threaded_torch_and_blas")`) runs them
+    single-threaded."""
+    from threadpoolctl import threadpool_limits
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1, user_api="blas"):
+        yield
+    torch.set_num_threads(n)

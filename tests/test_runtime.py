@@ -24,17 +24,7 @@ from workbench.runtime import (  # noqa: E402
 
 from conftest import TEXTS  # noqa: E402  (and the `minilm` fixture: real weights, TEXTS padded)
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Behaviour tests on a shared machine: spinning BLAS/OpenMP pools of torch and NumPy fight
-    over busy cores (measured 40x slower calls), so this module runs them single-threaded."""
-    from threadpoolctl import threadpool_limits
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1, user_api="blas"):
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_threaded_torch_and_blas")
 
 
 def _torch_logits(model, enc):

@@ -27,16 +27,7 @@ RATIOS = [0.8, 0.6, 0.4, 0.4]
 EXITS = [0, 1, 2]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Behaviour tests on a shared machine: single-threaded torch and BLAS (as test_runtime.py)."""
-    from threadpoolctl import threadpool_limits
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1, user_api="blas"):
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_threaded_torch_and_blas")
 
 
 @pytest.fixture

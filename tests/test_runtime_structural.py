@@ -29,16 +29,7 @@ LAYOUTS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Behaviour tests on a shared machine: single-threaded torch and BLAS (as test_runtime.py)."""
-    from threadpoolctl import threadpool_limits
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1, user_api="blas"):
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_threaded_torch_and_blas")
 
 
 def _spread(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
