@@ -11,7 +11,9 @@ from workbench_ext import attention  # noqa: E402
 
 from test_attention import _attn_case  # noqa: E402
 from test_kernels import run_emulation  # noqa: E402
-from test_runtime import _check_int8, _engine_logits, _one_thread, _torch_logits  # noqa: E402,F401  (the minilm fixture: conftest.py)
+from test_runtime import _check_int8, _engine_logits, _torch_logits  # noqa: E402  (the minilm fixture: conftest.py)
+
+pytestmark = pytest.mark.usefixtures("single_threaded_torch_and_blas")
 
 needs_bf16 = pytest.mark.skipif(not attention.runs_bf16(),
                                 reason="CPU lacks AVX512-BF16: bf16 attention runs the fp32 kernels here")

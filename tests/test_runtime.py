@@ -93,7 +93,7 @@ def test_engine_num_threads_is_the_thread_count_of_its_calls(minilm, per_op):
     engine = compile_model(model)
     if per_op:
         engine._encoder = None
-    assert engine.num_threads is None  # the kernels' default (here torch's 1: see _one_thread)
+    assert engine.num_threads is None  # the kernels' default (here torch's 1: see single_threaded_torch_and_blas)
     default = cpu.get_num_threads()
     outs, jobs = {}, {}
     for n in (1, 2):

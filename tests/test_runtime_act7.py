@@ -7,8 +7,10 @@ import copy
 import numpy as np
 import pytest
 
-from test_runtime import _engine_logits, _one_thread, _torch_logits  # noqa: F401  (the minilm fixture: conftest.py)
+from test_runtime import _engine_logits, _torch_logits  # (the minilm fixture: conftest.py)
 from workbench.runtime import Engine, compile_model
+
+pytestmark = pytest.mark.usefixtures("single_threaded_torch_and_blas")
 
 
 def _torch_int8_error(model, enc, ref):

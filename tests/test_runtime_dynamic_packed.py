@@ -6,11 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_runtime_dynamic import EXITS, RATIOS, _inputs, _one_thread, model  # noqa: F401  (fixtures)
+from test_runtime_dynamic import EXITS, RATIOS, _inputs, model  # noqa: F401  (fixtures)
 from workbench.models.dynamic import DynamicSpec
 from workbench.runtime import compile_model
 from workbench.runtime.dynamic_forward import packed_layer
 from workbench_ext import cpu
+
+pytestmark = pytest.mark.usefixtures("single_threaded_torch_and_blas")
 
 
 def _isa() -> int:

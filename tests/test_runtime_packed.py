@@ -8,9 +8,10 @@ import copy
 import numpy as np
 import pytest
 
-from test_runtime import _one_thread  # noqa: F401  (autouse: single-threaded torch and BLAS)
 from workbench.runtime import compile_model
 from workbench.runtime.inputs import packable_lengths
+
+pytestmark = pytest.mark.usefixtures("single_threaded_torch_and_blas")
 
 
 def _alone(engine, ids, mask):

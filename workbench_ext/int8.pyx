@@ -114,6 +114,7 @@ cdef extern from "wb_int8.h" nogil:
     int wb_sparse_vnni_groups(int M, int Kb)
     void wb_pack_x_sparse_u8_g(const uint8_t *xq, int M, int Kp, int Kb, int G, uint8_t *out, int nt)
     void wb_pack_x_sparse_vnni "WB_PACK_X_SPARSE_VNNI"(const uint8_t *xq, int M, int Kp, int Kb, int G, uint8_t *out, int nt)
+    void wb_quant_pack_sparse_vnni(const float *x, int M, int K, int Kp, int Kb, int G, uint8_t *xq, float *scale, int32_t *zp, uint8_t *xt, int isa, int nt, int qmax)
     void wb_sparse_vnni_g(const uint8_t *xt, int M, int Kb, int G, const int32_t *rp, const int32_t *col, const int8_t *vals, int N, const wb_epi_t *e, int nt)
 
 cdef extern from "wb_tile_sparse.h" nogil:

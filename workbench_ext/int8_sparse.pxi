@@ -49,7 +49,7 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
 
     cdef int _run(self, int code, object pack, object xq, int M, wb_epi_t *e, int nt, void *scratch) except -1:
         cdef int N = self.N, Kp = self.Kp, Kb = self.Kb
-        cdef const uint8_t *pq = <const uint8_t*>_ptr(xq)
+        cdef const uint8_t *pq = <const uint8_t*>_ptr(xq) if xq is not None else NULL   # None: packed already
         cdef const int32_t *rp = <const int32_t*>_ptr(self.row_ptr)
         cdef const int32_t *col = <const int32_t*>_ptr(self.col_idx)
         cdef const int8_t *vals = <const int8_t*>_ptr(self.values)
@@ -86,6 +86,30 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
             G = wb_sparse_vnni_groups(M, Kb)
             pt8 = <uint8_t*>scratch
             with nogil:
-                wb_pack_x_sparse_vnni(pq, M, Kp, Kb, G, pt8, nt)
+                if pq != NULL:   # else forward_into packed them as it quantized
+                    wb_pack_x_sparse_vnni(pq, M, Kp, Kb, G, pt8, nt)
                 wb_sparse_vnni_g(pt8, M, Kb, G, rp, col, vals, N, e, nt)
         return 0
+
+    cdef int forward_into(self, object x, int M, object y, int act, object xq, object xs, object zp,
+                          void *scratch, int nt=0, int col_segments=0) except -1:
+        """``_Int8Linear.forward_into``; on AVX-512 VNNI and AMX (whose sparse layers run the VNNI
+        kernel) the rows are quantized and packed into the kernel's tiles in one parallel job
+        (wb_quant_pack_sparse_vnni: the same bytes as quantizing, then packing)."""
+        cdef int code = self._resolve()
+        if M == 0 or code < ISA_VNNI:
+            return _Int8Linear.forward_into(self, x, M, y, act, xq, xs, zp, scratch, nt, col_segments)
+        if nt <= 0:
+            nt = self._threads(None, M)
+        if scratch == NULL:
+            xt = aligned_bytes(scratch_bytes(M, self.Kp))
+            scratch = _ptr(xt)
+        cdef int K = self.K, Kp = self.Kp, Kb = self.Kb, G = wb_sparse_vnni_groups(M, self.Kb)
+        cdef int qmax = 127 if self.act_bits == 7 else 255
+        cdef const float *px = <const float*>_ptr(x)
+        cdef uint8_t *pq = <uint8_t*>_ptr(xq)
+        cdef float *ps = <float*>_ptr(xs)
+        cdef int32_t *pz = <int32_t*>_ptr(zp)
+        with nogil:
+            wb_quant_pack_sparse_vnni(px, M, K, Kp, Kb, G, pq, ps, pz, <uint8_t*>scratch, code, nt, qmax)
+        return self._gemm(code, None, M, y, zp, xs, nt, None, act, scratch, col_segments)

@@ -3,6 +3,7 @@
 #define WB_INT8_SPARSE_VNNI_H
 
 #include "wb_int8_sparse_avx2.h"
+#include "wb_quant.h"
 
 #define WB_SPV_NC 32
 #ifndef WB_SPV_GMAX
@@ -218,6 +219,37 @@ static void wb_pack_x_sparse_u8_g_avx512(const uint8_t *xq, int M, int Kp, int K
 
 #define WB_SPARSE_VNNI_EPILOGUE wb_sparse_colmajor_epilogue_avx512
 #define WB_PACK_X_SPARSE_VNNI wb_pack_x_sparse_u8_g_avx512
+
+/* Per-token quantization and the tile packing in one parallel job: item t quantizes rows
+ * 16t..16t+15 of x into xq (wb_quant_row, so the same bytes, scales and zero points as
+ * wb_quantize_rows) and packs that 16-row group into xt at once (wb_pack_x_sparse_u8_g_avx512's
+ * item t), while the rows are in this thread's cache. Two jobs, one after the other, paid a
+ * second fork and join per layer, and the packing thread read rows the other one had written. */
+typedef struct { wb_pack_job_t pack; const float *x; int K; float *scale; int32_t *zp; int isa; float qmax; } wb_quant_pack_job_t;
+
+static void wb_quant_pack_sparse_vnni_chunk(void *p, long tb, long te) {
+    const wb_quant_pack_job_t *j = (const wb_quant_pack_job_t *)p;
+    const int M = j->pack.M, Kp = j->pack.Kp;
+    uint8_t *xq = (uint8_t *)j->pack.xq;   /* this job's own rows: it writes them */
+    for (long t = tb; t < te; t++) {
+        const int r1 = wb_imin((int)t * 16 + 16, M);
+        for (int m = (int)t * 16; m < r1; m++)
+            wb_quant_row(j->isa, j->x + (size_t)m * j->K, j->K, Kp, j->qmax, xq + (size_t)m * Kp, j->scale + m, j->zp + m);
+        wb_pack_x_sparse_u8_g_avx512_chunk((void *)&j->pack, t, t + 1);
+    }
+}
+
+/* x float32[M][K] -> xq uint8[M][Kp] (scratch rows for the packing), scale / zp per row, and xt
+ * packed as WB_PACK_X_SPARSE_VNNI packs xq with groups G; qmax 255 or 127 as wb_quantize_rows.
+ * Threads as wb_quantize_rows chooses them. */
+static void wb_quant_pack_sparse_vnni(const float *x, int M, int K, int Kp, int Kb, int G, uint8_t *xq,
+                                      float *scale, int32_t *zp, uint8_t *xt, int isa, int nt, int qmax) {
+    const int MT = 16 * G, MB = (M + MT - 1) / MT;
+    const long groups = (long)MB * G;               /* 16-row groups */
+    nt = wb_threads(nt);
+    wb_quant_pack_job_t job = {{xq, M, Kp, Kb, G, xt}, x, K, scale, zp, isa, (float)qmax};
+    wb_parallel_for((long)M * K > 32768 ? nt : 1, groups, wb_grain(groups, nt, 2), wb_quant_pack_sparse_vnni_chunk, &job);
+}
 #else   /* the emulation runs where AVX-512 may be missing: the AVX2 epilogue (same bits) */
 #define WB_SPARSE_VNNI_EPILOGUE wb_sparse_colmajor_epilogue
 #define WB_PACK_X_SPARSE_VNNI wb_pack_x_sparse_u8_g
