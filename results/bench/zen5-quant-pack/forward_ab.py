@@ -2,7 +2,7 @@
 90 %-sparse model on 2 threads, each build's engine compiled with every Linear on the block-sparse
 kernel (kernel_choice="sparse", so both builds run the same kernels).
 
-    python results/bench/zen4-quant-pack/forward_ab.py --base <checkout of the old build> [--rounds 6]
+    python results/bench/zen5-quant-pack/forward_ab.py --base <checkout of the old build> [--rounds 6]
 
 `--base` is a checkout with its extension built in place (a `git worktree` of the older commit,
 `python setup.py build_ext --inplace` there); it goes first on PYTHONPATH in its turns. Each turn
