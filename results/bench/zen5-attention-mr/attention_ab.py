@@ -9,12 +9,6 @@ medians and base / new (> 1: the new build is faster).
 """
 from __future__ import annotations
 
-import argparse
-import os
-import statistics
-import subprocess
-import sys
-
 CHILD = r"""
 import sys, time
 import workbench  # noqa: F401  (first: the short OpenMP spin for torch's threads)
@@ -37,32 +31,7 @@ print(float(np.median(ts[200:])) * 1e6)
 CASES = [(1, 12, 64, 128, 2), (1, 12, 64, 128, 1), (8, 12, 64, 128, 2), (1, 12, 32, 26, 2), (1, 12, 32, 128, 2)]
 
 
-def _median_us(pythonpath: str | None, case: tuple) -> float:
-    env = dict(os.environ)
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
-    out = subprocess.run([sys.executable, "-c", CHILD, *map(str, case)], env=env, check=True,
-                         capture_output=True, text=True, cwd="/")
-    return float(out.stdout.strip().splitlines()[-1])
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--base", required=True)
-    ap.add_argument("--rounds", type=int, default=4)
-    args = ap.parse_args()
-    for case in CASES:
-        B, nh, d, S, nt = case
-        ratios = []
-        for r in range(args.rounds):
-            base = _median_us(os.path.abspath(args.base), case)
-            new = _median_us(None, case)
-            ratios.append(base / new)
-            print(f"B={B} {nh}x{d} S={S} t={nt} round {r + 1}: base {base:8.1f} us, new {new:8.1f} us, "
-                  f"base / new {base / new:.3f}", flush=True)
-        print(f"B={B} {nh}x{d} S={S} t={nt}: median base / new {statistics.median(ratios):.3f} "
-              f"(min {min(ratios):.3f}, max {max(ratios):.3f})", flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    from workbench.bench.builds import ab_script
+
+    ab_script(__doc__, CHILD, CASES, label=lambda c: f"B={c[0]} {c[1]}x{c[2]} S={c[3]} t={c[4]}", rounds=4)

@@ -7,15 +7,10 @@ kernel (kernel_choice="sparse", so both builds run the same kernels).
 `--base` is a checkout with its extension built in place (a `git worktree` of the older commit,
 `python setup.py build_ext --inplace` there); it goes first on PYTHONPATH in its turns. Each turn
 builds its engine, warms up 20 calls, then times forwards for `--seconds`. One line per round:
-the two medians and base / new (> 1: the new build is faster).
+the two medians and base / new (> 1: the new build is faster); `forward_ab.txt` was
+printed by this script's first version, the same numbers in another layout.
 """
 from __future__ import annotations
-
-import argparse
-import os
-import statistics
-import subprocess
-import sys
 
 CHILD = r"""
 import sys, time
@@ -42,31 +37,7 @@ print(float(np.median(times)) * 1e6)
 CASES = [("distilbert", 0.9, 128, 6.0), ("minilm", 0.9, 26, 4.0)]
 
 
-def _median_us(pythonpath: str | None, case: tuple) -> float:
-    env = dict(os.environ)
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
-    out = subprocess.run([sys.executable, "-c", CHILD, *map(str, case)], env=env, check=True,
-                         capture_output=True, text=True, cwd="/")
-    return float(out.stdout.strip().splitlines()[-1])
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--base", required=True)
-    ap.add_argument("--rounds", type=int, default=6)
-    args = ap.parse_args()
-    for case in CASES:
-        name, sparsity, seq, _ = case
-        print(f"{name} {sparsity:.0%} sparse, {seq} tokens, batch 1, 2 threads: base us, new us, base / new")
-        ratios = []
-        for r in range(args.rounds):
-            base = _median_us(os.path.abspath(args.base), case)
-            new = _median_us(None, case)
-            ratios.append(base / new)
-            print(f"  round {r + 1}: {base:7.0f} {new:7.0f}  {base / new:.3f}", flush=True)
-        print(f"  median base / new {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")
-
-
 if __name__ == "__main__":
-    main()
+    from workbench.bench.builds import ab_script
+
+    ab_script(__doc__, CHILD, CASES, label=lambda c: f"{c[0]} {c[1]:.0%} sparse, {c[2]} tokens, batch 1, 2 threads", rounds=6)
