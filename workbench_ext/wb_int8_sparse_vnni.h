@@ -122,7 +122,7 @@ wb_sparse_colmajor_epilogue_avx512(const int32_t *Ct, int m0, int mr, int n0, in
     char *outp = as_int ? (char *)e->yi : (char *)e->y;
     const size_t N = (size_t)e->N;
     /* the rows' zero points and scales straight from e (masked loads, zero past mr): copying
-     * them into 64-row arrays, one scalar at a time, was 14 % of this function (perf, Zen 4,
+     * them into 64-row arrays, one scalar at a time, was 14 % of this function (perf, Zen 5,
      * 128 x 768 x 2304 at 90 %) */
     const int32_t *zprow = e->zp + m0;
     const float *xsrow = e->xscale + m0;
