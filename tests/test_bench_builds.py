@@ -1,7 +1,9 @@
 """workbench.bench.builds: two builds taking turns as separate processes (the A/B scripts)."""
 from __future__ import annotations
 
-from workbench.bench.builds import builds_in_turns, median_in_build
+import pytest
+
+from workbench.bench.builds import ab_script, builds_in_turns, median_in_build
 
 CHILD = "import os, sys; print('x'); print(float(sys.argv[1]) * (2 if os.environ.get('PYTHONPATH') else 1))"
 
@@ -21,10 +23,6 @@ def test_builds_in_turns_prints_each_round_and_the_median_ratio(tmp_path, capsys
 
 
 def test_ab_script_refuses_a_base_without_the_extension(tmp_path, monkeypatch, capsys):
-    import pytest
-
-    from workbench.bench.builds import ab_script
-
     monkeypatch.setattr("sys.argv", ["ab.py", "--base", str(tmp_path)])
     with pytest.raises(SystemExit):
         ab_script("doc", CHILD, [(1.0,)])

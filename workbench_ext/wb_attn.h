@@ -124,14 +124,6 @@ wb_attn_pair_body(const wb_attn_t *a, long pair, float *restrict Kt, float *rest
 
 /* the register-blocked pair kernels (wb_attn_simd.h): keys padded to Sp, head_dim to dp */
 #define WB_ATTN_MR_MAX 6   /* the largest WB_AT_MR below: the P and C scratch rows */
-/* AVX-512 query rows per tile: 6 x 4 vectors = 24 accumulators (+ 4 loads + 1 broadcast = 29
- * zmm), 24 FMAs per 4 loads and 6 broadcasts where 4 rows gave 16 per 4 and 4. Zen 5, builds
- * taking turns (results/bench/zen5-attention-mr/): 12 heads x 64 at 128 tokens 1.01x on one
- * thread, 1.06x (batch 1) and 1.03x (batch 8) on two; 12 heads x 32 unchanged (0.99-1.00x).
- * Each output is still one FMA chain in the plain order: the same bits at any tile height. */
-#ifndef WB_ATTN_AVX512_MR
-#define WB_ATTN_AVX512_MR 6
-#endif
 static inline long wb_attn_sp(int S) { return ((long)S + 63) / 64 * 64; }
 static inline int wb_attn_dp(int d) { return (d + 15) / 16 * 16; }
 #include "wb_attn_bf16.h"   /* the bf16 pair kernel; its scratch is counted below */
@@ -167,7 +159,12 @@ static inline void wb_attn_kt_scalar(const float *k, long kd, long ks, int S, in
 #define WB_AT_FMA _mm512_fmadd_ps
 #define WB_AT_SET1 _mm512_set1_ps
 #define WB_AT_ZERO _mm512_setzero_ps
-#define WB_AT_MR WB_ATTN_AVX512_MR
+/* AVX-512 query rows per tile: 6 x 4 vectors = 24 accumulators (+ 4 loads + 1 broadcast = 29
+ * zmm), 24 FMAs per 4 loads and 6 broadcasts where 4 rows gave 16 per 4 and 4. Zen 5, builds
+ * taking turns (results/bench/zen5-attention-mr/): 12 heads x 64 at 128 tokens 1.01x on one
+ * thread, 1.06x (batch 1) and 1.03x (batch 8) on two; 12 heads x 32 unchanged (0.99-1.00x).
+ * Each output is still one FMA chain in the plain order: the same bits at any tile height. */
+#define WB_AT_MR 6
 #define WB_AT_NC 4
 #define WB_AT_NV 4
 #define WB_AT_SOFTMAX wb_softmax_row_avx512

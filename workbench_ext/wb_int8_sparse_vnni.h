@@ -241,14 +241,14 @@ static void wb_quant_pack_sparse_vnni_chunk(void *p, long tb, long te) {
 
 /* x float32[M][K] -> xq uint8[M][Kp] (scratch rows for the packing), scale / zp per row, and xt
  * packed as WB_PACK_X_SPARSE_VNNI packs xq with groups G; qmax 255 or 127 as wb_quantize_rows.
- * Threads as wb_quantize_rows chooses them. */
+ * Threads as wb_quantize_rows chooses them (wb_quant_threads). */
 static void wb_quant_pack_sparse_vnni(const float *x, int M, int K, int Kp, int Kb, int G, uint8_t *xq,
                                       float *scale, int32_t *zp, uint8_t *xt, int isa, int nt, int qmax) {
     const int MT = 16 * G, MB = (M + MT - 1) / MT;
     const long groups = (long)MB * G;               /* 16-row groups */
     nt = wb_threads(nt);
     wb_quant_pack_job_t job = {{xq, M, Kp, Kb, G, xt}, x, K, scale, zp, isa, (float)qmax};
-    wb_parallel_for((long)M * K > 32768 ? nt : 1, groups, wb_grain(groups, nt, 2), wb_quant_pack_sparse_vnni_chunk, &job);
+    wb_parallel_for(wb_quant_threads(M, K, nt), groups, wb_grain(groups, nt, 2), wb_quant_pack_sparse_vnni_chunk, &job);
 }
 #else   /* the emulation runs where AVX-512 may be missing: the AVX2 epilogue (same bits) */
 #define WB_SPARSE_VNNI_EPILOGUE wb_sparse_colmajor_epilogue

@@ -146,12 +146,16 @@ static void wb_quant_rows_chunk(void *p, long b, long e) {
                      j->zp + m);
 }
 
+/* Threads for quantizing M rows of K values: one below 32 K values, where a parallel job costs
+ * more than it saves (wb_quantize_rows and wb_quant_pack_sparse_vnni). */
+static inline int wb_quant_threads(int M, int K, int nt) { return (long)M * K > 32768 ? nt : 1; }
+
 /* qmax: 255 (8-bit) or 127 (7-bit activations) */
 static void wb_quantize_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *scale,
                              int32_t *zp, int isa, int nt, int qmax) {
     nt = wb_threads(nt);
     wb_quant_rows_job_t job = {x, K, Kp, q, scale, zp, isa, (float)qmax};
-    wb_parallel_for((long)M * K > 32768 ? nt : 1, M, wb_grain(M, nt, 2), wb_quant_rows_chunk, &job);
+    wb_parallel_for(wb_quant_threads(M, K, nt), M, wb_grain(M, nt, 2), wb_quant_rows_chunk, &job);
 }
 
 #endif

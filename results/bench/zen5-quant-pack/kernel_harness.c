@@ -1,7 +1,7 @@
 /* What limits the 1x4 block-sparse VNNI kernel on this core: its inner loop (wb_vnni_sp_pair, G = 4
  * groups of 16 rows, two columns at a time) against variants, on random 90 %-sparse weights, one
  * thread, N columns in tiles of 32 over 2 tiles of 64 rows (v6: one tile of 128). The sums of
- * v1, v2 and v5 are checked against v0's.
+ * v1, v2 and v5 in the last tile each computes are checked against v0's (prints MISMATCH).
  *   v0  the kernel's loop as it is (x address = col * 256, separate x loads)
  *   v1  byte offsets precomputed (col * 256 stored), walked by pointer
  *   v2  four columns at a time (16 accumulators), leftovers per column
