@@ -449,6 +449,8 @@ def test_default_engines_add_the_tile_bf16_attention_and_per_channel_engines_onl
     monkeypatch.setattr(kernels, "active_isa", lambda: "avx512_vnni")
     assert engines.default_engines() == engines.DEFAULT_ENGINES
     monkeypatch.setattr(kernels, "has_tile_sparse", lambda: True)
+    assert engines.default_engines() == engines.DEFAULT_ENGINES + ("wb-int8-tile90",)
+    monkeypatch.setattr(kernels, "active_isa", lambda: "amx")
     assert engines.default_engines() == engines.DEFAULT_ENGINES + ("wb-int8-tile90", "wb-int8-onednn")
     assert engines.ENGINES["wb-int8-onednn"].kernel_choice == "library"
     monkeypatch.setattr(kernels, "attention_bf16_path", lambda: "avx512_bf16")

@@ -250,9 +250,11 @@ def test_int8_fused_gelu_matches_ops_gelu(isa, cls, M, K, N):
 
 @pytest.mark.parametrize("M,K,N", [(1, 3, 7), (7, 67, 7), (33, 64, 17), (70, 200, 90), (18, 1030, 40)])
 def test_int8_tile_sparse_exact_and_counts_tiles(isa, M, K, N):
-    """TileSparseInt8Linear (AMX: skips all-zero 16x64 weight blocks; elsewhere the dense kernel)
-    gives the exact integer result and the dense layer's bits, with zero tiles, a tile with one
-    weight in its last corner, and ragged edges; nnz_tiles counts the blocks it keeps."""
+    """TileSparseInt8Linear (AMX and AVX-512 VNNI: skips all-zero 16x64 weight blocks; elsewhere
+    the dense kernel) gives the exact integer result and the dense layer's bits, with zero tiles,
+    a tile with one weight in its last corner, and ragged edges, through ``qmatmul`` (quantized
+    rows packed for the kernel) and ``__call__`` (quantized and packed in one job on VNNI);
+    nnz_tiles counts the blocks it keeps."""
     from workbench.runtime.kernels import tile_sparsity
     rng = _rng("tile", M, K, N)
     w, ws, b = _weights(rng, N, K)

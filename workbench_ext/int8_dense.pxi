@@ -62,13 +62,14 @@ cdef class DenseInt8Linear(_Int8Linear):
 
 
 cdef class TileSparseInt8Linear(DenseInt8Linear):
-    """Tile-block sparse int8 linear for AMX: ``TileSparseInt8Linear(w_s8 int8[N, K],
-    w_scale float32[N], bias float32[N] | None)``.  Under ``amx`` only the 16-column x 64-k
-    blocks of the weights that hold a non-zero are stored, each as one TDPBUSD B tile, and the
-    kernel skips the rest (format and kernel: wb_tile_sparse.h); weights pruned in (16, 64)
-    blocks have a fraction of tiles zero equal to their sparsity.  On CPUs without AMX there is
-    no tile to skip: the layer runs the dense kernel of the ISA.  Same bits as the dense layer
-    on every path.  ``nnz_tiles`` / ``num_tiles``: stored and all 16x64 blocks."""
+    """Tile-block sparse int8 linear: ``TileSparseInt8Linear(w_s8 int8[N, K],
+    w_scale float32[N], bias float32[N] | None)``.  Under ``amx`` and ``avx512_vnni`` only the
+    16-column x 64-k blocks of the weights that hold a non-zero are stored, each as one TDPBUSD
+    B tile (16 VNNI weight vectors), and the kernel skips the rest (format and kernels:
+    wb_tile_sparse.h); weights pruned in (16, 64) blocks have a fraction of tiles zero equal to
+    their sparsity.  Under ``avx2`` and ``portable`` the layer runs the dense kernel of the ISA.
+    Same bits as the dense layer on every path.  ``nnz_tiles`` / ``num_tiles``: stored and all
+    16x64 blocks."""
 
     def __init__(self, w_s8, w_scale, bias=None, isa=None, act_bits=8):
         DenseInt8Linear.__init__(self, w_s8, w_scale, bias, isa, act_bits)
@@ -79,15 +80,25 @@ cdef class TileSparseInt8Linear(DenseInt8Linear):
 
     @property
     def tile_sparsity(self):
-        """Fraction of the 16x64 weight blocks that are all zero (skipped under AMX)."""
+        """Fraction of the 16x64 weight blocks that are all zero (skipped under AMX and AVX-512 VNNI)."""
         return 1.0 - self.nnz_tiles / self.num_tiles if self.num_tiles else 0.0
 
     def __repr__(self):
         a7 = ", act_bits=7" if self.act_bits == 7 else ", pair_bounded" if self.pair_bounded else ""
         return f"TileSparseInt8Linear(N={self.N}, K={self.K}, nnz_tiles={self.nnz_tiles}/{self.num_tiles}{a7}, isa={self.isa!r})"
 
+    cdef int forward_into(self, object x, int M, object y, int act, object xq, object xs, object zp,
+                          void *scratch, int nt=0, int col_segments=0) except -1:
+        """``_Int8Linear.forward_into``; under ``avx512_vnni`` the rows are quantized and packed
+        for the tile kernel in one parallel job (``_quantize_pack_gemm``)."""
+        cdef int code = self._resolve()
+        if M == 0 or code != ISA_VNNI:
+            return DenseInt8Linear.forward_into(self, x, M, y, act, xq, xs, zp, scratch, nt, col_segments)
+        return _quantize_pack_gemm(self, code, self.Kp // 4, 1, x, M, y, act, xq, xs, zp, scratch, nt,
+                                   col_segments)
+
     cdef object _make_pack(self, int code):
-        if code != ISA_AMX:
+        if code != ISA_AMX and code != ISA_VNNI:
             return DenseInt8Linear._make_pack(self, code)
         cdef int N = self.N, K = self.K, Kp = self.Kp
         w = self.w_s8
@@ -101,13 +112,22 @@ cdef class TileSparseInt8Linear(DenseInt8Linear):
         return (ptr, chunk, tiles)
 
     cdef int _run(self, int code, object pack, object xq, int M, wb_epi_t *e, int nt, void *scratch) except -1:
-        if code != ISA_AMX:
+        if code != ISA_AMX and code != ISA_VNNI:
             return DenseInt8Linear._run(self, code, pack, xq, M, e, nt, scratch)
-        cdef const uint8_t *pq = <const uint8_t*>_ptr(xq)
+        cdef const uint8_t *pq = <const uint8_t*>_ptr(xq) if xq is not None else NULL   # None: packed already
         cdef const int32_t *pp = <const int32_t*>_ptr(pack[0])
         cdef const int32_t *pc = <const int32_t*>_ptr(pack[1])
         cdef const int8_t *pt = <const int8_t*>_ptr(pack[2])
         cdef int N = self.N, Kp = self.Kp
-        with nogil:
-            wb_tile_sparse_amx(pq, M, Kp, pp, pc, pt, N, e, nt)
+        if code == ISA_VNNI:   # rows packed as the 1x4 sparse VNNI kernel packs them, G = 1
+            if scratch == NULL:
+                xt = aligned_bytes(scratch_bytes(M, Kp))
+                scratch = _ptr(xt)
+            with nogil:
+                if pq != NULL:   # else forward_into packed them as it quantized
+                    wb_pack_x_sparse_vnni(pq, M, Kp, Kp // 4, 1, <uint8_t*>scratch, nt)
+                wb_tile_sparse_vnni(<const uint8_t*>scratch, M, Kp, pp, pc, pt, N, e, nt)
+        else:
+            with nogil:
+                wb_tile_sparse_amx(pq, M, Kp, pp, pc, pt, N, e, nt)
         return 0

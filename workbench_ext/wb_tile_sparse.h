@@ -1,4 +1,4 @@
-/* Tile-block sparse int8 GEMM for AMX (workbench_ext.int8.TileSparseInt8Linear).
+/* Tile-block sparse int8 GEMM for AMX and AVX-512 VNNI (workbench_ext.int8.TileSparseInt8Linear).
  *
  * AMX multiplies whole tiles: one TDPBUSD takes a 16-column x 64-k block of the weights (one B
  * tile, 1 KB) and cannot skip the zero 1x4 blocks inside it, so the 1x4 block-sparse format
@@ -126,6 +126,73 @@ WB_AMX static void wb_tile_sparse_amx_chunk(void *p, long tb, long te) {
         WB_DENSE_AVX512_EPILOGUE(e, C, 32, m0, mr, n0, nr);
     }
     _tile_release();
+}
+
+/* ---- AVX-512 VNNI on the same format ------------------------------------------------------
+ * Per 4 k of a stored tile: one 64-byte load of the item's 16 rows' activations, shared by the
+ * tile's 16 columns, each column's 4 weights the broadcast operand of its vpdpbusd (the tile's
+ * row kq holds them side by side: 16 broadcasts at constant offsets).  16 accumulators, one per
+ * column, 16 rows each: column-major sums, finished by the 1x4 sparse kernel's epilogue
+ * (WB_SPARSE_VNNI_EPILOGUE, transposes included).
+ * Activations come packed as the 1x4 sparse VNNI kernel packs them (WB_PACK_X_SPARSE_VNNI, one
+ * 16-row group, Kb = Kp / 4 blocks: xt[mb][kb][16 rows][4 k]), so a tile's 16 x 64 activation
+ * bytes are one contiguous KB.  The 1x4 kernel loads 64 activation bytes for every vpdpbusd
+ * (two columns rarely share a k block), which bounds it near half the VNNI peak on Zen 5
+ * (results/bench/zen5-quant-pack/kernel_harness.txt); here one load serves 16.
+ * Measured against the other way round (one weight vector shared by 16 rows, activations
+ * broadcast, a row-major tile and the dense epilogue): that one was 1.04-1.17x slower on every
+ * shape (results/bench/zen5-tile-vnni/).
+ * Work item = 16 rows x one 16-column panel, row blocks outermost so each thread keeps its rows
+ * from op to op (wb_pool_impl.h).  Rows past M are packed as zeros, computed, and not written.
+ * Exact: the same s32 sums as every int8 path, and the 1x4 kernel's epilogue (same bits). */
+#define WB_TS_COL(n)                                                                          \
+    { int32_t wv; memcpy(&wv, T + 64 * kq + 4 * n, 4);                                        \
+      c##n = _mm512_dpbusd_epi32(c##n, x, _mm512_set1_epi32(wv)); }
+WB_AVX512 static void wb_tile_sparse_vnni_panel(const uint8_t *xt, const int32_t *chunk, const int8_t *tiles,
+                                                int t0, int t1, int32_t *Ct) {
+    __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0;
+    __m512i c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0, c12 = c0, c13 = c0, c14 = c0, c15 = c0;
+    for (int t = t0; t < t1; t++) {
+        const uint8_t *a = xt + (size_t)chunk[t] * 1024;
+        const int8_t *T = tiles + (size_t)t * 1024;
+        _Pragma("GCC unroll 16")
+        for (int kq = 0; kq < 16; kq++) {
+            const __m512i x = _mm512_loadu_si512((const void *)(a + 64 * kq));
+            WB_TS_COL(0) WB_TS_COL(1) WB_TS_COL(2) WB_TS_COL(3) WB_TS_COL(4) WB_TS_COL(5)
+            WB_TS_COL(6) WB_TS_COL(7) WB_TS_COL(8) WB_TS_COL(9) WB_TS_COL(10) WB_TS_COL(11)
+            WB_TS_COL(12) WB_TS_COL(13) WB_TS_COL(14) WB_TS_COL(15)
+        }
+    }
+#define WB_TS_STORE(n) _mm512_storeu_si512((void *)(Ct + n * 64), c##n);
+    WB_TS_STORE(0) WB_TS_STORE(1) WB_TS_STORE(2) WB_TS_STORE(3) WB_TS_STORE(4) WB_TS_STORE(5)
+    WB_TS_STORE(6) WB_TS_STORE(7) WB_TS_STORE(8) WB_TS_STORE(9) WB_TS_STORE(10) WB_TS_STORE(11)
+    WB_TS_STORE(12) WB_TS_STORE(13) WB_TS_STORE(14) WB_TS_STORE(15)
+#undef WB_TS_STORE
+}
+#undef WB_TS_COL
+
+static void wb_tile_sparse_vnni_chunk(void *p, long tb, long te) {
+    const wb_tile_sparse_job_t *j = (const wb_tile_sparse_job_t *)p;
+    const int M = j->M, Kp = j->Kp, N = j->N, NP = (N + 15) / 16;
+    int32_t Ct[16 * 64] __attribute__((aligned(64)));   /* the epilogue's column stride: 64 */
+    for (long t = tb; t < te; t++) {
+        int mb, pn;
+        wb_epi_item(j->e, t, (M + 15) / 16, NP, 1, &mb, &pn);
+        const int m0 = mb * 16, mr = wb_imin(16, M - m0), n0 = pn * 16, nr = wb_imin(16, N - n0);
+        const uint8_t *xt = j->xq + (size_t)mb * 16 * Kp;   /* this row block's packed rows */
+        wb_tile_sparse_vnni_panel(xt, j->chunk, j->tiles, j->panel_ptr[pn], j->panel_ptr[pn + 1], Ct);
+        WB_SPARSE_VNNI_EPILOGUE(Ct, m0, mr, n0, nr, j->e);   /* and the fused activation */
+    }
+}
+
+/* xt: the rows packed by WB_PACK_X_SPARSE_VNNI(xq, M, Kp, Kp / 4, 1, xt, nt) (or quantized and
+ * packed by wb_quant_pack_sparse_vnni with the same Kb and G); the format above. */
+static void wb_tile_sparse_vnni(const uint8_t *xt, int M, int Kp, const int32_t *panel_ptr,
+                                const int32_t *chunk, const int8_t *tiles, int N, const wb_epi_t *e,
+                                int nt) {
+    const long total = (long)((M + 15) / 16) * ((N + 15) / 16);
+    wb_tile_sparse_job_t job = {xt, M, Kp, panel_ptr, chunk, tiles, N, e};
+    wb_parallel_for(nt, total, wb_grain(total, nt, 4), wb_tile_sparse_vnni_chunk, &job);
 }
 
 /* xq: Mp = M rounded up to 16 rows (zero rows), Kp columns; the format above. */

@@ -181,8 +181,9 @@ def _sparse(level: int) -> type[Workbench]:
 
 
 def _tile_sparse(level: int) -> type[Workbench]:
-    """Pruned in (16, 64) blocks, one AMX weight tile each: on AMX the tile-sparse kernel skips
-    them (a per-layer candidate); elsewhere they are also 1x4 blocks for the block-sparse kernel."""
+    """Pruned in (16, 64) blocks, one AMX weight tile each: on AMX and AVX-512 VNNI the
+    tile-sparse kernel skips them (a per-layer candidate); elsewhere they are also 1x4 blocks
+    for the block-sparse kernel."""
     return type(f"WorkbenchTile{level}", (Workbench,),
                 {"name": f"wb-int8-tile{level}", "sparsity": level / 100, "block": (16, 64)})
 
@@ -224,17 +225,19 @@ BASELINE = "ort-int8"
 
 
 def default_engines() -> tuple[str, ...]:
-    """`DEFAULT_ENGINES`, and on CPUs with AMX also `wb-int8-tile90` and `wb-int8-onednn`: there
-    the tile-sparse kernel skips the pruned tiles (elsewhere the engine would only repeat a
-    1x4-sparse one), and oneDNN's AMX GEMM may beat ours (on AVX-512 VNNI it did not); on
+    """`DEFAULT_ENGINES`, and on CPUs with AMX or AVX-512 VNNI also `wb-int8-tile90`: there the
+    tile-sparse kernel skips the pruned tiles (elsewhere the engine would only repeat a 1x4-sparse
+    one); with AMX also `wb-int8-onednn`: oneDNN's AMX GEMM may beat ours (on AVX-512 VNNI it did
+    not); on
     CPUs with AVX512-BF16 also the dense and 90 % engines with bf16 attention (elsewhere they
     would run the fp32 attention again), and likewise with int8 attention on AVX-512 VNNI; where
     the int8 kernels run on AVX2 also the dense and 90 % engines with plain per-channel weights
     (the default bounds weight pairs there)."""
     from workbench.runtime.compiler import resolve_int8_weights
-    from workbench.runtime.kernels import attention_bf16_path, attention_int8_runs, has_tile_sparse
+    from workbench.runtime.kernels import active_isa, attention_bf16_path, attention_int8_runs, has_tile_sparse
 
-    return (DEFAULT_ENGINES + (("wb-int8-tile90", "wb-int8-onednn") if has_tile_sparse() else ())
+    return (DEFAULT_ENGINES + (("wb-int8-tile90",) if has_tile_sparse() else ())
+            + (("wb-int8-onednn",) if active_isa() == "amx" else ())
             + (("wb-int8-pc", "wb-int8-sp90-pc") if resolve_int8_weights("auto") == "pair_bounded" else ())
             + (("wb-int8-bf16attn", "wb-int8-sp90-bf16attn") if attention_bf16_path() else ())
             + (("wb-int8-i8attn", "wb-int8-sp90-i8attn") if attention_int8_runs() else ()))

@@ -21,8 +21,8 @@ The cells:
 * ``wb-int8-dense-pb``   on AVX2 only: 8-bit activations against pair-bounded weights (the random
                          weights requantized so |w[2j]| + |w[2j+1]| <= 128: the vpmaddubsw kernel)
 * ``wb-int8-sparse70/80/90``  BlockSparseInt8Linear with 70/80/90 % of the 1x4 blocks zero
-* ``wb-int8-tile70/80/90``  on AMX CPUs only: TileSparseInt8Linear with 70/80/90 % of the 16x64
-                         blocks zero (whole AMX weight tiles, skipped), against the dense AMX row
+* ``wb-int8-tile70/80/90``  on AMX and AVX-512 VNNI CPUs: TileSparseInt8Linear with 70/80/90 % of
+                         the 16x64 blocks zero (whole weight tiles, skipped), against the dense row
 * ``torch-fp32``         ``x @ w.T`` (float32 matmul, MKL/oneDNN)
 * ``torch-int8``         ``torch._int_mm`` (int8 x int8 -> int32 only, no quantization), if it runs on CPU
 
@@ -127,7 +127,7 @@ def _cells(m: int, k: int, n: int, threads: int,
         add(f"wb-int8-sparse{round(sp * 100)}", kernel_isa, functools.partial(layer, x, num_threads=threads),
             sp_peak, sp_note, sparsity=sp, nnz=layer.nnz_blocks)
 
-    if dense.isa == "amx":   # item 3 of the runtime issue: tile-skipping sparse vs dense AMX
+    if dense.isa in ("amx", "avx512_vnni"):   # item 3 of the runtime issue: tile-skipping sparse vs dense
         for sp in sparsities:
             layer = int8.TileSparseInt8Linear(_block_sparse(w, sp, rng, (16, 64)), ws, b, isa=isa_used)
             add(f"wb-int8-tile{round(sp * 100)}", layer.isa, functools.partial(layer, x, num_threads=threads),

@@ -12,10 +12,11 @@
   `TIMED_CALLS` rounds and each one's fastest call counts (a few ms per layer); sparse must win
   by `SPARSE_MARGIN`. Candidates: the dense kernel, the 1x4 block-sparse one when at least
   `MIN_SPARSITY` of the layer's blocks are zero (below that it never wins: it does the same
-  multiply-adds with index overhead), and on AMX CPUs the tile-sparse one
-  (`int8.TileSparseInt8Linear`: skips whole 16x64 weight blocks, one tile multiply each) when at
-  least `MIN_TILE_SPARSITY` of those blocks are zero -- AMX cannot skip 1x4 blocks inside a
-  tile, so weights pruned in (16, 64) blocks are the ones AMX can run sparse. Ties go to dense.
+  multiply-adds with index overhead), and on AMX and AVX-512 VNNI CPUs the tile-sparse one
+  (`int8.TileSparseInt8Linear`: skips whole 16x64 weight blocks) when at least
+  `MIN_TILE_SPARSITY` of those blocks are zero -- AMX cannot skip 1x4 blocks inside a tile, and
+  on VNNI a kept tile shares each activation load among its 16 columns, which the 1x4 kernel
+  cannot. Ties go to dense.
   With more batch sizes (`compile_model(choice_batches=...)`) each is timed too, and a layer whose fastest kernel
   changes with the row count keeps both (`RowSwitch`: the switch sits at the geometric mean of
   the two timed row counts) -- block-sparse wins at batch 1 and can lose at batch 8, where the

@@ -108,9 +108,10 @@ def active_isa() -> str:
 
 
 def has_tile_sparse() -> bool:
-    """The tile-sparse int8 kernel is built and runs here (AMX is the active ISA); elsewhere the
-    tile-sparse layer is the dense kernel under another name, so it is never a candidate."""
-    return _has(_ext_int8, "TileSparseInt8Linear") and active_isa() == "amx"
+    """The tile-sparse int8 kernel is built and runs here (AMX or AVX-512 VNNI is the active ISA);
+    elsewhere the tile-sparse layer is the dense kernel under another name, so it is never a
+    candidate."""
+    return _has(_ext_int8, "TileSparseInt8Linear") and active_isa() in ("amx", "avx512_vnni")
 
 
 @functools.lru_cache(maxsize=None)
@@ -158,7 +159,7 @@ def kernel_report() -> dict[str, str]:
         "DenseInt8Linear": src(_ext_int8, "DenseInt8Linear", "int8"),
         "BlockSparseInt8Linear": src(_ext_int8, "BlockSparseInt8Linear", "int8"),
         "TileSparseInt8Linear": (src(_ext_int8, "TileSparseInt8Linear", "int8")
-                                 + ("" if has_tile_sparse() else " (no AMX here: runs the dense kernel)")),
+                                 + ("" if has_tile_sparse() else " (no AMX or AVX-512 VNNI here: runs the dense kernel)")),
         "LibraryInt8Linear": ("workbench_ext.int8.LibraryInt8Linear (torch._int_mm, oneDNN)" if has_library_int8()
                               else f"not available: {library_int8_problem()}"),
         "BlockSparseFp32Linear": src(_ext_sparse, "BlockSparseFp32Linear", "sparse"),

@@ -204,8 +204,8 @@ static int run_case(int M, int K, int N, int sparse_pct, int nt) {
     return bad;
 }
 
-/* The tile-block sparse AMX kernel on weights with whole 16 x 64 blocks zero (some panels
- * entirely), against the plain reference (int32) and the VNNI dense kernel (float + GELU). */
+/* The tile-block sparse AMX and VNNI kernels on weights with whole 16 x 64 blocks zero (some
+ * panels entirely), against the plain reference (int32) and the VNNI dense kernel (float + GELU). */
 static int run_tile_case(int M, int K, int N, int nt) {
     const int Kp = (K + 63) / 64 * 64, Mp = (M + 15) / 16 * 16, NP = (N + 15) / 16;
     int8_t *w = calloc((size_t)N * K, 1);
@@ -232,17 +232,22 @@ static int run_tile_case(int M, int K, int N, int nt) {
     float *ones = malloc(sizeof(float) * (M > N ? M : N)), *zeros = calloc(N, sizeof(float));
     for (int i = 0; i < (M > N ? M : N); i++) ones[i] = 1.0f;
     wb_epi_t e = {N, wsum, ones, zeros, zp, ones, NULL, out, WB_ACT_NONE};
+    /* the VNNI kernel's activations: packed as the 1x4 sparse kernel packs them, Kb = Kp / 4, G = 1 */
+    uint8_t *xt = calloc((size_t)Mp * Kp, 1);
+    WB_PACK_X_SPARSE_VNNI(xq, M, Kp, Kp / 4, 1, xt, nt);
     int bad = 0;
-    for (int cs = 0; cs <= 3; cs += 3) {   /* its own order; columns outermost in 3 segments */
-        e.col_segments = cs;
-        memset(out, 0x55, (size_t)M * N * 4);
-        wb_tile_sparse_amx(xq, M, Kp, pp, chunk, tiles, N, &e, nt);
-        if (memcmp(out, ref, (size_t)M * N * 4)) {
-            fprintf(stderr, "tile_sparse_amx M=%d K=%d N=%d nt=%d col_segments=%d (%d tiles): int32 mismatch\n", M, K,
-                    N, nt, cs, nnz);
-            bad = 1;
+    for (int vnni = 0; vnni <= 1; vnni++)
+        for (int cs = 0; cs <= 3; cs += 3) {   /* its own order; columns outermost in 3 segments */
+            e.col_segments = cs;
+            memset(out, 0x55, (size_t)M * N * 4);
+            if (vnni) wb_tile_sparse_vnni(xt, M, Kp, pp, chunk, tiles, N, &e, nt);
+            else wb_tile_sparse_amx(xq, M, Kp, pp, chunk, tiles, N, &e, nt);
+            if (memcmp(out, ref, (size_t)M * N * 4)) {
+                fprintf(stderr, "tile_sparse_%s M=%d K=%d N=%d nt=%d col_segments=%d (%d tiles): int32 mismatch\n",
+                        vnni ? "vnni" : "amx", M, K, N, nt, cs, nnz);
+                bad = 1;
+            }
         }
-    }
     /* float + GELU against the VNNI dense kernel */
     const int NPv = (N + 31) / 32 * 2;
     int8_t *bp = calloc((size_t)NPv * Kp * 16, 1);
@@ -254,14 +259,18 @@ static int run_tile_case(int M, int K, int N, int nt) {
     wb_epi_t ef = {N, wsum, wsc, bias, zp, xs, y0, NULL, WB_ACT_GELU_PORTABLE};
     wb_dense_vnni(xq, M, Kp, bp, N, &ef, nt);
     ef.y = y1;
-    memset(y1, 0x55, sizeof(float) * (size_t)M * N);
-    wb_tile_sparse_amx(xq, M, Kp, pp, chunk, tiles, N, &ef, nt);
-    if (memcmp(y0, y1, sizeof(float) * (size_t)M * N)) {
-        fprintf(stderr, "tile_sparse_amx M=%d K=%d N=%d nt=%d: float+GELU outputs differ from VNNI\n", M, K, N, nt);
-        bad = 1;
+    for (int vnni = 0; vnni <= 1; vnni++) {
+        memset(y1, 0x55, sizeof(float) * (size_t)M * N);
+        if (vnni) wb_tile_sparse_vnni(xt, M, Kp, pp, chunk, tiles, N, &ef, nt);
+        else wb_tile_sparse_amx(xq, M, Kp, pp, chunk, tiles, N, &ef, nt);
+        if (memcmp(y0, y1, sizeof(float) * (size_t)M * N)) {
+            fprintf(stderr, "tile_sparse_%s M=%d K=%d N=%d nt=%d: float+GELU outputs differ from dense VNNI\n",
+                    vnni ? "vnni" : "amx", M, K, N, nt);
+            bad = 1;
+        }
     }
     free(w); free(xq); free(zp); free(wsum); free(ref); free(out); free(pp); free(chunk); free(tiles);
-    free(ones); free(zeros); free(bp); free(xs); free(wsc); free(bias); free(y0); free(y1);
+    free(ones); free(zeros); free(bp); free(xs); free(wsc); free(bias); free(y0); free(y1); free(xt);
     return bad;
 }
 
