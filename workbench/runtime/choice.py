@@ -62,8 +62,8 @@ MODES = ("measure", "dense", "sparse", "threshold", "library")
 MIN_SPARSITY = 0.3
 """`measure`: the sparse kernel is a candidate from this fraction of all-zero 1x4 blocks."""
 MIN_TILE_SPARSITY = 0.25
-"""`measure`, AMX only: the tile-sparse kernel is a candidate from this fraction of all-zero
-16x64 blocks."""
+"""`measure`, AMX and AVX-512 VNNI only: the tile-sparse kernel is a candidate from this fraction
+of all-zero 16x64 blocks."""
 TIMED_CALLS = 7
 MARGIN = 0.10
 """`measure`: a candidate other than the dense kernel (sparse, tile-sparse) must beat it by this

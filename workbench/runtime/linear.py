@@ -214,7 +214,7 @@ def make_linear(kind: str, weight: np.ndarray, scale: np.ndarray | None,
         scale = np.ascontiguousarray(scale, dtype=np.float32)
         if _has(_ext_int8, "TileSparseInt8Linear"):
             lin = _ext_int8.TileSparseInt8Linear(weight, scale, bias, act_bits=act_bits)
-            runs = "" if lin.isa == "amx" else ": the dense kernel, no AMX tiles to skip here"
+            runs = "" if lin.isa in ("amx", "avx512_vnni") else ": the dense kernel, no tile kernel for this ISA"
             return lin, f"workbench_ext.int8.TileSparseInt8Linear[{lin.isa}{tag}]{runs}"
         return _NumpyInt8Linear(weight, scale, bias, act_bits), f"numpy-fallback(int8 tile-sparse{tag})"
     if kind == "int8_library":
