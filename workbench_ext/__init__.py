@@ -6,9 +6,10 @@ Modules
             (``features``, ``available_isas``, ``active_isa``, ``set_isa``; extras:
             ``get_num_threads`` / ``set_num_threads`` (the default thread count of all kernels),
             ``measure_clock_ghz``).
-``int8``    ``DenseInt8Linear`` / ``BlockSparseInt8Linear``: per-token u8 quantization +
-            u8 x s8 -> s32 GEMM + dequantize/bias, fused.  Paths: amx, avx512_vnni, avx2 (exact,
-            s16 vpmaddwd), portable; all bit-identical.  Extras: ``layer(x, num_threads=, out=)``,
+``int8``    ``DenseInt8Linear`` / ``BlockSparseInt8Linear`` (1x4 blocks) /
+            ``TileSparseInt8Linear`` (16x64 blocks) / ``LibraryInt8Linear`` (torch's ``_int_mm``):
+            per-token u8 quantization + u8 x s8 -> s32 GEMM + dequantize/bias, fused.  Paths:
+            amx, avx512_vnni, avx2 (exact, s16 vpmaddwd), portable; all bit-identical.  Extras: ``layer(x, num_threads=, out=)``,
             ``layer.qmatmul(q, zero_point)`` (exact int32 core), constructor ``isa=`` to pin a path,
             sparse ``row_ptr`` / ``col_idx`` / ``values`` / ``block_sparsity``.
 ``sparse``  ``BlockSparseFp32Linear``: fp32 1x4 block-sparse linear (AVX2+FMA / portable).
@@ -18,9 +19,11 @@ Modules
 
 One build runs on any x86-64 CPU: ISA-specific code is compiled with per-function
 ``__attribute__((target(...)))`` and chosen at run time (``WORKBENCH_ISA`` or ``cpu.set_isa``).
-What was executed where: portable and AVX2 on the development machine (AMD EPYC Zen3, AVX2+FMA);
-AVX-512 VNNI and AMX only through ``testing/emulate_isa.c`` (scalar emulation of their
-intrinsics) -- the real-hardware tests in tests/test_kernels.py skip on CPUs without them.
+What was executed where: portable and AVX2 on AMD EPYC Zen 2 / Zen 3, AVX-512 VNNI on AMD EPYC
+Zen 4 / Zen 5, AMX on a borrowed Intel Emerald Rapids (results/bench/emr-amx/); on every machine
+the AVX-512 VNNI and AMX int8 kernels are also checked through ``testing/emulate_isa.c`` (scalar
+emulation of their intrinsics) -- the real-hardware tests in tests/test_kernels.py skip on CPUs
+without them.
 
 Build with ``python setup.py build_ext --inplace``.
 """
