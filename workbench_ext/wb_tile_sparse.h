@@ -135,13 +135,13 @@ WB_AMX static void wb_tile_sparse_amx_chunk(void *p, long tb, long te) {
  * column, 16 rows each: column-major sums, finished by the 1x4 sparse kernel's epilogue
  * (WB_SPARSE_VNNI_EPILOGUE, transposes included).
  * Activations come packed as the 1x4 sparse VNNI kernel packs them (WB_PACK_X_SPARSE_VNNI, one
- * 16-row group, Kb = Kp / 4 blocks: xt[mb][kb][16 rows][4 k]), so a tile's 16 x 64 activation
- * bytes are one contiguous KB.  The 1x4 kernel loads 64 activation bytes for every vpdpbusd
- * (two columns rarely share a k block), which bounds it near half the VNNI peak on Zen 5
- * (results/bench/zen5-quant-pack/kernel_harness.txt); here one load serves 16.
- * Measured against the other way round (one weight vector shared by 16 rows, activations
- * broadcast, a row-major tile and the dense epilogue): that one was 1.04-1.17x slower on every
- * shape (results/bench/zen5-tile-vnni/).
+ * 16-row group, Kb = Kp / 4 blocks: xt[mb][kb][16 rows][4 k]): each 4 k of the 16 rows is one
+ * 64-byte vector, and a tile's 16 x 64 activation bytes one contiguous KB.  The 1x4 kernel loads
+ * 64 activation bytes for every vpdpbusd (two columns rarely share a k block), which bounds it
+ * near half the VNNI peak on Zen 5 (results/bench/zen5-quant-pack/kernel_harness.txt); here one
+ * load serves 16.  The other way round (one weight vector shared by 16 rows, activations
+ * broadcast, a row-major tile and the dense epilogue) was 1.02-1.28x slower at every shape and
+ * thread count tried (results/bench/zen5-tile-vnni/README.md).
  * Work item = 16 rows x one 16-column panel, row blocks outermost so each thread keeps its rows
  * from op to op (wb_pool_impl.h).  Rows past M are packed as zeros, computed, and not written.
  * Exact: the same s32 sums as every int8 path, and the 1x4 kernel's epilogue (same bits). */
