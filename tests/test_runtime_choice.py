@@ -197,8 +197,8 @@ def test_kernel_switches_with_the_row_count(pruned, monkeypatch):
 
 def test_tile_sparse_is_timed_on_amx_and_vnni_for_tile_pruned_layers(tiny_bert, monkeypatch, without_library):
     """On AMX and AVX-512 VNNI (faked elsewhere: the tile-sparse layer then runs the dense kernel
-    of this CPU, same bits) a layer pruned in 16x64 blocks gets the tile-sparse kernel as a third candidate and
-    keeps it when it is fastest; 1x4-pruned layers (no zero tiles) never time it."""
+    of this CPU, same bits) a layer pruned in 16x64 blocks gets the tile-sparse kernel as a third
+    candidate and keeps it when it is fastest; 1x4-pruned layers (no zero tiles) never time it."""
     from workbench.recipes.prune.magnitude import magnitude_prune_
     from workbench.runtime import kernels as K
 

@@ -9,7 +9,8 @@ Modules
 ``int8``    ``DenseInt8Linear`` / ``BlockSparseInt8Linear`` (1x4 blocks) /
             ``TileSparseInt8Linear`` (16x64 blocks) / ``LibraryInt8Linear`` (torch's ``_int_mm``):
             per-token u8 quantization + u8 x s8 -> s32 GEMM + dequantize/bias, fused.  Paths:
-            amx, avx512_vnni, avx2 (exact, s16 vpmaddwd), portable; all bit-identical.  Extras: ``layer(x, num_threads=, out=)``,
+            amx, avx512_vnni, avx2 (exact, s16 vpmaddwd), portable; all bit-identical.
+            Extras: ``layer(x, num_threads=, out=)``,
             ``layer.qmatmul(q, zero_point)`` (exact int32 core), constructor ``isa=`` to pin a path,
             sparse ``row_ptr`` / ``col_idx`` / ``values`` / ``block_sparsity``.
 ``sparse``  ``BlockSparseFp32Linear``: fp32 1x4 block-sparse linear (AVX2+FMA / portable).

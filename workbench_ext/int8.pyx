@@ -46,9 +46,9 @@ constructor's ``isa=``; weights are (re)packed lazily for the path in use):
   block-sparse layer has no AMX kernel (tiles cannot skip 1x4 blocks); under ``amx`` it runs the
   ``avx512_vnni`` sparse kernel.  ``TileSparseInt8Linear`` is the AMX sparse layout: it keeps
   only the 16x64 weight blocks (one B tile each) that hold a non-zero and skips the rest
-  (wb_tile_sparse.h); ``avx512_vnni`` runs the same format with the dense VNNI micro-kernel's
-  step over the stored tiles (one weight vector shared by 16 rows, 4-byte activation
-  broadcasts), ``avx2`` and ``portable`` their dense kernel.
+  (wb_tile_sparse.h); ``avx512_vnni`` runs the same format, each 64-byte load of 16 rows x 4 k
+  of activations shared by a kept tile's 16 columns (their weights broadcast operands), and
+  ``avx2`` and ``portable`` their dense kernel.
 
 Executed on the development machines: ``portable``, ``avx2`` (AMD EPYC Zen 2 and Zen 3) and
 ``avx512_vnni`` (AMD EPYC Zen 5); the AMX code compiles into every build, runs its real-hardware
@@ -123,7 +123,7 @@ cdef extern from "wb_tile_sparse.h" nogil:
     int wb_tile_sparse_count(const int8_t *w, int N, int K, int Kp, int32_t *panel_ptr)
     void wb_tile_sparse_pack(const int8_t *w, int N, int K, int Kp, const int32_t *panel_ptr, int32_t *chunk, int8_t *tiles)
     void wb_tile_sparse_amx(const uint8_t *xq, int M, int Kp, const int32_t *panel_ptr, const int32_t *chunk, const int8_t *tiles, int N, const wb_epi_t *e, int nt)
-    void wb_tile_sparse_vnni(const uint8_t *xq, int M, int Kp, const int32_t *panel_ptr, const int32_t *chunk, const int8_t *tiles, int N, const wb_epi_t *e, int nt)
+    void wb_tile_sparse_vnni(const uint8_t *xt, int M, int Kp, const int32_t *panel_ptr, const int32_t *chunk, const int8_t *tiles, int N, const wb_epi_t *e, int nt)
 
 cdef enum:
     ISA_PORTABLE = 0
