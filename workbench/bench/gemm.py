@@ -22,7 +22,8 @@ The cells:
                          weights requantized so |w[2j]| + |w[2j+1]| <= 128: the vpmaddubsw kernel)
 * ``wb-int8-sparse70/80/90``  BlockSparseInt8Linear with 70/80/90 % of the 1x4 blocks zero
 * ``wb-int8-tile70/80/90``  on AMX and AVX-512 VNNI CPUs: TileSparseInt8Linear with 70/80/90 % of
-                         the 16x64 blocks zero (whole weight tiles, skipped), against the dense row
+                         the 16x64 blocks zero (whole weight tiles, skipped), against the dense row;
+                         on AMX also ``-vnni``: the same layer pinned to the AVX-512 VNNI tile kernel
 * ``torch-fp32``         ``x @ w.T`` (float32 matmul, MKL/oneDNN)
 * ``torch-int8``         ``torch._int_mm`` (int8 x int8 -> int32 only, no quantization), if it runs on CPU
 
@@ -129,10 +130,15 @@ def _cells(m: int, k: int, n: int, threads: int,
 
     if dense.isa in ("amx", "avx512_vnni"):   # item 3 of the runtime issue: tile-skipping sparse vs dense
         for sp in sparsities:
-            layer = int8.TileSparseInt8Linear(_block_sparse(w, sp, rng, (16, 64)), ws, b, isa=isa_used)
+            w_tiles = _block_sparse(w, sp, rng, (16, 64))
+            layer = int8.TileSparseInt8Linear(w_tiles, ws, b, isa=isa_used)
             add(f"wb-int8-tile{round(sp * 100)}", layer.isa, functools.partial(layer, x, num_threads=threads),
                 int8_peak, note + "; 16x64 blocks zero, skipped; effective dense-equivalent GOP/s",
                 sparsity=sp, nnz=layer.nnz_tiles)
+            if dense.isa == "amx":   # the same tiles on the VNNI tile kernel: which one AMX CPUs should run
+                vnni = int8.TileSparseInt8Linear(w_tiles, ws, b, isa="avx512_vnni")
+                add(f"wb-int8-tile{round(sp * 100)}-vnni", vnni.isa, functools.partial(vnni, x, num_threads=threads),
+                    sp_peak, sp_note + "; 16x64 blocks zero, skipped", sparsity=sp, nnz=vnni.nnz_tiles)
 
     if torch_baselines:
         try:
