@@ -244,3 +244,25 @@ cdef class _Int8Linear:
         xq[:M, self.K:] = 0
         self._gemm(code, xq, M, None, zero_point, np.ones(M, np.float32), nt, out)
         return out
+
+
+cdef int _quantize_pack_gemm(_Int8Linear layer, int code, int Kb, int G, object x, int M, object y, int act,
+                             object xq, object xs, object zp, void *scratch, int nt, int col_segments) except -1:
+    """``forward_into`` of a layer whose AVX-512 kernel reads its activations packed as
+    WB_PACK_X_SPARSE_VNNI packs them (Kb 4-byte blocks, 16 * G-row tiles) into ``scratch``: the
+    rows are quantized and packed in one parallel job (wb_quant_pack_sparse_vnni: the same bytes
+    as quantizing, then packing), and the kernel runs on the packed rows (``xq`` None)."""
+    if nt <= 0:
+        nt = layer._threads(None, M)
+    if scratch == NULL:
+        xt = aligned_bytes(scratch_bytes(M, layer.Kp))
+        scratch = _ptr(xt)
+    cdef int K = layer.K, Kp = layer.Kp
+    cdef int qmax = 127 if layer.act_bits == 7 else 255
+    cdef const float *px = <const float*>_ptr(x)
+    cdef uint8_t *pq = <uint8_t*>_ptr(xq)
+    cdef float *ps = <float*>_ptr(xs)
+    cdef int32_t *pz = <int32_t*>_ptr(zp)
+    with nogil:
+        wb_quant_pack_sparse_vnni(px, M, K, Kp, Kb, G, pq, ps, pz, <uint8_t*>scratch, code, nt, qmax)
+    return layer._gemm(code, None, M, y, zp, xs, nt, None, act, scratch, col_segments)
