@@ -62,6 +62,10 @@ def test_interleaved_and_sequential_runs_give_the_same_table(tmp_path, mode):
         assert len(runs) == 3 and min(runs) == pytest.approx(float(r["latency_ms_min"]), abs=1e-3)
         assert float(r["spread_pct"]) == pytest.approx(100 * (max(runs) - min(runs)) / sorted(runs)[1], abs=0.06)
     assert "## Run-to-run spread" in (out / "README.md").read_text()
+    from workbench.bench.placement import FIELD, cpu_pair
+    for r in rows:  # interleaved: the CPUs' cache-line round trip before each of the 3 rounds
+        trips = [float(v) for v in r[FIELD].split(";")] if r[FIELD] else []
+        assert len(trips) == (3 if mode == "interleaved" and cpu_pair() else 0) and all(t > 0 for t in trips)
 
 
 def _row(engine, runs_ms, batch=1):

@@ -9,7 +9,9 @@ for each batch size runs round after round in which every engine does one timed 
 preceded by one untimed run of its own, so its caches are as warm as in a back-to-back run). A
 drift then slows every engine of a round alike, and the same-run ratios hold still. Engines not
 running wait on a pipe; each turn starts after a pause (`QUIET_S`) in which the previous engine's
-spinning threads go to sleep.
+spinning threads go to sleep. Before each round the parent times a cache line's round trip
+between the first two CPUs (`workbench.bench.placement`): the rows record it per round, so a
+spread that comes from the host moving our vCPUs between dies shows as such.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from workbench.bench import placement
 from workbench.bench.processes import exit_reason
 from workbench.bench.worker import MIN_RUNS_SLOW, QUIET_S, SLOW_S
 
@@ -100,6 +103,7 @@ def run_group(specs: list[dict[str, Any]], work: Path, tags: list[str], env: dic
         on_progress(f"setting up {spec['engine']}")
         workers.append(_Worker(spec, work, tag, env, cwd, timeout))
     runs, warmup = int(specs[0]["runs"]), int(specs[0]["warmup"])
+    trips: dict[int, list[float | None]] = {}
     for b in specs[0]["batches"]:
         for w in workers:
             w.runs[b] = runs
@@ -110,10 +114,22 @@ def run_group(specs: list[dict[str, Any]], work: Path, tags: list[str], env: dic
         for r in range(runs):
             on_progress(f"batch {b}: round {r + 1}/{runs}")
             k = r % len(workers)  # who goes first rotates
+            trips.setdefault(b, []).append(placement.round_trip_ns())  # where the host has our CPUs now
             for w in workers[k:] + workers[:k]:
                 if r < w.runs[b]:
                     time.sleep(QUIET_S)
                     reply = w.ask(f"time {b}")
                     if reply is not None and reply.startswith("ERR"):
                         w.runs[b] = 0  # this batch failed; the worker's row says why
-    return [w.finish() for w in workers]
+    return [_with_trips(w.finish(), trips) for w in workers]
+
+
+def _with_trips(rows: list[dict[str, Any]] | str, trips: dict[int, list[float | None]]) -> list[dict[str, Any]] | str:
+    """An engine's rows with each batch's per-round round trips (`placement.FIELD`) added."""
+    if isinstance(rows, str):
+        return rows
+    for row in rows:
+        got = trips.get(int(row.get("batch", -1)), [])
+        if any(t is not None for t in got):
+            row[placement.FIELD] = placement.format_trips(got)
+    return rows

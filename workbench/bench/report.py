@@ -11,6 +11,7 @@ from typing import Any
 from workbench.bench.after_pause import FIELD as AFTER_PAUSE_FIELD, after_pause_section
 from workbench.bench.worker import QUIET_S
 from workbench.bench.spread import RUNS_FIELD, SHARES_FIELD, SPREAD_FIELDS, spread_section
+from workbench.bench.placement import FIELD as PLACEMENT_FIELD, placement_lines
 from workbench.results import atomic_write_text, format_stage_table, write_csv
 
 COLUMNS = [
@@ -18,7 +19,7 @@ COLUMNS = [
     "samples_per_s_min", "samples_per_s_max", "latency_ms_median", "latency_ms_min",
     "latency_ms_max", "runs", "vs_ort_int8", *[f for f in SPREAD_FIELDS if f != RUNS_FIELD], AFTER_PAUSE_FIELD,
     "max_abs_err_vs_torch_fp32", "argmax_agree_vs_torch_fp32", "sparsity", "setup_s", "error", "variant",
-    "notes", RUNS_FIELD, SHARES_FIELD,
+    "notes", RUNS_FIELD, SHARES_FIELD, PLACEMENT_FIELD,
 ]
 
 
@@ -199,6 +200,7 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
                        f"{r.get('error', '')}")
         out.append("")
     out += spread_section(rows, engines_order, baseline, interleaved)
+    out += placement_lines(rows)
     out += after_pause_section(rows, engines_order, baseline, QUIET_S)
     notes: dict[str, dict[str, str]] = {}  # engine -> note -> the rows it is for
     for r in rows:

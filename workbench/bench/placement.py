@@ -1,0 +1,81 @@
+"""Where the host had our two CPUs during a bench: the cache-line round trip between them, before
+every round of interleaved timing.
+
+On the 2-vCPU cloud machines this project is measured on, the host moves the two vCPUs between
+dies for minutes at a time: a cache line's round trip goes from ~60-100 ns (one die) to
+~330-420 ns (two), and every engine's batch-1 forward slows with it, each by its own factor
+(Zen 5, results/bench/zen5-spread/: ONNX Runtime int8 1.32x, our dense int8 1.14x, 90 % sparse
+1.38x). A bench whose rounds straddle such a move has a wider spread for reasons outside the
+engines; recording the round trip per round shows it (`round_trip_ns_runs`, in round order,
+beside `latency_ms_runs`), and the README's spread section says when the placement changed.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+FIELD = "round_trip_ns_runs"
+ITERS = 5000
+"""Round trips per measurement (~0.5-2 ms); each reading is the best of `TRIES`."""
+TRIES = 3
+FAR_FACTOR = 2.0
+"""A panel's placement changed when its slowest round trip is this many times its fastest (one
+die against two differ ~4x; within one placement readings stay within ~1.5x)."""
+
+
+def cpu_pair() -> tuple[int, int] | None:
+    """The first two CPUs this process may run on, or None with fewer than two."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return None
+    return (cpus[0], cpus[1]) if len(cpus) >= 2 else None
+
+
+def round_trip_ns(pair: tuple[int, int] | None = None) -> float | None:
+    """The cache-line round trip between `pair` (default `cpu_pair()`) now, in ns (best of
+    `TRIES`); None when there is no pair or the compiled extension is missing."""
+    pair = pair or cpu_pair()
+    if pair is None:
+        return None
+    try:
+        from workbench_ext import cpu
+    except ImportError:
+        return None
+    return min(cpu.line_round_trip_ns(pair[0], pair[1], ITERS) for _ in range(TRIES))
+
+
+def format_trips(trips: list[float | None]) -> str:
+    """Round trips as the CSV cell: ns joined by ';' in round order ('' for a round without)."""
+    return ";".join("" if t is None else f"{t:.0f}" for t in trips)
+
+
+def trips_of(row: dict[str, Any]) -> list[float]:
+    """A row's recorded round trips in ns (empty when none)."""
+    cell = row.get(FIELD)
+    if not cell or not isinstance(cell, str):
+        return []
+    return [float(v) for v in cell.split(";") if v.strip()]
+
+
+def placement_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """README lines: per panel (model, threads, batch) the range of the round trips over its
+    rounds, and whether the placement changed during them (`FAR_FACTOR`)."""
+    panels: dict[tuple, list[float]] = {}
+    for r in rows:
+        trips = trips_of(r)
+        if trips:
+            panels.setdefault((r["model"], r["threads"], r["batch"]), trips)
+    if not panels:
+        return []
+    parts, changed = [], []
+    for (model, threads, batch), trips in panels.items():
+        where = f"{model} t={threads} b={batch}"
+        parts.append(f"{where} {min(trips):.0f}-{max(trips):.0f} ns")
+        if max(trips) >= FAR_FACTOR * min(trips):
+            changed.append(where)
+    return ["Cache-line round trip between the first two CPUs before each round (`" + FIELD + "`; ~60-100 ns: "
+            "one die, ~330-420 ns: two, on the cloud VMs measured so far): " + "; ".join(parts) + ". "
+            + ("The host moved the CPUs during " + ", ".join(changed) + ": every engine's runs there "
+               "mix two placements, so their spread is partly the machine's (the per-round ratios "
+               "cancel it)." if changed else "The placement held through every panel."), ""]
