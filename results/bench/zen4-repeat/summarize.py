@@ -7,7 +7,11 @@ Prints a markdown report (README.md's tables come from it):
   the runs' medians in percent (ORT's own range is the yardstick: our engine's run-to-run spread
   should be no wider than ORT's), and the range of its same-run ratio;
 - the within-run spread of each run (the bench's spread_pct and spread_ms columns), median over
-  the runs.
+  the runs;
+- where the runs recorded it (`round_trip_ns_runs`, benches from 2026-12-06 on), the host's
+  placement of the two vCPUs in every round: a round is "far" when its cache-line round trip is
+  at least `placement.FAR_FACTOR` x the fastest of all runs; per engine the run-to-run range again,
+  from each run's median over its near rounds only.
 Usage: python results/bench/zen4-repeat/summarize.py [folder with run*/engines.csv]
 """
 from __future__ import annotations
@@ -17,6 +21,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+from workbench.bench.placement import FAR_FACTOR, trips_of  # noqa: E402
+from workbench.bench.spread import run_times  # noqa: E402
 from workbench.results import format_stage_table, read_csv  # noqa: E402
 
 PEER = "ort-int8"
@@ -64,6 +70,38 @@ def main(folder: Path) -> None:
                 + (f" / {statistics.median(within_ms):.1f} ms" if within_ms else ""),
             })
         print(format_stage_table(table, list(table[0]), fmt="markdown"), "\n")
+        _placement(rows, engines, b, len(runs))
+
+
+def _placement(rows: dict, engines: list[str], b: int, n_runs: int) -> None:
+    """The per-round placement table of batch `b` (nothing when the runs did not record it)."""
+    trips = {k: trips_of(rows[(k, PEER, b)]) for k in range(1, n_runs + 1) if (k, PEER, b) in rows}
+    if not any(trips.values()):
+        return
+    fastest = min(t for ts in trips.values() for t in ts)
+    far = {k: [t >= FAR_FACTOR * fastest for t in ts] for k, ts in trips.items()}
+    print(f"### batch {b}: the vCPUs' placement per round (far: round trip >= {FAR_FACTOR:g}x the fastest, "
+          f"{fastest:.0f} ns)\n")
+    print("| run | round trips (ns), in round order | far rounds |\n|---|---|---|")
+    for k, ts in trips.items():
+        print(f"| {k} | {' '.join(f'{t:.0f}' for t in ts)} | {sum(far[k])}/{len(ts)} |")
+    print(f"\n### batch {b}: each engine's run-to-run range, all rounds against near rounds only\n")
+    table = []
+    for e in engines:
+        all_med, near_med = [], []
+        for k in trips:
+            r = rows.get((k, e, b))
+            if not r:
+                continue
+            times = run_times(r)
+            all_med.append(statistics.median(times))
+            near = [t for t, f in zip(times, far[k]) if not f]
+            if near:
+                near_med.append(statistics.median(near))
+        table.append({"engine": e, "range of run medians, all rounds": f"{_range_pct(all_med):.0f}%",
+                      "near rounds only": f"{_range_pct(near_med):.0f}% ({len(near_med)} runs)"
+                      if len(near_med) > 1 else "n/a"})
+    print(format_stage_table(table, list(table[0]), fmt="markdown"), "\n")
 
 
 if __name__ == "__main__":

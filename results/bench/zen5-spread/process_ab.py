@@ -1,0 +1,34 @@
+"""One process's ratio of ORT int8 to our 90 %-sparse engine: both set up fresh (DistilBERT-base,
+2 threads, sequence 128, batch from argv), then 6 rounds of 0.8 s each in turn (medians). Run in
+many processes one after another (thp_ab.sh) it shows how much of the bench's run-to-run spread
+belongs to the process (its memory layout, ...) rather than to the moment.
+Usage: python results/bench/zen5-spread/process_ab.py 8
+"""
+import os, sys, time, tempfile
+os.environ["OMP_NUM_THREADS"]="2"
+import torch, numpy as np
+torch.set_num_threads(2)
+from pathlib import Path
+from workbench.bench.engines import ENGINES
+from workbench.bench.models import distilbert, prune
+batch=int(sys.argv[1])
+ids = torch.from_numpy(np.random.default_rng(0).integers(1000, 20000, size=(batch, 128)))
+inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+engs={}
+for name in ("ort-int8-plain-pt","wb-int8-sp90"):
+    eng, model = ENGINES[name](), distilbert()
+    if eng.sparsity: prune(model, eng.sparsity, eng.block)
+    eng.setup(model, 2, Path(tempfile.mkdtemp()), "distilbert")
+    f = eng.feed(inputs)
+    for _ in range(3): eng.run(f)
+    engs[name]=(eng,f)
+res={n:[] for n in engs}
+for r in range(6):
+    for n,(eng,f) in engs.items():
+        ts=[]; t1=time.time()
+        while time.time()-t1<0.8:
+            t=time.perf_counter(); eng.run(f); ts.append(time.perf_counter()-t)
+        res[n].append(np.median(ts)*1e3)
+o=np.array(res["ort-int8-plain-pt"]); s=np.array(res["wb-int8-sp90"])
+print(f"ort {np.median(o):.1f} sp90 {np.median(s):.1f} ms ratio {np.median(o/s):.2f} (rounds {np.min(o/s):.2f}-{np.max(o/s):.2f})", flush=True)
+print("  AnonHugePages", [l.split()[1] for l in open("/proc/self/smaps_rollup") if l.startswith("AnonHuge")], flush=True)
