@@ -25,8 +25,10 @@ def test_line_round_trip_refuses_bad_cpus(a, b, iters, msg):
 
 
 def test_no_pair_no_reading(monkeypatch):
+    """No second CPU, or CPUs the threads cannot be pinned to: no reading, and no failure."""
     monkeypatch.setattr(placement, "cpu_pair", lambda: None)
     assert placement.round_trip_ns() is None
+    assert placement.round_trip_ns((0, 4096)) is None
 
 
 def _row(batch, trips):

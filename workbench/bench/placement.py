@@ -36,15 +36,18 @@ def cpu_pair() -> tuple[int, int] | None:
 
 def round_trip_ns(pair: tuple[int, int] | None = None) -> float | None:
     """The cache-line round trip between `pair` (default `cpu_pair()`) now, in ns (best of
-    `TRIES`); None when there is no pair or the compiled extension is missing."""
+    `TRIES`); None when there is no pair, the compiled extension is missing, or the threads
+    cannot be pinned there (a container's CPU set narrower than the affinity mask): the bench
+    then records no placement rather than failing."""
     pair = pair or cpu_pair()
     if pair is None:
         return None
     try:
         from workbench_ext import cpu
-    except ImportError:
+
+        return min(cpu.line_round_trip_ns(pair[0], pair[1], ITERS) for _ in range(TRIES))
+    except (ImportError, ValueError):
         return None
-    return min(cpu.line_round_trip_ns(pair[0], pair[1], ITERS) for _ in range(TRIES))
 
 
 def format_trips(trips: list[float | None]) -> str:
