@@ -4,7 +4,8 @@ For --seconds, windows of:
 - each vCPU's VNNI throughput with both busy at once (vnni_probe.c: a fixed count of independent
   vpdpbusd on two pinned threads; vpdpbusd per ns, ~8.3 = 2 a cycle at ~4.1 GHz when nothing
   else shares the host core), before and after the engines;
-- the cache-line round trip between the two vCPUs (../zen4-spread/pingpong.c);
+- the cache-line round trip between the two vCPUs (`workbench.bench.placement`, as the bench
+  records it before every round);
 - the hypervisor's steal time on each vCPU during the window (/proc/stat, 10 ms ticks);
 - the batch-1 forward of DistilBERT-base (sequence 128, 2 threads) on ORT int8 (plain graph,
   per-tensor weights: the variant that won batch 1 in results/bench/zen5-repeat), wb-int8,
@@ -27,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "zen4-spread"))
-from phases import pingpong_lib, round_trip_ns  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+from workbench.bench.placement import cpu_pair, round_trip_ns  # noqa: E402
 
 
 def probe_lib():
@@ -102,7 +103,7 @@ def main() -> None:
         engines[name], feeds[name] = eng, eng.feed(inputs)
         for _ in range(10):
             eng.run(feeds[name])
-    pp, vp = pingpong_lib(), probe_lib()
+    pair, vp = cpu_pair(), probe_lib()
     bufs = {level: (_aligned(n), _aligned(n)) for level, (n, _) in BW_SIZES.items()}
     rows = []
     print("probe0_before probe1_before probe0_after probe1_after pingpong_ns steal0_ms steal1_ms "
@@ -112,7 +113,7 @@ def main() -> None:
     while time.time() < end:
         s0 = steal_ticks()
         before = vnni_rate(vp)
-        rt = round_trip_ns(pp)
+        rt = round_trip_ns(pair)
         order = names[w % len(names):] + names[:w % len(names)]
         got = {}
         for name in order:
