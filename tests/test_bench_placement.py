@@ -14,7 +14,8 @@ def test_line_round_trip_between_two_cpus():
         pytest.skip("needs two CPUs")
     ns = cpu.line_round_trip_ns(pair[0], pair[1], 2000)
     assert 5.0 < ns < 1e6  # a cache line between cores: tens to hundreds of ns, never zero
-    assert placement.round_trip_ns(pair) == pytest.approx(placement.round_trip_ns(pair), rel=100)  # runs again
+    reading = placement.round_trip_ns(pair)   # what the bench records: best of TRIES, a number
+    assert isinstance(reading, float) and 5.0 < reading < 1e6
 
 
 @pytest.mark.parametrize("a, b, iters, msg", [(0, 0, 10, "two different CPUs"), (0, 4096, 10, "cannot pin"),

@@ -18,7 +18,6 @@ typedef struct {
     char pad[64 - sizeof(long)];
     long iters;
     int cpu;
-    int pinned;
 } wb_pingpong_t;
 
 static int wb_pin_self(int cpu) {
@@ -30,9 +29,9 @@ static int wb_pin_self(int cpu) {
 
 static void *wb_pingpong_other(void *arg) {
     wb_pingpong_t *p = (wb_pingpong_t *)arg;
-    p->pinned = wb_pin_self(p->cpu);
-    if (!p->pinned) { atomic_store(&p->flag, -1); return 0; }
-    atomic_store(&p->flag, 0);  /* ready */
+    const int pinned = wb_pin_self(p->cpu);
+    atomic_store(&p->flag, pinned ? 0 : -1);   /* 0: ready; -1: the caller gives up */
+    if (!pinned) return 0;
     for (long i = 0; i < p->iters; i++) {
         while (atomic_load_explicit(&p->flag, memory_order_acquire) != 2 * i + 1) {}
         atomic_store_explicit(&p->flag, 2 * i + 2, memory_order_release);
@@ -51,7 +50,6 @@ static double wb_line_round_trip_ns(int cpu_a, int cpu_b, long iters) {
     atomic_store(&p.flag, -2);
     p.iters = iters;
     p.cpu = cpu_b;
-    p.pinned = 0;
     if (!wb_pin_self(cpu_a)) return -1.0;
     if (pthread_create(&t, 0, wb_pingpong_other, &p) != 0) {
         pthread_setaffinity_np(pthread_self(), sizeof old, &old);

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from workbench.bench.spread import per_run
+
 FIELD = "round_trip_ns_runs"
 ITERS = 5000
 """Round trips per measurement (~0.5-2 ms); each reading is the best of `TRIES`."""
@@ -57,10 +59,7 @@ def format_trips(trips: list[float | None]) -> str:
 
 def trips_of(row: dict[str, Any]) -> list[float]:
     """A row's recorded round trips in ns (empty when none)."""
-    cell = row.get(FIELD)
-    if not cell or not isinstance(cell, str):
-        return []
-    return [float(v) for v in cell.split(";") if v.strip()]
+    return per_run(row, FIELD)
 
 
 def placement_lines(rows: list[dict[str, Any]]) -> list[str]:

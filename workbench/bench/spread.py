@@ -47,12 +47,18 @@ def format_shares(shares: list[float]) -> str:
     return ";".join(f"{x:.2f}" for x in shares)
 
 
-def run_times(row: dict[str, Any]) -> list[float]:
-    """A row's timed runs in ms (empty when it has none recorded)."""
-    cell = row.get(RUNS_FIELD)
+def per_run(row: dict[str, Any], field: str) -> list[float]:
+    """A row's per-run cell (values joined by ';' in run order, e.g. `RUNS_FIELD`) as numbers,
+    blanks skipped; empty when the row has none."""
+    cell = row.get(field)
     if not cell or not isinstance(cell, str):
         return []
     return [float(v) for v in cell.split(";") if v.strip()]
+
+
+def run_times(row: dict[str, Any]) -> list[float]:
+    """A row's timed runs in ms (empty when it has none recorded)."""
+    return per_run(row, RUNS_FIELD)
 
 
 def spread_pct(times_ms: list[float]) -> float | None:
