@@ -92,6 +92,12 @@ cdef extern from "wb_int8.h" nogil:
     int wb_amx_order
     int wb_amx_probe
     long wb_amx_group_bytes
+    ctypedef struct wb_amx_tuning_t:
+        int a_packed
+        int a_ahead
+        int b_ahead
+        int b_next
+    wb_amx_tuning_t wb_amx_tuning
     int wb_sparse_epi_direct
     int wb_spv_gmax
     int wb_threads(int nt)
@@ -298,6 +304,26 @@ def _set_amx_probe(int mode):
         raise ValueError(f"AMX probe mode must be 0, 1, 2 or 3, got {mode}")
     previous = wb_amx_probe
     wb_amx_probe = mode
+    return previous
+
+
+def _set_amx_tuning(int a_packed, int a_ahead, int b_ahead, int b_next):
+    """Experiment switch (AMX dense kernel): where the workers get their operands from, for the
+    A/B on AMX CPUs (results/bench/emr-amx/amx_ab.py).  ``a_packed`` 1 copies the activations into
+    tile order first (each tile load reads 1 KB in a row); ``a_ahead`` is how many K chunks ahead
+    A is prefetched (0 none), ``b_ahead`` likewise for the item's weight panels; ``b_next`` prefetches the next panel pair's weights: 0 not, 1 into
+    L2 during the pair's first row block, 2 into L2 spread over all its row blocks, 3 likewise
+    into L1.  Same results with every setting.  Returns the previous (a_packed, a_ahead, b_ahead,
+    b_next); the default is (0, 2, 0, 1)."""
+    global wb_amx_tuning
+    if a_packed not in (0, 1) or not 0 <= a_ahead <= 8 or not 0 <= b_ahead <= 8 or b_next not in (0, 1, 2, 3):
+        raise ValueError(f"AMX tuning needs a_packed 0/1, a_ahead and b_ahead 0..8, b_next 0..3; got "
+                         f"{(a_packed, a_ahead, b_ahead, b_next)}")
+    previous = (wb_amx_tuning.a_packed, wb_amx_tuning.a_ahead, wb_amx_tuning.b_ahead, wb_amx_tuning.b_next)
+    wb_amx_tuning.a_packed = a_packed
+    wb_amx_tuning.a_ahead = a_ahead
+    wb_amx_tuning.b_ahead = b_ahead
+    wb_amx_tuning.b_next = b_next
     return previous
 
 

@@ -82,6 +82,29 @@ static void dense_amx_variant(int pipelined, int grouped, const uint8_t *xq, int
     wb_amx_group_pairs = 0;
 }
 
+/* The same with every operand tuning (wb_amx_tuning: A in tile order or not, prefetch distances,
+ * where the next pair's B goes): each must give the reference too.  Returns 1 on a mismatch. */
+static int dense_amx_tunings(const uint8_t *xq, int M, int Kp, const int8_t *bp, int N, wb_epi_t *e,
+                             int nt, const int32_t *ref, int32_t *out) {
+    static const wb_amx_tuning_t tunings[] = {{1, 2, 0, 1}, {0, 0, 0, 0}, {0, 4, 2, 2}, {1, 3, 1, 3}, {1, 0, 3, 2}};
+    const wb_amx_tuning_t saved = wb_amx_tuning;
+    int bad = 0;
+    for (int i = 0; i < (int)(sizeof tunings / sizeof tunings[0]); i++)
+        for (int v = 0; v < 4; v++) {   /* pipelined / plain, panel-pair-major / grouped */
+            wb_amx_tuning = tunings[i];
+            memset(out, 0x55, (size_t)M * N * 4);
+            dense_amx_variant(v < 2, v & 1, xq, M, Kp, bp, N, e, nt);
+            wb_amx_tuning = saved;
+            if (memcmp(out, ref, (size_t)M * N * 4)) {
+                fprintf(stderr, "dense_amx tuning {%d,%d,%d,%d} %s %s M=%d Kp=%d N=%d nt=%d col_segments=%d: mismatch\n",
+                        tunings[i].a_packed, tunings[i].a_ahead, tunings[i].b_ahead, tunings[i].b_next, v < 2 ? "pipelined" : "plain",
+                        v & 1 ? "grouped" : "pair-major", M, Kp, N, nt, e->col_segments);
+                bad = 1;
+            }
+        }
+    return bad;
+}
+
 static int run_case(int M, int K, int N, int sparse_pct, int nt) {
     const int Kp = (K + 63) / 64 * 64, Mp = (M + 15) / 16 * 16, Kb = (K + 3) / 4;
     int8_t *w = calloc((size_t)N * K, 1);
@@ -157,6 +180,11 @@ static int run_case(int M, int K, int N, int sparse_pct, int nt) {
                 break;
             }
     }
+    for (int cs = 0; cs <= 3; cs += 3) {
+        e.col_segments = cs;
+        bad |= dense_amx_tunings(xq, M, Kp, bp, N, &e, nt, ref, out);
+    }
+    e.col_segments = 0;
     /* the timing probe (wb_amx_probe, outputs wrong by design) does what it says: 1 writes no
      * output, 3 multiplies nothing (the epilogue of zero sums: -zp * wsum), 2 runs the
      * TDPBUSDs on tiles it never loads (any values); none leaves the tile shapes wrong */

@@ -1,10 +1,11 @@
 """A/B of the AMX dense int8 kernel's variants, in one process, alternating (median of rounds).
 
-For each DistilBERT GEMM shape (M = 128) and 1 and 2 threads (taking turns in every round since
-2026-12-04's run, whose amx_ab.txt timed the thread counts one after the other): the pipelined
-and plain workers,
-each in panel-pair-major item order and grouped order (workbench_ext.int8._set_amx_order), and
-the dense engine's whole compiled forward (batch 1, seq 128) in both orders.  First, the timing
+For each DistilBERT GEMM shape (M = 128) and 1 and 2 threads, all taking turns in every round:
+the pipelined worker in panel-pair-major and grouped item order (`int8._set_amx_order`) and with
+its operands fetched differently (`int8._set_amx_tuning`: A copied into tile order, A and B
+prefetch distances, the next panel pair's weights into L2 in a burst, spread, or into L1); then the dense
+engine's whole compiled forward (batch 1, seq 128, 2 threads) in each variant.  The plain worker
+and 512 KB groups ran in 2026-12-04's amx_ab.txt and are left out.  First, the timing
 probe (`workbench_ext.int8._set_amx_probe`, outputs wrong while on): the pipelined worker whole,
 without its epilogue, without its tile loads and without its TDPBUSDs, as cycles per 32x32 item
 per thread at the measured clock, so that the next change to the kernel goes where the time is.
@@ -39,15 +40,28 @@ def main() -> None:
     if isa not in cpu.available_isas():
         raise SystemExit(f"needs {isa}; this CPU has {cpu.available_isas()}")
     rng = np.random.default_rng(0)
-    variants = {}
-    for pipe in (1, 0):
-        for order, gb in ((0, 0), (1, 1 << 20), (1, 1 << 19)):
-            variants[f"{'pipe' if pipe else 'plain'}-{'pm' if not order else f'g{gb >> 10}k'}"] = (pipe, order, gb or 1 << 20)
+    # name: (pipelined worker, item order, group bytes, (a_packed, a_ahead, b_ahead, b_next));
+    # the first is the default.  The plain worker and 512 KB groups ran in 2026-12-04's amx_ab.txt.
+    d = (0, 2, 0, 1)
+    variants = {
+        "default": (1, 0, 1 << 20, d),
+        "g1024k": (1, 1, 1 << 20, d),
+        "no-prefetch": (1, 0, 1 << 20, (0, 0, 0, 0)),
+        "a-ahead4": (1, 0, 1 << 20, (0, 4, 0, 1)),
+        "b-ahead2": (1, 0, 1 << 20, (0, 2, 2, 1)),
+        "b-spread-l2": (1, 0, 1 << 20, (0, 2, 0, 2)),
+        "b-spread-l1": (1, 0, 1 << 20, (0, 2, 0, 3)),
+        "a-packed": (1, 0, 1 << 20, (1, 2, 0, 1)),
+        "a-packed-b-ahead2": (1, 0, 1 << 20, (1, 2, 2, 1)),
+        "a-packed-b-ahead2-spread": (1, 0, 1 << 20, (1, 2, 2, 2)),
+        "a-packed-g1024k": (1, 1, 1 << 20, (1, 2, 0, 1)),
+    }
 
     def setv(v):
-        pipe, order, gb = v
+        pipe, order, gb, tuning = v
         int8._set_amx_pipelined(pipe)
         int8._set_amx_order(order, gb)
+        int8._set_amx_tuning(*tuning)
 
     probe(int8, isa, rng, a.rounds, _t, cpu.measure_clock_ghz())
     if a.probe_only:
@@ -57,13 +71,20 @@ def main() -> None:
         # thread counts and variants all take turns within each round, so a change in the shared
         # machine's speed hits every cell of a round alike
         times = {(nt, name): [] for nt in (1, 2) for name in variants}
+        setv(variants["default"])
+        ref = layer(x, num_threads=2).copy()
+        for name, v in variants.items():   # every variant gives the default's bits, here on AMX
+            setv(v)
+            for nt in (1, 2):   # said, not asserted: a mismatch must not cost the timings
+                if not np.array_equal(layer(x, num_threads=nt), ref):
+                    print(f"MISMATCH 128x{k}x{n} {name} t={nt}: not the default's bits", flush=True)
         for _ in range(a.rounds):
             for (nt, name) in times:
                 setv(variants[name])
                 times[nt, name].append(_t(lambda: layer(x, num_threads=nt, out=out)))
-        setv((1, 0, 1 << 20))
+        setv(variants["default"])
         for nt in (1, 2):
-            base = statistics.median(times[nt, "pipe-pm"])
+            base = statistics.median(times[nt, "default"])
             cells = [f"{name} {2 * 128 * k * n / statistics.median(times[nt, name]) / 1e12:.2f} TOP/s "
                      f"({base / statistics.median(times[nt, name]):.2f}x)" for name in variants]
             print(f"128x{k}x{n} t={nt}: " + "; ".join(cells), flush=True)
@@ -75,14 +96,18 @@ def main() -> None:
     ids = rng.integers(1000, 20000, size=(1, 128))
     mask = np.ones((1, 128), np.int64)
     ref = eng(ids, mask)
-    times = {"pm": [], "g1024k": [], "g512k": []}
+    times = {name: [] for name in variants}
     for _ in range(a.rounds):
-        for name, v in (("pm", (1, 0, 1 << 20)), ("g1024k", (1, 1, 1 << 20)), ("g512k", (1, 1, 1 << 19))):
+        for name, v in variants.items():
             setv(v)
             times[name].append(_t(lambda: eng(ids, mask), 3))
-            assert np.array_equal(eng(ids, mask), ref), name
-    setv((1, 0, 1 << 20))
-    print("dense forward b1 t=2: " + "; ".join(f"{k} {statistics.median(v) * 1e3:.2f} ms" for k, v in times.items()))
+            if not np.array_equal(eng(ids, mask), ref):
+                print(f"MISMATCH forward {name}: not the default's logits", flush=True)
+    setv(variants["default"])
+    base = statistics.median(times["default"])
+    print("dense forward b1 t=2: " + "; ".join(
+        f"{k} {statistics.median(v) * 1e3:.2f} ms ({base / statistics.median(v):.3f}x)" for k, v in times.items()),
+        flush=True)
 
 
 def gemm_layers(int8, isa: str, rng):

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # One prepared run on a borrowed machine (the device tool's 16-core host): what CPU it is, build
-# the extension there, the GEMM microbenchmark and the engine bench pinned to 2 physical cores
-# (the 2-thread shape), the kernel tests on every ISA the CPU has, then the forward's
-# breakdown and (on AMX) the dense kernel's A/B. Each step is time-boxed and leaves its log in
-# $OUT (8 files at most come back), so a run cut short still returns what it finished.
-# Needs .devsite/ (datasets, dill, multiprocess copied from .venv) carried beside the tree; the
-# whole run took ~5.5 min there, plus ~2 min for the last two steps.
+# the extension there, then, pinned to 2 physical cores (the 2-thread shape), most
+# valuable first: (on AMX) the dense kernel's timing probe and A/B, the engine bench, the GEMM
+# microbenchmark, the kernel tests on every ISA the CPU has, the forward's breakdown. Each step
+# is time-boxed, skipped when the run's budget (BUDGET_S, default 540 s) would not hold it, and
+# leaves its log in $OUT (8 files at most come back), so a run cut short still returns what it
+# finished. Needs .devsite/ (datasets, dill, multiprocess, _multiprocess copied from .venv)
+# carried beside the tree.
 # Usage there: bash results/bench/emr-amx/run.sh   (env: PY, OUT, QUICK=1 for a plumbing check)
 set -u
 PY=${PY:-python3}; OUT=${OUT:-/tmp/devout}; W=/tmp/devwork; mkdir -p "$OUT" "$W"
@@ -18,7 +19,7 @@ T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 ))s] $*"; }
   gcc --version | head -1; nproc
 } > "$OUT/info.txt" 2>&1
 $PY -c "import workbench.cli" 2>>"$OUT/info.txt" || { echo "workbench does not import here (is .devsite carried?)"; exit 1; }
-el build; { time timeout 200 $PY setup.py -q build_ext --inplace --parallel 16; } > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+el build; { time timeout 150 $PY setup.py -q build_ext --inplace --parallel 16; } > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
 # two logical CPUs on different physical cores
 CPUS=$(lscpu -p=CPU,CORE | grep -v '^#' | sort -t, -k2,2n -u | head -2 | cut -d, -f1 | paste -sd,)
 [ -n "$CPUS" ] || CPUS=0,1; TS="taskset -c $CPUS"; command -v taskset >/dev/null || TS=""
@@ -35,29 +36,36 @@ PYEOF
 # whether it uses AMX tiles (on Zen 4 it logs gemm_api; results/bench/zen4-library)
 DNNL_VERBOSE=1 $PY -c "import torch; a = torch.ones(128, 768, dtype=torch.int8); torch._int_mm(a, torch.ones(3072, 768, dtype=torch.int8).t())" 2>&1 | grep -m2 exec >> "$OUT/info.txt"
 cat "$OUT/info.txt"
-if [ "${QUICK:-0}" = 1 ]; then G="--quick"; B="--quick --threads 2"; TT=(-k "dense"); else G=""; B="--threads 2 --batch 1,8 --runs 7"; TT=(); fi
-el gemm
-timeout 120 $TS $PY -m workbench.bench.gemm --m 128 --k 768 --n 3072 --threads 1,2 $G --out "$W/gemm" > "$OUT/gemm.log" 2>&1; echo "rc=$?" >> "$OUT/gemm.log"
-tail -40 "$OUT/gemm.log"
-el bench
-timeout 300 $TS $PY -m workbench.cli bench --models distilbert $B --no-gemm \
-  --engines ort-int8,wb-int8,wb-int8-sp70,wb-int8-sp80,wb-int8-sp90,wb-int8-tile90,wb-int8-bf16attn,wb-int8-onednn \
-  --out "$W/bench" > "$OUT/bench.log" 2>&1; echo "rc=$?" >> "$OUT/bench.log"
-tail -40 "$OUT/bench.log"
+if [ "${QUICK:-0}" = 1 ]; then G="--quick"; B="--quick --threads 2"; TT=(-k "dense"); R=2; else G=""; B="--threads 2 --batch 1,8 --runs 5"; TT=(); R=11; fi
+BUDGET=${BUDGET_S:-540}
+# step NAME SECONDS: true when SECONDS more still fit the budget (else says it is skipped)
+fits() { local used=$(( $(date +%s) - T0 )); if [ $(( used + $2 )) -le "$BUDGET" ]; then el "$1"; return 0; fi; echo "[${used}s] skip $1 (needs ${2}s)"; return 1; }
+if grep -q amx_int8 /proc/cpuinfo && fits amx_ab 130; then
+  OMP_NUM_THREADS=2 timeout 130 $TS $PY results/bench/emr-amx/amx_ab.py --rounds $R > "$OUT/amx_ab.txt" 2>&1; echo "rc=$?" >> "$OUT/amx_ab.txt"
+  tail -15 "$OUT/amx_ab.txt"
+fi
+if fits bench 240; then
+  timeout 240 $TS $PY -m workbench.cli bench --models distilbert $B --no-gemm \
+    --engines ort-int8,wb-int8,wb-int8-sp70,wb-int8-sp80,wb-int8-sp90,wb-int8-tile90 \
+    --out "$W/bench" > "$OUT/bench.log" 2>&1; echo "rc=$?" >> "$OUT/bench.log"
+  tail -25 "$OUT/bench.log"
+fi
+if fits gemm 80; then
+  timeout 80 $TS $PY -m workbench.bench.gemm --m 128 --k 768 --n 3072 --threads 1,2 $G --out "$W/gemm" > "$OUT/gemm.log" 2>&1; echo "rc=$?" >> "$OUT/gemm.log"
+  tail -30 "$OUT/gemm.log"
+fi
 tar czf "$OUT/results.tgz" -C "$W" gemm bench 2>/dev/null
-el tests
 XD=""; $PY -c "import xdist" 2>/dev/null && XD="-n 14"
-timeout ${TEST_S:-150} $PY -m pytest -q -p no:cacheprovider $XD --basetemp=/tmp/wbt "${TT[@]}" \
-  tests/test_kernels.py tests/test_kernel_ops.py tests/test_pair_bounded.py tests/test_attention.py \
-  tests/test_attention_bf16.py tests/test_kernels_act7.py tests/test_pool.py tests/test_runtime_choice.py \
-  tests/test_kernel_library.py \
-  > "$OUT/tests.log" 2>&1; echo "rc=$?" >> "$OUT/tests.log"
-tail -15 "$OUT/tests.log"
-# where a forward's time goes, and (on AMX) the dense kernel's A/B, on the same two cores
-el breakdown
-timeout 150 $TS $PY results/bench/emr-amx/forward_breakdown.py --threads 2 --reps 20 > "$OUT/breakdown.txt" 2>&1
-if grep -q amx_int8 /proc/cpuinfo; then
-  el amx_ab
-  OMP_NUM_THREADS=2 timeout 150 $TS $PY results/bench/emr-amx/amx_ab.py --rounds 11 > "$OUT/amx_ab.txt" 2>&1
+if fits tests 70; then
+  timeout 70 $PY -m pytest -q -p no:cacheprovider $XD --basetemp=/tmp/wbt "${TT[@]}" \
+    tests/test_kernels.py tests/test_kernel_ops.py tests/test_pair_bounded.py tests/test_attention.py \
+    tests/test_attention_bf16.py tests/test_kernels_act7.py tests/test_pool.py tests/test_runtime_choice.py \
+    tests/test_kernel_library.py \
+    > "$OUT/tests.log" 2>&1; echo "rc=$?" >> "$OUT/tests.log"
+  tail -15 "$OUT/tests.log"
+fi
+# where a forward's time goes, on the same two cores
+if fits breakdown 60; then
+  timeout 60 $TS $PY results/bench/emr-amx/forward_breakdown.py --threads 2 --reps 20 > "$OUT/breakdown.txt" 2>&1
 fi
 el done
