@@ -556,6 +556,7 @@ def test_rows_carry_each_timed_runs_worker_share(tmp_path, monkeypatch):
         return prep
 
     monkeypatch.setattr(worker, "QUIET_S", 0.0)
+    monkeypatch.setattr(worker, "WARM_S", 0.0)   # one untimed call per turn: the counts below
     for shares, want in (([0.1, 0.2, 0.3, 0.4], "0.30;0.10;0.30"), (None, None)):
         eng = Fake(shares)
         monkeypatch.setattr(worker, "_Prepared", lambda spec, eng=eng: prepared(eng))
@@ -567,6 +568,53 @@ def test_rows_carry_each_timed_runs_worker_share(tmp_path, monkeypatch):
         eng.calls = 0
         rows = worker.run_spec({"runs": 3, "warmup": 1})
         assert rows[0].get(SHARES_FIELD) == (None if shares is None else "0.30;0.40;0.10"), rows[0]
+
+
+def test_a_turn_warms_up_for_a_fixed_time_not_a_fixed_number_of_calls(tmp_path, monkeypatch):
+    """Within a turn, untimed calls go on for `WARM_S` before the timed one, so a fast engine is
+    as warm as a slow one when timed (one untimed call left our 3 ms engines 14-30 % slow against
+    ORT's 11 ms, results/bench/zen5-warm); an engine slower than that makes one untimed call."""
+    import io
+    import json
+    import time
+
+    import numpy as np
+    import torch
+
+    from workbench.bench import worker
+    from workbench.bench.bench_engine import BenchEngine
+
+    class Timed(BenchEngine):   # each call sleeps `seconds`; records when it started
+        name = "timed"
+
+        def __init__(self, seconds):
+            super().__init__()
+            self.seconds, self.starts = seconds, []
+
+        def run(self, feed):
+            self.starts.append(time.perf_counter())
+            time.sleep(self.seconds)
+            return np.zeros((1, 2), np.float32)
+
+    Prepared = worker._Prepared
+
+    def turn_calls(seconds):
+        eng = Timed(seconds)
+        prep = Prepared.__new__(Prepared)
+        prep.base = {"model": "m", "engine": "timed", "threads": 1, "seq_len": 8, "runs": 1}
+        prep.batches, prep.eng, prep.error, prep.setup_s, prep._fail = [1], eng, None, 0.0, False
+        prep.inputs = {1: {"input_ids": torch.ones(1, 8, dtype=torch.long)}}
+        prep.refs = {1: np.zeros((1, 2), np.float32)}
+        monkeypatch.setattr(worker, "_Prepared", lambda spec: prep)
+        worker.serve({}, tmp_path / "rows.json", iter(["time 1", "done"]), io.StringIO())
+        assert json.loads((tmp_path / "rows.json").read_text())[0]["status"] == "ok"
+        return eng.starts
+
+    monkeypatch.setattr(worker, "WARM_S", 0.05)
+    fast = turn_calls(0.004)   # ~12 untimed calls, then the timed one starts >= 50 ms in
+    assert len(fast) >= 6 and fast[-1] - fast[0] >= 0.05, fast
+    assert fast[-2] - fast[0] < 0.05 + 0.03   # and no untimed call starts after WARM_S is up
+    assert len(turn_calls(0.06)) == 2   # slower than WARM_S: one untimed call, one timed
 
 
 def test_rows_carry_the_first_call_after_each_pause(tmp_path, monkeypatch):

@@ -292,16 +292,33 @@ def test_int8_amx_workers_agree(M, K, N):
     try:
         for on in (1, 0):
             for order in (0, 1):
-                int8._set_amx_pipelined(on)
-                int8._set_amx_order(order, 2 * 32 * layer.Kp)   # 2 panel pairs' weights
-                out[on, order] = [layer(x, num_threads=nt, activation="gelu") for nt in THREADS]
-                np.testing.assert_array_equal(layer.qmatmul(q, z, num_threads=2), acc)
+                for tuning in ((0, 2, 0, 1), (1, 2, 2, 2), (0, 0, 4, 3)):   # default first
+                    int8._set_amx_pipelined(on)
+                    int8._set_amx_order(order, 2 * 32 * layer.Kp)   # 2 panel pairs' weights
+                    int8._set_amx_tuning(*tuning)
+                    out[on, order, tuning] = [layer(x, num_threads=nt, activation="gelu") for nt in THREADS]
+                    np.testing.assert_array_equal(layer.qmatmul(q, z, num_threads=2), acc)
     finally:
         int8._set_amx_pipelined(1)
         int8._set_amx_order(0)
+        int8._set_amx_tuning(0, 2, 0, 1)
     for variant in out:
-        for a, c in zip(out[1, 0], out[variant]):
+        for a, c in zip(out[1, 0, (0, 2, 0, 1)], out[variant]):
             np.testing.assert_array_equal(a, c)
+
+
+def test_amx_tuning_switch_is_checked_and_gives_back_the_previous():
+    """The AMX operand tunings (amx_ab.py's A/B) start at the default, refuse values the kernel
+    does not have, naming them, and say what was set before (so a script can restore it)."""
+    assert int8._set_amx_tuning(0, 2, 0, 1) == (0, 2, 0, 1)
+    with pytest.raises(ValueError, match=r"got \(2, 2, 0, 1\)"):
+        int8._set_amx_tuning(2, 2, 0, 1)
+    with pytest.raises(ValueError, match="b_next 0..3"):
+        int8._set_amx_tuning(0, 2, 0, 4)
+    try:
+        assert int8._set_amx_tuning(1, 3, 2, 2) == (0, 2, 0, 1)
+    finally:
+        assert int8._set_amx_tuning(0, 2, 0, 1) == (1, 3, 2, 2)
 
 
 def test_amx_timing_probe_is_off_by_default_and_checked():

@@ -51,6 +51,7 @@ def fake_ort(monkeypatch):
     monkeypatch.setattr(ort_engines, "onnx_int8", onnx_int8)
     monkeypatch.setattr(ort_engines, "ort_session", session)
     monkeypatch.setattr(worker, "QUIET_S", 0.001)
+    monkeypatch.setattr(worker, "WARM_S", 0.0)   # one untimed call per turn: the tests count calls
     monkeypatch.setattr("workbench.bench.models.make_inputs",
                         lambda model, b, s: {"input_ids": torch.ones(b, s, dtype=torch.long)})
     return made

@@ -5,8 +5,9 @@ starting at cell r (mod the number of cells), so a drift of the shared machine's
 every cell of a round alike and a ratio of two cells compares the same minutes. `vs_dense` reads
 such a ratio round by round.
 
-Each timed call follows an untimed call of the same cell, as the engine bench's turns do
-(`workbench.bench.interleave`): meanwhile the previous cell's idle threads stop spinning, and
+Each timed call follows an untimed call of the same cell, as the engine bench's turns start
+(`workbench.bench.interleave`; there untimed calls go on for `worker.WARM_S`, but a cell's turn
+has no pause before it to recover from): meanwhile the previous cell's idle threads stop spinning, and
 this cell's own threads are awake when its timed call starts, as in back-to-back calls. Without
 it a 2-thread call first had to wake a pool worker that had gone to sleep, and its median on a
 2-vCPU VM was 1.4-2.5x its best.

@@ -6,7 +6,8 @@ ORT int8 alone ranged 61-88 samples/s across back-to-back benches here. So `work
 starts one process per engine (`workbench.bench.worker --serve`: own thread pools, own state),
 sets them up one at a time (setup is CPU-heavy, and our engine times its kernels during it), then
 for each batch size runs round after round in which every engine does one timed run (each
-preceded by one untimed run of its own, so its caches are as warm as in a back-to-back run). A
+preceded by untimed runs of its own for `worker.WARM_S`, at least one, so its caches and the host
+are as warm as in a back-to-back run, for a fast engine as for a slow one). A
 drift then slows every engine of a round alike, and the same-run ratios hold still. Engines not
 running wait on a pipe; each turn starts after a pause (`QUIET_S`) in which the previous engine's
 spinning threads go to sleep. Before each round the parent times a cache line's round trip

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.bench.after_pause import FIELD as AFTER_PAUSE_FIELD, after_pause_section
-from workbench.bench.worker import QUIET_S
+from workbench.bench.worker import QUIET_S, WARM_S
 from workbench.bench.spread import RUNS_FIELD, SHARES_FIELD, SPREAD_FIELDS, spread_section
 from workbench.bench.placement import FIELD as PLACEMENT_FIELD, placement_lines
 from workbench.results import atomic_write_text, format_stage_table, write_csv
@@ -238,14 +238,15 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
                "`wb-int8`): our GEMM kernels against oneDNN's in the same runtime."]
               if "wb-int8-onednn" in engines_order else []),
             *(["- `ort-int8`: each of its four variants (plain or ORT-optimized graph, per-tensor or "
-               "per-channel weights) does its own untimed and timed call in every turn, a pause before "
+               "per-channel weights) does its own untimed and timed calls in every turn, a pause before "
                "each; a row is the variant with the best median at that batch (named in the table)."]
               if "ort-int8" in engines_order else []),
             "- The workbench engine evaluates only the [CLS] row in the last encoder layer (exact for "
             "sequence classification); peers run the full graph as exported.",
             ("- Interleaved timing (`workbench.bench.interleave`): the engines of a model and thread count "
-             "are set up one at a time, then take turns, one timed run each (after one untimed run of "
-             f"their own, and a {QUIET_S:g} s pause in which the previous engine's threads stop spinning), so a "
+             f"are set up one at a time, then take turns, one timed run each (after a {QUIET_S:g} s pause in "
+             f"which the previous engine's threads stop spinning, and untimed runs of their own for "
+             f"{WARM_S * 1e3:g} ms, at least one, so a fast engine is as warm as a slow one), so a "
              "change of the shared machine's speed hits every engine of a round alike; min-max bars "
              "show the spread over the rounds." if interleaved else
              "- Sequential timing (`--sequential`): engines run one after another, so a load change during "
