@@ -572,8 +572,8 @@ def test_rows_carry_each_timed_runs_worker_share(tmp_path, monkeypatch):
 
 def test_a_turn_warms_up_for_a_fixed_time_not_a_fixed_number_of_calls(tmp_path, monkeypatch):
     """Within a turn, untimed calls go on for `WARM_S` before the timed one, so a fast engine is
-    as warm as a slow one when timed (one untimed call left our 3 ms engines 14-30 % slow against
-    ORT's 11 ms, results/bench/zen5-warm); an engine slower than that makes one untimed call."""
+    as warm as a slow one when timed (one untimed call left our 2-3 ms engines 6-10 % slow, ORT's
+    11 ms 1 %: results/bench/zen5-warm); an engine slower than that makes one untimed call."""
     import io
     import json
     import time

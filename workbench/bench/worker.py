@@ -35,10 +35,11 @@ after its run: ONNX Runtime with spinning on (its default, the peer's configurat
 WARM_S = float(os.environ.get("WORKBENCH_BENCH_WARM_S", "0.03"))
 """Within a turn, untimed calls go on until this long after the first one began (at least one
 call; an engine slower than this makes just the one), then comes the timed call. A fixed number
-of untimed calls warmed a fast engine for less time than a slow one: after a pause the host
-takes a few milliseconds to give back full speed, and with one untimed call our 90 %-sparse
-DistilBERT (3.2 ms a forward back to back) timed 14-30 % slow in the bench, ORT int8 (11 ms)
-2 % (results/bench/zen5-warm). The environment variable is the A/B's hook."""
+of untimed calls warmed a fast engine for less time than a slow one, and after a pause an engine
+needs a few milliseconds to get back to its back-to-back speed: timed at the second call, our
+90 %-sparse DistilBERT (3.2 ms a forward) read 6 % and the 16x64-tile one 10 % slower than after
+30 ms, ORT int8 (11 ms) 1 % (both measured in the same turns: results/bench/zen5-warm). The
+environment variable is the A/B's hook."""
 SLOW_S = 2.0  # a warm-up call slower than this caps the timed runs at MIN_RUNS_SLOW
 MIN_RUNS_SLOW = 5
 
