@@ -656,3 +656,17 @@ def test_rows_carry_the_first_call_after_each_pause(tmp_path, monkeypatch):
             {**row, "engine": "wb-int8", FIELD: 8.0, "latency_ms_median": 4.0}]
     text = "\n".join(after_pause_section(rows, ["ort-int8", "wb-int8"], "ort-int8", worker.QUIET_S))
     assert "| **wb-int8** | 8.00 (2.50x, 2.00x warm) |" in text and "| ort-int8 | 20.00 (2.00x warm) |" in text
+
+
+def test_bench_engine_sets_up_an_engine_as_the_worker_does():
+    """`in_process.bench_engine` (the results scripts' in-process A/B) gives the bench's engine
+    pruned to its sparsity, kernels chosen at the batch asked for, and a feed it runs on."""
+    import numpy as np
+
+    from workbench.bench.in_process import bench_engine
+
+    eng, feed = bench_engine("wb-int8-sp90", batch=2, threads=1, seq_len=16, model="tiny-distilbert", warm_calls=1)
+    assert eng.shape == (2, 16) and eng.batches == (2,)
+    logits = np.asarray(eng.run(feed))
+    assert logits.shape[0] == 2 and np.isfinite(logits).all()
+    assert "BlockSparseInt8Linear" in eng.notes, eng.notes   # pruned: the sparse kernels run

@@ -30,3 +30,30 @@ def time_in_turns(runners: dict[str, Callable[[Any], Any]], batches: Sequence[An
                 runners[name](b)
             times[name].append(time.perf_counter() - t0)
     return times
+
+
+def bench_engine(name: str, batch: int = 1, threads: int = 2, seq_len: int = 128,
+                 model: str = "distilbert", warm_calls: int = 3) -> tuple[Any, Any]:
+    """Engine `name` of `workbench bench` (`workbench.bench.engines.ENGINES`) set up as the bench's
+    worker sets it up, for a results script's in-process A/B: the model (`load_model`) pruned to
+    the engine's sparsity, kernels chosen at `batch`, inputs from `make_inputs`, then `warm_calls`
+    untimed calls. Returns (engine, feed): time `engine.run(feed)`. The caller sets the thread
+    environment (OMP_NUM_THREADS) before importing torch, as the bench does."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from workbench.bench.engines import ENGINES
+    from workbench.bench.models import load_model, make_inputs, prune
+
+    torch.set_num_threads(threads)
+    eng, net = ENGINES[name](), load_model(model)
+    if eng.sparsity:
+        prune(net, eng.sparsity, eng.block)
+    eng.shape, eng.batches = (batch, seq_len), (batch,)
+    eng.setup(net, threads, Path(tempfile.mkdtemp()), model)
+    feed = eng.feed(make_inputs(net, batch, seq_len))
+    for _ in range(warm_calls):
+        eng.run(feed)
+    return eng, feed

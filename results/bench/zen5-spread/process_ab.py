@@ -6,25 +6,13 @@ Each line ends with the vCPU placement (cache-line round trip before / after the
 pool's worker share and the 90 % engine's kernel per Linear.
 Usage: python results/bench/zen5-spread/process_ab.py 8
 """
-import os, sys, time, tempfile
+import os, sys, time
 os.environ["OMP_NUM_THREADS"]="2"
-import torch, numpy as np
-torch.set_num_threads(2)
-from pathlib import Path
-from workbench.bench.engines import ENGINES
-from workbench.bench.models import distilbert, prune
+import numpy as np
+from workbench.bench.in_process import bench_engine
 batch=int(sys.argv[1])
-ids = torch.from_numpy(np.random.default_rng(0).integers(1000, 20000, size=(batch, 128)))
-inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-engs={}
-for name in ("ort-int8-plain-pt","wb-int8-sp90"):
-    eng, model = ENGINES[name](), distilbert()
-    if eng.sparsity: prune(model, eng.sparsity, eng.block)
-    eng.shape, eng.batches = (batch, 128), (batch,)  # as the bench's worker sets them: kernels chosen at this batch
-    eng.setup(model, 2, Path(tempfile.mkdtemp()), "distilbert")
-    f = eng.feed(inputs)
-    for _ in range(3): eng.run(f)
-    engs[name]=(eng,f)
+# as the bench's worker sets them up: kernels chosen at this batch
+engs={name: bench_engine(name, batch) for name in ("ort-int8-plain-pt","wb-int8-sp90")}
 from workbench.bench.placement import round_trip_ns
 from workbench_ext import pool
 trip0 = round_trip_ns()

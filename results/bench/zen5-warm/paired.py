@@ -7,32 +7,15 @@ Usage: python results/bench/zen5-warm/paired.py [rounds]
 """
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 os.environ["OMP_NUM_THREADS"] = "2"
 import numpy as np
-import torch
 
-torch.set_num_threads(2)
-from workbench.bench.engines import ENGINES
-from workbench.bench.models import distilbert, prune
+from workbench.bench.in_process import bench_engine
 
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
-ids = torch.from_numpy(np.random.default_rng(0).integers(1000, 20000, size=(1, 128)))
-inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-engs = {}
-for name in ("ort-int8-plain-pt", "wb-int8", "wb-int8-sp90", "wb-int8-tile90"):
-    eng, model = ENGINES[name](), distilbert()
-    if eng.sparsity:
-        prune(model, eng.sparsity, eng.block)
-    eng.shape, eng.batches = (1, 128), (1,)
-    eng.setup(model, 2, Path(tempfile.mkdtemp()), "distilbert")
-    f = eng.feed(inputs)
-    for _ in range(3):
-        eng.run(f)
-    engs[name] = (eng, f)
+engs = {name: bench_engine(name) for name in ("ort-int8-plain-pt", "wb-int8", "wb-int8-sp90", "wb-int8-tile90")}
 
 
 def timed(eng, f) -> float:
