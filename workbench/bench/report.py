@@ -12,6 +12,7 @@ from workbench.bench.after_pause import FIELD as AFTER_PAUSE_FIELD, after_pause_
 from workbench.bench.worker import QUIET_S, WARM_S
 from workbench.bench.spread import RUNS_FIELD, SHARES_FIELD, SPREAD_FIELDS, spread_section
 from workbench.bench.placement import FIELD as PLACEMENT_FIELD, placement_lines
+from workbench.bench.stalls import stall_lines
 from workbench.results import atomic_write_text, format_stage_table, write_csv
 
 COLUMNS = [
@@ -201,6 +202,7 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, engines_order: list[s
         out.append("")
     out += spread_section(rows, engines_order, baseline, interleaved)
     out += placement_lines(rows)
+    out += stall_lines(rows) if interleaved else []
     out += after_pause_section(rows, engines_order, baseline, QUIET_S)
     notes: dict[str, dict[str, str]] = {}  # engine -> note -> the rows it is for
     for r in rows:
