@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from workbench.bench.placement import FAR_FACTOR, trips_of  # noqa: E402
 from workbench.bench.spread import run_times  # noqa: E402
+from workbench.bench.stalls import STALL_FACTOR, round_factors, stalled_rounds  # noqa: E402
 from workbench.results import format_stage_table, read_csv  # noqa: E402
 
 PEER = "ort-int8"
@@ -71,6 +72,7 @@ def main(folder: Path) -> None:
             })
         print(format_stage_table(table, list(table[0]), fmt="markdown"), "\n")
         _placement(rows, engines, b, len(runs))
+        _stalls(rows, engines, b, len(runs))
 
 
 def _placement(rows: dict, engines: list[str], b: int, n_runs: int) -> None:
@@ -101,6 +103,33 @@ def _placement(rows: dict, engines: list[str], b: int, n_runs: int) -> None:
         table.append({"engine": e, "range of run medians, all rounds": f"{_range_pct(all_med):.0f}%",
                       "near rounds only": f"{_range_pct(near_med):.0f}% ({len(near_med)} runs)"
                       if len(near_med) > 1 else "n/a"})
+    print(format_stage_table(table, list(table[0]), fmt="markdown"), "\n")
+
+
+def _stalls(rows: dict, engines: list[str], b: int, n_runs: int) -> None:
+    """Batch `b`'s rounds in which every engine ran slow (`workbench.bench.stalls`) per run, and
+    each engine's run-to-run range again without them."""
+    runs = [k for k in range(1, n_runs + 1) if any((k, e, b) in rows for e in engines)]
+    stalled = {k: stalled_rounds(round_factors([rows[(k, e, b)] for e in engines if (k, e, b) in rows]))
+               for k in runs}
+    print(f"### batch {b}: rounds in which the machine stalled (the median engine >= {STALL_FACTOR:g}x its "
+          "own median), and each engine's run-to-run range without them\n")
+    print("runs' stalled rounds: " + "; ".join(f"run {k}: {', '.join(map(str, v)) or 'none'}"
+                                             for k, v in stalled.items()) + "\n")
+    table = []
+    for e in engines:
+        all_med, kept_med = [], []
+        for k in runs:
+            r = rows.get((k, e, b))
+            if not r:
+                continue
+            times = run_times(r)
+            all_med.append(statistics.median(times))
+            kept = [t for i, t in enumerate(times, 1) if i not in stalled[k]]
+            if kept:
+                kept_med.append(statistics.median(kept))
+        table.append({"engine": e, "range of run medians, all rounds": f"{_range_pct(all_med):.0f}%",
+                      "without stalled rounds": f"{_range_pct(kept_med):.0f}%" if len(kept_med) > 1 else "n/a"})
     print(format_stage_table(table, list(table[0]), fmt="markdown"), "\n")
 
 
