@@ -3,8 +3,8 @@
 With interleaved timing (`workbench.bench.interleave`) every engine's turn starts after a pause
 (`worker.QUIET_S`, 0.1 s, so the previous engine's threads stop spinning), then makes untimed
 calls for `worker.WARM_S` (at least one) and one timed call; the throughput columns come from the
-timed, last call. The first call is timed as well: `after_pause_ms` is its median over the rounds (the row's variant, for an
-engine with several). After 0.1 s idle an engine's threads are asleep and, on a VM, the vCPUs
+timed, last call. The first call is timed as well: `after_pause_ms` is its median over the
+rounds (the row's variant, for an engine with several). After 0.1 s idle an engine's threads are asleep and, on a VM, the vCPUs
 may have been halted, cooled down or handed to other guests, so this is the latency a server
 sees when requests come a few per second rather than back to back. Sequential timing
 (`--sequential`) has no pauses, so the field stays empty.

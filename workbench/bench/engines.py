@@ -18,8 +18,8 @@ Peers are set up the way their documentation recommends for CPU inference:
     configuration: four variants (`ort-int8-<graph>-<weights>`): the plain exported graph or the
     ORT-optimized one (fused Attention -> QAttention), per-tensor (`pt`) or per-channel (`pc`)
     weight scales; `ort-int8` sets up all four, every turn times each of them (a pause,
-    untimed calls for `worker.WARM_S`, one timed call; `workbench.bench.worker`), and each batch's row is the variant
-    with the best median there (its `variant` column and notes name it; a variant that fails to
+    untimed calls for `worker.WARM_S`, one timed call; `workbench.bench.worker`), and each
+    batch's row is the variant with the best median there (its `variant` column and notes name it; a variant that fails to
     quantize, load or run is left out, and said so).
     `intra_op_num_threads = threads`, one inter-op thread, spinning on (ORT's default: its workers
     spin between ops, as torch's OpenMP threads and workbench's pool threads do for ~0.2 ms:

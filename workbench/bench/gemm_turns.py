@@ -7,10 +7,10 @@ such a ratio round by round.
 
 Each timed call follows an untimed call of the same cell, as the engine bench's turns start
 (`workbench.bench.interleave`; there untimed calls go on for `worker.WARM_S`, but a cell's turn
-has no pause before it to recover from): meanwhile the previous cell's idle threads stop spinning, and
-this cell's own threads are awake when its timed call starts, as in back-to-back calls. Without
-it a 2-thread call first had to wake a pool worker that had gone to sleep, and its median on a
-2-vCPU VM was 1.4-2.5x its best.
+has no pause before it to recover from): meanwhile the previous cell's idle threads stop
+spinning, and this cell's own threads are awake when its timed call starts, as in back-to-back
+calls. Without it a 2-thread call first had to wake a pool worker that had gone to sleep, and
+its median on a 2-vCPU VM was 1.4-2.5x its best.
 """
 from __future__ import annotations
 
