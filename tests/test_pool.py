@@ -333,3 +333,43 @@ def test_importing_workbench_before_torch_gives_torchs_openmp_a_short_spin():
     assert _import_order_env(code) == "20000 PASSIVE"
     assert _import_order_env(code, GOMP_SPINCOUNT="300000") == "300000 PASSIVE"   # the user's value wins
     assert _import_order_env(code, OMP_WAIT_POLICY="ACTIVE") == "20000 ACTIVE"
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_wake_rouses_a_sleeping_worker_without_giving_it_work():
+    """`pool.wake()` wakes a sleeping worker, which then spins for its next job (state R), runs no
+    chunk and counts in stats()["wakes"]; jobs after it run every index once. The engine calls it at the start of every forward, so a worker's
+    wake-up overlaps the input checks (results/bench/zen5-wake)."""
+    spin = pool.spin_us()
+    try:
+        pool.set_spin_us(0)                       # the worker sleeps as soon as a job is done
+        pool._test_sum(2, 64, 1)
+        assert _worker_once("S")[0] == "S"
+        pool.set_spin_us(10_000_000)              # once woken it spins rather than sleeping again
+        before = pool.stats()
+        pool.wake()
+        state, _ = _worker_once("R")
+        after = pool.stats()
+        assert state == "R" and after["wakes"] == before["wakes"] + 1
+        assert (after["jobs"], after["chunks_by_workers"]) == (before["jobs"], before["chunks_by_workers"])
+        np.testing.assert_array_equal(pool._test_sum(2, 500, 1), np.arange(500))
+    finally:
+        pool.set_spin_us(spin)
+        pool._test_sum(2, 64, 1)
+
+
+def test_a_forward_wakes_the_pool_before_it_checks_its_inputs(tiny_bert, monkeypatch):
+    """`Engine.__call__` wakes the kernels' pool first, before the inputs are checked: even a call
+    with bad inputs (refused, naming them) has woken it."""
+    from workbench.runtime import compile_model
+    from workbench.runtime import kernels as K
+
+    engine = compile_model(tiny_bert)
+    calls = []
+    monkeypatch.setattr(K, "wake_pool", lambda: calls.append(1))
+    ids = np.ones((1, 8), np.int64)
+    engine(ids, np.ones_like(ids))
+    assert calls == [1]
+    with pytest.raises(ValueError, match="input_ids"):
+        engine(np.ones(8, np.int64))
+    assert calls == [1, 1]

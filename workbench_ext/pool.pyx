@@ -27,6 +27,7 @@ cdef extern from "wb_pool_hooks.h" nogil:
     void wb_pool_set_apart(int apart)
     int wb_pool_get_apart()
     void wb_pool_set_sleep_apart(int on)
+    void wb_pool_wake_impl()
     ctypedef struct wb_pool_job_rec_t:
         long start_ns, end_ns, chunks, by_workers
     long wb_pool_trace_set(wb_pool_job_rec_t *rec, long cap)
@@ -88,12 +89,21 @@ def apart() -> bool:
 
 def stats() -> dict:
     """Jobs run in parallel so far, and who ran their chunks: ``{"workers", "jobs",
-    "chunks_by_caller", "chunks_by_workers", "chunks_taken", "moves"}`` (counts since the
-    process started; ``chunks_taken``: chunks a thread took from another's range; ``moves``:
-    times a worker moved off another job thread's CPU; see wb_pool_impl.h)."""
+    "chunks_by_caller", "chunks_by_workers", "chunks_taken", "moves", "wakes"}`` (counts since
+    the process started; ``chunks_taken``: chunks a thread took from another's range; ``moves``:
+    times a worker moved off another job thread's CPU; ``wakes``: calls of :func:`wake` that
+    found a worker asleep; see wb_pool_impl.h)."""
     return {"workers": wb_pool_workers(), "jobs": wb_pool_stat(0),
             "chunks_by_caller": wb_pool_stat(1), "chunks_by_workers": wb_pool_stat(2),
-            "chunks_taken": wb_pool_stat(3), "moves": wb_pool_stat(4)}
+            "chunks_taken": wb_pool_stat(3), "moves": wb_pool_stat(4), "wakes": wb_pool_stat(5)}
+
+
+def wake() -> None:
+    """Wake the pool's sleeping workers now, without work: they spin (`spin_us`) waiting for the
+    next parallel loop. Call it before serial work that precedes parallel kernels (the engine
+    does, at the start of every forward), so a worker's wake-up overlaps that work. Cheap when
+    no worker sleeps; does nothing while a loop runs."""
+    wb_pool_wake_impl()
 
 
 def _test_range_cpu(int k) -> int:

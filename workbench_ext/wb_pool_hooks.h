@@ -9,7 +9,8 @@ static long wb_pool_stat(int which) {
     return which == 0 ? atomic_load(&wb_pool.jobs)
          : which == 1 ? atomic_load(&wb_pool.chunks_by_caller)
          : which == 2 ? atomic_load(&wb_pool.chunks_by_workers)
-         : which == 3 ? atomic_load(&wb_pool.chunks_taken) : atomic_load(&wb_pool.moves);
+         : which == 3 ? atomic_load(&wb_pool.chunks_taken)
+         : which == 4 ? atomic_load(&wb_pool.moves) : atomic_load(&wb_pool.wakes);
 }
 static int wb_pool_workers(void) { return wb_pool.nworkers; }
 static void wb_pool_set_spin_ns(long ns) { atomic_store(&wb_pool.spin_ns, ns); }

@@ -81,7 +81,7 @@ typedef struct {
     _Atomic int sleep_apart;        /* A/B (with `apart`): a worker sleeps away from the other
                                      * threads' CPUs (default 1) */
     _Atomic long spin_ns;
-    _Atomic long jobs, chunks_by_caller, chunks_by_workers, chunks_taken, moves;
+    _Atomic long jobs, chunks_by_caller, chunks_by_workers, chunks_taken, moves, wakes;
     int nworkers;                   /* created so far; changed by the caller only */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -220,7 +220,8 @@ static void *wb_pool_worker(void *arg) {
         }
         seen = (uint32_t)(st >> 32);
         const int threads = (int)((st >> 16) & 0xffff), ranges = (int)(st & 0xffff);
-        if (id + 1 >= threads || atomic_load(&wb_pool.held)) continue;   /* not asked to help */
+        /* not asked to help; no ranges: a wake-up without a job (wb_pool_wake_impl) */
+        if (id + 1 >= threads || ranges == 0 || atomic_load(&wb_pool.held)) continue;
         const int me = sched_getcpu();
         atomic_store(&wb_pool.range[id + 1].cpu, me);
         if (atomic_load(&wb_pool.apart) && me >= 0) wb_pool_move_apart(id + 1, me, threads);
@@ -265,6 +266,27 @@ static int wb_pool_grow(int want) {
         wb_pool.nworkers++;
     }
     return wb_pool.nworkers;
+}
+
+/* Wake the sleeping workers without a job: each then spins for spin_ns, as after a job, for the
+ * next one. A caller with serial work before its first parallel job (a forward's input checks
+ * and setup in Python, ~0.1 ms) calls this first, so that a worker's wake-up (~0.1 ms on these
+ * VMs after a pause: results/bench/zen5-cache) overlaps that work instead of the first job.
+ * The state keeps the last job's thread count (a worker that sleeps again still sleeps away from
+ * those threads' CPUs) with no ranges, which workers read as "nothing to do". One atomic load
+ * when no worker sleeps; nothing while a job runs. */
+static void wb_pool_wake_impl(void) {
+    if (atomic_load(&wb_pool.sleepers) == 0) return;
+    int idle = 0;
+    if (!atomic_compare_exchange_strong(&wb_pool.running, &idle, 1)) return;
+    const uint64_t st = atomic_load(&wb_pool.state);
+    const uint32_t gen = (uint32_t)(st >> 32) + 1;
+    atomic_store(&wb_pool.state, ((uint64_t)gen << 32) | (st & 0xffff0000u));
+    pthread_mutex_lock(&wb_pool.mu);
+    pthread_cond_broadcast(&wb_pool.cv);
+    pthread_mutex_unlock(&wb_pool.mu);
+    atomic_fetch_add(&wb_pool.wakes, 1);
+    atomic_store(&wb_pool.running, 0);
 }
 
 static void wb_pool_run_impl(int nt, long n, long grain, wb_range_fn fn, void *ctx) {

@@ -213,6 +213,7 @@ class Engine(EngineReport, EngineFile):
         from workbench.runtime import dynamic as D
         from workbench.runtime.dynamic_forward import forward as dynamic_forward
 
+        K.wake_pool()  # a sleeping worker wakes (~0.1 ms after a pause) while the inputs are checked
         spec = D.resolve(self, dynamic)
         ids, mask, tt, lengths = check_inputs(self, input_ids, attention_mask, token_type_ids)
         with _no_gc_pauses(), K.kernel_threads(self.num_threads):

@@ -49,6 +49,15 @@ _ext_cpu = _import_ext("cpu")
 _ext_attn = _import_ext("attention")
 _ext_encoder = _import_ext("encoder")  # the compiled layer loop (engines fall back to per-op calls)
 _ext_bf16 = _import_ext("bf16")        # optional: only dtype="bf16" engines use it (else fp32 BLAS)
+_ext_pool = _import_ext("pool")
+
+
+def wake_pool() -> None:
+    """Wake the kernels' pool workers if they sleep (`workbench_ext.pool.wake`), so that their
+    wake-up overlaps the serial work before a forward's first parallel kernel; nothing without
+    the compiled pool."""
+    if _ext_pool is not None:
+        _ext_pool.wake()
 
 # The compiled modules an engine needs; without them the engine refuses to run (a NumPy run is
 # 10-100x slower and would be measured as if it were the runtime) unless NumPy is asked for by
