@@ -612,7 +612,7 @@ def test_a_turn_warms_up_for_a_fixed_time_not_a_fixed_number_of_calls(tmp_path, 
 
     monkeypatch.setattr(worker, "WARM_S", 0.05)
     fast = turn_calls(0.004)   # ~12 untimed calls, then the timed one starts >= 50 ms in
-    assert len(fast) >= 6 and fast[-1] - fast[0] >= 0.05, fast
+    assert len(fast) >= 3 and fast[-1] - fast[0] >= 0.05, fast   # >= 2 untimed even if sleeps overrun
     assert fast[-2] - fast[0] < 0.05 + 0.03   # and no untimed call starts after WARM_S is up
     assert len(turn_calls(0.06)) == 2   # slower than WARM_S: one untimed call, one timed
 
@@ -658,15 +658,22 @@ def test_rows_carry_the_first_call_after_each_pause(tmp_path, monkeypatch):
     assert "| **wb-int8** | 8.00 (2.50x, 2.00x warm) |" in text and "| ort-int8 | 20.00 (2.00x warm) |" in text
 
 
-def test_bench_engine_sets_up_an_engine_as_the_worker_does():
+def test_bench_engine_sets_up_an_engine_as_the_worker_does(monkeypatch):
     """`in_process.bench_engine` (the results scripts' in-process A/B) gives the bench's engine
-    pruned to its sparsity, kernels chosen at the batch asked for, and a feed it runs on."""
+    with its model pruned to the engine's sparsity, kernels chosen at the batch asked for, and a
+    feed it runs on."""
     import numpy as np
 
+    from workbench.bench import models
     from workbench.bench.in_process import bench_engine
 
+    pruned = []
+    real_prune = models.prune
+    monkeypatch.setattr(models, "prune", lambda net, sparsity, block: (pruned.append((sparsity, block)),
+                                                                       real_prune(net, sparsity, block)))
     eng, feed = bench_engine("wb-int8-sp90", batch=2, threads=1, seq_len=16, model="tiny-distilbert", warm_calls=1)
-    assert eng.shape == (2, 16) and eng.batches == (2,)
+    assert pruned == [(0.9, eng.block)] and eng.shape == (2, 16) and eng.batches == (2,)
     logits = np.asarray(eng.run(feed))
     assert logits.shape[0] == 2 and np.isfinite(logits).all()
-    assert "BlockSparseInt8Linear" in eng.notes, eng.notes   # pruned: the sparse kernels run
+    bench_engine("wb-int8", batch=1, threads=1, seq_len=16, model="tiny-distilbert", warm_calls=0)
+    assert len(pruned) == 1   # a dense engine's model is left whole
