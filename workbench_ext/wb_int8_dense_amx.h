@@ -223,9 +223,9 @@ WB_AMX static void wb_amx_worker_pipelined(const uint8_t *xq, int M, int Kp, con
             if (do_load) {
                 /* A a_ahead chunks ahead: this item's, or the next item's first chunks */
                 const int g = c + tun.a_ahead;
-                if (!tun.a_ahead) {
-                } else if (g < chunks) wb_amx_prefetch_a(&it, g, two);
-                else if (nx_new_a && g - chunks < chunks) wb_amx_prefetch_a(&nx, g - chunks, nx.mr > 16);
+                if (tun.a_ahead && g < chunks) wb_amx_prefetch_a(&it, g, two);
+                else if (tun.a_ahead && nx_new_a && g - chunks < chunks)
+                    wb_amx_prefetch_a(&nx, g - chunks, nx.mr > 16);
                 const int gb = c + tun.b_ahead;   /* B likewise: this item's, or the next's */
                 const int8_t *bsrc = gb < chunks ? B0 : has_next && gb - chunks < chunks ? nx.B0 : NULL;
                 if (tun.b_ahead && bsrc) {

@@ -88,23 +88,8 @@ def _placement(rows: dict, engines: list[str], b: int, n_runs: int) -> None:
     for k, ts in trips.items():
         print(f"| {k} | {' '.join(f'{t:.0f}' for t in ts)} | {sum(far[k])}/{len(ts)} |")
     print(f"\n### batch {b}: each engine's run-to-run range, all rounds against near rounds only\n")
-    table = []
-    for e in engines:
-        all_med, near_med = [], []
-        for k in trips:
-            r = rows.get((k, e, b))
-            if not r:
-                continue
-            times = run_times(r)
-            all_med.append(statistics.median(times))
-            near = [t for t, f in zip(times, far[k]) if not f]
-            if near:
-                near_med.append(statistics.median(near))
-        table.append({"engine": e, "range of run medians, all rounds": f"{_range_pct(all_med):.0f}%",
-                      "near rounds only": f"{_range_pct(near_med):.0f}% ({len(near_med)} runs)"
-                      if len(near_med) > 1 else "n/a"})
-    print(format_stage_table(table, list(table[0]), fmt="markdown"), "\n")
-
+    far_rounds = {k: {i for i, f in enumerate(far[k], 1) if f} for k in trips}
+    _ranges_without(rows, engines, b, list(trips), far_rounds, "near rounds only")
 
 def _stalls(rows: dict, engines: list[str], b: int, n_runs: int) -> None:
     """Batch `b`'s rounds in which every engine ran slow (`workbench.bench.stalls`) per run, and
@@ -116,6 +101,13 @@ def _stalls(rows: dict, engines: list[str], b: int, n_runs: int) -> None:
           "own median), and each engine's run-to-run range without them\n")
     print("runs' stalled rounds: " + "; ".join(f"run {k}: {', '.join(map(str, v)) or 'none'}"
                                              for k, v in stalled.items()) + "\n")
+    _ranges_without(rows, engines, b, runs, stalled, "without stalled rounds")
+
+
+def _ranges_without(rows: dict, engines: list[str], b: int, runs: list[int], dropped: dict[int, list | set],
+                    label: str) -> None:
+    """Each engine's range of run medians at batch `b` over `runs`, with all rounds and without
+    run k's rounds `dropped[k]` (1-based), as a markdown table whose second column is `label`."""
     table = []
     for e in engines:
         all_med, kept_med = [], []
@@ -125,11 +117,11 @@ def _stalls(rows: dict, engines: list[str], b: int, n_runs: int) -> None:
                 continue
             times = run_times(r)
             all_med.append(statistics.median(times))
-            kept = [t for i, t in enumerate(times, 1) if i not in stalled[k]]
+            kept = [t for i, t in enumerate(times, 1) if i not in dropped[k]]
             if kept:
                 kept_med.append(statistics.median(kept))
         table.append({"engine": e, "range of run medians, all rounds": f"{_range_pct(all_med):.0f}%",
-                      "without stalled rounds": f"{_range_pct(kept_med):.0f}%" if len(kept_med) > 1 else "n/a"})
+                      label: f"{_range_pct(kept_med):.0f}% ({len(kept_med)} runs)" if len(kept_med) > 1 else "n/a"})
     print(format_stage_table(table, list(table[0]), fmt="markdown"), "\n")
 
 
