@@ -136,8 +136,10 @@ def test_compiled_encoder_matches_the_per_op_path(minilm, prune_to):
 
 
 def test_forward_runs_without_gc_pauses_and_restores_gc(minilm, monkeypatch):
+    """The checked path (int32 ids); the one-call path's GC pause: tests/test_runtime_one_call.py."""
     import gc
     model, enc = minilm
+    enc = {k: v.astype(np.int32) for k, v in enc.items()}
     engine = compile_model(model)
     seen = []
     forward = engine._forward

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from workbench.runtime import compile_model
+from workbench.runtime import kernels as K
 from workbench.runtime.inputs import packable_lengths
 
 pytestmark = pytest.mark.usefixtures("single_threaded_torch_and_blas")
@@ -51,20 +52,27 @@ def test_packed_rows_are_the_bits_each_row_gets_alone(minilm, isa, attention):
 
 def test_packing_skips_the_padding_rows(minilm, monkeypatch):
     """The Linears see only the real tokens: the encoder gets sum(lengths) rows, not B x S --
-    from the token ids (the whole forward in one call) and from the embeddings (`run_packed`)."""
+    from the token ids (the whole forward in one call, with the input check in it or after
+    `check_inputs`) and from the embeddings (`run_packed`)."""
     model, enc = minilm
     engine = compile_model(model, kernel_choice="dense")
     seen = []
     encoder = engine._encoder
+    lengths = enc["attention_mask"].sum(1).tolist()
+    assert sum(lengths) < enc["attention_mask"].size
+    logits, counts, packed = encoder.classify_tokens(enc["input_ids"], enc["attention_mask"], None, engine.vocab_size,
+                                                     engine.type_vocab_size, True, 0, K.isa_code())
+    assert packed and counts.tolist() == lengths
+    engine(enc["input_ids"], enc["attention_mask"])
+    assert engine.last_trace.rows == [sum(lengths)] * engine.num_layers
     monkeypatch.setattr(engine, "_encoder", type("Spy", (), {
         "classifies": True,
         "classify": lambda self, ids, tt, lengths, bias, isa:
             seen.append((ids.shape, list(lengths), bias)) or encoder.classify(ids, tt, lengths, bias, isa),
     })())
-    engine(enc["input_ids"], enc["attention_mask"])
-    lengths = enc["attention_mask"].sum(1).tolist()
-    assert seen == [(enc["input_ids"].shape, lengths, None)]
-    assert sum(lengths) < enc["attention_mask"].size
+    ids32 = enc["input_ids"].astype(np.int32)  # int32 ids: check_inputs, then classify
+    engine(ids32, enc["attention_mask"])
+    assert seen == [(ids32.shape, lengths, None)]
     seen.clear()
     monkeypatch.setattr(engine, "_encoder", type("Spy", (), {
         "classifies": False,

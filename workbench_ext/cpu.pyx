@@ -24,16 +24,6 @@ cdef extern from "wb_placement.h" nogil:
 
 cdef extern from "wb_common.h" nogil:
     int wb_max_threads()
-
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #include <omp.h>
-    static void wb_set_threads(int n) { omp_set_num_threads(n); }
-    #else
-    static void wb_set_threads(int n) { (void)n; }
-    #endif
-    """
     void wb_set_threads(int n)
 
 ISAS = ("amx", "avx512_vnni", "avx2", "portable")

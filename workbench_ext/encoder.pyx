@@ -30,7 +30,7 @@ buffers for that call instead of sharing the kept ones.
 include "_pool_bind.pxi"
 import numpy as np
 cimport numpy as cnp
-from libc.stdint cimport uint8_t, int32_t
+from libc.stdint cimport uint8_t, int32_t, int64_t
 from libc.string cimport memcpy
 
 from workbench_ext.attention cimport wb_attention, wb_attn_t, wb_layernorm, wb_threads
@@ -38,6 +38,14 @@ from workbench_ext.attention import check_precision
 from workbench_ext.int8 cimport _Int8Linear, aligned_bytes, scratch_bytes
 
 cnp.import_array()
+
+cdef extern from "Python.h":
+    int PyGC_Enable()
+    int PyGC_Disable()
+
+cdef extern from "wb_common.h" nogil:
+    int wb_max_threads()
+    void wb_set_threads(int n)
 
 cdef inline void* _ptr(object a):
     return cnp.PyArray_DATA(<cnp.ndarray>a)
@@ -121,6 +129,43 @@ cdef class Int8Encoder:
         if self.ends is None:
             raise ValueError("this encoder was built without embeddings and a head: classify needs both")
         offs, mask_bias, B, S, M = _classify_rows(ids, tt, lengths, mask_bias)
+        return self._classify(ids, tt, offs, mask_bias, B, S, M, isa)
+
+    def classify_tokens(self, ids, mask, tt, long vocab, long types, bint pack, int threads, int isa):
+        """`classify` with the runtime's input check (workbench.runtime.inputs) in the same call,
+        for the two common layouts, so a batch-1 forward runs no Python and no NumPy between the
+        caller and the kernels. ids / mask / tt: int64 [B, S] C-contiguous (mask None: all
+        tokens; tt None: type 0); vocab / types: the id and token-type ranges. A mask with no
+        padding runs the B x S rows; one where each row is its tokens then padding (at least
+        one token) runs packed when `pack`, as `Engine.pack_sequences` asks.
+
+        Returns (logits [B, labels], counts int64 [B] each row's tokens, packed), with the bits
+        of `classify` on what the runtime's check lays out; None, before any work, when a value
+        is out of range or the mask has another layout: the caller's check then names the value
+        or lays the batch out. threads > 0: the kernels' thread count for this call (else the
+        default). Python's cyclic GC is off during the call, as the runtime's forward has it."""
+        if self.ends is None:
+            raise ValueError("this encoder was built without embeddings and a head: classify needs both")
+        cdef int before = wb_max_threads()
+        cdef bint set_threads = threads > 0 and threads != before
+        cdef int gc_was = PyGC_Disable()
+        try:
+            rows = _token_rows(ids, mask, tt, vocab, types, pack)
+            if rows is None:
+                return None
+            offs, mask_bias, counts, B, S, M = rows
+            if set_threads:
+                wb_set_threads(threads)
+            return self._classify(ids, tt, offs, mask_bias, B, S, M, isa), counts, offs is not None
+        finally:
+            if set_threads:
+                wb_set_threads(before)
+            if gc_was:
+                PyGC_Enable()
+
+    cdef object _classify(self, object ids, object tt, object offs, object mask_bias, int B, int S, int M,
+                          int isa):
+        """classify on checked rows (`_classify_rows`' layout), in `_acquire`'s buffers."""
         cdef _Buffers buf = self._acquire(B, M)
         try:
             x = self.ends.embed(buf, ids, tt, <const int*>_ptr(offs) if offs is not None else NULL, B, S, isa,

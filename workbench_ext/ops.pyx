@@ -30,6 +30,10 @@ cdef extern from "wb_ops.h" nogil:
     void wb_quantize_static(const float *x, size_t n, float scale, int32_t zp, uint8_t *q, int isa, int nt)
     void wb_quantize_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *scale, int32_t *zp, int isa, int nt, int qmax)
 
+cdef extern from "wb_inputs.h" nogil:
+    int wb_scan_batch(const int64_t *ids, const int64_t *mask, const int64_t *tt, long B, long S,
+                      long vocab, long types, int64_t *counts, int *prefix, long *last)
+
 cdef extern from "wb_embed.h" nogil:
     void wb_embed_rows(const void *table, int half, const int64_t *ids, long n, int H,
                        const float *add, const int64_t *add_ids, float *y, int f16c, int nt)
@@ -92,41 +96,27 @@ def embed_rows(table, ids, add=None, add_ids=None, num_threads=None):
 
 def scan_batch(ids, mask, tt, long vocab, long types):
     """One pass over a batch's values (the runtime's input check, workbench.runtime.inputs): ids,
-    mask and tt (or None) int64 [B, S], C-contiguous. Returns (ok, counts, prefix, last): ok
-    when every id is in [0, vocab), every mask value 0 or 1 and every token type in [0, types);
-    counts int64 [B] each row's 1s; prefix when every row is its 1s then 0s; last 1 + the last
-    column holding a 1 in any row (0: none). Not ok: the caller's NumPy checks say what is wrong."""
+    mask and tt int64 [B, S], C-contiguous (mask None: every position a token; tt None: no
+    token types). Returns (ok, counts, prefix, last): ok when every id is in [0, vocab), every
+    mask value 0 or 1 and every token type in [0, types); counts int64 [B] each row's 1s; prefix
+    when every row is its 1s then 0s; last 1 + the last column holding a 1 in any row (0: none).
+    Not ok: the caller's NumPy checks say what is wrong. (wb_inputs.h; Int8Encoder.classify_tokens
+    runs the same pass.)"""
     check_array(ids, "ids", np.int64, 2)
-    check_array(mask, "mask", np.int64, 2)
-    if mask.shape != ids.shape or (tt is not None and check_array(tt, "tt", np.int64, 2).shape != ids.shape):
+    if mask is not None and check_array(mask, "mask", np.int64, 2).shape != ids.shape:
         raise ValueError(f"mask and tt must have the shape of ids {ids.shape}")
-    cdef Py_ssize_t B = ids.shape[0], S = ids.shape[1], b, j, c, end, last = 0
+    if tt is not None and check_array(tt, "tt", np.int64, 2).shape != ids.shape:
+        raise ValueError(f"mask and tt must have the shape of ids {ids.shape}")
+    cdef long B = ids.shape[0], S = ids.shape[1], last = 0
     counts = np.empty(B, np.int64)
-    cdef const int64_t[:, ::1] I = ids
-    cdef const int64_t[:, ::1] Mk = mask
-    cdef const int64_t[:, ::1] T = tt
-    cdef int64_t[::1] C = counts
-    cdef bint ok = True, prefix = True, has_tt = tt is not None
-    cdef int64_t v
+    cdef const int64_t *pm = <const int64_t*>_ptr(mask) if mask is not None else NULL
+    cdef const int64_t *pt = <const int64_t*>_ptr(tt) if tt is not None else NULL
+    cdef const int64_t *pi = <const int64_t*>_ptr(ids)
+    cdef int64_t *pc = <int64_t*>_ptr(counts)
+    cdef int ok, prefix = 1
     with nogil:
-        for b in range(B):
-            c, end = 0, 0
-            for j in range(S):
-                v = I[b, j]
-                if v < 0 or v >= vocab:
-                    ok = False
-                if has_tt and (T[b, j] < 0 or T[b, j] >= types):
-                    ok = False
-                v = Mk[b, j]
-                if v == 1:
-                    c += 1
-                    end = j + 1
-                elif v != 0:
-                    ok = False
-            C[b] = c
-            prefix = prefix and end == c      # its c 1s end at column c: they are columns 0..c-1
-            last = max(last, end)
-    return ok, counts, prefix, last
+        ok = wb_scan_batch(pi, pm, pt, B, S, vocab, types, pc, &prefix, &last)
+    return bool(ok), counts, bool(prefix), last
 
 
 def gelu(x, num_threads=None):

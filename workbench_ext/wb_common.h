@@ -48,6 +48,16 @@ static inline int wb_max_threads(void) {
 #endif
 }
 
+/* The calling thread's default for the kernels (its OpenMP setting): cpu.set_num_threads, and
+ * Int8Encoder.classify_tokens for one call. */
+static inline void wb_set_threads(int n) {
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
 static inline int wb_threads(int nt) {
     if (nt <= 0) nt = wb_max_threads();
     return nt < 1 ? 1 : nt;

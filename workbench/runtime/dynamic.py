@@ -82,8 +82,12 @@ class WorkTrace:
 def static_trace(mask: np.ndarray, num_layers: int, packed: bool = False) -> WorkTrace:
     """The trace of a static call: every layer on every real token of every example (`packed`:
     the batch ran without its padding, so its rows are the tokens)."""
-    n = mask.sum(1).astype(np.int64)
-    rows = int(n.sum()) if packed else int(mask.size)
+    return static_trace_of_counts(mask.sum(1).astype(np.int64), mask.shape[1], num_layers, packed)
+
+
+def static_trace_of_counts(n: np.ndarray, seq_len: int, num_layers: int, packed: bool = False) -> WorkTrace:
+    """`static_trace` from each example's token count `n` [B] and the batch's sequence length."""
+    rows = int(n.sum()) if packed else len(n) * seq_len
     return WorkTrace(tokens=np.repeat(n[:, None], num_layers, axis=1),
                      exit_layer=np.full(len(n), num_layers - 1, np.int64), rows=[rows] * num_layers)
 

@@ -67,7 +67,7 @@ def _scan(engine: "Engine", ids: np.ndarray, mask: np.ndarray | None, tt: np.nda
     as64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
     types = engine.type_vocab_size or 1  # no token types: every tt must be 0
     ok, counts, prefix, last = _ext_ops.scan_batch(
-        as64(ids), as64(np.ones(ids.shape, np.int64) if mask is None else mask),
+        as64(ids), None if mask is None else as64(mask),
         None if tt is None else as64(tt), engine.vocab_size, types)
     return (counts, prefix, last) if ok else None
 
