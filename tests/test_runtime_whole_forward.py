@@ -145,3 +145,25 @@ def test_the_heads_tanh_is_tanh():
     y = K.tanh(x)
     assert y.shape == x.shape and y.dtype == np.float32
     np.testing.assert_allclose(y, np.tanh(x.astype(np.float64)), rtol=0, atol=2e-7)
+
+
+@pytest.mark.parametrize("kernels", ["dense", "sparse"])
+def test_ffn_row_blocks_keep_every_bit(kernels):
+    """`_set_ffn_block_rows(n)`: each layer's FFN and LayerNorm n rows at a time, the same logits
+    (every kernel is per row), packed and masked batches, and a block that is not a divisor."""
+    from workbench.bench.models import prune
+    from workbench_ext import encoder
+
+    engine = compile_model(prune(tiny("bert"), 0.8), kernel_choice=kernels)
+    ids, mask = (t.numpy() for t in ids_and_mask())
+    layouts = {"packed": (ids, mask), "left padding": (ids, mask[:, ::-1].copy())}
+    want = {k: engine(*v) for k, v in layouts.items()}
+    try:
+        for rows in (1, 5, 16):
+            assert encoder._set_ffn_block_rows(rows) in (0, 1, 5)
+            for k, v in layouts.items():
+                np.testing.assert_array_equal(engine(*v), want[k], err_msg=f"{rows} rows, {k}")
+    finally:
+        encoder._set_ffn_block_rows(0)
+    with pytest.raises(ValueError, match="rows must be >= 0"):
+        encoder._set_ffn_block_rows(-1)

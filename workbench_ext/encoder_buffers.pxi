@@ -52,6 +52,23 @@ def _set_qkv_by_heads(bint on):
     return previous
 
 
+cdef int _ffn_block_rows = 0
+
+
+def _set_ffn_block_rows(int rows):
+    """Experiment switch: 0 (the default) runs a layer's FFN input, FFN output and LayerNorm each
+    on all its rows; n > 0 runs the three on n rows at a time, so the FFN's wide intermediate
+    rows (the FFN width x 4 bytes each) stay in the cores' L2 between the two Linears instead of
+    passing through L3 at large batches. The same outputs either way (every kernel is per row).
+    Returns the previous value."""
+    global _ffn_block_rows
+    if rows < 0:
+        raise ValueError(f"rows must be >= 0, got {rows}")
+    previous = _ffn_block_rows
+    _ffn_block_rows = rows
+    return previous
+
+
 cdef _Int8Linear _pick(list parts, int rows):
     """The kernel of a Linear for this many rows: the last part whose from_rows <= rows."""
     cdef Py_ssize_t i = len(parts) - 1

@@ -10,7 +10,7 @@ cdef object _run_layers(list layers, int H, int precision, _Buffers buf, object 
     S zeros, S the longest; wb_attn_t.seq_off). cls_last: the last of them computes the [CLS]
     rows only, returned [B, H]; else its M rows. sig: that layer's significance; drops /
     chosen: token dropping between the layers (run_layers)."""
-    cdef int i, b, R, rows, nh, d, W, o = 0, c = 0
+    cdef int i, b, R, rows, nh, d, W, o = 0, c = 0, F, blk, r0, n
     cdef const int *off = <const int*>_ptr(offs) if offs is not None else NULL
     cdef int[:, ::1] keep_counts = drops
     cdef int *kept = <int*>_ptr(chosen) if drops is not None else NULL
@@ -39,6 +39,7 @@ cdef object _run_layers(list layers, int H, int precision, _Buffers buf, object 
     cdef float *pg2
     cdef float *pb2
     cdef float *po
+    cdef float *pr
     cdef float *pdst
     for i in range(first, stop):
         layer = layers[i]
@@ -83,12 +84,20 @@ cdef object _run_layers(list layers, int H, int precision, _Buffers buf, object 
         pa, pbo, pg1, pb1, ph1 = _fp(buf.attn), _fp(layer["out_bias"]), _fp(g1), _fp(b1), _fp(buf.h1)
         with nogil:
             wb_layernorm(pa, pbo, res, pg1, pb1, eps1, rows, H, ph1, isa, nt)
-        _linear(buf, layer["ffn1"], rows, buf.h1, buf.f1, 1)
-        _linear(buf, layer["ffn2"], rows, buf.f1, buf.f2, 0)
         out = buf.outs[o]
-        pf2, pb2o, pg2, pb2, po = _fp(buf.f2), _fp(layer["ffn2_bias"]), _fp(g2), _fp(b2), _fp(out)
-        with nogil:
-            wb_layernorm(pf2, pb2o, ph1, pg2, pb2, eps2, rows, H, po, isa, nt)
+        F = _pick(layer["ffn1"], rows).N
+        blk = _ffn_block_rows if 0 < _ffn_block_rows < rows else rows
+        for r0 in range(0, rows, blk):  # one block: all rows unless _set_ffn_block_rows
+            n = min(blk, rows - r0)
+            h1v, f1v, f2v = ((buf.h1, buf.f1, buf.f2) if r0 == 0 else
+                             (buf.h1[r0 * H:], buf.f1[r0 * F:], buf.f2[r0 * H:]))
+            _linear(buf, layer["ffn1"], n, h1v, f1v, 1)
+            _linear(buf, layer["ffn2"], n, f1v, f2v, 0)
+            pf2, pb2o, pg2, pb2 = _fp(f2v), _fp(layer["ffn2_bias"]), _fp(g2), _fp(b2)
+            pr, po = ph1 + <size_t>r0 * H, _fp(out) + <size_t>r0 * H
+            with nogil:
+                wb_layernorm(pf2, pb2o, pr, pg2, pb2, eps2, n, H, po, isa, nt)
+        po = _fp(out)
         x, o = out, o ^ 1
         if drops is not None and i < stop - 1:   # into the other buffer; the next layer writes this one
             pdst = _fp(buf.outs[o])
