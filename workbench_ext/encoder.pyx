@@ -58,6 +58,7 @@ cdef inline float* _fp(object a):
 include "encoder_buffers.pxi"
 include "encoder_drop.pxi"
 include "encoder_ends.pxi"
+include "_scan_batch.pxi"
 include "encoder_checks.pxi"
 include "encoder_layers.pxi"
 

@@ -76,32 +76,15 @@ cdef tuple _classify_rows(object ids, object tt, object lengths, object mask_bia
     return None, mask_bias, B, S, B * S
 
 
-cdef extern from "wb_inputs.h" nogil:
-    int wb_scan_batch(const int64_t *ids, const int64_t *mask, const int64_t *tt, long B, long S,
-                      long vocab, long types, int64_t *counts, int *prefix, long *last)
-
-
 cdef object _token_rows(object ids, object mask, object tt, long vocab, long types, bint pack):
     """classify_tokens' check and layout: (offsets or None, mask_bias, counts, B, S, M) as
     `_classify_rows` gives them, with counts int64 [B] each row's tokens; None when a value is
     wrong or the mask is neither all tokens nor (with `pack`) each row's tokens then padding."""
-    check_array(ids, "ids", np.int64, 2)
-    for a, name in ((mask, "mask"), (tt, "tt")):
-        if a is not None and check_array(a, name, np.int64, 2).shape != ids.shape:
-            raise ValueError(f"{name} must have the shape of ids {ids.shape}, got {a.shape}")
-    cdef long B = ids.shape[0], S = ids.shape[1], last = 0, b, least, longest = 0
-    if B < 1 or S < 1:
+    ok, counts, prefix, _ = _scan_batch(ids, mask, tt, vocab, types)
+    if not ok or ids.shape[0] < 1 or ids.shape[1] < 1:
         return None
-    counts = np.empty(B, np.int64)
+    cdef long B = ids.shape[0], S = ids.shape[1], b, least, longest = 0
     cdef int64_t *c = <int64_t*>_ptr(counts)
-    cdef const int64_t *pm = <const int64_t*>_ptr(mask) if mask is not None else NULL
-    cdef const int64_t *pt = <const int64_t*>_ptr(tt) if tt is not None else NULL
-    cdef const int64_t *pi = <const int64_t*>_ptr(ids)
-    cdef int ok, prefix = 1
-    with nogil:
-        ok = wb_scan_batch(pi, pm, pt, B, S, vocab, types, c, &prefix, &last)
-    if not ok:
-        return None
     least = S
     for b in range(B):
         least = min(least, c[b])

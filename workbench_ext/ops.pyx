@@ -30,10 +30,6 @@ cdef extern from "wb_ops.h" nogil:
     void wb_quantize_static(const float *x, size_t n, float scale, int32_t zp, uint8_t *q, int isa, int nt)
     void wb_quantize_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *scale, int32_t *zp, int isa, int nt, int qmax)
 
-cdef extern from "wb_inputs.h" nogil:
-    int wb_scan_batch(const int64_t *ids, const int64_t *mask, const int64_t *tt, long B, long S,
-                      long vocab, long types, int64_t *counts, int *prefix, long *last)
-
 cdef extern from "wb_embed.h" nogil:
     void wb_embed_rows(const void *table, int half, const int64_t *ids, long n, int H,
                        const float *add, const int64_t *add_ids, float *y, int f16c, int nt)
@@ -41,6 +37,9 @@ cdef extern from "wb_embed.h" nogil:
 
 cdef inline void* _ptr(object a):
     return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+include "_scan_batch.pxi"
 
 
 cdef int _isa() except -1:
@@ -102,21 +101,7 @@ def scan_batch(ids, mask, tt, long vocab, long types):
     when every row is its 1s then 0s; last 1 + the last column holding a 1 in any row (0: none).
     Not ok: the caller's NumPy checks say what is wrong. (wb_inputs.h; Int8Encoder.classify_tokens
     runs the same pass.)"""
-    check_array(ids, "ids", np.int64, 2)
-    if mask is not None and check_array(mask, "mask", np.int64, 2).shape != ids.shape:
-        raise ValueError(f"mask and tt must have the shape of ids {ids.shape}")
-    if tt is not None and check_array(tt, "tt", np.int64, 2).shape != ids.shape:
-        raise ValueError(f"mask and tt must have the shape of ids {ids.shape}")
-    cdef long B = ids.shape[0], S = ids.shape[1], last = 0
-    counts = np.empty(B, np.int64)
-    cdef const int64_t *pm = <const int64_t*>_ptr(mask) if mask is not None else NULL
-    cdef const int64_t *pt = <const int64_t*>_ptr(tt) if tt is not None else NULL
-    cdef const int64_t *pi = <const int64_t*>_ptr(ids)
-    cdef int64_t *pc = <int64_t*>_ptr(counts)
-    cdef int ok, prefix = 1
-    with nogil:
-        ok = wb_scan_batch(pi, pm, pt, B, S, vocab, types, pc, &prefix, &last)
-    return bool(ok), counts, bool(prefix), last
+    return _scan_batch(ids, mask, tt, vocab, types)
 
 
 def gelu(x, num_threads=None):

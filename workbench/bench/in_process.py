@@ -13,18 +13,15 @@ def time_in_turns(runners: dict[str, Callable[[Any], Any]], batches: Sequence[An
     first batch for `warm_s` (default: the bench's `worker.WARM_S`; at least one call), then all
     of `batches` timed -- in an order rotated by one each round, so a drift of a shared machine's
     speed hits every runner alike."""
-    if warm_s is None:
-        from workbench.bench.worker import WARM_S as warm_s
+    from workbench.bench.worker import warm_up
+
     names = list(runners)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
         k = r % len(names)
         for name in names[k:] + names[:k]:
             time.sleep(pause_s)
-            t0 = time.perf_counter()
-            runners[name](batches[0])
-            while time.perf_counter() - t0 < warm_s:
-                runners[name](batches[0])
+            warm_up(lambda: runners[name](batches[0]), warm_s)
             t0 = time.perf_counter()
             for b in batches:
                 runners[name](b)

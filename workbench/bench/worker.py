@@ -40,6 +40,21 @@ needs a few milliseconds to get back to its back-to-back speed: timed at the sec
 90 %-sparse DistilBERT (3.2 ms a forward) read 6 % and the 16x64-tile one 10 % slower than after
 30 ms, ORT int8 (11 ms) 1 % (both measured in the same turns: results/bench/zen5-warm). The
 environment variable is the A/B's hook."""
+
+
+def warm_up(call: Any, warm_s: float | None = None) -> float:
+    """A turn's untimed calls: `call()` until `warm_s` (default `WARM_S`, read at call time) after
+    the first one began, at least once. Returns the first call's seconds (after a pause: the
+    `after_pause` latency)."""
+    warm_s = WARM_S if warm_s is None else warm_s
+    t = time.perf_counter()
+    call()
+    first = time.perf_counter() - t
+    while time.perf_counter() - t < warm_s:
+        call()
+    return first
+
+
 SLOW_S = 2.0  # a warm-up call slower than this caps the timed runs at MIN_RUNS_SLOW
 MIN_RUNS_SLOW = 5
 
@@ -134,11 +149,7 @@ class _Prepared:
                 self.eng.use(v)
             if i:
                 time.sleep(QUIET_S)
-            t = time.perf_counter()
-            self.run(feed)
-            first = time.perf_counter() - t
-            while time.perf_counter() - t < WARM_S:
-                self.run(feed)
+            first = warm_up(lambda: self.run(feed))
             t = time.perf_counter()
             out = self.run(feed)
             got[v] = (time.perf_counter() - t, out, self.eng.worker_share(), first)
