@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.workbench-installed
-EXT_SRC := $(wildcard workbench_ext/*.pyx workbench_ext/*.h workbench_ext/*.pxd) setup.py
+EXT_SRC := $(wildcard workbench_ext/*.pyx workbench_ext/*.pxi workbench_ext/*.h workbench_ext/*.pxd) setup.py
 
 .PHONY: setup build demo demo-quick test bench lab clean
 setup: $(STAMP) build
