@@ -84,18 +84,23 @@ def test_caller_finishes_without_workers():
     _run_child(code)
 
 
-@pytest.mark.parametrize("spin_us,threads,owned", [(0, 2, True), (200, 2, True), (200, 3, True), (200, 2, False)])
-def test_back_to_back_jobs_run_every_index_once(spin_us, threads, owned):
+@pytest.mark.parametrize("spin_us,threads,owned,per_chunk", [(0, 2, True, False), (200, 2, True, False), (200, 3, True, False),
+                                                          (200, 2, False, False), (200, 2, True, True)])
+def test_back_to_back_jobs_run_every_index_once(spin_us, threads, owned, per_chunk):
     """A million jobs back to back, alternating 1-3 and 64 chunks that take no time: a worker
     finishing one job's last chunk meets the caller publishing the next. Publishing a job in one
     store once let such a worker claim a chunk of the new job under the old generation (a
     chunk ran twice, and the caller could return while it still ran: wrong kernel outputs and a
     segfault in `workbench bench`); the stress found 2-15 bad jobs in 200,000 before the fix.
-    In a child: a race that crashes or hangs fails this test instead of the suite."""
+    The caller returns when the chunks counted as done reach the job's count; each thread counts
+    its chunks once it has run them all (`per_chunk`: each chunk as it ends, the A/B switch), and a
+    thread counting its chunks before running them made this test fail. In a child: a race that
+    crashes or hangs fails this test instead of the suite."""
     code = (
         "from workbench_ext import pool\n"
         f"pool.set_spin_us({spin_us})\n"
         f"pool._set_owned_ranges({owned})\n"
+        f"pool._set_done_per_chunk({per_chunk})\n"
         f"bad = pool._test_stress({threads}, 1_000_000)\n"
         "assert bad == 0, f'{bad} of 1,000,000 jobs ran an index other than exactly once'\n"
         "print('OK')\n"

@@ -27,6 +27,7 @@ cdef extern from "wb_pool_hooks.h" nogil:
     void wb_pool_set_apart(int apart)
     int wb_pool_get_apart()
     void wb_pool_set_sleep_apart(int on)
+    void wb_pool_set_done_each(int on)
     void wb_pool_wake_impl()
     ctypedef struct wb_pool_job_rec_t:
         long start_ns, end_ns, chunks, by_workers
@@ -115,6 +116,14 @@ def _set_sleep_apart(bint on) -> None:
     """A/B switch (benchmarks): True (the default) lets a worker that goes to sleep narrow its
     affinity away from the other threads' CPUs until it wakes (with :func:`set_apart` on)."""
     wb_pool_set_sleep_apart(on)
+
+
+def _set_done_per_chunk(bint on) -> None:
+    """A/B switch (benchmarks, tests): True counts every chunk of a job as done the moment it
+    ends, in the counter the caller waits on (the pool before 2026-12-06: that counter's cache
+    line then moved between the cores at every chunk); False (the default) counts each thread's
+    chunks once, when it has run them all. Results have the same bits either way."""
+    wb_pool_set_done_each(on)
 
 
 def _hold_workers(bint held) -> None:

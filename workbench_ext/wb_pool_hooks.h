@@ -20,6 +20,7 @@ static void wb_pool_set_shared(int shared) { atomic_store(&wb_pool.shared, share
 static void wb_pool_set_apart(int apart) { atomic_store(&wb_pool.apart, apart); }
 static int wb_pool_get_apart(void) { return atomic_load(&wb_pool.apart); }
 static void wb_pool_set_sleep_apart(int on) { atomic_store(&wb_pool.sleep_apart, on); }
+static void wb_pool_set_done_each(int on) { atomic_store(&wb_pool.done_each, on); }
 /* start a trace into rec[0 .. cap) (cap 0: stop); returns how many jobs the last one recorded */
 static long wb_pool_trace_set(wb_pool_job_rec_t *rec, long cap) {
     const long len = wb_pool_trace.len;

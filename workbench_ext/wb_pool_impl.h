@@ -80,6 +80,8 @@ typedef struct {
     _Atomic int apart;              /* a worker on another job thread's CPU moves (default 1) */
     _Atomic int sleep_apart;        /* A/B (with `apart`): a worker sleeps away from the other
                                      * threads' CPUs (default 1) */
+    _Atomic int done_each;          /* A/B: each chunk is added to `done` as it ends (the pool
+                                     * before 2026-12-06; default 0: once per thread, wb_pool_work) */
     _Atomic long spin_ns;
     _Atomic long jobs, chunks_by_caller, chunks_by_workers, chunks_taken, moves, wakes;
     int nworkers;                   /* created so far; changed by the caller only */
@@ -128,14 +130,20 @@ static int wb_pool_take(uint32_t gen, int r, int front) {
         if (!atomic_compare_exchange_weak(slot, &w, claimed)) continue;
         const long b = i * grain, e = b + grain < n ? b + grain : n;
         fn(ctx, b, e);
-        atomic_fetch_add(&wb_pool.done, 1);
+        if (atomic_load_explicit(&wb_pool.done_each, memory_order_relaxed)) atomic_fetch_add(&wb_pool.done, 1);
         return 1;
     }
 }
 
 /* Run chunks of generation `gen`, published in `ranges` ranges, until none is left: this
  * thread's own range (`self`) from the front, then the others' from the back; with one range
- * (the `shared` A/B mode) every thread takes from its front. Returns how many this thread ran. */
+ * (the `shared` A/B mode) every thread takes from its front. Returns how many this thread ran.
+ * The chunks it ran are added to `done` once, when it has finished them all: the caller waits
+ * for `done` to reach the job's chunk count, so no chunk can be outstanding then. One addition per
+ * chunk (until 2026-12-06) moved `done`'s cache line, which also holds the job's fields that
+ * every claim reads, between the cores at every chunk: a locked add waiting on the other core,
+ * 10 % of a 90 %-sparse 128 x 768 x 3072 layer's time on 2 threads (perf, Zen 5;
+ * results/bench/zen5-pool-done/). */
 static long wb_pool_work(uint32_t gen, int self, int ranges) {
     long ran = 0, taken = 0;
     int rc;
@@ -145,6 +153,8 @@ static long wb_pool_work(uint32_t gen, int self, int ranges) {
         const int r = (self + s) % ranges;
         while ((rc = wb_pool_take(gen, r, 0)) > 0) taken++;
     }
+    if (ran + taken && !atomic_load_explicit(&wb_pool.done_each, memory_order_relaxed))
+        atomic_fetch_add(&wb_pool.done, ran + taken);
     if (taken) atomic_fetch_add(&wb_pool.chunks_taken, taken);
     return ran + taken;
 }
