@@ -130,7 +130,6 @@ static int wb_pool_take(uint32_t gen, int r, int front) {
         if (!atomic_compare_exchange_weak(slot, &w, claimed)) continue;
         const long b = i * grain, e = b + grain < n ? b + grain : n;
         fn(ctx, b, e);
-        if (atomic_load_explicit(&wb_pool.done_each, memory_order_relaxed)) atomic_fetch_add(&wb_pool.done, 1);
         return 1;
     }
 }
@@ -140,21 +139,28 @@ static int wb_pool_take(uint32_t gen, int r, int front) {
  * (the `shared` A/B mode) every thread takes from its front. Returns how many this thread ran.
  * The chunks it ran are added to `done` once, when it has finished them all: the caller waits
  * for `done` to reach the job's chunk count, so no chunk can be outstanding then. One addition per
- * chunk (until 2026-12-06) moved `done`'s cache line, which also holds the job's fields that
- * every claim reads, between the cores at every chunk: a locked add waiting on the other core,
- * 10 % of a 90 %-sparse 128 x 768 x 3072 layer's time on 2 threads (perf, Zen 5;
- * results/bench/zen5-pool-done/). */
+ * chunk (until 2026-12-06; `done_each`, the A/B switch) moved `done`'s cache line, which also
+ * holds the job's fields that every claim reads, between the cores at every chunk: perf put 10 %
+ * of a 90 %-sparse 128 x 768 x 3072 layer's samples on 2 threads in this function, two thirds
+ * after that locked add; timed, the change is 0-3 % on such layers and within noise on whole
+ * forwards (Zen 5, results/bench/zen5-pool-done/). */
 static long wb_pool_work(uint32_t gen, int self, int ranges) {
+    const int each = atomic_load_explicit(&wb_pool.done_each, memory_order_relaxed);
     long ran = 0, taken = 0;
     int rc;
     if (ranges == 1) self = 0;
-    while ((rc = wb_pool_take(gen, self, 1)) > 0) ran++;
+    while ((rc = wb_pool_take(gen, self, 1)) > 0) {
+        ran++;
+        if (each) atomic_fetch_add(&wb_pool.done, 1);
+    }
     for (int s = 1; rc >= 0 && s < ranges; s++) {
         const int r = (self + s) % ranges;
-        while ((rc = wb_pool_take(gen, r, 0)) > 0) taken++;
+        while ((rc = wb_pool_take(gen, r, 0)) > 0) {
+            taken++;
+            if (each) atomic_fetch_add(&wb_pool.done, 1);
+        }
     }
-    if (ran + taken && !atomic_load_explicit(&wb_pool.done_each, memory_order_relaxed))
-        atomic_fetch_add(&wb_pool.done, ran + taken);
+    if (!each && ran + taken) atomic_fetch_add(&wb_pool.done, ran + taken);
     if (taken) atomic_fetch_add(&wb_pool.chunks_taken, taken);
     return ran + taken;
 }

@@ -15,21 +15,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_clock.h"
+
 #include "wb_gelu.h"
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + 1e-9 * t.tv_nsec;
-}
-
-static double clock_ghz(void) {
-    const long n = 400000000;
-    long x = 0;
-    double t0 = now();
-    for (long i = 0; i < n; i++) __asm__ volatile("add $1, %0" : "+r"(x));
-    return n / (now() - t0) / 1e9;
-}
 
 WB_AVX512F static inline __m512 erf_no_div(__m512 x) {
     const __m512 lim = _mm512_set1_ps(3.832506856900711f);

@@ -3,16 +3,18 @@
  * as wb_sparse_pack.h packs them) against a random 90 %-sparse weight of K x N in CSR of 1x4
  * blocks, every 32-column tile of N in turn, one thread, best of 300.
  *
- *   variant 0  the library's loop (wb_vnni_sp_pair: two columns interleaved, accumulators in
- *              registers for the whole of K)
- *   variant 1  the same, K cut into `nch` chunks (row pointers per column and chunk, as the AVX2
+ *   variant 0  the library's own tile function (wb_vnni_sparse_tile_g4 from workbench_ext: two
+ *              columns interleaved, accumulators in registers for the whole of K)
+ *   variant 1  its loop with K cut into `nch` chunks (row pointers per column and chunk, as the AVX2
  *              kernel's K chunks), accumulators stored and reloaded between chunks, NC columns per
  *              tile: does keeping the activation chunk in L1 pay?
  *
  * Prints VPDPBUSDs per cycle (each is one 64-byte activation load: the 1x4 layout cannot reuse a
  * loaded activation vector for a second column). The clock is measured by a chain of dependent
- * adds. Build and run:
- *   gcc -O2 -std=c11 kernel_bound.c -o kernel_bound && ./kernel_bound K N [NC nch]
+ * adds.
+ * Build from the repository root and run:
+ *   gcc -O2 -std=c11 -fopenmp -Iworkbench_ext results/bench/zen5-sparse-bound/kernel_bound.c \
+ *       -o kernel_bound -lm && ./kernel_bound K N [NC nch]
  */
 #define _GNU_SOURCE
 #include <immintrin.h>
@@ -22,24 +24,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_clock.h"
+#include "wb_int8.h"
+
 #define A512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")))
-#define G 4
-#define TILE_BYTES (64 * G) /* one 4-byte K group of 64 rows */
+#define TILE_BYTES (64 * 4) /* one 4-byte K group of 64 rows (4 groups of 16) */
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + 1e-9 * t.tv_nsec;
-}
 static int imin(int a, int b) { return a < b ? a : b; }
-
-static double clock_ghz(void) {
-    const long n = 400000000;
-    long x = 0;
-    double t0 = now();
-    for (long i = 0; i < n; i++) __asm__ volatile("add $1, %0" : "+r"(x));
-    return n / (now() - t0) / 1e9;
-}
 
 /* one block: 4 weights broadcast, 4 VPDPBUSDs on the 64 rows of its K group */
 #define BLOCK(bb, A0, A1, A2, A3)                                                                  \
@@ -79,13 +70,6 @@ pair(const uint8_t *X, const int32_t *col, const int8_t *vals, int b, int b1, in
     _mm512_store_si512(C0 + 32, a2), _mm512_store_si512(C0 + 48, a3);
     _mm512_store_si512(C1, e0), _mm512_store_si512(C1 + 16, e1);
     _mm512_store_si512(C1 + 32, e2), _mm512_store_si512(C1 + 48, e3);
-}
-
-A512 static void tile_whole_k(const uint8_t *X, int n0, int nr, const int32_t *rp, const int32_t *col,
-                              const int8_t *vals, int32_t *Ct) {
-    for (int j = 0; j + 2 <= nr; j += 2)
-        pair(X, col, vals, rp[n0 + j], rp[n0 + j + 1], rp[n0 + j + 1], rp[n0 + j + 2], Ct + j * 64,
-             Ct + (j + 1) * 64, 1);
 }
 
 A512 static void tile_k_chunks(const uint8_t *X, int n0, int nr, const int32_t *rpc, int nch,
@@ -139,7 +123,7 @@ int main(int argc, char **argv) {
         for (int rep = 0; rep < 300; rep++) {
             double t0 = now();
             for (int nb = 0; nb < N; nb += step) {
-                if (variant == 0) tile_whole_k(X, nb, imin(32, N - nb), rp, col, vals, Ct);
+                if (variant == 0) wb_vnni_sparse_tile_g4(X, nb, imin(32, N - nb), rp, col, vals, Ct);
                 else tile_k_chunks(X, nb, imin(NC, N - nb), rpc, nch, col, vals, Ct);
                 check[variant] += Ct[5];
             }
@@ -147,7 +131,7 @@ int main(int argc, char **argv) {
             if (t < best) best = t;
         }
         printf("K=%d N=%d %s: %.1f us, %.2f VPDPBUSD per cycle (clock %.2f GHz)\n", K, N,
-               variant ? "K chunks" : "whole K ", best * 1e6, (double)nz * G / (best * ghz * 1e9), ghz);
+               variant ? "K chunks" : "whole K ", best * 1e6, (double)nz * 4 / (best * ghz * 1e9), ghz);
     }
     if (check[0] == 42 && check[1] == 42) printf(" \n");   /* keeps the sums live */
     return 0;

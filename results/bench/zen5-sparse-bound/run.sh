@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds the four harnesses and runs them (one thread each, nothing else should run): ~1 min.
-# Usage from the repository root: bash results/bench/zen5-sparse-bound/run.sh > results/bench/zen5-sparse-bound/run.txt
+# Usage from the repository root: bash results/bench/zen5-sparse-bound/run.sh > results/bench/zen5-sparse-bound/run-N.txt
 set -euo pipefail
 D=results/bench/zen5-sparse-bound; B=$(mktemp -d)
 gcc -O2 -std=c11 $D/vnni_peak.c -o $B/vnni_peak
-gcc -O2 -std=c11 $D/kernel_bound.c -o $B/kernel_bound
+gcc -O2 -std=c11 -fopenmp -Iworkbench_ext $D/kernel_bound.c -o $B/kernel_bound -lm
 gcc -O3 -std=c11 -fopenmp -Iworkbench_ext $D/epilogue_stride.c -o $B/epilogue_stride -lm
 gcc -O2 -std=c11 -Iworkbench_ext $D/gelu_div.c -o $B/gelu_div -lm
 echo "## $(date -u '+%F %H:%M UTC'), $(lscpu | sed -n 's/^Model name: *//p'), $(git rev-parse --short HEAD)"

@@ -8,21 +8,10 @@
 #include <stdio.h>
 #include <time.h>
 
+#include "bench_clock.h"
+
 #define A512 __attribute__((target("avx512f,avx512bw,avx512vnni")))
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + 1e-9 * t.tv_nsec;
-}
-
-static double clock_ghz(void) {
-    const long n = 400000000;
-    long x = 0;
-    double t0 = now();
-    for (long i = 0; i < n; i++) __asm__ volatile("add $1, %0" : "+r"(x));
-    return n / (now() - t0) / 1e9;
-}
 
 A512 int main(void) {
     const double ghz = clock_ghz();
