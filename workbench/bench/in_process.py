@@ -36,6 +36,8 @@ def bench_engine(name: str, batch: int = 1, threads: int = 2, seq_len: int = 128
     the engine's sparsity, kernels chosen at `batch`, inputs from `make_inputs`, then `warm_calls`
     untimed calls. Returns (engine, feed): time `engine.run(feed)`. The caller sets the thread
     environment (OMP_NUM_THREADS) before importing torch, as the bench does."""
+    import atexit
+    import shutil
     import tempfile
     from pathlib import Path
 
@@ -49,7 +51,11 @@ def bench_engine(name: str, batch: int = 1, threads: int = 2, seq_len: int = 128
     if eng.sparsity:
         prune(net, eng.sparsity, eng.block)
     eng.shape, eng.batches = (batch, seq_len), (batch,)
-    eng.setup(net, threads, Path(tempfile.mkdtemp()), model)
+    # the engine's exported files (ORT: ~0.6 GB of ONNX graphs) go when the process ends: a
+    # results script that sets up engines in many processes would otherwise fill the disk
+    cache = tempfile.mkdtemp(prefix="wb-bench-engine.")
+    atexit.register(shutil.rmtree, cache, True)
+    eng.setup(net, threads, Path(cache), model)
     feed = eng.feed(make_inputs(net, batch, seq_len))
     for _ in range(warm_calls):
         eng.run(feed)

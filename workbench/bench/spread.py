@@ -151,3 +151,27 @@ def spread_section(rows: list[dict[str, Any]], engines_order: list[str], baselin
             + (" Of these, wider in ms as well: " + ("; ".join(wider_ms) if wider_ms else "none") + "."
                if wider else ""), ""]
     return out
+
+
+def level_shift_p(runs_ms: list[list[float]], shuffles: int = 5000, seed: int = 0) -> tuple[float, float]:
+    """Whether an engine's run medians moved more between bench runs than its rounds' own noise
+    explains. `runs_ms`: each run's timed rounds of one engine and panel. Returns (the range of
+    the run medians in percent as `spread_pct` writes it, p): p is the share of `shuffles`
+    reassignments of all rounds to runs of the same sizes whose medians range at least as wide.
+    A small p (< 0.05) says the runs differed as wholes (a slower process, other kernels, the
+    host in another state for the whole run); a large one that the range is what any `len(runs)`
+    medians of these rounds would show."""
+    import numpy as np
+
+    runs = [list(r) for r in runs_ms if r]
+    if len(runs) < 2:
+        raise ValueError(f"level_shift_p needs at least 2 runs with rounds, got {len(runs)}")
+    observed = spread_pct([statistics.median(r) for r in runs]) or 0.0
+    flat = np.concatenate([np.asarray(r, float) for r in runs])
+    cuts = np.cumsum([len(r) for r in runs])[:-1]
+    rng = np.random.default_rng(seed)
+    wide = 0
+    for _ in range(shuffles):
+        meds = [float(np.median(part)) for part in np.split(rng.permutation(flat), cuts)]
+        wide += (spread_pct(meds) or 0.0) >= observed - 1e-9
+    return observed, wide / shuffles

@@ -19,6 +19,7 @@ from typing import Any
 
 from workbench.bench.after_pause import FIELD as AFTER_PAUSE_FIELD, median_ms as after_pause_ms
 from workbench.bench.spread import RUNS_FIELD, SHARES_FIELD, format_runs, format_shares
+from workbench.bench.variants import variant_note
 from workbench.results import write_json
 
 
@@ -178,8 +179,7 @@ class _Prepared:
         if best:
             row["variant"] = best
             row["notes"] = "; ".join(x for x in (
-                f"best of {len(medians)} variants at batch {b}: {best}, median ms "
-                + " ".join(f"{v}={m * 1e3:.2f}" for v, m in medians.items()),
+                variant_note(b, best, {v: m * 1e3 for v, m in medians.items()}),
                 self.eng.notes, self.eng.variant_notes.get(best, "")) if x)
         times_b, out = timed[best], outs.get(best)
         try:

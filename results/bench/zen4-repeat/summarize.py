@@ -8,6 +8,12 @@ Prints a markdown report (README.md's tables come from it):
   should be no wider than ORT's), and the range of its same-run ratio;
 - the within-run spread of each run (the bench's spread_pct and spread_ms columns), median over
   the runs;
+- per engine, p of the range (`workbench.bench.spread.level_shift_p`): the share of shuffles of
+  all its rounds among the runs whose medians ranged at least as wide. A small p says the runs
+  differed as wholes; a large one that the range is what the rounds' own noise gives;
+- ORT int8's run-to-run range per configuration (`workbench.bench.variants`): its row is the best
+  of four configurations in each run, which narrows the row's range, so one configuration's range
+  is the like-for-like yardstick for one of our engines;
 - where the runs recorded it (`round_trip_ns_runs`, benches from 2026-12-06 on), the host's
   placement of the two vCPUs in every round: a round is "far" when its cache-line round trip is
   at least `placement.FAR_FACTOR` x the fastest of all runs; per engine the run-to-run range again,
@@ -22,8 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from workbench.bench.placement import FAR_FACTOR, trips_of  # noqa: E402
-from workbench.bench.spread import run_times  # noqa: E402
+from workbench.bench.spread import level_shift_p, run_times  # noqa: E402
 from workbench.bench.stalls import STALL_FACTOR, round_factors, stalled_rounds  # noqa: E402
+from workbench.bench.variants import variant_medians  # noqa: E402
 from workbench.results import format_stage_table, read_csv  # noqa: E402
 
 PEER = "ort-int8"
@@ -62,17 +69,36 @@ def main(folder: Path) -> None:
             mine = [rows[(k, e, b)] for k in range(1, len(runs) + 1) if (k, e, b) in rows]
             speed, ratio, within = ([float(r[f]) for r in mine] for f in ("samples_per_s", "vs_ort_int8", "spread_pct"))
             within_ms = [float(r["spread_ms"]) for r in mine if r.get("spread_ms", "") != ""]
+            rounds = [run_times(r) for r in mine]
+            p = f"{level_shift_p(rounds)[1]:.3f}" if sum(1 for t in rounds if t) > 1 else "n/a"
             table.append({
                 "engine": e,
                 "samples/s min-max": f"{min(speed):.1f}-{max(speed):.1f}",
                 "run-to-run range": f"{_range_pct(speed):.0f}%",
+                "p (rounds shuffled)": p,
                 f"ratio to {PEER} min-max": "" if e == PEER else f"{min(ratio):.2f}-{max(ratio):.2f}x",
                 "within-run spread, median of runs": f"{statistics.median(within):.0f}%"
                 + (f" / {statistics.median(within_ms):.1f} ms" if within_ms else ""),
             })
         print(format_stage_table(table, list(table[0]), fmt="markdown"), "\n")
+        _peer_configurations(rows, b, len(runs))
         _placement(rows, engines, b, len(runs))
         _stalls(rows, engines, b, len(runs))
+
+
+def _peer_configurations(rows: dict, b: int, n_runs: int) -> None:
+    """Batch `b`: each of the peer's configurations' median per run and its run-to-run range."""
+    per: dict[str, list[float]] = {}
+    for k in range(1, n_runs + 1):
+        for v, ms in variant_medians(rows[(k, PEER, b)]["notes"] if (k, PEER, b) in rows else "").items():
+            per.setdefault(v, []).append(ms)
+    if not per:
+        return
+    print(f"### batch {b}: {PEER} per configuration (its row takes the best of them in each run)\n")
+    print("| configuration | median ms per run | run-to-run range |\n|---|---|---|")
+    for v, ms in per.items():
+        print(f"| {v} | {' '.join(f'{m:.2f}' for m in ms)} | {_range_pct(ms):.0f}% |")
+    print()
 
 
 def _placement(rows: dict, engines: list[str], b: int, n_runs: int) -> None:
