@@ -190,15 +190,30 @@ cdef inline object _empty1(Py_ssize_t d0, int typenum):
     return cnp.PyArray_EMPTY(1, dims, typenum, 0)
 
 
+cdef enum:
+    PAGE_BYTES = 4096
+
+
 cdef object aligned_bytes(Py_ssize_t nbytes):
-    """uint8[nbytes] starting on a 64-byte boundary: with row widths that are multiples of 16
-    floats every row then starts a cache line, and the kernels' 64-byte row stores write whole
-    lines. (malloc's 16-byte alignment made the 90 %-sparse 768 x 3072 layer up to 2x slower in
-    some processes than in others.)"""
-    raw = _empty1(nbytes + 64, cnp.NPY_UINT8)
+    """uint8[nbytes] starting on a 64-byte boundary, and on a page boundary (4096 bytes) when it
+    is a page or more. At 64: with row widths that are multiples of 16 floats every row starts a
+    cache line, and the kernels' 64-byte row stores write whole lines (malloc's 16-byte alignment
+    made the 90 %-sparse 768 x 3072 layer up to 2x slower in some processes than in others). At a
+    page: where in its page a buffer starts varied from process to process, and with it the
+    speed. Three copies of the same 90 %-sparse engine in one process ran up to 9 % apart
+    (DistilBERT-base, batch 8, Zen 5), each at its own level in every round; with the buffers
+    page-aligned they ran within 1 % of each other, at the fast end
+    (results/bench/zen5-process-level/)."""
+    cdef size_t align = PAGE_BYTES if nbytes >= PAGE_BYTES else 64
+    raw = _empty1(nbytes + align, cnp.NPY_UINT8)
     cdef size_t addr = <size_t>cnp.PyArray_DATA(<cnp.ndarray>raw)
-    cdef Py_ssize_t off = <Py_ssize_t>((64 - addr % 64) % 64)
+    cdef Py_ssize_t off = <Py_ssize_t>((align - addr % align) % align)
     return raw[off:off + nbytes]
+
+
+def _aligned_bytes(Py_ssize_t nbytes):
+    """`aligned_bytes` for the tests."""
+    return aligned_bytes(nbytes)
 
 
 cdef object aligned_zeros(object shape, object dtype):

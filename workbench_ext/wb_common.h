@@ -63,16 +63,18 @@ static inline int wb_threads(int nt) {
     return nt < 1 ? 1 : nt;
 }
 
-/* A scratch buffer of at least `bytes` owned by the calling thread, 64-byte aligned, kept and
- * reused for the thread's life (pool workers live as long as the process): kernels that need
- * per-thread scratch in every chunk get it without a malloc per chunk. NULL if out of memory.
+/* A scratch buffer of at least `bytes` owned by the calling thread, page-aligned (as
+ * int8.aligned_bytes aligns a page or more: where a buffer started in its page changed a
+ * forward's speed from process to process), kept and reused for the thread's life (pool workers
+ * live as long as the process): kernels that need per-thread scratch in every chunk get it
+ * without a malloc per chunk. NULL if out of memory.
  * One buffer per thread: a kernel holding it must not call another kernel that takes it. */
 static void *wb_thread_scratch(size_t bytes) {
     static _Thread_local void *buf = NULL;
     static _Thread_local size_t cap = 0;
     if (bytes > cap) {
-        size_t want = (bytes + 63) / 64 * 64;
-        void *p = aligned_alloc(64, want);
+        size_t want = (bytes + 4095) / 4096 * 4096;
+        void *p = aligned_alloc(4096, want);
         if (!p) return NULL;
         free(buf);
         buf = p;
