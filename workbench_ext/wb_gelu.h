@@ -50,8 +50,9 @@ WB_AVX2 static void wb_gelu_avx2(const float *x, float *y, size_t n) {
 
 /* The same operations as wb_erf_avx2 / wb_gelu_avx2 on 16 lanes (min, max, mul, fmadd and div
  * are exact lane-wise IEEE operations), so bit-identical results at twice the width; the last
- * n % 16 values go through wb_gelu_avx2. */
-WB_AVX512F static inline __m512 wb_erf_avx512(__m512 x) {
+ * n % 16 values go through wb_gelu_avx2. wb_erf_pq_avx512 gives the rational's numerator and
+ * (in *q) denominator, so a variant can replace the division (results/bench/zen5-sparse-bound/). */
+WB_AVX512F static inline __m512 wb_erf_pq_avx512(__m512 x, __m512 *q_out) {
     const __m512 lim = _mm512_set1_ps(3.832506856900711f);
     x = _mm512_min_ps(_mm512_max_ps(x, _mm512_sub_ps(_mm512_setzero_ps(), lim)), lim);
     const __m512 x2 = _mm512_mul_ps(x, x);
@@ -68,6 +69,13 @@ WB_AVX512F static inline __m512 wb_erf_avx512(__m512 x) {
     q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(-1.68282697438203e-03f));
     q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(-7.37332916720468e-03f));
     q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(-1.42647390514189e-02f));
+    *q_out = q;
+    return p;
+}
+
+WB_AVX512F static inline __m512 wb_erf_avx512(__m512 x) {
+    __m512 q;
+    const __m512 p = wb_erf_pq_avx512(x, &q);
     return _mm512_div_ps(p, q);
 }
 
