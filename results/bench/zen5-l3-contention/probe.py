@@ -1,8 +1,8 @@
 """How much a neighbour that sweeps memory on the other vCPU slows each engine (1 thread, pinned
 to CPU 0, DistilBERT-base, sequence 128). Conditions take turns each round: quiet, a neighbour
 reading 4 MB (lives in L3), one reading 64 MB (streams from memory), one writing 64 MB.
-Usage: gcc -O2 thrash.c -o /tmp/thrash && python probe.py [batch] [rounds] > probe_bN.txt
-(probe_b1.txt: `probe.py 1 4`; probe_b8.txt: `probe.py 8 3`; both 2026-12-06 ~17:20 UTC, code at b1e266e.)
+Usage: gcc -O2 thrash.c -o /tmp/thrash && python probe.py [batch] [rounds] > probe_bB-N.txt
+(probe_b1-N.txt: `probe.py 1 4`; probe_b8-N.txt: `probe.py 8 3`.)
 """
 import os, subprocess, sys, time
 os.environ["OMP_NUM_THREADS"] = "1"
