@@ -2,14 +2,17 @@
 all processes and over those that ran near (both round trips under 150 ns) or far (both over
 300 ns) the whole time. Usage: python summarize.py b1.txt b8.txt"""
 import re
-import statistics
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+from workbench.bench.spread import spread_pct  # noqa: E402
 
 LINE = re.compile(r"(\S+) median ([0-9.]+) ms \(rounds ([0-9.]+)-([0-9.]+)\) trip (\d+)/(\d+) ns")
 
 
 def _range(v):
-    return f"{min(v):.2f}-{max(v):.2f} ms ({100 * (max(v) - min(v)) / statistics.median(v):.0f} %, {len(v)})" if v else "none"
+    return f"{min(v):.2f}-{max(v):.2f} ms ({spread_pct(v) or 0:.0f} %, {len(v)})" if v else "none"
 
 
 for path in sys.argv[1:]:
