@@ -38,6 +38,7 @@ cdef extern from "wb_pool_hooks.h" nogil:
     long wb_pool_test_worker_first(int nt, long n)
     int wb_pool_test_move_apart(int *cpus)
     int wb_pool_test_range_cpu(int k)
+    long wb_pool_test_line_of(int which)
 
 _run = PyCapsule_New(<void*>wb_pool_run_impl, WB_POOL_CAPSULE, NULL)
 
@@ -105,6 +106,14 @@ def wake() -> None:
     does, at the start of every forward), so a worker's wake-up overlaps that work. Cheap when
     no worker sleeps; does nothing while a loop runs."""
     wb_pool_wake_impl()
+
+
+def _test_cache_lines() -> dict:
+    """Tests: the cache line of each group of the pool's shared fields (wb_pool_t's byte offset
+    // 64; 10**6 added when the pool itself does not start a line)."""
+    names = ("state", "done", "job", "job_end", "running", "settings", "caller_counters",
+             "worker_counters", "ranges")
+    return {n: wb_pool_test_line_of(i) for i, n in enumerate(names)}
 
 
 def _test_range_cpu(int k) -> int:

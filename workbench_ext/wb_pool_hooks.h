@@ -13,6 +13,17 @@ static long wb_pool_stat(int which) {
          : which == 4 ? atomic_load(&wb_pool.moves) : atomic_load(&wb_pool.wakes);
 }
 static int wb_pool_workers(void) { return wb_pool.nworkers; }
+/* tests: the cache line (byte offset / 64 in wb_pool_t) of field `which`: 0 state, 1 done, 2 fn,
+ * 3 grain (the last of the job's fields), 4 running, 5 the workers' settings (sleepers), 6 the
+ * caller's counters (jobs), 7 the workers' counters (chunks_by_workers), 8 the first range */
+static long wb_pool_test_line_of(int which) {
+    const size_t off = which == 0 ? offsetof(wb_pool_t, state) : which == 1 ? offsetof(wb_pool_t, done)
+                     : which == 2 ? offsetof(wb_pool_t, fn) : which == 3 ? offsetof(wb_pool_t, grain)
+                     : which == 4 ? offsetof(wb_pool_t, running) : which == 5 ? offsetof(wb_pool_t, sleepers)
+                     : which == 6 ? offsetof(wb_pool_t, jobs) : which == 7 ? offsetof(wb_pool_t, chunks_by_workers)
+                     : offsetof(wb_pool_t, range);
+    return (long)(off / 64) + (((uintptr_t)&wb_pool % 64) ? 1000000 : 0);   /* + 10^6: misaligned */
+}
 static void wb_pool_set_spin_ns(long ns) { atomic_store(&wb_pool.spin_ns, ns); }
 static long wb_pool_get_spin_ns(void) { return atomic_load(&wb_pool.spin_ns); }
 static void wb_pool_hold(int held) { atomic_store(&wb_pool.held, held); }

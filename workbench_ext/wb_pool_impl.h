@@ -50,6 +50,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,15 +66,19 @@
  * alone on their cache line */
 typedef struct { _Atomic uint64_t w; _Atomic int cpu; char pad[52]; } wb_pool_range_t;
 
+/* Each field a spinning thread reads has a cache line to itself: the workers spin on `state`,
+ * the caller on `done`. Were the caller's stores (the job's fields, the counters) in the line a
+ * worker spins on, each would first have to take the line back from that worker: ~0.4 us apiece
+ * with the two vCPUs on different dies (results/bench/zen5-b1-order/). */
 typedef struct {
-    _Atomic uint64_t state;         /* (generation << 32) | (threads taking part (caller +
+    _Alignas(64) _Atomic uint64_t state; /* (generation << 32) | (threads taking part (caller +
                                      * helpers) << 16) | ranges (threads, or 1 when `shared`) */
-    _Atomic long done;              /* chunks of the current job that have finished */
-    _Atomic(wb_range_fn) fn;
+    _Alignas(64) _Atomic long done; /* chunks of the current job that have finished */
+    _Alignas(64) _Atomic(wb_range_fn) fn;   /* the job: written before `state`, then only read */
     _Atomic(void *) ctx;
     _Atomic long n, grain;
-    _Atomic int running;            /* a job is in flight (later calls run serially) */
-    _Atomic int sleepers;
+    _Alignas(64) _Atomic int running; /* a job is in flight (later calls run serially) */
+    _Alignas(64) _Atomic int sleepers;  /* this line: settings the workers read every job */
     _Atomic int held;               /* tests: workers take no chunks while set */
     _Atomic int shared;             /* A/B: one range that every thread takes from the front
                                      * (the pool before owned ranges) */
@@ -83,12 +88,13 @@ typedef struct {
     _Atomic int done_each;          /* A/B: each chunk is added to `done` as it ends (the pool
                                      * before 2026-12-06; default 0: once per thread, wb_pool_work) */
     _Atomic long spin_ns;
-    _Atomic long jobs, chunks_by_caller, chunks_by_workers, chunks_taken, moves, wakes;
+    _Alignas(64) _Atomic long jobs, chunks_by_caller, wakes;     /* counters the caller adds to */
+    _Alignas(64) _Atomic long chunks_by_workers, chunks_taken, moves;   /* and the workers */
     int nworkers;                   /* created so far; changed by the caller only */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int atfork_registered;
-    wb_pool_range_t range[WB_POOL_MAX_WORKERS + 1];
+    _Alignas(64) wb_pool_range_t range[WB_POOL_MAX_WORKERS + 1];
 } wb_pool_t;
 
 static wb_pool_t wb_pool = {.spin_ns = 200000, .apart = 1, .sleep_apart = 1};

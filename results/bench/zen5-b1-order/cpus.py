@@ -1,0 +1,45 @@
+"""Is one of the two vCPUs slower in the far placement? Each round measures the round trip, then
+runs the engines' batch-1 forward on one thread pinned to the first vCPU and to the second in
+turns (0.4 s each, medians). If the two agree in near rounds but one is slower in far ones, the
+far placement's cost is a slower core (a busy sibling thread, a slower clock), which two threads
+inherit from the slower of the two, not a cost of the threads talking across dies.
+Usage: python cpus.py [ROUNDS] [ENGINE ...]"""
+import os, sys, time
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import numpy as np
+from workbench.bench.in_process import bench_engine
+from workbench.bench.placement import cpu_pair, round_trip_ns
+from workbench_ext import cpu
+
+rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+names = sys.argv[2:] or ["wb-int8", "wb-int8-sp90"]
+pair = cpu_pair()
+allowed = os.sched_getaffinity(0)
+eng = {n: bench_engine(n, 1, threads=1) for n in names}
+cpu.set_num_threads(1)
+rows = []
+for r in range(rounds):
+    os.sched_setaffinity(0, allowed)
+    row = {"trip": round_trip_ns()}
+    for n, (e, feed) in eng.items():
+        for c in (pair if r % 2 == 0 else pair[::-1]):
+            os.sched_setaffinity(0, {c})
+            ts = []; t1 = time.time()
+            while time.time() - t1 < 0.4:
+                t = time.perf_counter(); e.run(feed); ts.append(time.perf_counter() - t)
+            row[n, c] = float(np.median(ts) * 1e3)
+    rows.append(row)
+    print(f"round {r:2d} trip {row['trip']:4.0f} ns  " + "  ".join(
+        f"{n} " + "/".join(f"cpu{c} {row[n, c]:.3f}" for c in pair) for n in names), flush=True)
+os.sched_setaffinity(0, allowed)
+trips = np.array([x["trip"] for x in rows])
+far = trips >= 3 * trips.min()
+for label, sel in (("near", ~far), ("far", far)):
+    if not sel.any():
+        print(f"{label}: no rounds"); continue
+    cells = []
+    for n in names:
+        a = np.array([x[n, pair[0]] for x in rows])[sel]; b = np.array([x[n, pair[1]] for x in rows])[sel]
+        cells.append(f"{n} cpu{pair[0]} {np.median(a):.3f} ms, cpu{pair[1]} {np.median(b):.3f} ms "
+                     f"(cpu{pair[1]} / cpu{pair[0]} {np.median(b / a):.3f}x, {np.min(b / a):.2f}-{np.max(b / a):.2f})")
+    print(f"{label} ({sel.sum()} rounds): " + "; ".join(cells))
