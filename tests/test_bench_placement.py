@@ -45,3 +45,5 @@ def test_readme_says_when_the_placement_changed():
     assert placement.placement_lines([{"model": "m", "engine": "e", "threads": 2, "batch": 1}]) == []
     assert placement.format_trips([91.4, None, 402.6]) == "91;;403"
     assert placement.trips_of(_row(1, "91;;403")) == [91.0, 403.0]
+    assert placement.far_rounds([120.0, 90.0, 269.0, 270.0]) == [False, False, False, True]
+    assert placement.far_rounds([]) == []

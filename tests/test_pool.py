@@ -383,7 +383,7 @@ def test_a_forward_wakes_the_pool_before_it_checks_its_inputs(tiny_bert, monkeyp
 def test_the_fields_a_thread_spins_on_have_cache_lines_of_their_own():
     """Workers spin on `state` and the caller on `done`; a store of the other side's into the same
     line (the job's fields, the counters) would first take the line back from the spinning core
-    (results/bench/zen5-b1-order/pool-lines/: 1-3 % near, 2-6 % far on batch-1 forwards)."""
+    (results/bench/zen5-b1-order/pool-lines/: batch-1 forwards 1-4 % faster near, 2-13 % far)."""
     lines = pool._test_cache_lines()
     assert all(v < 10**6 for v in lines.values()), f"the pool does not start a cache line: {lines}"
     # the job's fields share one line, written before `state` and only read afterwards

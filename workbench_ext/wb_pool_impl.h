@@ -89,8 +89,9 @@ typedef struct {
                                      * before 2026-12-06; default 0: once per thread, wb_pool_work) */
     _Atomic long spin_ns;
     _Alignas(64) _Atomic long jobs, chunks_by_caller, wakes;     /* counters the caller adds to */
-    _Alignas(64) _Atomic long chunks_by_workers, chunks_taken, moves;   /* and the workers */
     int nworkers;                   /* created so far; changed by the caller only */
+    _Alignas(64) _Atomic long chunks_by_workers, chunks_taken, moves;   /* the threads that ran or
+                                     * took chunks add to these */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int atfork_registered;

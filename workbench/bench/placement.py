@@ -12,7 +12,7 @@ beside `latency_ms_runs`), and the README's spread section says when the placeme
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Sequence
 
 from workbench.bench.spread import per_run
 
@@ -62,6 +62,13 @@ def trips_of(row: dict[str, Any]) -> list[float]:
     return per_run(row, FIELD)
 
 
+def far_rounds(trips: Sequence[float]) -> list[bool]:
+    """Per round, whether the vCPUs were on different dies: its round trip at least
+    `FAR_FACTOR` x the fastest of `trips` (so all False when the placement held)."""
+    fastest = min(trips, default=0.0)
+    return [t >= FAR_FACTOR * fastest for t in trips]
+
+
 def placement_lines(rows: list[dict[str, Any]]) -> list[str]:
     """README lines: per panel (model, threads, batch) the range of the round trips over its
     rounds, and whether the placement changed during them (`FAR_FACTOR`)."""
@@ -76,7 +83,7 @@ def placement_lines(rows: list[dict[str, Any]]) -> list[str]:
     for (model, threads, batch), trips in panels.items():
         where = f"{model} t={threads} b={batch}"
         parts.append(f"{where} {min(trips):.0f}-{max(trips):.0f} ns")
-        if max(trips) >= FAR_FACTOR * min(trips):
+        if any(far_rounds(trips)):
             changed.append(where)
     return ["Cache-line round trip between the first two CPUs before each round (`" + FIELD + "`; up to ~140 ns: "
             "one die, ~330-420 ns: two, on the cloud VMs measured so far): " + "; ".join(parts) + ". "

@@ -8,10 +8,11 @@ columns-outermost order at batch 1 (the fused QKV already has it). This alternat
 in one process for each engine, ROUNDS rounds of 0.4 s each, with the cache-line round trip
 between the vCPUs before every round, so rounds can be split by placement.
 Usage: python ab.py [ROUNDS] [ENGINE ...]   (prints one line per round, then a summary)"""
-import os, sys, time
+import os, sys
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 import numpy as np
 from workbench.bench.in_process import bench_engine
+from timing import far_mask, median_ms
 from workbench.bench.placement import round_trip_ns
 from workbench_ext import encoder
 
@@ -29,16 +30,13 @@ for r in range(rounds):
     for n, (e, feed) in eng.items():
         for on in ((0, 1) if r % 2 == 0 else (1, 0)):
             encoder._set_b1_columns(on)
-            ts = []; t1 = time.time()
-            while time.time() - t1 < 0.4:
-                t = time.perf_counter(); e.run(feed); ts.append(time.perf_counter() - t)
-            row[n, on] = float(np.median(ts) * 1e3)
+            row[n, on] = median_ms(lambda: e.run(feed))
     encoder._set_b1_columns(0)
     rows.append(row)
     print(f"round {r:2d} trip {trip:4.0f} ns  " + "  ".join(
         f"{n} {row[n, 0]:.3f}/{row[n, 1]:.3f} ms ({row[n, 0] / row[n, 1]:.3f}x)" for n in names), flush=True)
 trips = np.array([x["trip"] for x in rows])
-far = trips >= 3 * trips.min()
+far = far_mask(trips)
 for label, sel in (("near", ~far), ("far", far)):
     if not sel.any():
         print(f"{label}: no rounds"); continue

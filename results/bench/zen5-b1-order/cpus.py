@@ -4,10 +4,11 @@ turns (0.4 s each, medians). If the two agree in near rounds but one is slower i
 far placement's cost is a slower core (a busy sibling thread, a slower clock), which two threads
 inherit from the slower of the two, not a cost of the threads talking across dies.
 Usage: python cpus.py [ROUNDS] [ENGINE ...]"""
-import os, sys, time
+import os, sys
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 from workbench.bench.in_process import bench_engine
+from timing import far_mask, median_ms
 from workbench.bench.placement import cpu_pair, round_trip_ns
 from workbench_ext import cpu
 
@@ -24,16 +25,13 @@ for r in range(rounds):
     for n, (e, feed) in eng.items():
         for c in (pair if r % 2 == 0 else pair[::-1]):
             os.sched_setaffinity(0, {c})
-            ts = []; t1 = time.time()
-            while time.time() - t1 < 0.4:
-                t = time.perf_counter(); e.run(feed); ts.append(time.perf_counter() - t)
-            row[n, c] = float(np.median(ts) * 1e3)
+            row[n, c] = median_ms(lambda: e.run(feed))
     rows.append(row)
     print(f"round {r:2d} trip {row['trip']:4.0f} ns  " + "  ".join(
         f"{n} " + "/".join(f"cpu{c} {row[n, c]:.3f}" for c in pair) for n in names), flush=True)
 os.sched_setaffinity(0, allowed)
 trips = np.array([x["trip"] for x in rows])
-far = trips >= 3 * trips.min()
+far = far_mask(trips)
 for label, sel in (("near", ~far), ("far", far)):
     if not sel.any():
         print(f"{label}: no rounds"); continue

@@ -9,6 +9,7 @@ import os, sys
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 import numpy as np
 from workbench.bench.in_process import bench_engine
+from timing import far_mask
 from workbench.bench.placement import round_trip_ns
 from workbench_ext import pool
 
@@ -36,7 +37,7 @@ for r in range(rounds):
     print(f"round {r:2d} trip {trips[-1]:4.0f} ns  first-to-last job {totals[-1]:.0f} us  "
           f"in jobs {durs[-1].sum():.0f} us  between {gaps[-1].sum():.0f} us", flush=True)
 trips, durs, gaps, totals, shares = map(np.array, (trips, durs, gaps, totals, shares))
-far = trips >= 3 * trips.min()
+far = far_mask(trips)
 if not (far.any() and (~far).any()):
     sys.exit(f"one placement only: {far.sum()} far rounds of {rounds}")
 dn, df = np.median(durs[~far], axis=0), np.median(durs[far], axis=0)

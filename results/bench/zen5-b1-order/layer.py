@@ -6,10 +6,11 @@ Each round: the round trip, then every cell for 0.25 s (medians), the cells in t
 If a layer alone slows in far rounds, the cost is in the layer (its weights, its
 synchronisation), not in data handed over between ops.
 Usage: python layer.py [ROUNDS]"""
-import os, sys, time
+import os, sys
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 import numpy as np
 from workbench.bench.in_process import bench_engine
+from timing import far_mask, median_ms
 from workbench.bench.placement import round_trip_ns
 
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
@@ -29,14 +30,11 @@ for r in range(rounds):
     row = {"trip": round_trip_ns()}
     order = names if r % 2 == 0 else names[::-1]
     for n in order:
-        ts = []; t1 = time.time()
-        while time.time() - t1 < 0.25:
-            t = time.perf_counter(); cells[n](); ts.append(time.perf_counter() - t)
-        row[n] = float(np.median(ts) * 1e3)
+        row[n] = median_ms(lambda: cells[n](), 0.25)
     rows.append(row)
     print(f"round {r:2d} trip {row['trip']:4.0f} ns  " + "  ".join(f"{n} {row[n]:.4f}" for n in names), flush=True)
 trips = np.array([x["trip"] for x in rows])
-far = trips >= 3 * trips.min()
+far = far_mask(trips)
 if far.any() and (~far).any():
     print(f"ms per call, {(~far).sum()} near / {far.sum()} far rounds (medians), far / near")
     for n in names:

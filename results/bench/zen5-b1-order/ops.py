@@ -8,6 +8,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 import numpy as np
 from workbench.bench.in_process import bench_engine
+from timing import far_mask
 from workbench.bench.placement import round_trip_ns
 
 spec = importlib.util.spec_from_file_location(
@@ -27,7 +28,7 @@ for r in range(rounds):
     print(f"round {r:2d} trip {row['trip']:4.0f} ns  " + "  ".join(
         f"{n} " + " ".join(f"{k} {v:.3f}" for k, v in row[n].items()) for n in names), flush=True)
 trips = np.array([x["trip"] for x in rows])
-far = trips >= 3 * trips.min()
+far = far_mask(trips)
 if far.any() and (~far).any():
     for n in names:
         print(f"{n} ({(~far).sum()} near, {far.sum()} far rounds): ms near / far / far minus near")

@@ -4,10 +4,11 @@ the two threads working across dies (data or synchronisation crossing), or of th
 engine on 2 threads and on 1 thread (0.4 s each, medians), in turns. A slowdown that only the
 2-thread runs show in far rounds is a cost of crossing.
 Usage: python threads.py [ROUNDS] [ENGINE ...]"""
-import os, sys, time
+import os, sys
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 import numpy as np
 from workbench.bench.in_process import bench_engine
+from timing import far_mask, median_ms
 from workbench.bench.placement import round_trip_ns
 from workbench_ext import cpu
 
@@ -20,16 +21,13 @@ for r in range(rounds):
     for n, (e, feed) in eng.items():
         for nt in ((2, 1) if r % 2 == 0 else (1, 2)):
             cpu.set_num_threads(nt)
-            ts = []; t1 = time.time()
-            while time.time() - t1 < 0.4:
-                t = time.perf_counter(); e.run(feed); ts.append(time.perf_counter() - t)
-            row[n, nt] = float(np.median(ts) * 1e3)
+            row[n, nt] = median_ms(lambda: e.run(feed))
     cpu.set_num_threads(2)
     rows.append(row)
     print(f"round {r:2d} trip {row['trip']:4.0f} ns  " + "  ".join(
         f"{n} t2 {row[n, 2]:.3f} t1 {row[n, 1]:.3f} ms" for n in names), flush=True)
 trips = np.array([x["trip"] for x in rows])
-far = trips >= 3 * trips.min()
+far = far_mask(trips)
 med = {}
 for label, sel in (("near", ~far), ("far", far)):
     if not sel.any():

@@ -9,10 +9,11 @@ default's outputs (checked before timing).
   x-warm      `int8._set_sparse_x_warm(1)`: the sparse VNNI kernel prefetches, once per call and
               thread, every packed activation tile the thread's items read, before the first
 Usage: python variants.py ROUNDS VARIANT[,VARIANT...] [ENGINE ...]"""
-import os, sys, time
+import os, sys
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 import numpy as np
 from workbench.bench.in_process import bench_engine
+from timing import far_mask, median_ms
 from workbench.bench.placement import round_trip_ns
 from workbench_ext import encoder, int8
 
@@ -39,16 +40,13 @@ for r in range(rounds):
     for n, (e, feed) in eng.items():
         for v in (variants if r % 2 == 0 else variants[::-1]):
             setter(v)()
-            ts = []; t1 = time.time()
-            while time.time() - t1 < 0.4:
-                t = time.perf_counter(); e.run(feed); ts.append(time.perf_counter() - t)
-            row[n, v] = float(np.median(ts) * 1e3)
+            row[n, v] = median_ms(lambda: e.run(feed))
     setter("default")()
     rows.append(row)
     print(f"round {r:2d} trip {row['trip']:4.0f} ns  " + "  ".join(
         f"{n} " + "/".join(f"{row[n, v]:.3f}" for v in variants) for n in names), flush=True)
 trips = np.array([x["trip"] for x in rows])
-far = trips >= 3 * trips.min()
+far = far_mask(trips)
 print(f"ms per forward (medians) and speed-up over {variants[0]} (median of per-round ratios)")
 for label, sel in (("near", ~far), ("far", far)):
     if not sel.any():
