@@ -250,3 +250,13 @@ def test_report_and_sweep_runner_import_in_either_order(order):
     code = "; ".join(f"import {m}" for m in order) + "; print('ok')"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+def test_report_of_a_missing_target_names_each_folder_it_looked_in_once(tmp_path):
+    from workbench.config import ConfigError
+    from workbench.report import resolve_target
+
+    with pytest.raises(ConfigError) as err:
+        resolve_target(str(tmp_path))   # absolute: the three candidate folders are one
+    msg = str(err.value)
+    assert f"'{tmp_path}'" in msg and msg.count(str(tmp_path)) == 2, msg

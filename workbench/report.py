@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve_target(target: str) -> tuple[str, Path]:
     """('run' | 'sweep', folder)."""
-    cands = [Path(target), results_dir() / target, results_dir() / "sweeps" / target]
+    # an absolute target makes all three the same folder: each is looked in (and named) once
+    cands = list(dict.fromkeys([Path(target), results_dir() / target, results_dir() / "sweeps" / target]))
     for c in cands:
         if (c / "sweep.yaml").is_file():
             return "sweep", c
