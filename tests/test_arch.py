@@ -193,6 +193,12 @@ def test_resolve_targets_exact_pattern_and_errors(tiny_bert):
         resolve_targets(tiny_bert, ["bert.encoder.layer.0.attention"], "w")  # a module, not a Linear
     assert list(resolve_targets(tiny_bert, ["bert.encoder.layer.0.attention"], "w", kind=nn.Module)) == \
         ["bert.encoder.layer.0.attention"]
+    # any module (the pipeline's up-front check): no kind named, no root '' among the examples,
+    # and a near miss shown its closest spellings
+    with pytest.raises(ConfigError) as info:
+        resolve_targets(tiny_bert, [q0[:-1]], "w", kind=nn.Module)
+    assert str(info.value).startswith(f"w: 'targets' entry '{q0[:-1]}' matches no module (e.g. {q0}, ")
+    assert str(info.value).count("attention.self.query") == 3, str(info.value)
     cands = architecture(tiny_bert).encoder_linears()
     with pytest.raises(ConfigError, match="'targets' entry 'classifier' matches no"):
         resolve_targets(tiny_bert, ["classifier"], "w", candidates=cands)

@@ -11,6 +11,7 @@ model order; an entry that matches nothing is an error (a typo never silently pr
 """
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any
 
@@ -22,8 +23,20 @@ REGEX_PREFIX = "re:"
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
+    """'Linear ' for nn.Linear; '' for nn.Module (any module: the kind says nothing)."""
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    return "/".join(k.__name__ for k in kinds)
+    return "" if nn.Module in kinds else "/".join(k.__name__ for k in kinds) + " "
+
+
+def _examples(entry: str, candidates: dict[str, nn.Module]) -> str:
+    """Up to three candidate names to show beside an entry that matched nothing: the closest
+    spellings of it, else the first Linears (the usual targets), else the first names. The root
+    module (named '') is never one."""
+    names = [n for n in candidates if n]
+    bare = entry[len(REGEX_PREFIX):] if entry.startswith(REGEX_PREFIX) else entry
+    close = difflib.get_close_matches(bare, names, n=3, cutoff=0.6)
+    linears = [n for n in names if isinstance(candidates[n], nn.Linear)]
+    return ", ".join(close or linears[:3] or names[:3]) or "none: the model has no such module"
 
 
 def _compile(entry: str, where: str) -> re.Pattern[str]:
@@ -69,9 +82,8 @@ def resolve_targets(model: nn.Module, targets: list[str], where: str, *,
         else:
             hits = [entry] if entry in candidates else []
         if not hits:
-            examples = ", ".join(list(candidates)[:3]) or "none: the model has no such module"
-            raise ConfigError(f"{where}: 'targets' entry '{entry}' matches no {_kind_name(kind)} module "
-                              f"(e.g. {examples})")
+            raise ConfigError(f"{where}: 'targets' entry '{entry}' matches no {_kind_name(kind)}module "
+                              f"(e.g. {_examples(entry, candidates)})")
         chosen.update(hits)
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     return {name: candidates[name]
