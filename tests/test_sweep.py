@@ -132,6 +132,16 @@ def test_invalid_sweep_settings(tmp_path, tiny_model, over, expected):
     assert expected in str(err.value), str(err.value)
 
 
+def test_missing_recipe_names_each_folder_looked_in_once(tmp_path, tiny_model, monkeypatch):
+    from workbench.sweep import load_sweep
+
+    monkeypatch.chdir(tmp_path)   # the sweep's folder is also the working directory
+    with pytest.raises(ConfigError) as err:
+        load_sweep(write_sweep(tmp_path, tiny_model, recipe="missing.yaml"))
+    looked = str(err.value).split("looked in: ")[1].rstrip(")").split(", ")
+    assert len(looked) == len(set(looked)) and str(tmp_path.resolve()) in looked, str(err.value)
+
+
 def test_cli_reports_config_error(tmp_path, tiny_model, capsys):
     from workbench.cli import main
 

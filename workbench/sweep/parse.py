@@ -32,7 +32,8 @@ def _resolve_recipe(raw: Any, base_dir: Path | None) -> Path:
     for c in candidates:
         if c.is_file():
             return c.resolve()
-    fail("sweep", "recipe", f"'{raw}' not found (looked in: {', '.join(str(c.parent) for c in candidates)})")
+    folders = dict.fromkeys(str(c.parent.resolve()) for c in candidates)   # each named once
+    fail("sweep", "recipe", f"'{raw}' not found (looked in: {', '.join(folders)})")
 
 
 def _int(data: dict, key: str, default: int, minimum: int) -> int:
