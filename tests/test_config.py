@@ -80,6 +80,14 @@ def test_cli_reports_errors_before_work(tmp_path, capsys):
     assert not (tmp_path / "r").exists()  # nothing started
 
 
+@pytest.mark.parametrize("flags", [[], ["--structural"], ["--quantization"], ["--dynamic"], ["--teachers"]])
+def test_cli_compare_of_a_missing_run_says_so(tmp_path, capsys, flags):
+    from workbench.cli import main
+
+    assert main(["compare", str(tmp_path / "nope"), *flags]) == 2
+    assert f"no run at '{tmp_path / 'nope'}'" in capsys.readouterr().err
+
+
 def test_unknown_model_fails_clearly(tmp_path):
     from workbench.models import ModelNotFound, load_model
 

@@ -83,6 +83,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from workbench.quantize.report import quantization_report
 
     folder = Path(args.run) if Path(args.run).is_dir() else results_dir() / args.run
+    if not folder.is_dir():
+        raise ConfigError(f"no run at '{args.run}' (neither a folder nor a run name under {results_dir()}); give "
+                          f"the folder of a `workbench run ... --seeds` run")
     kinds = [k for k in ("structural", "quantization", "dynamic") if getattr(args, k)]
     if len(kinds) + bool(args.teachers) > 1:
         raise ConfigError("compare: choose one of --structural, --quantization, --dynamic and --teachers")
