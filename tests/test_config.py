@@ -80,6 +80,19 @@ def test_cli_reports_errors_before_work(tmp_path, capsys):
     assert not (tmp_path / "r").exists()  # nothing started
 
 
+@pytest.mark.parametrize("command", ["run", "degrade"])
+@pytest.mark.parametrize("seeds, expected", [("", "at least one seed"), (" , ", "at least one seed"),
+                                             ("0,x", "comma-separated list of integers"), ("1,1", "distinct")])
+def test_cli_bad_seeds_fail_before_work(tmp_path, capsys, command, seeds, expected):
+    from workbench.cli import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task: rt-sentiment\nmodel: minilm-l6\nstages:\n  - name: p\n    recipes: [finetune]\n")
+    assert main([command, str(recipe), "--seeds", seeds, "--quick", "--results", str(tmp_path / "out")]) == 2
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing started
+
+
 @pytest.mark.parametrize("flags", [[], ["--structural"], ["--quantization"], ["--dynamic"], ["--teachers"]])
 def test_cli_compare_of_a_missing_run_says_so(tmp_path, capsys, flags):
     from workbench.cli import main

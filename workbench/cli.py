@@ -18,7 +18,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     spec = PipelineSpec.from_yaml(args.recipe)  # validates everything before work starts
     name = args.name or (f"quick-{spec.name}" if args.quick else spec.name)
-    if args.seeds:
+    if args.seeds is not None:   # given, even if empty: an empty list is an error, not one run
         from workbench.pipeline.seeds import run_seeds
 
         seeds = _parse_seeds(args.seeds)
@@ -44,7 +44,7 @@ def _cmd_degrade(args: argparse.Namespace) -> int:
 
     fractions = parse_fractions(args.fractions)  # bad fractions fail before the recipe is even read
     spec = PipelineSpec.from_yaml(args.recipe)
-    seeds = _parse_seeds(args.seeds) if args.seeds else [spec.seed]
+    seeds = _parse_seeds(args.seeds) if args.seeds is not None else [spec.seed]
     name = args.name or (f"quick-{spec.name}" if args.quick else spec.name)
     _, summary = degrade(spec, fractions, seeds, quick=args.quick, results_root=Path(args.results) if args.results else None,
                          run_name=name, fresh=args.fresh, min_steps=args.min_steps)
@@ -59,7 +59,9 @@ def _parse_seeds(text: str) -> list[int]:
         seeds = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise ConfigError(f"--seeds must be a comma-separated list of integers, e.g. 0,1,2; got {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds):
+    if not seeds:
+        raise ConfigError(f"--seeds must list at least one seed, e.g. 0,1,2; got {text!r}")
+    if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds must list distinct integers, got {text!r}")
     return seeds
 
