@@ -128,3 +128,15 @@ def test_every_shipped_recipe_file_validates(path):
 
     spec = PipelineSpec.from_yaml(path)
     assert spec.stages
+
+
+def test_run_folder_is_a_folder_or_a_name_under_results(tmp_path, monkeypatch):
+    from workbench.paths import run_folder
+
+    monkeypatch.setenv("WORKBENCH_RESULTS", str(tmp_path / "results"))
+    (tmp_path / "results" / "demo").mkdir(parents=True)
+    assert run_folder(tmp_path / "results" / "demo") == tmp_path / "results" / "demo"
+    assert run_folder("demo") == tmp_path / "results" / "demo"
+    for missing in ("nope", str(tmp_path / "nope"), "/demo"):   # an absolute path is not a name
+        with pytest.raises(ConfigError, match=f"no run at '{missing}' \\(neither a folder nor a run name under"):
+            run_folder(missing)

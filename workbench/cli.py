@@ -79,15 +79,12 @@ def _spread_rows(summary: list[dict]) -> list[dict]:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from workbench.paths import results_dir
+    from workbench.paths import run_folder
     from workbench.pipeline.compare import compare
     from workbench.prune.report import structural_report
     from workbench.quantize.report import quantization_report
 
-    folder = Path(args.run) if Path(args.run).is_dir() else results_dir() / args.run
-    if not folder.is_dir():
-        raise ConfigError(f"no run at '{args.run}' (neither a folder nor a run name under {results_dir()}); give "
-                          f"the folder of a `workbench run ... --seeds` run")
+    folder = run_folder(args.run)
     kinds = [k for k in ("structural", "quantization", "dynamic") if getattr(args, k)]
     if len(kinds) + bool(args.teachers) > 1:
         raise ConfigError("compare: choose one of --structural, --quantization, --dynamic and --teachers")
@@ -145,11 +142,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from workbench.paths import results_dir
+    from workbench.paths import run_folder
 
-    path = Path(args.run)
-    if not path.exists():
-        path = results_dir() / args.run
+    path = run_folder(args.run)
     metrics_file = path / "metrics.json"
     spread = path / "seeds_summary.csv"
     if not metrics_file.exists() and spread.exists():  # a --seeds run: the spread over seeds per stage

@@ -29,3 +29,19 @@ def results_dir() -> Path:
     """Where runs write their results. `WORKBENCH_RESULTS` overrides."""
     env = os.environ.get("WORKBENCH_RESULTS")
     return Path(env) if env else Path.cwd() / "results"
+
+
+def run_folder(run: str | Path) -> Path:
+    """The folder of a run given on the command line: a folder, else a run name under
+    `results_dir()`. Neither: ConfigError saying so (what the folder must hold is the caller's
+    check)."""
+    from workbench.config import ConfigError
+
+    path = Path(run)
+    if path.is_dir():
+        return path
+    named = results_dir() / str(run)
+    if named.is_dir():
+        return named
+    raise ConfigError(f"no run at '{run}' (neither a folder nor a run name under {results_dir()}); give a folder "
+                      "written by `workbench run`, or its name under results/")

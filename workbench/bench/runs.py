@@ -209,14 +209,15 @@ def bench_run_stages(run_dir: str | Path, stages: Sequence[str] | None = None,
 
 def run_cli(args: Any) -> int:
     """`workbench bench --run RUN` (arguments of `workbench.bench.cli.add_arguments`)."""
-    from workbench.paths import results_dir
+    from workbench.paths import run_folder
     from workbench.results import format_stage_table
 
     if args.models is not None:
         raise ConfigError("--models and --run exclude each other: --run benches the run's own stage models")
-    run_dir = Path(args.run) if Path(args.run).is_dir() else results_dir() / args.run
-    if not run_dir.is_dir():
-        raise ConfigError(f"--run: no run '{args.run}' (neither a folder nor {run_dir})")
+    try:
+        run_dir = run_folder(args.run)
+    except ConfigError as err:
+        raise ConfigError(f"--run: {err}") from None
     q = bool(args.quick)
     rows = bench_run_stages(
         run_dir, args.stages, args.engines or RUN_ENGINES, args.batch or ([1] if q else [1, 8]), args.threads,

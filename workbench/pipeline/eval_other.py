@@ -37,11 +37,9 @@ EVAL_COLUMNS = ["stage", "engine", "task", "split", "examples", "accuracy", "mac
 
 def run_folder(run: str | Path) -> Path:
     """A run's folder: a path, or a run name under the results root; it must hold metrics.json."""
-    from workbench.paths import results_dir
+    from workbench.paths import run_folder as folder_of
 
-    path = Path(run)
-    if not path.exists():
-        path = results_dir() / str(run)
+    path = folder_of(run)
     if not (path / "metrics.json").exists():
         if (path / "seeds_summary.csv").exists():
             raise ConfigError(f"'{run}' is a --seeds run: evaluate one seed's run, e.g. {path / 'seed-0'}")
