@@ -140,3 +140,19 @@ def test_run_folder_is_a_folder_or_a_name_under_results(tmp_path, monkeypatch):
     for missing in ("nope", str(tmp_path / "nope"), "/demo"):   # an absolute path is not a name
         with pytest.raises(ConfigError, match=f"no run at '{missing}' \\(neither a folder nor a run name under"):
             run_folder(missing)
+
+
+@pytest.mark.parametrize("where, block", [
+    ("recipe 'magnitude_prune'", "stages:\n  - name: s\n    recipes:\n      - magnitude_prune: 0.5\n"),
+    ("train", "stages:\n  - name: s\n    recipes: [finetune]\n    train: [1]\n"),
+    ("pipeline eval", "eval: 3\nstages:\n  - name: s\n    recipes: [finetune]\n"),
+    ("pipeline task", "stages:\n  - name: s\n    recipes: [finetune]\n"),
+])
+def test_settings_that_are_not_a_mapping_are_named(tmp_path, where, block):
+    from workbench.pipeline import PipelineSpec
+
+    task = "task: [rt-sentiment]\n" if where == "pipeline task" else "task: rt-sentiment\n"
+    path = tmp_path / "r.yaml"
+    path.write_text(task + "model: minilm-l6\n" + block)
+    with pytest.raises(ConfigError, match=f"{where}: settings must be a mapping of setting: value, got"):
+        PipelineSpec.from_yaml(path)

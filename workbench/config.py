@@ -131,9 +131,11 @@ def parse_config(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
     `where` names the place in the recipe for error messages, e.g. "stage 'prune' recipe
     'magnitude_prune'".
     """
-    data = dict(data or {})
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: settings must be a mapping, got {data!r}")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):   # checked before copying: dict(0.5) would raise a TypeError
+        raise ConfigError(f"{where}: settings must be a mapping of setting: value, got {data!r}")
+    data = dict(data)
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     reject_unknown_keys(data, fields, where)
