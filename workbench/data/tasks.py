@@ -5,6 +5,7 @@ holds the task types, the splitting and the loaders, and re-exports those names.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,7 +138,17 @@ def _complete_splits(texts: dict[str, list[str]], labels: dict[str, list[int]], 
 
 def _load_hf(cfg: TaskConfig, seed: int) -> tuple[datasets.DatasetDict, list[str]]:
     name = cfg.name[3:]
-    ds = datasets.load_dataset(name, cfg.subset)
+    try:
+        ds = datasets.load_dataset(name, cfg.subset)
+    except (ConnectionError, FileNotFoundError) as exc:
+        # offline (the default) and not in the local cache, or no such dataset: say which, and how
+        # to allow downloads, instead of the datasets library's traceback
+        offline = os.environ.get("HF_DATASETS_OFFLINE", "") in ("1", "true", "TRUE", "ON", "YES")
+        how = ("workbench is offline by default: set WORKBENCH_ALLOW_DOWNLOAD=1 to let it download from the hub, "
+               "or give a local file or folder as the task" if offline else "check the name (and 'subset')")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"task '{cfg.name}': Hugging Face dataset '{name}' could not be loaded ({first}); "
+                          f"{how}") from None
     if "train" not in ds:
         raise ConfigError(f"task '{cfg.name}': the dataset has no 'train' split (splits: {list(ds)})")
     feature = ds["train"].features.get(cfg.label_column)
