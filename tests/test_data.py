@@ -80,7 +80,8 @@ def test_hf_datasets_path_with_local_files(tmp_path, monkeypatch):
     assert task.num_labels == 3 and sum(len(task.splits[s]) for s in task.splits) == 90
 
 
-@pytest.mark.parametrize("offline, advice", [("1", "WORKBENCH_ALLOW_DOWNLOAD=1"), ("0", "check the name")])
+@pytest.mark.parametrize("offline, advice", [("1", "workbench is offline by default: set WORKBENCH_ALLOW_DOWNLOAD=1"),
+                                            ("0", "check the name")])
 def test_hf_dataset_that_cannot_be_loaded_is_named(monkeypatch, offline, advice):
     import datasets
 
