@@ -32,6 +32,22 @@ def _good_rows(n: int = 30) -> str:
 
 
 # ----------------------------------------------------------------------------- bad data
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    # Excel's "CSV UTF-8" starts the file with U+FEFF; .jsonl files saved by some editors too
+    task = load_task(_write(tmp_path / "excel.csv", "\ufefftext,label\n" + _good_rows()))
+    assert task.num_labels == 2 and sum(len(task.splits[s]) for s in task.splits) == 60
+    rows = "".join(f'{{"text": "film {i}", "label": "{"pos" if i % 2 else "neg"}"}}\n' for i in range(60))
+    assert load_task(_write(tmp_path / "bom.jsonl", "\ufeff" + rows)).num_labels == 2
+
+
+@pytest.mark.parametrize("name, sep, fix", [("semi.csv", ";", "save it with commas"), ("tabs.csv", "\t", "name it .tsv"),
+                                            ("commas.tsv", ",", "save it with commas")])
+def test_a_table_split_by_another_character_says_so(tmp_path, name, sep, fix):
+    text = f"text{sep}label\n" + "".join(f"film {i}{sep}{i % 2}\n" for i in range(30))
+    with pytest.raises(ConfigError, match=f"not found; .*separated by {re.escape(repr(sep))}.*{fix}"):
+        load_task(_write(tmp_path / name, text))
+
+
 def test_empty_file_names_the_file(tmp_path):
     name = _write(tmp_path / "empty.csv", "text,label\n")
     with pytest.raises(ConfigError, match=r"empty\.csv' is empty.*add rows"):

@@ -76,7 +76,9 @@ def _read_table(path: Path) -> list[tuple[int, dict]]:
     suffix = path.suffix.lower()
     try:
         if suffix in (".csv", ".tsv"):
-            with path.open(newline="", encoding="utf-8") as f:
+            # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8" writes one) is not part of the
+            # first column's name
+            with path.open(newline="", encoding="utf-8-sig") as f:
                 reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
                 rows = []
                 for row in reader:
@@ -84,7 +86,7 @@ def _read_table(path: Path) -> list[tuple[int, dict]]:
                 return rows
         if suffix in (".jsonl", ".json"):
             rows = []
-            with path.open(encoding="utf-8") as f:
+            with path.open(encoding="utf-8-sig") as f:
                 for n, line in enumerate(f, 1):
                     if not line.strip():
                         continue
@@ -102,6 +104,19 @@ def _read_table(path: Path) -> list[tuple[int, dict]]:
         raise ConfigError(f"task file '{path}' is not UTF-8 text ({exc.reason} at byte {exc.start}); "
                           "save it as UTF-8") from None
     raise ConfigError(f"task '{path}': unsupported file type '{suffix}' (use .csv, .tsv or .jsonl)")
+
+
+def _separator_hint(columns: list[str], path: Path | str) -> str:
+    """When a table read as one column holds another separator in that column's name, the file
+    is split by that character, not the one its extension says: a hint saying so ('' if not)."""
+    if len(columns) != 1 or not isinstance(path, Path):
+        return ""
+    expected = "\t" if path.suffix.lower() == ".tsv" else ","
+    for sep in ("\t", ";", ",", "|"):
+        if sep != expected and sep in columns[0]:
+            fix = "name it .tsv" if sep == "\t" else "save it with commas (.csv) or tabs (.tsv)"
+            return f"; its columns seem to be separated by {sep!r}, not {expected!r} as its extension says: {fix}"
+    return ""
 
 
 def _blank(v: Any) -> bool:
@@ -123,8 +138,9 @@ def _columns(rows: list[tuple[int, dict]], cfg: "TaskConfig", path: Path | str,
         missing = [(n, r) for n, r in rows if col not in r]
         if len(missing) == len(rows):
             found = sorted({str(k) for _, r in rows for k in r if k is not None})
+            hint = _separator_hint(found, path)
             raise ConfigError(f"{where}: {key} '{col}' not found; columns are {found} "
-                              f"(set task: {{{key}: <name>}} in the recipe)")
+                              f"(set task: {{{key}: <name>}} in the recipe){hint}")
         if missing:
             raise ConfigError(f"{where}: column '{col}' is missing on {_rows(missing)} "
                               f"({_lines(missing, unit)}); give every row a '{col}'")
