@@ -146,6 +146,9 @@ def test_bad_choice_settings_fail(tiny_bert):
         compile_model(tiny_bert, kernel_choice="fastest")
     with pytest.raises(ValueError, match="dtype"):
         compile_model(tiny_bert, dtype="fp8")
+    for shape in [(0, 128), "1x128", (1, 128, 1), (True, 128)]:
+        with pytest.raises(ValueError, match=r"choice_shape must be \(batch, seq\), two ints >= 1"):
+            compile_model(tiny_bert, kernel_choice="measure", choice_shape=shape)
     where = "stage 'rt' recipe 'workbench_runtime'"
     with pytest.raises(ConfigError, match="'kernel_choice'"):
         parse_config(WorkbenchRuntimeConfig, {"kernel_choice": "fastest"}, where)

@@ -66,6 +66,9 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
     if not isinstance(sparse_threshold, (int, float)) or sparse_threshold < 0:
         raise ValueError(f"sparse_threshold must be a number >= 0, got {sparse_threshold!r}")
     C.check_mode(kernel_choice)
+    if (not isinstance(choice_shape, (tuple, list)) or len(choice_shape) != 2
+            or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in choice_shape)):
+        raise ValueError(f"choice_shape must be (batch, seq), two ints >= 1, got {choice_shape!r}")
     if any(not isinstance(b, int) or b < 1 for b in choice_batches):
         raise ValueError(f"choice_batches must be batch sizes >= 1, got {choice_batches!r}")
     shapes = (tuple(choice_shape), tuple((b, choice_shape[1]) for b in choice_batches))
