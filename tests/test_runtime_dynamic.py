@@ -290,6 +290,9 @@ def test_bad_overrides_fail_clearly(model, tiny_bert):
         engine(ids, mask, exit_at=5)
     with pytest.raises(ConfigError, match="length_ratios"):
         engine(ids, mask, length_ratios=[0.5, 0.9, 0.4, 0.4])
+    static = compile_model(tiny_bert, quantize=True)   # no exit heads: a threshold would change nothing
+    with pytest.raises(ValueError, match="exit_threshold=0.1 but the engine has no exit heads"):
+        static(ids, mask, exit_threshold=0.1)
 
 
 def test_latency_table_prices_specs_by_their_work():

@@ -168,6 +168,10 @@ def _resolve(engine: "Engine", overrides: dict[str, Any]) -> "DynamicSpec | None
     if spec is None or spec.is_static:
         return None
     spec.check(engine.num_layers, "engine call")
+    if spec.exit_threshold is not None and not spec.exit_layers:
+        # no exit head to apply it at: the call would run the whole network, silently
+        raise ValueError(f"engine call: exit_threshold={spec.exit_threshold} but the engine has no exit heads, so no "
+                         "example could exit early; compile a model trained with the early_exit recipe")
     if spec.exit_threshold is not None or spec.exit_at is not None:
         missing = [x for x in spec.exit_layers if f"exit.{x}.pre" not in engine._linears]
         if missing:
