@@ -290,7 +290,12 @@ def test_bad_overrides_fail_clearly(model, tiny_bert):
         engine(ids, mask, exit_at=5)
     with pytest.raises(ConfigError, match="length_ratios"):
         engine(ids, mask, length_ratios=[0.5, 0.9, 0.4, 0.4])
-    static = compile_model(tiny_bert, quantize=True)   # no exit heads: a threshold would change nothing
+    from transformers import BertConfig, BertForSequenceClassification
+
+    plain = BertForSequenceClassification(BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=4,
+                                                     num_attention_heads=4, intermediate_size=64,
+                                                     max_position_embeddings=64)).eval()
+    static = compile_model(plain, quantize=True)   # no exit heads (`model` added them to tiny_bert)
     with pytest.raises(ValueError, match="exit_threshold=0.1 but the engine has no exit heads"):
         static(ids, mask, exit_threshold=0.1)
 
