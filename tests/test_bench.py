@@ -193,8 +193,14 @@ def test_models_take_saved_stage_folders(finished_run, tmp_path, capsys):
     models = _args(["--models", f"tiny-distilbert,{stage},mine={stage}"]).models
     assert [m.label for m in models] == ["tiny-distilbert", "stage:magnitude-50", "mine"]
     assert models[0].path is None and models[1].path == models[2].path == str(stage.resolve())
+    (tmp_path / "badjson").mkdir()
+    (tmp_path / "badjson" / "config.json").write_text("{not json")
+    (tmp_path / "noweights").mkdir()
+    (tmp_path / "noweights" / "config.json").write_text((stage / "config.json").read_text())
     for bad, says in ((tmp_path / "nope" / "model", "does not exist"), (tmp_path, "no config.json"),
-                      ("nosuchmodel", "unknown model")):
+                      ("nosuchmodel", "unknown model"),
+                      (tmp_path / "badjson", "cannot be read as a Hugging Face model configuration"),
+                      (tmp_path / "noweights", "holds no weights")):
         with pytest.raises(SystemExit):
             _args(["--models", f"tiny-distilbert,{bad}"])
         err = capsys.readouterr().err

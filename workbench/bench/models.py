@@ -97,6 +97,19 @@ def check_model_dir(path: Path, what: str) -> None:
     if not (path / "config.json").is_file():
         raise ConfigError(f"{what}: '{path}' is not a saved model folder (no config.json); a pipeline stage's model "
                           "is <run>/artifacts/<stage>/model")
+    # what every engine's process would fail on later, each on its own: found before any starts
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{what}: '{path}': its config.json cannot be read as a Hugging Face model configuration "
+                          f"({first})") from None
+    weights = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+    if not any((path / w).is_file() for w in weights):
+        raise ConfigError(f"{what}: '{path}' holds no weights ({' or '.join(weights[:2])}); save the model with "
+                          "save_pretrained")
 
 
 def parse_model(text: str) -> BenchModel:
