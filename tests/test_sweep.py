@@ -316,3 +316,14 @@ def test_changed_sweep_refuses_to_continue(tmp_path, tiny_model):
                                      space={"stages.pruned.train.lr": {"low": 1e-4, "high": 1e-2}}))
     with pytest.raises(ConfigError, match="different base recipe, search space"):
         open_study(changed, url, create=True, heartbeat=False)
+
+
+@pytest.mark.parametrize("record, says", [("name: x\n", "no study found"), ("[1\n", "is not valid YAML"),
+                                          ("[1]\n", "is not a sweep's record"),
+                                          ("storage: 'postgresql://u:***@h/db'\n", "needs a password")])
+def test_reading_a_folder_that_holds_no_readable_study_says_why(tmp_path, record, says):
+    from workbench.sweep import load_study
+
+    (tmp_path / "sweep.yaml").write_text(record)
+    with pytest.raises(ConfigError, match=says):
+        load_study(tmp_path)

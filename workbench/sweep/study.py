@@ -39,12 +39,20 @@ def load_study(folder: Path | str, storage: str | None = None) -> Any:
 
     folder = Path(folder)
     optuna = optuna_module()
-    info = yaml.safe_load((folder / "sweep.yaml").read_text()) or {}
+    try:
+        info = yaml.safe_load((folder / "sweep.yaml").read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"sweep '{folder.name}': {folder / 'sweep.yaml'} is not valid YAML ({exc})") from None
+    if not isinstance(info, dict):
+        raise ConfigError(f"sweep '{folder.name}': {folder / 'sweep.yaml'} is not a sweep's record (a mapping)")
     url = storage or os.environ.get(STORAGE_ENV)
     if not url and (folder / "study.db").is_file():
         url = f"sqlite:///{(folder / 'study.db').resolve()}"
     url = url or info.get("storage")
-    if not url or "***" in url:
+    if not url:
+        raise ConfigError(f"sweep '{folder.name}': no study found (no study.db in {folder}, and its sweep.yaml "
+                          "records no storage); pass --storage URL, or give the folder `workbench sweep` wrote")
+    if "***" in str(url):
         raise ConfigError(f"sweep '{folder.name}': its storage needs a password; pass --storage URL")
     url = with_driver(url)
     try:
