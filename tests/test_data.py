@@ -80,16 +80,16 @@ def test_hf_datasets_path_with_local_files(tmp_path, monkeypatch):
     assert task.num_labels == 3 and sum(len(task.splits[s]) for s in task.splits) == 90
 
 
-@pytest.mark.parametrize("offline, advice", [("1", "workbench is offline by default: set WORKBENCH_ALLOW_DOWNLOAD=1"),
-                                            ("0", "check the name")])
-def test_hf_dataset_that_cannot_be_loaded_is_named(monkeypatch, offline, advice):
+@pytest.mark.parametrize("allow, advice", [("", "workbench is offline by default: set WORKBENCH_ALLOW_DOWNLOAD=1"),
+                                          ("1", "check the name")])
+def test_hf_dataset_that_cannot_be_loaded_is_named(monkeypatch, allow, advice):
     import datasets
 
     def unreachable(name, subset=None):
         raise ConnectionError(f"Couldn't reach '{name}' on the Hub (OfflineModeIsEnabled)")
 
     monkeypatch.setattr(datasets, "load_dataset", unreachable)
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", offline)
+    monkeypatch.setenv("WORKBENCH_ALLOW_DOWNLOAD", allow)
     with pytest.raises(ConfigError, match=f"task 'hf:some/data': Hugging Face dataset 'some/data' could not be "
                                           f"loaded .*Couldn't reach.*; {advice}"):
         load_task("hf:some/data")

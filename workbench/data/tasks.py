@@ -5,7 +5,6 @@ holds the task types, the splitting and the loaders, and re-exports those names.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,9 +142,11 @@ def _load_hf(cfg: TaskConfig, seed: int) -> tuple[datasets.DatasetDict, list[str
     except (ConnectionError, FileNotFoundError) as exc:
         # offline (the default) and not in the local cache, or no such dataset: say which, and how
         # to allow downloads, instead of the datasets library's traceback
-        offline = os.environ.get("HF_DATASETS_OFFLINE", "") in ("1", "true", "TRUE", "ON", "YES")
-        how = ("workbench is offline by default: set WORKBENCH_ALLOW_DOWNLOAD=1 to let it download from the hub, "
-               "or give a local file or folder as the task" if offline else "check the name (and 'subset')")
+        from workbench.models.registry import allow_download
+
+        how = ("check the name (and 'subset')" if allow_download() else
+               "workbench is offline by default: set WORKBENCH_ALLOW_DOWNLOAD=1 to let it download from the hub, "
+               "or give a local file or folder as the task")
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"task '{cfg.name}': Hugging Face dataset '{name}' could not be loaded ({first}); "
                           f"{how}") from None
