@@ -12,8 +12,7 @@ import os, sys
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 import numpy as np
 from workbench.bench.in_process import bench_engine
-from timing import far_mask, median_ms
-from workbench.bench.placement import round_trip_ns
+from timing import alternating_rounds, by_placement
 from workbench_ext import encoder
 
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
@@ -23,23 +22,11 @@ for n, (e, feed) in eng.items():       # both orders give the same outputs
     encoder._set_b1_columns(0); a = e.run(feed)
     encoder._set_b1_columns(1); b = e.run(feed)
     assert np.array_equal(np.asarray(a), np.asarray(b)), n
-rows = []
-for r in range(rounds):
-    trip = round_trip_ns()
-    row = {"trip": trip}
-    for n, (e, feed) in eng.items():
-        for on in ((0, 1) if r % 2 == 0 else (1, 0)):
-            encoder._set_b1_columns(on)
-            row[n, on] = median_ms(lambda: e.run(feed))
-    encoder._set_b1_columns(0)
-    rows.append(row)
-    print(f"round {r:2d} trip {trip:4.0f} ns  " + "  ".join(
-        f"{n} {row[n, 0]:.3f}/{row[n, 1]:.3f} ms ({row[n, 0] / row[n, 1]:.3f}x)" for n in names), flush=True)
-trips = np.array([x["trip"] for x in rows])
-far = far_mask(trips)
-for label, sel in (("near", ~far), ("far", far)):
-    if not sel.any():
-        print(f"{label}: no rounds"); continue
+rows = alternating_rounds(rounds, eng, (0, 1), encoder._set_b1_columns, lambda r, row: (
+    f"round {r:2d} trip {row['trip']:4.0f} ns  " + "  ".join(
+        f"{n} {row[n, 0]:.3f}/{row[n, 1]:.3f} ms ({row[n, 0] / row[n, 1]:.3f}x)" for n in names)))
+encoder._set_b1_columns(0)
+for label, sel in by_placement(rows):
     parts = []
     for n in names:
         own = np.array([x[n, 0] for x in rows])[sel]; cols = np.array([x[n, 1] for x in rows])[sel]

@@ -8,8 +8,8 @@ import os, sys
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 from workbench.bench.in_process import bench_engine
-from timing import far_mask, median_ms
-from workbench.bench.placement import cpu_pair, round_trip_ns
+from timing import alternating_rounds, by_placement
+from workbench.bench.placement import cpu_pair
 from workbench_ext import cpu
 
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
@@ -18,23 +18,13 @@ pair = cpu_pair()
 allowed = os.sched_getaffinity(0)
 eng = {n: bench_engine(n, 1, threads=1) for n in names}
 cpu.set_num_threads(1)
-rows = []
-for r in range(rounds):
-    os.sched_setaffinity(0, allowed)
-    row = {"trip": round_trip_ns()}
-    for n, (e, feed) in eng.items():
-        for c in (pair if r % 2 == 0 else pair[::-1]):
-            os.sched_setaffinity(0, {c})
-            row[n, c] = median_ms(lambda: e.run(feed))
-    rows.append(row)
-    print(f"round {r:2d} trip {row['trip']:4.0f} ns  " + "  ".join(
-        f"{n} " + "/".join(f"cpu{c} {row[n, c]:.3f}" for c in pair) for n in names), flush=True)
+rows = alternating_rounds(
+    rounds, eng, tuple(pair), lambda c: os.sched_setaffinity(0, {c}),
+    lambda r, row: f"round {r:2d} trip {row['trip']:4.0f} ns  " + "  ".join(
+        f"{n} " + "/".join(f"cpu{c} {row[n, c]:.3f}" for c in pair) for n in names),
+    before=lambda: os.sched_setaffinity(0, allowed))   # the round trip needs both vCPUs
 os.sched_setaffinity(0, allowed)
-trips = np.array([x["trip"] for x in rows])
-far = far_mask(trips)
-for label, sel in (("near", ~far), ("far", far)):
-    if not sel.any():
-        print(f"{label}: no rounds"); continue
+for label, sel in by_placement(rows):
     cells = []
     for n in names:
         a = np.array([x[n, pair[0]] for x in rows])[sel]; b = np.array([x[n, pair[1]] for x in rows])[sel]

@@ -8,36 +8,24 @@ import os, sys
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 import numpy as np
 from workbench.bench.in_process import bench_engine
-from timing import far_mask, median_ms
-from workbench.bench.placement import round_trip_ns
+from timing import alternating_rounds, by_placement
 from workbench_ext import cpu
 
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
 names = sys.argv[2:] or ["wb-int8", "wb-int8-sp90"]
 eng = {n: bench_engine(n, 1) for n in names}
-rows = []
-for r in range(rounds):
-    row = {"trip": round_trip_ns()}
-    for n, (e, feed) in eng.items():
-        for nt in ((2, 1) if r % 2 == 0 else (1, 2)):
-            cpu.set_num_threads(nt)
-            row[n, nt] = median_ms(lambda: e.run(feed))
-    cpu.set_num_threads(2)
-    rows.append(row)
-    print(f"round {r:2d} trip {row['trip']:4.0f} ns  " + "  ".join(
-        f"{n} t2 {row[n, 2]:.3f} t1 {row[n, 1]:.3f} ms" for n in names), flush=True)
-trips = np.array([x["trip"] for x in rows])
-far = far_mask(trips)
+rows = alternating_rounds(rounds, eng, (2, 1), cpu.set_num_threads, lambda r, row: (
+    f"round {r:2d} trip {row['trip']:4.0f} ns  " + "  ".join(
+        f"{n} t2 {row[n, 2]:.3f} t1 {row[n, 1]:.3f} ms" for n in names)))
+cpu.set_num_threads(2)
 med = {}
-for label, sel in (("near", ~far), ("far", far)):
-    if not sel.any():
-        print(f"{label}: no rounds"); continue
+for label, sel in by_placement(rows):
     for n in names:
         for nt in (2, 1):
             med[label, n, nt] = float(np.median(np.array([x[n, nt] for x in rows])[sel]))
     print(f"{label} ({sel.sum()} rounds): " + "; ".join(
         f"{n} t2 {med[label, n, 2]:.3f} ms, t1 {med[label, n, 1]:.3f} ms" for n in names))
-if far.any() and (~far).any():
+if {label for label, _, _ in med} == {"near", "far"}:
     print("far / near: " + "; ".join(
         f"{n} t2 {med['far', n, 2] / med['near', n, 2]:.3f}x, t1 {med['far', n, 1] / med['near', n, 1]:.3f}x"
         for n in names))
