@@ -53,3 +53,31 @@ def test_pipeline_on_local_model_and_csv_task(tmp_path, monkeypatch):
     assert metrics[0]["accuracy"] > 0.7  # four words decide the label: a 2-layer model learns it
     layer = {k: v for k, v in metrics[1]["per_layer_sparsity"].items() if "encoder.layer.0." in k}
     assert layer and all(abs(v - 0.5) < 1e-6 for v in layer.values())
+
+
+def test_sequence_lengths_fit_the_models_position_table(tmp_path, monkeypatch):
+    """A model with 64 positions and a text longer than 64 tokens: the task's default truncation
+    (128) is lowered to 64 (it failed inside the forward, after training, before); a max_length or
+    eval seq_len set longer than the model holds is an error before any work."""
+    import pytest
+    import yaml
+    from conftest import tiny_spec, write_tiny_task
+
+    from workbench.config import ConfigError
+    from workbench.models.arch import max_sequence_length
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    csv_path, folder = write_tiny_task(tmp_path, repeats=10)  # max_position_embeddings 64
+    with csv_path.open("a") as f:
+        f.write(" ".join(["the film was good"] * 30) + ",pos\n")  # 122 tokens
+    stages = [{"name": "ft", "recipes": ["finetune"], "train": {"epochs": 1, "batch_size": 16}}]
+    PipelineRun(PipelineSpec.from_dict(tiny_spec(csv_path, folder, stages)), results_root=tmp_path / "r").run()
+    assert yaml.safe_load((tmp_path / "r" / "s" / "recipe.yaml").read_text())["task"]["max_length"] == 64
+    for section, key in (("task", "max_length"), ("eval", "seq_len")):
+        raw = tiny_spec(csv_path, folder, stages)
+        raw[section][key] = 100
+        with pytest.raises(ConfigError, match=f"'{key}' 100 is longer than model .* holds 64 tokens"):
+            PipelineRun(PipelineSpec.from_dict(raw), results_root=tmp_path / "r2").run()
+        assert not (tmp_path / "r2").exists()
+    from transformers import RobertaConfig
+    assert max_sequence_length(RobertaConfig(max_position_embeddings=514, pad_token_id=1)) == 512

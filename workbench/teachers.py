@@ -34,6 +34,7 @@ from torch import nn
 
 from workbench.config import ConfigError
 from workbench.forward import MODEL_INPUT_KEYS, ForwardOutputs, forward_with
+from workbench.models.arch import max_sequence_length
 
 
 def _same_vocab(a: Any, b: Any) -> bool:
@@ -64,7 +65,9 @@ class Teacher:
     def _inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self.same_tokenizer:
             return batch
-        enc = self.tokenizer(batch["text"], padding=True, truncation=True, max_length=512, return_tensors="pt")
+        # the teacher's own tokens, as many as its position table holds (at most 512)
+        limit = min(512, max_sequence_length(self.model) or 512)
+        enc = self.tokenizer(batch["text"], padding=True, truncation=True, max_length=limit, return_tensors="pt")
         return dict(enc)
 
     @torch.no_grad()

@@ -164,6 +164,20 @@ def check_supported(config_or_model: Any, where: str) -> Family:
     return family
 
 
+def max_sequence_length(config_or_model: Any) -> int | None:
+    """Tokens one sequence may hold: the position table's rows, less the `padding_idx + 1` that
+    a family whose positions start after the padding index (RoBERTa) cannot use; None when the
+    config has no `max_position_embeddings` (then the model sets no limit we know of)."""
+    config = getattr(config_or_model, "config", config_or_model)
+    rows = getattr(config, "max_position_embeddings", None)
+    if not isinstance(rows, int):
+        return None
+    family = _BY_MODEL_TYPE.get(getattr(config, "model_type", None))
+    if family is not None and family.position_offset:
+        rows -= int(getattr(config, "pad_token_id", None) or 0) + 1
+    return rows
+
+
 def architecture(model: nn.Module, where: str = "model") -> "Architecture":
     """The adapter for `model`: its family by `config.model_type`, checked against the module
     tree (the task model must hold the base model at `family.base` and the layer stack)."""

@@ -65,3 +65,30 @@ def check_architecture(spec: PipelineSpec, model: nn.Module) -> None:
             if recipe_class(rname, f"stage '{stage.name}'").uses_architecture:
                 architecture(model, where=f"stage '{stage.name}' recipe '{rname}'")
                 return
+
+
+def fit_sequence_lengths(spec: PipelineSpec, model: nn.Module) -> None:
+    """The task's truncation (`task.max_length`) and the length speed is measured at
+    (`eval.seq_len`) must fit the model's position table: a longer sequence fails inside the
+    model's forward, after stages have trained. A length left at its default (128) is lowered to
+    what the model holds, with a notice; one set longer is a ConfigError naming both numbers."""
+    import dataclasses
+
+    from workbench.data import TaskConfig
+    from workbench.models.arch import max_sequence_length
+    from workbench.pipeline.spec import EvalConfig
+
+    limit = max_sequence_length(model)
+    if limit is None:
+        return
+    holds = f"model '{spec.model}' holds {limit} tokens per sequence (its max_position_embeddings)"
+    for where, config, key, cls in (("pipeline task", spec.task, "max_length", TaskConfig),
+                                    ("pipeline eval", spec.eval, "seq_len", EvalConfig)):
+        value = getattr(config, key)
+        if value <= limit:
+            continue
+        default = next(f.default for f in dataclasses.fields(cls) if f.name == key)
+        if value != default:
+            raise ConfigError(f"{where}: '{key}' {value} is longer than {holds}; set {key}: {limit} or less")
+        setattr(config, key, limit)
+        print(f"[workbench] {where} {key}: {limit} instead of the default {default}, as {holds}", flush=True)

@@ -26,7 +26,8 @@ from workbench.models import load_model, resolve_model_path
 from workbench.models.edits import load_edited_model
 from workbench.models.vocab import check_stage_tokens, load_stage_tokenizer
 from workbench.paths import cache_dir, results_dir
-from workbench.pipeline.checks import check_architecture, check_model, check_task, check_teachers
+from workbench.pipeline.checks import (check_architecture, check_model, check_task, check_teachers,
+                                       fit_sequence_lengths)
 from workbench.pipeline.measure import engine_name, measure_stage  # noqa: F401  (engine_name re-exported)
 from workbench.pipeline.records import FIGURE_EVERY_S, print_stage_result, write_run_figures, write_run_records
 from workbench.pipeline.records import STAGE_COLUMNS  # noqa: F401  (re-exported)
@@ -93,6 +94,7 @@ class PipelineRun(StageKeys):
         self.base_model, self.tokenizer = load_model(spec.model, self.task.num_labels, spec.seed)
         check_architecture(spec, self.base_model)
         check_model(spec, self.base_model)
+        fit_sequence_lengths(spec, self.base_model)
         self.picks: tuple[list[int], list[int]] | None = None  # the --quick subsets, by index
         if self.quick:
             g = torch.Generator().manual_seed(spec.seed)
