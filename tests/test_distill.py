@@ -61,6 +61,25 @@ def test_student_defaults_and_narrow_random(tiny_bert):
         build_student(tiny_bert, layers=[0, 7])
     with pytest.raises(ConfigError, match="not divisible"):
         build_student(tiny_bert, init="random", hidden_size=30, num_attention_heads=4)
+    with pytest.raises(ConfigError, match="'num_layers' 5 is more than the teacher's 4 layers"):
+        build_student(tiny_bert, init="random", num_layers=5)
+
+
+def test_student_layers_out_of_range_fail_before_the_first_stage_trains(tmp_path, monkeypatch):
+    from conftest import tiny_spec, write_tiny_task
+
+    from workbench.pipeline import PipelineRun, PipelineSpec
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    csv_path, folder = write_tiny_task(tmp_path, repeats=5)  # 2 layers
+    for student in ({"layers": [0, 9]}, {"init": "random", "num_layers": 3}):
+        spec = PipelineSpec.from_dict(tiny_spec(csv_path, folder, [
+            {"name": "ft", "recipes": ["finetune"], "train": {"epochs": 1}},
+            {"name": "st", "recipes": [{"student": student}, {"distill_logits": {"teacher": "ft"}}],
+             "train": {"epochs": 1}}]))
+        with pytest.raises(ConfigError, match="stage 'st' recipe 'student': .* the teacher('s| has) 2 layers"):
+            PipelineRun(spec, results_root=tmp_path / "r").run()
+        assert not (tmp_path / "r").exists()  # nothing ran: stage 'ft' did not train first
 
 
 def test_distilbert_student():

@@ -26,15 +26,14 @@ def build_student(teacher: nn.Module, layers: list[int] | None = None, init: str
     depth = len(teacher_layers)
     if init == "copy":
         chosen = list(layers) if layers is not None else list(range(0, depth, 2))
-        bad = [i for i in chosen if i >= depth]
-        if bad:
-            raise ConfigError(f"{where}: 'layers' {bad} out of range: the teacher has {depth} layers (0..{depth - 1})")
+        check_student_depth(depth, chosen, None, where)
         # copy everything but the layer stack, then the chosen layers (copies, not shared)
         memo = {id(teacher_layers): nn.ModuleList()}
         student = copy.deepcopy(teacher, memo)
         architecture(student, where).set_layers(
             nn.ModuleList([copy.deepcopy(teacher_layers[i]) for i in chosen]))
         return student
+    check_student_depth(depth, None, num_layers, where)
     fam = arch.family
     config = copy.deepcopy(teacher.config)
     setattr(config, fam.num_layers_attr, num_layers or (len(layers) if layers else max(1, depth // 2)))
@@ -47,3 +46,15 @@ def build_student(teacher: nn.Module, layers: list[int] | None = None, init: str
         raise ConfigError(f"{where}: hidden_size {hidden} is not divisible by num_attention_heads {heads}")
     torch.manual_seed(seed)
     return type(teacher)(config).eval()
+
+
+def check_student_depth(depth: int, layers: list[int] | None, num_layers: int | None, where: str) -> None:
+    """The layers a student copies exist in its `depth`-layer teacher, and a random student is
+    no deeper than it (so no stage is deeper than the pipeline's starting model: the pipeline
+    checks `layers` against that model before any stage trains)."""
+    bad = [i for i in layers or [] if i >= depth]
+    if bad:
+        raise ConfigError(f"{where}: 'layers' {bad} out of range: the teacher has {depth} layers (0..{depth - 1})")
+    if num_layers is not None and num_layers > depth:
+        raise ConfigError(f"{where}: 'num_layers' {num_layers} is more than the teacher's {depth} layers; "
+                          "a student is at most as deep as its teacher")

@@ -11,7 +11,8 @@ from typing import Literal
 from torch import nn
 
 from workbench.config import fail
-from workbench.models.student import build_student
+from workbench.models.arch import architecture
+from workbench.models.student import build_student, check_student_depth
 from workbench.recipes.base import Recipe, register_recipe
 
 
@@ -47,6 +48,13 @@ class Student(Recipe):
 
     Config = StudentConfig
     uses_architecture = True
+
+    @classmethod
+    def check_model(cls, config: StudentConfig, model: nn.Module, where: str) -> None:
+        """`layers` and `num_layers` against the starting model: no stage is deeper than it, so
+        a layer index past its depth is out of range in every stage (fail before any trains)."""
+        depth = architecture(model, where).num_layers
+        check_student_depth(depth, config.layers if config.init == "copy" else None, config.num_layers, where)
 
     def apply(self, model: nn.Module) -> nn.Module:
         c = self.config
