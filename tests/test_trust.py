@@ -48,6 +48,19 @@ def test_a_table_split_by_another_character_says_so(tmp_path, name, sep, fix):
         load_task(_write(tmp_path / name, text))
 
 
+def test_an_unquoted_comma_or_a_repeated_column_is_named(tmp_path):
+    # "the film, was good,pos" read ' was good' as a third class, silently; a header naming
+    # 'text' twice kept the last column's values as the texts
+    text = "text,label\n" + _good_rows() + "a fine film, truly,pos\n"
+    with pytest.raises(ConfigError, match=r"1 row has more fields than the header's 2 \(line 62 has 3\).*double quotes"):
+        load_task(_write(tmp_path / "comma.csv", text))
+    text = "text,label,text\n" + "".join(f"film {i},{i % 2},x\n" for i in range(60))
+    with pytest.raises(ConfigError, match=r"column 'text' appears twice in the header \(columns 1 and 3\)"):
+        load_task(_write(tmp_path / "twice.csv", text))
+    quoted = "text,label\n" + _good_rows() + '"a fine film, truly",pos\n'
+    assert load_task(_write(tmp_path / "quoted.csv", quoted)).num_labels == 2
+
+
 def test_empty_file_names_the_file(tmp_path):
     name = _write(tmp_path / "empty.csv", "text,label\n")
     with pytest.raises(ConfigError, match=r"empty\.csv' is empty.*add rows"):

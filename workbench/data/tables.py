@@ -83,6 +83,7 @@ def _read_table(path: Path) -> list[tuple[int, dict]]:
                 rows = []
                 for row in reader:
                     rows.append((reader.line_num, row))
+                _check_fields(path, reader.fieldnames or [], rows)
                 return rows
         if suffix in (".jsonl", ".json"):
             rows = []
@@ -104,6 +105,26 @@ def _read_table(path: Path) -> list[tuple[int, dict]]:
         raise ConfigError(f"task file '{path}' is not UTF-8 text ({exc.reason} at byte {exc.start}); "
                           "save it as UTF-8") from None
     raise ConfigError(f"task '{path}': unsupported file type '{suffix}' (use .csv, .tsv or .jsonl)")
+
+
+def _check_fields(path: Path, header: list[str], rows: list[tuple[int, dict]]) -> None:
+    """A header naming a column twice (which one holds the texts?) and rows with more fields
+    than the header (an unquoted separator inside a text: "the film, was good,pos" would read
+    ' was good' as the label) are errors naming the column or the lines."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header, 1):
+        if name in seen:
+            raise ConfigError(f"task file '{path}': column '{name}' appears twice in the header (columns "
+                              f"{seen[name]} and {i}); rename one")
+        seen[name] = i
+    long = [(n, r) for n, r in rows if None in r]  # csv.DictReader keeps the extra fields under None
+    if long:
+        sep = "tab" if path.suffix.lower() == ".tsv" else "comma"
+        n, r = long[0]
+        raise ConfigError(f"task file '{path}': {_rows(long)} {'has' if len(long) == 1 else 'have'} more fields than "
+                          f"the header's {len(header)} ({'' if len(long) == 1 else _lines(long) + '; '}line {n} has "
+                          f"{len(header) + len(r[None])}): "
+                          f"a text that holds a {sep} must be in double quotes, e.g. \"the film, was good\"")
 
 
 def _separator_hint(columns: list[str], path: Path | str) -> str:
