@@ -113,3 +113,26 @@ def test_eval_of_a_folder_without_a_run_says_what_it_needs(tmp_path):
 
     with pytest.raises(ConfigError, match=r"no finished run at .*looked for .*metrics.json"):
         evaluate_run(tmp_path, "rt-sentiment")
+
+
+def test_eval_of_a_file_with_other_columns_names_the_flags(tmp_path, monkeypatch, capsys):
+    """The other task's columns are 'text' and 'label' unless told: a file with other names fails
+    naming the command-line flag (the message said to set them "in the recipe"), and runs with it."""
+    from conftest import tiny_spec, write_tiny_task
+
+    from workbench.cli import main
+    from workbench.pipeline import PipelineRun, PipelineSpec
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    csv_path, folder = write_tiny_task(tmp_path, repeats=5)
+    stages = [{"name": "t", "recipes": ["finetune"], "train": {"epochs": 1, "batch_size": 16, "max_steps": 2}}]
+    PipelineRun(PipelineSpec.from_dict(tiny_spec(csv_path, folder, stages)), results_root=tmp_path / "r").run()
+    other = tmp_path / "other.csv"
+    other.write_text("review,sentiment\n" + "".join(f"a {w} show {i},{y}\n" for i in range(20)
+                                                     for w, y in (("good", "pos"), ("awful", "neg"))))
+    run = str(tmp_path / "r" / "s")
+    assert main(["eval", run, "--task", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "text_column 'text' not found" in err and "--text-column for `workbench eval`" in err
+    assert main(["eval", run, "--task", str(other), "--text-column", "review", "--label-column", "sentiment"]) == 0
+    assert (tmp_path / "r" / "s" / "eval-other.csv").exists()

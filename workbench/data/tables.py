@@ -161,7 +161,8 @@ def _columns(rows: list[tuple[int, dict]], cfg: "TaskConfig", path: Path | str,
             found = sorted({str(k) for _, r in rows for k in r if k is not None})
             hint = _separator_hint(found, path)
             raise ConfigError(f"{where}: {key} '{col}' not found; columns are {found} "
-                              f"(set task: {{{key}: <name>}} in the recipe){hint}")
+                              f"(set task: {{{key}: <name>}} in the recipe, or --{key.replace('_', '-')} for "
+                              f"`workbench eval`){hint}")
         if missing:
             raise ConfigError(f"{where}: column '{col}' is missing on {_rows(missing)} "
                               f"({_lines(missing, unit)}); give every row a '{col}'")
