@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import warnings
 
 import numpy as np
@@ -215,6 +216,14 @@ def test_save_load_round_trip_is_identical(minilm, tmp_path):
     assert np.array_equal(got.logits.numpy(), _engine_logits(engine, enc))
     with pytest.raises(FileNotFoundError):
         Engine.load(tmp_path / "nowhere")
+    # a copy cut short names the file (it raised the JSON parser's / safetensors' own error)
+    for name in files:
+        shutil.copytree(tmp_path / "eng", tmp_path / "cut", dirs_exist_ok=True)
+        (tmp_path / "cut" / name).write_bytes((tmp_path / "eng" / name).read_bytes()[:64])
+        with pytest.raises(ValueError, match=f"cut/{name} is .*cut short or was not written by Engine.save"):
+            Engine.load(tmp_path / "cut")
+    with pytest.raises(NotADirectoryError, match="is a file; an engine is saved as a folder"):
+        engine.save(tmp_path / "eng" / "engine.json")
     # storage / sparsity hooks used by workbench.evaluate
     stats = mod.workbench_stats()
     assert stats["nonzero_params"] < stats["params"] == engine.num_parameters()

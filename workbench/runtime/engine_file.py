@@ -41,6 +41,9 @@ class EngineFile:
 
     def save(self, directory: str | os.PathLike) -> Path:
         d = Path(directory)
+        if d.exists() and not d.is_dir():
+            raise NotADirectoryError(f"engine.save: '{d}' is a file; an engine is saved as a folder "
+                                     f"({META_FILE} + {WEIGHTS_FILE}): give a folder path")
         atomic_write_bytes(d / WEIGHTS_FILE, self.serialized())
         atomic_write_text(d / META_FILE, json.dumps(self.meta, indent=1, sort_keys=True))
         return d
@@ -52,6 +55,17 @@ class EngineFile:
         d = Path(directory)
         if not (d / META_FILE).is_file() or not (d / WEIGHTS_FILE).is_file():
             raise FileNotFoundError(f"{d} does not hold a saved engine ({META_FILE} + {WEIGHTS_FILE})")
-        meta = json.loads((d / META_FILE).read_text())
-        tensors = {k: np.ascontiguousarray(v) for k, v in load_file(str(d / WEIGHTS_FILE)).items()}
+        # a file cut short (a copy interrupted) or not written by Engine.save: name it, not the parser's error
+        try:
+            meta = json.loads((d / META_FILE).read_text(encoding="utf-8"))
+            if not isinstance(meta, dict):
+                raise ValueError(f"a JSON {type(meta).__name__}, not an object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{d / META_FILE} is not an engine's metadata ({exc}); it is cut short or was not "
+                             "written by Engine.save: save the engine again") from None
+        try:
+            tensors = {k: np.ascontiguousarray(v) for k, v in load_file(str(d / WEIGHTS_FILE)).items()}
+        except Exception as exc:  # safetensors raises its own SafetensorError (not an OSError/ValueError)
+            raise ValueError(f"{d / WEIGHTS_FILE} is not readable safetensors ({exc}); it is cut short or was "
+                             "not written by Engine.save: save the engine again") from None
         return cls(meta, tensors)
