@@ -284,6 +284,12 @@ def test_dynamic_training_recipes_need_a_full_model_loss_and_valid_exits(tmp_pat
         build_recipe("early_exit", {"exit_layers": [3]}, ctx(tmp_path), "x").apply(tiny(layers=4))
     with pytest.raises(ConfigError, match="length_drop_prob"):
         build_recipe("length_adaptive", {"length_drop_prob": 1.5}, ctx(tmp_path), "x")
+    # checked against the pipeline's starting model too, before any stage trains: a 4-layer
+    # model has exits after layers 0..2 in every stage (no stage is deeper)
+    early_exit = recipe_class("early_exit", "x")
+    early_exit.check_model(early_exit.Config(exit_layers=[0, 2]), tiny(layers=4), "x")
+    with pytest.raises(ConfigError, match=r"'exit_layers' \[3\] out of range: the model has 4 layers"):
+        early_exit.check_model(early_exit.Config(exit_layers=[0, 3]), tiny(layers=4), "x")
 
 
 # ------------------------------------------------------------------ length search

@@ -99,15 +99,24 @@ class EarlyExit(Recipe):
         if config.teacher:
             check_teacher(config.teacher, check)
 
+    @classmethod
+    def check_model(cls, config: EarlyExitConfig, model: nn.Module, where: str) -> None:
+        """`exit_layers` against the starting model: no stage is deeper than it (`student`), so
+        an exit past its layers is out of range in every stage: fail before any stage trains."""
+        from workbench.models.arch import architecture
+
+        super().check_model(config, model, where)
+        n = architecture(model, where).num_layers
+        bad = [x for x in config.exit_layers or [] if x >= n - 1]
+        if bad:
+            _check_exit_layers(bad, n, where)
+
     def apply(self, model: nn.Module) -> nn.Module:
         from workbench.models.arch import architecture
 
         n = architecture(model, self.where).num_layers
         layers = list(range(n - 1)) if self.config.exit_layers is None else sorted(self.config.exit_layers)
-        bad = [x for x in layers if not 0 <= x < n - 1]
-        if bad or not layers:
-            fail(self.where, "exit_layers", f"{bad or layers} out of range: the model has {n} layers, so exits go "
-                 f"after layers 0..{n - 2} (the last layer's exit is the model's classifier)")
+        _check_exit_layers(layers, n, self.where)
         self.layers = layers
         record_edit(model, "exit_heads", layers=layers, pooling=self.config.pooling)
         w = [float(i + 1) if self.config.weighting == "depth" else 1.0 for i in layers]
@@ -149,3 +158,10 @@ class EarlyExit(Recipe):
         spec = old.replace(exit_layers=self.layers, exit_criterion=self.config.criterion,
                            exit_threshold=self.config.threshold)
         record_edit(state.model, "dynamic_spec", spec=spec.to_dict())
+
+
+def _check_exit_layers(layers: list[int], n: int, where: str) -> None:
+    bad = [x for x in layers if not 0 <= x < n - 1]
+    if bad or not layers:
+        fail(where, "exit_layers", f"{bad or layers} out of range: the model has {n} layers, so exits go "
+             f"after layers 0..{n - 2} (the last layer's exit is the model's classifier)")
