@@ -242,8 +242,16 @@ def test_distilling_across_vocabularies_is_refused(local_task, tmp_path):
                "from": "teacher", "train": {"epochs": 1}},
               ])
     PipelineRun(s, results_root=tmp_path / "ok").run()  # the same trimmed vocabulary: fine
-    s = spec([{"name": "teacher", "recipes": ["finetune"], "train": {"epochs": 1, "batch_size": 16}},
+    with pytest.raises(ConfigError, match="teacher 'teacher' and this stage have different vocabularies"):
+        # refused from the recipe alone (PipelineSpec), before the teacher trains
+        spec([{"name": "teacher", "recipes": ["finetune"], "train": {"epochs": 1, "batch_size": 16}},
               {"name": "student", "recipes": ["trim_vocab", {"distill_logits": {"teacher": "teacher"}}],
                "train": {"epochs": 1, "batch_size": 16}}])
-    with pytest.raises(ConfigError, match="teacher 'teacher' and this stage have different vocabularies"):
-        PipelineRun(s, results_root=tmp_path / "r").run()
+    # a stage that descends from a trimmed one, and a model-name teacher of a trimmed stage
+    for stages in ([{"name": "teacher", "recipes": ["finetune"], "train": {"epochs": 1, "batch_size": 16}},
+                    {"name": "trimmed", "recipes": ["trim_vocab"]},
+                    {"name": "student", "recipes": [{"distill_layers": {"teacher": "teacher"}}], "train": {"epochs": 1}}],
+                   [{"name": "trimmed", "recipes": ["trim_vocab"]},
+                    {"name": "student", "recipes": [{"distill_logits": {"teacher": "minilm-l6"}}], "train": {"epochs": 1}}]):
+        with pytest.raises(ConfigError, match=r"stage 'student' .* different vocabularies \(stage 'trimmed' trims it"):
+            spec(stages)

@@ -33,6 +33,30 @@ def check_teachers(stage: StageSpec, recipes: list[Any], data: StageData, stage_
                               "or distil from a stage with the same trimmed vocabulary")
 
 
+def check_teacher_vocabularies(spec: PipelineSpec) -> None:
+    """`check_teachers`' rule where the recipe alone decides it, before any stage trains: a
+    stage whose vocabulary was trimmed (by it or a stage it descends from) cannot distil from a
+    model-name teacher or from a stage with the untrimmed vocabulary, nor the other way round.
+    (Two different trims may give the same vocabulary: that case is left to `check_teachers`.)"""
+    from workbench.recipes.base import recipe_class
+
+    trimmed_at: dict[str, str | None] = {}  # stage -> the stage whose trim_vocab gave it its vocabulary
+    for i, stage in enumerate(spec.stages):
+        source = stage.source or (spec.stages[i - 1].name if i else None)
+        own = any(recipe_class(n, stage.name).replaces_vocabulary for n, _ in stage.recipes)
+        trimmed_at[stage.name] = stage.name if own else (trimmed_at[source] if source else None)
+        for rname, config in stage.recipes:
+            for teacher in recipe_class(rname, stage.name).teacher_names(config):
+                mine = trimmed_at[stage.name]
+                theirs = trimmed_at.get(teacher)  # None: the untrimmed vocabulary (or a model name)
+                if (mine is None) == (theirs is None):
+                    continue
+                trimmed = mine or theirs
+                raise ConfigError(f"stage '{stage.name}' recipe '{rname}': teacher '{teacher}' and this stage have "
+                                  f"different vocabularies (stage '{trimmed}' trims it: trim_vocab); trim the "
+                                  "vocabulary after distilling, or distil from a stage with the same trimmed vocabulary")
+
+
 def check_task(spec: PipelineSpec, task: Task) -> None:
     """Settings that depend on the task (e.g. one class weight per class): checked by each
     recipe (`Recipe.check_task`) once the task is loaded, before any work."""

@@ -148,9 +148,13 @@ class PipelineSpec:
         stages: list[StageSpec] = []
         for i, raw in enumerate(stages_raw):
             stages.append(parse_stage(raw, i, [s.name for s in stages]))
-        return cls(name=name, task=task_cfg, model=data["model"], stages=stages, seed=seed,
+        spec = cls(name=name, task=task_cfg, model=data["model"], stages=stages, seed=seed,
                    eval=parse_config(EvalConfig, data.get("eval"), "pipeline eval"),
                    quick=parse_config(QuickConfig, data.get("quick"), "pipeline quick"), plugins=plugins)
+        from workbench.pipeline.checks import check_teacher_vocabularies  # (checks imports this module)
+
+        check_teacher_vocabularies(spec)
+        return spec
 
     def to_dict(self) -> dict[str, Any]:
         d = {"name": self.name, "task": config_to_dict(self.task), "model": self.model, "seed": self.seed,

@@ -111,6 +111,9 @@ class Recipe:
     uses_architecture: ClassVar[bool] = False
     """True when the recipe reads the model's layout (layers, heads, FFNs) through the
     architecture adapter: the pipeline then checks the model family before any training."""
+    replaces_vocabulary: ClassVar[bool] = False
+    """True when the recipe gives its stage a tokenizer of its own (`trim_vocab`): the pipeline
+    then checks, before any training, that no later stage distils across the two vocabularies."""
 
     def __init__(self, config: Any, ctx: RecipeContext) -> None:
         self.config = config

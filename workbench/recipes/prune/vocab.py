@@ -91,6 +91,7 @@ class TrimVocab(Recipe):
     """Shrink the word embeddings and the tokenizer to the tokens a corpus uses."""
 
     Config = TrimVocabConfig
+    replaces_vocabulary = True
 
     def texts(self) -> Iterator[str]:
         """The corpus texts: `corpus` files (or the stage's training texts), then `extra_corpus`."""
