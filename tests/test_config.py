@@ -121,6 +121,28 @@ def test_inference_only_recipe_in_a_training_stage_is_refused():
                                 "stages": [{"name": "a", "recipes": ["finetune", "dynamic_int8"]}]})
 
 
+def test_a_stage_built_on_a_quantized_or_compiled_model_cannot_train_or_edit_it():
+    # it failed inside the optimizer ("empty parameter list") or the recipe, after the earlier
+    # stages trained; now when the recipe is read
+    from workbench.pipeline import PipelineSpec
+
+    def spec(*stages):
+        return PipelineSpec.from_dict({"task": "rt-sentiment", "model": "minilm-l6", "stages": [
+            {"name": "ft", "recipes": ["finetune"], "train": {"epochs": 1}},
+            {"name": "q", "recipes": ["dynamic_int8"]}, {"name": "rt", "from": "ft", "recipes": ["workbench_runtime"]},
+            *stages]})
+
+    with pytest.raises(ConfigError, match="stage 'x' trains, but its model comes from stage 'rt', whose "
+                                          "'workbench_runtime' made it inference-only"):
+        spec({"name": "x", "recipes": ["finetune"], "train": {"epochs": 1}})
+    with pytest.raises(ConfigError, match="stage 'y' runs 'magnitude_prune', but its model comes from stage 'x'"):
+        spec({"name": "x", "from": "q", "recipes": ["workbench_runtime"]},
+             {"name": "y", "recipes": [{"magnitude_prune": {"sparsity": 0.5}}]})
+    # inference-only recipes on it, and training from the float stage, are fine
+    spec({"name": "x", "from": "q", "recipes": ["workbench_runtime"]},
+         {"name": "y", "from": "ft", "recipes": ["finetune"], "train": {"epochs": 1}})
+
+
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml")),
                          ids=lambda p: p.name)
 def test_every_shipped_recipe_file_validates(path):

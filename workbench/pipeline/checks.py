@@ -33,6 +33,28 @@ def check_teachers(stage: StageSpec, recipes: list[Any], data: StageData, stage_
                               "or distil from a stage with the same trimmed vocabulary")
 
 
+def check_frozen_sources(spec: PipelineSpec) -> None:
+    """A stage built on a quantized or compiled model (`Recipe.frozen_result`, in that stage or
+    one it descends from) can neither train nor run a recipe that edits a float model: it failed
+    inside the optimizer ("empty parameter list") or the recipe, after the earlier stages trained."""
+    from workbench.recipes.base import recipe_class
+
+    frozen_at: dict[str, tuple[str, str] | None] = {}  # stage -> (stage, recipe) that froze its model
+    for i, stage in enumerate(spec.stages):
+        source = stage.source or (spec.stages[i - 1].name if i else None)
+        inherited = frozen_at[source] if source else None
+        if inherited is not None:
+            edits = [n for n, _ in stage.recipes if not recipe_class(n, stage.name).inference_only]
+            if stage.trains or edits:
+                what = "trains" if stage.trains else f"runs '{edits[0]}'"
+                raise ConfigError(
+                    f"stage '{stage.name}' {what}, but its model comes from stage '{inherited[0]}', whose "
+                    f"'{inherited[1]}' made it inference-only (quantized or compiled); build the stage from an "
+                    f"earlier stage (from: <name>) and quantize or compile last")
+        own = next((n for n, _ in stage.recipes if recipe_class(n, stage.name).frozen_result), None)
+        frozen_at[stage.name] = (stage.name, own) if own else inherited
+
+
 def check_teacher_vocabularies(spec: PipelineSpec) -> None:
     """`check_teachers`' rule where the recipe alone decides it, before any stage trains: a
     stage whose vocabulary was trimmed (by it or a stage it descends from) cannot distil from a

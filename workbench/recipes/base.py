@@ -111,6 +111,10 @@ class Recipe:
     uses_architecture: ClassVar[bool] = False
     """True when the recipe reads the model's layout (layers, heads, FFNs) through the
     architecture adapter: the pipeline then checks the model family before any training."""
+    frozen_result: ClassVar[bool] = False
+    """True when the recipe's result is no longer a float model (quantized, compiled): a later
+    stage built on it can only add inference-only recipes; the pipeline checks this before any
+    training."""
     replaces_vocabulary: ClassVar[bool] = False
     """True when the recipe gives its stage a tokenizer of its own (`trim_vocab`): the pipeline
     then checks, before any training, that no later stage distils across the two vocabularies."""

@@ -78,6 +78,7 @@ class WorkbenchRuntime(Recipe):
     Config = WorkbenchRuntimeConfig
     uses_architecture = True
     inference_only = True  # its result cannot train: no training in its stage
+    frozen_result = True  # (nor in a stage built on it)
 
     def apply(self, model: nn.Module, ctx: Any = None) -> nn.Module:
         if isinstance(model, EngineModule):

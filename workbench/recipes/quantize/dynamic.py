@@ -61,6 +61,7 @@ class DynamicInt8(Recipe):
 
     Config = DynamicInt8Config
     inference_only = True  # its result cannot train: no training in its stage
+    frozen_result = True  # (nor in a stage built on it)
 
     def apply(self, model: nn.Module) -> nn.Module:
         chosen = None

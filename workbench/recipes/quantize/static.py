@@ -181,6 +181,7 @@ class StaticInt8(Recipe):
 
     Config = StaticInt8Config
     inference_only = True  # its result cannot train: no training in its stage
+    frozen_result = True  # (nor in a stage built on it)
 
     def apply(self, model: nn.Module) -> nn.Module:
         cfg = self.config
