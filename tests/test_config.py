@@ -178,3 +178,19 @@ def test_settings_that_are_not_a_mapping_are_named(tmp_path, where, block):
     path.write_text(task + "model: minilm-l6\n" + block)
     with pytest.raises(ConfigError, match=f"{where}: settings must be a mapping of setting: value, got"):
         PipelineSpec.from_yaml(path)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "recipes/demo.yaml", "--results", "{f}"], "--results '{f}' is a file; give a folder"),
+    (["sweep", "sweeps/demo_sweep.yaml", "--results", "{f}/sub"], "--results '{f}/sub' lies under the file '{f}'"),
+    (["bench", "--out", "{f}"], "--out '{f}' is a file; give a folder"),
+    (["export", "nowhere", "--format", "onnx", "--out", "{f}/x.onnx"], "lies under the file '{f}'; give a path in a folder"),
+])
+def test_an_output_path_on_a_file_fails_first_naming_the_flag(tmp_path, capsys, args, message):
+    # `run --results <file>` loaded and tokenized the task, then raised NotADirectoryError
+    from workbench.cli import main
+
+    f = tmp_path / "notes.txt"
+    f.write_text("x")
+    assert main([a.replace("{f}", str(f)) for a in args]) == 2
+    assert message.replace("{f}", str(f)) in capsys.readouterr().err

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from workbench.config import ConfigError
+from workbench.paths import check_output_path
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -278,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         from workbench.plugins import load_entry_point_plugins
 
         load_entry_point_plugins()
+        for flag in ("results", "out"):  # output folders (export's --out may name a file)
+            if getattr(args, flag, None) is not None:
+                check_output_path(getattr(args, flag), f"--{flag}", folder=args.func is not _cmd_export)
         return int(args.func(args) or 0)
     except (ConfigError, FileNotFoundError) as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)

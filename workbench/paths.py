@@ -31,6 +31,21 @@ def results_dir() -> Path:
     return Path(env) if env else Path.cwd() / "results"
 
 
+def check_output_path(path: str | Path, flag: str, folder: bool = True) -> None:
+    """An output path given on the command line can be written: the nearest part of it that
+    exists is a folder (the path itself too when `folder`). A file there failed with
+    NotADirectoryError after the data was loaded; this fails first, naming the flag."""
+    from workbench.config import ConfigError
+
+    path = Path(path).expanduser()
+    existing = path if folder else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        where = "is a file" if existing == path else f"lies under the file '{existing}'"
+        raise ConfigError(f"{flag} '{path}' {where}; give {'a folder' if folder else 'a path in a folder'}")
+
+
 def run_folder(run: str | Path) -> Path:
     """The folder of a run given on the command line: a folder, else a run name under
     `results_dir()`. Neither: ConfigError saying so (what the folder must hold is the caller's
