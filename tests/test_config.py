@@ -184,9 +184,11 @@ def test_settings_that_are_not_a_mapping_are_named(tmp_path, where, block):
     (["run", "recipes/demo.yaml", "--results", "{f}"], "--results '{f}' is a file; give a folder"),
     (["sweep", "sweeps/demo_sweep.yaml", "--results", "{f}/sub"], "--results '{f}/sub' lies under the file '{f}'"),
     (["bench", "--out", "{f}"], "--out '{f}' is a file; give a folder"),
+    (["run", "recipes/demo.yaml", "--name", "a/b"], "--name must be a non-empty name without '/'"),
+    (["sweep", "sweeps/demo_sweep.yaml", "--name", ".."], "--name must be a non-empty name without '/'"),
     (["export", "nowhere", "--format", "onnx", "--out", "{f}/x.onnx"], "lies under the file '{f}'; give a path in a folder"),
 ])
-def test_an_output_path_on_a_file_fails_first_naming_the_flag(tmp_path, capsys, args, message):
+def test_an_output_path_on_a_file_or_a_name_with_a_slash_fails_first_naming_the_flag(tmp_path, capsys, args, message):
     # `run --results <file>` loaded and tokenized the task, then raised NotADirectoryError
     from workbench.cli import main
 

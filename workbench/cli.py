@@ -279,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         from workbench.plugins import load_entry_point_plugins
 
         load_entry_point_plugins()
+        name = getattr(args, "name", None)  # a run or study name is one folder under the results root
+        if name is not None and (not name.strip() or "/" in name or "\\" in name or name in (".", "..")):
+            raise ConfigError(f"--name must be a non-empty name without '/' (one folder under the results root), "
+                              f"got {name!r}")
         for flag in ("results", "out"):  # output folders (export's --out may name a file)
             if getattr(args, flag, None) is not None:
                 check_output_path(getattr(args, flag), f"--{flag}", folder=args.func is not _cmd_export)
