@@ -278,7 +278,11 @@ def test_bench_run_bad_input_fails_before_work(finished_run, tmp_path, capsys):
             (["--run", str(finished_run), "--baseline", "nope"], "--baseline 'nope'"),
             (["--run", str(finished_run), "--baseline", "teacher", "--engines", "wb-int8"], "add torch-fp32"),
             (["--run", str(finished_run), "--models", "tiny-distilbert"], "exclude each other"),
-            (["--stages", "teacher"], "go with --run")):
+            (["--stages", "teacher"], "go with --run"),
+            # the run's model has 64 positions: 128 tokens failed in every engine's process
+            (["--run", str(finished_run)], "--seq-len 128 is longer than model 'teacher' holds (64 tokens"),
+            (["--models", f"t={finished_run / 'seed-0' / 'artifacts' / 'teacher' / 'model'}", "--no-gemm"],
+             "--seq-len 128 is longer than model 't' holds (64 tokens")):
         assert cli.run(_args(argv + base)) == 2
         err = capsys.readouterr().err
         assert says in err, (argv, err)

@@ -27,7 +27,7 @@ from typing import Any
 
 from workbench.bench.contention import busy_processes, check_contend
 from workbench.bench.engines import BASELINE, DEFAULT_ENGINES, ENGINES, default_engines
-from workbench.bench.models import DEFAULT_MODELS, MODELS, BenchModel, parse_model
+from workbench.bench.models import DEFAULT_MODELS, MODELS, BenchModel, check_sequence_length, parse_model
 from workbench.bench.processes import time_engines
 from workbench.bench.report import add_ratios, write_engines_csv, write_markdown, write_plot
 from workbench.bench.spread import add_spread
@@ -125,6 +125,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     if s["runs"] < 1 or s["warmup"] < 0 or s["seq_len"] < 2:
         raise ValueError("--runs must be >= 1, --warmup >= 0, --seq-len >= 2")
     s["contend"] = check_contend(args.contend)
+    check_sequence_length(args.models or [], s["seq_len"])
     return s
 
 
@@ -184,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         s = _settings(args)
     except ValueError as exc:
-        print(f"workbench bench: {exc}", file=sys.stderr)
+        print(f"workbench bench: error: {exc}", file=sys.stderr)
         return 2
     paths = {m.label: m.path for m in args.models or []}
     out: Path = args.out or Path("results/bench")

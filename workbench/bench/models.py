@@ -112,6 +112,23 @@ def check_model_dir(path: Path, what: str) -> None:
                           "save_pretrained")
 
 
+def check_sequence_length(models: list[BenchModel], seq_len: int) -> None:
+    """Every saved model folder holds `seq_len` tokens (its position table): a longer --seq-len
+    failed in every engine's process, each on its own ("index out of range in self").
+    ValueError naming the model and its length."""
+    from transformers import AutoConfig
+
+    from workbench.models.arch import max_sequence_length
+
+    for m in models:
+        if m.path is None:
+            continue
+        limit = max_sequence_length(AutoConfig.from_pretrained(str(m.path), local_files_only=True))
+        if limit is not None and seq_len > limit:
+            raise ValueError(f"--seq-len {seq_len} is longer than model '{m.label}' holds ({limit} tokens per sequence, "
+                             f"its max_position_embeddings): give --seq-len {limit} or less")
+
+
 def parse_model(text: str) -> BenchModel:
     """A `--models` entry: a built-in name, a saved model folder (labelled by `stage_label`), or
     `label=folder`."""

@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from workbench.bench.models import BenchModel, check_sequence_length
 from workbench.config import ConfigError
 
 RUN_ENGINES = ("torch-fp32", "ort-fp32", "ort-int8", "wb-int8")
@@ -115,6 +116,7 @@ def _check(run_dir: Path, stages: Sequence[str] | None, engines: Sequence[str], 
     chosen = list(stages) if stages else list(listed)
     if baseline is not None and baseline not in chosen:
         chosen.insert(0, baseline)  # its torch fp32 speed is the ratios' denominator (only that is run)
+    check_sequence_length([BenchModel(s, str(listed[s])) for s in chosen if listed[s] is not None], seq_len)
     return folder, {s: listed[s] for s in chosen}
 
 
