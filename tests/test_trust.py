@@ -61,6 +61,18 @@ def test_an_unquoted_comma_or_a_repeated_column_is_named(tmp_path):
     assert load_task(_write(tmp_path / "quoted.csv", quoted)).num_labels == 2
 
 
+def test_labels_differing_only_in_case_fail_and_a_class_missing_from_a_split_is_said(tmp_path):
+    from workbench.data.tasks import missing_class_notes
+
+    # 'Pos' beside 'pos' became a third class of one example, silently
+    with pytest.raises(ConfigError, match=r"differ only in case \('Pos' on 1 row, 'pos' on 30 rows\)"):
+        load_task(_write(tmp_path / "case.csv", "text,label\n" + _good_rows() + "a film,Pos\n"))
+    rare = load_task(_write(tmp_path / "rare.csv", "text,label\n" + _good_rows() + "a film,meh\n"))
+    assert missing_class_notes(rare) == ["class 'meh' (1 example) has none in validation and test: it is not "
+                                         "measured there; add examples of it, or fix its label"]
+    assert missing_class_notes(load_task(_write(tmp_path / "ok.csv", "text,label\n" + _good_rows()))) == []
+
+
 def test_empty_file_names_the_file(tmp_path):
     name = _write(tmp_path / "empty.csv", "text,label\n")
     with pytest.raises(ConfigError, match=r"empty\.csv' is empty.*add rows"):

@@ -62,6 +62,14 @@ def _labels_to_ints(values: list, source: str = "task", column: str = "label") -
     else:
         keys = [v.strip() if isinstance(v, str) else str(v) for v in values]
         names = sorted(set(keys))
+        by_folded: dict[str, list[str]] = {}
+        for n in names:
+            by_folded.setdefault(n.casefold(), []).append(n)
+        clash = next((group for group in by_folded.values() if len(group) > 1), None)
+        if clash:  # 'Pos' beside 'pos' is a typo, not a third class (it got a class of its own)
+            counts = ", ".join(f"{n!r} on {keys.count(n)} row{'s' if keys.count(n) != 1 else ''}" for n in clash)
+            raise ConfigError(f"task '{source}': label column '{column}' has labels that differ only in case ({counts}): "
+                              "they would be separate classes; write each class one way")
         lookup = {n: i for i, n in enumerate(names)}
         labels = [lookup[k] for k in keys]
     if len(names) < 2:

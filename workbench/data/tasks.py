@@ -210,3 +210,21 @@ def load_task(spec: str | dict | TaskConfig, seed: int = 0) -> Task:
         for text, label in zip(splits[s]["text"], splits[s]["label"]):
             h.update(f"{label}\t{text}\n".encode())
     return Task(cfg.name, splits, names, cfg, fingerprint=h.hexdigest()[:16])
+
+
+def missing_class_notes(task: Task) -> list[str]:
+    """One line per class that has no example in some split (a class of 1-2 examples in a
+    carved split lands in train only): its accuracy is then not measured there, and macro-F1
+    averages over fewer classes than the model predicts. Said, not refused: long-tailed
+    tasks are real."""
+    notes = []
+    counts = {s: np.bincount(np.asarray(task.splits[s]["label"], dtype=np.int64), minlength=task.num_labels)
+              for s in SPLITS if s in task.splits}
+    for c, name in enumerate(task.label_names):
+        empty = [s for s, n in counts.items() if n[c] == 0]
+        if empty:
+            total = sum(int(n[c]) for n in counts.values())
+            notes.append(f"class {name!r} ({total} example{'s' if total != 1 else ''}) has none in "
+                         f"{' and '.join(empty)}: it is not measured there; add examples of it, or fix its label")
+    return notes
+

@@ -21,6 +21,7 @@ from torch import nn
 
 from workbench.config import ConfigError, config_to_dict
 from workbench.data import Collator, Task, load_task, tokenize_task
+from workbench.data.tasks import missing_class_notes
 from workbench.evaluate import accuracy_metrics
 from workbench.models import load_model, resolve_model_path
 from workbench.models.edits import load_edited_model
@@ -229,6 +230,8 @@ class PipelineRun(StageKeys):
         print(f"[workbench] task {self.task.name}: {self.task.num_labels} classes "
               f"({', '.join(f'{i} = {n!r}' for i, n in enumerate(self.task.label_names))}), "
               + ", ".join(f"{k} {len(v):,}" for k, v in self.task.splits.items()), flush=True)
+        for note in missing_class_notes(self.task):
+            print(f"[workbench] note: task {self.task.name}: {note}", flush=True)
         drawn = time.perf_counter()
         try:
             for i, stage in enumerate(self.spec.stages):
