@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from workbench.config import ConfigError, parse_config
-from workbench.models.arch import FAMILIES, NORMS, ROLES, architecture, check_supported
+from workbench.models.arch import architecture
+from workbench.models.families import FAMILIES, NORMS, ROLES, check_supported
 from workbench.targets import resolve_targets, validate_target_syntax
 
 H, FFN, HEADS, LAYERS = 32, 64, 4, 4

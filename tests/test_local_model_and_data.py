@@ -64,7 +64,7 @@ def test_sequence_lengths_fit_the_models_position_table(tmp_path, monkeypatch):
     from conftest import tiny_spec, write_tiny_task
 
     from workbench.config import ConfigError
-    from workbench.models.arch import max_sequence_length
+    from workbench.models.families import max_sequence_length
 
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
     csv_path, folder = write_tiny_task(tmp_path, repeats=10)  # max_position_embeddings 64

@@ -34,7 +34,7 @@ from torch import nn
 
 from workbench.config import ConfigError
 from workbench.forward import MODEL_INPUT_KEYS, ForwardOutputs, forward_with
-from workbench.models.arch import max_sequence_length
+from workbench.models.families import max_sequence_length
 
 
 def _same_vocab(a: Any, b: Any) -> bool:

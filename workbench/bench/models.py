@@ -118,7 +118,7 @@ def check_sequence_length(models: list[BenchModel], seq_len: int) -> None:
     ValueError naming the model and its length."""
     from transformers import AutoConfig
 
-    from workbench.models.arch import max_sequence_length
+    from workbench.models.families import max_sequence_length
 
     for m in models:
         if m.path is None:

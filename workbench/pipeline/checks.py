@@ -121,7 +121,7 @@ def fit_sequence_lengths(spec: PipelineSpec, model: nn.Module) -> None:
     import dataclasses
 
     from workbench.data import TaskConfig
-    from workbench.models.arch import max_sequence_length
+    from workbench.models.families import max_sequence_length
     from workbench.pipeline.spec import EvalConfig
 
     limit = max_sequence_length(model)
