@@ -27,7 +27,7 @@ from typing import Any
 
 from torch import nn
 
-from workbench.models.families import NORMS, ROLES, Family, _unsupported, check_supported
+from workbench.models.families import NORMS, ROLES, Family, check_supported, unsupported_error
 
 
 def _get(root: nn.Module, path: str) -> Any:
@@ -52,12 +52,12 @@ def architecture(model: nn.Module, where: str = "model") -> "Architecture":
     family = check_supported(model, where)
     model_type = model.config.model_type
     if not _has(model, family.base):
-        raise _unsupported(where, model, model_type,
+        raise unsupported_error(where, model, model_type,
                            f"expected a task model such as a {family.name} sequence classifier, with the "
                            f"base model at '{family.base}'")
     layers_path = f"{family.base}.{family.layers}"
     if not (_has(model, layers_path) and isinstance(_get(model, layers_path), nn.ModuleList)):
-        raise _unsupported(where, model, model_type, f"no layer list at '{layers_path}'")
+        raise unsupported_error(where, model, model_type, f"no layer list at '{layers_path}'")
     return Architecture(family, model)
 
 

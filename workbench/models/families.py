@@ -109,7 +109,7 @@ FAMILIES: dict[str, Family] = {
 _BY_MODEL_TYPE = {mt: fam for fam in FAMILIES.values() for mt in fam.model_types}
 
 
-def _unsupported(where: str, obj: Any, model_type: Any, why: str = "") -> ConfigError:
+def unsupported_error(where: str, obj: Any, model_type: Any, why: str = "") -> ConfigError:
     mt = f"model_type '{model_type}'" if model_type else "no model_type"
     extra = f" ({why})" if why else ""
     return ConfigError(f"{where}: {type(obj).__name__} ({mt}) is not a supported encoder family{extra}; "
@@ -124,7 +124,7 @@ def check_supported(config_or_model: Any, where: str) -> Family:
     model_type = getattr(config, "model_type", None)
     family = _BY_MODEL_TYPE.get(model_type)
     if family is None:
-        raise _unsupported(where, config_or_model, model_type)
+        raise unsupported_error(where, config_or_model, model_type)
     return family
 
 
