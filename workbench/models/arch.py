@@ -53,8 +53,8 @@ def architecture(model: nn.Module, where: str = "model") -> "Architecture":
     model_type = model.config.model_type
     if not _has(model, family.base):
         raise unsupported_error(where, model, model_type,
-                           f"expected a task model such as a {family.name} sequence classifier, with the "
-                           f"base model at '{family.base}'")
+                                f"expected a task model such as a {family.name} sequence classifier, with the "
+                                f"base model at '{family.base}'")
     layers_path = f"{family.base}.{family.layers}"
     if not (_has(model, layers_path) and isinstance(_get(model, layers_path), nn.ModuleList)):
         raise unsupported_error(where, model, model_type, f"no layer list at '{layers_path}'")
