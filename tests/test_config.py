@@ -61,6 +61,14 @@ def test_bad_pipeline_keys_are_named(tmp_path):
         PipelineSpec.from_dict({**spec(), "modle": "x"})
     with pytest.raises(ConfigError, match="pipeline eval: 'speed_batches' must be a list"):
         PipelineSpec.from_dict({**spec(), "eval": {"speed_batches": 8}})
+    # each of these failed with a traceback: NumPy's seeding, range() in the evaluation after
+    # training; a negative weight decay trained (it pushes weights up)
+    with pytest.raises(ConfigError, match="pipeline: 'seed' must be an integer >= 0"):
+        PipelineSpec.from_dict({**spec(), "seed": -5})
+    with pytest.raises(ConfigError, match="pipeline eval: 'batch_size' must be >= 1, got 0"):
+        PipelineSpec.from_dict({**spec(), "eval": {"batch_size": 0}})
+    with pytest.raises(ConfigError, match="train: 'weight_decay' must be >= 0"):
+        PipelineSpec.from_dict(spec(stages=[{"name": "a", "recipes": ["finetune"], "train": {"weight_decay": -1}}]))
     with pytest.raises(ConfigError, match="does not exist"):
         PipelineSpec.from_yaml(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
@@ -82,7 +90,8 @@ def test_cli_reports_errors_before_work(tmp_path, capsys):
 
 @pytest.mark.parametrize("command", ["run", "degrade"])
 @pytest.mark.parametrize("seeds, expected", [("", "at least one seed"), (" , ", "at least one seed"),
-                                             ("0,x", "comma-separated list of integers"), ("1,1", "distinct")])
+                                             ("0,x", "comma-separated list of integers"), ("1,1", "distinct"),
+                                             ("-1,0", "distinct integers >= 0")])
 def test_cli_bad_seeds_fail_before_work(tmp_path, capsys, command, seeds, expected):
     from workbench.cli import main
 

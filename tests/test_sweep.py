@@ -123,6 +123,9 @@ def test_invalid_space_fails_before_any_trial(tmp_path, tiny_model, space, expec
     ({"pruner": {"type": "median"}}, "pruning needs a single objective"),
     ({"grace_period": 1}, "'grace_period' must be > heartbeat_interval"),
     ({"storage": "study.db"}, "SQLAlchemy URL"),
+    # these raised NumPy's / Optuna's ValueError (a traceback) when the study was made
+    ({"sampler": {"type": "tpe", "seed": -1}}, "sweep sampler: 'seed' must be in [0, 2**32)"),
+    ({"objectives": ["accuracy"], "pruner": {"type": "median", "interval_steps": 0}}, "'interval_steps' must be >= 1"),
 ])
 def test_invalid_sweep_settings(tmp_path, tiny_model, over, expected):
     from workbench.sweep import load_sweep

@@ -62,8 +62,8 @@ def _parse_seeds(text: str) -> list[int]:
         raise ConfigError(f"--seeds must be a comma-separated list of integers, e.g. 0,1,2; got {text!r}") from None
     if not seeds:
         raise ConfigError(f"--seeds must list at least one seed, e.g. 0,1,2; got {text!r}")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds must list distinct integers, got {text!r}")
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ConfigError(f"--seeds must list distinct integers >= 0, got {text!r}")
     return seeds
 
 

@@ -57,6 +57,8 @@ class TrainConfig:
             fail(where, "lr", f"must be in (0, 1), got {self.lr}")
         if not 0 <= self.warmup < 1:
             fail(where, "warmup", f"must be in [0, 1), got {self.warmup}")
+        if self.weight_decay < 0:
+            fail(where, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         if self.max_grad_norm <= 0:
             fail(where, "max_grad_norm", f"must be > 0, got {self.max_grad_norm}")
         if self.checkpoint_every < 0:

@@ -44,6 +44,8 @@ class EvalConfig:
     speed_iters: int = 20
 
     def validate(self, where: str) -> None:
+        if self.batch_size < 1:
+            fail(where, "batch_size", f"must be >= 1, got {self.batch_size}")
         if self.seq_len < 8:
             fail(where, "seq_len", f"must be >= 8, got {self.seq_len}")
         if not self.speed_batches or min(self.speed_batches) < 1:
@@ -167,8 +169,8 @@ class PipelineSpec:
 
 
 def _seed(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        fail(where, "seed", f"must be an integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        fail(where, "seed", f"must be an integer >= 0 (NumPy's generators take no negative seed), got {value!r}")
     return value
 
 

@@ -118,11 +118,18 @@ def parse_sweep(data: Any, *, source: Path | None = None, default_name: str = "s
     sampler.setdefault("type", "nsga2" if len(objectives) > 1 else "tpe")
     if sampler["type"] not in SAMPLERS:
         fail("sweep sampler", "type", f"must be one of {list(SAMPLERS)}, got {sampler['type']!r}")
+    if sampler.get("seed") is not None and not 0 <= sampler["seed"] < 2**32:
+        fail("sweep sampler", "seed", f"must be in [0, 2**32) (NumPy's generator seeds), got {sampler['seed']}")
+    if sampler.get("n_startup_trials") is not None and sampler["n_startup_trials"] < 0:
+        fail("sweep sampler", "n_startup_trials", f"must be >= 0, got {sampler['n_startup_trials']}")
     if sampler.get("population_size") is not None and sampler["population_size"] < 2:
         fail("sweep sampler", "population_size", f"must be >= 2, got {sampler['population_size']}")
     pruner = _options(data, "pruner", {"type": str, "n_startup_trials": int, "n_warmup_steps": int,
                                        "interval_steps": int})
     pruner.setdefault("type", "median" if len(objectives) == 1 else "none")
+    for key, least in (("n_startup_trials", 0), ("n_warmup_steps", 0), ("interval_steps", 1)):
+        if pruner.get(key) is not None and pruner[key] < least:
+            fail("sweep pruner", key, f"must be >= {least}, got {pruner[key]}")
     if pruner["type"] not in ("median", "none"):
         fail("sweep pruner", "type", f"must be 'median' or 'none', got {pruner['type']!r}")
     if pruner["type"] == "median" and len(objectives) > 1:
