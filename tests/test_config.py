@@ -97,7 +97,7 @@ def test_cli_bad_seeds_fail_before_work(tmp_path, capsys, command, seeds, expect
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("task: rt-sentiment\nmodel: minilm-l6\nstages:\n  - name: p\n    recipes: [finetune]\n")
-    assert main([command, str(recipe), "--seeds", seeds, "--quick", "--results", str(tmp_path / "out")]) == 2
+    assert main([command, str(recipe), f"--seeds={seeds}", "--quick", "--results", str(tmp_path / "out")]) == 2
     assert expected in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing started
 
