@@ -205,3 +205,37 @@ def test_an_output_path_on_a_file_or_a_name_with_a_slash_fails_first_naming_the_
     f.write_text("x")
     assert main([a.replace("{f}", str(f)) for a in args]) == 2
     assert message.replace("{f}", str(f)) in capsys.readouterr().err
+
+
+def test_every_loss_weight_refuses_a_negative_value():
+    """A negative loss weight trains against its term (early_exit's and length_adaptive's took
+    one silently): every recipe's `weight` / `*_weight` setting is checked."""
+    import dataclasses
+
+    import workbench.runtime  # noqa: F401  (registers workbench_runtime)
+    from workbench.pipeline import PipelineSpec
+    from workbench.recipes.base import RECIPES
+
+    needs = {"gradient_free_prune": {"flops": 0.5}, "movement_prune": {"method": "soft", "l1_weight": 1.0}}
+
+    def pipeline(name: str, settings: dict) -> PipelineSpec:
+        cls = RECIPES[name]
+        settings = {**needs.get(name, {}), **({"teacher": "t"} if "teacher" in {
+            f.name for f in dataclasses.fields(cls.Config)} else {}), **settings}
+        stage = {"name": "s", "recipes": [{name: settings}]}
+        if not cls.inference_only:
+            stage.update(recipes=["finetune", {name: settings}], train={"epochs": 1})
+        return PipelineSpec.from_dict({"task": "rt-sentiment", "model": "minilm-l6", "stages": [
+            {"name": "t", "recipes": ["finetune"], "train": {"epochs": 1}}, stage]})
+
+    checked = []
+    for name, cls in sorted(RECIPES.items()):
+        if not dataclasses.is_dataclass(cls.Config):
+            continue
+        for f in dataclasses.fields(cls.Config):
+            if f.name in ("weight", "self_distill") or f.name.endswith("_weight"):
+                pipeline(name, {})  # valid without the negative weight
+                with pytest.raises(ConfigError, match=f"'{f.name}' must be"):
+                    pipeline(name, {f.name: -1.0})
+                checked.append(f"{name}.{f.name}")
+    assert {"early_exit.ce_weight", "early_exit.teacher_weight", "length_adaptive.weight"} <= set(checked)

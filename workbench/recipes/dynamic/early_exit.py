@@ -70,6 +70,9 @@ class EarlyExitConfig:
             fail(where, "threshold", f"must be in [0, 1] (normalized entropy or probability), got {self.threshold}")
         if self.temperature <= 0:
             fail(where, "temperature", f"must be > 0, got {self.temperature}")
+        for key in ("ce_weight", "self_distill", "teacher_weight"):  # negative: trains the exits to be wrong
+            if getattr(self, key) < 0:
+                fail(where, key, f"must be >= 0, got {getattr(self, key)}")
         if self.pooling not in EXIT_POOLING:
             fail(where, "pooling", f"must be one of {EXIT_POOLING}, got {self.pooling!r}")
         if self.head_lr_scale <= 0:

@@ -55,6 +55,8 @@ class LengthAdaptiveConfig:
             fail(where, "min_ratio", f"must be in (0, 1], got {self.min_ratio}")
         if self.temperature <= 0:
             fail(where, "temperature", f"must be > 0, got {self.temperature}")
+        if self.weight < 0:  # a negative loss weight trains the sub-networks away from the full model
+            fail(where, "weight", f"must be >= 0, got {self.weight}")
 
 
 def length_drop(num_layers: int, p: float, min_ratio: float, generator: torch.Generator) -> list[float]:
