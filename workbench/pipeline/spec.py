@@ -216,6 +216,15 @@ def parse_stage(raw: Any, index: int, earlier: list[str]) -> StageSpec:
     if in_training and not gives_loss:
         fail(where, "recipes", f"'{in_training[0]}' acts during training, which needs a loss: add finetune "
              "or a distill_* recipe to the stage")
+    named: dict[str, str] = {}  # loss term -> the recipe that contributes it
+    for r, cls, c in recipes:
+        for term in sorted(cls.loss_term_names(c)):
+            if term in named:
+                hint = (" (a distillation recipe's alpha below 1 adds a label cross-entropy 'ce' of its own: "
+                        "set alpha: 1 there, or drop the other recipe)") if term == "ce" and r != named[term] else ""
+                fail(where, "recipes", f"'{named[term]}' and '{r}' both contribute the loss term '{term}'; keep one of "
+                     f"them{hint}")
+            named[term] = r
     frozen = [r for r, cls, _ in recipes if cls.inference_only]
     if frozen and trains:
         fail(where, "recipes", f"'{frozen[0]}' gives an inference-only model, so its stage cannot train; "

@@ -141,6 +141,14 @@ class Recipe:
         return False
 
     @classmethod
+    def loss_term_names(cls, config: Any) -> set[str]:
+        """Names of the loss terms the recipe contributes whatever the batch, known from its
+        config alone: a stage where two recipes name the same term is refused when the recipe is
+        read (the trainer found it at the stage's first step, after the earlier stages trained).
+        Empty: not declared (terms named per layer or per teacher); the trainer still checks."""
+        return set()
+
+    @classmethod
     def requires_training(cls, config: Any) -> bool:
         """True when the recipe acts during training (e.g. gradual pruning) and so needs a stage
         that trains, with a loss from some recipe."""

@@ -37,6 +37,10 @@ class Finetune(Recipe):
     def contributes_loss(cls, config: FinetuneConfig) -> bool:
         return True
 
+    @classmethod
+    def loss_term_names(cls, config: FinetuneConfig) -> set[str]:
+        return {"ce"}
+
     def on_train_begin(self, state: TrainState) -> None:
         self.class_weight_tensor()  # a wrong number of class weights fails here, before any step
 

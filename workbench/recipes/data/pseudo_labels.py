@@ -107,6 +107,10 @@ class PseudoLabel(TeacherRecipe):
     Config = PseudoLabelConfig
 
     @classmethod
+    def loss_term_names(cls, config: PseudoLabelConfig) -> set[str]:
+        return {"pseudo_ce"}
+
+    @classmethod
     def teacher_names(cls, config: PseudoLabelConfig) -> list[str]:
         return [config.teacher] + ([config.agree_with] if config.agree_with else [])
 

@@ -61,6 +61,10 @@ class LogitDistill(TeacherRecipe):
 
     Config = LogitDistillConfig
 
+    @classmethod
+    def loss_term_names(cls, config: LogitDistillConfig) -> set[str]:
+        return {"kd_logits"} | ({"ce"} if config.alpha < 1.0 else set())
+
     def on_train_begin(self, state: TrainState) -> None:
         self.teacher = self.ctx.teachers.get(self.config.teacher, set(), self.where)
         self.divergence = get_loss(self.config.loss, self.where)

@@ -92,6 +92,10 @@ class ProgressiveDistill(TeacherRecipe):
     Config = ProgressiveConfig
 
     @classmethod
+    def loss_term_names(cls, config: Any) -> set[str]:
+        return {"kd_logits", "prod_teacher", "prod_focus"} | ({"ce"} if config.alpha < 1.0 else set())
+
+    @classmethod
     def teacher_names(cls, config: Any) -> list[str]:
         return list(config.teachers)
 

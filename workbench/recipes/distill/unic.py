@@ -68,6 +68,10 @@ class UnicDistill(ManyTeachers):
     Config = UnicConfig
     uses_architecture = True
 
+    @classmethod
+    def loss_term_names(cls, config: UnicConfig) -> set[str]:
+        return {"ce"} if config.alpha < 1.0 else set()  # (and one term per teacher, named by its label)
+
     def needs(self) -> set[str]:
         return {"hidden_states"}
 

@@ -93,6 +93,10 @@ class EarlyExit(Recipe):
         return True
 
     @classmethod
+    def loss_term_names(cls, config: EarlyExitConfig) -> set[str]:
+        return {"exit_ce"}
+
+    @classmethod
     def teacher_names(cls, config: EarlyExitConfig) -> list[str]:
         return [config.teacher] if config.teacher else []
 

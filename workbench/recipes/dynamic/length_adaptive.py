@@ -85,6 +85,10 @@ class LengthAdaptive(Recipe):
         return True
 
     @classmethod
+    def loss_term_names(cls, config: LengthAdaptiveConfig) -> set[str]:
+        return {"length_kd"}
+
+    @classmethod
     def check_stage(cls, config: LengthAdaptiveConfig, check: StageCheck) -> None:
         require_full_model_loss(check, "length_adaptive")
 
