@@ -326,6 +326,15 @@ def test_latency_table_measures_the_engine(model, tmp_path):
     assert table.cost(DynamicSpec(length_ratios=RATIOS)) <= table.cost(None)
 
 
+def test_the_default_latency_table_stops_at_the_models_position_table(model):
+    # tiny_bert holds 64 tokens: length_search's default counts (to 128) raised "seq_len must be
+    # in [1, 64], got 128" after the earlier stages trained
+    from workbench.dynamic.latency import DEFAULT_TOKEN_COUNTS, runtime_cost
+
+    assert max(DEFAULT_TOKEN_COUNTS) > 64
+    assert runtime_cost(model, repeats=1).table.token_counts == [1, 8, 16, 32, 64]
+
+
 def test_bench_engine_runs_a_dynamic_stage_at_its_saved_spec(model, tmp_path):
     """`workbench bench --run` compiles each saved stage with `compile_model` (wb-int8): a stage
     with `model.dynamic` is benched dynamically, and its notes say so."""

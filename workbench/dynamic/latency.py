@@ -60,6 +60,11 @@ def runtime_cost(model: nn.Module, token_counts: tuple[int, ...] = DEFAULT_TOKEN
     """Compile `model` on our runtime (int8 by default) and measure its per-layer latency table."""
     from workbench.runtime.latency import latency_table
 
-    counts = sorted(set(int(t) for t in token_counts))
+    from workbench.models.families import max_sequence_length
+
+    # no example is longer than the model's position table (the pipeline truncates there): counts
+    # past it are measured at it (a 64-position model failed on the default 128)
+    limit = max_sequence_length(model) or max(token_counts)
+    counts = sorted(set(min(int(t), limit) for t in token_counts))
     table = latency_table(model, seq_len=counts[-1], quantize=quantize, token_counts=counts, repeats=repeats)
     return RuntimeCost(table)

@@ -80,6 +80,10 @@ class LengthSearchConfig:
             fail(where, "min_ratio", f"must be in (0, 1], got {self.min_ratio}")
         if self.min_step < 1.0 and not 0.0 < self.step <= 1.0 - self.min_step + 1e-9:
             fail(where, "step", f"must be in (0, 1 - min_step], got {self.step}")
+        if self.batch_size < 1:
+            fail(where, "batch_size", f"must be >= 1, got {self.batch_size}")
+        if self.seed < 0:
+            fail(where, "seed", f"must be >= 0, got {self.seed}")
         if self.val_examples is not None and self.val_examples < 1:
             fail(where, "val_examples", f"must be >= 1 or null, got {self.val_examples}")
         for key, vals in (("exit_thresholds", self.exit_thresholds),
