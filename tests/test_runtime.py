@@ -302,6 +302,8 @@ def test_torch_quantized_model_is_rejected():
 def test_bad_inputs_raise(minilm):
     model, enc = minilm
     engine = compile_model(model, quantize=False)
+    with pytest.raises(ValueError, match="quantize must be True or False, got 'no'"):  # (it compiled int8)
+        compile_model(model, quantize="no")
     ids, mask = enc["input_ids"], enc["attention_mask"]
     with pytest.raises(ValueError, match="2-D"):
         engine(ids[0], mask[0])

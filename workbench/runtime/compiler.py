@@ -63,6 +63,8 @@ def compile_model(hf_model: Any, *, quantize: bool = True, sparse_threshold: flo
     from workbench.runtime import static as S
 
     arch = type(hf_model).__name__
+    if not isinstance(quantize, (bool, np.bool_)):  # "no" or "false" would be truthy: int8
+        raise ValueError(f"quantize must be True or False, got {quantize!r}")
     if not isinstance(sparse_threshold, (int, float)) or sparse_threshold < 0:
         raise ValueError(f"sparse_threshold must be a number >= 0, got {sparse_threshold!r}")
     C.check_mode(kernel_choice)
