@@ -56,6 +56,9 @@ def test_valid_spec_round_trips():
      "stage 'b': 'recipes' 'finetune' and 'distill_logits' both contribute the loss term 'ce'; keep one of them "
      "(a distillation recipe's alpha below 1 adds a label cross-entropy 'ce' of its own"),
     ([{"name": "a", "recipes": ["finetune", "finetune"], "train": {}}], "both contribute the loss term 'ce'"),
+    ([{"name": "a", "recipes": ["finetune"], "train": {}},  # (the weights were ignored)
+      {"name": "b", "recipes": [{"distill_logits": {"teacher": "a", "alpha": 1.0, "class_weights": "balanced"}}],
+       "train": {}}], "'class_weights' weigh the label term 'ce', which alpha: 1 leaves out"),
 ])
 def test_bad_stage_settings_are_named(stages, message):
     with pytest.raises(ConfigError) as info:

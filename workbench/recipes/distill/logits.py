@@ -52,6 +52,9 @@ class LogitDistillConfig:
             fail(where, "temperature", f"must be > 0, got {self.temperature}")
         if not 0.0 <= self.alpha <= 1.0:
             fail(where, "alpha", f"must be in [0, 1], got {self.alpha}")
+        if self.alpha == 1.0 and self.class_weights is not None:  # they weigh the `ce` term, which alpha 1 drops
+            fail(where, "class_weights", "weigh the label term 'ce', which alpha: 1 leaves out; set alpha below 1 "
+                 "or leave class_weights out")
         get_loss(self.loss, f"{where}: 'loss'")
 
 
