@@ -58,7 +58,12 @@ def test_valid_spec_round_trips():
     ([{"name": "a", "recipes": ["finetune", "finetune"], "train": {}}], "both contribute the loss term 'ce'"),
     ([{"name": "a", "recipes": ["finetune"], "train": {}},  # (the weights were ignored)
       {"name": "b", "recipes": [{"distill_logits": {"teacher": "a", "alpha": 1.0, "class_weights": "balanced"}}],
-       "train": {}}], "'class_weights' weigh the label term 'ce', which alpha: 1 leaves out"),
+       "train": {}}], "'class_weights' is set ('balanced') but they weigh the label term 'ce', which alpha: 1 leaves out"),
+    # settings the rest of the config makes unused (they did nothing, silently)
+    ([{"name": "a", "recipes": [{"magnitude_prune": {"sparsity": 0.5, "frequency": 5}}]}],
+     "'frequency' is set (5) but schedule: oneshot prunes once, before training"),
+    ([{"name": "a", "recipes": [{"static_int8": {"percentile": 99.9}}]}],
+     "'percentile' is set (99.9) but observer 'minmax' does not read it"),
 ])
 def test_bad_stage_settings_are_named(stages, message):
     with pytest.raises(ConfigError) as info:

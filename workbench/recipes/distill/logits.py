@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from workbench.config import KEY_OMITS_DEFAULT, fail
+from workbench.config import KEY_OMITS_DEFAULT, fail, fail_if_set
 from workbench.recipes.base import ClassWeights, LossTerms, TrainState, register_recipe, validate_class_weights
 from workbench.recipes.distill.losses import get_loss
 from workbench.recipes.distill.teacher import TeacherRecipe
@@ -52,9 +52,8 @@ class LogitDistillConfig:
             fail(where, "temperature", f"must be > 0, got {self.temperature}")
         if not 0.0 <= self.alpha <= 1.0:
             fail(where, "alpha", f"must be in [0, 1], got {self.alpha}")
-        if self.alpha == 1.0 and self.class_weights is not None:  # they weigh the `ce` term, which alpha 1 drops
-            fail(where, "class_weights", "weigh the label term 'ce', which alpha: 1 leaves out; set alpha below 1 "
-                 "or leave class_weights out")
+        if self.alpha == 1.0:
+            fail_if_set(self, where, ("class_weights",), "they weigh the label term 'ce', which alpha: 1 leaves out")
         get_loss(self.loss, f"{where}: 'loss'")
 
 

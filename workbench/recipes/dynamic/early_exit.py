@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workbench.config import fail
+from workbench.config import fail, fail_if_set
 from workbench.models.dynamic import CRITERIA, EXIT_POOLING, DynamicSpec, model_spec
 from workbench.models.edits import record_edit
 from workbench.recipes.base import LossTerms, Recipe, StageCheck, TrainState, register_recipe
@@ -73,9 +73,8 @@ class EarlyExitConfig:
         for key in ("ce_weight", "self_distill", "teacher_weight"):  # negative: trains the exits to be wrong
             if getattr(self, key) < 0:
                 fail(where, key, f"must be >= 0, got {getattr(self, key)}")
-        if self.teacher is None and self.teacher_weight != 1.0:  # it weighs nothing without a teacher
-            fail(where, "teacher_weight", f"is set ({self.teacher_weight}) but no 'teacher' is given; name the teacher "
-                 "the exits distil from, or leave it out")
+        if self.teacher is None:
+            fail_if_set(self, where, ("teacher_weight",), "no 'teacher' is given for the exits to distil from")
         if self.pooling not in EXIT_POOLING:
             fail(where, "pooling", f"must be one of {EXIT_POOLING}, got {self.pooling!r}")
         if self.head_lr_scale <= 0:

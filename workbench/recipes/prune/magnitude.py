@@ -27,7 +27,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from workbench.config import KEY_OMITS_DEFAULT, ConfigError, fail
+from workbench.config import KEY_OMITS_DEFAULT, ConfigError, fail, fail_if_set
 from workbench.models.arch import architecture
 from workbench.recipes.base import Recipe, TrainState, register_recipe
 from workbench.targets import resolve_targets, validate_target_syntax
@@ -195,6 +195,9 @@ class MagnitudePruneConfig:
             fail(where, "start", f"and 'end' must satisfy 0 <= start < end <= 1, got {self.start}, {self.end}")
         if self.frequency < 1:
             fail(where, "frequency", f"must be >= 1, got {self.frequency}")
+        if self.schedule == "oneshot":
+            fail_if_set(self, where, ("initial_sparsity", "start", "end", "frequency"),
+                        "schedule: oneshot prunes once, before training (these shape the cubic schedule)")
         if self.targets is not None:
             validate_target_syntax(self.targets, where)
 

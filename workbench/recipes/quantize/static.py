@@ -22,7 +22,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from workbench.config import ConfigError, fail
+from workbench.config import ConfigError, fail, fail_if_set
 from workbench.models.edits import record_edit, register_edit
 from workbench.quantize.observers import (Observer, make_observer, quantize_affine, quantize_weight,
                                           weight_scales)
@@ -133,6 +133,8 @@ class StaticInt8Config:
     def validate(self, where: str) -> None:
         if not 50 < self.percentile <= 100:
             fail(where, "percentile", f"must be in (50, 100], got {self.percentile!r} (e.g. 99.99)")
+        if self.observer != "percentile":
+            fail_if_set(self, where, ("percentile",), f"observer '{self.observer}' does not read it")
         check_calibration_fields(self, where)
 
 
