@@ -62,6 +62,8 @@ def test_valid_spec_round_trips():
     # settings the rest of the config makes unused (they did nothing, silently)
     ([{"name": "a", "recipes": [{"magnitude_prune": {"sparsity": 0.5, "frequency": 5}}]}],
      "'frequency' is set (5) but schedule: oneshot prunes once, before training"),
+    ([{"name": "a", "recipes": [{"structured_prune": {"heads": 0.5, "end": 0.5}}]}],
+     "'end' is set (0.5) but schedule: oneshot removes once, before training"),
     ([{"name": "a", "recipes": [{"static_int8": {"percentile": 99.9}}]}],
      "'percentile' is set (99.9) but observer 'minmax' does not read it"),
 ])

@@ -32,7 +32,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from workbench.config import ConfigError, fail
+from workbench.config import ConfigError, fail, fail_if_set
 from workbench.prune.flops import encoder_macs, head_macs, neuron_macs
 from workbench.prune.search import protect_per_layer, remove_lowest, search_budget
 from workbench.prune.structure import (
@@ -134,6 +134,9 @@ class StructuredPruneConfig:
             fail(where, "seq_len", f"must be > 0, got {self.seq_len}")
         if self.max_heads_removed is not None and self.max_heads_removed < 0:
             fail(where, "max_heads_removed", f"must be >= 0, got {self.max_heads_removed}")
+        if self.schedule == "oneshot":
+            fail_if_set(self, where, ("start", "end", "frequency"),
+                        "schedule: oneshot removes once, before training (these shape the gradual schedule)")
         if self.targets is not None:
             validate_target_syntax(self.targets, where)
 
