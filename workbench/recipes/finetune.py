@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 
 from workbench.config import KEY_OMITS_DEFAULT, fail
-from workbench.recipes.base import ClassWeights, LossTerms, Recipe, TrainState, register_recipe, validate_class_weights
+from workbench.recipes.base import LossTerms, Recipe, TrainState, register_recipe
+from workbench.recipes.class_weights import ClassWeights, validate_class_weights
 
 
 @dataclass

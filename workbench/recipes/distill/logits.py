@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from workbench.config import KEY_OMITS_DEFAULT, fail, fail_if_set
-from workbench.recipes.base import ClassWeights, LossTerms, TrainState, register_recipe, validate_class_weights
+from workbench.recipes.base import LossTerms, TrainState, register_recipe
+from workbench.recipes.class_weights import ClassWeights, validate_class_weights
 from workbench.recipes.distill.losses import get_loss
 from workbench.recipes.distill.teacher import TeacherRecipe
 
