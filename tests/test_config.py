@@ -82,6 +82,8 @@ def test_bad_pipeline_keys_are_named(tmp_path):
     # training; a negative weight decay trained (it pushes weights up)
     with pytest.raises(ConfigError, match="pipeline: 'seed' must be an integer >= 0"):
         PipelineSpec.from_dict({**spec(), "seed": -5})
+    with pytest.raises(ConfigError, match="'plugins' must be a list of module names, got 0"):  # (read as none)
+        PipelineSpec.from_dict({**spec(), "plugins": 0})
     with pytest.raises(ConfigError, match="pipeline eval: 'batch_size' must be >= 1, got 0"):
         PipelineSpec.from_dict({**spec(), "eval": {"batch_size": 0}})
     with pytest.raises(ConfigError, match="train: 'weight_decay' must be >= 0"):

@@ -129,7 +129,8 @@ class PipelineSpec:
         for key in ("task", "model", "stages"):
             if key not in data:
                 fail("pipeline", key, "is required")
-        plugins = data.get("plugins") or []
+        plugins = data.get("plugins")
+        plugins = [] if plugins is None else plugins  # (0 or '' are not "no plugins": named below)
         if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
             fail("pipeline", "plugins", f"must be a list of module names, got {plugins!r}")
         if plugins:
