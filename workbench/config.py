@@ -25,13 +25,17 @@ def fail(where: str, key: str, problem: str) -> typing.NoReturn:
     raise ConfigError(f"{where}: '{key}' {problem}")
 
 
+def field_default(config: Any, key: str) -> Any:
+    """The default of setting `key` of a config dataclass (or instance)."""
+    return next(f.default for f in dataclasses.fields(config) if f.name == key)
+
+
 def fail_if_set(config: Any, where: str, keys: Iterable[str], because: str) -> None:
     """A setting moved off its default that the rest of the config makes unused fails, naming it:
     a value that does nothing (a sweep varying it, a typo'd intent) is worse than an error."""
-    defaults = {f.name: f.default for f in dataclasses.fields(config)}
     for key in keys:
         value = getattr(config, key)
-        if value != defaults[key]:
+        if value != field_default(config, key):
             fail(where, key, f"is set ({value!r}) but {because}; leave it out")
 
 

@@ -49,6 +49,8 @@ class Teacher:
         self.name, self.key, self.model, self.tokenizer = name, key, model.eval(), tokenizer
         self.same_tokenizer, self.cache_path, self.max_cached = same_tokenizer, cache_path, max_cached
         self.needs: set[str] = set()
+        # another tokenizer's text goes in at most as many tokens as the teacher's position table holds
+        self.max_tokens = min(512, max_sequence_length(model) or 512)
         self._logits: dict[str, torch.Tensor] = {}
         if cache_path is not None and cache_path.exists():
             self._logits = torch.load(cache_path, weights_only=True)
@@ -65,9 +67,8 @@ class Teacher:
     def _inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self.same_tokenizer:
             return batch
-        # the teacher's own tokens, as many as its position table holds (at most 512)
-        limit = min(512, max_sequence_length(self.model) or 512)
-        enc = self.tokenizer(batch["text"], padding=True, truncation=True, max_length=limit, return_tensors="pt")
+        enc = self.tokenizer(batch["text"], padding=True, truncation=True, max_length=self.max_tokens,
+                             return_tensors="pt")
         return dict(enc)
 
     @torch.no_grad()

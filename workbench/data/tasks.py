@@ -227,4 +227,3 @@ def missing_class_notes(task: Task) -> list[str]:
             notes.append(f"class {name!r} ({total} example{'s' if total != 1 else ''}) has none in "
                          f"{' and '.join(empty)}: it is not measured there; add examples of it, or fix its label")
     return notes
-

@@ -58,9 +58,8 @@ class RuntimeCost:
 def runtime_cost(model: nn.Module, token_counts: tuple[int, ...] = DEFAULT_TOKEN_COUNTS, quantize: bool = True,
                  repeats: int = 5) -> RuntimeCost:
     """Compile `model` on our runtime (int8 by default) and measure its per-layer latency table."""
-    from workbench.runtime.latency import latency_table
-
     from workbench.models.families import max_sequence_length
+    from workbench.runtime.latency import latency_table
 
     # no example is longer than the model's position table (the pipeline truncates there): counts
     # past it are measured at it (a 64-position model failed on the default 128)

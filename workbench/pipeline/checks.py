@@ -39,10 +39,10 @@ def check_frozen_sources(spec: PipelineSpec) -> None:
     inside the optimizer ("empty parameter list") or the recipe, after the earlier stages trained."""
     from workbench.recipes.base import recipe_class
 
-    frozen_at: dict[str, tuple[str, str] | None] = {}  # stage -> (stage, recipe) that froze its model
+    frozen_at: list[tuple[str, str] | None] = []  # per stage: (stage, recipe) that froze its model
     for i, stage in enumerate(spec.stages):
-        source = stage.source or (spec.stages[i - 1].name if i else None)
-        inherited = frozen_at[source] if source else None
+        source = spec.source_index(i)
+        inherited = None if source is None else frozen_at[source]
         if inherited is not None:
             edits = [n for n, _ in stage.recipes if not recipe_class(n, stage.name).inference_only]
             if stage.trains or edits:
@@ -52,7 +52,7 @@ def check_frozen_sources(spec: PipelineSpec) -> None:
                     f"'{inherited[1]}' made it inference-only (quantized or compiled); build the stage from an "
                     f"earlier stage (from: <name>) and quantize or compile last")
         own = next((n for n, _ in stage.recipes if recipe_class(n, stage.name).frozen_result), None)
-        frozen_at[stage.name] = (stage.name, own) if own else inherited
+        frozen_at.append((stage.name, own) if own else inherited)
 
 
 def check_teacher_vocabularies(spec: PipelineSpec) -> None:
@@ -64,9 +64,10 @@ def check_teacher_vocabularies(spec: PipelineSpec) -> None:
 
     trimmed_at: dict[str, str | None] = {}  # stage -> the stage whose trim_vocab gave it its vocabulary
     for i, stage in enumerate(spec.stages):
-        source = stage.source or (spec.stages[i - 1].name if i else None)
+        source = spec.source_index(i)
         own = any(recipe_class(n, stage.name).replaces_vocabulary for n, _ in stage.recipes)
-        trimmed_at[stage.name] = stage.name if own else (trimmed_at[source] if source else None)
+        inherited = None if source is None else trimmed_at[spec.stages[source].name]
+        trimmed_at[stage.name] = stage.name if own else inherited
         for rname, config in stage.recipes:
             for teacher in recipe_class(rname, stage.name).teacher_names(config):
                 mine = trimmed_at[stage.name]
@@ -118,22 +119,18 @@ def fit_sequence_lengths(spec: PipelineSpec, model: nn.Module) -> None:
     (`eval.seq_len`) must fit the model's position table: a longer sequence fails inside the
     model's forward, after stages have trained. A length left at its default (128) is lowered to
     what the model holds, with a notice; one set longer is a ConfigError naming both numbers."""
-    import dataclasses
-
-    from workbench.data import TaskConfig
+    from workbench.config import field_default
     from workbench.models.families import max_sequence_length
-    from workbench.pipeline.spec import EvalConfig
 
     limit = max_sequence_length(model)
     if limit is None:
         return
     holds = f"model '{spec.model}' holds {limit} tokens per sequence (its max_position_embeddings)"
-    for where, config, key, cls in (("pipeline task", spec.task, "max_length", TaskConfig),
-                                    ("pipeline eval", spec.eval, "seq_len", EvalConfig)):
+    for where, config, key in (("pipeline task", spec.task, "max_length"), ("pipeline eval", spec.eval, "seq_len")):
         value = getattr(config, key)
         if value <= limit:
             continue
-        default = next(f.default for f in dataclasses.fields(cls) if f.name == key)
+        default = field_default(config, key)
         if value != default:
             raise ConfigError(f"{where}: '{key}' {value} is longer than {holds}; set {key}: {limit} or less")
         setattr(config, key, limit)

@@ -160,7 +160,8 @@ class PipelineRun(StageKeys):
         if self.store.holds_other(stage.name, key):
             raise ConfigError(f"stage '{stage.name}': {self.run_dir} holds results of a different recipe; "
                               "re-run with --fresh or choose another --name")
-        source = stage.source or (self.spec.stages[index - 1].name if index else None)
+        source_index = self._source(index)
+        source = None if source_index is None else self.spec.stages[source_index].name
         model = copy.deepcopy(self.models[source] if source else self.base_model)
         stage_seed = self._stage_seed(index)
         data = self.stage_data[source] if source else self.data

@@ -160,6 +160,14 @@ class PipelineSpec:
         check_teacher_vocabularies(spec)
         return spec
 
+    def source_index(self, index: int) -> int | None:
+        """Index of the stage stage `index` starts from (`from:`, else the previous stage; None:
+        the pipeline's model)."""
+        stage = self.stages[index]
+        if stage.source is not None:
+            return next(i for i, s in enumerate(self.stages) if s.name == stage.source)
+        return index - 1 if index else None
+
     def to_dict(self) -> dict[str, Any]:
         d = {"name": self.name, "task": config_to_dict(self.task), "model": self.model, "seed": self.seed,
              "eval": config_to_dict(self.eval), "quick": config_to_dict(self.quick),

@@ -33,11 +33,8 @@ class StageKeys:
     run_dir: Path
 
     def _source(self, index: int) -> int | None:
-        """Index of the stage this one starts from (`from:`, else the previous stage)."""
-        stage = self.spec.stages[index]
-        if stage.source is not None:
-            return next(i for i, s in enumerate(self.spec.stages) if s.name == stage.source)
-        return index - 1 if index else None
+        """Index of the stage this one starts from (`PipelineSpec.source_index`)."""
+        return self.spec.source_index(index)
 
     def _depth(self, index: int) -> int:
         source = self._source(index)

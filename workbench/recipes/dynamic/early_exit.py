@@ -115,10 +115,8 @@ class EarlyExit(Recipe):
         from workbench.models.arch import architecture
 
         super().check_model(config, model, where)
-        n = architecture(model, where).num_layers
-        bad = [x for x in config.exit_layers or [] if x >= n - 1]
-        if bad:
-            _check_exit_layers(bad, n, where)
+        if config.exit_layers is not None:
+            _check_exit_layers(sorted(config.exit_layers), architecture(model, where).num_layers, where)
 
     def apply(self, model: nn.Module) -> nn.Module:
         from workbench.models.arch import architecture
