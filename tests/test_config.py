@@ -171,6 +171,37 @@ def test_a_stage_built_on_a_quantized_or_compiled_model_cannot_train_or_edit_it(
          {"name": "y", "from": "ft", "recipes": ["finetune"], "train": {"epochs": 1}})
 
 
+@pytest.mark.parametrize("recipe, teacher, reads", [
+    ({"distill_layers": {"teacher": "rt"}}, "rt", "attention maps, hidden states and layer layout"),
+    ({"distill_layers": {"teacher": "rt2", "hidden": False, "attention": False, "embeddings": False,
+                        "prediction": True}}, "rt2",
+     "layer layout"),
+    ({"distill_relations": {"teacher": "rt"}}, "rt", "layer layout and queries and keys"),
+    ({"distill_multihead": {"teacher": "rt"}}, "rt", "hidden states and layer layout"),
+    ({"distill_multi_teacher": {"teachers": ["ft", {"name": "rt", "target": "features"}]}}, "rt", "hidden states"),
+    ({"distill_unic": {"teachers": ["ft", {"name": "rt2", "target": "features"}]}}, "rt2", "hidden states"),
+])
+def test_a_compiled_teacher_gives_logits_only_and_a_recipe_reading_more_is_refused_first(recipe, teacher, reads):
+    # it failed when the student's stage started, after the earlier stages trained, saying the
+    # compiled model was not a supported encoder family
+    from workbench.pipeline import PipelineSpec
+
+    def spec(student):
+        return PipelineSpec.from_dict({"task": "rt-sentiment", "model": "minilm-l6", "stages": [
+            {"name": "ft", "recipes": ["finetune"], "train": {"epochs": 1}},
+            {"name": "rt", "recipes": ["workbench_runtime"]}, {"name": "rt2", "from": "rt", "recipes": ["dynamic_int8"]},
+            {"name": "st", "from": "ft", "recipes": [student], "train": {"epochs": 1}}]})
+
+    with pytest.raises(ConfigError, match=f"stage 'st' recipe '{next(iter(recipe))}': teacher '{teacher}' gives "
+                                          f"logits only \\(stage 'rt' compiles it with 'workbench_runtime'\\), and "
+                                          f"this recipe reads its {reads}; distil from stage 'ft'"):
+        spec(recipe)
+    # logits alone from it are fine, as is reading everything from the float stage
+    spec({"distill_logits": {"teacher": "rt"}})
+    spec({"distill_multi_teacher": {"teachers": ["rt", {"name": "ft", "target": "features"}]}})
+    spec({"distill_layers": {"teacher": "ft"}})
+
+
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml")),
                          ids=lambda p: p.name)
 def test_every_shipped_recipe_file_validates(path):

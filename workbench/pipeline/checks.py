@@ -55,6 +55,38 @@ def check_frozen_sources(spec: PipelineSpec) -> None:
         frozen_at.append((stage.name, own) if own else inherited)
 
 
+READ_NAMES = {"hidden_states": "hidden states", "attentions": "attention maps", "qkv": "queries and keys",
+              "layers": "layer layout"}
+
+
+def check_compiled_teachers(spec: PipelineSpec) -> None:
+    """A compiled stage (`Recipe.logits_only_result`, in it or a stage it descends from) gives
+    logits only: a recipe that reads more from it as a teacher (`Recipe.teacher_reads`: hidden
+    states, attentions, its layers) failed when its stage started, after the earlier stages
+    trained, with an error about the model family."""
+    from workbench.recipes.base import recipe_class
+
+    compiled_at: list[tuple[str, str] | None] = []  # per stage: (stage, recipe) that compiled its model
+    index = {stage.name: i for i, stage in enumerate(spec.stages)}
+    for i, stage in enumerate(spec.stages):
+        source = spec.source_index(i)
+        own = next((n for n, _ in stage.recipes if recipe_class(n, stage.name).logits_only_result), None)
+        compiled_at.append((stage.name, own) if own else None if source is None else compiled_at[source])
+        for rname, config in stage.recipes:
+            for teacher, reads in recipe_class(rname, stage.name).teacher_reads(config).items():
+                compiled = compiled_at[index[teacher]] if teacher in index and index[teacher] < i else None
+                if not compiled or not reads:
+                    continue
+                origin = spec.source_index(index[compiled[0]])
+                instead = f"stage '{spec.stages[origin].name}'" if origin is not None else f"model '{spec.model}'"
+                names = [READ_NAMES.get(r, r) for r in sorted(reads)]
+                what = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+                raise ConfigError(f"stage '{stage.name}' recipe '{rname}': teacher '{teacher}' gives logits only "
+                                  f"(stage '{compiled[0]}' compiles it with '{compiled[1]}'), and this recipe reads "
+                                  f"its {what}; distil from {instead}, the float model it was compiled from, or "
+                                  "use distill_logits with this teacher")
+
+
 def check_teacher_vocabularies(spec: PipelineSpec) -> None:
     """`check_teachers`' rule where the recipe alone decides it, before any stage trains: a
     stage whose vocabulary was trimmed (by it or a stage it descends from) cannot distil from a

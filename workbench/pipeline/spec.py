@@ -154,9 +154,11 @@ class PipelineSpec:
         spec = cls(name=name, task=task_cfg, model=data["model"], stages=stages, seed=seed,
                    eval=parse_config(EvalConfig, data.get("eval"), "pipeline eval"),
                    quick=parse_config(QuickConfig, data.get("quick"), "pipeline quick"), plugins=plugins)
-        from workbench.pipeline.checks import check_frozen_sources, check_teacher_vocabularies  # (imports this module)
+        from workbench.pipeline.checks import (  # (imports this module)
+            check_compiled_teachers, check_frozen_sources, check_teacher_vocabularies)
 
         check_frozen_sources(spec)
+        check_compiled_teachers(spec)
         check_teacher_vocabularies(spec)
         return spec
 

@@ -116,6 +116,10 @@ class Recipe:
     """True when the recipe's result is no longer a float model (quantized, compiled): a later
     stage built on it can only add inference-only recipes; the pipeline checks this before any
     training."""
+    logits_only_result: ClassVar[bool] = False
+    """True when the recipe's result gives logits and nothing else (the compiled runtime): the
+    pipeline refuses, before any training, a later stage that reads more from it as a teacher
+    (`teacher_reads`)."""
     replaces_vocabulary: ClassVar[bool] = False
     """True when the recipe gives its stage a tokenizer of its own (`trim_vocab`): the pipeline
     then checks, before any training, that no later stage distils across the two vocabularies."""
@@ -182,6 +186,13 @@ class Recipe:
     def teacher_names(cls, config: Any) -> list[str]:
         """Teachers this recipe will ask for (earlier stages or model names/paths)."""
         return []
+
+    @classmethod
+    def teacher_reads(cls, config: Any) -> dict[str, set[str]]:
+        """Teacher name -> what the recipe reads from that teacher besides its logits, known from
+        the config alone: forward outputs ('hidden_states', 'attentions', 'qkv') or 'layers' (its
+        layout, through the architecture adapter)."""
+        return {name: set() for name in cls.teacher_names(config)}
 
     # --- one-shot ---------------------------------------------------------------------------
     def apply(self, model: nn.Module) -> nn.Module:

@@ -79,6 +79,7 @@ class WorkbenchRuntime(Recipe):
     uses_architecture = True
     inference_only = True  # its result cannot train: no training in its stage
     frozen_result = True  # (nor in a stage built on it)
+    logits_only_result = True  # no hidden states, attentions or layers to distil from
 
     def apply(self, model: nn.Module, ctx: Any = None) -> nn.Module:
         if isinstance(model, EngineModule):

@@ -93,6 +93,16 @@ class LayerDistillConfig:
         get_loss(self.attention_loss, f"{where}: 'attention_loss'")
 
 
+def matched_outputs(c: LayerDistillConfig) -> set[str]:
+    """The forward outputs the student and the teacher both give for the parts matched."""
+    out = set()
+    if c.embeddings or c.hidden:
+        out.add("hidden_states")
+    if c.attention:
+        out.add("attentions")
+    return out
+
+
 @register_recipe("distill_layers")
 class LayerDistill(TeacherRecipe):
     """TinyBERT's embedding, hidden-state, attention and prediction-layer distillation."""
@@ -100,14 +110,12 @@ class LayerDistill(TeacherRecipe):
     Config = LayerDistillConfig
     uses_architecture = True
 
+    @classmethod
+    def teacher_reads(cls, config: LayerDistillConfig) -> dict[str, set[str]]:
+        return {config.teacher: matched_outputs(config) | {"layers"}}
+
     def needs(self) -> set[str]:
-        c = self.config
-        out = set()
-        if c.embeddings or c.hidden:
-            out.add("hidden_states")
-        if c.attention:
-            out.add("attentions")
-        return out
+        return matched_outputs(self.config)
 
     # ------------------------------------------------------------------------------ setup
     def setup(self, model: nn.Module) -> None:

@@ -104,12 +104,22 @@ def label_count(name: str) -> int | None:
     return data.get("num_labels")
 
 
+FEATURE_READS = frozenset({"hidden_states"})  # what a features teacher gives: pooled last hidden states
+
+
 class ManyTeachers(TeacherRecipe):
     """What the multi-teacher recipes share: `teachers:` entries, their checks, loading, pooling."""
 
     @classmethod
     def teacher_names(cls, config: Any) -> list[str]:
         return [e.name for e in config.teachers]
+
+    @classmethod
+    def teacher_reads(cls, config: Any) -> dict[str, set[str]]:
+        reads: dict[str, set[str]] = {}
+        for e in config.teachers:  # (a name may come twice, for its logits and its features)
+            reads.setdefault(e.name, set()).update(FEATURE_READS if e.target == "features" else ())
+        return reads
 
     @classmethod
     def check_stage(cls, config: Any, check: StageCheck) -> None:
@@ -128,7 +138,7 @@ class ManyTeachers(TeacherRecipe):
         return {"hidden_states"} if any(e.target == "features" for e in self.config.teachers) else set()
 
     def _load(self) -> list[Any]:
-        return [self.ctx.teachers.get(e.name, {"hidden_states"} if e.target == "features" else set(), self.where)
+        return [self.ctx.teachers.get(e.name, set(FEATURE_READS) if e.target == "features" else set(), self.where)
                 for e in self.config.teachers]
 
     def _teacher_target(self, i: int, state: TrainState) -> torch.Tensor:

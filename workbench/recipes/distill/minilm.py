@@ -96,6 +96,10 @@ class RelationDistill(TeacherRecipe):
     Config = RelationDistillConfig
     uses_architecture = True
 
+    @classmethod
+    def teacher_reads(cls, config: RelationDistillConfig) -> dict[str, set[str]]:
+        return {config.teacher: {"qkv", "layers"}}
+
     def needs(self) -> set[str]:
         return {"qkv"}
 

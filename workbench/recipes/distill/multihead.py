@@ -85,6 +85,10 @@ class MultiHeadDistill(TeacherRecipe):
     Config = MultiHeadDistillConfig
     uses_architecture = True
 
+    @classmethod
+    def teacher_reads(cls, config: MultiHeadDistillConfig) -> dict[str, set[str]]:
+        return {config.teacher: {"hidden_states", "layers"}}
+
     def needs(self) -> set[str]:
         return {"hidden_states"}
 
