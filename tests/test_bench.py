@@ -258,8 +258,8 @@ def test_bench_run_engines_of_a_stage_take_turns(finished_run, tmp_path, monkeyp
     monkeypatch.setattr(interleave, "run_group", spy)
     stages = ("magnitude-50",) if sequential else ("magnitude-50", "teacher")  # (an engine process each: ~7 s)
     argv = ["--run", str(finished_run), "--engines", "torch-fp32,wb-int8", "--stages", ",".join(stages),
-            "--threads", "1", "--batch", "1", "--runs", "1", "--warmup", "0", "--seq-len", "8",
-            "--out", str(tmp_path)] + (["--sequential"] if sequential else [])
+            "--threads", "1", "--batch", "1", "--runs", "1", "--warmup", "0",
+            "--out", str(tmp_path)] + (["--sequential"] if sequential else ["--seq-len", "8"])
     assert cli.run(_args(argv)) == 0
     assert groups == ([] if sequential else [[("magnitude-50", "torch-fp32"), ("magnitude-50", "wb-int8")],
                                              [("teacher", "torch-fp32"), ("teacher", "wb-int8")]])
@@ -267,6 +267,8 @@ def test_bench_run_engines_of_a_stage_take_turns(finished_run, tmp_path, monkeyp
         rows = list(csv.DictReader(f))
     assert [(r["stage"], r["engine"], r["status"]) for r in rows] == [
         (s, e, "ok") for s in stages for e in ("torch-fp32", "wb-int8")]
+    # without --seq-len, the length the run timed its stages at (its eval.seq_len, 16), not 128
+    assert {r["seq_len"] for r in rows} == {"16" if sequential else "8"}
 
 
 def test_bench_run_bad_input_fails_before_work(finished_run, tmp_path, capsys):
@@ -280,7 +282,8 @@ def test_bench_run_bad_input_fails_before_work(finished_run, tmp_path, capsys):
             (["--run", str(finished_run), "--models", "tiny-distilbert"], "exclude each other"),
             (["--stages", "teacher"], "go with --run"),
             # the run's model has 64 positions: 128 tokens failed in every engine's process
-            (["--run", str(finished_run)], "--seq-len 128 is longer than model 'teacher' holds (64 tokens"),
+            (["--run", str(finished_run), "--seq-len", "128"],
+             "--seq-len 128 is longer than model 'teacher' holds (64 tokens"),
             (["--models", f"t={finished_run / 'seed-0' / 'artifacts' / 'teacher' / 'model'}", "--no-gemm"],
              "--seq-len 128 is longer than model 't' holds (64 tokens")):
         assert cli.run(_args(argv + base)) == 2

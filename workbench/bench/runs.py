@@ -52,6 +52,18 @@ def seed_folder(run_dir: Path, seed: int = 0) -> Path:
     return run_dir / f"seed-{seed}"
 
 
+def run_sequence_length(folder: Path, default: int = 128) -> int:
+    """The tokens per sequence the run in `folder` timed its stages at (`eval.seq_len` of its
+    recipe.yaml, which holds the length as run: lowered to the model's, when it was)."""
+    import yaml
+
+    try:
+        recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
+        return int(recipe["eval"]["seq_len"])
+    except (OSError, TypeError, KeyError, ValueError, yaml.YAMLError):  # no recipe, or an older layout
+        return default
+
+
 def stage_models(folder: Path) -> dict[str, Path]:
     """Stage -> saved model folder, in the run's stage order (metrics.json), then any other
     saved stage. A stage reused from the shared cache may have only the shared copy."""
@@ -135,7 +147,7 @@ def add_baseline_ratios(rows: list[dict[str, Any]], baseline: str | None) -> Non
 def bench_run_stages(run_dir: str | Path, stages: Sequence[str] | None = None,
                      engines: Sequence[str] = RUN_ENGINES, batches: Sequence[int] = (1, 8),
                      threads: Sequence[int] | None = None, out: str | Path | None = None,
-                     baseline: str | None = None, *, seed: int = 0, seq_len: int = 128, runs: int = 7,
+                     baseline: str | None = None, *, seed: int = 0, seq_len: int | None = None, runs: int = 7,
                      warmup: int = 2, timeout: float = 1200.0, interleaved: bool = True) -> list[dict[str, Any]]:
     """Bench each saved stage of a finished run on `engines` (one process each); write
     `<out>/speed.csv` (default out: `run_dir`) and return its rows.
@@ -144,6 +156,8 @@ def bench_run_stages(run_dir: str | Path, stages: Sequence[str] | None = None,
     source stage whose torch-fp32 speed each row is compared with (benched on torch-fp32 alone
     when `stages` does not list it);
     threads: default the thread count the kernels use here (OMP_NUM_THREADS, else the usable cores).
+    seq_len: default the length the run measured its speed at (its recipe's `eval.seq_len`), so
+    speed.csv compares with the run's own numbers; 128 for a run without recipe.yaml.
     interleaved: the engines of one stage and thread count take turns, one timed run each
     (`workbench.bench.interleave`, as `workbench bench` does), so a drift of the machine's speed
     hits them alike; False: each engine's runs back to back.
@@ -157,6 +171,8 @@ def bench_run_stages(run_dir: str | Path, stages: Sequence[str] | None = None,
 
     run_dir = Path(run_dir)
     threads = list(threads) if threads else [default_threads()]
+    if seq_len is None:
+        seq_len = run_sequence_length(seed_folder(run_dir, seed) if run_dir.is_dir() else run_dir)
     folder, models = _check(run_dir, stages, list(engines), list(batches), threads, baseline, seed,
                             seq_len, runs, warmup)
     out_dir = Path(out) if out is not None else run_dir
@@ -223,7 +239,7 @@ def run_cli(args: Any) -> int:
     q = bool(args.quick)
     rows = bench_run_stages(
         run_dir, args.stages, args.engines or RUN_ENGINES, args.batch or ([1] if q else [1, 8]), args.threads,
-        args.out, args.baseline, seed=args.seed, seq_len=args.seq_len or (32 if q else 128),
+        args.out, args.baseline, seed=args.seed, seq_len=args.seq_len or (32 if q else None),
         runs=args.runs if args.runs is not None else (1 if q else 7),
         warmup=args.warmup if args.warmup is not None else (0 if q else 2), timeout=args.timeout,
         interleaved=not args.sequential)
