@@ -180,6 +180,7 @@ def test_a_stage_built_on_a_quantized_or_compiled_model_cannot_train_or_edit_it(
     ({"distill_multihead": {"teacher": "rt"}}, "rt", "hidden states and layer layout"),
     ({"distill_multi_teacher": {"teachers": ["ft", {"name": "rt", "target": "features"}]}}, "rt", "hidden states"),
     ({"distill_unic": {"teachers": ["ft", {"name": "rt2", "target": "features"}]}}, "rt2", "hidden states"),
+    ({"augment": {"teacher": "rt"}}, "rt", "word embeddings"),
 ])
 def test_a_compiled_teacher_gives_logits_only_and_a_recipe_reading_more_is_refused_first(recipe, teacher, reads):
     # it failed when the student's stage started, after the earlier stages trained, saying the
@@ -187,14 +188,15 @@ def test_a_compiled_teacher_gives_logits_only_and_a_recipe_reading_more_is_refus
     from workbench.pipeline import PipelineSpec
 
     def spec(student):
+        extra = [{"distill_logits": {"teacher": "ft"}}] if "augment" in student else []  # (augment adds no loss)
         return PipelineSpec.from_dict({"task": "rt-sentiment", "model": "minilm-l6", "stages": [
             {"name": "ft", "recipes": ["finetune"], "train": {"epochs": 1}},
             {"name": "rt", "recipes": ["workbench_runtime"]}, {"name": "rt2", "from": "rt", "recipes": ["dynamic_int8"]},
-            {"name": "st", "from": "ft", "recipes": [student], "train": {"epochs": 1}}]})
+            {"name": "st", "from": "ft", "recipes": [student] + extra, "train": {"epochs": 1}}]})
 
     with pytest.raises(ConfigError, match=f"stage 'st' recipe '{next(iter(recipe))}': teacher '{teacher}' gives "
                                           f"logits only \\(stage 'rt' compiles it with 'workbench_runtime'\\), and "
-                                          f"this recipe reads its {reads}; distil from stage 'ft'"):
+                                          f"this recipe reads its {reads}; name stage 'ft' instead"):
         spec(recipe)
     # logits alone from it are fine, as is reading everything from the float stage
     spec({"distill_logits": {"teacher": "rt"}})

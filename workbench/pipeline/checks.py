@@ -56,7 +56,7 @@ def check_frozen_sources(spec: PipelineSpec) -> None:
 
 
 READ_NAMES = {"hidden_states": "hidden states", "attentions": "attention maps", "qkv": "queries and keys",
-              "layers": "layer layout"}
+              "layers": "layer layout", "embeddings": "word embeddings"}
 
 
 def check_compiled_teachers(spec: PipelineSpec) -> None:
@@ -83,8 +83,8 @@ def check_compiled_teachers(spec: PipelineSpec) -> None:
                 what = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
                 raise ConfigError(f"stage '{stage.name}' recipe '{rname}': teacher '{teacher}' gives logits only "
                                   f"(stage '{compiled[0]}' compiles it with '{compiled[1]}'), and this recipe reads "
-                                  f"its {what}; distil from {instead}, the float model it was compiled from, or "
-                                  "use distill_logits with this teacher")
+                                  f"its {what}; name {instead} instead, the float model it was compiled from (a "
+                                  "compiled teacher serves logit distillation only)")
 
 
 def check_teacher_vocabularies(spec: PipelineSpec) -> None:

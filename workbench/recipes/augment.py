@@ -97,6 +97,10 @@ class Augment(TeacherRecipe):
         return False
 
     @classmethod
+    def teacher_reads(cls, config: AugmentConfig) -> dict[str, set[str]]:
+        return {config.teacher: {"embeddings"}}  # (and its masked-LM head, with use_mlm)
+
+    @classmethod
     def requires_training(cls, config: AugmentConfig) -> bool:
         return True  # it changes the training data: a stage that trains, with a distillation loss
 
