@@ -181,6 +181,7 @@ def test_a_stage_built_on_a_quantized_or_compiled_model_cannot_train_or_edit_it(
     ({"distill_multi_teacher": {"teachers": ["ft", {"name": "rt", "target": "features"}]}}, "rt", "hidden states"),
     ({"distill_unic": {"teachers": ["ft", {"name": "rt2", "target": "features"}]}}, "rt2", "hidden states"),
     ({"augment": {"teacher": "rt"}}, "rt", "word embeddings"),
+    ({"distill_multi_teacher": {"teachers": ["ft", "rt"], "weighting": "similarity"}}, "rt", "hidden states"),
 ])
 def test_a_compiled_teacher_gives_logits_only_and_a_recipe_reading_more_is_refused_first(recipe, teacher, reads):
     # it failed when the student's stage started, after the earlier stages trained, saying the

@@ -43,7 +43,8 @@ from torch import nn
 from workbench.config import ConfigError, fail
 from workbench.recipes.base import LossTerms, TrainState, register_recipe
 from workbench.recipes.distill.losses import get_loss
-from workbench.recipes.distill.many_teachers import ManyTeachers, TeacherEntry, keep_mask, validate_many
+from workbench.recipes.distill.many_teachers import (
+    FEATURE_READS, ManyTeachers, TeacherEntry, keep_mask, validate_many)
 from workbench.recipes.distill.relations import row_kl
 from workbench.teacher_similarity import pool
 
@@ -87,6 +88,14 @@ class MultiTeacherDistill(ManyTeachers):
 
     Config = MultiTeacherConfig
     uses_architecture = True
+
+    @classmethod
+    def teacher_reads(cls, config: MultiTeacherConfig) -> dict[str, set[str]]:
+        reads = super().teacher_reads(config)
+        if config.weighting == "similarity":  # every candidate's features are scored
+            for name in reads:
+                reads[name] |= FEATURE_READS
+        return reads
 
     def setup(self, model: nn.Module) -> None:
         from workbench.models.arch import architecture
