@@ -293,3 +293,36 @@ def test_every_loss_weight_refuses_a_negative_value():
                     pipeline(name, {f.name: -1.0})
                 checked.append(f"{name}.{f.name}")
     assert {"early_exit.ce_weight", "early_exit.teacher_weight", "length_adaptive.weight"} <= set(checked)
+
+
+@pytest.mark.parametrize("name, bad, fine, message", [
+    ("distill_layers", {"layer_map": {1: 5}}, {"layer_map": {1: 4}},
+     "'layer_map\\[1\\]' names layer 5, but teacher 'ft' \\(a stage\\) has at most 4 layers"),
+    ("distill_layers", {"layer_map": {5: 1}}, {"layer_map": {0: 0, 2: 4}},
+     "'layer_map\\[5\\]' names layer 5, but this stage's model has"),
+    ("distill_relations", {"student_layer": -5}, {"student_layer": -4},
+     "'student_layer' names layer -5, but this stage's model has at most 4 layers"),
+    ("distill_relations", {"teacher_layer": 6}, {"teacher_layer": 4},
+     "'teacher_layer' names layer 6, but teacher 'ft'"),
+    ("distill_multihead", {"teacher_layers": [2, 9]}, {"teacher_layers": [2, -4]},
+     "'teacher_layers' names layer 9, but teacher 'ft'"),
+])
+def test_layer_numbers_past_the_starting_models_depth_fail_before_any_stage(tiny_bert, tmp_path, name, bad, fine,
+                                                                           message):
+    # they failed when the distilling stage started, after the stages before it trained; no stage
+    # is deeper than the pipeline's model (4 layers here)
+    from workbench.pipeline.checks import check_model
+
+    def spec(settings, teacher="ft"):
+        return PipelineSpec.from_dict({"task": "rt-sentiment", "model": "minilm-l6", "stages": [
+            {"name": "ft", "recipes": ["finetune"], "train": {"epochs": 1}},
+            {"name": "st", "recipes": [{"student": {"layers": [0, 1]}}, {name: {"teacher": teacher, **settings}}],
+             "train": {"epochs": 1}}]})
+
+    with pytest.raises(ConfigError, match=f"stage 'st' recipe '{name}': {message}.*the pipeline's "
+                                          "model 'minilm-l6' has 4 and no stage is deeper"):
+        check_model(spec(bad), tiny_bert)
+    check_model(spec(fine), tiny_bert)  # within 4 layers: fine
+    if "teacher 'ft'" in message:  # a teacher given by path has a depth of its own: left to the recipe
+        (tmp_path / "config.json").write_text("{}")
+        check_model(spec(bad, teacher=str(tmp_path)), tiny_bert)

@@ -125,13 +125,28 @@ def check_task(spec: PipelineSpec, task: Task) -> None:
 
 def check_model(spec: PipelineSpec, model: nn.Module) -> None:
     """Settings that name the model's modules (`targets`): checked by each recipe
-    (`Recipe.check_model`) against the starting model, before any work."""
+    (`Recipe.check_model`) against the starting model, before any work; and the layer numbers
+    a recipe names (`Recipe.layer_numbers`) against its depth."""
     from workbench.recipes.base import recipe_class
 
-    for stage in spec.stages:
+    depth = None
+    for i, stage in enumerate(spec.stages):
+        earlier = {s.name for s in spec.stages[:i]}
         for rname, config in stage.recipes:
             where = f"stage '{stage.name}' recipe '{rname}'"
-            recipe_class(rname, where).check_model(config, model, where)
+            cls = recipe_class(rname, where)
+            cls.check_model(config, model, where)
+            for teacher, key, number in cls.layer_numbers(config):
+                if teacher is not None and teacher not in earlier:
+                    continue  # a model given by name or path: its own depth
+                if depth is None:
+                    from workbench.models.arch import architecture
+
+                    depth = architecture(model, where).num_layers
+                if abs(number) > depth:
+                    side = "this stage's model" if teacher is None else f"teacher '{teacher}' (a stage)"
+                    raise ConfigError(f"{where}: '{key}' names layer {number}, but {side} has at most {depth} "
+                                      f"layers: the pipeline's model '{spec.model}' has {depth} and no stage is deeper")
 
 
 def check_architecture(spec: PipelineSpec, model: nn.Module) -> None:

@@ -183,6 +183,15 @@ class Recipe:
             resolve_targets(model, list(targets), where, kind=nn.Module)
 
     @classmethod
+    def layer_numbers(cls, config: Any) -> list[tuple[str | None, str, int]]:
+        """The layer numbers the config names, as (whose: the teacher's name, or None for the
+        stage's own model; setting; 1-based number, negative from the end, 0 the embeddings). The pipeline checks
+        them against the starting model's depth before any stage runs: no stage is deeper than
+        it (a teacher given by model name or path has a depth of its own and is left to the
+        recipe)."""
+        return []
+
+    @classmethod
     def teacher_names(cls, config: Any) -> list[str]:
         """Teachers this recipe will ask for (earlier stages or model names/paths)."""
         return []

@@ -114,6 +114,13 @@ class LayerDistill(TeacherRecipe):
     def teacher_reads(cls, config: LayerDistillConfig) -> dict[str, set[str]]:
         return {config.teacher: matched_outputs(config) | {"layers"}}
 
+    @classmethod
+    def layer_numbers(cls, config: LayerDistillConfig) -> list[tuple[str | None, str, int]]:
+        if isinstance(config.layer_map, str):
+            return []
+        return [n for m, t in config.layer_map.items()
+                for n in ((None, f"layer_map[{m}]", m), (config.teacher, f"layer_map[{m}]", t))]
+
     def needs(self) -> set[str]:
         return matched_outputs(self.config)
 

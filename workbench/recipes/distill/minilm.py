@@ -97,6 +97,11 @@ class RelationDistill(TeacherRecipe):
     uses_architecture = True
 
     @classmethod
+    def layer_numbers(cls, config: RelationDistillConfig) -> list[tuple[str | None, str, int]]:
+        return [(None, "student_layer", config.student_layer),
+                (config.teacher, "teacher_layer", config.teacher_layer)]
+
+    @classmethod
     def teacher_reads(cls, config: RelationDistillConfig) -> dict[str, set[str]]:
         return {config.teacher: {"qkv", "layers"}}
 

@@ -86,6 +86,11 @@ class MultiHeadDistill(TeacherRecipe):
     uses_architecture = True
 
     @classmethod
+    def layer_numbers(cls, config: MultiHeadDistillConfig) -> list[tuple[str | None, str, int]]:
+        return [(None, "student_layer", config.student_layer),
+                *((config.teacher, "teacher_layers", t) for t in config.teacher_layers or [])]
+
+    @classmethod
     def teacher_reads(cls, config: MultiHeadDistillConfig) -> dict[str, set[str]]:
         return {config.teacher: {"hidden_states", "layers"}}
 
