@@ -86,7 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=_list("threads", cast=int), default=None,
                         help="e.g. 1,2 (default 1,2; with --run: the cores this process may use)")
     parser.add_argument("--batch", type=_list("batch", cast=int), default=None, help="e.g. 1,8 (default 1,8)")
-    parser.add_argument("--seq-len", type=int, default=None, help="tokens per sample (default 128; with --run: the run's eval.seq_len)")
+    parser.add_argument("--seq-len", type=int, default=None,
+                        help="tokens per sample (default 128; with --run: the run's eval.seq_len)")
     parser.add_argument("--runs", type=int, default=None, help="timed runs per config (default 7, >= 5)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 2)")
     parser.add_argument("--out", type=Path, default=None,
