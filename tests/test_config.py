@@ -107,6 +107,19 @@ def test_cli_reports_errors_before_work(tmp_path, capsys):
     assert not (tmp_path / "r").exists()  # nothing started
 
 
+def test_a_command_whose_module_does_not_import_says_why_instead_of_vanishing(monkeypatch, capsys):
+    # it was left out of the parser, so `workbench sweep` answered "invalid choice: 'sweep'"
+    import sys
+
+    from workbench.cli import main
+
+    monkeypatch.setitem(sys.modules, "workbench.sweep.cli", None)  # its import now fails
+    assert main(["sweep", "s.yaml", "--trials", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "workbench sweep: error: it cannot run here, as a module it needs does not import" in err
+    assert "workbench.sweep.cli" in err and "make setup" in err
+
+
 @pytest.mark.parametrize("command", ["run", "degrade"])
 @pytest.mark.parametrize("seeds, expected", [("", "at least one seed"), (" , ", "at least one seed"),
                                              ("0,x", "comma-separated list of integers"), ("1,1", "distinct"),

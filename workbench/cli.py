@@ -1,4 +1,5 @@
-"""`workbench` command line: run, tasks, models, show (and bench, sweep, report when present)."""
+"""`workbench` command line: run a recipe, list tasks and models, show, compare, evaluate and
+export a run's stages, bench engines, sweep a recipe's knobs, report a run or sweep."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from workbench.config import ConfigError
 from workbench.paths import check_output_path
@@ -262,12 +264,23 @@ def build_parser() -> argparse.ArgumentParser:
                                     ("workbench.report", "report", "plots + markdown report of a run or sweep")):
         try:
             mod = __import__(module, fromlist=["add_arguments", "run"])
-        except ImportError:
+        except ImportError as exc:  # the command stays listed and says why it cannot run
+            sp = sub.add_parser(name, help=f"{help_text} (unavailable here: {exc})")
+            sp.add_argument("args", nargs=argparse.REMAINDER)
+            sp.set_defaults(func=_unavailable(name, exc))
             continue
         sp = sub.add_parser(name, help=help_text)
         mod.add_arguments(sp)
         sp.set_defaults(func=mod.run)
     return p
+
+
+def _unavailable(name: str, exc: ImportError) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        print(f"workbench {name}: error: it cannot run here, as a module it needs does not import ({exc}); "
+              "`make setup` installs everything it needs", file=sys.stderr)
+        return 2
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
