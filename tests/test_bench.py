@@ -690,3 +690,26 @@ def test_bench_engine_sets_up_an_engine_as_the_worker_does(monkeypatch):
     assert logits.shape[0] == 2 and np.isfinite(logits).all()
     bench_engine("wb-int8", batch=1, threads=1, seq_len=16, model="tiny-distilbert", warm_calls=0)
     assert len(pruned) == 1   # a dense engine's model is left whole
+
+
+def test_the_gemm_table_follows_the_engine_table_and_a_failure_keeps_it(tmp_path, monkeypatch, capsys):
+    from workbench.bench import gemm
+
+    row = {"kernel": "wb-int8-dense", "isa": "avx2", "m": 8, "k": 64, "n": 32, "threads": 2, "median_ms": 0.5,
+           "gops": 1.0, "gops_best": 1.1, "vs_dense": 1.0, "peak_gops": 10.0, "pct_of_peak": 10.0, "peak_note": "n"}
+    seen = {}
+    monkeypatch.setattr(gemm, "run_gemm_bench", lambda **kw: seen.update(kw) or [row])
+    (tmp_path / "README.md").write_text("# engines\n")
+    args = _args(["--quick", "--out", str(tmp_path)])
+    cli._run_gemm(args, {"threads": [2]})
+    assert seen["out_dir"] == tmp_path and seen["quick"] and seen["threads"] == [2]
+    text = (tmp_path / "README.md").read_text()
+    assert text.startswith("# engines\n\n## GEMM microbenchmark") and "wb-int8-dense" in text
+
+    def broken(**kw):
+        raise RuntimeError("no kernels")
+
+    monkeypatch.setattr(gemm, "run_gemm_bench", broken)
+    cli._run_gemm(args, {"threads": [2]})
+    assert "GEMM microbenchmark failed: RuntimeError: no kernels" in capsys.readouterr().err
+    assert (tmp_path / "README.md").read_text() == text

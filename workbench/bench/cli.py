@@ -17,7 +17,6 @@ names, saved model folders (labelled `stage:<stage>` for a run's `artifacts/<sta
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import shlex
 import sys
@@ -131,33 +130,18 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_gemm(args: argparse.Namespace, s: dict[str, Any]) -> None:
+    """The kernel engineer's GEMM microbenchmark after the engine table, its table appended to
+    the README; a failure is reported and never loses the engine table."""
+    # same OpenMP policy as the engine processes (set by importing workbench_ext, before its
+    # runtime starts; torch is not loaded in this process yet)
+    import workbench_ext  # noqa: F401
+    from workbench.bench.gemm import format_rows, run_gemm_bench
+
     try:
-        from workbench.bench.gemm import run_gemm_bench  # the kernel engineer's microbenchmark
-    except ImportError:
-        print("GEMM microbenchmark: skipped (workbench.bench.gemm.run_gemm_bench not available)")
-        return
-    try:
-        params = inspect.signature(run_gemm_bench).parameters
-        kw: dict[str, Any] = {}
-        for name, value in (("out_dir", args.out), ("out", args.out), ("output_dir", args.out),
-                            ("quick", args.quick), ("threads", s["threads"])):
-            if name in params:
-                kw[name] = value
-        if "verbose" in params:
-            kw["verbose"] = False
-        # same OpenMP policy as the engine processes (set by importing workbench_ext, before its
-        # runtime starts; torch is not loaded in this process yet)
-        import workbench_ext  # noqa: F401
-        gemm_rows = run_gemm_bench(**kw)
+        table = format_rows(run_gemm_bench(out_dir=args.out, quick=args.quick, threads=s["threads"], verbose=False))
     except Exception as exc:  # never lose the engine table to the microbenchmark
         print(f"GEMM microbenchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return
-    try:
-        from workbench.bench.gemm import format_rows
-
-        table = format_rows(gemm_rows)
-    except Exception:
-        table = "\n".join(str(r) for r in gemm_rows or [])
     print(table)
     readme = args.out / "README.md"
     if readme.exists() and table:
