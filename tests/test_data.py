@@ -59,6 +59,54 @@ def test_local_csv_tsv_jsonl(tmp_path):
         assert set(task.splits["train"].column_names) == {"text", "label"}
 
 
+def test_local_parquet_and_json_array_files_and_a_folder_of_them(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"sentence": f"text number {i}", "y": "pos" if i % 2 else "neg"} for i in range(60)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    (tmp_path / "d.json").write_text(json.dumps(rows, indent=1))  # one array, over many lines
+    for f in ("d.parquet", "d.json"):
+        task = load_task({"name": str(tmp_path / f), "text_column": "sentence", "label_column": "y"})
+        assert task.label_names == ["neg", "pos"] and sum(len(task.splits[s]) for s in task.splits) == 60
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows[:50]), folder / "train.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[50:]), folder / "test.parquet")
+    (folder / "test.md").write_text("notes on the test split\n")  # not a table: not read as the split
+    task = load_task({"name": str(folder), "text_column": "sentence", "label_column": "y"})
+    assert task.splits["test"]["text"] == [r["sentence"] for r in rows[50:]]
+    # bad rows are named by row (item of the array), as lines are in a text file
+    pq.write_table(pa.Table.from_pylist(rows[:5] + [{"sentence": " ", "y": "pos"}]), tmp_path / "blank.parquet")
+    (tmp_path / "odd.json").write_text(json.dumps(rows[:3] + [5]))
+    (tmp_path / "not.parquet").write_text("hello")
+    for f, says in (("blank.parquet", "text column 'sentence' is blank or not a string on 1 row \\(row 6: ' '\\)"),
+                    ("odd.json", "item 4 of the array is not a JSON object \\(e.g. 5\\)"),
+                    ("not.parquet", "could not be read as Parquet")):
+        with pytest.raises(ConfigError, match=f"task file '{tmp_path / f}'.*{says}"):
+            load_task({"name": str(tmp_path / f), "text_column": "sentence", "label_column": "y"})
+
+
+def test_a_hugging_face_dataset_saved_to_disk_is_a_task(tmp_path):
+    import datasets
+
+    rows = {"sentence": [f"text number {i}" for i in range(60)], "y": [i % 2 for i in range(60)]}
+    features = datasets.Features({"sentence": datasets.Value("string"), "y": datasets.ClassLabel(names=["neg", "pos"])})
+    whole = datasets.Dataset.from_dict(rows, features=features)
+    datasets.DatasetDict({"train": whole.select(range(40)), "dev": whole.select(range(40, 50)),
+                          "test": whole.select(range(50, 60))}).save_to_disk(str(tmp_path / "dict"))
+    whole.save_to_disk(str(tmp_path / "one"))
+    task = load_task({"name": str(tmp_path / "dict"), "text_column": "sentence", "label_column": "y"})
+    assert task.label_names == ["neg", "pos"]  # the ClassLabel's names
+    assert [len(task.splits[s]) for s in ("train", "validation", "test")] == [40, 10, 10]  # dev read as validation
+    task = load_task({"name": str(tmp_path / "one"), "text_column": "sentence", "label_column": "y"})
+    assert sum(len(task.splits[s]) for s in task.splits) == 60 and len(task.splits["test"]) == 6  # carved
+    with pytest.raises(ConfigError, match="'subset' 'x' is for hf: datasets"):
+        load_task({"name": str(tmp_path / "one"), "text_column": "sentence", "label_column": "y", "subset": "x"})
+    with pytest.raises(ConfigError, match="label_column 'label' not in split 'train'"):
+        load_task({"name": str(tmp_path / "one"), "text_column": "sentence"})
+
+
 def test_local_folder_keeps_given_splits(tmp_path):
     for split, n in (("train", 40), ("test", 10)):
         (tmp_path / f"{split}.csv").write_text("text,label\n" + "".join(f"{split} {i},{i % 2}\n" for i in range(n)))

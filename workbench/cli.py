@@ -129,8 +129,9 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
 
     for t in list_tasks():
         print(f"{t['name']}\n  {t['description']}\n  source: {t['source']}\n  licence: {t['licence']}")
-    print("\nAlso: any local .csv/.tsv/.jsonl file or folder (text/label columns), and 'hf:<dataset>' "
-          "for Hugging Face datasets (online users).")
+    print("\nAlso: any local .csv/.tsv/.jsonl/.json/.parquet file, a folder of train/validation/test files or a "
+          "Hugging Face dataset saved with save_to_disk (text/label columns), and 'hf:<dataset>' for Hugging "
+          "Face datasets (from the local cache, or downloaded with WORKBENCH_ALLOW_DOWNLOAD=1).")
     return 0
 
 

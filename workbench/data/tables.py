@@ -1,6 +1,6 @@
-"""Reading and checking labelled text tables: the rows of a .csv/.tsv/.jsonl task file, their
-text and label columns (clear errors naming the file, column and rows) and class labels mapped
-to 0..K-1. Used by the local-file and Hugging Face loaders in `tasks`."""
+"""Reading and checking labelled text tables: the rows of a .csv/.tsv/.jsonl/.json/.parquet task
+file, their text and label columns (clear errors naming the file, column and rows) and class
+labels mapped to 0..K-1. Used by the local-file and Hugging Face loaders in `tasks`."""
 from __future__ import annotations
 
 import csv
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _SHOW = 5  # rows named in an error message
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+"""File types `read_table` reads (a .json file holds one object per line, or one array of them)."""
 
 
 def _lines(rows: list[tuple[int, Any]], unit: str = "line") -> str:
@@ -79,8 +81,22 @@ def _labels_to_ints(values: list, source: str = "task", column: str = "label") -
     return labels, names
 
 
-def _read_table(path: Path) -> list[tuple[int, dict]]:
-    """The rows of a .csv/.tsv/.jsonl file, each with its line number in the file."""
+def row_unit(path: Path) -> str:
+    """What `read_table`'s row numbers count in `path`: lines of the file, or rows (records)."""
+    return "row" if path.suffix.lower() == ".parquet" or _json_array(path) else "line"
+
+
+def _json_array(path: Path) -> bool:
+    if path.suffix.lower() != ".json":
+        return False
+    with path.open(encoding="utf-8-sig") as f:
+        head = f.read(4096).lstrip()
+    return head.startswith("[")
+
+
+def read_table(path: Path) -> list[tuple[int, dict]]:
+    """The rows of a table file (`TABLE_SUFFIXES`), each with its line number in the file, or
+    its row number (1-based) where the file has no lines to count (`row_unit`)."""
     suffix = path.suffix.lower()
     try:
         if suffix in (".csv", ".tsv"):
@@ -93,6 +109,10 @@ def _read_table(path: Path) -> list[tuple[int, dict]]:
                     rows.append((reader.line_num, row))
                 _check_fields(path, reader.fieldnames or [], rows)
                 return rows
+        if suffix == ".parquet":
+            return _read_parquet(path)
+        if _json_array(path):
+            return _read_json_array(path)
         if suffix in (".jsonl", ".json"):
             rows = []
             with path.open(encoding="utf-8-sig") as f:
@@ -103,7 +123,8 @@ def _read_table(path: Path) -> list[tuple[int, dict]]:
                         row = json.loads(line)
                     except json.JSONDecodeError as exc:
                         raise ConfigError(f"task file '{path}': line {n} is not valid JSON ({exc.msg}); "
-                                          "a .jsonl file holds one JSON object per line") from None
+                                          "a .jsonl file holds one JSON object per line (a .json file: that, "
+                                          "or one array of objects)") from None
                     if not isinstance(row, dict):
                         raise ConfigError(f"task file '{path}': line {n} is not a JSON object; "
                                           "a .jsonl file holds one object per line, e.g. {\"text\": ..., \"label\": ...}")
@@ -112,7 +133,32 @@ def _read_table(path: Path) -> list[tuple[int, dict]]:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"task file '{path}' is not UTF-8 text ({exc.reason} at byte {exc.start}); "
                           "save it as UTF-8") from None
-    raise ConfigError(f"task '{path}': unsupported file type '{suffix}' (use .csv, .tsv or .jsonl)")
+    raise ConfigError(f"task '{path}': unsupported file type '{suffix}' (use {', '.join(TABLE_SUFFIXES)})")
+
+
+def _read_json_array(path: Path) -> list[tuple[int, dict]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"task file '{path}' is not valid JSON ({exc.msg} at line {exc.lineno}); a .json file "
+                          "holds one array of objects, or one object per line") from None
+    odd = [(i, v) for i, v in enumerate(data, 1) if not isinstance(v, dict)]
+    if odd:
+        raise ConfigError(f"task file '{path}': {_lines(odd, 'item')} of the array "
+                          f"{'is not a JSON object' if len(odd) == 1 else 'are not JSON objects'} "
+                          f"(e.g. {odd[0][1]!r}); each example is an object, e.g. "
+                          "{\"text\": ..., \"label\": ...}")
+    return list(enumerate(data, 1))
+
+
+def _read_parquet(path: Path) -> list[tuple[int, dict]]:
+    import pyarrow.parquet as pq  # (a dependency of datasets)
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow's errors for a file that is not Parquet are of several types
+        raise ConfigError(f"task file '{path}' could not be read as Parquet ({type(exc).__name__}: {exc})") from None
+    return list(enumerate(table.to_pylist(), 1))
 
 
 def _check_fields(path: Path, header: list[str], rows: list[tuple[int, dict]]) -> None:

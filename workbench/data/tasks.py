@@ -13,8 +13,7 @@ import numpy as np
 
 from workbench.config import ConfigError, fail
 from workbench.data.embedded import TASKS, EmbeddedTask, list_tasks  # noqa: F401  (re-exported)
-# _read_table is also imported from here (recipes/data/pool.py)
-from workbench.data.tables import _columns, _labels_to_ints, _read_table
+from workbench.data.tables import TABLE_SUFFIXES, _columns, _labels_to_ints, read_table, row_unit
 
 SPLITS = ("train", "validation", "test")
 
@@ -96,16 +95,18 @@ def _from_lists(texts: list[str], labels: list[int], seed: int) -> datasets.Data
 def _load_local(cfg: TaskConfig, seed: int) -> tuple[datasets.DatasetDict, list[str]]:
     path = Path(cfg.name).expanduser()
     if path.is_dir():
-        files = {s: next((p for p in sorted(path.iterdir()) if p.stem == s), None) for s in SPLITS}
+        files = {s: next((p for p in sorted(path.iterdir()) if p.stem == s and p.suffix.lower() in TABLE_SUFFIXES),
+                         None) for s in SPLITS}
         if files["train"] is None:
-            raise ConfigError(f"task '{cfg.name}': a task folder needs train.csv/.tsv/.jsonl "
-                              "(and optionally validation and test)")
+            raise ConfigError(f"task '{cfg.name}': a task folder needs a train file ({', '.join(TABLE_SUFFIXES)}; "
+                              "validation and test optional), or is a Hugging Face dataset saved with "
+                              "save_to_disk")
         files = {s: f for s, f in files.items() if f is not None}
     else:
         files = {"all": path}
     texts, raw_labels = {}, {}
     for s, f in files.items():
-        texts[s], raw_labels[s] = _columns(_read_table(f), cfg, f)
+        texts[s], raw_labels[s] = _columns(read_table(f), cfg, f, row_unit(f))
     all_labels, names = _labels_to_ints([v for s in raw_labels for v in raw_labels[s]], cfg.name, cfg.label_column)
     labels, start = {}, 0
     for s in raw_labels:
@@ -135,6 +136,28 @@ def _complete_splits(texts: dict[str, list[str]], labels: dict[str, list[int]], 
                                  for s in SPLITS})
 
 
+def _saved_dataset(path: Path) -> bool:
+    """A folder written by `datasets`' save_to_disk (a DatasetDict, or a single Dataset)."""
+    return path.is_dir() and ((path / "dataset_dict.json").is_file()
+                              or ((path / "dataset_info.json").is_file() and (path / "state.json").is_file()))
+
+
+def _load_saved(cfg: TaskConfig, seed: int) -> tuple[datasets.DatasetDict, list[str]]:
+    """A Hugging Face dataset saved with save_to_disk: its splits as from the hub (a single
+    Dataset is the train split; validation and test are then carved from it)."""
+    if cfg.subset is not None:
+        raise ConfigError(f"task '{cfg.name}': 'subset' {cfg.subset!r} is for hf: datasets with configurations; "
+                          "a saved dataset folder is one configuration: drop 'subset'")
+    try:
+        ds = datasets.load_from_disk(str(Path(cfg.name).expanduser()))
+    except Exception as exc:  # a damaged folder: the datasets library raises several types
+        raise ConfigError(f"task '{cfg.name}': the saved Hugging Face dataset could not be loaded "
+                          f"({type(exc).__name__}: {exc})") from None
+    if isinstance(ds, datasets.Dataset):
+        ds = datasets.DatasetDict({"train": ds})
+    return _hf_splits(ds, cfg, seed)
+
+
 def _load_hf(cfg: TaskConfig, seed: int) -> tuple[datasets.DatasetDict, list[str]]:
     name = cfg.name[3:]
     try:
@@ -150,6 +173,13 @@ def _load_hf(cfg: TaskConfig, seed: int) -> tuple[datasets.DatasetDict, list[str
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"task '{cfg.name}': Hugging Face dataset '{name}' could not be loaded ({first}); "
                           f"{how}") from None
+    return _hf_splits(ds, cfg, seed)
+
+
+def _hf_splits(ds: datasets.DatasetDict, cfg: TaskConfig, seed: int) -> tuple[datasets.DatasetDict, list[str]]:
+    """The task's splits from a Hugging Face DatasetDict (from the hub or from disk): the text
+    and label columns checked like a file's; `valid`/`dev` read as validation; a test split with
+    hidden labels (-1) replaced by one carved from train."""
     if "train" not in ds:
         raise ConfigError(f"task '{cfg.name}': the dataset has no 'train' split (splits: {list(ds)})")
     feature = ds["train"].features.get(cfg.label_column)
@@ -192,6 +222,8 @@ def load_task(spec: str | dict | TaskConfig, seed: int = 0) -> Task:
         splits = _from_lists(texts, labels, seed)
     elif cfg.name.startswith("hf:"):
         splits, names = _load_hf(cfg, seed)
+    elif _saved_dataset(Path(cfg.name).expanduser()):
+        splits, names = _load_saved(cfg, seed)
     elif Path(cfg.name).expanduser().exists():
         splits, names = _load_local(cfg, seed)
     else:

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 
 from workbench.config import ConfigError
+from workbench.data.tables import TABLE_SUFFIXES, read_table
 
 FILTERS = ("none", "gold_agreement", "confidence", "entropy", "teacher_agreement", "student_agreement")
 THRESHOLD_FILTERS = ("confidence", "entropy")
 AGREEMENT_FILTERS = ("teacher_agreement", "student_agreement")
-TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Pool:
 
 def read_pool(source: str, text_column: str, label_column: str | None, label_names: list[str] | None,
               where: str) -> Pool:
-    """A pool from a text file (one example per non-blank line), a .csv/.tsv/.jsonl table (the
+    """A pool from a text file (one example per non-blank line), a .csv/.tsv/.jsonl/.json/.parquet table (the
     `text_column`; gold labels from `label_column` when the table has it) or `hf:<dataset>` (its
     train split). `label_names`: the task's classes, to map gold labels given by name or index
     (None: labels are not mapped, only checked to exist)."""
@@ -43,11 +43,9 @@ def read_pool(source: str, text_column: str, label_column: str | None, label_nam
     path = Path(source).expanduser()
     if not path.is_file():
         raise ConfigError(f"{where}: 'pool' file '{source}' does not exist; give a text file (one example per "
-                          "line), a .csv/.tsv/.jsonl table, hf:<dataset>, or null for the task's training split")
+                          "line), a .csv/.tsv/.jsonl/.json/.parquet table, hf:<dataset>, or null for the task's training split")
     if path.suffix.lower() in TABLE_SUFFIXES:
-        from workbench.data.tasks import _read_table
-
-        rows = _read_table(path)
+        rows = read_table(path)
         if not rows:
             raise ConfigError(f"{where}: 'pool' file '{source}' is empty (no rows); add examples")
         if not any(text_column in r for _, r in rows):
