@@ -173,3 +173,23 @@ def test_bad_settings_fail_before_any_work(tmp_path, settings, match):
         run = PipelineRun(_spec(tmp_path, [_pl_stage("s.x", **settings)]), results_root=tmp_path / "r")
         run._prepare()  # the task-dependent checks (gold label names) run here, before any stage
     assert not (tmp_path / "r" / "pl" / "artifacts").exists()
+
+
+def test_a_pool_from_parquet_or_a_saved_dataset_keeps_its_gold_labels(tmp_path):
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from workbench.recipes.data.pool import read_pool
+
+    rows = [{"text": f"film {i}", "label": "pos" if i % 2 else "neg"} for i in range(6)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "pool.parquet")
+    whole = datasets.Dataset.from_list(rows)
+    whole.save_to_disk(str(tmp_path / "one"))
+    datasets.DatasetDict({"train": whole, "test": whole.select([0])}).save_to_disk(str(tmp_path / "dict"))
+    for source in ("pool.parquet", "one", "dict"):
+        pool = read_pool(str(tmp_path / source), "text", "label", ["neg", "pos"], "w")
+        assert pool.texts == [r["text"] for r in rows] and pool.gold == [i % 2 for i in range(6)], source
+    datasets.DatasetDict({"test": whole}).save_to_disk(str(tmp_path / "notrain"))
+    with pytest.raises(ConfigError, match="w: 'pool' .*notrain' has no 'train' split"):
+        read_pool(str(tmp_path / "notrain"), "text", "label", ["neg", "pos"], "w")

@@ -136,7 +136,7 @@ def _complete_splits(texts: dict[str, list[str]], labels: dict[str, list[int]], 
                                  for s in SPLITS})
 
 
-def _saved_dataset(path: Path) -> bool:
+def is_saved_dataset(path: Path) -> bool:
     """A folder written by `datasets`' save_to_disk (a DatasetDict, or a single Dataset)."""
     return path.is_dir() and ((path / "dataset_dict.json").is_file()
                               or ((path / "dataset_info.json").is_file() and (path / "state.json").is_file()))
@@ -222,7 +222,7 @@ def load_task(spec: str | dict | TaskConfig, seed: int = 0) -> Task:
         splits = _from_lists(texts, labels, seed)
     elif cfg.name.startswith("hf:"):
         splits, names = _load_hf(cfg, seed)
-    elif _saved_dataset(Path(cfg.name).expanduser()):
+    elif is_saved_dataset(Path(cfg.name).expanduser()):
         splits, names = _load_saved(cfg, seed)
     elif Path(cfg.name).expanduser().exists():
         splits, names = _load_local(cfg, seed)

@@ -17,6 +17,7 @@ import torch
 
 from workbench.config import ConfigError
 from workbench.data.tables import TABLE_SUFFIXES, read_table
+from workbench.data.tasks import is_saved_dataset
 
 FILTERS = ("none", "gold_agreement", "confidence", "entropy", "teacher_agreement", "student_agreement")
 THRESHOLD_FILTERS = ("confidence", "entropy")
@@ -34,16 +35,20 @@ class Pool:
 
 def read_pool(source: str, text_column: str, label_column: str | None, label_names: list[str] | None,
               where: str) -> Pool:
-    """A pool from a text file (one example per non-blank line), a .csv/.tsv/.jsonl/.json/.parquet table (the
-    `text_column`; gold labels from `label_column` when the table has it) or `hf:<dataset>` (its
-    train split). `label_names`: the task's classes, to map gold labels given by name or index
-    (None: labels are not mapped, only checked to exist)."""
+    """A pool from a text file (one example per non-blank line), a .csv/.tsv/.jsonl/.json/.parquet
+    table (the `text_column`; gold labels from `label_column` when the table has it), a dataset
+    saved with save_to_disk or `hf:<dataset>` (its train split). `label_names`: the task's
+    classes, to map gold labels given by name or index (None: labels are not mapped, only checked
+    to exist)."""
     if source.startswith("hf:"):
         return _read_hf(source, text_column, label_column, label_names, where)
     path = Path(source).expanduser()
+    if is_saved_dataset(path):
+        return _read_saved(source, text_column, label_column, label_names, where)
     if not path.is_file():
         raise ConfigError(f"{where}: 'pool' file '{source}' does not exist; give a text file (one example per "
-                          "line), a .csv/.tsv/.jsonl/.json/.parquet table, hf:<dataset>, or null for the task's training split")
+                          "line), a .csv/.tsv/.jsonl/.json/.parquet table, a Hugging Face dataset saved with "
+                          "save_to_disk, hf:<dataset>, or null for the task's training split")
     if path.suffix.lower() in TABLE_SUFFIXES:
         rows = read_table(path)
         if not rows:
@@ -79,6 +84,27 @@ def _read_hf(source: str, text_column: str, label_column: str | None, label_name
         ds = datasets.load_dataset(source[3:], split="train")
     except Exception as exc:  # offline, unknown name, ...: the library's message, named
         raise ConfigError(f"{where}: 'pool' {source!r} could not be loaded: {exc}") from None
+    return _dataset_pool(ds, source, text_column, label_column, label_names, where)
+
+
+def _read_saved(source: str, text_column: str, label_column: str | None, label_names: list[str] | None,
+                where: str) -> Pool:
+    """A dataset saved with save_to_disk: the Dataset, or a DatasetDict's train split."""
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(Path(source).expanduser()))
+    except Exception as exc:  # a damaged folder: the datasets library raises several types
+        raise ConfigError(f"{where}: 'pool' {source!r} could not be loaded: {type(exc).__name__}: {exc}") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if "train" not in ds:
+            raise ConfigError(f"{where}: 'pool' {source!r} has no 'train' split (splits: {list(ds)})")
+        ds = ds["train"]
+    return _dataset_pool(ds, source, text_column, label_column, label_names, where)
+
+
+def _dataset_pool(ds: Any, source: str, text_column: str, label_column: str | None,
+                  label_names: list[str] | None, where: str) -> Pool:
     if text_column not in ds.column_names:
         raise ConfigError(f"{where}: 'pool' {source!r} has no text column '{text_column}' "
                           f"(columns: {ds.column_names}); set 'text_column'")
