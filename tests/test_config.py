@@ -310,20 +310,20 @@ def test_every_loss_weight_refuses_a_negative_value():
 
 @pytest.mark.parametrize("name, bad, fine, message", [
     ("distill_layers", {"layer_map": {1: 5}}, {"layer_map": {1: 4}},
-     "'layer_map\\[1\\]' names layer 5, but teacher 'ft' \\(a stage\\) has at most 4 layers"),
-    ("distill_layers", {"layer_map": {5: 1}}, {"layer_map": {0: 0, 2: 4}},
-     "'layer_map\\[5\\]' names layer 5, but this stage's model has"),
-    ("distill_relations", {"student_layer": -5}, {"student_layer": -4},
-     "'student_layer' names layer -5, but this stage's model has at most 4 layers"),
+     "'layer_map\\[1\\]' names layer 5, but teacher 'ft' \\(a stage\\) has 4 layers"),
+    ("distill_layers", {"layer_map": {3: 1}}, {"layer_map": {0: 0, 2: 4}},
+     "'layer_map\\[3\\]' names layer 3, but this stage's model has 2 layers"),
+    ("distill_relations", {"student_layer": -3}, {"student_layer": -2},
+     "'student_layer' names layer -3, but this stage's model has 2 layers"),
     ("distill_relations", {"teacher_layer": 6}, {"teacher_layer": 4},
-     "'teacher_layer' names layer 6, but teacher 'ft'"),
+     "'teacher_layer' names layer 6, but teacher 'ft' \\(a stage\\) has 4 layers"),
     ("distill_multihead", {"teacher_layers": [2, 9]}, {"teacher_layers": [2, -4]},
      "'teacher_layers' names layer 9, but teacher 'ft'"),
 ])
-def test_layer_numbers_past_the_starting_models_depth_fail_before_any_stage(tiny_bert, tmp_path, name, bad, fine,
-                                                                           message):
-    # they failed when the distilling stage started, after the stages before it trained; no stage
-    # is deeper than the pipeline's model (4 layers here)
+def test_layer_numbers_past_the_depth_a_stage_will_have_fail_before_any_stage(tiny_bert, tmp_path, name, bad, fine,
+                                                                             message):
+    # they failed when the distilling stage started, after the stages before it trained: the
+    # depths are known from the starting model (4 layers here) and the students (2 layers)
     from workbench.pipeline.checks import check_model
 
     def spec(settings, teacher="ft"):
@@ -332,10 +332,38 @@ def test_layer_numbers_past_the_starting_models_depth_fail_before_any_stage(tiny
             {"name": "st", "recipes": [{"student": {"layers": [0, 1]}}, {name: {"teacher": teacher, **settings}}],
              "train": {"epochs": 1}}]})
 
-    with pytest.raises(ConfigError, match=f"stage 'st' recipe '{name}': {message}.*the pipeline's "
-                                          "model 'minilm-l6' has 4 and no stage is deeper"):
+    with pytest.raises(ConfigError, match=f"stage 'st' recipe '{name}': {message}"):
         check_model(spec(bad), tiny_bert)
-    check_model(spec(fine), tiny_bert)  # within 4 layers: fine
+    check_model(spec(fine), tiny_bert)  # within the depths: fine
     if "teacher 'ft'" in message:  # a teacher given by path has a depth of its own: left to the recipe
         (tmp_path / "config.json").write_text("{}")
         check_model(spec(bad, teacher=str(tmp_path)), tiny_bert)
+
+
+@pytest.mark.parametrize("bad, fine, message", [
+    ({"recipes": [{"student": {"layers": [0, 3]}}, {"distill_logits": {"teacher": "st"}}]},
+     {"from": "ft", "recipes": [{"student": {"layers": [0, 3]}}, {"distill_logits": {"teacher": "st"}}]},
+     "recipe 'student': 'layers' \\[3\\] out of range: the teacher has 2 layers"),
+    ({"recipes": ["finetune", {"early_exit": {"exit_layers": [1]}}]},
+     {"from": "ft", "recipes": ["finetune", {"early_exit": {"exit_layers": [1]}}]},
+     "recipe 'early_exit': 'exit_layers' \\[1\\] out of range: the model has 2 layers"),
+    ({"from": "ft", "recipes": [{"student": {"num_layers": 3, "init": "random"}},
+                                {"distill_layers": {"teacher": "st", "layer_map": {3: 3}}}]},
+     {"from": "ft", "recipes": [{"student": {"num_layers": 3, "init": "random"}},
+                                {"distill_layers": {"teacher": "ft", "layer_map": {3: 3}}}]},
+     "recipe 'distill_layers': 'layer_map\\[3\\]' names layer 3, but teacher 'st' \\(a stage\\) has 2 layers"),
+])
+def test_a_students_depth_carries_to_the_stages_built_on_it(tiny_bert, bad, fine, message):
+    # the 4-layer model's stages: ft 4 layers, st 2 (a student), the last stage as built
+    from workbench.pipeline.checks import check_model
+
+    def spec(last):
+        return PipelineSpec.from_dict({"task": "rt-sentiment", "model": "minilm-l6", "stages": [
+            {"name": "ft", "recipes": ["finetune"], "train": {"epochs": 1}},
+            {"name": "st", "recipes": [{"student": {"layers": [0, 2]}}, {"distill_logits": {"teacher": "ft"}}],
+             "train": {"epochs": 1}},
+            {"name": "last", "train": {"epochs": 1}, **last}]})
+
+    with pytest.raises(ConfigError, match=f"stage 'last' {message}"):
+        check_model(spec(bad), tiny_bert)
+    check_model(spec(fine), tiny_bert)  # built on, or taught by, the 4-layer stage: fine

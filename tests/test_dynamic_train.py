@@ -289,12 +289,14 @@ def test_dynamic_training_recipes_need_a_full_model_loss_and_valid_exits(tmp_pat
     for key, value in (("batch_size", 0), ("seed", -1)):  # range(0, n, 0) / NumPy's seeding, late
         with pytest.raises(ConfigError, match=f"'{key}' must be >= "):
             build_recipe("length_search", {key: value}, ctx(tmp_path), "x")
-    # checked against the pipeline's starting model too, before any stage trains: a 4-layer
-    # model has exits after layers 0..2 in every stage (no stage is deeper)
+    # checked against the depth the stage will have too, before any stage trains (a 4-layer
+    # stage model has exits after layers 0..2)
+    from workbench.recipes.base import Depths
+
     early_exit = recipe_class("early_exit", "x")
-    early_exit.check_model(early_exit.Config(exit_layers=[0, 2]), tiny(layers=4), "x")
+    early_exit.check_depth(early_exit.Config(exit_layers=[0, 2]), Depths(entering=6, stage=4), "x")
     with pytest.raises(ConfigError, match=r"'exit_layers' \[3\] out of range: the model has 4 layers"):
-        early_exit.check_model(early_exit.Config(exit_layers=[0, 3]), tiny(layers=4), "x")
+        early_exit.check_depth(early_exit.Config(exit_layers=[0, 3]), Depths(entering=6, stage=4), "x")
 
 
 # ------------------------------------------------------------------ length search

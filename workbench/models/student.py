@@ -25,7 +25,7 @@ def build_student(teacher: nn.Module, layers: list[int] | None = None, init: str
     teacher_layers = arch.layers
     depth = len(teacher_layers)
     if init == "copy":
-        chosen = list(layers) if layers is not None else list(range(0, depth, 2))
+        chosen = list(layers) if layers is not None else default_layers(depth)
         check_student_depth(depth, chosen, None, where)
         # copy everything but the layer stack, then the chosen layers (copies, not shared)
         memo = {id(teacher_layers): nn.ModuleList()}
@@ -36,7 +36,7 @@ def build_student(teacher: nn.Module, layers: list[int] | None = None, init: str
     check_student_depth(depth, None, num_layers, where)
     fam = arch.family
     config = copy.deepcopy(teacher.config)
-    setattr(config, fam.num_layers_attr, num_layers or (len(layers) if layers else max(1, depth // 2)))
+    setattr(config, fam.num_layers_attr, student_depth(depth, layers, init, num_layers))
     for attr, value in ((fam.hidden_attr, hidden_size), (fam.intermediate_attr, intermediate_size),
                         (fam.num_heads_attr, num_attention_heads)):
         if value is not None:
@@ -46,6 +46,18 @@ def build_student(teacher: nn.Module, layers: list[int] | None = None, init: str
         raise ConfigError(f"{where}: hidden_size {hidden} is not divisible by num_attention_heads {heads}")
     torch.manual_seed(seed)
     return type(teacher)(config).eval()
+
+
+def default_layers(depth: int) -> list[int]:
+    """The layers a copied student keeps by default: every other one, from the first."""
+    return list(range(0, depth, 2))
+
+
+def student_depth(depth: int, layers: list[int] | None, init: str, num_layers: int | None) -> int:
+    """Layers of the student `build_student` makes from a `depth`-layer teacher."""
+    if init == "copy":
+        return len(layers) if layers is not None else len(default_layers(depth))
+    return num_layers or (len(layers) if layers else max(1, depth // 2))
 
 
 def check_student_depth(depth: int, layers: list[int] | None, num_layers: int | None, where: str) -> None:

@@ -125,28 +125,32 @@ def check_task(spec: PipelineSpec, task: Task) -> None:
 
 def check_model(spec: PipelineSpec, model: nn.Module) -> None:
     """Settings that name the model's modules (`targets`): checked by each recipe
-    (`Recipe.check_model`) against the starting model, before any work; and the layer numbers
-    a recipe names (`Recipe.layer_numbers`) against its depth."""
-    from workbench.recipes.base import recipe_class
+    (`Recipe.check_model`) against the starting model, before any work; then, when a recipe
+    reads the model's layout, the layer settings against the depth each stage will have
+    (`Recipe.check_depth` with `Depths`)."""
+    from workbench.recipes.base import Depths, recipe_class
 
-    depth = None
-    for i, stage in enumerate(spec.stages):
-        earlier = {s.name for s in spec.stages[:i]}
+    for stage in spec.stages:
         for rname, config in stage.recipes:
             where = f"stage '{stage.name}' recipe '{rname}'"
-            cls = recipe_class(rname, where)
-            cls.check_model(config, model, where)
-            for teacher, key, number in cls.layer_numbers(config):
-                if teacher is not None and teacher not in earlier:
-                    continue  # a model given by name or path: its own depth
-                if depth is None:
-                    from workbench.models.arch import architecture
+            recipe_class(rname, where).check_model(config, model, where)
+    if not any(recipe_class(n, s.name).uses_architecture for s in spec.stages for n, _ in s.recipes):
+        return  # (the model's family may then be one the adapter does not know)
+    from workbench.models.arch import architecture
 
-                    depth = architecture(model, where).num_layers
-                if abs(number) > depth:
-                    side = "this stage's model" if teacher is None else f"teacher '{teacher}' (a stage)"
-                    raise ConfigError(f"{where}: '{key}' names layer {number}, but {side} has at most {depth} "
-                                      f"layers: the pipeline's model '{spec.model}' has {depth} and no stage is deeper")
+    depth_of: dict[str, int] = {}
+    for i, stage in enumerate(spec.stages):
+        source = spec.source_index(i)
+        entering = architecture(model, f"stage '{stage.name}'").num_layers if source is None else \
+            depth_of[spec.stages[source].name]
+        own = entering
+        for rname, config in stage.recipes:
+            own = recipe_class(rname, stage.name).output_depth(config, own)
+        depths = Depths(entering=entering, stage=own, stages=dict(depth_of))
+        for rname, config in stage.recipes:
+            where = f"stage '{stage.name}' recipe '{rname}'"
+            recipe_class(rname, where).check_depth(config, depths, where)
+        depth_of[stage.name] = own
 
 
 def check_architecture(spec: PipelineSpec, model: nn.Module) -> None:

@@ -34,6 +34,7 @@ from torch import nn
 
 from workbench.config import ConfigError, parse_config
 from workbench.recipes.class_weights import check_class_weights, class_weights
+from workbench.recipes.depths import Depths, check_layer_numbers
 
 if TYPE_CHECKING:  # pragma: no cover
     from workbench.data import Task
@@ -183,13 +184,21 @@ class Recipe:
             resolve_targets(model, list(targets), where, kind=nn.Module)
 
     @classmethod
+    def output_depth(cls, config: Any, depth: int) -> int:
+        """Encoder layers after this recipe, given `depth` before it (a student changes it)."""
+        return depth
+
+    @classmethod
     def layer_numbers(cls, config: Any) -> list[tuple[str | None, str, int]]:
-        """The layer numbers the config names, as (whose: the teacher's name, or None for the
-        stage's own model; setting; 1-based number, negative from the end, 0 the embeddings). The pipeline checks
-        them against the starting model's depth before any stage runs: no stage is deeper than
-        it (a teacher given by model name or path has a depth of its own and is left to the
-        recipe)."""
+        """The 1-based layer numbers the config names (negative from the end, 0 the embeddings),
+        as (teacher name, or None for the stage's own model; setting; number)."""
         return []
+
+    @classmethod
+    def check_depth(cls, config: Any, depths: Depths, where: str) -> None:
+        """Layer settings against the depths the pipeline knows before any work (`Depths`). The
+        default checks `layer_numbers`; recipes with other layer settings override it."""
+        check_layer_numbers(cls.layer_numbers(config), depths, where)
 
     @classmethod
     def teacher_names(cls, config: Any) -> list[str]:

@@ -11,9 +11,9 @@ from typing import Literal
 from torch import nn
 
 from workbench.config import fail
-from workbench.models.arch import architecture
-from workbench.models.student import build_student, check_student_depth
+from workbench.models.student import build_student, check_student_depth, student_depth
 from workbench.recipes.base import Recipe, register_recipe
+from workbench.recipes.depths import Depths
 
 
 @dataclass
@@ -50,11 +50,14 @@ class Student(Recipe):
     uses_architecture = True
 
     @classmethod
-    def check_model(cls, config: StudentConfig, model: nn.Module, where: str) -> None:
-        """`layers` and `num_layers` against the starting model: no stage is deeper than it, so
-        a layer index past its depth is out of range in every stage (fail before any trains)."""
-        depth = architecture(model, where).num_layers
-        check_student_depth(depth, config.layers if config.init == "copy" else None, config.num_layers, where)
+    def output_depth(cls, config: StudentConfig, depth: int) -> int:
+        return student_depth(depth, config.layers, config.init, config.num_layers)
+
+    @classmethod
+    def check_depth(cls, config: StudentConfig, depths: Depths, where: str) -> None:
+        """`layers` and `num_layers` against the model the stage starts from."""
+        check_student_depth(depths.entering, config.layers if config.init == "copy" else None, config.num_layers,
+                            where)
 
     def apply(self, model: nn.Module) -> nn.Module:
         c = self.config

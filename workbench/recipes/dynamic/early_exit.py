@@ -32,6 +32,7 @@ from workbench.config import fail, fail_if_set
 from workbench.models.dynamic import CRITERIA, EXIT_POOLING, DynamicSpec, model_spec
 from workbench.models.edits import record_edit
 from workbench.recipes.base import LossTerms, Recipe, StageCheck, TrainState, register_recipe
+from workbench.recipes.depths import Depths
 from workbench.recipes.distill.teacher import check_teacher
 from workbench.recipes.dynamic.common import require_full_model_loss, soft_kl
 
@@ -109,14 +110,10 @@ class EarlyExit(Recipe):
             check_teacher(config.teacher, check)
 
     @classmethod
-    def check_model(cls, config: EarlyExitConfig, model: nn.Module, where: str) -> None:
-        """`exit_layers` against the starting model: no stage is deeper than it (`student`), so
-        an exit past its layers is out of range in every stage: fail before any stage trains."""
-        from workbench.models.arch import architecture
-
-        super().check_model(config, model, where)
+    def check_depth(cls, config: EarlyExitConfig, depths: Depths, where: str) -> None:
+        """`exit_layers` against the stage's model (a student in it or before it included)."""
         if config.exit_layers is not None:
-            _check_exit_layers(sorted(config.exit_layers), architecture(model, where).num_layers, where)
+            _check_exit_layers(sorted(config.exit_layers), depths.stage, where)
 
     def apply(self, model: nn.Module) -> nn.Module:
         from workbench.models.arch import architecture
