@@ -33,6 +33,13 @@ def tiny(family: str, num_labels: int = 2) -> nn.Module:
         cfg = DistilBertConfig(vocab_size=120, dim=H, n_layers=LAYERS, n_heads=HEADS, hidden_dim=FFN,
                                max_position_embeddings=64, num_labels=num_labels)
         return DistilBertForSequenceClassification(cfg).eval()
+    if family == "electra":
+        from transformers import ElectraConfig, ElectraForSequenceClassification
+
+        cfg = ElectraConfig(vocab_size=120, embedding_size=H, hidden_size=H, num_hidden_layers=LAYERS,
+                            num_attention_heads=HEADS, intermediate_size=FFN, max_position_embeddings=64,
+                            num_labels=num_labels)
+        return ElectraForSequenceClassification(cfg).eval()
     cfg = RobertaConfig(vocab_size=120, hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
                         intermediate_size=FFN, max_position_embeddings=66, num_labels=num_labels)
     return RobertaForSequenceClassification(cfg).eval()
@@ -54,10 +61,11 @@ EXPECTED = {
     "distilbert": ("distilbert.transformer.layer", "distilbert.transformer.layer.2.attention.q_lin",
                    {"pre_classifier", "classifier"}),
     "roberta": ("roberta.encoder.layer", "roberta.encoder.layer.2.attention.self.query", {"classifier"}),
+    "electra": ("electra.encoder.layer", "electra.encoder.layer.2.attention.self.query", {"classifier"}),
 }
 
 
-@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta"])
+@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta", "electra"])
 def test_adapter_finds_layers_roles_and_heads(family):
     model = tiny(family)
     arch = architecture(model)
@@ -125,7 +133,7 @@ def test_num_heads_after_head_pruning_and_runtime_follows(tiny_bert):
     np.testing.assert_allclose(engine(ids.numpy(), mask.numpy()), ref, atol=FP32_ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta"])
+@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta", "electra"])
 def test_set_layers_keeps_the_model_runnable(family):
     model = tiny(family)
     arch = architecture(model)
@@ -149,11 +157,19 @@ def test_unsupported_models_are_a_clear_config_error():
     msg = str(info.value)
     assert msg.startswith("stage 'p' recipe 'magnitude_prune': GPT2ForSequenceClassification (model_type 'gpt2') "
                           "is not a supported encoder family")
-    assert msg.endswith("supported: bert (BERT, MiniLM), distilbert, roberta (RoBERTa, XLM-R)")
+    assert msg.endswith("supported: bert (BERT, MiniLM), distilbert, roberta (RoBERTa, XLM-R), electra (ELECTRA "
+                        "discriminators)")
     with pytest.raises(ConfigError, match="GPT2Config .*model_type 'gpt2'.*supported: bert"):
         check_supported(gpt.config, "teacher")
     assert check_supported(tiny("roberta").config, "x") is FAMILIES["roberta"]
     assert check_supported(tiny("distilbert"), "x") is FAMILIES["distilbert"]
+    assert check_supported(tiny("electra"), "x") is FAMILIES["electra"]
+    # ELECTRA-small's narrower embeddings are projected to the layers' width: not modelled, said so
+    from transformers import ElectraConfig
+
+    small = ElectraConfig(embedding_size=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
+    with pytest.raises(ConfigError, match="model_type 'electra'.*embedding_size 16 differs from hidden_size 32"):
+        check_supported(small, "teacher")
     bare = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                 intermediate_size=64, vocab_size=100))
     with pytest.raises(ConfigError, match="BertModel .*base model at 'bert'.*supported: bert"):
@@ -254,7 +270,7 @@ def test_per_layer_sparsity_uses_the_adapter(tiny_bert):
 def test_students_of_every_family():
     from workbench.models import build_student
 
-    for family in ("bert", "distilbert", "roberta"):
+    for family in ("bert", "distilbert", "roberta", "electra"):
         teacher = tiny(family)
         student = build_student(teacher, layers=[1, 3])
         s, t = architecture(student), architecture(teacher)

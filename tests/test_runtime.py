@@ -256,12 +256,20 @@ def test_engine_module_and_recipe(minilm):
     assert not hasattr(module, "save_pretrained")  # the pipeline rebuilds compiled stages
 
 
-def test_distilbert_matches_torch():
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+@pytest.mark.parametrize("family", ["distilbert", "electra"])
+def test_other_families_match_torch(family):
+    """DistilBERT (ReLU pre-classifier, no token types) and ELECTRA (a GELU classifier head)."""
+    from transformers import (DistilBertConfig, DistilBertForSequenceClassification, ElectraConfig,
+                              ElectraForSequenceClassification)
 
     torch.manual_seed(0)
-    cfg = DistilBertConfig(dim=64, hidden_dim=128, n_layers=2, n_heads=4, vocab_size=500, num_labels=3)
-    model = DistilBertForSequenceClassification(cfg).eval()
+    if family == "distilbert":
+        cfg = DistilBertConfig(dim=64, hidden_dim=128, n_layers=2, n_heads=4, vocab_size=500, num_labels=3)
+        model = DistilBertForSequenceClassification(cfg).eval()
+    else:
+        cfg = ElectraConfig(embedding_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                            num_attention_heads=4, vocab_size=500, num_labels=3)
+        model = ElectraForSequenceClassification(cfg).eval()
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(5, 500, (3, 20), generator=g)
     mask = torch.ones_like(ids)

@@ -44,7 +44,7 @@ def _layouts(family):
     yield "batch of one", ids[1:2, :10], mask[1:2, :10]
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert"])
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "electra"])
 def test_whole_forward_is_the_per_op_forward(family):
     model = tiny(family, num_labels=3)
     engine = compile_model(model, kernel_choice="dense")
@@ -98,8 +98,8 @@ def test_heads_that_are_not_int8_kernels_leave_the_encoder_without_ends():
              "ln1": ln, "ln2": ln, "out_bias": np.zeros(32, np.float32), "ffn2_bias": np.zeros(32, np.float32)}
     embeddings = {"word": np.zeros((10, 32), np.float32), "position": np.zeros((8, 32), np.float32),
                   "token_type": None, "gamma": ln[0], "beta": ln[1], "eps": 1e-12, "padding_idx": None}
-    numpy_head = {"pre": [(0, lambda x: x)], "cls": [(0, lambda x: x)], "tanh": True}
-    int8_head = {"pre": [(0, lin["head.pre"])], "cls": [(0, lin["head.cls"])], "tanh": True}
+    numpy_head = {"pre": [(0, lambda x: x)], "cls": [(0, lambda x: x)], "activation": "tanh"}
+    int8_head = {"pre": [(0, lin["head.pre"])], "cls": [(0, lin["head.cls"])], "activation": "tanh"}
     assert K.int8_encoder([layer], 32, embeddings=embeddings, heads={"head": int8_head}).classifies
     assert not K.int8_encoder([layer], 32, embeddings=embeddings, heads={"head": numpy_head}).classifies
     assert not K.int8_encoder([layer], 32, embeddings=embeddings,

@@ -37,6 +37,10 @@ def tiny(family: str = "bert", layers: int = 3, seed: int = 0):
               max_position_embeddings=70, num_labels=2, initializer_range=0.2)
     if family == "roberta":
         return RobertaForSequenceClassification(RobertaConfig(pad_token_id=1, **kw)).eval()
+    if family == "electra":
+        from transformers import ElectraConfig, ElectraForSequenceClassification
+
+        return ElectraForSequenceClassification(ElectraConfig(embedding_size=32, **kw)).eval()
     return BertForSequenceClassification(BertConfig(**kw)).eval()
 
 
@@ -90,7 +94,7 @@ def some_masks(model, scales=False):
 
 
 # ------------------------------------------------------------------------------ masks
-@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta"])
+@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta", "electra"])
 def test_masks_remove_exactly_the_chosen_heads_and_neurons(family):
     model = tiny(family)
     arch = architecture(model)
@@ -131,7 +135,7 @@ def test_masks_remove_exactly_the_chosen_heads_and_neurons(family):
         assert (act == 0).all(dim=(0, 1)).tolist() == (nm[i] == 0).tolist()
 
 
-@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta"])
+@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta", "electra"])
 def test_shrink_gives_the_masked_logits_and_smaller_layers(family):
     model = tiny(family)
     ids, mask = inputs()
@@ -329,7 +333,7 @@ def test_least_squares_lowers_the_layer_reconstruction_error(word_tokenizer, tra
 
 
 # ------------------------------------------------------------------------------ recipes
-@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta"])
+@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta", "electra"])
 def test_retraining_free_prune_meets_the_flops_budget_and_shrinks(word_tokenizer, train_data, family):
     model = tiny(family)
     ids, mask = inputs()

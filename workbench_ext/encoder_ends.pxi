@@ -17,6 +17,11 @@ cdef extern from "wb_embed.h" nogil:
 
 cdef extern from "wb_ops.h" nogil:
     void wb_tanh(const float *x, float *y, size_t n)
+    void wb_gelu(const float *x, float *y, size_t n, int isa, int nt)
+
+HEAD_ACTIVATIONS = ("relu", "tanh", "gelu")
+"""Between a head's two Linears: ReLU (DistilBERT), tanh (BERT's pooler, RoBERTa, exit heads),
+erf GELU (ELECTRA), each as `workbench_ext.ops` computes it."""
 
 cdef bint _HAS_F16C = bool(_cpu.features().get("f16c"))
 
@@ -38,9 +43,9 @@ cdef object _vector(object a, str name, int H):
 
 cdef class _Head:
     """A classifier head: ``pre`` / ``cls`` (lists of (from_rows, _Int8Linear), as the layers'),
-    then tanh (else ReLU) between them."""
+    and its ``activation`` between them (`HEAD_ACTIVATIONS`)."""
     cdef list pre, cls
-    cdef bint tanh
+    cdef int act
     cdef int labels
 
     def __init__(self, str name, dict head, int H):
@@ -48,7 +53,9 @@ cdef class _Head:
             for _, lin in head[role]:
                 if not isinstance(lin, _Int8Linear):
                     raise TypeError(f"{name} {role}: expected a workbench_ext.int8 layer, got {type(lin).__name__}")
-        self.pre, self.cls, self.tanh = head["pre"], head["cls"], bool(head["tanh"])
+        if head.get("activation") not in HEAD_ACTIVATIONS:
+            raise ValueError(f"{name}: activation must be one of {HEAD_ACTIVATIONS}, got {head.get('activation')!r}")
+        self.pre, self.cls, self.act = head["pre"], head["cls"], HEAD_ACTIVATIONS.index(head["activation"])
         if self.pre[0][1].K != H or self.cls[0][1].K != self.pre[0][1].N:
             raise ValueError(f"{name}: pre must take {H} inputs and cls pre's {self.pre[0][1].N} outputs")
         self.labels = self.cls[0][1].N
@@ -61,7 +68,7 @@ cdef class _Ends:
     embeddings: ``word`` [V, H] (float32 / float16), ``position`` [P, H], ``token_type`` [T, H] or
     None, ``gamma`` / ``beta`` [H], ``eps``, ``padding_idx`` (None: positions 0.. along the row;
     an int: RoBERTa's, padding_idx + 1 + the count of non-padding ids so far, padding_idx on
-    padding ids). heads: name -> dict(pre, cls, tanh) (`_Head`); "head" is the classifier's,
+    padding ids). heads: name -> dict(pre, cls, activation) (`_Head`); "head" is the classifier's,
     the others (the engine's exit heads, "exit.<layer>") are called by name (`Int8Encoder.head`)."""
     cdef object word, position, token_type, gamma, beta
     cdef float eps
@@ -146,15 +153,19 @@ cdef class _Ends:
         return buf.outs[1]
 
     cdef object head(self, _Buffers buf, str name, object cls_rows, int B):
-        """Logits [B, labels] (a new array) of head `name` on the [CLS] rows [B, H]: pre, tanh /
-        ReLU, cls."""
+        """Logits [B, labels] (a new array) of head `name` on the [CLS] rows [B, H]: pre, its
+        activation, cls."""
         cdef _Head hd = self.heads[name]
         _linear(buf, hd.pre, B, cls_rows, buf.attn, 0)
         cdef float *p = _fp(buf.attn)
         cdef size_t i, n = <size_t>B * hd.pre[0][1].N
+        cdef int isa = _cpu.ISA_CODES[_cpu.active_isa()] if hd.act == 2 else 0  # (ops.gelu's ISA)
+        cdef int nt = wb_threads(0)
         with nogil:
-            if hd.tanh:
+            if hd.act == 1:
                 wb_tanh(p, p, n)
+            elif hd.act == 2:
+                wb_gelu(p, p, n, isa, nt)
             else:
                 for i in range(n):
                     if p[i] < 0:   # np.maximum(x, 0)'s bits: -0.0 and NaN stay

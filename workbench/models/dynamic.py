@@ -109,7 +109,8 @@ def classify(model: nn.Module, cls: torch.Tensor) -> torch.Tensor:
     fam = architecture(model).family
     p_hidden, _ = _dropouts(model.config)
     x = model.get_submodule(fam.head_dense)(F.dropout(cls, p_hidden, model.training) if fam.pooler is None else cls)
-    x = torch.tanh(x) if fam.head_activation == "tanh" else torch.relu(x)
+    x = torch.tanh(x) if fam.head_activation == "tanh" else F.gelu(x) if fam.head_activation == "gelu" else \
+        torch.relu(x)
     return model.get_submodule(fam.head_out)(F.dropout(x, p_hidden, model.training))
 
 

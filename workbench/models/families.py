@@ -15,7 +15,7 @@ ROLES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
 NORMS = ("attn_norm", "ffn_norm")
 """The LayerNorms of one encoder layer (post-LN: after attention, after the FFN)."""
 
-SUPPORTED_TEXT = "bert (BERT, MiniLM), distilbert, roberta (RoBERTa, XLM-R)"
+SUPPORTED_TEXT = "bert (BERT, MiniLM), distilbert, roberta (RoBERTa, XLM-R), electra (ELECTRA discriminators)"
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Family:
     head_dense: str
     """Sequence classifiers: the Linear applied to the [CLS] vector before the output layer."""
     head_activation: str
-    """"tanh" or "relu", applied after `head_dense`."""
+    """"tanh", "relu" or "gelu" (erf), applied after `head_dense`."""
     head_out: str
     """Sequence classifiers: the output Linear (-> num_labels)."""
     word_embeddings: str = "word_embeddings"
@@ -59,6 +59,9 @@ class Family:
     position_offset: bool = False
     """True when position ids start at `padding_idx + 1` and padding tokens take position
     `padding_idx` (RoBERTa's `create_position_ids_from_input_ids`)."""
+    same_width: tuple[str, ...] = ()
+    """Config attributes that must equal the hidden size: the layout above holds only then
+    (ELECTRA's `embedding_size`: a smaller one adds a projection after the embeddings)."""
 
     def __hash__(self) -> int:  # the dict fields are not hashable; a family is its name
         return hash(self.name)
@@ -104,6 +107,14 @@ FAMILIES: dict[str, Family] = {
         head_dense="classifier.dense", head_activation="tanh", head_out="classifier.out_proj",
         position_offset=True,
     ),
+    "electra": Family(
+        name="electra", model_types=("electra",), base="electra", embeddings="embeddings",
+        layers="encoder.layer", roles=_BERT_ROLES, norms=_BERT_NORMS, pooler=None, classifier=("classifier",),
+        num_layers_attr="num_hidden_layers", num_heads_attr="num_attention_heads",
+        hidden_attr="hidden_size", intermediate_attr="intermediate_size", activation_attr="hidden_act",
+        head_dense="classifier.dense", head_activation="gelu", head_out="classifier.out_proj",
+        same_width=("embedding_size",),
+    ),
 }
 
 _BY_MODEL_TYPE = {mt: fam for fam in FAMILIES.values() for mt in fam.model_types}
@@ -125,6 +136,13 @@ def check_supported(config_or_model: Any, where: str) -> Family:
     family = _BY_MODEL_TYPE.get(model_type)
     if family is None:
         raise unsupported_error(where, config_or_model, model_type)
+    hidden = getattr(config, family.hidden_attr, None)
+    for attr in family.same_width:
+        value = getattr(config, attr, None)
+        if value is not None and value != hidden:
+            raise unsupported_error(where, config_or_model, model_type,
+                                    f"{attr} {value} differs from {family.hidden_attr} {hidden}: the embeddings are "
+                                    "projected to the layers' width, which the workbench does not model")
     return family
 
 

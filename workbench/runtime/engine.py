@@ -196,7 +196,7 @@ class Engine(EngineOps, EngineReport, EngineFile):
                       "token_type": T.get("embeddings.token_type"), "gamma": T["embeddings.ln.gamma"],
                       "beta": T["embeddings.ln.beta"], "eps": self._eps["embeddings.ln"], "padding_idx": pad}
         heads = {name[:-4]: {"pre": parts(name), "cls": parts(f"{name[:-4]}.cls"),
-                             "tanh": name != "head.pre" or self.meta["head"] == "pooler_tanh"}
+                             "activation": self.head_activation(name[:-4])}
                  for name in self._linears if name.endswith(".pre")}  # the classifier's and the exit heads
         return K.int8_encoder(layers, self.hidden_size, attention=self.attention, embeddings=embeddings, heads=heads)
 

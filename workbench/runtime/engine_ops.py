@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from workbench.runtime import kernels as K
+from workbench.runtime.read_model import HEAD_ACTIVATIONS
 
 
 class EngineOps:
@@ -85,15 +86,21 @@ class EngineOps:
         f2 = lin[f"layers.{i}.ffn2"](np.ascontiguousarray(f))
         return K.add_bias_residual_layernorm(f2, T[f"layers.{i}.ffn2.bias"], h, *ln2)
 
+    def head_activation(self, name: str = "head") -> str:
+        """Between head `name`'s two Linears: the classifier's as its family has it (meta
+        "head"), tanh for an exit head."""
+        return HEAD_ACTIVATIONS[self.meta["head"]] if name == "head" else "tanh"
+
     def _head(self, cls: np.ndarray, name: str = "head") -> np.ndarray:
         """The classifier on the [CLS] rows [B, H]; `name` "exit.<layer>": an exit head (tanh). On the
         compiled encoder when it has the head (the same bits)."""
         if self._encoder is not None and self._encoder.classifies:
             return self._encoder.head(name, np.ascontiguousarray(cls, dtype=np.float32))
         pre = self._linears[f"{name}.pre"](cls)
-        # tanh (workbench_ext.ops, the function the compiled encoder's head calls) / ReLU on [B, H]
-        tanh = name != "head" or self.meta["head"] == "pooler_tanh"
-        pre = K.tanh(pre) if tanh else np.maximum(pre, np.float32(0))
+        # tanh / GELU (workbench_ext.ops, the functions the compiled encoder's head calls) / ReLU
+        activation = self.head_activation(name)
+        pre = K.tanh(pre) if activation == "tanh" else K.gelu(pre) if activation == "gelu" else \
+            np.maximum(pre, np.float32(0))
         return np.ascontiguousarray(self._linears[f"{name}.cls"](np.ascontiguousarray(pre, dtype=np.float32)))
 
     def _attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.ndarray,

@@ -12,9 +12,13 @@ import numpy as np
 
 from workbench.runtime import kernels as K
 
+HEAD_ACTIVATIONS = {"pooler_tanh": "tanh", "pre_classifier_relu": "relu", "classifier_gelu": "gelu"}
+"""The engine's meta "head" (what sits between the classifier's two Linears: BERT's pooler,
+RoBERTa's classifier; DistilBERT's pre-classifier; ELECTRA's classifier) -> its activation."""
+
 SUPPORTED_ARCHITECTURES = ("BertForSequenceClassification", "DistilBertForSequenceClassification",
                            "RobertaForSequenceClassification", "XLMRobertaForSequenceClassification",
-                           "CamembertForSequenceClassification")
+                           "CamembertForSequenceClassification", "ElectraForSequenceClassification")
 
 
 class UnsupportedModelError(ValueError):
@@ -54,7 +58,7 @@ def _ln(ln: Any) -> tuple[np.ndarray, np.ndarray, float]:
 
 
 def read_model(model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, tuple]]:
-    """Weights of a BERT / DistilBERT / RoBERTa sequence classifier, read through the
+    """Weights of a BERT / DistilBERT / RoBERTa / ELECTRA sequence classifier, read through the
     architecture adapter (`workbench.models.arch`): one reader for every family, whose layers
     share the post-LN layout (Q, K, V, attention output, LN, FFN in/out, LN)."""
     from workbench.config import ConfigError
@@ -113,7 +117,7 @@ def read_model(model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[
         "vocab_size": int(t["embeddings.word"].shape[0]),
         "max_positions": int(t["embeddings.position"].shape[0]),
         "type_vocab_size": int(t["embeddings.token_type"].shape[0]) if "embeddings.token_type" in t else 0,
-        "head": "pooler_tanh" if fam.head_activation == "tanh" else "pre_classifier_relu", "eps": eps,
+        "head": next(k for k, a in HEAD_ACTIVATIONS.items() if a == fam.head_activation), "eps": eps,
     }
     if any(h != heads for h in layer_heads):  # pruned heads
         meta["layer_heads"] = layer_heads
@@ -128,5 +132,5 @@ def read_model(model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[
 def _unsupported(name: str, why: str) -> UnsupportedModelError:
     return UnsupportedModelError(
         f"workbench runtime cannot compile a {name}: supported architectures are "
-        f"{', '.join(SUPPORTED_ARCHITECTURES)} (BERT, MiniLM, DistilBERT and RoBERTa/XLM-R sequence "
+        f"{', '.join(SUPPORTED_ARCHITECTURES)} (BERT, MiniLM, DistilBERT, RoBERTa/XLM-R and ELECTRA sequence "
         f"classifiers); {why}")
