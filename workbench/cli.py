@@ -140,8 +140,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     for m in MODELS.values():
         print(f"{m.name}  ({m.params} params)\n  {m.description}")
+    from workbench.models.families import SUPPORTED_TEXT
+
     print("\nAlso: any local Hugging Face model folder, or a hub name (set WORKBENCH_ALLOW_DOWNLOAD=1 "
-          "to download; offline by default).")
+          "to download; offline by default). Every recipe and the runtime work on the families "
+          f"{SUPPORTED_TEXT}; other sequence classifiers fine-tune, distil by logits and quantize with "
+          "PyTorch's dynamic int8.")
     return 0
 
 
