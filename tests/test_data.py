@@ -158,3 +158,35 @@ def test_metrics_against_hand_computation():
     assert m["accuracy"] == pytest.approx(3 / 5)
     # class 0: tp=2 fp=0 fn=1 -> 0.8; class 1: tp=1 fp=1 fn=1 -> 0.5; class 2: tp=0 fp=1 fn=0 -> 0
     assert m["macro_f1"] == pytest.approx((0.8 + 0.5 + 0.0) / 3)
+
+
+def test_a_text_pair_task_reaches_the_model_as_a_pair(tmp_path, word_tokenizer, monkeypatch):
+    from workbench.data import tokenize_task
+    from workbench.data.pairs import PAIR_MARK, split_texts
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))  # tokenized here, not read from a cache
+
+    rows = [(f"w{i} w{i + 1}", f"w{i + 2}", "same" if i % 2 else "other") for i in range(60)]
+    (tmp_path / "p.csv").write_text("premise,hypothesis,y\n" + "".join(f"{a},{b},{y}\n" for a, b, y in rows))
+    cfg = {"name": str(tmp_path / "p.csv"), "text_column": "premise", "text_pair_column": "hypothesis",
+           "label_column": "y"}
+    task = load_task(cfg)
+    first, second = split_texts(task.splits["train"]["text"])
+    assert second is not None and all(f"{a},{b}" in {f"{r[0]},{r[1]}" for r in rows} for a, b in zip(first, second))
+    data = tokenize_task(task, word_tokenizer)
+    ex = data["train"][0]
+    ids, types = ex["input_ids"].tolist(), ex["token_type_ids"].tolist()
+    sep = word_tokenizer.sep_token_id
+    assert ids.count(sep) == 2 and types == [0] * (ids.index(sep) + 1) + [1] * (len(ids) - ids.index(sep) - 1)
+    # the single-text reading of the same file is another task (its fingerprint too)
+    assert load_task({**cfg, "text_pair_column": None}).fingerprint != task.fingerprint
+    (tmp_path / "bad.csv").write_text("premise,hypothesis,y\na,b,x\nc, ,y\n")
+    with pytest.raises(ConfigError, match="text column 'hypothesis' is blank or not a string on 1 row"):
+        load_task({**cfg, "name": str(tmp_path / "bad.csv")})
+    with pytest.raises(ConfigError, match="text_pair_column 'nope' not found"):
+        load_task({**cfg, "text_pair_column": "nope"})
+    with pytest.raises(ConfigError, match="'text_pair_column' must name a column other than"):
+        load_task({**cfg, "text_pair_column": "premise"})
+    (tmp_path / "mark.csv").write_text(f"text,label\nx{PAIR_MARK}y,a\nz,b\n")
+    with pytest.raises(ConfigError, match="holds the character U\\+E000"):
+        load_task(str(tmp_path / "mark.csv"))

@@ -81,3 +81,45 @@ def test_sequence_lengths_fit_the_models_position_table(tmp_path, monkeypatch):
         assert not (tmp_path / "r2").exists()
     from transformers import RobertaConfig
     assert max_sequence_length(RobertaConfig(max_position_embeddings=514, pad_token_id=1)) == 512
+
+
+def test_a_text_pair_task_through_a_pipeline(tmp_path, monkeypatch):
+    """Premise and hypothesis columns (`text_pair_column`): the label is whether the two texts'
+    words agree, so only a model that reads both learns it. The compiled runtime gets the segment
+    ids too (same accuracy as its source); ONNX export, whose graph has no segment ids, is refused
+    and a Hugging Face folder is not; a pseudo-label pool of single texts is refused first."""
+    from workbench.cli import main
+    from workbench.config import ConfigError
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    model_dir = _tiny_model_dir(tmp_path)
+    polarity = {"good": 1, "great": 1, "bad": 0, "awful": 0}
+    rows = [f"the film was {a} number {i},it was {b},{'agree' if polarity[a] == polarity[b] else 'disagree'}"
+            for i in range(12) for a in polarity for b in polarity]
+    (tmp_path / "pairs.csv").write_text("premise,hypothesis,label\n" + "\n".join(rows) + "\n")
+    task = {"name": str(tmp_path / "pairs.csv"), "text_column": "premise", "text_pair_column": "hypothesis"}
+
+    def spec(stages):
+        return PipelineSpec.from_dict({"name": "pairs", "model": str(model_dir), "seed": 0, "task": task,
+                                       "eval": {"speed_batches": [1], "speed_iters": 1, "seq_len": 16},
+                                       "stages": stages})
+
+    teacher = {"name": "teacher", "recipes": ["finetune"],
+               "train": {"epochs": 30, "batch_size": 16, "lr": 3e-3, "warmup": 0.0}}
+    pool = tmp_path / "pool.txt"
+    pool.write_text("a good film\n")
+    bad = PipelineRun(spec([teacher, {"name": "pl", "recipes": [{"pseudo_label": {"pool": str(pool)}}]}]),
+                      results_root=tmp_path / "results")
+    try:
+        bad.run()
+        raise AssertionError("a pool of single texts was accepted for a pair task")
+    except ConfigError as err:
+        assert "has text pairs and a pool holds single texts" in str(err)
+    assert not (tmp_path / "results" / "pairs" / "metrics.json").exists()  # refused before any stage
+    metrics = PipelineRun(spec([teacher, {"name": "rt", "recipes": ["workbench_runtime"]}]),
+                          results_root=tmp_path / "results").run()
+    assert metrics[0]["accuracy"] > 0.7, metrics[0]["accuracy"]
+    assert abs(metrics[1]["accuracy"] - metrics[0]["accuracy"]) <= 0.05
+    run = str(tmp_path / "results" / "pairs")
+    assert main(["export", run, "--stage", "teacher", "--format", "onnx"]) == 2
+    assert main(["export", run, "--stage", "teacher", "--format", "hf"]) == 0

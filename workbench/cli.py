@@ -181,6 +181,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         task["text_column"] = args.text_column
     if args.label_column:
         task["label_column"] = args.label_column
+    if args.text_pair_column:
+        task["text_pair_column"] = args.text_pair_column
     out, rows = evaluate_run(args.run, task, stage=args.stage, split=args.split)
     print(f"run {out.parent.name}: stages measured on {args.task} ({rows[0]['examples']} {args.split} examples); "
           f"run_accuracy: on the run's own task ({rows[0]['run_task']}, {rows[0]['run_split']} split)")
@@ -255,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--stage", help="only this stage (default: every finished stage)")
     e.add_argument("--split", default="test", help="split of the other task (default: test)")
     e.add_argument("--text-column", help="text column of a local task file (default: text)")
+    e.add_argument("--text-pair-column", help="second text column of a text-pair task (e.g. hypothesis)")
     e.add_argument("--label-column", help="label column of a local task file (default: label)")
     e.set_defaults(func=_cmd_eval)
     x = sub.add_parser("export", help="a finished stage as ONNX or a Hugging Face folder, its logits checked in the "

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from workbench.config import ConfigError, config_to_dict
+from workbench.data.pairs import split_texts, tokenize_texts
 from workbench.export_int8 import export_qdq, is_qdq_stage, qdq_bound
 
 FORMATS = ("onnx", "hf")
@@ -77,7 +78,7 @@ def reference_logits(model: nn.Module, probe: dict[str, torch.Tensor]) -> np.nda
 
 def _logits(model: nn.Module, probe: dict[str, torch.Tensor]) -> np.ndarray:
     with torch.inference_mode():
-        return model(input_ids=probe["input_ids"], attention_mask=probe["attention_mask"]).logits.float().numpy()
+        return model(**probe).logits.float().numpy()
 
 
 def check_logits(stage: str, got: np.ndarray, ref: np.ndarray, bound: float) -> tuple[float, float]:
@@ -120,6 +121,10 @@ def export_stage(run: str | Path, stage: str | None = None, fmt: str = "onnx",
         stage = done[-1]
     if stage not in names:
         raise ConfigError(f"run '{folder.name}' has no stage '{stage}' (stages: {', '.join(names)})")
+    if fmt == "onnx" and spec.task.text_pair_column:
+        raise ConfigError(f"stage '{stage}' of run '{folder.name}': its task has text pairs, which the model tells "
+                          "apart by their segment ids (token_type_ids); the ONNX graph takes input_ids and "
+                          "attention_mask only, so its answers would differ: use --format hf")
     index = names.index(stage)
     runner = PipelineRun(spec, results_root=folder.parent, run_name=folder.name, quick=bool(info.get("quick")))
     source = runner._source(index)
@@ -196,8 +201,11 @@ def _probe_texts(spec: Any) -> list[str]:
 
 
 def _tokenize(tokenizer: Any, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
-    enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    """The probe batch: input ids and mask, and a text-pair task's segment ids."""
+    enc = tokenize_texts(tokenizer, texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    keys = ("input_ids", "attention_mask", "token_type_ids") if split_texts(texts)[1] is not None else \
+        ("input_ids", "attention_mask")
+    return {k: enc[k] for k in keys if k in enc}
 
 
 def _to_onnx(stage: str, model: nn.Module, int8: bool, probe: dict[str, torch.Tensor],

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from workbench.config import ConfigError
+from workbench.data.pairs import tokenize_texts
 from workbench.forward import MODEL_INPUT_KEYS, ForwardOutputs, forward_with
 from workbench.models.families import max_sequence_length
 
@@ -67,7 +68,7 @@ class Teacher:
     def _inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self.same_tokenizer:
             return batch
-        enc = self.tokenizer(batch["text"], padding=True, truncation=True, max_length=self.max_tokens,
+        enc = tokenize_texts(self.tokenizer, batch["text"], padding=True, truncation=True, max_length=self.max_tokens,
                              return_tensors="pt")
         return dict(enc)
 

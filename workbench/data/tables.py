@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from workbench.config import ConfigError
+from workbench.data.pairs import PAIR_MARK, join_pair
 
 if TYPE_CHECKING:
     from workbench.data.tasks import TaskConfig
@@ -202,14 +203,14 @@ def _columns(rows: list[tuple[int, dict]], cfg: "TaskConfig", path: Path | str,
              unit: str = "line") -> tuple[list[str], list]:
     """The text and label columns of one file's rows, checked: a clear error (naming the file,
     the column and the first rows) for an empty file, a missing column, blank or non-string
-    texts and blank labels. `rows` are (line number, row); `path` is the file, or a description
+    texts and blank labels. A pair task's texts come back joined (`workbench.data.pairs`). `rows` are (line number, row); `path` is the file, or a description
     such as "task 'hf:x' split 'train'" with `unit` "row"."""
-    tc, lc = cfg.text_column, cfg.label_column
+    tc, lc, pc = cfg.text_column, cfg.label_column, cfg.text_pair_column
     where = f"task file '{path}'" if isinstance(path, Path) else str(path)
     if not rows:
         raise ConfigError(f"{where} is empty: it has no examples (at most a header line); "
                           f"add rows with a '{tc}' and a '{lc}' column")
-    for col, key in ((tc, "text_column"), (lc, "label_column")):
+    for col, key in ((tc, "text_column"), (lc, "label_column"), *([(pc, "text_pair_column")] if pc else [])):
         missing = [(n, r) for n, r in rows if col not in r]
         if len(missing) == len(rows):
             found = sorted({str(k) for _, r in rows for k in r if k is not None})
@@ -220,12 +221,17 @@ def _columns(rows: list[tuple[int, dict]], cfg: "TaskConfig", path: Path | str,
         if missing:
             raise ConfigError(f"{where}: column '{col}' is missing on {_rows(missing)} "
                               f"({_lines(missing, unit)}); give every row a '{col}'")
-    bad_text = [(n, r[tc]) for n, r in rows if not isinstance(r[tc], str) or not r[tc].strip()]
-    if bad_text:
-        what = ", ".join(f"{unit} {n}: {v!r}" for n, v in bad_text[:_SHOW])
-        raise ConfigError(f"{where}: text column '{tc}' is blank or not a string on {_rows(bad_text)} "
-                          f"({what}{', ...' if len(bad_text) > _SHOW else ''}); every example needs "
-                          "its text: fill in or drop those rows")
+    for col in (tc, pc) if pc else (tc,):
+        bad_text = [(n, r[col]) for n, r in rows if not isinstance(r[col], str) or not r[col].strip()]
+        if bad_text:
+            what = ", ".join(f"{unit} {n}: {v!r}" for n, v in bad_text[:_SHOW])
+            raise ConfigError(f"{where}: text column '{col}' is blank or not a string on {_rows(bad_text)} "
+                              f"({what}{', ...' if len(bad_text) > _SHOW else ''}); every example needs "
+                              "its text: fill in or drop those rows")
+        marked = [(n, r[col]) for n, r in rows if PAIR_MARK in r[col]]
+        if marked:
+            raise ConfigError(f"{where}: text column '{col}' holds the character U+E000 on {_rows(marked)} "
+                              f"({_lines(marked, unit)}), which marks where a text pair splits; remove it")
     blank = [(n, r[lc]) for n, r in rows if _blank(r[lc])]
     if blank:
         raise ConfigError(f"{where}: label column '{lc}' is blank on {_rows(blank)} "
@@ -234,4 +240,5 @@ def _columns(rows: list[tuple[int, dict]], cfg: "TaskConfig", path: Path | str,
     if odd:
         raise ConfigError(f"{where}: label column '{lc}' holds lists or objects on {_rows(odd)} "
                           f"({_lines(odd, unit)}, e.g. {odd[0][1]!r}); one class label per example is needed")
-    return [r[tc] for _, r in rows], [r[lc] for _, r in rows]
+    texts = [join_pair(r[tc], r[pc]) if pc else r[tc] for _, r in rows]
+    return texts, [r[lc] for _, r in rows]

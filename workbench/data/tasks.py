@@ -25,6 +25,9 @@ class TaskConfig:
     name: str
     text_column: str = "text"
     label_column: str = "label"
+    text_pair_column: str | None = None
+    """The second text of a text-pair task (e.g. 'hypothesis' beside text_column 'premise'):
+    the model reads the two as its tokenizer encodes a pair (`workbench.data.pairs`)."""
     subset: str | None = None
     """Hugging Face dataset configuration name (e.g. 'sst2' for 'hf:glue')."""
     max_length: int = 128
@@ -33,6 +36,10 @@ class TaskConfig:
     def validate(self, where: str) -> None:
         if self.max_length < 8:
             fail(where, "max_length", f"must be >= 8, got {self.max_length}")
+        if self.text_pair_column is not None and (not self.text_pair_column or self.text_pair_column in (
+                self.text_column, self.label_column)):
+            fail(where, "text_pair_column", f"must name a column other than the text and label columns, got "
+                 f"{self.text_pair_column!r}")
 
 
 @dataclass
@@ -189,11 +196,12 @@ def _hf_splits(ds: datasets.DatasetDict, cfg: TaskConfig, seed: int) -> tuple[da
             continue
         target = "validation" if s in ("valid", "dev") else s
         cols = ds[s].column_names
-        for col, key in ((cfg.text_column, "text_column"), (cfg.label_column, "label_column")):
-            if col not in cols:
+        for col, key in ((cfg.text_column, "text_column"), (cfg.label_column, "label_column"),
+                         (cfg.text_pair_column, "text_pair_column")):
+            if col is not None and col not in cols:
                 raise ConfigError(f"task '{cfg.name}': {key} '{col}' not in split '{s}' (columns: {cols})")
-        rows = [(i, {cfg.text_column: t, cfg.label_column: y})
-                for i, (t, y) in enumerate(zip(ds[s][cfg.text_column], ds[s][cfg.label_column]))]
+        names = [cfg.text_column, cfg.label_column, *([cfg.text_pair_column] if cfg.text_pair_column else [])]
+        rows = [(i, dict(zip(names, values))) for i, values in enumerate(zip(*(ds[s][c] for c in names)))]
         texts[target], raw[target] = _columns(rows, cfg, f"task '{cfg.name}' split '{s}'", "row")
     # Hidden test labels (GLUE uses -1): use the validation split as test and carve a new one.
     if "test" in raw and any(v == -1 for v in raw["test"]):

@@ -7,6 +7,7 @@ from typing import Any, Iterator
 
 import datasets
 
+from workbench.data.pairs import tokenize_texts
 from workbench.paths import cache_dir
 from workbench.results import atomic_dir
 
@@ -53,7 +54,7 @@ def tokenize_task(task: Any, tokenizer: Any, max_length: int | None = None) -> d
             tokenized = datasets.load_from_disk(str(path))
         else:
             tokenized = task.splits.map(
-                lambda b: tokenizer(b["text"], truncation=True, max_length=max_length),
+                lambda b: tokenize_texts(tokenizer, b["text"], truncation=True, max_length=max_length),
                 batched=True, desc="tokenize")
             tokenized = tokenized.rename_column("label", "labels")
             save_dataset(tokenized, path)

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from workbench.config import ConfigError
+from workbench.data.pairs import PAIR_SEPARATOR
 
 SUPPORTED = ("WordPiece", "BPE")
 
@@ -71,7 +72,7 @@ def count_tokens(tokenizer: Any, texts: Iterable[str], batch_size: int = 1000) -
         batch.clear()
 
     for text in texts:
-        batch.append(text)
+        batch.append(text.replace(PAIR_SEPARATOR, " "))  # a pair task's two texts: their tokens alike
         if len(batch) == batch_size:
             flush()
     if batch:

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from workbench.config import ConfigError, fail
+from workbench.data.pairs import tokenize_texts
 from workbench.data.tokenize import save_dataset, tokenizer_key
 # the word and candidate machinery; `augment_texts` looks `nearest_neighbours` up in this module,
 # where a test replaces it to see whether the neighbour search ran
@@ -147,7 +148,7 @@ class Augment(TeacherRecipe):
     def _build(self, plain: Any, texts: list[str], labels: list[Any], max_length: int) -> Any:
         import datasets
 
-        enc = self.ctx.tokenizer(texts, truncation=True, max_length=max_length)
+        enc = tokenize_texts(self.ctx.tokenizer, texts, truncation=True, max_length=max_length)
         extra: dict[str, list[Any]] = {}
         for col in plain.column_names:
             if col == "text":

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from workbench.config import ConfigError, fail
+from workbench.data.pairs import tokenize_texts
 from workbench.recipes.base import LossTerms, StageCheck, TrainState, register_recipe
 from workbench.recipes.data.pool import (AGREEMENT_FILTERS, FILTERS, TABLE_SUFFIXES, THRESHOLD_FILTERS, Pool,
                                          keep_mask, read_pool)
@@ -125,6 +126,9 @@ class PseudoLabel(TeacherRecipe):
 
     @classmethod
     def check_task(cls, config: PseudoLabelConfig, task: Any, where: str) -> None:
+        if config.pool is not None and getattr(task.config, "text_pair_column", None):
+            fail(where, "pool", f"is {config.pool!r}, but task '{task.name}' has text pairs and a pool holds single "
+                 "texts; use pool: null (the task's own training pairs, labels hidden)")
         if config.pool is not None and not config.pool.startswith("hf:"):
             read_pool(config.pool, config.text_column, config.label_column, task.label_names, where)
 
@@ -188,7 +192,7 @@ class PseudoLabel(TeacherRecipe):
         import datasets
 
         max_length = getattr(getattr(self.ctx.task, "config", None), "max_length", None) or 512
-        enc = self.ctx.tokenizer(pool.texts, truncation=True, max_length=max_length)
+        enc = tokenize_texts(self.ctx.tokenizer, pool.texts, truncation=True, max_length=max_length)
         cols: dict[str, list[Any]] = {}
         for col in like.column_names:
             if col == "text":
