@@ -121,10 +121,6 @@ def export_stage(run: str | Path, stage: str | None = None, fmt: str = "onnx",
         stage = done[-1]
     if stage not in names:
         raise ConfigError(f"run '{folder.name}' has no stage '{stage}' (stages: {', '.join(names)})")
-    if fmt == "onnx" and spec.task.text_pair_column:
-        raise ConfigError(f"stage '{stage}' of run '{folder.name}': its task has text pairs, which the model tells "
-                          "apart by their segment ids (token_type_ids); the ONNX graph takes input_ids and "
-                          "attention_mask only, so its answers would differ: use --format hf")
     index = names.index(stage)
     runner = PipelineRun(spec, results_root=folder.parent, run_name=folder.name, quick=bool(info.get("quick")))
     source = runner._source(index)
@@ -145,6 +141,10 @@ def export_stage(run: str | Path, stage: str | None = None, fmt: str = "onnx",
         raise ConfigError(f"stage '{stage}' is a {engine_name(model)} model, which export does not support")
     texts = _probe_texts(spec)
     probe = _tokenize(tokenizer, texts, spec.task.max_length)
+    if fmt == "onnx" and "token_type_ids" in probe:
+        raise ConfigError(f"stage '{stage}' of run '{folder.name}': its task has text pairs, which this model tells "
+                          "apart by their segment ids (token_type_ids); the ONNX graph takes input_ids and "
+                          "attention_mask only, so its answers would differ: use --format hf")
     ref = reference_logits(model, probe)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as tmp:

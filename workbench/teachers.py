@@ -68,8 +68,8 @@ class Teacher:
     def _inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self.same_tokenizer:
             return batch
-        enc = tokenize_texts(self.tokenizer, batch["text"], padding=True, truncation=True, max_length=self.max_tokens,
-                             return_tensors="pt")
+        enc = tokenize_texts(self.tokenizer, batch["text"], padding=True, truncation=True,
+                             max_length=self.max_tokens, return_tensors="pt")
         return dict(enc)
 
     @torch.no_grad()

@@ -203,7 +203,8 @@ def _columns(rows: list[tuple[int, dict]], cfg: "TaskConfig", path: Path | str,
              unit: str = "line") -> tuple[list[str], list]:
     """The text and label columns of one file's rows, checked: a clear error (naming the file,
     the column and the first rows) for an empty file, a missing column, blank or non-string
-    texts and blank labels. A pair task's texts come back joined (`workbench.data.pairs`). `rows` are (line number, row); `path` is the file, or a description
+    texts and blank labels; a pair task's texts come back joined (`workbench.data.pairs`). `rows`
+    are (line number, row); `path` is the file, or a description
     such as "task 'hf:x' split 'train'" with `unit` "row"."""
     tc, lc, pc = cfg.text_column, cfg.label_column, cfg.text_pair_column
     where = f"task file '{path}'" if isinstance(path, Path) else str(path)
