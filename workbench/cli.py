@@ -3,12 +3,12 @@ export a run's stages, bench engines, sweep a recipe's knobs, report a run or sw
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from workbench.cli_runs import cmd_compare, cmd_eval, cmd_export, cmd_show, print_table, spread_rows
 from workbench.config import ConfigError
 from workbench.paths import check_output_path
 
@@ -29,14 +29,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
                          run_name=name, fresh=args.fresh, remeasure=args.remeasure)
         from workbench.pipeline.seeds import aggregate
 
-        _print_table(_spread_rows(aggregate(rows)),
+        print_table(spread_rows(aggregate(rows)),
                      ["stage", ("n", "{}"), "accuracy", "macro_f1", "throughput_b1", "throughput_b8"])
         print(f"\nresults: {Path(args.results or 'results') / name} ({time.perf_counter() - started:.0f} s)")
         return 0
     run = PipelineRun(spec, quick=args.quick, results_root=Path(args.results) if args.results else None,
                       run_name=name, fresh=args.fresh, remeasure=args.remeasure)
     metrics = run.run()
-    _print_table(metrics)
+    print_table(metrics)
     print(f"\nresults: {run.run_dir} ({time.perf_counter() - started:.0f} s)")
     return 0
 
@@ -51,7 +51,7 @@ def _cmd_degrade(args: argparse.Namespace) -> int:
     name = args.name or (f"quick-{spec.name}" if args.quick else spec.name)
     _, summary = degrade(spec, fractions, seeds, quick=args.quick, results_root=Path(args.results) if args.results else None,
                          run_name=name, fresh=args.fresh, min_steps=args.min_steps)
-    _print_table(summary, ["stage", ("points", "{}"), ("slope_per_decade", "{:+.4f}"), ("accuracy_smallest", "{:.4f}"),
+    print_table(summary, ["stage", ("points", "{}"), ("slope_per_decade", "{:+.4f}"), ("accuracy_smallest", "{:.4f}"),
                            ("accuracy_largest", "{:.4f}")])
     print(f"\nresults: {Path(args.results or 'results') / name} (degradation.csv, summary.csv, degradation.png)")
     return 0
@@ -67,61 +67,6 @@ def _parse_seeds(text: str) -> list[int]:
     if len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise ConfigError(f"--seeds must list distinct integers >= 0, got {text!r}")
     return seeds
-
-
-def _spread_rows(summary: list[dict]) -> list[dict]:
-    """Aggregated rows as 'mean ± std' strings, for the stage table."""
-    out = []
-    for row in summary:
-        r = {"stage": row["stage"], "n": row["n"]}
-        for m, fmt in (("accuracy", ".4f"), ("macro_f1", ".4f"), ("throughput_b1", ".1f"), ("throughput_b8", ".1f")):
-            if f"mean_{m}" in row:
-                r[m] = f"{row[f'mean_{m}']:{fmt}} ± {row[f'std_{m}']:{fmt}}"
-        out.append(r)
-    return out
-
-
-def _cmd_compare(args: argparse.Namespace) -> int:
-    from workbench.paths import run_folder
-    from workbench.pipeline.compare import compare
-    from workbench.prune.report import structural_report
-    from workbench.quantize.report import quantization_report
-
-    folder = run_folder(args.run)
-    kinds = [k for k in ("structural", "quantization", "dynamic") if getattr(args, k)]
-    if len(kinds) + bool(args.teachers) > 1:
-        raise ConfigError("compare: choose one of --structural, --quantization, --dynamic and --teachers")
-    figure = {"structural": "accuracy_vs_throughput.png", "quantization": "accuracy_vs_size.png",
-              "dynamic": "accuracy_vs_throughput.png"}.get(kinds[0] if kinds else "", "methods.png")
-    if kinds:
-        if kinds[0] == "dynamic":
-            from workbench.dynamic.report import dynamic_report as report
-        else:
-            report = structural_report if kinds[0] == "structural" else quantization_report
-        report(folder, args.out)
-        folder = Path(args.out) if args.out else folder
-    elif args.out:
-        raise ConfigError("--out goes with --structural, --quantization or --dynamic (a method comparison is written "
-                          "next to its run)")
-    elif args.teachers:
-        from workbench.teachers_report import teachers_report
-
-        teachers_report(folder)
-    else:
-        compare(folder)
-    print((folder / "table.md").read_text())
-    print(f"written: {folder / 'summary.csv'}, {folder / 'table.md'}, {folder / figure}")
-    return 0
-
-
-def _print_table(stages: list[dict], columns: list | None = None) -> None:
-    """The stage table (default columns: workbench.results.STAGE_COLUMNS); values that are
-    already strings (e.g. "0.8250 ± 0.0040") are printed as they are."""
-    from workbench.results import degenerate_notes, format_stage_table
-
-    print(format_stage_table(stages, columns))
-    for note in degenerate_notes(stages):  # the "!" marks in the table
-        print(note)
 
 
 def _cmd_tasks(args: argparse.Namespace) -> int:
@@ -146,58 +91,6 @@ def _cmd_models(args: argparse.Namespace) -> int:
           "to download; offline by default). Every recipe and the runtime work on the families "
           f"{SUPPORTED_TEXT}; other sequence classifiers fine-tune, distil by logits and quantize with "
           "PyTorch's dynamic int8.")
-    return 0
-
-
-def _cmd_show(args: argparse.Namespace) -> int:
-    from workbench.paths import run_folder
-
-    path = run_folder(args.run)
-    metrics_file = path / "metrics.json"
-    spread = path / "seeds_summary.csv"
-    if not metrics_file.exists() and spread.exists():  # a --seeds run: the spread over seeds per stage
-        from workbench.results import read_csv
-
-        rows = [{k: float(v) if k != "stage" and v not in ("", None) else v for k, v in r.items()}
-                for r in read_csv(spread)]
-        print(f"run {path.name}: {int(max(r['n'] for r in rows))} seeds (mean ± std per stage; per seed: {path / 'seeds.csv'})")
-        _print_table(_spread_rows(rows), ["stage", ("n", "{:.0f}"), "accuracy", "macro_f1", "throughput_b1", "throughput_b8"])
-        return 0
-    if not metrics_file.exists():
-        raise ConfigError(f"no run at '{args.run}' (looked for {metrics_file})")
-    data = json.loads(metrics_file.read_text())
-    print(f"run {data['run']}: model {data['model']} on {data['task']} "
-          f"({'quick' if data.get('quick') else 'full'}, {data.get('eval_examples')} {data.get('split')} examples)")
-    _print_table(data["stages"])
-    return 0
-
-
-def _cmd_eval(args: argparse.Namespace) -> int:
-    from workbench.pipeline.eval_other import evaluate_run
-    from workbench.results import STAGE_COLUMNS
-
-    task: dict = {"name": args.task}
-    if args.text_column:
-        task["text_column"] = args.text_column
-    if args.label_column:
-        task["label_column"] = args.label_column
-    if args.text_pair_column:
-        task["text_pair_column"] = args.text_pair_column
-    out, rows = evaluate_run(args.run, task, stage=args.stage, split=args.split)
-    print(f"run {out.parent.name}: stages measured on {args.task} ({rows[0]['examples']} {args.split} examples); "
-          f"run_accuracy: on the run's own task ({rows[0]['run_task']}, {rows[0]['run_split']} split)")
-    _print_table(rows, list(STAGE_COLUMNS[:4]) + [("run_accuracy", "{:.4f}")] + list(STAGE_COLUMNS[4:]))
-    print(f"\nwritten: {out}")
-    return 0
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    from workbench.export import export_stage
-
-    r = export_stage(args.run, stage=args.stage, fmt=args.format, out=args.out)
-    print(f"stage '{r.stage}' ({r.kind}) checked on {r.examples} validation texts: max |Δlogit| {r.max_abs_diff:.3g} "
-          f"(allowed {r.bound:.3g}), argmax agreement {r.argmax_agreement:.3f} [{r.notes}]")
-    print(f"written: {r.path}")
     return 0
 
 
@@ -246,27 +139,28 @@ def build_parser() -> argparse.ArgumentParser:
                         "report and LogME's rank agreement where they apply")
     c.add_argument("--out", default=None, help="with --structural, --quantization or --dynamic: where the report goes "
                                                "(default: the run's folder)")
-    c.set_defaults(func=_cmd_compare)
+    c.set_defaults(func=cmd_compare)
     s = sub.add_parser("show", help="print a run's stage table")
     s.add_argument("run", help="run name under results/ or a folder")
-    s.set_defaults(func=_cmd_show)
+    s.set_defaults(func=cmd_show)
     e = sub.add_parser("eval", help="measure a run's finished stages on another task with the same labels "
                                     "(domain shift) -> <run>/eval-<task>.csv")
     e.add_argument("run", help="run name under results/ or a run folder")
-    e.add_argument("--task", required=True, help="embedded task, local .csv/.tsv/.jsonl file or folder, or hf:<name>")
+    e.add_argument("--task", required=True, help="embedded task, local .csv/.tsv/.jsonl/.json/.parquet file or "
+                   "folder, a dataset saved with save_to_disk, or hf:<name>")
     e.add_argument("--stage", help="only this stage (default: every finished stage)")
     e.add_argument("--split", default="test", help="split of the other task (default: test)")
     e.add_argument("--text-column", help="text column of a local task file (default: text)")
     e.add_argument("--text-pair-column", help="second text column of a text-pair task (e.g. hypothesis)")
     e.add_argument("--label-column", help="label column of a local task file (default: label)")
-    e.set_defaults(func=_cmd_eval)
+    e.set_defaults(func=cmd_eval)
     x = sub.add_parser("export", help="a finished stage as ONNX or a Hugging Face folder, its logits checked in the "
                                       "target runtime first -> <run>/export/")
     x.add_argument("run", help="run name under results/ or a run folder")
     x.add_argument("--stage", help="the stage (default: the run's last finished stage)")
     x.add_argument("--format", required=True, choices=["onnx", "hf"], help="onnx (ONNX Runtime) or hf (save_pretrained)")
     x.add_argument("--out", help="destination (default: <run>/export/<stage>.onnx or <run>/export/<stage>-hf/)")
-    x.set_defaults(func=_cmd_export)
+    x.set_defaults(func=cmd_export)
     for module, name, help_text in (("workbench.bench.cli", "bench", "benchmark engines against peers"),
                                     ("workbench.sweep.cli", "sweep", "Optuna sweep over a recipe's knobs"),
                                     ("workbench.report", "report", "plots + markdown report of a run or sweep")):
@@ -306,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                               f"got {name!r}")
         for flag in ("results", "out"):  # output folders (export's --out may name a file)
             if getattr(args, flag, None) is not None:
-                check_output_path(getattr(args, flag), f"--{flag}", folder=args.func is not _cmd_export)
+                check_output_path(getattr(args, flag), f"--{flag}", folder=args.func is not cmd_export)
         return int(args.func(args) or 0)
     except (ConfigError, FileNotFoundError) as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)
