@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from workbench.config import ConfigError, config_to_dict
-from workbench.data.pairs import split_texts, tokenize_texts
+from workbench.data.pairs import tokenize_texts
 from workbench.export_int8 import export_qdq, is_qdq_stage, qdq_bound
 
 FORMATS = ("onnx", "hf")
@@ -201,11 +201,13 @@ def _probe_texts(spec: Any) -> list[str]:
 
 
 def _tokenize(tokenizer: Any, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
-    """The probe batch: input ids and mask, and a text-pair task's segment ids."""
+    """The probe batch: input ids and mask, and the segment ids where some are not 0 (a text
+    pair's second text, for a model that reads them)."""
     enc = tokenize_texts(tokenizer, texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    keys = ("input_ids", "attention_mask", "token_type_ids") if split_texts(texts)[1] is not None else \
-        ("input_ids", "attention_mask")
-    return {k: enc[k] for k in keys if k in enc}
+    probe = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    if "token_type_ids" in enc and bool(enc["token_type_ids"].any()):
+        probe["token_type_ids"] = enc["token_type_ids"]
+    return probe
 
 
 def _to_onnx(stage: str, model: nn.Module, int8: bool, probe: dict[str, torch.Tensor],

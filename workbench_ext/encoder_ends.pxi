@@ -159,8 +159,9 @@ cdef class _Ends:
         _linear(buf, hd.pre, B, cls_rows, buf.attn, 0)
         cdef float *p = _fp(buf.attn)
         cdef size_t i, n = <size_t>B * hd.pre[0][1].N
-        cdef int isa = _cpu.ISA_CODES[_cpu.active_isa()] if hd.act == 2 else 0  # (ops.gelu's ISA)
-        cdef int nt = wb_threads(0)
+        cdef int isa = 0, nt = 1
+        if hd.act == 2:  # GELU on the ISA and threads workbench_ext.ops.gelu uses
+            isa, nt = _cpu.ISA_CODES[_cpu.active_isa()], wb_threads(0)
         with nogil:
             if hd.act == 1:
                 wb_tanh(p, p, n)

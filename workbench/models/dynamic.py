@@ -102,6 +102,10 @@ def _layer(arch: Any, i: int, h: torch.Tensor, mask: torch.Tensor, act: Any, p_h
     return arch.module(i, "ffn_norm")(a + F.dropout(f, p_hidden, training)), probs
 
 
+HEAD_ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "gelu": F.gelu}
+"""`Family.head_activation` -> the function between a classifier head's two Linears."""
+
+
 def classify(model: nn.Module, cls: torch.Tensor) -> torch.Tensor:
     """The model's own sequence-classification head on the [CLS] state [B, H]."""
     from workbench.models.arch import architecture
@@ -109,8 +113,7 @@ def classify(model: nn.Module, cls: torch.Tensor) -> torch.Tensor:
     fam = architecture(model).family
     p_hidden, _ = _dropouts(model.config)
     x = model.get_submodule(fam.head_dense)(F.dropout(cls, p_hidden, model.training) if fam.pooler is None else cls)
-    x = torch.tanh(x) if fam.head_activation == "tanh" else F.gelu(x) if fam.head_activation == "gelu" else \
-        torch.relu(x)
+    x = HEAD_ACTIVATIONS[fam.head_activation](x)
     return model.get_submodule(fam.head_out)(F.dropout(x, p_hidden, model.training))
 
 

@@ -33,13 +33,27 @@ def check_teachers(stage: StageSpec, recipes: list[Any], data: StageData, stage_
                               "or distil from a stage with the same trimmed vocabulary")
 
 
+def lineage_marks(spec: PipelineSpec, flag: str) -> list[tuple[str, str] | None]:
+    """Per stage: (stage, recipe) of the nearest recipe whose class sets `flag` (a `Recipe`
+    class attribute such as `frozen_result`), in the stage itself or a stage it descends from
+    (`PipelineSpec.source_index`); None where no such recipe came before."""
+    from workbench.recipes.base import recipe_class
+
+    marks: list[tuple[str, str] | None] = []
+    for i, stage in enumerate(spec.stages):
+        own = next((n for n, _ in stage.recipes if getattr(recipe_class(n, stage.name), flag)), None)
+        source = spec.source_index(i)
+        marks.append((stage.name, own) if own else None if source is None else marks[source])
+    return marks
+
+
 def check_frozen_sources(spec: PipelineSpec) -> None:
     """A stage built on a quantized or compiled model (`Recipe.frozen_result`, in that stage or
     one it descends from) can neither train nor run a recipe that edits a float model: it failed
     inside the optimizer ("empty parameter list") or the recipe, after the earlier stages trained."""
     from workbench.recipes.base import recipe_class
 
-    frozen_at: list[tuple[str, str] | None] = []  # per stage: (stage, recipe) that froze its model
+    frozen_at = lineage_marks(spec, "frozen_result")
     for i, stage in enumerate(spec.stages):
         source = spec.source_index(i)
         inherited = None if source is None else frozen_at[source]
@@ -51,8 +65,6 @@ def check_frozen_sources(spec: PipelineSpec) -> None:
                     f"stage '{stage.name}' {what}, but its model comes from stage '{inherited[0]}', whose "
                     f"'{inherited[1]}' made it inference-only (quantized or compiled); build the stage from an "
                     f"earlier stage (from: <name>) and quantize or compile last")
-        own = next((n for n, _ in stage.recipes if recipe_class(n, stage.name).frozen_result), None)
-        frozen_at.append((stage.name, own) if own else inherited)
 
 
 READ_NAMES = {"hidden_states": "hidden states", "attentions": "attention maps", "qkv": "queries and keys",
@@ -66,12 +78,9 @@ def check_compiled_teachers(spec: PipelineSpec) -> None:
     trained, with an error about the model family."""
     from workbench.recipes.base import recipe_class
 
-    compiled_at: list[tuple[str, str] | None] = []  # per stage: (stage, recipe) that compiled its model
+    compiled_at = lineage_marks(spec, "logits_only_result")
     index = {stage.name: i for i, stage in enumerate(spec.stages)}
     for i, stage in enumerate(spec.stages):
-        source = spec.source_index(i)
-        own = next((n for n, _ in stage.recipes if recipe_class(n, stage.name).logits_only_result), None)
-        compiled_at.append((stage.name, own) if own else None if source is None else compiled_at[source])
         for rname, config in stage.recipes:
             for teacher, reads in recipe_class(rname, stage.name).teacher_reads(config).items():
                 compiled = compiled_at[index[teacher]] if teacher in index and index[teacher] < i else None
@@ -94,12 +103,10 @@ def check_teacher_vocabularies(spec: PipelineSpec) -> None:
     (Two different trims may give the same vocabulary: that case is left to `check_teachers`.)"""
     from workbench.recipes.base import recipe_class
 
-    trimmed_at: dict[str, str | None] = {}  # stage -> the stage whose trim_vocab gave it its vocabulary
-    for i, stage in enumerate(spec.stages):
-        source = spec.source_index(i)
-        own = any(recipe_class(n, stage.name).replaces_vocabulary for n, _ in stage.recipes)
-        inherited = None if source is None else trimmed_at[spec.stages[source].name]
-        trimmed_at[stage.name] = stage.name if own else inherited
+    # stage -> the stage whose trim_vocab gave it its vocabulary (None: the pipeline's)
+    trimmed_at = {stage.name: mark and mark[0]
+                  for stage, mark in zip(spec.stages, lineage_marks(spec, "replaces_vocabulary"))}
+    for stage in spec.stages:
         for rname, config in stage.recipes:
             for teacher in recipe_class(rname, stage.name).teacher_names(config):
                 mine = trimmed_at[stage.name]
@@ -138,11 +145,11 @@ def check_model(spec: PipelineSpec, model: nn.Module) -> None:
         return  # (the model's family may then be one the adapter does not know)
     from workbench.models.arch import architecture
 
+    start = architecture(model, f"pipeline model '{spec.model}'").num_layers
     depth_of: dict[str, int] = {}
     for i, stage in enumerate(spec.stages):
         source = spec.source_index(i)
-        entering = architecture(model, f"stage '{stage.name}'").num_layers if source is None else \
-            depth_of[spec.stages[source].name]
+        entering = start if source is None else depth_of[spec.stages[source].name]
         own = entering
         for rname, config in stage.recipes:
             own = recipe_class(rname, stage.name).output_depth(config, own)

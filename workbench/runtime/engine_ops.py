@@ -97,10 +97,9 @@ class EngineOps:
         if self._encoder is not None and self._encoder.classifies:
             return self._encoder.head(name, np.ascontiguousarray(cls, dtype=np.float32))
         pre = self._linears[f"{name}.pre"](cls)
-        # tanh / GELU (workbench_ext.ops, the functions the compiled encoder's head calls) / ReLU
-        activation = self.head_activation(name)
-        pre = K.tanh(pre) if activation == "tanh" else K.gelu(pre) if activation == "gelu" else \
-            np.maximum(pre, np.float32(0))
+        # tanh / GELU: workbench_ext.ops, the functions the compiled encoder's head calls
+        activate = {"tanh": K.tanh, "gelu": K.gelu, "relu": lambda x: np.maximum(x, np.float32(0))}
+        pre = activate[self.head_activation(name)](pre)
         return np.ascontiguousarray(self._linears[f"{name}.cls"](np.ascontiguousarray(pre, dtype=np.float32)))
 
     def _attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.ndarray,

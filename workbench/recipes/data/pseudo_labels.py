@@ -3,7 +3,8 @@ trusts, and the stage trains on what was kept with plain cross-entropy on the te
 (the term `pseudo_ce`).
 
 The pool is the stage's own training split with its labels hidden (`pool: null`), or any text
-file (one example per line), .csv/.tsv/.jsonl/.json/.parquet table or `hf:<dataset>`. Filters (`filter:`):
+file (one example per line), .csv/.tsv/.jsonl/.json/.parquet table, dataset saved with
+`save_to_disk` or `hf:<dataset>`. Filters (`filter:`):
 
 * `none`: every pseudo-label;
 * `gold_agreement`: only where the teacher agrees with the gold label (Distil-Whisper's
@@ -52,7 +53,8 @@ class PseudoLabelConfig:
     """Who labels the pool: an earlier stage, or a model name or local path."""
     pool: str | None = None
     """null: this stage's training split with its labels hidden; or a text file, a
-    .csv/.tsv/.jsonl/.json/.parquet table, or hf:<dataset> (its train split). In --quick mode a pool is cut to the quick training size."""
+    .csv/.tsv/.jsonl/.json/.parquet table, a dataset saved with save_to_disk, or hf:<dataset>
+    (its train split). In --quick mode a pool is cut to the quick training size."""
     text_column: str = "text"
     label_column: str | None = "label"
     """Gold labels of a table pool (class names or indices), when it has them: measured, never trained on."""

@@ -135,7 +135,7 @@ class ManyTeachers(TeacherRecipe):
                      f"the task '{task.name}' has {task.num_labels}; use target: features for a teacher of another task")
 
     def needs(self) -> set[str]:
-        return {"hidden_states"} if any(e.target == "features" for e in self.config.teachers) else set()
+        return set(FEATURE_READS) if any(e.target == "features" for e in self.config.teachers) else set()
 
     def _load(self) -> list[Any]:
         return [self.ctx.teachers.get(e.name, set(FEATURE_READS) if e.target == "features" else set(), self.where)
