@@ -86,8 +86,9 @@ def test_sequence_lengths_fit_the_models_position_table(tmp_path, monkeypatch):
 def test_a_text_pair_task_through_a_pipeline(tmp_path, monkeypatch):
     """Premise and hypothesis columns (`text_pair_column`): the label is whether the two texts'
     words agree, so only a model that reads both learns it. The compiled runtime gets the segment
-    ids too (same accuracy as its source); ONNX export, whose graph has no segment ids, is refused
-    and a Hugging Face folder is not; a pseudo-label pool of single texts is refused first."""
+    ids too (same accuracy as its source); ONNX exports (fp32, dynamic int8 and QDQ) take them as
+    a `token_type_ids` input and pass export's logit check, and `bench --run`'s `ort-exported`
+    runs them; a pseudo-label pool of single texts is refused first."""
     from workbench.cli import main
     from workbench.config import ConfigError
 
@@ -116,10 +117,20 @@ def test_a_text_pair_task_through_a_pipeline(tmp_path, monkeypatch):
     except ConfigError as err:
         assert "has text pairs and a pool holds single texts" in str(err)
     assert not (tmp_path / "results" / "pairs" / "metrics.json").exists()  # refused before any stage
-    metrics = PipelineRun(spec([teacher, {"name": "rt", "recipes": ["workbench_runtime"]}]),
+    metrics = PipelineRun(spec([teacher, {"name": "rt", "recipes": ["workbench_runtime"]},
+                                {"name": "dyn", "from": "teacher", "recipes": ["dynamic_int8"]},
+                                {"name": "static", "from": "teacher", "recipes": ["static_int8"]}]),
                           results_root=tmp_path / "results").run()
     assert metrics[0]["accuracy"] > 0.7, metrics[0]["accuracy"]
     assert abs(metrics[1]["accuracy"] - metrics[0]["accuracy"]) <= 0.05
-    run = str(tmp_path / "results" / "pairs")
-    assert main(["export", run, "--stage", "teacher", "--format", "onnx"]) == 2
-    assert main(["export", run, "--stage", "teacher", "--format", "hf"]) == 0
+    run = tmp_path / "results" / "pairs"
+    for stage in ("teacher", "dyn", "static"):
+        assert main(["export", str(run), "--stage", stage, "--format", "onnx"]) == 0, stage
+        import onnxruntime as ort
+        sess = ort.InferenceSession(str(run / "export" / f"{stage}.onnx"), providers=["CPUExecutionProvider"])
+        assert "token_type_ids" in [i.name for i in sess.get_inputs()], stage
+    assert main(["export", str(run), "--stage", "teacher", "--format", "hf"]) == 0
+    from workbench.bench.runs import bench_run_stages
+    rows = bench_run_stages(run, stages=["teacher"], engines=["torch-fp32", "ort-exported"], batches=[1],
+                            runs=1, seq_len=16)
+    assert {r["engine"]: r["status"] for r in rows} == {"torch-fp32": "ok", "ort-exported": "ok"}, rows

@@ -25,6 +25,10 @@ What each stage kind becomes:
     and `--format onnx` exports it.
   * other inference-only stages (`workbench_runtime`, ...) are refused: export their source stage.
 
+Inputs: `input_ids` and `attention_mask`, and `token_type_ids` too when the task has text pairs
+and the model reads segment ids (BERT, MiniLM, ELECTRA: the probe's second texts are segment 1),
+so the graph tells a pair's two texts apart as the stage does.
+
 The check: a fixed probe batch (the first PROBE_SIZE validation texts of the run's task, padded,
 tokenized with the stage's tokenizer) through the exported file and through the stage itself.
 fp32: max |Δlogit| <= FP32_ATOL. Dynamic int8: against the fp32 source, max |Δlogit| <=
@@ -141,10 +145,6 @@ def export_stage(run: str | Path, stage: str | None = None, fmt: str = "onnx",
         raise ConfigError(f"stage '{stage}' is a {engine_name(model)} model, which export does not support")
     texts = _probe_texts(spec)
     probe = _tokenize(tokenizer, texts, spec.task.max_length)
-    if fmt == "onnx" and "token_type_ids" in probe:
-        raise ConfigError(f"stage '{stage}' of run '{folder.name}': its task has text pairs, which this model tells "
-                          "apart by their segment ids (token_type_ids); the ONNX graph takes input_ids and "
-                          "attention_mask only, so its answers would differ: use --format hf")
     ref = reference_logits(model, probe)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as tmp:
@@ -218,7 +218,7 @@ def _to_onnx(stage: str, model: nn.Module, int8: bool, probe: dict[str, torch.Te
     from workbench.bench.engines import onnx_files
 
     try:
-        opt, q8, notes = onnx_files(model, tmp, stage)
+        opt, q8, notes = onnx_files(model, tmp, stage, segments="token_type_ids" in probe)
         path = q8 if int8 else opt
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         got = sess.run(None, {k: v.numpy().astype(np.int64) for k, v in probe.items()})[0]

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from workbench.bench.ort_engines import export_inputs
 from workbench.config import ConfigError
 
 QDQ_ATOL, QDQ_RTOL = 0.02, 0.02
@@ -125,13 +126,12 @@ def export_qdq(stage: str, model: nn.Module, probe: dict[str, torch.Tensor], tmp
     except Exception:  # pragma: no cover
         qdq.config._attn_implementation = "eager"
     path = tmp / "model.onnx"
-    ids = torch.ones(1, 16, dtype=torch.long)
-    axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}, "logits": {0: "batch"}}
+    args, names, axes = export_inputs("token_type_ids" in probe)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(qdq, (ids, torch.ones_like(ids)), str(path), input_names=["input_ids", "attention_mask"],
-                              output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False)
+            torch.onnx.export(qdq, args, str(path), input_names=names, output_names=["logits"],
+                              dynamic_axes=axes, opset_version=17, dynamo=False)
         graph = onnx.load(str(path))
         folded = fold_weight_quantization(graph)
         onnx.save(graph, str(path))

@@ -23,19 +23,37 @@ def _heads_hidden(config: Any) -> tuple[int, int]:
     return int(config.num_attention_heads), int(config.hidden_size)
 
 
-def onnx_files(model: torch.nn.Module, cache_dir: Path, model_name: str) -> tuple[Path, Path, str]:
+def export_inputs(segments: bool = False) -> tuple[tuple[Any, ...], list[str], dict[str, dict[int, str]]]:
+    """What every ONNX export of a classifier here traces with: the dummy inputs, the graph's
+    input names and its dynamic axes. Input ids and attention mask; with `segments`, also the
+    segment ids (token_type_ids) that a BERT-layout model reads to tell a text pair's two texts
+    apart (a graph without them runs every text as segment 0)."""
+    ids = torch.ones(1, 16, dtype=torch.long)
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if segments else [])
+    named = {"attention_mask": torch.ones_like(ids)}
+    if segments:  # by name: the forward's third positional argument is not token_type_ids everywhere
+        named["token_type_ids"] = torch.zeros_like(ids)
+    axes = {**{n: {0: "batch", 1: "seq"} for n in names}, "logits": {0: "batch"}}
+    return (ids, named), names, axes
+
+
+def onnx_files(model: torch.nn.Module, cache_dir: Path, model_name: str,
+               segments: bool = False) -> tuple[Path, Path, str]:
     """Export + optimize + quantize once per model (cached across the engine processes): the
-    optimized fp32 graph, its dynamic int8 (per-tensor weights) and how they were made."""
-    opt = onnx_graphs(model, cache_dir, model_name)[1]
-    q8, how8 = onnx_int8(model, cache_dir, model_name, "opt", per_channel=False)
+    optimized fp32 graph, its dynamic int8 (per-tensor weights) and how they were made.
+    `segments`: the graphs take token_type_ids too (`export_inputs`)."""
+    opt = onnx_graphs(model, cache_dir, model_name, segments)[1]
+    q8, how8 = onnx_int8(model, cache_dir, model_name, "opt", per_channel=False, segments=segments)
     return opt, q8, how8.removesuffix(", quantize_dynamic QInt8 per-tensor")
 
 
-def onnx_graphs(model: torch.nn.Module, cache_dir: Path, model_name: str) -> tuple[Path, Path, str]:
-    """The plain exported and the ORT-optimized fp32 graphs, and how they were made (cached)."""
+def onnx_graphs(model: torch.nn.Module, cache_dir: Path, model_name: str,
+                segments: bool = False) -> tuple[Path, Path, str]:
+    """The plain exported and the ORT-optimized fp32 graphs, and how they were made (cached);
+    `segments`: with a token_type_ids input (`export_inputs`)."""
     from workbench.bench.models import safe_name
 
-    d = Path(cache_dir) / "onnx" / safe_name(model_name)
+    d = Path(cache_dir) / "onnx" / (safe_name(model_name) + ("-segments" if segments else ""))
     d.mkdir(parents=True, exist_ok=True)
     raw, opt, note_f = d / "model.onnx", d / "model_opt.onnx", d / "notes.txt"
     if not (raw.exists() and opt.exists() and note_f.exists()):
@@ -44,21 +62,18 @@ def onnx_graphs(model: torch.nn.Module, cache_dir: Path, model_name: str) -> tup
             m.set_attn_implementation("eager")
         except Exception:  # pragma: no cover
             m.config._attn_implementation = "eager"
-        ids = torch.ones(1, 16, dtype=torch.long)
-        args = (ids, torch.ones_like(ids))
-        axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
-                "logits": {0: "batch"}}
+        args, names, axes = export_inputs(segments)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                torch.onnx.export(m, args, str(raw), input_names=["input_ids", "attention_mask"],
-                                  output_names=["logits"], dynamic_axes=axes, opset_version=17,
-                                  dynamo=False)
+                torch.onnx.export(m, args, str(raw), input_names=names, output_names=["logits"],
+                                  dynamic_axes=axes, opset_version=17, dynamo=False)
                 how = "torchscript export"
             except Exception:
-                torch.onnx.export(m, args, str(raw), input_names=["input_ids", "attention_mask"],
-                                  output_names=["logits"], dynamic_axes=axes, dynamo=True)
+                torch.onnx.export(m, args, str(raw), input_names=names, output_names=["logits"],
+                                  dynamic_axes=axes, dynamo=True)
                 how = "dynamo export"
+            how += " with segment ids" if segments else ""
         try:
             from onnxruntime.transformers.optimizer import optimize_model
 
@@ -83,7 +98,7 @@ ORT_INT8_VARIANTS = {"plain-pt": ("plain", False), "plain-pc": ("plain", True),
 
 
 def onnx_int8(model: torch.nn.Module, cache_dir: Path, model_name: str, graph: str = "opt",
-              per_channel: bool = False) -> tuple[Path, str]:
+              per_channel: bool = False, segments: bool = False) -> tuple[Path, str]:
     """`quantize_dynamic` (QInt8 weights, per tensor or per channel) of the plain or the
     optimized graph (cached), and how it was made."""
     import logging
@@ -91,7 +106,7 @@ def onnx_int8(model: torch.nn.Module, cache_dir: Path, model_name: str, graph: s
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    raw, opt, how = onnx_graphs(model, cache_dir, model_name)
+    raw, opt, how = onnx_graphs(model, cache_dir, model_name, segments)
     src = opt if graph == "opt" else raw
     reduce_range = not ort_has_vnni()
     q8 = src.with_name(("model_int8" if (graph, per_channel) == ("opt", False)
@@ -230,6 +245,14 @@ class OrtExported(OrtFp32):
 
         path, self.notes = exported_file(cache_dir, model_name)
         self.sess = ort_session(path, threads)
+        self.input_names = [i.name for i in self.sess.get_inputs()]
+
+    def feed(self, inputs):
+        """The bench's inputs, and segment 0 for a text-pair graph's token_type_ids (as the torch
+        reference, which gets none, reads them)."""
+        feed = super().feed(inputs)
+        ids = feed["input_ids"]
+        return {**feed, **{n: np.zeros_like(ids) for n in self.input_names if n not in feed}}
 
 
 def ort_session(path: Path, threads: int) -> Any:
