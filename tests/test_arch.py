@@ -33,10 +33,10 @@ def tiny(family: str, num_labels: int = 2) -> nn.Module:
         cfg = DistilBertConfig(vocab_size=120, dim=H, n_layers=LAYERS, n_heads=HEADS, hidden_dim=FFN,
                                max_position_embeddings=64, num_labels=num_labels)
         return DistilBertForSequenceClassification(cfg).eval()
-    if family == "electra":
+    if family in ("electra", "electra-small"):  # -small: narrower embeddings, projected to H
         from transformers import ElectraConfig, ElectraForSequenceClassification
 
-        cfg = ElectraConfig(vocab_size=120, embedding_size=H, hidden_size=H, num_hidden_layers=LAYERS,
+        cfg = ElectraConfig(vocab_size=120, embedding_size=H if family == "electra" else H // 4, hidden_size=H, num_hidden_layers=LAYERS,
                             num_attention_heads=HEADS, intermediate_size=FFN, max_position_embeddings=64,
                             num_labels=num_labels)
         return ElectraForSequenceClassification(cfg).eval()
@@ -164,12 +164,16 @@ def test_unsupported_models_are_a_clear_config_error():
     assert check_supported(tiny("roberta").config, "x") is FAMILIES["roberta"]
     assert check_supported(tiny("distilbert"), "x") is FAMILIES["distilbert"]
     assert check_supported(tiny("electra"), "x") is FAMILIES["electra"]
-    # ELECTRA-small's narrower embeddings are projected to the layers' width: not modelled, said so
-    from transformers import ElectraConfig
+    # ELECTRA-small's narrower embeddings are projected to the layers' width: the adapter finds it
+    from transformers import ElectraConfig, ElectraForSequenceClassification
 
-    small = ElectraConfig(embedding_size=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
-    with pytest.raises(ConfigError, match="model_type 'electra'.*embedding_size 16 differs from hidden_size 32"):
-        check_supported(small, "teacher")
+    small = ElectraForSequenceClassification(ElectraConfig(embedding_size=16, hidden_size=32, num_hidden_layers=1,
+                                                           num_attention_heads=2, intermediate_size=64))
+    assert check_supported(small, "teacher") is FAMILIES["electra"]
+    arch = architecture(small)
+    assert arch.embedding_projection is small.electra.embeddings_project
+    assert arch.embedding_projection_name == "electra.embeddings_project"
+    assert architecture(tiny("electra")).embedding_projection is None
     bare = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                 intermediate_size=64, vocab_size=100))
     with pytest.raises(ConfigError, match="BertModel .*base model at 'bert'.*supported: bert"):
@@ -270,7 +274,7 @@ def test_per_layer_sparsity_uses_the_adapter(tiny_bert):
 def test_students_of_every_family():
     from workbench.models import build_student
 
-    for family in ("bert", "distilbert", "roberta", "electra"):
+    for family in ("bert", "distilbert", "roberta", "electra", "electra-small"):
         teacher = tiny(family)
         student = build_student(teacher, layers=[1, 3])
         s, t = architecture(student), architecture(teacher)
@@ -286,6 +290,10 @@ def test_students_of_every_family():
                                num_attention_heads=2)
         n = architecture(narrow)
         assert n.num_layers == 1 and n.module(0, "ffn_in").weight.shape == (24, 16) and n.num_heads(0) == 2
+        if family.startswith("electra"):  # the embeddings follow the width unless the teacher projects them
+            assert narrow.config.embedding_size == (16 if family == "electra" else H // 4)
+            assert (n.embedding_projection is None) == (family == "electra")
+            assert narrow(input_ids=ids, attention_mask=mask).logits.shape == (3, 2)
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
     gpt = GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100))

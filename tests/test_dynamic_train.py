@@ -31,11 +31,11 @@ def tiny(family: str = "bert", layers: int = 4, seed: int = 0) -> torch.nn.Modul
     if family == "distilbert":
         return DistilBertForSequenceClassification(DistilBertConfig(
             vocab_size=120, dim=32, n_layers=layers, n_heads=4, hidden_dim=64, max_position_embeddings=64)).eval()
-    if family == "electra":
+    if family in ("electra", "electra-small"):  # -small: narrower embeddings, projected to the layers' width
         from transformers import ElectraConfig, ElectraForSequenceClassification
 
         return ElectraForSequenceClassification(ElectraConfig(
-            vocab_size=120, embedding_size=32, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+            vocab_size=120, embedding_size=32 if family == "electra" else 16, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
             intermediate_size=64, max_position_embeddings=66, num_labels=2)).eval()
     cls, cfg = (RobertaForSequenceClassification, RobertaConfig) if family == "roberta" else \
         (BertForSequenceClassification, BertConfig)
@@ -54,7 +54,7 @@ def batch(b: int = 4, length: int = 14, seed: int = 1) -> tuple[torch.Tensor, to
 
 
 # ------------------------------------------------------------------ the torch reference
-@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta", "electra"])
+@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta", "electra", "electra-small"])
 def test_full_length_without_exits_equals_the_static_model(family):
     model = tiny(family)
     ids, mask = batch()

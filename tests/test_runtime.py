@@ -256,9 +256,11 @@ def test_engine_module_and_recipe(minilm):
     assert not hasattr(module, "save_pretrained")  # the pipeline rebuilds compiled stages
 
 
-@pytest.mark.parametrize("family", ["distilbert", "electra"])
+@pytest.mark.parametrize("family", ["distilbert", "electra", "electra-small"])
 def test_other_families_match_torch(family):
-    """DistilBERT (ReLU pre-classifier, no token types) and ELECTRA (a GELU classifier head)."""
+    """DistilBERT (ReLU pre-classifier, no token types) and ELECTRA (a GELU classifier head);
+    ELECTRA-small's embeddings are narrower than its layers, projected by a Linear (int8 in the
+    int8 engine, whose whole-forward call gives the op-by-op path's bits)."""
     from transformers import (DistilBertConfig, DistilBertForSequenceClassification, ElectraConfig,
                               ElectraForSequenceClassification)
 
@@ -267,8 +269,9 @@ def test_other_families_match_torch(family):
         cfg = DistilBertConfig(dim=64, hidden_dim=128, n_layers=2, n_heads=4, vocab_size=500, num_labels=3)
         model = DistilBertForSequenceClassification(cfg).eval()
     else:
-        cfg = ElectraConfig(embedding_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                            num_attention_heads=4, vocab_size=500, num_labels=3)
+        cfg = ElectraConfig(embedding_size=32 if family == "electra-small" else 64, hidden_size=64,
+                            intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, vocab_size=500,
+                            num_labels=3)
         model = ElectraForSequenceClassification(cfg).eval()
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(5, 500, (3, 20), generator=g)
@@ -279,8 +282,13 @@ def test_other_families_match_torch(family):
         ref = model(input_ids=ids, attention_mask=mask).logits.numpy()
     out = compile_model(model, quantize=False)(ids.numpy(), mask.numpy())
     np.testing.assert_allclose(out, ref, atol=FP32_ATOL, rtol=0)
-    out8 = compile_model(model)(ids.numpy(), mask.numpy())
+    engine = compile_model(model)
+    out8 = engine(ids.numpy(), mask.numpy())
     assert np.abs(out8 - ref).max() <= 0.25 * np.abs(ref).max()
+    if family == "electra-small":
+        assert engine._encoder is not None and "embeddings.project" in engine.describe()["linears"]
+        engine._encoder = None  # the op-by-op path: the same kernels, one call each
+        np.testing.assert_array_equal(engine(ids.numpy(), mask.numpy()), out8)
 
 
 def test_unsupported_architecture_is_a_clear_error():

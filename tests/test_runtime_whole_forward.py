@@ -44,7 +44,7 @@ def _layouts(family):
     yield "batch of one", ids[1:2, :10], mask[1:2, :10]
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "electra"])
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "electra", "electra-small"])
 def test_whole_forward_is_the_per_op_forward(family):
     model = tiny(family, num_labels=3)
     engine = compile_model(model, kernel_choice="dense")

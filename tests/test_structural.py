@@ -37,10 +37,11 @@ def tiny(family: str = "bert", layers: int = 3, seed: int = 0):
               max_position_embeddings=70, num_labels=2, initializer_range=0.2)
     if family == "roberta":
         return RobertaForSequenceClassification(RobertaConfig(pad_token_id=1, **kw)).eval()
-    if family == "electra":
+    if family in ("electra", "electra-small"):  # -small: narrower embeddings, projected to the layers' width
         from transformers import ElectraConfig, ElectraForSequenceClassification
 
-        return ElectraForSequenceClassification(ElectraConfig(embedding_size=32, **kw)).eval()
+        return ElectraForSequenceClassification(ElectraConfig(embedding_size=32 if family == "electra" else 16,
+                                                              **kw)).eval()
     return BertForSequenceClassification(BertConfig(**kw)).eval()
 
 
@@ -135,7 +136,7 @@ def test_masks_remove_exactly_the_chosen_heads_and_neurons(family):
         assert (act == 0).all(dim=(0, 1)).tolist() == (nm[i] == 0).tolist()
 
 
-@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta", "electra"])
+@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta", "electra", "electra-small"])
 def test_shrink_gives_the_masked_logits_and_smaller_layers(family):
     model = tiny(family)
     ids, mask = inputs()

@@ -65,26 +65,39 @@ cdef class _Ends:
     """The embeddings and the heads, as `workbench.runtime.engine.Engine._embed` / `_head` compute
     them (the same kernels, in the same order: the same bits).
 
-    embeddings: ``word`` [V, H] (float32 / float16), ``position`` [P, H], ``token_type`` [T, H] or
-    None, ``gamma`` / ``beta`` [H], ``eps``, ``padding_idx`` (None: positions 0.. along the row;
+    embeddings: ``word`` [V, E] (float32 / float16), ``position`` [P, E], ``token_type`` [T, E] or
+    None, ``gamma`` / ``beta`` [E], ``eps``, ``padding_idx`` (None: positions 0.. along the row;
     an int: RoBERTa's, padding_idx + 1 + the count of non-padding ids so far, padding_idx on
-    padding ids). heads: name -> dict(pre, cls, activation) (`_Head`); "head" is the classifier's,
+    padding ids), ``project``: None (E = H), or the Linear from E to the layers' H after the
+    LayerNorm (ELECTRA-small; a list of (from_rows, _Int8Linear), as the layers'; E <= H).
+    heads: name -> dict(pre, cls, activation) (`_Head`); "head" is the classifier's,
     the others (the engine's exit heads, "exit.<layer>") are called by name (`Int8Encoder.head`)."""
     cdef object word, position, token_type, gamma, beta
+    cdef list project
     cdef float eps
     cdef long padding_idx
-    cdef int half, H
+    cdef int half, H, E
     cdef dict heads
 
     def __init__(self, dict embeddings, dict heads, int H):
         self.H = H
-        self.word = _table(embeddings["word"], "word", H, True)
+        self.project = embeddings.get("project")
+        for _, lin in self.project or ():
+            if not isinstance(lin, _Int8Linear):
+                raise TypeError(f"embeddings project: expected a workbench_ext.int8 layer, got {type(lin).__name__}")
+        cdef int E = self.project[0][1].K if self.project else H
+        if self.project and (self.project[0][1].N != H or E > H):
+            # E <= H: the embeddings' rows [M, E] sit in buffers sized for [M, H]
+            raise ValueError(f"embeddings project: must take E <= {H} inputs to {H} outputs, got "
+                             f"{self.project[0][1].K} -> {self.project[0][1].N}")
+        self.E = E
+        self.word = _table(embeddings["word"], "word", E, True)
         self.half = self.word.dtype == np.float16
-        self.position = _table(embeddings["position"], "position", H)
+        self.position = _table(embeddings["position"], "position", E)
         tt = embeddings.get("token_type")
-        self.token_type = None if tt is None else _table(tt, "token_type", H)
-        self.gamma = _vector(embeddings["gamma"], "gamma", H)
-        self.beta = _vector(embeddings["beta"], "beta", H)
+        self.token_type = None if tt is None else _table(tt, "token_type", E)
+        self.gamma = _vector(embeddings["gamma"], "gamma", E)
+        self.beta = _vector(embeddings["beta"], "beta", E)
         self.eps = embeddings["eps"]
         pad = embeddings.get("padding_idx")
         self.padding_idx = -1 if pad is None else int(pad)
@@ -93,12 +106,13 @@ cdef class _Ends:
         self.heads = {name: _Head(name, h, H) for name, h in heads.items()}
 
     cdef list kps(self):
-        return [lin.Kp for h in self.heads.values() for r in ((<_Head>h).pre, (<_Head>h).cls) for _, lin in r]
+        return ([lin.Kp for h in self.heads.values() for r in ((<_Head>h).pre, (<_Head>h).cls) for _, lin in r]
+                + [lin.Kp for _, lin in self.project or ()])
 
     cdef object embed(self, _Buffers buf, object ids, object tt, const int *off, int B, int S, int isa, int nt):
-        """The embeddings' LayerNorm output of the rows the layers run -- every [B, S] position
-        (off NULL), or sequence b's first off[b+1] - off[b] tokens, one sequence after another --
-        in buf.outs[1] (layer 0 writes outs[0]). ids / tt: int64 [B, S] (tt may be None); an id,
+        """The embeddings' LayerNorm output (projected to H when there is a projection) of the
+        rows the layers run -- every [B, S] position (off NULL), or sequence b's first
+        off[b+1] - off[b] tokens, one sequence after another -- in buf.outs[1] (layer 0 writes outs[0]). ids / tt: int64 [B, S] (tt may be None); an id,
         token type or position outside its table is a ValueError before any work."""
         cdef const int64_t[:, ::1] I = ids
         cdef const int64_t[:, ::1] TT = tt
@@ -108,7 +122,7 @@ cdef class _Ends:
         cdef long V = self.word.shape[0], P = self.position.shape[0]
         cdef long NT = 1 if self.token_type is None else self.token_type.shape[0]
         cdef long pad = self.padding_idx, v, seen, t
-        cdef int b, j, n, h, H = self.H
+        cdef int b, j, n, h, H = self.E   # the tables' width
         cdef long r = 0
         for b in range(B):
             n = off[b + 1] - off[b] if off != NULL else S
@@ -133,7 +147,7 @@ cdef class _Ends:
                 rtt[r] = t
                 r += 1
         cdef float *x = _fp(buf.f2)
-        cdef float *y = _fp(buf.outs[1])
+        cdef float *y = _fp(buf.outs[1] if self.project is None else buf.attn)
         cdef float *row
         cdef const float *ttab = _fp(self.token_type) if self.token_type is not None else NULL
         cdef const float *trow
@@ -150,6 +164,8 @@ cdef class _Ends:
                     for h in range(H):
                         row[h] = row[h] + trow[h]
             wb_layernorm(x, NULL, NULL, pg, pb, self.eps, r, H, y, isa, nt)
+        if self.project is not None:
+            _linear(buf, self.project, r, buf.attn, buf.outs[1], 0)
         return buf.outs[1]
 
     cdef object head(self, _Buffers buf, str name, object cls_rows, int B):

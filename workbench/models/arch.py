@@ -91,6 +91,25 @@ class Architecture:
         return _get(self.embeddings, self.family.word_embeddings)
 
     @property
+    def embedding_projection(self) -> nn.Module | None:
+        """The Linear from the embeddings' width to the layers' (ELECTRA-small), else None."""
+        path = self.family.embedding_projection
+        return _get(self.base, path) if path and _has(self.base, path) else None
+
+    @property
+    def embedding_projection_name(self) -> str:
+        """Its qualified name (e.g. "electra.embeddings_project"); "" for a family without one."""
+        path = self.family.embedding_projection
+        return f"{self.family.base}.{path}" if path else ""
+
+    def embed(self, **inputs: Any) -> Any:
+        """The first layer's input: the embeddings module on `inputs` (input_ids, token_type_ids),
+        then the projection to the layers' width where the family has one."""
+        h = self.embeddings(**inputs)
+        project = self.embedding_projection
+        return h if project is None else project(h)
+
+    @property
     def layers(self) -> nn.ModuleList:
         return _get(self.base, self.family.layers)
 

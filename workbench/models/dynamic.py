@@ -150,7 +150,7 @@ def dynamic_forward(model: nn.Module, input_ids: torch.Tensor, attention_mask: t
     emb_kwargs: dict[str, Any] = {"input_ids": input_ids}
     if arch.family.token_type_embeddings and token_type_ids is not None:
         emb_kwargs["token_type_ids"] = token_type_ids
-    h = arch.embeddings(**emb_kwargs)
+    h = arch.embed(**emb_kwargs)
     mask = attention_mask.bool()
     b = input_ids.shape[0]
     n = mask.sum(1)

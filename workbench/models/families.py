@@ -60,8 +60,11 @@ class Family:
     """True when position ids start at `padding_idx + 1` and padding tokens take position
     `padding_idx` (RoBERTa's `create_position_ids_from_input_ids`)."""
     same_width: tuple[str, ...] = ()
-    """Config attributes that must equal the hidden size: the layout above holds only then
-    (ELECTRA's `embedding_size`: a smaller one adds a projection after the embeddings)."""
+    """Config attributes that follow the hidden size in a random student whose teacher had them
+    equal to it (ELECTRA's `embedding_size`)."""
+    embedding_projection: str | None = None
+    """Under `base`: the Linear from the embeddings' width to the layers' (ELECTRA-small's
+    `embeddings_project`, present when `embedding_size` differs from `hidden_size`)."""
 
     def __hash__(self) -> int:  # the dict fields are not hashable; a family is its name
         return hash(self.name)
@@ -113,7 +116,7 @@ FAMILIES: dict[str, Family] = {
         num_layers_attr="num_hidden_layers", num_heads_attr="num_attention_heads",
         hidden_attr="hidden_size", intermediate_attr="intermediate_size", activation_attr="hidden_act",
         head_dense="classifier.dense", head_activation="gelu", head_out="classifier.out_proj",
-        same_width=("embedding_size",),
+        same_width=("embedding_size",), embedding_projection="embeddings_project",
     ),
 }
 
@@ -136,13 +139,6 @@ def check_supported(config_or_model: Any, where: str) -> Family:
     family = _BY_MODEL_TYPE.get(model_type)
     if family is None:
         raise unsupported_error(where, config_or_model, model_type)
-    hidden = getattr(config, family.hidden_attr, None)
-    for attr in family.same_width:
-        value = getattr(config, attr, None)
-        if value is not None and value != hidden:
-            raise unsupported_error(where, config_or_model, model_type,
-                                    f"{attr} {value} differs from {family.hidden_attr} {hidden}: the embeddings are "
-                                    "projected to the layers' width, which the workbench does not model")
     return family
 
 

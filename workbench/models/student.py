@@ -42,8 +42,10 @@ def build_student(teacher: nn.Module, layers: list[int] | None = None, init: str
         if value is not None:
             setattr(config, attr, value)
     hidden, heads = getattr(config, fam.hidden_attr), getattr(config, fam.num_heads_attr)
-    for attr in fam.same_width:  # (ELECTRA's embedding_size follows the hidden size)
-        setattr(config, attr, hidden)
+    for attr in fam.same_width:  # ELECTRA's embedding_size follows the hidden size where the
+        # teacher's did; a teacher that projects its embeddings (ELECTRA-small) keeps its width
+        if getattr(teacher.config, attr, None) == getattr(teacher.config, fam.hidden_attr):
+            setattr(config, attr, hidden)
     if hidden % heads:
         raise ConfigError(f"{where}: hidden_size {hidden} is not divisible by num_attention_heads {heads}")
     torch.manual_seed(seed)

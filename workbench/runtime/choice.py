@@ -95,6 +95,8 @@ def kinds(family: str) -> tuple[str, str]:
 def layer_rows(name: str, num_layers: int, batch: int, seq: int) -> int:
     """Rows a Linear multiplies in a static forward at (batch, seq)."""
     parts = name.split(".")
+    if parts[0] == "embeddings":
+        return batch * seq  # embeddings.project: every token
     if parts[0] != "layers":
         return batch  # head.*, exit.*: the [CLS] rows
     if int(parts[1]) == num_layers - 1 and parts[2] != "qkv":
@@ -249,7 +251,8 @@ def layer_summary(meta: dict[str, Any]) -> str:
     # where layers change kernel at larger row counts, e.g. at batch 8
     switches = sorted({r for lm in lin.values() for r, _ in row_ranges(lm)[1:]})
     more = "".join(f"; from {r} rows {layers(r)}" for r in switches)
-    return (f"{meta.get('kernel_choice', 'threshold')}{static}: qkv/out/ffn1/ffn2 {layers(0)}; "
+    project = f"embedding projection {code('embeddings.project')}; " if "embeddings.project" in lin else ""
+    return (f"{meta.get('kernel_choice', 'threshold')}{static}: {project}qkv/out/ffn1/ffn2 {layers(0)}; "
             f"head {code('head.pre')}{code('head.cls')}{more} ({legend})")
 
 

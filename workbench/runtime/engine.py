@@ -194,7 +194,8 @@ class Engine(EngineOps, EngineReport, EngineFile):
         pad = self.padding_idx if self.position_ids == "padding_offset" else None
         embeddings = {"word": T["embeddings.word"], "position": T["embeddings.position"],
                       "token_type": T.get("embeddings.token_type"), "gamma": T["embeddings.ln.gamma"],
-                      "beta": T["embeddings.ln.beta"], "eps": self._eps["embeddings.ln"], "padding_idx": pad}
+                      "beta": T["embeddings.ln.beta"], "eps": self._eps["embeddings.ln"], "padding_idx": pad,
+                      "project": parts("embeddings.project") if "embeddings.project" in self._linears else None}
         heads = {name[:-4]: {"pre": parts(name), "cls": parts(f"{name[:-4]}.cls"),
                              "activation": self.head_activation(name[:-4])}
                  for name in self._linears if name.endswith(".pre")}  # the classifier's and the exit heads

@@ -34,10 +34,10 @@ class EngineOps:
     _act: Any
 
     def _embed(self, ids: np.ndarray, tt: np.ndarray | None) -> np.ndarray:
-        """Embeddings + LayerNorm: [B*S, H] rows."""
+        """Embeddings + LayerNorm (+ the projection to the layers' width, ELECTRA-small): [B*S, H] rows."""
         T = self.tensors
         B, S = ids.shape
-        H = self.hidden_size
+        H = int(T["embeddings.word"].shape[1])  # the embeddings' width
         if self.position_ids == "padding_offset":
             real = ids != self.padding_idx
             positions = np.cumsum(real, axis=1) * real + self.padding_idx
@@ -46,8 +46,10 @@ class EngineOps:
         x = K.embed_rows(T["embeddings.word"], ids, T["embeddings.position"], positions).reshape(B, S, H)
         if "embeddings.token_type" in T:
             x += T["embeddings.token_type"][0] if tt is None else T["embeddings.token_type"][tt]
-        return K.layernorm(x.reshape(B * S, H), T["embeddings.ln.gamma"], T["embeddings.ln.beta"],
-                           self._eps["embeddings.ln"])
+        x = K.layernorm(x.reshape(B * S, H), T["embeddings.ln.gamma"], T["embeddings.ln.beta"],
+                        self._eps["embeddings.ln"])
+        project = self._linears.get("embeddings.project")
+        return x if project is None else project(x)
 
     def _layer(self, i: int, h: np.ndarray, B: int, S: int, mask_bias: np.ndarray | None, cls_only: bool = False,
                sig: np.ndarray | None = None, offsets: np.ndarray | None = None) -> np.ndarray:

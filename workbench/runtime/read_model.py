@@ -108,6 +108,9 @@ def read_model(model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[
                 f"{arch.layer_prefix(i)}: query/key/value shapes {q.shape}, {k.shape}, {v.shape} are not "
                 f"whole heads of size {arch.head_size}")
         layer_heads.append(q.shape[0] // arch.head_size)
+    project = arch.embedding_projection
+    if project is not None:  # ELECTRA-small: the embeddings' LayerNorm output, widened to the layers'
+        linears["embeddings.project"] = read_linear(project, arch.embedding_projection_name)
     linears["head.pre"] = read_linear(model.get_submodule(fam.head_dense), fam.head_dense)
     linears["head.cls"] = read_linear(model.get_submodule(fam.head_out), fam.head_out)
     heads = arch.config_num_heads
