@@ -290,6 +290,8 @@ def test_dynamic_training_recipes_need_a_full_model_loss_and_valid_exits(tmp_pat
         build_recipe("early_exit", {"exit_layers": [3]}, ctx(tmp_path), "x").apply(tiny(layers=4))
     with pytest.raises(ConfigError, match="length_drop_prob"):
         build_recipe("length_adaptive", {"length_drop_prob": 1.5}, ctx(tmp_path), "x")
+    with pytest.raises(ConfigError, match=r"'num_sandwich' must be in 0\.\.16 .*got 200"):
+        build_recipe("length_adaptive", {"num_sandwich": 200}, ctx(tmp_path), "x")
     with pytest.raises(ConfigError, match="'teacher_weight' is set .* but no 'teacher' is given"):
         build_recipe("early_exit", {"teacher_weight": 2.0}, ctx(tmp_path), "x")  # (it was ignored)
     for key, value in (("batch_size", 0), ("seed", -1)):  # range(0, n, 0) / NumPy's seeding, late

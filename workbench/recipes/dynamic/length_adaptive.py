@@ -30,6 +30,10 @@ from workbench.recipes.base import LossTerms, Recipe, StageCheck, TrainState, re
 from workbench.recipes.dynamic.common import require_full_model_loss, soft_kl
 
 
+MAX_SANDWICH = 16
+"""Random sub-networks per step at most: a typo such as 200 would make each step 200 times slower."""
+
+
 @dataclass
 class LengthAdaptiveConfig:
     length_drop_prob: float = 0.2
@@ -47,8 +51,9 @@ class LengthAdaptiveConfig:
     def validate(self, where: str) -> None:
         if not 0.0 < self.length_drop_prob < 1.0:
             fail(where, "length_drop_prob", f"must be in (0, 1), got {self.length_drop_prob}")
-        if self.num_sandwich < 0:
-            fail(where, "num_sandwich", f"must be >= 0, got {self.num_sandwich}")
+        if not 0 <= self.num_sandwich <= MAX_SANDWICH:
+            fail(where, "num_sandwich", f"must be in 0..{MAX_SANDWICH} (each random sub-network is one more forward "
+                 f"and backward pass per step; the paper uses 2), got {self.num_sandwich}")
         if not self.smallest and self.num_sandwich == 0:
             fail(where, "num_sandwich", "is 0 and 'smallest' is false: no sub-network would train")
         if not 0.0 < self.min_ratio <= 1.0:
