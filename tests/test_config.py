@@ -313,9 +313,9 @@ def test_every_loss_weight_refuses_a_negative_value():
      "'layer_map\\[1\\]' names layer 5, but teacher 'ft' \\(a stage\\) has 4 layers"),
     ("distill_layers", {"layer_map": {3: 1}}, {"layer_map": {0: 0, 2: 4}},
      "'layer_map\\[3\\]' names layer 3, but this stage's model has 2 layers"),
-    ("distill_relations", {"student_layer": -3}, {"student_layer": -2},
+    ("distill_relations", {"student_layer": -3, "relation_heads": 4}, {"student_layer": -2, "relation_heads": 4},
      "'student_layer' names layer -3, but this stage's model has 2 layers"),
-    ("distill_relations", {"teacher_layer": 6}, {"teacher_layer": 4},
+    ("distill_relations", {"teacher_layer": 6, "relation_heads": 4}, {"teacher_layer": 4, "relation_heads": 4},
      "'teacher_layer' names layer 6, but teacher 'ft' \\(a stage\\) has 4 layers"),
     ("distill_multihead", {"teacher_layers": [2, 9]}, {"teacher_layers": [2, -4]},
      "'teacher_layers' names layer 9, but teacher 'ft'"),
@@ -338,6 +338,30 @@ def test_layer_numbers_past_the_depth_a_stage_will_have_fail_before_any_stage(ti
     if "teacher 'ft'" in message:  # a teacher given by path has a depth of its own: left to the recipe
         (tmp_path / "config.json").write_text("{}")
         check_model(spec(bad, teacher=str(tmp_path)), tiny_bert)
+
+
+def test_relation_heads_that_do_not_divide_a_width_known_in_advance_fail_before_any_stage(tiny_bert):
+    """MiniLMv2's relation heads split both sides' query/key/value widths: the starting model's
+    (32 here), a random student's `hidden_size` (24), followed through the stages. Pruning that
+    removes heads leaves the width to the recipe's own check when its stage starts."""
+    from workbench.pipeline.checks import check_model
+
+    def spec(relation_heads, prune=None):
+        student = {"student": {"init": "random", "num_layers": 2, "hidden_size": 24, "num_attention_heads": 4}}
+        return PipelineSpec.from_dict({"task": "rt-sentiment", "model": "minilm-l6", "stages": [
+            {"name": "ft", "recipes": ["finetune", *([prune] if prune else [])], "train": {"epochs": 1}},
+            {"name": "st", "recipes": [student, {"distill_relations": {"teacher": "ft", "relation_heads": relation_heads}}],
+             "train": {"epochs": 1}}]})
+
+    where = "stage 'st' recipe 'distill_relations': 'relation_heads'"
+    with pytest.raises(ConfigError, match=f"{where} 5 must divide the student's query/key/value width 24"):
+        check_model(spec(5), tiny_bert)
+    with pytest.raises(ConfigError, match=f"{where} 3 must divide teacher 'ft''s query/key/value width 32"):
+        check_model(spec(3), tiny_bert)
+    check_model(spec(4), tiny_bert)  # divides 24 and 32
+    with pytest.raises(ConfigError, match=f"{where} 3 must divide teacher"):  # FFN neurons only: widths kept
+        check_model(spec(3, {"structured_prune": {"neurons": 0.5}}), tiny_bert)
+    check_model(spec(3, {"structured_prune": {"heads": 0.25}}), tiny_bert)  # heads per layer: unknown here
 
 
 @pytest.mark.parametrize("bad, fine, message", [

@@ -299,12 +299,12 @@ def test_dynamic_training_recipes_need_a_full_model_loss_and_valid_exits(tmp_pat
             build_recipe("length_search", {key: value}, ctx(tmp_path), "x")
     # checked against the depth the stage will have too, before any stage trains (a 4-layer
     # stage model has exits after layers 0..2)
-    from workbench.recipes.base import Depths
+    from workbench.recipes.base import Shapes
 
     early_exit = recipe_class("early_exit", "x")
-    early_exit.check_depth(early_exit.Config(exit_layers=[0, 2]), Depths(entering=6, stage=4), "x")
+    early_exit.check_shapes(early_exit.Config(exit_layers=[0, 2]), Shapes(entering=6, stage=4), "x")
     with pytest.raises(ConfigError, match=r"'exit_layers' \[3\] out of range: the model has 4 layers"):
-        early_exit.check_depth(early_exit.Config(exit_layers=[0, 3]), Depths(entering=6, stage=4), "x")
+        early_exit.check_shapes(early_exit.Config(exit_layers=[0, 3]), Shapes(entering=6, stage=4), "x")
 
 
 # ------------------------------------------------------------------ length search

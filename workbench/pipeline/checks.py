@@ -133,9 +133,9 @@ def check_task(spec: PipelineSpec, task: Task) -> None:
 def check_model(spec: PipelineSpec, model: nn.Module) -> None:
     """Settings that name the model's modules (`targets`): checked by each recipe
     (`Recipe.check_model`) against the starting model, before any work; then, when a recipe
-    reads the model's layout, the layer settings against the depth each stage will have
-    (`Recipe.check_depth` with `Depths`)."""
-    from workbench.recipes.base import Depths, recipe_class
+    reads the model's layout, the settings sized by depth or attention width against those each
+    stage will have (`Recipe.check_shapes` with `Shapes`)."""
+    from workbench.recipes.base import Shapes, recipe_class
 
     for stage in spec.stages:
         for rname, config in stage.recipes:
@@ -145,19 +145,25 @@ def check_model(spec: PipelineSpec, model: nn.Module) -> None:
         return  # (the model's family may then be one the adapter does not know)
     from workbench.models.arch import architecture
 
-    start = architecture(model, f"pipeline model '{spec.model}'").num_layers
+    arch = architecture(model, f"pipeline model '{spec.model}'")
+    start = arch.num_layers
+    qkv = {int(arch.module(i, "query").out_features) for i in range(start)}
+    start_width = qkv.pop() if len(qkv) == 1 else None  # a head-pruned starting model: per layer
     depth_of: dict[str, int] = {}
+    width_of: dict[str, int | None] = {}
     for i, stage in enumerate(spec.stages):
         source = spec.source_index(i)
         entering = start if source is None else depth_of[spec.stages[source].name]
         own = entering
+        width = start_width if source is None else width_of[spec.stages[source].name]
         for rname, config in stage.recipes:
             own = recipe_class(rname, stage.name).output_depth(config, own)
-        depths = Depths(entering=entering, stage=own, stages=dict(depth_of))
+            width = recipe_class(rname, stage.name).output_width(config, width)
+        shapes = Shapes(entering=entering, stage=own, stages=dict(depth_of), width=width, widths=dict(width_of))
         for rname, config in stage.recipes:
             where = f"stage '{stage.name}' recipe '{rname}'"
-            recipe_class(rname, where).check_depth(config, depths, where)
-        depth_of[stage.name] = own
+            recipe_class(rname, where).check_shapes(config, shapes, where)
+        depth_of[stage.name], width_of[stage.name] = own, width
 
 
 def check_architecture(spec: PipelineSpec, model: nn.Module) -> None:

@@ -34,7 +34,7 @@ from torch import nn
 
 from workbench.config import ConfigError, parse_config
 from workbench.recipes.class_weights import check_class_weights, class_weights
-from workbench.recipes.depths import Depths, check_layer_numbers
+from workbench.recipes.shapes import Shapes, check_layer_numbers
 
 if TYPE_CHECKING:  # pragma: no cover
     from workbench.data import Task
@@ -189,16 +189,23 @@ class Recipe:
         return depth
 
     @classmethod
+    def output_width(cls, config: Any, width: int | None) -> int | None:
+        """Every layer's query/key/value width after this recipe, given `width` before it (None:
+        not one known number). A narrower student sets it; pruning that removes heads makes it
+        None (layers may then differ)."""
+        return width
+
+    @classmethod
     def layer_numbers(cls, config: Any) -> list[tuple[str | None, str, int]]:
         """The 1-based layer numbers the config names (negative from the end, 0 the embeddings),
         as (teacher name, or None for the stage's own model; setting; number)."""
         return []
 
     @classmethod
-    def check_depth(cls, config: Any, depths: Depths, where: str) -> None:
-        """Layer settings against the depths the pipeline knows before any work (`Depths`). The
+    def check_shapes(cls, config: Any, shapes: Shapes, where: str) -> None:
+        """Settings sized by depth or width against what the pipeline knows before any work (`Shapes`). The
         default checks `layer_numbers`; recipes with other layer settings override it."""
-        check_layer_numbers(cls.layer_numbers(config), depths, where)
+        check_layer_numbers(cls.layer_numbers(config), shapes, where)
 
     @classmethod
     def teacher_names(cls, config: Any) -> list[str]:

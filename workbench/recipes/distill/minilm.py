@@ -42,6 +42,7 @@ from torch import nn
 from workbench.config import fail
 from workbench.forward import attention_log_probs
 from workbench.recipes.base import LossTerms, TrainState, register_recipe
+from workbench.recipes.shapes import Shapes
 from workbench.recipes.distill.losses import get_loss
 from workbench.recipes.distill.teacher import TeacherRecipe
 
@@ -104,6 +105,19 @@ class RelationDistill(TeacherRecipe):
     @classmethod
     def teacher_reads(cls, config: RelationDistillConfig) -> dict[str, set[str]]:
         return {config.teacher: {"qkv", "layers"}}
+
+    @classmethod
+    def check_shapes(cls, config: RelationDistillConfig, shapes: Shapes, where: str) -> None:
+        """The layer numbers, and (version 2) `relation_heads` against the widths known in
+        advance: the stage's model's, and the teacher's when it is a stage (`setup` checks the rest)."""
+        super().check_shapes(config, shapes, where)
+        if config.version != 2:
+            return
+        for side, width in (("the student's", shapes.width), (f"teacher '{config.teacher}''s",
+                                                              shapes.widths.get(config.teacher))):
+            if width is not None and width % config.relation_heads:
+                fail(where, "relation_heads", f"{config.relation_heads} must divide {side} query/key/value width "
+                     f"{width}")
 
     def needs(self) -> set[str]:
         return {"qkv"}

@@ -13,7 +13,7 @@ from torch import nn
 from workbench.config import fail
 from workbench.models.student import build_student, check_student_depth, student_depth
 from workbench.recipes.base import Recipe, register_recipe
-from workbench.recipes.depths import Depths
+from workbench.recipes.shapes import Shapes
 
 
 @dataclass
@@ -54,9 +54,13 @@ class Student(Recipe):
         return student_depth(depth, config.layers, config.init, config.num_layers)
 
     @classmethod
-    def check_depth(cls, config: StudentConfig, depths: Depths, where: str) -> None:
+    def output_width(cls, config: StudentConfig, width: int | None) -> int | None:
+        return config.hidden_size if config.init == "random" and config.hidden_size is not None else width
+
+    @classmethod
+    def check_shapes(cls, config: StudentConfig, shapes: Shapes, where: str) -> None:
         """`layers` and `num_layers` against the model the stage starts from."""
-        check_student_depth(depths.entering, config.layers if config.init == "copy" else None, config.num_layers,
+        check_student_depth(shapes.entering, config.layers if config.init == "copy" else None, config.num_layers,
                             where)
 
     def apply(self, model: nn.Module) -> nn.Module:

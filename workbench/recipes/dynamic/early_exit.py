@@ -32,7 +32,7 @@ from workbench.config import fail, fail_if_set
 from workbench.models.dynamic import CRITERIA, EXIT_POOLING, DynamicSpec, model_spec
 from workbench.models.edits import record_edit
 from workbench.recipes.base import LossTerms, Recipe, StageCheck, TrainState, register_recipe
-from workbench.recipes.depths import Depths
+from workbench.recipes.shapes import Shapes
 from workbench.recipes.distill.teacher import check_teacher
 from workbench.recipes.dynamic.common import require_full_model_loss, soft_kl
 
@@ -110,10 +110,10 @@ class EarlyExit(Recipe):
             check_teacher(config.teacher, check)
 
     @classmethod
-    def check_depth(cls, config: EarlyExitConfig, depths: Depths, where: str) -> None:
+    def check_shapes(cls, config: EarlyExitConfig, shapes: Shapes, where: str) -> None:
         """`exit_layers` against the stage's model (a student in it or before it included)."""
         if config.exit_layers is not None:
-            _check_exit_layers(sorted(config.exit_layers), depths.stage, where)
+            _check_exit_layers(sorted(config.exit_layers), shapes.stage, where)
 
     def apply(self, model: nn.Module) -> nn.Module:
         from workbench.models.arch import architecture

@@ -135,6 +135,10 @@ class GradientFreePrune(Recipe):
     Config = GradientFreePruneConfig
     uses_architecture = True
 
+    @classmethod
+    def output_width(cls, config: GradientFreePruneConfig, width: int | None) -> int | None:
+        return None  # the FLOPs budget may remove heads, a different number per layer
+
     def masks(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         """The (rescaled) head and neuron masks this recipe would apply to `model`, and what was
         measured; `apply` shrinks the model with them. Bad settings fail before any forward pass."""

@@ -84,6 +84,10 @@ class RetrainingFreePrune(Recipe):
     Config = RetrainingFreePruneConfig
     uses_architecture = True
 
+    @classmethod
+    def output_width(cls, config: RetrainingFreePruneConfig, width: int | None) -> int | None:
+        return None  # the FLOPs budget may remove heads, a different number per layer
+
     def apply(self, model: nn.Module) -> nn.Module:
         cfg, where = self.config, self.where
         t0 = time.perf_counter()

@@ -149,6 +149,10 @@ class StructuredPrune(Recipe):
     uses_architecture = True
 
     @classmethod
+    def output_width(cls, config: StructuredPruneConfig, width: int | None) -> int | None:
+        return width if config.heads is None and config.flops is None else None  # heads go per layer
+
+    @classmethod
     def requires_training(cls, config: StructuredPruneConfig) -> bool:
         return config.schedule == "gradual"
 
