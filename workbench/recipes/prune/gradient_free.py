@@ -44,7 +44,7 @@ from workbench.prune.search import protect_per_layer, search_budget
 from workbench.prune.structure import example_batches, mean_length, selected_units, shrink, structure
 from workbench.prune.tune import tune_masks
 from workbench.recipes.base import Recipe, register_recipe
-from workbench.recipes.prune.structured import check_budget_fields, check_max_heads, record_pruning
+from workbench.recipes.prune.common import check_budget_fields, check_max_heads, record_pruning
 
 
 def corpus_texts(path: str, where: str) -> list[str]:

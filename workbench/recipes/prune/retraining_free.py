@@ -37,7 +37,7 @@ from workbench.prune.search import protect_per_layer, rearrange, search_budget
 from workbench.prune.structure import fisher_scores, mask_gradients, mean_length, selected_units, shrink, structure
 from workbench.prune.tune import tune_masks
 from workbench.recipes.base import Recipe, register_recipe
-from workbench.recipes.prune.structured import check_budget_fields, check_max_heads, record_pruning, training_batches
+from workbench.recipes.prune.common import check_budget_fields, check_max_heads, record_pruning, training_batches
 
 
 @dataclass

@@ -37,7 +37,7 @@ from workbench.models.vocab import (
     count_tokens, embedding_rows, plan_keep, trim_embeddings, trim_tokenizer,
 )
 from workbench.recipes.base import Recipe, register_recipe
-from workbench.recipes.prune.structured import record_pruning
+from workbench.recipes.prune.common import record_pruning
 
 
 def _paths(value: str | list[str] | None) -> list[str]:

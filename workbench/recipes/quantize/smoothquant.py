@@ -34,7 +34,7 @@ from workbench.config import fail
 from workbench.forward import model_inputs
 from workbench.models.arch import architecture
 from workbench.recipes.base import Recipe, StageCheck, register_recipe
-from workbench.recipes.prune.structured import training_batches
+from workbench.recipes.prune.common import training_batches
 from workbench.targets import resolve_targets, validate_target_syntax
 
 SMOOTHED_ROLES = ("query", "key", "value", "ffn_in")

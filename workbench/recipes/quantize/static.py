@@ -27,7 +27,7 @@ from workbench.models.edits import record_edit, register_edit
 from workbench.quantize.observers import (Observer, make_observer, quantize_affine, quantize_weight,
                                           weight_scales)
 from workbench.recipes.base import Recipe, register_recipe
-from workbench.recipes.prune.structured import training_batches
+from workbench.recipes.prune.common import training_batches
 from workbench.recipes.quantize.dynamic import zero_width_linears
 from workbench.recipes.quantize.smoothquant import (InputSmoothing, check_calibration_fields, pop_smoothing,
                                                    run_with_pre_hooks)
