@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from workbench.models import load_model
@@ -130,6 +131,14 @@ def test_a_text_pair_task_through_a_pipeline(tmp_path, monkeypatch):
         sess = ort.InferenceSession(str(run / "export" / f"{stage}.onnx"), providers=["CPUExecutionProvider"])
         assert "token_type_ids" in [i.name for i in sess.get_inputs()], stage
     assert main(["export", str(run), "--stage", "teacher", "--format", "hf"]) == 0
+    # --accuracy: the written file on the run's own evaluation examples, beside the stage
+    from workbench.export import export_stage
+    for stage, fmt, i in (("teacher", "onnx", 0), ("teacher", "hf", 0), ("dyn", "onnx", 2)):
+        got = export_stage(run, stage, fmt, accuracy=True).accuracy
+        assert got.split == "test" and got.examples == json.loads((run / "metrics.json").read_text())["eval_examples"], got
+        assert got.stage_accuracy == pytest.approx(metrics[i]["accuracy"]), (stage, got)
+        if stage == "teacher":  # fp32: the same predictions (segment ids fed: a pair task)
+            assert got.disagreements == 0 and got.accuracy == got.stage_accuracy and got.max_abs_diff < 1e-4, got
     from workbench.bench.runs import bench_run_stages
     rows = bench_run_stages(run, stages=["teacher"], engines=["torch-fp32", "ort-exported"], batches=[1],
                             runs=1, seq_len=16)

@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--stage", help="the stage (default: the run's last finished stage)")
     x.add_argument("--format", required=True, choices=["onnx", "hf"], help="onnx (ONNX Runtime) or hf (save_pretrained)")
     x.add_argument("--out", help="destination (default: <run>/export/<stage>.onnx or <run>/export/<stage>-hf/)")
+    x.add_argument("--accuracy", action="store_true",
+                   help="then run the written file and the stage on the run's evaluation examples and print both "
+                        "accuracies")
     x.set_defaults(func=cmd_export)
     for module, name, help_text in (("workbench.bench.cli", "bench", "benchmark engines against peers"),
                                     ("workbench.sweep.cli", "sweep", "Optuna sweep over a recipe's knobs"),

@@ -109,8 +109,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from workbench.export import export_stage
 
-    r = export_stage(args.run, stage=args.stage, fmt=args.format, out=args.out)
+    r = export_stage(args.run, stage=args.stage, fmt=args.format, out=args.out, accuracy=args.accuracy)
     print(f"stage '{r.stage}' ({r.kind}) checked on {r.examples} validation texts: max |Δlogit| {r.max_abs_diff:.3g} "
           f"(allowed {r.bound:.3g}), argmax agreement {r.argmax_agreement:.3f} [{r.notes}]")
     print(f"written: {r.path}")
+    a = r.accuracy
+    if a is not None:
+        print(f"accuracy on {a.examples} {a.split} examples: exported file {a.accuracy:.4f}, stage {a.stage_accuracy:.4f} "
+              f"({a.accuracy - a.stage_accuracy:+.4f}); {a.disagreements} predictions differ, max |Δlogit| "
+              f"{a.max_abs_diff:.3g}")
     return 0

@@ -52,6 +52,7 @@ from torch import nn
 
 from workbench.config import ConfigError, config_to_dict
 from workbench.data.pairs import tokenize_texts
+from workbench.export_accuracy import ExportedAccuracy, OnnxClassifier, exported_accuracy
 from workbench.export_int8 import export_qdq, is_qdq_stage, qdq_bound
 
 FORMATS = ("onnx", "hf")
@@ -73,6 +74,8 @@ class ExportResult:
     argmax_agreement: float
     bound: float
     notes: str = ""
+    accuracy: ExportedAccuracy | None = None
+    """With `accuracy=True`: the written file and the stage on the run's evaluation examples."""
 
 
 def reference_logits(model: nn.Module, probe: dict[str, torch.Tensor]) -> np.ndarray:
@@ -102,10 +105,12 @@ def check_logits(stage: str, got: np.ndarray, ref: np.ndarray, bound: float) -> 
 
 
 def export_stage(run: str | Path, stage: str | None = None, fmt: str = "onnx",
-                 out: str | Path | None = None) -> ExportResult:
+                 out: str | Path | None = None, accuracy: bool = False) -> ExportResult:
     """Export one finished stage of `run` (default: its last measured stage), check its logits
     on the probe batch, then move it to `out` (default `<run>/export/<stage>.onnx` or
-    `<run>/export/<stage>-hf/`). Every refusal is a ConfigError naming the stage and the reason."""
+    `<run>/export/<stage>-hf/`). Every refusal is a ConfigError naming the stage and the reason.
+    `accuracy`: then run the written file and the stage on the run's evaluation examples
+    (`workbench.export_accuracy`)."""
     from workbench.pipeline.eval_other import load_stage_model, run_folder
     from workbench.pipeline.run import PipelineRun, engine_name
     from workbench.pipeline.spec import PipelineSpec
@@ -163,7 +168,16 @@ def export_stage(run: str | Path, stage: str | None = None, fmt: str = "onnx",
                  else max(INT8_ATOL + INT8_RTOL * float(np.abs(ref).max()), stage_err))
         diff, agree = check_logits(stage, got, ref, bound)
         _move_into_place(written, dest)
-    return ExportResult(stage, kind, fmt, dest, len(texts), diff, agree, bound, notes)
+    measured_on = None
+    if accuracy:
+        if fmt == "onnx":
+            exported: nn.Module = OnnxClassifier(dest)
+        else:
+            from transformers import AutoModelForSequenceClassification
+
+            exported = AutoModelForSequenceClassification.from_pretrained(str(dest), local_files_only=True).eval()
+        measured_on = exported_accuracy(runner, stage, model, tokenizer, exported)
+    return ExportResult(stage, kind, fmt, dest, len(texts), diff, agree, bound, notes, measured_on)
 
 
 def _stage_kind(stage: Any, source: str | None, fmt: str) -> str:
