@@ -198,7 +198,8 @@ def int8_encoder(layers: list[dict[str, Any]], hidden_size: int, attention: str 
     if not all(isinstance(fn, kinds) for layer in layers for r in ("qkv", "out", "ffn1", "ffn2")
                for _, fn in layer[r]):
         return None
+    project = (embeddings or {}).get("project") or []  # ELECTRA-small's embedding projection
     if heads is None or not all(isinstance(fn, kinds) for h in heads.values() for r in ("pre", "cls")
-                                for _, fn in h[r]):
+                                for _, fn in h[r]) or not all(isinstance(fn, kinds) for _, fn in project):
         embeddings = heads = None
     return _ext_encoder.Int8Encoder(layers, hidden_size, attention=attention, embeddings=embeddings, heads=heads)
