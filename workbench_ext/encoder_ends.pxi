@@ -112,8 +112,9 @@ cdef class _Ends:
     cdef object embed(self, _Buffers buf, object ids, object tt, const int *off, int B, int S, int isa, int nt):
         """The embeddings' LayerNorm output (projected to H when there is a projection) of the
         rows the layers run -- every [B, S] position (off NULL), or sequence b's first
-        off[b+1] - off[b] tokens, one sequence after another -- in buf.outs[1] (layer 0 writes outs[0]). ids / tt: int64 [B, S] (tt may be None); an id,
-        token type or position outside its table is a ValueError before any work."""
+        off[b+1] - off[b] tokens, one sequence after another -- in buf.outs[1] (layer 0 writes
+        outs[0]). ids / tt: int64 [B, S] (tt may be None); an id, token type or position outside
+        its table is a ValueError before any work."""
         cdef const int64_t[:, ::1] I = ids
         cdef const int64_t[:, ::1] TT = tt
         cdef int64_t *rid = <int64_t*>_ptr(buf.tokens)
@@ -122,7 +123,7 @@ cdef class _Ends:
         cdef long V = self.word.shape[0], P = self.position.shape[0]
         cdef long NT = 1 if self.token_type is None else self.token_type.shape[0]
         cdef long pad = self.padding_idx, v, seen, t
-        cdef int b, j, n, h, H = self.E   # the tables' width
+        cdef int b, j, n, h, E = self.E   # the tables' width
         cdef long r = 0
         for b in range(B):
             n = off[b + 1] - off[b] if off != NULL else S
@@ -157,13 +158,13 @@ cdef class _Ends:
         cdef const float *pb = _fp(self.beta)
         cdef int f16c = _HAS_F16C and isa >= 1     # as workbench_ext.ops.embed_rows
         with nogil:
-            wb_embed_rows(pw, self.half, rid, r, H, pp, rpos, x, f16c, nt)
+            wb_embed_rows(pw, self.half, rid, r, E, pp, rpos, x, f16c, nt)
             if ttab != NULL:     # NumPy's x += table[tt]: one fp32 add per value
                 for v in range(r):
-                    row, trow = x + <size_t>v * H, ttab + <size_t>rtt[v] * H
-                    for h in range(H):
+                    row, trow = x + <size_t>v * E, ttab + <size_t>rtt[v] * E
+                    for h in range(E):
                         row[h] = row[h] + trow[h]
-            wb_layernorm(x, NULL, NULL, pg, pb, self.eps, r, H, y, isa, nt)
+            wb_layernorm(x, NULL, NULL, pg, pb, self.eps, r, E, y, isa, nt)
         if self.project is not None:
             _linear(buf, self.project, r, buf.attn, buf.outs[1], 0)
         return buf.outs[1]

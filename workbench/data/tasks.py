@@ -149,20 +149,24 @@ def is_saved_dataset(path: Path) -> bool:
                               or ((path / "dataset_info.json").is_file() and (path / "state.json").is_file()))
 
 
+def load_saved_dataset(path: str, where: str) -> datasets.DatasetDict:
+    """A folder `is_saved_dataset` recognises, as a DatasetDict (a single Dataset is its train
+    split); a folder the datasets library cannot read is a ConfigError starting with `where`."""
+    try:
+        ds = datasets.load_from_disk(str(Path(path).expanduser()))
+    except Exception as exc:  # a damaged folder: the datasets library raises several types
+        raise ConfigError(f"{where}: the saved Hugging Face dataset could not be loaded "
+                          f"({type(exc).__name__}: {exc})") from None
+    return datasets.DatasetDict({"train": ds}) if isinstance(ds, datasets.Dataset) else ds
+
+
 def _load_saved(cfg: TaskConfig, seed: int) -> tuple[datasets.DatasetDict, list[str]]:
     """A Hugging Face dataset saved with save_to_disk: its splits as from the hub (a single
     Dataset is the train split; validation and test are then carved from it)."""
     if cfg.subset is not None:
         raise ConfigError(f"task '{cfg.name}': 'subset' {cfg.subset!r} is for hf: datasets with configurations; "
                           "a saved dataset folder is one configuration: drop 'subset'")
-    try:
-        ds = datasets.load_from_disk(str(Path(cfg.name).expanduser()))
-    except Exception as exc:  # a damaged folder: the datasets library raises several types
-        raise ConfigError(f"task '{cfg.name}': the saved Hugging Face dataset could not be loaded "
-                          f"({type(exc).__name__}: {exc})") from None
-    if isinstance(ds, datasets.Dataset):
-        ds = datasets.DatasetDict({"train": ds})
-    return _hf_splits(ds, cfg, seed)
+    return _hf_splits(load_saved_dataset(cfg.name, f"task '{cfg.name}'"), cfg, seed)
 
 
 def _load_hf(cfg: TaskConfig, seed: int) -> tuple[datasets.DatasetDict, list[str]]:

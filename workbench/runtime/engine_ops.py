@@ -12,6 +12,10 @@ import numpy as np
 from workbench.runtime import kernels as K
 from workbench.runtime.read_model import HEAD_ACTIVATIONS
 
+HEAD_FUNCTIONS = {"tanh": K.tanh, "gelu": K.gelu, "relu": lambda x: np.maximum(x, np.float32(0))}
+"""A head's activation by name: workbench_ext.ops' tanh / GELU (the functions the compiled
+encoder's head calls) and NumPy's ReLU (whose bits it copies)."""
+
 
 class EngineOps:
     """`Engine._embed`, `_layer`, `_head`, `_attention`: one op per kernel call."""
@@ -99,9 +103,7 @@ class EngineOps:
         if self._encoder is not None and self._encoder.classifies:
             return self._encoder.head(name, np.ascontiguousarray(cls, dtype=np.float32))
         pre = self._linears[f"{name}.pre"](cls)
-        # tanh / GELU: workbench_ext.ops, the functions the compiled encoder's head calls
-        activate = {"tanh": K.tanh, "gelu": K.gelu, "relu": lambda x: np.maximum(x, np.float32(0))}
-        pre = activate[self.head_activation(name)](pre)
+        pre = HEAD_FUNCTIONS[self.head_activation(name)](pre)
         return np.ascontiguousarray(self._linears[f"{name}.cls"](np.ascontiguousarray(pre, dtype=np.float32)))
 
     def _attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.ndarray,

@@ -17,7 +17,7 @@ import torch
 
 from workbench.config import ConfigError
 from workbench.data.tables import TABLE_SUFFIXES, read_table
-from workbench.data.tasks import is_saved_dataset
+from workbench.data.tasks import is_saved_dataset, load_saved_dataset
 
 FILTERS = ("none", "gold_agreement", "confidence", "entropy", "teacher_agreement", "student_agreement")
 THRESHOLD_FILTERS = ("confidence", "entropy")
@@ -90,17 +90,10 @@ def _read_hf(source: str, text_column: str, label_column: str | None, label_name
 def _read_saved(source: str, text_column: str, label_column: str | None, label_names: list[str] | None,
                 where: str) -> Pool:
     """A dataset saved with save_to_disk: the Dataset, or a DatasetDict's train split."""
-    import datasets
-
-    try:
-        ds = datasets.load_from_disk(str(Path(source).expanduser()))
-    except Exception as exc:  # a damaged folder: the datasets library raises several types
-        raise ConfigError(f"{where}: 'pool' {source!r} could not be loaded: {type(exc).__name__}: {exc}") from None
-    if isinstance(ds, datasets.DatasetDict):
-        if "train" not in ds:
-            raise ConfigError(f"{where}: 'pool' {source!r} has no 'train' split (splits: {list(ds)})")
-        ds = ds["train"]
-    return _dataset_pool(ds, source, text_column, label_column, label_names, where)
+    splits = load_saved_dataset(source, f"{where}: 'pool' {source!r}")
+    if "train" not in splits:
+        raise ConfigError(f"{where}: 'pool' {source!r} has no 'train' split (splits: {list(splits)})")
+    return _dataset_pool(splits["train"], source, text_column, label_column, label_names, where)
 
 
 def _dataset_pool(ds: Any, source: str, text_column: str, label_column: str | None,

@@ -38,9 +38,9 @@ import torch.nn.functional as F
 
 from workbench.config import ConfigError, fail
 from workbench.data.pairs import tokenize_texts
+from workbench.data.tables import TABLE_SUFFIXES
 from workbench.recipes.base import LossTerms, StageCheck, TrainState, register_recipe
-from workbench.recipes.data.pool import (AGREEMENT_FILTERS, FILTERS, TABLE_SUFFIXES, THRESHOLD_FILTERS, Pool,
-                                         keep_mask, read_pool)
+from workbench.recipes.data.pool import AGREEMENT_FILTERS, FILTERS, THRESHOLD_FILTERS, Pool, keep_mask, read_pool
 from workbench.recipes.distill.teacher import TeacherRecipe, check_teacher
 
 FilterName = Literal["none", "gold_agreement", "confidence", "entropy", "teacher_agreement", "student_agreement"]

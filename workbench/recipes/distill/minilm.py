@@ -42,9 +42,9 @@ from torch import nn
 from workbench.config import fail
 from workbench.forward import attention_log_probs
 from workbench.recipes.base import LossTerms, TrainState, register_recipe
-from workbench.recipes.shapes import Shapes
 from workbench.recipes.distill.losses import get_loss
 from workbench.recipes.distill.teacher import TeacherRecipe
+from workbench.recipes.shapes import Shapes
 
 __all__ = ["RelationDistill", "RelationDistillConfig", "attention_log_probs", "resolve_layer"]
 

@@ -32,9 +32,9 @@ from workbench.config import fail, fail_if_set
 from workbench.models.dynamic import CRITERIA, EXIT_POOLING, DynamicSpec, model_spec
 from workbench.models.edits import record_edit
 from workbench.recipes.base import LossTerms, Recipe, StageCheck, TrainState, register_recipe
-from workbench.recipes.shapes import Shapes
 from workbench.recipes.distill.teacher import check_teacher
 from workbench.recipes.dynamic.common import require_full_model_loss, soft_kl
+from workbench.recipes.shapes import Shapes
 
 
 @dataclass
