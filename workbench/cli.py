@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "report and LogME's rank agreement where they apply")
     c.add_argument("--out", default=None, help="with --structural, --quantization or --dynamic: where the report goes "
                                                "(default: the run's folder)")
+    c.add_argument("--with", dest="with_runs", action="append", default=[], metavar="OTHER_RUN",
+                   help="join another --seeds run's method rows (repeatable), e.g. methods run separately from the "
+                        "same cached teacher and student: their shared stages must score the same on every seed")
     c.set_defaults(func=cmd_compare)
     s = sub.add_parser("show", help="print a run's stage table")
     s.add_argument("run", help="run name under results/ or a folder")

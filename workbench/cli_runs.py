@@ -33,6 +33,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ConfigError("compare: choose one of --structural, --quantization, --dynamic and --teachers")
     figure = {"structural": "accuracy_vs_throughput.png", "quantization": "accuracy_vs_size.png",
               "dynamic": "accuracy_vs_throughput.png"}.get(kinds[0] if kinds else "", "methods.png")
+    if args.with_runs and (kinds or args.teachers):
+        raise ConfigError("compare: --with joins method tables; it does not go with --structural, --quantization, "
+                          "--dynamic or --teachers")
     if kinds:
         if kinds[0] == "dynamic":
             from workbench.dynamic.report import dynamic_report as report
@@ -48,7 +51,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
         teachers_report(folder)
     else:
-        compare(folder)
+        compare(folder, [run_folder(o) for o in args.with_runs])
     print((folder / "table.md").read_text())
     print(f"written: {folder / 'summary.csv'}, {folder / 'table.md'}, {folder / figure}")
     return 0

@@ -9,11 +9,18 @@ From the run's `seeds.csv` this writes, next to it:
   the gap to the best method of that student, the share of the teacher's accuracy kept, and how
   many seeds were flagged degenerate;
 * `methods.png`: mean test accuracy per method and student with ±1 std error bars.
+
+Methods run in separate runs from the same starting models (e.g. `recipes/movement_soft.yaml`
+beside `recipes/movement.yaml`, sharing their cached teacher and student) join one table with
+`--with OTHER_RUN`: every step stage the runs share must have scored the same accuracy on every
+seed (then it is the same model), or nothing is written. Each joined row names its run, since
+speed is only comparable within one run.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from workbench.config import ConfigError
 from workbench.pipeline.seeds import aggregate
@@ -33,17 +40,55 @@ def method_rows(seed_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def compare(folder: Path) -> list[dict[str, Any]]:
-    """Write summary.csv, table.md and methods.png for the multi-seed run in `folder`."""
+def _seed_rows(folder: Path) -> list[dict[str, Any]]:
     seeds_csv = Path(folder) / "seeds.csv"
     if not seeds_csv.exists():
         raise ConfigError(f"{folder} has no seeds.csv: run the pipeline with --seeds first")
-    raw = read_csv(seeds_csv)
+    return read_csv(seeds_csv)
+
+
+def check_same_start(folder: Path, raw: list[dict[str, Any]], other: Path, other_raw: list[dict[str, Any]]) -> None:
+    """Fail unless `other`'s rows can join `folder`'s table: the same seeds, no method stage in
+    both, and at least one shared step stage (no dot: teacher, student) whose accuracy is equal on
+    every seed -- the sign that both runs started their methods from the same models."""
+    seeds, other_seeds = {r["seed"] for r in raw}, {r["seed"] for r in other_raw}
+    if seeds != other_seeds:
+        raise ConfigError(f"compare --with {other}: its seeds ({', '.join(sorted(other_seeds))}) differ from "
+                          f"{folder}'s ({', '.join(sorted(seeds))})")
+    both = {r["stage"] for r in raw} & {r["stage"] for r in other_raw}
+    methods = sorted(s for s in both if "." in s)
+    if methods:
+        raise ConfigError(f"compare --with {other}: method stage(s) {', '.join(methods)} are in both runs; "
+                          "rename one run's stages")
+    if not both:
+        raise ConfigError(f"compare --with {other}: it shares no step stage (e.g. teacher, student) with {folder}, "
+                          "so nothing shows its methods started from the same models")
+    accuracy = {(r["seed"], r["stage"]): r["accuracy"] for r in raw}
+    for r in other_raw:
+        key = (r["seed"], r["stage"])
+        if r["stage"] in both and float(r["accuracy"]) != float(accuracy[key]):
+            raise ConfigError(f"compare --with {other}: stage '{r['stage']}' of seed {r['seed']} scored "
+                              f"{float(r['accuracy']):.6f} there and {float(accuracy[key]):.6f} in {folder}: not the "
+                              "same model, so the methods did not start from the same place")
+
+
+def compare(folder: Path, others: Sequence[Path] = ()) -> list[dict[str, Any]]:
+    """Write summary.csv, table.md and methods.png for the multi-seed run in `folder`, with the
+    method rows of the runs in `others` joined (`check_same_start`)."""
+    raw = _seed_rows(folder)
+    joined = [(Path(o), _seed_rows(o)) for o in others]
+    for other, other_raw in joined:  # every run is checked before anything is written
+        check_same_start(Path(folder), raw, other, other_raw)
     write_csv(Path(folder) / "seeds_summary.csv", aggregate(raw))  # per stage, in the current format
     rows = method_rows(raw)
     if not rows:
-        raise ConfigError(f"{seeds_csv}: no stage is named '<student>.<method>'")
-    write_csv(Path(folder) / "summary.csv", rows, COLUMNS)
+        raise ConfigError(f"{Path(folder) / 'seeds.csv'}: no stage is named '<student>.<method>'")
+    for r in rows:
+        r["run"] = "."
+    for other, other_raw in joined:
+        label = os.path.relpath(other, folder)  # e.g. 'soft' for a run kept inside this folder
+        rows += [{**r, "run": label} for r in method_rows(other_raw)]
+    write_csv(Path(folder) / "summary.csv", rows, COLUMNS + (["run"] if joined else []))
     teacher = [float(r["accuracy"]) for r in raw if r["stage"] == "teacher"]
     teacher_acc = sum(teacher) / len(teacher) if teacher else None
     for r in rows:
@@ -54,12 +99,14 @@ def compare(folder: Path) -> list[dict[str, Any]]:
         student = s["group"].split(".", 1)[0]
         best[student] = max(best.get(student, 0.0), s["mean_accuracy"])
     table = []
-    flagged = {}
+    flagged, runs = {}, {}
     for r in rows:
         flagged[r["group"]] = flagged.get(r["group"], 0) + bool(r.get("degenerate"))
+        runs[r["group"]] = r["run"]
     for s in sorted(summary, key=lambda s: (s["group"].split(".")[0], -s["mean_accuracy"])):
         student, method = s["group"].split(".", 1)
         table.append({
+            "run": runs[s["group"]],
             "flagged": f"{flagged[s['group']]}/{s['n']}",
             "student": student, "method": method, "n": s["n"],
             "accuracy": f"{s['mean_accuracy']:.4f} ± {s['std_accuracy']:.4f}",
@@ -71,11 +118,14 @@ def compare(folder: Path) -> list[dict[str, Any]]:
         })
     head = (f"Test accuracy over {max(s['n'] for s in summary)} seeds (mean ± std; ci95: half-width of the "
             f"95% interval of the mean)" + (f"; teacher {teacher_acc:.4f}" if teacher_acc else "") + ".\n\n")
-    atomic_write_text(Path(folder) / "table.md", head + format_stage_table(
-        table, ["student", "method", ("n", "{}"), "accuracy", "ci95", "macro_f1", "vs_best", "of_teacher",
-                "throughput_b1", "flagged"], fmt="markdown") + "\n"
-        + "\nflagged: seeds whose stage predicted one class for everything or was no better than chance "
-          "(flagged by the run; they are included in the mean).\n")
+    columns = ["student", "method", ("n", "{}"), "accuracy", "ci95", "macro_f1", "vs_best", "of_teacher",
+               "throughput_b1", "flagged"] + (["run"] if joined else [])
+    notes = ("\nflagged: seeds whose stage predicted one class for everything or was no better than chance "
+             "(flagged by the run; they are included in the mean).\n")
+    if joined:
+        notes += ("run: where the row's stages ran ('.' this folder); each joined run's shared steps scored the same "
+                  "accuracy here on every seed. Compare throughput only between rows of one run.\n")
+    atomic_write_text(Path(folder) / "table.md", head + format_stage_table(table, columns, fmt="markdown") + "\n" + notes)
     _plot(summary, Path(folder) / "methods.png", teacher_acc)
     return table
 
