@@ -21,7 +21,7 @@ def _run(folder: Path, stages: dict[str, list[float]]) -> Path:
         for stage, accs in stages.items():
             for seed, acc in enumerate(accs):
                 w.writerow({"seed": seed, "stage": stage, "accuracy": acc, "macro_f1": acc, "throughput_b1": 100.0,
-                            "nonzero_params": 1000, "train_seconds": 1.0, "degenerate": ""})
+                            "nonzero_params": int(acc * 1e6), "train_seconds": 1.0, "degenerate": ""})
     return folder
 
 
@@ -44,12 +44,13 @@ def test_compare_joins_the_methods_of_a_run_from_the_same_start(tmp_path):
     assert by_method["hard"]["vs_best"] == "-0.0167" and by_method["hard"]["run"] == "."
     text = _table(main)
     assert "| run |" in text and "Compare throughput only between rows of one run" in text
+    assert by_method["soft"]["nonzero"] == "0.83M"  # the mean of the seeds' non-zero parameters
     with (main / "summary.csv").open() as f:
         summary = list(csv.DictReader(f))
     assert {r["run"] for r in summary if r["method"] == "soft"} == {"soft"} and len(summary) == 9
     # without --with: this run's methods alone, no run column
     compare(main)
-    assert "soft" not in _table(main) and "| run |" not in _table(main)
+    assert "| soft |" not in _table(main) and "| run |" not in _table(main)
 
 
 @pytest.mark.parametrize("other, expected", [

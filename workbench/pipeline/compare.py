@@ -6,8 +6,8 @@ From the run's `seeds.csv` this writes, next to it:
 
 * `summary.csv`: one row per (method, student, seed): accuracy, macro-F1, throughput;
 * `table.md`: per (student, method) the mean ± std over seeds and the 95% interval of the mean,
-  the gap to the best method of that student, the share of the teacher's accuracy kept, and how
-  many seeds were flagged degenerate;
+  the gap to the best method of that student, the share of the teacher's accuracy kept, the mean
+  non-zero parameters, and how many seeds were flagged degenerate;
 * `methods.png`: mean test accuracy per method and student with ±1 std error bars.
 
 Methods run in separate runs from the same starting models (e.g. `recipes/movement_soft.yaml`
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from workbench.config import ConfigError
-from workbench.pipeline.seeds import aggregate
+from workbench.pipeline.seeds import SPREAD_METRICS, aggregate
 from workbench.results import atomic_write_text, format_stage_table, read_csv, write_csv
 
 COLUMNS = ["method", "student", "seed", "accuracy", "macro_f1", "throughput_b1", "throughput_b8",
@@ -93,7 +93,7 @@ def compare(folder: Path, others: Sequence[Path] = ()) -> list[dict[str, Any]]:
     teacher_acc = sum(teacher) / len(teacher) if teacher else None
     for r in rows:
         r["group"] = f"{r['student']}.{r['method']}"
-    summary = aggregate(rows, by="group")
+    summary = aggregate(rows, SPREAD_METRICS + ("nonzero_params",), by="group")
     best: dict[str, float] = {}
     for s in summary:
         student = s["group"].split(".", 1)[0]
@@ -114,13 +114,16 @@ def compare(folder: Path, others: Sequence[Path] = ()) -> list[dict[str, Any]]:
             "macro_f1": f"{s['mean_macro_f1']:.4f} ± {s['std_macro_f1']:.4f}",
             "vs_best": f"{s['mean_accuracy'] - best[student]:+.4f}",
             "of_teacher": f"{100 * s['mean_accuracy'] / teacher_acc:.1f}%" if teacher_acc else "-",
+            "nonzero": f"{s['mean_nonzero_params'] / 1e6:.2f}M" if "mean_nonzero_params" in s else "-",
             "throughput_b1": f"{s['mean_throughput_b1']:.1f}" if "mean_throughput_b1" in s else "-",
         })
     head = (f"Test accuracy over {max(s['n'] for s in summary)} seeds (mean ± std; ci95: half-width of the "
             f"95% interval of the mean)" + (f"; teacher {teacher_acc:.4f}" if teacher_acc else "") + ".\n\n")
     columns = ["student", "method", ("n", "{}"), "accuracy", "ci95", "macro_f1", "vs_best", "of_teacher",
-               "throughput_b1", "flagged"] + (["run"] if joined else [])
-    notes = ("\nflagged: seeds whose stage predicted one class for everything or was no better than chance "
+               "nonzero", "throughput_b1", "flagged"] + (["run"] if joined else [])
+    notes = ("\nnonzero: mean non-zero parameters of the stage's model (pruning lowers it; a method whose sparsity "
+             "follows from its settings, e.g. soft movement, reaches its own).\n"
+             "flagged: seeds whose stage predicted one class for everything or was no better than chance "
              "(flagged by the run; they are included in the mean).\n")
     if joined:
         notes += ("run: where the row's stages ran ('.' this folder); each joined run's shared steps scored the same "
