@@ -63,7 +63,10 @@ class MovementPruneConfig:
     threshold: float = 0.1
     """Soft movement: τ, a weight is kept while sigmoid(score) > τ."""
     l1_weight: float | None = None
-    """Soft movement (required): λ, the final weight of the `movement_l1` term; larger is sparser."""
+    """Soft movement (required): λ, the final weight of the `movement_l1` term; larger is sparser.
+    The sparsity it gives depends on the budget: a score moves about `score_lr` a step at most, so
+    short runs need a large λ. On a 3-layer MiniLM over 504 steps, λ = 400, 1600, 6400 removed 25 %,
+    55 %, 83 % of the weights and λ = 12000 about 91 % (results/movement/soft/calibration.csv)."""
     score_lr: float = 1e-2
     """Learning rate of the scores (the authors' `mask_scores_learning_rate`)."""
     targets: list[str] | None = None
