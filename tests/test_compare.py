@@ -71,6 +71,31 @@ def test_compare_refuses_a_run_that_did_not_start_from_the_same_models(tmp_path,
     assert sorted(p.name for p in main.iterdir()) == before  # nothing written
 
 
+def test_compare_refuses_a_shared_step_missing_for_a_seed(tmp_path):
+    from workbench.pipeline.compare import compare
+
+    main = _run(tmp_path / "movement", {**STEPS, "b90.magnitude": [0.80, 0.81, 0.80]})
+    with (main / "seeds.csv").open() as f:   # seed 2 of the student lost (a run cut short)
+        kept = [line for line in f if not line.startswith("2,student,")]
+    (main / "seeds.csv").write_text("".join(kept))
+    with pytest.raises(ConfigError, match="stage 'student' has no row for seed 2 in"):
+        compare(main, [_run(tmp_path / "soft", {**STEPS, "b90.soft": [0.83, 0.83, 0.84]})])
+
+
+def test_movement_same_run_recipe_repeats_both_movement_recipes():
+    """results/movement/same_run/recipe.yaml says its stages are recipes/movement.yaml's and
+    recipes/movement_soft.yaml's, unchanged (the README's one-run timing relies on it)."""
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    hard, soft, same = (yaml.safe_load((repo / p).read_text()) for p in (
+        "recipes/movement.yaml", "recipes/movement_soft.yaml", "results/movement/same_run/recipe.yaml"))
+    assert soft["stages"][:2] == hard["stages"][:2]          # the same teacher and student
+    assert same["stages"] == hard["stages"] + soft["stages"][2:]
+    assert {k: v for k, v in same.items() if k not in ("name", "stages")} == \
+        {k: v for k, v in hard.items() if k not in ("name", "stages")}
+
+
 def test_cli_compare_with(tmp_path, capsys):
     from workbench.cli import main
 

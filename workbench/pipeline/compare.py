@@ -65,10 +65,15 @@ def check_same_start(folder: Path, raw: list[dict[str, Any]], other: Path, other
                           "so nothing shows its methods started from the same models")
     accuracy = {(r["seed"], r["stage"]): r["accuracy"] for r in raw}
     for r in other_raw:
-        key = (r["seed"], r["stage"])
-        if r["stage"] in both and float(r["accuracy"]) != float(accuracy[key]):
+        if r["stage"] not in both:
+            continue
+        here = accuracy.get((r["seed"], r["stage"]))
+        if here is None:
+            raise ConfigError(f"compare --with {other}: stage '{r['stage']}' has no row for seed {r['seed']} in "
+                              f"{folder}, so nothing shows both runs started seed {r['seed']} from the same model")
+        if float(r["accuracy"]) != float(here):
             raise ConfigError(f"compare --with {other}: stage '{r['stage']}' of seed {r['seed']} scored "
-                              f"{float(r['accuracy']):.6f} there and {float(accuracy[key]):.6f} in {folder}: not the "
+                              f"{float(r['accuracy']):.6f} there and {float(here):.6f} in {folder}: not the "
                               "same model, so the methods did not start from the same place")
 
 
