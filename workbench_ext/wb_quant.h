@@ -72,26 +72,51 @@ WB_AVX2 static void wb_quant_apply_avx2(const float *x, size_t n, float inv, flo
     for (; k < n; k++) q[k] = wb_q1(x[k], inv, zpf, qmax);
 }
 
-/* One row: the range's vector part (LANES lanes of type V), wb_quant_row_params, then APPLY;
- * pad columns zero. Defined once per width below. */
-#define WB_QUANT_ROW(NAME, TARGET, V, LANES, ZERO, LOAD, MIN, MAX, STORE, APPLY)                    \
+/* One row: the range's vector part (4 x LANES lanes of type V), wb_quant_row_params, then APPLY;
+ * pad columns zero. Defined once per width below. Four running minima / maxima, not one: a min
+ * waits for the previous one (4 cycles), so one pair spent 4 cycles per vector where the loads
+ * allow 1 (perf on a Sapphire Rapids-class core: the range took 45 % of quantizing 128 x 3072);
+ * the lanes' order does not change a min or a max. */
+#define WB_QUANT_ROW(NAME, TARGET, V, LANES, ZERO, LOAD, MIN, MAX, REDMIN, REDMAX, APPLY)                    \
 TARGET static void NAME(const float *x, int K, int Kp, float qmax, uint8_t *q, float *scale, int32_t *zp) { \
-    V vlo = ZERO(), vhi = ZERO();                                                               \
+    V lo0 = ZERO(), hi0 = ZERO(), lo1 = lo0, hi1 = lo0, lo2 = lo0, hi2 = lo0, lo3 = lo0, hi3 = lo0; \
     int k = 0;                                                                                  \
+    for (; k + 4 * LANES <= K; k += 4 * LANES) {                                                \
+        const V v0 = LOAD(x + k), v1 = LOAD(x + k + LANES);                                     \
+        const V v2 = LOAD(x + k + 2 * LANES), v3 = LOAD(x + k + 3 * LANES);                     \
+        lo0 = MIN(v0, lo0); hi0 = MAX(v0, hi0);   /* NaN in v -> keeps lo, like the scalar compare */ \
+        lo1 = MIN(v1, lo1); hi1 = MAX(v1, hi1);                                                 \
+        lo2 = MIN(v2, lo2); hi2 = MAX(v2, hi2);                                                 \
+        lo3 = MIN(v3, lo3); hi3 = MAX(v3, hi3);                                                 \
+    }                                                                                           \
     for (; k + LANES <= K; k += LANES) {                                                        \
         const V v = LOAD(x + k);                                                                \
-        vlo = MIN(v, vlo);    /* NaN in v -> keeps vlo, like the scalar compare */              \
-        vhi = MAX(v, vhi);                                                                      \
+        lo0 = MIN(v, lo0);                                                                      \
+        hi0 = MAX(v, hi0);                                                                      \
     }                                                                                           \
-    float lo_a[LANES], hi_a[LANES];                                                             \
-    STORE(lo_a, vlo);                                                                           \
-    STORE(hi_a, vhi);                                                                           \
-    const float inv = wb_quant_row_params(lo_a, hi_a, LANES, x, k, K, qmax, scale, zp);         \
+    /* the accumulators hold no NaN (a NaN never replaces one), so they combine in any order */ \
+    lo0 = MIN(MIN(lo0, lo1), MIN(lo2, lo3));                                                    \
+    hi0 = MAX(MAX(hi0, hi1), MAX(hi2, hi3));                                                    \
+    /* across the lanes in registers: a scalar loop over the stored lanes waited on the stores \
+     * (perf: a fifth of quantizing 128 x 3072, Sapphire Rapids-class) */                       \
+    const float lo_1 = REDMIN(lo0), hi_1 = REDMAX(hi0);                                         \
+    const float inv = wb_quant_row_params(&lo_1, &hi_1, 1, x, k, K, qmax, scale, zp);           \
     APPLY(x, (size_t)K, inv, (float)*zp, qmax, q);                                              \
     for (k = K; k < Kp; k++) q[k] = 0;                                                          \
 }
+/* the least / greatest of a vector's 8 lanes (none NaN) */
+WB_AVX2 static inline float wb_hmin256(__m256 v) {
+    __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_min_ss(m, _mm_shuffle_ps(m, m, 1)));
+}
+WB_AVX2 static inline float wb_hmax256(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
+}
 WB_QUANT_ROW(wb_quant_row_avx2, WB_AVX2, __m256, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_min_ps,
-             _mm256_max_ps, _mm256_storeu_ps, wb_quant_apply_avx2)
+             _mm256_max_ps, wb_hmin256, wb_hmax256, wb_quant_apply_avx2)
 
 #ifndef WB_EMULATE_ISA   /* testing/emulate_isa.c stands in its own __m512i: not for this code */
 /* The AVX2 versions' operations, 16 at a time: half the instructions on AVX-512 machines (Zen 4,
@@ -108,8 +133,14 @@ WB_AVX512F static void wb_quant_apply_avx512(const float *x, size_t n, float inv
     for (; k < n; k++) q[k] = wb_q1(x[k], inv, zpf, qmax);
 }
 
+WB_AVX512F static inline float wb_hmin512(__m512 v) {
+    return wb_hmin256(_mm256_min_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
+}
+WB_AVX512F static inline float wb_hmax512(__m512 v) {
+    return wb_hmax256(_mm256_max_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
+}
 WB_QUANT_ROW(wb_quant_row_avx512, WB_AVX512F, __m512, 16, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_min_ps,
-             _mm512_max_ps, _mm512_storeu_ps, wb_quant_apply_avx512)
+             _mm512_max_ps, wb_hmin512, wb_hmax512, wb_quant_apply_avx512)
 #define WB_QUANT_AVX512 1
 #else
 #define WB_QUANT_AVX512 0
