@@ -2,12 +2,13 @@
 
 Times, in one process, medians of `--reps` calls with `--threads` kernel threads:
   1. the compiled forward (one call per forward: workbench_ext.encoder) of a dense int8 engine
-     and of one pruned in 16x64 tiles (90 %);
+     and of one pruned to 90 % in 16x64 tiles (`--block 16x64`, the default) or in 1x4 blocks
+     (`--block 1x4`, the bench's wb-int8-sp90);
   2. the same engines op by op (Engine._layer), each Linear and the attention wrapped in a
      timer, so the share of GEMMs, attention and the rest is measured, not guessed;
   3. each GEMM shape alone per kernel (AMX plain / pipelined, VNNI, tile-sparse), output
      preallocated, so kernel speed is separated from quantization and allocation.
-Usage: python results/bench/emr-amx/forward_breakdown.py [--threads 2] [--reps 30]
+Usage: python results/bench/emr-amx/forward_breakdown.py [--threads 2] [--reps 30] [--block 16x64|1x4]
 """
 from __future__ import annotations
 
@@ -20,14 +21,14 @@ import numpy as np
 import torch
 
 
-def _engine(sparsity: float):
+def _engine(sparsity: float, block: tuple[int, int] = (16, 64)):
     from workbench.bench.models import distilbert
     from workbench.recipes.prune.magnitude import magnitude_prune_
     from workbench.runtime import compile_model
 
     model = distilbert()
     if sparsity:
-        magnitude_prune_(model, sparsity, block=(16, 64))
+        magnitude_prune_(model, sparsity, block=block)
     return compile_model(model, quantize=True, kernel_choice="measure")
 
 
@@ -108,7 +109,9 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=30)
+    p.add_argument("--block", default="16x64", choices=("16x64", "1x4"), help="the 90 %% model's pruning block")
     a = p.parse_args()
+    block = tuple(int(v) for v in a.block.split("x"))
     # the kernels' default thread count is read from OMP_NUM_THREADS when workbench_ext loads
     os.environ["OMP_NUM_THREADS"] = str(a.threads)
     torch.set_num_threads(a.threads)
@@ -117,11 +120,11 @@ def main() -> None:
     ids = np.random.default_rng(0).integers(1000, 20000, size=(1, 128))
     mask = np.ones((1, 128), np.int64)
     for sp in (0.0, 0.9):
-        eng = _engine(sp)
+        eng = _engine(sp, block)
         eng.num_threads = a.threads
         s = _time(lambda: eng(ids, mask), a.reps, 3)[0]
         parts = _op_by_op(eng, ids, mask, a.reps)
-        print(f"{'dense' if not sp else 'tile90'}: compiled forward {s * 1e3:.2f} ms; op by op: "
+        print(f"{'dense' if not sp else ('tile90' if block == (16, 64) else 'sp90 (1x4)')}: compiled forward {s * 1e3:.2f} ms; op by op: "
               + ", ".join(f"{k} {v:.2f}" for k, v in parts.items()))
     for r in _gemm_rows(a.threads, a.reps):
         print(r)
