@@ -26,9 +26,10 @@
  *                        tile unit idles for a third of the time.
  *   plain                load, multiply, store, then the epilogue (the first version; kept for
  *                        the A/B: workbench_ext.int8._set_amx_pipelined(0)).
- * No development machine has AMX: checked exactly by the emulation test everywhere, and run on a
- * borrowed Emerald Rapids (results/bench/emr-amx/): exact there, 1.2-1.5 TOP/s on 2 cores at
- * 128x768x3072, where skipping the epilogue (a timing-only experiment) made it 1.09-1.55x faster.
+ * Checked exactly by the emulation test everywhere, and on real tiles where the CPU has AMX: a
+ * borrowed Emerald Rapids (results/bench/emr-amx/, 1.2-1.5 TOP/s on 2 cores at 128x768x3072) and
+ * a Sapphire Rapids-class development machine (results/bench/spr-amx/, 3.1 TOP/s, where tile
+ * loads set the pace and the interleaved epilogue still adds about a third: the timing probe).
  * ====================================================================================== */
 static int wb_amx_pipelined = 1;
 /* Item order.  0: panel-pair-major (a pair's B stays in L1 while all row blocks pass; A, M x Kp
