@@ -35,20 +35,19 @@ static inline uint8_t wb_q1(float x, float inv, float zpf, float qmax) {
     return (uint8_t)(int)v;
 }
 
-/* A row's range from its vector part (`lanes` per-lane minima / maxima of x[0..k), each lane
- * started at 0) and its scalar tail x[k..K), then its scale and zero point; returns 1/scale.
- * Every version's row function ends here, so they agree on the parameters. */
-static inline float wb_quant_row_params(const float *lo_a, const float *hi_a, int lanes, const float *x,
-                                        int k, int K, float qmax, float *scale, int32_t *zp) {
-    float lo = 0.0f, hi = 0.0f, inv;
-    for (int i = 0; i < lanes; i++) { lo = lo_a[i] < lo ? lo_a[i] : lo; hi = hi_a[i] > hi ? hi_a[i] : hi; }
+/* A row's range from its vector part (lo, hi: the least and greatest of x[0..k) and 0) and its
+ * scalar tail x[k..K), then its scale and zero point; returns 1/scale. Every version's row
+ * function ends here, so they agree on the parameters. */
+static inline float wb_quant_row_params(float lo, float hi, const float *x, int k, int K, float qmax,
+                                        float *scale, int32_t *zp) {
+    float inv;
     for (; k < K; k++) { float v = x[k]; lo = v < lo ? v : lo; hi = v > hi ? v : hi; }
     wb_qparams(lo, hi, qmax, scale, zp, &inv);
     return inv;
 }
 
 static void wb_quant_row_portable(const float *x, int K, int Kp, float qmax, uint8_t *q, float *scale, int32_t *zp) {
-    const float inv = wb_quant_row_params(NULL, NULL, 0, x, 0, K, qmax, scale, zp), zpf = (float)*zp;
+    const float inv = wb_quant_row_params(0.0f, 0.0f, x, 0, K, qmax, scale, zp), zpf = (float)*zp;
     for (int k = 0; k < K; k++) q[k] = wb_q1(x[k], inv, zpf, qmax);
     for (int k = K; k < Kp; k++) q[k] = 0;
 }
@@ -99,8 +98,7 @@ TARGET static void NAME(const float *x, int K, int Kp, float qmax, uint8_t *q, f
     hi0 = MAX(MAX(hi0, hi1), MAX(hi2, hi3));                                                    \
     /* across the lanes in registers: a scalar loop over the stored lanes waited on the stores \
      * (perf: a fifth of quantizing 128 x 3072, Sapphire Rapids-class) */                       \
-    const float lo_1 = REDMIN(lo0), hi_1 = REDMAX(hi0);                                         \
-    const float inv = wb_quant_row_params(&lo_1, &hi_1, 1, x, k, K, qmax, scale, zp);           \
+    const float inv = wb_quant_row_params(REDMIN(lo0), REDMAX(hi0), x, k, K, qmax, scale, zp);  \
     APPLY(x, (size_t)K, inv, (float)*zp, qmax, q);                                              \
     for (k = K; k < Kp; k++) q[k] = 0;                                                          \
 }
