@@ -133,6 +133,10 @@ class NotebookLanes:
         """`subprocess.run` at the lowest CPU priority (the notebooks take the time the suite
         leaves idle), killed by `stop()` (a session that ends early does not wait)."""
         cmd = (["nice", "-n", "19"] if NICE else []) + cmd
+        # a working directory of its own: the lanes start processes while tests run in the main
+        # thread, and a test that chdirs into its tmp_path (deleted when it passes) would otherwise
+        # hand that folder to the process (papermill failed at os.getcwd() once, in a clean-clone CI)
+        kw.setdefault("cwd", REPO / "notebooks")
         with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env,
                               **kw) as proc:
             with self._lock:
