@@ -89,6 +89,25 @@ def test_gelu_avx512_and_avx2_identical():
     _same_bits_on_avx512_and_avx2(ops.gelu, x)
 
 
+@pytest.mark.parametrize("rows", [1, 2, 3, 8])
+@pytest.mark.parametrize("fused", [False, True])
+def test_layernorm_avx512_and_avx2_identical(rows, fused):
+    """The AVX-512 LayerNorm (two rows at a time, a 16-lane sum whose halves are the AVX2 row's two
+    8-lane sums) gives the AVX2 row function's bits: row lengths with and without a lone block of
+    8 and a scalar tail, an odd last row, with and without bias and residual."""
+    for H in (1, 7, 8, 15, 16, 24, 37, 768, 771, 776):
+        rng = np.random.default_rng(H * 10 + rows)
+        x = (rng.standard_normal((rows, H)) * 3 + 1).astype(np.float32)
+        x[-1] *= 50   # rows of different scales: a row's sums mixed with its neighbour's show
+        r = rng.standard_normal((rows, H)).astype(np.float32)
+        bias, g, be = (rng.standard_normal(H).astype(np.float32) for _ in range(3))
+        if fused:
+            fn = lambda v: ops.add_bias_residual_layernorm(v, bias, r, g, be, 1e-5, num_threads=1)  # noqa: E731
+        else:
+            fn = lambda v: ops.layernorm(v, g, be, 1e-12, num_threads=1)  # noqa: E731
+        _same_bits_on_avx512_and_avx2(fn, x, f"H={H}")
+
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
 @pytest.mark.parametrize("H", [1, 7, 8, 37, 768])
 @pytest.mark.parametrize("threads", THREADS)

@@ -20,3 +20,4 @@ cdef extern from "wb_attn.h" nogil:
     int wb_attn_int8_usable(int isa)
     void wb_layernorm(const float *x, const float *bias, const float *res, const float *g, const float *b,
                       float eps, long R, int H, float *y, int isa, int nt)
+    int wb_ln_avx2_only

@@ -33,7 +33,7 @@ cimport numpy as cnp
 from libc.stdint cimport uint8_t, int32_t, int64_t
 from libc.string cimport memcpy
 
-from workbench_ext.attention cimport wb_attention, wb_attn_t, wb_layernorm, wb_threads
+from workbench_ext.attention cimport wb_attention, wb_attn_t, wb_layernorm, wb_ln_avx2_only, wb_threads
 from workbench_ext.attention import check_precision
 from workbench_ext.int8 cimport _Int8Linear, aligned_bytes, scratch_bytes
 

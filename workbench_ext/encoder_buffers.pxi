@@ -69,6 +69,16 @@ def _set_ffn_block_rows(int rows):
     return previous
 
 
+def _set_layernorm_avx2_rows(bint on):
+    """Experiment switch: 1 runs the layer loop's LayerNorms on the AVX2 row function, one row at
+    a time, where the CPU has AVX-512; 0 (the default) on the AVX-512 one, two rows at a time.
+    The same bits either way (tests/test_kernel_ops.py). Returns the previous value."""
+    global wb_ln_avx2_only
+    previous = wb_ln_avx2_only
+    wb_ln_avx2_only = on
+    return bool(previous)
+
+
 cdef _Int8Linear _pick(list parts, int rows):
     """The kernel of a Linear for this many rows: the last part whose from_rows <= rows."""
     cdef Py_ssize_t i = len(parts) - 1
