@@ -323,11 +323,12 @@ def test_amx_tuning_switch_is_checked_and_gives_back_the_previous():
 
 def test_amx_timing_probe_is_off_by_default_and_checked():
     """The AMX timing probe (wrong outputs by design, for amx_ab.py) starts off, takes only its
-    four modes, and says what was set before. On AMX CPUs, mode 1 writes no output and turning
-    it off gives the exact kernel back (emulation checks every mode on every machine)."""
+    five modes, and says what was set before. On AMX CPUs, modes 1 and 4 write no output and
+    turning the probe off gives the exact kernel back (emulation checks every mode on every
+    machine)."""
     assert int8._set_amx_probe(0) == 0
-    with pytest.raises(ValueError, match="must be 0, 1, 2 or 3, got 4"):
-        int8._set_amx_probe(4)
+    with pytest.raises(ValueError, match="must be 0, 1, 2, 3 or 4, got 5"):
+        int8._set_amx_probe(5)
     if "amx" not in cpu.available_isas():
         return
     rng = np.random.default_rng(5)
@@ -335,13 +336,14 @@ def test_amx_timing_probe_is_off_by_default_and_checked():
     x = rng.standard_normal((40, 128)).astype(np.float32)
     layer = int8.DenseInt8Linear(w, ws, b, isa="amx")
     want = layer(x, num_threads=2)
-    out = np.full((40, 64), 7.0, np.float32)
-    try:
-        assert int8._set_amx_probe(1) == 0
-        layer(x, num_threads=2, out=out)
-    finally:
-        assert int8._set_amx_probe(0) == 1
-    assert (out == 7.0).all()
+    for mode in (1, 4):
+        out = np.full((40, 64), 7.0, np.float32)
+        try:
+            assert int8._set_amx_probe(mode) == 0
+            layer(x, num_threads=2, out=out)
+        finally:
+            assert int8._set_amx_probe(0) == mode
+        assert (out == 7.0).all(), mode
     np.testing.assert_array_equal(layer(x, num_threads=2), want)
 
 

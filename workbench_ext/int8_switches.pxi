@@ -51,11 +51,11 @@ def _set_amx_order(int order, long group_bytes=1 << 20):
 def _set_amx_probe(int mode):
     """Timing probe (AMX dense kernel, pipelined worker): **outputs are wrong while it is not 0**.
     0 off (the default); 1 skips the epilogue, 2 the tile loads and prefetches, 3 the TDPBUSDs,
-    so that the A/B on an AMX CPU (results/bench/emr-amx/amx_ab.py --probe) can say what an
+    4 writes the epilogue's outputs to a small scratch instead of the output, so that the A/B on an AMX CPU (results/bench/emr-amx/amx_ab.py --probe) can say what an
     item's time is made of.  Returns the previous mode."""
     global wb_amx_probe
-    if mode not in (0, 1, 2, 3):
-        raise ValueError(f"AMX probe mode must be 0, 1, 2 or 3, got {mode}")
+    if mode not in (0, 1, 2, 3, 4):
+        raise ValueError(f"AMX probe mode must be 0, 1, 2, 3 or 4, got {mode}")
     previous = wb_amx_probe
     wb_amx_probe = mode
     return previous
@@ -101,3 +101,4 @@ def _set_sparse_vnni_groups(int groups):
     previous = wb_spv_gmax
     wb_spv_gmax = groups
     return previous
+

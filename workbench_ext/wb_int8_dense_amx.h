@@ -45,6 +45,8 @@ static int wb_amx_group_pairs = 0;
  * (results/bench/emr-amx/amx_ab.py --probe); every mode but 0 gives WRONG outputs.  0: off.
  * 1: no epilogue (nothing written to y).  2: no tile loads or prefetches in the K loop (the
  * TDPBUSDs multiply whatever the A/B tiles hold).  3: no TDPBUSDs (loads, prefetches, epilogue).
+ * 4: the whole epilogue, its outputs written to a 16 KB per-thread scratch (rows 32 floats
+ * apart) instead of y, so they never miss the caches: what writing y itself costs.
  * At 128x768x3072 on one Emerald Rapids core (1.23 TOP/s, 3.1 GHz) an item takes ~4000 cycles
  * against the 768 of its 48 TDPBUSDs, and skipping the epilogue saved a fifth to a third of the
  * time: these say what the rest is. */
@@ -185,6 +187,18 @@ static inline void wb_amx_prefetch_a(const wb_amx_item_t *it, int g, int two) {
     if (two) wb_prefetch_rows(it->A1 + (size_t)g * it->a_step, 16, it->a_stride, 0);
 }
 
+/* Probe 4: e with its outputs moved to `scratch` (128 rows x 32, 16 KB): the item's y[m][n0 + j]
+ * (or yi) lands at scratch[(m - m0 / 128 * 128) * 32 + j]. */
+static inline const wb_epi_t *wb_amx_probe_epi(const wb_epi_t *e, const wb_amx_item_t *it, wb_epi_t *pe,
+                                               float *scratch) {
+    const size_t off = (size_t)it->n0 + (size_t)(it->m0 / 128 * 128) * 32;
+    *pe = *e;
+    pe->N = 32;
+    if (e->yi) pe->yi = (int32_t *)(void *)scratch - off;
+    else pe->y = scratch - off;
+    return pe;
+}
+
 WB_AMX static void wb_amx_worker_pipelined(const uint8_t *xq, int M, int Kp, const int8_t *Bp, int N,
                                            const wb_epi_t *e, long t0, long t1,
                                            wb_amx_tuning_t tun) {
@@ -198,6 +212,8 @@ WB_AMX static void wb_amx_worker_pipelined(const uint8_t *xq, int M, int Kp, con
     memset(&prev, 0, sizeof prev);
     int have_prev = 0, cur = 0;
     const int probe = wb_amx_probe, do_load = probe != 2, do_dp = probe != 3, do_epi = probe != 1;
+    float probe_y[128 * 32] __attribute__((aligned(64)));   /* probe 4's stand-in for y */
+    wb_epi_t probe_e;
     for (long t = t0; t < t1; t++) {
         const wb_amx_item_t it = wb_amx_item(e, xq, M, Kp, Bp, N, t, MB, G, ap);
         const int has_next = t + 1 < t1;
@@ -217,6 +233,7 @@ WB_AMX static void wb_amx_worker_pipelined(const uint8_t *xq, int M, int Kp, con
         const int nx_new_a = has_next && nx.A0 != it.A0;
         const int32_t *Cp = C[cur ^ 1];
         const int per = have_prev && do_epi ? (prev.mr + chunks - 1) / chunks : 0;
+        const wb_epi_t *ep = probe == 4 && have_prev ? wb_amx_probe_epi(e, &prev, &probe_e, probe_y) : e;
         _tile_zero(0);
         _tile_zero(1);
         if (two) { _tile_zero(2); _tile_zero(3); }
@@ -259,7 +276,7 @@ WB_AMX static void wb_amx_worker_pipelined(const uint8_t *xq, int M, int Kp, con
                 }
             }
             /* a slice of the previous item's epilogue while these TDPBUSDs run */
-            if (per) wb_amx_epi_rows(e, Cp, &prev, c * per, (c + 1) * per);
+            if (per) wb_amx_epi_rows(ep, Cp, &prev, c * per, (c + 1) * per);
         }
         int32_t *Cc = C[cur];
         _tile_stored(0, Cc, 128);
@@ -272,7 +289,8 @@ WB_AMX static void wb_amx_worker_pipelined(const uint8_t *xq, int M, int Kp, con
         have_prev = 1;
         cur ^= 1;
     }
-    if (have_prev && do_epi) wb_amx_epi_rows(e, C[cur ^ 1], &prev, 0, prev.mr);
+    if (have_prev && do_epi)
+        wb_amx_epi_rows(probe == 4 ? wb_amx_probe_epi(e, &prev, &probe_e, probe_y) : e, C[cur ^ 1], &prev, 0, prev.mr);
     _tile_release();
 }
 

@@ -187,14 +187,15 @@ static int run_case(int M, int K, int N, int sparse_pct, int nt) {
     e.col_segments = 0;
     /* the timing probe (wb_amx_probe, outputs wrong by design) does what it says: 1 writes no
      * output, 3 multiplies nothing (the epilogue of zero sums: -zp * wsum), 2 runs the
-     * TDPBUSDs on tiles it never loads (any values); none leaves the tile shapes wrong */
-    for (int probe = 1; probe <= 3; probe++) {
+     * TDPBUSDs on tiles it never loads (any values), 4 writes its outputs to its own scratch,
+     * never to the output; none leaves the tile shapes wrong */
+    for (int probe = 1; probe <= 4; probe++) {
         memset(out, 0x55, (size_t)M * N * 4);
         wb_amx_probe = probe;
         wb_dense_amx(xq, M, Kp, bp, N, &e, nt);
         wb_amx_probe = 0;
         for (size_t i = 0; i < (size_t)M * N && probe != 2; i++) {
-            const int32_t want = probe == 1 ? 0x55555555 : -zp[i / N] * wsum[i % N];
+            const int32_t want = probe == 1 || probe == 4 ? 0x55555555 : -zp[i / N] * wsum[i % N];
             if (out[i] != want) {
                 fprintf(stderr, "amx probe %d M=%d K=%d N=%d nt=%d: m=%zu n=%zu is %d, not %d\n", probe, M, K, N,
                         nt, i / N, i % N, out[i], want);

@@ -150,7 +150,7 @@ def sparse_groups(int8, isa: str, rng, rounds: int, timer) -> None:
         int8._set_sparse_vnni_groups(0)   # the default: by K
 
 
-PROBES = {"whole": 0, "no-epilogue": 1, "no-loads": 2, "no-tdpbusd": 3}
+PROBES = {"whole": 0, "no-epilogue": 1, "no-loads": 2, "no-tdpbusd": 3, "y-in-scratch": 4}
 
 
 def probe(int8, isa: str, rng, rounds: int, timer, ghz: float) -> None:
