@@ -166,7 +166,7 @@ cdef class _Ends:
                         row[h] = row[h] + trow[h]
             wb_layernorm(x, NULL, NULL, pg, pb, self.eps, r, E, y, isa, nt)
         if self.project is not None:
-            _linear(buf, self.project, r, buf.attn, buf.outs[1], 0)
+            _linear(buf, self.project, r, buf.attn, buf.outs[1], 0, isa)
         return buf.outs[1]
 
     cdef object head(self, _Buffers buf, str name, object cls_rows, int B):

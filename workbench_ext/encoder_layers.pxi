@@ -51,7 +51,7 @@ cdef object _run_layers(list layers, int H, int precision, _Buffers buf, object 
         # At batch 1 attention splits the heads between the threads, and the kernels split
         # rows: the QKV then hands each thread its heads' columns instead, so the Q, K, V a
         # thread reads in attention are the ones it wrote (no cache lines cross cores)
-        _linear(buf, layer["qkv"], M, x, buf.qkv, 0, 3 if B == 1 and _qkv_by_heads else 0)
+        _linear(buf, layer["qkv"], M, x, buf.qkv, 0, isa, 3 if B == 1 and _qkv_by_heads else 0)
         a.q = <const float*>_ptr(buf.qkv)
         a.qb, a.qh, a.qr = <long>S * W, d, W
         a.k = a.q + nh * d
@@ -70,7 +70,7 @@ cdef object _run_layers(list layers, int H, int precision, _Buffers buf, object 
             if wb_attention(&a, isa, nt) != 0:
                 with gil:
                     raise MemoryError("attention: could not allocate per-thread scratch memory")
-        _linear(buf, layer["out"], rows, buf.ctx, buf.attn, 0)
+        _linear(buf, layer["out"], rows, buf.ctx, buf.attn, 0, isa)
         px = <float*>_ptr(x)
         if last:                      # the residual of the [CLS] rows
             res = <float*>_ptr(buf.res)
@@ -91,8 +91,8 @@ cdef object _run_layers(list layers, int H, int precision, _Buffers buf, object 
             n = min(blk, rows - r0)
             h1v, f1v, f2v = ((buf.h1, buf.f1, buf.f2) if r0 == 0 else
                              (buf.h1[r0 * H:], buf.f1[r0 * F:], buf.f2[r0 * H:]))
-            _linear(buf, layer["ffn1"], n, h1v, f1v, 1)
-            _linear(buf, layer["ffn2"], n, f1v, f2v, 0)
+            _linear(buf, layer["ffn1"], n, h1v, f1v, 1, isa)
+            _linear(buf, layer["ffn2"], n, f1v, f2v, 0, isa)
             pf2, pb2o, pg2, pb2 = _fp(f2v), _fp(layer["ffn2_bias"]), _fp(g2), _fp(b2)
             pr, po = ph1 + <size_t>r0 * H, _fp(out) + <size_t>r0 * H
             with nogil:

@@ -26,6 +26,7 @@ cdef class _Int8Linear:
     cdef dict _packs
 
     cdef int _resolve(self) except -1
+    cdef int _resolve_given(self, int code) except -1
     cdef object _get_pack(self, int code)
     cdef object _make_pack(self, int code)
     cdef int _run(self, int code, object pack, object xq, int M, wb_epi_t *e, int nt, void *scratch) except -1
@@ -36,7 +37,7 @@ cdef class _Int8Linear:
     cdef int _gemm(self, int code, object xq, int M, object y, object zp, object xs, int nt,
                    object yi=*, int act=*, void *scratch=*, int col_segments=*) except -1
     cdef int forward_into(self, object x, int M, object y, int act, object xq, object xs, object zp,
-                          void *scratch, int nt=*, int col_segments=*) except -1
+                          void *scratch, int nt=*, int col_segments=*, int code=*) except -1
 
 
 cdef class DenseInt8Linear(_Int8Linear):

@@ -88,12 +88,12 @@ cdef class TileSparseInt8Linear(DenseInt8Linear):
         return f"TileSparseInt8Linear(N={self.N}, K={self.K}, nnz_tiles={self.nnz_tiles}/{self.num_tiles}{a7}, isa={self.isa!r})"
 
     cdef int forward_into(self, object x, int M, object y, int act, object xq, object xs, object zp,
-                          void *scratch, int nt=0, int col_segments=0) except -1:
+                          void *scratch, int nt=0, int col_segments=0, int code=-1) except -1:
         """``_Int8Linear.forward_into``; under ``avx512_vnni`` the rows are quantized and packed
         for the tile kernel in one parallel job (``_quantize_pack_gemm``)."""
-        cdef int code = self._resolve()
+        code = self._resolve_given(code)
         if M == 0 or code != ISA_VNNI:
-            return DenseInt8Linear.forward_into(self, x, M, y, act, xq, xs, zp, scratch, nt, col_segments)
+            return DenseInt8Linear.forward_into(self, x, M, y, act, xq, xs, zp, scratch, nt, col_segments, code)
         return _quantize_pack_gemm(self, code, self.Kp // 4, 1, x, M, y, act, xq, xs, zp, scratch, nt,
                                    col_segments)
 

@@ -63,6 +63,12 @@ cdef class _Int8Linear:
         name = self._fixed_isa if self._fixed_isa is not None else _cpu.active_isa()
         return _cpu.ISA_CODES[name]
 
+    cdef int _resolve_given(self, int code) except -1:
+        """``code``, the ISA a caller resolved for a whole forward (workbench_ext.encoder: a call
+        into the cpu module per Linear, between kernels that have just emptied the caches, took a
+        few microseconds), unless this layer's ISA is fixed; ``code`` < 0: ``_resolve()``."""
+        return code if code >= 0 and self._fixed_isa is None else self._resolve()
+
     cdef object _get_pack(self, int code):
         """The weights packed for ISA `code` (built on first use, then kept): callers hold the
         returned object for the whole call, so concurrent calls under different ISAs (another
@@ -132,19 +138,20 @@ cdef class _Int8Linear:
         return self._run(code, pack, xq, M, &e, nt, scratch)
 
     cdef int forward_into(self, object x, int M, object y, int act, object xq, object xs, object zp,
-                          void *scratch, int nt=0, int col_segments=0) except -1:
+                          void *scratch, int nt=0, int col_segments=0, int code=-1) except -1:
         """The layer into caller-owned buffers, without checks or allocations (``__call__``
         and workbench_ext.encoder size them): x float32 [>= M, K] and y float32 [>= M, N]
         C-contiguous, xq uint8 [>= round16(M) * Kp], xs float32 [>= M], zp int32 [>= M],
         scratch >= scratch_bytes(M, Kp) bytes (NULL: the kernel allocates), nt threads (0: the
         default, capped to the problem size), col_segments the order of the kernel's work items
         (wb_epi_item in wb_epilogue.h: 0 the kernel's own; k >= 1 columns outermost in k
-        interleaved segments); the outputs are the same either way."""
+        interleaved segments); the outputs are the same either way. code: the ISA the caller
+        resolved for its whole forward (``_resolve_given``; -1: resolve it here)."""
         if M == 0:
             return 0
         if nt <= 0:
             nt = self._threads(None, M)
-        cdef int code = self._resolve()
+        code = self._resolve_given(code)
         cdef const float *px = <const float*>_ptr(x)
         cdef uint8_t *pq = <uint8_t*>_ptr(xq)
         cdef float *ps = <float*>_ptr(xs)

@@ -92,13 +92,13 @@ cdef class BlockSparseInt8Linear(_Int8Linear):
         return 0
 
     cdef int forward_into(self, object x, int M, object y, int act, object xq, object xs, object zp,
-                          void *scratch, int nt=0, int col_segments=0) except -1:
+                          void *scratch, int nt=0, int col_segments=0, int code=-1) except -1:
         """``_Int8Linear.forward_into``; on AVX-512 VNNI and AMX (whose sparse layers run the VNNI
         kernel) the rows are quantized and packed into the kernel's tiles in one parallel job
         (``_quantize_pack_gemm``)."""
-        cdef int code = self._resolve()
+        code = self._resolve_given(code)
         if M == 0 or code < ISA_VNNI:
-            return _Int8Linear.forward_into(self, x, M, y, act, xq, xs, zp, scratch, nt, col_segments)
+            return _Int8Linear.forward_into(self, x, M, y, act, xq, xs, zp, scratch, nt, col_segments, code)
         return _quantize_pack_gemm(self, code, self.Kb, wb_sparse_vnni_groups(M, self.Kb), x, M, y, act,
                                    xq, xs, zp, scratch, nt, col_segments)
 
