@@ -129,3 +129,31 @@ def test_classify_tokens_pauses_gc_and_sets_threads_for_its_call_only(bert):
     for n in (1, 2):  # that 2 starts the pool: test_runtime's num_threads test (MiniLM, large enough to split)
         np.testing.assert_array_equal(enc.classify_tokens(*args, n, isa)[0], out[0])
         assert cpu.get_num_threads() == default
+
+
+def _int8_kernels(engine):
+    """The compiled int8 Linears behind an engine's layers (a RowSwitch's every part)."""
+    out = []
+    for fn in engine._linears.values():
+        parts = getattr(fn, "parts", None)
+        out += [p for _, p in parts] if parts else [fn]
+    return [k for k in out if isinstance(k, K.int8_layer_classes())]
+
+
+def test_the_compiled_forward_runs_every_linear_on_the_isa_it_was_given(bert):
+    """The encoder resolves the ISA once per forward (classify_tokens' `isa`) and hands it to each
+    Linear, so the Linears run on it, not on what the cpu module says at that moment: each of
+    them is then packed for it. Every ISA path gives the same bits."""
+    from workbench_ext import cpu
+
+    enc = bert._encoder
+    ids, mask = (t.numpy() for t in ids_and_mask())
+    best = cpu.available_isas()[0]
+    want = enc.classify_tokens(ids, mask, None, 120, 2, True, 0, cpu.ISA_CODES[best])[0]
+    assert {k.isa for k in _int8_kernels(bert)} == {best}
+    for name in cpu.available_isas()[1:]:
+        got = enc.classify_tokens(ids, mask, None, 120, 2, True, 0, cpu.ISA_CODES[name])[0]
+        assert {k.isa for k in _int8_kernels(bert)} == {name}, name
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    bert(ids, mask)   # a plain call: the active ISA again
+    assert {k.isa for k in _int8_kernels(bert)} == {cpu.active_isa()}

@@ -173,7 +173,7 @@ cdef class Int8Encoder:
                                 wb_threads(0))
             cls = _run_layers(self.layers, self.H, self.attention_precision, buf, x, B, S, M, mask_bias, isa, offs, 0,
                               len(self.layers), True, None, None, None)
-            return self.ends.head(buf, "head", cls, B)
+            return self.ends.head(buf, "head", cls, B, isa)
         finally:
             self._release(buf)
 

@@ -169,11 +169,11 @@ cdef class _Ends:
             _linear(buf, self.project, r, buf.attn, buf.outs[1], 0, isa)
         return buf.outs[1]
 
-    cdef object head(self, _Buffers buf, str name, object cls_rows, int B):
+    cdef object head(self, _Buffers buf, str name, object cls_rows, int B, int code=-1):
         """Logits [B, labels] (a new array) of head `name` on the [CLS] rows [B, H]: pre, its
-        activation, cls."""
+        activation, cls; its Linears on ISA `code` (the forward's; -1: they resolve it)."""
         cdef _Head hd = self.heads[name]
-        _linear(buf, hd.pre, B, cls_rows, buf.attn, 0)
+        _linear(buf, hd.pre, B, cls_rows, buf.attn, 0, code)
         cdef float *p = _fp(buf.attn)
         cdef size_t i, n = <size_t>B * hd.pre[0][1].N
         cdef int isa = 0, nt = 1
@@ -189,5 +189,5 @@ cdef class _Ends:
                     if p[i] < 0:   # np.maximum(x, 0)'s bits: -0.0 and NaN stay
                         p[i] = 0
         logits = np.empty((B, hd.labels), np.float32)
-        _linear(buf, hd.cls, B, buf.attn, logits, 0)
+        _linear(buf, hd.cls, B, buf.attn, logits, 0, code)
         return logits
