@@ -90,8 +90,8 @@ cdef _Int8Linear _pick(list parts, int rows):
 cdef int _linear(_Buffers buf, list parts, int rows, object x, object y, int act, int isa=-1,
                  int col_segments=0) except -1:
     """y[:rows] = the Linear picked for `rows` on x[:rows] (act 1: GELU) on ISA code `isa` (the
-    forward's; -1: the layer resolves it), with the buffers of its input width; col_segments: the order of its kernel's work
-    items (forward_into)."""
+    forward's; -1: the layer resolves it), with the buffers of its input width; col_segments:
+    the order of its kernel's work items (forward_into)."""
     cdef _Int8Linear lin = _pick(parts, rows)
     return lin.forward_into(x, rows, y, act, buf.xq[lin.Kp], buf.xs, buf.zp, _ptr(buf.scratch[lin.Kp]),
                             0, col_segments, isa)

@@ -51,8 +51,8 @@ def _set_amx_order(int order, long group_bytes=1 << 20):
 def _set_amx_probe(int mode):
     """Timing probe (AMX dense kernel, pipelined worker): **outputs are wrong while it is not 0**.
     0 off (the default); 1 skips the epilogue, 2 the tile loads and prefetches, 3 the TDPBUSDs,
-    4 writes the epilogue's outputs to a small scratch instead of the output, so that the A/B on an AMX CPU (results/bench/emr-amx/amx_ab.py --probe) can say what an
-    item's time is made of.  Returns the previous mode."""
+    4 writes the epilogue's outputs to a small scratch instead of the output, so that the A/B on
+    an AMX CPU (results/bench/emr-amx/amx_ab.py --probe) can say what an item's time is made of.  Returns the previous mode."""
     global wb_amx_probe
     if mode not in (0, 1, 2, 3, 4):
         raise ValueError(f"AMX probe mode must be 0, 1, 2, 3 or 4, got {mode}")
@@ -101,4 +101,3 @@ def _set_sparse_vnni_groups(int groups):
     previous = wb_spv_gmax
     wb_spv_gmax = groups
     return previous
-

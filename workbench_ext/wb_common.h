@@ -40,6 +40,19 @@
 #define WB_AMX __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")))
 #endif
 
+/* Row loops of fewer values than this run on the calling thread (wb_ops.h, wb_layernorm.h): a
+ * parallel job would cost more than it saves. */
+#define WB_PAR_MIN 32768L
+
+/* The sum of a vector's 8 lanes, always in this order: the AVX2 and AVX-512 rows of LayerNorm
+ * and softmax reduce through it, which keeps their bits equal. */
+WB_AVX2 static inline float wb_hsum_avx2(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
 static inline int wb_max_threads(void) {
 #ifdef _OPENMP
     return omp_get_max_threads();

@@ -4,7 +4,7 @@
 #ifndef WB_LAYERNORM_H
 #define WB_LAYERNORM_H
 
-#include "wb_common.h"   /* WB_PAR_MIN comes from wb_ops.h, the one file that includes this */
+#include "wb_common.h"
 
 /* ---------------- LayerNorm over the last dim (optionally of x + bias + residual) ---------------- */
 static void wb_ln_row(const float *x, const float *bias, const float *res, const float *g,
@@ -23,13 +23,6 @@ static void wb_ln_row(const float *x, const float *bias, const float *res, const
     for (int h = 0; h < H; h++) { float d = y[h] - mean; ss += (double)d * d; }
     const float rstd = (float)(1.0 / sqrt(ss / H + (double)eps));
     for (int h = 0; h < H; h++) y[h] = (y[h] - mean) * rstd * g[h] + b[h];
-}
-
-WB_AVX2 static float wb_hsum_avx2(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
 }
 
 /* Same maths as wb_ln_row with 8-lane float partial sums (two accumulators each). */
@@ -77,6 +70,13 @@ WB_AVX2 static void wb_ln_row_avx2(const float *x, const float *bias, const floa
  * waits on their latency; two rows' chains interleave. A batch-1 DistilBERT forward on the
  * Sapphire Rapids-class development machine, this against the AVX2 rows in one process:
  * results/bench/spr-amx/layernorm_ab.txt. */
+/* The AVX2 row's sum of its two 8-lane sums, s0 + s1, reduced as it reduces them: here they are
+ * the low and high halves of one 16-lane sum. */
+WB_AVX512F static inline float wb_ln_sum_halves(__m512 s) {
+    const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1));
+    return wb_hsum_avx2(_mm256_add_ps(_mm512_castps512_ps256(s), hi));
+}
+
 WB_AVX512F static inline __attribute__((always_inline)) void
 wb_ln_rows_avx512(const int NR, const float *const *x, const float *bias, const float *const *res,
                   const float *g, const float *b, float eps, int H, float *const *y) {
@@ -101,8 +101,7 @@ wb_ln_rows_avx512(const int NR, const float *const *x, const float *bias, const 
             _mm512_mask_storeu_ps(y[i] + H16, lo, v);
             S[i] = _mm512_mask_add_ps(S[i], lo, S[i], v);
         }
-        const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(S[i]), 1));
-        float s = wb_hsum_avx2(_mm256_add_ps(_mm512_castps512_ps256(S[i]), hi));
+        float s = wb_ln_sum_halves(S[i]);
         for (int h = H16 + 8 * lone8; h < H; h++) {
             float v = x[i][h];
             if (bias) v += bias[h];
@@ -123,8 +122,7 @@ wb_ln_rows_avx512(const int NR, const float *const *x, const float *bias, const 
             const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(lo, y[i] + H16), _mm512_set1_ps(mean[i]));
             S[i] = _mm512_mask3_fmadd_ps(d, d, S[i], lo);
         }
-        const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(S[i]), 1));
-        float ss = wb_hsum_avx2(_mm256_add_ps(_mm512_castps512_ps256(S[i]), hi));
+        float ss = wb_ln_sum_halves(S[i]);
         for (int h = H16 + 8 * lone8; h < H; h++) { float d = y[i][h] - mean[i]; ss += d * d; }
         rstd[i] = (float)(1.0 / sqrt((double)ss / H + (double)eps));
     }

@@ -8,8 +8,6 @@
 #include "wb_quant.h"
 #include "wb_gelu.h"
 
-#define WB_PAR_MIN 32768L
-
 /* ---------------- GELU (erf form): 0.5 x (1 + erf(x / sqrt 2)) ---------------- */
 /* wb_gelu_portable / wb_gelu_avx2 live in wb_common.h (the int8 epilogue fuses them too) */
 
