@@ -3,8 +3,8 @@ taking turns (needs a build with streaming_stores.patch, which adds
 `workbench_ext.int8._set_amx_nt`). Outputs 64-byte aligned, as the compiled encoder's buffers
 are (the patch streams only aligned rows). 15 rounds, each cell the median of 5 calls.
 
-    git apply results/bench/spr-amx/output-writes/streaming_stores.patch   # on 9bfbdfa
-    python setup.py -q build_ext --inplace
+    git apply results/bench/spr-amx/output-writes/streaming_stores.patch   # on bac4a26
+    python setup.py -q build_ext --inplace   # (from a worktree: PYTHONPATH=<worktree> for the scripts)
     python results/bench/spr-amx/output-writes/gemm_streaming.py
 """
 import os
