@@ -1,4 +1,4 @@
-"""A static forward's input check and forward in one compiled call (`Int8Encoder.classify_tokens`,
+"""A static forward's input check and forward in one compiled call (`Int8Encoder.forward_call`,
 `Engine._classify_in_one_call`): the common calls -- int64 arrays, no padding or right padding --
 skip `check_inputs` and get its bits; every other call, and every wrong value, takes the checked
 path, which names what is wrong."""
@@ -157,3 +157,75 @@ def test_the_compiled_forward_runs_every_linear_on_the_isa_it_was_given(bert):
         np.testing.assert_array_equal(got, want, err_msg=name)
     bert(ids, mask)   # a plain call: the active ISA again
     assert {k.isa for k in _int8_kernels(bert)} == {cpu.active_isa()}
+
+
+def test_the_engine_call_reads_the_isa_threads_and_packing_at_each_call(bert):
+    """`Engine.__call__`'s compiled fast path (`Int8Encoder.forward_call`) reads the active ISA
+    in C at every call (a `set_isa` between calls holds), and takes the engine's `num_threads`
+    and `pack_sequences` as they are at that call."""
+    from workbench_ext import cpu
+
+    ids, mask = (t.numpy() for t in ids_and_mask())
+    want = _checked(bert, ids, mask)
+    for name in cpu.available_isas()[::-1]:
+        cpu.set_isa(name)
+        try:
+            np.testing.assert_array_equal(bert(ids, mask), want, err_msg=name)
+            assert {k.isa for k in _int8_kernels(bert)} == {name}, name
+        finally:
+            cpu.set_isa(None)
+    seen, fast = [], bert._forward_call
+    bert._forward_call = lambda *a: seen.append(a[3:]) or fast(*a)
+    try:
+        bert.num_threads, bert.pack_sequences = 1, False
+        bert(ids, np.ones_like(mask))
+        bert.num_threads = None
+        del bert.pack_sequences
+        bert(ids, np.ones_like(mask))
+    finally:
+        bert.num_threads = None
+        bert._forward_call = fast
+    assert seen == [(False, 1), (True, 0)]
+
+
+def test_the_fast_call_leaves_odd_arrays_to_the_checked_path(bert, monkeypatch):
+    """forward_call returns None, before any work, for what its C checks do not cover: an ndarray
+    subclass, a mask or token types of another shape, a sequence past the position table, token
+    types on a model without them; the checked path then runs (and names what is wrong)."""
+    ids, mask = (t.numpy() for t in ids_and_mask())
+    enc = bert._encoder
+
+    class Sub(np.ndarray):
+        pass
+
+    assert enc.forward_call(ids, mask, None, True, 0) is not None
+    for name, args in {"subclass": (ids.view(Sub), mask), "mask shape": (ids, mask[:, :-1].copy()),
+                       "types shape": (ids, mask, np.zeros((ids.shape[0], 3), np.int64)),
+                       "too long": (np.ones((1, 65), np.int64), None)}.items():
+        assert enc.forward_call(*args + (None,) * (3 - len(args)), True, 0) is None, name
+    calls = _count_checks(monkeypatch)
+    np.testing.assert_array_equal(bert(ids.view(Sub), mask), _checked(bert, ids, mask))
+    with pytest.raises(ValueError, match="attention_mask"):
+        bert(ids, mask[:, :-1].copy())
+    assert len(calls) == 2
+    distil = compile_model(tiny("distilbert"))
+    assert distil._encoder.forward_call(ids, mask, np.zeros_like(ids), True, 0) is None
+
+
+def test_setting_the_encoder_sets_the_one_call_path(bert, monkeypatch):
+    """`engine._encoder = None` (the per-op path, as tests and breakdowns set it) also turns the
+    one-call path off, so the call runs op by op; putting the encoder back turns it on."""
+    ids, mask = (t.numpy() for t in ids_and_mask())
+    encoder, layers = bert._encoder, []
+    layer = bert._layer
+    monkeypatch.setattr(bert, "_layer", lambda *a, **k: layers.append(1) or layer(*a, **k))
+    bert._encoder = None
+    try:
+        assert bert._forward_call is None
+        per_op = bert(ids, mask)
+        assert len(layers) == bert.num_layers
+    finally:
+        bert._encoder = encoder
+    assert bert._forward_call is not None
+    np.testing.assert_array_equal(bert(ids, mask), per_op)  # the same bits either way
+    assert len(layers) == bert.num_layers

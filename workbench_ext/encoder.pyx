@@ -55,6 +55,24 @@ cdef inline float* _fp(object a):
     return <float*>cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
+from workbench_ext.cpu import ISA_CODES as _ISA_CODES, active_isa as _active_isa
+from workbench_ext.pool import wake as _pool_wake
+
+
+cdef inline bint _is_i64_matrix(object a):
+    """An int64 [B, S] C-contiguous ndarray (not a subclass): what classify_tokens reads."""
+    return (type(a) is cnp.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_INT64
+            and cnp.PyArray_NDIM(<cnp.ndarray>a) == 2 and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a))
+
+
+cdef inline bint _same_i64_matrix(object a, cnp.npy_intp *shape):
+    """_is_i64_matrix with the given [B, S]."""
+    if not _is_i64_matrix(a):
+        return False
+    cdef cnp.npy_intp *s = cnp.PyArray_DIMS(<cnp.ndarray>a)
+    return s[0] == shape[0] and s[1] == shape[1]
+
+
 include "encoder_buffers.pxi"
 include "encoder_drop.pxi"
 include "encoder_ends.pxi"
@@ -71,6 +89,7 @@ cdef class Int8Encoder:
     cdef bint _busy
     cdef int attention_precision
     cdef _Ends ends
+    cdef long call_vocab, call_types, call_max_len   # forward_call's input ranges (set_input_ranges)
 
     def __init__(self, list layers, int hidden_size, attention="fp32", embeddings=None, heads=None):
         """embeddings / heads: both or neither (see _Ends): with them, `classify` runs a whole
@@ -97,6 +116,7 @@ cdef class Int8Encoder:
         self.kps = tuple(sorted(kps | set(self.ends.kps() if self.ends is not None else ())))
         self._kept = None
         self._busy = False
+        self.call_vocab = self.call_types = self.call_max_len = 0
 
     def run(self, h, int B, int S, mask_bias, int isa):
         """h float32 [B*S, H] (the embeddings, C-contiguous), mask_bias float32 [B, S] additive
@@ -147,6 +167,47 @@ cdef class Int8Encoder:
         default). Python's cyclic GC is off during the call, as the runtime's forward has it."""
         if self.ends is None:
             raise ValueError("this encoder was built without embeddings and a head: classify needs both")
+        return self._classify_tokens(ids, mask, tt, vocab, types, pack, threads, isa)
+
+    def set_input_ranges(self, long vocab, long types, long max_len):
+        """The id range, token-type range (0: the model has no token types, so a given
+        token_type_ids goes to the caller's check) and longest sequence `forward_call` accepts:
+        the engine's, set once."""
+        if vocab < 1 or types < 0 or max_len < 1:
+            raise ValueError(f"input ranges must be vocab >= 1, types >= 0, max_len >= 1; got {vocab}, {types}, {max_len}")
+        self.call_vocab, self.call_types, self.call_max_len = vocab, types, max_len
+
+    def forward_call(self, ids, mask, tt, bint pack, int threads):
+        """`Engine.__call__`'s static forward in one compiled call: wakes the kernels' pool,
+        checks the arrays' types in C, reads the ISA, then `classify_tokens` on the ranges of
+        `set_input_ranges`. Python work at the start of a forward runs on caches the previous
+        forward has filled with weights: the engine's own checks, spec lookup and trace there
+        took 36-53 us before the first kernel (2 vCPUs of a Sapphire Rapids; DistilBERT and
+        MiniLM-L6 at batch 1, results/bench/spr-amx/call-overhead/). Returns (logits, counts, packed, S)
+        with classify_tokens' bits, or None before any work for anything else: arrays that are
+        not int64 C-contiguous [B, S] of one shape, S past the longest, token types on a model
+        without them, a value out of range, another mask layout (the engine's check then names
+        the value or lays the batch out)."""
+        _pool_wake()   # a sleeping worker's wake-up overlaps the checks
+        if self.ends is None or self.call_vocab < 1 or not _is_i64_matrix(ids):
+            return None
+        cdef cnp.npy_intp *shape = cnp.PyArray_DIMS(<cnp.ndarray>ids)
+        if not (0 < shape[1] <= self.call_max_len):
+            return None
+        if mask is not None and not _same_i64_matrix(mask, shape):
+            return None
+        if tt is not None and (self.call_types == 0 or not _same_i64_matrix(tt, shape)):
+            return None
+        cdef int isa = _ISA_CODES[_active_isa()]
+        out = self._classify_tokens(ids, mask, tt, self.call_vocab, self.call_types or 1, pack, threads, isa)
+        if out is None:
+            return None
+        logits, counts, packed = out
+        return logits, counts, packed, shape[1]
+
+    cdef object _classify_tokens(self, object ids, object mask, object tt, long vocab, long types, bint pack,
+                                 int threads, int isa):
+        """classify_tokens, on an encoder with its ends."""
         cdef int before = wb_max_threads()
         cdef bint set_threads = threads > 0 and threads != before
         cdef int gc_was = PyGC_Disable()

@@ -33,7 +33,7 @@ kernel call.
   `_head`, which the others -- fp32 / bf16, static grids, removed blocks -- keep; token dropping
   and exits start from its embeddings and call it up to each exit check). The inputs' values are
   checked in one compiled pass (`inputs.check_inputs`); for int64 arrays with no padding or right
-  padding that pass and the whole forward are one call (`Int8Encoder.classify_tokens`), so a
+  padding that pass and the whole forward are one call (`Int8Encoder.forward_call`), so a
   batch-1 forward runs no NumPy before the kernels. A forward runs with Python's cyclic GC
   paused.
 * exact graph-level savings: trailing padding columns shared by the whole batch are dropped, and
@@ -81,11 +81,6 @@ from workbench.runtime.inputs import (  # noqa: F401  (attention_bias: importabl
 )
 
 FP32_ATOL = 1e-4
-
-
-def _is_int64_matrix(a: Any) -> bool:
-    """Whether `a` is a 2-D int64 C-contiguous NumPy array (what the compiled check reads)."""
-    return type(a) is np.ndarray and a.dtype == np.int64 and a.ndim == 2 and a.flags.c_contiguous
 
 
 @contextlib.contextmanager
@@ -202,6 +197,21 @@ class Engine(EngineOps, EngineReport, EngineFile):
         return K.int8_encoder(layers, self.hidden_size, attention=self.attention, embeddings=embeddings, heads=heads)
 
     @property
+    def _encoder(self) -> Any:
+        """The compiled encoder (`workbench_ext.encoder.Int8Encoder`), None when the layers run
+        op by op; setting it (None: the per-op path, as tests and breakdowns do) also sets the
+        one-call path of static forwards (`_forward_call`: `Int8Encoder.forward_call`)."""
+        return self._encoder_impl
+
+    @_encoder.setter
+    def _encoder(self, encoder: Any) -> None:
+        self._encoder_impl = encoder
+        self._forward_call: Any = None
+        if encoder is not None and getattr(encoder, "classifies", False) and hasattr(encoder, "forward_call"):
+            encoder.set_input_ranges(self.vocab_size, self.type_vocab_size, self.max_seq_len)
+            self._forward_call = encoder.forward_call
+
+    @property
     def num_threads(self) -> int | None:
         """Threads this engine's calls run on; None (the default): the kernels' default
         (OMP_NUM_THREADS, `workbench_ext.cpu.set_num_threads`, else the usable cores). An int
@@ -220,12 +230,17 @@ class Engine(EngineOps, EngineReport, EngineFile):
                  **dynamic: Any) -> np.ndarray:
         """`dynamic`: overrides of the compiled `DynamicSpec` (`length_ratios=`, `exit_threshold=`,
         `exit_at=`, `exit_criterion=`, or a whole `spec=`); see `workbench.runtime.dynamic`."""
+        static = not dynamic and self.meta.get("dynamic") is None  # no spec to resolve
+        if static:
+            logits = self._classify_in_one_call(input_ids, attention_mask, token_type_ids)
+            if logits is not None:
+                return logits
         from workbench.runtime import dynamic as D
         from workbench.runtime.dynamic_forward import forward as dynamic_forward
 
         K.wake_pool()  # a sleeping worker wakes (~0.1 ms after a pause) while the inputs are checked
-        spec = D.resolve(self, dynamic)
-        if spec is None:
+        spec = None if static else D.resolve(self, dynamic)
+        if spec is None and not static:
             logits = self._classify_in_one_call(input_ids, attention_mask, token_type_ids)
             if logits is not None:
                 return logits
@@ -239,8 +254,14 @@ class Engine(EngineOps, EngineReport, EngineFile):
     def last_trace(self) -> Any:
         """The work of the last call (a `runtime.dynamic.WorkTrace`), None before the first; a
         static call's is built when first asked for."""
-        if callable(self._last_trace):
-            self._last_trace = self._last_trace()
+        trace = self._last_trace
+        if type(trace) is tuple:  # a static call's (logits, counts, packed, S): see __call__
+            from workbench.runtime.dynamic import static_trace_of_counts
+
+            _, counts, packed, seq_len = trace
+            self._last_trace = static_trace_of_counts(counts, seq_len, self.num_layers, packed)
+        elif callable(trace):
+            self._last_trace = trace()
         return self._last_trace
 
     @last_trace.setter
@@ -250,31 +271,20 @@ class Engine(EngineOps, EngineReport, EngineFile):
     def _classify_in_one_call(self, input_ids: Any, attention_mask: Any, token_type_ids: Any
                               ) -> np.ndarray | None:
         """A static forward's logits from one compiled call that also checks the inputs
-        (`Int8Encoder.classify_tokens`), when the engine has the compiled loop and the arrays are
+        (`Int8Encoder.forward_call`), when the engine has the compiled loop and the arrays are
         int64 C-contiguous [B, S] with no padding or right padding: the common batch-1 call then
-        runs none of `check_inputs`' NumPy, which, with the caches cold after the last forward,
-        was ~0.1 ms -- 3-4 % of a 90 %-sparse DistilBERT forward. The same bits as `_forward`.
-        None for every other call (and for a wrong value): `check_inputs` then names what is
-        wrong or lays the batch out."""
-        from workbench.runtime.dynamic import static_trace_of_counts
-
-        enc = self._encoder
-        if enc is None or not enc.classifies or not _is_int64_matrix(input_ids):
+        runs none of `check_inputs`' NumPy (with the caches cold after the last forward, ~0.1 ms,
+        3-4 % of a 90 %-sparse DistilBERT forward) and no Python checks (another 0.04-0.05 ms). The
+        same bits as `_forward`. None for every other call (and for a wrong value): `check_inputs`
+        then names what is wrong or lays the batch out."""
+        if self._forward_call is None:
             return None
-        shape = input_ids.shape
-        if not (0 < shape[1] <= self.max_seq_len) or not all(
-                a is None or (_is_int64_matrix(a) and a.shape == shape) for a in (attention_mask, token_type_ids)):
-            return None
-        if token_type_ids is not None and self.type_vocab_size == 0:
-            return None  # must be all 0 and is then dropped: check_inputs' job
-        out = enc.classify_tokens(input_ids, attention_mask, token_type_ids, self.vocab_size,
-                                  self.type_vocab_size or 1, self.pack_sequences, self.num_threads or 0,
-                                  K.isa_code())
+        out = self._forward_call(input_ids, attention_mask, token_type_ids, self.pack_sequences,
+                                 self._num_threads or 0)
         if out is None:
             return None
-        logits, counts, packed = out
-        self.last_trace = functools.partial(static_trace_of_counts, counts, shape[1], self.num_layers, packed)
-        return logits
+        self._last_trace = out  # (logits, counts, packed, S): the last_trace property builds the trace
+        return out[0]
 
     def _forward(self, ids: np.ndarray, mask: np.ndarray, tt: np.ndarray | None,
                  lengths: np.ndarray | None) -> np.ndarray:
