@@ -375,20 +375,31 @@ def test_wake_rouses_a_sleeping_worker_without_giving_it_work():
 
 
 def test_a_forward_wakes_the_pool_before_it_checks_its_inputs(tiny_bert, monkeypatch):
-    """`Engine.__call__` wakes the kernels' pool first, before the inputs are checked: even a call
-    with bad inputs (refused, naming them) has woken it."""
+    """`Engine.__call__` wakes the kernels' pool first, before the inputs are checked: the
+    compiled one-call path (`Int8Encoder.forward_call`) before its checks, the checked path
+    before `check_inputs`; even a call with bad inputs (refused, naming them) has woken it."""
+    import workbench.runtime.engine as engine_module
+    from workbench_ext import encoder as encoder_module
+
     from workbench.runtime import compile_model
     from workbench.runtime import kernels as K
 
     engine = compile_model(tiny_bert)
-    calls = []
-    monkeypatch.setattr(K, "wake_pool", lambda: calls.append(1))
+    events = []
+    monkeypatch.setattr(K, "wake_pool", lambda: events.append("wake"))
+    monkeypatch.setattr(encoder_module, "_pool_wake", lambda: events.append("wake"))
+    check = engine_module.check_inputs
+    monkeypatch.setattr(engine_module, "check_inputs", lambda *a: events.append("check") or check(*a))
     ids = np.ones((1, 8), np.int64)
-    engine(ids, np.ones_like(ids))
-    assert calls == [1]
+    engine(ids, np.ones_like(ids))   # the one-call path: no Python check
+    assert events == ["wake"]
+    events.clear()
+    engine(ids.astype(np.int32), np.ones_like(ids))   # int32: the checked path
+    assert events[0] == "wake" and "check" in events
+    events.clear()
     with pytest.raises(ValueError, match="input_ids"):
         engine(np.ones(8, np.int64))
-    assert calls == [1, 1]
+    assert events[0] == "wake" and "check" in events
 
 
 def test_the_fields_a_thread_spins_on_have_cache_lines_of_their_own():
