@@ -1,3 +1,6 @@
+"""Gaps between the pool's parallel jobs in batch-1 DistilBERT forwards (1x4 blocks at `sys.argv[1]` sparsity):
+forward median, one traced forward job by job (chunks, us, gap before), the median gap per position.
+Usage: python results/bench/spr-amx/call-overhead/job_gaps.py 0.9"""
 import sys, time, numpy as np
 sys.path.insert(0, "results/bench/emr-amx")
 from forward_breakdown import _engine

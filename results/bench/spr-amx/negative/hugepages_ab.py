@@ -1,3 +1,6 @@
+"""Huge pages A/B (README, third session): engine A on 2 MB pages (MADV_COLLAPSE of every large anonymous mapping after it
+is built), engine B built after it on 4 KB pages, forwards taking turns; then the embedding gather job of each.
+Usage: python results/bench/spr-amx/negative/hugepages_ab.py 0.9"""
 import sys, time, ctypes, numpy as np
 sys.path.insert(0, "results/bench/emr-amx")
 from forward_breakdown import _engine

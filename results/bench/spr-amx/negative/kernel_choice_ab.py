@@ -1,3 +1,5 @@
+"""Whole forwards of one pruned DistilBERT compiled with several kernel_choice modes, taking turns (README, third session).
+Usage: python results/bench/spr-amx/negative/kernel_choice_ab.py 0.9 measure,sparse,dense"""
 import sys, time, numpy as np
 from workbench.bench.models import distilbert
 from workbench.recipes.prune.magnitude import magnitude_prune_

@@ -1,3 +1,6 @@
+"""LayerNorm + quantization fusion A/B (README, third session). Needs `layernorm_quantize_fusion.patch` applied to
+2501383 and the extension rebuilt (it adds encoder._set_fuse_layernorm_quantize); the fusion was not kept.
+Usage: python results/bench/spr-amx/negative/layernorm_quantize_ab.py"""
 import sys, time, numpy as np
 sys.path.insert(0, "results/bench/emr-amx")
 from workbench_ext import encoder

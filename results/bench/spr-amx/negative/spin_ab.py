@@ -1,3 +1,6 @@
+"""Worker spin A/B (README, third session): DistilBERT-base at `sys.argv[1]` sparsity (1x4), batch 1, 8 rounds taking turns
+between the spins in `sys.argv[2]` (us, comma-separated); also the cost of pool.wake() after 2 ms idle.
+Usage: python results/bench/spr-amx/negative/spin_ab.py 0.9 200,1000"""
 import sys, time, numpy as np
 sys.path.insert(0, "results/bench/emr-amx")
 from forward_breakdown import _engine
