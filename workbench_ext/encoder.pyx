@@ -59,20 +59,6 @@ from workbench_ext.cpu import ISA_CODES as _ISA_CODES, active_isa as _active_isa
 from workbench_ext.pool import wake as _pool_wake
 
 
-cdef inline bint _is_i64_matrix(object a):
-    """An int64 [B, S] C-contiguous ndarray (not a subclass): what classify_tokens reads."""
-    return (type(a) is cnp.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_INT64
-            and cnp.PyArray_NDIM(<cnp.ndarray>a) == 2 and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a))
-
-
-cdef inline bint _same_i64_matrix(object a, cnp.npy_intp *shape):
-    """_is_i64_matrix with the given [B, S]."""
-    if not _is_i64_matrix(a):
-        return False
-    cdef cnp.npy_intp *s = cnp.PyArray_DIMS(<cnp.ndarray>a)
-    return s[0] == shape[0] and s[1] == shape[1]
-
-
 include "encoder_buffers.pxi"
 include "encoder_drop.pxi"
 include "encoder_ends.pxi"
@@ -178,16 +164,13 @@ cdef class Int8Encoder:
         self.call_vocab, self.call_types, self.call_max_len = vocab, types, max_len
 
     def forward_call(self, ids, mask, tt, bint pack, int threads):
-        """`Engine.__call__`'s static forward in one compiled call: wakes the kernels' pool,
-        checks the arrays' types in C, reads the ISA, then `classify_tokens` on the ranges of
-        `set_input_ranges`. Python work at the start of a forward runs on caches the previous
-        forward has filled with weights: the engine's own checks, spec lookup and trace there
-        took 36-53 us before the first kernel (2 vCPUs of a Sapphire Rapids; DistilBERT and
-        MiniLM-L6 at batch 1, results/bench/spr-amx/call-overhead/). Returns (logits, counts, packed, S)
-        with classify_tokens' bits, or None before any work for anything else: arrays that are
-        not int64 C-contiguous [B, S] of one shape, S past the longest, token types on a model
-        without them, a value out of range, another mask layout (the engine's check then names
-        the value or lays the batch out)."""
+        """`Engine.__call__`'s static forward in one compiled call: wakes the kernels' pool, checks
+        the arrays' types and shapes and reads the ISA in C, then `classify_tokens` on the ranges
+        of `set_input_ranges` (the engine's Python checks there cost 36-53 us on caches the last
+        forward had filled, results/bench/spr-amx/call-overhead/). Returns (logits, counts,
+        packed, S), or None before any work for anything else (not int64 C-contiguous [B, S] of
+        one shape, S too long, token types on a model without them, a value out of range, another
+        mask layout): the engine's checked path then names the value or lays the batch out."""
         _pool_wake()   # a sleeping worker's wake-up overlaps the checks
         if self.ends is None or self.call_vocab < 1 or not _is_i64_matrix(ids):
             return None

@@ -99,3 +99,17 @@ cdef object _token_rows(object ids, object mask, object tt, long vocab, long typ
     for b in range(B):
         o[b + 1] = o[b] + <int32_t>c[b]
     return offs, np.zeros(longest, np.float32), counts, B, longest, int(o[B])
+
+
+cdef inline bint _is_i64_matrix(object a):
+    """An int64 [B, S] C-contiguous ndarray (not a subclass): what classify_tokens reads."""
+    return (type(a) is cnp.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_INT64
+            and cnp.PyArray_NDIM(<cnp.ndarray>a) == 2 and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a))
+
+
+cdef inline bint _same_i64_matrix(object a, cnp.npy_intp *shape):
+    """_is_i64_matrix with the given [B, S]."""
+    if not _is_i64_matrix(a):
+        return False
+    cdef cnp.npy_intp *s = cnp.PyArray_DIMS(<cnp.ndarray>a)
+    return s[0] == shape[0] and s[1] == shape[1]
