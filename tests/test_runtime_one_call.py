@@ -184,6 +184,7 @@ def test_the_engine_call_reads_the_isa_threads_and_packing_at_each_call(bert):
         bert(ids, np.ones_like(mask))
     finally:
         bert.num_threads = None
+        bert.__dict__.pop("pack_sequences", None)   # back to the class default
         bert._forward_call = fast
     assert seen == [(False, 1), (True, 0)]
 

@@ -230,20 +230,19 @@ class Engine(EngineOps, EngineReport, EngineFile):
                  **dynamic: Any) -> np.ndarray:
         """`dynamic`: overrides of the compiled `DynamicSpec` (`length_ratios=`, `exit_threshold=`,
         `exit_at=`, `exit_criterion=`, or a whole `spec=`); see `workbench.runtime.dynamic`."""
-        static = not dynamic and self.meta.get("dynamic") is None  # no spec to resolve
-        if static:
+        spec = None
+        if dynamic or self.meta.get("dynamic") is not None:  # a spec to resolve
+            from workbench.runtime import dynamic as D
+
+            K.wake_pool()  # a sleeping worker wakes (~0.1 ms after a pause) while the spec resolves
+            spec = D.resolve(self, dynamic)
+        if spec is None:
             logits = self._classify_in_one_call(input_ids, attention_mask, token_type_ids)
             if logits is not None:
                 return logits
-        from workbench.runtime import dynamic as D
         from workbench.runtime.dynamic_forward import forward as dynamic_forward
 
-        K.wake_pool()  # a sleeping worker wakes (~0.1 ms after a pause) while the inputs are checked
-        spec = None if static else D.resolve(self, dynamic)
-        if spec is None and not static:
-            logits = self._classify_in_one_call(input_ids, attention_mask, token_type_ids)
-            if logits is not None:
-                return logits
+        K.wake_pool()  # the checked path: the worker wakes while the inputs are checked (cheap if awake)
         ids, mask, tt, lengths = check_inputs(self, input_ids, attention_mask, token_type_ids)
         with _no_gc_pauses(), K.kernel_threads(self.num_threads):
             if spec is not None:  # token dropping / early exits: workbench.runtime.dynamic_forward
