@@ -253,14 +253,8 @@ class Engine(EngineOps, EngineReport, EngineFile):
     def last_trace(self) -> Any:
         """The work of the last call (a `runtime.dynamic.WorkTrace`), None before the first; a
         static call's is built when first asked for."""
-        trace = self._last_trace
-        if type(trace) is tuple:  # a static call's (logits, counts, packed, S): see __call__
-            from workbench.runtime.dynamic import static_trace_of_counts
-
-            _, counts, packed, seq_len = trace
-            self._last_trace = static_trace_of_counts(counts, seq_len, self.num_layers, packed)
-        elif callable(trace):
-            self._last_trace = trace()
+        if callable(self._last_trace):
+            self._last_trace = self._last_trace()
         return self._last_trace
 
     @last_trace.setter
@@ -282,8 +276,11 @@ class Engine(EngineOps, EngineReport, EngineFile):
                                  self._num_threads or 0)
         if out is None:
             return None
-        self._last_trace = out  # (logits, counts, packed, S): the last_trace property builds the trace
-        return out[0]
+        from workbench.runtime.dynamic import static_trace_of_counts
+
+        logits, counts, packed, seq_len = out
+        self.last_trace = functools.partial(static_trace_of_counts, counts, seq_len, self.num_layers, packed)
+        return logits
 
     def _forward(self, ids: np.ndarray, mask: np.ndarray, tt: np.ndarray | None,
                  lengths: np.ndarray | None) -> np.ndarray:
