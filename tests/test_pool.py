@@ -400,6 +400,10 @@ def test_a_forward_wakes_the_pool_before_it_checks_its_inputs(tiny_bert, monkeyp
     with pytest.raises(ValueError, match="input_ids"):
         engine(np.ones(8, np.int64))
     assert events[0] == "wake" and "check" in events
+    events.clear()
+    engine._encoder = None   # the per-op path (no compiled call to wake it): the checked path wakes it
+    engine(ids, np.ones_like(ids))
+    assert events == ["wake", "check"]
 
 
 def test_the_fields_a_thread_spins_on_have_cache_lines_of_their_own():
