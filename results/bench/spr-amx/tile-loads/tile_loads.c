@@ -108,7 +108,7 @@ int main(int argc, char **argv) {
                       {"1x3, A double-buffered: 4 loads + 3 TDPBUSD", k1x3_abuf, 3}};
     const size_t spans[] = {8 << 10, 24 << 10, 256 << 10, 1536 << 10, 6 << 20};
     /* A and B each cycle through the span: twice it in all */
-    const char *where[] = {"2 x 8 KB (L1)", "2 x 24 KB (L1)", "2 x 256 KB (L2)", "2 x 1.5 MB (L3)", "2 x 6 MB (L3)"};
+    const char *where[] = {"2 x 8 KB (L1)", "2 x 24 KB (L1)", "2 x 256 KB (L2)", "2 x 1.5 MB (L3 for both; A alone fits L2)", "2 x 6 MB (L3)"};
     double per_dp = 0;
     for (int rep = 0; rep < 3; rep++) {                    /* warm up, then calibrate */
         double t = now(); dp_only(); t = now() - t;
