@@ -5,3 +5,4 @@ from workbench.recipes.prune.retraining_free import RetrainingFreePrune  # noqa:
 from workbench.recipes.prune.gradient_free import GradientFreePrune  # noqa: F401
 from workbench.recipes.prune.movement import MovementPrune  # noqa: F401
 from workbench.recipes.prune.vocab import TrimVocab  # noqa: F401
+from workbench.recipes.prune.neuron_order import SortFfnNeurons  # noqa: F401
