@@ -99,3 +99,33 @@ def test_dynamic_int8_targets_only_the_named_layers(tiny_bert):
     assert len(packed) == 3 * 4  # query, key, value of 4 layers
     with pytest.raises(ConfigError, match="re:nothing.*matches no"):
         DynamicInt8(DynamicInt8Config(targets=["re:nothing"]), ctx).apply(tiny_bert)
+
+
+def test_global_scope_ranks_all_layers_together(tiny_bert):
+    layers = prunable_linears(tiny_bert)
+    names = list(layers)
+    with torch.no_grad():
+        layers[names[0]].weight.mul_(10.0)   # one layer with much larger weights: it keeps (nearly) all
+        layers[names[1]].weight.mul_(0.01)   # one with tiny weights: it loses (nearly) all
+    masks = magnitude_prune_(tiny_bert, 0.5, (1, 4), scope="global")
+    per_layer = {n: float((m == 0).float().mean()) for n, m in masks.items()}
+    total_blocks = sum(m.numel() // 4 for m in masks.values())
+    zero_blocks = sum(int((m == 0).sum()) // 4 for m in masks.values())
+    assert zero_blocks == round(0.5 * total_blocks)  # exact overall sparsity
+    assert per_layer[names[0]] < 0.05 and per_layer[names[1]] > 0.95
+    for name, lin in layers.items():
+        assert blocks_all_zero_or_dense(lin.weight, 1, 4), name
+        assert bool((lin.weight[masks[name] == 0] == 0).all()), name
+
+
+def test_global_scope_through_the_recipe_and_its_checks(tiny_bert):
+    from workbench.config import ConfigError, parse_config
+
+    ctx = RecipeContext(task=None, tokenizer=None, run_dir=None, stage="p")
+    recipe = MagnitudePrune(MagnitudePruneConfig(sparsity=0.75, block=(16, 16), scope="global"), ctx)
+    recipe.apply(tiny_bert)
+    weights = [lin.weight for lin in prunable_linears(tiny_bert).values()]
+    assert float(sum(int((w == 0).sum()) for w in weights)) / sum(w.numel() for w in weights) == pytest.approx(0.75)
+    assert len({round(float((w == 0).float().mean()), 3) for w in weights}) > 1  # layers differ
+    with pytest.raises(ConfigError, match="'scope' is global, but pattern \"2:4\""):
+        parse_config(MagnitudePruneConfig, {"sparsity": 0.5, "pattern": "2:4", "scope": "global"}, "stage 'p' recipe 'magnitude_prune'")

@@ -4,7 +4,9 @@ A *block* `(r, c)` groups `r` output rows by `c` input columns of a Linear weigh
 `(1, 1)` is unstructured, `(1, 4)` is four consecutive weights along K (the layout our sparse
 int8 kernels skip, as in "Fast DistilBERT on CPUs"), `(4, 1)` four output channels. A block's
 score is the L1 norm of its weights; the lowest-scoring blocks of each layer are zeroed so that
-exactly `round(sparsity * n_blocks)` blocks are zero.
+exactly `round(sparsity * n_blocks)` blocks are zero. With `scope: global` the blocks of all
+pruned layers are ranked together instead (as `torch.nn.utils.prune.global_unstructured` ranks
+weights): `sparsity` is then the overall fraction and each layer's follows from its weights.
 
 An *N:M pattern* (`pattern: "2:4"`) instead keeps exactly the N largest-|w| weights of every M
 consecutive weights along each row's input dimension (the layout of N:M sparse tensor cores);
@@ -30,6 +32,7 @@ from torch import nn
 from workbench.config import KEY_OMITS_DEFAULT, ConfigError, fail, fail_if_set
 from workbench.models.arch import architecture
 from workbench.recipes.base import Recipe, TrainState, register_recipe
+from workbench.recipes.prune.nm_pattern import check_pattern_fits, nm_keep, nm_mask, parse_pattern, validate_pattern
 from workbench.targets import resolve_targets, validate_target_syntax
 
 
@@ -89,56 +92,33 @@ def block_mask(weight: torch.Tensor, sparsity: float, block: tuple[int, int]) ->
     return expand_blocks(keep, block, weight.shape).to(weight.dtype)
 
 
-def parse_pattern(pattern: str, where: str, key: str = "pattern") -> tuple[int, int]:
-    """`"N:M"` as (N, M) with 1 <= N < M; ConfigError naming `where` and `key` otherwise."""
-    parts = pattern.split(":") if isinstance(pattern, str) else []
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        fail(where, key, f'must look like "N:M" (keep N of every M consecutive weights), e.g. "2:4"; got {pattern!r}')
-    n, m = int(parts[0]), int(parts[1])
-    if not 1 <= n < m:
-        fail(where, key, f'"{pattern}" must keep 1 <= N < M weights of every M, e.g. "2:4"')
-    return n, m
-
-
-def nm_keep(sparsity: float, pattern: tuple[int, int]) -> int:
-    """Weights kept per group of M at `sparsity` on the way to N:M (M at 0, N at 1 - N/M)."""
-    n, m = pattern
-    return min(m, max(n, m - int(round(sparsity * m))))
-
-
-def check_pattern_fits(layers: dict[str, nn.Linear], pattern: tuple[int, int] | None, where: str) -> None:
-    """Before any work: every layer's input size must be a multiple of M (ConfigError naming it)."""
-    for name, lin in layers.items():
-        if pattern is not None and lin.weight.shape[1] % pattern[1]:
-            raise ConfigError(f"{where}: pattern {pattern[0]}:{pattern[1]} needs input sizes that are multiples of "
-                              f"{pattern[1]}, but '{name}' has {lin.weight.shape[1]}; leave it out of 'targets'")
-
-
-def nm_mask(scores: torch.Tensor, keep: int, m: int) -> torch.Tensor:
-    """A bool mask keeping the `keep` highest `scores` of every M consecutive entries of each row
-    (ties by position); rows are a multiple of M long (`check_pattern_fits`)."""
-    rows, k = scores.shape
-    order = torch.sort(scores.reshape(rows, k // m, m), dim=-1, descending=True, stable=True).indices
-    keep_mask = torch.zeros(rows, k // m, m, dtype=torch.bool, device=scores.device)
-    keep_mask.scatter_(-1, order[..., :keep], True)
-    return keep_mask.reshape(rows, k)
+def global_block_masks(layers: dict[str, nn.Linear], sparsity: float, block: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """{0,1} masks dropping exactly `round(sparsity * n)` of the `n` blocks of all `layers`
+    together, the lowest L1 first: each layer's own sparsity follows from its weights' scale."""
+    scores = {name: block_scores(lin.weight, block) for name, lin in layers.items()}
+    keep = keep_top(torch.cat([s.flatten() for s in scores.values()]), sparsity).split([s.numel() for s in scores.values()])
+    return {name: expand_blocks(k.reshape(scores[name].shape), block, lin.weight.shape).to(lin.weight.dtype)
+            for (name, lin), k in zip(layers.items(), keep)}
 
 
 @torch.no_grad()
 def magnitude_prune_(model: nn.Module, sparsity: float, block: tuple[int, int] = (1, 4),
                      targets: list[str] | None = None, where: str = "magnitude_prune",
-                     pattern: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+                     pattern: tuple[int, int] | None = None, scope: str = "layer") -> dict[str, torch.Tensor]:
     """Prune `model` in place, one-shot, to `sparsity` per layer (the layers `prunable_linears`
-    selects); with an N:M `pattern` (which replaces `block`), keep `nm_keep(sparsity)` of every M
-    weights per row. Returns the masks by name."""
-    masks = {}
+    selects), or over all of them together with `scope="global"`; with an N:M `pattern` (which
+    replaces `block`; per layer only), keep `nm_keep(sparsity)` of every M weights per row.
+    Returns the masks by name."""
     layers = prunable_linears(model, targets, where)
     check_pattern_fits(layers, pattern, where)
+    if scope == "global":
+        masks = global_block_masks(layers, sparsity, tuple(block))
+    elif pattern is None:
+        masks = {name: block_mask(lin.weight, sparsity, tuple(block)) for name, lin in layers.items()}
+    else:
+        masks = {name: nm_mask(lin.weight.detach().abs(), nm_keep(sparsity, pattern), pattern[1]).to(lin.weight.dtype)
+                 for name, lin in layers.items()}
     for name, lin in layers.items():
-        if pattern is None:
-            masks[name] = block_mask(lin.weight, sparsity, tuple(block))
-        else:
-            masks[name] = nm_mask(lin.weight.detach().abs(), nm_keep(sparsity, pattern), pattern[1]).to(lin.weight.dtype)
         lin.weight.mul_(masks[name])
     return masks
 
@@ -179,6 +159,10 @@ class MagnitudePruneConfig:
     targets: list[str] | None = None
     """Linear layers to prune: exact qualified names or `re:<pattern>` (full match), e.g.
     `["re:.*attention.*"]`. None: every encoder Linear (never the pooler or classifier)."""
+    scope: Literal["layer", "global"] = field(default="layer", metadata=KEY_OMITS_DEFAULT)
+    """`layer`: every pruned layer reaches `sparsity`; `global`: the blocks of all pruned layers
+    are ranked together and `sparsity` is their overall fraction, so layers with larger weights
+    keep more (a layer may lose every block). Blocks only, not with `pattern`."""
     pattern: str | None = field(default=None, metadata=KEY_OMITS_DEFAULT)
     """N:M sparsity, e.g. "2:4": keep the N largest-|w| of every M consecutive weights along each
     row's input dimension; replaces `block`; `sparsity` must then be 1 - N/M (0.5 for "2:4")."""
@@ -200,25 +184,9 @@ class MagnitudePruneConfig:
                         "schedule: oneshot prunes once, before training (these shape the cubic schedule)")
         if self.targets is not None:
             validate_target_syntax(self.targets, where)
-
-
-def validate_pattern(cfg: Any, where: str, blocks: tuple[tuple[int, int], ...] = ((1, 1), (1, 4))) -> None:
-    """The shared `pattern`/`sparsity`/`block` checks of a pruning config (magnitude, movement):
-    with a pattern, `sparsity` must be 1 - N/M (filled in where it may be left out, None), and
-    `block` one of `blocks` (per weight, or the recipe's default, which the pattern replaces)."""
-    if cfg.pattern is None:
-        if cfg.sparsity is None:
-            fail(where, "sparsity", 'is required (or set \'pattern\', e.g. "2:4")')
-        return
-    n, m = parse_pattern(cfg.pattern, where)
-    if cfg.sparsity is None:
-        cfg.sparsity = 1.0 - n / m
-    elif not math.isclose(cfg.sparsity, 1.0 - n / m):
-        fail(where, "sparsity", f'is {cfg.sparsity} but pattern "{cfg.pattern}" keeps {n} of {m}: '
-             f"set it to {1.0 - n / m:g}")
-    if tuple(cfg.block) not in blocks:
-        fail(where, "block", f'{list(cfg.block)} cannot combine with pattern "{cfg.pattern}" (it keeps single '
-             "weights); leave 'block' out")
+        if self.scope == "global" and self.pattern is not None:
+            fail(where, "scope", f'is global, but pattern "{self.pattern}" keeps N of every M weights in each row '
+                 "group: it has no global ranking; leave 'scope' out")
 
 
 @register_recipe("magnitude_prune")
@@ -250,7 +218,7 @@ class MagnitudePrune(Recipe):
     def _update(self, model: nn.Module, sparsity: float) -> None:
         self.current_sparsity = sparsity
         cfg = self.config
-        self.masks = magnitude_prune_(model, sparsity, cfg.block, cfg.targets, self.where, self._pattern())
+        self.masks = magnitude_prune_(model, sparsity, cfg.block, cfg.targets, self.where, self._pattern(), cfg.scope)
 
     def _pattern(self) -> tuple[int, int] | None:
         return parse_pattern(self.config.pattern, self.where) if self.config.pattern else None

@@ -39,10 +39,8 @@ from torch.nn import functional as F
 
 from workbench.config import fail
 from workbench.recipes.base import LossTerms, Recipe, TrainState, register_recipe
-from workbench.recipes.prune.magnitude import (
-    check_pattern_fits, cubic_sparsity, expand_blocks, keep_top, nm_keep, nm_mask, parse_pattern, prunable_linears,
-    validate_pattern,
-)
+from workbench.recipes.prune.magnitude import cubic_sparsity, expand_blocks, keep_top, prunable_linears
+from workbench.recipes.prune.nm_pattern import check_pattern_fits, nm_keep, nm_mask, parse_pattern, validate_pattern
 from workbench.targets import validate_target_syntax
 
 
