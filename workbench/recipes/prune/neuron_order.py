@@ -16,7 +16,9 @@ What it did on real data (`results/tile_sparsity_90/`, the demo student at 90 % 
 the gradual schedule's fine-tuning (0.8125 ± 0.0030 against 0.8118 ± 0.0083) nor one-shot.
 
 Importance is `magnitude`: the L1 norm of the neuron's row of `ffn_in` times that of its column
-of `ffn_out` (the neuron's weight on either side). Put the recipe before the stage's pruning
+of `ffn_out` (the neuron's weight on either side). A product, not `structured_prune`'s
+sum of the two (`workbench.prune.structure.magnitude_scores`): a neuron matters to the
+function only when both sides are large. Put the recipe before the stage's pruning
 recipes: they decide their blocks on the order they find.
 
 No structural edit is recorded: the shapes stay, and the saved weights are already in the new
