@@ -717,9 +717,9 @@ def test_the_gemm_table_follows_the_engine_table_and_a_failure_keeps_it(tmp_path
 
 def test_machine_line_names_the_cpuid_family_and_model():
     # KVM guests often see only "AMD EPYC": the family and model tell a Zen 4 from a Zen 5.
-    from workbench.bench.report import _cpu_name
+    from workbench.bench.host import cpu_name
 
     info = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
             "model name\t: AMD EPYC\n\nprocessor\t: 1\ncpu family\t: 26\nmodel\t\t: 2\n")
-    assert _cpu_name(info) == "AMD EPYC (CPUID family 25, model 17)"
-    assert _cpu_name("model name\t: Intel(R) Xeon(R) Processor\n") == "Intel(R) Xeon(R) Processor"
+    assert cpu_name(info) == "AMD EPYC (CPUID family 25, model 17)"
+    assert cpu_name("model name\t: Intel(R) Xeon(R) Processor\n") == "Intel(R) Xeon(R) Processor"

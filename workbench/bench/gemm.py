@@ -39,8 +39,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import platform
-import re
 import statistics
 import sys
 import time
@@ -50,6 +48,7 @@ from typing import Sequence
 import numpy as np
 
 from workbench.bench.gemm_turns import _Cell, _time, _time_in_turns, _vs_dense  # noqa: F401  (_time: scripts)
+from workbench.bench.host import cpu_name
 from workbench.bench.peak import (FP32_FLOPS_PER_CYCLE, INT8_OPS_PER_CYCLE, MAX_PLAUSIBLE_GHZ,  # noqa: F401
                                   cpu_clock_ghz, nominal_clock_ghz, per_cycle_peak)
 from workbench.results import write_csv
@@ -245,20 +244,10 @@ def _row(c: _Cell, m: int, k: int, n: int, ghz: float, vs_dense: float | str) ->
     }
 
 
-def _cpu_model() -> str:
-    try:
-        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        if m:
-            return m.group(1).strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def format_rows(rows: list[dict]) -> str:
     head = (f"{'kernel':<20} {'isa':<12} {'MxKxN':<16} {'thr':>3} {'median ms':>10} {'GOP/s':>9} "
             f"{'best':>8} {'vs dense':>8} {'peak':>8} {'%peak':>6}")
-    lines = [f"GEMM microbenchmark on {_cpu_model()} ({os.cpu_count()} logical CPUs)", head, "-" * len(head)]
+    lines = [f"GEMM microbenchmark on {cpu_name()}, {os.cpu_count()} logical CPUs", head, "-" * len(head)]
     for r in rows:
         shape = f"{r['m']}x{r['k']}x{r['n']}"
         lines.append(f"{r['kernel']:<20} {r['isa']:<12} {shape:<16} {r['threads']:>3} {r['median_ms']:>10.3f} "

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.bench.after_pause import FIELD as AFTER_PAUSE_FIELD, after_pause_section
+from workbench.bench.host import cpu_name
 from workbench.bench.worker import QUIET_S, WARM_S
 from workbench.bench.spread import RUNS_FIELD, SHARES_FIELD, SPREAD_FIELDS, spread_section
 from workbench.bench.placement import FIELD as PLACEMENT_FIELD, placement_lines
@@ -91,7 +92,7 @@ def write_plot(rows: list[dict[str, Any]], path: Path, engines_order: list[str])
 
 
 def _machine() -> list[str]:
-    lines = [f"- host CPU: {_cpu_name()}, {os.cpu_count()} logical cores; {platform.platform()}"]
+    lines = [f"- host CPU: {cpu_name()}, {os.cpu_count()} logical cores; {platform.platform()}"]
     try:
         from workbench_ext import cpu
 
@@ -108,26 +109,6 @@ def _machine() -> list[str]:
             pass
     lines.append("- " + ", ".join(vers))
     return lines
-
-
-def _cpu_name(cpuinfo: str | None = None) -> str:
-    """The first CPU's model name with its CPUID family and model: under KVM the name is often just
-    "AMD EPYC" or "Intel(R) Xeon(R) Processor", which does not tell a Zen 4 (family 25) from a Zen 5
-    (26), or a Sapphire Rapids (6, model 143) from an Emerald Rapids (6, 207)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
-    except OSError:
-        return platform.processor() or "unknown"
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            break  # the first processor's block is enough
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    name = fields.get("model name") or platform.processor() or "unknown"
-    if "cpu family" in fields and "model" in fields:
-        name += f" (CPUID family {fields['cpu family']}, model {fields['model']})"
-    return name
 
 
 def _runs(rows: list[dict[str, Any]]) -> str:
